@@ -1,0 +1,68 @@
+/// One request from a member, with names still as the user typed them.
+///
+/// The core parses names itself ([`Nick::parse`](crate::Nick::parse),
+/// [`RoomName::parse`](crate::RoomName::parse)) so every rule and every
+/// refusal lives in one place, whatever frontend the command came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Take a nick; the first command of every member. Without a nick the
+    /// core assigns `guest-NNNN`.
+    Hello {
+        /// The nick wanted.
+        nick: Option<String>,
+    },
+    /// Join a room, creating it if it does not exist.
+    Join {
+        /// The room name.
+        room: String,
+    },
+    /// Leave a room.
+    Leave {
+        /// The room name.
+        room: String,
+    },
+    /// Send a message to a joined room.
+    Say {
+        /// The room name.
+        room: String,
+        /// The text.
+        text: String,
+        /// An action (`/me`).
+        action: bool,
+    },
+    /// Send a direct message.
+    Dm {
+        /// The recipient's nick.
+        to: String,
+        /// The text.
+        text: String,
+    },
+    /// Change nick.
+    Nick {
+        /// The new nick.
+        nick: String,
+    },
+    /// Tell a room's other members that this member is typing.
+    Typing {
+        /// The room name.
+        room: String,
+    },
+    /// List the rooms.
+    Rooms,
+    /// List a room's members.
+    Who {
+        /// The room name.
+        room: String,
+    },
+    /// Page back through a joined room's history.
+    History {
+        /// The room name.
+        room: String,
+        /// Only messages with a lower `seq`.
+        before: Option<u64>,
+        /// At most this many messages.
+        limit: Option<u32>,
+    },
+    /// Liveness check.
+    Ping,
+}

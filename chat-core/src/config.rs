@@ -1,0 +1,48 @@
+use std::time::Duration;
+
+/// The rules a [`Chat`](crate::Chat) enforces. Every field has a default
+/// chosen for a team or community server; see [`ChatConfig::default`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatConfig {
+    /// The longest `say` or `dm` text, in bytes. Default 8192: a long
+    /// paste of code fits, a flood of megabytes does not.
+    pub max_text_bytes: usize,
+    /// Messages each room keeps for history. Default 1000; older messages
+    /// are dropped from the ring.
+    pub history_per_room: usize,
+    /// Messages sent in `joined`. Default 50: a screenful of context; older
+    /// ones are a `history` request away.
+    pub join_history: usize,
+    /// The default `limit` of a `history` request. Default 50.
+    pub history_page_default: usize,
+    /// The largest `limit` of a `history` request; larger ones are clamped.
+    /// Default 200.
+    pub history_page_max: usize,
+    /// The shortest interval between two `typing` notices relayed for one
+    /// member in one room; extra ones are dropped. Default 2 s.
+    pub typing_interval: Duration,
+    /// Sustained `say` and `dm` frames per second per member. Default 10:
+    /// far above what a person types, low enough to stop a flood.
+    pub messages_per_sec: u32,
+    /// How many `say` and `dm` frames a member may send in a burst.
+    /// Default 30, so a pasted block of lines goes through.
+    pub messages_burst: u32,
+    /// The most rooms that may exist at once. Default 10 000.
+    pub max_rooms: usize,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            max_text_bytes: 8192,
+            history_per_room: 1000,
+            join_history: 50,
+            history_page_default: 50,
+            history_page_max: 200,
+            typing_interval: Duration::from_secs(2),
+            messages_per_sec: 10,
+            messages_burst: 30,
+            max_rooms: 10_000,
+        }
+    }
+}

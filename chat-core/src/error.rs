@@ -1,0 +1,51 @@
+use crate::{NameError, Nick, RoomName};
+
+/// Why the core refused a member's command. Delivered to that member as
+/// [`Event::Error`](crate::Event::Error); the member carries on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// A command other than `hello` came first.
+    #[error("say hello first")]
+    HelloRequired,
+    /// A second `hello` on the same connection.
+    #[error("hello was already received")]
+    AlreadyGreeted,
+    /// The nick breaks the nick rules.
+    #[error("invalid nick: {0}")]
+    InvalidNick(NameError),
+    /// Someone else holds the nick (compared case-insensitively).
+    #[error("nick {0} is taken")]
+    NickTaken(Nick),
+    /// The room name breaks the room rules.
+    #[error("invalid room: {0}")]
+    InvalidRoom(NameError),
+    /// The member has not joined the room.
+    #[error("not in room {0}")]
+    NotInRoom(RoomName),
+    /// No connected member holds the nick.
+    #[error("no one is called {0}")]
+    NoSuchNick(String),
+    /// The text is empty.
+    #[error("text is empty")]
+    EmptyText,
+    /// The text is longer than allowed.
+    #[error("text is {len} bytes, the limit is {max}")]
+    TooLarge {
+        /// The text's length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The member sends messages faster than allowed.
+    #[error("too many messages; retry in {retry_after_ms} ms")]
+    RateLimited {
+        /// When one more message will be allowed.
+        retry_after_ms: u64,
+    },
+    /// Creating another room would pass the room limit.
+    #[error("the server holds {max} rooms already")]
+    TooManyRooms {
+        /// The limit.
+        max: usize,
+    },
+}

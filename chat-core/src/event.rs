@@ -1,0 +1,160 @@
+use std::sync::Arc;
+
+use crate::{CommandError, MemberId, Nick, RoomName, Timestamp};
+
+/// An instruction from the core to its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send `event` to every member in `to`. A fan-out is one output: the
+    /// driver should encode the event once and share the bytes.
+    Deliver {
+        /// The recipients, each at most once.
+        to: Arc<[MemberId]>,
+        /// What to send them.
+        event: Arc<Event>,
+    },
+}
+
+/// Something a member is told.
+///
+/// Events that answer a command carry that command's request `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The answer to `hello`.
+    Welcome {
+        /// The request id.
+        id: Option<Arc<str>>,
+        /// The nick the member now holds.
+        nick: Nick,
+    },
+    /// The answer to `join`.
+    Joined {
+        /// The request id.
+        id: Option<Arc<str>>,
+        /// The room.
+        room: RoomName,
+        /// Its members, the joiner included, sorted case-insensitively.
+        members: Vec<Nick>,
+        /// Its newest messages, oldest first.
+        history: Vec<Message>,
+        /// The `seq` of its newest message, 0 if none.
+        last_seq: u64,
+    },
+    /// The answer to `leave`.
+    Left {
+        /// The request id.
+        id: Option<Arc<str>>,
+        /// The room.
+        room: RoomName,
+    },
+    /// Another member joined, left or was renamed in a room.
+    Presence {
+        /// The room.
+        room: RoomName,
+        /// What happened.
+        change: Presence,
+    },
+    /// A room message, to every member of the room, its sender included.
+    Message(Message),
+    /// A direct message, to its recipient and its sender.
+    Direct {
+        /// The request id.
+        id: Option<Arc<str>>,
+        /// The sender.
+        from: Nick,
+        /// The recipient.
+        to: Nick,
+        /// The text.
+        text: Arc<str>,
+        /// When the core accepted it.
+        ts: Timestamp,
+    },
+    /// The answer to `nick`.
+    NickChanged {
+        /// The request id.
+        id: Option<Arc<str>>,
+        /// The previous nick.
+        old: Nick,
+        /// The nick now held.
+        nick: Nick,
+    },
+    /// Another member is typing in a room.
+    Typing {
+        /// The room.
+        room: RoomName,
+        /// Who.
+        nick: Nick,
+    },
+    /// The answer to `rooms`: every room and its member count, by name.
+    Rooms {
+        /// The request id.
+        id: Option<Arc<str>>,
+        /// The rooms.
+        rooms: Vec<(RoomName, usize)>,
+    },
+    /// The answer to `who`.
+    Members {
+        /// The request id.
+        id: Option<Arc<str>>,
+        /// The room.
+        room: RoomName,
+        /// Its members, sorted case-insensitively.
+        members: Vec<Nick>,
+    },
+    /// The answer to `history`.
+    History {
+        /// The request id.
+        id: Option<Arc<str>>,
+        /// The room.
+        room: RoomName,
+        /// The messages, oldest first.
+        messages: Vec<Message>,
+    },
+    /// The answer to `ping`.
+    Pong {
+        /// The request id.
+        id: Option<Arc<str>>,
+    },
+    /// A command was refused.
+    Error {
+        /// The request id.
+        id: Option<Arc<str>>,
+        /// Why.
+        error: CommandError,
+    },
+}
+
+/// What a [`Event::Presence`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presence {
+    /// The nick joined.
+    Joined(Nick),
+    /// The nick left or disconnected.
+    Left(Nick),
+    /// `old` is now called `new`.
+    Renamed {
+        /// The previous nick.
+        old: Nick,
+        /// The new nick.
+        new: Nick,
+    },
+}
+
+/// A message in a room's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The room.
+    pub room: RoomName,
+    /// 1 for the room's first message, then +1 each, never reused.
+    pub seq: u64,
+    /// When the core accepted it.
+    pub ts: Timestamp,
+    /// The sender's nick at the time.
+    pub from: Nick,
+    /// The text.
+    pub text: Arc<str>,
+    /// An action (`/me`).
+    pub action: bool,
+    /// The request id of the `say`, so its sender can match the echo.
+    pub id: Option<Arc<str>>,
+}

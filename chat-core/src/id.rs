@@ -1,0 +1,46 @@
+use std::fmt;
+
+/// Names one connected member (one connection) for the lifetime of a
+/// [`Chat`](crate::Chat). Allocated by [`Chat::handle_connect`](crate::Chat::handle_connect)
+/// from a counter, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MemberId(u64);
+
+/// Names one room for the lifetime of a [`Chat`](crate::Chat). Allocated when
+/// the room is created, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RoomId(u64);
+
+impl MemberId {
+    pub(crate) fn new(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    /// The raw number, for logs and maps in the driver.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl RoomId {
+    pub(crate) fn new(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    /// The raw number, for logs and maps in the driver.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for MemberId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "m{}", self.0)
+    }
+}
+
+impl fmt::Display for RoomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r{}", self.0)
+    }
+}

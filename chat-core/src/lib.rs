@@ -1,0 +1,35 @@
+//! The chat system's rules as a deterministic state machine.
+//!
+//! [`Chat`] holds rooms, members, nicks, per-room sequence numbers and the
+//! in-memory history ring, and decides every fan-out. It is sans-IO in the
+//! manner of `quinn-proto`: the driver feeds it inputs through `handle_*`
+//! methods and carries out the [`Output`]s it drains with
+//! [`Chat::poll_output`].
+//!
+//! What this crate deliberately does not do: no IO, no sockets, no files, no
+//! threads, no clock and no randomness. Time is an argument ([`Timestamp`]),
+//! ids are allocated by a counter, and every collection iterates in a fixed
+//! order, so the same inputs always give the same outputs. It also knows
+//! nothing about any wire format: a server converts [`Event`]s into its own
+//! frames, so another frontend can reuse these rules with another protocol.
+#![warn(missing_docs)]
+
+mod bucket;
+mod chat;
+mod command;
+mod config;
+mod error;
+mod event;
+mod id;
+mod name;
+mod room;
+mod time;
+
+pub use chat::Chat;
+pub use command::Command;
+pub use config::ChatConfig;
+pub use error::CommandError;
+pub use event::{Event, Message, Output, Presence};
+pub use id::{MemberId, RoomId};
+pub use name::{NameError, Nick, RoomName};
+pub use time::Timestamp;

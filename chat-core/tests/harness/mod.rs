@@ -1,0 +1,133 @@
+//! A deterministic driver for `Chat`: a fake clock and one inbox per member,
+//! in the manner of quinn's `Pair` and str0m's `TestRtc`.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_core::{Chat, ChatConfig, Command, Event, MemberId, Output, Timestamp};
+
+pub struct Harness {
+    pub chat: Chat,
+    pub now: Timestamp,
+    inboxes: BTreeMap<MemberId, Vec<Arc<Event>>>,
+    /// How many `Deliver` outputs the last call produced.
+    pub last_outputs: usize,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        Self::with_config(ChatConfig::default())
+    }
+
+    pub fn with_config(config: ChatConfig) -> Self {
+        Self {
+            chat: Chat::new(config),
+            now: Timestamp::from_unix_millis(1_700_000_000_000),
+            inboxes: BTreeMap::new(),
+            last_outputs: 0,
+        }
+    }
+
+    pub fn connect(&mut self) -> MemberId {
+        let member = self.chat.handle_connect(self.now);
+        self.inboxes.insert(member, Vec::new());
+        self.drain();
+        member
+    }
+
+    /// Connects, says hello with `nick` and clears the inbox.
+    pub fn greeted(&mut self, nick: &str) -> MemberId {
+        let member = self.connect();
+        self.send(
+            member,
+            Command::Hello {
+                nick: Some(nick.to_owned()),
+            },
+        );
+        let events = self.take(member);
+        assert!(
+            matches!(events.as_slice(), [Event::Welcome { .. }]),
+            "hello as {nick}: {events:?}"
+        );
+        member
+    }
+
+    pub fn send(&mut self, member: MemberId, command: Command) {
+        self.send_with_id(member, None, command);
+    }
+
+    pub fn send_with_id(&mut self, member: MemberId, id: Option<&str>, command: Command) {
+        self.chat.handle_command(self.now, member, id, command);
+        self.drain();
+    }
+
+    pub fn join(&mut self, member: MemberId, room: &str) {
+        self.send(
+            member,
+            Command::Join {
+                room: room.to_owned(),
+            },
+        );
+    }
+
+    pub fn say(&mut self, member: MemberId, room: &str, text: &str) {
+        self.send(
+            member,
+            Command::Say {
+                room: room.into(),
+                text: text.into(),
+                action: false,
+            },
+        );
+    }
+
+    pub fn disconnect(&mut self, member: MemberId) {
+        self.chat.handle_disconnect(self.now, member);
+        self.drain();
+        self.inboxes.remove(&member);
+    }
+
+    /// Moves the clock and fires the timeout if it is due, as a driver would.
+    pub fn advance(&mut self, by: Duration) {
+        self.now = self.now.saturating_add(by);
+        if self.chat.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.chat.handle_timeout(self.now);
+            self.drain();
+        }
+    }
+
+    /// Everything `member` received since the last take.
+    pub fn take(&mut self, member: MemberId) -> Vec<Event> {
+        let inbox = self
+            .inboxes
+            .get_mut(&member)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        inbox.into_iter().map(|event| (*event).clone()).collect()
+    }
+
+    pub fn take_all(&mut self) {
+        for inbox in self.inboxes.values_mut() {
+            inbox.clear();
+        }
+    }
+
+    fn drain(&mut self) {
+        self.last_outputs = 0;
+        while let Some(output) = self.chat.poll_output() {
+            self.last_outputs += 1;
+            let Output::Deliver { to, event } = output;
+            let mut seen = to.to_vec();
+            seen.sort();
+            seen.dedup();
+            assert_eq!(seen.len(), to.len(), "a recipient appears twice in {to:?}");
+            for member in to.iter() {
+                let inbox = self.inboxes.get_mut(member);
+                let inbox = inbox.unwrap_or_else(|| panic!("delivery to unknown {member}"));
+                inbox.push(Arc::clone(&event));
+            }
+        }
+    }
+}

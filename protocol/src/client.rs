@@ -1,0 +1,92 @@
+use serde::{Deserialize, Serialize};
+
+/// A frame as received from a client: the frame itself and the optional
+/// request `id` the direct reply must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientMessage {
+    /// The client's request id, at most [`MAX_ID_BYTES`](crate::MAX_ID_BYTES)
+    /// bytes, echoed in the direct reply.
+    pub id: Option<String>,
+    /// The frame.
+    pub frame: ClientFrame,
+}
+
+/// Every frame a client may send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Must be the first frame: asks for a nick (or a generated guest nick).
+    Hello {
+        /// The nick wanted; the server assigns `guest-NNNN` without one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nick: Option<String>,
+    },
+    /// Join a room, creating it if needed.
+    Join {
+        /// The room name.
+        room: String,
+    },
+    /// Leave a room.
+    Leave {
+        /// The room name.
+        room: String,
+    },
+    /// Send a message to a room the client has joined.
+    Say {
+        /// The room name.
+        room: String,
+        /// The message text.
+        text: String,
+        /// `true` for an action (`/me waves`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        action: bool,
+    },
+    /// Send a direct message to one nick.
+    Dm {
+        /// The recipient's nick.
+        to: String,
+        /// The message text.
+        text: String,
+    },
+    /// Change nick.
+    Nick {
+        /// The new nick.
+        nick: String,
+    },
+    /// Tell a room's other members that this client is typing.
+    Typing {
+        /// The room name.
+        room: String,
+    },
+    /// List the rooms that exist.
+    Rooms {},
+    /// List the members of a room.
+    Who {
+        /// The room name.
+        room: String,
+    },
+    /// Page back through a room's history.
+    History {
+        /// The room name.
+        room: String,
+        /// Only messages with a `seq` below this; the newest without it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
+        /// At most this many messages (default 50, at most 200).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Liveness check; answered with `pong`.
+    Ping {},
+}
+
+impl ClientFrame {
+    /// Every `type` value a client frame may carry.
+    pub const TYPES: &'static [&'static str] = &[
+        "hello", "join", "leave", "say", "dm", "nick", "typing", "rooms", "who", "history", "ping",
+    ];
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}

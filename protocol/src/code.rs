@@ -1,0 +1,68 @@
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The stable machine-readable code of an `error` frame.
+///
+/// Codes are part of the protocol: clients may branch on them, so a code is
+/// never renamed or reused for another meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame was not a JSON object.
+    BadJson,
+    /// The frame was JSON but not a valid frame: a field is missing or has
+    /// the wrong type, or a value is out of range.
+    BadFrame,
+    /// The `type` field names no frame this server knows.
+    UnknownType,
+    /// A frame other than `hello` came before `hello`.
+    HelloRequired,
+    /// A nick breaks the nick rules.
+    InvalidNick,
+    /// The nick is held by someone else (compared case-insensitively).
+    NickTaken,
+    /// A room name breaks the room rules.
+    InvalidRoom,
+    /// The frame names a room the sender has not joined.
+    NotInRoom,
+    /// No one connected holds that nick.
+    NoSuchNick,
+    /// The text or frame is longer than the server allows.
+    TooLarge,
+    /// The sender is over a rate limit; `retry_after_ms` says when to retry.
+    RateLimited,
+    /// The server is at a capacity limit (for example the number of rooms).
+    Unavailable,
+    /// A code this build of the protocol crate does not know; a newer server
+    /// may send codes added later.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadJson => "bad_json",
+            Self::BadFrame => "bad_frame",
+            Self::UnknownType => "unknown_type",
+            Self::HelloRequired => "hello_required",
+            Self::InvalidNick => "invalid_nick",
+            Self::NickTaken => "nick_taken",
+            Self::InvalidRoom => "invalid_room",
+            Self::NotInRoom => "not_in_room",
+            Self::NoSuchNick => "no_such_nick",
+            Self::TooLarge => "too_large",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

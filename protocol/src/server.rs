@@ -1,0 +1,240 @@
+use serde::{Deserialize, Serialize};
+
+use crate::ErrorCode;
+
+/// Every frame the server sends.
+///
+/// Frames that answer a client frame carry that frame's `id` (omitted when
+/// the client sent none). Unknown fields are ignored when decoding, so a
+/// newer server may add fields without breaking older clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// The answer to `hello`.
+    Welcome {
+        /// The `hello`'s id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// An opaque token naming this session.
+        session: String,
+        /// The nick the client holds now.
+        nick: String,
+        /// Who is answering.
+        server: ServerInfo,
+        /// The limits this server enforces.
+        limits: Limits,
+    },
+    /// The answer to `join`.
+    Joined {
+        /// The `join`'s id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The room joined.
+        room: String,
+        /// The nicks in the room, the joiner included, sorted.
+        members: Vec<String>,
+        /// The room's most recent messages, oldest first.
+        history: Vec<Message>,
+        /// The `seq` of the room's newest message, 0 if it has none.
+        last_seq: u64,
+    },
+    /// The answer to `leave`.
+    Left {
+        /// The `leave`'s id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The room left.
+        room: String,
+    },
+    /// Someone else joined, left, or changed nick in a room.
+    Presence {
+        /// The room.
+        room: String,
+        /// What happened.
+        event: PresenceEvent,
+        /// The nick concerned (the new nick for `nick`).
+        nick: String,
+        /// The previous nick, for `nick` only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        old: Option<String>,
+    },
+    /// A message in a room, sent to every member including its sender.
+    Message(Message),
+    /// A direct message, sent to its recipient and its sender.
+    Direct {
+        /// The sender's nick.
+        from: String,
+        /// The recipient's nick.
+        to: String,
+        /// The text.
+        text: String,
+        /// When the server accepted it, in unix milliseconds.
+        ts: u64,
+        /// The `dm`'s id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// The answer to `nick`.
+    Nick {
+        /// The `nick`'s id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The previous nick.
+        old: String,
+        /// The nick now held.
+        nick: String,
+    },
+    /// Someone in a room is typing.
+    Typing {
+        /// The room.
+        room: String,
+        /// Who is typing.
+        nick: String,
+    },
+    /// The answer to `rooms`.
+    Rooms {
+        /// The `rooms`'s id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// Every room, sorted by name.
+        rooms: Vec<RoomInfo>,
+    },
+    /// The answer to `who`.
+    Members {
+        /// The `who`'s id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The room.
+        room: String,
+        /// The nicks in the room, sorted.
+        members: Vec<String>,
+    },
+    /// The answer to `history`.
+    History {
+        /// The `history`'s id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The room.
+        room: String,
+        /// The messages, oldest first.
+        messages: Vec<Message>,
+    },
+    /// The answer to `ping`.
+    Pong {
+        /// The `ping`'s id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// A client frame was refused. The connection carries on.
+    Error {
+        /// The id of the frame refused, when it had a readable one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The stable code.
+        code: ErrorCode,
+        /// A human-readable explanation; not stable.
+        message: String,
+        /// For `rate_limited`: how long to wait before retrying.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+}
+
+/// One chat message in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// The room.
+    pub room: String,
+    /// Its position in the room: 1 for the first message, then +1 each.
+    pub seq: u64,
+    /// When the server accepted it, in unix milliseconds.
+    pub ts: u64,
+    /// The sender's nick at the time.
+    pub from: String,
+    /// The text.
+    pub text: String,
+    /// The `say`'s id, so the sender can match the acknowledgement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `true` for an action (`/me`).
+    #[serde(default)]
+    pub action: bool,
+}
+
+/// What a `presence` frame reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceEvent {
+    /// The nick joined the room.
+    Join,
+    /// The nick left the room (or disconnected).
+    Leave,
+    /// `old` is now known as `nick`.
+    Nick,
+}
+
+/// Who answered `hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// The server's software name.
+    pub name: String,
+    /// The server's software version.
+    pub version: String,
+    /// The protocol version spoken.
+    pub protocol: u32,
+}
+
+/// The limits a server enforces, announced in `welcome`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// The largest WebSocket message accepted, in bytes; larger closes the
+    /// connection with 1009.
+    pub max_frame_bytes: u64,
+    /// The longest `text` of a `say` or `dm`, in bytes.
+    pub max_text_bytes: u64,
+    /// The longest nick, in characters.
+    pub max_nick_chars: u64,
+    /// The longest room name, in characters.
+    pub max_room_chars: u64,
+    /// Messages kept per room for `history`.
+    pub history_per_room: u64,
+    /// The largest `limit` of a `history` request.
+    pub history_page_max: u64,
+    /// Messages included in `joined`.
+    pub join_history: u64,
+    /// The shortest interval between two `typing` frames relayed for one
+    /// member and room, in milliseconds.
+    pub typing_interval_ms: u64,
+    /// Sustained `say` and `dm` frames allowed per second.
+    pub messages_per_sec: u64,
+    /// How many `say` and `dm` frames may come in a burst.
+    pub messages_burst: u64,
+}
+
+/// A room and how many members it has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    /// The room name.
+    pub name: String,
+    /// The number of members.
+    pub members: u64,
+}
+
+impl ServerFrame {
+    /// Encodes the frame as the JSON text sent on the wire.
+    #[allow(clippy::expect_used)]
+    pub fn encode(&self) -> String {
+        // Serializing these plain types cannot fail: every map key is a
+        // string and no value has a fallible `Serialize`. A failure would be
+        // a broken invariant of this crate, not bad input.
+        serde_json::to_string(self).expect("server frames always serialize")
+    }
+
+    /// Decodes a frame received from the server.
+    ///
+    /// # Errors
+    /// Fails when the text is not a server frame this crate knows.
+    pub fn decode(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
