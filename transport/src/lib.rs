@@ -1,1 +1,29 @@
+//! The sockets of the chat system.
+//!
+//! On the server side, [`accept`] reads one HTTP/1.1 request from a freshly
+//! accepted TCP stream (parsed with `httparse` into `http` types), serves the
+//! static pages of a [`Site`], answers mistakes with the right status, and on
+//! `GET` of the site's WebSocket path performs the RFC 6455 upgrade itself
+//! and hands the stream, with any bytes read past the headers, to
+//! `tungstenite`. On the client side, [`connect`] opens a WebSocket and
+//! reports a refused upgrade as the HTTP status the server gave.
+//!
+//! This crate deliberately knows nothing about chat: not the frames (that is
+//! `chat-protocol`) and not the rules (that is `chat-core`). It keeps no
+//! connection alive beyond one request unless the request is an upgrade.
+#![warn(missing_docs)]
 
+mod accept;
+mod close;
+mod config;
+mod connect;
+mod request;
+mod response;
+mod site;
+
+pub use accept::{AcceptError, Accepted, Upgraded, WebSocket, accept};
+pub use close::close_frame_for;
+pub use config::TransportConfig;
+pub use connect::{ConnectError, connect};
+pub use site::{Page, Site};
+pub use tokio_tungstenite::tungstenite;

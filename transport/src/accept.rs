@@ -1,0 +1,247 @@
+use std::net::SocketAddr;
+
+use base64::Engine;
+use http::header::{
+    CONNECTION, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use http::{HeaderMap, Method, Request, StatusCode, Version};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::handshake::derive_accept_key;
+use tungstenite::protocol::Role;
+
+use crate::request::{Head, read_head};
+use crate::response::{Response, respond_and_close};
+use crate::{Site, TransportConfig};
+
+/// A server-side WebSocket over TCP.
+pub type WebSocket = WebSocketStream<TcpStream>;
+
+/// What [`accept`] did with a connection.
+#[derive(Debug)]
+pub enum Accepted {
+    /// The request was an upgrade; the WebSocket is ready.
+    Upgraded(Box<Upgraded>),
+    /// The request was answered over HTTP with this status and the
+    /// connection closed.
+    Answered(StatusCode),
+    /// The peer closed before sending a complete request.
+    Closed,
+}
+
+/// A completed WebSocket upgrade.
+#[derive(Debug)]
+pub struct Upgraded {
+    /// The socket, speaking WebSocket.
+    pub socket: WebSocket,
+    /// The request that asked for the upgrade.
+    pub request: Request<()>,
+    /// The subprotocol selected, if the client offered the site's.
+    pub subprotocol: Option<&'static str>,
+    /// The peer's address.
+    pub peer: SocketAddr,
+}
+
+/// Why [`accept`] could not finish with a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// Reading or writing the socket failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The client did not send its request head in time; it was answered
+    /// with `408` (best effort) and closed.
+    #[error("request head not received within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+/// Reads one HTTP request from `stream` and either answers it and closes, or
+/// upgrades it to a WebSocket.
+///
+/// Answers: the site's pages with `200` (`GET`, `HEAD`); `404` for unknown
+/// paths; `405` for other methods; `431` for a head over
+/// [`TransportConfig::max_header_bytes`]; `400` for a malformed request; on
+/// the WebSocket path, `426` with `Upgrade: websocket` when the request asks
+/// for no upgrade, `426` with `Sec-WebSocket-Version: 13` for another
+/// version, `400` for a missing `Connection: upgrade` or a bad key.
+///
+/// # Errors
+/// IO failures, and a request head that does not arrive within
+/// [`TransportConfig::handshake_timeout`].
+pub async fn accept(
+    mut stream: TcpStream,
+    site: &Site,
+    config: &TransportConfig,
+) -> Result<Accepted, AcceptError> {
+    let peer = stream.peer_addr()?;
+    // Chat frames are small and latency matters more than packet count.
+    stream.set_nodelay(true)?;
+    let head = tokio::time::timeout(
+        config.handshake_timeout,
+        read_head(&mut stream, config.max_header_bytes),
+    )
+    .await;
+    let (request, rest) = match head {
+        Err(_) => {
+            let response = Response::text(StatusCode::REQUEST_TIMEOUT, "request timeout\n");
+            let _ = stream.write_all(&response.encode()).await;
+            return Err(AcceptError::Timeout(config.handshake_timeout));
+        }
+        Ok(head) => match head? {
+            Head::Request(request, rest) => (request, rest),
+            Head::Closed => return Ok(Accepted::Closed),
+            Head::Refuse(status, why) => return answer(&mut stream, refusal(status, why)).await,
+        },
+    };
+    if request.uri().path() == site.websocket_path() {
+        if request.method() != Method::GET {
+            let response = Response::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            return answer(&mut stream, response.header("Allow", "GET")).await;
+        }
+        return match check_upgrade(&request, site) {
+            Ok(handshake) => upgrade(stream, request, rest, handshake, peer, config).await,
+            Err(response) => answer(&mut stream, response).await,
+        };
+    }
+    let Some(page) = site.lookup(request.uri().path()) else {
+        return answer(
+            &mut stream,
+            Response::text(StatusCode::NOT_FOUND, "not found\n"),
+        )
+        .await;
+    };
+    let head_only = match *request.method() {
+        Method::GET => false,
+        Method::HEAD => true,
+        _ => {
+            let response = Response::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            return answer(&mut stream, response.header("Allow", "GET, HEAD")).await;
+        }
+    };
+    let response = Response {
+        status: StatusCode::OK,
+        headers: Vec::new(),
+        content_type: page.content_type,
+        body: page.body,
+        head_only,
+    };
+    answer(&mut stream, response).await
+}
+
+/// What a valid upgrade request asked for.
+struct Handshake {
+    accept_key: String,
+    subprotocol: Option<&'static str>,
+}
+
+fn check_upgrade(request: &Request<()>, site: &Site) -> Result<Handshake, Response<'static>> {
+    let headers = request.headers();
+    if !has_token(headers, UPGRADE, "websocket") {
+        return Err(Response::text(
+            StatusCode::UPGRADE_REQUIRED,
+            "this endpoint speaks WebSocket only\n",
+        )
+        .header("Upgrade", "websocket")
+        .header("Connection", "Upgrade"));
+    }
+    if request.version() < Version::HTTP_11 {
+        return Err(Response::text(
+            StatusCode::BAD_REQUEST,
+            "WebSocket needs HTTP/1.1\n",
+        ));
+    }
+    if !has_token(headers, CONNECTION, "upgrade") {
+        return Err(Response::text(
+            StatusCode::BAD_REQUEST,
+            "missing Connection: Upgrade\n",
+        ));
+    }
+    if headers.get(SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return Err(Response::text(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported WebSocket version\n",
+        )
+        .header("Sec-WebSocket-Version", "13"));
+    }
+    let key = headers
+        .get(SEC_WEBSOCKET_KEY)
+        .map(|k| k.as_bytes())
+        .unwrap_or_default();
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key.trim_ascii());
+    if decoded.map(|k| k.len()) != Ok(16) {
+        return Err(Response::text(
+            StatusCode::BAD_REQUEST,
+            "missing or malformed Sec-WebSocket-Key\n",
+        ));
+    }
+    let subprotocol = site
+        .subprotocol()
+        .filter(|wanted| has_token(headers, SEC_WEBSOCKET_PROTOCOL, wanted));
+    Ok(Handshake {
+        accept_key: derive_accept_key(key.trim_ascii()),
+        subprotocol,
+    })
+}
+
+async fn upgrade(
+    mut stream: TcpStream,
+    request: Request<()>,
+    rest: Vec<u8>,
+    handshake: Handshake,
+    peer: std::net::SocketAddr,
+    config: &TransportConfig,
+) -> Result<Accepted, AcceptError> {
+    let mut head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n",
+        handshake.accept_key
+    );
+    if let Some(protocol) = handshake.subprotocol {
+        head.push_str(&format!("Sec-WebSocket-Protocol: {protocol}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    let socket =
+        WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config.websocket()))
+            .await;
+    let upgraded = Upgraded {
+        socket,
+        request,
+        subprotocol: handshake.subprotocol,
+        peer,
+    };
+    Ok(Accepted::Upgraded(Box::new(upgraded)))
+}
+
+fn refusal(status: StatusCode, why: &'static str) -> Response<'static> {
+    Response::text(status, why)
+}
+
+async fn answer(stream: &mut TcpStream, response: Response<'_>) -> Result<Accepted, AcceptError> {
+    respond_and_close(stream, &response).await?;
+    Ok(Accepted::Answered(response.status))
+}
+
+/// Whether a comma-separated header holds `token`, compared
+/// case-insensitively, in any of its occurrences.
+fn has_token(headers: &HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|part| part.trim().eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc_6455_sample_key() {
+        assert_eq!(
+            derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+}

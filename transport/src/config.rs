@@ -1,0 +1,52 @@
+use std::time::Duration;
+
+use tungstenite::protocol::WebSocketConfig;
+
+/// Limits and buffer sizes of the transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// The largest request head (request line and headers) accepted, in
+    /// bytes; larger ones get `431`. Default 16 KiB, what common servers
+    /// allow.
+    pub max_header_bytes: usize,
+    /// How long a client may take to send its request head; slower ones get
+    /// `408`. Default 10 s, so a slowloris client cannot hold a socket.
+    pub handshake_timeout: Duration,
+    /// The largest WebSocket message (and frame) accepted, in bytes; larger
+    /// ones close the connection with 1009. Default 64 KiB.
+    pub max_message_bytes: usize,
+    /// The WebSocket read buffer, allocated per connection. Default 4 KiB:
+    /// tungstenite's default of 128 KiB would cost 128 KiB per idle
+    /// connection, and chat frames are small.
+    pub read_buffer_bytes: usize,
+    /// How many bytes of outgoing frames tungstenite gathers before writing
+    /// them without an explicit flush. Default 64 KiB; drivers flush after
+    /// each batch anyway, so this only bounds one write.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 16 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            max_message_bytes: 64 * 1024,
+            read_buffer_bytes: 4 * 1024,
+            write_buffer_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl TransportConfig {
+    /// The tungstenite configuration these settings imply.
+    pub fn websocket(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(self.read_buffer_bytes)
+            .write_buffer_size(self.write_buffer_bytes)
+            // Backpressure: a writer that cannot drain gets an error rather
+            // than an ever-growing buffer.
+            .max_write_buffer_size(self.write_buffer_bytes.saturating_mul(16))
+            .max_message_size(Some(self.max_message_bytes))
+            .max_frame_size(Some(self.max_message_bytes))
+    }
+}

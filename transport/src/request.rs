@@ -1,0 +1,95 @@
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Version};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// The most headers a request may have; more get `431`.
+const MAX_HEADERS: usize = 64;
+
+/// The outcome of reading a request head.
+#[derive(Debug)]
+pub(crate) enum Head {
+    /// A complete request and the bytes read after its head.
+    Request(Request<()>, Vec<u8>),
+    /// The request is malformed or too large: answer with this status.
+    Refuse(StatusCode, &'static str),
+    /// The peer closed before sending a complete head.
+    Closed,
+}
+
+/// Reads one request head of at most `max_bytes`.
+pub(crate) async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max_bytes: usize,
+) -> std::io::Result<Head> {
+    let mut buf = Vec::with_capacity(1024.min(max_bytes));
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(Head::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match parse(&buf) {
+            Parsed::Complete(_, len) if len > max_bytes => {
+                return Ok(Head::Refuse(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "request head too large",
+                ));
+            }
+            Parsed::Complete(request, len) => {
+                return Ok(Head::Request(request, buf.split_off(len)));
+            }
+            Parsed::Refuse(status, why) => return Ok(Head::Refuse(status, why)),
+            Parsed::Partial if buf.len() >= max_bytes => {
+                return Ok(Head::Refuse(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "request head too large",
+                ));
+            }
+            Parsed::Partial => {}
+        }
+    }
+}
+
+enum Parsed {
+    Complete(Request<()>, usize),
+    Partial,
+    Refuse(StatusCode, &'static str),
+}
+
+fn parse(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Parsed::Refuse(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too many headers",
+            );
+        }
+        Err(_) => return Parsed::Refuse(StatusCode::BAD_REQUEST, "malformed request"),
+    };
+    match build(&parsed) {
+        Some(request) => Parsed::Complete(request, len),
+        None => Parsed::Refuse(StatusCode::BAD_REQUEST, "malformed request"),
+    }
+}
+
+fn build(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> {
+    let method = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
+    let version = match parsed.version? {
+        0 => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(parsed.path?)
+        .version(version);
+    for header in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
+        let value = HeaderValue::from_bytes(header.value).ok()?;
+        builder = builder.header(name, value);
+    }
+    builder.body(()).ok()
+}

@@ -1,0 +1,83 @@
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Headers every HTTP answer of ours carries: nothing we serve may be
+/// framed, sniffed into another type, or load anything from elsewhere.
+const SECURITY_HEADERS: &str = "Content-Security-Policy: default-src 'self'\r\n\
+X-Content-Type-Options: nosniff\r\n\
+X-Frame-Options: DENY\r\n\
+Referrer-Policy: no-referrer\r\n";
+
+/// A complete HTTP/1.1 answer that closes the connection.
+#[derive(Debug)]
+pub(crate) struct Response<'a> {
+    pub status: StatusCode,
+    pub headers: Vec<(&'static str, String)>,
+    pub content_type: &'static str,
+    pub body: &'a [u8],
+    /// `HEAD`: send the headers only.
+    pub head_only: bool,
+}
+
+impl<'a> Response<'a> {
+    pub(crate) fn text(status: StatusCode, body: &'a str) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            content_type: "text/plain; charset=utf-8",
+            body: body.as_bytes(),
+            head_only: false,
+        }
+    }
+
+    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let reason = self.status.canonical_reason().unwrap_or("");
+        let mut head = format!(
+            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+             Cache-Control: no-cache\r\nConnection: close\r\n{SECURITY_HEADERS}",
+            self.status.as_u16(),
+            self.content_type,
+            self.body.len(),
+        );
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        if !self.head_only {
+            bytes.extend_from_slice(self.body);
+        }
+        bytes
+    }
+}
+
+/// Writes `response`, then closes without losing it: the write side is shut
+/// first and what the peer still sends is read and dropped for a moment, so
+/// the kernel does not answer unread bytes with a reset that could destroy
+/// the response before the peer reads it.
+pub(crate) async fn respond_and_close<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    response: &Response<'_>,
+) -> std::io::Result<()> {
+    stream.write_all(&response.encode()).await?;
+    stream.shutdown().await?;
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        let mut total = 0usize;
+        while total < 256 * 1024 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    Ok(())
+}
