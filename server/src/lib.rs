@@ -1,1 +1,106 @@
+//! The chat server: accepts connections, serves the browser page, and
+//! drives `chat-core` from one task.
+//!
+//! [`run`] is the whole server; `main` only parses flags, installs logging,
+//! binds and calls it. Tests call it with their own listener and shutdown
+//! future.
+//!
+//! This crate deliberately holds no chat rules (they are `chat-core`'s) and
+//! no wire details beyond the conversions in `wire.rs`.
+#![warn(missing_docs)]
 
+mod clock;
+mod config;
+mod connection;
+mod hub;
+mod web;
+mod wire;
+
+use std::future::Future;
+
+use chat_transport::Accepted;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+pub use config::ServerConfig;
+
+use crate::hub::{Hub, Input};
+
+/// Serves chat on `listener` until `shutdown` completes, then closes every
+/// connection with 1001 and returns once they are gone (or after
+/// [`ServerConfig::shutdown_grace`]).
+///
+/// # Errors
+/// None today: failures of single connections are logged and never end the
+/// server. The `Result` leaves room for setup that can fail.
+pub async fn run(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (hub_tx, hub_rx) = mpsc::channel(config.inbound_queue);
+    let hub = tokio::spawn(Hub::new(&config).run(hub_rx));
+    let site = web::site();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut next_conn = 0u64;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    next_conn += 1;
+                    let span = info_span!("conn", id = next_conn, %peer, member = tracing::field::Empty);
+                    let (site, config, hub, mut stop) = (site.clone(), config.clone(), hub_tx.clone(), stop_rx.clone());
+                    connections.spawn(
+                        async move {
+                            let upgraded = tokio::select! {
+                                accepted = chat_transport::accept(stream, &site, &config.transport) => accepted,
+                                _ = stop.changed() => return,
+                            };
+                            match upgraded {
+                                Ok(Accepted::Upgraded(upgraded)) => {
+                                    let upgraded = *upgraded;
+                                    connection::serve(upgraded.socket, upgraded.peer, hub, &config).await;
+                                }
+                                Ok(Accepted::Answered(status)) => debug!(%status, "answered over http"),
+                                Ok(Accepted::Closed) => debug!("closed before a request"),
+                                Err(err) => debug!(%err, "http failed"),
+                            }
+                        }
+                        .instrument(span),
+                    );
+                }
+                Err(err) => {
+                    // Usually out of file descriptors: back off instead of
+                    // spinning, and keep serving the connections we have.
+                    warn!(%err, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    info!("shutting down");
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let _ = hub_tx.send(Input::Shutdown).await;
+    let drained = tokio::time::timeout(config.shutdown_grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            left = connections.len(),
+            "connections still open after the grace period"
+        );
+        connections.shutdown().await;
+    }
+    drop(hub_tx);
+    let _ = hub.await;
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,40 @@
+use std::time::Duration;
+
+use chat_core::ChatConfig;
+use chat_transport::TransportConfig;
+
+/// Everything the server runs with. The binary maps flags and environment
+/// variables onto this; tests build it directly.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The chat rules.
+    pub chat: ChatConfig,
+    /// HTTP and WebSocket limits.
+    pub transport: TransportConfig,
+    /// Frames queued for one connection before it counts as too slow and is
+    /// closed with 4008. Default 1024: several seconds of a busy room, so
+    /// only a client that stopped reading hits it.
+    pub outbound_frames: usize,
+    /// How long one batched write may take before the connection is
+    /// dropped as dead. Default 10 s.
+    pub write_timeout: Duration,
+    /// Inputs queued for the chat task before connections wait to send
+    /// more. Default 4096.
+    pub inbound_queue: usize,
+    /// How long shutdown waits for connections to close after telling them
+    /// to. Default 5 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            chat: ChatConfig::default(),
+            transport: TransportConfig::default(),
+            outbound_frames: 1024,
+            write_timeout: Duration::from_secs(10),
+            inbound_queue: 4096,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! One WebSocket connection: reads frames, decodes them, hands them to the
+//! hub, and writes what the hub queued for it in batches.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chat_core::MemberId;
+use chat_protocol::{CloseCode, DecodeError, ErrorCode, decode_client};
+use chat_transport::tungstenite::protocol::CloseFrame;
+use chat_transport::tungstenite::{Message, Utf8Bytes};
+use chat_transport::{WebSocket, close_frame_for};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info};
+
+use crate::ServerConfig;
+use crate::hub::{Conn, Input};
+use crate::wire;
+
+/// Serves one upgraded connection until it closes.
+pub(crate) async fn serve(
+    mut socket: WebSocket,
+    peer: SocketAddr,
+    hub: mpsc::Sender<Input>,
+    config: &ServerConfig,
+) {
+    let (outbound, mut queue) = mpsc::channel(config.outbound_frames);
+    let (close, mut closing) = oneshot::channel();
+    let session = format!("{:032x}", rand::random::<u128>());
+    let (reply, member) = oneshot::channel();
+    let conn = Conn {
+        outbound,
+        close,
+        session,
+    };
+    if hub.send(Input::Connect { conn, reply }).await.is_err() {
+        return;
+    }
+    let Ok(member) = member.await else {
+        return;
+    };
+    tracing::Span::current().record("member", tracing::field::display(member));
+    info!(%peer, "connected");
+    let reason = loop {
+        tokio::select! {
+            biased;
+            code = &mut closing => {
+                let code = code.unwrap_or(CloseCode::GoingAway);
+                let frame = CloseFrame { code: code.code().into(), reason: code.reason().into() };
+                // A peer that stopped reading must not hold the task.
+                let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(Some(frame))).await;
+                break format!("closed by server ({})", code.code());
+            }
+            first = queue.recv() => {
+                let Some(first) = first else {
+                    break "hub dropped the connection".to_owned();
+                };
+                let write = tokio::time::timeout(config.write_timeout, write_batch(&mut socket, &mut queue, first));
+                // A peer that stopped reading blocks the write; the hub then
+                // finds the queue full and says to close, which must not wait
+                // for the write.
+                tokio::select! {
+                    written = write => match written {
+                        Ok(Ok(())) => {}
+                        Ok(Err(err)) => break format!("write failed: {err}"),
+                        Err(_) => break "write timed out".to_owned(),
+                    },
+                    code = &mut closing => {
+                        let code = code.unwrap_or(CloseCode::GoingAway);
+                        break format!("closed by server ({}) during a stalled write", code.code());
+                    }
+                }
+            }
+            message = socket.next() => match message {
+                Some(Ok(Message::Close(_))) => {
+                    // tungstenite queued its reply to the close: send it.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), socket.flush()).await;
+                    break "closed by peer".to_owned();
+                }
+                Some(Ok(message)) => {
+                    if let Some(input) = input_for(member, message) {
+                        if hub.send(input).await.is_err() {
+                            break "server stopping".to_owned();
+                        }
+                    }
+                }
+                Some(Err(err)) => {
+                    if let Some(frame) = close_frame_for(&err) {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(Some(frame))).await;
+                    }
+                    break format!("read failed: {err}");
+                }
+                None => break "connection ended".to_owned(),
+            },
+        }
+    };
+    let _ = hub.send(Input::Disconnect { member }).await;
+    info!(%reason, "disconnected");
+}
+
+/// Writes `first` and everything else already queued, then flushes once,
+/// so a busy connection costs one syscall per batch, not per frame.
+async fn write_batch(
+    socket: &mut WebSocket,
+    queue: &mut mpsc::Receiver<Utf8Bytes>,
+    first: Utf8Bytes,
+) -> Result<(), chat_transport::tungstenite::Error> {
+    socket.feed(Message::Text(first)).await?;
+    while let Ok(next) = queue.try_recv() {
+        socket.feed(Message::Text(next)).await?;
+    }
+    socket.flush().await
+}
+
+/// The hub input a received message asks for, if any.
+fn input_for(member: MemberId, message: Message) -> Option<Input> {
+    match message {
+        Message::Text(text) => Some(match decode_client(&text) {
+            Ok(decoded) => {
+                debug!(%member, kind = ?std::mem::discriminant(&decoded.frame), "frame");
+                Input::Command {
+                    member,
+                    id: decoded.id,
+                    command: wire::command(decoded.frame),
+                }
+            }
+            Err(error) => Input::Malformed { member, error },
+        }),
+        Message::Binary(_) => Some(Input::Malformed {
+            member,
+            error: DecodeError {
+                code: ErrorCode::BadFrame,
+                message: "binary frames are not supported; send JSON text frames".to_owned(),
+                id: None,
+            },
+        }),
+        // tungstenite answers pings itself; pongs and raw frames need nothing.
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => None,
+    }
+}

@@ -1,0 +1,195 @@
+//! The task that owns the chat state.
+//!
+//! Every connection talks to it through one bounded channel of [`Input`]s;
+//! it feeds them to `chat-core` and carries out the outputs, encoding each
+//! event once and handing the same bytes to every recipient's queue. It
+//! never waits on a connection: a full queue is a decision (close with
+//! 4008), not a wait and not a silent drop.
+
+use std::collections::HashMap;
+
+use chat_core::{Chat, Command, MemberId, Output};
+use chat_protocol::{CloseCode, DecodeError, ServerFrame};
+use chat_transport::tungstenite::Utf8Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::ServerConfig;
+use crate::clock::Clock;
+use crate::wire::{self, WelcomeInfo};
+
+/// What connections tell the hub.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// A new WebSocket connection; the hub answers with its member id.
+    Connect {
+        conn: Conn,
+        reply: oneshot::Sender<MemberId>,
+    },
+    /// A decoded client frame.
+    Command {
+        member: MemberId,
+        id: Option<String>,
+        command: Command,
+    },
+    /// A frame that could not be decoded; the hub answers with an error.
+    Malformed {
+        member: MemberId,
+        error: DecodeError,
+    },
+    /// The connection is gone.
+    Disconnect { member: MemberId },
+    /// The server is shutting down: close every connection with 1001.
+    Shutdown,
+}
+
+/// The hub's handle on one connection.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    /// Encoded frames to send, bounded by `ServerConfig::outbound_frames`.
+    pub outbound: mpsc::Sender<Utf8Bytes>,
+    /// Tells the connection to close with this code.
+    pub close: oneshot::Sender<CloseCode>,
+    /// The session token announced in `welcome`.
+    pub session: String,
+}
+
+pub(crate) struct Hub {
+    chat: Chat,
+    clock: Clock,
+    conns: HashMap<MemberId, Conn>,
+    welcome: WelcomeInfo,
+    shutting_down: bool,
+}
+
+impl Hub {
+    pub(crate) fn new(config: &ServerConfig) -> Self {
+        let welcome = WelcomeInfo {
+            session: String::new(),
+            server: wire::server_info(),
+            limits: wire::limits(&config.chat, &config.transport),
+        };
+        Self {
+            chat: Chat::new(config.chat.clone()),
+            clock: Clock::new(),
+            conns: HashMap::new(),
+            welcome,
+            shutting_down: false,
+        }
+    }
+
+    /// Runs until every sender of `inputs` is gone.
+    pub(crate) async fn run(mut self, mut inputs: mpsc::Receiver<Input>) {
+        loop {
+            let deadline = self.chat.poll_timeout().map(|at| self.clock.instant(at));
+            let timer = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                input = inputs.recv() => match input {
+                    Some(input) => self.handle(input),
+                    None => break,
+                },
+                () = timer => self.chat.handle_timeout(self.clock.now()),
+            }
+            self.drain();
+        }
+        debug!("chat task stopped");
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now = self.clock.now();
+        match input {
+            Input::Connect { conn, reply } => {
+                let member = self.chat.handle_connect(now);
+                if self.shutting_down {
+                    let _ = conn.close.send(CloseCode::GoingAway);
+                    self.chat.handle_disconnect(now, member);
+                } else {
+                    self.conns.insert(member, conn);
+                }
+                // If the connection is gone already, its Disconnect follows.
+                let _ = reply.send(member);
+            }
+            Input::Command {
+                member,
+                id,
+                command,
+            } => {
+                self.chat
+                    .handle_command(now, member, id.as_deref(), command);
+            }
+            Input::Malformed { member, error } => {
+                let frame = ServerFrame::Error {
+                    id: error.id,
+                    code: error.code,
+                    message: error.message,
+                    retry_after_ms: None,
+                };
+                self.send(member, Utf8Bytes::from(frame.encode()));
+            }
+            Input::Disconnect { member } => {
+                self.conns.remove(&member);
+                self.chat.handle_disconnect(now, member);
+            }
+            Input::Shutdown => {
+                info!(connections = self.conns.len(), "closing every connection");
+                self.shutting_down = true;
+                for (_, conn) in self.conns.drain() {
+                    let _ = conn.close.send(CloseCode::GoingAway);
+                }
+            }
+        }
+    }
+
+    /// Carries out every output of the core, in order.
+    fn drain(&mut self) {
+        while let Some(output) = self.chat.poll_output() {
+            let Output::Deliver { to, event } = output;
+            let frame = wire::frame(&event, || {
+                // Welcome goes to exactly one member: the one greeted.
+                let session = to
+                    .first()
+                    .and_then(|m| self.conns.get(m))
+                    .map(|c| c.session.clone());
+                WelcomeInfo {
+                    session: session.unwrap_or_default(),
+                    ..self.welcome.clone()
+                }
+            });
+            // Encoded once; every recipient shares these bytes.
+            let bytes = Utf8Bytes::from(frame.encode());
+            for &member in to.iter() {
+                self.send(member, bytes.clone());
+            }
+        }
+    }
+
+    fn send(&mut self, member: MemberId, bytes: Utf8Bytes) {
+        let Some(conn) = self.conns.get(&member) else {
+            return;
+        };
+        match conn.outbound.try_send(bytes) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(%member, "outbound queue full; closing as too slow");
+                self.evict(member, CloseCode::TooSlow);
+            }
+            // The connection task ended; its Disconnect is on the way.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Closes a connection and takes it out of the chat at once, so no
+    /// further fan-out waits on it.
+    fn evict(&mut self, member: MemberId, code: CloseCode) {
+        if let Some(conn) = self.conns.remove(&member) {
+            let _ = conn.close.send(code);
+        }
+        self.chat.handle_disconnect(self.clock.now(), member);
+        // The disconnect's presence notices are drained by the caller's loop.
+    }
+}

@@ -1,0 +1,215 @@
+//! The one place where wire types (`chat-protocol`) and core types
+//! (`chat-core`) meet.
+
+use chat_core::{ChatConfig, Command, CommandError, Event, Message, Presence};
+use chat_protocol::{
+    self as protocol, ClientFrame, ErrorCode, Limits, PresenceEvent, ServerFrame, ServerInfo,
+};
+use chat_transport::TransportConfig;
+
+/// The core command a client frame asks for.
+pub(crate) fn command(frame: ClientFrame) -> Command {
+    match frame {
+        ClientFrame::Hello { nick } => Command::Hello { nick },
+        ClientFrame::Join { room } => Command::Join { room },
+        ClientFrame::Leave { room } => Command::Leave { room },
+        ClientFrame::Say { room, text, action } => Command::Say { room, text, action },
+        ClientFrame::Dm { to, text } => Command::Dm { to, text },
+        ClientFrame::Nick { nick } => Command::Nick { nick },
+        ClientFrame::Typing { room } => Command::Typing { room },
+        ClientFrame::Rooms {} => Command::Rooms,
+        ClientFrame::Who { room } => Command::Who { room },
+        ClientFrame::History {
+            room,
+            before,
+            limit,
+        } => Command::History {
+            room,
+            before,
+            limit,
+        },
+        ClientFrame::Ping {} => Command::Ping,
+    }
+}
+
+/// What `welcome` needs beyond the core's event.
+#[derive(Debug, Clone)]
+pub(crate) struct WelcomeInfo {
+    pub session: String,
+    pub server: ServerInfo,
+    pub limits: Limits,
+}
+
+/// The limits announced in `welcome`.
+pub(crate) fn limits(chat: &ChatConfig, transport: &TransportConfig) -> Limits {
+    let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+    Limits {
+        max_frame_bytes: n(transport.max_message_bytes),
+        max_text_bytes: n(chat.max_text_bytes),
+        max_nick_chars: n(chat_core::Nick::MAX_CHARS),
+        max_room_chars: n(chat_core::RoomName::MAX_CHARS),
+        history_per_room: n(chat.history_per_room),
+        history_page_max: n(chat.history_page_max),
+        join_history: n(chat.join_history),
+        typing_interval_ms: u64::try_from(chat.typing_interval.as_millis()).unwrap_or(u64::MAX),
+        messages_per_sec: u64::from(chat.messages_per_sec),
+        messages_burst: u64::from(chat.messages_burst),
+    }
+}
+
+/// The frame an event becomes. `welcome` is the only event that needs
+/// per-connection data, which `welcome` supplies when asked.
+pub(crate) fn frame(event: &Event, welcome: impl FnOnce() -> WelcomeInfo) -> ServerFrame {
+    let id = |id: &Option<std::sync::Arc<str>>| id.as_deref().map(str::to_owned);
+    match event {
+        Event::Welcome { id: request, nick } => {
+            let WelcomeInfo {
+                session,
+                server,
+                limits,
+            } = welcome();
+            ServerFrame::Welcome {
+                id: id(request),
+                session,
+                nick: nick.to_string(),
+                server,
+                limits,
+            }
+        }
+        Event::Joined {
+            id: request,
+            room,
+            members,
+            history,
+            last_seq,
+        } => ServerFrame::Joined {
+            id: id(request),
+            room: room.to_string(),
+            members: members.iter().map(ToString::to_string).collect(),
+            history: history.iter().map(message).collect(),
+            last_seq: *last_seq,
+        },
+        Event::Left { id: request, room } => ServerFrame::Left {
+            id: id(request),
+            room: room.to_string(),
+        },
+        Event::Presence { room, change } => {
+            let (event, nick, old) = match change {
+                Presence::Joined(nick) => (PresenceEvent::Join, nick, None),
+                Presence::Left(nick) => (PresenceEvent::Leave, nick, None),
+                Presence::Renamed { old, new } => (PresenceEvent::Nick, new, Some(old.to_string())),
+            };
+            ServerFrame::Presence {
+                room: room.to_string(),
+                event,
+                nick: nick.to_string(),
+                old,
+            }
+        }
+        Event::Message(m) => ServerFrame::Message(message(m)),
+        Event::Direct {
+            id: request,
+            from,
+            to,
+            text,
+            ts,
+        } => ServerFrame::Direct {
+            from: from.to_string(),
+            to: to.to_string(),
+            text: text.to_string(),
+            ts: ts.as_unix_millis(),
+            id: id(request),
+        },
+        Event::NickChanged {
+            id: request,
+            old,
+            nick,
+        } => ServerFrame::Nick {
+            id: id(request),
+            old: old.to_string(),
+            nick: nick.to_string(),
+        },
+        Event::Typing { room, nick } => ServerFrame::Typing {
+            room: room.to_string(),
+            nick: nick.to_string(),
+        },
+        Event::Rooms { id: request, rooms } => ServerFrame::Rooms {
+            id: id(request),
+            rooms: rooms
+                .iter()
+                .map(|(name, members)| protocol::RoomInfo {
+                    name: name.to_string(),
+                    members: u64::try_from(*members).unwrap_or(u64::MAX),
+                })
+                .collect(),
+        },
+        Event::Members {
+            id: request,
+            room,
+            members,
+        } => ServerFrame::Members {
+            id: id(request),
+            room: room.to_string(),
+            members: members.iter().map(ToString::to_string).collect(),
+        },
+        Event::History {
+            id: request,
+            room,
+            messages,
+        } => ServerFrame::History {
+            id: id(request),
+            room: room.to_string(),
+            messages: messages.iter().map(message).collect(),
+        },
+        Event::Pong { id: request } => ServerFrame::Pong { id: id(request) },
+        Event::Error { id: request, error } => {
+            let retry_after_ms = match error {
+                CommandError::RateLimited { retry_after_ms } => Some(*retry_after_ms),
+                _ => None,
+            };
+            ServerFrame::Error {
+                id: id(request),
+                code: code(error),
+                message: error.to_string(),
+                retry_after_ms,
+            }
+        }
+    }
+}
+
+/// The stable code of a refused command.
+pub(crate) fn code(error: &CommandError) -> ErrorCode {
+    match error {
+        CommandError::HelloRequired => ErrorCode::HelloRequired,
+        CommandError::AlreadyGreeted | CommandError::EmptyText => ErrorCode::BadFrame,
+        CommandError::InvalidNick(_) => ErrorCode::InvalidNick,
+        CommandError::NickTaken(_) => ErrorCode::NickTaken,
+        CommandError::InvalidRoom(_) => ErrorCode::InvalidRoom,
+        CommandError::NotInRoom(_) => ErrorCode::NotInRoom,
+        CommandError::NoSuchNick(_) => ErrorCode::NoSuchNick,
+        CommandError::TooLarge { .. } => ErrorCode::TooLarge,
+        CommandError::RateLimited { .. } => ErrorCode::RateLimited,
+        CommandError::TooManyRooms { .. } => ErrorCode::Unavailable,
+    }
+}
+
+/// Who this server is.
+pub(crate) fn server_info() -> ServerInfo {
+    ServerInfo {
+        name: "chat-server".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        protocol: protocol::VERSION,
+    }
+}
+
+fn message(m: &Message) -> protocol::Message {
+    protocol::Message {
+        room: m.room.to_string(),
+        seq: m.seq,
+        ts: m.ts.as_unix_millis(),
+        from: m.from.to_string(),
+        text: m.text.to_string(),
+        id: m.id.as_deref().map(str::to_owned),
+        action: m.action,
+    }
+}

@@ -1,0 +1,154 @@
+//! A real server on 127.0.0.1:0 and WebSocket clients that talk to it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chat_server::ServerConfig;
+use chat_transport::tungstenite::Message;
+use chat_transport::tungstenite::protocol::CloseFrame;
+use chat_transport::{TransportConfig, WebSocket, connect};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long any single wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    pub async fn start(config: ServerConfig) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(chat_server::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Triggers shutdown and waits for `run` to return.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = tokio::time::timeout(WAIT, &mut self.task)
+            .await
+            .expect("shutdown in time");
+        result.unwrap().unwrap();
+    }
+}
+
+pub struct Client {
+    pub socket: WebSocket,
+}
+
+impl Client {
+    pub async fn connect(server: &Server) -> Self {
+        let socket = connect(&server.url(), Some("chat.v1"), &TransportConfig::default())
+            .await
+            .unwrap();
+        Self { socket }
+    }
+
+    /// Connects and says hello as `nick`, checking the welcome.
+    pub async fn hello(server: &Server, nick: &str) -> Self {
+        let mut client = Self::connect(server).await;
+        client.send(json!({"type": "hello", "nick": nick})).await;
+        let welcome = client.expect("welcome").await;
+        assert_eq!(welcome["nick"], nick);
+        client
+    }
+
+    /// Says hello and joins `room`, consuming the `joined`.
+    pub async fn in_room(server: &Server, nick: &str, room: &str) -> Self {
+        let mut client = Self::hello(server, nick).await;
+        client.send(json!({"type": "join", "room": room})).await;
+        client.expect("joined").await;
+        client
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.send_text(&frame.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.socket.send(Message::text(text)).await.unwrap();
+    }
+
+    /// The next frame from the server.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a frame in time");
+            match message.expect("connection open").expect("no error") {
+                Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+                Message::Close(frame) => panic!("closed: {frame:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next frame, which must be of type `kind`.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let frame = self.recv().await;
+        assert_eq!(frame["type"], kind, "expected {kind}, got {frame}");
+        frame
+    }
+
+    /// The next frame, which must be an error with `code`.
+    pub async fn expect_error(&mut self, code: &str) -> Value {
+        let frame = self.expect("error").await;
+        assert_eq!(frame["code"], code, "{frame}");
+        assert!(
+            frame["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{frame}"
+        );
+        frame
+    }
+
+    /// Proves nothing else is queued for this client: a ping's pong must be
+    /// the very next frame.
+    pub async fn expect_nothing_pending(&mut self) {
+        self.send(json!({"type": "ping", "id": "sync"})).await;
+        let frame = self.recv().await;
+        assert_eq!(
+            frame,
+            json!({"type": "pong", "id": "sync"}),
+            "something was pending"
+        );
+    }
+
+    /// Reads until the server closes, returning the close frame (if any)
+    /// and how many text frames came before it.
+    pub async fn until_closed(&mut self) -> (Option<CloseFrame>, usize) {
+        let mut texts = 0;
+        loop {
+            let message = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("close in time");
+            match message {
+                Some(Ok(Message::Text(_))) => texts += 1,
+                Some(Ok(Message::Close(frame))) => return (frame, texts),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return (None, texts),
+            }
+        }
+    }
+}
