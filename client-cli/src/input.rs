@@ -1,0 +1,192 @@
+//! What a typed line asks for.
+
+use chat_protocol::ClientFrame;
+
+/// The meaning of one input line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Send this frame.
+    Send(ClientFrame),
+    /// Leave the chat.
+    Quit,
+    /// Show the command list.
+    Help,
+    /// Nothing to do (an empty line).
+    Nothing,
+    /// The line cannot be acted on; tell the user why.
+    Invalid(String),
+}
+
+/// The command list shown by `/help`.
+pub const HELP: &str = "\
+commands:
+  TEXT              say TEXT in the current room (start with // to say something beginning with /)
+  /join ROOM        join ROOM and make it current
+  /leave [ROOM]     leave ROOM (default: the current room)
+  /nick NAME        change nick
+  /msg NICK TEXT    send a direct message
+  /me ACTION        say an action: * you ACTION
+  /who [ROOM]       list the members of ROOM (default: the current room)
+  /rooms            list the rooms
+  /quit             leave (also: end of input)
+  /help             this list";
+
+/// Parses one line typed while `current` is the current room.
+pub fn parse(line: &str, current: Option<&str>) -> Input {
+    let trimmed = line.trim_end_matches(['\r', '\n']);
+    if trimmed.trim().is_empty() {
+        return Input::Nothing;
+    }
+    let say = |text: &str| match current {
+        Some(room) => Input::Send(ClientFrame::Say {
+            room: room.to_owned(),
+            text: text.to_owned(),
+            action: false,
+        }),
+        None => Input::Invalid("not in a room; /join one first".to_owned()),
+    };
+    if let Some(literal) = trimmed.strip_prefix("//") {
+        return say(&format!("/{literal}"));
+    }
+    let Some(command_line) = trimmed.strip_prefix('/') else {
+        return say(trimmed);
+    };
+    let (command, rest) = match command_line.split_once(char::is_whitespace) {
+        Some((command, rest)) => (command, rest.trim()),
+        None => (command_line, ""),
+    };
+    let room_or_current = |arg: &str| -> Option<String> {
+        let arg = arg.trim_start_matches('#');
+        if arg.is_empty() {
+            current.map(str::to_owned)
+        } else {
+            Some(arg.to_owned())
+        }
+    };
+    match command.to_ascii_lowercase().as_str() {
+        "join" | "j" if !rest.is_empty() => Input::Send(ClientFrame::Join {
+            room: rest.trim_start_matches('#').to_owned(),
+        }),
+        "join" | "j" => Input::Invalid("usage: /join ROOM".to_owned()),
+        "leave" | "part" => match room_or_current(rest) {
+            Some(room) => Input::Send(ClientFrame::Leave { room }),
+            None => Input::Invalid("not in a room".to_owned()),
+        },
+        "nick" if !rest.is_empty() => Input::Send(ClientFrame::Nick {
+            nick: rest.to_owned(),
+        }),
+        "nick" => Input::Invalid("usage: /nick NAME".to_owned()),
+        "msg" | "dm" => match rest.split_once(char::is_whitespace) {
+            Some((to, text)) if !text.trim().is_empty() => Input::Send(ClientFrame::Dm {
+                to: to.to_owned(),
+                text: text.trim_start().to_owned(),
+            }),
+            _ => Input::Invalid("usage: /msg NICK TEXT".to_owned()),
+        },
+        "me" if !rest.is_empty() => match current {
+            Some(room) => Input::Send(ClientFrame::Say {
+                room: room.to_owned(),
+                text: rest.to_owned(),
+                action: true,
+            }),
+            None => Input::Invalid("not in a room; /join one first".to_owned()),
+        },
+        "me" => Input::Invalid("usage: /me ACTION".to_owned()),
+        "who" | "names" => match room_or_current(rest) {
+            Some(room) => Input::Send(ClientFrame::Who { room }),
+            None => Input::Invalid("usage: /who ROOM".to_owned()),
+        },
+        "rooms" | "list" => Input::Send(ClientFrame::Rooms {}),
+        "quit" | "exit" | "q" => Input::Quit,
+        "help" | "?" => Input::Help,
+        _ => Input::Invalid(format!("unknown command /{command} (try /help)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn say(room: &str, text: &str, action: bool) -> Input {
+        Input::Send(ClientFrame::Say {
+            room: room.into(),
+            text: text.into(),
+            action,
+        })
+    }
+
+    #[test]
+    fn lines() {
+        let lobby = Some("lobby");
+        let cases: Vec<(&str, Option<&str>, Input)> = vec![
+            ("hello", lobby, say("lobby", "hello", false)),
+            ("  indented  ", lobby, say("lobby", "  indented  ", false)),
+            ("hello\r\n", lobby, say("lobby", "hello", false)),
+            ("", lobby, Input::Nothing),
+            ("   ", lobby, Input::Nothing),
+            ("//slash", lobby, say("lobby", "/slash", false)),
+            ("/me waves hi", lobby, say("lobby", "waves hi", true)),
+            (
+                "/join #dev",
+                lobby,
+                Input::Send(ClientFrame::Join { room: "dev".into() }),
+            ),
+            (
+                "/JOIN dev",
+                lobby,
+                Input::Send(ClientFrame::Join { room: "dev".into() }),
+            ),
+            (
+                "/leave",
+                lobby,
+                Input::Send(ClientFrame::Leave {
+                    room: "lobby".into(),
+                }),
+            ),
+            (
+                "/leave dev",
+                lobby,
+                Input::Send(ClientFrame::Leave { room: "dev".into() }),
+            ),
+            (
+                "/nick bob",
+                lobby,
+                Input::Send(ClientFrame::Nick { nick: "bob".into() }),
+            ),
+            (
+                "/msg bob hi there",
+                lobby,
+                Input::Send(ClientFrame::Dm {
+                    to: "bob".into(),
+                    text: "hi there".into(),
+                }),
+            ),
+            (
+                "/who",
+                lobby,
+                Input::Send(ClientFrame::Who {
+                    room: "lobby".into(),
+                }),
+            ),
+            ("/rooms", None, Input::Send(ClientFrame::Rooms {})),
+            ("/quit", lobby, Input::Quit),
+            ("/help", lobby, Input::Help),
+        ];
+        for (line, current, expected) in cases {
+            assert_eq!(parse(line, current), expected, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn mistakes_are_explained() {
+        let invalid =
+            |line: &str, current: Option<&str>| matches!(parse(line, current), Input::Invalid(_));
+        assert!(invalid("hello", None));
+        assert!(invalid("/me waves", None));
+        assert!(invalid("/leave", None));
+        assert!(invalid("/join", Some("lobby")));
+        assert!(invalid("/msg bob", Some("lobby")));
+        assert!(invalid("/nick", Some("lobby")));
+        assert!(invalid("/frobnicate", Some("lobby")));
+    }
+}

@@ -1,0 +1,201 @@
+//! How server frames look in line mode: one line per event, with anything
+//! a peer wrote made safe for a terminal.
+
+use chat_protocol::{Message, PresenceEvent, ServerFrame};
+
+/// The stdout lines for a frame, given the client's own nick. Errors are not
+/// rendered here: they go to stderr.
+pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
+    match frame {
+        ServerFrame::Welcome { nick, server, .. } => {
+            vec![format!(
+                "-- connected to {} {} as {}",
+                clean(&server.name),
+                clean(&server.version),
+                clean(nick)
+            )]
+        }
+        ServerFrame::Joined {
+            room,
+            members,
+            history,
+            ..
+        } => {
+            let mut lines: Vec<String> = history.iter().flat_map(message).collect();
+            let members: Vec<String> = members.iter().map(|m| clean(m)).collect();
+            lines.push(format!(
+                "[{}] -- joined ({} members: {})",
+                clean(room),
+                members.len(),
+                members.join(", ")
+            ));
+            lines
+        }
+        ServerFrame::Left { room, .. } => vec![format!("[{}] -- you left", clean(room))],
+        ServerFrame::Presence {
+            room,
+            event,
+            nick,
+            old,
+        } => {
+            let what = match (event, old) {
+                (PresenceEvent::Join, _) => format!("{} joined", clean(nick)),
+                (PresenceEvent::Leave, _) => format!("{} left", clean(nick)),
+                (PresenceEvent::Nick, Some(old)) => {
+                    format!("{} is now known as {}", clean(old), clean(nick))
+                }
+                (PresenceEvent::Nick, None) => format!("someone is now known as {}", clean(nick)),
+            };
+            vec![format!("[{}] -- {what}", clean(room))]
+        }
+        ServerFrame::Message(m) => message(m),
+        ServerFrame::Direct { from, to, text, .. } => {
+            let tag = if from == me && to != me {
+                format!("[dm to {}]", clean(to))
+            } else {
+                "[dm]".to_owned()
+            };
+            text_lines(text)
+                .map(|line| format!("{tag} <{}> {line}", clean(from)))
+                .collect()
+        }
+        ServerFrame::Nick { nick, .. } => vec![format!("-- you are now known as {}", clean(nick))],
+        ServerFrame::Rooms { rooms, .. } => {
+            let list: Vec<String> = rooms
+                .iter()
+                .map(|r| format!("{} ({})", clean(&r.name), r.members))
+                .collect();
+            vec![format!(
+                "-- rooms: {}",
+                if list.is_empty() {
+                    "none".to_owned()
+                } else {
+                    list.join(", ")
+                }
+            )]
+        }
+        ServerFrame::Members { room, members, .. } => {
+            let members: Vec<String> = members.iter().map(|m| clean(m)).collect();
+            vec![format!(
+                "[{}] -- members: {}",
+                clean(room),
+                members.join(", ")
+            )]
+        }
+        ServerFrame::History { messages, .. } => messages.iter().flat_map(message).collect(),
+        ServerFrame::Pong { .. } => vec!["-- pong".to_owned()],
+        ServerFrame::Typing { .. } | ServerFrame::Error { .. } => Vec::new(),
+    }
+}
+
+fn message(m: &Message) -> Vec<String> {
+    let room = clean(&m.room);
+    let from = clean(&m.from);
+    text_lines(&m.text)
+        .map(|line| {
+            if m.action {
+                format!("[{room}] * {from} {line}")
+            } else {
+                format!("[{room}] <{from}> {line}")
+            }
+        })
+        .collect()
+}
+
+/// The lines of a multi-line text, each made safe.
+fn text_lines(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split('\n').map(clean)
+}
+
+/// Replaces control characters, so a peer cannot move the cursor, clear
+/// the screen or retitle the terminal with escape sequences.
+pub fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_protocol::RoomInfo;
+
+    use super::*;
+
+    fn msg(text: &str, action: bool) -> ServerFrame {
+        ServerFrame::Message(Message {
+            room: "lobby".into(),
+            seq: 1,
+            ts: 0,
+            from: "alice".into(),
+            text: text.into(),
+            id: None,
+            action,
+        })
+    }
+
+    #[test]
+    fn events_as_lines() {
+        assert_eq!(
+            lines(&msg("hello", false), "bob"),
+            vec!["[lobby] <alice> hello"]
+        );
+        assert_eq!(
+            lines(&msg("waves", true), "bob"),
+            vec!["[lobby] * alice waves"]
+        );
+        assert_eq!(
+            lines(&msg("a\nb", false), "bob"),
+            vec!["[lobby] <alice> a", "[lobby] <alice> b"]
+        );
+        let presence = |event, old: Option<&str>| ServerFrame::Presence {
+            room: "lobby".into(),
+            event,
+            nick: "bob".into(),
+            old: old.map(str::to_owned),
+        };
+        assert_eq!(
+            lines(&presence(PresenceEvent::Join, None), "x"),
+            vec!["[lobby] -- bob joined"]
+        );
+        assert_eq!(
+            lines(&presence(PresenceEvent::Leave, None), "x"),
+            vec!["[lobby] -- bob left"]
+        );
+        assert_eq!(
+            lines(&presence(PresenceEvent::Nick, Some("bobby")), "x"),
+            vec!["[lobby] -- bobby is now known as bob"]
+        );
+        let dm = ServerFrame::Direct {
+            from: "alice".into(),
+            to: "bob".into(),
+            text: "hi".into(),
+            ts: 0,
+            id: None,
+        };
+        assert_eq!(lines(&dm, "bob"), vec!["[dm] <alice> hi"]);
+        assert_eq!(lines(&dm, "alice"), vec!["[dm to bob] <alice> hi"]);
+        let rooms = ServerFrame::Rooms {
+            id: None,
+            rooms: vec![RoomInfo {
+                name: "lobby".into(),
+                members: 2,
+            }],
+        };
+        assert_eq!(lines(&rooms, "x"), vec!["-- rooms: lobby (2)"]);
+    }
+
+    #[test]
+    fn escape_sequences_are_neutralised() {
+        assert_eq!(
+            lines(&msg("\u{1b}[2Jgone\u{7}", false), "bob"),
+            vec!["[lobby] <alice> \u{fffd}[2Jgone\u{fffd}"]
+        );
+        assert_eq!(clean("tab\tok"), "tab\tok");
+    }
+}

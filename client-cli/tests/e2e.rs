@@ -1,0 +1,281 @@
+//! The real `chat` binary against the real `chat-server` binary, over pipes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A binary of this workspace, built next to `chat`.
+fn bin(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_chat")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// A running process whose stdout and stderr lines are read as they come.
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(command: &mut Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        let stdin = child.stdin.take();
+        Self {
+            child,
+            stdin,
+            stdout,
+            stderr,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stdout line equal to `expected`.
+    fn expect(&mut self, expected: &str) {
+        self.expect_where(|line| line == expected, expected);
+    }
+
+    fn expect_where(&mut self, matches: impl Fn(&str) -> bool, what: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if matches(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line {what:?}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    fn expect_stderr(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no stderr line with {needle:?}"),
+            }
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Closes stdin and waits for the exit status: the end of stdout (the
+    /// reader thread hanging up) is the event that the process is ending.
+    fn finish(&mut self) -> std::process::ExitStatus {
+        drop(self.stdin.take());
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return self.child.wait().unwrap(),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("process did not exit; saw {:#?}", self.seen)
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Starts `chat-server` on a free port and returns it with its ws:// URL.
+fn server() -> (Proc, String) {
+    let mut server =
+        Proc::spawn(Command::new(bin("chat-server")).args(["--listen", "127.0.0.1:0"]));
+    let line = server.expect_where(|line| line.starts_with("listening on http://"), "listening");
+    let addr = line.trim_start_matches("listening on http://").to_owned();
+    (server, format!("ws://{addr}/ws"))
+}
+
+fn chat(url: &str, args: &[&str]) -> Proc {
+    Proc::spawn(
+        Command::new(bin("chat"))
+            .arg("--server")
+            .arg(url)
+            .args(args),
+    )
+}
+
+fn chat_with_input(url: &str, args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(bin("chat"))
+        .arg("--server")
+        .arg(url)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn two_clients_chat_over_the_real_server() {
+    let (_server, url) = server();
+    let mut bob = chat(&url, &["--nick", "bob"]);
+    bob.expect_where(
+        |l| l.starts_with("-- connected to chat-server"),
+        "connected",
+    );
+    bob.expect("[lobby] -- joined (1 members: bob)");
+    let mut alice = chat(&url, &["--nick", "alice"]);
+    alice.expect("[lobby] -- joined (2 members: alice, bob)");
+    bob.expect("[lobby] -- alice joined");
+
+    alice.type_line("hi bob");
+    alice.expect("[lobby] <alice> hi bob");
+    bob.expect("[lobby] <alice> hi bob");
+    bob.type_line("/me waves");
+    alice.expect("[lobby] * bob waves");
+    bob.type_line("/msg alice a secret");
+    alice.expect("[dm] <bob> a secret");
+    bob.expect("[dm to alice] <bob> a secret");
+    alice.type_line("/nick alicia");
+    alice.expect("-- you are now known as alicia");
+    bob.expect("[lobby] -- alice is now known as alicia");
+    alice.type_line("/who");
+    alice.expect("[lobby] -- members: alicia, bob");
+    alice.type_line("/join dev");
+    alice.expect("[dev] -- joined (1 members: alicia)");
+    alice.type_line("only in dev");
+    alice.expect("[dev] <alicia> only in dev");
+    alice.type_line("/rooms");
+    alice.expect("-- rooms: dev (1), lobby (2)");
+    alice.type_line("/join Not Valid");
+    let error = alice.expect_stderr("error: invalid_room:");
+    assert!(error.starts_with("error: invalid_room: "), "{error}");
+    alice.type_line("/quit");
+    assert!(alice.finish().success());
+    bob.expect("[lobby] -- alicia left");
+    // bob never saw the dev message.
+    assert!(
+        !bob.seen.iter().any(|l| l.contains("only in dev")),
+        "{:#?}",
+        bob.seen
+    );
+    assert!(bob.finish().success());
+}
+
+#[test]
+fn piped_input_is_delivered_before_exit() {
+    let (_server, url) = server();
+    let mut bob = chat(&url, &["--nick", "bob"]);
+    bob.expect("[lobby] -- joined (1 members: bob)");
+    let output = chat_with_input(
+        &url,
+        &["--nick", "piper"],
+        "first line\nsecond line\n/me is done\n",
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout.contains("[lobby] <piper> second line"), "{stdout}");
+    bob.expect("[lobby] <piper> first line");
+    bob.expect("[lobby] <piper> second line");
+    bob.expect("[lobby] * piper is done");
+    bob.expect("[lobby] -- piper left");
+}
+
+#[test]
+fn json_mode_prints_one_frame_per_line() {
+    let (_server, url) = server();
+    let output = chat_with_input(&url, &["--nick", "jay", "--json"], "hello json\n");
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let types: Vec<String> = stdout
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            value["type"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(types, vec!["welcome", "joined", "message"]);
+}
+
+#[test]
+fn a_taken_nick_is_an_error_exit() {
+    let (_server, url) = server();
+    let mut bob = chat(&url, &["--nick", "bob"]);
+    bob.expect("[lobby] -- joined (1 members: bob)");
+    let output = chat_with_input(&url, &["--nick", "BOB"], "");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("error: nick_taken: "), "{stderr}");
+}
+
+#[test]
+fn a_refused_upgrade_prints_the_status() {
+    let (_server, url) = server();
+    let output = chat_with_input(&url.replace("/ws", "/nope"), &["--nick", "x"], "");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("error: server answered 404 Not Found"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unreachable_server_is_an_error_exit() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let output = chat_with_input(&format!("ws://{addr}/ws"), &[], "");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("error: cannot connect to"), "{stderr}");
+}
