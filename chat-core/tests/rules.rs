@@ -1,4 +1,5 @@
 //! The chat rules, driven through the deterministic harness.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
 

@@ -221,6 +221,12 @@ pub struct RoomInfo {
 }
 
 impl ServerFrame {
+    /// Every `type` value a server frame may carry.
+    pub const TYPES: &'static [&'static str] = &[
+        "welcome", "joined", "left", "presence", "message", "direct", "nick", "typing", "rooms",
+        "members", "history", "pong", "error",
+    ];
+
     /// Encodes the frame as the JSON text sent on the wire.
     #[allow(clippy::expect_used)]
     pub fn encode(&self) -> String {

@@ -1,6 +1,7 @@
 //! `chat-server`: flags and environment onto [`ServerConfig`], logging, bind,
 //! then [`chat_server::run`] until ctrl-c or SIGTERM.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 
 use anyhow::Context;
@@ -39,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => logs.init(),

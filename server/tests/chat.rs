@@ -1,5 +1,6 @@
 //! The server over real sockets on 127.0.0.1:0: chat across rooms, DMs,
 //! nick changes, every error code, limits and shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -307,8 +308,10 @@ async fn oversized_frames_close_only_that_connection() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_off_and_costs_the_others_nothing() {
-    let mut config = ServerConfig::default();
-    config.outbound_frames = 64;
+    let mut config = ServerConfig {
+        outbound_frames: 64,
+        ..ServerConfig::default()
+    };
     config.chat.max_text_bytes = 60_000;
     config.chat.messages_per_sec = 100_000;
     config.chat.messages_burst = 100_000;

@@ -118,6 +118,12 @@ function handle(frame) {
     case 'joined': {
       const room = roomState(frame.room);
       room.members = new Set(frame.members);
+      if (frame.last_seq < room.lastSeq) {
+        // The server lost this room's history (an in-memory server that
+        // restarted): its numbering starts over.
+        room.lastSeq = 0;
+        addLine(frame.room, { kind: 'notice', text: 'the server restarted; earlier history is gone' });
+      }
       for (const message of frame.history) {
         addMessage(message, false);
       }

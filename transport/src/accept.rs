@@ -88,7 +88,7 @@ pub async fn accept(
             return Err(AcceptError::Timeout(config.handshake_timeout));
         }
         Ok(head) => match head? {
-            Head::Request(request, rest) => (request, rest),
+            Head::Request(request, rest) => (*request, rest),
             Head::Closed => return Ok(Accepted::Closed),
             Head::Refuse(status, why) => return answer(&mut stream, refusal(status, why)).await,
         },

@@ -8,7 +8,7 @@ const MAX_HEADERS: usize = 64;
 #[derive(Debug)]
 pub(crate) enum Head {
     /// A complete request and the bytes read after its head.
-    Request(Request<()>, Vec<u8>),
+    Request(Box<Request<()>>, Vec<u8>),
     /// The request is malformed or too large: answer with this status.
     Refuse(StatusCode, &'static str),
     /// The peer closed before sending a complete head.
@@ -51,7 +51,7 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(
 }
 
 enum Parsed {
-    Complete(Request<()>, usize),
+    Complete(Box<Request<()>>, usize),
     Partial,
     Refuse(StatusCode, &'static str),
 }
@@ -71,7 +71,7 @@ fn parse(buf: &[u8]) -> Parsed {
         Err(_) => return Parsed::Refuse(StatusCode::BAD_REQUEST, "malformed request"),
     };
     match build(&parsed) {
-        Some(request) => Parsed::Complete(request, len),
+        Some(request) => Parsed::Complete(Box::new(request), len),
         None => Parsed::Refuse(StatusCode::BAD_REQUEST, "malformed request"),
     }
 }

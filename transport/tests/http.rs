@@ -1,5 +1,6 @@
 //! Raw HTTP requests against a real listener on 127.0.0.1:0, and the client
 //! connector against the same listener.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,0 +1,239 @@
+//! Every frame survives encoding and decoding unchanged.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chat_protocol::{
+    ClientFrame, ClientMessage, ErrorCode, Limits, Message, PresenceEvent, RoomInfo, ServerFrame,
+    ServerInfo, decode_client, encode_client,
+};
+
+fn message() -> Message {
+    Message {
+        room: "lobby".into(),
+        seq: 7,
+        ts: 1_700_000_000_000,
+        from: "alice".into(),
+        text: "hi \"there\" <b>\n☃".into(),
+        id: Some("m7".into()),
+        action: false,
+    }
+}
+
+#[test]
+fn client_frames_round_trip() {
+    let frames = vec![
+        ClientFrame::Hello {
+            nick: Some("alice".into()),
+        },
+        ClientFrame::Hello { nick: None },
+        ClientFrame::Join {
+            room: "lobby".into(),
+        },
+        ClientFrame::Leave {
+            room: "lobby".into(),
+        },
+        ClientFrame::Say {
+            room: "lobby".into(),
+            text: "hello\nworld".into(),
+            action: false,
+        },
+        ClientFrame::Say {
+            room: "lobby".into(),
+            text: "waves".into(),
+            action: true,
+        },
+        ClientFrame::Dm {
+            to: "bob".into(),
+            text: "psst".into(),
+        },
+        ClientFrame::Nick {
+            nick: "alicia".into(),
+        },
+        ClientFrame::Typing {
+            room: "lobby".into(),
+        },
+        ClientFrame::Rooms {},
+        ClientFrame::Who {
+            room: "lobby".into(),
+        },
+        ClientFrame::History {
+            room: "lobby".into(),
+            before: Some(10),
+            limit: Some(5),
+        },
+        ClientFrame::History {
+            room: "lobby".into(),
+            before: None,
+            limit: None,
+        },
+        ClientFrame::Ping {},
+    ];
+    let mut kinds = std::collections::BTreeSet::new();
+    for frame in frames {
+        for id in [None, Some("req-1".to_owned())] {
+            let message = ClientMessage {
+                id,
+                frame: frame.clone(),
+            };
+            let text = encode_client(&message);
+            assert_eq!(decode_client(&text), Ok(message), "{text}");
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            kinds.insert(value["type"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    assert_eq!(
+        kinds.len(),
+        ClientFrame::TYPES.len(),
+        "every client frame round-tripped"
+    );
+}
+
+#[test]
+fn server_frames_round_trip() {
+    let limits = Limits {
+        max_frame_bytes: 65536,
+        max_text_bytes: 8192,
+        max_nick_chars: 32,
+        max_room_chars: 64,
+        history_per_room: 1000,
+        history_page_max: 200,
+        join_history: 50,
+        typing_interval_ms: 2000,
+        messages_per_sec: 10,
+        messages_burst: 30,
+    };
+    let id = Some("r".to_owned());
+    let frames = vec![
+        ServerFrame::Welcome {
+            id: id.clone(),
+            session: "s".into(),
+            nick: "alice".into(),
+            server: ServerInfo {
+                name: "chat-server".into(),
+                version: "0.1.0".into(),
+                protocol: 1,
+            },
+            limits,
+        },
+        ServerFrame::Joined {
+            id: id.clone(),
+            room: "lobby".into(),
+            members: vec!["alice".into(), "bob".into()],
+            history: vec![message()],
+            last_seq: 7,
+        },
+        ServerFrame::Left {
+            id: None,
+            room: "lobby".into(),
+        },
+        ServerFrame::Presence {
+            room: "lobby".into(),
+            event: PresenceEvent::Join,
+            nick: "bob".into(),
+            old: None,
+        },
+        ServerFrame::Presence {
+            room: "lobby".into(),
+            event: PresenceEvent::Leave,
+            nick: "bob".into(),
+            old: None,
+        },
+        ServerFrame::Presence {
+            room: "lobby".into(),
+            event: PresenceEvent::Nick,
+            nick: "robert".into(),
+            old: Some("bob".into()),
+        },
+        ServerFrame::Message(message()),
+        ServerFrame::Message(Message {
+            id: None,
+            action: true,
+            ..message()
+        }),
+        ServerFrame::Direct {
+            from: "a".into(),
+            to: "b".into(),
+            text: "t".into(),
+            ts: 1,
+            id: id.clone(),
+        },
+        ServerFrame::Nick {
+            id: id.clone(),
+            old: "a".into(),
+            nick: "b".into(),
+        },
+        ServerFrame::Typing {
+            room: "lobby".into(),
+            nick: "alice".into(),
+        },
+        ServerFrame::Rooms {
+            id: None,
+            rooms: vec![RoomInfo {
+                name: "lobby".into(),
+                members: 3,
+            }],
+        },
+        ServerFrame::Members {
+            id: None,
+            room: "lobby".into(),
+            members: vec![],
+        },
+        ServerFrame::History {
+            id: id.clone(),
+            room: "lobby".into(),
+            messages: vec![message()],
+        },
+        ServerFrame::Pong { id: id.clone() },
+        ServerFrame::Error {
+            id,
+            code: ErrorCode::RateLimited,
+            message: "slow down".into(),
+            retry_after_ms: Some(5),
+        },
+        ServerFrame::Error {
+            id: None,
+            code: ErrorCode::BadJson,
+            message: "x".into(),
+            retry_after_ms: None,
+        },
+    ];
+    let mut kinds = std::collections::BTreeSet::new();
+    for frame in frames {
+        let text = frame.encode();
+        assert_eq!(ServerFrame::decode(&text).ok(), Some(frame), "{text}");
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        kinds.insert(value["type"].as_str().unwrap_or_default().to_owned());
+    }
+    let all: std::collections::BTreeSet<String> =
+        ServerFrame::TYPES.iter().map(|t| t.to_string()).collect();
+    assert_eq!(kinds, all, "every server frame round-tripped");
+}
+
+#[test]
+fn unknown_error_codes_from_a_newer_server_still_decode() {
+    let frame = ServerFrame::decode(r#"{"type":"error","code":"brand_new","message":"m"}"#);
+    assert!(
+        matches!(
+            frame,
+            Ok(ServerFrame::Error {
+                code: ErrorCode::Unknown,
+                ..
+            })
+        ),
+        "{frame:?}"
+    );
+}
+
+#[test]
+fn error_codes_serialize_as_documented() {
+    for code in [
+        ErrorCode::BadJson,
+        ErrorCode::NickTaken,
+        ErrorCode::RateLimited,
+        ErrorCode::Unavailable,
+    ] {
+        assert_eq!(
+            serde_json::to_value(code).ok(),
+            Some(serde_json::Value::String(code.as_str().to_owned()))
+        );
+    }
+}

@@ -1,0 +1,178 @@
+// The chat page in real headless Chromium against the real chat-server
+// binary. Run by ./scripts/test (node --test).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const serverBin = process.env.CHAT_SERVER_BIN || path.join(here, '..', '..', 'target', 'debug', 'chat-server');
+const WAIT = 15000;
+
+let browser;
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/** Starts chat-server on `listen` and resolves with { child, url } once it listens. */
+function startServer(listen = '127.0.0.1:0') {
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' };
+  const child = spawn(serverBin, ['--listen', listen], { stdio: ['ignore', 'pipe', 'inherit'], env });
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout });
+    const timer = setTimeout(() => reject(new Error('server did not start')), WAIT);
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
+    lines.on('line', (line) => {
+      const match = /^listening on (http:\/\/\S+)$/.exec(line);
+      if (match) {
+        clearTimeout(timer);
+        resolve({ child, url: match[1], addr: match[1].slice('http://'.length) });
+      }
+    });
+  });
+}
+
+function stopServer(child) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) {
+      resolve(child.exitCode);
+      return;
+    }
+    child.once('exit', (code) => resolve(code));
+    child.kill('SIGTERM');
+  });
+}
+
+/** A fresh browser context (its own localStorage) logged in as `nick`. */
+async function login(url, nick) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  const problems = [];
+  page.on('dialog', (dialog) => {
+    problems.push(`dialog: ${dialog.message()}`);
+    dialog.dismiss();
+  });
+  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  await page.goto(url);
+  await page.fill('#nick-input', nick);
+  await page.click('#login-form button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#lobby');
+  await page.waitForFunction((me) => document.querySelector('#me')?.textContent === me, nick);
+  return { context, page, problems };
+}
+
+async function say(page, text) {
+  await page.fill('#text', text);
+  await page.press('#text', 'Enter');
+}
+
+/** Waits until a message line with exactly this text is shown. */
+async function seeMessage(page, text) {
+  await page.waitForFunction(
+    (t) => [...document.querySelectorAll('#messages li .text')].some((e) => e.textContent === t),
+    text,
+  );
+}
+
+async function countMessages(page, text) {
+  return page.evaluate(
+    (t) => [...document.querySelectorAll('#messages li .text')].filter((e) => e.textContent === t).length,
+    text,
+  );
+}
+
+test('two pages chat, and HTML in a message renders as text', async () => {
+  const server = await startServer();
+  try {
+    const alice = await login(server.url, 'alice');
+    const bob = await login(server.url, 'bob');
+    // alice sees bob arrive, in the notices and the members list.
+    await alice.page.waitForFunction(() =>
+      [...document.querySelectorAll('#members li')].some((li) => li.textContent === 'bob'));
+    await alice.page.waitForFunction(() =>
+      [...document.querySelectorAll('#messages li.notice')].some((li) => li.textContent === 'bob joined'));
+
+    await say(alice.page, 'hello from alice');
+    await seeMessage(bob.page, 'hello from alice');
+    await seeMessage(alice.page, 'hello from alice');
+
+    const hostile = '<img src=x onerror=alert(1)>';
+    await say(bob.page, hostile);
+    await seeMessage(alice.page, hostile);
+    assert.equal(await alice.page.locator('#messages img').count(), 0, 'no element was created from the text');
+
+    // Shift+Enter is a newline, Enter sends both lines as one message.
+    await alice.page.fill('#text', 'line one');
+    await alice.page.press('#text', 'Shift+Enter');
+    await alice.page.type('#text', 'line two');
+    await alice.page.press('#text', 'Enter');
+    await seeMessage(bob.page, 'line one\nline two');
+
+    // /join switches rooms; the other page does not see that room's messages.
+    await say(alice.page, '/join dev');
+    await alice.page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#dev');
+    await say(alice.page, 'only in dev');
+    await seeMessage(alice.page, 'only in dev');
+    assert.equal(await countMessages(bob.page, 'only in dev'), 0);
+
+    // Messages show in the room's order.
+    const seqs = await bob.page.evaluate(() =>
+      [...document.querySelectorAll('#messages li[data-seq]')].map((li) => Number(li.dataset.seq)));
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+    assert.equal(seqs.length, 3);
+
+    assert.deepEqual(alice.problems, []);
+    assert.deepEqual(bob.problems, []);
+    // The nick is remembered for the next visit.
+    assert.equal(await alice.page.evaluate(() => localStorage.getItem('chat.nick')), 'alice');
+    await alice.context.close();
+    await bob.context.close();
+  } finally {
+    await stopServer(server.child);
+  }
+});
+
+test('the page reconnects after the server restarts, without duplicates', async () => {
+  let server = await startServer();
+  try {
+    const alice = await login(server.url, 'alice');
+    const bob = await login(server.url, 'bob');
+    await say(alice.page, 'before restart');
+    await seeMessage(bob.page, 'before restart');
+
+    assert.equal(await stopServer(server.child), 0, 'SIGTERM exits 0');
+    await alice.page.waitForFunction(() => document.querySelector('#status')?.textContent.includes('reconnecting'));
+    // Same address again, so the pages can find it.
+    server = await startServer(server.addr);
+    await alice.page.waitForFunction(() => document.querySelector('#status')?.textContent === 'connected');
+    await bob.page.waitForFunction(() => document.querySelector('#status')?.textContent === 'connected');
+    await bob.page.waitForFunction(() =>
+      [...document.querySelectorAll('#members li')].some((li) => li.textContent === 'alice'));
+
+    await say(bob.page, 'after restart');
+    await seeMessage(alice.page, 'after restart');
+    assert.equal(await countMessages(alice.page, 'before restart'), 1);
+    assert.equal(await countMessages(alice.page, 'after restart'), 1);
+    assert.deepEqual(alice.problems, []);
+    await alice.context.close();
+    await bob.context.close();
+  } finally {
+    await stopServer(server.child);
+  }
+});
