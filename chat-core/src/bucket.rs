@@ -19,19 +19,14 @@ pub(crate) struct Rate {
 
 impl TokenBucket {
     pub(crate) fn full(rate: Rate, now: Timestamp) -> Self {
-        Self {
-            milli_tokens: u64::from(rate.burst) * 1000,
-            updated: now,
-        }
+        Self { milli_tokens: u64::from(rate.burst) * 1000, updated: now }
     }
 
     /// Takes one token, or says how many milliseconds until one is there.
     pub(crate) fn take(&mut self, rate: Rate, now: Timestamp) -> Result<(), u64> {
         let capacity = u64::from(rate.burst) * 1000;
         // A rate of n tokens per second adds n thousandths per millisecond.
-        let refill = now
-            .millis_since(self.updated)
-            .saturating_mul(u64::from(rate.per_sec));
+        let refill = now.millis_since(self.updated).saturating_mul(u64::from(rate.per_sec));
         self.milli_tokens = self.milli_tokens.saturating_add(refill).min(capacity);
         if now > self.updated {
             self.updated = now;
@@ -54,10 +49,7 @@ mod tests {
 
     #[test]
     fn burst_then_refill() {
-        let rate = Rate {
-            per_sec: 10,
-            burst: 3,
-        };
+        let rate = Rate { per_sec: 10, burst: 3 };
         let t0 = Timestamp::from_unix_millis(1_000);
         let mut bucket = TokenBucket::full(rate, t0);
         assert_eq!(bucket.take(rate, t0), Ok(()));
@@ -73,10 +65,7 @@ mod tests {
 
     #[test]
     fn never_holds_more_than_burst() {
-        let rate = Rate {
-            per_sec: 1000,
-            burst: 2,
-        };
+        let rate = Rate { per_sec: 1000, burst: 2 };
         let mut bucket = TokenBucket::full(rate, Timestamp::from_unix_millis(0));
         let later = Timestamp::from_unix_millis(1_000_000);
         assert_eq!(bucket.take(rate, later), Ok(()));

@@ -108,21 +108,13 @@ impl Chat {
             Command::Typing { room } => self.typing(now, member, &room),
             Command::Rooms => {
                 let rooms = self.rooms_by_name();
-                self.reply(
-                    member,
-                    Event::Rooms {
-                        id: id.clone(),
-                        rooms,
-                    },
-                );
+                self.reply(member, Event::Rooms { id: id.clone(), rooms });
                 Ok(())
             }
             Command::Who { room } => self.who(member, &id, &room),
-            Command::History {
-                room,
-                before,
-                limit,
-            } => self.history(member, &id, &room, before, limit),
+            Command::History { room, before, limit } => {
+                self.history(member, &id, &room, before, limit)
+            }
             Command::Ping => {
                 self.reply(member, Event::Pong { id: id.clone() });
                 Ok(())
@@ -157,11 +149,7 @@ impl Chat {
             if let Some(state) = self.members.get_mut(&member) {
                 // Only forget the entry if no later `typing` replaced it.
                 let interval = self.config.typing_interval;
-                if state
-                    .typing
-                    .get(&room)
-                    .is_some_and(|&t| t.saturating_add(interval) <= now)
-                {
+                if state.typing.get(&room).is_some_and(|&t| t.saturating_add(interval) <= now) {
                     state.typing.remove(&room);
                 }
             }
@@ -175,9 +163,7 @@ impl Chat {
 
     /// When [`Chat::handle_timeout`] should next be called, if ever.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.typing_deadlines
-            .front()
-            .map(|&(deadline, _, _)| deadline)
+        self.typing_deadlines.front().map(|&(deadline, _, _)| deadline)
     }
 
     /// The rules in force.
@@ -220,13 +206,7 @@ impl Chat {
         if let Some(state) = self.members.get_mut(&member) {
             state.nick = Some(nick.clone());
         }
-        self.reply(
-            member,
-            Event::Welcome {
-                id: id.clone(),
-                nick,
-            },
-        );
+        self.reply(member, Event::Welcome { id: id.clone(), nick });
         Ok(())
     }
 
@@ -254,10 +234,7 @@ impl Chat {
             let others = room.others(member);
             self.deliver(
                 others,
-                Event::Presence {
-                    room: name.clone(),
-                    change: Presence::Joined(nick),
-                },
+                Event::Presence { room: name.clone(), change: Presence::Joined(nick) },
             );
         }
         let Some(room) = self.rooms.get(&room_id) else {
@@ -286,13 +263,7 @@ impl Chat {
             state.rooms.remove(&room_id);
             state.typing.remove(&room_id);
         }
-        self.reply(
-            member,
-            Event::Left {
-                id: id.clone(),
-                room: name,
-            },
-        );
+        self.reply(member, Event::Left { id: id.clone(), room: name });
         self.remove_from_room(room_id, member, &nick);
         Ok(())
     }
@@ -350,11 +321,8 @@ impl Chat {
             text: text.into(),
             ts: now,
         };
-        let to: Arc<[MemberId]> = if recipient == member {
-            Arc::new([member])
-        } else {
-            Arc::new([recipient, member])
-        };
+        let to: Arc<[MemberId]> =
+            if recipient == member { Arc::new([member]) } else { Arc::new([recipient, member]) };
         self.deliver(to, event);
         Ok(())
     }
@@ -367,11 +335,7 @@ impl Chat {
     ) -> Result<(), CommandError> {
         let new = Nick::parse(nick).map_err(CommandError::InvalidNick)?;
         let folded = new.folded();
-        if self
-            .nicks
-            .get(&folded)
-            .is_some_and(|&holder| holder != member)
-        {
+        if self.nicks.get(&folded).is_some_and(|&holder| holder != member) {
             return Err(CommandError::NickTaken(new));
         }
         let old = self.nick_of(member);
@@ -384,25 +348,15 @@ impl Chat {
         self.nicks.insert(folded, member);
         self.reply(
             member,
-            Event::NickChanged {
-                id: id.clone(),
-                old: old.clone(),
-                nick: new.clone(),
-            },
+            Event::NickChanged { id: id.clone(), old: old.clone(), nick: new.clone() },
         );
         if old == new {
             return Ok(());
         }
         for room_id in rooms {
             if let Some(room) = self.rooms.get(&room_id) {
-                let change = Presence::Renamed {
-                    old: old.clone(),
-                    new: new.clone(),
-                };
-                let event = Event::Presence {
-                    room: room.name.clone(),
-                    change,
-                };
+                let change = Presence::Renamed { old: old.clone(), new: new.clone() };
+                let event = Event::Presence { room: room.name.clone(), change };
                 let others = room.others(member);
                 self.deliver(others, event);
             }
@@ -417,18 +371,13 @@ impl Chat {
         let Some(state) = self.members.get_mut(&member) else {
             return Ok(());
         };
-        if state
-            .typing
-            .get(&room_id)
-            .is_some_and(|&last| now < last.saturating_add(interval))
-        {
+        if state.typing.get(&room_id).is_some_and(|&last| now < last.saturating_add(interval)) {
             // Throttled: typing notices are ephemeral, so dropping the extra
             // ones loses nothing the others need.
             return Ok(());
         }
         state.typing.insert(room_id, now);
-        self.typing_deadlines
-            .push_back((now.saturating_add(interval), member, room_id));
+        self.typing_deadlines.push_back((now.saturating_add(interval), member, room_id));
         if let Some(room) = self.rooms.get(&room_id) {
             let others = room.others(member);
             self.deliver(others, Event::Typing { room: name, nick });
@@ -447,14 +396,7 @@ impl Chat {
             Some(room) => self.sorted_nicks(room.members()),
             None => Vec::new(),
         };
-        self.reply(
-            member,
-            Event::Members {
-                id: id.clone(),
-                room: name,
-                members,
-            },
-        );
+        self.reply(member, Event::Members { id: id.clone(), room: name, members });
         Ok(())
     }
 
@@ -468,22 +410,13 @@ impl Chat {
     ) -> Result<(), CommandError> {
         let (room_id, name) = self.joined_room(member, room)?;
         let limit = limit
-            .map_or(self.config.history_page_default, |l| {
-                usize::try_from(l).unwrap_or(usize::MAX)
-            })
+            .map_or(self.config.history_page_default, |l| usize::try_from(l).unwrap_or(usize::MAX))
             .min(self.config.history_page_max);
         let messages = match self.rooms.get(&room_id) {
             Some(room) => room.history(before, limit),
             None => Vec::new(),
         };
-        self.reply(
-            member,
-            Event::History {
-                id: id.clone(),
-                room: name,
-                messages,
-            },
-        );
+        self.reply(member, Event::History { id: id.clone(), room: name, messages });
         Ok(())
     }
 
@@ -503,9 +436,7 @@ impl Chat {
 
     fn create_room(&mut self, name: RoomName) -> Result<RoomId, CommandError> {
         if self.rooms.len() >= self.config.max_rooms {
-            return Err(CommandError::TooManyRooms {
-                max: self.config.max_rooms,
-            });
+            return Err(CommandError::TooManyRooms { max: self.config.max_rooms });
         }
         let room_id = RoomId::new(self.next_room);
         self.next_room += 1;
@@ -521,10 +452,8 @@ impl Chat {
             return;
         };
         room.remove(member);
-        let event = Event::Presence {
-            room: room.name.clone(),
-            change: Presence::Left(nick.clone()),
-        };
+        let event =
+            Event::Presence { room: room.name.clone(), change: Presence::Left(nick.clone()) };
         let to = room.recipients();
         if room.is_empty() && !room.has_history() {
             let name = room.name.clone();
@@ -542,9 +471,7 @@ impl Chat {
     ) -> Result<(RoomId, RoomName), CommandError> {
         let name = RoomName::parse(room).map_err(CommandError::InvalidRoom)?;
         let joined = self.room_ids.get(&name).copied().filter(|room_id| {
-            self.members
-                .get(&member)
-                .is_some_and(|state| state.rooms.contains(room_id))
+            self.members.get(&member).is_some_and(|state| state.rooms.contains(room_id))
         });
         match joined {
             Some(room_id) => Ok((room_id, name)),
@@ -577,10 +504,7 @@ impl Chat {
     }
 
     fn message_rate(&self) -> Rate {
-        Rate {
-            per_sec: self.config.messages_per_sec,
-            burst: self.config.messages_burst,
-        }
+        Rate { per_sec: self.config.messages_per_sec, burst: self.config.messages_burst }
     }
 
     /// The nick of a greeted member. Every caller has checked the member
@@ -604,11 +528,7 @@ impl Chat {
     fn rooms_by_name(&self) -> Vec<(RoomName, usize)> {
         self.room_ids
             .iter()
-            .filter_map(|(name, id)| {
-                self.rooms
-                    .get(id)
-                    .map(|r| (name.clone(), r.members().len()))
-            })
+            .filter_map(|(name, id)| self.rooms.get(id).map(|r| (name.clone(), r.members().len())))
             .collect()
     }
 
@@ -620,9 +540,6 @@ impl Chat {
         if to.is_empty() {
             return;
         }
-        self.outputs.push_back(Output::Deliver {
-            to,
-            event: Arc::new(event),
-        });
+        self.outputs.push_back(Output::Deliver { to, event: Arc::new(event) });
     }
 }

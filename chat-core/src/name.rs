@@ -45,12 +45,9 @@ impl Nick {
     /// Refuses an empty nick, one over [`Nick::MAX_CHARS`] characters, and
     /// any character other than a letter, a digit, `-`, `_` or `.`.
     pub fn parse(text: &str) -> Result<Self, NameError> {
-        check(
-            text,
-            Self::MAX_CHARS,
-            "letters, digits, '-', '_' and '.'",
-            |c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'),
-        )?;
+        check(text, Self::MAX_CHARS, "letters, digits, '-', '_' and '.'", |c| {
+            c.is_alphanumeric() || matches!(c, '-' | '_' | '.')
+        })?;
         Ok(Self(text.into()))
     }
 
@@ -75,12 +72,9 @@ impl RoomName {
     /// Refuses an empty name, one over [`RoomName::MAX_CHARS`] characters,
     /// and any character other than `a`-`z`, `0`-`9`, `-` and `_`.
     pub fn parse(text: &str) -> Result<Self, NameError> {
-        check(
-            text,
-            Self::MAX_CHARS,
-            "'a'-'z', '0'-'9', '-' and '_'",
-            |c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_'),
-        )?;
+        check(text, Self::MAX_CHARS, "'a'-'z', '0'-'9', '-' and '_'", |c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_')
+        })?;
         Ok(Self(text.into()))
     }
 
@@ -126,37 +120,20 @@ mod tests {
 
     #[test]
     fn nicks() {
-        let ok = [
-            "a",
-            "alice",
-            "Bob_2",
-            "x.y-z",
-            "Zoë",
-            "名前",
-            &"n".repeat(32),
-        ];
+        let ok = ["a", "alice", "Bob_2", "x.y-z", "Zoë", "名前", &"n".repeat(32)];
         for text in ok {
-            assert_eq!(
-                Nick::parse(text).map(|n| n.as_str().to_owned()),
-                Ok(text.to_owned())
-            );
+            assert_eq!(Nick::parse(text).map(|n| n.as_str().to_owned()), Ok(text.to_owned()));
         }
         let bad: &[(&str, NameError)] = &[
             ("", NameError::Empty),
             (&"n".repeat(33), NameError::TooLong { max: 32 }),
             (
                 "a b",
-                NameError::BadChar {
-                    found: ' ',
-                    allowed: "letters, digits, '-', '_' and '.'",
-                },
+                NameError::BadChar { found: ' ', allowed: "letters, digits, '-', '_' and '.'" },
             ),
             (
                 "<img>",
-                NameError::BadChar {
-                    found: '<',
-                    allowed: "letters, digits, '-', '_' and '.'",
-                },
+                NameError::BadChar { found: '<', allowed: "letters, digits, '-', '_' and '.'" },
             ),
         ];
         for (text, err) in bad {
@@ -167,10 +144,7 @@ mod tests {
     #[test]
     fn nick_length_counts_characters_not_bytes() {
         assert!(Nick::parse(&"é".repeat(32)).is_ok());
-        assert_eq!(
-            Nick::parse(&"é".repeat(33)),
-            Err(NameError::TooLong { max: 32 })
-        );
+        assert_eq!(Nick::parse(&"é".repeat(33)), Err(NameError::TooLong { max: 32 }));
     }
 
     #[test]
@@ -185,15 +159,9 @@ mod tests {
             assert!(RoomName::parse(text).is_ok(), "{text:?}");
         }
         assert_eq!(RoomName::parse(""), Err(NameError::Empty));
-        assert_eq!(
-            RoomName::parse(&"r".repeat(65)),
-            Err(NameError::TooLong { max: 64 })
-        );
+        assert_eq!(RoomName::parse(&"r".repeat(65)), Err(NameError::TooLong { max: 64 }));
         for text in ["Lobby", "a b", "é", "a.b", "#x"] {
-            assert!(
-                matches!(RoomName::parse(text), Err(NameError::BadChar { .. })),
-                "{text:?}"
-            );
+            assert!(matches!(RoomName::parse(text), Err(NameError::BadChar { .. })), "{text:?}");
         }
     }
 }

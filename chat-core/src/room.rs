@@ -55,11 +55,7 @@ impl Room {
 
     /// The members other than `except`.
     pub(crate) fn others(&self, except: MemberId) -> Arc<[MemberId]> {
-        self.members
-            .iter()
-            .copied()
-            .filter(|&m| m != except)
-            .collect()
+        self.members.iter().copied().filter(|&m| m != except).collect()
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -28,31 +28,15 @@ fn error_of(events: &[Event]) -> CommandError {
 }
 
 fn say_cmd(room: &str, text: &str) -> Command {
-    Command::Say {
-        room: room.into(),
-        text: text.into(),
-        action: false,
-    }
+    Command::Say { room: room.into(), text: text.into(), action: false }
 }
 
 #[test]
 fn hello_assigns_the_nick_asked_for() {
     let mut h = Harness::new();
     let m = h.connect();
-    h.send_with_id(
-        m,
-        Some("h1"),
-        Command::Hello {
-            nick: Some("Alice".into()),
-        },
-    );
-    assert_eq!(
-        h.take(m),
-        vec![Event::Welcome {
-            id: Some("h1".into()),
-            nick: nick("Alice")
-        }]
-    );
+    h.send_with_id(m, Some("h1"), Command::Hello { nick: Some("Alice".into()) });
+    assert_eq!(h.take(m), vec![Event::Welcome { id: Some("h1".into()), nick: nick("Alice") }]);
     assert_eq!(h.chat.nick(m), Some(&nick("Alice")));
 }
 
@@ -62,34 +46,19 @@ fn hello_without_nick_gets_a_free_guest_nick() {
     h.greeted("guest-0001");
     let m = h.connect();
     h.send(m, Command::Hello { nick: None });
-    assert_eq!(
-        h.take(m),
-        vec![Event::Welcome {
-            id: None,
-            nick: nick("guest-0002")
-        }]
-    );
+    assert_eq!(h.take(m), vec![Event::Welcome { id: None, nick: nick("guest-0002") }]);
 }
 
 #[test]
 fn every_command_before_hello_is_refused() {
     let mut h = Harness::new();
     let m = h.connect();
-    for command in [
-        Command::Join {
-            room: "lobby".into(),
-        },
-        Command::Ping,
-        Command::Rooms,
-    ] {
+    for command in [Command::Join { room: "lobby".into() }, Command::Ping, Command::Rooms] {
         h.send_with_id(m, Some("x"), command);
         let events = h.take(m);
         assert_eq!(
             events,
-            vec![Event::Error {
-                id: Some("x".into()),
-                error: CommandError::HelloRequired
-            }]
+            vec![Event::Error { id: Some("x".into()), error: CommandError::HelloRequired }]
         );
     }
 }
@@ -98,12 +67,7 @@ fn every_command_before_hello_is_refused() {
 fn second_hello_is_refused() {
     let mut h = Harness::new();
     let m = h.greeted("alice");
-    h.send(
-        m,
-        Command::Hello {
-            nick: Some("bob".into()),
-        },
-    );
+    h.send(m, Command::Hello { nick: Some("bob".into()) });
     assert_eq!(error_of(&h.take(m)), CommandError::AlreadyGreeted);
     assert_eq!(h.chat.nick(m), Some(&nick("alice")));
 }
@@ -113,20 +77,10 @@ fn nicks_are_unique_case_insensitively() {
     let mut h = Harness::new();
     h.greeted("alice");
     let m = h.connect();
-    h.send(
-        m,
-        Command::Hello {
-            nick: Some("ALICE".into()),
-        },
-    );
+    h.send(m, Command::Hello { nick: Some("ALICE".into()) });
     assert_eq!(error_of(&h.take(m)), CommandError::NickTaken(nick("ALICE")));
     // The refused hello leaves the member free to try again.
-    h.send(
-        m,
-        Command::Hello {
-            nick: Some("bob".into()),
-        },
-    );
+    h.send(m, Command::Hello { nick: Some("bob".into()) });
     assert!(matches!(h.take(m).as_slice(), [Event::Welcome { .. }]));
 }
 
@@ -134,12 +88,7 @@ fn nicks_are_unique_case_insensitively() {
 fn invalid_nick_is_refused() {
     let mut h = Harness::new();
     let m = h.connect();
-    h.send(
-        m,
-        Command::Hello {
-            nick: Some("a b".into()),
-        },
-    );
+    h.send(m, Command::Hello { nick: Some("a b".into()) });
     assert!(matches!(
         error_of(&h.take(m)),
         CommandError::InvalidNick(NameError::BadChar { found: ' ', .. })
@@ -154,40 +103,19 @@ fn join_tells_the_joiner_everything_and_the_others_who_came() {
     h.join(alice, "lobby");
     h.say(alice, "lobby", "first");
     h.take_all();
-    h.send_with_id(
-        bob,
-        Some("j"),
-        Command::Join {
-            room: "lobby".into(),
-        },
-    );
+    h.send_with_id(bob, Some("j"), Command::Join { room: "lobby".into() });
     let events = h.take(bob);
-    let [
-        Event::Joined {
-            id,
-            room: r,
-            members,
-            history,
-            last_seq,
-        },
-    ] = events.as_slice()
-    else {
+    let [Event::Joined { id, room: r, members, history, last_seq }] = events.as_slice() else {
         panic!("{events:?}");
     };
     assert_eq!(id.as_deref(), Some("j"));
     assert_eq!(r, &room("lobby"));
     assert_eq!(members, &vec![nick("alice"), nick("Bob")]);
-    assert_eq!(
-        history.iter().map(|m| &*m.text).collect::<Vec<_>>(),
-        vec!["first"]
-    );
+    assert_eq!(history.iter().map(|m| &*m.text).collect::<Vec<_>>(), vec!["first"]);
     assert_eq!(*last_seq, 1);
     assert_eq!(
         h.take(alice),
-        vec![Event::Presence {
-            room: room("lobby"),
-            change: Presence::Joined(nick("Bob"))
-        }]
+        vec![Event::Presence { room: room("lobby"), change: Presence::Joined(nick("Bob")) }]
     );
 }
 
@@ -227,14 +155,7 @@ fn say_fans_out_to_every_member_with_increasing_seq() {
     h.send_with_id(alice, Some("m1"), say_cmd("lobby", "hello"));
     assert_eq!(h.last_outputs, 1, "a fan-out is one output");
     h.advance(Duration::from_millis(5));
-    h.send(
-        bob,
-        Command::Say {
-            room: "lobby".into(),
-            text: "waves".into(),
-            action: true,
-        },
-    );
+    h.send(bob, Command::Say { room: "lobby".into(), text: "waves".into(), action: true });
     let first = Message {
         room: room("lobby"),
         seq: 1,
@@ -269,10 +190,7 @@ fn seq_is_per_room() {
     h.say(alice, "a", "2");
     h.take_all();
     h.say(alice, "b", "1");
-    assert!(matches!(
-        h.take(alice).as_slice(),
-        [Event::Message(Message { seq: 1, .. })]
-    ));
+    assert!(matches!(h.take(alice).as_slice(), [Event::Message(Message { seq: 1, .. })]));
 }
 
 #[test]
@@ -283,24 +201,15 @@ fn say_outside_a_joined_room_is_refused() {
     h.join(bob, "lobby");
     h.take_all();
     h.say(alice, "lobby", "hi");
-    assert_eq!(
-        error_of(&h.take(alice)),
-        CommandError::NotInRoom(room("lobby"))
-    );
+    assert_eq!(error_of(&h.take(alice)), CommandError::NotInRoom(room("lobby")));
     h.say(alice, "nowhere", "hi");
-    assert_eq!(
-        error_of(&h.take(alice)),
-        CommandError::NotInRoom(room("nowhere"))
-    );
+    assert_eq!(error_of(&h.take(alice)), CommandError::NotInRoom(room("nowhere")));
     assert_eq!(h.take(bob), vec![]);
 }
 
 #[test]
 fn text_must_be_non_empty_and_within_the_limit() {
-    let config = ChatConfig {
-        max_text_bytes: 10,
-        ..ChatConfig::default()
-    };
+    let config = ChatConfig { max_text_bytes: 10, ..ChatConfig::default() };
     let mut h = Harness::with_config(config);
     let alice = h.greeted("alice");
     h.join(alice, "lobby");
@@ -308,21 +217,14 @@ fn text_must_be_non_empty_and_within_the_limit() {
     h.say(alice, "lobby", "");
     assert_eq!(error_of(&h.take(alice)), CommandError::EmptyText);
     h.say(alice, "lobby", "ééééé!");
-    assert_eq!(
-        error_of(&h.take(alice)),
-        CommandError::TooLarge { len: 11, max: 10 }
-    );
+    assert_eq!(error_of(&h.take(alice)), CommandError::TooLarge { len: 11, max: 10 });
     h.say(alice, "lobby", "ééééé");
     assert!(matches!(h.take(alice).as_slice(), [Event::Message(_)]));
 }
 
 #[test]
 fn messages_are_rate_limited_with_a_retry_time() {
-    let config = ChatConfig {
-        messages_per_sec: 2,
-        messages_burst: 3,
-        ..ChatConfig::default()
-    };
+    let config = ChatConfig { messages_per_sec: 2, messages_burst: 3, ..ChatConfig::default() };
     let mut h = Harness::with_config(config);
     let alice = h.greeted("alice");
     let bob = h.greeted("bob");
@@ -333,33 +235,14 @@ fn messages_are_rate_limited_with_a_retry_time() {
     }
     h.take_all();
     h.say(alice, "lobby", "one too many");
-    assert_eq!(
-        error_of(&h.take(alice)),
-        CommandError::RateLimited {
-            retry_after_ms: 500
-        }
-    );
+    assert_eq!(error_of(&h.take(alice)), CommandError::RateLimited { retry_after_ms: 500 });
     // DMs draw from the same bucket.
-    h.send(
-        alice,
-        Command::Dm {
-            to: "bob".into(),
-            text: "hi".into(),
-        },
-    );
-    assert_eq!(
-        error_of(&h.take(alice)),
-        CommandError::RateLimited {
-            retry_after_ms: 500
-        }
-    );
+    h.send(alice, Command::Dm { to: "bob".into(), text: "hi".into() });
+    assert_eq!(error_of(&h.take(alice)), CommandError::RateLimited { retry_after_ms: 500 });
     assert_eq!(h.take(bob), vec![]);
     h.advance(Duration::from_millis(500));
     h.say(alice, "lobby", "again");
-    assert!(matches!(
-        h.take(alice).as_slice(),
-        [Event::Message(Message { seq: 4, .. })]
-    ));
+    assert!(matches!(h.take(alice).as_slice(), [Event::Message(Message { seq: 4, .. })]));
 }
 
 #[test]
@@ -385,17 +268,9 @@ fn history_ring_keeps_the_newest_and_pages_back() {
             other => panic!("{other:?}"),
         }
     };
-    let history = |before, limit| Command::History {
-        room: "lobby".into(),
-        before,
-        limit,
-    };
+    let history = |before, limit| Command::History { room: "lobby".into(), before, limit };
     h.send(alice, history(None, None));
-    assert_eq!(
-        seqs(h.take(alice)),
-        vec![6, 7, 8],
-        "default limit clamped to the max"
-    );
+    assert_eq!(seqs(h.take(alice)), vec![6, 7, 8], "default limit clamped to the max");
     h.send(alice, history(Some(7), Some(2)));
     assert_eq!(seqs(h.take(alice)), vec![5, 6]);
     h.send(alice, history(Some(5), Some(3)));
@@ -411,10 +286,7 @@ fn history_ring_keeps_the_newest_and_pages_back() {
     assert_eq!(seqs(h.take(bob)), vec![8]);
     let carol = h.greeted("carol");
     h.send(carol, history(None, None));
-    assert_eq!(
-        error_of(&h.take(carol)),
-        CommandError::NotInRoom(room("lobby"))
-    );
+    assert_eq!(error_of(&h.take(carol)), CommandError::NotInRoom(room("lobby")));
 }
 
 #[test]
@@ -422,14 +294,7 @@ fn dm_reaches_recipient_and_sender() {
     let mut h = Harness::new();
     let alice = h.greeted("alice");
     let bob = h.greeted("Bob");
-    h.send_with_id(
-        alice,
-        Some("d1"),
-        Command::Dm {
-            to: "bob".into(),
-            text: "psst".into(),
-        },
-    );
+    h.send_with_id(alice, Some("d1"), Command::Dm { to: "bob".into(), text: "psst".into() });
     let expected = vec![Event::Direct {
         id: Some("d1".into()),
         from: nick("alice"),
@@ -439,25 +304,10 @@ fn dm_reaches_recipient_and_sender() {
     }];
     assert_eq!(h.take(alice), expected);
     assert_eq!(h.take(bob), expected);
-    h.send(
-        alice,
-        Command::Dm {
-            to: "alice".into(),
-            text: "note to self".into(),
-        },
-    );
+    h.send(alice, Command::Dm { to: "alice".into(), text: "note to self".into() });
     assert_eq!(h.take(alice).len(), 1);
-    h.send(
-        alice,
-        Command::Dm {
-            to: "carol".into(),
-            text: "hi".into(),
-        },
-    );
-    assert_eq!(
-        error_of(&h.take(alice)),
-        CommandError::NoSuchNick("carol".into())
-    );
+    h.send(alice, Command::Dm { to: "carol".into(), text: "hi".into() });
+    assert_eq!(error_of(&h.take(alice)), CommandError::NoSuchNick("carol".into()));
 }
 
 #[test]
@@ -472,75 +322,33 @@ fn nick_change_is_announced_in_every_room_once() {
     }
     h.join(carol, "c");
     h.take_all();
-    h.send_with_id(
-        alice,
-        Some("n"),
-        Command::Nick {
-            nick: "alicia".into(),
-        },
-    );
+    h.send_with_id(alice, Some("n"), Command::Nick { nick: "alicia".into() });
     assert_eq!(
         h.take(alice),
-        vec![Event::NickChanged {
-            id: Some("n".into()),
-            old: nick("alice"),
-            nick: nick("alicia")
-        }]
+        vec![Event::NickChanged { id: Some("n".into()), old: nick("alice"), nick: nick("alicia") }]
     );
     let renamed = |r: &str| Event::Presence {
         room: room(r),
-        change: Presence::Renamed {
-            old: nick("alice"),
-            new: nick("alicia"),
-        },
+        change: Presence::Renamed { old: nick("alice"), new: nick("alicia") },
     };
     assert_eq!(h.take(bob), vec![renamed("a"), renamed("b")]);
     assert_eq!(h.take(carol), vec![]);
     // The old nick is free, the new one is held.
     let dave = h.connect();
-    h.send(
-        dave,
-        Command::Hello {
-            nick: Some("ALICIA".into()),
-        },
-    );
-    assert_eq!(
-        error_of(&h.take(dave)),
-        CommandError::NickTaken(nick("ALICIA"))
-    );
-    h.send(
-        dave,
-        Command::Hello {
-            nick: Some("alice".into()),
-        },
-    );
+    h.send(dave, Command::Hello { nick: Some("ALICIA".into()) });
+    assert_eq!(error_of(&h.take(dave)), CommandError::NickTaken(nick("ALICIA")));
+    h.send(dave, Command::Hello { nick: Some("alice".into()) });
     assert!(matches!(h.take(dave).as_slice(), [Event::Welcome { .. }]));
-    h.send(
-        bob,
-        Command::Nick {
-            nick: "Alice".into(),
-        },
-    );
-    assert_eq!(
-        error_of(&h.take(bob)),
-        CommandError::NickTaken(nick("Alice"))
-    );
+    h.send(bob, Command::Nick { nick: "Alice".into() });
+    assert_eq!(error_of(&h.take(bob)), CommandError::NickTaken(nick("Alice")));
 }
 
 #[test]
 fn changing_only_the_case_of_ones_own_nick_is_allowed() {
     let mut h = Harness::new();
     let alice = h.greeted("alice");
-    h.send(
-        alice,
-        Command::Nick {
-            nick: "Alice".into(),
-        },
-    );
-    assert!(matches!(
-        h.take(alice).as_slice(),
-        [Event::NickChanged { .. }]
-    ));
+    h.send(alice, Command::Nick { nick: "Alice".into() });
+    assert!(matches!(h.take(alice).as_slice(), [Event::NickChanged { .. }]));
     assert_eq!(h.chat.nick(alice), Some(&nick("Alice")));
 }
 
@@ -552,42 +360,22 @@ fn typing_is_relayed_to_others_at_most_once_per_interval() {
     h.join(alice, "lobby");
     h.join(bob, "lobby");
     h.take_all();
-    let typing = || Command::Typing {
-        room: "lobby".into(),
-    };
-    let relayed = vec![Event::Typing {
-        room: room("lobby"),
-        nick: nick("alice"),
-    }];
+    let typing = || Command::Typing { room: "lobby".into() };
+    let relayed = vec![Event::Typing { room: room("lobby"), nick: nick("alice") }];
     h.send(alice, typing());
     assert_eq!(h.take(bob), relayed);
     assert_eq!(h.take(alice), vec![]);
     let started = h.now;
-    assert_eq!(
-        h.chat.poll_timeout(),
-        Some(started.saturating_add(Duration::from_secs(2)))
-    );
+    assert_eq!(h.chat.poll_timeout(), Some(started.saturating_add(Duration::from_secs(2))));
     h.advance(Duration::from_millis(1999));
     h.send(alice, typing());
     assert_eq!(h.take(bob), vec![]);
     h.advance(Duration::from_millis(1));
-    assert_eq!(
-        h.chat.poll_timeout(),
-        None,
-        "the timeout cleared the throttle"
-    );
+    assert_eq!(h.chat.poll_timeout(), None, "the timeout cleared the throttle");
     h.send(alice, typing());
     assert_eq!(h.take(bob), relayed);
-    h.send(
-        alice,
-        Command::Typing {
-            room: "elsewhere".into(),
-        },
-    );
-    assert_eq!(
-        error_of(&h.take(alice)),
-        CommandError::NotInRoom(room("elsewhere"))
-    );
+    h.send(alice, Command::Typing { room: "elsewhere".into() });
+    assert_eq!(error_of(&h.take(alice)), CommandError::NotInRoom(room("elsewhere")));
 }
 
 #[test]
@@ -597,25 +385,11 @@ fn spurious_timeouts_are_harmless() {
     let bob = h.greeted("bob");
     h.join(alice, "lobby");
     h.join(bob, "lobby");
-    h.send(
-        alice,
-        Command::Typing {
-            room: "lobby".into(),
-        },
-    );
+    h.send(alice, Command::Typing { room: "lobby".into() });
     h.take_all();
     h.chat.handle_timeout(h.now);
-    h.send(
-        alice,
-        Command::Typing {
-            room: "lobby".into(),
-        },
-    );
-    assert_eq!(
-        h.take(bob),
-        vec![],
-        "still throttled after an early timeout"
-    );
+    h.send(alice, Command::Typing { room: "lobby".into() });
+    assert_eq!(h.take(bob), vec![], "still throttled after an early timeout");
 }
 
 #[test]
@@ -629,33 +403,16 @@ fn leave_and_disconnect_tell_the_others() {
     }
     h.take_all();
     h.send_with_id(alice, Some("l"), Command::Leave { room: "a".into() });
-    assert_eq!(
-        h.take(alice),
-        vec![Event::Left {
-            id: Some("l".into()),
-            room: room("a")
-        }]
-    );
-    let left = |r: &str| Event::Presence {
-        room: room(r),
-        change: Presence::Left(nick("alice")),
-    };
+    assert_eq!(h.take(alice), vec![Event::Left { id: Some("l".into()), room: room("a") }]);
+    let left = |r: &str| Event::Presence { room: room(r), change: Presence::Left(nick("alice")) };
     assert_eq!(h.take(bob), vec![left("a")]);
     h.send(alice, Command::Leave { room: "a".into() });
     assert_eq!(error_of(&h.take(alice)), CommandError::NotInRoom(room("a")));
     h.disconnect(alice);
     assert_eq!(h.take(bob), vec![left("b")]);
     let again = h.connect();
-    h.send(
-        again,
-        Command::Hello {
-            nick: Some("alice".into()),
-        },
-    );
-    assert!(
-        matches!(h.take(again).as_slice(), [Event::Welcome { .. }]),
-        "nick freed"
-    );
+    h.send(again, Command::Hello { nick: Some("alice".into()) });
+    assert!(matches!(h.take(again).as_slice(), [Event::Welcome { .. }]), "nick freed");
     // Commands from a member that is gone are ignored.
     h.chat.handle_command(h.now, alice, None, Command::Ping);
     assert!(h.chat.poll_output().is_none());
@@ -680,12 +437,7 @@ fn rooms_and_who_list_in_a_stable_order() {
             rooms: vec![(room("dev"), 1), (room("lobby"), 3)]
         }]
     );
-    h.send(
-        zed,
-        Command::Who {
-            room: "lobby".into(),
-        },
-    );
+    h.send(zed, Command::Who { room: "lobby".into() });
     assert_eq!(
         h.take(zed),
         vec![Event::Members {
@@ -694,12 +446,7 @@ fn rooms_and_who_list_in_a_stable_order() {
             members: vec![nick("Amy"), nick("bob"), nick("zed")],
         }]
     );
-    h.send(
-        zed,
-        Command::Who {
-            room: "empty".into(),
-        },
-    );
+    h.send(zed, Command::Who { room: "empty".into() });
     assert!(
         matches!(h.take(zed).as_slice(), [Event::Members { members, .. }] if members.is_empty())
     );
@@ -712,43 +459,24 @@ fn empty_rooms_without_history_vanish_and_rooms_with_history_stay() {
     h.join(alice, "quiet");
     h.join(alice, "busy");
     h.say(alice, "busy", "keep me");
-    h.send(
-        alice,
-        Command::Leave {
-            room: "quiet".into(),
-        },
-    );
-    h.send(
-        alice,
-        Command::Leave {
-            room: "busy".into(),
-        },
-    );
+    h.send(alice, Command::Leave { room: "quiet".into() });
+    h.send(alice, Command::Leave { room: "busy".into() });
     assert_eq!(h.chat.room_count(), 1);
     h.join(alice, "busy");
     let events = h.take(alice);
-    assert!(
-        matches!(events.last(), Some(Event::Joined { last_seq: 1, .. })),
-        "{events:?}"
-    );
+    assert!(matches!(events.last(), Some(Event::Joined { last_seq: 1, .. })), "{events:?}");
 }
 
 #[test]
 fn room_count_is_bounded() {
-    let config = ChatConfig {
-        max_rooms: 2,
-        ..ChatConfig::default()
-    };
+    let config = ChatConfig { max_rooms: 2, ..ChatConfig::default() };
     let mut h = Harness::with_config(config);
     let alice = h.greeted("alice");
     h.join(alice, "a");
     h.join(alice, "b");
     h.take_all();
     h.join(alice, "c");
-    assert_eq!(
-        error_of(&h.take(alice)),
-        CommandError::TooManyRooms { max: 2 }
-    );
+    assert_eq!(error_of(&h.take(alice)), CommandError::TooManyRooms { max: 2 });
     h.join(alice, "a");
     assert!(
         matches!(h.take(alice).as_slice(), [Event::Joined { .. }]),
@@ -764,8 +492,7 @@ fn a_fan_out_shares_one_event() {
         h.join(m, "big");
     }
     h.take_all();
-    h.chat
-        .handle_command(h.now, members[0], None, say_cmd("big", "to all"));
+    h.chat.handle_command(h.now, members[0], None, say_cmd("big", "to all"));
     let Some(chat_core::Output::Deliver { to, event }) = h.chat.poll_output() else {
         panic!("no output");
     };

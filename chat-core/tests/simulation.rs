@@ -78,12 +78,7 @@ fn run(seed: u64, steps: usize) {
             }
             30..=37 if !members.is_empty() => {
                 let m = pick(&mut rng);
-                h.send(
-                    m,
-                    Command::Leave {
-                        room: ROOMS[rng.below(ROOMS.len())].into(),
-                    },
-                );
+                h.send(m, Command::Leave { room: ROOMS[rng.below(ROOMS.len())].into() });
             }
             38..=79 if !members.is_empty() => {
                 let m = pick(&mut rng);
@@ -93,21 +88,11 @@ fn run(seed: u64, steps: usize) {
             }
             80..=84 if !members.is_empty() => {
                 let m = pick(&mut rng);
-                h.send(
-                    m,
-                    Command::Nick {
-                        nick: NICKS[rng.below(NICKS.len())].into(),
-                    },
-                );
+                h.send(m, Command::Nick { nick: NICKS[rng.below(NICKS.len())].into() });
             }
             85..=87 if !members.is_empty() => {
                 let m = pick(&mut rng);
-                h.send(
-                    m,
-                    Command::Typing {
-                        room: ROOMS[rng.below(ROOMS.len())].into(),
-                    },
-                );
+                h.send(m, Command::Typing { room: ROOMS[rng.below(ROOMS.len())].into() });
             }
             88..=91 if !members.is_empty() => {
                 let m = pick(&mut rng);
@@ -123,10 +108,7 @@ fn run(seed: u64, steps: usize) {
         }
         check_nicks_unique(&h, &views);
     }
-    assert!(
-        said > 0 && !seen.is_empty(),
-        "seed {seed} exercised nothing"
-    );
+    assert!(said > 0 && !seen.is_empty(), "seed {seed} exercised nothing");
 }
 
 fn check(
@@ -141,73 +123,31 @@ fn check(
     match event {
         Event::Welcome { nick, .. } => view.nick = Some(nick.to_string()),
         Event::NickChanged { nick, .. } => view.nick = Some(nick.to_string()),
-        Event::Joined {
-            room,
-            history,
-            last_seq,
-            members,
-            ..
-        } => {
+        Event::Joined { room, history, last_seq, members, .. } => {
             let seqs: Vec<u64> = history.iter().map(|m| m.seq).collect();
             let expected: Vec<u64> = (last_seq + 1 - seqs.len() as u64..=*last_seq).collect();
-            assert_eq!(
-                seqs, expected,
-                "{at}: joined history is the newest, in order"
-            );
+            assert_eq!(seqs, expected, "{at}: joined history is the newest, in order");
             let own = view.nick.as_deref().unwrap_or_default();
-            assert!(
-                members.iter().any(|n| n.as_str() == own),
-                "{at}: joiner listed"
-            );
+            assert!(members.iter().any(|n| n.as_str() == own), "{at}: joiner listed");
             for message in history {
-                agree(
-                    &at,
-                    seen,
-                    room.as_str(),
-                    message.seq,
-                    message.from.as_str(),
-                    &message.text,
-                );
+                agree(&at, seen, room.as_str(), message.seq, message.from.as_str(), &message.text);
             }
-            let next = view
-                .next_seq
-                .entry(room.to_string())
-                .or_insert(last_seq + 1);
-            assert_eq!(
-                *next,
-                last_seq + 1,
-                "{at}: re-join reports the same position"
-            );
+            let next = view.next_seq.entry(room.to_string()).or_insert(last_seq + 1);
+            assert_eq!(*next, last_seq + 1, "{at}: re-join reports the same position");
         }
         Event::Left { room, .. } => {
-            assert!(
-                view.next_seq.remove(room.as_str()).is_some(),
-                "{at}: left a joined room"
-            );
+            assert!(view.next_seq.remove(room.as_str()).is_some(), "{at}: left a joined room");
         }
         Event::Message(message) => {
             let next = view.next_seq.get_mut(message.room.as_str());
             let next = next.unwrap_or_else(|| panic!("{at}: message from unjoined room"));
-            assert_eq!(
-                message.seq, *next,
-                "{at}: seq strictly increasing with no holes"
-            );
+            assert_eq!(message.seq, *next, "{at}: seq strictly increasing with no holes");
             *next += 1;
             let room = message.room.as_str();
-            agree(
-                &at,
-                seen,
-                room,
-                message.seq,
-                message.from.as_str(),
-                &message.text,
-            );
+            agree(&at, seen, room, message.seq, message.from.as_str(), &message.text);
         }
         Event::Presence { room, change } => {
-            assert!(
-                view.next_seq.contains_key(room.as_str()),
-                "{at}: presence of unjoined room"
-            );
+            assert!(view.next_seq.contains_key(room.as_str()), "{at}: presence of unjoined room");
             let own = view.nick.as_deref().unwrap_or_default();
             let about = match change {
                 Presence::Joined(n) | Presence::Left(n) => n.as_str(),
@@ -216,10 +156,7 @@ fn check(
             assert_ne!(about, own, "{at}: presence is for the others");
         }
         Event::Typing { room, .. } => {
-            assert!(
-                view.next_seq.contains_key(room.as_str()),
-                "{at}: typing of unjoined room"
-            );
+            assert!(view.next_seq.contains_key(room.as_str()), "{at}: typing of unjoined room");
         }
         Event::Error { .. } | Event::Direct { .. } => {}
         other => panic!("{at}: unexpected {other:?}"),
@@ -234,26 +171,13 @@ fn agree(
     from: &str,
     text: &str,
 ) {
-    let entry = seen
-        .entry((room.to_owned(), seq))
-        .or_insert((from.to_owned(), text.to_owned()));
-    assert_eq!(
-        entry,
-        &(from.to_owned(), text.to_owned()),
-        "{at}: {room}#{seq} differs"
-    );
+    let entry = seen.entry((room.to_owned(), seq)).or_insert((from.to_owned(), text.to_owned()));
+    assert_eq!(entry, &(from.to_owned(), text.to_owned()), "{at}: {room}#{seq} differs");
 }
 
 fn check_nicks_unique(h: &Harness, views: &BTreeMap<MemberId, View>) {
-    let nicks: Vec<String> = views
-        .keys()
-        .filter_map(|&m| h.chat.nick(m))
-        .map(|n| n.folded())
-        .collect();
+    let nicks: Vec<String> =
+        views.keys().filter_map(|&m| h.chat.nick(m)).map(|n| n.folded()).collect();
     let unique: BTreeSet<&String> = nicks.iter().collect();
-    assert_eq!(
-        unique.len(),
-        nicks.len(),
-        "nicks unique case-insensitively: {nicks:?}"
-    );
+    assert_eq!(unique.len(), nicks.len(), "nicks unique case-insensitively: {nicks:?}");
 }

@@ -57,24 +57,18 @@ pub fn parse(line: &str, current: Option<&str>) -> Input {
     };
     let room_or_current = |arg: &str| -> Option<String> {
         let arg = arg.trim_start_matches('#');
-        if arg.is_empty() {
-            current.map(str::to_owned)
-        } else {
-            Some(arg.to_owned())
-        }
+        if arg.is_empty() { current.map(str::to_owned) } else { Some(arg.to_owned()) }
     };
     match command.to_ascii_lowercase().as_str() {
-        "join" | "j" if !rest.is_empty() => Input::Send(ClientFrame::Join {
-            room: rest.trim_start_matches('#').to_owned(),
-        }),
+        "join" | "j" if !rest.is_empty() => {
+            Input::Send(ClientFrame::Join { room: rest.trim_start_matches('#').to_owned() })
+        }
         "join" | "j" => Input::Invalid("usage: /join ROOM".to_owned()),
         "leave" | "part" => match room_or_current(rest) {
             Some(room) => Input::Send(ClientFrame::Leave { room }),
             None => Input::Invalid("not in a room".to_owned()),
         },
-        "nick" if !rest.is_empty() => Input::Send(ClientFrame::Nick {
-            nick: rest.to_owned(),
-        }),
+        "nick" if !rest.is_empty() => Input::Send(ClientFrame::Nick { nick: rest.to_owned() }),
         "nick" => Input::Invalid("usage: /nick NAME".to_owned()),
         "msg" | "dm" => match rest.split_once(char::is_whitespace) {
             Some((to, text)) if !text.trim().is_empty() => Input::Send(ClientFrame::Dm {
@@ -108,11 +102,7 @@ mod tests {
     use super::*;
 
     fn say(room: &str, text: &str, action: bool) -> Input {
-        Input::Send(ClientFrame::Say {
-            room: room.into(),
-            text: text.into(),
-            action,
-        })
+        Input::Send(ClientFrame::Say { room: room.into(), text: text.into(), action })
     }
 
     #[test]
@@ -126,48 +116,17 @@ mod tests {
             ("   ", lobby, Input::Nothing),
             ("//slash", lobby, say("lobby", "/slash", false)),
             ("/me waves hi", lobby, say("lobby", "waves hi", true)),
-            (
-                "/join #dev",
-                lobby,
-                Input::Send(ClientFrame::Join { room: "dev".into() }),
-            ),
-            (
-                "/JOIN dev",
-                lobby,
-                Input::Send(ClientFrame::Join { room: "dev".into() }),
-            ),
-            (
-                "/leave",
-                lobby,
-                Input::Send(ClientFrame::Leave {
-                    room: "lobby".into(),
-                }),
-            ),
-            (
-                "/leave dev",
-                lobby,
-                Input::Send(ClientFrame::Leave { room: "dev".into() }),
-            ),
-            (
-                "/nick bob",
-                lobby,
-                Input::Send(ClientFrame::Nick { nick: "bob".into() }),
-            ),
+            ("/join #dev", lobby, Input::Send(ClientFrame::Join { room: "dev".into() })),
+            ("/JOIN dev", lobby, Input::Send(ClientFrame::Join { room: "dev".into() })),
+            ("/leave", lobby, Input::Send(ClientFrame::Leave { room: "lobby".into() })),
+            ("/leave dev", lobby, Input::Send(ClientFrame::Leave { room: "dev".into() })),
+            ("/nick bob", lobby, Input::Send(ClientFrame::Nick { nick: "bob".into() })),
             (
                 "/msg bob hi there",
                 lobby,
-                Input::Send(ClientFrame::Dm {
-                    to: "bob".into(),
-                    text: "hi there".into(),
-                }),
+                Input::Send(ClientFrame::Dm { to: "bob".into(), text: "hi there".into() }),
             ),
-            (
-                "/who",
-                lobby,
-                Input::Send(ClientFrame::Who {
-                    room: "lobby".into(),
-                }),
-            ),
+            ("/who", lobby, Input::Send(ClientFrame::Who { room: "lobby".into() })),
             ("/rooms", None, Input::Send(ClientFrame::Rooms {})),
             ("/quit", lobby, Input::Quit),
             ("/help", lobby, Input::Help),

@@ -15,12 +15,7 @@ pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
                 clean(nick)
             )]
         }
-        ServerFrame::Joined {
-            room,
-            members,
-            history,
-            ..
-        } => {
+        ServerFrame::Joined { room, members, history, .. } => {
             let mut lines: Vec<String> = history.iter().flat_map(message).collect();
             let members: Vec<String> = members.iter().map(|m| clean(m)).collect();
             lines.push(format!(
@@ -32,12 +27,7 @@ pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
             lines
         }
         ServerFrame::Left { room, .. } => vec![format!("[{}] -- you left", clean(room))],
-        ServerFrame::Presence {
-            room,
-            event,
-            nick,
-            old,
-        } => {
+        ServerFrame::Presence { room, event, nick, old } => {
             let what = match (event, old) {
                 (PresenceEvent::Join, _) => format!("{} joined", clean(nick)),
                 (PresenceEvent::Leave, _) => format!("{} left", clean(nick)),
@@ -55,32 +45,20 @@ pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
             } else {
                 "[dm]".to_owned()
             };
-            text_lines(text)
-                .map(|line| format!("{tag} <{}> {line}", clean(from)))
-                .collect()
+            text_lines(text).map(|line| format!("{tag} <{}> {line}", clean(from))).collect()
         }
         ServerFrame::Nick { nick, .. } => vec![format!("-- you are now known as {}", clean(nick))],
         ServerFrame::Rooms { rooms, .. } => {
-            let list: Vec<String> = rooms
-                .iter()
-                .map(|r| format!("{} ({})", clean(&r.name), r.members))
-                .collect();
+            let list: Vec<String> =
+                rooms.iter().map(|r| format!("{} ({})", clean(&r.name), r.members)).collect();
             vec![format!(
                 "-- rooms: {}",
-                if list.is_empty() {
-                    "none".to_owned()
-                } else {
-                    list.join(", ")
-                }
+                if list.is_empty() { "none".to_owned() } else { list.join(", ") }
             )]
         }
         ServerFrame::Members { room, members, .. } => {
             let members: Vec<String> = members.iter().map(|m| clean(m)).collect();
-            vec![format!(
-                "[{}] -- members: {}",
-                clean(room),
-                members.join(", ")
-            )]
+            vec![format!("[{}] -- members: {}", clean(room), members.join(", "))]
         }
         ServerFrame::History { messages, .. } => messages.iter().flat_map(message).collect(),
         ServerFrame::Pong { .. } => vec!["-- pong".to_owned()],
@@ -111,13 +89,7 @@ fn text_lines(text: &str) -> impl Iterator<Item = String> + '_ {
 /// the screen or retitle the terminal with escape sequences.
 pub fn clean(text: &str) -> String {
     text.chars()
-        .map(|c| {
-            if c.is_control() && c != '\t' {
-                char::REPLACEMENT_CHARACTER
-            } else {
-                c
-            }
-        })
+        .map(|c| if c.is_control() && c != '\t' { char::REPLACEMENT_CHARACTER } else { c })
         .collect()
 }
 
@@ -141,14 +113,8 @@ mod tests {
 
     #[test]
     fn events_as_lines() {
-        assert_eq!(
-            lines(&msg("hello", false), "bob"),
-            vec!["[lobby] <alice> hello"]
-        );
-        assert_eq!(
-            lines(&msg("waves", true), "bob"),
-            vec!["[lobby] * alice waves"]
-        );
+        assert_eq!(lines(&msg("hello", false), "bob"), vec!["[lobby] <alice> hello"]);
+        assert_eq!(lines(&msg("waves", true), "bob"), vec!["[lobby] * alice waves"]);
         assert_eq!(
             lines(&msg("a\nb", false), "bob"),
             vec!["[lobby] <alice> a", "[lobby] <alice> b"]
@@ -159,14 +125,8 @@ mod tests {
             nick: "bob".into(),
             old: old.map(str::to_owned),
         };
-        assert_eq!(
-            lines(&presence(PresenceEvent::Join, None), "x"),
-            vec!["[lobby] -- bob joined"]
-        );
-        assert_eq!(
-            lines(&presence(PresenceEvent::Leave, None), "x"),
-            vec!["[lobby] -- bob left"]
-        );
+        assert_eq!(lines(&presence(PresenceEvent::Join, None), "x"), vec!["[lobby] -- bob joined"]);
+        assert_eq!(lines(&presence(PresenceEvent::Leave, None), "x"), vec!["[lobby] -- bob left"]);
         assert_eq!(
             lines(&presence(PresenceEvent::Nick, Some("bobby")), "x"),
             vec!["[lobby] -- bobby is now known as bob"]
@@ -182,10 +142,7 @@ mod tests {
         assert_eq!(lines(&dm, "alice"), vec!["[dm to bob] <alice> hi"]);
         let rooms = ServerFrame::Rooms {
             id: None,
-            rooms: vec![RoomInfo {
-                name: "lobby".into(),
-                members: 2,
-            }],
+            rooms: vec![RoomInfo { name: "lobby".into(), members: 2 }],
         };
         assert_eq!(lines(&rooms, "x"), vec!["-- rooms: lobby (2)"]);
     }

@@ -38,12 +38,9 @@ struct Session {
 /// Connects, greets, joins, then relays stdin and the server until either
 /// ends. Returns the exit code.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let socket = connect(
-        &args.server,
-        Some(chat_protocol::SUBPROTOCOL),
-        &TransportConfig::default(),
-    )
-    .await?;
+    let socket =
+        connect(&args.server, Some(chat_protocol::SUBPROTOCOL), &TransportConfig::default())
+            .await?;
     let mut session = Session {
         socket,
         json: args.json,
@@ -56,7 +53,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         next_id: 0,
     };
     session.greet(args.nick).await?;
-    session.send(ClientFrame::Join { room: args.room }).await?;
+    session.join_first(args.room).await?;
     session.relay().await
 }
 
@@ -74,6 +71,29 @@ impl Session {
                     return Ok(());
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// Joins the first room and waits for the answer, so that the first
+    /// line read from stdin already has a room to go to.
+    async fn join_first(&mut self, room: String) -> anyhow::Result<()> {
+        let id = self.send(ClientFrame::Join { room }).await?;
+        loop {
+            let Some(text) = self.next_text().await? else {
+                bail!("server closed the connection before joining");
+            };
+            match ServerFrame::decode(&text) {
+                Ok(ServerFrame::Error { id: Some(refused), code, message, .. })
+                    if refused == id =>
+                {
+                    bail!("{code}: {}", render::clean(&message));
+                }
+                Ok(ServerFrame::Joined { id: Some(joined), .. }) if joined == id => {
+                    self.on_text(&text);
+                    return Ok(());
+                }
+                _ => self.on_text(&text),
             }
         }
     }
@@ -105,14 +125,13 @@ impl Session {
                     None => bail!("disconnected by the server"),
                 },
                 () = tokio::time::sleep_until(deadline), if quit_by.is_some() => break,
+                // ctrl-c leaves like /quit: what was sent still gets its chance.
+                _ = tokio::signal::ctrl_c(), if quit_by.is_none() => quit_by = Some(Instant::now() + ACK_WAIT),
             }
         }
         self.close().await;
         if !self.pending.is_empty() {
-            eprintln!(
-                "error: {} message(s) not acknowledged by the server",
-                self.pending.len()
-            );
+            eprintln!("error: {} message(s) not acknowledged by the server", self.pending.len());
             return Ok(ExitCode::FAILURE);
         }
         if self.refused > 0 {
@@ -173,9 +192,7 @@ impl Session {
             ServerFrame::Direct { id: Some(id), .. } => {
                 self.pending.remove(id);
             }
-            ServerFrame::Error {
-                id, code, message, ..
-            } => {
+            ServerFrame::Error { id, code, message, .. } => {
                 if let Some(id) = id {
                     if self.pending.remove(id) {
                         self.refused += 1;
@@ -207,14 +224,8 @@ impl Session {
     async fn send(&mut self, frame: ClientFrame) -> anyhow::Result<String> {
         self.next_id += 1;
         let id = format!("{}-{}", self.id_prefix, self.next_id);
-        let text = encode_client(&ClientMessage {
-            id: Some(id.clone()),
-            frame,
-        });
-        self.socket
-            .send(Message::text(text))
-            .await
-            .context("sending to the server")?;
+        let text = encode_client(&ClientMessage { id: Some(id.clone()), frame });
+        self.socket.send(Message::text(text)).await.context("sending to the server")?;
         Ok(id)
     }
 
@@ -242,10 +253,7 @@ impl Session {
 
     /// Closes with 1000 and waits briefly for the server's answer.
     async fn close(&mut self) {
-        let frame = CloseFrame {
-            code: CloseCode::Normal,
-            reason: "bye".into(),
-        };
+        let frame = CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
         let closing = async {
             let _ = self.socket.close(Some(frame)).await;
             while let Some(Ok(_)) = self.socket.next().await {}

@@ -40,13 +40,7 @@ impl Proc {
         let stdout = lines(child.stdout.take().unwrap());
         let stderr = lines(child.stderr.take().unwrap());
         let stdin = child.stdin.take();
-        Self {
-            child,
-            stdin,
-            stdout,
-            stderr,
-            seen: Vec::new(),
-        }
+        Self { child, stdin, stdout, stderr, seen: Vec::new() }
     }
 
     /// Waits for a stdout line equal to `expected`.
@@ -136,12 +130,7 @@ fn server() -> (Proc, String) {
 }
 
 fn chat(url: &str, args: &[&str]) -> Proc {
-    Proc::spawn(
-        Command::new(bin("chat"))
-            .arg("--server")
-            .arg(url)
-            .args(args),
-    )
+    Proc::spawn(Command::new(bin("chat")).arg("--server").arg(url).args(args))
 }
 
 fn chat_with_input(url: &str, args: &[&str], input: &str) -> Output {
@@ -154,12 +143,7 @@ fn chat_with_input(url: &str, args: &[&str], input: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -167,10 +151,7 @@ fn chat_with_input(url: &str, args: &[&str], input: &str) -> Output {
 fn two_clients_chat_over_the_real_server() {
     let (_server, url) = server();
     let mut bob = chat(&url, &["--nick", "bob"]);
-    bob.expect_where(
-        |l| l.starts_with("-- connected to chat-server"),
-        "connected",
-    );
+    bob.expect_where(|l| l.starts_with("-- connected to chat-server"), "connected");
     bob.expect("[lobby] -- joined (1 members: bob)");
     let mut alice = chat(&url, &["--nick", "alice"]);
     alice.expect("[lobby] -- joined (2 members: alice, bob)");
@@ -202,11 +183,7 @@ fn two_clients_chat_over_the_real_server() {
     assert!(alice.finish().success());
     bob.expect("[lobby] -- alicia left");
     // bob never saw the dev message.
-    assert!(
-        !bob.seen.iter().any(|l| l.contains("only in dev")),
-        "{:#?}",
-        bob.seen
-    );
+    assert!(!bob.seen.iter().any(|l| l.contains("only in dev")), "{:#?}", bob.seen);
     assert!(bob.finish().success());
 }
 
@@ -215,11 +192,8 @@ fn piped_input_is_delivered_before_exit() {
     let (_server, url) = server();
     let mut bob = chat(&url, &["--nick", "bob"]);
     bob.expect("[lobby] -- joined (1 members: bob)");
-    let output = chat_with_input(
-        &url,
-        &["--nick", "piper"],
-        "first line\nsecond line\n/me is done\n",
-    );
+    let output =
+        chat_with_input(&url, &["--nick", "piper"], "first line\nsecond line\n/me is done\n");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{output:?}");
     assert!(stdout.contains("[lobby] <piper> second line"), "{stdout}");
@@ -258,15 +232,21 @@ fn a_taken_nick_is_an_error_exit() {
 }
 
 #[test]
+fn an_invalid_first_room_is_an_error_exit() {
+    let (_server, url) = server();
+    let output = chat_with_input(&url, &["--nick", "x", "--room", "Not Valid"], "hello\n");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("error: invalid_room: "), "{stderr}");
+}
+
+#[test]
 fn a_refused_upgrade_prints_the_status() {
     let (_server, url) = server();
     let output = chat_with_input(&url.replace("/ws", "/nope"), &["--nick", "x"], "");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("error: server answered 404 Not Found"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("error: server answered 404 Not Found"), "{stderr}");
 }
 
 #[test]

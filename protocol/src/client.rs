@@ -87,6 +87,25 @@ impl ClientFrame {
     ];
 }
 
+impl ClientFrame {
+    /// The frame's `type`, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Hello { .. } => "hello",
+            Self::Join { .. } => "join",
+            Self::Leave { .. } => "leave",
+            Self::Say { .. } => "say",
+            Self::Dm { .. } => "dm",
+            Self::Nick { .. } => "nick",
+            Self::Typing { .. } => "typing",
+            Self::Rooms {} => "rooms",
+            Self::Who { .. } => "who",
+            Self::History { .. } => "history",
+            Self::Ping {} => "ping",
+        }
+    }
+}
+
 fn is_false(value: &bool) -> bool {
     !*value
 }

@@ -17,11 +17,7 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn new(code: ErrorCode, message: impl Into<String>, id: Option<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            id,
-        }
+        Self { code, message: message.into(), id }
     }
 }
 
@@ -39,11 +35,7 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, DecodeError> {
         DecodeError::new(ErrorCode::BadJson, format!("invalid JSON: {err}"), None)
     })?;
     let Value::Object(mut map) = value else {
-        return Err(DecodeError::new(
-            ErrorCode::BadJson,
-            "a frame must be a JSON object",
-            None,
-        ));
+        return Err(DecodeError::new(ErrorCode::BadJson, "a frame must be a JSON object", None));
     };
     let id = match map.remove("id") {
         None | Some(Value::Null) => None,
@@ -56,11 +48,7 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, DecodeError> {
             ));
         }
         Some(_) => {
-            return Err(DecodeError::new(
-                ErrorCode::BadFrame,
-                "id must be a string",
-                None,
-            ));
+            return Err(DecodeError::new(ErrorCode::BadFrame, "id must be a string", None));
         }
     };
     match map.get("type") {
@@ -70,18 +58,10 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, DecodeError> {
             return Err(DecodeError::new(ErrorCode::UnknownType, message, id));
         }
         Some(_) => {
-            return Err(DecodeError::new(
-                ErrorCode::BadFrame,
-                "type must be a string",
-                id,
-            ));
+            return Err(DecodeError::new(ErrorCode::BadFrame, "type must be a string", id));
         }
         None => {
-            return Err(DecodeError::new(
-                ErrorCode::BadFrame,
-                "missing field `type`",
-                id,
-            ));
+            return Err(DecodeError::new(ErrorCode::BadFrame, "missing field `type`", id));
         }
     }
     match ClientFrame::deserialize(Value::Object(map)) {
@@ -130,27 +110,11 @@ mod tests {
             ("\"hello\"", ErrorCode::BadJson, None),
             ("{}", ErrorCode::BadFrame, None),
             (r#"{"type":7}"#, ErrorCode::BadFrame, None),
-            (
-                r#"{"type":"fly","id":"a"}"#,
-                ErrorCode::UnknownType,
-                Some("a"),
-            ),
-            (
-                r#"{"type":"say","room":"x","id":"b"}"#,
-                ErrorCode::BadFrame,
-                Some("b"),
-            ),
-            (
-                r#"{"type":"say","room":"x","text":5}"#,
-                ErrorCode::BadFrame,
-                None,
-            ),
+            (r#"{"type":"fly","id":"a"}"#, ErrorCode::UnknownType, Some("a")),
+            (r#"{"type":"say","room":"x","id":"b"}"#, ErrorCode::BadFrame, Some("b")),
+            (r#"{"type":"say","room":"x","text":5}"#, ErrorCode::BadFrame, None),
             (r#"{"type":"ping","id":5}"#, ErrorCode::BadFrame, None),
-            (
-                r#"{"type":"history","room":"x","limit":-1}"#,
-                ErrorCode::BadFrame,
-                None,
-            ),
+            (r#"{"type":"history","room":"x","limit":-1}"#, ErrorCode::BadFrame, None),
         ];
         for (text, expected, id) in cases {
             assert_eq!(code(text), (*expected, id.map(str::to_owned)), "{text}");
@@ -164,10 +128,7 @@ mod tests {
         let message = decode_client(r#"{"type":"ping","id":"p","extra":{"a":1}}"#);
         assert_eq!(
             message,
-            Ok(ClientMessage {
-                id: Some("p".into()),
-                frame: ClientFrame::Ping {}
-            })
+            Ok(ClientMessage { id: Some("p".into()), frame: ClientFrame::Ping {} })
         );
     }
 

@@ -30,10 +30,7 @@ fn blocks(tag: &str) -> Vec<String> {
 
 fn kind(text: &str) -> String {
     let value: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
-    value["type"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no type: {text}"))
-        .to_owned()
+    value["type"].as_str().unwrap_or_else(|| panic!("no type: {text}")).to_owned()
 }
 
 #[test]
@@ -61,10 +58,7 @@ fn server_examples_decode_and_cover_every_type() {
         let example: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
         let encoded: Value =
             serde_json::from_str(&frame.encode()).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            encoded, example,
-            "the example is exactly what the server sends"
-        );
+        assert_eq!(encoded, example, "the example is exactly what the server sends");
         seen.insert(kind(text));
     }
     let all: BTreeSet<String> = ServerFrame::TYPES.iter().map(|t| t.to_string()).collect();
@@ -87,15 +81,9 @@ fn every_error_code_is_documented() {
         "rate_limited",
         "unavailable",
     ] {
-        assert!(
-            SPEC.contains(&format!("| `{code}` |")),
-            "{code} missing from the error table"
-        );
+        assert!(SPEC.contains(&format!("| `{code}` |")), "{code} missing from the error table");
     }
     for close in ["1000", "1001", "1009", "4008"] {
-        assert!(
-            SPEC.contains(&format!("| {close} |")),
-            "close code {close} missing"
-        );
+        assert!(SPEC.contains(&format!("| {close} |")), "close code {close} missing");
     }
 }

@@ -21,70 +21,32 @@ fn message() -> Message {
 #[test]
 fn client_frames_round_trip() {
     let frames = vec![
-        ClientFrame::Hello {
-            nick: Some("alice".into()),
-        },
+        ClientFrame::Hello { nick: Some("alice".into()) },
         ClientFrame::Hello { nick: None },
-        ClientFrame::Join {
-            room: "lobby".into(),
-        },
-        ClientFrame::Leave {
-            room: "lobby".into(),
-        },
-        ClientFrame::Say {
-            room: "lobby".into(),
-            text: "hello\nworld".into(),
-            action: false,
-        },
-        ClientFrame::Say {
-            room: "lobby".into(),
-            text: "waves".into(),
-            action: true,
-        },
-        ClientFrame::Dm {
-            to: "bob".into(),
-            text: "psst".into(),
-        },
-        ClientFrame::Nick {
-            nick: "alicia".into(),
-        },
-        ClientFrame::Typing {
-            room: "lobby".into(),
-        },
+        ClientFrame::Join { room: "lobby".into() },
+        ClientFrame::Leave { room: "lobby".into() },
+        ClientFrame::Say { room: "lobby".into(), text: "hello\nworld".into(), action: false },
+        ClientFrame::Say { room: "lobby".into(), text: "waves".into(), action: true },
+        ClientFrame::Dm { to: "bob".into(), text: "psst".into() },
+        ClientFrame::Nick { nick: "alicia".into() },
+        ClientFrame::Typing { room: "lobby".into() },
         ClientFrame::Rooms {},
-        ClientFrame::Who {
-            room: "lobby".into(),
-        },
-        ClientFrame::History {
-            room: "lobby".into(),
-            before: Some(10),
-            limit: Some(5),
-        },
-        ClientFrame::History {
-            room: "lobby".into(),
-            before: None,
-            limit: None,
-        },
+        ClientFrame::Who { room: "lobby".into() },
+        ClientFrame::History { room: "lobby".into(), before: Some(10), limit: Some(5) },
+        ClientFrame::History { room: "lobby".into(), before: None, limit: None },
         ClientFrame::Ping {},
     ];
     let mut kinds = std::collections::BTreeSet::new();
     for frame in frames {
         for id in [None, Some("req-1".to_owned())] {
-            let message = ClientMessage {
-                id,
-                frame: frame.clone(),
-            };
+            let message = ClientMessage { id, frame: frame.clone() };
             let text = encode_client(&message);
             assert_eq!(decode_client(&text), Ok(message), "{text}");
             let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             kinds.insert(value["type"].as_str().unwrap_or_default().to_owned());
         }
     }
-    assert_eq!(
-        kinds.len(),
-        ClientFrame::TYPES.len(),
-        "every client frame round-tripped"
-    );
+    assert_eq!(kinds.len(), ClientFrame::TYPES.len(), "every client frame round-tripped");
 }
 
 #[test]
@@ -107,11 +69,7 @@ fn server_frames_round_trip() {
             id: id.clone(),
             session: "s".into(),
             nick: "alice".into(),
-            server: ServerInfo {
-                name: "chat-server".into(),
-                version: "0.1.0".into(),
-                protocol: 1,
-            },
+            server: ServerInfo { name: "chat-server".into(), version: "0.1.0".into(), protocol: 1 },
             limits,
         },
         ServerFrame::Joined {
@@ -121,10 +79,7 @@ fn server_frames_round_trip() {
             history: vec![message()],
             last_seq: 7,
         },
-        ServerFrame::Left {
-            id: None,
-            room: "lobby".into(),
-        },
+        ServerFrame::Left { id: None, room: "lobby".into() },
         ServerFrame::Presence {
             room: "lobby".into(),
             event: PresenceEvent::Join,
@@ -144,11 +99,7 @@ fn server_frames_round_trip() {
             old: Some("bob".into()),
         },
         ServerFrame::Message(message()),
-        ServerFrame::Message(Message {
-            id: None,
-            action: true,
-            ..message()
-        }),
+        ServerFrame::Message(Message { id: None, action: true, ..message() }),
         ServerFrame::Direct {
             from: "a".into(),
             to: "b".into(),
@@ -156,32 +107,11 @@ fn server_frames_round_trip() {
             ts: 1,
             id: id.clone(),
         },
-        ServerFrame::Nick {
-            id: id.clone(),
-            old: "a".into(),
-            nick: "b".into(),
-        },
-        ServerFrame::Typing {
-            room: "lobby".into(),
-            nick: "alice".into(),
-        },
-        ServerFrame::Rooms {
-            id: None,
-            rooms: vec![RoomInfo {
-                name: "lobby".into(),
-                members: 3,
-            }],
-        },
-        ServerFrame::Members {
-            id: None,
-            room: "lobby".into(),
-            members: vec![],
-        },
-        ServerFrame::History {
-            id: id.clone(),
-            room: "lobby".into(),
-            messages: vec![message()],
-        },
+        ServerFrame::Nick { id: id.clone(), old: "a".into(), nick: "b".into() },
+        ServerFrame::Typing { room: "lobby".into(), nick: "alice".into() },
+        ServerFrame::Rooms { id: None, rooms: vec![RoomInfo { name: "lobby".into(), members: 3 }] },
+        ServerFrame::Members { id: None, room: "lobby".into(), members: vec![] },
+        ServerFrame::History { id: id.clone(), room: "lobby".into(), messages: vec![message()] },
         ServerFrame::Pong { id: id.clone() },
         ServerFrame::Error {
             id,
@@ -211,26 +141,14 @@ fn server_frames_round_trip() {
 #[test]
 fn unknown_error_codes_from_a_newer_server_still_decode() {
     let frame = ServerFrame::decode(r#"{"type":"error","code":"brand_new","message":"m"}"#);
-    assert!(
-        matches!(
-            frame,
-            Ok(ServerFrame::Error {
-                code: ErrorCode::Unknown,
-                ..
-            })
-        ),
-        "{frame:?}"
-    );
+    assert!(matches!(frame, Ok(ServerFrame::Error { code: ErrorCode::Unknown, .. })), "{frame:?}");
 }
 
 #[test]
 fn error_codes_serialize_as_documented() {
-    for code in [
-        ErrorCode::BadJson,
-        ErrorCode::NickTaken,
-        ErrorCode::RateLimited,
-        ErrorCode::Unavailable,
-    ] {
+    for code in
+        [ErrorCode::BadJson, ErrorCode::NickTaken, ErrorCode::RateLimited, ErrorCode::Unavailable]
+    {
         assert_eq!(
             serde_json::to_value(code).ok(),
             Some(serde_json::Value::String(code.as_str().to_owned()))

@@ -14,14 +14,9 @@ pub(crate) struct Clock {
 
 impl Clock {
     pub(crate) fn new() -> Self {
-        let since_epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO);
+        let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
         let start_millis = u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX);
-        Self {
-            start: Instant::now(),
-            start_millis,
-        }
+        Self { start: Instant::now(), start_millis }
     }
 
     pub(crate) fn now(&self) -> Timestamp {

@@ -28,11 +28,7 @@ pub(crate) async fn serve(
     let (close, mut closing) = oneshot::channel();
     let session = format!("{:032x}", rand::random::<u128>());
     let (reply, member) = oneshot::channel();
-    let conn = Conn {
-        outbound,
-        close,
-        session,
-    };
+    let conn = Conn { outbound, close, session };
     if hub.send(Input::Connect { conn, reply }).await.is_err() {
         return;
     }
@@ -117,12 +113,8 @@ fn input_for(member: MemberId, message: Message) -> Option<Input> {
     match message {
         Message::Text(text) => Some(match decode_client(&text) {
             Ok(decoded) => {
-                debug!(%member, kind = ?std::mem::discriminant(&decoded.frame), "frame");
-                Input::Command {
-                    member,
-                    id: decoded.id,
-                    command: wire::command(decoded.frame),
-                }
+                debug!(%member, kind = decoded.frame.kind(), "frame");
+                Input::Command { member, id: decoded.id, command: wire::command(decoded.frame) }
             }
             Err(error) => Input::Malformed { member, error },
         }),

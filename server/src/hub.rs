@@ -22,21 +22,11 @@ use crate::wire::{self, WelcomeInfo};
 #[derive(Debug)]
 pub(crate) enum Input {
     /// A new WebSocket connection; the hub answers with its member id.
-    Connect {
-        conn: Conn,
-        reply: oneshot::Sender<MemberId>,
-    },
+    Connect { conn: Conn, reply: oneshot::Sender<MemberId> },
     /// A decoded client frame.
-    Command {
-        member: MemberId,
-        id: Option<String>,
-        command: Command,
-    },
+    Command { member: MemberId, id: Option<String>, command: Command },
     /// A frame that could not be decoded; the hub answers with an error.
-    Malformed {
-        member: MemberId,
-        error: DecodeError,
-    },
+    Malformed { member: MemberId, error: DecodeError },
     /// The connection is gone.
     Disconnect { member: MemberId },
     /// The server is shutting down: close every connection with 1001.
@@ -114,13 +104,8 @@ impl Hub {
                 // If the connection is gone already, its Disconnect follows.
                 let _ = reply.send(member);
             }
-            Input::Command {
-                member,
-                id,
-                command,
-            } => {
-                self.chat
-                    .handle_command(now, member, id.as_deref(), command);
+            Input::Command { member, id, command } => {
+                self.chat.handle_command(now, member, id.as_deref(), command);
             }
             Input::Malformed { member, error } => {
                 let frame = ServerFrame::Error {
@@ -151,14 +136,8 @@ impl Hub {
             let Output::Deliver { to, event } = output;
             let frame = wire::frame(&event, || {
                 // Welcome goes to exactly one member: the one greeted.
-                let session = to
-                    .first()
-                    .and_then(|m| self.conns.get(m))
-                    .map(|c| c.session.clone());
-                WelcomeInfo {
-                    session: session.unwrap_or_default(),
-                    ..self.welcome.clone()
-                }
+                let session = to.first().and_then(|m| self.conns.get(m)).map(|c| c.session.clone());
+                WelcomeInfo { session: session.unwrap_or_default(), ..self.welcome.clone() }
             });
             // Encoded once; every recipient shares these bytes.
             let bytes = Utf8Bytes::from(frame.encode());

@@ -93,10 +93,7 @@ pub async fn run(
     })
     .await;
     if drained.is_err() {
-        warn!(
-            left = connections.len(),
-            "connections still open after the grace period"
-        );
+        warn!(left = connections.len(), "connections still open after the grace period");
         connections.shutdown().await;
     }
     drop(hub_tx);

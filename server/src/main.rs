@@ -49,9 +49,8 @@ async fn main() -> anyhow::Result<()> {
     let mut config = ServerConfig::default();
     config.chat.messages_per_sec = args.messages_per_sec;
     config.chat.messages_burst = args.messages_burst;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listener =
+        TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     // One plain line on stdout, for people and for scripts that pass port 0.
     println!("listening on http://{addr}");

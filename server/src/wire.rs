@@ -19,15 +19,7 @@ pub(crate) fn command(frame: ClientFrame) -> Command {
         ClientFrame::Typing { room } => Command::Typing { room },
         ClientFrame::Rooms {} => Command::Rooms,
         ClientFrame::Who { room } => Command::Who { room },
-        ClientFrame::History {
-            room,
-            before,
-            limit,
-        } => Command::History {
-            room,
-            before,
-            limit,
-        },
+        ClientFrame::History { room, before, limit } => Command::History { room, before, limit },
         ClientFrame::Ping {} => Command::Ping,
     }
 }
@@ -63,11 +55,7 @@ pub(crate) fn frame(event: &Event, welcome: impl FnOnce() -> WelcomeInfo) -> Ser
     let id = |id: &Option<std::sync::Arc<str>>| id.as_deref().map(str::to_owned);
     match event {
         Event::Welcome { id: request, nick } => {
-            let WelcomeInfo {
-                session,
-                server,
-                limits,
-            } = welcome();
+            let WelcomeInfo { session, server, limits } = welcome();
             ServerFrame::Welcome {
                 id: id(request),
                 session,
@@ -76,63 +64,38 @@ pub(crate) fn frame(event: &Event, welcome: impl FnOnce() -> WelcomeInfo) -> Ser
                 limits,
             }
         }
-        Event::Joined {
-            id: request,
-            room,
-            members,
-            history,
-            last_seq,
-        } => ServerFrame::Joined {
+        Event::Joined { id: request, room, members, history, last_seq } => ServerFrame::Joined {
             id: id(request),
             room: room.to_string(),
             members: members.iter().map(ToString::to_string).collect(),
             history: history.iter().map(message).collect(),
             last_seq: *last_seq,
         },
-        Event::Left { id: request, room } => ServerFrame::Left {
-            id: id(request),
-            room: room.to_string(),
-        },
+        Event::Left { id: request, room } => {
+            ServerFrame::Left { id: id(request), room: room.to_string() }
+        }
         Event::Presence { room, change } => {
             let (event, nick, old) = match change {
                 Presence::Joined(nick) => (PresenceEvent::Join, nick, None),
                 Presence::Left(nick) => (PresenceEvent::Leave, nick, None),
                 Presence::Renamed { old, new } => (PresenceEvent::Nick, new, Some(old.to_string())),
             };
-            ServerFrame::Presence {
-                room: room.to_string(),
-                event,
-                nick: nick.to_string(),
-                old,
-            }
+            ServerFrame::Presence { room: room.to_string(), event, nick: nick.to_string(), old }
         }
         Event::Message(m) => ServerFrame::Message(message(m)),
-        Event::Direct {
-            id: request,
-            from,
-            to,
-            text,
-            ts,
-        } => ServerFrame::Direct {
+        Event::Direct { id: request, from, to, text, ts } => ServerFrame::Direct {
             from: from.to_string(),
             to: to.to_string(),
             text: text.to_string(),
             ts: ts.as_unix_millis(),
             id: id(request),
         },
-        Event::NickChanged {
-            id: request,
-            old,
-            nick,
-        } => ServerFrame::Nick {
-            id: id(request),
-            old: old.to_string(),
-            nick: nick.to_string(),
-        },
-        Event::Typing { room, nick } => ServerFrame::Typing {
-            room: room.to_string(),
-            nick: nick.to_string(),
-        },
+        Event::NickChanged { id: request, old, nick } => {
+            ServerFrame::Nick { id: id(request), old: old.to_string(), nick: nick.to_string() }
+        }
+        Event::Typing { room, nick } => {
+            ServerFrame::Typing { room: room.to_string(), nick: nick.to_string() }
+        }
         Event::Rooms { id: request, rooms } => ServerFrame::Rooms {
             id: id(request),
             rooms: rooms
@@ -143,20 +106,12 @@ pub(crate) fn frame(event: &Event, welcome: impl FnOnce() -> WelcomeInfo) -> Ser
                 })
                 .collect(),
         },
-        Event::Members {
-            id: request,
-            room,
-            members,
-        } => ServerFrame::Members {
+        Event::Members { id: request, room, members } => ServerFrame::Members {
             id: id(request),
             room: room.to_string(),
             members: members.iter().map(ToString::to_string).collect(),
         },
-        Event::History {
-            id: request,
-            room,
-            messages,
-        } => ServerFrame::History {
+        Event::History { id: request, room, messages } => ServerFrame::History {
             id: id(request),
             room: room.to_string(),
             messages: messages.iter().map(message).collect(),

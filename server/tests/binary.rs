@@ -21,17 +21,11 @@ fn serves_the_page_and_stops_cleanly_on_sigterm() {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .expect("listening line")
-        .to_owned();
+    let addr = line.trim().strip_prefix("listening on http://").expect("listening line").to_owned();
 
     let get = |path: &str| -> String {
         let mut stream = TcpStream::connect(&addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
@@ -39,36 +33,19 @@ fn serves_the_page_and_stops_cleanly_on_sigterm() {
     };
     let page = get("/");
     assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
-    assert!(
-        page.contains("Content-Security-Policy: default-src 'self'"),
-        "{page}"
-    );
+    assert!(page.contains("Content-Security-Policy: default-src 'self'"), "{page}");
     assert!(page.contains("<script src=\"/app.js\""), "{page}");
     assert!(get("/app.js").contains("new WebSocket("));
     assert!(get("/healthz").ends_with("\r\n\r\nok\n"));
 
     let stream = TcpStream::connect(&addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let (mut socket, response) = tungstenite::client(format!("ws://{addr}/ws"), stream).unwrap();
     assert_eq!(response.status(), 101);
-    socket
-        .send(Message::text(r#"{"type":"hello","nick":"term"}"#))
-        .unwrap();
-    assert!(
-        socket
-            .read()
-            .unwrap()
-            .to_text()
-            .unwrap()
-            .contains("welcome")
-    );
+    socket.send(Message::text(r#"{"type":"hello","nick":"term"}"#)).unwrap();
+    assert!(socket.read().unwrap().to_text().unwrap().contains("welcome"));
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let close = loop {
         match socket.read() {
@@ -81,12 +58,7 @@ fn serves_the_page_and_stops_cleanly_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
     for line in logs.lines() {
         let value: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));

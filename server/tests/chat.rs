@@ -13,9 +13,7 @@ use support::{Client, Server};
 async fn welcome_describes_the_session_and_the_limits() {
     let server = Server::start(ServerConfig::default()).await;
     let mut client = Client::connect(&server).await;
-    client
-        .send(json!({"type": "hello", "nick": "alice", "id": "h1"}))
-        .await;
+    client.send(json!({"type": "hello", "nick": "alice", "id": "h1"})).await;
     let welcome = client.expect("welcome").await;
     assert_eq!(welcome["id"], "h1");
     assert_eq!(welcome["nick"], "alice");
@@ -27,12 +25,7 @@ async fn welcome_describes_the_session_and_the_limits() {
     let mut guest = Client::connect(&server).await;
     guest.send(json!({"type": "hello"})).await;
     let welcome = guest.expect("welcome").await;
-    assert!(
-        welcome["nick"]
-            .as_str()
-            .is_some_and(|n| n.starts_with("guest-")),
-        "{welcome}"
-    );
+    assert!(welcome["nick"].as_str().is_some_and(|n| n.starts_with("guest-")), "{welcome}");
     assert_ne!(welcome["session"], json!(""));
     server.shutdown().await;
 }
@@ -42,8 +35,7 @@ async fn several_clients_chat_across_rooms() {
     let server = Server::start(ServerConfig::default()).await;
     let mut alice = Client::in_room(&server, "alice", "lobby").await;
     let mut bob = Client::hello(&server, "bob").await;
-    bob.send(json!({"type": "join", "room": "lobby", "id": "j"}))
-        .await;
+    bob.send(json!({"type": "join", "room": "lobby", "id": "j"})).await;
     let joined = bob.expect("joined").await;
     assert_eq!(joined["id"], "j");
     assert_eq!(joined["members"], json!(["alice", "bob"]));
@@ -64,25 +56,14 @@ async fn several_clients_chat_across_rooms() {
         assert_eq!(message["text"], "hello <b>all</b>");
         assert_eq!(message["id"], "m1");
         assert_eq!(message["action"], false);
-        assert!(
-            message["ts"]
-                .as_u64()
-                .is_some_and(|ts| ts > 1_600_000_000_000),
-            "{message}"
-        );
+        assert!(message["ts"].as_u64().is_some_and(|ts| ts > 1_600_000_000_000), "{message}");
     }
-    bob.send(json!({"type": "say", "room": "lobby", "text": "waves", "action": true}))
-        .await;
+    bob.send(json!({"type": "say", "room": "lobby", "text": "waves", "action": true})).await;
     for client in [&mut alice, &mut bob] {
         let message = client.expect("message").await;
-        assert_eq!(
-            (message["seq"].clone(), message["action"].clone()),
-            (json!(2), json!(true))
-        );
+        assert_eq!((message["seq"].clone(), message["action"].clone()), (json!(2), json!(true)));
     }
-    carol
-        .send(json!({"type": "say", "room": "dev", "text": "other room"}))
-        .await;
+    carol.send(json!({"type": "say", "room": "dev", "text": "other room"})).await;
     assert_eq!(carol.expect("message").await["seq"], 1, "seq is per room");
     carol.expect_nothing_pending().await;
     alice.expect_nothing_pending().await;
@@ -92,12 +73,8 @@ async fn several_clients_chat_across_rooms() {
     dave.send(json!({"type": "join", "room": "lobby"})).await;
     let joined = dave.expect("joined").await;
     assert_eq!(joined["last_seq"], 2);
-    let texts: Vec<_> = joined["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].clone())
-        .collect();
+    let texts: Vec<_> =
+        joined["history"].as_array().unwrap().iter().map(|m| m["text"].clone()).collect();
     assert_eq!(texts, vec![json!("hello <b>all</b>"), json!("waves")]);
     dave.send(json!({"type": "history", "room": "lobby", "before": 2, "limit": 10, "id": "hi"}))
         .await;
@@ -111,19 +88,12 @@ async fn several_clients_chat_across_rooms() {
         json!({"type": "rooms", "id": "r", "rooms": [{"name": "dev", "members": 1}, {"name": "lobby", "members": 3}]})
     );
     dave.send(json!({"type": "who", "room": "lobby"})).await;
-    assert_eq!(
-        dave.expect("members").await["members"],
-        json!(["alice", "bob", "dave"])
-    );
+    assert_eq!(dave.expect("members").await["members"], json!(["alice", "bob", "dave"]));
 
     // Leaving and disconnecting are both seen as leaving.
     assert_eq!(bob.expect("presence").await["nick"], "dave");
-    bob.send(json!({"type": "leave", "room": "lobby", "id": "l"}))
-        .await;
-    assert_eq!(
-        bob.expect("left").await,
-        json!({"type": "left", "id": "l", "room": "lobby"})
-    );
+    bob.send(json!({"type": "leave", "room": "lobby", "id": "l"})).await;
+    assert_eq!(bob.expect("left").await, json!({"type": "left", "id": "l", "room": "lobby"}));
     drop(dave);
     let presence = alice.expect("presence").await;
     assert_eq!(
@@ -146,19 +116,11 @@ async fn direct_messages_reach_recipient_and_sender_only() {
     let mut alice = Client::hello(&server, "alice").await;
     let mut bob = Client::hello(&server, "Bob").await;
     let mut carol = Client::hello(&server, "carol").await;
-    alice
-        .send(json!({"type": "dm", "to": "bob", "text": "psst", "id": "d1"}))
-        .await;
+    alice.send(json!({"type": "dm", "to": "bob", "text": "psst", "id": "d1"})).await;
     for client in [&mut alice, &mut bob] {
         let direct = client.expect("direct").await;
-        assert_eq!(
-            (direct["from"].clone(), direct["to"].clone()),
-            (json!("alice"), json!("Bob"))
-        );
-        assert_eq!(
-            (direct["text"].clone(), direct["id"].clone()),
-            (json!("psst"), json!("d1"))
-        );
+        assert_eq!((direct["from"].clone(), direct["to"].clone()), (json!("alice"), json!("Bob")));
+        assert_eq!((direct["text"].clone(), direct["id"].clone()), (json!("psst"), json!("d1")));
     }
     carol.expect_nothing_pending().await;
     server.shutdown().await;
@@ -170,8 +132,7 @@ async fn nick_change_is_answered_and_announced() {
     let mut alice = Client::in_room(&server, "alice", "lobby").await;
     let mut bob = Client::in_room(&server, "bob", "lobby").await;
     alice.expect("presence").await;
-    bob.send(json!({"type": "nick", "nick": "robert", "id": "n"}))
-        .await;
+    bob.send(json!({"type": "nick", "nick": "robert", "id": "n"})).await;
     assert_eq!(
         bob.expect("nick").await,
         json!({"type": "nick", "id": "n", "old": "bob", "nick": "robert"})
@@ -180,9 +141,7 @@ async fn nick_change_is_answered_and_announced() {
         alice.expect("presence").await,
         json!({"type": "presence", "room": "lobby", "event": "nick", "old": "bob", "nick": "robert"})
     );
-    alice
-        .send(json!({"type": "say", "room": "lobby", "text": "hi robert"}))
-        .await;
+    alice.send(json!({"type": "say", "room": "lobby", "text": "hi robert"})).await;
     alice.expect("message").await;
     assert_eq!(bob.expect("message").await["text"], "hi robert");
     server.shutdown().await;
@@ -214,13 +173,9 @@ async fn every_error_code_and_the_connection_carries_on() {
     let _bob = Client::in_room(&server, "bob", "lobby").await;
     let mut client = Client::connect(&server).await;
 
-    client
-        .send(json!({"type": "join", "room": "lobby", "id": "early"}))
-        .await;
+    client.send(json!({"type": "join", "room": "lobby", "id": "early"})).await;
     assert_eq!(client.expect_error("hello_required").await["id"], "early");
-    client
-        .send(json!({"type": "hello", "nick": "no spaces"}))
-        .await;
+    client.send(json!({"type": "hello", "nick": "no spaces"})).await;
     client.expect_error("invalid_nick").await;
     client.send(json!({"type": "hello", "nick": "BOB"})).await;
     client.expect_error("nick_taken").await;
@@ -231,59 +186,34 @@ async fn every_error_code_and_the_connection_carries_on() {
     client.expect_error("bad_json").await;
     client.send_text("[1, 2, 3]").await;
     client.expect_error("bad_json").await;
-    client
-        .send(json!({"type": "say", "room": "lobby", "id": "x"}))
-        .await;
+    client.send(json!({"type": "say", "room": "lobby", "id": "x"})).await;
     assert_eq!(client.expect_error("bad_frame").await["id"], "x");
     client.send(json!({"room": "lobby"})).await;
     client.expect_error("bad_frame").await;
-    client
-        .send(json!({"type": "ping", "id": "x".repeat(65)}))
-        .await;
+    client.send(json!({"type": "ping", "id": "x".repeat(65)})).await;
     client.expect_error("bad_frame").await;
-    client
-        .socket
-        .send(chat_transport::tungstenite::Message::binary(vec![1, 2, 3]))
-        .await
-        .unwrap();
+    client.socket.send(chat_transport::tungstenite::Message::binary(vec![1, 2, 3])).await.unwrap();
     client.expect_error("bad_frame").await;
     client.send(json!({"type": "fly", "id": "u"})).await;
     assert_eq!(client.expect_error("unknown_type").await["id"], "u");
-    client
-        .send(json!({"type": "join", "room": "Bad Room"}))
-        .await;
+    client.send(json!({"type": "join", "room": "Bad Room"})).await;
     client.expect_error("invalid_room").await;
-    client
-        .send(json!({"type": "say", "room": "lobby", "text": "hi"}))
-        .await;
+    client.send(json!({"type": "say", "room": "lobby", "text": "hi"})).await;
     client.expect_error("not_in_room").await;
-    client
-        .send(json!({"type": "dm", "to": "nobody", "text": "hi"}))
-        .await;
+    client.send(json!({"type": "dm", "to": "nobody", "text": "hi"})).await;
     client.expect_error("no_such_nick").await;
     client.send(json!({"type": "join", "room": "lobby"})).await;
     client.expect("joined").await;
-    client
-        .send(json!({"type": "say", "room": "lobby", "text": "x".repeat(8193)}))
-        .await;
+    client.send(json!({"type": "say", "room": "lobby", "text": "x".repeat(8193)})).await;
     client.expect_error("too_large").await;
     for _ in 0..3 {
-        client
-            .send(json!({"type": "say", "room": "lobby", "text": "spam"}))
-            .await;
+        client.send(json!({"type": "say", "room": "lobby", "text": "spam"})).await;
         client.expect("message").await;
     }
-    client
-        .send(json!({"type": "say", "room": "lobby", "text": "one more", "id": "r"}))
-        .await;
+    client.send(json!({"type": "say", "room": "lobby", "text": "one more", "id": "r"})).await;
     let limited = client.expect_error("rate_limited").await;
     assert_eq!(limited["id"], "r");
-    assert!(
-        limited["retry_after_ms"]
-            .as_u64()
-            .is_some_and(|ms| ms > 0 && ms <= 1000),
-        "{limited}"
-    );
+    assert!(limited["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0 && ms <= 1000), "{limited}");
     // After all of that, the connection still works.
     client.expect_nothing_pending().await;
     server.shutdown().await;
@@ -299,19 +229,14 @@ async fn oversized_frames_close_only_that_connection() {
     let (close, _) = mallory.until_closed().await;
     assert_eq!(close.map(|c| u16::from(c.code)), Some(1009));
     assert_eq!(alice.expect("presence").await["event"], "leave");
-    alice
-        .send(json!({"type": "say", "room": "lobby", "text": "still here"}))
-        .await;
+    alice.send(json!({"type": "say", "room": "lobby", "text": "still here"})).await;
     assert_eq!(alice.expect("message").await["text"], "still here");
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_off_and_costs_the_others_nothing() {
-    let mut config = ServerConfig {
-        outbound_frames: 64,
-        ..ServerConfig::default()
-    };
+    let mut config = ServerConfig { outbound_frames: 64, ..ServerConfig::default() };
     config.chat.max_text_bytes = 60_000;
     config.chat.messages_per_sec = 100_000;
     config.chat.messages_burst = 100_000;
@@ -338,24 +263,15 @@ async fn a_client_that_stops_reading_is_cut_off_and_costs_the_others_nothing() {
     });
     let sending = tokio::spawn(async move {
         for _ in 0..COUNT {
-            sender
-                .send(json!({"type": "say", "room": "lobby", "text": text}))
-                .await;
+            sender.send(json!({"type": "say", "room": "lobby", "text": text})).await;
             while sender.recv().await["type"] != "message" {}
         }
     });
     let seqs = reading.await.unwrap();
-    assert_eq!(
-        seqs,
-        (1..=COUNT).collect::<Vec<_>>(),
-        "the reader got every message in order"
-    );
+    assert_eq!(seqs, (1..=COUNT).collect::<Vec<_>>(), "the reader got every message in order");
     sending.await.unwrap();
     let (close, received) = sleeper.until_closed().await;
-    assert!(
-        received < COUNT as usize,
-        "the sleeper was cut off, it got {received}"
-    );
+    assert!(received < COUNT as usize, "the sleeper was cut off, it got {received}");
     if let Some(close) = close {
         assert_eq!(u16::from(close.code), 4008);
     }

@@ -104,11 +104,7 @@ pub async fn accept(
         };
     }
     let Some(page) = site.lookup(request.uri().path()) else {
-        return answer(
-            &mut stream,
-            Response::text(StatusCode::NOT_FOUND, "not found\n"),
-        )
-        .await;
+        return answer(&mut stream, Response::text(StatusCode::NOT_FOUND, "not found\n")).await;
     };
     let head_only = match *request.method() {
         Method::GET => false,
@@ -145,16 +141,10 @@ fn check_upgrade(request: &Request<()>, site: &Site) -> Result<Handshake, Respon
         .header("Connection", "Upgrade"));
     }
     if request.version() < Version::HTTP_11 {
-        return Err(Response::text(
-            StatusCode::BAD_REQUEST,
-            "WebSocket needs HTTP/1.1\n",
-        ));
+        return Err(Response::text(StatusCode::BAD_REQUEST, "WebSocket needs HTTP/1.1\n"));
     }
     if !has_token(headers, CONNECTION, "upgrade") {
-        return Err(Response::text(
-            StatusCode::BAD_REQUEST,
-            "missing Connection: Upgrade\n",
-        ));
+        return Err(Response::text(StatusCode::BAD_REQUEST, "missing Connection: Upgrade\n"));
     }
     if headers.get(SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
         return Err(Response::text(
@@ -163,10 +153,7 @@ fn check_upgrade(request: &Request<()>, site: &Site) -> Result<Handshake, Respon
         )
         .header("Sec-WebSocket-Version", "13"));
     }
-    let key = headers
-        .get(SEC_WEBSOCKET_KEY)
-        .map(|k| k.as_bytes())
-        .unwrap_or_default();
+    let key = headers.get(SEC_WEBSOCKET_KEY).map(|k| k.as_bytes()).unwrap_or_default();
     let decoded = base64::engine::general_purpose::STANDARD.decode(key.trim_ascii());
     if decoded.map(|k| k.len()) != Ok(16) {
         return Err(Response::text(
@@ -174,13 +161,9 @@ fn check_upgrade(request: &Request<()>, site: &Site) -> Result<Handshake, Respon
             "missing or malformed Sec-WebSocket-Key\n",
         ));
     }
-    let subprotocol = site
-        .subprotocol()
-        .filter(|wanted| has_token(headers, SEC_WEBSOCKET_PROTOCOL, wanted));
-    Ok(Handshake {
-        accept_key: derive_accept_key(key.trim_ascii()),
-        subprotocol,
-    })
+    let subprotocol =
+        site.subprotocol().filter(|wanted| has_token(headers, SEC_WEBSOCKET_PROTOCOL, wanted));
+    Ok(Handshake { accept_key: derive_accept_key(key.trim_ascii()), subprotocol })
 }
 
 async fn upgrade(
@@ -204,12 +187,7 @@ async fn upgrade(
     let socket =
         WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config.websocket()))
             .await;
-    let upgraded = Upgraded {
-        socket,
-        request,
-        subprotocol: handshake.subprotocol,
-        peer,
-    };
+    let upgraded = Upgraded { socket, request, subprotocol: handshake.subprotocol, peer };
     Ok(Accepted::Upgraded(Box::new(upgraded)))
 }
 
@@ -239,9 +217,6 @@ mod tests {
 
     #[test]
     fn rfc_6455_sample_key() {
-        assert_eq!(
-            derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
+        assert_eq!(derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 }

@@ -14,8 +14,5 @@ pub fn close_frame_for(err: &tungstenite::Error) -> Option<CloseFrame> {
         tungstenite::Error::Utf8(_) => (CloseCode::Invalid, "invalid utf-8"),
         _ => return None,
     };
-    Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    })
+    Some(CloseFrame { code, reason: reason.into() })
 }

@@ -39,11 +39,7 @@ pub enum ConnectError {
 
 fn body_suffix(body: &str) -> String {
     let body = body.trim();
-    if body.is_empty() {
-        String::new()
-    } else {
-        format!(": {body}")
-    }
+    if body.is_empty() { String::new() } else { format!(": {body}") }
 }
 
 /// Opens a WebSocket to `url` (`ws://host[:port]/path`), offering
@@ -57,13 +53,8 @@ pub async fn connect(
     subprotocol: Option<&str>,
     config: &TransportConfig,
 ) -> Result<WebSocketStream<TcpStream>, ConnectError> {
-    let bad = |why: &str| ConnectError::BadUrl {
-        url: url.to_owned(),
-        why: why.to_owned(),
-    };
-    let uri: Uri = url
-        .parse()
-        .map_err(|err: http::uri::InvalidUri| bad(&err.to_string()))?;
+    let bad = |why: &str| ConnectError::BadUrl { url: url.to_owned(), why: why.to_owned() };
+    let uri: Uri = url.parse().map_err(|err: http::uri::InvalidUri| bad(&err.to_string()))?;
     match uri.scheme_str() {
         Some("ws") => {}
         Some("wss") => return Err(bad("wss:// is not supported yet; use ws://")),
@@ -75,21 +66,12 @@ pub async fn connect(
     let addr = format!("{host}:{port}");
     let stream = TcpStream::connect((host, port))
         .await
-        .map_err(|source| ConnectError::Io {
-            addr: addr.clone(),
-            source,
-        })?;
-    stream
-        .set_nodelay(true)
-        .map_err(|source| ConnectError::Io { addr, source })?;
-    let mut request = uri
-        .into_client_request()
-        .map_err(|err| bad(&err.to_string()))?;
+        .map_err(|source| ConnectError::Io { addr: addr.clone(), source })?;
+    stream.set_nodelay(true).map_err(|source| ConnectError::Io { addr, source })?;
+    let mut request = uri.into_client_request().map_err(|err| bad(&err.to_string()))?;
     if let Some(protocol) = subprotocol {
         let value = HeaderValue::from_str(protocol).map_err(|_| bad("invalid subprotocol"))?;
-        request
-            .headers_mut()
-            .insert(http::header::SEC_WEBSOCKET_PROTOCOL, value);
+        request.headers_mut().insert(http::header::SEC_WEBSOCKET_PROTOCOL, value);
     }
     match tokio_tungstenite::client_async_with_config(request, stream, Some(config.websocket()))
         .await
@@ -98,10 +80,7 @@ pub async fn connect(
         Err(tungstenite::Error::Http(response)) => {
             let body = response.body().as_deref().unwrap_or_default();
             let body = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
-            Err(ConnectError::Refused {
-                status: response.status(),
-                body,
-            })
+            Err(ConnectError::Refused { status: response.status(), body })
         }
         Err(err) => Err(ConnectError::Handshake(err.to_string())),
     }

@@ -63,10 +63,7 @@ fn parse(buf: &[u8]) -> Parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(httparse::Error::TooManyHeaders) => {
-            return Parsed::Refuse(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "too many headers",
-            );
+            return Parsed::Refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many headers");
         }
         Err(_) => return Parsed::Refuse(StatusCode::BAD_REQUEST, "malformed request"),
     };
@@ -82,10 +79,7 @@ fn build(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> {
         0 => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(parsed.path?)
-        .version(version);
+    let mut builder = Request::builder().method(method).uri(parsed.path?).version(version);
     for header in parsed.headers.iter() {
         let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
         let value = HeaderValue::from_bytes(header.value).ok()?;

@@ -23,11 +23,7 @@ impl Site {
     /// When a client offers `subprotocol` in `Sec-WebSocket-Protocol`, the
     /// upgrade selects it; clients offering none are accepted too.
     pub fn new(websocket_path: &'static str, subprotocol: Option<&'static str>) -> Self {
-        Self {
-            pages: BTreeMap::new(),
-            websocket_path,
-            subprotocol,
-        }
+        Self { pages: BTreeMap::new(), websocket_path, subprotocol }
     }
 
     /// Serves `page` at `path` (an exact match, query string ignored).

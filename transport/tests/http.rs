@@ -19,13 +19,8 @@ const PAGE: &str = "<!doctype html><title>t</title>";
 async fn serve(config: TransportConfig) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let site = Site::new("/ws", Some("chat.v1")).page(
-        "/",
-        Page {
-            content_type: "text/html; charset=utf-8",
-            body: PAGE.as_bytes(),
-        },
-    );
+    let site = Site::new("/ws", Some("chat.v1"))
+        .page("/", Page { content_type: "text/html; charset=utf-8", body: PAGE.as_bytes() });
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
@@ -35,9 +30,7 @@ async fn serve(config: TransportConfig) -> SocketAddr {
                 if let Ok(Accepted::Upgraded(upgraded)) = accept(stream, &site, &config).await {
                     let mut socket = upgraded.socket;
                     let protocol = upgraded.subprotocol.unwrap_or("none");
-                    let _ = socket
-                        .send(Message::text(format!("protocol={protocol}")))
-                        .await;
+                    let _ = socket.send(Message::text(format!("protocol={protocol}"))).await;
                     while let Some(message) = socket.next().await {
                         match message {
                             Ok(message) if message.is_text() => {
@@ -67,10 +60,7 @@ async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     stream.write_all(request).await.unwrap();
     let mut response = Vec::new();
     let read = stream.read_to_end(&mut response);
-    tokio::time::timeout(Duration::from_secs(10), read)
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), read).await.unwrap().unwrap();
     String::from_utf8_lossy(&response).into_owned()
 }
 
@@ -88,10 +78,8 @@ fn upgrade_request(extra: &str) -> String {
 async fn table_of_raw_requests() {
     let addr = serve(TransportConfig::default()).await;
     let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
-    let big_header = format!(
-        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
-        "a".repeat(17 * 1024)
-    );
+    let big_header =
+        format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(17 * 1024));
     let cases: Vec<(&str, String, &str, &[&str])> = vec![
         (
             "page",
@@ -103,12 +91,7 @@ async fn table_of_raw_requests() {
                 PAGE,
             ],
         ),
-        (
-            "page with query",
-            "GET /?x=1 HTTP/1.1\r\nHost: x\r\n\r\n".into(),
-            "HTTP/1.1 200 OK",
-            &[],
-        ),
+        ("page with query", "GET /?x=1 HTTP/1.1\r\nHost: x\r\n\r\n".into(), "HTTP/1.1 200 OK", &[]),
         (
             "head",
             "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n".into(),
@@ -179,18 +162,8 @@ async fn table_of_raw_requests() {
             "HTTP/1.1 400 Bad Request",
             &[],
         ),
-        (
-            "header too large",
-            big_header,
-            "HTTP/1.1 431 Request Header Fields Too Large",
-            &[],
-        ),
-        (
-            "garbage",
-            "\x00\x01 hello\r\n\r\n".into(),
-            "HTTP/1.1 400 Bad Request",
-            &[],
-        ),
+        ("header too large", big_header, "HTTP/1.1 431 Request Header Fields Too Large", &[]),
+        ("garbage", "\x00\x01 hello\r\n\r\n".into(), "HTTP/1.1 400 Bad Request", &[]),
         (
             "bad header name",
             "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n".into(),
@@ -213,10 +186,7 @@ async fn table_of_raw_requests() {
         };
         assert_eq!(status_line(&response), status, "{name}: {response}");
         for needle in contains {
-            assert!(
-                response.contains(needle),
-                "{name}: {needle:?} missing from {response}"
-            );
+            assert!(response.contains(needle), "{name}: {needle:?} missing from {response}");
         }
         if name == "head" {
             assert!(!response.contains(PAGE), "HEAD has no body");
@@ -234,12 +204,7 @@ async fn read_head(addr: SocketAddr, request: &[u8]) -> String {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(
-            n,
-            1,
-            "closed before the end of the head: {}",
-            String::from_utf8_lossy(&head)
-        );
+        assert_eq!(n, 1, "closed before the end of the head: {}", String::from_utf8_lossy(&head));
         head.push(byte[0]);
     }
     String::from_utf8_lossy(&head).into_owned()
@@ -254,10 +219,7 @@ async fn subprotocol_is_selected_only_when_offered() {
         upgrade_request(&format!("{base}Sec-WebSocket-Protocol: x, chat.v1\r\n")).as_bytes(),
     )
     .await;
-    assert!(
-        offered.contains("Sec-WebSocket-Protocol: chat.v1\r\n"),
-        "{offered}"
-    );
+    assert!(offered.contains("Sec-WebSocket-Protocol: chat.v1\r\n"), "{offered}");
     let none = read_head(addr, upgrade_request(base).as_bytes()).await;
     assert!(!none.contains("Sec-WebSocket-Protocol"), "{none}");
 }
@@ -293,9 +255,7 @@ async fn bytes_sent_with_the_handshake_reach_the_websocket() {
 async fn connector_round_trip() {
     let addr = serve(TransportConfig::default()).await;
     let config = TransportConfig::default();
-    let mut socket = connect(&format!("ws://{addr}/ws"), Some("chat.v1"), &config)
-        .await
-        .unwrap();
+    let mut socket = connect(&format!("ws://{addr}/ws"), Some("chat.v1"), &config).await.unwrap();
     let greeting = socket.next().await.unwrap().unwrap();
     assert_eq!(greeting, Message::text("protocol=chat.v1"));
     socket.send(Message::text("ping")).await.unwrap();
@@ -305,13 +265,9 @@ async fn connector_round_trip() {
 #[tokio::test]
 async fn connector_reports_the_status_of_a_refused_upgrade() {
     let addr = serve(TransportConfig::default()).await;
-    let err = connect(
-        &format!("ws://{addr}/elsewhere"),
-        None,
-        &TransportConfig::default(),
-    )
-    .await
-    .unwrap_err();
+    let err = connect(&format!("ws://{addr}/elsewhere"), None, &TransportConfig::default())
+        .await
+        .unwrap_err();
     match &err {
         ConnectError::Refused { status, body } => {
             assert_eq!(status.as_u16(), 404);
@@ -329,17 +285,12 @@ async fn connector_reports_bad_urls_and_refused_connections() {
         connect("http://x/ws", None, &config).await,
         Err(ConnectError::BadUrl { .. })
     ));
-    assert!(matches!(
-        connect("not a url", None, &config).await,
-        Err(ConnectError::BadUrl { .. })
-    ));
+    assert!(matches!(connect("not a url", None, &config).await, Err(ConnectError::BadUrl { .. })));
     // A port nobody listens on: bind one, then free it.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let err = connect(&format!("ws://{addr}/ws"), None, &config)
-        .await
-        .unwrap_err();
+    let err = connect(&format!("ws://{addr}/ws"), None, &config).await.unwrap_err();
     assert!(matches!(err, ConnectError::Io { .. }), "{err:?}");
 }
 
@@ -357,15 +308,10 @@ async fn slow_request_heads_get_408() {
 
 #[tokio::test]
 async fn oversized_messages_close_with_1009() {
-    let config = TransportConfig {
-        max_message_bytes: 1024,
-        ..TransportConfig::default()
-    };
+    let config = TransportConfig { max_message_bytes: 1024, ..TransportConfig::default() };
     let addr = serve(config.clone()).await;
     let client_config = TransportConfig::default();
-    let mut socket = connect(&format!("ws://{addr}/ws"), None, &client_config)
-        .await
-        .unwrap();
+    let mut socket = connect(&format!("ws://{addr}/ws"), None, &client_config).await.unwrap();
     let _greeting = socket.next().await.unwrap().unwrap();
     socket.send(Message::text("x".repeat(2048))).await.unwrap();
     let mut close_code = None;

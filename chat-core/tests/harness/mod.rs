@@ -40,12 +40,7 @@ impl Harness {
     /// Connects, says hello with `nick` and clears the inbox.
     pub fn greeted(&mut self, nick: &str) -> MemberId {
         let member = self.connect();
-        self.send(
-            member,
-            Command::Hello {
-                nick: Some(nick.to_owned()),
-            },
-        );
+        self.send(member, Command::Hello { nick: Some(nick.to_owned()) });
         let events = self.take(member);
         assert!(
             matches!(events.as_slice(), [Event::Welcome { .. }]),
@@ -64,23 +59,11 @@ impl Harness {
     }
 
     pub fn join(&mut self, member: MemberId, room: &str) {
-        self.send(
-            member,
-            Command::Join {
-                room: room.to_owned(),
-            },
-        );
+        self.send(member, Command::Join { room: room.to_owned() });
     }
 
     pub fn say(&mut self, member: MemberId, room: &str, text: &str) {
-        self.send(
-            member,
-            Command::Say {
-                room: room.into(),
-                text: text.into(),
-                action: false,
-            },
-        );
+        self.send(member, Command::Say { room: room.into(), text: text.into(), action: false });
     }
 
     pub fn disconnect(&mut self, member: MemberId) {
@@ -100,11 +83,7 @@ impl Harness {
 
     /// Everything `member` received since the last take.
     pub fn take(&mut self, member: MemberId) -> Vec<Event> {
-        let inbox = self
-            .inboxes
-            .get_mut(&member)
-            .map(std::mem::take)
-            .unwrap_or_default();
+        let inbox = self.inboxes.get_mut(&member).map(std::mem::take).unwrap_or_default();
         inbox.into_iter().map(|event| (*event).clone()).collect()
     }
 

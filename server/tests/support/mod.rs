@@ -31,11 +31,7 @@ impl Server {
         let task = tokio::spawn(chat_server::run(listener, config, async {
             let _ = stopped.await;
         }));
-        Self {
-            addr,
-            stop: Some(stop),
-            task,
-        }
+        Self { addr, stop: Some(stop), task }
     }
 
     pub fn url(&self) -> String {
@@ -47,9 +43,7 @@ impl Server {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let result = tokio::time::timeout(WAIT, &mut self.task)
-            .await
-            .expect("shutdown in time");
+        let result = tokio::time::timeout(WAIT, &mut self.task).await.expect("shutdown in time");
         result.unwrap().unwrap();
     }
 }
@@ -60,9 +54,8 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(server: &Server) -> Self {
-        let socket = connect(&server.url(), Some("chat.v1"), &TransportConfig::default())
-            .await
-            .unwrap();
+        let socket =
+            connect(&server.url(), Some("chat.v1"), &TransportConfig::default()).await.unwrap();
         Self { socket }
     }
 
@@ -94,9 +87,8 @@ impl Client {
     /// The next frame from the server.
     pub async fn recv(&mut self) -> Value {
         loop {
-            let message = tokio::time::timeout(WAIT, self.socket.next())
-                .await
-                .expect("a frame in time");
+            let message =
+                tokio::time::timeout(WAIT, self.socket.next()).await.expect("a frame in time");
             match message.expect("connection open").expect("no error") {
                 Message::Text(text) => return serde_json::from_str(&text).unwrap(),
                 Message::Close(frame) => panic!("closed: {frame:?}"),
@@ -116,10 +108,7 @@ impl Client {
     pub async fn expect_error(&mut self, code: &str) -> Value {
         let frame = self.expect("error").await;
         assert_eq!(frame["code"], code, "{frame}");
-        assert!(
-            frame["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "{frame}"
-        );
+        assert!(frame["message"].as_str().is_some_and(|m| !m.is_empty()), "{frame}");
         frame
     }
 
@@ -128,11 +117,7 @@ impl Client {
     pub async fn expect_nothing_pending(&mut self) {
         self.send(json!({"type": "ping", "id": "sync"})).await;
         let frame = self.recv().await;
-        assert_eq!(
-            frame,
-            json!({"type": "pong", "id": "sync"}),
-            "something was pending"
-        );
+        assert_eq!(frame, json!({"type": "pong", "id": "sync"}), "something was pending");
     }
 
     /// Reads until the server closes, returning the close frame (if any)
@@ -140,9 +125,8 @@ impl Client {
     pub async fn until_closed(&mut self) -> (Option<CloseFrame>, usize) {
         let mut texts = 0;
         loop {
-            let message = tokio::time::timeout(WAIT, self.socket.next())
-                .await
-                .expect("close in time");
+            let message =
+                tokio::time::timeout(WAIT, self.socket.next()).await.expect("close in time");
             match message {
                 Some(Ok(Message::Text(_))) => texts += 1,
                 Some(Ok(Message::Close(frame))) => return (frame, texts),
