@@ -43,8 +43,18 @@ pub(crate) async fn serve(
             code = &mut closing => {
                 let code = code.unwrap_or(CloseCode::GoingAway);
                 let frame = CloseFrame { code: code.code().into(), reason: code.reason().into() };
-                // A peer that stopped reading must not hold the task.
-                let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(Some(frame))).await;
+                // Frames queued before a shutdown still go out first; a slow
+                // client's backlog is what got it closed, so it is dropped.
+                // Either way a peer that stopped reading must not hold the task.
+                let goodbye = async {
+                    if code != CloseCode::TooSlow {
+                        if let Ok(first) = queue.try_recv() {
+                            write_batch(&mut socket, &mut queue, first).await?;
+                        }
+                    }
+                    socket.close(Some(frame)).await
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
                 break format!("closed by server ({})", code.code());
             }
             first = queue.recv() => {
