@@ -1,14 +1,27 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::bucket::{Rate, TokenBucket};
-use crate::room::Room;
+use crate::dedupe::Dedupe;
+use crate::room::{Room, SessionId};
 use crate::{
-    ChatConfig, Command, CommandError, Event, MemberId, Message, Nick, Output, Presence, RoomId,
-    RoomName, Timestamp,
+    ChatConfig, Command, CommandError, Departure, DisconnectReason, Event, MemberId, Message, Nick,
+    Output, Presence, RoomId, RoomName, SessionToken, Timestamp,
 };
 
-/// The whole chat: members, rooms and their rules, with no IO.
+/// How often rooms are pruned of messages older than
+/// [`ChatConfig::history_max_age`].
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// The whole chat: connections, sessions, rooms and their rules, with no IO.
+///
+/// A *member* ([`MemberId`]) is one connection. A *session* is who that
+/// connection speaks for: a nick, the rooms joined and a [`SessionToken`].
+/// When a connection drops, its session waits
+/// [`ChatConfig::session_grace`] for a new connection to resume it (with
+/// `hello {session}`); only then do the others see it leave, and its nick is
+/// reserved until then.
 ///
 /// # Contract
 /// - Call [`Chat::handle_connect`] for each new connection, then
@@ -25,25 +38,43 @@ use crate::{
 #[derive(Debug)]
 pub struct Chat {
     config: ChatConfig,
-    members: BTreeMap<MemberId, Member>,
-    /// Folded nick to its holder.
-    nicks: BTreeMap<String, MemberId>,
+    conns: BTreeMap<MemberId, Conn>,
+    sessions: BTreeMap<SessionId, Session>,
+    tokens: BTreeMap<SessionToken, SessionId>,
+    /// Folded nick to the session holding it, attached or not.
+    nicks: BTreeMap<String, SessionId>,
     rooms: BTreeMap<RoomId, Room>,
     room_ids: BTreeMap<RoomName, RoomId>,
+    dedupe: Dedupe,
     outputs: VecDeque<Output>,
     /// When each relayed `typing` stops throttling, in the order relayed.
     /// `now` never goes backwards, so this is sorted by deadline.
-    typing_deadlines: VecDeque<(Timestamp, MemberId, RoomId)>,
+    typing_deadlines: VecDeque<(Timestamp, SessionId, RoomId)>,
+    /// When each detached session expires, in the order detached.
+    expiries: VecDeque<(Timestamp, SessionId)>,
+    next_prune: Option<Timestamp>,
     next_member: u64,
+    next_session: u64,
     next_room: u64,
     next_guest: u64,
 }
 
 #[derive(Debug)]
-struct Member {
-    /// `None` until `hello`.
-    nick: Option<Nick>,
+struct Conn {
+    /// The token a new session started by this connection gets.
+    proposed: SessionToken,
+    session: Option<SessionId>,
+}
+
+#[derive(Debug)]
+struct Session {
+    token: SessionToken,
+    nick: Nick,
     rooms: BTreeSet<RoomId>,
+    /// The connection speaking for the session, if one is.
+    conn: Option<MemberId>,
+    /// When the last connection went away, while none is attached.
+    detached_at: Option<Timestamp>,
     messages: TokenBucket,
     /// When a `typing` was last relayed for each room.
     typing: BTreeMap<RoomId, Timestamp>,
@@ -53,31 +84,36 @@ impl Chat {
     /// An empty chat with the given rules.
     pub fn new(config: ChatConfig) -> Self {
         Self {
+            dedupe: Dedupe::new(config.dedupe_window, config.dedupe_max),
             config,
-            members: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            tokens: BTreeMap::new(),
             nicks: BTreeMap::new(),
             rooms: BTreeMap::new(),
             room_ids: BTreeMap::new(),
             outputs: VecDeque::new(),
             typing_deadlines: VecDeque::new(),
+            expiries: VecDeque::new(),
+            next_prune: None,
             next_member: 1,
+            next_session: 1,
             next_room: 1,
             next_guest: 1,
         }
     }
 
-    /// Registers a new connection and returns the id naming it. The member
-    /// has no nick until its `hello`.
-    pub fn handle_connect(&mut self, now: Timestamp) -> MemberId {
+    /// Registers a new connection and returns the id naming it. `proposed`
+    /// is the token its session gets if it starts a new one: the driver
+    /// makes it random and unguessable. The member has no nick until its
+    /// `hello`.
+    pub fn handle_connect(&mut self, now: Timestamp, proposed: SessionToken) -> MemberId {
+        if self.next_prune.is_none() && self.config.history_max_age.is_some() {
+            self.next_prune = Some(now.saturating_add(PRUNE_EVERY));
+        }
         let id = MemberId::new(self.next_member);
         self.next_member += 1;
-        let member = Member {
-            nick: None,
-            rooms: BTreeSet::new(),
-            messages: TokenBucket::full(self.message_rate(), now),
-            typing: BTreeMap::new(),
-        };
-        self.members.insert(id, member);
+        self.conns.insert(id, Conn { proposed, session: None });
         id
     }
 
@@ -91,31 +127,35 @@ impl Chat {
         id: Option<&str>,
         command: Command,
     ) {
-        let Some(state) = self.members.get(&member) else {
+        let Some(conn) = self.conns.get(&member) else {
             return;
         };
+        let session = conn.session;
         let id: Option<Arc<str>> = id.map(Arc::from);
-        let greeted = state.nick.is_some();
-        let result = match command {
-            Command::Hello { nick } if !greeted => self.hello(member, &id, nick),
-            Command::Hello { .. } => Err(CommandError::AlreadyGreeted),
-            _ if !greeted => Err(CommandError::HelloRequired),
-            Command::Join { room } => self.join(member, &id, &room),
-            Command::Leave { room } => self.leave(member, &id, &room),
-            Command::Say { room, text, action } => self.say(now, member, &id, &room, text, action),
-            Command::Dm { to, text } => self.dm(now, member, &id, &to, text),
-            Command::Nick { nick } => self.rename(member, &id, &nick),
-            Command::Typing { room } => self.typing(now, member, &room),
-            Command::Rooms => {
+        let result = match (command, session) {
+            (Command::Hello { nick, session: token }, None) => {
+                self.hello(now, member, &id, nick, token)
+            }
+            (Command::Hello { .. }, Some(_)) => Err(CommandError::AlreadyGreeted),
+            (_, None) => Err(CommandError::HelloRequired),
+            (Command::Join { room, after }, Some(s)) => self.join(member, s, &id, &room, after),
+            (Command::Leave { room }, Some(s)) => self.leave(member, s, &id, &room),
+            (Command::Say { room, text, action }, Some(s)) => {
+                self.say(now, member, s, &id, &room, text, action)
+            }
+            (Command::Dm { to, text }, Some(s)) => self.dm(now, member, s, &id, &to, text),
+            (Command::Nick { nick }, Some(s)) => self.rename(member, s, &id, &nick),
+            (Command::Typing { room }, Some(s)) => self.typing(now, member, s, &room),
+            (Command::Rooms, Some(_)) => {
                 let rooms = self.rooms_by_name();
                 self.reply(member, Event::Rooms { id: id.clone(), rooms });
                 Ok(())
             }
-            Command::Who { room } => self.who(member, &id, &room),
-            Command::History { room, before, limit } => {
-                self.history(member, &id, &room, before, limit)
+            (Command::Who { room }, Some(_)) => self.who(member, &id, &room),
+            (Command::History { room, before, limit }, Some(s)) => {
+                self.history(member, s, &id, &room, before, limit)
             }
-            Command::Ping => {
+            (Command::Ping, Some(_)) => {
                 self.reply(member, Event::Pong { id: id.clone() });
                 Ok(())
             }
@@ -125,33 +165,79 @@ impl Chat {
         }
     }
 
-    /// Removes a member: it leaves every room (the others see it leave) and
-    /// its nick becomes free. Unknown members are ignored.
-    pub fn handle_disconnect(&mut self, _now: Timestamp, member: MemberId) {
-        let Some(state) = self.members.remove(&member) else {
+    /// The connection is gone. If the client said goodbye
+    /// ([`Departure::Quit`]) its session ends now: it leaves every room and
+    /// its nick becomes free. If the connection was lost, the session is
+    /// kept for [`ChatConfig::session_grace`] so a new connection can resume
+    /// it, and ends only then. Unknown members are ignored.
+    pub fn handle_disconnect(&mut self, now: Timestamp, member: MemberId, departure: Departure) {
+        let Some(conn) = self.conns.remove(&member) else {
             return;
         };
-        if let Some(nick) = &state.nick {
-            self.nicks.remove(&nick.folded());
-            for room in &state.rooms {
-                self.remove_from_room(*room, member, nick);
-            }
+        let Some(sid) = conn.session else {
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if session.conn != Some(member) {
+            return;
+        }
+        session.conn = None;
+        session.detached_at = Some(now);
+        let rooms: Vec<RoomId> = session.rooms.iter().copied().collect();
+        for room in rooms {
+            self.refresh_recipients(room);
+        }
+        if departure == Departure::Quit || self.config.session_grace.is_zero() {
+            self.end_session(sid);
+        } else {
+            self.expiries.push_back((now.saturating_add(self.config.session_grace), sid));
         }
     }
 
-    /// Lets time-based state expire. Harmless to call at any time.
+    /// Lets time-based state expire: typing throttles, sessions whose grace
+    /// period passed, remembered message ids, messages past their maximum
+    /// age. Harmless to call at any time.
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        while let Some(&(deadline, member, room)) = self.typing_deadlines.front() {
+        let interval = self.config.typing_interval;
+        while let Some(&(deadline, sid, room)) = self.typing_deadlines.front() {
             if deadline > now {
                 break;
             }
             self.typing_deadlines.pop_front();
-            if let Some(state) = self.members.get_mut(&member) {
+            if let Some(session) = self.sessions.get_mut(&sid) {
                 // Only forget the entry if no later `typing` replaced it.
-                let interval = self.config.typing_interval;
-                if state.typing.get(&room).is_some_and(|&t| t.saturating_add(interval) <= now) {
-                    state.typing.remove(&room);
+                if session.typing.get(&room).is_some_and(|&t| t.saturating_add(interval) <= now) {
+                    session.typing.remove(&room);
                 }
+            }
+        }
+        let grace = self.config.session_grace;
+        while let Some(&(deadline, sid)) = self.expiries.front() {
+            if deadline > now {
+                break;
+            }
+            self.expiries.pop_front();
+            // Only if the session is still detached since that deadline was
+            // set; a resumed (and maybe detached again) session has a newer one.
+            let expired = self.sessions.get(&sid).is_some_and(|s| {
+                s.conn.is_none() && s.detached_at.is_some_and(|at| at.saturating_add(grace) <= now)
+            });
+            if expired {
+                self.end_session(sid);
+            }
+        }
+        self.dedupe.expire(now);
+        if let (Some(at), Some(max_age)) = (self.next_prune, self.config.history_max_age) {
+            if at <= now {
+                let cutoff = Timestamp::from_unix_millis(
+                    now.as_unix_millis().saturating_sub(millis(max_age)),
+                );
+                for room in self.rooms.values_mut() {
+                    room.prune_before(cutoff);
+                }
+                self.next_prune = Some(now.saturating_add(PRUNE_EVERY));
             }
         }
     }
@@ -163,7 +249,15 @@ impl Chat {
 
     /// When [`Chat::handle_timeout`] should next be called, if ever.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.typing_deadlines.front().map(|&(deadline, _, _)| deadline)
+        [
+            self.typing_deadlines.front().map(|&(deadline, _, _)| deadline),
+            self.expiries.front().map(|&(deadline, _)| deadline),
+            self.dedupe.next_deadline(),
+            self.next_prune,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The rules in force.
@@ -173,12 +267,18 @@ impl Chat {
 
     /// The nick of a member, once it said hello.
     pub fn nick(&self, member: MemberId) -> Option<&Nick> {
-        self.members.get(&member).and_then(|m| m.nick.as_ref())
+        let sid = self.conns.get(&member)?.session?;
+        self.sessions.get(&sid).map(|s| &s.nick)
     }
 
-    /// How many members are connected, greeted or not.
+    /// How many connections are open, greeted or not.
     pub fn member_count(&self) -> usize {
-        self.members.len()
+        self.conns.len()
+    }
+
+    /// How many sessions exist, attached or waiting to be resumed.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
     }
 
     /// How many rooms exist.
@@ -186,12 +286,27 @@ impl Chat {
         self.rooms.len()
     }
 
+    /// How many message ids are remembered for deduplication.
+    pub fn dedupe_len(&self) -> usize {
+        self.dedupe.len()
+    }
+
     fn hello(
         &mut self,
+        now: Timestamp,
         member: MemberId,
         id: &Option<Arc<str>>,
         nick: Option<String>,
+        token: Option<String>,
     ) -> Result<(), CommandError> {
+        let token = token
+            .map(|t| SessionToken::parse(&t))
+            .transpose()
+            .map_err(CommandError::InvalidSession)?;
+        if let Some(&sid) = token.as_ref().and_then(|t| self.tokens.get(t)) {
+            self.resume_session(member, sid, id);
+            return Ok(());
+        }
         let nick = match nick {
             Some(text) => {
                 let nick = Nick::parse(&text).map_err(CommandError::InvalidNick)?;
@@ -202,50 +317,105 @@ impl Chat {
             }
             None => self.guest_nick(),
         };
-        self.nicks.insert(nick.folded(), member);
-        if let Some(state) = self.members.get_mut(&member) {
-            state.nick = Some(nick.clone());
+        let token = match token {
+            Some(token) => token,
+            None => match self.conns.get(&member) {
+                Some(conn) => conn.proposed.clone(),
+                None => return Ok(()),
+            },
+        };
+        if self.tokens.contains_key(&token) {
+            // Only a driver reusing a token can get here: refuse rather than
+            // hand this connection someone else's session.
+            return Err(CommandError::InvalidSession(crate::NameError::Empty));
         }
-        self.reply(member, Event::Welcome { id: id.clone(), nick });
+        let sid = SessionId(self.next_session);
+        self.next_session += 1;
+        let session = Session {
+            token: token.clone(),
+            nick: nick.clone(),
+            rooms: BTreeSet::new(),
+            conn: Some(member),
+            detached_at: None,
+            messages: TokenBucket::full(self.message_rate(), now),
+            typing: BTreeMap::new(),
+        };
+        self.sessions.insert(sid, session);
+        self.tokens.insert(token.clone(), sid);
+        self.nicks.insert(nick.folded(), sid);
+        if let Some(conn) = self.conns.get_mut(&member) {
+            conn.session = Some(sid);
+        }
+        self.reply(member, Event::Welcome { id: id.clone(), nick, session: token, resumed: false });
         Ok(())
+    }
+
+    /// Attaches `member` to an existing session, closing the connection
+    /// that held it, if any.
+    fn resume_session(&mut self, member: MemberId, sid: SessionId, id: &Option<Arc<str>>) {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let previous = session.conn.replace(member);
+        session.detached_at = None;
+        let (nick, token) = (session.nick.clone(), session.token.clone());
+        let rooms: Vec<RoomId> = session.rooms.iter().copied().collect();
+        if let Some(previous) = previous.filter(|&p| p != member) {
+            self.conns.remove(&previous);
+            let reason = DisconnectReason::SessionResumedElsewhere;
+            self.outputs.push_back(Output::Disconnect { member: previous, reason });
+        }
+        if let Some(conn) = self.conns.get_mut(&member) {
+            conn.session = Some(sid);
+        }
+        for room in rooms {
+            self.refresh_recipients(room);
+        }
+        self.reply(member, Event::Welcome { id: id.clone(), nick, session: token, resumed: true });
     }
 
     fn join(
         &mut self,
         member: MemberId,
+        sid: SessionId,
         id: &Option<Arc<str>>,
         room: &str,
+        after: Option<u64>,
     ) -> Result<(), CommandError> {
         let name = RoomName::parse(room).map_err(CommandError::InvalidRoom)?;
         let room_id = match self.room_ids.get(&name) {
             Some(&room_id) => room_id,
             None => self.create_room(name.clone())?,
         };
-        let nick = self.nick_of(member);
-        let Some(state) = self.members.get_mut(&member) else {
+        let Some(session) = self.sessions.get_mut(&sid) else {
             return Ok(());
         };
-        let is_new = state.rooms.insert(room_id);
-        let Some(room) = self.rooms.get_mut(&room_id) else {
-            return Ok(());
-        };
-        if is_new {
-            room.add(member);
-            let others = room.others(member);
-            self.deliver(
-                others,
-                Event::Presence { room: name.clone(), change: Presence::Joined(nick) },
-            );
+        let nick = session.nick.clone();
+        if session.rooms.insert(room_id) {
+            if let Some(room) = self.rooms.get_mut(&room_id) {
+                room.add(sid);
+            }
+            self.refresh_recipients(room_id);
+            if let Some(room) = self.rooms.get(&room_id) {
+                let others = room.others(member);
+                self.deliver(
+                    others,
+                    Event::Presence { room: name.clone(), change: Presence::Joined(nick) },
+                );
+            }
         }
         let Some(room) = self.rooms.get(&room_id) else {
             return Ok(());
         };
+        let (history, resume) =
+            room.resume(after, self.config.join_history, self.config.resume_max);
         let event = Event::Joined {
             id: id.clone(),
             room: name,
-            members: self.sorted_nicks(room.members()),
-            history: room.history(None, self.config.join_history),
+            members: self.sorted_nicks(room.sessions()),
+            history,
             last_seq: room.last_seq,
+            resume,
         };
         self.reply(member, event);
         Ok(())
@@ -254,33 +424,43 @@ impl Chat {
     fn leave(
         &mut self,
         member: MemberId,
+        sid: SessionId,
         id: &Option<Arc<str>>,
         room: &str,
     ) -> Result<(), CommandError> {
-        let (room_id, name) = self.joined_room(member, room)?;
-        let nick = self.nick_of(member);
-        if let Some(state) = self.members.get_mut(&member) {
-            state.rooms.remove(&room_id);
-            state.typing.remove(&room_id);
-        }
+        let (room_id, name) = self.joined_room(sid, room)?;
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return Ok(());
+        };
+        session.rooms.remove(&room_id);
+        session.typing.remove(&room_id);
+        let nick = session.nick.clone();
         self.reply(member, Event::Left { id: id.clone(), room: name });
-        self.remove_from_room(room_id, member, &nick);
+        self.remove_from_room(room_id, sid, &nick);
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn say(
         &mut self,
         now: Timestamp,
         member: MemberId,
+        sid: SessionId,
         id: &Option<Arc<str>>,
         room: &str,
         text: String,
         action: bool,
     ) -> Result<(), CommandError> {
-        let (room_id, name) = self.joined_room(member, room)?;
+        if self.answer_retry(member, sid, id) {
+            return Ok(());
+        }
+        let (room_id, name) = self.joined_room(sid, room)?;
         self.check_text(&text)?;
-        self.take_message_token(now, member)?;
-        let from = self.nick_of(member);
+        self.take_message_token(now, sid)?;
+        let Some(session) = self.sessions.get(&sid) else {
+            return Ok(());
+        };
+        let (from, sender) = (session.nick.clone(), session.token.clone());
         let capacity = self.config.history_per_room;
         let Some(room) = self.rooms.get_mut(&room_id) else {
             return Ok(());
@@ -293,10 +473,13 @@ impl Chat {
             text: text.into(),
             action,
             id: id.clone(),
+            sender: Some(sender.clone()),
         };
         room.push(message.clone(), capacity);
         let to = room.recipients();
-        self.deliver(to, Event::Message(message));
+        let event = Arc::new(Event::Message(message));
+        self.remember(now, sender, id, &event);
+        self.deliver_shared(to, event);
         Ok(())
     }
 
@@ -304,48 +487,88 @@ impl Chat {
         &mut self,
         now: Timestamp,
         member: MemberId,
+        sid: SessionId,
         id: &Option<Arc<str>>,
         to: &str,
         text: String,
     ) -> Result<(), CommandError> {
+        if self.answer_retry(member, sid, id) {
+            return Ok(());
+        }
         let to_nick = Nick::parse(to).map_err(CommandError::InvalidNick)?;
         let Some(&recipient) = self.nicks.get(&to_nick.folded()) else {
             return Err(CommandError::NoSuchNick(to.to_owned()));
         };
         self.check_text(&text)?;
-        self.take_message_token(now, member)?;
-        let event = Event::Direct {
+        self.take_message_token(now, sid)?;
+        let (Some(sender), Some(target)) = (self.sessions.get(&sid), self.sessions.get(&recipient))
+        else {
+            return Ok(());
+        };
+        let event = Arc::new(Event::Direct {
             id: id.clone(),
-            from: self.nick_of(member),
-            to: self.nick_of(recipient),
+            from: sender.nick.clone(),
+            to: target.nick.clone(),
             text: text.into(),
             ts: now,
-        };
-        let to: Arc<[MemberId]> =
-            if recipient == member { Arc::new([member]) } else { Arc::new([recipient, member]) };
-        self.deliver(to, event);
+        });
+        // A detached recipient misses the DM: direct messages are not stored.
+        let mut to: Vec<MemberId> = target.conn.into_iter().collect();
+        if recipient != sid {
+            to.push(member);
+        }
+        let token = sender.token.clone();
+        self.remember(now, token, id, &event);
+        self.deliver_shared(to.into(), event);
         Ok(())
+    }
+
+    /// If `id` names a `say` or `dm` this session already had accepted,
+    /// answers with the original and returns true.
+    fn answer_retry(&mut self, member: MemberId, sid: SessionId, id: &Option<Arc<str>>) -> bool {
+        let (Some(id), Some(session)) = (id, self.sessions.get(&sid)) else {
+            return false;
+        };
+        match self.dedupe.get(&session.token, id) {
+            Some(original) => {
+                self.deliver_shared(Arc::new([member]), original);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remember(
+        &mut self,
+        now: Timestamp,
+        token: SessionToken,
+        id: &Option<Arc<str>>,
+        event: &Arc<Event>,
+    ) {
+        if let Some(id) = id {
+            self.dedupe.insert(now, token, Arc::clone(id), Arc::clone(event));
+        }
     }
 
     fn rename(
         &mut self,
         member: MemberId,
+        sid: SessionId,
         id: &Option<Arc<str>>,
         nick: &str,
     ) -> Result<(), CommandError> {
         let new = Nick::parse(nick).map_err(CommandError::InvalidNick)?;
         let folded = new.folded();
-        if self.nicks.get(&folded).is_some_and(|&holder| holder != member) {
+        if self.nicks.get(&folded).is_some_and(|&holder| holder != sid) {
             return Err(CommandError::NickTaken(new));
         }
-        let old = self.nick_of(member);
-        let Some(state) = self.members.get_mut(&member) else {
+        let Some(session) = self.sessions.get_mut(&sid) else {
             return Ok(());
         };
-        state.nick = Some(new.clone());
-        let rooms: Vec<RoomId> = state.rooms.iter().copied().collect();
+        let old = std::mem::replace(&mut session.nick, new.clone());
+        let rooms: Vec<RoomId> = session.rooms.iter().copied().collect();
         self.nicks.remove(&old.folded());
-        self.nicks.insert(folded, member);
+        self.nicks.insert(folded, sid);
         self.reply(
             member,
             Event::NickChanged { id: id.clone(), old: old.clone(), nick: new.clone() },
@@ -364,20 +587,26 @@ impl Chat {
         Ok(())
     }
 
-    fn typing(&mut self, now: Timestamp, member: MemberId, room: &str) -> Result<(), CommandError> {
-        let (room_id, name) = self.joined_room(member, room)?;
+    fn typing(
+        &mut self,
+        now: Timestamp,
+        member: MemberId,
+        sid: SessionId,
+        room: &str,
+    ) -> Result<(), CommandError> {
+        let (room_id, name) = self.joined_room(sid, room)?;
         let interval = self.config.typing_interval;
-        let nick = self.nick_of(member);
-        let Some(state) = self.members.get_mut(&member) else {
+        let Some(session) = self.sessions.get_mut(&sid) else {
             return Ok(());
         };
-        if state.typing.get(&room_id).is_some_and(|&last| now < last.saturating_add(interval)) {
+        if session.typing.get(&room_id).is_some_and(|&last| now < last.saturating_add(interval)) {
             // Throttled: typing notices are ephemeral, so dropping the extra
             // ones loses nothing the others need.
             return Ok(());
         }
-        state.typing.insert(room_id, now);
-        self.typing_deadlines.push_back((now.saturating_add(interval), member, room_id));
+        session.typing.insert(room_id, now);
+        let nick = session.nick.clone();
+        self.typing_deadlines.push_back((now.saturating_add(interval), sid, room_id));
         if let Some(room) = self.rooms.get(&room_id) {
             let others = room.others(member);
             self.deliver(others, Event::Typing { room: name, nick });
@@ -393,7 +622,7 @@ impl Chat {
     ) -> Result<(), CommandError> {
         let name = RoomName::parse(room).map_err(CommandError::InvalidRoom)?;
         let members = match self.room_ids.get(&name).and_then(|r| self.rooms.get(r)) {
-            Some(room) => self.sorted_nicks(room.members()),
+            Some(room) => self.sorted_nicks(room.sessions()),
             None => Vec::new(),
         };
         self.reply(member, Event::Members { id: id.clone(), room: name, members });
@@ -403,12 +632,13 @@ impl Chat {
     fn history(
         &mut self,
         member: MemberId,
+        sid: SessionId,
         id: &Option<Arc<str>>,
         room: &str,
         before: Option<u64>,
         limit: Option<u32>,
     ) -> Result<(), CommandError> {
-        let (room_id, name) = self.joined_room(member, room)?;
+        let (room_id, name) = self.joined_room(sid, room)?;
         let limit = limit
             .map_or(self.config.history_page_default, |l| usize::try_from(l).unwrap_or(usize::MAX))
             .min(self.config.history_page_max);
@@ -445,13 +675,33 @@ impl Chat {
         Ok(room_id)
     }
 
-    /// Takes `member` out of a room, tells the others, and forgets the room
-    /// if it is now empty and has no history to keep.
-    fn remove_from_room(&mut self, room_id: RoomId, member: MemberId, nick: &Nick) {
+    /// Ends a session: it leaves every room (the others see it leave) and
+    /// its nick and token become free.
+    fn end_session(&mut self, sid: SessionId) {
+        let Some(session) = self.sessions.remove(&sid) else {
+            return;
+        };
+        self.nicks.remove(&session.nick.folded());
+        self.tokens.remove(&session.token);
+        if let Some(conn) = session.conn.and_then(|m| self.conns.get_mut(&m)) {
+            conn.session = None;
+        }
+        for room in &session.rooms {
+            self.remove_from_room(*room, sid, &session.nick);
+        }
+    }
+
+    /// Takes a session out of a room, tells the others, and forgets the
+    /// room if it is now empty and has no history to keep.
+    fn remove_from_room(&mut self, room_id: RoomId, sid: SessionId, nick: &Nick) {
         let Some(room) = self.rooms.get_mut(&room_id) else {
             return;
         };
-        room.remove(member);
+        room.remove(sid);
+        self.refresh_recipients(room_id);
+        let Some(room) = self.rooms.get(&room_id) else {
+            return;
+        };
         let event =
             Event::Presence { room: room.name.clone(), change: Presence::Left(nick.clone()) };
         let to = room.recipients();
@@ -463,16 +713,28 @@ impl Chat {
         self.deliver(to, event);
     }
 
-    /// The room `member` names, if it is a member of it.
-    fn joined_room(
-        &self,
-        member: MemberId,
-        room: &str,
-    ) -> Result<(RoomId, RoomName), CommandError> {
+    /// Rebuilds the connections a room delivers to from its sessions.
+    fn refresh_recipients(&mut self, room_id: RoomId) {
+        let Some(room) = self.rooms.get(&room_id) else {
+            return;
+        };
+        let recipients: Arc<[MemberId]> = room
+            .sessions()
+            .iter()
+            .filter_map(|sid| self.sessions.get(sid).and_then(|s| s.conn))
+            .collect();
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            room.set_recipients(recipients);
+        }
+    }
+
+    /// The room `sid` names, if the session is in it.
+    fn joined_room(&self, sid: SessionId, room: &str) -> Result<(RoomId, RoomName), CommandError> {
         let name = RoomName::parse(room).map_err(CommandError::InvalidRoom)?;
-        let joined = self.room_ids.get(&name).copied().filter(|room_id| {
-            self.members.get(&member).is_some_and(|state| state.rooms.contains(room_id))
-        });
+        let joined =
+            self.room_ids.get(&name).copied().filter(|room_id| {
+                self.sessions.get(&sid).is_some_and(|s| s.rooms.contains(room_id))
+            });
         match joined {
             Some(room_id) => Ok((room_id, name)),
             None => Err(CommandError::NotInRoom(name)),
@@ -492,10 +754,10 @@ impl Chat {
         Ok(())
     }
 
-    fn take_message_token(&mut self, now: Timestamp, member: MemberId) -> Result<(), CommandError> {
+    fn take_message_token(&mut self, now: Timestamp, sid: SessionId) -> Result<(), CommandError> {
         let rate = self.message_rate();
-        match self.members.get_mut(&member) {
-            Some(state) => state
+        match self.sessions.get_mut(&sid) {
+            Some(session) => session
                 .messages
                 .take(rate, now)
                 .map_err(|retry_after_ms| CommandError::RateLimited { retry_after_ms }),
@@ -507,20 +769,9 @@ impl Chat {
         Rate { per_sec: self.config.messages_per_sec, burst: self.config.messages_burst }
     }
 
-    /// The nick of a greeted member. Every caller has checked the member
-    /// said hello; a missing nick would be a broken invariant.
-    fn nick_of(&self, member: MemberId) -> Nick {
-        match self.members.get(&member).and_then(|m| m.nick.clone()) {
-            Some(nick) => nick,
-            None => unreachable!("{member} has no nick after hello"),
-        }
-    }
-
-    fn sorted_nicks(&self, members: &[MemberId]) -> Vec<Nick> {
-        let mut nicks: Vec<Nick> = members
-            .iter()
-            .filter_map(|m| self.members.get(m).and_then(|state| state.nick.clone()))
-            .collect();
+    fn sorted_nicks(&self, sessions: &[SessionId]) -> Vec<Nick> {
+        let mut nicks: Vec<Nick> =
+            sessions.iter().filter_map(|s| self.sessions.get(s)).map(|s| s.nick.clone()).collect();
         nicks.sort_by_cached_key(|nick| (nick.folded(), nick.clone()));
         nicks
     }
@@ -528,7 +779,7 @@ impl Chat {
     fn rooms_by_name(&self) -> Vec<(RoomName, usize)> {
         self.room_ids
             .iter()
-            .filter_map(|(name, id)| self.rooms.get(id).map(|r| (name.clone(), r.members().len())))
+            .filter_map(|(name, id)| self.rooms.get(id).map(|r| (name.clone(), r.sessions().len())))
             .collect()
     }
 
@@ -537,9 +788,17 @@ impl Chat {
     }
 
     fn deliver(&mut self, to: Arc<[MemberId]>, event: Event) {
+        self.deliver_shared(to, Arc::new(event));
+    }
+
+    fn deliver_shared(&mut self, to: Arc<[MemberId]>, event: Arc<Event>) {
         if to.is_empty() {
             return;
         }
-        self.outputs.push_back(Output::Deliver { to, event: Arc::new(event) });
+        self.outputs.push_back(Output::Deliver { to, event });
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

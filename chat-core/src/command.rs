@@ -8,13 +8,19 @@ pub enum Command {
     /// Take a nick; the first command of every member. Without a nick the
     /// core assigns `guest-NNNN`.
     Hello {
-        /// The nick wanted.
+        /// The nick wanted, for a new session.
         nick: Option<String>,
+        /// The token of a session to resume. If no such session exists (it
+        /// expired, or the server restarted), a new session takes this token,
+        /// so retries keyed on it stay deduplicated.
+        session: Option<String>,
     },
     /// Join a room, creating it if it does not exist.
     Join {
         /// The room name.
         room: String,
+        /// Resume: the `seq` of the last message the client saw in this room.
+        after: Option<u64>,
     },
     /// Leave a room.
     Leave {

@@ -7,12 +7,19 @@ pub struct ChatConfig {
     /// The longest `say` or `dm` text, in bytes. Default 8192: a long
     /// paste of code fits, a flood of megabytes does not.
     pub max_text_bytes: usize,
-    /// Messages each room keeps for history. Default 1000; older messages
-    /// are dropped from the ring.
+    /// Messages each room keeps for `history`, `joined` and resume.
+    /// Default 1000; older messages are dropped.
     pub history_per_room: usize,
-    /// Messages sent in `joined`. Default 50: a screenful of context; older
-    /// ones are a `history` request away.
+    /// How long a message is kept at most; older ones are dropped (checked
+    /// every minute). Default `None`: kept until `history_per_room` pushes
+    /// them out.
+    pub history_max_age: Option<Duration>,
+    /// Messages sent in a `joined` without `after`. Default 50: a screenful
+    /// of context; older ones are a `history` request away.
     pub join_history: usize,
+    /// The most messages a resuming `joined` (with `after`) carries; the
+    /// newest are sent and the rest can be paged with `history`. Default 200.
+    pub resume_max: usize,
     /// The default `limit` of a `history` request. Default 50.
     pub history_page_default: usize,
     /// The largest `limit` of a `history` request; larger ones are clamped.
@@ -29,6 +36,18 @@ pub struct ChatConfig {
     pub messages_burst: u32,
     /// The most rooms that may exist at once. Default 10 000.
     pub max_rooms: usize,
+    /// How long a disconnected session keeps its nick and rooms, waiting
+    /// for its client to come back, before the others see it leave.
+    /// Default 60 s: long enough for a laptop to change networks or a
+    /// server to restart.
+    pub session_grace: Duration,
+    /// How long a `(session, id)` of an accepted `say` or `dm` is
+    /// remembered, so a retry is answered with the original instead of
+    /// being accepted twice. Default 1 hour.
+    pub dedupe_window: Duration,
+    /// The most `(session, id)` pairs remembered; the oldest go first.
+    /// Default 100 000.
+    pub dedupe_max: usize,
 }
 
 impl Default for ChatConfig {
@@ -36,13 +55,18 @@ impl Default for ChatConfig {
         Self {
             max_text_bytes: 8192,
             history_per_room: 1000,
+            history_max_age: None,
             join_history: 50,
+            resume_max: 200,
             history_page_default: 50,
             history_page_max: 200,
             typing_interval: Duration::from_secs(2),
             messages_per_sec: 10,
             messages_burst: 30,
             max_rooms: 10_000,
+            session_grace: Duration::from_secs(60),
+            dedupe_window: Duration::from_secs(3600),
+            dedupe_max: 100_000,
         }
     }
 }

@@ -16,6 +16,9 @@ pub enum CommandError {
     /// Someone else holds the nick (compared case-insensitively).
     #[error("nick {0} is taken")]
     NickTaken(Nick),
+    /// The session token is malformed.
+    #[error("invalid session token: {0}")]
+    InvalidSession(NameError),
     /// The room name breaks the room rules.
     #[error("invalid room: {0}")]
     InvalidRoom(NameError),

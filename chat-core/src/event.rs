@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use crate::{CommandError, MemberId, Nick, RoomName, Timestamp};
+use crate::{CommandError, MemberId, Nick, RoomName, SessionToken, Timestamp};
 
 /// An instruction from the core to its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +12,51 @@ pub enum Output {
         to: Arc<[MemberId]>,
         /// What to send them.
         event: Arc<Event>,
+    },
+    /// Close `member`'s connection: it is no longer part of the chat, and
+    /// commands from it are ignored.
+    Disconnect {
+        /// The connection to close.
+        member: MemberId,
+        /// Why.
+        reason: DisconnectReason,
+    },
+}
+
+/// How a connection ended, as the driver saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// The client closed deliberately (a WebSocket close with 1000): its
+    /// session ends at once.
+    Quit,
+    /// The connection broke or was closed for another reason: the session
+    /// waits for the client to come back.
+    Lost,
+}
+
+/// Why the core asks for a connection to be closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// Another connection resumed this connection's session.
+    SessionResumedElsewhere,
+}
+
+/// How a `joined` relates to where the client said it was (`after`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// No `after` was given, or the room's numbering does not reach it (an
+    /// in-memory server restarted): the history is the room's newest.
+    Fresh,
+    /// Every message after `after` is still kept: `history` holds them (the
+    /// newest `resume_max`; older ones can be paged with `history`).
+    Resumed,
+    /// Messages `from..=to` were dropped by retention before the client came
+    /// back; everything after `to` is kept.
+    Gap {
+        /// The first lost `seq`.
+        from: u64,
+        /// The last lost `seq`.
+        to: u64,
     },
 }
 
@@ -26,6 +71,10 @@ pub enum Event {
         id: Option<Arc<str>>,
         /// The nick the member now holds.
         nick: Nick,
+        /// The session's token, to present when resuming.
+        session: SessionToken,
+        /// Whether an existing session was resumed.
+        resumed: bool,
     },
     /// The answer to `join`.
     Joined {
@@ -39,6 +88,8 @@ pub enum Event {
         history: Vec<Message>,
         /// The `seq` of its newest message, 0 if none.
         last_seq: u64,
+        /// How `history` relates to the `after` asked for.
+        resume: Resume,
     },
     /// The answer to `leave`.
     Left {
@@ -157,4 +208,7 @@ pub struct Message {
     pub action: bool,
     /// The request id of the `say`, so its sender can match the echo.
     pub id: Option<Arc<str>>,
+    /// The sender's session, which with `id` makes the message unique. A
+    /// secret: never shown to other members.
+    pub sender: Option<SessionToken>,
 }

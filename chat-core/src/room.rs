@@ -1,15 +1,20 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::{MemberId, Message, RoomName};
+use crate::{MemberId, Message, Resume, RoomName, Timestamp};
 
-/// One room: its members in join order and its history ring.
+/// Names a session inside the core; never shown to the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct SessionId(pub(crate) u64);
+
+/// One room: its sessions in join order, the connections to deliver to, and
+/// its history ring.
 #[derive(Debug)]
 pub(crate) struct Room {
     pub(crate) name: RoomName,
-    members: Vec<MemberId>,
-    /// The members as a shared slice, rebuilt on every join and leave so a
-    /// fan-out costs one reference count, not one allocation.
+    sessions: Vec<SessionId>,
+    /// The attached connections of `sessions`, as a shared slice rebuilt on
+    /// every change, so a fan-out costs one reference count.
     recipients: Arc<[MemberId]>,
     history: VecDeque<Message>,
     pub(crate) last_seq: u64,
@@ -19,47 +24,56 @@ impl Room {
     pub(crate) fn new(name: RoomName) -> Self {
         Self {
             name,
-            members: Vec::new(),
+            sessions: Vec::new(),
             recipients: Arc::new([]),
             history: VecDeque::new(),
             last_seq: 0,
         }
     }
 
-    pub(crate) fn add(&mut self, member: MemberId) {
-        self.members.push(member);
-        self.recipients = self.members.as_slice().into();
+    pub(crate) fn add(&mut self, session: SessionId) {
+        self.sessions.push(session);
     }
 
-    pub(crate) fn remove(&mut self, member: MemberId) {
-        self.members.retain(|&m| m != member);
-        self.recipients = self.members.as_slice().into();
+    pub(crate) fn remove(&mut self, session: SessionId) {
+        self.sessions.retain(|&s| s != session);
+    }
+
+    pub(crate) fn sessions(&self) -> &[SessionId] {
+        &self.sessions
+    }
+
+    pub(crate) fn set_recipients(&mut self, recipients: Arc<[MemberId]>) {
+        self.recipients = recipients;
     }
 
     /// Appends a message, dropping the oldest beyond `capacity`.
     pub(crate) fn push(&mut self, message: Message, capacity: usize) {
-        self.last_seq = message.seq;
+        self.last_seq = self.last_seq.max(message.seq);
         self.history.push_back(message);
         while self.history.len() > capacity {
             self.history.pop_front();
         }
     }
 
-    pub(crate) fn members(&self) -> &[MemberId] {
-        &self.members
+    /// Drops messages accepted before `cutoff`.
+    pub(crate) fn prune_before(&mut self, cutoff: Timestamp) {
+        while self.history.front().is_some_and(|m| m.ts < cutoff) {
+            self.history.pop_front();
+        }
     }
 
     pub(crate) fn recipients(&self) -> Arc<[MemberId]> {
         Arc::clone(&self.recipients)
     }
 
-    /// The members other than `except`.
+    /// The connections other than `except`.
     pub(crate) fn others(&self, except: MemberId) -> Arc<[MemberId]> {
-        self.members.iter().copied().filter(|&m| m != except).collect()
+        self.recipients.iter().copied().filter(|&m| m != except).collect()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.sessions.is_empty()
     }
 
     pub(crate) fn has_history(&self) -> bool {
@@ -69,11 +83,34 @@ impl Room {
     /// The newest `limit` messages with a `seq` below `before`, oldest first.
     pub(crate) fn history(&self, before: Option<u64>, limit: usize) -> Vec<Message> {
         let end = match before {
-            // The ring holds consecutive seqs, so a binary search finds the cut.
+            // The ring holds increasing seqs, so a binary search finds the cut.
             Some(before) => self.history.partition_point(|m| m.seq < before),
             None => self.history.len(),
         };
         let start = end.saturating_sub(limit);
         self.history.range(start..end).cloned().collect()
+    }
+
+    /// What a `join` with `after` gets: the newest `fresh` messages without
+    /// `after`, else the newest `max` messages after it and whether any were
+    /// lost to retention.
+    pub(crate) fn resume(
+        &self,
+        after: Option<u64>,
+        fresh: usize,
+        max: usize,
+    ) -> (Vec<Message>, Resume) {
+        let Some(after) = after.filter(|&after| after <= self.last_seq) else {
+            return (self.history(None, fresh), Resume::Fresh);
+        };
+        let first_kept = self.history.front().map_or(self.last_seq + 1, |m| m.seq);
+        let resume = if first_kept > after + 1 {
+            Resume::Gap { from: after + 1, to: first_kept - 1 }
+        } else {
+            Resume::Resumed
+        };
+        let start = self.history.partition_point(|m| m.seq <= after);
+        let start = start.max(self.history.len().saturating_sub(max));
+        (self.history.range(start..).cloned().collect(), resume)
     }
 }

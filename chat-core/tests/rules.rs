@@ -7,13 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_core::{
-    ChatConfig, Command, CommandError, Event, Message, NameError, Nick, Presence, RoomName,
-    Timestamp,
+    ChatConfig, Command, CommandError, Event, Message, NameError, Nick, Presence, Resume, RoomName,
+    SessionToken, Timestamp,
 };
 use harness::Harness;
 
 fn nick(text: &str) -> Nick {
     Nick::parse(text).unwrap_or_else(|err| panic!("{text}: {err}"))
+}
+
+fn token(text: &str) -> SessionToken {
+    SessionToken::parse(text).unwrap()
 }
 
 fn room(text: &str) -> RoomName {
@@ -35,8 +39,16 @@ fn say_cmd(room: &str, text: &str) -> Command {
 fn hello_assigns_the_nick_asked_for() {
     let mut h = Harness::new();
     let m = h.connect();
-    h.send_with_id(m, Some("h1"), Command::Hello { nick: Some("Alice".into()) });
-    assert_eq!(h.take(m), vec![Event::Welcome { id: Some("h1".into()), nick: nick("Alice") }]);
+    h.send_with_id(m, Some("h1"), Command::Hello { nick: Some("Alice".into()), session: None });
+    assert_eq!(
+        h.take(m),
+        vec![Event::Welcome {
+            id: Some("h1".into()),
+            nick: nick("Alice"),
+            session: token("token-1"),
+            resumed: false
+        }]
+    );
     assert_eq!(h.chat.nick(m), Some(&nick("Alice")));
 }
 
@@ -45,15 +57,25 @@ fn hello_without_nick_gets_a_free_guest_nick() {
     let mut h = Harness::new();
     h.greeted("guest-0001");
     let m = h.connect();
-    h.send(m, Command::Hello { nick: None });
-    assert_eq!(h.take(m), vec![Event::Welcome { id: None, nick: nick("guest-0002") }]);
+    h.send(m, Command::Hello { nick: None, session: None });
+    assert_eq!(
+        h.take(m),
+        vec![Event::Welcome {
+            id: None,
+            nick: nick("guest-0002"),
+            session: token("token-2"),
+            resumed: false
+        }]
+    );
 }
 
 #[test]
 fn every_command_before_hello_is_refused() {
     let mut h = Harness::new();
     let m = h.connect();
-    for command in [Command::Join { room: "lobby".into() }, Command::Ping, Command::Rooms] {
+    for command in
+        [Command::Join { room: "lobby".into(), after: None }, Command::Ping, Command::Rooms]
+    {
         h.send_with_id(m, Some("x"), command);
         let events = h.take(m);
         assert_eq!(
@@ -67,7 +89,7 @@ fn every_command_before_hello_is_refused() {
 fn second_hello_is_refused() {
     let mut h = Harness::new();
     let m = h.greeted("alice");
-    h.send(m, Command::Hello { nick: Some("bob".into()) });
+    h.send(m, Command::Hello { nick: Some("bob".into()), session: None });
     assert_eq!(error_of(&h.take(m)), CommandError::AlreadyGreeted);
     assert_eq!(h.chat.nick(m), Some(&nick("alice")));
 }
@@ -77,10 +99,10 @@ fn nicks_are_unique_case_insensitively() {
     let mut h = Harness::new();
     h.greeted("alice");
     let m = h.connect();
-    h.send(m, Command::Hello { nick: Some("ALICE".into()) });
+    h.send(m, Command::Hello { nick: Some("ALICE".into()), session: None });
     assert_eq!(error_of(&h.take(m)), CommandError::NickTaken(nick("ALICE")));
     // The refused hello leaves the member free to try again.
-    h.send(m, Command::Hello { nick: Some("bob".into()) });
+    h.send(m, Command::Hello { nick: Some("bob".into()), session: None });
     assert!(matches!(h.take(m).as_slice(), [Event::Welcome { .. }]));
 }
 
@@ -88,7 +110,7 @@ fn nicks_are_unique_case_insensitively() {
 fn invalid_nick_is_refused() {
     let mut h = Harness::new();
     let m = h.connect();
-    h.send(m, Command::Hello { nick: Some("a b".into()) });
+    h.send(m, Command::Hello { nick: Some("a b".into()), session: None });
     assert!(matches!(
         error_of(&h.take(m)),
         CommandError::InvalidNick(NameError::BadChar { found: ' ', .. })
@@ -103,9 +125,10 @@ fn join_tells_the_joiner_everything_and_the_others_who_came() {
     h.join(alice, "lobby");
     h.say(alice, "lobby", "first");
     h.take_all();
-    h.send_with_id(bob, Some("j"), Command::Join { room: "lobby".into() });
+    h.send_with_id(bob, Some("j"), Command::Join { room: "lobby".into(), after: None });
     let events = h.take(bob);
-    let [Event::Joined { id, room: r, members, history, last_seq }] = events.as_slice() else {
+    let [Event::Joined { id, room: r, members, history, last_seq, resume }] = events.as_slice()
+    else {
         panic!("{events:?}");
     };
     assert_eq!(id.as_deref(), Some("j"));
@@ -113,6 +136,7 @@ fn join_tells_the_joiner_everything_and_the_others_who_came() {
     assert_eq!(members, &vec![nick("alice"), nick("Bob")]);
     assert_eq!(history.iter().map(|m| &*m.text).collect::<Vec<_>>(), vec!["first"]);
     assert_eq!(*last_seq, 1);
+    assert_eq!(*resume, Resume::Fresh);
     assert_eq!(
         h.take(alice),
         vec![Event::Presence { room: room("lobby"), change: Presence::Joined(nick("Bob")) }]
@@ -164,6 +188,7 @@ fn say_fans_out_to_every_member_with_increasing_seq() {
         text: "hello".into(),
         action: false,
         id: Some("m1".into()),
+        sender: Some(token("token-1")),
     };
     let second = Message {
         seq: 2,
@@ -172,6 +197,7 @@ fn say_fans_out_to_every_member_with_increasing_seq() {
         text: "waves".into(),
         action: true,
         id: None,
+        sender: Some(token("token-2")),
         ..first.clone()
     };
     let expected = vec![Event::Message(first), Event::Message(second)];
@@ -335,9 +361,9 @@ fn nick_change_is_announced_in_every_room_once() {
     assert_eq!(h.take(carol), vec![]);
     // The old nick is free, the new one is held.
     let dave = h.connect();
-    h.send(dave, Command::Hello { nick: Some("ALICIA".into()) });
+    h.send(dave, Command::Hello { nick: Some("ALICIA".into()), session: None });
     assert_eq!(error_of(&h.take(dave)), CommandError::NickTaken(nick("ALICIA")));
-    h.send(dave, Command::Hello { nick: Some("alice".into()) });
+    h.send(dave, Command::Hello { nick: Some("alice".into()), session: None });
     assert!(matches!(h.take(dave).as_slice(), [Event::Welcome { .. }]));
     h.send(bob, Command::Nick { nick: "Alice".into() });
     assert_eq!(error_of(&h.take(bob)), CommandError::NickTaken(nick("Alice")));
@@ -409,9 +435,16 @@ fn leave_and_disconnect_tell_the_others() {
     h.send(alice, Command::Leave { room: "a".into() });
     assert_eq!(error_of(&h.take(alice)), CommandError::NotInRoom(room("a")));
     h.disconnect(alice);
-    assert_eq!(h.take(bob), vec![left("b")]);
+    assert_eq!(h.take(bob), vec![], "the session waits for its client to come back");
     let again = h.connect();
-    h.send(again, Command::Hello { nick: Some("alice".into()) });
+    h.send(again, Command::Hello { nick: Some("alice".into()), session: None });
+    assert_eq!(error_of(&h.take(again)), CommandError::NickTaken(nick("alice")), "nick reserved");
+    h.advance(Duration::from_secs(59));
+    assert_eq!(h.take(bob), vec![]);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.take(bob), vec![left("b")], "the grace period ended");
+    assert_eq!(h.chat.session_count(), 1);
+    h.send(again, Command::Hello { nick: Some("alice".into()), session: None });
     assert!(matches!(h.take(again).as_slice(), [Event::Welcome { .. }]), "nick freed");
     // Commands from a member that is gone are ignored.
     h.chat.handle_command(h.now, alice, None, Command::Ping);

@@ -60,9 +60,10 @@ pub fn parse(line: &str, current: Option<&str>) -> Input {
         if arg.is_empty() { current.map(str::to_owned) } else { Some(arg.to_owned()) }
     };
     match command.to_ascii_lowercase().as_str() {
-        "join" | "j" if !rest.is_empty() => {
-            Input::Send(ClientFrame::Join { room: rest.trim_start_matches('#').to_owned() })
-        }
+        "join" | "j" if !rest.is_empty() => Input::Send(ClientFrame::Join {
+            room: rest.trim_start_matches('#').to_owned(),
+            after: None,
+        }),
         "join" | "j" => Input::Invalid("usage: /join ROOM".to_owned()),
         "leave" | "part" => match room_or_current(rest) {
             Some(room) => Input::Send(ClientFrame::Leave { room }),
@@ -116,8 +117,16 @@ mod tests {
             ("   ", lobby, Input::Nothing),
             ("//slash", lobby, say("lobby", "/slash", false)),
             ("/me waves hi", lobby, say("lobby", "waves hi", true)),
-            ("/join #dev", lobby, Input::Send(ClientFrame::Join { room: "dev".into() })),
-            ("/JOIN dev", lobby, Input::Send(ClientFrame::Join { room: "dev".into() })),
+            (
+                "/join #dev",
+                lobby,
+                Input::Send(ClientFrame::Join { room: "dev".into(), after: None }),
+            ),
+            (
+                "/JOIN dev",
+                lobby,
+                Input::Send(ClientFrame::Join { room: "dev".into(), after: None }),
+            ),
             ("/leave", lobby, Input::Send(ClientFrame::Leave { room: "lobby".into() })),
             ("/leave dev", lobby, Input::Send(ClientFrame::Leave { room: "dev".into() })),
             ("/nick bob", lobby, Input::Send(ClientFrame::Nick { nick: "bob".into() })),

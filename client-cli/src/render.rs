@@ -66,6 +66,11 @@ pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
     }
 }
 
+/// The lines of several messages.
+pub fn messages(messages: &[Message]) -> Vec<String> {
+    messages.iter().flat_map(message).collect()
+}
+
 fn message(m: &Message) -> Vec<String> {
     let room = clean(&m.room);
     let from = clean(&m.from);

@@ -1,17 +1,20 @@
-//! One connection to the server, driven by stdin.
+//! The client's session, which outlives its connections: it reconnects
+//! after any disconnect, resumes its session and rooms from the last `seq`
+//! seen, and re-sends unacknowledged messages with their original ids (the
+//! server's deduplication makes that exactly-once).
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chat_protocol::{ClientFrame, ClientMessage, ServerFrame, encode_client};
+use chat_protocol::{ClientFrame, ClientMessage, CloseCode, Resume, ServerFrame, encode_client};
 use chat_transport::tungstenite::Message;
 use chat_transport::tungstenite::protocol::CloseFrame;
-use chat_transport::tungstenite::protocol::frame::coding::CloseCode;
+use chat_transport::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use chat_transport::{TransportConfig, WebSocket, connect};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
 use tokio::time::Instant;
 
 use crate::input::{self, Input};
@@ -19,184 +22,324 @@ use crate::{Args, render};
 
 /// How long to wait at the end for the server to echo what was sent.
 const ACK_WAIT: Duration = Duration::from_secs(5);
+/// Reconnect delays grow from this...
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// ...to at most this, with full jitter.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-struct Session {
-    socket: WebSocket,
+type StdinLines = Lines<BufReader<Stdin>>;
+
+/// Why a connection ended.
+enum Ended {
+    /// The user is done and every message was answered (or time ran out).
+    Done,
+    /// The connection was lost; reconnect.
+    Lost(String),
+}
+
+struct Client {
+    server: String,
     json: bool,
-    me: String,
-    /// Joined rooms, in the order joined.
-    rooms: Vec<String>,
+    nick: Option<String>,
+    /// The session token from the last `welcome`.
+    token: Option<String>,
+    /// Rooms in the order joined, with the newest `seq` seen in each
+    /// (`None` until the first `joined`).
+    rooms: Vec<(String, Option<u64>)>,
     current: Option<String>,
-    /// Ids of sent messages not yet echoed by the server.
-    pending: HashSet<String>,
+    /// Messages sent (or queued while offline) and not yet acknowledged, in
+    /// the order typed, with their ids.
+    pending: Vec<(String, ClientFrame)>,
     /// Messages the server refused.
     refused: usize,
+    /// Set once the user is done: stop when `pending` is empty or then.
+    quit_by: Option<Instant>,
+    stdin_open: bool,
     id_prefix: String,
     next_id: u64,
 }
 
-/// Connects, greets, joins, then relays stdin and the server until either
-/// ends. Returns the exit code.
+/// Connects, greets, joins, then relays stdin and the server, reconnecting
+/// whenever the connection is lost. Returns the exit code.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let socket =
-        connect(&args.server, Some(chat_protocol::SUBPROTOCOL), &TransportConfig::default())
-            .await?;
-    let mut session = Session {
-        socket,
+    let mut client = Client {
+        server: args.server,
         json: args.json,
-        me: String::new(),
-        rooms: Vec::new(),
+        nick: args.nick,
+        token: None,
+        rooms: vec![(args.room, None)],
         current: None,
-        pending: HashSet::new(),
+        pending: Vec::new(),
         refused: 0,
+        quit_by: None,
+        stdin_open: true,
         id_prefix: format!("{:08x}", rand::random::<u32>()),
         next_id: 0,
     };
-    session.greet(args.nick).await?;
-    session.join_first(args.room).await?;
-    session.relay().await
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    // The first connection's failures are the user's to fix: report them.
+    let mut socket = client.open(false).await?;
+    loop {
+        match client.relay(&mut socket, &mut stdin).await? {
+            Ended::Done => break,
+            Ended::Lost(why) => {
+                eprintln!("-- disconnected: {why}; reconnecting");
+                match client.reconnect(&mut stdin).await? {
+                    Some(reconnected) => socket = reconnected,
+                    None => return Ok(client.exit_code()),
+                }
+            }
+        }
+    }
+    close(&mut socket).await;
+    Ok(client.exit_code())
 }
 
-impl Session {
-    async fn greet(&mut self, nick: Option<String>) -> anyhow::Result<()> {
-        self.send(ClientFrame::Hello { nick }).await?;
+impl Client {
+    /// Opens a connection: greets (resuming the session if there is one),
+    /// joins every room from where it was, and re-sends what is pending.
+    async fn open(&mut self, again: bool) -> anyhow::Result<WebSocket> {
+        let mut socket =
+            connect(&self.server, Some(chat_protocol::SUBPROTOCOL), &TransportConfig::default())
+                .await?;
+        let hello = ClientFrame::Hello { nick: self.nick.clone(), session: self.token.clone() };
+        self.send(&mut socket, hello).await?;
         loop {
-            let Some(text) = self.next_text().await? else {
-                bail!("server closed the connection before welcome");
-            };
+            let text = next_text(&mut socket)
+                .await?
+                .context("server closed the connection before welcome")?;
             match ServerFrame::decode(&text) {
-                Ok(ServerFrame::Error { code, message, .. }) => bail!("{code}: {message}"),
+                Ok(ServerFrame::Error { code, message, .. }) => {
+                    bail!("{code}: {}", render::clean(&message))
+                }
                 Ok(frame @ ServerFrame::Welcome { .. }) => {
-                    self.show(&text, &frame);
-                    return Ok(());
+                    if !again {
+                        self.show(&text, &frame);
+                    }
+                    self.on_frame(&frame);
+                    break;
                 }
                 _ => {}
             }
         }
-    }
-
-    /// Joins the first room and waits for the answer, so that the first
-    /// line read from stdin already has a room to go to.
-    async fn join_first(&mut self, room: String) -> anyhow::Result<()> {
-        let id = self.send(ClientFrame::Join { room }).await?;
-        loop {
-            let Some(text) = self.next_text().await? else {
-                bail!("server closed the connection before joining");
-            };
-            match ServerFrame::decode(&text) {
-                Ok(ServerFrame::Error { id: Some(refused), code, message, .. })
-                    if refused == id =>
-                {
-                    bail!("{code}: {}", render::clean(&message));
-                }
-                Ok(ServerFrame::Joined { id: Some(joined), .. }) if joined == id => {
-                    self.on_text(&text);
-                    return Ok(());
-                }
-                _ => self.on_text(&text),
-            }
+        let mut joins = BTreeMap::new();
+        for (room, after) in self.rooms.clone() {
+            let id =
+                self.send(&mut socket, ClientFrame::Join { room: room.clone(), after }).await?;
+            joins.insert(id, after);
         }
-    }
-
-    async fn relay(&mut self) -> anyhow::Result<ExitCode> {
-        let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-        let mut quit_by: Option<Instant> = None;
-        loop {
-            if quit_by.is_some() && self.pending.is_empty() {
-                break;
+        let mut resumed = Resumed::default();
+        while !joins.is_empty() {
+            let text = next_text(&mut socket)
+                .await?
+                .context("server closed the connection while joining")?;
+            let frame = ServerFrame::decode(&text).ok();
+            match &frame {
+                Some(ServerFrame::Joined { id: Some(id), resume, gap, .. })
+                    if joins.contains_key(id) =>
+                {
+                    let after = joins.remove(id).flatten();
+                    resumed.add(after, *resume, gap.map(|g| g.to - g.from + 1));
+                }
+                Some(ServerFrame::Error { id: Some(id), code, message, .. })
+                    if joins.contains_key(id) =>
+                {
+                    if !again {
+                        bail!("{code}: {}", render::clean(message));
+                    }
+                    joins.remove(id);
+                }
+                _ => {}
             }
-            let deadline = quit_by.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-            tokio::select! {
-                line = stdin.next_line(), if quit_by.is_none() => {
-                    let line = match line {
-                        Ok(Some(line)) => line,
-                        Ok(None) => {
-                            quit_by = Some(Instant::now() + ACK_WAIT);
-                            continue;
-                        }
-                        Err(err) => return Err(err).context("reading stdin"),
-                    };
-                    if self.on_line(&line).await? {
-                        quit_by = Some(Instant::now() + ACK_WAIT);
+            let Some(frame) = frame else {
+                if self.json {
+                    println!("{text}");
+                }
+                continue;
+            };
+            self.on_frame(&frame);
+            match &frame {
+                // On a reconnect only what was missed is news, not the join.
+                ServerFrame::Joined { history, .. } if again && !self.json => {
+                    for line in render::messages(history) {
+                        println!("{line}");
                     }
                 }
-                text = self.next_text() => match text? {
-                    Some(text) => self.on_text(&text),
-                    None => bail!("disconnected by the server"),
-                },
-                () = tokio::time::sleep_until(deadline), if quit_by.is_some() => break,
-                // ctrl-c leaves like /quit: what was sent still gets its chance.
-                _ = tokio::signal::ctrl_c(), if quit_by.is_none() => quit_by = Some(Instant::now() + ACK_WAIT),
+                _ => self.show(&text, &frame),
             }
         }
-        self.close().await;
-        if !self.pending.is_empty() {
-            eprintln!("error: {} message(s) not acknowledged by the server", self.pending.len());
-            return Ok(ExitCode::FAILURE);
+        if again && !self.json {
+            println!("{}", resumed.notice());
         }
-        if self.refused > 0 {
-            eprintln!("error: the server refused {} message(s)", self.refused);
-            return Ok(ExitCode::FAILURE);
+        for (id, frame) in self.pending.clone() {
+            send_frame(&mut socket, Some(id), frame).await?;
         }
-        Ok(ExitCode::SUCCESS)
+        Ok(socket)
     }
 
-    /// Acts on one stdin line; returns whether the user asked to quit.
-    async fn on_line(&mut self, line: &str) -> anyhow::Result<bool> {
+    /// Waits with growing, jittered delays and reconnects; lines typed
+    /// meanwhile are queued. `None` if the user finished and time ran out.
+    async fn reconnect(&mut self, stdin: &mut StdinLines) -> anyhow::Result<Option<WebSocket>> {
+        let mut attempt = 0u32;
+        loop {
+            let ceiling = BACKOFF_MIN.saturating_mul(2u32.saturating_pow(attempt)).min(BACKOFF_MAX);
+            let delay = ceiling.mul_f64(rand::random::<f64>());
+            attempt = attempt.saturating_add(1);
+            let wake = Instant::now() + delay;
+            loop {
+                if self.quit_by.is_some() && self.pending.is_empty() {
+                    return Ok(None);
+                }
+                let give_up = self.quit_by.unwrap_or(wake + BACKOFF_MAX);
+                tokio::select! {
+                    () = tokio::time::sleep_until(wake) => break,
+                    () = tokio::time::sleep_until(give_up) => return Ok(None),
+                    line = stdin.next_line(), if self.reads_stdin() => {
+                        let line = line.context("reading stdin")?;
+                        self.offline_line(line);
+                    }
+                    _ = tokio::signal::ctrl_c(), if self.quit_by.is_none() => self.quit(),
+                }
+            }
+            match self.open(true).await {
+                Ok(socket) => return Ok(Some(socket)),
+                Err(err) => eprintln!("-- reconnect failed: {err:#}"),
+            }
+        }
+    }
+
+    async fn relay(
+        &mut self,
+        socket: &mut WebSocket,
+        stdin: &mut StdinLines,
+    ) -> anyhow::Result<Ended> {
+        loop {
+            if self.quit_by.is_some() && self.pending.is_empty() {
+                return Ok(Ended::Done);
+            }
+            let deadline =
+                self.quit_by.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                line = stdin.next_line(), if self.reads_stdin() => {
+                    match line.context("reading stdin")? {
+                        Some(line) => self.online_line(socket, &line).await?,
+                        None => {
+                            self.stdin_open = false;
+                            self.quit();
+                        }
+                    }
+                }
+                text = next_text(socket) => match text {
+                    Ok(Some(text)) => {
+                        let frame = ServerFrame::decode(&text).ok();
+                        if let Some(frame) = &frame {
+                            self.on_frame(frame);
+                            self.show(&text, frame);
+                        } else if self.json {
+                            // A newer server may send frames this client does not know.
+                            println!("{text}");
+                        }
+                    }
+                    Ok(None) => return Ok(Ended::Lost("the server closed the connection".to_owned())),
+                    Err(err) if is_replaced(&err) => return Err(err),
+                    Err(err) => return Ok(Ended::Lost(format!("{err:#}"))),
+                },
+                () = tokio::time::sleep_until(deadline), if self.quit_by.is_some() => return Ok(Ended::Done),
+                // ctrl-c leaves like /quit: what was sent still gets its chance.
+                _ = tokio::signal::ctrl_c(), if self.quit_by.is_none() => self.quit(),
+            }
+        }
+    }
+
+    fn reads_stdin(&self) -> bool {
+        self.stdin_open && self.quit_by.is_none()
+    }
+
+    fn quit(&mut self) {
+        self.quit_by = Some(Instant::now() + ACK_WAIT);
+    }
+
+    async fn online_line(&mut self, socket: &mut WebSocket, line: &str) -> anyhow::Result<()> {
         match input::parse(line, self.current.as_deref()) {
             Input::Send(frame) => {
                 let is_message = matches!(frame, ClientFrame::Say { .. } | ClientFrame::Dm { .. });
-                let id = self.send(frame).await?;
+                let id = self.send(socket, frame.clone()).await?;
                 if is_message {
-                    self.pending.insert(id);
+                    self.pending.push((id, frame));
                 }
             }
-            Input::Quit => return Ok(true),
+            Input::Quit => self.quit(),
             Input::Help => println!("{}", input::HELP),
             Input::Nothing => {}
             Input::Invalid(why) => eprintln!("error: {why}"),
         }
-        Ok(false)
+        Ok(())
     }
 
-    fn on_text(&mut self, text: &str) {
-        let frame = match ServerFrame::decode(text) {
-            Ok(frame) => frame,
-            // A newer server may send frames this client does not know.
-            Err(_) => {
-                if self.json {
-                    println!("{text}");
-                }
-                return;
-            }
+    /// A line typed while disconnected: messages wait for the reconnect.
+    fn offline_line(&mut self, line: Option<String>) {
+        let Some(line) = line else {
+            self.stdin_open = false;
+            self.quit();
+            return;
         };
-        match &frame {
-            ServerFrame::Joined { room, .. } => {
-                if !self.rooms.contains(room) {
-                    self.rooms.push(room.clone());
+        match input::parse(&line, self.current.as_deref()) {
+            Input::Send(frame @ (ClientFrame::Say { .. } | ClientFrame::Dm { .. })) => {
+                let id = self.new_id();
+                self.pending.push((id, frame));
+            }
+            Input::Send(_) => eprintln!("error: offline; that command needs the server"),
+            Input::Quit => self.quit(),
+            Input::Help => println!("{}", input::HELP),
+            Input::Nothing => {}
+            Input::Invalid(why) => eprintln!("error: {why}"),
+        }
+    }
+
+    /// Keeps the client's view of its session up to date.
+    fn on_frame(&mut self, frame: &ServerFrame) {
+        match frame {
+            ServerFrame::Welcome { nick, session, .. } => {
+                self.nick = Some(nick.clone());
+                self.token = Some(session.clone());
+            }
+            ServerFrame::Joined { room, last_seq, .. } => {
+                // A room joined anew becomes current; a re-join on reconnect
+                // leaves the current room as it was.
+                match self.rooms.iter_mut().find(|(r, _)| r == room) {
+                    Some(entry) => entry.1 = Some(*last_seq),
+                    None => {
+                        self.rooms.push((room.clone(), Some(*last_seq)));
+                        self.current = Some(room.clone());
+                    }
                 }
-                self.current = Some(room.clone());
+                if self.current.is_none() {
+                    self.current = Some(room.clone());
+                }
             }
             ServerFrame::Left { room, .. } => {
-                self.rooms.retain(|r| r != room);
+                self.rooms.retain(|(r, _)| r != room);
                 if self.current.as_ref() == Some(room) {
-                    self.current = self.rooms.last().cloned();
+                    self.current = self.rooms.last().map(|(r, _)| r.clone());
                 }
             }
-            ServerFrame::Nick { nick, .. } => self.me = nick.clone(),
+            ServerFrame::Nick { nick, .. } => self.nick = Some(nick.clone()),
             ServerFrame::Message(message) => {
+                if let Some((_, seen)) = self.rooms.iter_mut().find(|(r, _)| *r == message.room) {
+                    *seen = Some(seen.map_or(message.seq, |s| s.max(message.seq)));
+                }
                 if let Some(id) = &message.id {
-                    self.pending.remove(id);
+                    self.pending.retain(|(pending, _)| pending != id);
                 }
             }
             ServerFrame::Direct { id: Some(id), .. } => {
-                self.pending.remove(id);
+                self.pending.retain(|(pending, _)| pending != id)
             }
             ServerFrame::Error { id, code, message, .. } => {
                 if let Some(id) = id {
-                    if self.pending.remove(id) {
-                        self.refused += 1;
-                    }
+                    let before = self.pending.len();
+                    self.pending.retain(|(pending, _)| pending != id);
+                    self.refused += before - self.pending.len();
                 }
                 if !self.json {
                     eprintln!("error: {code}: {}", render::clean(message));
@@ -204,60 +347,122 @@ impl Session {
             }
             _ => {}
         }
-        self.show(text, &frame);
     }
 
-    fn show(&mut self, text: &str, frame: &ServerFrame) {
-        if let ServerFrame::Welcome { nick, .. } = frame {
-            self.me = nick.clone();
-        }
+    fn show(&self, text: &str, frame: &ServerFrame) {
         if self.json {
             println!("{text}");
             return;
         }
-        for line in render::lines(frame, &self.me) {
+        for line in render::lines(frame, self.nick.as_deref().unwrap_or_default()) {
             println!("{line}");
         }
     }
 
-    /// Sends a frame with a fresh id and returns the id.
-    async fn send(&mut self, frame: ClientFrame) -> anyhow::Result<String> {
-        self.next_id += 1;
-        let id = format!("{}-{}", self.id_prefix, self.next_id);
-        let text = encode_client(&ClientMessage { id: Some(id.clone()), frame });
-        self.socket.send(Message::text(text)).await.context("sending to the server")?;
-        Ok(id)
+    fn exit_code(&self) -> ExitCode {
+        if !self.pending.is_empty() {
+            eprintln!("error: {} message(s) not acknowledged by the server", self.pending.len());
+            return ExitCode::FAILURE;
+        }
+        if self.refused > 0 {
+            eprintln!("error: the server refused {} message(s)", self.refused);
+            return ExitCode::FAILURE;
+        }
+        ExitCode::SUCCESS
     }
 
-    /// The next text frame, or `None` once the server closed.
-    async fn next_text(&mut self) -> anyhow::Result<Option<String>> {
-        loop {
-            match self.socket.next().await {
-                Some(Ok(Message::Text(text))) => return Ok(Some(text.as_str().to_owned())),
-                Some(Ok(Message::Close(frame))) => {
-                    if let Some(frame) = frame {
-                        eprintln!(
-                            "-- server closed the connection: {} {}",
-                            u16::from(frame.code),
-                            frame.reason
-                        );
-                    }
-                    return Ok(None);
-                }
-                Some(Ok(_)) => {}
-                Some(Err(err)) => return Err(err).context("reading from the server"),
-                None => return Ok(None),
-            }
+    fn new_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("{}-{}", self.id_prefix, self.next_id)
+    }
+
+    /// Sends a frame with a fresh id and returns the id.
+    async fn send(&mut self, socket: &mut WebSocket, frame: ClientFrame) -> anyhow::Result<String> {
+        let id = self.new_id();
+        send_frame(socket, Some(id.clone()), frame).await?;
+        Ok(id)
+    }
+}
+
+/// How the rooms answered a reconnect, for the one notice it prints.
+#[derive(Default)]
+struct Resumed {
+    lost: u64,
+    restarted: bool,
+}
+
+impl Resumed {
+    fn add(&mut self, after: Option<u64>, resume: Resume, gap: Option<u64>) {
+        match resume {
+            Resume::Gap => self.lost += gap.unwrap_or(0),
+            Resume::Fresh if after.is_some() => self.restarted = true,
+            Resume::Fresh | Resume::Resumed => {}
         }
     }
 
-    /// Closes with 1000 and waits briefly for the server's answer.
-    async fn close(&mut self) {
-        let frame = CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
-        let closing = async {
-            let _ = self.socket.close(Some(frame)).await;
-            while let Some(Ok(_)) = self.socket.next().await {}
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
+    fn notice(&self) -> String {
+        match (self.restarted, self.lost) {
+            (true, _) => {
+                "-- reconnected; the server lost its history (it restarted without storage)"
+                    .to_owned()
+            }
+            (false, 0) => "-- reconnected, resumed".to_owned(),
+            (false, 1) => "-- reconnected, gap of 1 message".to_owned(),
+            (false, n) => format!("-- reconnected, gap of {n} messages"),
+        }
     }
+}
+
+async fn send_frame(
+    socket: &mut WebSocket,
+    id: Option<String>,
+    frame: ClientFrame,
+) -> anyhow::Result<()> {
+    let text = encode_client(&ClientMessage { id, frame });
+    socket.send(Message::text(text)).await.context("sending to the server")
+}
+
+/// Marks the error for a connection the server closed because this session
+/// was resumed elsewhere: reconnecting would take it back, so stop.
+#[derive(Debug, thiserror::Error)]
+#[error("the session was resumed by another client")]
+struct Replaced;
+
+fn is_replaced(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<Replaced>().is_some()
+}
+
+/// The next text frame, or `None` once the server closed.
+async fn next_text(socket: &mut WebSocket) -> anyhow::Result<Option<String>> {
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) => return Ok(Some(text.as_str().to_owned())),
+            Some(Ok(Message::Close(frame))) => {
+                if let Some(frame) = frame {
+                    let code = u16::from(frame.code);
+                    if code == CloseCode::Replaced.code() {
+                        return Err(Replaced.into());
+                    }
+                    eprintln!(
+                        "-- server closed the connection: {code} {}",
+                        render::clean(&frame.reason)
+                    );
+                }
+                return Ok(None);
+            }
+            Some(Ok(_)) => {}
+            Some(Err(err)) => return Err(err).context("reading from the server"),
+            None => return Ok(None),
+        }
+    }
+}
+
+/// Closes with 1000 and waits briefly for the server's answer.
+async fn close(socket: &mut WebSocket) {
+    let frame = CloseFrame { code: WsCloseCode::Normal, reason: "bye".into() };
+    let closing = async {
+        let _ = socket.close(Some(frame)).await;
+        while let Some(Ok(_)) = socket.next().await {}
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
 }

@@ -259,3 +259,98 @@ fn an_unreachable_server_is_an_error_exit() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("error: cannot connect to"), "{stderr}");
 }
+
+/// A TCP proxy between a client and the server whose connections the test
+/// can cut, and which can refuse new ones for a while: a network that
+/// fails, made of real sockets.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    refusing: bool,
+    live: Vec<std::net::TcpStream>,
+}
+
+impl Proxy {
+    fn start(upstream: &str) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ProxyState::default()));
+        let shared = std::sync::Arc::clone(&state);
+        let upstream = upstream.to_owned();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let mut state = shared.lock().unwrap();
+                if state.refusing {
+                    continue; // dropped at once: the client's upgrade fails
+                }
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else { continue };
+                state.live.push(client.try_clone().unwrap());
+                state.live.push(server.try_clone().unwrap());
+                for (mut from, mut to) in
+                    [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { addr, state }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Breaks every connection through the proxy, like a network failure.
+    fn cut(&self) {
+        for stream in self.state.lock().unwrap().live.drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn refuse(&self, refusing: bool) {
+        self.state.lock().unwrap().refusing = refusing;
+    }
+}
+
+#[test]
+fn the_client_reconnects_resumes_and_sends_what_was_typed_offline() {
+    let (_server, url) = server();
+    let upstream = url.trim_start_matches("ws://").trim_end_matches("/ws").to_owned();
+    let proxy = Proxy::start(&upstream);
+    let mut bob = chat(&url, &["--nick", "bob"]);
+    bob.expect("[lobby] -- joined (1 members: bob)");
+    let mut alice = chat(&proxy.url(), &["--nick", "alice"]);
+    alice.expect("[lobby] -- joined (2 members: alice, bob)");
+    bob.expect("[lobby] -- alice joined");
+
+    // The network fails and stays down for a while.
+    proxy.refuse(true);
+    proxy.cut();
+    alice.expect_stderr("-- disconnected:");
+    bob.type_line("while you were away");
+    bob.expect("[lobby] <bob> while you were away");
+    alice.type_line("typed while offline");
+    proxy.refuse(false);
+
+    alice.expect("[lobby] <bob> while you were away");
+    alice.expect("-- reconnected, resumed");
+    alice.expect("[lobby] <alice> typed while offline");
+    bob.expect("[lobby] <alice> typed while offline");
+    // Nobody saw alice leave or come back, and nothing came twice.
+    alice.type_line("/quit");
+    assert!(alice.finish().success());
+    bob.expect("[lobby] -- alice left");
+    let seen = |lines: &[String], text: &str| lines.iter().filter(|l| l.as_str() == text).count();
+    assert_eq!(seen(&bob.seen, "[lobby] <alice> typed while offline"), 1);
+    assert_eq!(seen(&alice.seen, "[lobby] <alice> typed while offline"), 1);
+    assert_eq!(seen(&alice.seen, "[lobby] <bob> while you were away"), 1);
+    assert_eq!(seen(&bob.seen, "[lobby] -- alice left"), 1, "one leave, at the quit");
+}

@@ -18,13 +18,20 @@ pub enum ClientFrame {
     /// Must be the first frame: asks for a nick (or a generated guest nick).
     Hello {
         /// The nick wanted; the server assigns `guest-NNNN` without one.
+        /// Ignored when `session` resumes a live session.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nick: Option<String>,
+        /// The `session` token of an earlier `welcome`, to resume it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
     },
     /// Join a room, creating it if needed.
     Join {
         /// The room name.
         room: String,
+        /// Resume: the `seq` of the last message seen in this room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
     },
     /// Leave a room.
     Leave {

@@ -13,6 +13,8 @@ pub enum CloseCode {
     /// 4008: the client did not read fast enough and its outbound queue
     /// overflowed. Reconnect; nothing was lost that `history` cannot return.
     TooSlow,
+    /// 4009: another connection resumed this connection's session.
+    Replaced,
 }
 
 impl CloseCode {
@@ -23,6 +25,7 @@ impl CloseCode {
             Self::GoingAway => 1001,
             Self::TooBig => 1009,
             Self::TooSlow => 4008,
+            Self::Replaced => 4009,
         }
     }
 
@@ -33,6 +36,7 @@ impl CloseCode {
             Self::GoingAway => "server shutting down",
             Self::TooBig => "message too big",
             Self::TooSlow => "too slow",
+            Self::Replaced => "session resumed elsewhere",
         }
     }
 }

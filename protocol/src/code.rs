@@ -22,6 +22,8 @@ pub enum ErrorCode {
     InvalidNick,
     /// The nick is held by someone else (compared case-insensitively).
     NickTaken,
+    /// A session token is malformed.
+    InvalidSession,
     /// A room name breaks the room rules.
     InvalidRoom,
     /// The frame names a room the sender has not joined.
@@ -50,6 +52,7 @@ impl ErrorCode {
             Self::HelloRequired => "hello_required",
             Self::InvalidNick => "invalid_nick",
             Self::NickTaken => "nick_taken",
+            Self::InvalidSession => "invalid_session",
             Self::InvalidRoom => "invalid_room",
             Self::NotInRoom => "not_in_room",
             Self::NoSuchNick => "no_such_nick",

@@ -23,7 +23,7 @@ pub use client::{ClientFrame, ClientMessage};
 pub use close::CloseCode;
 pub use code::ErrorCode;
 pub use decode::{DecodeError, decode_client, encode_client};
-pub use server::{Limits, Message, PresenceEvent, RoomInfo, ServerFrame, ServerInfo};
+pub use server::{Gap, Limits, Message, PresenceEvent, Resume, RoomInfo, ServerFrame, ServerInfo};
 
 /// The protocol version this crate implements.
 pub const VERSION: u32 = 1;

@@ -19,6 +19,10 @@ pub enum ServerFrame {
         session: String,
         /// The nick the client holds now.
         nick: String,
+        /// Whether an existing session was resumed (its nick and rooms are
+        /// as they were).
+        #[serde(default)]
+        resumed: bool,
         /// Who is answering.
         server: ServerInfo,
         /// The limits this server enforces.
@@ -37,6 +41,12 @@ pub enum ServerFrame {
         history: Vec<Message>,
         /// The `seq` of the room's newest message, 0 if it has none.
         last_seq: u64,
+        /// How `history` relates to the `after` the client gave.
+        #[serde(default = "Resume::fresh")]
+        resume: Resume,
+        /// For `resume: "gap"`: the messages lost to retention.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gap: Option<Gap>,
     },
     /// The answer to `leave`.
     Left {
@@ -159,6 +169,36 @@ pub struct Message {
     /// `true` for an action (`/me`).
     #[serde(default)]
     pub action: bool,
+}
+
+/// How a `joined` answers the `after` of its `join`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resume {
+    /// No `after` was given, or the server has no record of that position
+    /// (an in-memory server restarted): `history` is the room's newest.
+    Fresh,
+    /// Every message after `after` is in `history`, or, if `history` starts
+    /// later than `after + 1`, still available through `history` paging.
+    Resumed,
+    /// The messages in `gap` were dropped by retention; everything after
+    /// them is available as with `resumed`.
+    Gap,
+}
+
+impl Resume {
+    fn fresh() -> Self {
+        Self::Fresh
+    }
+}
+
+/// A range of messages that no longer exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// The first missing `seq`.
+    pub from: u64,
+    /// The last missing `seq`.
+    pub to: u64,
 }
 
 /// What a `presence` frame reports.

@@ -2,8 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chat_protocol::{
-    ClientFrame, ClientMessage, ErrorCode, Limits, Message, PresenceEvent, RoomInfo, ServerFrame,
-    ServerInfo, decode_client, encode_client,
+    ClientFrame, ClientMessage, ErrorCode, Gap, Limits, Message, PresenceEvent, Resume, RoomInfo,
+    ServerFrame, ServerInfo, decode_client, encode_client,
 };
 
 fn message() -> Message {
@@ -21,9 +21,10 @@ fn message() -> Message {
 #[test]
 fn client_frames_round_trip() {
     let frames = vec![
-        ClientFrame::Hello { nick: Some("alice".into()) },
-        ClientFrame::Hello { nick: None },
-        ClientFrame::Join { room: "lobby".into() },
+        ClientFrame::Hello { nick: Some("alice".into()), session: None },
+        ClientFrame::Hello { nick: None, session: Some("5f0c6a4e".into()) },
+        ClientFrame::Join { room: "lobby".into(), after: None },
+        ClientFrame::Join { room: "lobby".into(), after: Some(41) },
         ClientFrame::Leave { room: "lobby".into() },
         ClientFrame::Say { room: "lobby".into(), text: "hello\nworld".into(), action: false },
         ClientFrame::Say { room: "lobby".into(), text: "waves".into(), action: true },
@@ -69,6 +70,7 @@ fn server_frames_round_trip() {
             id: id.clone(),
             session: "s".into(),
             nick: "alice".into(),
+            resumed: true,
             server: ServerInfo { name: "chat-server".into(), version: "0.1.0".into(), protocol: 1 },
             limits,
         },
@@ -78,6 +80,17 @@ fn server_frames_round_trip() {
             members: vec!["alice".into(), "bob".into()],
             history: vec![message()],
             last_seq: 7,
+            resume: Resume::Gap,
+            gap: Some(Gap { from: 2, to: 6 }),
+        },
+        ServerFrame::Joined {
+            id: None,
+            room: "lobby".into(),
+            members: vec![],
+            history: vec![],
+            last_seq: 0,
+            resume: Resume::Fresh,
+            gap: None,
         },
         ServerFrame::Left { id: None, room: "lobby".into() },
         ServerFrame::Presence {

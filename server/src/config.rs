@@ -15,6 +15,10 @@ pub struct ServerConfig {
     /// closed with 4008. Default 1024: several seconds of a busy room, so
     /// only a client that stopped reading hits it.
     pub outbound_frames: usize,
+    /// Bytes queued for one connection before it counts as too slow (a
+    /// single larger frame still goes to an empty queue). Default 8 MiB.
+    /// Typing notices are dropped once either bound is half used.
+    pub outbound_bytes: usize,
     /// How long one batched write may take before the connection is
     /// dropped as dead. Default 10 s.
     pub write_timeout: Duration,
@@ -32,6 +36,7 @@ impl Default for ServerConfig {
             chat: ChatConfig::default(),
             transport: TransportConfig::default(),
             outbound_frames: 1024,
+            outbound_bytes: 8 << 20,
             write_timeout: Duration::from_secs(10),
             inbound_queue: 4096,
             shutdown_grace: Duration::from_secs(5),

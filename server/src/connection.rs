@@ -4,9 +4,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chat_core::MemberId;
+use chat_core::{Departure, MemberId, SessionToken};
 use chat_protocol::{CloseCode, DecodeError, ErrorCode, decode_client};
 use chat_transport::tungstenite::protocol::CloseFrame;
+use chat_transport::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use chat_transport::tungstenite::{Message, Utf8Bytes};
 use chat_transport::{WebSocket, close_frame_for};
 use futures_util::{SinkExt, StreamExt};
@@ -15,6 +16,7 @@ use tracing::{debug, info};
 
 use crate::ServerConfig;
 use crate::hub::{Conn, Input};
+use crate::outbox::{OutboxReceiver, outbox};
 use crate::wire;
 
 /// Serves one upgraded connection until it closes.
@@ -24,11 +26,14 @@ pub(crate) async fn serve(
     hub: mpsc::Sender<Input>,
     config: &ServerConfig,
 ) {
-    let (outbound, mut queue) = mpsc::channel(config.outbound_frames);
+    let (outbound, mut queue) = outbox(config.outbound_frames, config.outbound_bytes);
     let (close, mut closing) = oneshot::channel();
-    let session = format!("{:032x}", rand::random::<u128>());
+    let token = SessionToken::parse(&format!("{:032x}", rand::random::<u128>()));
+    let Ok(token) = token else {
+        return;
+    };
     let (reply, member) = oneshot::channel();
-    let conn = Conn { outbound, close, session };
+    let conn = Conn { outbound, close, token };
     if hub.send(Input::Connect { conn, reply }).await.is_err() {
         return;
     }
@@ -37,6 +42,7 @@ pub(crate) async fn serve(
     };
     tracing::Span::current().record("member", tracing::field::display(member));
     info!(%peer, "connected");
+    let mut departure = Departure::Lost;
     let reason = loop {
         tokio::select! {
             biased;
@@ -48,7 +54,7 @@ pub(crate) async fn serve(
                 // Either way a peer that stopped reading must not hold the task.
                 let goodbye = async {
                     if code != CloseCode::TooSlow {
-                        if let Ok(first) = queue.try_recv() {
+                        if let Some(first) = queue.try_recv() {
                             write_batch(&mut socket, &mut queue, first).await?;
                         }
                     }
@@ -78,9 +84,14 @@ pub(crate) async fn serve(
                 }
             }
             message = socket.next() => match message {
-                Some(Ok(Message::Close(_))) => {
+                Some(Ok(Message::Close(frame))) => {
                     // tungstenite queued its reply to the close: send it.
                     let _ = tokio::time::timeout(Duration::from_secs(1), socket.flush()).await;
+                    // 1000 is a goodbye; anything else (a page reload sends
+                    // 1001) may come back and resume.
+                    if frame.is_some_and(|f| f.code == WsCloseCode::Normal) {
+                        departure = Departure::Quit;
+                    }
                     break "closed by peer".to_owned();
                 }
                 Some(Ok(message)) => {
@@ -100,7 +111,7 @@ pub(crate) async fn serve(
             },
         }
     };
-    let _ = hub.send(Input::Disconnect { member }).await;
+    let _ = hub.send(Input::Disconnect { member, departure }).await;
     info!(%reason, "disconnected");
 }
 
@@ -108,11 +119,11 @@ pub(crate) async fn serve(
 /// so a busy connection costs one syscall per batch, not per frame.
 async fn write_batch(
     socket: &mut WebSocket,
-    queue: &mut mpsc::Receiver<Utf8Bytes>,
+    queue: &mut OutboxReceiver,
     first: Utf8Bytes,
 ) -> Result<(), chat_transport::tungstenite::Error> {
     socket.feed(Message::Text(first)).await?;
-    while let Ok(next) = queue.try_recv() {
+    while let Some(next) = queue.try_recv() {
         socket.feed(Message::Text(next)).await?;
     }
     socket.flush().await

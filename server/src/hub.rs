@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 
-use chat_core::{Chat, Command, MemberId, Output};
+use chat_core::{
+    Chat, Command, Departure, DisconnectReason, Event, MemberId, Output, SessionToken,
+};
 use chat_protocol::{CloseCode, DecodeError, ServerFrame};
 use chat_transport::tungstenite::Utf8Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -16,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::ServerConfig;
 use crate::clock::Clock;
+use crate::outbox::{OutboxSender, Pushed};
 use crate::wire::{self, WelcomeInfo};
 
 /// What connections tell the hub.
@@ -27,8 +30,8 @@ pub(crate) enum Input {
     Command { member: MemberId, id: Option<String>, command: Command },
     /// A frame that could not be decoded; the hub answers with an error.
     Malformed { member: MemberId, error: DecodeError },
-    /// The connection is gone.
-    Disconnect { member: MemberId },
+    /// The connection is gone; `departure` says whether the client quit.
+    Disconnect { member: MemberId, departure: Departure },
     /// The server is shutting down: close every connection with 1001.
     Shutdown,
 }
@@ -36,12 +39,14 @@ pub(crate) enum Input {
 /// The hub's handle on one connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    /// Encoded frames to send, bounded by `ServerConfig::outbound_frames`.
-    pub outbound: mpsc::Sender<Utf8Bytes>,
+    /// Encoded frames to send, bounded by `ServerConfig::outbound_frames`
+    /// and `ServerConfig::outbound_bytes`.
+    pub outbound: OutboxSender,
     /// Tells the connection to close with this code.
     pub close: oneshot::Sender<CloseCode>,
-    /// The session token announced in `welcome`.
-    pub session: String,
+    /// The token a new session of this connection gets: random and
+    /// unguessable, since it is the key to resuming the session.
+    pub token: SessionToken,
 }
 
 pub(crate) struct Hub {
@@ -55,7 +60,6 @@ pub(crate) struct Hub {
 impl Hub {
     pub(crate) fn new(config: &ServerConfig) -> Self {
         let welcome = WelcomeInfo {
-            session: String::new(),
             server: wire::server_info(),
             limits: wire::limits(&config.chat, &config.transport),
         };
@@ -94,10 +98,10 @@ impl Hub {
         let now = self.clock.now();
         match input {
             Input::Connect { conn, reply } => {
-                let member = self.chat.handle_connect(now);
+                let member = self.chat.handle_connect(now, conn.token.clone());
                 if self.shutting_down {
                     let _ = conn.close.send(CloseCode::GoingAway);
-                    self.chat.handle_disconnect(now, member);
+                    self.chat.handle_disconnect(now, member, Departure::Quit);
                 } else {
                     self.conns.insert(member, conn);
                 }
@@ -114,11 +118,11 @@ impl Hub {
                     message: error.message,
                     retry_after_ms: None,
                 };
-                self.send(member, Utf8Bytes::from(frame.encode()));
+                self.send(member, Utf8Bytes::from(frame.encode()), false);
             }
-            Input::Disconnect { member } => {
+            Input::Disconnect { member, departure } => {
                 self.conns.remove(&member);
-                self.chat.handle_disconnect(now, member);
+                self.chat.handle_disconnect(now, member, departure);
             }
             Input::Shutdown => {
                 info!(connections = self.conns.len(), "closing every connection");
@@ -133,32 +137,40 @@ impl Hub {
     /// Carries out every output of the core, in order.
     fn drain(&mut self) {
         while let Some(output) = self.chat.poll_output() {
-            let Output::Deliver { to, event } = output;
-            let frame = wire::frame(&event, || {
-                // Welcome goes to exactly one member: the one greeted.
-                let session = to.first().and_then(|m| self.conns.get(m)).map(|c| c.session.clone());
-                WelcomeInfo { session: session.unwrap_or_default(), ..self.welcome.clone() }
-            });
+            let (to, event) = match output {
+                Output::Deliver { to, event } => (to, event),
+                Output::Disconnect { member, reason } => {
+                    let code = match reason {
+                        DisconnectReason::SessionResumedElsewhere => CloseCode::Replaced,
+                    };
+                    if let Some(conn) = self.conns.remove(&member) {
+                        let _ = conn.close.send(code);
+                    }
+                    continue;
+                }
+            };
+            let frame = wire::frame(&event, &self.welcome);
             // Encoded once; every recipient shares these bytes.
             let bytes = Utf8Bytes::from(frame.encode());
+            let ephemeral = matches!(*event, Event::Typing { .. });
             for &member in to.iter() {
-                self.send(member, bytes.clone());
+                self.send(member, bytes.clone(), ephemeral);
             }
         }
     }
 
-    fn send(&mut self, member: MemberId, bytes: Utf8Bytes) {
+    fn send(&mut self, member: MemberId, bytes: Utf8Bytes, ephemeral: bool) {
         let Some(conn) = self.conns.get(&member) else {
             return;
         };
-        match conn.outbound.try_send(bytes) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        match conn.outbound.push(bytes, ephemeral) {
+            Pushed::Queued | Pushed::Skipped => {}
+            Pushed::Full => {
                 warn!(%member, "outbound queue full; closing as too slow");
                 self.evict(member, CloseCode::TooSlow);
             }
             // The connection task ended; its Disconnect is on the way.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Pushed::Closed => {}
         }
     }
 
@@ -168,7 +180,8 @@ impl Hub {
         if let Some(conn) = self.conns.remove(&member) {
             let _ = conn.close.send(code);
         }
-        self.chat.handle_disconnect(self.clock.now(), member);
+        // The client will resume; its session waits for it.
+        self.chat.handle_disconnect(self.clock.now(), member, Departure::Lost);
         // The disconnect's presence notices are drained by the caller's loop.
     }
 }

@@ -13,6 +13,7 @@ mod clock;
 mod config;
 mod connection;
 mod hub;
+mod outbox;
 mod web;
 mod wire;
 

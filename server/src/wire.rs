@@ -10,8 +10,8 @@ use chat_transport::TransportConfig;
 /// The core command a client frame asks for.
 pub(crate) fn command(frame: ClientFrame) -> Command {
     match frame {
-        ClientFrame::Hello { nick } => Command::Hello { nick },
-        ClientFrame::Join { room } => Command::Join { room },
+        ClientFrame::Hello { nick, session } => Command::Hello { nick, session },
+        ClientFrame::Join { room, after } => Command::Join { room, after },
         ClientFrame::Leave { room } => Command::Leave { room },
         ClientFrame::Say { room, text, action } => Command::Say { room, text, action },
         ClientFrame::Dm { to, text } => Command::Dm { to, text },
@@ -24,10 +24,9 @@ pub(crate) fn command(frame: ClientFrame) -> Command {
     }
 }
 
-/// What `welcome` needs beyond the core's event.
+/// What `welcome` says beyond the core's event: the same for everyone.
 #[derive(Debug, Clone)]
 pub(crate) struct WelcomeInfo {
-    pub session: String,
     pub server: ServerInfo,
     pub limits: Limits,
 }
@@ -49,28 +48,36 @@ pub(crate) fn limits(chat: &ChatConfig, transport: &TransportConfig) -> Limits {
     }
 }
 
-/// The frame an event becomes. `welcome` is the only event that needs
-/// per-connection data, which `welcome` supplies when asked.
-pub(crate) fn frame(event: &Event, welcome: impl FnOnce() -> WelcomeInfo) -> ServerFrame {
+/// The frame an event becomes.
+pub(crate) fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
     let id = |id: &Option<std::sync::Arc<str>>| id.as_deref().map(str::to_owned);
     match event {
-        Event::Welcome { id: request, nick } => {
-            let WelcomeInfo { session, server, limits } = welcome();
-            ServerFrame::Welcome {
+        Event::Welcome { id: request, nick, session, resumed } => ServerFrame::Welcome {
+            id: id(request),
+            session: session.as_str().to_owned(),
+            nick: nick.to_string(),
+            resumed: *resumed,
+            server: welcome.server.clone(),
+            limits: welcome.limits.clone(),
+        },
+        Event::Joined { id: request, room, members, history, last_seq, resume } => {
+            let (resume, gap) = match resume {
+                chat_core::Resume::Fresh => (protocol::Resume::Fresh, None),
+                chat_core::Resume::Resumed => (protocol::Resume::Resumed, None),
+                chat_core::Resume::Gap { from, to } => {
+                    (protocol::Resume::Gap, Some(protocol::Gap { from: *from, to: *to }))
+                }
+            };
+            ServerFrame::Joined {
                 id: id(request),
-                session,
-                nick: nick.to_string(),
-                server,
-                limits,
+                room: room.to_string(),
+                members: members.iter().map(ToString::to_string).collect(),
+                history: history.iter().map(message).collect(),
+                last_seq: *last_seq,
+                resume,
+                gap,
             }
         }
-        Event::Joined { id: request, room, members, history, last_seq } => ServerFrame::Joined {
-            id: id(request),
-            room: room.to_string(),
-            members: members.iter().map(ToString::to_string).collect(),
-            history: history.iter().map(message).collect(),
-            last_seq: *last_seq,
-        },
         Event::Left { id: request, room } => {
             ServerFrame::Left { id: id(request), room: room.to_string() }
         }
@@ -138,6 +145,7 @@ pub(crate) fn code(error: &CommandError) -> ErrorCode {
         CommandError::HelloRequired => ErrorCode::HelloRequired,
         CommandError::AlreadyGreeted | CommandError::EmptyText => ErrorCode::BadFrame,
         CommandError::InvalidNick(_) => ErrorCode::InvalidNick,
+        CommandError::InvalidSession(_) => ErrorCode::InvalidSession,
         CommandError::NickTaken(_) => ErrorCode::NickTaken,
         CommandError::InvalidRoom(_) => ErrorCode::InvalidRoom,
         CommandError::NotInRoom(_) => ErrorCode::NotInRoom,

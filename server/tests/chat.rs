@@ -94,7 +94,7 @@ async fn several_clients_chat_across_rooms() {
     assert_eq!(bob.expect("presence").await["nick"], "dave");
     bob.send(json!({"type": "leave", "room": "lobby", "id": "l"})).await;
     assert_eq!(bob.expect("left").await, json!({"type": "left", "id": "l", "room": "lobby"}));
-    drop(dave);
+    dave.quit().await;
     let presence = alice.expect("presence").await;
     assert_eq!(
         (presence["event"].clone(), presence["nick"].clone()),
@@ -228,7 +228,7 @@ async fn oversized_frames_close_only_that_connection() {
     mallory.send_text(&"x".repeat(70 * 1024)).await;
     let (close, _) = mallory.until_closed().await;
     assert_eq!(close.map(|c| u16::from(c.code)), Some(1009));
-    assert_eq!(alice.expect("presence").await["event"], "leave");
+    // mallory's session waits for a resume; alice carries on regardless.
     alice.send(json!({"type": "say", "room": "lobby", "text": "still here"})).await;
     assert_eq!(alice.expect("message").await["text"], "still here");
     server.shutdown().await;

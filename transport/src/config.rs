@@ -43,9 +43,10 @@ impl TransportConfig {
         WebSocketConfig::default()
             .read_buffer_size(self.read_buffer_bytes)
             .write_buffer_size(self.write_buffer_bytes)
-            // Backpressure: a writer that cannot drain gets an error rather
-            // than an ever-growing buffer.
-            .max_write_buffer_size(self.write_buffer_bytes.saturating_mul(16))
+            // No cap on the write buffer: one outgoing frame (a resuming
+            // `joined`) can be megabytes, and a cap below it would fail the
+            // write. What may be queued per connection is bounded by the
+            // driver's outbound queue instead.
             .max_message_size(Some(self.max_message_bytes))
             .max_frame_size(Some(self.max_message_bytes))
     }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_core::{Chat, ChatConfig, Command, Event, MemberId, Output, Timestamp};
+use chat_core::{
+    Chat, ChatConfig, Command, Departure, Event, MemberId, Output, SessionToken, Timestamp,
+};
 
 pub struct Harness {
     pub chat: Chat,
@@ -14,6 +16,9 @@ pub struct Harness {
     inboxes: BTreeMap<MemberId, Vec<Arc<Event>>>,
     /// How many `Deliver` outputs the last call produced.
     pub last_outputs: usize,
+    /// Connections the core asked to close, in order.
+    pub disconnected: Vec<MemberId>,
+    tokens: u64,
 }
 
 impl Harness {
@@ -27,11 +32,15 @@ impl Harness {
             now: Timestamp::from_unix_millis(1_700_000_000_000),
             inboxes: BTreeMap::new(),
             last_outputs: 0,
+            disconnected: Vec::new(),
+            tokens: 0,
         }
     }
 
     pub fn connect(&mut self) -> MemberId {
-        let member = self.chat.handle_connect(self.now);
+        self.tokens += 1;
+        let token = SessionToken::parse(&format!("token-{}", self.tokens)).unwrap();
+        let member = self.chat.handle_connect(self.now, token);
         self.inboxes.insert(member, Vec::new());
         self.drain();
         member
@@ -40,7 +49,7 @@ impl Harness {
     /// Connects, says hello with `nick` and clears the inbox.
     pub fn greeted(&mut self, nick: &str) -> MemberId {
         let member = self.connect();
-        self.send(member, Command::Hello { nick: Some(nick.to_owned()) });
+        self.send(member, Command::Hello { nick: Some(nick.to_owned()), session: None });
         let events = self.take(member);
         assert!(
             matches!(events.as_slice(), [Event::Welcome { .. }]),
@@ -59,15 +68,25 @@ impl Harness {
     }
 
     pub fn join(&mut self, member: MemberId, room: &str) {
-        self.send(member, Command::Join { room: room.to_owned() });
+        self.send(member, Command::Join { room: room.to_owned(), after: None });
     }
 
     pub fn say(&mut self, member: MemberId, room: &str, text: &str) {
         self.send(member, Command::Say { room: room.into(), text: text.into(), action: false });
     }
 
+    /// The connection breaks: the session waits for a resume.
     pub fn disconnect(&mut self, member: MemberId) {
-        self.chat.handle_disconnect(self.now, member);
+        self.depart(member, Departure::Lost);
+    }
+
+    /// The client says goodbye: the session ends at once.
+    pub fn quit(&mut self, member: MemberId) {
+        self.depart(member, Departure::Quit);
+    }
+
+    fn depart(&mut self, member: MemberId, departure: Departure) {
+        self.chat.handle_disconnect(self.now, member, departure);
         self.drain();
         self.inboxes.remove(&member);
     }
@@ -96,8 +115,15 @@ impl Harness {
     fn drain(&mut self) {
         self.last_outputs = 0;
         while let Some(output) = self.chat.poll_output() {
+            let (to, event) = match output {
+                Output::Deliver { to, event } => (to, event),
+                Output::Disconnect { member, .. } => {
+                    self.disconnected.push(member);
+                    self.inboxes.remove(&member);
+                    continue;
+                }
+            };
             self.last_outputs += 1;
-            let Output::Deliver { to, event } = output;
             let mut seen = to.to_vec();
             seen.sort();
             seen.dedup();

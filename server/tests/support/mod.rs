@@ -7,6 +7,7 @@ use std::time::Duration;
 use chat_server::ServerConfig;
 use chat_transport::tungstenite::Message;
 use chat_transport::tungstenite::protocol::CloseFrame;
+use chat_transport::tungstenite::protocol::frame::coding::CloseCode;
 use chat_transport::{TransportConfig, WebSocket, connect};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -50,13 +51,17 @@ impl Server {
 
 pub struct Client {
     pub socket: WebSocket,
+    /// The session token of the last welcome.
+    pub session: String,
 }
 
 impl Client {
     pub async fn connect(server: &Server) -> Self {
-        let socket =
-            connect(&server.url(), Some("chat.v1"), &TransportConfig::default()).await.unwrap();
-        Self { socket }
+        // Answers such as a resuming `joined` may be far larger than what the
+        // server accepts from clients.
+        let config = TransportConfig { max_message_bytes: 64 << 20, ..TransportConfig::default() };
+        let socket = connect(&server.url(), Some("chat.v1"), &config).await.unwrap();
+        Self { socket, session: String::new() }
     }
 
     /// Connects and says hello as `nick`, checking the welcome.
@@ -65,7 +70,16 @@ impl Client {
         client.send(json!({"type": "hello", "nick": nick})).await;
         let welcome = client.expect("welcome").await;
         assert_eq!(welcome["nick"], nick);
+        client.session = welcome["session"].as_str().unwrap().to_owned();
         client
+    }
+
+    /// Resumes `session` on a new connection, checking the welcome.
+    pub async fn resume(server: &Server, session: &str) -> (Self, Value) {
+        let mut client = Self::connect(server).await;
+        client.send(json!({"type": "hello", "session": session})).await;
+        let welcome = client.expect("welcome").await;
+        (client, welcome)
     }
 
     /// Says hello and joins `room`, consuming the `joined`.
@@ -118,6 +132,15 @@ impl Client {
         self.send(json!({"type": "ping", "id": "sync"})).await;
         let frame = self.recv().await;
         assert_eq!(frame, json!({"type": "pong", "id": "sync"}), "something was pending");
+    }
+
+    /// Says goodbye with 1000 and waits for the server's close.
+    pub async fn quit(&mut self) {
+        let bye = CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
+        self.socket.close(Some(bye)).await.unwrap();
+        while let Some(Ok(_)) =
+            tokio::time::timeout(WAIT, self.socket.next()).await.expect("close in time")
+        {}
     }
 
     /// Reads until the server closes, returning the close frame (if any)
