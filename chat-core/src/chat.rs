@@ -6,8 +6,8 @@ use crate::bucket::{Rate, TokenBucket};
 use crate::dedupe::Dedupe;
 use crate::room::{Room, SessionId};
 use crate::{
-    ChatConfig, Command, CommandError, Departure, DisconnectReason, Event, MemberId, Message, Nick,
-    Output, Presence, RoomId, RoomName, SessionToken, Timestamp,
+    ChatConfig, Command, CommandError, Departure, Direct, DisconnectReason, Event, MemberId,
+    Message, Nick, Output, Presence, Record, RoomId, RoomName, SessionToken, Timestamp,
 };
 
 /// How often rooms are pruned of messages older than
@@ -291,6 +291,59 @@ impl Chat {
         self.dedupe.len()
     }
 
+    /// Restores a room from storage at startup, before any connection:
+    /// the room exists with `last_seq` (so numbering continues) and its
+    /// stored messages, oldest first. Messages still within the dedupe window
+    /// are remembered, so a retry after a restart is answered with the
+    /// original.
+    ///
+    /// # Errors
+    /// Refuses when the room limit is reached.
+    pub fn restore_room(
+        &mut self,
+        now: Timestamp,
+        name: RoomName,
+        last_seq: u64,
+        messages: Vec<Message>,
+    ) -> Result<(), CommandError> {
+        let room_id = match self.room_ids.get(&name) {
+            Some(&room_id) => room_id,
+            None => self.create_room(name)?,
+        };
+        let capacity = self.config.history_per_room;
+        let window = millis(self.config.dedupe_window);
+        let mut remembered = Vec::new();
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            for message in messages {
+                if let (Some(sender), Some(id)) = (&message.sender, &message.id) {
+                    if now.millis_since(message.ts) < window {
+                        let event = Arc::new(Event::Message(message.clone()));
+                        remembered.push((message.ts, sender.clone(), Arc::clone(id), event));
+                    }
+                }
+                room.push(message, capacity);
+            }
+            room.raise_last_seq(last_seq);
+        }
+        for (ts, sender, id, event) in remembered {
+            self.dedupe.insert(ts, sender, id, event);
+        }
+        Ok(())
+    }
+
+    /// Restores a stored direct message at startup so a retry of it is
+    /// still answered with the original; older than the dedupe window, it
+    /// is ignored.
+    pub fn restore_direct(&mut self, now: Timestamp, direct: Direct) {
+        let Some(id) = direct.id.clone() else {
+            return;
+        };
+        if now.millis_since(direct.ts) < millis(self.config.dedupe_window) {
+            let event = Arc::new(direct_event(&direct));
+            self.dedupe.insert(direct.ts, direct.sender, id, event);
+        }
+    }
+
     fn hello(
         &mut self,
         now: Timestamp,
@@ -477,6 +530,7 @@ impl Chat {
         };
         room.push(message.clone(), capacity);
         let to = room.recipients();
+        self.outputs.push_back(Output::Persist(Record::Message(message.clone())));
         let event = Arc::new(Event::Message(message));
         self.remember(now, sender, id, &event);
         self.deliver_shared(to, event);
@@ -505,13 +559,16 @@ impl Chat {
         else {
             return Ok(());
         };
-        let event = Arc::new(Event::Direct {
-            id: id.clone(),
+        let direct = Direct {
             from: sender.nick.clone(),
             to: target.nick.clone(),
             text: text.into(),
             ts: now,
-        });
+            id: id.clone(),
+            sender: sender.token.clone(),
+        };
+        let event = Arc::new(direct_event(&direct));
+        self.outputs.push_back(Output::Persist(Record::Direct(direct)));
         // A detached recipient misses the DM: direct messages are not stored.
         let mut to: Vec<MemberId> = target.conn.into_iter().collect();
         if recipient != sid {
@@ -796,6 +853,16 @@ impl Chat {
             return;
         }
         self.outputs.push_back(Output::Deliver { to, event });
+    }
+}
+
+fn direct_event(direct: &Direct) -> Event {
+    Event::Direct {
+        id: direct.id.clone(),
+        from: direct.from.clone(),
+        to: direct.to.clone(),
+        text: Arc::clone(&direct.text),
+        ts: direct.ts,
     }
 }
 

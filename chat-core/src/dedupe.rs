@@ -44,7 +44,9 @@ impl Dedupe {
         }
         let deadline = accepted.saturating_add(self.window);
         if self.entries.insert((token.clone(), Arc::clone(&id)), event).is_none() {
-            self.order.push_back((deadline, token, id));
+            // Live entries arrive in time order; restored ones may not.
+            let at = self.order.partition_point(|(d, _, _)| *d <= deadline);
+            self.order.insert(at, (deadline, token, id));
         }
     }
 

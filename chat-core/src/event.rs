@@ -13,6 +13,9 @@ pub enum Output {
         /// What to send them.
         event: Arc<Event>,
     },
+    /// Store this record durably. Every output after it must wait until it
+    /// is stored: deliveries that follow may show it to someone.
+    Persist(Record),
     /// Close `member`'s connection: it is no longer part of the chat, and
     /// commands from it are ignored.
     Disconnect {
@@ -21,6 +24,33 @@ pub enum Output {
         /// Why.
         reason: DisconnectReason,
     },
+}
+
+/// What must survive a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A room message.
+    Message(Message),
+    /// A direct message, kept so a retry after a restart is still answered
+    /// with the original.
+    Direct(Direct),
+}
+
+/// A direct message as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Direct {
+    /// The sender.
+    pub from: Nick,
+    /// The recipient.
+    pub to: Nick,
+    /// The text.
+    pub text: Arc<str>,
+    /// When the core accepted it.
+    pub ts: Timestamp,
+    /// The request id of the `dm`.
+    pub id: Option<Arc<str>>,
+    /// The sender's session.
+    pub sender: SessionToken,
 }
 
 /// How a connection ended, as the driver saw it.

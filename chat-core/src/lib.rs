@@ -31,7 +31,9 @@ pub use chat::Chat;
 pub use command::Command;
 pub use config::ChatConfig;
 pub use error::CommandError;
-pub use event::{Departure, DisconnectReason, Event, Message, Output, Presence, Resume};
+pub use event::{
+    Departure, Direct, DisconnectReason, Event, Message, Output, Presence, Record, Resume,
+};
 pub use id::{MemberId, RoomId};
 pub use name::{NameError, Nick, RoomName};
 pub use session::SessionToken;

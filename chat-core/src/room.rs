@@ -56,6 +56,12 @@ impl Room {
         }
     }
 
+    /// Numbering continues after `last_seq` even if no message up to it
+    /// is kept.
+    pub(crate) fn raise_last_seq(&mut self, last_seq: u64) {
+        self.last_seq = self.last_seq.max(last_seq);
+    }
+
     /// Drops messages accepted before `cutoff`.
     pub(crate) fn prune_before(&mut self, cutoff: Timestamp) {
         while self.history.front().is_some_and(|m| m.ts < cutoff) {

@@ -526,11 +526,15 @@ fn a_fan_out_shares_one_event() {
     }
     h.take_all();
     h.chat.handle_command(h.now, members[0], None, say_cmd("big", "to all"));
+    let Some(chat_core::Output::Persist(chat_core::Record::Message(stored))) = h.chat.poll_output()
+    else {
+        panic!("the message is persisted first");
+    };
     let Some(chat_core::Output::Deliver { to, event }) = h.chat.poll_output() else {
         panic!("no output");
     };
     assert_eq!(to.len(), 50);
-    assert!(matches!(&*event, Event::Message(_)));
+    assert_eq!(*event, Event::Message(stored));
     assert_eq!(Arc::strong_count(&event), 1);
     assert!(h.chat.poll_output().is_none());
 }

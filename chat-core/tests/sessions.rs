@@ -270,3 +270,49 @@ fn nick(text: &str) -> Nick {
 fn room(text: &str) -> chat_core::RoomName {
     chat_core::RoomName::parse(text).unwrap()
 }
+
+#[test]
+fn a_restored_room_continues_its_numbering_and_remembers_recent_ids() {
+    use chat_core::{Direct, Timestamp};
+    let mut h = Harness::new();
+    let now = h.now;
+    let message = |seq: u64, id: &str| Message {
+        room: room("lobby"),
+        seq,
+        ts: Timestamp::from_unix_millis(now.as_unix_millis() - 1000),
+        from: nick("alice"),
+        text: format!("m{seq}").into(),
+        action: false,
+        id: Some(id.into()),
+        sender: Some(SessionToken::parse("token-1").unwrap()),
+    };
+    let stored = vec![message(8, "a"), message(9, "b"), message(10, "c")];
+    h.chat.restore_room(now, room("lobby"), 12, stored).unwrap();
+    let direct = Direct {
+        from: nick("alice"),
+        to: nick("bob"),
+        text: "psst".into(),
+        ts: now,
+        id: Some("d".into()),
+        sender: SessionToken::parse("token-1").unwrap(),
+    };
+    h.chat.restore_direct(now, direct);
+    // token-1 is the harness's first proposed token: alice comes back with it.
+    let alice = h.connect();
+    h.send(alice, Command::Hello { nick: Some("alice".into()), session: Some("token-1".into()) });
+    h.take(alice);
+    assert_eq!(join_after(&mut h, alice, "lobby", Some(7)), (vec![8, 9, 10], Resume::Resumed));
+    assert_eq!(
+        join_after(&mut h, alice, "lobby", Some(5)),
+        (vec![8, 9, 10], Resume::Gap { from: 6, to: 7 })
+    );
+    say_id(&mut h, alice, "lobby", "again", "b");
+    assert!(matches!(h.take(alice).as_slice(), [Event::Message(Message { seq: 9, .. })]));
+    say_id(&mut h, alice, "lobby", "new", "e");
+    assert_eq!(seqs(&h.take(alice)), vec![13], "numbering continues after the stored last_seq");
+    h.send_with_id(alice, Some("d"), Command::Dm { to: "bob".into(), text: "psst".into() });
+    assert!(
+        matches!(h.take(alice).as_slice(), [Event::Direct { .. }]),
+        "answered though bob is not here"
+    );
+}

@@ -122,8 +122,11 @@ fn lines(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
 
 /// Starts `chat-server` on a free port and returns it with its ws:// URL.
 fn server() -> (Proc, String) {
-    let mut server =
-        Proc::spawn(Command::new(bin("chat-server")).args(["--listen", "127.0.0.1:0"]));
+    let mut server = Proc::spawn(Command::new(bin("chat-server")).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--ephemeral",
+    ]));
     let line = server.expect_where(|line| line.starts_with("listening on http://"), "listening");
     let addr = line.trim_start_matches("listening on http://").to_owned();
     (server, format!("ws://{addr}/ws"))

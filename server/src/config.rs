@@ -30,6 +30,17 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
 }
 
+impl ServerConfig {
+    /// What storage keeps: the same window the chat keeps in memory.
+    pub fn retention(&self) -> crate::Retention {
+        crate::Retention {
+            per_room: self.chat.history_per_room,
+            max_age: self.chat.history_max_age,
+            directs_for: self.chat.dedupe_window,
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {

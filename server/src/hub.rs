@@ -6,7 +6,8 @@
 //! never waits on a connection: a full queue is a decision (close with
 //! 4008), not a wait and not a silent drop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use chat_core::{
     Chat, Command, Departure, DisconnectReason, Event, MemberId, Output, SessionToken,
@@ -14,11 +15,13 @@ use chat_core::{
 use chat_protocol::{CloseCode, DecodeError, ServerFrame};
 use chat_transport::tungstenite::Utf8Bytes;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::ServerConfig;
 use crate::clock::Clock;
 use crate::outbox::{OutboxSender, Pushed};
+use crate::storage::Storage;
+use crate::store::Snapshot;
 use crate::wire::{self, WelcomeInfo};
 
 /// What connections tell the hub.
@@ -54,26 +57,69 @@ pub(crate) struct Hub {
     clock: Clock,
     conns: HashMap<MemberId, Conn>,
     welcome: WelcomeInfo,
+    storage: Storage,
+    /// The ticket of the last record sent to storage...
+    issued: u64,
+    /// ...and of the last one it committed.
+    committed: u64,
+    /// Deliveries waiting for the records issued before them to be
+    /// committed, in order: nothing is shown to anyone before it is stored.
+    held: VecDeque<Held>,
     shutting_down: bool,
 }
 
+/// A delivery waiting for storage.
+struct Held {
+    after: u64,
+    to: Arc<[MemberId]>,
+    bytes: Utf8Bytes,
+    ephemeral: bool,
+}
+
 impl Hub {
-    pub(crate) fn new(config: &ServerConfig) -> Self {
+    /// A hub whose chat starts from `snapshot` and persists through
+    /// `storage`.
+    pub(crate) fn new(config: &ServerConfig, snapshot: Snapshot, storage: Storage) -> Self {
         let welcome = WelcomeInfo {
             server: wire::server_info(),
             limits: wire::limits(&config.chat, &config.transport),
         };
+        let clock = Clock::new();
+        let mut chat = Chat::new(config.chat.clone());
+        let now = clock.now();
+        let rooms = snapshot.rooms.len();
+        for room in snapshot.rooms {
+            let name = room.name.clone();
+            if let Err(err) = chat.restore_room(now, room.name, room.last_seq, room.messages) {
+                warn!(room = %name, %err, "cannot restore a stored room");
+            }
+        }
+        for direct in snapshot.directs {
+            chat.restore_direct(now, direct);
+        }
+        if rooms > 0 {
+            info!(rooms, "restored stored rooms");
+        }
         Self {
-            chat: Chat::new(config.chat.clone()),
-            clock: Clock::new(),
+            chat,
+            clock,
             conns: HashMap::new(),
             welcome,
+            storage,
+            issued: 0,
+            committed: 0,
+            held: VecDeque::new(),
             shutting_down: false,
         }
     }
 
-    /// Runs until every sender of `inputs` is gone.
-    pub(crate) async fn run(mut self, mut inputs: mpsc::Receiver<Input>) {
+    /// Runs until every sender of `inputs` is gone, then waits for storage
+    /// to commit what it was given.
+    pub(crate) async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<Input>,
+        mut acks: mpsc::UnboundedReceiver<u64>,
+    ) {
         loop {
             let deadline = self.chat.poll_timeout().map(|at| self.clock.instant(at));
             let timer = async {
@@ -87,11 +133,36 @@ impl Hub {
                     Some(input) => self.handle(input),
                     None => break,
                 },
+                Some(ticket) = acks.recv() => self.committed(ticket),
                 () = timer => self.chat.handle_timeout(self.clock.now()),
             }
             self.drain();
         }
+        let storage = self.storage;
+        // Joining the thread blocks: keep it off the runtime's workers.
+        let _ = tokio::task::spawn_blocking(move || storage.finish()).await;
         debug!("chat task stopped");
+    }
+
+    /// Storage committed every record up to `ticket`: release what waited.
+    fn committed(&mut self, ticket: u64) {
+        self.committed = self.committed.max(ticket);
+        while self.held.front().is_some_and(|held| held.after <= self.committed) {
+            if let Some(held) = self.held.pop_front() {
+                for &member in held.to.iter() {
+                    self.send(member, held.bytes.clone(), held.ephemeral);
+                }
+            }
+        }
+        if self.shutting_down && self.held.is_empty() {
+            self.close_all();
+        }
+    }
+
+    fn close_all(&mut self) {
+        for (_, conn) in self.conns.drain() {
+            let _ = conn.close.send(CloseCode::GoingAway);
+        }
     }
 
     fn handle(&mut self, input: Input) {
@@ -127,8 +198,9 @@ impl Hub {
             Input::Shutdown => {
                 info!(connections = self.conns.len(), "closing every connection");
                 self.shutting_down = true;
-                for (_, conn) in self.conns.drain() {
-                    let _ = conn.close.send(CloseCode::GoingAway);
+                // What is being committed is still delivered first.
+                if self.held.is_empty() {
+                    self.close_all();
                 }
             }
         }
@@ -139,6 +211,13 @@ impl Hub {
         while let Some(output) = self.chat.poll_output() {
             let (to, event) = match output {
                 Output::Deliver { to, event } => (to, event),
+                Output::Persist(record) => {
+                    self.issued += 1;
+                    if !self.storage.persist(self.issued, record) {
+                        error!("the storage thread is gone; messages can no longer be stored");
+                    }
+                    continue;
+                }
                 Output::Disconnect { member, reason } => {
                     let code = match reason {
                         DisconnectReason::SessionResumedElsewhere => CloseCode::Replaced,
@@ -153,8 +232,12 @@ impl Hub {
             // Encoded once; every recipient shares these bytes.
             let bytes = Utf8Bytes::from(frame.encode());
             let ephemeral = matches!(*event, Event::Typing { .. });
-            for &member in to.iter() {
-                self.send(member, bytes.clone(), ephemeral);
+            if self.held.is_empty() && self.committed == self.issued {
+                for &member in to.iter() {
+                    self.send(member, bytes.clone(), ephemeral);
+                }
+            } else {
+                self.held.push_back(Held { after: self.issued, to, bytes, ephemeral });
             }
         }
     }

@@ -14,11 +14,14 @@ mod config;
 mod connection;
 mod hub;
 mod outbox;
+mod storage;
+mod store;
 mod web;
 mod wire;
 
 use std::future::Future;
 
+use anyhow::Context;
 use chat_transport::Accepted;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -26,23 +29,33 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 pub use config::ServerConfig;
+pub use store::{MemoryStore, Retention, Snapshot, SqliteStore, Store, StoreError, StoredRoom};
 
 use crate::hub::{Hub, Input};
 
 /// Serves chat on `listener` until `shutdown` completes, then closes every
 /// connection with 1001 and returns once they are gone (or after
-/// [`ServerConfig::shutdown_grace`]).
+/// [`ServerConfig::shutdown_grace`]) and storage has committed everything.
+///
+/// The chat starts from what `store` holds and persists every message to it
+/// before anyone sees the message.
 ///
 /// # Errors
-/// None today: failures of single connections are logged and never end the
-/// server. The `Result` leaves room for setup that can fail.
+/// `store` cannot be read at startup, or the storage thread cannot start.
+/// Failures of single connections are logged and never end the server.
 pub async fn run(
     listener: TcpListener,
     config: ServerConfig,
+    mut store: Box<dyn Store>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let retention = config.retention();
+    let snapshot = store.load(&retention, storage::now_ms()).context("loading stored history")?;
+    let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+    let storage = storage::Storage::spawn(store, retention, acks_tx)
+        .context("starting the storage thread")?;
     let (hub_tx, hub_rx) = mpsc::channel(config.inbound_queue);
-    let hub = tokio::spawn(Hub::new(&config).run(hub_rx));
+    let hub = tokio::spawn(Hub::new(&config, snapshot, storage).run(hub_rx, acks_rx));
     let site = web::site();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();

@@ -3,9 +3,11 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
-use chat_server::ServerConfig;
+use chat_server::{MemoryStore, ServerConfig, SqliteStore, Store};
 use clap::{Parser, ValueEnum};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -26,6 +28,48 @@ struct Args {
     /// Chat messages a connection may send in a burst.
     #[arg(long, env = "CHAT_MESSAGES_BURST", default_value_t = ServerConfig::default().chat.messages_burst)]
     messages_burst: u32,
+    /// Directory of the message store (SQLite, created if missing).
+    #[arg(long, env = "CHAT_DATA_DIR", default_value = "./chat-data")]
+    data_dir: PathBuf,
+    /// Keep history in memory only: nothing survives a restart. For tests
+    /// and demos.
+    #[arg(long, env = "CHAT_EPHEMERAL")]
+    ephemeral: bool,
+    /// Messages kept per room (in storage and for history and resume).
+    #[arg(long, env = "CHAT_HISTORY_MAX_PER_ROOM", default_value_t = ServerConfig::default().chat.history_per_room)]
+    history_max_per_room: usize,
+    /// How long messages are kept: a number with s, m, h or d (90d), or
+    /// "forever".
+    #[arg(long, env = "CHAT_HISTORY_MAX_AGE", default_value = "90d", value_parser = parse_age)]
+    history_max_age: Age,
+}
+
+/// A retention age, or none.
+#[derive(Debug, Clone, Copy)]
+struct Age(Option<Duration>);
+
+fn parse_age(text: &str) -> Result<Age, String> {
+    if text == "forever" {
+        return Ok(Age(None));
+    }
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 =
+        number.parse().map_err(|_| format!("{text:?} is not like 90d, 12h, 30m or 45s"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit {unit:?}: use s, m, h or d")),
+    };
+    match number.checked_mul(seconds) {
+        Some(0) => {
+            Err("the age must be more than zero; use \"forever\" to keep everything".to_owned())
+        }
+        Some(secs) => Ok(Age(Some(Duration::from_secs(secs)))),
+        None => Err(format!("{text:?} is too long")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -49,13 +93,28 @@ async fn main() -> anyhow::Result<()> {
     let mut config = ServerConfig::default();
     config.chat.messages_per_sec = args.messages_per_sec;
     config.chat.messages_burst = args.messages_burst;
+    config.chat.history_per_room = args.history_max_per_room;
+    config.chat.history_max_age = args.history_max_age.0;
+    let store: Box<dyn Store> = if args.ephemeral {
+        tracing::warn!("--ephemeral: history is kept in memory only and lost on restart");
+        Box::new(MemoryStore::new())
+    } else {
+        let store = SqliteStore::open(&args.data_dir).with_context(|| {
+            format!(
+                "opening the store in {} (is another chat-server using it?)",
+                args.data_dir.display()
+            )
+        })?;
+        tracing::info!(dir = %args.data_dir.display(), "message store opened");
+        Box::new(store)
+    };
     let listener =
         TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     // One plain line on stdout, for people and for scripts that pass port 0.
     println!("listening on http://{addr}");
     tracing::info!(%addr, "listening");
-    chat_server::run(listener, config, shutdown_signal()).await
+    chat_server::run(listener, config, store, shutdown_signal()).await
 }
 
 /// Completes on ctrl-c or SIGTERM.

@@ -13,7 +13,7 @@ use chat_transport::tungstenite::{self, Message};
 #[test]
 fn serves_the_page_and_stops_cleanly_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--ephemeral"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

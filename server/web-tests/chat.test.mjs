@@ -31,7 +31,7 @@ after(async () => {
 /** Starts chat-server on `listen` and resolves with { child, url } once it listens. */
 function startServer(listen = '127.0.0.1:0') {
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' };
-  const child = spawn(serverBin, ['--listen', listen], { stdio: ['ignore', 'pipe', 'inherit'], env });
+  const child = spawn(serverBin, ['--listen', listen, '--ephemeral'], { stdio: ['ignore', 'pipe', 'inherit'], env });
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout });
     const timer = setTimeout(() => reject(new Error('server did not start')), WAIT);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_core::{
-    Chat, ChatConfig, Command, Departure, Event, MemberId, Output, SessionToken, Timestamp,
+    Chat, ChatConfig, Command, Departure, Event, MemberId, Output, Record, SessionToken, Timestamp,
 };
 
 pub struct Harness {
@@ -18,6 +18,8 @@ pub struct Harness {
     pub last_outputs: usize,
     /// Connections the core asked to close, in order.
     pub disconnected: Vec<MemberId>,
+    /// Everything the core asked to persist, in order.
+    pub stored: Vec<Record>,
     tokens: u64,
 }
 
@@ -33,6 +35,7 @@ impl Harness {
             inboxes: BTreeMap::new(),
             last_outputs: 0,
             disconnected: Vec::new(),
+            stored: Vec::new(),
             tokens: 0,
         }
     }
@@ -117,6 +120,10 @@ impl Harness {
         while let Some(output) = self.chat.poll_output() {
             let (to, event) = match output {
                 Output::Deliver { to, event } => (to, event),
+                Output::Persist(record) => {
+                    self.stored.push(record);
+                    continue;
+                }
                 Output::Disconnect { member, .. } => {
                     self.disconnected.push(member);
                     self.inboxes.remove(&member);

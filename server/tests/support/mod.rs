@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chat_server::ServerConfig;
+use chat_server::{MemoryStore, ServerConfig, Store};
 use chat_transport::tungstenite::Message;
 use chat_transport::tungstenite::protocol::CloseFrame;
 use chat_transport::tungstenite::protocol::frame::coding::CloseCode;
@@ -25,11 +25,21 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server keeping history in memory only.
     pub async fn start(config: ServerConfig) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_with(config, Box::new(MemoryStore::new())).await
+    }
+
+    /// A server on `store`; `addr` picks the address (port 0 for any).
+    pub async fn start_with(config: ServerConfig, store: Box<dyn Store>) -> Self {
+        Self::start_on("127.0.0.1:0", config, store).await
+    }
+
+    pub async fn start_on(addr: &str, config: ServerConfig, store: Box<dyn Store>) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(chat_server::run(listener, config, async {
+        let task = tokio::spawn(chat_server::run(listener, config, store, async {
             let _ = stopped.await;
         }));
         Self { addr, stop: Some(stop), task }

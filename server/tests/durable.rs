@@ -1,0 +1,120 @@
+//! Durable history in SQLite: restarts keep messages, numbering and
+//! deduplication; retention leaves explicit gaps; one server per directory.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use chat_server::{Retention, ServerConfig, SqliteStore, Store};
+use serde_json::json;
+use support::{Client, Server};
+
+fn sqlite(dir: &tempfile::TempDir) -> Box<dyn Store> {
+    Box::new(SqliteStore::open(dir.path()).unwrap())
+}
+
+fn seqs(frame: &serde_json::Value, field: &str) -> Vec<u64> {
+    frame[field].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn messages_numbering_and_dedupe_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(ServerConfig::default(), sqlite(&dir)).await;
+    let mut alice = Client::in_room(&server, "alice", "lobby").await;
+    for (i, id) in ["a1", "a2", "a3"].iter().enumerate() {
+        alice
+            .send(json!({"type": "say", "room": "lobby", "text": format!("m{i}"), "id": id}))
+            .await;
+        alice.expect("message").await;
+    }
+    alice.send(json!({"type": "dm", "to": "alice", "text": "note", "id": "d1"})).await;
+    let direct = alice.expect("direct").await;
+    let token = alice.session.clone();
+    let addr = server.addr.to_string();
+    server.shutdown().await;
+
+    let server = Server::start_on(&addr, ServerConfig::default(), sqlite(&dir)).await;
+    let mut bob = Client::hello(&server, "bob").await;
+    bob.send(json!({"type": "join", "room": "lobby"})).await;
+    let joined = bob.expect("joined").await;
+    assert_eq!(joined["last_seq"], 3);
+    assert_eq!(seqs(&joined, "history"), vec![1, 2, 3]);
+    // alice comes back with her token: a new session under it, and her
+    // retries are still answered with the originals.
+    let mut alice = Client::connect(&server).await;
+    alice.send(json!({"type": "hello", "nick": "alice", "session": token})).await;
+    assert_eq!(alice.expect("welcome").await["resumed"], false);
+    alice.send(json!({"type": "join", "room": "lobby", "after": 3})).await;
+    assert_eq!(alice.expect("joined").await["resume"], "resumed");
+    bob.expect("presence").await;
+    alice.send(json!({"type": "say", "room": "lobby", "text": "m1 retried", "id": "a2"})).await;
+    let retried = alice.expect("message").await;
+    assert_eq!((retried["seq"].clone(), retried["text"].clone()), (json!(2), json!("m1")));
+    alice.send(json!({"type": "dm", "to": "alice", "text": "note", "id": "d1"})).await;
+    assert_eq!(alice.expect("direct").await, direct);
+    alice.send(json!({"type": "say", "room": "lobby", "text": "new", "id": "a4"})).await;
+    assert_eq!(alice.expect("message").await["seq"], 4, "numbering continues, never reused");
+    assert_eq!(bob.expect("message").await["seq"], 4);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn retention_drops_old_messages_but_keeps_numbering_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::default();
+    config.chat.history_per_room = 3;
+    let server = Server::start_with(config.clone(), sqlite(&dir)).await;
+    let mut alice = Client::in_room(&server, "alice", "lobby").await;
+    for i in 0..5 {
+        alice.send(json!({"type": "say", "room": "lobby", "text": format!("m{i}")})).await;
+        alice.expect("message").await;
+    }
+    let addr = server.addr.to_string();
+    server.shutdown().await;
+    let server = Server::start_on(&addr, config, sqlite(&dir)).await;
+    let mut bob = Client::hello(&server, "bob").await;
+    bob.send(json!({"type": "join", "room": "lobby", "after": 0})).await;
+    let joined = bob.expect("joined").await;
+    assert_eq!(
+        (joined["resume"].clone(), joined["gap"].clone()),
+        (json!("gap"), json!({"from": 1, "to": 2}))
+    );
+    assert_eq!(seqs(&joined, "history"), vec![3, 4, 5]);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_second_server_cannot_open_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = SqliteStore::open(dir.path()).unwrap();
+    let second = SqliteStore::open(dir.path());
+    assert!(second.is_err(), "the directory is locked by the first store");
+}
+
+#[test]
+fn the_store_skips_rows_it_cannot_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let retention = Retention {
+        per_room: 10,
+        max_age: None,
+        directs_for: std::time::Duration::from_secs(3600),
+    };
+    // Creates the schema, then lets go of the file.
+    drop(SqliteStore::open(dir.path()).unwrap());
+    let db = rusqlite::Connection::open(dir.path().join("chat.db")).unwrap();
+    db.execute_batch(
+        "INSERT INTO rooms VALUES ('lobby', 3), ('Bad Room', 1);
+         INSERT INTO messages VALUES ('lobby', 1, 1, 'alice', 'fine', 0, NULL, NULL);
+         INSERT INTO messages VALUES ('lobby', 2, 2, 'not a nick!', 'bad', 0, NULL, NULL);
+         INSERT INTO messages VALUES ('lobby', 3, 3, 'bob', 'fine too', 0, 'x', 'tok');",
+    )
+    .unwrap();
+    drop(db);
+    let mut store = SqliteStore::open(dir.path()).unwrap();
+    let snapshot = store.load(&retention, 10).unwrap();
+    assert_eq!(snapshot.rooms.len(), 1, "the room with a bad name is skipped");
+    let room = &snapshot.rooms[0];
+    assert_eq!(room.last_seq, 3);
+    let seqs: Vec<u64> = room.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, vec![1, 3], "the message with a bad nick is skipped");
+}
