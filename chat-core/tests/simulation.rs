@@ -50,7 +50,7 @@ struct Client {
 fn random_schedules_keep_one_order_no_duplicates_and_explicit_gaps() {
     let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
         Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
-        Err(_) => (1..=300).collect(),
+        Err(_) => (1..=1000).collect(),
     };
     for seed in seeds {
         run(seed, 1_500);
@@ -93,8 +93,13 @@ fn run(seed: u64, steps: usize) {
     for step in 0..steps {
         w.step = step;
         w.act();
-        w.deliver();
+        if w.h.crashed {
+            w.restart();
+        } else {
+            w.deliver();
+        }
     }
+    w.check_stored();
     assert!(!w.seen.is_empty(), "seed {seed} exercised nothing");
 }
 
@@ -150,11 +155,59 @@ impl World {
                 self.h.send(m, Command::Nick { nick });
             }
             81..=83 => self.h.send(m, Command::Typing { room }),
-            84..=91 => {
+            84..=89 => {
                 self.h.disconnect(m);
                 self.clients[c].member = None;
             }
+            // The server dies between two commands...
+            90 => self.restart(),
+            // ...or right after storing a message, before anyone (its
+            // sender included) is told.
+            91 => {
+                self.h.crash_on_persist = true;
+                self.next_id += 1;
+                let id = format!("i{}", self.next_id);
+                self.clients[c].sent.push((room.clone(), id.clone()));
+                let text = format!("{id} from {c}");
+                self.h.send_with_id(m, Some(&id), Command::Say { room, text, action: false });
+                self.h.crash_on_persist = false;
+            }
             _ => self.h.advance(Duration::from_millis(self.rng.below(15_000) as u64)),
+        }
+    }
+
+    /// The server restarts from its store: every client is offline.
+    fn restart(&mut self) {
+        self.check_stored();
+        let h = std::mem::replace(&mut self.h, Harness::new());
+        self.h = h.restarted();
+        for client in &mut self.clients {
+            client.member = None;
+        }
+    }
+
+    /// Every acknowledged message is in the store, where it was acknowledged.
+    fn check_stored(&self) {
+        let stored: BTreeMap<(String, u64), Option<String>> = self
+            .h
+            .stored
+            .iter()
+            .filter_map(|r| match r {
+                chat_core::Record::Message(m) => {
+                    Some(((m.room.to_string(), m.seq), m.id.as_deref().map(str::to_owned)))
+                }
+                chat_core::Record::Direct(_) => None,
+            })
+            .collect();
+        for (c, client) in self.clients.iter().enumerate() {
+            for (id, place) in &client.acked {
+                let at = format!("{} client {c}", self.at());
+                assert_eq!(
+                    stored.get(place),
+                    Some(&Some(id.clone())),
+                    "{at}: acknowledged {id} is not stored"
+                );
+            }
         }
     }
 

@@ -6,6 +6,8 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import fs from 'node:fs';
+import os from 'node:os';
 import { chromium } from 'playwright-core';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -28,10 +30,14 @@ after(async () => {
   await browser?.close();
 });
 
-/** Starts chat-server on `listen` and resolves with { child, url } once it listens. */
-function startServer(listen = '127.0.0.1:0') {
+/**
+ * Starts chat-server on `listen` and resolves with { child, url, addr } once
+ * it listens. With `dataDir` history is durable there; without, in memory.
+ */
+function startServer(listen = '127.0.0.1:0', dataDir = null) {
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' };
-  const child = spawn(serverBin, ['--listen', listen, '--ephemeral'], { stdio: ['ignore', 'pipe', 'inherit'], env });
+  const storage = dataDir ? ['--data-dir', dataDir] : ['--ephemeral'];
+  const child = spawn(serverBin, ['--listen', listen, ...storage], { stdio: ['ignore', 'pipe', 'inherit'], env });
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout });
     const timer = setTimeout(() => reject(new Error('server did not start')), WAIT);
@@ -148,8 +154,9 @@ test('two pages chat, and HTML in a message renders as text', async () => {
   }
 });
 
-test('the page reconnects after the server restarts, without duplicates', async () => {
-  let server = await startServer();
+test('the page resumes after the server restarts: banner, no loss, no duplicates', async () => {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-web-'));
+  let server = await startServer('127.0.0.1:0', dataDir);
   try {
     const alice = await login(server.url, 'alice');
     const bob = await login(server.url, 'bob');
@@ -157,22 +164,32 @@ test('the page reconnects after the server restarts, without duplicates', async 
     await seeMessage(bob.page, 'before restart');
 
     assert.equal(await stopServer(server.child), 0, 'SIGTERM exits 0');
-    await alice.page.waitForFunction(() => document.querySelector('#status')?.textContent.includes('reconnecting'));
-    // Same address again, so the pages can find it.
-    server = await startServer(server.addr);
-    await alice.page.waitForFunction(() => document.querySelector('#status')?.textContent === 'connected');
-    await bob.page.waitForFunction(() => document.querySelector('#status')?.textContent === 'connected');
-    await bob.page.waitForFunction(() =>
-      [...document.querySelectorAll('#members li')].some((li) => li.textContent === 'alice'));
-
+    await alice.page.waitForSelector('#banner:not([hidden])');
+    assert.match(await alice.page.textContent('#banner'), /Reconnecting/);
+    // Typed while the server is down: kept, and sent once it is back.
+    await say(alice.page, 'typed while down');
+    // Same address and data again, so the pages can find it and resume.
+    server = await startServer(server.addr, dataDir);
+    for (const page of [alice.page, bob.page]) {
+      await page.waitForFunction(() => document.querySelector('#status')?.textContent === 'connected');
+      await page.waitForSelector('#banner', { state: 'hidden' });
+    }
+    await seeMessage(bob.page, 'typed while down');
     await say(bob.page, 'after restart');
     await seeMessage(alice.page, 'after restart');
-    assert.equal(await countMessages(alice.page, 'before restart'), 1);
-    assert.equal(await countMessages(alice.page, 'after restart'), 1);
+    for (const page of [alice.page, bob.page]) {
+      for (const text of ['before restart', 'typed while down', 'after restart']) {
+        assert.equal(await countMessages(page, text), 1, `${text} shown once`);
+      }
+      const seqs = await page.evaluate(() =>
+        [...document.querySelectorAll('#messages li[data-seq]')].map((li) => Number(li.dataset.seq)));
+      assert.deepEqual(seqs, [1, 2, 3], 'numbering continued across the restart');
+    }
     assert.deepEqual(alice.problems, []);
     await alice.context.close();
     await bob.context.close();
   } finally {
     await stopServer(server.child);
+    fs.rmSync(dataDir, { recursive: true, force: true });
   }
 });

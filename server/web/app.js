@@ -4,6 +4,9 @@
 'use strict';
 
 const NICK_KEY = 'chat.nick';
+// Per tab, so two tabs are two sessions rather than one taking the other
+// over; it survives a reload, so a reload resumes.
+const SESSION_KEY = 'chat.session';
 const ROOMS_KEY = 'chat.rooms';
 const TYPING_SHOW_MS = 4000;
 const TYPING_SEND_MS = 2000;
@@ -22,6 +25,8 @@ const state = {
   nextId: 1,
   lastTypingSent: 0,
   switchTo: null,      // a room the user asked to join: show it once joined
+  session: sessionStorage.getItem(SESSION_KEY), // token to resume with
+  pending: new Map(),  // id -> say/dm frame sent (or typed offline), not yet echoed
   typing: new Map(),   // "room\nnick" -> timer
 };
 
@@ -50,6 +55,20 @@ function send(frame) {
   return true;
 }
 
+// Sends a say or dm, or keeps it for the reconnect. It stays pending until
+// its echo comes back, and is re-sent with the same id after a reconnect.
+function sendMessage(frame) {
+  const id = frame.id || newId();
+  const { id: _, ...rest } = frame;
+  state.pending.set(id, rest);
+  if (state.greeted) {
+    send({ ...rest, id });
+  } else if (state.current) {
+    addLine(state.current, { kind: 'notice', text: 'offline: the message will be sent when the connection is back' });
+  }
+  return true;
+}
+
 // ---- connection -------------------------------------------------------
 
 function connect() {
@@ -60,7 +79,11 @@ function connect() {
   setStatus('connecting…', false);
   socket.onopen = () => {
     state.greeted = false;
-    send({ type: 'hello', nick: state.wantedNick, id: newId() });
+    const hello = { type: 'hello', nick: state.wantedNick, id: newId() };
+    if (state.session) {
+      hello.session = state.session;
+    }
+    send(hello);
   };
   socket.onmessage = (event) => {
     let frame;
@@ -83,12 +106,28 @@ function connect() {
     if (state.wantedNick === null) {
       return; // back at the login form
     }
-    const delay = Math.min(30000, 500 * 2 ** state.retry) * (0.5 + Math.random() / 2);
+    if (event.code === 4009) {
+      // Another tab or device resumed this session: reconnecting would
+      // take it back and forth.
+      setStatus('this session was opened elsewhere', true);
+      showBanner('This chat was opened in another window. Reload to use it here.');
+      return;
+    }
+    // Full jitter: after a server restart, clients do not all come back
+    // in the same instant.
+    const delay = Math.min(30000, 500 * 2 ** state.retry) * Math.random();
     state.retry += 1;
-    const why = event.code === 1001 ? 'server restarting' : 'disconnected';
-    setStatus(`${why} — reconnecting in ${Math.ceil(delay / 1000)} s`, true);
+    const why = event.code === 1001 ? 'server restarting' : 'connection lost';
+    setStatus(`${why} — reconnecting`, true);
+    showBanner(`Connection lost (${why}). Reconnecting… Messages you send meanwhile go out once it is back.`);
     state.retryTimer = setTimeout(connect, delay);
   };
+}
+
+function showBanner(text) {
+  const banner = $('banner');
+  banner.textContent = text;
+  banner.hidden = !text;
 }
 
 function setStatus(text, offline) {
@@ -105,24 +144,42 @@ function handle(frame) {
       state.greeted = true;
       state.retry = 0;
       state.nick = frame.nick;
+      state.session = frame.session;
+      sessionStorage.setItem(SESSION_KEY, frame.session);
       localStorage.setItem(NICK_KEY, frame.nick);
       $('me').textContent = frame.nick;
       setStatus('connected', false);
+      showBanner('');
       showApp();
-      const rooms = state.rooms.size ? [...state.rooms.keys()] : savedRooms();
-      for (const room of rooms) {
-        send({ type: 'join', room, id: newId() });
+      // Re-join every room from the last message seen, so the server sends
+      // exactly what was missed.
+      if (state.rooms.size) {
+        for (const [room, known] of state.rooms) {
+          send({ type: 'join', room, after: known.lastSeq, id: newId() });
+        }
+      } else {
+        for (const room of savedRooms()) {
+          send({ type: 'join', room, id: newId() });
+        }
+      }
+      // Then what was not acknowledged, with its original id: the server
+      // answers a message it already has with the original, never twice.
+      for (const [id, pending] of state.pending) {
+        send({ ...pending, id });
       }
       break;
     }
     case 'joined': {
       const room = roomState(frame.room);
       room.members = new Set(frame.members);
-      if (frame.last_seq < room.lastSeq) {
+      if (frame.resume === 'fresh' && frame.last_seq < room.lastSeq) {
         // The server lost this room's history (an in-memory server that
         // restarted): its numbering starts over.
         room.lastSeq = 0;
         addLine(frame.room, { kind: 'notice', text: 'the server restarted; earlier history is gone' });
+      } else if (frame.resume === 'gap' && frame.gap) {
+        const lost = frame.gap.to - frame.gap.from + 1;
+        addLine(frame.room, { kind: 'notice', text: `${lost} message(s) from while you were away are no longer kept` });
       }
       for (const message of frame.history) {
         addMessage(message, false);
@@ -149,6 +206,9 @@ function handle(frame) {
       break;
     }
     case 'message':
+      if (frame.id) {
+        state.pending.delete(frame.id);
+      }
       addMessage(frame, true);
       break;
     case 'presence': {
@@ -171,6 +231,9 @@ function handle(frame) {
       break;
     }
     case 'direct': {
+      if (frame.id) {
+        state.pending.delete(frame.id);
+      }
       const text = frame.from === state.nick ? `→ ${frame.to}: ${frame.text}` : frame.text;
       const target = state.current || [...state.rooms.keys()][0];
       if (target) {
@@ -222,6 +285,9 @@ function handle(frame) {
 }
 
 function handleError(frame) {
+  if (frame.id) {
+    state.pending.delete(frame.id);
+  }
   if (!state.greeted && (frame.code === 'nick_taken' || frame.code === 'invalid_nick')) {
     // The hello was refused: back to the login form with the reason.
     state.wantedNick = null;
@@ -450,7 +516,7 @@ function runCommand(input) {
     if (!current) {
       return false;
     }
-    return send({ type: 'say', room: current, text, id: newId() });
+    return sendMessage({ type: 'say', room: current, text });
   }
   const [command, ...rest] = input.split(/\s+/);
   const arg = input.slice(command.length).trim();
@@ -465,11 +531,11 @@ function runCommand(input) {
     case '/nick':
       return arg ? send({ type: 'nick', nick: arg, id: newId() }) : false;
     case '/me':
-      return current && arg ? send({ type: 'say', room: current, text: arg, action: true, id: newId() }) : false;
+      return current && arg ? sendMessage({ type: 'say', room: current, text: arg, action: true }) : false;
     case '/msg': {
       const [to] = rest;
       const text = arg.slice(to ? to.length : 0).trim();
-      return to && text ? send({ type: 'dm', to, text, id: newId() }) : false;
+      return to && text ? sendMessage({ type: 'dm', to, text }) : false;
     }
     case '/who':
       return current ? send({ type: 'who', room: current, id: newId() }) : false;

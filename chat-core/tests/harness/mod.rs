@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_core::{
-    Chat, ChatConfig, Command, Departure, Event, MemberId, Output, Record, SessionToken, Timestamp,
+    Chat, ChatConfig, Command, Departure, Event, MemberId, Message, Output, Record, RoomName,
+    SessionToken, Timestamp,
 };
 
 pub struct Harness {
@@ -18,8 +19,12 @@ pub struct Harness {
     pub last_outputs: usize,
     /// Connections the core asked to close, in order.
     pub disconnected: Vec<MemberId>,
-    /// Everything the core asked to persist, in order.
+    /// Everything the core asked to persist, in order: the durable store.
     pub stored: Vec<Record>,
+    /// Simulate a crash right after the next record is persisted: the
+    /// outputs after it (the deliveries) are lost and `crashed` is set.
+    pub crash_on_persist: bool,
+    pub crashed: bool,
     tokens: u64,
 }
 
@@ -36,8 +41,34 @@ impl Harness {
             last_outputs: 0,
             disconnected: Vec::new(),
             stored: Vec::new(),
+            crash_on_persist: false,
+            crashed: false,
             tokens: 0,
         }
+    }
+
+    /// A new process on the same store and clock: every connection is gone,
+    /// and the chat is rebuilt from what was stored, as the server does.
+    pub fn restarted(self) -> Self {
+        let config = self.chat.config().clone();
+        let mut next = Self::with_config(config);
+        next.now = self.now;
+        next.tokens = self.tokens;
+        let mut rooms: BTreeMap<RoomName, Vec<Message>> = BTreeMap::new();
+        for record in &self.stored {
+            match record {
+                Record::Message(message) => {
+                    rooms.entry(message.room.clone()).or_default().push(message.clone())
+                }
+                Record::Direct(direct) => next.chat.restore_direct(next.now, direct.clone()),
+            }
+        }
+        for (room, messages) in rooms {
+            let last_seq = messages.iter().map(|m| m.seq).max().unwrap_or(0);
+            next.chat.restore_room(next.now, room, last_seq, messages).unwrap();
+        }
+        next.stored = self.stored;
+        next
     }
 
     pub fn connect(&mut self) -> MemberId {
@@ -122,6 +153,11 @@ impl Harness {
                 Output::Deliver { to, event } => (to, event),
                 Output::Persist(record) => {
                     self.stored.push(record);
+                    if self.crash_on_persist {
+                        self.crashed = true;
+                        while self.chat.poll_output().is_some() {}
+                        return;
+                    }
                     continue;
                 }
                 Output::Disconnect { member, .. } => {
