@@ -50,10 +50,10 @@ struct Client {
 fn random_schedules_keep_one_order_no_duplicates_and_explicit_gaps() {
     let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
         Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
-        Err(_) => (1..=1000).collect(),
+        Err(_) => (1..=2000).collect(),
     };
     for seed in seeds {
-        run(seed, 1_500);
+        run(seed, 1_000);
     }
 }
 

@@ -52,6 +52,9 @@ pub(crate) struct Conn {
     pub token: SessionToken,
 }
 
+/// Deliveries held for storage past which the hub stops taking inputs.
+const MAX_HELD: usize = 65_536;
+
 pub(crate) struct Hub {
     chat: Chat,
     clock: Clock,
@@ -129,7 +132,9 @@ impl Hub {
                 }
             };
             tokio::select! {
-                input = inputs.recv() => match input {
+                // While storage lags far behind, stop taking inputs: the
+                // connections then wait, and memory stays bounded.
+                input = inputs.recv(), if self.held.len() < MAX_HELD => match input {
                     Some(input) => self.handle(input),
                     None => break,
                 },
@@ -189,7 +194,7 @@ impl Hub {
                     message: error.message,
                     retry_after_ms: None,
                 };
-                self.send(member, Utf8Bytes::from(frame.encode()), false);
+                self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
             }
             Input::Disconnect { member, departure } => {
                 self.conns.remove(&member);
@@ -232,13 +237,19 @@ impl Hub {
             // Encoded once; every recipient shares these bytes.
             let bytes = Utf8Bytes::from(frame.encode());
             let ephemeral = matches!(*event, Event::Typing { .. });
-            if self.held.is_empty() && self.committed == self.issued {
-                for &member in to.iter() {
-                    self.send(member, bytes.clone(), ephemeral);
-                }
-            } else {
-                self.held.push_back(Held { after: self.issued, to, bytes, ephemeral });
+            self.deliver(to, bytes, ephemeral);
+        }
+    }
+
+    /// Sends now, or after the records issued so far are committed: in
+    /// either case in the order deliveries were made.
+    fn deliver(&mut self, to: Arc<[MemberId]>, bytes: Utf8Bytes, ephemeral: bool) {
+        if self.held.is_empty() && self.committed == self.issued {
+            for &member in to.iter() {
+                self.send(member, bytes.clone(), ephemeral);
             }
+        } else {
+            self.held.push_back(Held { after: self.issued, to, bytes, ephemeral });
         }
     }
 

@@ -101,7 +101,8 @@ pub async fn run(
     info!("shutting down");
     drop(listener);
     let _ = stop_tx.send(true);
-    let _ = hub_tx.send(Input::Shutdown).await;
+    // Bounded: a hub stalled on failing storage must not stall shutdown.
+    let _ = tokio::time::timeout(config.shutdown_grace, hub_tx.send(Input::Shutdown)).await;
     let drained = tokio::time::timeout(config.shutdown_grace, async {
         while connections.join_next().await.is_some() {}
     })

@@ -118,3 +118,51 @@ fn the_store_skips_rows_it_cannot_parse() {
     let seqs: Vec<u64> = room.messages.iter().map(|m| m.seq).collect();
     assert_eq!(seqs, vec![1, 3], "the message with a bad nick is skipped");
 }
+
+/// A store whose first commits fail, like a disk that is briefly full.
+struct FlakyStore {
+    inner: chat_server::MemoryStore,
+    failures_left: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Store for FlakyStore {
+    fn load(
+        &mut self,
+        retention: &Retention,
+        now_ms: u64,
+    ) -> Result<chat_server::Snapshot, chat_server::StoreError> {
+        self.inner.load(retention, now_ms)
+    }
+
+    fn commit(&mut self, records: &[chat_core::Record]) -> Result<(), chat_server::StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.failures_left.load(Ordering::SeqCst) > 0 {
+            self.failures_left.fetch_sub(1, Ordering::SeqCst);
+            return Err(std::io::Error::other("disk full").into());
+        }
+        self.inner.commit(records)
+    }
+
+    fn prune(&mut self, retention: &Retention, now_ms: u64) -> Result<(), chat_server::StoreError> {
+        self.inner.prune(retention, now_ms)
+    }
+}
+
+#[tokio::test]
+async fn failed_commits_are_retried_and_nothing_is_shown_unstored() {
+    let inner = chat_server::MemoryStore::new();
+    let failures_left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(3));
+    let store =
+        FlakyStore { inner: inner.clone(), failures_left: std::sync::Arc::clone(&failures_left) };
+    let server = Server::start_with(ServerConfig::default(), Box::new(store)).await;
+    let mut alice = Client::in_room(&server, "alice", "lobby").await;
+    alice.send(json!({"type": "say", "room": "lobby", "text": "kept", "id": "k"})).await;
+    let echo = alice.expect("message").await;
+    assert_eq!(echo["seq"], 1);
+    // The echo came only after three failed commits and a successful one.
+    assert_eq!(failures_left.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let mut check = inner.clone();
+    let snapshot = check.load(&ServerConfig::default().retention(), 0).unwrap();
+    assert_eq!(snapshot.rooms[0].messages.len(), 1, "stored before it was shown");
+    server.shutdown().await;
+}
