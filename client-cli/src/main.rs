@@ -6,6 +6,7 @@
 //! it sent has come back from the server (or 5 s), closes with 1000 and
 //! exits, so `echo hi | chat --nick a` reliably delivers.
 
+mod bench;
 mod input;
 mod render;
 mod session;
@@ -19,7 +20,7 @@ use clap::Parser;
 #[command(version, about)]
 pub struct Args {
     /// The server's WebSocket URL.
-    #[arg(long, env = "CHAT_SERVER", default_value = "ws://127.0.0.1:8080/ws")]
+    #[arg(long, global = true, env = "CHAT_SERVER", default_value = "ws://127.0.0.1:8080/ws")]
     server: String,
     /// The nick to use; the server assigns guest-NNNN without one.
     #[arg(long, env = "CHAT_NICK")]
@@ -30,12 +31,34 @@ pub struct Args {
     /// Print every server frame as one JSON line instead of text.
     #[arg(long)]
     json: bool,
+    #[command(subcommand)]
+    command: Option<Subcommand>,
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
-    let args = Args::parse();
-    match session::run(args).await {
+#[derive(Debug, clap::Subcommand)]
+enum Subcommand {
+    /// Load-test a server: many connections, fixed-rate senders; reports
+    /// throughput, loss, latency and CPU (see docs/performance.md).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let mut args = Args::parse();
+    let result = match args.command.take() {
+        // The load generator needs every core it can get; chatting needs one.
+        Some(Subcommand::Bench(bench)) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(bench::run(&args.server, bench)))
+            .map(|()| ExitCode::SUCCESS),
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(session::run(args))),
+    };
+    match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");

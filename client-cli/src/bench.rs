@@ -1,0 +1,495 @@
+//! `chat bench`: a load generator that measures the server from outside.
+//!
+//! It opens `--connections` WebSockets (spread over `--sources` addresses),
+//! joins them round-robin to `--rooms` rooms, and makes `--senders` of them
+//! say a message `--rate` times a second for `--duration` seconds after a
+//! `--warmup`. Every message carries the time it was *meant* to be sent, so a
+//! sender that falls behind cannot hide the delay: latency runs from the
+//! intended send time to the moment a member receives it. Deliveries are
+//! counted against what the room sizes say must arrive, so loss shows. With
+//! `--server-pid` it reads the server's CPU time and memory from `/proc`; it
+//! always reports its own CPU use, so one can tell which side is saturated.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chat_transport::tungstenite::Message;
+use chat_transport::tungstenite::protocol::CloseFrame;
+use chat_transport::tungstenite::protocol::frame::coding::CloseCode;
+use chat_transport::{TransportConfig, WebSocket, connect_from};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+
+/// Latency histograms are sharded so readers rarely meet on a lock.
+const SHARDS: usize = 64;
+/// The longest latency recorded, in microseconds; longer ones are clamped.
+const MAX_LATENCY_US: u64 = 120_000_000;
+
+/// What to run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Connections to open.
+    #[arg(long, default_value_t = 100)]
+    pub connections: usize,
+    /// How many of them send (spread evenly over the connections).
+    #[arg(long, default_value_t = 10)]
+    pub senders: usize,
+    /// Messages per second each sender sends.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Rooms the connections are spread over, round-robin.
+    #[arg(long, default_value_t = 1)]
+    pub rooms: usize,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of sending before measuring starts.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Bytes of text in each message (at least what the timestamp needs).
+    #[arg(long, default_value_t = 32)]
+    pub size: usize,
+    /// Local addresses to connect from, comma-separated (127.0.0.1,127.0.0.2),
+    /// to spread many connections over more source ports.
+    #[arg(long, value_delimiter = ',')]
+    pub sources: Vec<IpAddr>,
+    /// Connections opened at once.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Read the server's CPU time and memory from /proc/PID.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Seconds to wait after the last send for deliveries still in flight.
+    #[arg(long, default_value_t = 5.0)]
+    pub drain: f64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Counters shared by every connection task.
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// When the run's phases begin, relative to one origin.
+#[derive(Clone, Copy)]
+struct Schedule {
+    origin: Instant,
+    measure_from_us: u64,
+    measure_until_us: u64,
+}
+
+impl Schedule {
+    fn is_measured(&self, intended_us: u64) -> bool {
+        (self.measure_from_us..self.measure_until_us).contains(&intended_us)
+    }
+}
+
+/// Runs the benchmark against `server` and prints the report.
+pub async fn run(server: &str, args: BenchArgs) -> anyhow::Result<()> {
+    if args.connections == 0 || args.rooms == 0 || args.senders > args.connections {
+        bail!("need at least one connection and room, and no more senders than connections");
+    }
+    if args.rate <= 0.0 && args.senders > 0 {
+        bail!("--rate must be positive");
+    }
+    let report = measure(server, &args).await?;
+    if args.json {
+        println!("{report}");
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+/// Runs the benchmark and returns its report as JSON.
+async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Value> {
+    let bench_cpu_start = cpu_seconds(None);
+    // Before any connection, so memory per connection can be told apart.
+    let server_start = args.server_pid.map(ServerSample::read);
+    // Connect and join everyone first.
+    let connect_started = Instant::now();
+    let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    // Nicks unique to this run, so runs do not collide with each other.
+    let run = format!("{:04x}", rand::random::<u16>());
+    let mut opening = Vec::with_capacity(args.connections);
+    for i in 0..args.connections {
+        let gate = Arc::clone(&gate);
+        let server = server.to_owned();
+        let source = (!args.sources.is_empty()).then(|| args.sources[i % args.sources.len()]);
+        let room = format!("bench-{}", i % args.rooms);
+        let nick = format!("b{run}-{i}");
+        opening.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            open(&server, source, &nick, &room).await.with_context(|| format!("connection {i}"))
+        }));
+    }
+    let mut sockets = Vec::with_capacity(args.connections);
+    for handle in opening {
+        sockets.push(handle.await??);
+    }
+    let connect_seconds = connect_started.elapsed().as_secs_f64();
+
+    // Every room's size, to know what each message owes.
+    let mut room_sizes = vec![0u64; args.rooms];
+    for i in 0..args.connections {
+        room_sizes[i % args.rooms] += 1;
+    }
+    let origin = Instant::now();
+    let schedule = Schedule {
+        origin,
+        measure_from_us: micros(args.warmup),
+        measure_until_us: micros(args.warmup + args.duration),
+    };
+    let counters = Arc::new(Counters::default());
+    let histograms: Arc<Vec<Mutex<Histogram<u64>>>> = Arc::new(
+        (0..SHARDS)
+            .map(|_| Histogram::new_with_max(MAX_LATENCY_US, 3).map(Mutex::new))
+            .collect::<Result<_, _>>()?,
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sender_every = args.connections.checked_div(args.senders).unwrap_or(usize::MAX);
+    let mut senders = Vec::new();
+    let mut readers = Vec::new();
+    let mut idle_sinks = Vec::new();
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let (sink, stream) = socket.split();
+        let reader = read_loop(
+            stream,
+            schedule,
+            Arc::clone(&counters),
+            Arc::clone(&histograms),
+            i % SHARDS,
+            stop_rx.clone(),
+        );
+        readers.push(tokio::spawn(reader));
+        let is_sender =
+            args.senders > 0 && i % sender_every == 0 && i / sender_every < args.senders;
+        if is_sender {
+            let room = format!("bench-{}", i % args.rooms);
+            let plan = SendPlan {
+                rate: args.rate,
+                size: args.size,
+                until_us: schedule.measure_until_us,
+                room,
+            };
+            senders.push(tokio::spawn(send_loop(sink, schedule, plan, room_sizes[i % args.rooms])));
+        } else {
+            idle_sinks.push(sink);
+        }
+    }
+    let wall_measure_start = origin + Duration::from_micros(schedule.measure_from_us);
+    tokio::time::sleep_until(wall_measure_start).await;
+    let server_at_measure = args.server_pid.map(ServerSample::read);
+    let mut sent = 0;
+    let mut expected = 0;
+    for handle in senders {
+        let (s, e, sink) = handle.await??;
+        sent += s;
+        expected += e;
+        idle_sinks.push(sink);
+    }
+    let server_at_end = args.server_pid.map(ServerSample::read);
+    // Deliveries still in flight may arrive until the drain deadline.
+    let drain_until = Instant::now() + Duration::from_secs_f64(args.drain.max(0.0));
+    while counters.received.load(Ordering::Acquire) < expected && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Goodbye with 1000, so the server ends the sessions at once rather
+    // than keeping them for a resume.
+    for mut sink in idle_sinks {
+        let bye = CloseFrame { code: CloseCode::Normal, reason: "bench done".into() };
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(bye))))
+            .await;
+    }
+    let _ = stop_tx.send(true);
+    for handle in readers {
+        let _ = handle.await;
+    }
+    let received = counters.received.load(Ordering::Acquire);
+    let mut latency = Histogram::<u64>::new_with_max(MAX_LATENCY_US, 3)?;
+    for shard in histograms.iter() {
+        let shard = shard.lock().map_err(|_| anyhow::anyhow!("a reader panicked"))?;
+        latency.add(&*shard)?;
+    }
+    let bench_cpu = cpu_seconds(None).zip(bench_cpu_start).map(|(end, start)| end - start);
+    let elapsed = origin.elapsed().as_secs_f64();
+    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    let server = match (server_start, server_at_measure, server_at_end) {
+        (Some(Some(first)), Some(Some(from)), Some(Some(to))) => {
+            let cpu = to.cpu_seconds - from.cpu_seconds;
+            json!({
+                "cpu_seconds": cpu,
+                "cpu_percent": 100.0 * cpu / args.duration,
+                "cpu_us_per_delivery": if received > 0 { 1e6 * cpu / received as f64 } else { 0.0 },
+                "rss_bytes": to.rss_bytes,
+                "rss_bytes_per_connection": to.rss_bytes.saturating_sub(first.rss_bytes.min(to.rss_bytes)) / args.connections as u64,
+                "rss_bytes_at_start": first.rss_bytes,
+            })
+        }
+        _ => Value::Null,
+    };
+    Ok(json!({
+        "connections": args.connections,
+        "connect_seconds": connect_seconds,
+        "connects_per_sec": args.connections as f64 / connect_seconds.max(1e-9),
+        "rooms": args.rooms,
+        "senders": args.senders,
+        "rate_per_sender": args.rate,
+        "duration_seconds": args.duration,
+        "sent": sent,
+        "expected": expected,
+        "received": received,
+        "lost": expected.saturating_sub(received),
+        "deliveries_per_sec": received as f64 / args.duration.max(1e-9),
+        "errors": counters.errors.load(Ordering::Acquire),
+        "latency_ms": {
+            "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999),
+            "max": latency.max() as f64 / 1000.0, "samples": latency.len(),
+        },
+        "bench_cpu_percent": bench_cpu.map(|cpu| 100.0 * cpu / elapsed.max(1e-9)),
+        "server": server,
+    }))
+}
+
+/// Opens one connection, says hello and joins its room.
+async fn open(
+    server: &str,
+    source: Option<IpAddr>,
+    nick: &str,
+    room: &str,
+) -> anyhow::Result<WebSocket> {
+    let config = TransportConfig { max_message_bytes: 64 << 20, ..TransportConfig::default() };
+    let mut socket =
+        connect_from(server, Some(chat_protocol::SUBPROTOCOL), &config, source).await?;
+    let hello = json!({"type": "hello", "nick": nick});
+    socket.send(Message::text(hello.to_string())).await?;
+    socket.send(Message::text(json!({"type": "join", "room": room}).to_string())).await?;
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) => {
+                let frame: Value = serde_json::from_str(&text)?;
+                match frame["type"].as_str() {
+                    Some("joined") => return Ok(socket),
+                    Some("error") => bail!("refused: {}", frame["message"]),
+                    _ => {}
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(err)) => return Err(err.into()),
+            None => bail!("closed before joining"),
+        }
+    }
+}
+
+struct SendPlan {
+    rate: f64,
+    size: usize,
+    until_us: u64,
+    room: String,
+}
+
+/// Sends on schedule until the measured window ends; returns the messages
+/// sent inside it and the deliveries they owe.
+async fn send_loop(
+    mut sink: Sink,
+    schedule: Schedule,
+    plan: SendPlan,
+    room_size: u64,
+) -> anyhow::Result<(u64, u64, Sink)> {
+    let interval_us = 1e6 / plan.rate;
+    // Senders start at different offsets so they do not all fire together.
+    let offset_us = (rand::random::<f64>() * interval_us) as u64;
+    let mut sent = 0u64;
+    for k in 0u64.. {
+        let intended_us = offset_us + (k as f64 * interval_us) as u64;
+        if intended_us >= plan.until_us {
+            break;
+        }
+        tokio::time::sleep_until(schedule.origin + Duration::from_micros(intended_us)).await;
+        let text = format!("{intended_us:>16}{}", "x".repeat(plan.size.saturating_sub(16)));
+        let frame = json!({"type": "say", "room": plan.room, "text": text});
+        sink.send(Message::text(frame.to_string())).await?;
+        if schedule.is_measured(intended_us) {
+            sent += 1;
+        }
+    }
+    Ok((sent, sent * room_size, sink))
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+/// Reads until told to stop, recording the latency of measured messages.
+async fn read_loop(
+    mut stream: futures_util::stream::SplitStream<WebSocket>,
+    schedule: Schedule,
+    counters: Arc<Counters>,
+    histograms: Arc<Vec<Mutex<Histogram<u64>>>>,
+    shard: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let message = tokio::select! {
+            message = stream.next() => message,
+            _ = stop.changed() => return,
+        };
+        let Some(Ok(Message::Text(text))) = message else {
+            if matches!(message, None | Some(Err(_))) {
+                return;
+            }
+            continue;
+        };
+        let received_us = schedule.origin.elapsed().as_micros() as u64;
+        match intended_time(&text) {
+            Some(intended_us) if schedule.is_measured(intended_us) => {
+                counters.received.fetch_add(1, Ordering::AcqRel);
+                let latency = received_us.saturating_sub(intended_us).clamp(1, MAX_LATENCY_US);
+                if let Ok(mut histogram) = histograms[shard].lock() {
+                    let _ = histogram.record(latency);
+                }
+            }
+            Some(_) => {}
+            None if text.starts_with(r#"{"type":"error""#) => {
+                counters.errors.fetch_add(1, Ordering::AcqRel);
+            }
+            None => {}
+        }
+    }
+}
+
+/// The intended send time a bench message's text starts with, read
+/// straight from the frame without decoding the JSON.
+fn intended_time(frame: &str) -> Option<u64> {
+    if !frame.starts_with(r#"{"type":"message""#) {
+        return None;
+    }
+    let start = frame.find(r#""text":""#)? + r#""text":""#.len();
+    let digits = frame.get(start..start + 16)?.trim_start();
+    digits.parse().ok()
+}
+
+/// CPU time and memory of a process, from /proc.
+#[derive(Debug, Clone, Copy)]
+struct ServerSample {
+    cpu_seconds: f64,
+    rss_bytes: u64,
+}
+
+impl ServerSample {
+    fn read(pid: u32) -> Option<Self> {
+        let cpu_seconds = cpu_seconds(Some(pid))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let rss_kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some(Self { cpu_seconds, rss_bytes: rss_kb * 1024 })
+    }
+}
+
+/// User plus system CPU seconds of `pid` (this process without one).
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name, which may itself hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // /proc reports clock ticks of 1/100 s (USER_HZ) on Linux.
+    Some((utime + stime) / 100.0)
+}
+
+fn micros(seconds: f64) -> u64 {
+    (seconds.max(0.0) * 1e6) as u64
+}
+
+fn print_table(report: &Value) {
+    let n = |key: &str| report[key].as_f64().unwrap_or(0.0);
+    let l = |key: &str| report["latency_ms"][key].as_f64().unwrap_or(0.0);
+    println!(
+        "connections      {:>12}   opened in {:.2} s ({:.0}/s)",
+        n("connections"),
+        n("connect_seconds"),
+        n("connects_per_sec")
+    );
+    println!(
+        "rooms / senders  {:>12} / {}   at {} msg/s each",
+        n("rooms"),
+        n("senders"),
+        n("rate_per_sender")
+    );
+    println!("sent             {:>12}   in {} s measured", n("sent"), n("duration_seconds"));
+    println!(
+        "deliveries       {:>12} of {} expected, {} lost",
+        n("received"),
+        n("expected"),
+        n("lost")
+    );
+    println!("throughput       {:>12.0} deliveries/s", n("deliveries_per_sec"));
+    println!(
+        "latency ms       p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        l("p50"),
+        l("p90"),
+        l("p99"),
+        l("p999"),
+        l("max")
+    );
+    println!("errors           {:>12}", n("errors"));
+    println!("bench cpu        {:>11.0}%   of one core", n("bench_cpu_percent"));
+    if let Some(server) = report["server"].as_object() {
+        let s = |key: &str| server.get(key).and_then(Value::as_f64).unwrap_or(0.0);
+        println!(
+            "server cpu       {:>11.0}%   {:.3} µs per delivery",
+            s("cpu_percent"),
+            s("cpu_us_per_delivery")
+        );
+        println!(
+            "server rss       {:>12.0} bytes, {:.0} per connection",
+            s("rss_bytes"),
+            s("rss_bytes_per_connection")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_intended_time_without_decoding() {
+        let frame = r#"{"type":"message","room":"bench-0","seq":3,"ts":1,"from":"b","text":"         1234567xxxx","action":false}"#;
+        assert_eq!(intended_time(frame), Some(1_234_567));
+        assert_eq!(intended_time(r#"{"type":"pong"}"#), None);
+        assert_eq!(intended_time(r#"{"type":"message","text":"short"}"#), None);
+    }
+
+    #[test]
+    fn only_the_window_is_measured() {
+        let schedule =
+            Schedule { origin: Instant::now(), measure_from_us: 100, measure_until_us: 200 };
+        assert!(!schedule.is_measured(99));
+        assert!(schedule.is_measured(100));
+        assert!(schedule.is_measured(199));
+        assert!(!schedule.is_measured(200));
+    }
+
+    #[test]
+    fn reads_its_own_cpu_time() {
+        assert!(cpu_seconds(None).is_some_and(|s| s >= 0.0));
+    }
+}

@@ -1,0 +1,120 @@
+//! `chat bench` against the real server: it runs, and its arithmetic holds.
+//! (Timings are never asserted; the targets are checked by running it.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+fn bin(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_chat")).with_file_name(name);
+    assert!(path.exists(), "{} is missing: build the workspace first", path.display());
+    path
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn server() -> (Server, String) {
+    let mut child = Command::new(bin("chat-server"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--ephemeral",
+            "--messages-per-sec",
+            "10000",
+            "--messages-burst",
+            "10000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on http://").unwrap().to_owned();
+    (Server(child), format!("ws://{addr}/ws"))
+}
+
+fn bench(url: &str, args: &[&str]) -> Value {
+    let output = Command::new(bin("chat"))
+        .args(["bench", "--server", url, "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn fan_out_over_two_rooms_adds_up() {
+    let (server, url) = server();
+    let pid = server.0.id().to_string();
+    let report = bench(
+        &url,
+        &[
+            "--connections",
+            "10",
+            "--rooms",
+            "2",
+            "--senders",
+            "2",
+            "--rate",
+            "40",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.1",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    let n = |key: &str| report[key].as_u64().unwrap();
+    assert_eq!(n("connections"), 10);
+    assert!(n("sent") > 0, "{report}");
+    // Each room has 5 members, the sender included: every message owes 5.
+    assert_eq!(n("expected"), n("sent") * 5, "{report}");
+    assert_eq!(n("received"), n("expected"), "nothing lost: {report}");
+    assert_eq!(n("lost"), 0);
+    assert_eq!(n("errors"), 0);
+    let latency = &report["latency_ms"];
+    assert_eq!(latency["samples"].as_u64(), Some(n("received")));
+    let q = |key: &str| latency[key].as_f64().unwrap();
+    assert!(0.0 < q("p50") && q("p50") <= q("p99") && q("p99") <= q("max"), "{report}");
+    let delivered = report["deliveries_per_sec"].as_f64().unwrap();
+    assert!((delivered - n("received") as f64 / 0.5).abs() < 1e-6, "{report}");
+    assert!(report["server"]["rss_bytes"].as_u64().is_some_and(|rss| rss > 0), "{report}");
+    assert!(report["server"]["cpu_seconds"].as_f64().is_some_and(|cpu| cpu >= 0.0), "{report}");
+    assert!(report["bench_cpu_percent"].as_f64().is_some(), "{report}");
+}
+
+#[test]
+fn idle_connections_send_nothing() {
+    let (_server, url) = server();
+    let report = bench(
+        &url,
+        &["--connections", "30", "--senders", "0", "--duration", "0.2", "--warmup", "0"],
+    );
+    assert_eq!(report["connections"], 30);
+    assert_eq!(report["sent"], 0);
+    assert_eq!(report["expected"], 0);
+    assert_eq!(report["received"], 0);
+}
+
+#[test]
+fn bad_arguments_are_refused() {
+    let output = Command::new(bin("chat"))
+        .args(["bench", "--server", "ws://127.0.0.1:9/ws", "--connections", "2", "--senders", "3"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no more senders than connections"));
+}
