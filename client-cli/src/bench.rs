@@ -16,15 +16,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chat_transport::tungstenite::Message;
-use chat_transport::tungstenite::protocol::CloseFrame;
-use chat_transport::tungstenite::protocol::frame::coding::CloseCode;
-use chat_transport::{TransportConfig, WebSocket, connect_from};
-use futures_util::{SinkExt, StreamExt};
+use chat_transport::tungstenite::http::Uri;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
+
+use crate::rawws::{self, CLOSE, FrameBuffer, TEXT};
 
 /// Latency histograms are sharded so readers rarely meet on a lock.
 const SHARDS: usize = 64;
@@ -122,20 +123,21 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Value> {
     // Nicks unique to this run, so runs do not collide with each other.
     let run = format!("{:04x}", rand::random::<u16>());
     let mut opening = Vec::with_capacity(args.connections);
+    let target = Arc::new(Target::parse(server)?);
     for i in 0..args.connections {
         let gate = Arc::clone(&gate);
-        let server = server.to_owned();
+        let target = Arc::clone(&target);
         let source = (!args.sources.is_empty()).then(|| args.sources[i % args.sources.len()]);
         let room = format!("bench-{}", i % args.rooms);
         let nick = format!("b{run}-{i}");
         opening.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await?;
-            open(&server, source, &nick, &room).await.with_context(|| format!("connection {i}"))
+            open(&target, source, &nick, &room).await.with_context(|| format!("connection {i}"))
         }));
     }
-    let mut sockets = Vec::with_capacity(args.connections);
+    let mut conns = Vec::with_capacity(args.connections);
     for handle in opening {
-        sockets.push(handle.await??);
+        conns.push(handle.await??);
     }
     let connect_seconds = connect_started.elapsed().as_secs_f64();
 
@@ -161,10 +163,11 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Value> {
     let mut senders = Vec::new();
     let mut readers = Vec::new();
     let mut idle_sinks = Vec::new();
-    for (i, socket) in sockets.into_iter().enumerate() {
-        let (sink, stream) = socket.split();
+    for (i, conn) in conns.into_iter().enumerate() {
+        let Conn { read, write: sink, buffer } = conn;
         let reader = read_loop(
-            stream,
+            read,
+            buffer,
             schedule,
             Arc::clone(&counters),
             Arc::clone(&histograms),
@@ -206,10 +209,10 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Value> {
     }
     // Goodbye with 1000, so the server ends the sessions at once rather
     // than keeping them for a resume.
+    let mut bye = Vec::new();
+    rawws::client_frame(CLOSE, &1000u16.to_be_bytes(), &mut bye);
     for mut sink in idle_sinks {
-        let bye = CloseFrame { code: CloseCode::Normal, reason: "bench done".into() };
-        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(bye))))
-            .await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.write_all(&bye)).await;
     }
     let _ = stop_tx.send(true);
     for handle in readers {
@@ -261,32 +264,86 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Value> {
     }))
 }
 
+/// Where to connect.
+struct Target {
+    host: String,
+    port: u16,
+    path: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> anyhow::Result<Self> {
+        let uri: Uri = url.parse().with_context(|| format!("invalid server URL {url:?}"))?;
+        if uri.scheme_str() != Some("ws") {
+            bail!("the server URL must be ws://");
+        }
+        let host = uri.host().context("the server URL has no host")?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let path = uri.path_and_query().map_or("/".to_owned(), |p| p.as_str().to_owned());
+        Ok(Self { host, port: uri.port_u16().unwrap_or(80), path })
+    }
+}
+
+/// One open connection, split for a reader and a writer.
+struct Conn {
+    read: OwnedReadHalf,
+    write: OwnedWriteHalf,
+    buffer: FrameBuffer,
+}
+
 /// Opens one connection, says hello and joins its room.
 async fn open(
-    server: &str,
+    target: &Target,
     source: Option<IpAddr>,
     nick: &str,
     room: &str,
-) -> anyhow::Result<WebSocket> {
-    let config = TransportConfig { max_message_bytes: 64 << 20, ..TransportConfig::default() };
-    let mut socket =
-        connect_from(server, Some(chat_protocol::SUBPROTOCOL), &config, source).await?;
-    let hello = json!({"type": "hello", "nick": nick});
-    socket.send(Message::text(hello.to_string())).await?;
-    socket.send(Message::text(json!({"type": "join", "room": room}).to_string())).await?;
+) -> anyhow::Result<Conn> {
+    let mut stream = match source {
+        None => TcpStream::connect((target.host.as_str(), target.port)).await?,
+        Some(local) => {
+            let remote = tokio::net::lookup_host((target.host.as_str(), target.port))
+                .await?
+                .find(|remote| remote.is_ipv4() == local.is_ipv4())
+                .context("no server address of the source's family")?;
+            let socket = if local.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            socket.bind(std::net::SocketAddr::new(local, 0))?;
+            socket.connect(remote).await?
+        }
+    };
+    stream.set_nodelay(true)?;
+    let host = format!("{}:{}", target.host, target.port);
+    let rest =
+        rawws::handshake(&mut stream, &host, &target.path, chat_protocol::SUBPROTOCOL).await?;
+    // A small buffer, grown only for large frames: many connections live here.
+    let mut buffer = FrameBuffer::new(4096, &rest);
+    let mut out = Vec::new();
+    rawws::client_frame(
+        TEXT,
+        json!({"type": "hello", "nick": nick}).to_string().as_bytes(),
+        &mut out,
+    );
+    rawws::client_frame(
+        TEXT,
+        json!({"type": "join", "room": room}).to_string().as_bytes(),
+        &mut out,
+    );
+    stream.write_all(&out).await?;
     loop {
-        match socket.next().await {
-            Some(Ok(Message::Text(text))) => {
-                let frame: Value = serde_json::from_str(&text)?;
-                match frame["type"].as_str() {
-                    Some("joined") => return Ok(socket),
-                    Some("error") => bail!("refused: {}", frame["message"]),
-                    _ => {}
+        while let Some((opcode, payload)) = buffer.next_frame()? {
+            match opcode {
+                TEXT if payload.starts_with(br#"{"type":"joined""#) => {
+                    let (read, write) = stream.into_split();
+                    return Ok(Conn { read, write, buffer });
                 }
+                TEXT if payload.starts_with(br#"{"type":"error""#) => {
+                    bail!("refused: {}", String::from_utf8_lossy(payload));
+                }
+                CLOSE => bail!("closed before joining"),
+                _ => {}
             }
-            Some(Ok(_)) => {}
-            Some(Err(err)) => return Err(err.into()),
-            None => bail!("closed before joining"),
+        }
+        if buffer.fill(&mut stream).await? == 0 {
+            bail!("closed before joining");
         }
     }
 }
@@ -310,6 +367,7 @@ async fn send_loop(
     // Senders start at different offsets so they do not all fire together.
     let offset_us = (rand::random::<f64>() * interval_us) as u64;
     let mut sent = 0u64;
+    let mut out = Vec::new();
     for k in 0u64.. {
         let intended_us = offset_us + (k as f64 * interval_us) as u64;
         if intended_us >= plan.until_us {
@@ -317,8 +375,10 @@ async fn send_loop(
         }
         tokio::time::sleep_until(schedule.origin + Duration::from_micros(intended_us)).await;
         let text = format!("{intended_us:>16}{}", "x".repeat(plan.size.saturating_sub(16)));
-        let frame = json!({"type": "say", "room": plan.room, "text": text});
-        sink.send(Message::text(frame.to_string())).await?;
+        let frame = json!({"type": "say", "room": plan.room, "text": text}).to_string();
+        out.clear();
+        rawws::client_frame(TEXT, frame.as_bytes(), &mut out);
+        sink.write_all(&out).await?;
         if schedule.is_measured(intended_us) {
             sent += 1;
         }
@@ -326,11 +386,12 @@ async fn send_loop(
     Ok((sent, sent * room_size, sink))
 }
 
-type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+type Sink = OwnedWriteHalf;
 
 /// Reads until told to stop, recording the latency of measured messages.
 async fn read_loop(
-    mut stream: futures_util::stream::SplitStream<WebSocket>,
+    mut read: OwnedReadHalf,
+    mut buffer: FrameBuffer,
     schedule: Schedule,
     counters: Arc<Counters>,
     histograms: Arc<Vec<Mutex<Histogram<u64>>>>,
@@ -338,43 +399,61 @@ async fn read_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let message = tokio::select! {
-            message = stream.next() => message,
-            _ = stop.changed() => return,
-        };
-        let Some(Ok(Message::Text(text))) = message else {
-            if matches!(message, None | Some(Err(_))) {
-                return;
-            }
-            continue;
-        };
         let received_us = schedule.origin.elapsed().as_micros() as u64;
-        match intended_time(&text) {
-            Some(intended_us) if schedule.is_measured(intended_us) => {
-                counters.received.fetch_add(1, Ordering::AcqRel);
-                let latency = received_us.saturating_sub(intended_us).clamp(1, MAX_LATENCY_US);
-                if let Ok(mut histogram) = histograms[shard].lock() {
-                    let _ = histogram.record(latency);
+        loop {
+            let (opcode, payload) = match buffer.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(_) => return,
+            };
+            match (opcode, intended_time(payload)) {
+                (TEXT, Some(intended_us)) if schedule.is_measured(intended_us) => {
+                    counters.received.fetch_add(1, Ordering::AcqRel);
+                    let latency = received_us.saturating_sub(intended_us).clamp(1, MAX_LATENCY_US);
+                    if let Ok(mut histogram) = histograms[shard].lock() {
+                        let _ = histogram.record(latency);
+                    }
+                }
+                (TEXT, None) if payload.starts_with(br#"{"type":"error""#) => {
+                    counters.errors.fetch_add(1, Ordering::AcqRel);
+                }
+                (CLOSE, _) => return,
+                _ => {}
+            }
+        }
+        tokio::select! {
+            filled = buffer.fill(&mut read) => {
+                if !matches!(filled, Ok(n) if n > 0) {
+                    return;
                 }
             }
-            Some(_) => {}
-            None if text.starts_with(r#"{"type":"error""#) => {
-                counters.errors.fetch_add(1, Ordering::AcqRel);
-            }
-            None => {}
+            _ = stop.changed() => return,
         }
     }
 }
 
 /// The intended send time a bench message's text starts with, read
 /// straight from the frame without decoding the JSON.
-fn intended_time(frame: &str) -> Option<u64> {
-    if !frame.starts_with(r#"{"type":"message""#) {
+fn intended_time(frame: &[u8]) -> Option<u64> {
+    const TEXT_FIELD: &[u8] = br#""text":""#;
+    if !frame.starts_with(br#"{"type":"message""#) {
         return None;
     }
-    let start = frame.find(r#""text":""#)? + r#""text":""#.len();
-    let digits = frame.get(start..start + 16)?.trim_start();
-    digits.parse().ok()
+    let start = frame.windows(TEXT_FIELD.len()).position(|w| w == TEXT_FIELD)? + TEXT_FIELD.len();
+    let digits = frame.get(start..start + 16)?;
+    let mut value = 0u64;
+    let mut any = false;
+    for &byte in digits {
+        match byte {
+            b' ' if !any => {}
+            b'0'..=b'9' => {
+                value = value.checked_mul(10)?.checked_add(u64::from(byte - b'0'))?;
+                any = true;
+            }
+            _ => return None,
+        }
+    }
+    any.then_some(value)
 }
 
 /// CPU time and memory of a process, from /proc.
@@ -472,10 +551,11 @@ mod tests {
 
     #[test]
     fn reads_the_intended_time_without_decoding() {
-        let frame = r#"{"type":"message","room":"bench-0","seq":3,"ts":1,"from":"b","text":"         1234567xxxx","action":false}"#;
+        let frame = br#"{"type":"message","room":"bench-0","seq":3,"ts":1,"from":"b","text":"         1234567xxxx","action":false}"#;
         assert_eq!(intended_time(frame), Some(1_234_567));
-        assert_eq!(intended_time(r#"{"type":"pong"}"#), None);
-        assert_eq!(intended_time(r#"{"type":"message","text":"short"}"#), None);
+        assert_eq!(intended_time(br#"{"type":"pong"}"#), None);
+        assert_eq!(intended_time(br#"{"type":"message","text":"short"}"#), None);
+        assert_eq!(intended_time(br#"{"type":"message","text":"  12x4567890123456"}"#), None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 use http::{HeaderValue, StatusCode, Uri};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::client::IntoClientRequest;
 
@@ -53,21 +53,6 @@ pub async fn connect(
     subprotocol: Option<&str>,
     config: &TransportConfig,
 ) -> Result<WebSocketStream<TcpStream>, ConnectError> {
-    connect_from(url, subprotocol, config, None).await
-}
-
-/// [`connect`], from the local address `source` (any port) when given: a
-/// load generator spreads many connections over several source addresses
-/// so it does not run out of ports.
-///
-/// # Errors
-/// As [`connect`]; also when `source` cannot be bound.
-pub async fn connect_from(
-    url: &str,
-    subprotocol: Option<&str>,
-    config: &TransportConfig,
-    source: Option<std::net::IpAddr>,
-) -> Result<WebSocketStream<TcpStream>, ConnectError> {
     let bad = |why: &str| ConnectError::BadUrl { url: url.to_owned(), why: why.to_owned() };
     let uri: Uri = url.parse().map_err(|err: http::uri::InvalidUri| bad(&err.to_string()))?;
     match uri.scheme_str() {
@@ -79,21 +64,9 @@ pub async fn connect_from(
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = uri.port_u16().unwrap_or(80);
     let addr = format!("{host}:{port}");
-    let io = |source| ConnectError::Io { addr: addr.clone(), source };
-    let stream = match source {
-        None => TcpStream::connect((host, port)).await.map_err(io)?,
-        Some(local) => {
-            let target = tokio::net::lookup_host((host, port))
-                .await
-                .map_err(io)?
-                .find(|target| target.is_ipv4() == local.is_ipv4())
-                .ok_or_else(|| bad("no address of the source's family"))?;
-            let socket = if local.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
-                .map_err(io)?;
-            socket.bind(std::net::SocketAddr::new(local, 0)).map_err(io)?;
-            socket.connect(target).await.map_err(io)?
-        }
-    };
+    let stream = TcpStream::connect((host, port))
+        .await
+        .map_err(|source| ConnectError::Io { addr: addr.clone(), source })?;
     stream.set_nodelay(true).map_err(|source| ConnectError::Io { addr, source })?;
     let mut request = uri.into_client_request().map_err(|err| bad(&err.to_string()))?;
     if let Some(protocol) = subprotocol {

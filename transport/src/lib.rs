@@ -24,6 +24,6 @@ mod site;
 pub use accept::{AcceptError, Accepted, Upgraded, WebSocket, accept};
 pub use close::close_frame_for;
 pub use config::TransportConfig;
-pub use connect::{ConnectError, connect, connect_from};
+pub use connect::{ConnectError, connect};
 pub use site::{Page, Site};
 pub use tokio_tungstenite::tungstenite;
