@@ -63,6 +63,10 @@ pub struct BenchArgs {
     /// Connections opened at once.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
+    /// Only open the WebSockets (no hello, no join, no messages): measures
+    /// upgrades per second and the memory of bare connections.
+    #[arg(long)]
+    pub upgrade_only: bool,
     /// Read the server's CPU time and memory from /proc/PID.
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -100,6 +104,9 @@ pub async fn run(server: &str, args: BenchArgs) -> anyhow::Result<()> {
     if args.connections == 0 || args.rooms == 0 || args.senders > args.connections {
         bail!("need at least one connection and room, and no more senders than connections");
     }
+    if args.upgrade_only && args.senders > 0 {
+        bail!("--upgrade-only sends nothing: use --senders 0");
+    }
     if args.rate <= 0.0 && args.senders > 0 {
         bail!("--rate must be positive");
     }
@@ -129,10 +136,12 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Value> {
         let target = Arc::clone(&target);
         let source = (!args.sources.is_empty()).then(|| args.sources[i % args.sources.len()]);
         let room = format!("bench-{}", i % args.rooms);
-        let nick = format!("b{run}-{i}");
+        let nick = (!args.upgrade_only).then(|| format!("b{run}-{i}"));
         opening.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await?;
-            open(&target, source, &nick, &room).await.with_context(|| format!("connection {i}"))
+            open(&target, source, nick.as_deref(), &room)
+                .await
+                .with_context(|| format!("connection {i}"))
         }));
     }
     let mut conns = Vec::with_capacity(args.connections);
@@ -245,6 +254,7 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Value> {
         "connections": args.connections,
         "connect_seconds": connect_seconds,
         "connects_per_sec": args.connections as f64 / connect_seconds.max(1e-9),
+        "upgrade_only": args.upgrade_only,
         "rooms": args.rooms,
         "senders": args.senders,
         "rate_per_sender": args.rate,
@@ -291,11 +301,11 @@ struct Conn {
     buffer: FrameBuffer,
 }
 
-/// Opens one connection, says hello and joins its room.
+/// Opens one connection and, given a nick, says hello and joins its room.
 async fn open(
     target: &Target,
     source: Option<IpAddr>,
-    nick: &str,
+    nick: Option<&str>,
     room: &str,
 ) -> anyhow::Result<Conn> {
     let mut stream = match source {
@@ -316,6 +326,10 @@ async fn open(
         rawws::handshake(&mut stream, &host, &target.path, chat_protocol::SUBPROTOCOL).await?;
     // A small buffer, grown only for large frames: many connections live here.
     let mut buffer = FrameBuffer::new(4096, &rest);
+    let Some(nick) = nick else {
+        let (read, write) = stream.into_split();
+        return Ok(Conn { read, write, buffer });
+    };
     let mut out = Vec::new();
     rawws::client_frame(
         TEXT,

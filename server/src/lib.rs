@@ -20,6 +20,7 @@ mod web;
 mod wire;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use anyhow::Context;
 use chat_transport::Accepted;
@@ -56,7 +57,9 @@ pub async fn run(
         .context("starting the storage thread")?;
     let (hub_tx, hub_rx) = mpsc::channel(config.inbound_queue);
     let hub = tokio::spawn(Hub::new(&config, snapshot, storage).run(hub_rx, acks_rx));
-    let site = web::site();
+    // Shared, not cloned, by every connection.
+    let site = Arc::new(web::site());
+    let config = Arc::new(config);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut next_conn = 0u64;
@@ -68,17 +71,20 @@ pub async fn run(
                 Ok((stream, peer)) => {
                     next_conn += 1;
                     let span = info_span!("conn", id = next_conn, %peer, member = tracing::field::Empty);
-                    let (site, config, hub, mut stop) = (site.clone(), config.clone(), hub_tx.clone(), stop_rx.clone());
+                    let (site, config, hub, mut stop) = (Arc::clone(&site), Arc::clone(&config), hub_tx.clone(), stop_rx.clone());
                     connections.spawn(
                         async move {
+                            // Each phase in its own allocation: the HTTP
+                            // parsing state is freed once the upgrade is
+                            // done, instead of living as long as the task.
                             let upgraded = tokio::select! {
-                                accepted = chat_transport::accept(stream, &site, &config.transport) => accepted,
+                                accepted = Box::pin(chat_transport::accept(stream, &site, &config.transport)) => accepted,
                                 _ = stop.changed() => return,
                             };
                             match upgraded {
                                 Ok(Accepted::Upgraded(upgraded)) => {
                                     let upgraded = *upgraded;
-                                    connection::serve(upgraded.socket, upgraded.peer, hub, &config).await;
+                                    Box::pin(connection::serve(upgraded.socket, upgraded.peer, hub, &config)).await;
                                 }
                                 Ok(Accepted::Answered(status)) => debug!(%status, "answered over http"),
                                 Ok(Accepted::Closed) => debug!("closed before a request"),

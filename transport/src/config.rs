@@ -15,9 +15,10 @@ pub struct TransportConfig {
     /// The largest WebSocket message (and frame) accepted, in bytes; larger
     /// ones close the connection with 1009. Default 64 KiB.
     pub max_message_bytes: usize,
-    /// The WebSocket read buffer, allocated per connection. Default 4 KiB:
+    /// The WebSocket read buffer, allocated per connection. Default 1 KiB:
     /// tungstenite's default of 128 KiB would cost 128 KiB per idle
-    /// connection, and chat frames are small.
+    /// connection, and chat frames from clients are small (a larger frame
+    /// grows the buffer as needed). Measured in docs/performance.md.
     pub read_buffer_bytes: usize,
     /// How many bytes of outgoing frames tungstenite gathers before writing
     /// them without an explicit flush. Default 64 KiB; drivers flush after
@@ -31,7 +32,7 @@ impl Default for TransportConfig {
             max_header_bytes: 16 * 1024,
             handshake_timeout: Duration::from_secs(10),
             max_message_bytes: 64 * 1024,
-            read_buffer_bytes: 4 * 1024,
+            read_buffer_bytes: 1024,
             write_buffer_bytes: 64 * 1024,
         }
     }
