@@ -63,6 +63,11 @@ pub struct BenchArgs {
     /// Connections opened at once.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
+    /// The last N connections never read: slow consumers. The server must
+    /// cut them off (close 4008, or dropped when not even that fits) without
+    /// the others losing anything; the report counts how many it cut off.
+    #[arg(long, default_value_t = 0)]
+    pub slow: usize,
     /// Only open the WebSockets (no hello, no join, no messages): measures
     /// upgrades per second and the memory of bare connections.
     #[arg(long)]
@@ -101,7 +106,7 @@ impl Schedule {
 
 /// Runs the benchmark against `server` and prints the report.
 pub async fn run(server: &str, args: BenchArgs) -> anyhow::Result<()> {
-    if args.connections == 0 || args.rooms == 0 || args.senders > args.connections {
+    if args.connections == 0 || args.rooms == 0 || args.senders + args.slow > args.connections {
         bail!("need at least one connection and room, and no more senders than connections");
     }
     if args.upgrade_only && args.senders > 0 {
@@ -151,8 +156,10 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Value> {
     let connect_seconds = connect_started.elapsed().as_secs_f64();
 
     // Every room's size, to know what each message owes.
+    // Slow consumers owe nothing: they are expected to be cut off.
+    let readers_count = args.connections - args.slow;
     let mut room_sizes = vec![0u64; args.rooms];
-    for i in 0..args.connections {
+    for i in 0..readers_count {
         room_sizes[i % args.rooms] += 1;
     }
     let origin = Instant::now();
@@ -168,11 +175,16 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Value> {
             .collect::<Result<_, _>>()?,
     );
     let (stop_tx, stop_rx) = watch::channel(false);
-    let sender_every = args.connections.checked_div(args.senders).unwrap_or(usize::MAX);
+    let sender_every = readers_count.checked_div(args.senders).unwrap_or(usize::MAX);
     let mut senders = Vec::new();
     let mut readers = Vec::new();
     let mut idle_sinks = Vec::new();
+    let mut slow = Vec::new();
     for (i, conn) in conns.into_iter().enumerate() {
+        if i >= readers_count {
+            slow.push(conn);
+            continue;
+        }
         let Conn { read, write: sink, buffer } = conn;
         let reader = read_loop(
             read,
@@ -227,6 +239,16 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Value> {
     for handle in readers {
         let _ = handle.await;
     }
+    // Now the slow consumers read what they were sent, to find the close.
+    // A server cuts a slow consumer off with close 4008, or, when its
+    // buffers are so full the close frame cannot be written, by dropping it.
+    let mut slow_cut_off = 0u64;
+    for conn in slow {
+        let ended = tokio::time::timeout(Duration::from_secs(10), close_code(conn)).await;
+        if let Ok(Some(4008) | None) = ended {
+            slow_cut_off += 1;
+        }
+    }
     let received = counters.received.load(Ordering::Acquire);
     let mut latency = Histogram::<u64>::new_with_max(MAX_LATENCY_US, 3)?;
     for shard in histograms.iter() {
@@ -265,6 +287,8 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Value> {
         "lost": expected.saturating_sub(received),
         "deliveries_per_sec": received as f64 / args.duration.max(1e-9),
         "errors": counters.errors.load(Ordering::Acquire),
+        "slow": args.slow,
+        "slow_cut_off": slow_cut_off,
         "latency_ms": {
             "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999),
             "max": latency.max() as f64 / 1000.0, "samples": latency.len(),
@@ -446,6 +470,23 @@ async fn read_loop(
     }
 }
 
+/// Reads a connection to its end and returns the close code the server
+/// sent, or `None` if it ended without a close frame.
+async fn close_code(conn: Conn) -> Option<u16> {
+    let Conn { mut read, buffer: mut frames, write: _write } = conn;
+    loop {
+        while let Ok(Some((opcode, payload))) = frames.next_frame() {
+            if opcode == CLOSE {
+                return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+            }
+        }
+        match frames.fill(&mut read).await {
+            Ok(n) if n > 0 => {}
+            _ => return None,
+        }
+    }
+}
+
 /// The intended send time a bench message's text starts with, read
 /// straight from the frame without decoding the JSON.
 fn intended_time(frame: &[u8]) -> Option<u64> {
@@ -543,6 +584,13 @@ fn print_table(report: &Value) {
         l("max")
     );
     println!("errors           {:>12}", n("errors"));
+    if n("slow") > 0.0 {
+        println!(
+            "slow consumers   {:>12}   {} cut off by the server",
+            n("slow"),
+            n("slow_cut_off")
+        );
+    }
     println!("bench cpu        {:>11.0}%   of one core", n("bench_cpu_percent"));
     if let Some(server) = report["server"].as_object() {
         let s = |key: &str| server.get(key).and_then(Value::as_f64).unwrap_or(0.0);

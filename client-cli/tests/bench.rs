@@ -118,3 +118,35 @@ fn bad_arguments_are_refused() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no more senders than connections"));
 }
+
+#[test]
+fn slow_consumers_are_cut_off_and_the_others_lose_nothing() {
+    let (_server, url) = server();
+    // 8 KB messages, fast: far more than socket buffers hold for the two
+    // connections that never read.
+    let report = bench(
+        &url,
+        &[
+            "--connections",
+            "6",
+            "--slow",
+            "2",
+            "--senders",
+            "1",
+            "--rate",
+            "2000",
+            "--size",
+            "8000",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.1",
+        ],
+    );
+    let n = |key: &str| report[key].as_u64().unwrap();
+    assert_eq!(n("slow"), 2);
+    assert_eq!(n("slow_cut_off"), 2, "{report}");
+    // The four readers (the sender included) owe and get every message.
+    assert_eq!(n("expected"), n("sent") * 4, "{report}");
+    assert_eq!(n("received"), n("expected"), "{report}");
+}
