@@ -1,6 +1,7 @@
 //! One WebSocket connection: reads frames, decodes them, hands them to the
 //! hub, and writes what the hub queued for it in batches.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -54,8 +55,9 @@ pub(crate) async fn serve(
                 // Either way a peer that stopped reading must not hold the task.
                 let goodbye = async {
                     if code != CloseCode::TooSlow {
-                        if let Some(first) = queue.try_recv() {
-                            write_batch(&mut socket, &mut queue, first).await?;
+                        let frames = queue.try_recv_all();
+                        if !frames.is_empty() {
+                            write_batch(&mut socket, &mut queue, frames).await?;
                         }
                     }
                     socket.close(Some(frame)).await
@@ -63,11 +65,11 @@ pub(crate) async fn serve(
                 let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
                 break format!("closed by server ({})", code.code());
             }
-            first = queue.recv() => {
-                let Some(first) = first else {
+            frames = queue.recv_all() => {
+                let Some(frames) = frames else {
                     break "hub dropped the connection".to_owned();
                 };
-                let write = tokio::time::timeout(config.write_timeout, write_batch(&mut socket, &mut queue, first));
+                let write = tokio::time::timeout(config.write_timeout, write_batch(&mut socket, &mut queue, frames));
                 // A peer that stopped reading blocks the write; the hub then
                 // finds the queue full and says to close, which must not wait
                 // for the write.
@@ -115,16 +117,18 @@ pub(crate) async fn serve(
     info!(%reason, "disconnected");
 }
 
-/// Writes `first` and everything else already queued, then flushes once,
-/// so a busy connection costs one syscall per batch, not per frame.
+/// Writes `frames` and everything queued meanwhile, then flushes once, so
+/// a busy connection costs one syscall per batch, not per frame.
 async fn write_batch(
     socket: &mut WebSocket,
     queue: &mut OutboxReceiver,
-    first: Utf8Bytes,
+    mut frames: VecDeque<Utf8Bytes>,
 ) -> Result<(), chat_transport::tungstenite::Error> {
-    socket.feed(Message::Text(first)).await?;
-    while let Some(next) = queue.try_recv() {
-        socket.feed(Message::Text(next)).await?;
+    while !frames.is_empty() {
+        for frame in frames.drain(..) {
+            socket.feed(Message::Text(frame)).await?;
+        }
+        frames = queue.try_recv_all();
     }
     socket.flush().await
 }

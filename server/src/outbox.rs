@@ -1,22 +1,50 @@
 //! A connection's outbound queue, bounded in frames and in bytes.
 //!
-//! The hub pushes without waiting; the connection task drains. When the
-//! queue is half full, ephemeral frames (typing notices) are dropped first,
-//! since losing one costs nothing; when a chat frame would not fit, the
-//! push fails and the hub closes the connection as too slow (4008), so the
-//! client resumes from its last `seq` instead of silently missing messages.
+//! The hub pushes without waiting; the connection task drains everything
+//! queued at once and writes it in one batch. When the queue is half full,
+//! ephemeral frames (typing notices) are dropped first, since losing one
+//! costs nothing; when a chat frame would not fit, the push fails and the hub
+//! closes the connection as too slow (4008), so the client resumes from its
+//! last `seq` instead of silently missing messages.
+//!
+//! It is a `VecDeque` behind a mutex with a `Notify`, rather than a channel,
+//! because an idle connection then holds no queue memory at all: the deque
+//! allocates on its first frame. The hub is the only producer and the
+//! connection task the only consumer, so the lock is all but uncontended.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chat_transport::tungstenite::Utf8Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
+
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<Utf8Bytes>,
+    bytes: usize,
+    /// The hub dropped its end: no more frames will come.
+    sender_gone: bool,
+    /// The connection task dropped its end: frames would never be read.
+    receiver_gone: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // The queue holds plain data; a panic elsewhere cannot break it.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// The hub's end.
 #[derive(Debug)]
 pub(crate) struct OutboxSender {
-    frames: mpsc::Sender<Utf8Bytes>,
-    queued_bytes: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
     max_frames: usize,
     max_bytes: usize,
 }
@@ -24,8 +52,7 @@ pub(crate) struct OutboxSender {
 /// The connection task's end.
 #[derive(Debug)]
 pub(crate) struct OutboxReceiver {
-    frames: mpsc::Receiver<Utf8Bytes>,
-    queued_bytes: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
 }
 
 /// What became of a pushed frame.
@@ -43,57 +70,78 @@ pub(crate) enum Pushed {
 /// A queue of at most `max_frames` frames and, once non-empty, `max_bytes`
 /// bytes (a single larger frame still fits an empty queue).
 pub(crate) fn outbox(max_frames: usize, max_bytes: usize) -> (OutboxSender, OutboxReceiver) {
-    let (tx, rx) = mpsc::channel(max_frames.max(1));
-    let queued_bytes = Arc::new(AtomicUsize::new(0));
-    let sender = OutboxSender {
-        frames: tx,
-        queued_bytes: Arc::clone(&queued_bytes),
-        max_frames: max_frames.max(1),
-        max_bytes,
-    };
-    (sender, OutboxReceiver { frames: rx, queued_bytes })
+    let shared = Arc::new(Shared::default());
+    let sender =
+        OutboxSender { shared: Arc::clone(&shared), max_frames: max_frames.max(1), max_bytes };
+    (sender, OutboxReceiver { shared })
 }
 
 impl OutboxSender {
     pub(crate) fn push(&self, frame: Utf8Bytes, ephemeral: bool) -> Pushed {
+        let mut queue = self.shared.lock();
+        if queue.receiver_gone {
+            return Pushed::Closed;
+        }
         let len = frame.len();
-        let queued = self.queued_bytes.load(Ordering::Acquire);
-        let used_frames = self.max_frames - self.frames.capacity();
-        if ephemeral
-            && (used_frames * 2 >= self.max_frames || queued.saturating_mul(2) >= self.max_bytes)
-        {
+        let half_used = queue.frames.len() * 2 >= self.max_frames
+            || queue.bytes.saturating_mul(2) >= self.max_bytes;
+        if ephemeral && half_used {
             return Pushed::Skipped;
         }
-        if queued > 0 && queued.saturating_add(len) > self.max_bytes {
+        let too_many_bytes = queue.bytes > 0 && queue.bytes.saturating_add(len) > self.max_bytes;
+        if queue.frames.len() >= self.max_frames || too_many_bytes {
             return Pushed::Full;
         }
-        self.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        match self.frames.try_send(frame) {
-            Ok(()) => Pushed::Queued,
-            Err(err) => {
-                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                match err {
-                    mpsc::error::TrySendError::Full(_) => Pushed::Full,
-                    mpsc::error::TrySendError::Closed(_) => Pushed::Closed,
-                }
-            }
-        }
+        queue.bytes += len;
+        queue.frames.push_back(frame);
+        drop(queue);
+        self.shared.ready.notify_one();
+        Pushed::Queued
+    }
+}
+
+impl Drop for OutboxSender {
+    fn drop(&mut self) {
+        self.shared.lock().sender_gone = true;
+        self.shared.ready.notify_one();
     }
 }
 
 impl OutboxReceiver {
-    /// The next frame; `None` once the hub dropped its end.
-    pub(crate) async fn recv(&mut self) -> Option<Utf8Bytes> {
-        let frame = self.frames.recv().await?;
-        self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
-        Some(frame)
+    /// Everything queued, oldest first, waiting until there is something;
+    /// `None` once the hub dropped its end and the queue is empty.
+    pub(crate) async fn recv_all(&mut self) -> Option<VecDeque<Utf8Bytes>> {
+        loop {
+            // Registered before looking, so a push in between is not missed
+            // (`notify_one` also keeps a permit for a later waiter).
+            let ready = self.shared.ready.notified();
+            {
+                let mut queue = self.shared.lock();
+                if !queue.frames.is_empty() {
+                    queue.bytes = 0;
+                    return Some(std::mem::take(&mut queue.frames));
+                }
+                if queue.sender_gone {
+                    return None;
+                }
+            }
+            ready.await;
+        }
     }
 
-    /// The next frame if one is queued already.
-    pub(crate) fn try_recv(&mut self) -> Option<Utf8Bytes> {
-        let frame = self.frames.try_recv().ok()?;
-        self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
-        Some(frame)
+    /// Everything queued right now, without waiting.
+    pub(crate) fn try_recv_all(&mut self) -> VecDeque<Utf8Bytes> {
+        let mut queue = self.shared.lock();
+        queue.bytes = 0;
+        std::mem::take(&mut queue.frames)
+    }
+}
+
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        let mut queue = self.shared.lock();
+        queue.receiver_gone = true;
+        queue.frames.clear();
     }
 }
 
@@ -114,7 +162,7 @@ mod tests {
         assert_eq!(tx.push(frame(1), false), Pushed::Queued);
         assert_eq!(tx.push(frame(1), false), Pushed::Queued);
         assert_eq!(tx.push(frame(1), false), Pushed::Full);
-        assert!(rx.try_recv().is_some());
+        assert_eq!(rx.try_recv_all().len(), 4);
         assert_eq!(tx.push(frame(1), false), Pushed::Queued, "room again once drained");
     }
 
@@ -123,7 +171,7 @@ mod tests {
         let (tx, mut rx) = outbox(100, 100);
         assert_eq!(tx.push(frame(500), false), Pushed::Queued);
         assert_eq!(tx.push(frame(1), false), Pushed::Full);
-        assert_eq!(rx.try_recv().map(|f| f.len()), Some(500));
+        assert_eq!(rx.try_recv_all().front().map(|f| f.len()), Some(500));
         assert_eq!(tx.push(frame(60), false), Pushed::Queued);
         assert_eq!(tx.push(frame(30), true), Pushed::Skipped);
         assert_eq!(tx.push(frame(30), false), Pushed::Queued);
@@ -135,5 +183,23 @@ mod tests {
         let (tx, rx) = outbox(4, 100);
         drop(rx);
         assert_eq!(tx.push(frame(1), false), Pushed::Closed);
+    }
+
+    #[tokio::test]
+    async fn the_receiver_waits_for_frames() {
+        let (tx, mut rx) = outbox(4, 100);
+        let waiting = tokio::spawn(async move { rx.recv_all().await.map(|frames| frames.len()) });
+        tokio::task::yield_now().await;
+        assert_eq!(tx.push(frame(1), false), Pushed::Queued);
+        assert_eq!(waiting.await.unwrap(), Some(1));
+    }
+
+    #[tokio::test]
+    async fn the_receiver_drains_then_ends_with_the_sender() {
+        let (tx, mut rx) = outbox(4, 100);
+        assert_eq!(tx.push(frame(1), false), Pushed::Queued);
+        drop(tx);
+        assert_eq!(rx.recv_all().await.map(|frames| frames.len()), Some(1));
+        assert_eq!(rx.recv_all().await.map(|frames| frames.len()), None);
     }
 }
