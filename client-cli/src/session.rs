@@ -129,17 +129,25 @@ impl Client {
             joins.insert(id, after);
         }
         let mut resumed = Resumed::default();
+        // On a reconnect, what each room missed, printed once complete.
+        let mut missed: Vec<Missed> = Vec::new();
         while !joins.is_empty() {
             let text = next_text(&mut socket)
                 .await?
                 .context("server closed the connection while joining")?;
             let frame = ServerFrame::decode(&text).ok();
             match &frame {
-                Some(ServerFrame::Joined { id: Some(id), resume, gap, .. })
+                Some(ServerFrame::Joined { id: Some(id), room, resume, gap, history, .. })
                     if joins.contains_key(id) =>
                 {
                     let after = joins.remove(id).flatten();
                     resumed.add(after, *resume, gap.map(|g| g.to - g.from + 1));
+                    if let (true, Some(after)) = (again, after) {
+                        // Everything after `after` (or after the gap) is owed.
+                        let floor = gap.map_or(after + 1, |g| g.to + 1);
+                        let messages = history.clone();
+                        missed.push(Missed { room: room.clone(), floor, messages });
+                    }
                 }
                 Some(ServerFrame::Error { id: Some(id), code, message, .. })
                     if joins.contains_key(id) =>
@@ -160,16 +168,62 @@ impl Client {
             self.on_frame(&frame);
             match &frame {
                 // On a reconnect only what was missed is news, not the join.
-                ServerFrame::Joined { history, .. } if again && !self.json => {
-                    for line in render::messages(history) {
-                        println!("{line}");
-                    }
-                }
+                ServerFrame::Joined { .. } if again && !self.json => {}
                 _ => self.show(&text, &frame),
             }
         }
+        // A resume carries at most the newest 200 messages: page back for
+        // the rest, holding newer frames until the older ones are shown.
+        let mut held = Vec::new();
+        for room in &mut missed {
+            while let Some(first) =
+                room.messages.first().map(|m| m.seq).filter(|&first| first > room.floor)
+            {
+                let ask = ClientFrame::History {
+                    room: room.room.clone(),
+                    before: Some(first),
+                    limit: Some(200),
+                };
+                let id = self.send(&mut socket, ask).await?;
+                let older = loop {
+                    let text =
+                        next_text(&mut socket).await?.context("server closed the connection")?;
+                    match ServerFrame::decode(&text) {
+                        Ok(ServerFrame::History { id: Some(answer), messages, .. })
+                            if answer == id =>
+                        {
+                            if self.json {
+                                println!("{text}");
+                            }
+                            break messages;
+                        }
+                        Ok(ServerFrame::Error { id: Some(answer), .. }) if answer == id => {
+                            break Vec::new();
+                        }
+                        _ => held.push(text),
+                    }
+                };
+                if older.is_empty() {
+                    break;
+                }
+                let mut older: Vec<_> = older.into_iter().filter(|m| m.seq >= room.floor).collect();
+                older.append(&mut room.messages);
+                room.messages = older;
+            }
+        }
         if again && !self.json {
+            for room in &missed {
+                for line in render::messages(&room.messages) {
+                    println!("{line}");
+                }
+            }
             println!("{}", resumed.notice());
+        }
+        for text in held {
+            if let Ok(frame) = ServerFrame::decode(&text) {
+                self.on_frame(&frame);
+                self.show(&text, &frame);
+            }
         }
         for (id, frame) in self.pending.clone() {
             send_frame(&mut socket, Some(id), frame).await?;
@@ -382,6 +436,13 @@ impl Client {
         send_frame(socket, Some(id.clone()), frame).await?;
         Ok(id)
     }
+}
+
+/// What a room missed during a disconnect: every message from `floor` on.
+struct Missed {
+    room: String,
+    floor: u64,
+    messages: Vec<chat_protocol::Message>,
 }
 
 /// How the rooms answered a reconnect, for the one notice it prints.

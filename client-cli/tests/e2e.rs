@@ -122,11 +122,15 @@ fn lines(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
 
 /// Starts `chat-server` on a free port and returns it with its ws:// URL.
 fn server() -> (Proc, String) {
-    let mut server = Proc::spawn(Command::new(bin("chat-server")).args([
-        "--listen",
-        "127.0.0.1:0",
-        "--ephemeral",
-    ]));
+    server_with(&[])
+}
+
+fn server_with(extra: &[&str]) -> (Proc, String) {
+    let mut server = Proc::spawn(
+        Command::new(bin("chat-server"))
+            .args(["--listen", "127.0.0.1:0", "--ephemeral"])
+            .args(extra),
+    );
     let line = server.expect_where(|line| line.starts_with("listening on http://"), "listening");
     let addr = line.trim_start_matches("listening on http://").to_owned();
     (server, format!("ws://{addr}/ws"))
@@ -356,4 +360,27 @@ fn the_client_reconnects_resumes_and_sends_what_was_typed_offline() {
     assert_eq!(seen(&alice.seen, "[lobby] <alice> typed while offline"), 1);
     assert_eq!(seen(&alice.seen, "[lobby] <bob> while you were away"), 1);
     assert_eq!(seen(&bob.seen, "[lobby] -- alice left"), 1, "one leave, at the quit");
+}
+
+#[test]
+fn a_long_absence_is_caught_up_in_full_and_in_order() {
+    let (_server, url) = server_with(&["--messages-per-sec", "10000", "--messages-burst", "10000"]);
+    let upstream = url.trim_start_matches("ws://").trim_end_matches("/ws").to_owned();
+    let proxy = Proxy::start(&upstream);
+    let mut alice = chat(&proxy.url(), &["--nick", "alice"]);
+    alice.expect("[lobby] -- joined (1 members: alice)");
+    proxy.refuse(true);
+    proxy.cut();
+    alice.expect_stderr("-- disconnected:");
+    // More than one resume carries (200): the rest must be paged back.
+    let lines: String = (1..=450).map(|i| format!("missed {i}\n")).collect();
+    let output = chat_with_input(&url, &["--nick", "bob"], &lines);
+    assert!(output.status.success(), "{output:?}");
+    proxy.refuse(false);
+    for i in 1..=450 {
+        alice.expect(&format!("[lobby] <bob> missed {i}"));
+    }
+    alice.expect("-- reconnected, resumed");
+    alice.type_line("/quit");
+    assert!(alice.finish().success());
 }

@@ -34,10 +34,11 @@ after(async () => {
  * Starts chat-server on `listen` and resolves with { child, url, addr } once
  * it listens. With `dataDir` history is durable there; without, in memory.
  */
-function startServer(listen = '127.0.0.1:0', dataDir = null) {
+function startServer(listen = '127.0.0.1:0', dataDir = null, extra = []) {
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' };
   const storage = dataDir ? ['--data-dir', dataDir] : ['--ephemeral'];
-  const child = spawn(serverBin, ['--listen', listen, ...storage], { stdio: ['ignore', 'pipe', 'inherit'], env });
+  const args = ['--listen', listen, ...storage, ...extra];
+  const child = spawn(serverBin, args, { stdio: ['ignore', 'pipe', 'inherit'], env });
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout });
     const timer = setTimeout(() => reject(new Error('server did not start')), WAIT);
@@ -191,5 +192,38 @@ test('the page resumes after the server restarts: banner, no loss, no duplicates
   } finally {
     await stopServer(server.child);
     fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+test('a page away for longer than one resume carries catches up in full, in order', async () => {
+  const server = await startServer('127.0.0.1:0', null, ['--messages-per-sec', '10000', '--messages-burst', '10000']);
+  try {
+    const alice = await login(server.url, 'alice');
+    const bob = await login(server.url, 'bob');
+    // alice's connection drops and she stays away (no reconnect yet).
+    await alice.page.evaluate(() => {
+      state.wantedNick = null;
+      state.socket.close();
+    });
+    await bob.page.evaluate(() => {
+      for (let i = 1; i <= 450; i += 1) {
+        send({ type: 'say', room: 'lobby', text: `bulk ${i}`, id: `bulk-${i}` });
+      }
+    });
+    await seeMessage(bob.page, 'bulk 450');
+    await alice.page.evaluate(() => {
+      state.wantedNick = 'alice';
+      connect();
+    });
+    await seeMessage(alice.page, 'bulk 450');
+    await alice.page.waitForFunction(() => document.querySelectorAll('#messages li[data-seq]').length === 450);
+    const seqs = await alice.page.evaluate(() =>
+      [...document.querySelectorAll('#messages li[data-seq]')].map((li) => Number(li.dataset.seq)));
+    assert.deepEqual(seqs, Array.from({ length: 450 }, (_, i) => i + 1), 'every missed message, in order, once');
+    assert.deepEqual(alice.problems, []);
+    await alice.context.close();
+    await bob.context.close();
+  } finally {
+    await stopServer(server.child);
   }
 });

@@ -27,6 +27,7 @@ const state = {
   switchTo: null,      // a room the user asked to join: show it once joined
   session: sessionStorage.getItem(SESSION_KEY), // token to resume with
   pending: new Map(),  // id -> say/dm frame sent (or typed offline), not yet echoed
+  pages: new Map(),    // id of a history request -> { room, floor } still being filled
   typing: new Map(),   // "room\nnick" -> timer
 };
 
@@ -172,6 +173,9 @@ function handle(frame) {
     case 'joined': {
       const room = roomState(frame.room);
       room.members = new Set(frame.members);
+      // A resume owes every message from here on; `joined` carries at most
+      // the newest 200, so older ones are paged in with `history`.
+      const floor = frame.resume === 'gap' && frame.gap ? frame.gap.to + 1 : room.lastSeq + 1;
       if (frame.resume === 'fresh' && frame.last_seq < room.lastSeq) {
         // The server lost this room's history (an in-memory server that
         // restarted): its numbering starts over.
@@ -183,6 +187,10 @@ function handle(frame) {
       }
       for (const message of frame.history) {
         addMessage(message, false);
+      }
+      const first = frame.history.length ? frame.history[0].seq : null;
+      if (frame.resume !== 'fresh' && first !== null && first > floor) {
+        requestOlder(frame.room, first, floor);
       }
       room.lastSeq = Math.max(room.lastSeq, frame.last_seq);
       saveRooms();
@@ -270,6 +278,19 @@ function handle(frame) {
       }
       break;
     }
+    case 'history': {
+      const page = state.pages.get(frame.id);
+      if (!page) {
+        break;
+      }
+      state.pages.delete(frame.id);
+      insertOlder(page.room, frame.messages.filter((m) => m.seq >= page.floor));
+      const first = frame.messages.length ? frame.messages[0].seq : null;
+      if (first !== null && first > page.floor) {
+        requestOlder(page.room, first, page.floor);
+      }
+      break;
+    }
     case 'rooms':
       if (state.current) {
         const list = frame.rooms.map((r) => `${r.name} (${r.members})`).join(', ');
@@ -321,14 +342,7 @@ function addMessage(message, live) {
     return;
   }
   room.lastSeq = message.seq;
-  addLine(message.room, {
-    kind: message.action ? 'action' : 'message',
-    ts: message.ts,
-    from: message.from,
-    text: message.text,
-    seq: message.seq,
-    mention: state.nick && message.from !== state.nick && mentions(message.text, state.nick),
-  });
+  addLine(message.room, messageLine(message));
   if (live && message.room !== state.current) {
     room.unread += 1;
     renderRooms();
@@ -336,6 +350,47 @@ function addMessage(message, live) {
   if (live) {
     clearTyping(message.room, message.from);
   }
+}
+
+function requestOlder(room, before, floor) {
+  const id = newId();
+  state.pages.set(id, { room, floor });
+  send({ type: 'history', room, before, limit: 200, id });
+}
+
+// Puts messages older than what is shown into their place by seq.
+function insertOlder(name, messages) {
+  const room = state.rooms.get(name);
+  if (!room) {
+    return;
+  }
+  const have = new Set(room.lines.filter((l) => l.seq).map((l) => l.seq));
+  for (const message of messages) {
+    if (have.has(message.seq)) {
+      continue;
+    }
+    const line = messageLine(message);
+    const at = room.lines.findIndex((l) => l.seq && l.seq > message.seq);
+    if (at < 0) {
+      room.lines.push(line);
+    } else {
+      room.lines.splice(at, 0, line);
+    }
+  }
+  if (name === state.current) {
+    renderMessages();
+  }
+}
+
+function messageLine(message) {
+  return {
+    kind: message.action ? 'action' : 'message',
+    ts: message.ts,
+    from: message.from,
+    text: message.text,
+    seq: message.seq,
+    mention: state.nick && message.from !== state.nick && mentions(message.text, state.nick),
+  };
 }
 
 function mentions(text, nick) {
