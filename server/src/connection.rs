@@ -2,6 +2,7 @@
 //! hub, and writes what the hub queued for it in batches.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use chat_transport::tungstenite::protocol::frame::coding::CloseCode as WsCloseCo
 use chat_transport::tungstenite::{Message, Utf8Bytes};
 use chat_transport::{WebSocket, close_frame_for};
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
@@ -117,20 +119,73 @@ pub(crate) async fn serve(
     info!(%reason, "disconnected");
 }
 
-/// Writes `frames` and everything queued meanwhile, then flushes once, so
-/// a busy connection costs one syscall per batch, not per frame.
+/// Writes `frames` and everything queued meanwhile with as few `writev`
+/// calls as the socket allows: each frame is a small header and the shared
+/// encoded bytes, never copied into a per-connection buffer.
+///
+/// Data frames go straight to the TCP stream; tungstenite keeps the control
+/// frames (pong, close) it writes itself, so anything it holds is flushed
+/// first to keep the order on the wire.
 async fn write_batch(
     socket: &mut WebSocket,
     queue: &mut OutboxReceiver,
     mut frames: VecDeque<Utf8Bytes>,
 ) -> Result<(), chat_transport::tungstenite::Error> {
+    socket.flush().await?;
+    let stream = socket.get_mut();
     while !frames.is_empty() {
-        for frame in frames.drain(..) {
-            socket.feed(Message::Text(frame)).await?;
+        let headers: Vec<FrameHeader> =
+            frames.iter().map(|frame| FrameHeader::text(frame.len())).collect();
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(frames.len() * 2);
+        for (header, frame) in headers.iter().zip(frames.iter()) {
+            slices.push(IoSlice::new(header.as_bytes()));
+            slices.push(IoSlice::new(frame.as_bytes()));
+        }
+        let mut remaining = slices.as_mut_slice();
+        while !remaining.is_empty() {
+            let written = stream.write_vectored(remaining).await?;
+            if written == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+            }
+            IoSlice::advance_slices(&mut remaining, written);
         }
         frames = queue.try_recv_all();
     }
-    socket.flush().await
+    Ok(())
+}
+
+/// The header of an unmasked, final text frame (RFC 6455 §5.2).
+struct FrameHeader {
+    bytes: [u8; 10],
+    len: usize,
+}
+
+impl FrameHeader {
+    fn text(payload: usize) -> Self {
+        let mut bytes = [0u8; 10];
+        bytes[0] = 0x81;
+        let len = match payload {
+            0..=125 => {
+                bytes[1] = payload as u8;
+                2
+            }
+            126..=0xffff => {
+                bytes[1] = 126;
+                bytes[2..4].copy_from_slice(&(payload as u16).to_be_bytes());
+                4
+            }
+            _ => {
+                bytes[1] = 127;
+                bytes[2..10].copy_from_slice(&(payload as u64).to_be_bytes());
+                10
+            }
+        };
+        Self { bytes, len }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 /// The hub input a received message asks for, if any.
@@ -153,5 +208,19 @@ fn input_for(member: MemberId, message: Message) -> Option<Input> {
         }),
         // tungstenite answers pings itself; pongs and raw frames need nothing.
         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FrameHeader;
+
+    #[test]
+    fn text_frame_headers_use_the_shortest_length_form() {
+        assert_eq!(FrameHeader::text(0).as_bytes(), [0x81, 0]);
+        assert_eq!(FrameHeader::text(125).as_bytes(), [0x81, 125]);
+        assert_eq!(FrameHeader::text(126).as_bytes(), [0x81, 126, 0, 126]);
+        assert_eq!(FrameHeader::text(65_535).as_bytes(), [0x81, 126, 0xff, 0xff]);
+        assert_eq!(FrameHeader::text(65_536).as_bytes(), [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
     }
 }
