@@ -127,14 +127,31 @@ async fn a_client_cut_off_as_too_slow_resumes_without_loss() {
     config.chat.history_page_max = 40;
     let server = Server::start(config).await;
     let mut sender = Client::in_room(&server, "sender", "lobby").await;
+    let mut reader = Client::in_room(&server, "reader", "lobby").await;
     let mut sleeper = Client::in_room(&server, "sleeper", "lobby").await;
     sender.expect("presence").await;
+    sender.expect("presence").await;
+    reader.expect("presence").await;
+    // 300 messages of 59 KB: far more than socket buffers hold. The sender
+    // waits for each echo, so a member that reads keeps up.
     const COUNT: u64 = 300;
+    let reading = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        while seqs.len() < COUNT as usize {
+            let frame = reader.recv().await;
+            if frame["type"] == "message" {
+                seqs.push(frame["seq"].as_u64().unwrap());
+            }
+        }
+        seqs
+    });
     let text = "z".repeat(59_000);
     for i in 1..=COUNT {
         sender.send(json!({"type": "say", "room": "lobby", "text": format!("{i}:{text}")})).await;
         while sender.recv().await["type"] != "message" {}
     }
+    let read = reading.await.unwrap();
+    assert_eq!(read, (1..=COUNT).collect::<Vec<_>>(), "the slow member cost the reader nothing");
     // The sleeper reads what reached it before the cut, then resumes.
     let mut seen = Vec::new();
     loop {
