@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::rawws::{self, CLOSE, FrameBuffer, TEXT};
@@ -401,17 +401,10 @@ async fn send_loop(
     plan: SendPlan,
     room_size: u64,
 ) -> anyhow::Result<(u64, u64, Sink)> {
-    let interval_us = 1e6 / plan.rate;
-    // Senders start at different offsets so they do not all fire together.
-    let offset_us = (rand::random::<f64>() * interval_us) as u64;
+    let mut ticks = pace(schedule.origin.into_std(), plan.rate, plan.until_us);
     let mut sent = 0u64;
     let mut out = Vec::new();
-    for k in 0u64.. {
-        let intended_us = offset_us + (k as f64 * interval_us) as u64;
-        if intended_us >= plan.until_us {
-            break;
-        }
-        tokio::time::sleep_until(schedule.origin + Duration::from_micros(intended_us)).await;
+    while let Some(intended_us) = ticks.recv().await {
         let text = format!("{intended_us:>16}{}", "x".repeat(plan.size.saturating_sub(16)));
         let frame = json!({"type": "say", "room": plan.room, "text": text}).to_string();
         out.clear();
@@ -422,6 +415,36 @@ async fn send_loop(
         }
     }
     Ok((sent, sent * room_size, sink))
+}
+
+/// The intended send times (µs after `origin`) of one sender at `rate`
+/// messages per second until `until_us`, each delivered at its time by a
+/// thread that sleeps with the OS's precision (tens of µs): the runtime's
+/// timer rounds up to the next millisecond, which would add up to a
+/// millisecond of the bench's own lateness to every latency measured.
+/// A sender that falls behind gets its ticks late, and the latency measured
+/// from the intended time shows it.
+fn pace(origin: std::time::Instant, rate: f64, until_us: u64) -> mpsc::UnboundedReceiver<u64> {
+    let (ticks, receiver) = mpsc::unbounded_channel();
+    let interval_us = 1e6 / rate;
+    // Senders start at different offsets so they do not all fire together.
+    let offset_us = rand::random::<f64>() * interval_us;
+    std::thread::spawn(move || {
+        for k in 0u64.. {
+            let intended_us = (offset_us + k as f64 * interval_us) as u64;
+            if intended_us >= until_us {
+                break;
+            }
+            let due = origin + Duration::from_micros(intended_us);
+            if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if ticks.send(intended_us).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
 }
 
 type Sink = OwnedWriteHalf;

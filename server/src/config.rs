@@ -9,16 +9,10 @@ use chat_transport::TransportConfig;
 pub struct ServerConfig {
     /// The chat rules.
     pub chat: ChatConfig,
-    /// HTTP and WebSocket limits.
+    /// HTTP and WebSocket limits, including each connection's outgoing
+    /// queue: a client whose queue is full is closed as too slow (4008), and
+    /// typing notices are dropped once it is half full.
     pub transport: TransportConfig,
-    /// Frames queued for one connection before it counts as too slow and is
-    /// closed with 4008. Default 1024: several seconds of a busy room, so
-    /// only a client that stopped reading hits it.
-    pub outbound_frames: usize,
-    /// Bytes queued for one connection before it counts as too slow (a
-    /// single larger frame still goes to an empty queue). Default 8 MiB.
-    /// Typing notices are dropped once either bound is half used.
-    pub outbound_bytes: usize,
     /// How long one batched write may take before the connection is
     /// dropped as dead. Default 10 s.
     pub write_timeout: Duration,
@@ -46,8 +40,6 @@ impl Default for ServerConfig {
         Self {
             chat: ChatConfig::default(),
             transport: TransportConfig::default(),
-            outbound_frames: 1024,
-            outbound_bytes: 8 << 20,
             write_timeout: Duration::from_secs(10),
             inbound_queue: 4096,
             shutdown_grace: Duration::from_secs(5),

@@ -14,12 +14,12 @@ use chat_core::{
 };
 use chat_protocol::{CloseCode, DecodeError, ServerFrame};
 use chat_transport::tungstenite::Utf8Bytes;
+use chat_transport::{Outgoing, Pushed};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::ServerConfig;
 use crate::clock::Clock;
-use crate::outbox::{OutboxSender, Pushed};
 use crate::storage::Storage;
 use crate::store::Snapshot;
 use crate::wire::{self, WelcomeInfo};
@@ -42,9 +42,9 @@ pub(crate) enum Input {
 /// The hub's handle on one connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    /// Encoded frames to send, bounded by `ServerConfig::outbound_frames`
-    /// and `ServerConfig::outbound_bytes`.
-    pub outbound: OutboxSender,
+    /// Where its frames go: pushed, then written by the hub in one
+    /// `writev` per connection per batch of inputs.
+    pub outgoing: Arc<Outgoing>,
     /// Tells the connection to close with this code.
     pub close: oneshot::Sender<CloseCode>,
     /// The token a new session of this connection gets: random and
@@ -54,6 +54,9 @@ pub(crate) struct Conn {
 
 /// Deliveries held for storage past which the hub stops taking inputs.
 const MAX_HELD: usize = 65_536;
+
+/// Inputs handled before the frames they caused are written.
+const BATCH: usize = 256;
 
 pub(crate) struct Hub {
     chat: Chat,
@@ -68,6 +71,8 @@ pub(crate) struct Hub {
     /// Deliveries waiting for the records issued before them to be
     /// committed, in order: nothing is shown to anyone before it is stored.
     held: VecDeque<Held>,
+    /// Connections with frames pushed since the last flush.
+    unflushed: Vec<Arc<Outgoing>>,
     shutting_down: bool,
 }
 
@@ -112,6 +117,7 @@ impl Hub {
             issued: 0,
             committed: 0,
             held: VecDeque::new(),
+            unflushed: Vec::new(),
             shutting_down: false,
         }
     }
@@ -142,11 +148,39 @@ impl Hub {
                 () = timer => self.chat.handle_timeout(self.clock.now()),
             }
             self.drain();
+            if !self.unflushed.is_empty() {
+                // Before writing, let every task that is ready run (readers
+                // queue their inputs) and take what they sent: under load,
+                // each connection then gets many frames per write instead
+                // of one write per frame.
+                tokio::task::yield_now().await;
+                self.take_ready(&mut inputs, &mut acks);
+                self.flush();
+            }
         }
         let storage = self.storage;
         // Joining the thread blocks: keep it off the runtime's workers.
         let _ = tokio::task::spawn_blocking(move || storage.finish()).await;
         debug!("chat task stopped");
+    }
+
+    /// Handles what is already waiting, without waiting for more.
+    fn take_ready(
+        &mut self,
+        inputs: &mut mpsc::Receiver<Input>,
+        acks: &mut mpsc::UnboundedReceiver<u64>,
+    ) {
+        while let Ok(ticket) = acks.try_recv() {
+            self.committed(ticket);
+        }
+        for _ in 0..BATCH {
+            if self.held.len() >= MAX_HELD {
+                break;
+            }
+            let Ok(input) = inputs.try_recv() else { break };
+            self.handle(input);
+            self.drain();
+        }
     }
 
     /// Storage committed every record up to `ticket`: release what waited.
@@ -253,11 +287,21 @@ impl Hub {
         }
     }
 
+    /// Writes every connection's new frames, each with as few `writev`
+    /// calls as its socket allows; a socket that is full is left to its
+    /// connection task.
+    fn flush(&mut self) {
+        for outgoing in self.unflushed.drain(..) {
+            outgoing.flush();
+        }
+    }
+
     fn send(&mut self, member: MemberId, bytes: Utf8Bytes, ephemeral: bool) {
         let Some(conn) = self.conns.get(&member) else {
             return;
         };
-        match conn.outbound.push(bytes, ephemeral) {
+        match conn.outgoing.push_text(bytes, ephemeral) {
+            Pushed::First => self.unflushed.push(Arc::clone(&conn.outgoing)),
             Pushed::Queued | Pushed::Skipped => {}
             Pushed::Full => {
                 warn!(%member, "outbound queue full; closing as too slow");

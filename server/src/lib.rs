@@ -13,7 +13,6 @@ mod clock;
 mod config;
 mod connection;
 mod hub;
-mod outbox;
 mod storage;
 mod store;
 mod web;
@@ -83,8 +82,7 @@ pub async fn run(
                             };
                             match upgraded {
                                 Ok(Accepted::Upgraded(upgraded)) => {
-                                    let upgraded = *upgraded;
-                                    Box::pin(connection::serve(upgraded.socket, upgraded.peer, hub, &config)).await;
+                                    Box::pin(connection::serve(upgraded, hub, &config)).await;
                                 }
                                 Ok(Accepted::Answered(status)) => debug!(%status, "answered over http"),
                                 Ok(Accepted::Closed) => debug!("closed before a request"),

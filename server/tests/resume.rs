@@ -119,7 +119,8 @@ async fn malformed_session_tokens_are_refused() {
 
 #[tokio::test]
 async fn a_client_cut_off_as_too_slow_resumes_without_loss() {
-    let mut config = ServerConfig { outbound_frames: 16, ..ServerConfig::default() };
+    let mut config = ServerConfig::default();
+    config.transport.max_queued_frames = 16;
     config.chat.max_text_bytes = 60_000;
     config.chat.messages_per_sec = 100_000;
     config.chat.messages_burst = 100_000;

@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use base64::Engine;
 use http::header::{
@@ -11,12 +12,17 @@ use tokio_tungstenite::WebSocketStream;
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::Role;
 
+use crate::outgoing::{Outgoing, SharedStream};
 use crate::request::{Head, read_head};
 use crate::response::{Response, respond_and_close};
 use crate::{Site, TransportConfig};
 
-/// A server-side WebSocket over TCP.
+/// A client-side WebSocket over TCP.
 pub type WebSocket = WebSocketStream<TcpStream>;
+
+/// A server-side WebSocket: tungstenite reads it, and its writes share the
+/// connection's [`Outgoing`] queue with whoever fans frames out to it.
+pub type ServerSocket = WebSocketStream<SharedStream>;
 
 /// What [`accept`] did with a connection.
 #[derive(Debug)]
@@ -34,7 +40,9 @@ pub enum Accepted {
 #[derive(Debug)]
 pub struct Upgraded {
     /// The socket, speaking WebSocket.
-    pub socket: WebSocket,
+    pub socket: ServerSocket,
+    /// The socket's write side, to push frames from anywhere.
+    pub outgoing: Arc<Outgoing>,
     /// The request that asked for the upgrade.
     pub request: Request<()>,
     /// The subprotocol selected, if the client offered the site's.
@@ -184,10 +192,15 @@ async fn upgrade(
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).await?;
-    let socket =
-        WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config.websocket()))
-            .await;
-    let upgraded = Upgraded { socket, request, subprotocol: handshake.subprotocol, peer };
+    let outgoing = Outgoing::new(stream, config.max_queued_frames, config.max_queued_bytes);
+    let socket = WebSocketStream::from_partially_read(
+        SharedStream::new(Arc::clone(&outgoing)),
+        rest,
+        Role::Server,
+        Some(config.websocket()),
+    )
+    .await;
+    let upgraded = Upgraded { socket, outgoing, request, subprotocol: handshake.subprotocol, peer };
     Ok(Accepted::Upgraded(Box::new(upgraded)))
 }
 

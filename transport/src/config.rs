@@ -15,15 +15,24 @@ pub struct TransportConfig {
     /// The largest WebSocket message (and frame) accepted, in bytes; larger
     /// ones close the connection with 1009. Default 64 KiB.
     pub max_message_bytes: usize,
-    /// The WebSocket read buffer, allocated per connection. Default 1 KiB:
-    /// tungstenite's default of 128 KiB would cost 128 KiB per idle
-    /// connection, and chat frames from clients are small (a larger frame
-    /// grows the buffer as needed). Measured in docs/performance.md.
+    /// The WebSocket read buffer, allocated per connection, and the most
+    /// read from the socket at once. Default 128 bytes: tungstenite's
+    /// default of 128 KiB would cost 128 KiB per idle connection, and most
+    /// chat frames from clients fit (a larger frame grows the buffer to its
+    /// size). Measured in docs/performance.md.
     pub read_buffer_bytes: usize,
     /// How many bytes of outgoing frames tungstenite gathers before writing
     /// them without an explicit flush. Default 64 KiB; drivers flush after
     /// each batch anyway, so this only bounds one write.
     pub write_buffer_bytes: usize,
+    /// Frames queued for one connection before pushes are refused
+    /// ([`crate::Pushed::Full`]). Default 1024: several seconds of a busy
+    /// room, so only a client that stopped reading hits it.
+    pub max_queued_frames: usize,
+    /// Bytes queued for one connection before pushes are refused (a single
+    /// larger frame still goes to an empty queue). Default 8 MiB. Droppable
+    /// frames are skipped once either bound is half used.
+    pub max_queued_bytes: usize,
 }
 
 impl Default for TransportConfig {
@@ -32,8 +41,10 @@ impl Default for TransportConfig {
             max_header_bytes: 16 * 1024,
             handshake_timeout: Duration::from_secs(10),
             max_message_bytes: 64 * 1024,
-            read_buffer_bytes: 1024,
+            read_buffer_bytes: 128,
             write_buffer_bytes: 64 * 1024,
+            max_queued_frames: 1024,
+            max_queued_bytes: 8 << 20,
         }
     }
 }

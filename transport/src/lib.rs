@@ -17,13 +17,15 @@ mod accept;
 mod close;
 mod config;
 mod connect;
+mod outgoing;
 mod request;
 mod response;
 mod site;
 
-pub use accept::{AcceptError, Accepted, Upgraded, WebSocket, accept};
+pub use accept::{AcceptError, Accepted, ServerSocket, Upgraded, WebSocket, accept};
 pub use close::close_frame_for;
 pub use config::TransportConfig;
 pub use connect::{ConnectError, connect};
+pub use outgoing::{Flushed, Outgoing, Pushed, SharedStream};
 pub use site::{Page, Site};
 pub use tokio_tungstenite::tungstenite;
