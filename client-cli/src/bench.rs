@@ -222,6 +222,9 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Value> {
         expected += e;
         idle_sinks.push(sink);
     }
+    // Every connection stays open for the whole window, senders or not:
+    // with none, this is how long idle connections are held.
+    tokio::time::sleep_until(origin + Duration::from_micros(schedule.measure_until_us)).await;
     let server_at_end = args.server_pid.map(ServerSample::read);
     // Deliveries still in flight may arrive until the drain deadline.
     let drain_until = Instant::now() + Duration::from_secs_f64(args.drain.max(0.0));
