@@ -33,8 +33,9 @@ type StdinLines = Lines<BufReader<Stdin>>;
 enum Ended {
     /// The user is done and every message was answered (or time ran out).
     Done,
-    /// The connection was lost; reconnect.
-    Lost(String),
+    /// The connection was lost; reconnect, after the delay the server asked
+    /// for if it did.
+    Lost(String, Option<Duration>),
 }
 
 struct Client {
@@ -82,9 +83,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     loop {
         match client.relay(&mut socket, &mut stdin).await? {
             Ended::Done => break,
-            Ended::Lost(why) => {
+            Ended::Lost(why, asked) => {
                 eprintln!("-- disconnected: {why}; reconnecting");
-                match client.reconnect(&mut stdin).await? {
+                match client.reconnect(&mut stdin, asked).await? {
                     Some(reconnected) => socket = reconnected,
                     None => return Ok(client.exit_code()),
                 }
@@ -232,12 +233,30 @@ impl Client {
     }
 
     /// Waits with growing, jittered delays and reconnects; lines typed
-    /// meanwhile are queued. `None` if the user finished and time ran out.
-    async fn reconnect(&mut self, stdin: &mut StdinLines) -> anyhow::Result<Option<WebSocket>> {
+    /// meanwhile are queued. A restarting server's own delay (`asked`) is
+    /// used as given: it already spreads its clients out. `None` if the user
+    /// finished and time ran out.
+    async fn reconnect(
+        &mut self,
+        stdin: &mut StdinLines,
+        mut asked: Option<Duration>,
+    ) -> anyhow::Result<Option<WebSocket>> {
         let mut attempt = 0u32;
         loop {
-            let ceiling = BACKOFF_MIN.saturating_mul(2u32.saturating_pow(attempt)).min(BACKOFF_MAX);
-            let delay = ceiling.mul_f64(rand::random::<f64>());
+            let delay = match asked.take() {
+                Some(delay) => {
+                    eprintln!(
+                        "-- the server is restarting; reconnecting in {:.1} s as it asked",
+                        delay.as_secs_f64()
+                    );
+                    delay.min(BACKOFF_MAX)
+                }
+                None => {
+                    let ceiling =
+                        BACKOFF_MIN.saturating_mul(2u32.saturating_pow(attempt)).min(BACKOFF_MAX);
+                    ceiling.mul_f64(rand::random::<f64>())
+                }
+            };
             attempt = attempt.saturating_add(1);
             let wake = Instant::now() + delay;
             loop {
@@ -257,7 +276,10 @@ impl Client {
             }
             match self.open(true).await {
                 Ok(socket) => return Ok(Some(socket)),
-                Err(err) => eprintln!("-- reconnect failed: {err:#}"),
+                Err(err) => {
+                    asked = restart_delay(&err);
+                    eprintln!("-- reconnect failed: {err:#}");
+                }
             }
         }
     }
@@ -294,9 +316,9 @@ impl Client {
                             println!("{text}");
                         }
                     }
-                    Ok(None) => return Ok(Ended::Lost("the server closed the connection".to_owned())),
+                    Ok(None) => return Ok(Ended::Lost("the server closed the connection".to_owned(), None)),
                     Err(err) if is_replaced(&err) => return Err(err),
-                    Err(err) => return Ok(Ended::Lost(format!("{err:#}"))),
+                    Err(err) => return Ok(Ended::Lost(format!("{err:#}"), restart_delay(&err))),
                 },
                 () = tokio::time::sleep_until(deadline), if self.quit_by.is_some() => return Ok(Ended::Done),
                 // ctrl-c leaves like /quit: what was sent still gets its chance.
@@ -493,6 +515,16 @@ fn is_replaced(err: &anyhow::Error) -> bool {
     err.downcast_ref::<Replaced>().is_some()
 }
 
+/// Marks the error for a connection closed by a restarting server (1012)
+/// that said how long to wait before reconnecting.
+#[derive(Debug, thiserror::Error)]
+#[error("the server is restarting")]
+struct Restarting(Duration);
+
+fn restart_delay(err: &anyhow::Error) -> Option<Duration> {
+    err.downcast_ref::<Restarting>().map(|restarting| restarting.0)
+}
+
 /// The next text frame, or `None` once the server closed.
 async fn next_text(socket: &mut WebSocket) -> anyhow::Result<Option<String>> {
     loop {
@@ -508,6 +540,10 @@ async fn next_text(socket: &mut WebSocket) -> anyhow::Result<Option<String>> {
                         "-- server closed the connection: {code} {}",
                         render::clean(&frame.reason)
                     );
+                    let asked = chat_protocol::retry_after(&frame.reason);
+                    if let (true, Some(ms)) = (code == CloseCode::Restart.code(), asked) {
+                        return Err(Restarting(Duration::from_millis(ms)).into());
+                    }
                 }
                 return Ok(None);
             }

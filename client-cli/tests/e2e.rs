@@ -384,3 +384,43 @@ fn a_long_absence_is_caught_up_in_full_and_in_order() {
     alice.type_line("/quit");
     assert!(alice.finish().success());
 }
+
+#[test]
+fn a_restarting_server_is_rejoined_after_the_delay_it_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let start = |listen: &str| {
+        let mut server = Proc::spawn(Command::new(bin("chat-server")).args([
+            "--listen",
+            listen,
+            "--data-dir",
+            &data,
+            "--drain-window",
+            "1s",
+        ]));
+        let line =
+            server.expect_where(|line| line.starts_with("listening on http://"), "listening");
+        (server, line.trim_start_matches("listening on http://").to_owned())
+    };
+    let (server, addr) = start("127.0.0.1:0");
+    let url = format!("ws://{addr}/ws");
+    let mut alice = chat(&url, &["--nick", "alice"]);
+    alice.expect("[lobby] -- joined (1 members: alice)");
+    alice.type_line("before the restart");
+    alice.expect("[lobby] <alice> before the restart");
+
+    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status();
+    assert!(status.unwrap().success());
+    let closed = alice.expect_stderr("-- server closed the connection: 1012");
+    assert!(closed.contains("retry_ms="), "{closed}");
+    let asked = alice.expect_stderr("reconnecting in");
+    assert!(asked.contains("as it asked"), "{asked}");
+    drop(server);
+    // The same address again: the client reconnects to where it was.
+    let (_server, _) = start(&addr);
+    alice.expect_where(|line| line.starts_with("-- reconnected"), "the reconnect notice");
+    alice.type_line("after the restart");
+    alice.expect("[lobby] <alice> after the restart");
+    let seen = alice.seen.iter().filter(|l| l.as_str() == "[lobby] <alice> before the restart");
+    assert_eq!(seen.count(), 1, "nothing shown twice: {:#?}", alice.seen);
+}

@@ -20,7 +20,7 @@ mod decode;
 mod server;
 
 pub use client::{ClientFrame, ClientMessage};
-pub use close::CloseCode;
+pub use close::{CloseCode, restart_reason, retry_after};
 pub use code::ErrorCode;
 pub use decode::{DecodeError, decode_client, encode_client};
 pub use server::{Gap, Limits, Message, PresenceEvent, Resume, RoomInfo, ServerFrame, ServerInfo};

@@ -22,6 +22,10 @@ pub struct ServerConfig {
     /// How long shutdown waits for connections to close after telling them
     /// to. Default 5 s.
     pub shutdown_grace: Duration,
+    /// At shutdown every connection is closed with 1012 and told to wait a
+    /// random delay within this window before reconnecting, so clients come
+    /// back spread out instead of all at once. Default 10 s.
+    pub drain_window: Duration,
 }
 
 impl ServerConfig {
@@ -43,6 +47,7 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(10),
             inbound_queue: 4096,
             shutdown_grace: Duration::from_secs(5),
+            drain_window: Duration::from_secs(10),
         }
     }
 }

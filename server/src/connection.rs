@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_core::{Departure, MemberId, SessionToken};
-use chat_protocol::{CloseCode, DecodeError, ErrorCode, decode_client};
+use chat_protocol::{CloseCode, DecodeError, ErrorCode, decode_client, restart_reason};
 use chat_transport::tungstenite::Message;
 use chat_transport::tungstenite::protocol::CloseFrame;
 use chat_transport::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
 use crate::ServerConfig;
-use crate::hub::{Conn, Input};
+use crate::hub::{Closing, Conn, Input};
 use crate::wire;
 
 /// Serves one upgraded connection until it closes.
@@ -38,12 +38,12 @@ pub(crate) async fn serve(
     let reason = loop {
         let step = tokio::select! {
             biased;
-            code = &mut conn.closing => Step::Close(code.unwrap_or(CloseCode::GoingAway)),
+            closing = &mut conn.closing => Step::Close(closing.unwrap_or(CloseCode::GoingAway.into())),
             () = conn.outgoing.stalled() => Step::Stalled,
             message = conn.socket.next() => Step::Read(message),
         };
         let outcome = match step {
-            Step::Close(code) => Some(Box::pin(conn.close(code)).await),
+            Step::Close(closing) => Some(Box::pin(conn.close(closing)).await),
             Step::Stalled => Box::pin(conn.unstall(config.write_timeout)).await.err(),
             Step::Read(message) => conn.read(message).await.err(),
         };
@@ -59,7 +59,7 @@ pub(crate) async fn serve(
 
 /// What woke the connection task.
 enum Step {
-    Close(CloseCode),
+    Close(Closing),
     Stalled,
     Read(Option<Result<Message, chat_transport::tungstenite::Error>>),
 }
@@ -69,7 +69,7 @@ struct Connection {
     socket: Box<ServerSocket>,
     outgoing: Arc<Outgoing>,
     hub: mpsc::Sender<Input>,
-    closing: oneshot::Receiver<CloseCode>,
+    closing: oneshot::Receiver<Closing>,
     member: MemberId,
     departure: Departure,
 }
@@ -148,22 +148,28 @@ impl Connection {
                 Ok(Err(err)) => Err(format!("write failed: {err}")),
                 Err(_) => Err("write timed out".to_owned()),
             },
-            code = &mut self.closing => {
-                let code = code.unwrap_or(CloseCode::GoingAway);
+            closing = &mut self.closing => {
+                let code = closing.map_or(CloseCode::GoingAway, |closing| closing.code);
                 Err(format!("closed by server ({}) during a stalled write", code.code()))
             }
         }
     }
 
-    /// Closes with `code` as the hub said; returns the reason to log.
-    async fn close(&mut self, code: CloseCode) -> String {
+    /// Closes as the hub said; returns the reason to log.
+    async fn close(&mut self, Closing { code, retry_after }: Closing) -> String {
         // Frames queued before a shutdown still go out first; a slow
         // client's backlog is what got it closed, so it is dropped. Either
         // way a peer that stopped reading must not hold the task.
         if code == CloseCode::TooSlow {
             self.outgoing.discard_queued();
         }
-        let frame = CloseFrame { code: code.code().into(), reason: code.reason().into() };
+        let reason = match retry_after {
+            Some(delay) => {
+                restart_reason(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)).into()
+            }
+            None => code.reason().into(),
+        };
+        let frame = CloseFrame { code: code.code().into(), reason };
         let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.close(Some(frame))).await;
         format!("closed by server ({})", code.code())
     }

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chat_core::{
     Chat, Command, Departure, DisconnectReason, Event, MemberId, Output, SessionToken,
@@ -35,8 +36,24 @@ pub(crate) enum Input {
     Malformed { member: MemberId, error: DecodeError },
     /// The connection is gone; `departure` says whether the client quit.
     Disconnect { member: MemberId, departure: Departure },
-    /// The server is shutting down: close every connection with 1001.
+    /// The server is shutting down: close every connection with 1012 and a
+    /// reconnect delay spread over the drain window.
     Shutdown,
+}
+
+/// How the hub tells a connection to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Closing {
+    pub code: CloseCode,
+    /// How long the client should wait before reconnecting, sent in the
+    /// close reason.
+    pub retry_after: Option<Duration>,
+}
+
+impl From<CloseCode> for Closing {
+    fn from(code: CloseCode) -> Self {
+        Self { code, retry_after: None }
+    }
 }
 
 /// The hub's handle on one connection.
@@ -45,8 +62,8 @@ pub(crate) struct Conn {
     /// Where its frames go: pushed, then written by the hub in one
     /// `writev` per connection per batch of inputs.
     pub outgoing: Arc<Outgoing>,
-    /// Tells the connection to close with this code.
-    pub close: oneshot::Sender<CloseCode>,
+    /// Tells the connection to close.
+    pub close: oneshot::Sender<Closing>,
     /// The token a new session of this connection gets: random and
     /// unguessable, since it is the key to resuming the session.
     pub token: SessionToken,
@@ -57,6 +74,9 @@ const MAX_HELD: usize = 65_536;
 
 /// Inputs handled before the frames they caused are written.
 const BATCH: usize = 256;
+
+/// Connections written between two looks at the inputs.
+const FLUSH_SLICE: usize = 128;
 
 pub(crate) struct Hub {
     chat: Chat,
@@ -71,8 +91,10 @@ pub(crate) struct Hub {
     /// Deliveries waiting for the records issued before them to be
     /// committed, in order: nothing is shown to anyone before it is stored.
     held: VecDeque<Held>,
+    /// The window reconnect delays are spread over at shutdown.
+    drain_window: Duration,
     /// Connections with frames pushed since the last flush.
-    unflushed: Vec<Arc<Outgoing>>,
+    unflushed: VecDeque<Arc<Outgoing>>,
     shutting_down: bool,
 }
 
@@ -117,7 +139,8 @@ impl Hub {
             issued: 0,
             committed: 0,
             held: VecDeque::new(),
-            unflushed: Vec::new(),
+            drain_window: config.drain_window,
+            unflushed: VecDeque::new(),
             shutting_down: false,
         }
     }
@@ -148,14 +171,16 @@ impl Hub {
                 () = timer => self.chat.handle_timeout(self.clock.now()),
             }
             self.drain();
-            if !self.unflushed.is_empty() {
+            while !self.unflushed.is_empty() {
                 // Before writing, let every task that is ready run (readers
                 // queue their inputs) and take what they sent: under load,
                 // each connection then gets many frames per write instead
-                // of one write per frame.
+                // of one write per frame. A long fan-out is written in
+                // slices with the same pause between them, so a message
+                // arriving meanwhile joins the writes still to come.
                 tokio::task::yield_now().await;
                 self.take_ready(&mut inputs, &mut acks);
-                self.flush();
+                self.flush(FLUSH_SLICE);
             }
         }
         let storage = self.storage;
@@ -198,9 +223,12 @@ impl Hub {
         }
     }
 
+    /// Closes every connection for a restart, each with its own reconnect
+    /// delay, uniformly spread over the drain window.
     fn close_all(&mut self) {
         for (_, conn) in self.conns.drain() {
-            let _ = conn.close.send(CloseCode::GoingAway);
+            let delay = self.drain_window.mul_f64(rand::random::<f64>());
+            let _ = conn.close.send(Closing { code: CloseCode::Restart, retry_after: Some(delay) });
         }
     }
 
@@ -210,7 +238,10 @@ impl Hub {
             Input::Connect { conn, reply } => {
                 let member = self.chat.handle_connect(now, conn.token.clone());
                 if self.shutting_down {
-                    let _ = conn.close.send(CloseCode::GoingAway);
+                    let _ = conn.close.send(Closing {
+                        code: CloseCode::Restart,
+                        retry_after: Some(self.drain_window.mul_f64(rand::random::<f64>())),
+                    });
                     self.chat.handle_disconnect(now, member, Departure::Quit);
                 } else {
                     self.conns.insert(member, conn);
@@ -262,7 +293,7 @@ impl Hub {
                         DisconnectReason::SessionResumedElsewhere => CloseCode::Replaced,
                     };
                     if let Some(conn) = self.conns.remove(&member) {
-                        let _ = conn.close.send(code);
+                        let _ = conn.close.send(code.into());
                     }
                     continue;
                 }
@@ -287,11 +318,12 @@ impl Hub {
         }
     }
 
-    /// Writes every connection's new frames, each with as few `writev`
-    /// calls as its socket allows; a socket that is full is left to its
-    /// connection task.
-    fn flush(&mut self) {
-        for outgoing in self.unflushed.drain(..) {
+    /// Writes the new frames of up to `most` connections, each with as few
+    /// `writev` calls as its socket allows; a socket that is full is left to
+    /// its connection task.
+    fn flush(&mut self, most: usize) {
+        for _ in 0..most {
+            let Some(outgoing) = self.unflushed.pop_front() else { break };
             outgoing.flush();
         }
     }
@@ -301,7 +333,7 @@ impl Hub {
             return;
         };
         match conn.outgoing.push_text(bytes, ephemeral) {
-            Pushed::First => self.unflushed.push(Arc::clone(&conn.outgoing)),
+            Pushed::First => self.unflushed.push_back(Arc::clone(&conn.outgoing)),
             Pushed::Queued | Pushed::Skipped => {}
             Pushed::Full => {
                 warn!(%member, "outbound queue full; closing as too slow");
@@ -316,7 +348,7 @@ impl Hub {
     /// further fan-out waits on it.
     fn evict(&mut self, member: MemberId, code: CloseCode) {
         if let Some(conn) = self.conns.remove(&member) {
-            let _ = conn.close.send(code);
+            let _ = conn.close.send(code.into());
         }
         // The client will resume; its session waits for it.
         self.chat.handle_disconnect(self.clock.now(), member, Departure::Lost);

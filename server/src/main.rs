@@ -42,6 +42,11 @@ struct Args {
     /// "forever".
     #[arg(long, env = "CHAT_HISTORY_MAX_AGE", default_value = "90d", value_parser = parse_age)]
     history_max_age: Age,
+    /// At shutdown, clients are told to reconnect after a random delay
+    /// within this window (500ms, 10s, ...), so they do not all return at
+    /// once.
+    #[arg(long, env = "CHAT_DRAIN_WINDOW", default_value = "10s", value_parser = parse_duration)]
+    drain_window: Duration,
 }
 
 /// A retention age, or none.
@@ -52,24 +57,32 @@ fn parse_age(text: &str) -> Result<Age, String> {
     if text == "forever" {
         return Ok(Age(None));
     }
+    match parse_duration(text)? {
+        Duration::ZERO => {
+            Err("the age must be more than zero; use \"forever\" to keep everything".to_owned())
+        }
+        age => Ok(Age(Some(age))),
+    }
+}
+
+/// A duration written as a number and a unit: 500ms, 45s, 30m, 12h, 90d.
+fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 =
-        number.parse().map_err(|_| format!("{text:?} is not like 90d, 12h, 30m or 45s"))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("unknown unit {unit:?}: use s, m, h or d")),
+        number.parse().map_err(|_| format!("{text:?} is not like 500ms, 45s, 30m, 12h or 90d"))?;
+    let millis = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("unknown unit {unit:?}: use ms, s, m, h or d")),
     };
-    match number.checked_mul(seconds) {
-        Some(0) => {
-            Err("the age must be more than zero; use \"forever\" to keep everything".to_owned())
-        }
-        Some(secs) => Ok(Age(Some(Duration::from_secs(secs)))),
-        None => Err(format!("{text:?} is too long")),
-    }
+    number
+        .checked_mul(millis)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -95,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
     config.chat.messages_burst = args.messages_burst;
     config.chat.history_per_room = args.history_max_per_room;
     config.chat.history_max_age = args.history_max_age.0;
+    config.drain_window = args.drain_window;
     let store: Box<dyn Store> = if args.ephemeral {
         tracing::warn!("--ephemeral: history is kept in memory only and lost on restart");
         Box::new(MemoryStore::new())
@@ -142,5 +156,30 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert!(parse_duration("999999999999999d").is_err());
+    }
+
+    #[test]
+    fn ages_are_positive_or_forever() {
+        assert_eq!(parse_age("forever").map(|age| age.0), Ok(None));
+        assert_eq!(parse_age("2h").map(|age| age.0), Ok(Some(Duration::from_secs(7200))));
+        assert!(parse_age("0d").is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! The real `chat-server` binary: it prints where it listens, serves the
-//! page and the health check, and SIGTERM closes connections with 1001 and
+//! page and the health check, and SIGTERM closes connections with 1012 and
 //! exits 0.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -54,7 +54,9 @@ fn serves_the_page_and_stops_cleanly_on_sigterm() {
             Err(err) => panic!("no close frame: {err}"),
         }
     };
-    assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
+    let close = close.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1012);
+    assert!(chat_protocol::retry_after(&close.reason).is_some_and(|ms| ms <= 10_000), "{close}");
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     let mut logs = String::new();

@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use chat_server::ServerConfig;
 use futures_util::SinkExt;
 use serde_json::json;
@@ -235,14 +237,26 @@ async fn oversized_frames_close_only_that_connection() {
 }
 
 #[tokio::test]
-async fn shutdown_closes_every_connection_with_1001() {
-    let server = Server::start(ServerConfig::default()).await;
-    let mut alice = Client::in_room(&server, "alice", "lobby").await;
-    let mut silent = Client::connect(&server).await;
-    let stop = tokio::spawn(server.shutdown());
-    for client in [&mut alice, &mut silent] {
-        let (close, _) = client.until_closed().await;
-        assert_eq!(close.map(|c| u16::from(c.code)), Some(1001));
+async fn shutdown_closes_every_connection_with_1012_and_spread_reconnect_delays() {
+    let config = ServerConfig { drain_window: Duration::from_secs(4), ..ServerConfig::default() };
+    let server = Server::start(config).await;
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        clients.push(Client::in_room(&server, &format!("user{i}"), "lobby").await);
     }
+    clients.push(Client::connect(&server).await);
+    let stop = tokio::spawn(server.shutdown());
+    let mut delays = Vec::new();
+    for client in &mut clients {
+        let (close, _) = client.until_closed().await;
+        let close = close.expect("a close frame");
+        assert_eq!(u16::from(close.code), 1012);
+        let delay = chat_protocol::retry_after(&close.reason).expect("a reconnect delay");
+        assert!(delay <= 4000, "{delay} ms is outside the 4 s window");
+        delays.push(delay);
+    }
+    delays.sort_unstable();
+    delays.dedup();
+    assert!(delays.len() > 10, "delays are spread, not shared: {delays:?}");
     stop.await.unwrap();
 }

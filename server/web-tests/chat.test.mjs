@@ -157,7 +157,9 @@ test('two pages chat, and HTML in a message renders as text', async () => {
 
 test('the page resumes after the server restarts: banner, no loss, no duplicates', async () => {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-web-'));
-  let server = await startServer('127.0.0.1:0', dataDir);
+  // Reconnect delays are spread over 2 s instead of the default 10 s.
+  const drain = ['--drain-window', '2s'];
+  let server = await startServer('127.0.0.1:0', dataDir, drain);
   try {
     const alice = await login(server.url, 'alice');
     const bob = await login(server.url, 'bob');
@@ -166,11 +168,12 @@ test('the page resumes after the server restarts: banner, no loss, no duplicates
 
     assert.equal(await stopServer(server.child), 0, 'SIGTERM exits 0');
     await alice.page.waitForSelector('#banner:not([hidden])');
-    assert.match(await alice.page.textContent('#banner'), /Reconnecting/);
+    // The server closed with 1012 and a delay; the page says it waits that long.
+    assert.match(await alice.page.textContent('#banner'), /server restarting\). Reconnecting in [0-2]\.\d s/);
     // Typed while the server is down: kept, and sent once it is back.
     await say(alice.page, 'typed while down');
     // Same address and data again, so the pages can find it and resume.
-    server = await startServer(server.addr, dataDir);
+    server = await startServer(server.addr, dataDir, drain);
     for (const page of [alice.page, bob.page]) {
       await page.waitForFunction(() => document.querySelector('#status')?.textContent === 'connected');
       await page.waitForSelector('#banner', { state: 'hidden' });

@@ -114,15 +114,27 @@ function connect() {
       showBanner('This chat was opened in another window. Reload to use it here.');
       return;
     }
-    // Full jitter: after a server restart, clients do not all come back
-    // in the same instant.
-    const delay = Math.min(30000, 500 * 2 ** state.retry) * Math.random();
+    // A restarting server (1012) says when to come back, spreading its
+    // clients over a window; otherwise full jitter does the spreading.
+    const asked = event.code === 1012 ? retryAfter(event.reason) : null;
+    const delay = asked !== null
+      ? Math.min(asked, 30000)
+      : Math.min(30000, 500 * 2 ** state.retry) * Math.random();
     state.retry += 1;
-    const why = event.code === 1001 ? 'server restarting' : 'connection lost';
+    const restarting = event.code === 1012 || event.code === 1001;
+    const why = restarting ? 'server restarting' : 'connection lost';
     setStatus(`${why} — reconnecting`, true);
-    showBanner(`Connection lost (${why}). Reconnecting… Messages you send meanwhile go out once it is back.`);
+    const when = asked !== null ? ` in ${(delay / 1000).toFixed(1)} s` : '…';
+    showBanner(`Connection lost (${why}). Reconnecting${when} Messages you send meanwhile go out once it is back.`);
     state.retryTimer = setTimeout(connect, delay);
   };
+}
+
+// The reconnect delay a close reason asks for ("service restart;
+// retry_ms=3200"), in milliseconds, or null.
+function retryAfter(reason) {
+  const match = /(?:^|;)\s*retry_ms=(\d+)/.exec(reason || '');
+  return match ? Number(match[1]) : null;
 }
 
 function showBanner(text) {
