@@ -47,6 +47,11 @@ struct Args {
     /// once.
     #[arg(long, env = "CHAT_DRAIN_WINDOW", default_value = "10s", value_parser = parse_duration)]
     drain_window: Duration,
+    /// A browser origin, besides the server's own, whose pages may open a
+    /// WebSocket (https://chat.example.com), or * for any; repeat for more.
+    /// Others get 403.
+    #[arg(long = "allowed-origin", env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
 }
 
 /// A retention age, or none.
@@ -109,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
     config.chat.history_per_room = args.history_max_per_room;
     config.chat.history_max_age = args.history_max_age.0;
     config.drain_window = args.drain_window;
+    config.transport.allowed_origins = args.allowed_origins;
     let store: Box<dyn Store> = if args.ephemeral {
         tracing::warn!("--ephemeral: history is kept in memory only and lost on restart");
         Box::new(MemoryStore::new())

@@ -3,7 +3,8 @@ use std::sync::Arc;
 
 use base64::Engine;
 use http::header::{
-    CONNECTION, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+    CONNECTION, HOST, ORIGIN, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
+    UPGRADE,
 };
 use http::{HeaderMap, Method, Request, StatusCode, Version};
 use tokio::io::AsyncWriteExt;
@@ -106,7 +107,7 @@ pub async fn accept(
             let response = Response::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
             return answer(&mut stream, response.header("Allow", "GET")).await;
         }
-        return match check_upgrade(&request, site) {
+        return match check_upgrade(&request, site, config) {
             Ok(handshake) => upgrade(stream, request, rest, handshake, peer, config).await,
             Err(response) => answer(&mut stream, response).await,
         };
@@ -138,8 +139,18 @@ struct Handshake {
     subprotocol: Option<&'static str>,
 }
 
-fn check_upgrade(request: &Request<()>, site: &Site) -> Result<Handshake, Response<'static>> {
+fn check_upgrade(
+    request: &Request<()>,
+    site: &Site,
+    config: &TransportConfig,
+) -> Result<Handshake, Response<'static>> {
     let headers = request.headers();
+    if !origin_allowed(headers, &config.allowed_origins) {
+        return Err(Response::text(
+            StatusCode::FORBIDDEN,
+            "this origin may not open a WebSocket here (see --allowed-origin)\n",
+        ));
+    }
     if !has_token(headers, UPGRADE, "websocket") {
         return Err(Response::text(
             StatusCode::UPGRADE_REQUIRED,
@@ -213,6 +224,27 @@ async fn answer(stream: &mut TcpStream, response: Response<'_>) -> Result<Accept
     Ok(Accepted::Answered(response.status))
 }
 
+/// Whether a browser page from the request's `Origin` may open a WebSocket:
+/// no `Origin` (not a browser), the server's own origin (the same host and
+/// port as `Host`, whatever the scheme), or one of `allowed` (`*` for any).
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed.iter().any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let own_host = headers.get(HOST).and_then(|host| host.to_str().ok());
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .filter(|host| !host.is_empty() && !host.contains('/'));
+    matches!((origin_host, own_host), (Some(origin), Some(own)) if origin.eq_ignore_ascii_case(own))
+}
+
 /// Whether a comma-separated header holds `token`, compared
 /// case-insensitively, in any of its occurrences.
 fn has_token(headers: &HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
@@ -227,6 +259,41 @@ fn has_token(headers: &HeaderMap, name: http::header::HeaderName, token: &str) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, http::HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn only_the_servers_own_origin_and_listed_ones_may_upgrade() {
+        let none: &[String] = &[];
+        let own = headers(&[("host", "chat.example:8080"), ("origin", "http://chat.example:8080")]);
+        assert!(origin_allowed(&own, none));
+        let tls = headers(&[("host", "Chat.Example"), ("origin", "https://chat.example")]);
+        assert!(origin_allowed(&tls, none), "scheme and case do not matter");
+        assert!(
+            origin_allowed(&headers(&[("host", "chat.example")]), none),
+            "no origin: not a browser"
+        );
+        let other = headers(&[("host", "chat.example"), ("origin", "https://evil.example")]);
+        assert!(!origin_allowed(&other, none));
+        let port =
+            headers(&[("host", "chat.example:8080"), ("origin", "http://chat.example:9090")]);
+        assert!(!origin_allowed(&port, none), "another port is another origin");
+        let null = headers(&[("host", "chat.example"), ("origin", "null")]);
+        assert!(!origin_allowed(&null, none));
+        let path = headers(&[("host", "chat.example"), ("origin", "http://chat.example/x")]);
+        assert!(!origin_allowed(&path, none));
+        let no_host = headers(&[("origin", "http://chat.example")]);
+        assert!(!origin_allowed(&no_host, none));
+        let listed = ["https://evil.example".to_owned()];
+        assert!(origin_allowed(&other, &listed));
+        assert!(origin_allowed(&other, &["*".to_owned()]));
+    }
 
     #[test]
     fn rfc_6455_sample_key() {

@@ -33,6 +33,13 @@ pub struct TransportConfig {
     /// larger frame still goes to an empty queue). Default 8 MiB. Droppable
     /// frames are skipped once either bound is half used.
     pub max_queued_bytes: usize,
+    /// Browser origins, besides the server's own, allowed to open a
+    /// WebSocket (`https://chat.example.com`), or `*` for any. Against
+    /// cross-site WebSocket hijacking, a request whose `Origin` is neither
+    /// the server's own (the scheme-less host in its `Host` header) nor
+    /// listed gets `403`; non-browser clients send no `Origin` and are let
+    /// in. Default: none.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for TransportConfig {
@@ -45,6 +52,7 @@ impl Default for TransportConfig {
             write_buffer_bytes: 64 * 1024,
             max_queued_frames: 1024,
             max_queued_bytes: 8 << 20,
+            allowed_origins: Vec::new(),
         }
     }
 }

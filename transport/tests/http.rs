@@ -123,6 +123,20 @@ async fn table_of_raw_requests() {
             &["Upgrade: websocket"],
         ),
         (
+            "cross-site origin",
+            upgrade_request(&format!(
+                "Sec-WebSocket-Version: 13\r\n{key}Origin: https://evil.example\r\n"
+            )),
+            "HTTP/1.1 403 Forbidden",
+            &["--allowed-origin"],
+        ),
+        (
+            "own origin",
+            upgrade_request(&format!("Sec-WebSocket-Version: 13\r\n{key}Origin: http://x\r\n")),
+            "HTTP/1.1 101 Switching Protocols",
+            &[],
+        ),
+        (
             "missing key",
             upgrade_request("Sec-WebSocket-Version: 13\r\n"),
             "HTTP/1.1 400 Bad Request",
@@ -321,4 +335,24 @@ async fn oversized_messages_close_with_1009() {
         }
     }
     assert_eq!(close_code, Some(1009));
+}
+
+#[tokio::test]
+async fn listed_origins_may_upgrade_from_another_site() {
+    let config = TransportConfig {
+        allowed_origins: vec!["https://app.example".to_owned()],
+        ..TransportConfig::default()
+    };
+    let addr = serve(config).await;
+    let base = "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let listed = read_head(
+        addr,
+        upgrade_request(&format!("{base}Origin: https://app.example\r\n")).as_bytes(),
+    )
+    .await;
+    assert_eq!(status_line(&listed), "HTTP/1.1 101 Switching Protocols", "{listed}");
+    let other =
+        raw(addr, upgrade_request(&format!("{base}Origin: https://evil.example\r\n")).as_bytes())
+            .await;
+    assert_eq!(status_line(&other), "HTTP/1.1 403 Forbidden", "{other}");
 }
