@@ -26,6 +26,15 @@ pub struct ServerConfig {
     /// random delay within this window before reconnecting, so clients come
     /// back spread out instead of all at once. Default 10 s.
     pub drain_window: Duration,
+    /// WebSockets open at once; more are refused at the upgrade with `503`.
+    /// Default: the process's open-file limit less 64 (for the listener,
+    /// storage and logs), so the server refuses politely before the kernel
+    /// refuses rudely.
+    pub max_connections: usize,
+    /// WebSockets open at once from one IP address; more are refused with
+    /// `429`. Default 256: an office behind one NAT fits, one host cannot
+    /// take the whole server.
+    pub max_connections_per_ip: usize,
 }
 
 impl ServerConfig {
@@ -48,6 +57,29 @@ impl Default for ServerConfig {
             inbound_queue: 4096,
             shutdown_grace: Duration::from_secs(5),
             drain_window: Duration::from_secs(10),
+            max_connections: open_file_limit()
+                .map_or(10_000, |limit| limit.saturating_sub(64).max(1)),
+            max_connections_per_ip: 256,
         }
+    }
+}
+
+/// The soft limit on open files of this process, from `/proc/self/limits`.
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|line| line.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files").split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_limit_follows_the_open_file_limit() {
+        let limit = open_file_limit();
+        assert!(limit.is_some(), "Linux has /proc/self/limits");
+        let config = ServerConfig::default();
+        assert_eq!(Some(config.max_connections + 64), limit.filter(|&l| l > 64));
     }
 }

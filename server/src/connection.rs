@@ -11,7 +11,7 @@ use chat_protocol::{CloseCode, DecodeError, ErrorCode, decode_client, restart_re
 use chat_transport::tungstenite::Message;
 use chat_transport::tungstenite::protocol::CloseFrame;
 use chat_transport::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use chat_transport::{Outgoing, ServerSocket, Upgraded, close_frame_for};
+use chat_transport::{Outgoing, Pass, ServerSocket, Upgraded, close_frame_for};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
@@ -72,13 +72,15 @@ struct Connection {
     closing: oneshot::Receiver<Closing>,
     member: MemberId,
     departure: Departure,
+    /// The connection's place under the connection limits, freed with it.
+    _pass: Pass,
 }
 
 impl Connection {
     /// Introduces the connection to the hub; `None` if the server is
     /// stopping.
     async fn open(upgraded: Box<Upgraded>, hub: mpsc::Sender<Input>) -> Option<Self> {
-        let Upgraded { socket, outgoing, peer, .. } = *upgraded;
+        let Upgraded { socket, outgoing, peer, pass, .. } = *upgraded;
         let socket = Box::new(socket);
         let (close, closing) = oneshot::channel();
         let token = SessionToken::parse(&format!("{:032x}", rand::random::<u128>())).ok()?;
@@ -88,7 +90,15 @@ impl Connection {
         let member = member.await.ok()?;
         tracing::Span::current().record("member", tracing::field::display(member));
         info!(%peer, "connected");
-        Some(Self { socket, outgoing, hub, closing, member, departure: Departure::Lost })
+        Some(Self {
+            socket,
+            outgoing,
+            hub,
+            closing,
+            member,
+            departure: Departure::Lost,
+            _pass: pass,
+        })
     }
 
     /// Hands a received message to the hub; `Err` with the reason when the

@@ -58,6 +58,7 @@ pub async fn run(
     let hub = tokio::spawn(Hub::new(&config, snapshot, storage).run(hub_rx, acks_rx));
     // Shared, not cloned, by every connection.
     let site = Arc::new(web::site());
+    let gate = chat_transport::Gate::new(config.max_connections, config.max_connections_per_ip);
     let config = Arc::new(config);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -71,13 +72,14 @@ pub async fn run(
                     next_conn += 1;
                     let span = info_span!("conn", id = next_conn, %peer, member = tracing::field::Empty);
                     let (site, config, hub, mut stop) = (Arc::clone(&site), Arc::clone(&config), hub_tx.clone(), stop_rx.clone());
+                    let gate = Arc::clone(&gate);
                     connections.spawn(
                         async move {
                             // Each phase in its own allocation: the HTTP
                             // parsing state is freed once the upgrade is
                             // done, instead of living as long as the task.
                             let upgraded = tokio::select! {
-                                accepted = Box::pin(chat_transport::accept(stream, &site, &config.transport)) => accepted,
+                                accepted = Box::pin(chat_transport::accept(stream, &site, &config.transport, &gate)) => accepted,
                                 _ = stop.changed() => return,
                             };
                             match upgraded {

@@ -52,6 +52,13 @@ struct Args {
     /// Others get 403.
     #[arg(long = "allowed-origin", env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Vec<String>,
+    /// WebSockets open at once; more get 503. Default: the open-file limit
+    /// less 64.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// WebSockets open at once from one IP address; more get 429.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = ServerConfig::default().max_connections_per_ip)]
+    max_connections_per_ip: usize,
 }
 
 /// A retention age, or none.
@@ -115,6 +122,10 @@ async fn main() -> anyhow::Result<()> {
     config.chat.history_max_age = args.history_max_age.0;
     config.drain_window = args.drain_window;
     config.transport.allowed_origins = args.allowed_origins;
+    if let Some(max) = args.max_connections {
+        config.max_connections = max;
+    }
+    config.max_connections_per_ip = args.max_connections_per_ip;
     let store: Box<dyn Store> = if args.ephemeral {
         tracing::warn!("--ephemeral: history is kept in memory only and lost on restart");
         Box::new(MemoryStore::new())

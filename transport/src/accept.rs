@@ -13,6 +13,7 @@ use tokio_tungstenite::WebSocketStream;
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::Role;
 
+use crate::gate::{Full, Gate, Pass};
 use crate::outgoing::{Outgoing, SharedStream};
 use crate::request::{Head, read_head};
 use crate::response::{Response, respond_and_close};
@@ -50,6 +51,9 @@ pub struct Upgraded {
     pub subprotocol: Option<&'static str>,
     /// The peer's address.
     pub peer: SocketAddr,
+    /// The connection's place under the [`Gate`]'s limits, held as long as
+    /// the connection is open.
+    pub pass: Pass,
 }
 
 /// Why [`accept`] could not finish with a connection.
@@ -72,7 +76,10 @@ pub enum AcceptError {
 /// [`TransportConfig::max_header_bytes`]; `400` for a malformed request; on
 /// the WebSocket path, `426` with `Upgrade: websocket` when the request asks
 /// for no upgrade, `426` with `Sec-WebSocket-Version: 13` for another
-/// version, `400` for a missing `Connection: upgrade` or a bad key.
+/// version, `400` for a missing `Connection: upgrade` or a bad key, `403`
+/// for a browser page of another site (see
+/// [`TransportConfig::allowed_origins`]), `503` when `gate` holds its most
+/// connections and `429` when the peer's address does.
 ///
 /// # Errors
 /// IO failures, and a request head that does not arrive within
@@ -81,6 +88,7 @@ pub async fn accept(
     mut stream: TcpStream,
     site: &Site,
     config: &TransportConfig,
+    gate: &Arc<Gate>,
 ) -> Result<Accepted, AcceptError> {
     let peer = stream.peer_addr()?;
     // Chat frames are small and latency matters more than packet count.
@@ -107,10 +115,22 @@ pub async fn accept(
             let response = Response::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
             return answer(&mut stream, response.header("Allow", "GET")).await;
         }
-        return match check_upgrade(&request, site, config) {
-            Ok(handshake) => upgrade(stream, request, rest, handshake, peer, config).await,
-            Err(response) => answer(&mut stream, response).await,
+        let handshake = match check_upgrade(&request, site, config) {
+            Ok(handshake) => handshake,
+            Err(response) => return answer(&mut stream, response).await,
         };
+        let pass = match gate.admit(peer.ip()) {
+            Ok(pass) => pass,
+            Err(full) => {
+                let why = match full {
+                    Full::Server => "the server is at its connection limit; try again later\n",
+                    Full::Address => "too many connections from your address\n",
+                };
+                let response = Response::text(full.status(), why).header("Retry-After", "10");
+                return answer(&mut stream, response).await;
+            }
+        };
+        return upgrade(stream, Upgrade { request, rest, handshake, peer, pass }, config).await;
     }
     let Some(page) = site.lookup(request.uri().path()) else {
         return answer(&mut stream, Response::text(StatusCode::NOT_FOUND, "not found\n")).await;
@@ -185,12 +205,19 @@ fn check_upgrade(
     Ok(Handshake { accept_key: derive_accept_key(key.trim_ascii()), subprotocol })
 }
 
-async fn upgrade(
-    mut stream: TcpStream,
+/// An upgrade request that passed every check.
+struct Upgrade {
     request: Request<()>,
+    /// Bytes read past the request head.
     rest: Vec<u8>,
     handshake: Handshake,
-    peer: std::net::SocketAddr,
+    peer: SocketAddr,
+    pass: Pass,
+}
+
+async fn upgrade(
+    mut stream: TcpStream,
+    Upgrade { request, rest, handshake, peer, pass }: Upgrade,
     config: &TransportConfig,
 ) -> Result<Accepted, AcceptError> {
     let mut head = format!(
@@ -211,7 +238,8 @@ async fn upgrade(
         Some(config.websocket()),
     )
     .await;
-    let upgraded = Upgraded { socket, outgoing, request, subprotocol: handshake.subprotocol, peer };
+    let upgraded =
+        Upgraded { socket, outgoing, request, subprotocol: handshake.subprotocol, peer, pass };
     Ok(Accepted::Upgraded(Box::new(upgraded)))
 }
 

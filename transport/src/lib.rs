@@ -17,6 +17,7 @@ mod accept;
 mod close;
 mod config;
 mod connect;
+mod gate;
 mod outgoing;
 mod request;
 mod response;
@@ -26,6 +27,7 @@ pub use accept::{AcceptError, Accepted, ServerSocket, Upgraded, WebSocket, accep
 pub use close::close_frame_for;
 pub use config::TransportConfig;
 pub use connect::{ConnectError, connect};
+pub use gate::{Full, Gate, Pass};
 pub use outgoing::{Flushed, Outgoing, Pushed, SharedStream};
 pub use site::{Page, Site};
 pub use tokio_tungstenite::tungstenite;

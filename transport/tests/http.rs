@@ -3,20 +3,26 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chat_transport::tungstenite::Message;
 use chat_transport::{
-    Accepted, ConnectError, Page, Site, TransportConfig, accept, close_frame_for, connect,
+    Accepted, ConnectError, Gate, Page, Site, TransportConfig, accept, close_frame_for, connect,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 const PAGE: &str = "<!doctype html><title>t</title>";
 
 /// Serves a site whose WebSocket endpoint echoes every text message.
 async fn serve(config: TransportConfig) -> SocketAddr {
+    serve_gated(config, Gate::unlimited()).await
+}
+
+/// The same, with connection limits.
+async fn serve_gated(config: TransportConfig, gate: Arc<Gate>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let site = Site::new("/ws", Some("chat.v1"))
@@ -26,8 +32,11 @@ async fn serve(config: TransportConfig) -> SocketAddr {
             let (stream, _) = listener.accept().await.unwrap();
             let site = site.clone();
             let config = config.clone();
+            let gate = Arc::clone(&gate);
             tokio::spawn(async move {
-                if let Ok(Accepted::Upgraded(upgraded)) = accept(stream, &site, &config).await {
+                if let Ok(Accepted::Upgraded(upgraded)) =
+                    accept(stream, &site, &config, &gate).await
+                {
                     let mut socket = upgraded.socket;
                     let protocol = upgraded.subprotocol.unwrap_or("none");
                     let _ = socket.send(Message::text(format!("protocol={protocol}"))).await;
@@ -355,4 +364,60 @@ async fn listed_origins_may_upgrade_from_another_site() {
         raw(addr, upgrade_request(&format!("{base}Origin: https://evil.example\r\n")).as_bytes())
             .await;
     assert_eq!(status_line(&other), "HTTP/1.1 403 Forbidden", "{other}");
+}
+
+/// Opens a TCP connection to `addr` from the loopback address `source`.
+async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Sends an upgrade request from `source` and returns the status line, with
+/// the stream left open.
+async fn upgrade_from(source: &str, addr: SocketAddr) -> (String, TcpStream) {
+    let mut stream = connect_from(source, addr).await;
+    let request = upgrade_request(
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte));
+        if read.await.unwrap().unwrap() == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    (status_line(&head).to_owned(), stream)
+}
+
+#[tokio::test]
+async fn connection_limits_refuse_at_the_upgrade_and_free_places_on_close() {
+    let gate = Gate::new(2, 1);
+    let addr = serve_gated(TransportConfig::default(), Arc::clone(&gate)).await;
+    let (first, first_stream) = upgrade_from("127.0.0.1", addr).await;
+    assert_eq!(first, "HTTP/1.1 101 Switching Protocols");
+    let (same_ip, _) = upgrade_from("127.0.0.1", addr).await;
+    assert_eq!(same_ip, "HTTP/1.1 429 Too Many Requests");
+    let (other_ip, _other) = upgrade_from("127.0.0.2", addr).await;
+    assert_eq!(other_ip, "HTTP/1.1 101 Switching Protocols");
+    let (full, _) = upgrade_from("127.0.0.3", addr).await;
+    assert_eq!(full, "HTTP/1.1 503 Service Unavailable");
+    // Pages are still served while the WebSockets are full.
+    let page = raw(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(status_line(&page), "HTTP/1.1 200 OK");
+    // The first connection goes; once the server has seen it, its place is free.
+    drop(first_stream);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while gate.open() > 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    let (again, _again) = upgrade_from("127.0.0.1", addr).await;
+    assert_eq!(again, "HTTP/1.1 101 Switching Protocols");
 }
