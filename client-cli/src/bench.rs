@@ -206,7 +206,9 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Value> {
                 until_us: schedule.measure_until_us,
                 room,
             };
-            senders.push(tokio::spawn(send_loop(sink, schedule, plan, room_sizes[i % args.rooms])));
+            let sending =
+                send_loop(sink, schedule, plan, room_sizes[i % args.rooms], Arc::clone(&counters));
+            senders.push(tokio::spawn(sending));
         } else {
             idle_sinks.push(sink);
         }
@@ -398,11 +400,15 @@ struct SendPlan {
 
 /// Sends on schedule until the measured window ends; returns the messages
 /// sent inside it and the deliveries they owe.
+///
+/// A sender the server cut off (closed as too slow, under overload) stops
+/// and counts as an error; the run goes on.
 async fn send_loop(
     mut sink: Sink,
     schedule: Schedule,
     plan: SendPlan,
     room_size: u64,
+    counters: Arc<Counters>,
 ) -> anyhow::Result<(u64, u64, Sink)> {
     let mut ticks = pace(schedule.origin.into_std(), plan.rate, plan.until_us);
     let mut sent = 0u64;
@@ -412,7 +418,10 @@ async fn send_loop(
         let frame = json!({"type": "say", "room": plan.room, "text": text}).to_string();
         out.clear();
         rawws::client_frame(TEXT, frame.as_bytes(), &mut out);
-        sink.write_all(&out).await?;
+        if sink.write_all(&out).await.is_err() {
+            counters.errors.fetch_add(1, Ordering::AcqRel);
+            break;
+        }
         if schedule.is_measured(intended_us) {
             sent += 1;
         }
