@@ -25,7 +25,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
-use crate::rawws::{self, CLOSE, FrameBuffer, TEXT};
+use crate::rawws::{self, CLOSE, FrameBuffer, PING, PONG, TEXT};
 
 /// Latency histograms are sharded so readers rarely meet on a lock.
 const SHARDS: usize = 64;
@@ -88,6 +88,8 @@ pub struct BenchArgs {
 struct Counters {
     received: AtomicU64,
     errors: AtomicU64,
+    /// Readers the server closed before the run ended.
+    closed: AtomicU64,
 }
 
 /// When the run's phases begin, relative to one origin.
@@ -185,10 +187,11 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Value> {
             slow.push(conn);
             continue;
         }
-        let Conn { read, write: sink, buffer } = conn;
+        let Conn { read, write, buffer } = conn;
+        // Shared with the reader, which answers the server's pings.
+        let sink: Sink = Arc::new(tokio::sync::Mutex::new(write));
         let reader = read_loop(
-            read,
-            buffer,
+            Reading { read, sink: Arc::clone(&sink), buffer },
             schedule,
             Arc::clone(&counters),
             Arc::clone(&histograms),
@@ -233,16 +236,19 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Value> {
     while counters.received.load(Ordering::Acquire) < expected && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Readers stop first, so the server's answers to the goodbyes below are
+    // not counted as connections it closed.
+    let _ = stop_tx.send(true);
+    for handle in readers {
+        let _ = handle.await;
+    }
     // Goodbye with 1000, so the server ends the sessions at once rather
     // than keeping them for a resume.
     let mut bye = Vec::new();
     rawws::client_frame(CLOSE, &1000u16.to_be_bytes(), &mut bye);
-    for mut sink in idle_sinks {
-        let _ = tokio::time::timeout(Duration::from_secs(1), sink.write_all(&bye)).await;
-    }
-    let _ = stop_tx.send(true);
-    for handle in readers {
-        let _ = handle.await;
+    for sink in idle_sinks {
+        let bye = async { sink.lock().await.write_all(&bye).await };
+        let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
     }
     // Now the slow consumers read what they were sent, to find the close.
     // A server cuts a slow consumer off with close 4008, or, when its
@@ -292,6 +298,7 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Value> {
         "lost": expected.saturating_sub(received),
         "deliveries_per_sec": received as f64 / args.duration.max(1e-9),
         "errors": counters.errors.load(Ordering::Acquire),
+        "closed_by_server": counters.closed.load(Ordering::Acquire),
         "slow": args.slow,
         "slow_cut_off": slow_cut_off,
         "latency_ms": {
@@ -404,7 +411,7 @@ struct SendPlan {
 /// A sender the server cut off (closed as too slow, under overload) stops
 /// and counts as an error; the run goes on.
 async fn send_loop(
-    mut sink: Sink,
+    sink: Sink,
     schedule: Schedule,
     plan: SendPlan,
     room_size: u64,
@@ -418,7 +425,7 @@ async fn send_loop(
         let frame = json!({"type": "say", "room": plan.room, "text": text}).to_string();
         out.clear();
         rawws::client_frame(TEXT, frame.as_bytes(), &mut out);
-        if sink.write_all(&out).await.is_err() {
+        if sink.lock().await.write_all(&out).await.is_err() {
             counters.errors.fetch_add(1, Ordering::AcqRel);
             break;
         }
@@ -459,12 +466,19 @@ fn pace(origin: std::time::Instant, rate: f64, until_us: u64) -> mpsc::Unbounded
     receiver
 }
 
-type Sink = OwnedWriteHalf;
+type Sink = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
+
+/// What a reader needs of its connection: the socket's read half, the write
+/// half to answer pings on, and the frames read so far.
+struct Reading {
+    read: OwnedReadHalf,
+    sink: Sink,
+    buffer: FrameBuffer,
+}
 
 /// Reads until told to stop, recording the latency of measured messages.
 async fn read_loop(
-    mut read: OwnedReadHalf,
-    mut buffer: FrameBuffer,
+    Reading { mut read, sink, mut buffer }: Reading,
     schedule: Schedule,
     counters: Arc<Counters>,
     histograms: Arc<Vec<Mutex<Histogram<u64>>>>,
@@ -473,6 +487,7 @@ async fn read_loop(
 ) {
     loop {
         let received_us = schedule.origin.elapsed().as_micros() as u64;
+        let mut pinged = false;
         loop {
             let (opcode, payload) = match buffer.next_frame() {
                 Ok(Some(frame)) => frame,
@@ -490,8 +505,21 @@ async fn read_loop(
                 (TEXT, None) if payload.starts_with(br#"{"type":"error""#) => {
                     counters.errors.fetch_add(1, Ordering::AcqRel);
                 }
-                (CLOSE, _) => return,
+                (CLOSE, _) => {
+                    counters.closed.fetch_add(1, Ordering::AcqRel);
+                    return;
+                }
+                (PING, _) => pinged = true,
                 _ => {}
+            }
+        }
+        // The server pings connections that are quiet; unanswered, it
+        // would close them as dead. (Its pings carry no payload.)
+        if pinged {
+            let mut pong = Vec::new();
+            rawws::client_frame(PONG, &[], &mut pong);
+            if sink.lock().await.write_all(&pong).await.is_err() {
+                return;
             }
         }
         tokio::select! {
@@ -619,6 +647,7 @@ fn print_table(report: &Value) {
         l("max")
     );
     println!("errors           {:>12}", n("errors"));
+    println!("closed by server {:>12}", n("closed_by_server"));
     if n("slow") > 0.0 {
         println!(
             "slow consumers   {:>12}   {} cut off by the server",

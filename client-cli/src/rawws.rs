@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 /// Frame opcodes the bench cares about.
 pub const TEXT: u8 = 0x1;
 pub const CLOSE: u8 = 0x8;
+pub const PING: u8 = 0x9;
+pub const PONG: u8 = 0xa;
 
 /// Incoming bytes and where the unread part starts and ends.
 #[derive(Debug)]

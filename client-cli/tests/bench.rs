@@ -33,6 +33,10 @@ fn server() -> (Server, String) {
             "10000",
             "--messages-burst",
             "10000",
+            // Quiet connections are pinged every 100 ms: the bench must
+            // answer, or they are closed as dead.
+            "--ping-interval",
+            "100ms",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -107,6 +111,7 @@ fn idle_connections_send_nothing_and_are_held_for_the_duration() {
     // A lower bound, not a timing target: an idle-memory run must keep its
     // connections open for as long as it was asked to.
     assert!(started.elapsed().as_secs_f64() >= 1.5, "{report}");
+    assert_eq!(report["closed_by_server"], 0, "the bench answers pings: {report}");
     assert_eq!(report["connections"], 30);
     assert_eq!(report["sent"], 0);
     assert_eq!(report["expected"], 0);

@@ -8,6 +8,9 @@ pub enum CloseCode {
     Normal,
     /// 1001: the server is shutting down.
     GoingAway,
+    /// 1008: the client broke a rule of the server's (it never said
+    /// `hello`, or kept flooding past its rate limits).
+    Policy,
     /// 1009: a message was larger than the server accepts.
     TooBig,
     /// 1012: the server is restarting (ctrl-c, SIGTERM). The reason carries
@@ -20,6 +23,10 @@ pub enum CloseCode {
     TooSlow,
     /// 4009: another connection resumed this connection's session.
     Replaced,
+    /// 4010: the client answered none of the server's pings: it is taken
+    /// for dead. Its session waits for a resume as after any lost
+    /// connection.
+    Unresponsive,
 }
 
 impl CloseCode {
@@ -28,10 +35,12 @@ impl CloseCode {
         match self {
             Self::Normal => 1000,
             Self::GoingAway => 1001,
+            Self::Policy => 1008,
             Self::TooBig => 1009,
             Self::Restart => 1012,
             Self::TooSlow => 4008,
             Self::Replaced => 4009,
+            Self::Unresponsive => 4010,
         }
     }
 
@@ -40,10 +49,12 @@ impl CloseCode {
         match self {
             Self::Normal => "bye",
             Self::GoingAway => "server shutting down",
+            Self::Policy => "policy violation",
             Self::TooBig => "message too big",
             Self::Restart => "service restart",
             Self::TooSlow => "too slow",
             Self::Replaced => "session resumed elsewhere",
+            Self::Unresponsive => "no answer to pings",
         }
     }
 }

@@ -83,7 +83,7 @@ fn every_error_code_is_documented() {
     ] {
         assert!(SPEC.contains(&format!("| `{code}` |")), "{code} missing from the error table");
     }
-    for close in ["1000", "1001", "1009", "1012", "4008", "4009"] {
+    for close in ["1000", "1001", "1008", "1009", "1012", "4008", "4009", "4010"] {
         assert!(SPEC.contains(&format!("| {close} |")), "close code {close} missing");
     }
 }

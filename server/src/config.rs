@@ -35,6 +35,15 @@ pub struct ServerConfig {
     /// `429`. Default 256: an office behind one NAT fits, one host cannot
     /// take the whole server.
     pub max_connections_per_ip: usize,
+    /// How often connections are checked: one that sent nothing since the
+    /// last check gets a WebSocket ping, and one that has not said `hello`
+    /// by its second check is closed with 1008. Default 25 s (under the
+    /// idle timeouts of common proxies and NATs).
+    pub ping_interval: Duration,
+    /// Pings in a row a connection may leave unanswered before it is
+    /// closed as dead (4010). Default 2: a dead peer is found within
+    /// `ping_interval` × 3.
+    pub ping_misses: u32,
 }
 
 impl ServerConfig {
@@ -60,6 +69,8 @@ impl Default for ServerConfig {
             max_connections: open_file_limit()
                 .map_or(10_000, |limit| limit.saturating_sub(64).max(1)),
             max_connections_per_ip: 256,
+            ping_interval: Duration::from_secs(25),
+            ping_misses: 2,
         }
     }
 }

@@ -85,7 +85,7 @@ impl Connection {
         let (close, closing) = oneshot::channel();
         let token = SessionToken::parse(&format!("{:032x}", rand::random::<u128>())).ok()?;
         let (reply, member) = oneshot::channel();
-        let conn = Conn { outgoing: Arc::clone(&outgoing), close, token };
+        let conn = Conn { outgoing: Arc::clone(&outgoing), close, token, checks_without_hello: 0 };
         Box::pin(hub.send(Input::Connect { conn, reply })).await.ok()?;
         let member = member.await.ok()?;
         tracing::Span::current().record("member", tracing::field::display(member));

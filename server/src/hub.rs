@@ -15,7 +15,7 @@ use chat_core::{
 };
 use chat_protocol::{CloseCode, DecodeError, ServerFrame};
 use chat_transport::tungstenite::Utf8Bytes;
-use chat_transport::{Outgoing, Pushed};
+use chat_transport::{Liveness, Outgoing, Pushed};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
@@ -67,6 +67,8 @@ pub(crate) struct Conn {
     /// The token a new session of this connection gets: random and
     /// unguessable, since it is the key to resuming the session.
     pub token: SessionToken,
+    /// Liveness checks this connection has had without saying `hello`.
+    pub checks_without_hello: u32,
 }
 
 /// Deliveries held for storage past which the hub stops taking inputs.
@@ -93,6 +95,8 @@ pub(crate) struct Hub {
     held: VecDeque<Held>,
     /// The window reconnect delays are spread over at shutdown.
     drain_window: Duration,
+    ping_interval: Duration,
+    ping_misses: u32,
     /// Connections with frames pushed since the last flush.
     unflushed: VecDeque<Arc<Outgoing>>,
     shutting_down: bool,
@@ -140,6 +144,8 @@ impl Hub {
             committed: 0,
             held: VecDeque::new(),
             drain_window: config.drain_window,
+            ping_interval: config.ping_interval,
+            ping_misses: config.ping_misses,
             unflushed: VecDeque::new(),
             shutting_down: false,
         }
@@ -152,6 +158,11 @@ impl Hub {
         mut inputs: mpsc::Receiver<Input>,
         mut acks: mpsc::UnboundedReceiver<u64>,
     ) {
+        let mut checks = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.ping_interval,
+            self.ping_interval,
+        );
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.chat.poll_timeout().map(|at| self.clock.instant(at));
             let timer = async {
@@ -169,6 +180,7 @@ impl Hub {
                 },
                 Some(ticket) = acks.recv() => self.committed(ticket),
                 () = timer => self.chat.handle_timeout(self.clock.now()),
+                _ = checks.tick() => self.check_connections(),
             }
             self.drain();
             while !self.unflushed.is_empty() {
@@ -205,6 +217,33 @@ impl Hub {
             let Ok(input) = inputs.try_recv() else { break };
             self.handle(input);
             self.drain();
+        }
+    }
+
+    /// Pings connections that went quiet, and closes those that answered
+    /// no ping (4010) or never said `hello` (1008). One pass over every
+    /// connection per interval, instead of a timer per connection.
+    fn check_connections(&mut self) {
+        let mut closing = Vec::new();
+        for (&member, conn) in &mut self.conns {
+            match conn.outgoing.check_alive(self.ping_misses) {
+                Liveness::Heard => {}
+                Liveness::Pinged => self.unflushed.push_back(Arc::clone(&conn.outgoing)),
+                Liveness::Unresponsive => {
+                    closing.push((member, CloseCode::Unresponsive));
+                    continue;
+                }
+            }
+            if self.chat.nick(member).is_none() {
+                conn.checks_without_hello += 1;
+                if conn.checks_without_hello >= 2 {
+                    closing.push((member, CloseCode::Policy));
+                }
+            }
+        }
+        for (member, code) in closing {
+            info!(%member, code = code.code(), "closing a connection that is dead or never said hello");
+            self.evict(member, code);
         }
     }
 

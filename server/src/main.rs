@@ -59,6 +59,14 @@ struct Args {
     /// WebSockets open at once from one IP address; more get 429.
     #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = ServerConfig::default().max_connections_per_ip)]
     max_connections_per_ip: usize,
+    /// How often quiet connections are pinged (500ms, 25s, ...); one that
+    /// has not said hello by its second check is closed (1008).
+    #[arg(long, env = "CHAT_PING_INTERVAL", default_value = "25s", value_parser = parse_positive_duration)]
+    ping_interval: Duration,
+    /// Pings in a row a connection may leave unanswered before it is closed
+    /// as dead (4010).
+    #[arg(long, env = "CHAT_PING_MISSES", default_value_t = ServerConfig::default().ping_misses)]
+    ping_misses: u32,
 }
 
 /// A retention age, or none.
@@ -74,6 +82,14 @@ fn parse_age(text: &str) -> Result<Age, String> {
             Err("the age must be more than zero; use \"forever\" to keep everything".to_owned())
         }
         age => Ok(Age(Some(age))),
+    }
+}
+
+/// A duration above zero.
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("must be more than zero".to_owned()),
+        duration => Ok(duration),
     }
 }
 
@@ -126,6 +142,8 @@ async fn main() -> anyhow::Result<()> {
         config.max_connections = max;
     }
     config.max_connections_per_ip = args.max_connections_per_ip;
+    config.ping_interval = args.ping_interval;
+    config.ping_misses = args.ping_misses;
     let store: Box<dyn Store> = if args.ephemeral {
         tracing::warn!("--ephemeral: history is kept in memory only and lost on restart");
         Box::new(MemoryStore::new())
@@ -191,6 +209,8 @@ mod tests {
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
         assert!(parse_duration("999999999999999d").is_err());
+        assert!(parse_positive_duration("0ms").is_err());
+        assert_eq!(parse_positive_duration("1ms"), Ok(Duration::from_millis(1)));
     }
 
     #[test]

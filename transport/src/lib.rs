@@ -28,6 +28,6 @@ pub use close::close_frame_for;
 pub use config::TransportConfig;
 pub use connect::{ConnectError, connect};
 pub use gate::{Full, Gate, Pass};
-pub use outgoing::{Flushed, Outgoing, Pushed, SharedStream};
+pub use outgoing::{Flushed, Liveness, Outgoing, Pushed, SharedStream};
 pub use site::{Page, Site};
 pub use tokio_tungstenite::tungstenite;

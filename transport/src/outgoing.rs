@@ -22,6 +22,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 
@@ -38,6 +39,8 @@ const MAX_SLICES: usize = 64;
 #[derive(Debug)]
 pub struct Outgoing {
     io: TcpStream,
+    /// Something was read from the peer since the last liveness check.
+    heard: AtomicBool,
     state: Mutex<State>,
     /// Tells the connection task that a flush could not finish.
     stalled: Notify,
@@ -54,6 +57,8 @@ struct State {
     bytes: usize,
     /// A flush found the socket full; the connection task must finish it.
     stalled: bool,
+    /// Liveness checks in a row that found the peer silent.
+    silent: u32,
     /// Nothing more will be written: the connection ended or a write failed.
     closed: Option<io::ErrorKind>,
 }
@@ -86,6 +91,20 @@ pub enum Pushed {
     Closed,
 }
 
+/// What a liveness check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// The peer sent something since the last check.
+    Heard,
+    /// The peer was silent; a ping was queued (flush it).
+    Pinged,
+    /// The peer stayed silent through more pings than allowed.
+    Unresponsive,
+}
+
+/// A WebSocket ping with no payload, as a server sends it (unmasked).
+const PING: [u8; 2] = [0x89, 0x00];
+
 /// What a flush did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flushed {
@@ -104,6 +123,7 @@ impl Outgoing {
     pub(crate) fn new(io: TcpStream, max_frames: usize, max_bytes: usize) -> Arc<Self> {
         Arc::new(Self {
             io,
+            heard: AtomicBool::new(true),
             state: Mutex::default(),
             stalled: Notify::new(),
             max_frames: max_frames.max(1),
@@ -202,6 +222,29 @@ impl Outgoing {
         state.bytes = 0;
         drop(state);
         self.stalled.notify_one();
+    }
+
+    /// Checks that the peer is alive, for a caller that does so at a fixed
+    /// interval: a peer that sent anything since the last check (a pong, a
+    /// frame) is alive; a silent one gets a ping, and after `max_pings`
+    /// unanswered ones is reported unresponsive.
+    pub fn check_alive(&self, max_pings: u32) -> Liveness {
+        if self.heard.swap(false, Ordering::AcqRel) {
+            self.lock().silent = 0;
+            return Liveness::Heard;
+        }
+        let silent = {
+            let mut state = self.lock();
+            state.silent = state.silent.saturating_add(1);
+            state.silent
+        };
+        if silent > max_pings {
+            return Liveness::Unresponsive;
+        }
+        match self.push_raw(&PING) {
+            Ok(()) => Liveness::Pinged,
+            Err(_) => Liveness::Unresponsive,
+        }
     }
 
     /// Drops what is queued, except the rest of a frame already partly
@@ -344,6 +387,9 @@ impl AsyncRead for SharedStream {
             ready!(io.poll_read_ready(cx))?;
             match io.try_read(buf.initialize_unfilled()) {
                 Ok(read) => {
+                    if read > 0 {
+                        self.outgoing.heard.store(true, Ordering::Release);
+                    }
                     buf.advance(read);
                     return Poll::Ready(Ok(()));
                 }
@@ -562,6 +608,25 @@ mod tests {
         assert_eq!(read_frame(&mut peer).await, (0x81, b"aa".to_vec()));
         assert_eq!(read_frame(&mut peer).await, (0x8a, b"p".to_vec()));
         assert_eq!(read_frame(&mut peer).await, (0x81, b"bb".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn a_silent_peer_is_pinged_then_reported_and_any_read_counts_as_alive() {
+        let (out, mut peer) = pair(100, 1 << 20).await;
+        let mut stream = SharedStream::new(Arc::clone(&out));
+        assert_eq!(out.check_alive(2), Liveness::Heard, "new connections start as heard");
+        assert_eq!(out.check_alive(2), Liveness::Pinged);
+        assert_eq!(out.flush(), Flushed::Done);
+        assert_eq!(read_frame(&mut peer).await, (0x89, Vec::new()));
+        // The peer answers (anything read counts).
+        peer.write_all(&[0x8a, 0x80, 0, 0, 0, 0]).await.unwrap();
+        let mut buf = [0u8; 16];
+        let read = stream.read(&mut buf).await.unwrap();
+        assert_eq!(read, 6);
+        assert_eq!(out.check_alive(2), Liveness::Heard);
+        assert_eq!(out.check_alive(2), Liveness::Pinged);
+        assert_eq!(out.check_alive(2), Liveness::Pinged);
+        assert_eq!(out.check_alive(2), Liveness::Unresponsive, "two pings unanswered");
     }
 
     #[tokio::test]

@@ -169,3 +169,120 @@ impl Client {
         }
     }
 }
+
+/// A WebSocket client written by hand, for what well-behaved libraries will
+/// not do: answer no pings, send broken frames, stop reading.
+pub struct RawClient {
+    pub stream: tokio::net::TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl RawClient {
+    /// Opens a WebSocket to `server` with a hand-made handshake.
+    pub async fn connect(server: &Server) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            server.addr
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut buffer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        let end = loop {
+            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let read = tokio::time::timeout(WAIT, stream.read(&mut chunk)).await.unwrap().unwrap();
+            assert!(read > 0, "closed during the handshake");
+            buffer.extend_from_slice(&chunk[..read]);
+        };
+        let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        buffer.drain(..end);
+        Self { stream, buffer }
+    }
+
+    /// A client frame: `first` byte (FIN, RSV, opcode) and a masked payload.
+    pub fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+        let mut out = vec![first];
+        match payload.len() {
+            len @ 0..=125 => out.push(0x80 | len as u8),
+            len @ 126..=0xffff => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+        out
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Sends one final text frame.
+    pub async fn send_text(&mut self, text: &str) {
+        self.send_raw(&Self::frame(0x81, text.as_bytes())).await;
+    }
+
+    /// The next frame from the server as (opcode, payload), or `None` once
+    /// the connection ends.
+    pub async fn next_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.buffer.len() >= 2 {
+                let (len, at) = match self.buffer[1] & 0x7f {
+                    126 if self.buffer.len() >= 4 => {
+                        (usize::from(u16::from_be_bytes([self.buffer[2], self.buffer[3]])), 4)
+                    }
+                    127 if self.buffer.len() >= 10 => {
+                        let mut be = [0u8; 8];
+                        be.copy_from_slice(&self.buffer[2..10]);
+                        (usize::try_from(u64::from_be_bytes(be)).unwrap(), 10)
+                    }
+                    126 | 127 => (usize::MAX, 0),
+                    short => (usize::from(short), 2),
+                };
+                if len != usize::MAX && self.buffer.len() >= at + len {
+                    let opcode = self.buffer[0] & 0x0f;
+                    let payload = self.buffer[at..at + len].to_vec();
+                    self.buffer.drain(..at + len);
+                    return Some((opcode, payload));
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let read = tokio::time::timeout(WAIT, self.stream.read(&mut chunk)).await.ok()?;
+            match read {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Reads until the server's close frame; returns its code and how many
+    /// pings came before it. `None` if the connection ended without one.
+    pub async fn until_close(&mut self) -> (Option<u16>, usize) {
+        let mut pings = 0;
+        loop {
+            match self.next_frame().await {
+                Some((0x8, payload)) => {
+                    let code =
+                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                    return (code, pings);
+                }
+                Some((0x9, _)) => pings += 1,
+                Some(_) => {}
+                None => return (None, pings),
+            }
+        }
+    }
+}
