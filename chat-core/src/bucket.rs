@@ -1,16 +1,18 @@
 use crate::Timestamp;
 
 /// A token bucket in thousandths of a token, so refills stay exact integers
-/// and the core stays deterministic.
+/// and the core stays deterministic. The core limits messages and joins
+/// with it; drivers may use it for limits of their own (the server limits
+/// frames per connection), with time passed in like everywhere here.
 #[derive(Debug, Clone)]
-pub(crate) struct TokenBucket {
+pub struct TokenBucket {
     milli_tokens: u64,
     updated: Timestamp,
 }
 
 /// The parameters of a [`TokenBucket`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Rate {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
     /// Tokens added per second.
     pub per_sec: u32,
     /// The most tokens the bucket holds.
@@ -18,12 +20,16 @@ pub(crate) struct Rate {
 }
 
 impl TokenBucket {
-    pub(crate) fn full(rate: Rate, now: Timestamp) -> Self {
+    /// A bucket holding `rate.burst` tokens at `now`.
+    pub fn full(rate: Rate, now: Timestamp) -> Self {
         Self { milli_tokens: u64::from(rate.burst) * 1000, updated: now }
     }
 
     /// Takes one token, or says how many milliseconds until one is there.
-    pub(crate) fn take(&mut self, rate: Rate, now: Timestamp) -> Result<(), u64> {
+    ///
+    /// # Errors
+    /// The bucket is empty; the error is the wait in milliseconds.
+    pub fn take(&mut self, rate: Rate, now: Timestamp) -> Result<(), u64> {
         let capacity = u64::from(rate.burst) * 1000;
         // A rate of n tokens per second adds n thousandths per millisecond.
         let refill = now.millis_since(self.updated).saturating_mul(u64::from(rate.per_sec));

@@ -76,6 +76,8 @@ struct Session {
     /// When the last connection went away, while none is attached.
     detached_at: Option<Timestamp>,
     messages: TokenBucket,
+    /// Joins of new rooms.
+    joins: TokenBucket,
     /// When a `typing` was last relayed for each room.
     typing: BTreeMap<RoomId, Timestamp>,
 }
@@ -138,7 +140,9 @@ impl Chat {
             }
             (Command::Hello { .. }, Some(_)) => Err(CommandError::AlreadyGreeted),
             (_, None) => Err(CommandError::HelloRequired),
-            (Command::Join { room, after }, Some(s)) => self.join(member, s, &id, &room, after),
+            (Command::Join { room, after }, Some(s)) => {
+                self.join(now, member, s, &id, &room, after)
+            }
             (Command::Leave { room }, Some(s)) => self.leave(member, s, &id, &room),
             (Command::Say { room, text, action }, Some(s)) => {
                 self.say(now, member, s, &id, &room, text, action)
@@ -391,6 +395,10 @@ impl Chat {
             conn: Some(member),
             detached_at: None,
             messages: TokenBucket::full(self.message_rate(), now),
+            joins: TokenBucket::full(
+                Rate { per_sec: self.config.joins_per_sec, burst: self.config.joins_burst },
+                now,
+            ),
             typing: BTreeMap::new(),
         };
         self.sessions.insert(sid, session);
@@ -429,6 +437,7 @@ impl Chat {
 
     fn join(
         &mut self,
+        now: Timestamp,
         member: MemberId,
         sid: SessionId,
         id: &Option<Arc<str>>,
@@ -436,6 +445,7 @@ impl Chat {
         after: Option<u64>,
     ) -> Result<(), CommandError> {
         let name = RoomName::parse(room).map_err(CommandError::InvalidRoom)?;
+        self.admit_join(now, sid, &name)?;
         let room_id = match self.room_ids.get(&name) {
             Some(&room_id) => room_id,
             None => self.create_room(name.clone())?,
@@ -820,6 +830,38 @@ impl Chat {
                 .map_err(|retry_after_ms| CommandError::RateLimited { retry_after_ms }),
             None => Ok(()),
         }
+    }
+
+    /// Checks the limits on joining a room the session is not in yet: rooms
+    /// per session, the join rate, members per room. Re-joins pass.
+    fn admit_join(
+        &mut self,
+        now: Timestamp,
+        sid: SessionId,
+        name: &RoomName,
+    ) -> Result<(), CommandError> {
+        let existing = self.room_ids.get(name).copied();
+        let rate = Rate { per_sec: self.config.joins_per_sec, burst: self.config.joins_burst };
+        let (max_rooms, max_members) =
+            (self.config.max_rooms_per_session, self.config.max_members_per_room);
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return Ok(());
+        };
+        if existing.is_some_and(|room| session.rooms.contains(&room)) {
+            return Ok(());
+        }
+        if session.rooms.len() >= max_rooms {
+            return Err(CommandError::RoomLimit { max: max_rooms });
+        }
+        let members =
+            existing.and_then(|room| self.rooms.get(&room)).map_or(0, |room| room.sessions().len());
+        if members >= max_members {
+            return Err(CommandError::RoomFull { room: name.clone(), max: max_members });
+        }
+        session
+            .joins
+            .take(rate, now)
+            .map_err(|retry_after_ms| CommandError::JoinRateLimited { retry_after_ms })
     }
 
     fn message_rate(&self) -> Rate {

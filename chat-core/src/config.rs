@@ -36,6 +36,17 @@ pub struct ChatConfig {
     pub messages_burst: u32,
     /// The most rooms that may exist at once. Default 10 000.
     pub max_rooms: usize,
+    /// The most rooms one session may be in. Default 100.
+    pub max_rooms_per_session: usize,
+    /// The most members one room may have. Default 10 000.
+    pub max_members_per_room: usize,
+    /// Sustained joins of rooms not yet joined, per second per session.
+    /// Re-joining a room the session is in (as every reconnect does) is
+    /// free. Default 5.
+    pub joins_per_sec: u32,
+    /// How many new rooms a session may join in a burst. Default 50, so a
+    /// client auto-joining its usual rooms goes through.
+    pub joins_burst: u32,
     /// How long a disconnected session keeps its nick and rooms, waiting
     /// for its client to come back, before the others see it leave.
     /// Default 60 s: long enough for a laptop to change networks or a
@@ -64,6 +75,10 @@ impl Default for ChatConfig {
             messages_per_sec: 10,
             messages_burst: 30,
             max_rooms: 10_000,
+            max_rooms_per_session: 100,
+            max_members_per_room: 10_000,
+            joins_per_sec: 5,
+            joins_burst: 50,
             session_grace: Duration::from_secs(60),
             dedupe_window: Duration::from_secs(3600),
             dedupe_max: 100_000,

@@ -45,6 +45,26 @@ pub enum CommandError {
         /// When one more message will be allowed.
         retry_after_ms: u64,
     },
+    /// The session joins new rooms faster than allowed.
+    #[error("too many joins; retry in {retry_after_ms} ms")]
+    JoinRateLimited {
+        /// When one more join will be allowed.
+        retry_after_ms: u64,
+    },
+    /// The session is in as many rooms as it may be.
+    #[error("you are in {max} rooms, the most allowed; part one first")]
+    RoomLimit {
+        /// The limit.
+        max: usize,
+    },
+    /// The room has as many members as it may have.
+    #[error("room {room} is full ({max} members)")]
+    RoomFull {
+        /// The room.
+        room: RoomName,
+        /// The limit.
+        max: usize,
+    },
     /// Creating another room would pass the room limit.
     #[error("the server holds {max} rooms already")]
     TooManyRooms {

@@ -27,6 +27,7 @@ mod room;
 mod session;
 mod time;
 
+pub use bucket::{Rate, TokenBucket};
 pub use chat::Chat;
 pub use command::Command;
 pub use config::ChatConfig;

@@ -518,6 +518,60 @@ fn room_count_is_bounded() {
 }
 
 #[test]
+fn rooms_per_session_are_bounded_and_rejoins_still_answer() {
+    let config = ChatConfig { max_rooms_per_session: 2, ..ChatConfig::default() };
+    let mut h = Harness::with_config(config);
+    let alice = h.greeted("alice");
+    h.join(alice, "a");
+    h.join(alice, "b");
+    h.take_all();
+    h.join(alice, "c");
+    assert_eq!(error_of(&h.take(alice)), CommandError::RoomLimit { max: 2 });
+    h.join(alice, "b");
+    assert!(matches!(h.take(alice).as_slice(), [Event::Joined { .. }]), "a re-join passes");
+    h.send(alice, Command::Leave { room: "a".into() });
+    h.take_all();
+    h.join(alice, "c");
+    assert!(matches!(h.take(alice).as_slice(), [Event::Joined { .. }]), "room again after a leave");
+}
+
+#[test]
+fn members_per_room_are_bounded() {
+    let config = ChatConfig { max_members_per_room: 2, ..ChatConfig::default() };
+    let mut h = Harness::with_config(config);
+    let (alice, bob, carol) = (h.greeted("alice"), h.greeted("bob"), h.greeted("carol"));
+    h.join(alice, "lobby");
+    h.join(bob, "lobby");
+    h.take_all();
+    h.join(carol, "lobby");
+    assert_eq!(error_of(&h.take(carol)), CommandError::RoomFull { room: room("lobby"), max: 2 });
+    assert_eq!(h.take(alice), vec![], "nobody saw carol join");
+    h.join(carol, "elsewhere");
+    assert!(matches!(h.take(carol).as_slice(), [Event::Joined { .. }]));
+}
+
+#[test]
+fn new_joins_are_rate_limited_but_rejoins_are_free() {
+    let config = ChatConfig { joins_per_sec: 2, joins_burst: 3, ..ChatConfig::default() };
+    let mut h = Harness::with_config(config);
+    let alice = h.greeted("alice");
+    for name in ["a", "b", "c"] {
+        h.join(alice, name);
+    }
+    h.take_all();
+    h.join(alice, "d");
+    assert_eq!(error_of(&h.take(alice)), CommandError::JoinRateLimited { retry_after_ms: 500 });
+    // A reconnecting client re-joins all its rooms at once: never limited.
+    for name in ["a", "b", "c", "a", "b", "c"] {
+        h.join(alice, name);
+        assert!(matches!(h.take(alice).as_slice(), [Event::Joined { .. }]), "re-join of {name}");
+    }
+    h.advance(Duration::from_millis(500));
+    h.join(alice, "d");
+    assert!(matches!(h.take(alice).as_slice(), [Event::Joined { .. }]));
+}
+
+#[test]
 fn a_fan_out_shares_one_event() {
     let mut h = Harness::new();
     let members: Vec<_> = (0..50).map(|i| h.greeted(&format!("m{i}"))).collect();

@@ -8,6 +8,7 @@
 
 mod bench;
 mod input;
+mod pacer;
 mod rawws;
 mod render;
 mod session;

@@ -18,6 +18,7 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
 use tokio::time::Instant;
 
 use crate::input::{self, Input};
+use crate::pacer::Pacer;
 use crate::{Args, render};
 
 /// How long to wait at the end for the server to echo what was sent.
@@ -53,6 +54,8 @@ struct Client {
     pending: Vec<(String, ClientFrame)>,
     /// Messages the server refused.
     refused: usize,
+    /// Keeps sends within the server's announced rates.
+    pacer: Pacer,
     /// Set once the user is done: stop when `pending` is empty or then.
     quit_by: Option<Instant>,
     stdin_open: bool,
@@ -72,6 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         current: None,
         pending: Vec::new(),
         refused: 0,
+        pacer: Pacer::default(),
         quit_by: None,
         stdin_open: true,
         id_prefix: format!("{:08x}", rand::random::<u32>()),
@@ -100,6 +104,7 @@ impl Client {
     /// Opens a connection: greets (resuming the session if there is one),
     /// joins every room from where it was, and re-sends what is pending.
     async fn open(&mut self, again: bool) -> anyhow::Result<WebSocket> {
+        self.pacer.reset();
         let mut socket =
             connect(&self.server, Some(chat_protocol::SUBPROTOCOL), &TransportConfig::default())
                 .await?;
@@ -227,7 +232,7 @@ impl Client {
             }
         }
         for (id, frame) in self.pending.clone() {
-            send_frame(&mut socket, Some(id), frame).await?;
+            self.paced_send(&mut socket, Some(id), frame).await?;
         }
         Ok(socket)
     }
@@ -375,9 +380,10 @@ impl Client {
     /// Keeps the client's view of its session up to date.
     fn on_frame(&mut self, frame: &ServerFrame) {
         match frame {
-            ServerFrame::Welcome { nick, session, .. } => {
+            ServerFrame::Welcome { nick, session, limits, .. } => {
                 self.nick = Some(nick.clone());
                 self.token = Some(session.clone());
+                self.pacer.limits(limits, tokio::time::Instant::now());
             }
             ServerFrame::Joined { room, last_seq, .. } => {
                 // A room joined anew becomes current; a re-join on reconnect
@@ -455,8 +461,23 @@ impl Client {
     /// Sends a frame with a fresh id and returns the id.
     async fn send(&mut self, socket: &mut WebSocket, frame: ClientFrame) -> anyhow::Result<String> {
         let id = self.new_id();
-        send_frame(socket, Some(id.clone()), frame).await?;
+        self.paced_send(socket, Some(id.clone()), frame).await?;
         Ok(id)
+    }
+
+    /// Sends a frame once the server's announced rates allow it.
+    async fn paced_send(
+        &mut self,
+        socket: &mut WebSocket,
+        id: Option<String>,
+        frame: ClientFrame,
+    ) -> anyhow::Result<()> {
+        let message = matches!(frame, ClientFrame::Say { .. } | ClientFrame::Dm { .. });
+        let delay = self.pacer.delay(message, tokio::time::Instant::now());
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        send_frame(socket, id, frame).await
     }
 }
 

@@ -37,6 +37,10 @@ fn server() -> (Server, String) {
             // answer, or they are closed as dead.
             "--ping-interval",
             "100ms",
+            "--frames-per-sec",
+            "100000",
+            "--frames-burst",
+            "100000",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

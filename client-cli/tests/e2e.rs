@@ -364,7 +364,16 @@ fn the_client_reconnects_resumes_and_sends_what_was_typed_offline() {
 
 #[test]
 fn a_long_absence_is_caught_up_in_full_and_in_order() {
-    let (_server, url) = server_with(&["--messages-per-sec", "10000", "--messages-burst", "10000"]);
+    let (_server, url) = server_with(&[
+        "--messages-per-sec",
+        "10000",
+        "--messages-burst",
+        "10000",
+        "--frames-per-sec",
+        "10000",
+        "--frames-burst",
+        "10000",
+    ]);
     let upstream = url.trim_start_matches("ws://").trim_end_matches("/ws").to_owned();
     let proxy = Proxy::start(&upstream);
     let mut alice = chat(&proxy.url(), &["--nick", "alice"]);
@@ -383,6 +392,21 @@ fn a_long_absence_is_caught_up_in_full_and_in_order() {
     alice.expect("-- reconnected, resumed");
     alice.type_line("/quit");
     assert!(alice.finish().success());
+}
+
+#[test]
+fn a_piped_file_faster_than_the_rate_limit_is_paced_not_refused() {
+    // Default limits: 10 messages a second, bursts of 30.
+    let (_server, url) = server();
+    let mut bob = chat(&url, &["--nick", "bob"]);
+    bob.expect("[lobby] -- joined (1 members: bob)");
+    let lines: String = (1..=45).map(|i| format!("line {i}\n")).collect();
+    let output = chat_with_input(&url, &["--nick", "alice"], &lines);
+    assert!(output.status.success(), "{output:?}");
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("refused"), "{output:?}");
+    for i in 1..=45 {
+        bob.expect(&format!("[lobby] <alice> line {i}"));
+    }
 }
 
 #[test]

@@ -36,6 +36,9 @@ pub enum ErrorCode {
     RateLimited,
     /// The server is at a capacity limit (for example the number of rooms).
     Unavailable,
+    /// A per-client or per-room count limit: the sender is in as many
+    /// rooms as allowed, or the room has as many members as allowed.
+    LimitReached,
     /// A code this build of the protocol crate does not know; a newer server
     /// may send codes added later.
     #[serde(other)]
@@ -59,6 +62,7 @@ impl ErrorCode {
             Self::TooLarge => "too_large",
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
+            Self::LimitReached => "limit_reached",
             Self::Unknown => "unknown",
         }
     }

@@ -249,6 +249,25 @@ pub struct Limits {
     pub messages_per_sec: u64,
     /// How many `say` and `dm` frames may come in a burst.
     pub messages_burst: u64,
+    /// The most rooms one session may be in (`limit_reached` past it).
+    /// Servers before this field announced none; 0 means unknown.
+    #[serde(default)]
+    pub max_rooms_per_session: u64,
+    /// The most members a room may have (`limit_reached` past it).
+    #[serde(default)]
+    pub max_members_per_room: u64,
+    /// Sustained joins of new rooms allowed per second.
+    #[serde(default)]
+    pub joins_per_sec: u64,
+    /// How many new rooms may be joined in a burst.
+    #[serde(default)]
+    pub joins_burst: u64,
+    /// Sustained frames of any kind allowed per second per connection.
+    #[serde(default)]
+    pub frames_per_sec: u64,
+    /// How many frames of any kind may come in a burst.
+    #[serde(default)]
+    pub frames_burst: u64,
 }
 
 /// A room and how many members it has.

@@ -80,6 +80,7 @@ fn every_error_code_is_documented() {
         "too_large",
         "rate_limited",
         "unavailable",
+        "limit_reached",
     ] {
         assert!(SPEC.contains(&format!("| `{code}` |")), "{code} missing from the error table");
     }

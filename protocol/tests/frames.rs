@@ -63,6 +63,12 @@ fn server_frames_round_trip() {
         typing_interval_ms: 2000,
         messages_per_sec: 10,
         messages_burst: 30,
+        max_rooms_per_session: 100,
+        max_members_per_room: 10_000,
+        joins_per_sec: 5,
+        joins_burst: 50,
+        frames_per_sec: 50,
+        frames_burst: 200,
     };
     let id = Some("r".to_owned());
     let frames = vec![
@@ -167,4 +173,18 @@ fn error_codes_serialize_as_documented() {
             Some(serde_json::Value::String(code.as_str().to_owned()))
         );
     }
+}
+
+#[test]
+fn limits_from_servers_that_announced_fewer_fields_still_decode() {
+    let old = r#"{"type":"welcome","session":"s","nick":"a","resumed":false,
+        "server":{"name":"chat-server","version":"0.1.0","protocol":1},
+        "limits":{"max_frame_bytes":65536,"max_text_bytes":8192,"max_nick_chars":32,
+        "max_room_chars":64,"history_per_room":1000,"history_page_max":200,"join_history":50,
+        "typing_interval_ms":2000,"messages_per_sec":10,"messages_burst":30}}"#;
+    let Ok(ServerFrame::Welcome { limits, .. }) = ServerFrame::decode(old) else {
+        panic!("an older welcome must decode");
+    };
+    assert_eq!(limits.messages_burst, 30);
+    assert_eq!((limits.max_rooms_per_session, limits.frames_per_sec), (0, 0), "0: not announced");
 }

@@ -44,6 +44,17 @@ pub struct ServerConfig {
     /// closed as dead (4010). Default 2: a dead peer is found within
     /// `ping_interval` × 3.
     pub ping_misses: u32,
+    /// Sustained frames of any kind a connection may send per second
+    /// (WebSocket pings included); past it a frame is dropped and answered
+    /// `rate_limited`. Default 50: far above any person, a typing client
+    /// included.
+    pub frames_per_sec: u32,
+    /// How many frames may come in a burst. Default 200 (a reconnect joins
+    /// many rooms and re-sends what was pending at once).
+    pub frames_burst: u32,
+    /// Refused frames a connection may pile up (recovering one per second)
+    /// before it is closed with 1008 as abusive. Default 50.
+    pub frames_refused_max: u32,
 }
 
 impl ServerConfig {
@@ -71,6 +82,9 @@ impl Default for ServerConfig {
             max_connections_per_ip: 256,
             ping_interval: Duration::from_secs(25),
             ping_misses: 2,
+            frames_per_sec: 50,
+            frames_burst: 200,
+            frames_refused_max: 50,
         }
     }
 }

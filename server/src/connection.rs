@@ -6,12 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_core::{Departure, MemberId, SessionToken};
-use chat_protocol::{CloseCode, DecodeError, ErrorCode, decode_client, restart_reason};
+use chat_core::{Departure, MemberId, Rate, SessionToken, Timestamp, TokenBucket};
+use chat_protocol::{
+    CloseCode, DecodeError, ErrorCode, ServerFrame, decode_client, restart_reason,
+};
 use chat_transport::tungstenite::Message;
 use chat_transport::tungstenite::protocol::CloseFrame;
 use chat_transport::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use chat_transport::{Outgoing, Pass, ServerSocket, Upgraded, close_frame_for};
+use chat_transport::{Outgoing, Pass, Pushed, ServerSocket, Upgraded, close_frame_for};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
@@ -32,7 +34,7 @@ pub(crate) async fn serve(
     hub: mpsc::Sender<Input>,
     config: &ServerConfig,
 ) {
-    let Some(mut conn) = Connection::open(upgraded, hub).await else {
+    let Some(mut conn) = Connection::open(upgraded, hub, config).await else {
         return;
     };
     let reason = loop {
@@ -74,12 +76,61 @@ struct Connection {
     departure: Departure,
     /// The connection's place under the connection limits, freed with it.
     _pass: Pass,
+    limiter: FrameLimiter,
+}
+
+/// Frames of any kind a connection may send, and how many refusals it may
+/// pile up before it counts as abusive.
+struct FrameLimiter {
+    opened: tokio::time::Instant,
+    frames: TokenBucket,
+    rate: Rate,
+    refusals: TokenBucket,
+    refusal_rate: Rate,
+}
+
+/// What the limiter says of one more frame.
+enum Admit {
+    Yes,
+    /// Dropped; retry after this many milliseconds.
+    Refused(u64),
+    /// Refused once too often: close the connection.
+    Abusive,
+}
+
+impl FrameLimiter {
+    fn new(config: &ServerConfig) -> Self {
+        let rate = Rate { per_sec: config.frames_per_sec, burst: config.frames_burst };
+        let refusal_rate = Rate { per_sec: 1, burst: config.frames_refused_max };
+        let start = Timestamp::from_unix_millis(0);
+        Self {
+            opened: tokio::time::Instant::now(),
+            frames: TokenBucket::full(rate, start),
+            rate,
+            refusals: TokenBucket::full(refusal_rate, start),
+            refusal_rate,
+        }
+    }
+
+    fn admit(&mut self) -> Admit {
+        let elapsed = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let now = Timestamp::from_unix_millis(elapsed);
+        match self.frames.take(self.rate, now) {
+            Ok(()) => Admit::Yes,
+            Err(_) if self.refusals.take(self.refusal_rate, now).is_err() => Admit::Abusive,
+            Err(retry_after_ms) => Admit::Refused(retry_after_ms),
+        }
+    }
 }
 
 impl Connection {
     /// Introduces the connection to the hub; `None` if the server is
     /// stopping.
-    async fn open(upgraded: Box<Upgraded>, hub: mpsc::Sender<Input>) -> Option<Self> {
+    async fn open(
+        upgraded: Box<Upgraded>,
+        hub: mpsc::Sender<Input>,
+        config: &ServerConfig,
+    ) -> Option<Self> {
         let Upgraded { socket, outgoing, peer, pass, .. } = *upgraded;
         let socket = Box::new(socket);
         let (close, closing) = oneshot::channel();
@@ -98,6 +149,7 @@ impl Connection {
             member,
             departure: Departure::Lost,
             _pass: pass,
+            limiter: FrameLimiter::new(config),
         })
     }
 
@@ -120,6 +172,16 @@ impl Connection {
                 Err("closed by peer".to_owned())
             }
             Some(Ok(message)) => {
+                match self.limiter.admit() {
+                    Admit::Yes => {}
+                    Admit::Refused(retry_after_ms) => {
+                        self.refuse(retry_after_ms);
+                        return Ok(());
+                    }
+                    Admit::Abusive => {
+                        return Err(Box::pin(self.close(CloseCode::Policy.into())).await);
+                    }
+                }
                 let Some(input) = input_for(self.member, message) else {
                     return Ok(());
                 };
@@ -144,6 +206,20 @@ impl Connection {
                 Err(format!("read failed: {err}"))
             }
             None => Err("connection ended".to_owned()),
+        }
+    }
+
+    /// Answers a frame dropped for going over the frame rate.
+    fn refuse(&self, retry_after_ms: u64) {
+        let frame = ServerFrame::Error {
+            id: None,
+            code: ErrorCode::RateLimited,
+            message: format!("too many frames; retry in {retry_after_ms} ms"),
+            retry_after_ms: Some(retry_after_ms),
+        };
+        // A full queue means the hub is closing this client anyway.
+        if self.outgoing.push_text(frame.encode().into(), false) == Pushed::First {
+            self.outgoing.flush();
         }
     }
 

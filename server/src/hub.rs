@@ -114,10 +114,7 @@ impl Hub {
     /// A hub whose chat starts from `snapshot` and persists through
     /// `storage`.
     pub(crate) fn new(config: &ServerConfig, snapshot: Snapshot, storage: Storage) -> Self {
-        let welcome = WelcomeInfo {
-            server: wire::server_info(),
-            limits: wire::limits(&config.chat, &config.transport),
-        };
+        let welcome = WelcomeInfo { server: wire::server_info(), limits: wire::limits(config) };
         let clock = Clock::new();
         let mut chat = Chat::new(config.chat.clone());
         let now = clock.now();

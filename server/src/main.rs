@@ -67,6 +67,32 @@ struct Args {
     /// as dead (4010).
     #[arg(long, env = "CHAT_PING_MISSES", default_value_t = ServerConfig::default().ping_misses)]
     ping_misses: u32,
+    /// Sustained frames of any kind per second per connection; past it
+    /// frames are refused with rate_limited.
+    #[arg(long, env = "CHAT_FRAMES_PER_SEC", default_value_t = ServerConfig::default().frames_per_sec)]
+    frames_per_sec: u32,
+    /// Frames of any kind a connection may send in a burst.
+    #[arg(long, env = "CHAT_FRAMES_BURST", default_value_t = ServerConfig::default().frames_burst)]
+    frames_burst: u32,
+    /// Refused frames (recovering one per second) before a connection is
+    /// closed as abusive (1008).
+    #[arg(long, env = "CHAT_FRAMES_REFUSED_MAX", default_value_t = ServerConfig::default().frames_refused_max)]
+    frames_refused_max: u32,
+    /// Sustained joins of new rooms per second per session.
+    #[arg(long, env = "CHAT_JOINS_PER_SEC", default_value_t = ServerConfig::default().chat.joins_per_sec)]
+    joins_per_sec: u32,
+    /// New rooms a session may join in a burst.
+    #[arg(long, env = "CHAT_JOINS_BURST", default_value_t = ServerConfig::default().chat.joins_burst)]
+    joins_burst: u32,
+    /// Rooms one session may be in.
+    #[arg(long, env = "CHAT_MAX_ROOMS_PER_SESSION", default_value_t = ServerConfig::default().chat.max_rooms_per_session)]
+    max_rooms_per_session: usize,
+    /// Members one room may have.
+    #[arg(long, env = "CHAT_MAX_MEMBERS_PER_ROOM", default_value_t = ServerConfig::default().chat.max_members_per_room)]
+    max_members_per_room: usize,
+    /// Rooms that may exist at once.
+    #[arg(long, env = "CHAT_MAX_ROOMS", default_value_t = ServerConfig::default().chat.max_rooms)]
+    max_rooms: usize,
 }
 
 /// A retention age, or none.
@@ -144,6 +170,14 @@ async fn main() -> anyhow::Result<()> {
     config.max_connections_per_ip = args.max_connections_per_ip;
     config.ping_interval = args.ping_interval;
     config.ping_misses = args.ping_misses;
+    config.frames_per_sec = args.frames_per_sec;
+    config.frames_burst = args.frames_burst;
+    config.frames_refused_max = args.frames_refused_max;
+    config.chat.joins_per_sec = args.joins_per_sec;
+    config.chat.joins_burst = args.joins_burst;
+    config.chat.max_rooms_per_session = args.max_rooms_per_session;
+    config.chat.max_members_per_room = args.max_members_per_room;
+    config.chat.max_rooms = args.max_rooms;
     let store: Box<dyn Store> = if args.ephemeral {
         tracing::warn!("--ephemeral: history is kept in memory only and lost on restart");
         Box::new(MemoryStore::new())

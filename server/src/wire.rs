@@ -1,11 +1,10 @@
 //! The one place where wire types (`chat-protocol`) and core types
 //! (`chat-core`) meet.
 
-use chat_core::{ChatConfig, Command, CommandError, Event, Message, Presence};
+use chat_core::{Command, CommandError, Event, Message, Presence};
 use chat_protocol::{
     self as protocol, ClientFrame, ErrorCode, Limits, PresenceEvent, ServerFrame, ServerInfo,
 };
-use chat_transport::TransportConfig;
 
 /// The core command a client frame asks for.
 pub(crate) fn command(frame: ClientFrame) -> Command {
@@ -32,7 +31,8 @@ pub(crate) struct WelcomeInfo {
 }
 
 /// The limits announced in `welcome`.
-pub(crate) fn limits(chat: &ChatConfig, transport: &TransportConfig) -> Limits {
+pub(crate) fn limits(config: &crate::ServerConfig) -> Limits {
+    let (chat, transport) = (&config.chat, &config.transport);
     let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
     Limits {
         max_frame_bytes: n(transport.max_message_bytes),
@@ -45,6 +45,12 @@ pub(crate) fn limits(chat: &ChatConfig, transport: &TransportConfig) -> Limits {
         typing_interval_ms: u64::try_from(chat.typing_interval.as_millis()).unwrap_or(u64::MAX),
         messages_per_sec: u64::from(chat.messages_per_sec),
         messages_burst: u64::from(chat.messages_burst),
+        max_rooms_per_session: n(chat.max_rooms_per_session),
+        max_members_per_room: n(chat.max_members_per_room),
+        joins_per_sec: u64::from(chat.joins_per_sec),
+        joins_burst: u64::from(chat.joins_burst),
+        frames_per_sec: u64::from(config.frames_per_sec),
+        frames_burst: u64::from(config.frames_burst),
     }
 }
 
@@ -126,7 +132,8 @@ pub(crate) fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
         Event::Pong { id: request } => ServerFrame::Pong { id: id(request) },
         Event::Error { id: request, error } => {
             let retry_after_ms = match error {
-                CommandError::RateLimited { retry_after_ms } => Some(*retry_after_ms),
+                CommandError::RateLimited { retry_after_ms }
+                | CommandError::JoinRateLimited { retry_after_ms } => Some(*retry_after_ms),
                 _ => None,
             };
             ServerFrame::Error {
@@ -151,7 +158,10 @@ pub(crate) fn code(error: &CommandError) -> ErrorCode {
         CommandError::NotInRoom(_) => ErrorCode::NotInRoom,
         CommandError::NoSuchNick(_) => ErrorCode::NoSuchNick,
         CommandError::TooLarge { .. } => ErrorCode::TooLarge,
-        CommandError::RateLimited { .. } => ErrorCode::RateLimited,
+        CommandError::RateLimited { .. } | CommandError::JoinRateLimited { .. } => {
+            ErrorCode::RateLimited
+        }
+        CommandError::RoomLimit { .. } | CommandError::RoomFull { .. } => ErrorCode::LimitReached,
         CommandError::TooManyRooms { .. } => ErrorCode::Unavailable,
     }
 }

@@ -124,6 +124,8 @@ async fn a_client_cut_off_as_too_slow_resumes_without_loss() {
     config.chat.max_text_bytes = 60_000;
     config.chat.messages_per_sec = 100_000;
     config.chat.messages_burst = 100_000;
+    config.frames_per_sec = 100_000;
+    config.frames_burst = 100_000;
     config.chat.resume_max = 40;
     config.chat.history_page_max = 40;
     let server = Server::start(config).await;

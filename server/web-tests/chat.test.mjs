@@ -199,7 +199,10 @@ test('the page resumes after the server restarts: banner, no loss, no duplicates
 });
 
 test('a page away for longer than one resume carries catches up in full, in order', async () => {
-  const server = await startServer('127.0.0.1:0', null, ['--messages-per-sec', '10000', '--messages-burst', '10000']);
+  const server = await startServer('127.0.0.1:0', null, [
+    '--messages-per-sec', '10000', '--messages-burst', '10000',
+    '--frames-per-sec', '10000', '--frames-burst', '10000',
+  ]);
   try {
     const alice = await login(server.url, 'alice');
     const bob = await login(server.url, 'bob');
