@@ -143,3 +143,145 @@ async fn a_frame_flood_is_refused_then_closed_with_1008_while_others_chat() {
     alice.expect_nothing_pending().await;
     server.shutdown().await;
 }
+
+/// What a hostile frame sequence must get from the server.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    /// The connection is closed with this code.
+    Close(u16),
+    /// An `error` frame with this code, and the connection carries on.
+    Error(&'static str),
+}
+
+/// Masked client frames with an explicit first byte.
+fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    RawClient::frame(first, payload)
+}
+
+/// A frame whose header announces more than the limit; no payload follows.
+fn oversized_header() -> Vec<u8> {
+    let mut out = vec![0x81, 0x80 | 127];
+    out.extend_from_slice(&(1u64 << 20).to_be_bytes());
+    out.extend_from_slice(&[1, 2, 3, 4]);
+    out
+}
+
+#[tokio::test]
+async fn hostile_frames_get_precise_answers_and_the_room_carries_on() {
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let cases: Vec<(&str, Vec<u8>, Expect)> = vec![
+        (
+            "invalid UTF-8 in a text frame",
+            frame(0x81, &[b'{', 0xff, 0xfe, b'}']),
+            Expect::Close(1007),
+        ),
+        ("a frame over 64 KiB", oversized_header(), Expect::Close(1009)),
+        ("a continuation with nothing to continue", frame(0x80, b"x"), Expect::Close(1002)),
+        ("a fragmented ping", frame(0x09, b"x"), Expect::Close(1002)),
+        ("a ping over 125 bytes", frame(0x89, &[b'p'; 126]), Expect::Close(1002)),
+        ("reserved bits set", frame(0xc1, b"{}"), Expect::Close(1002)),
+        ("an unknown opcode", frame(0x83, b"x"), Expect::Close(1002)),
+        ("an unmasked frame", [0x81, 2, b'{', b'}'].to_vec(), Expect::Close(1002)),
+        (
+            "a new message inside a fragmented one",
+            [frame(0x01, b"{\"type\":"), frame(0x81, b"{}")].concat(),
+            Expect::Close(1002),
+        ),
+        ("a binary frame", frame(0x82, b"\x00\x01"), Expect::Error("bad_frame")),
+        ("a JSON nesting bomb", frame(0x81, deep.as_bytes()), Expect::Error("bad_json")),
+        (
+            "a huge number",
+            frame(0x81, br#"{"type":"history","room":"lobby","limit":1e400}"#),
+            Expect::Error("bad_json"),
+        ),
+        (
+            "a number out of range",
+            frame(0x81, br#"{"type":"history","room":"lobby","limit":99999999999999999999999}"#),
+            Expect::Error("bad_frame"),
+        ),
+        ("an unknown type", frame(0x81, br#"{"type":"launch"}"#), Expect::Error("unknown_type")),
+        ("a string where an object goes", frame(0x81, br#""hello""#), Expect::Error("bad_json")),
+        ("an empty text frame", frame(0x81, b""), Expect::Error("bad_json")),
+        (
+            "a NUL inside JSON text",
+            frame(0x81, b"{\"type\":\"say\",\"room\":\"lobby\",\"text\":\"a\x00b\"}"),
+            Expect::Error("bad_json"),
+        ),
+    ];
+    let server = Server::start(ServerConfig::default()).await;
+    let mut alice = Client::in_room(&server, "alice", "lobby").await;
+    for (i, (name, bytes, expect)) in cases.into_iter().enumerate() {
+        let mut raw = RawClient::connect(&server).await;
+        raw.send_text(&format!(r#"{{"type":"hello","nick":"h{i}"}}"#)).await;
+        assert_eq!(raw.next_frame().await.map(|f| f.0), Some(0x1), "{name}: welcome");
+        raw.send_raw(&bytes).await;
+        match expect {
+            Expect::Close(code) => {
+                let (got, _) = raw.until_close().await;
+                assert_eq!(got, Some(code), "{name}");
+            }
+            Expect::Error(code) => {
+                let (opcode, payload) = raw.next_frame().await.expect("an answer");
+                assert_eq!(opcode, 0x1, "{name}");
+                let error: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+                assert_eq!(error["type"], "error", "{name}: {error}");
+                assert_eq!(error["code"], code, "{name}: {error}");
+                // ...and the connection carries on.
+                raw.send_text(r#"{"type":"ping","id":"still"}"#).await;
+                let (_, pong) = raw.next_frame().await.expect("a pong");
+                assert_eq!(pong, br#"{"type":"pong","id":"still"}"#, "{name}");
+            }
+        }
+        // The bystander never noticed.
+        alice.send(json!({"type": "say", "room": "lobby", "text": format!("after {name}")})).await;
+        assert_eq!(alice.expect("message").await["text"], format!("after {name}"));
+    }
+    alice.expect_nothing_pending().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fragments_with_a_ping_between_them_make_one_message() {
+    let server = Server::start(ServerConfig::default()).await;
+    let mut raw = RawClient::connect(&server).await;
+    raw.send_text(r#"{"type":"hello","nick":"frag"}"#).await;
+    assert_eq!(raw.next_frame().await.map(|f| f.0), Some(0x1));
+    let bytes = [
+        frame(0x01, br#"{"type":"pi"#),
+        frame(0x89, b"beat"),
+        frame(0x00, br#"ng","id""#),
+        frame(0x80, br#":"f"}"#),
+    ]
+    .concat();
+    raw.send_raw(&bytes).await;
+    assert_eq!(
+        raw.next_frame().await,
+        Some((0xa, b"beat".to_vec())),
+        "the ping is answered at once"
+    );
+    assert_eq!(raw.next_frame().await, Some((0x1, br#"{"type":"pong","id":"f"}"#.to_vec())));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_vanishes_mid_frame_leaves_no_trace() {
+    let server = Server::start(ServerConfig::default()).await;
+    let mut alice = Client::in_room(&server, "alice", "lobby").await;
+    for cut in [1usize, 2, 5, 9] {
+        let mut raw = RawClient::connect(&server).await;
+        raw.send_text(r#"{"type":"hello","nick":"gone"}"#).await;
+        assert_eq!(raw.next_frame().await.map(|f| f.0), Some(0x1));
+        let whole = frame(0x81, br#"{"type":"join","room":"lobby"}"#);
+        raw.send_raw(&whole[..cut]).await;
+        drop(raw);
+        alice.send(json!({"type": "say", "room": "lobby", "text": format!("cut at {cut}")})).await;
+        assert_eq!(alice.expect("message").await["text"], format!("cut at {cut}"));
+    }
+    // The server carries on taking newcomers; alice sees bob arrive and
+    // nothing else (the half-sent joins never happened).
+    let mut bob = Client::in_room(&server, "bob", "lobby").await;
+    bob.expect_nothing_pending().await;
+    alice.expect("presence").await;
+    alice.expect_nothing_pending().await;
+    server.shutdown().await;
+}
