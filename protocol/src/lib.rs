@@ -17,6 +17,8 @@ mod client;
 mod close;
 mod code;
 mod decode;
+#[doc(hidden)]
+pub mod fuzzing;
 mod server;
 
 pub use client::{ClientFrame, ClientMessage};

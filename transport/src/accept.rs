@@ -154,12 +154,12 @@ pub async fn accept(
 }
 
 /// What a valid upgrade request asked for.
-struct Handshake {
+pub(crate) struct Handshake {
     accept_key: String,
     subprotocol: Option<&'static str>,
 }
 
-fn check_upgrade(
+pub(crate) fn check_upgrade(
     request: &Request<()>,
     site: &Site,
     config: &TransportConfig,

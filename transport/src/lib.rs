@@ -17,6 +17,8 @@ mod accept;
 mod close;
 mod config;
 mod connect;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gate;
 mod outgoing;
 mod request;

@@ -50,13 +50,13 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(
     }
 }
 
-enum Parsed {
+pub(crate) enum Parsed {
     Complete(Box<Request<()>>, usize),
     Partial,
     Refuse(StatusCode, &'static str),
 }
 
-fn parse(buf: &[u8]) -> Parsed {
+pub(crate) fn parse(buf: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let len = match parsed.parse(buf) {

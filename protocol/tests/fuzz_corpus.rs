@@ -1,0 +1,18 @@
+//! Every input in the fuzz corpus (the seeds, and any crash the fuzzer ever
+//! found, kept as a regression) through the fuzz target's check, on the
+//! stable toolchain.
+
+use std::path::Path;
+
+#[test]
+fn every_corpus_input_passes_the_fuzz_check() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/decode");
+    let mut inputs = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        chat_protocol::fuzzing::decode(&data);
+        inputs += 1;
+    }
+    assert!(inputs >= 8, "the seed corpus is there ({inputs} inputs)");
+}
