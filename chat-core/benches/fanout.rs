@@ -25,7 +25,7 @@ fn room_of(members: usize) -> (Chat, chat_core::MemberId) {
             now,
             m,
             None,
-            Command::Hello { nick: Some(format!("n{i}")), session: None },
+            Command::Hello { nick: Some(format!("n{i}")), session: None, identity: None },
         );
         chat.handle_command(now, m, None, Command::Join { room: "big".into(), after: None });
         while chat.poll_output().is_some() {}

@@ -6,8 +6,9 @@ use crate::bucket::{Rate, TokenBucket};
 use crate::dedupe::Dedupe;
 use crate::room::{Room, SessionId};
 use crate::{
-    ChatConfig, Command, CommandError, Departure, Direct, DisconnectReason, Event, MemberId,
-    Message, Nick, Output, Presence, Record, RoomId, RoomName, SessionToken, Timestamp,
+    ChatConfig, Command, CommandError, Departure, Direct, DisconnectReason, Event, Identity,
+    MemberId, Message, Nick, Output, Presence, Record, RoomId, RoomName, RoomPattern, SessionToken,
+    Timestamp,
 };
 
 /// How often rooms are pruned of messages older than
@@ -52,6 +53,9 @@ pub struct Chat {
     typing_deadlines: VecDeque<(Timestamp, SessionId, RoomId)>,
     /// When each detached session expires, in the order detached.
     expiries: VecDeque<(Timestamp, SessionId)>,
+    /// When sessions' identities expire (stale entries of renewed ones
+    /// are skipped).
+    grant_deadlines: BTreeSet<(Timestamp, SessionId)>,
     next_prune: Option<Timestamp>,
     next_member: u64,
     next_session: u64,
@@ -75,11 +79,26 @@ struct Session {
     conn: Option<MemberId>,
     /// When the last connection went away, while none is attached.
     detached_at: Option<Timestamp>,
+    /// What the session's identity grants, if it has one.
+    grant: Option<Grant>,
     messages: TokenBucket,
     /// Joins of new rooms.
     joins: TokenBucket,
     /// When a `typing` was last relayed for each room.
     typing: BTreeMap<RoomId, Timestamp>,
+}
+
+/// What a session's identity grants.
+#[derive(Debug, Clone)]
+struct Grant {
+    rooms: Option<Vec<RoomPattern>>,
+    expires: Timestamp,
+}
+
+impl Grant {
+    fn allows(&self, room: &RoomName) -> bool {
+        self.rooms.as_ref().is_none_or(|patterns| patterns.iter().any(|p| p.matches(room)))
+    }
 }
 
 impl Chat {
@@ -97,6 +116,7 @@ impl Chat {
             outputs: VecDeque::new(),
             typing_deadlines: VecDeque::new(),
             expiries: VecDeque::new(),
+            grant_deadlines: BTreeSet::new(),
             next_prune: None,
             next_member: 1,
             next_session: 1,
@@ -135,8 +155,8 @@ impl Chat {
         let session = conn.session;
         let id: Option<Arc<str>> = id.map(Arc::from);
         let result = match (command, session) {
-            (Command::Hello { nick, session: token }, None) => {
-                self.hello(now, member, &id, nick, token)
+            (Command::Hello { nick, session: token, identity }, None) => {
+                self.hello(now, member, &id, nick, token, identity)
             }
             (Command::Hello { .. }, Some(_)) => Err(CommandError::AlreadyGreeted),
             (_, None) => Err(CommandError::HelloRequired),
@@ -163,6 +183,7 @@ impl Chat {
                 self.reply(member, Event::Pong { id: id.clone() });
                 Ok(())
             }
+            (Command::Auth { identity }, Some(s)) => self.auth(now, member, s, &id, identity),
         };
         if let Err(error) = result {
             self.reply(member, Event::Error { id, error });
@@ -232,6 +253,22 @@ impl Chat {
                 self.end_session(sid);
             }
         }
+        while let Some(&(deadline, sid)) = self.grant_deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.grant_deadlines.pop_first();
+            // Only if no later identity renewed the session meanwhile.
+            let session = self.sessions.get(&sid);
+            if session.and_then(|s| s.grant.as_ref()).is_some_and(|g| g.expires == deadline) {
+                if let Some(member) = session.and_then(|s| s.conn) {
+                    self.conns.remove(&member);
+                    let reason = DisconnectReason::IdentityExpired;
+                    self.outputs.push_back(Output::Disconnect { member, reason });
+                }
+                self.end_session(sid);
+            }
+        }
         self.dedupe.expire(now);
         if let (Some(at), Some(max_age)) = (self.next_prune, self.config.history_max_age) {
             if at <= now {
@@ -256,6 +293,7 @@ impl Chat {
         [
             self.typing_deadlines.front().map(|&(deadline, _, _)| deadline),
             self.expiries.front().map(|&(deadline, _)| deadline),
+            self.grant_deadlines.first().map(|&(deadline, _)| deadline),
             self.dedupe.next_deadline(),
             self.next_prune,
         ]
@@ -355,15 +393,40 @@ impl Chat {
         id: &Option<Arc<str>>,
         nick: Option<String>,
         token: Option<String>,
+        identity: Option<Identity>,
     ) -> Result<(), CommandError> {
         let token = token
             .map(|t| SessionToken::parse(&t))
             .transpose()
             .map_err(CommandError::InvalidSession)?;
-        if let Some(&sid) = token.as_ref().and_then(|t| self.tokens.get(t)) {
+        let bound = match identity {
+            Some(identity) => Some(self.bind(now, identity, nick.as_deref())?),
+            None if self.config.require_identity => return Err(CommandError::Unauthorized),
+            None => None,
+        };
+        // With an identity, the session holding its nick is this client's
+        // own, whatever session token it brought.
+        let held = bound.as_ref().and_then(|(nick, _)| self.nicks.get(&nick.folded()).copied());
+        let named = token.as_ref().and_then(|t| self.tokens.get(t)).copied();
+        if let Some(sid) = held.or(named) {
+            if let Some((nick, grant)) = bound {
+                let session = self.sessions.get_mut(&sid).ok_or(CommandError::Unauthorized)?;
+                if session.nick.folded() != nick.folded() {
+                    return Err(CommandError::Forbidden(format!(
+                        "this session belongs to {}, the token to {nick}",
+                        session.nick
+                    )));
+                }
+                session.grant = Some(grant.clone());
+                self.grant_deadlines.insert((grant.expires, sid));
+            }
             self.resume_session(member, sid, id);
             return Ok(());
         }
+        let (nick, grant) = match bound {
+            Some((nick, grant)) => (Some(nick.as_str().to_owned()), Some(grant)),
+            None => (nick, None),
+        };
         let nick = match nick {
             Some(text) => {
                 let nick = Nick::parse(&text).map_err(CommandError::InvalidNick)?;
@@ -394,6 +457,7 @@ impl Chat {
             rooms: BTreeSet::new(),
             conn: Some(member),
             detached_at: None,
+            grant: grant.clone(),
             messages: TokenBucket::full(self.message_rate(), now),
             joins: TokenBucket::full(
                 Rate { per_sec: self.config.joins_per_sec, burst: self.config.joins_burst },
@@ -407,7 +471,73 @@ impl Chat {
         if let Some(conn) = self.conns.get_mut(&member) {
             conn.session = Some(sid);
         }
-        self.reply(member, Event::Welcome { id: id.clone(), nick, session: token, resumed: false });
+        let expires = grant.map(|grant| {
+            self.grant_deadlines.insert((grant.expires, sid));
+            grant.expires
+        });
+        let welcome =
+            Event::Welcome { id: id.clone(), nick, session: token, resumed: false, expires };
+        self.reply(member, welcome);
+        Ok(())
+    }
+
+    /// Checks a verified identity against the clock and the nick asked for:
+    /// the nick it binds, and what it grants.
+    fn bind(
+        &self,
+        now: Timestamp,
+        identity: Identity,
+        asked: Option<&str>,
+    ) -> Result<(Nick, Grant), CommandError> {
+        if identity.expires <= now {
+            return Err(CommandError::Unauthorized);
+        }
+        let nick = Nick::parse(&identity.nick).map_err(CommandError::InvalidNick)?;
+        if let Some(asked) = asked {
+            if Nick::parse(asked).map_or(true, |asked| asked.folded() != nick.folded()) {
+                return Err(CommandError::Forbidden(format!("your token is for {nick}")));
+            }
+        }
+        Ok((nick, Grant { rooms: identity.rooms, expires: identity.expires }))
+    }
+
+    /// Renews a session's identity; rooms the new one does not allow are
+    /// left.
+    fn auth(
+        &mut self,
+        now: Timestamp,
+        member: MemberId,
+        sid: SessionId,
+        id: &Option<Arc<str>>,
+        identity: Identity,
+    ) -> Result<(), CommandError> {
+        let Some(session) = self.sessions.get(&sid) else {
+            return Ok(());
+        };
+        if session.grant.is_none() && !self.config.require_identity {
+            return Err(CommandError::Forbidden("this session has no token to renew".to_owned()));
+        }
+        let current = session.nick.clone();
+        let (nick, grant) = self.bind(now, identity, None)?;
+        if nick.folded() != current.folded() {
+            return Err(CommandError::Forbidden(format!("this session belongs to {current}")));
+        }
+        let expires = grant.expires;
+        let revoked: Vec<RoomName> = session
+            .rooms
+            .iter()
+            .filter_map(|room| self.rooms.get(room))
+            .map(|room| room.name.clone())
+            .filter(|name| !grant.allows(name))
+            .collect();
+        if let Some(session) = self.sessions.get_mut(&sid) {
+            session.grant = Some(grant);
+        }
+        self.grant_deadlines.insert((expires, sid));
+        for name in revoked {
+            self.leave(member, sid, &None, name.as_str())?;
+        }
+        self.reply(member, Event::Authed { id: id.clone(), expires });
         Ok(())
     }
 
@@ -432,7 +562,10 @@ impl Chat {
         for room in rooms {
             self.refresh_recipients(room);
         }
-        self.reply(member, Event::Welcome { id: id.clone(), nick, session: token, resumed: true });
+        let expires = self.sessions.get(&sid).and_then(|s| s.grant.as_ref()).map(|g| g.expires);
+        let welcome =
+            Event::Welcome { id: id.clone(), nick, session: token, resumed: true, expires };
+        self.reply(member, welcome);
     }
 
     fn join(
@@ -624,6 +757,11 @@ impl Chat {
         id: &Option<Arc<str>>,
         nick: &str,
     ) -> Result<(), CommandError> {
+        if self.sessions.get(&sid).is_some_and(|session| session.grant.is_some()) {
+            return Err(CommandError::Forbidden(
+                "your nick is the one your token names".to_owned(),
+            ));
+        }
         let new = Nick::parse(nick).map_err(CommandError::InvalidNick)?;
         let folded = new.folded();
         if self.nicks.get(&folded).is_some_and(|&holder| holder != sid) {
@@ -849,6 +987,9 @@ impl Chat {
         };
         if existing.is_some_and(|room| session.rooms.contains(&room)) {
             return Ok(());
+        }
+        if session.grant.as_ref().is_some_and(|grant| !grant.allows(name)) {
+            return Err(CommandError::Forbidden(format!("your token does not allow room {name}")));
         }
         if session.rooms.len() >= max_rooms {
             return Err(CommandError::RoomLimit { max: max_rooms });

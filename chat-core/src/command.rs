@@ -1,3 +1,5 @@
+use crate::Identity;
+
 /// One request from a member, with names still as the user typed them.
 ///
 /// The core parses names itself ([`Nick::parse`](crate::Nick::parse),
@@ -14,6 +16,13 @@ pub enum Command {
         /// expired, or the server restarted), a new session takes this token,
         /// so retries keyed on it stay deduplicated.
         session: Option<String>,
+        /// The verified identity from the client's access token, if it sent
+        /// one. Required when [`ChatConfig::require_identity`] is on; binds
+        /// the session to its nick, and resumes the session holding that
+        /// nick if there is one.
+        ///
+        /// [`ChatConfig::require_identity`]: crate::ChatConfig::require_identity
+        identity: Option<Identity>,
     },
     /// Join a room, creating it if it does not exist.
     Join {
@@ -71,4 +80,9 @@ pub enum Command {
     },
     /// Liveness check.
     Ping,
+    /// Renew the session's identity with a fresh token's (same nick).
+    Auth {
+        /// The verified identity.
+        identity: Identity,
+    },
 }

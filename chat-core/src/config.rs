@@ -36,6 +36,9 @@ pub struct ChatConfig {
     pub messages_burst: u32,
     /// The most rooms that may exist at once. Default 10 000.
     pub max_rooms: usize,
+    /// Whether every `hello` must carry an [`Identity`](crate::Identity)
+    /// (the driver verified an access token). Default off.
+    pub require_identity: bool,
     /// The most rooms one session may be in. Default 100.
     pub max_rooms_per_session: usize,
     /// The most members one room may have. Default 10 000.
@@ -75,6 +78,7 @@ impl Default for ChatConfig {
             messages_per_sec: 10,
             messages_burst: 30,
             max_rooms: 10_000,
+            require_identity: false,
             max_rooms_per_session: 100,
             max_members_per_room: 10_000,
             joins_per_sec: 5,

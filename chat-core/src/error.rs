@@ -65,6 +65,12 @@ pub enum CommandError {
         /// The limit.
         max: usize,
     },
+    /// An identity is required and none (or an expired one) came.
+    #[error("a valid access token is required")]
+    Unauthorized,
+    /// The identity does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
     /// Creating another room would pass the room limit.
     #[error("the server holds {max} rooms already")]
     TooManyRooms {

@@ -69,6 +69,9 @@ pub enum Departure {
 pub enum DisconnectReason {
     /// Another connection resumed this connection's session.
     SessionResumedElsewhere,
+    /// The session's identity expired without being renewed; the session
+    /// ended.
+    IdentityExpired,
 }
 
 /// How a `joined` relates to where the client said it was (`after`).
@@ -105,6 +108,8 @@ pub enum Event {
         session: SessionToken,
         /// Whether an existing session was resumed.
         resumed: bool,
+        /// When the session's identity expires, if it has one.
+        expires: Option<Timestamp>,
     },
     /// The answer to `join`.
     Joined {
@@ -195,6 +200,13 @@ pub enum Event {
     Pong {
         /// The request id.
         id: Option<Arc<str>>,
+    },
+    /// The answer to `auth`: the session's identity was renewed.
+    Authed {
+        /// The request id.
+        id: Option<Arc<str>>,
+        /// When the new identity expires.
+        expires: Timestamp,
     },
     /// A command was refused.
     Error {

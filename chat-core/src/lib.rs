@@ -22,6 +22,7 @@ mod dedupe;
 mod error;
 mod event;
 mod id;
+mod identity;
 mod name;
 mod room;
 mod session;
@@ -36,6 +37,7 @@ pub use event::{
     Departure, Direct, DisconnectReason, Event, Message, Output, Presence, Record, Resume,
 };
 pub use id::{MemberId, RoomId};
+pub use identity::{Identity, RoomPattern};
 pub use name::{NameError, Nick, RoomName};
 pub use session::SessionToken;
 pub use time::Timestamp;

@@ -39,14 +39,19 @@ fn say_cmd(room: &str, text: &str) -> Command {
 fn hello_assigns_the_nick_asked_for() {
     let mut h = Harness::new();
     let m = h.connect();
-    h.send_with_id(m, Some("h1"), Command::Hello { nick: Some("Alice".into()), session: None });
+    h.send_with_id(
+        m,
+        Some("h1"),
+        Command::Hello { nick: Some("Alice".into()), session: None, identity: None },
+    );
     assert_eq!(
         h.take(m),
         vec![Event::Welcome {
             id: Some("h1".into()),
             nick: nick("Alice"),
             session: token("token-1"),
-            resumed: false
+            resumed: false,
+            expires: None,
         }]
     );
     assert_eq!(h.chat.nick(m), Some(&nick("Alice")));
@@ -57,14 +62,15 @@ fn hello_without_nick_gets_a_free_guest_nick() {
     let mut h = Harness::new();
     h.greeted("guest-0001");
     let m = h.connect();
-    h.send(m, Command::Hello { nick: None, session: None });
+    h.send(m, Command::Hello { nick: None, session: None, identity: None });
     assert_eq!(
         h.take(m),
         vec![Event::Welcome {
             id: None,
             nick: nick("guest-0002"),
             session: token("token-2"),
-            resumed: false
+            resumed: false,
+            expires: None,
         }]
     );
 }
@@ -89,7 +95,7 @@ fn every_command_before_hello_is_refused() {
 fn second_hello_is_refused() {
     let mut h = Harness::new();
     let m = h.greeted("alice");
-    h.send(m, Command::Hello { nick: Some("bob".into()), session: None });
+    h.send(m, Command::Hello { nick: Some("bob".into()), session: None, identity: None });
     assert_eq!(error_of(&h.take(m)), CommandError::AlreadyGreeted);
     assert_eq!(h.chat.nick(m), Some(&nick("alice")));
 }
@@ -99,10 +105,10 @@ fn nicks_are_unique_case_insensitively() {
     let mut h = Harness::new();
     h.greeted("alice");
     let m = h.connect();
-    h.send(m, Command::Hello { nick: Some("ALICE".into()), session: None });
+    h.send(m, Command::Hello { nick: Some("ALICE".into()), session: None, identity: None });
     assert_eq!(error_of(&h.take(m)), CommandError::NickTaken(nick("ALICE")));
     // The refused hello leaves the member free to try again.
-    h.send(m, Command::Hello { nick: Some("bob".into()), session: None });
+    h.send(m, Command::Hello { nick: Some("bob".into()), session: None, identity: None });
     assert!(matches!(h.take(m).as_slice(), [Event::Welcome { .. }]));
 }
 
@@ -110,7 +116,7 @@ fn nicks_are_unique_case_insensitively() {
 fn invalid_nick_is_refused() {
     let mut h = Harness::new();
     let m = h.connect();
-    h.send(m, Command::Hello { nick: Some("a b".into()), session: None });
+    h.send(m, Command::Hello { nick: Some("a b".into()), session: None, identity: None });
     assert!(matches!(
         error_of(&h.take(m)),
         CommandError::InvalidNick(NameError::BadChar { found: ' ', .. })
@@ -361,9 +367,9 @@ fn nick_change_is_announced_in_every_room_once() {
     assert_eq!(h.take(carol), vec![]);
     // The old nick is free, the new one is held.
     let dave = h.connect();
-    h.send(dave, Command::Hello { nick: Some("ALICIA".into()), session: None });
+    h.send(dave, Command::Hello { nick: Some("ALICIA".into()), session: None, identity: None });
     assert_eq!(error_of(&h.take(dave)), CommandError::NickTaken(nick("ALICIA")));
-    h.send(dave, Command::Hello { nick: Some("alice".into()), session: None });
+    h.send(dave, Command::Hello { nick: Some("alice".into()), session: None, identity: None });
     assert!(matches!(h.take(dave).as_slice(), [Event::Welcome { .. }]));
     h.send(bob, Command::Nick { nick: "Alice".into() });
     assert_eq!(error_of(&h.take(bob)), CommandError::NickTaken(nick("Alice")));
@@ -437,14 +443,14 @@ fn leave_and_disconnect_tell_the_others() {
     h.disconnect(alice);
     assert_eq!(h.take(bob), vec![], "the session waits for its client to come back");
     let again = h.connect();
-    h.send(again, Command::Hello { nick: Some("alice".into()), session: None });
+    h.send(again, Command::Hello { nick: Some("alice".into()), session: None, identity: None });
     assert_eq!(error_of(&h.take(again)), CommandError::NickTaken(nick("alice")), "nick reserved");
     h.advance(Duration::from_secs(59));
     assert_eq!(h.take(bob), vec![]);
     h.advance(Duration::from_secs(1));
     assert_eq!(h.take(bob), vec![left("b")], "the grace period ended");
     assert_eq!(h.chat.session_count(), 1);
-    h.send(again, Command::Hello { nick: Some("alice".into()), session: None });
+    h.send(again, Command::Hello { nick: Some("alice".into()), session: None, identity: None });
     assert!(matches!(h.take(again).as_slice(), [Event::Welcome { .. }]), "nick freed");
     // Commands from a member that is gone are ignored.
     h.chat.handle_command(h.now, alice, None, Command::Ping);

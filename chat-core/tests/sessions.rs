@@ -14,7 +14,7 @@ use harness::Harness;
 
 fn hello_again(h: &mut Harness, token: &str) -> MemberId {
     let m = h.connect();
-    h.send(m, Command::Hello { nick: None, session: Some(token.into()) });
+    h.send(m, Command::Hello { nick: None, session: Some(token.into()), identity: None });
     m
 }
 
@@ -121,7 +121,14 @@ fn an_expired_session_token_starts_a_new_session_under_that_token() {
         vec![Event::Presence { room: room("lobby"), change: Presence::Left(nick("alice")) }]
     );
     let back = h.connect();
-    h.send(back, Command::Hello { nick: Some("alice".into()), session: Some("token-1".into()) });
+    h.send(
+        back,
+        Command::Hello {
+            nick: Some("alice".into()),
+            session: Some("token-1".into()),
+            identity: None,
+        },
+    );
     assert!(matches!(h.take(back).as_slice(),
         [Event::Welcome { resumed: false, session, .. }] if session.as_str() == "token-1"));
     assert_eq!(join_after(&mut h, back, "lobby", Some(1)), (vec![], Resume::Resumed));
@@ -201,7 +208,14 @@ fn a_retried_say_is_answered_with_the_original_and_not_fanned_out() {
     h.disconnect(back);
     h.advance(Duration::from_secs(61));
     let later = h.connect();
-    h.send(later, Command::Hello { nick: Some("alice".into()), session: Some("token-1".into()) });
+    h.send(
+        later,
+        Command::Hello {
+            nick: Some("alice".into()),
+            session: Some("token-1".into()),
+            identity: None,
+        },
+    );
     h.join(later, "lobby");
     h.take_all();
     say_id(&mut h, later, "lobby", "hello", "m1");
@@ -250,12 +264,12 @@ fn a_retried_dm_is_not_delivered_twice() {
 fn malformed_session_tokens_are_refused() {
     let mut h = Harness::new();
     let m = h.connect();
-    h.send(m, Command::Hello { nick: None, session: Some("not a token!".into()) });
+    h.send(m, Command::Hello { nick: None, session: Some("not a token!".into()), identity: None });
     assert!(matches!(
         h.take(m).as_slice(),
         [Event::Error { error: CommandError::InvalidSession(_), .. }]
     ));
-    h.send(m, Command::Hello { nick: None, session: Some("x".repeat(65)) });
+    h.send(m, Command::Hello { nick: None, session: Some("x".repeat(65)), identity: None });
     assert!(matches!(
         h.take(m).as_slice(),
         [Event::Error { error: CommandError::InvalidSession(_), .. }]
@@ -299,7 +313,14 @@ fn a_restored_room_continues_its_numbering_and_remembers_recent_ids() {
     h.chat.restore_direct(now, direct);
     // token-1 is the harness's first proposed token: alice comes back with it.
     let alice = h.connect();
-    h.send(alice, Command::Hello { nick: Some("alice".into()), session: Some("token-1".into()) });
+    h.send(
+        alice,
+        Command::Hello {
+            nick: Some("alice".into()),
+            session: Some("token-1".into()),
+            identity: None,
+        },
+    );
     h.take(alice);
     assert_eq!(join_after(&mut h, alice, "lobby", Some(7)), (vec![8, 9, 10], Resume::Resumed));
     assert_eq!(

@@ -119,7 +119,7 @@ impl World {
             let m = self.h.connect();
             let nick =
                 (self.rng.below(4) != 0).then(|| NICKS[self.rng.below(NICKS.len())].to_owned());
-            self.h.send(m, Command::Hello { nick, session: None });
+            self.h.send(m, Command::Hello { nick, session: None, identity: None });
             self.clients.push(Client { member: Some(m), ..Client::default() });
             return;
         }
@@ -238,7 +238,7 @@ impl World {
         client.member = Some(m);
         let token = client.token.clone();
         let nick = client.nick.clone();
-        self.h.send(m, Command::Hello { nick, session: token });
+        self.h.send(m, Command::Hello { nick, session: token, identity: None });
         let rooms: Vec<(String, u64)> =
             self.clients[c].next_seq.iter().map(|(r, n)| (r.clone(), n - 1)).collect();
         for (room, after) in rooms {

@@ -33,6 +33,10 @@ pub struct Args {
     /// Print every server frame as one JSON line instead of text.
     #[arg(long)]
     json: bool,
+    /// An access token, for servers with authentication on (made with
+    /// `chat-server token`); it names your nick.
+    #[arg(long, env = "CHAT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Option<Subcommand>,
 }

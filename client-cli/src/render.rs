@@ -62,6 +62,7 @@ pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
         }
         ServerFrame::History { messages, .. } => messages.iter().flat_map(message).collect(),
         ServerFrame::Pong { .. } => vec!["-- pong".to_owned()],
+        ServerFrame::Authed { .. } => vec!["-- access token renewed".to_owned()],
         ServerFrame::Typing { .. } | ServerFrame::Error { .. } => Vec::new(),
     }
 }

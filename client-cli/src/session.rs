@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chat_protocol::{ClientFrame, ClientMessage, CloseCode, Resume, ServerFrame, encode_client};
+use chat_protocol::{
+    ClientFrame, ClientMessage, CloseCode, ErrorCode, Resume, ServerFrame, encode_client,
+};
 use chat_transport::tungstenite::Message;
 use chat_transport::tungstenite::protocol::CloseFrame;
 use chat_transport::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
@@ -45,6 +47,8 @@ struct Client {
     nick: Option<String>,
     /// The session token from the last `welcome`.
     token: Option<String>,
+    /// The access token for servers with authentication on.
+    access_token: Option<String>,
     /// Rooms in the order joined, with the newest `seq` seen in each
     /// (`None` until the first `joined`).
     rooms: Vec<(String, Option<u64>)>,
@@ -71,6 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         json: args.json,
         nick: args.nick,
         token: None,
+        access_token: args.token,
         rooms: vec![(args.room, None)],
         current: None,
         pending: Vec::new(),
@@ -108,7 +113,11 @@ impl Client {
         let mut socket =
             connect(&self.server, Some(chat_protocol::SUBPROTOCOL), &TransportConfig::default())
                 .await?;
-        let hello = ClientFrame::Hello { nick: self.nick.clone(), session: self.token.clone() };
+        let hello = ClientFrame::Hello {
+            nick: self.nick.clone(),
+            session: self.token.clone(),
+            token: self.access_token.clone(),
+        };
         self.send(&mut socket, hello).await?;
         loop {
             let text = next_text(&mut socket)
@@ -116,7 +125,12 @@ impl Client {
                 .context("server closed the connection before welcome")?;
             match ServerFrame::decode(&text) {
                 Ok(ServerFrame::Error { code, message, .. }) => {
-                    bail!("{code}: {}", render::clean(&message))
+                    let why = format!("{code}: {}", render::clean(&message));
+                    if matches!(code, ErrorCode::Unauthorized | ErrorCode::Forbidden) {
+                        // Trying again with the same token cannot help.
+                        return Err(Refused(why).into());
+                    }
+                    bail!(why)
                 }
                 Ok(frame @ ServerFrame::Welcome { .. }) => {
                     if !again {
@@ -281,6 +295,7 @@ impl Client {
             }
             match self.open(true).await {
                 Ok(socket) => return Ok(Some(socket)),
+                Err(err) if is_replaced(&err) => return Err(err),
                 Err(err) => {
                     asked = restart_delay(&err);
                     eprintln!("-- reconnect failed: {err:#}");
@@ -532,9 +547,16 @@ async fn send_frame(
 #[error("the session was resumed by another client")]
 struct Replaced;
 
+/// Marks the error for a connection the server will not take back as it
+/// is: the session was resumed elsewhere, the access token was refused, or
+/// it expired. Reconnecting cannot help, so the client stops.
 fn is_replaced(err: &anyhow::Error) -> bool {
-    err.downcast_ref::<Replaced>().is_some()
+    err.downcast_ref::<Replaced>().is_some() || err.downcast_ref::<Refused>().is_some()
 }
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
 
 /// Marks the error for a connection closed by a restarting server (1012)
 /// that said how long to wait before reconnecting.
@@ -556,6 +578,10 @@ async fn next_text(socket: &mut WebSocket) -> anyhow::Result<Option<String>> {
                     let code = u16::from(frame.code);
                     if code == CloseCode::Replaced.code() {
                         return Err(Replaced.into());
+                    }
+                    if code == CloseCode::TokenExpired.code() {
+                        let why = "the access token expired; get a new one (chat-server token)";
+                        return Err(Refused(why.to_owned()).into());
                     }
                     eprintln!(
                         "-- server closed the connection: {code} {}",

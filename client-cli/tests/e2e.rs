@@ -448,3 +448,33 @@ fn a_restarting_server_is_rejoined_after_the_delay_it_asked_for() {
     let seen = alice.seen.iter().filter(|l| l.as_str() == "[lobby] <alice> before the restart");
     assert_eq!(seen.count(), 1, "nothing shown twice: {:#?}", alice.seen);
 }
+
+#[test]
+fn with_authentication_on_the_token_from_chat_server_token_is_the_way_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "an auth secret of at least thirty-two bytes\n").unwrap();
+    let secret = secret.to_str().unwrap().to_owned();
+    let (_server, url) = server_with(&["--auth-secret-file", &secret]);
+    let token = Command::new(bin("chat-server"))
+        .args(["token", "--nick", "alice", "--ttl", "1h", "--rooms", "lobby,team-*"])
+        .args(["--auth-secret-file", &secret])
+        .output()
+        .unwrap();
+    assert!(token.status.success(), "{token:?}");
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+
+    let mut alice = chat(&url, &["--token", &token]);
+    alice.expect("-- connected to chat-server 0.1.0 as alice");
+    alice.expect("[lobby] -- joined (1 members: alice)");
+    alice.type_line("/join secret");
+    alice.expect_stderr("forbidden");
+    alice.type_line("/quit");
+    assert!(alice.finish().success());
+
+    // Without a token: a clear refusal and an error exit, no reconnect loop.
+    let output = chat_with_input(&url, &["--nick", "mallory"], "");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unauthorized"), "{output:?}");
+}

@@ -24,6 +24,11 @@ pub enum ClientFrame {
         /// The `session` token of an earlier `welcome`, to resume it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         session: Option<String>,
+        /// A signed access token, required by servers that have
+        /// authentication on: it names the nick (`sub`), when it expires,
+        /// and which rooms may be joined.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     /// Join a room, creating it if needed.
     Join {
@@ -85,12 +90,19 @@ pub enum ClientFrame {
     },
     /// Liveness check; answered with `pong`.
     Ping {},
+    /// A fresh access token for the session, sent before the current one
+    /// expires; answered with `authed`.
+    Auth {
+        /// The signed access token, for the same nick.
+        token: String,
+    },
 }
 
 impl ClientFrame {
     /// Every `type` value a client frame may carry.
     pub const TYPES: &'static [&'static str] = &[
         "hello", "join", "leave", "say", "dm", "nick", "typing", "rooms", "who", "history", "ping",
+        "auth",
     ];
 }
 
@@ -109,6 +121,7 @@ impl ClientFrame {
             Self::Who { .. } => "who",
             Self::History { .. } => "history",
             Self::Ping {} => "ping",
+            Self::Auth { .. } => "auth",
         }
     }
 }

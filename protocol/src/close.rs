@@ -23,6 +23,9 @@ pub enum CloseCode {
     TooSlow,
     /// 4009: another connection resumed this connection's session.
     Replaced,
+    /// 4011: the session's access token expired and no `auth` renewed it.
+    /// Reconnecting needs a new token.
+    TokenExpired,
     /// 4010: the client answered none of the server's pings: it is taken
     /// for dead. Its session waits for a resume as after any lost
     /// connection.
@@ -41,6 +44,7 @@ impl CloseCode {
             Self::TooSlow => 4008,
             Self::Replaced => 4009,
             Self::Unresponsive => 4010,
+            Self::TokenExpired => 4011,
         }
     }
 
@@ -55,6 +59,7 @@ impl CloseCode {
             Self::TooSlow => "too slow",
             Self::Replaced => "session resumed elsewhere",
             Self::Unresponsive => "no answer to pings",
+            Self::TokenExpired => "token expired",
         }
     }
 }

@@ -36,6 +36,12 @@ pub enum ErrorCode {
     RateLimited,
     /// The server is at a capacity limit (for example the number of rooms).
     Unavailable,
+    /// Authentication is on and the access token is missing, malformed,
+    /// badly signed or expired.
+    Unauthorized,
+    /// The access token does not allow this: another nick, or a room
+    /// outside its `rooms`.
+    Forbidden,
     /// A per-client or per-room count limit: the sender is in as many
     /// rooms as allowed, or the room has as many members as allowed.
     LimitReached,
@@ -63,6 +69,8 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::LimitReached => "limit_reached",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::Unknown => "unknown",
         }
     }

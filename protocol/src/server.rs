@@ -27,6 +27,11 @@ pub enum ServerFrame {
         server: ServerInfo,
         /// The limits this server enforces.
         limits: Limits,
+        /// With authentication on: when the access token expires, in
+        /// milliseconds since the Unix epoch. Send `auth` with a fresh one
+        /// before then, or the connection is closed with 4011.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_expires_ms: Option<u64>,
     },
     /// The answer to `join`.
     Joined {
@@ -134,6 +139,14 @@ pub enum ServerFrame {
         /// The `ping`'s id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
+    },
+    /// The answer to `auth`: the session now runs on the new token.
+    Authed {
+        /// The `auth`'s id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// When the new token expires, in milliseconds since the Unix epoch.
+        token_expires_ms: u64,
     },
     /// A client frame was refused. The connection carries on.
     Error {
@@ -283,7 +296,7 @@ impl ServerFrame {
     /// Every `type` value a server frame may carry.
     pub const TYPES: &'static [&'static str] = &[
         "welcome", "joined", "left", "presence", "message", "direct", "nick", "typing", "rooms",
-        "members", "history", "pong", "error",
+        "members", "history", "pong", "authed", "error",
     ];
 
     /// Encodes the frame as the JSON text sent on the wire.

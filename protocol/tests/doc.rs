@@ -81,10 +81,12 @@ fn every_error_code_is_documented() {
         "rate_limited",
         "unavailable",
         "limit_reached",
+        "unauthorized",
+        "forbidden",
     ] {
         assert!(SPEC.contains(&format!("| `{code}` |")), "{code} missing from the error table");
     }
-    for close in ["1000", "1001", "1008", "1009", "1012", "4008", "4009", "4010"] {
+    for close in ["1000", "1001", "1008", "1009", "1012", "4008", "4009", "4010", "4011"] {
         assert!(SPEC.contains(&format!("| {close} |")), "close code {close} missing");
     }
 }

@@ -21,8 +21,9 @@ fn message() -> Message {
 #[test]
 fn client_frames_round_trip() {
     let frames = vec![
-        ClientFrame::Hello { nick: Some("alice".into()), session: None },
-        ClientFrame::Hello { nick: None, session: Some("5f0c6a4e".into()) },
+        ClientFrame::Hello { nick: Some("alice".into()), session: None, token: None },
+        ClientFrame::Hello { nick: None, session: Some("5f0c6a4e".into()), token: None },
+        ClientFrame::Hello { nick: None, session: None, token: Some("eyJ.eyJ.sig".into()) },
         ClientFrame::Join { room: "lobby".into(), after: None },
         ClientFrame::Join { room: "lobby".into(), after: Some(41) },
         ClientFrame::Leave { room: "lobby".into() },
@@ -36,6 +37,7 @@ fn client_frames_round_trip() {
         ClientFrame::History { room: "lobby".into(), before: Some(10), limit: Some(5) },
         ClientFrame::History { room: "lobby".into(), before: None, limit: None },
         ClientFrame::Ping {},
+        ClientFrame::Auth { token: "eyJ.eyJ.sig".into() },
     ];
     let mut kinds = std::collections::BTreeSet::new();
     for frame in frames {
@@ -79,6 +81,7 @@ fn server_frames_round_trip() {
             resumed: true,
             server: ServerInfo { name: "chat-server".into(), version: "0.1.0".into(), protocol: 1 },
             limits,
+            token_expires_ms: Some(1_732_442_400_000),
         },
         ServerFrame::Joined {
             id: id.clone(),
@@ -132,6 +135,7 @@ fn server_frames_round_trip() {
         ServerFrame::Members { id: None, room: "lobby".into(), members: vec![] },
         ServerFrame::History { id: id.clone(), room: "lobby".into(), messages: vec![message()] },
         ServerFrame::Pong { id: id.clone() },
+        ServerFrame::Authed { id: id.clone(), token_expires_ms: 1_732_442_400_000 },
         ServerFrame::Error {
             id,
             code: ErrorCode::RateLimited,

@@ -55,6 +55,9 @@ pub struct ServerConfig {
     /// Refused frames a connection may pile up (recovering one per second)
     /// before it is closed with 1008 as abusive. Default 50.
     pub frames_refused_max: u32,
+    /// With a secret, authentication is on: every `hello` must carry an
+    /// access token signed with it (see `crate::auth`). Default: off.
+    pub auth_secret: Option<crate::auth::Secret>,
 }
 
 impl ServerConfig {
@@ -85,6 +88,7 @@ impl Default for ServerConfig {
             frames_per_sec: 50,
             frames_burst: 200,
             frames_refused_max: 50,
+            auth_secret: None,
         }
     }
 }

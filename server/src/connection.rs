@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
 use crate::ServerConfig;
+use crate::auth::Secret;
 use crate::hub::{Closing, Conn, Input};
 use crate::wire;
 
@@ -77,6 +78,8 @@ struct Connection {
     /// The connection's place under the connection limits, freed with it.
     _pass: Pass,
     limiter: FrameLimiter,
+    /// The secret access tokens are checked with, when authentication is on.
+    secret: Option<Secret>,
 }
 
 /// Frames of any kind a connection may send, and how many refusals it may
@@ -150,6 +153,7 @@ impl Connection {
             departure: Departure::Lost,
             _pass: pass,
             limiter: FrameLimiter::new(config),
+            secret: config.auth_secret.clone(),
         })
     }
 
@@ -182,7 +186,7 @@ impl Connection {
                         return Err(Box::pin(self.close(CloseCode::Policy.into())).await);
                     }
                 }
-                let Some(input) = input_for(self.member, message) else {
+                let Some(input) = input_for(self.member, message, self.secret.as_ref()) else {
                     return Ok(());
                 };
                 // Waits only when the hub is behind, and then in a box.
@@ -262,12 +266,17 @@ impl Connection {
 }
 
 /// The hub input a received message asks for, if any.
-fn input_for(member: MemberId, message: Message) -> Option<Input> {
+fn input_for(member: MemberId, message: Message, secret: Option<&Secret>) -> Option<Input> {
     match message {
         Message::Text(text) => Some(match decode_client(&text) {
             Ok(decoded) => {
                 debug!(%member, kind = decoded.frame.kind(), "frame");
-                Input::Command { member, id: decoded.id, command: wire::command(decoded.frame) }
+                match wire::command(decoded.frame, secret) {
+                    Ok(command) => Input::Command { member, id: decoded.id, command },
+                    Err(error) => {
+                        Input::Malformed { member, error: DecodeError { id: decoded.id, ..error } }
+                    }
+                }
             }
             Err(error) => Input::Malformed { member, error },
         }),

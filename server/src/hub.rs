@@ -116,7 +116,9 @@ impl Hub {
     pub(crate) fn new(config: &ServerConfig, snapshot: Snapshot, storage: Storage) -> Self {
         let welcome = WelcomeInfo { server: wire::server_info(), limits: wire::limits(config) };
         let clock = Clock::new();
-        let mut chat = Chat::new(config.chat.clone());
+        let mut rules = config.chat.clone();
+        rules.require_identity |= config.auth_secret.is_some();
+        let mut chat = Chat::new(rules);
         let now = clock.now();
         let rooms = snapshot.rooms.len();
         for room in snapshot.rooms {
@@ -327,6 +329,7 @@ impl Hub {
                 Output::Disconnect { member, reason } => {
                     let code = match reason {
                         DisconnectReason::SessionResumedElsewhere => CloseCode::Replaced,
+                        DisconnectReason::IdentityExpired => CloseCode::TokenExpired,
                     };
                     if let Some(conn) = self.conns.remove(&member) {
                         let _ = conn.close.send(code.into());

@@ -9,6 +9,7 @@
 //! no wire details beyond the conversions in `wire.rs`.
 #![warn(missing_docs)]
 
+pub mod auth;
 mod clock;
 mod config;
 mod connection;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use chat_server::auth::{self, Claims, Secret};
 use chat_server::{MemoryStore, ServerConfig, SqliteStore, Store};
 use clap::{Parser, ValueEnum};
 use tokio::net::TcpListener;
@@ -93,6 +94,47 @@ struct Args {
     /// Rooms that may exist at once.
     #[arg(long, env = "CHAT_MAX_ROOMS", default_value_t = ServerConfig::default().chat.max_rooms)]
     max_rooms: usize,
+    /// Turns authentication on: every hello must carry an access token
+    /// signed with this secret (HS256, at least 32 bytes). Prefer
+    /// --auth-secret-file, which keeps it out of the process list.
+    #[arg(long, env = "CHAT_AUTH_SECRET", hide_env_values = true, global = true)]
+    auth_secret: Option<String>,
+    /// The same, read from a file (trailing whitespace ignored).
+    #[arg(long, env = "CHAT_AUTH_SECRET_FILE", conflicts_with = "auth_secret", global = true)]
+    auth_secret_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Subcommand>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Subcommand {
+    /// Prints an access token signed with the auth secret.
+    Token {
+        /// The nick the token is for.
+        #[arg(long)]
+        nick: String,
+        /// How long it is valid: 30m, 24h, 7d...
+        #[arg(long, default_value = "24h", value_parser = parse_positive_duration)]
+        ttl: Duration,
+        /// A room pattern it may join (team-*); repeat for more. Without,
+        /// every room.
+        #[arg(long = "rooms", value_delimiter = ',')]
+        rooms: Vec<String>,
+    },
+}
+
+/// The auth secret from the flags, if any.
+fn auth_secret(args: &Args) -> anyhow::Result<Option<Secret>> {
+    let bytes = match (&args.auth_secret, &args.auth_secret_file) {
+        (Some(secret), _) => secret.clone().into_bytes(),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the auth secret from {}", path.display()))?;
+            text.trim_end().as_bytes().to_vec()
+        }
+        (None, None) => return Ok(None),
+    };
+    Secret::new(bytes).map(Some).map_err(anyhow::Error::msg)
 }
 
 /// A retention age, or none.
@@ -147,7 +189,19 @@ enum LogFormat {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    let secret = auth_secret(&args)?;
+    if let Some(Subcommand::Token { nick, ttl, rooms }) = args.command.take() {
+        let secret =
+            secret.context("chat-server token needs --auth-secret or --auth-secret-file")?;
+        let claims = Claims {
+            sub: nick,
+            exp: auth::now_secs().saturating_add(ttl.as_secs()),
+            rooms: (!rooms.is_empty()).then_some(rooms),
+        };
+        println!("{}", secret.sign(&claims));
+        return Ok(());
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -178,6 +232,10 @@ async fn main() -> anyhow::Result<()> {
     config.chat.max_rooms_per_session = args.max_rooms_per_session;
     config.chat.max_members_per_room = args.max_members_per_room;
     config.chat.max_rooms = args.max_rooms;
+    if secret.is_some() {
+        tracing::info!("authentication on: every hello needs an access token");
+    }
+    config.auth_secret = secret;
     let store: Box<dyn Store> = if args.ephemeral {
         tracing::warn!("--ephemeral: history is kept in memory only and lost on restart");
         Box::new(MemoryStore::new())

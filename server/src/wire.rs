@@ -3,13 +3,47 @@
 
 use chat_core::{Command, CommandError, Event, Message, Presence};
 use chat_protocol::{
-    self as protocol, ClientFrame, ErrorCode, Limits, PresenceEvent, ServerFrame, ServerInfo,
+    self as protocol, ClientFrame, DecodeError, ErrorCode, Limits, PresenceEvent, ServerFrame,
+    ServerInfo,
 };
 
-/// The core command a client frame asks for.
-pub(crate) fn command(frame: ClientFrame) -> Command {
-    match frame {
-        ClientFrame::Hello { nick, session } => Command::Hello { nick, session },
+use crate::auth::{self, Secret};
+
+/// The core command a client frame asks for. Access tokens are verified
+/// here, with `secret` when authentication is on (without it, a `hello`'s
+/// token is ignored and `auth` is refused).
+///
+/// # Errors
+/// A token that does not verify (`unauthorized`), or `auth` on a server
+/// without authentication (`forbidden`).
+pub(crate) fn command(frame: ClientFrame, secret: Option<&Secret>) -> Result<Command, DecodeError> {
+    let identity = |token: &str, secret: &Secret| {
+        secret.verify(token, auth::now_secs()).map(|claims| claims.identity()).map_err(|err| {
+            DecodeError {
+                code: ErrorCode::Unauthorized,
+                message: format!("access token refused: {err}"),
+                id: None,
+            }
+        })
+    };
+    Ok(match frame {
+        ClientFrame::Hello { nick, session, token } => {
+            let identity = match (token, secret) {
+                (Some(token), Some(secret)) => Some(identity(&token, secret)?),
+                _ => None,
+            };
+            Command::Hello { nick, session, identity }
+        }
+        ClientFrame::Auth { token } => match secret {
+            Some(secret) => Command::Auth { identity: identity(&token, secret)? },
+            None => {
+                return Err(DecodeError {
+                    code: ErrorCode::Forbidden,
+                    message: "this server does not use access tokens".to_owned(),
+                    id: None,
+                });
+            }
+        },
         ClientFrame::Join { room, after } => Command::Join { room, after },
         ClientFrame::Leave { room } => Command::Leave { room },
         ClientFrame::Say { room, text, action } => Command::Say { room, text, action },
@@ -20,7 +54,7 @@ pub(crate) fn command(frame: ClientFrame) -> Command {
         ClientFrame::Who { room } => Command::Who { room },
         ClientFrame::History { room, before, limit } => Command::History { room, before, limit },
         ClientFrame::Ping {} => Command::Ping,
-    }
+    })
 }
 
 /// What `welcome` says beyond the core's event: the same for everyone.
@@ -58,14 +92,18 @@ pub(crate) fn limits(config: &crate::ServerConfig) -> Limits {
 pub(crate) fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
     let id = |id: &Option<std::sync::Arc<str>>| id.as_deref().map(str::to_owned);
     match event {
-        Event::Welcome { id: request, nick, session, resumed } => ServerFrame::Welcome {
+        Event::Welcome { id: request, nick, session, resumed, expires } => ServerFrame::Welcome {
             id: id(request),
             session: session.as_str().to_owned(),
             nick: nick.to_string(),
             resumed: *resumed,
             server: welcome.server.clone(),
             limits: welcome.limits.clone(),
+            token_expires_ms: expires.map(|at| at.as_unix_millis()),
         },
+        Event::Authed { id: request, expires } => {
+            ServerFrame::Authed { id: id(request), token_expires_ms: expires.as_unix_millis() }
+        }
         Event::Joined { id: request, room, members, history, last_seq, resume } => {
             let (resume, gap) = match resume {
                 chat_core::Resume::Fresh => (protocol::Resume::Fresh, None),
@@ -162,6 +200,8 @@ pub(crate) fn code(error: &CommandError) -> ErrorCode {
             ErrorCode::RateLimited
         }
         CommandError::RoomLimit { .. } | CommandError::RoomFull { .. } => ErrorCode::LimitReached,
+        CommandError::Unauthorized => ErrorCode::Unauthorized,
+        CommandError::Forbidden(_) => ErrorCode::Forbidden,
         CommandError::TooManyRooms { .. } => ErrorCode::Unavailable,
     }
 }

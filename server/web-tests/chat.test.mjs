@@ -2,7 +2,7 @@
 // binary. Run by ./scripts/test (node --test).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -231,5 +231,38 @@ test('a page away for longer than one resume carries catches up in full, in orde
     await bob.context.close();
   } finally {
     await stopServer(server.child);
+  }
+});
+
+test('with authentication on, the page logs in with an access token and nothing else', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-auth-'));
+  const secretFile = path.join(dir, 'secret');
+  fs.writeFileSync(secretFile, 'a browser test secret, 32 bytes at least\n');
+  const server = await startServer('127.0.0.1:0', null, ['--auth-secret-file', secretFile]);
+  try {
+    const made = spawnSync(serverBin, ['token', '--nick', 'carol', '--rooms', 'lobby', '--auth-secret-file', secretFile]);
+    assert.equal(made.status, 0, String(made.stderr));
+    const token = String(made.stdout).trim();
+
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    page.setDefaultTimeout(WAIT);
+    await page.goto(server.url);
+    // A nick alone is refused: the server wants a token.
+    await page.fill('#nick-input', 'mallory');
+    await page.click('#login-form button[type=submit]');
+    await page.waitForFunction(() => /access token/.test(document.querySelector('#login-error')?.textContent));
+    // The token names the nick.
+    await page.fill('#nick-input', '');
+    await page.fill('#token-input', token);
+    await page.click('#login-form button[type=submit]');
+    await page.waitForFunction(() => document.querySelector('#me')?.textContent === 'carol');
+    await page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#lobby');
+    await say(page, 'signed in');
+    await seeMessage(page, 'signed in');
+    await context.close();
+  } finally {
+    await stopServer(server.child);
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

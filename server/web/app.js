@@ -4,6 +4,7 @@
 'use strict';
 
 const NICK_KEY = 'chat.nick';
+const TOKEN_KEY = 'chat.token';
 // Per tab, so two tabs are two sessions rather than one taking the other
 // over; it survives a reload, so a reload resumes.
 const SESSION_KEY = 'chat.session';
@@ -17,6 +18,7 @@ const state = {
   socket: null,
   nick: null,          // the nick the server confirmed
   wantedNick: null,    // the nick asked for
+  token: null,         // the access token, on servers that ask for one
   greeted: false,
   rooms: new Map(),    // name -> { lines: [], members: Set, lastSeq, unread }
   current: null,
@@ -80,7 +82,10 @@ function connect() {
   setStatus('connecting…', false);
   socket.onopen = () => {
     state.greeted = false;
-    const hello = { type: 'hello', nick: state.wantedNick, id: newId() };
+    // With an access token the token names the nick.
+    const hello = state.token
+      ? { type: 'hello', token: state.token, id: newId() }
+      : { type: 'hello', nick: state.wantedNick, id: newId() };
     if (state.session) {
       hello.session = state.session;
     }
@@ -106,6 +111,15 @@ function connect() {
     state.greeted = false;
     if (state.wantedNick === null) {
       return; // back at the login form
+    }
+    if (event.code === 4011) {
+      // The access token ran out: a new one is needed to come back.
+      state.wantedNick = null;
+      state.token = null;
+      localStorage.removeItem(TOKEN_KEY);
+      setStatus('access token expired', true);
+      showLogin('Your access token expired. Enter a new one to come back.');
+      return;
     }
     if (event.code === 4009) {
       // Another tab or device resumed this session: reconnecting would
@@ -321,7 +335,12 @@ function handleError(frame) {
   if (frame.id) {
     state.pending.delete(frame.id);
   }
-  if (!state.greeted && (frame.code === 'nick_taken' || frame.code === 'invalid_nick')) {
+  const refused = ['nick_taken', 'invalid_nick', 'unauthorized', 'forbidden'];
+  if (!state.greeted && refused.includes(frame.code)) {
+    if (frame.code === 'unauthorized') {
+      state.token = null;
+      localStorage.removeItem(TOKEN_KEY);
+    }
     // The hello was refused: back to the login form with the reason.
     state.wantedNick = null;
     const socket = state.socket;
@@ -650,8 +669,9 @@ function showApp() {
   $('app').hidden = false;
 }
 
-function start(nick) {
+function start(nick, token) {
   state.wantedNick = nick;
+  state.token = token || null;
   state.retry = 0;
   connect();
 }
@@ -660,10 +680,18 @@ document.addEventListener('DOMContentLoaded', () => {
   $('login-form').addEventListener('submit', (event) => {
     event.preventDefault();
     const nick = $('nick-input').value.trim();
-    if (nick) {
-      $('login-error').textContent = '';
-      start(nick);
+    const token = $('token-input').value.trim();
+    if (!nick && !token) {
+      $('login-error').textContent = 'Pick a nickname (or paste an access token).';
+      return;
     }
+    $('login-error').textContent = '';
+    if (token) {
+      localStorage.setItem(TOKEN_KEY, token);
+    } else {
+      localStorage.removeItem(TOKEN_KEY);
+    }
+    start(nick, token);
   });
   $('send-form').addEventListener('submit', (event) => {
     event.preventDefault();
@@ -684,9 +712,10 @@ document.addEventListener('DOMContentLoaded', () => {
   });
   $('text').addEventListener('input', onTyping);
   const saved = localStorage.getItem(NICK_KEY);
-  if (saved) {
-    $('nick-input').value = saved;
-    start(saved);
+  const savedToken = localStorage.getItem(TOKEN_KEY);
+  if (saved || savedToken) {
+    $('nick-input').value = saved || '';
+    start(saved, savedToken);
   } else {
     showLogin('');
   }

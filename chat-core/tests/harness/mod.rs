@@ -83,7 +83,10 @@ impl Harness {
     /// Connects, says hello with `nick` and clears the inbox.
     pub fn greeted(&mut self, nick: &str) -> MemberId {
         let member = self.connect();
-        self.send(member, Command::Hello { nick: Some(nick.to_owned()), session: None });
+        self.send(
+            member,
+            Command::Hello { nick: Some(nick.to_owned()), session: None, identity: None },
+        );
         let events = self.take(member);
         assert!(
             matches!(events.as_slice(), [Event::Welcome { .. }]),
