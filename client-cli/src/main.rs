@@ -37,6 +37,15 @@ pub struct Args {
     /// `chat-server token`); it names your nick.
     #[arg(long, env = "CHAT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// For wss:// servers: trust the certificates in this PEM file (a
+    /// private CA, or the server's own certificate) instead of the public
+    /// certificate authorities.
+    #[arg(long, env = "CHAT_CA")]
+    ca: Option<std::path::PathBuf>,
+    /// For wss:// servers: trust any certificate. Development only: the
+    /// connection is encrypted, but anyone could be at the other end.
+    #[arg(long, conflicts_with = "ca")]
+    insecure: bool,
     #[command(subcommand)]
     command: Option<Subcommand>,
 }

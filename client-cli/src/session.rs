@@ -14,7 +14,7 @@ use chat_protocol::{
 use chat_transport::tungstenite::Message;
 use chat_transport::tungstenite::protocol::CloseFrame;
 use chat_transport::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use chat_transport::{TransportConfig, WebSocket, connect};
+use chat_transport::{ClientTls, TransportConfig, WebSocket, connect};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
 use tokio::time::Instant;
@@ -43,6 +43,8 @@ enum Ended {
 
 struct Client {
     server: String,
+    /// How to connect (whom `wss://` trusts).
+    transport: TransportConfig,
     json: bool,
     nick: Option<String>,
     /// The session token from the last `welcome`.
@@ -70,7 +72,14 @@ struct Client {
 /// Connects, greets, joins, then relays stdin and the server, reconnecting
 /// whenever the connection is lost. Returns the exit code.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let client_tls = match (&args.ca, args.insecure) {
+        (Some(path), _) => Some(ClientTls::from_ca_file(path).map_err(anyhow::Error::msg)?),
+        (None, true) => Some(ClientTls::insecure()),
+        (None, false) => None,
+    };
+    let transport = TransportConfig { client_tls, ..TransportConfig::default() };
     let mut client = Client {
+        transport,
         server: args.server,
         json: args.json,
         nick: args.nick,
@@ -111,8 +120,7 @@ impl Client {
     async fn open(&mut self, again: bool) -> anyhow::Result<WebSocket> {
         self.pacer.reset();
         let mut socket =
-            connect(&self.server, Some(chat_protocol::SUBPROTOCOL), &TransportConfig::default())
-                .await?;
+            connect(&self.server, Some(chat_protocol::SUBPROTOCOL), &self.transport).await?;
         let hello = ClientFrame::Hello {
             nick: self.nick.clone(),
             session: self.token.clone(),

@@ -478,3 +478,54 @@ fn with_authentication_on_the_token_from_chat_server_token_is_the_way_in() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("unauthorized"), "{output:?}");
 }
+
+#[test]
+fn over_tls_the_client_trusts_the_ca_it_is_given_or_nothing_unless_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let mut server = Proc::spawn(Command::new(bin("chat-server")).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--ephemeral",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+    ]));
+    let line = server.expect_where(|line| line.starts_with("listening on https://"), "listening");
+    let url = format!("wss://{}/ws", line.trim_start_matches("listening on https://"));
+
+    let mut bob = chat(&url, &["--nick", "bob", "--ca", cert]);
+    bob.expect("[lobby] -- joined (1 members: bob)");
+    let mut alice = chat(&url, &["--nick", "alice", "--insecure"]);
+    alice.expect("[lobby] -- joined (2 members: alice, bob)");
+    alice.type_line("over tls");
+    bob.expect("[lobby] <alice> over tls");
+
+    // Without being told whom to trust: a clear TLS error, an error exit.
+    let output = chat_with_input(&url, &["--nick", "carol"], "");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("TLS"), "{output:?}");
+}
+
+#[test]
+fn a_self_signed_server_prints_its_fingerprint() {
+    let mut server = Proc::spawn(Command::new(bin("chat-server")).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--ephemeral",
+        "--tls-self-signed",
+    ]));
+    let line = server.expect_where(|line| line.contains("fingerprint"), "the fingerprint");
+    let fingerprint = line.rsplit(' ').next().unwrap();
+    assert_eq!(fingerprint.split(':').count(), 32, "{line}");
+    assert!(fingerprint.split(':').all(|byte| byte.len() == 2), "{line}");
+    let line = server.expect_where(|line| line.starts_with("listening on https://"), "listening");
+    let url = format!("wss://{}/ws", line.trim_start_matches("listening on https://"));
+    let mut alice = chat(&url, &["--nick", "alice", "--insecure"]);
+    alice.expect("[lobby] -- joined (1 members: alice)");
+}

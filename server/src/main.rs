@@ -1,6 +1,8 @@
 //! `chat-server`: flags and environment onto [`ServerConfig`], logging, bind,
 //! then [`chat_server::run`] until ctrl-c or SIGTERM.
 
+mod settings;
+
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use chat_server::auth::{self, Claims, Secret};
 use chat_server::{MemoryStore, ServerConfig, SqliteStore, Store};
+use chat_transport::TlsConfig;
 use clap::{Parser, ValueEnum};
+use sha2::Digest;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -102,8 +106,72 @@ struct Args {
     /// The same, read from a file (trailing whitespace ignored).
     #[arg(long, env = "CHAT_AUTH_SECRET_FILE", conflicts_with = "auth_secret", global = true)]
     auth_secret_file: Option<PathBuf>,
+    /// PEM certificate chain (leaf first): serve https:// and wss:// on the
+    /// listen address instead of plain HTTP.
+    #[arg(long, env = "CHAT_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CHAT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve TLS with a certificate made up at start for localhost,
+    /// 127.0.0.1 and ::1, and print its SHA-256 fingerprint. For
+    /// development: clients must be told to trust it (chat --insecure).
+    #[arg(long, env = "CHAT_TLS_SELF_SIGNED", conflicts_with = "tls_cert")]
+    tls_self_signed: bool,
+    /// A TOML file of settings, keyed by these flags' long names; flags and
+    /// environment variables override it.
+    #[arg(long, env = "CHAT_CONFIG", global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Subcommand>,
+}
+
+/// The command line, with the settings of a `--config` file merged in.
+fn command_line() -> anyhow::Result<Args> {
+    use clap::CommandFactory;
+    let flags: Vec<(String, Option<String>)> = Args::command()
+        .get_arguments()
+        .filter_map(|arg| {
+            let env = arg.get_env().map(|env| env.to_string_lossy().into_owned());
+            arg.get_long().map(|long| (long.to_owned(), env))
+        })
+        .collect();
+    let args =
+        settings::merge(std::env::args_os().collect(), std::env::var_os("CHAT_CONFIG"), &flags)?;
+    Ok(Args::parse_from(args))
+}
+
+/// The TLS configuration the flags ask for, if any; prints the fingerprint
+/// of a self-signed certificate.
+fn tls_config(args: &Args) -> anyhow::Result<Option<TlsConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let (chain, key) = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
+        (Some(cert), Some(key), _) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .with_context(|| format!("reading certificates from {}", cert.display()))?;
+            anyhow::ensure!(!chain.is_empty(), "no certificate in {}", cert.display());
+            let key = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("reading the private key from {}", key.display()))?;
+            (chain, key)
+        }
+        (_, _, true) => {
+            let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+            let made = rcgen::generate_simple_self_signed(names).context("making a certificate")?;
+            let cert = made.cert.der().clone();
+            let fingerprint = sha2::Sha256::digest(cert.as_ref())
+                .iter()
+                .map(|byte| format!("{byte:02X}"))
+                .collect::<Vec<_>>()
+                .join(":");
+            println!("self-signed certificate for localhost, SHA-256 fingerprint {fingerprint}");
+            let key = PrivatePkcs8KeyDer::from(made.signing_key.serialize_der());
+            (vec![cert], PrivateKeyDer::Pkcs8(key))
+        }
+        _ => return Ok(None),
+    };
+    TlsConfig::new(chain, key).map(Some).context("setting up TLS")
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -189,7 +257,7 @@ enum LogFormat {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = Args::parse();
+    let mut args = command_line()?;
     let secret = auth_secret(&args)?;
     if let Some(Subcommand::Token { nick, ttl, rooms }) = args.command.take() {
         let secret =
@@ -217,7 +285,7 @@ async fn main() -> anyhow::Result<()> {
     config.chat.history_per_room = args.history_max_per_room;
     config.chat.history_max_age = args.history_max_age.0;
     config.drain_window = args.drain_window;
-    config.transport.allowed_origins = args.allowed_origins;
+    config.transport.allowed_origins = args.allowed_origins.clone();
     if let Some(max) = args.max_connections {
         config.max_connections = max;
     }
@@ -236,6 +304,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("authentication on: every hello needs an access token");
     }
     config.auth_secret = secret;
+    config.transport.tls = tls_config(&args)?;
     let store: Box<dyn Store> = if args.ephemeral {
         tracing::warn!("--ephemeral: history is kept in memory only and lost on restart");
         Box::new(MemoryStore::new())
@@ -253,7 +322,8 @@ async fn main() -> anyhow::Result<()> {
         TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     // One plain line on stdout, for people and for scripts that pass port 0.
-    println!("listening on http://{addr}");
+    let scheme = if config.transport.tls.is_some() { "https" } else { "http" };
+    println!("listening on {scheme}://{addr}");
     tracing::info!(%addr, "listening");
     chat_server::run(listener, config, store, shutdown_signal()).await
 }

@@ -68,3 +68,51 @@ fn serves_the_page_and_stops_cleanly_on_sigterm() {
     }
     assert!(logs.contains("shutting down"), "{logs}");
 }
+
+#[test]
+fn a_config_file_sets_what_flags_and_environment_do_not() {
+    let dir = std::env::temp_dir().join(format!("chat-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("chat.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\nephemeral = true\nmessages-per-sec = 3\nframes-per-sec = 77\n\
+         joins_per_sec = 6\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--frames-per-sec", "88"])
+        .env("CHAT_MESSAGES_PER_SEC", "4")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on http://").expect("listening line").to_owned();
+    let stream = TcpStream::connect(&addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (mut socket, _) = tungstenite::client(format!("ws://{addr}/ws"), stream).unwrap();
+    socket.send(Message::text(r#"{"type":"hello","nick":"cfg"}"#)).unwrap();
+    let welcome: serde_json::Value =
+        serde_json::from_str(socket.read().unwrap().to_text().unwrap()).unwrap();
+    let limits = &welcome["limits"];
+    assert_eq!(limits["joins_per_sec"], 6, "from the file: {welcome}");
+    assert_eq!(limits["messages_per_sec"], 4, "the environment beats the file: {welcome}");
+    assert_eq!(limits["frames_per_sec"], 88, "the command line beats both: {welcome}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    std::fs::write(&config, "no_such_setting = 1\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no_such_setting"), "{output:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -7,7 +7,7 @@ use http::header::{
     UPGRADE,
 };
 use http::{HeaderMap, Method, Request, StatusCode, Version};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::handshake::derive_accept_key;
@@ -19,8 +19,8 @@ use crate::request::{Head, read_head};
 use crate::response::{Response, respond_and_close};
 use crate::{Site, TransportConfig};
 
-/// A client-side WebSocket over TCP.
-pub type WebSocket = WebSocketStream<TcpStream>;
+/// A client-side WebSocket, over TCP or TLS.
+pub type WebSocket = WebSocketStream<crate::ClientStream>;
 
 /// A server-side WebSocket: tungstenite reads it, and its writes share the
 /// connection's [`Outgoing`] queue with whoever fans frames out to it.
@@ -85,7 +85,7 @@ pub enum AcceptError {
 /// IO failures, and a request head that does not arrive within
 /// [`TransportConfig::handshake_timeout`].
 pub async fn accept(
-    mut stream: TcpStream,
+    stream: TcpStream,
     site: &Site,
     config: &TransportConfig,
     gate: &Arc<Gate>,
@@ -93,6 +93,51 @@ pub async fn accept(
     let peer = stream.peer_addr()?;
     // Chat frames are small and latency matters more than packet count.
     stream.set_nodelay(true)?;
+    match &config.tls {
+        None => serve(stream, peer, site, config, gate).await,
+        Some(tls) => {
+            // The TLS handshake counts against the same deadline as the
+            // request head: a slowloris client gets no more time over TLS.
+            let deadline = tokio::time::Instant::now() + config.handshake_timeout;
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.0));
+            let stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => return Err(AcceptError::Io(err)),
+                Err(_) => return Err(AcceptError::Timeout(config.handshake_timeout)),
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let config = TransportConfig { handshake_timeout: left, ..config.clone() };
+            serve(stream, peer, site, &config, gate).await
+        }
+    }
+}
+
+/// A stream the HTTP phase runs on, which becomes the WebSocket's on
+/// upgrade: the TCP socket and, over TLS, the session state.
+pub(crate) trait Conn: AsyncRead + AsyncWrite + Unpin {
+    fn into_parts(self) -> (TcpStream, Option<rustls::ServerConnection>);
+}
+
+impl Conn for TcpStream {
+    fn into_parts(self) -> (TcpStream, Option<rustls::ServerConnection>) {
+        (self, None)
+    }
+}
+
+impl Conn for tokio_rustls::server::TlsStream<TcpStream> {
+    fn into_parts(self) -> (TcpStream, Option<rustls::ServerConnection>) {
+        let (stream, session) = self.into_inner();
+        (stream, Some(session))
+    }
+}
+
+async fn serve<S: Conn>(
+    mut stream: S,
+    peer: SocketAddr,
+    site: &Site,
+    config: &TransportConfig,
+    gate: &Arc<Gate>,
+) -> Result<Accepted, AcceptError> {
     let head = tokio::time::timeout(
         config.handshake_timeout,
         read_head(&mut stream, config.max_header_bytes),
@@ -215,8 +260,8 @@ struct Upgrade {
     pass: Pass,
 }
 
-async fn upgrade(
-    mut stream: TcpStream,
+async fn upgrade<S: Conn>(
+    mut stream: S,
     Upgrade { request, rest, handshake, peer, pass }: Upgrade,
     config: &TransportConfig,
 ) -> Result<Accepted, AcceptError> {
@@ -230,7 +275,9 @@ async fn upgrade(
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).await?;
-    let outgoing = Outgoing::new(stream, config.max_queued_frames, config.max_queued_bytes);
+    stream.flush().await?;
+    let (stream, tls) = stream.into_parts();
+    let outgoing = Outgoing::new(stream, tls, config.max_queued_frames, config.max_queued_bytes);
     let socket = WebSocketStream::from_partially_read(
         SharedStream::new(Arc::clone(&outgoing)),
         rest,
@@ -247,7 +294,7 @@ fn refusal(status: StatusCode, why: &'static str) -> Response<'static> {
     Response::text(status, why)
 }
 
-async fn answer(stream: &mut TcpStream, response: Response<'_>) -> Result<Accepted, AcceptError> {
+async fn answer<S: Conn>(stream: &mut S, response: Response<'_>) -> Result<Accepted, AcceptError> {
     respond_and_close(stream, &response).await?;
     Ok(Accepted::Answered(response.status))
 }

@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use tungstenite::protocol::WebSocketConfig;
@@ -40,6 +41,43 @@ pub struct TransportConfig {
     /// listed gets `403`; non-browser clients send no `Origin` and are let
     /// in. Default: none.
     pub allowed_origins: Vec<String>,
+    /// With a certificate: serve `https://` and `wss://` (TLS 1.2 and
+    /// 1.3, rustls) on the same port instead of plain HTTP. Default none.
+    pub tls: Option<TlsConfig>,
+    /// Client side: whom `wss://` trusts. Default (`None`): the public
+    /// certificate authorities.
+    pub client_tls: Option<crate::ClientTls>,
+}
+
+/// A TLS server configuration (certificate chain and key).
+#[derive(Debug, Clone)]
+pub struct TlsConfig(pub Arc<rustls::ServerConfig>);
+
+impl PartialEq for TlsConfig {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for TlsConfig {}
+
+impl TlsConfig {
+    /// A configuration serving `chain` (leaf first) with `key`.
+    ///
+    /// # Errors
+    /// The key does not fit the certificate, or is of an unsupported kind.
+    pub fn new(
+        chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Result<Self, rustls::Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self(Arc::new(config)))
+    }
 }
 
 impl Default for TransportConfig {
@@ -53,6 +91,8 @@ impl Default for TransportConfig {
             max_queued_frames: 1024,
             max_queued_bytes: 8 << 20,
             allowed_origins: Vec::new(),
+            tls: None,
+            client_tls: None,
         }
     }
 }

@@ -1,4 +1,10 @@
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
 use http::{HeaderValue, StatusCode, Uri};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::client::IntoClientRequest;
@@ -35,6 +41,177 @@ pub enum ConnectError {
     /// The WebSocket handshake failed in another way.
     #[error("websocket handshake failed: {0}")]
     Handshake(String),
+    /// The TLS handshake failed (for example, a certificate that is not
+    /// trusted: see `--ca` and `--insecure`).
+    #[error("TLS with {addr} failed: {source}")]
+    Tls {
+        /// The address tried.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A client connection: plain TCP for `ws://`, TLS for `wss://`.
+#[derive(Debug)]
+pub enum ClientStream {
+    /// `ws://`
+    Plain(TcpStream),
+    /// `wss://`
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// How a client trusts servers over `wss://`.
+#[derive(Debug, Clone)]
+pub struct ClientTls(Arc<rustls::ClientConfig>);
+
+impl PartialEq for ClientTls {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ClientTls {}
+
+impl ClientTls {
+    fn builder() -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        match rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+        {
+            Ok(builder) => builder,
+            Err(_) => unreachable!("the ring provider supports the default protocol versions"),
+        }
+    }
+
+    /// Trusts the public web's certificate authorities (Mozilla's list).
+    pub fn public() -> Self {
+        let roots =
+            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        Self(Arc::new(Self::builder().with_root_certificates(roots).with_no_client_auth()))
+    }
+
+    /// Trusts the certificates in a PEM file (a private CA, or a server's
+    /// self-signed certificate).
+    ///
+    /// # Errors
+    /// The file cannot be read or holds no certificate.
+    pub fn from_ca_file(path: &std::path::Path) -> Result<Self, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|err| format!("{}: {err}", path.display()))?;
+        for cert in certs {
+            let cert = cert.map_err(|err| format!("{}: {err}", path.display()))?;
+            roots.add(cert).map_err(|err| format!("{}: {err}", path.display()))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("{}: no certificate in it", path.display()));
+        }
+        Ok(Self(Arc::new(Self::builder().with_root_certificates(roots).with_no_client_auth())))
+    }
+
+    /// Trusts any certificate: for development against a self-signed
+    /// server only. The connection is encrypted but not authenticated.
+    pub fn insecure() -> Self {
+        let verifier = Arc::new(AnyCertificate(rustls::crypto::ring::default_provider()));
+        let config = Self::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        Self(Arc::new(config))
+    }
+}
+
+/// A verifier that accepts every certificate (`--insecure`), still checking
+/// that the handshake is signed by the key of the certificate shown.
+#[derive(Debug)]
+struct AnyCertificate(rustls::crypto::CryptoProvider);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 fn body_suffix(body: &str) -> String {
@@ -42,8 +219,9 @@ fn body_suffix(body: &str) -> String {
     if body.is_empty() { String::new() } else { format!(": {body}") }
 }
 
-/// Opens a WebSocket to `url` (`ws://host[:port]/path`), offering
-/// `subprotocol` if given.
+/// Opens a WebSocket to `url` (`ws://host[:port]/path` or `wss://...`),
+/// offering `subprotocol` if given. `wss://` trusts what
+/// [`TransportConfig::client_tls`] says (the public CAs by default).
 ///
 /// # Errors
 /// A bad URL, a failed TCP connection, or an upgrade the server refused,
@@ -52,22 +230,35 @@ pub async fn connect(
     url: &str,
     subprotocol: Option<&str>,
     config: &TransportConfig,
-) -> Result<WebSocketStream<TcpStream>, ConnectError> {
+) -> Result<WebSocketStream<ClientStream>, ConnectError> {
     let bad = |why: &str| ConnectError::BadUrl { url: url.to_owned(), why: why.to_owned() };
     let uri: Uri = url.parse().map_err(|err: http::uri::InvalidUri| bad(&err.to_string()))?;
-    match uri.scheme_str() {
-        Some("ws") => {}
-        Some("wss") => return Err(bad("wss:// is not supported yet; use ws://")),
-        _ => return Err(bad("the scheme must be ws://")),
-    }
+    let secure = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        _ => return Err(bad("the scheme must be ws:// or wss://")),
+    };
     let host = uri.host().ok_or_else(|| bad("no host"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
     let addr = format!("{host}:{port}");
     let stream = TcpStream::connect((host, port))
         .await
         .map_err(|source| ConnectError::Io { addr: addr.clone(), source })?;
-    stream.set_nodelay(true).map_err(|source| ConnectError::Io { addr, source })?;
+    stream.set_nodelay(true).map_err(|source| ConnectError::Io { addr: addr.clone(), source })?;
+    let stream = if secure {
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|_| bad("the host is not a valid TLS server name"))?;
+        let tls = config.client_tls.clone().unwrap_or_else(ClientTls::public);
+        let connector = tokio_rustls::TlsConnector::from(tls.0);
+        let stream = connector
+            .connect(name, stream)
+            .await
+            .map_err(|source| ConnectError::Tls { addr: addr.clone(), source })?;
+        ClientStream::Tls(Box::new(stream))
+    } else {
+        ClientStream::Plain(stream)
+    };
     let mut request = uri.into_client_request().map_err(|err| bad(&err.to_string()))?;
     if let Some(protocol) = subprotocol {
         let value = HeaderValue::from_str(protocol).map_err(|_| bad("invalid subprotocol"))?;

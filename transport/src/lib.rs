@@ -27,8 +27,8 @@ mod site;
 
 pub use accept::{AcceptError, Accepted, ServerSocket, Upgraded, WebSocket, accept};
 pub use close::close_frame_for;
-pub use config::TransportConfig;
-pub use connect::{ConnectError, connect};
+pub use config::{TlsConfig, TransportConfig};
+pub use connect::{ClientStream, ClientTls, ConnectError, connect};
 pub use gate::{Full, Gate, Pass};
 pub use outgoing::{Flushed, Liveness, Outgoing, Pushed, SharedStream};
 pub use site::{Page, Site};

@@ -61,6 +61,9 @@ struct State {
     silent: u32,
     /// Nothing more will be written: the connection ended or a write failed.
     closed: Option<io::ErrorKind>,
+    /// Over TLS, the session: frames are written into it as plaintext and
+    /// what it encrypts goes to the socket; reads come out of it.
+    tls: Option<Box<rustls::ServerConnection>>,
 }
 
 #[derive(Debug)]
@@ -120,11 +123,17 @@ impl Outgoing {
     /// The write side of `io`, queueing at most `max_frames` frames and,
     /// once non-empty, `max_bytes` bytes (one larger frame still fits an
     /// empty queue).
-    pub(crate) fn new(io: TcpStream, max_frames: usize, max_bytes: usize) -> Arc<Self> {
+    pub(crate) fn new(
+        io: TcpStream,
+        tls: Option<rustls::ServerConnection>,
+        max_frames: usize,
+        max_bytes: usize,
+    ) -> Arc<Self> {
+        let state = State { tls: tls.map(Box::new), ..State::default() };
         Arc::new(Self {
             io,
             heard: AtomicBool::new(true),
-            state: Mutex::default(),
+            state: Mutex::new(state),
             stalled: Notify::new(),
             max_frames: max_frames.max(1),
             max_bytes,
@@ -273,12 +282,58 @@ impl Outgoing {
         if state.closed.is_some() {
             return Flushed::Closed;
         }
+        if state.tls.is_some() {
+            return self.write_queued_tls(state);
+        }
         while !state.chunks.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let count = state.slices(&mut slices);
+            let count = fill_slices(&state.chunks, state.written, &mut slices);
             match self.io.try_write_vectored(&slices[..count]) {
                 Ok(0) => return state.fail(io::ErrorKind::WriteZero),
                 Ok(written) => state.advance(written),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Flushed::Stalled,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return state.fail(err.kind()),
+            }
+        }
+        Flushed::Done
+    }
+
+    /// The same over TLS: plaintext into the session as far as its buffer
+    /// takes it, ciphertext out to the socket, until both are empty or the
+    /// socket is full.
+    fn write_queued_tls(&self, state: &mut State) -> Flushed {
+        loop {
+            match self.flush_tls(state) {
+                Flushed::Done => {}
+                other => return other,
+            }
+            if state.chunks.is_empty() {
+                return Flushed::Done;
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let count = fill_slices(&state.chunks, state.written, &mut slices);
+            let Some(tls) = state.tls.as_mut() else {
+                return Flushed::Done;
+            };
+            match io::Write::write_vectored(&mut tls.writer(), &slices[..count]) {
+                Ok(written) if written > 0 => state.advance(written),
+                // The session's buffer is full: flush it first.
+                Ok(_) => {}
+                Err(err) => return state.fail(err.kind()),
+            }
+        }
+    }
+
+    /// Writes what the TLS session has encrypted to the socket.
+    fn flush_tls(&self, state: &mut State) -> Flushed {
+        let Some(tls) = state.tls.as_mut() else {
+            return Flushed::Done;
+        };
+        while tls.wants_write() {
+            match tls.write_tls(&mut TryIo(&self.io)) {
+                Ok(0) => return state.fail(io::ErrorKind::WriteZero),
+                Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Flushed::Stalled,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => return state.fail(err.kind()),
@@ -307,32 +362,37 @@ impl Outgoing {
     }
 }
 
-impl State {
-    /// Fills `slices` with what to write next; returns how many were used.
-    fn slices<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_SLICES]) -> usize {
-        let mut count = 0;
-        let mut skip = self.written;
-        for chunk in &self.chunks {
-            if count + 2 > MAX_SLICES {
-                break;
-            }
-            let header = chunk.header.as_bytes();
-            if skip < header.len() {
-                slices[count] = IoSlice::new(&header[skip..]);
-                count += 1;
-                skip = 0;
-            } else {
-                skip -= header.len();
-            }
-            if let Some(payload) = chunk.payload.get(skip..).filter(|rest| !rest.is_empty()) {
-                slices[count] = IoSlice::new(payload);
-                count += 1;
-            }
-            skip = 0;
+/// Fills `slices` with what of `chunks` to write next, `written` bytes of
+/// the first already being written; returns how many were used.
+fn fill_slices<'a>(
+    chunks: &'a VecDeque<Chunk>,
+    written: usize,
+    slices: &mut [IoSlice<'a>; MAX_SLICES],
+) -> usize {
+    let mut count = 0;
+    let mut skip = written;
+    for chunk in chunks {
+        if count + 2 > MAX_SLICES {
+            break;
         }
-        count
+        let header = chunk.header.as_bytes();
+        if skip < header.len() {
+            slices[count] = IoSlice::new(&header[skip..]);
+            count += 1;
+            skip = 0;
+        } else {
+            skip -= header.len();
+        }
+        if let Some(payload) = chunk.payload.get(skip..).filter(|rest| !rest.is_empty()) {
+            slices[count] = IoSlice::new(payload);
+            count += 1;
+        }
+        skip = 0;
     }
+    count
+}
 
+impl State {
     /// Drops `written` bytes from the front of the queue.
     fn advance(&mut self, mut written: usize) {
         while let Some(front) = self.chunks.front() {
@@ -382,22 +442,99 @@ impl AsyncRead for SharedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let io = &self.outgoing.io;
+        let outgoing = &self.outgoing;
+        let io = &outgoing.io;
         loop {
+            {
+                let mut state = outgoing.lock();
+                if state.tls.is_some() {
+                    // Nothing to read yet: wait for the socket below.
+                    if let Some(done) = outgoing.read_tls(&mut state, buf) {
+                        return Poll::Ready(done);
+                    }
+                } else {
+                    drop(state);
+                    match io.try_read(buf.initialize_unfilled()) {
+                        Ok(read) => {
+                            if read > 0 {
+                                outgoing.heard.store(true, Ordering::Release);
+                            }
+                            buf.advance(read);
+                            return Poll::Ready(Ok(()));
+                        }
+                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(err) => return Poll::Ready(Err(err)),
+                    }
+                }
+            }
+            // Readiness was stale and is now cleared: wait again.
             ready!(io.poll_read_ready(cx))?;
-            match io.try_read(buf.initialize_unfilled()) {
+        }
+    }
+}
+
+impl Outgoing {
+    /// Reads plaintext out of the TLS session, feeding it from the socket
+    /// as needed. `None` when the socket has nothing now.
+    fn read_tls(&self, state: &mut State, buf: &mut ReadBuf<'_>) -> Option<io::Result<()>> {
+        loop {
+            let tls = state.tls.as_mut()?;
+            match io::Read::read(&mut tls.reader(), buf.initialize_unfilled()) {
                 Ok(read) => {
                     if read > 0 {
-                        self.outgoing.heard.store(true, Ordering::Release);
+                        self.heard.store(true, Ordering::Release);
                     }
                     buf.advance(read);
-                    return Poll::Ready(Ok(()));
+                    return Some(Ok(()));
                 }
-                // Readiness was stale and is now cleared: wait again.
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) => return Poll::Ready(Err(err)),
+                // The peer closed without close_notify: an end all the same.
+                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Some(Ok(())),
+                Err(err) => return Some(Err(err)),
+            }
+            match tls.read_tls(&mut TryIo(&self.io)) {
+                Ok(0) => return Some(Ok(())),
+                Ok(_) => {
+                    let processed = tls.process_new_packets();
+                    // Whatever the session has to say (an alert, a ticket)
+                    // goes out with the next flush; start it now.
+                    if self.flush_tls(state) == Flushed::Stalled && !state.stalled {
+                        state.stalled = true;
+                        self.stalled.notify_one();
+                    }
+                    if let Err(err) = processed {
+                        return Some(Err(io::Error::new(io::ErrorKind::InvalidData, err)));
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Some(Err(err)),
             }
         }
+    }
+}
+
+/// The socket as blocking-style `Read` and `Write` that never block: what
+/// would block is `WouldBlock`, for rustls's `read_tls` and `write_tls`.
+struct TryIo<'a>(&'a TcpStream);
+
+impl io::Read for TryIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl io::Write for TryIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -486,7 +623,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (ours, _) = listener.accept().await.unwrap();
-        (Outgoing::new(ours, max_frames, max_bytes), peer)
+        (Outgoing::new(ours, None, max_frames, max_bytes), peer)
     }
 
     fn text(len: usize, fill: char) -> Utf8Bytes {
