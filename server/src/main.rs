@@ -95,6 +95,20 @@ struct Args {
     /// Members one room may have.
     #[arg(long, env = "CHAT_MAX_MEMBERS_PER_ROOM", default_value_t = ServerConfig::default().chat.max_members_per_room)]
     max_members_per_room: usize,
+    /// The largest WebSocket message (and frame) accepted, in bytes; larger
+    /// ones close the connection with 1009.
+    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = ServerConfig::default().transport.max_message_bytes)]
+    max_message_bytes: usize,
+    /// The longest say or dm text, in bytes (too_large past it).
+    #[arg(long, env = "CHAT_MAX_TEXT_BYTES", default_value_t = ServerConfig::default().chat.max_text_bytes)]
+    max_text_bytes: usize,
+    /// The largest HTTP request head, in bytes (431 past it).
+    #[arg(long, env = "CHAT_MAX_HEADER_BYTES", default_value_t = ServerConfig::default().transport.max_header_bytes)]
+    max_header_bytes: usize,
+    /// How long a client may take for the TLS handshake and its request
+    /// head (408 past it): 10s, 500ms...
+    #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    handshake_timeout: Duration,
     /// Rooms that may exist at once.
     #[arg(long, env = "CHAT_MAX_ROOMS", default_value_t = ServerConfig::default().chat.max_rooms)]
     max_rooms: usize,
@@ -300,6 +314,10 @@ async fn main() -> anyhow::Result<()> {
     config.chat.max_rooms_per_session = args.max_rooms_per_session;
     config.chat.max_members_per_room = args.max_members_per_room;
     config.chat.max_rooms = args.max_rooms;
+    config.transport.max_message_bytes = args.max_message_bytes;
+    config.chat.max_text_bytes = args.max_text_bytes;
+    config.transport.max_header_bytes = args.max_header_bytes;
+    config.transport.handshake_timeout = args.handshake_timeout;
     if secret.is_some() {
         tracing::info!("authentication on: every hello needs an access token");
     }

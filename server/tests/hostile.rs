@@ -285,3 +285,85 @@ async fn a_peer_that_vanishes_mid_frame_leaves_no_trace() {
     alice.expect_nothing_pending().await;
     server.shutdown().await;
 }
+
+/// Sends raw bytes on a fresh TCP connection (closing our side first when
+/// `then_close`) and returns the status line the server answered, if any.
+async fn raw_http(server: &Server, bytes: &[u8], then_close: bool) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    if then_close {
+        stream.shutdown().await.unwrap();
+    }
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(support::WAIT, stream.read_to_end(&mut answer)).await;
+    read.expect("the server answers or closes in time").ok()?;
+    String::from_utf8_lossy(&answer).lines().next().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn hostile_http_gets_the_right_status_and_the_room_carries_on() {
+    let mut config = ServerConfig::default();
+    config.transport.handshake_timeout = Duration::from_millis(300);
+    let server = Server::start(config).await;
+    let mut alice = Client::in_room(&server, "alice", "lobby").await;
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let upgrade = |extra: &str| {
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n",
+            server.addr
+        )
+    };
+    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(17 * 1024));
+    let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(70));
+    let cases: Vec<(&str, String, bool, Option<&str>)> = vec![
+        ("garbage", "\u{1}\u{2} nonsense\r\n\r\n".into(), false, Some("HTTP/1.1 400 Bad Request")),
+        ("a truncated head, then goodbye", "GET / HTTP/1.1\r\nHost:".into(), true, None),
+        ("an oversized header", big, false, Some("HTTP/1.1 431 Request Header Fields Too Large")),
+        ("too many headers", many, false, Some("HTTP/1.1 431 Request Header Fields Too Large")),
+        (
+            "slowloris: half a head, then nothing",
+            "GET / HTTP/1.1\r\nHo".into(),
+            false,
+            Some("HTTP/1.1 408 Request Timeout"),
+        ),
+        (
+            "a wrong WebSocket version",
+            upgrade(&format!("Sec-WebSocket-Version: 8\r\n{key}")),
+            false,
+            Some("HTTP/1.1 426 Upgrade Required"),
+        ),
+        (
+            "a missing key",
+            upgrade("Sec-WebSocket-Version: 13\r\n"),
+            false,
+            Some("HTTP/1.1 400 Bad Request"),
+        ),
+        (
+            "another site's page",
+            upgrade(&format!("Sec-WebSocket-Version: 13\r\n{key}Origin: https://evil.example\r\n")),
+            false,
+            Some("HTTP/1.1 403 Forbidden"),
+        ),
+        (
+            "POST to the socket",
+            "POST /ws HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            false,
+            Some("HTTP/1.1 405 Method Not Allowed"),
+        ),
+        (
+            "HTTP/1.0 upgrade",
+            "GET /ws HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".into(),
+            false,
+            Some("HTTP/1.1 400 Bad Request"),
+        ),
+    ];
+    for (name, bytes, then_close, expected) in cases {
+        let status = raw_http(&server, bytes.as_bytes(), then_close).await;
+        assert_eq!(status.as_deref(), expected, "{name}");
+        alice.send(json!({"type": "say", "room": "lobby", "text": format!("after {name}")})).await;
+        assert_eq!(alice.expect("message").await["text"], format!("after {name}"));
+    }
+    alice.expect_nothing_pending().await;
+    server.shutdown().await;
+}
