@@ -38,13 +38,13 @@ impl RoomPattern {
 fn glob(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
+    while let Some(&current) = text.get(t) {
         match pattern.get(p) {
             Some(b'*') => {
                 star = Some((p, t));
                 p += 1;
             }
-            Some(&c) if c == text[t] => {
+            Some(&c) if c == current => {
                 p += 1;
                 t += 1;
             }
@@ -58,7 +58,7 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
             },
         }
     }
-    pattern[p..].iter().all(|&c| c == b'*')
+    pattern.get(p..).unwrap_or_default().iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]

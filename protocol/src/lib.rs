@@ -12,6 +12,8 @@
 //! frame, is `docs/protocol.md`; a test parses every example in it with this
 //! crate so the two cannot drift.
 #![warn(missing_docs)]
+// Network input must never panic the server: no indexing that could.
+#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
 
 mod client;
 mod close;

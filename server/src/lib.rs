@@ -8,6 +8,8 @@
 //! This crate deliberately holds no chat rules (they are `chat-core`'s) and
 //! no wire details beyond the conversions in `wire.rs`.
 #![warn(missing_docs)]
+// Network input must never panic the server: no indexing that could.
+#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
 
 pub mod auth;
 mod clock;

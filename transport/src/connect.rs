@@ -270,7 +270,7 @@ pub async fn connect(
         Ok((socket, _response)) => Ok(socket),
         Err(tungstenite::Error::Http(response)) => {
             let body = response.body().as_deref().unwrap_or_default();
-            let body = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+            let body = String::from_utf8_lossy(body.get(..512).unwrap_or(body)).into_owned();
             Err(ConnectError::Refused { status: response.status(), body })
         }
         Err(err) => Err(ConnectError::Handshake(err.to_string())),

@@ -12,6 +12,8 @@
 //! `chat-protocol`) and not the rules (that is `chat-core`). It keeps no
 //! connection alive beyond one request unless the request is an upgrade.
 #![warn(missing_docs)]
+// Network input must never panic the server: no indexing that could.
+#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
 
 mod accept;
 mod close;

@@ -288,7 +288,7 @@ impl Outgoing {
         while !state.chunks.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let count = fill_slices(&state.chunks, state.written, &mut slices);
-            match self.io.try_write_vectored(&slices[..count]) {
+            match self.io.try_write_vectored(slices.get(..count).unwrap_or_default()) {
                 Ok(0) => return state.fail(io::ErrorKind::WriteZero),
                 Ok(written) => state.advance(written),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Flushed::Stalled,
@@ -316,7 +316,10 @@ impl Outgoing {
             let Some(tls) = state.tls.as_mut() else {
                 return Flushed::Done;
             };
-            match io::Write::write_vectored(&mut tls.writer(), &slices[..count]) {
+            match io::Write::write_vectored(
+                &mut tls.writer(),
+                slices.get(..count).unwrap_or_default(),
+            ) {
                 Ok(written) if written > 0 => state.advance(written),
                 // The session's buffer is full: flush it first.
                 Ok(_) => {}
@@ -377,15 +380,19 @@ fn fill_slices<'a>(
         }
         let header = chunk.header.as_bytes();
         if skip < header.len() {
-            slices[count] = IoSlice::new(&header[skip..]);
-            count += 1;
+            if let Some(slot) = slices.get_mut(count) {
+                *slot = IoSlice::new(header.get(skip..).unwrap_or_default());
+                count += 1;
+            }
             skip = 0;
         } else {
             skip -= header.len();
         }
         if let Some(payload) = chunk.payload.get(skip..).filter(|rest| !rest.is_empty()) {
-            slices[count] = IoSlice::new(payload);
-            count += 1;
+            if let Some(slot) = slices.get_mut(count) {
+                *slot = IoSlice::new(payload);
+                count += 1;
+            }
         }
         skip = 0;
     }
@@ -605,7 +612,7 @@ impl FrameHeader {
     }
 
     fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len as usize]
+        self.bytes.get(..usize::from(self.len)).unwrap_or_default()
     }
 }
 

@@ -27,7 +27,7 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(
         if n == 0 {
             return Ok(Head::Closed);
         }
-        buf.extend_from_slice(&chunk[..n]);
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
         match parse(&buf) {
             Parsed::Complete(_, len) if len > max_bytes => {
                 return Ok(Head::Refuse(
