@@ -10,18 +10,21 @@ use std::time::Duration;
 
 use chat_transport::tungstenite::{self, Message};
 
-#[test]
-fn serves_the_page_and_stops_cleanly_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--ephemeral"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+/// Starts the server and returns it with the address from its first line.
+fn start(command: &mut Command) -> (std::process::Child, String) {
+    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     let addr = line.trim().strip_prefix("listening on http://").expect("listening line").to_owned();
+    (child, addr)
+}
+
+#[test]
+fn serves_the_page_and_stops_cleanly_on_sigterm() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
+    command.args(["--listen", "127.0.0.1:0", "--log-format", "json", "--ephemeral"]);
+    let (mut child, addr) = start(command.stderr(Stdio::piped()));
 
     let get = |path: &str| -> String {
         let mut stream = TcpStream::connect(&addr).unwrap();
@@ -80,19 +83,9 @@ fn a_config_file_sets_what_flags_and_environment_do_not() {
          joins_per_sec = 6\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        .arg("--config")
-        .arg(&config)
-        .args(["--frames-per-sec", "88"])
-        .env("CHAT_MESSAGES_PER_SEC", "4")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on http://").expect("listening line").to_owned();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
+    command.arg("--config").arg(&config).args(["--frames-per-sec", "88"]);
+    let (mut child, addr) = start(command.env("CHAT_MESSAGES_PER_SEC", "4").stderr(Stdio::null()));
     let stream = TcpStream::connect(&addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let (mut socket, _) = tungstenite::client(format!("ws://{addr}/ws"), stream).unwrap();
