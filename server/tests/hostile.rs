@@ -367,3 +367,45 @@ async fn hostile_http_gets_the_right_status_and_the_room_carries_on() {
     alice.expect_nothing_pending().await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn count_limits_answer_limit_reached_and_join_floods_rate_limited() {
+    let mut config = ServerConfig::default();
+    config.chat.max_rooms_per_session = 2;
+    config.chat.max_members_per_room = 2;
+    config.chat.joins_per_sec = 1;
+    config.chat.joins_burst = 3;
+    let server = Server::start(config).await;
+    let mut alice = Client::in_room(&server, "alice", "lobby").await;
+    alice.send(json!({"type": "join", "room": "b"})).await;
+    alice.expect("joined").await;
+    alice.send(json!({"type": "join", "room": "c", "id": "third"})).await;
+    assert_eq!(alice.expect_error("limit_reached").await["id"], "third");
+
+    let _bob = Client::in_room(&server, "bob", "lobby").await;
+    alice.expect("presence").await;
+    let mut carol = Client::hello(&server, "carol").await;
+    carol.send(json!({"type": "join", "room": "lobby"})).await;
+    carol.expect_error("limit_reached").await;
+    // A refused join costs nothing; carol's burst of new joins is 3, then
+    // one a second: joining new rooms fast runs into rate_limited.
+    let mut joined = 0;
+    let refused = loop {
+        assert!(joined < 10, "no rate limit after {joined} joins");
+        carol.send(json!({"type": "join", "room": format!("r{joined}")})).await;
+        let answer = carol.recv().await;
+        if answer["type"] == "error" {
+            break answer;
+        }
+        assert_eq!(answer["type"], "joined", "{answer}");
+        joined += 1;
+        // Stay under the two-rooms limit.
+        carol.send(json!({"type": "leave", "room": format!("r{}", joined - 1)})).await;
+        carol.expect("left").await;
+    };
+    assert!(joined >= 3, "the burst of 3 went through first ({joined})");
+    assert_eq!(refused["code"], "rate_limited", "{refused}");
+    assert!(refused["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0), "{refused}");
+    alice.expect_nothing_pending().await;
+    server.shutdown().await;
+}

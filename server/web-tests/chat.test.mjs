@@ -45,10 +45,10 @@ function startServer(listen = '127.0.0.1:0', dataDir = null, extra = []) {
     child.once('error', reject);
     child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
     lines.on('line', (line) => {
-      const match = /^listening on (http:\/\/\S+)$/.exec(line);
+      const match = /^listening on (https?:\/\/(\S+))$/.exec(line);
       if (match) {
         clearTimeout(timer);
-        resolve({ child, url: match[1], addr: match[1].slice('http://'.length) });
+        resolve({ child, url: match[1], addr: match[2] });
       }
     });
   });
@@ -264,5 +264,26 @@ test('with authentication on, the page logs in with an access token and nothing 
   } finally {
     await stopServer(server.child);
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('over TLS the page and its WebSocket work on one port', async () => {
+  const server = await startServer('127.0.0.1:0', null, ['--tls-self-signed']);
+  try {
+    assert.match(server.url, /^https:/);
+    // The certificate is made up at start: this context is told to accept it.
+    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+    const page = await context.newPage();
+    page.setDefaultTimeout(WAIT);
+    await page.goto(server.url);
+    await page.fill('#nick-input', 'dave');
+    await page.click('#login-form button[type=submit]');
+    await page.waitForFunction(() => document.querySelector('#me')?.textContent === 'dave');
+    await say(page, 'sealed');
+    await seeMessage(page, 'sealed');
+    assert.equal(await page.evaluate(() => state.socket.url.startsWith('wss://')), true);
+    await context.close();
+  } finally {
+    await stopServer(server.child);
   }
 });
