@@ -79,8 +79,9 @@ struct Session {
     conn: Option<MemberId>,
     /// When the last connection went away, while none is attached.
     detached_at: Option<Timestamp>,
-    /// What the session's identity grants, if it has one.
-    grant: Option<Grant>,
+    /// What the session's identity grants, if it has one (boxed: most
+    /// sessions have none).
+    grant: Option<Box<Grant>>,
     messages: TokenBucket,
     /// Joins of new rooms.
     joins: TokenBucket,
@@ -417,7 +418,7 @@ impl Chat {
                         session.nick
                     )));
                 }
-                session.grant = Some(grant.clone());
+                session.grant = Some(Box::new(grant.clone()));
                 self.grant_deadlines.insert((grant.expires, sid));
             }
             self.resume_session(member, sid, id);
@@ -457,7 +458,7 @@ impl Chat {
             rooms: BTreeSet::new(),
             conn: Some(member),
             detached_at: None,
-            grant: grant.clone(),
+            grant: grant.clone().map(Box::new),
             messages: TokenBucket::full(self.message_rate(), now),
             joins: TokenBucket::full(
                 Rate { per_sec: self.config.joins_per_sec, burst: self.config.joins_burst },
@@ -531,7 +532,7 @@ impl Chat {
             .filter(|name| !grant.allows(name))
             .collect();
         if let Some(session) = self.sessions.get_mut(&sid) {
-            session.grant = Some(grant);
+            session.grant = Some(Box::new(grant));
         }
         self.grant_deadlines.insert((expires, sid));
         for name in revoked {

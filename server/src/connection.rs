@@ -48,7 +48,7 @@ pub(crate) async fn serve(
         let outcome = match step {
             Step::Close(closing) => Some(Box::pin(conn.close(closing)).await),
             Step::Stalled => Box::pin(conn.unstall(config.write_timeout)).await.err(),
-            Step::Read(message) => conn.read(message).await.err(),
+            Step::Read(message) => conn.read(message, config).await.err(),
         };
         if let Some(reason) = outcome {
             break reason;
@@ -78,8 +78,6 @@ struct Connection {
     /// The connection's place under the connection limits, freed with it.
     _pass: Pass,
     limiter: FrameLimiter,
-    /// The secret access tokens are checked with, when authentication is on.
-    secret: Option<Secret>,
 }
 
 /// Frames of any kind a connection may send, and how many refusals it may
@@ -87,9 +85,15 @@ struct Connection {
 struct FrameLimiter {
     opened: tokio::time::Instant,
     frames: TokenBucket,
-    rate: Rate,
     refusals: TokenBucket,
-    refusal_rate: Rate,
+}
+
+/// The limiter's rates: the frames allowed, and the refusals tolerated.
+fn frame_rates(config: &ServerConfig) -> (Rate, Rate) {
+    (
+        Rate { per_sec: config.frames_per_sec, burst: config.frames_burst },
+        Rate { per_sec: 1, burst: config.frames_refused_max },
+    )
 }
 
 /// What the limiter says of one more frame.
@@ -103,24 +107,22 @@ enum Admit {
 
 impl FrameLimiter {
     fn new(config: &ServerConfig) -> Self {
-        let rate = Rate { per_sec: config.frames_per_sec, burst: config.frames_burst };
-        let refusal_rate = Rate { per_sec: 1, burst: config.frames_refused_max };
+        let (rate, refusal_rate) = frame_rates(config);
         let start = Timestamp::from_unix_millis(0);
         Self {
             opened: tokio::time::Instant::now(),
             frames: TokenBucket::full(rate, start),
-            rate,
             refusals: TokenBucket::full(refusal_rate, start),
-            refusal_rate,
         }
     }
 
-    fn admit(&mut self) -> Admit {
+    fn admit(&mut self, config: &ServerConfig) -> Admit {
+        let (rate, refusal_rate) = frame_rates(config);
         let elapsed = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         let now = Timestamp::from_unix_millis(elapsed);
-        match self.frames.take(self.rate, now) {
+        match self.frames.take(rate, now) {
             Ok(()) => Admit::Yes,
-            Err(_) if self.refusals.take(self.refusal_rate, now).is_err() => Admit::Abusive,
+            Err(_) if self.refusals.take(refusal_rate, now).is_err() => Admit::Abusive,
             Err(retry_after_ms) => Admit::Refused(retry_after_ms),
         }
     }
@@ -153,7 +155,6 @@ impl Connection {
             departure: Departure::Lost,
             _pass: pass,
             limiter: FrameLimiter::new(config),
-            secret: config.auth_secret.clone(),
         })
     }
 
@@ -162,6 +163,7 @@ impl Connection {
     async fn read(
         &mut self,
         message: Option<Result<Message, chat_transport::tungstenite::Error>>,
+        config: &ServerConfig,
     ) -> Result<(), String> {
         match message {
             Some(Ok(Message::Close(frame))) => {
@@ -176,7 +178,7 @@ impl Connection {
                 Err("closed by peer".to_owned())
             }
             Some(Ok(message)) => {
-                match self.limiter.admit() {
+                match self.limiter.admit(config) {
                     Admit::Yes => {}
                     Admit::Refused(retry_after_ms) => {
                         self.refuse(retry_after_ms);
@@ -186,7 +188,8 @@ impl Connection {
                         return Err(Box::pin(self.close(CloseCode::Policy.into())).await);
                     }
                 }
-                let Some(input) = input_for(self.member, message, self.secret.as_ref()) else {
+                let secret = config.auth_secret.as_ref();
+                let Some(input) = input_for(self.member, message, secret) else {
                     return Ok(());
                 };
                 // Waits only when the hub is behind, and then in a box.
