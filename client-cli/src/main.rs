@@ -12,6 +12,8 @@ mod pacer;
 mod rawws;
 mod render;
 mod session;
+#[allow(dead_code)] // Wired to a terminal in the next step.
+mod tui;
 
 use std::process::ExitCode;
 
