@@ -2,3 +2,4 @@
 //! input line first, as plain state tested without a terminal.
 
 pub mod editor;
+pub mod state;

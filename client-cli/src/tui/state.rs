@@ -1,0 +1,535 @@
+//! What the full-screen client shows: one view per room (and per direct
+//! conversation, and one for the server), each with its scrollback,
+//! members, unread count and mention flag. Fed server frames, driven by
+//! keys through its methods; no terminal involved, so tests drive it.
+
+use std::collections::VecDeque;
+
+use chat_protocol::{ClientFrame, Message, PresenceEvent, ServerFrame};
+
+/// Lines kept per view; older ones are paged back in with `history`.
+const LINES_MAX: usize = 5000;
+
+/// Messages asked for per `history` page.
+const PAGE: u32 = 100;
+
+/// What a view is of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// Notices from the server and the client itself.
+    Status,
+    /// A room.
+    Room,
+    /// Direct messages with one nick.
+    Direct,
+}
+
+/// One line of a view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    Message { seq: Option<u64>, ts: u64, from: String, text: String, action: bool },
+    Notice(String),
+    Error(String),
+}
+
+/// One view: a room, a conversation, or the status view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub name: String,
+    pub kind: Kind,
+    pub lines: VecDeque<Line>,
+    pub members: Vec<String>,
+    pub unread: usize,
+    /// A message since the view was last looked at mentions me.
+    pub mentioned: bool,
+    /// How many lines up from the bottom the view is scrolled.
+    pub scroll: usize,
+    /// Asked the server for older messages and waiting.
+    pub loading: bool,
+    /// The server has nothing older.
+    pub complete: bool,
+}
+
+impl View {
+    fn new(name: &str, kind: Kind) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind,
+            lines: VecDeque::new(),
+            members: Vec::new(),
+            unread: 0,
+            mentioned: false,
+            scroll: 0,
+            loading: false,
+            complete: false,
+        }
+    }
+
+    /// The oldest message `seq` shown.
+    fn first_seq(&self) -> Option<u64> {
+        self.lines.iter().find_map(|line| match line {
+            Line::Message { seq, .. } => *seq,
+            _ => None,
+        })
+    }
+
+    fn has_seq(&self, wanted: u64) -> bool {
+        self.lines
+            .iter()
+            .any(|line| matches!(line, Line::Message { seq: Some(seq), .. } if *seq == wanted))
+    }
+
+    fn push(&mut self, line: Line) {
+        self.lines.push_back(line);
+        if self.scroll > 0 {
+            // Someone reading back keeps their place.
+            self.scroll += 1;
+        }
+        while self.lines.len() > LINES_MAX {
+            self.lines.pop_front();
+            self.complete = false;
+        }
+    }
+}
+
+/// The client's connection, for the status bar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    Connecting,
+    Connected,
+    /// Waiting to reconnect, with the seconds left.
+    Reconnecting {
+        in_secs: u64,
+    },
+    /// No connection; messages typed meanwhile are queued.
+    Offline {
+        queued: usize,
+    },
+}
+
+/// Everything on screen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    pub me: Option<String>,
+    pub views: Vec<View>,
+    pub current: usize,
+    pub connection: Connection,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            me: None,
+            views: vec![View::new("status", Kind::Status)],
+            current: 0,
+            connection: Connection::Connecting,
+        }
+    }
+}
+
+impl State {
+    /// The view shown.
+    pub fn current(&self) -> &View {
+        // `current` always indexes `views`, which is never empty.
+        &self.views[self.current.min(self.views.len() - 1)]
+    }
+
+    /// The room the current view sends to, if it is a room.
+    pub fn current_room(&self) -> Option<&str> {
+        let view = self.current();
+        (view.kind == Kind::Room).then_some(view.name.as_str())
+    }
+
+    fn find(&self, name: &str, kind: &Kind) -> Option<usize> {
+        self.views.iter().position(|view| view.name == name && &view.kind == kind)
+    }
+
+    fn view_mut(&mut self, name: &str, kind: Kind) -> &mut View {
+        let at = match self.find(name, &kind) {
+            Some(at) => at,
+            None => {
+                self.views.push(View::new(name, kind));
+                self.views.len() - 1
+            }
+        };
+        &mut self.views[at]
+    }
+
+    /// Shows view `at`; its unread count and mention flag are cleared.
+    pub fn select(&mut self, at: usize) {
+        if let Some(view) = self.views.get_mut(at) {
+            view.unread = 0;
+            view.mentioned = false;
+            self.current = at;
+        }
+    }
+
+    pub fn next(&mut self) {
+        self.select((self.current + 1) % self.views.len());
+    }
+
+    pub fn previous(&mut self) {
+        self.select((self.current + self.views.len() - 1) % self.views.len());
+    }
+
+    /// Adds a line of the client's own to the current view.
+    pub fn notice(&mut self, text: &str) {
+        let current = self.current;
+        if let Some(view) = self.views.get_mut(current) {
+            view.push(Line::Notice(text.to_owned()));
+        }
+    }
+
+    /// Scrolls the current view up by `lines` of the `height` on screen.
+    /// Reaching the top asks for older messages: the frame to send, if any.
+    pub fn scroll_up(&mut self, lines: usize, height: usize) -> Option<ClientFrame> {
+        let current = self.current;
+        let view = self.views.get_mut(current)?;
+        let top = view.lines.len().saturating_sub(height);
+        view.scroll = (view.scroll + lines).min(top);
+        let at_top = view.scroll >= top;
+        if !at_top || view.kind != Kind::Room || view.loading || view.complete {
+            return None;
+        }
+        let before = view.first_seq()?;
+        if before <= 1 {
+            view.complete = true;
+            return None;
+        }
+        view.loading = true;
+        Some(ClientFrame::History {
+            room: view.name.clone(),
+            before: Some(before),
+            limit: Some(PAGE),
+        })
+    }
+
+    pub fn scroll_down(&mut self, lines: usize) {
+        let current = self.current;
+        if let Some(view) = self.views.get_mut(current) {
+            view.scroll = view.scroll.saturating_sub(lines);
+        }
+    }
+
+    /// Takes in a frame from the server.
+    pub fn on_frame(&mut self, frame: &ServerFrame) {
+        match frame {
+            ServerFrame::Welcome { nick, .. } => {
+                self.me = Some(nick.clone());
+                self.connection = Connection::Connected;
+            }
+            ServerFrame::Joined { room, members, history, .. } => {
+                let fresh = self.find(room, &Kind::Room).is_none();
+                let view = self.view_mut(room, Kind::Room);
+                view.members = members.clone();
+                for message in history {
+                    add_message(view, message);
+                }
+                if fresh {
+                    view.push(Line::Notice(format!("joined {room} ({} members)", members.len())));
+                    if let Some(at) = self.find(room, &Kind::Room) {
+                        self.select(at);
+                    }
+                }
+            }
+            ServerFrame::Left { room, .. } => {
+                if let Some(at) = self.find(room, &Kind::Room) {
+                    self.views.remove(at);
+                    if self.current >= at && self.current > 0 {
+                        self.current -= 1;
+                    }
+                }
+            }
+            ServerFrame::Presence { room, event, nick, old } => {
+                let view = self.view_mut(room, Kind::Room);
+                let text = match (event, old) {
+                    (PresenceEvent::Join, _) => {
+                        if !view.members.contains(nick) {
+                            view.members.push(nick.clone());
+                        }
+                        format!("{nick} joined")
+                    }
+                    (PresenceEvent::Leave, _) => {
+                        view.members.retain(|member| member != nick);
+                        format!("{nick} left")
+                    }
+                    (PresenceEvent::Nick, old) => {
+                        if let Some(old) = old {
+                            view.members.retain(|member| member != old);
+                        }
+                        view.members.push(nick.clone());
+                        format!("{} is now known as {nick}", old.as_deref().unwrap_or("someone"))
+                    }
+                };
+                view.members.sort_by_key(|member| member.to_lowercase());
+                view.push(Line::Notice(text));
+            }
+            ServerFrame::Message(message) => {
+                let mentions = self.mentions_me(&message.text);
+                let at = match self.find(&message.room, &Kind::Room) {
+                    Some(at) => at,
+                    None => return,
+                };
+                let current = self.current;
+                let view = &mut self.views[at];
+                if add_message(view, message) && at != current {
+                    view.unread += 1;
+                    view.mentioned |= mentions;
+                }
+            }
+            ServerFrame::Direct { from, to, text, ts, .. } => {
+                let me = self.me.clone().unwrap_or_default();
+                let peer = if *from == me { to } else { from };
+                let current = self.current;
+                let view = self.view_mut(peer, Kind::Direct);
+                view.push(Line::Message {
+                    seq: None,
+                    ts: *ts,
+                    from: from.clone(),
+                    text: text.clone(),
+                    action: false,
+                });
+                if let Some(at) = self.find(peer, &Kind::Direct) {
+                    if at != current && *from != me {
+                        self.views[at].unread += 1;
+                        self.views[at].mentioned = true;
+                    }
+                }
+            }
+            ServerFrame::Nick { nick, .. } => self.me = Some(nick.clone()),
+            ServerFrame::Members { room, members, .. } => {
+                self.view_mut(room, Kind::Room).members = members.clone();
+            }
+            ServerFrame::History { room, messages, .. } => {
+                let view = self.view_mut(room, Kind::Room);
+                view.loading = false;
+                if messages.is_empty() {
+                    view.complete = true;
+                }
+                let older: Vec<Line> =
+                    messages.iter().filter(|m| !view.has_seq(m.seq)).map(message_line).collect();
+                for line in older.into_iter().rev() {
+                    view.lines.push_front(line);
+                }
+            }
+            ServerFrame::Error { code, message, .. } => {
+                let current = self.current;
+                if let Some(view) = self.views.get_mut(current) {
+                    view.push(Line::Error(format!("{code}: {message}")));
+                }
+            }
+            ServerFrame::Rooms { .. }
+            | ServerFrame::Typing { .. }
+            | ServerFrame::Pong { .. }
+            | ServerFrame::Authed { .. } => {}
+        }
+    }
+
+    /// Whether `text` names me as a word (case-insensitive).
+    fn mentions_me(&self, text: &str) -> bool {
+        let Some(me) = self.me.as_deref().map(str::to_lowercase) else {
+            return false;
+        };
+        text.to_lowercase()
+            .split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_'))
+            .any(|word| word == me)
+    }
+}
+
+fn message_line(message: &Message) -> Line {
+    Line::Message {
+        seq: Some(message.seq),
+        ts: message.ts,
+        from: message.from.clone(),
+        text: message.text.clone(),
+        action: message.action,
+    }
+}
+
+/// Adds a room message once, in `seq` order; false if it was there.
+fn add_message(view: &mut View, message: &Message) -> bool {
+    if view.has_seq(message.seq) {
+        return false;
+    }
+    view.push(message_line(message));
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_protocol::Resume;
+
+    use super::*;
+
+    fn welcome(nick: &str) -> ServerFrame {
+        let decoded = ServerFrame::decode(&format!(
+            r#"{{"type":"welcome","session":"s","nick":"{nick}","server":{{"name":"chat-server","version":"0","protocol":1}},
+            "limits":{{"max_frame_bytes":1,"max_text_bytes":1,"max_nick_chars":1,"max_room_chars":1,
+            "history_per_room":1,"history_page_max":1,"join_history":1,"typing_interval_ms":1,
+            "messages_per_sec":1,"messages_burst":1}}}}"#
+        ));
+        decoded.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn message(room: &str, seq: u64, from: &str, text: &str) -> Message {
+        Message {
+            room: room.into(),
+            seq,
+            ts: 1_700_000_000_000 + seq,
+            from: from.into(),
+            text: text.into(),
+            id: None,
+            action: false,
+        }
+    }
+
+    fn joined(room: &str, members: &[&str], history: Vec<Message>) -> ServerFrame {
+        ServerFrame::Joined {
+            id: None,
+            room: room.into(),
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+            history,
+            last_seq: 0,
+            resume: Resume::Fresh,
+            gap: None,
+        }
+    }
+
+    fn texts(view: &View) -> Vec<String> {
+        view.lines
+            .iter()
+            .map(|line| match line {
+                Line::Message { text, .. } => text.clone(),
+                Line::Notice(text) => format!("-- {text}"),
+                Line::Error(text) => format!("!! {text}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn joining_opens_a_view_and_messages_elsewhere_count_as_unread() {
+        let mut s = State::default();
+        s.on_frame(&welcome("alice"));
+        assert_eq!(s.connection, Connection::Connected);
+        s.on_frame(&joined("lobby", &["alice", "bob"], vec![message("lobby", 1, "bob", "hi")]));
+        s.on_frame(&joined("dev", &["alice"], vec![]));
+        assert_eq!(s.current().name, "dev", "a room joined becomes current");
+        s.on_frame(&ServerFrame::Message(message("lobby", 2, "bob", "where is everyone")));
+        s.on_frame(&ServerFrame::Message(message("lobby", 3, "bob", "ALICE, look")));
+        let lobby = s.find("lobby", &Kind::Room).unwrap_or(0);
+        assert_eq!((s.views[lobby].unread, s.views[lobby].mentioned), (2, true));
+        s.select(lobby);
+        assert_eq!((s.views[lobby].unread, s.views[lobby].mentioned), (0, false));
+        assert_eq!(
+            texts(&s.views[lobby]),
+            ["hi", "-- joined lobby (2 members)", "where is everyone", "ALICE, look"]
+        );
+        // A resumed join repeats what was seen: nothing twice.
+        s.on_frame(&joined(
+            "lobby",
+            &["alice", "bob"],
+            vec![message("lobby", 2, "bob", "where is everyone")],
+        ));
+        assert_eq!(s.views[lobby].lines.len(), 4);
+    }
+
+    #[test]
+    fn mentions_are_whole_words() {
+        let mut s = State::default();
+        s.on_frame(&welcome("al"));
+        assert!(s.mentions_me("hey al!"));
+        assert!(s.mentions_me("Al: ping"));
+        assert!(!s.mentions_me("alice and albert"));
+    }
+
+    #[test]
+    fn presence_keeps_the_member_list() {
+        let mut s = State::default();
+        s.on_frame(&welcome("alice"));
+        s.on_frame(&joined("lobby", &["alice"], vec![]));
+        let presence = |event, nick: &str, old: Option<&str>| ServerFrame::Presence {
+            room: "lobby".into(),
+            event,
+            nick: nick.into(),
+            old: old.map(str::to_owned),
+        };
+        s.on_frame(&presence(PresenceEvent::Join, "bob", None));
+        s.on_frame(&presence(PresenceEvent::Join, "Carol", None));
+        s.on_frame(&presence(PresenceEvent::Nick, "robert", Some("bob")));
+        s.on_frame(&presence(PresenceEvent::Leave, "Carol", None));
+        assert_eq!(s.current().members, ["alice", "robert"]);
+        assert_eq!(texts(s.current()).last().map(String::as_str), Some("-- Carol left"));
+    }
+
+    #[test]
+    fn direct_messages_get_their_own_view_named_after_the_other_side() {
+        let mut s = State::default();
+        s.on_frame(&welcome("alice"));
+        s.on_frame(&joined("lobby", &["alice"], vec![]));
+        let dm = |from: &str, to: &str, text: &str| ServerFrame::Direct {
+            from: from.into(),
+            to: to.into(),
+            text: text.into(),
+            ts: 1,
+            id: None,
+        };
+        s.on_frame(&dm("bob", "alice", "psst"));
+        s.on_frame(&dm("alice", "bob", "yes?"));
+        let at = s.find("bob", &Kind::Direct).unwrap_or(0);
+        assert_eq!(texts(&s.views[at]), ["psst", "yes?"]);
+        assert_eq!(
+            (s.views[at].unread, s.views[at].mentioned),
+            (1, true),
+            "my own reply is not unread"
+        );
+    }
+
+    #[test]
+    fn scrolling_to_the_top_asks_for_older_messages_once() {
+        let mut s = State::default();
+        s.on_frame(&welcome("alice"));
+        let history: Vec<Message> =
+            (41..=50).map(|seq| message("lobby", seq, "bob", &format!("m{seq}"))).collect();
+        s.on_frame(&joined("lobby", &["alice", "bob"], history));
+        assert_eq!(s.scroll_up(3, 5), None, "not at the top yet");
+        let ask = s.scroll_up(100, 5);
+        assert_eq!(
+            ask,
+            Some(ClientFrame::History {
+                room: "lobby".into(),
+                before: Some(41),
+                limit: Some(PAGE)
+            })
+        );
+        assert_eq!(s.scroll_up(1, 5), None, "already waiting");
+        let older: Vec<Message> =
+            (1..=40).map(|seq| message("lobby", seq, "bob", &format!("m{seq}"))).collect();
+        s.on_frame(&ServerFrame::History { id: None, room: "lobby".into(), messages: older });
+        assert_eq!(texts(s.current()).first().map(String::as_str), Some("m1"));
+        assert_eq!(s.current().lines.len(), 51);
+        assert_eq!(s.scroll_up(1000, 5), None, "seq 1 is the beginning");
+        s.scroll_down(1000);
+        assert_eq!(s.current().scroll, 0);
+    }
+
+    #[test]
+    fn errors_show_in_the_current_view_and_leaving_closes_the_view() {
+        let mut s = State::default();
+        s.on_frame(&welcome("alice"));
+        s.on_frame(&joined("lobby", &["alice"], vec![]));
+        s.on_frame(&joined("dev", &["alice"], vec![]));
+        s.on_frame(&ServerFrame::Error {
+            id: None,
+            code: chat_protocol::ErrorCode::RateLimited,
+            message: "slow down".into(),
+            retry_after_ms: Some(5),
+        });
+        assert_eq!(
+            texts(s.current()).last().map(String::as_str),
+            Some("!! rate_limited: slow down")
+        );
+        s.on_frame(&ServerFrame::Left { id: None, room: "dev".into() });
+        assert_eq!(s.current().name, "lobby");
+        assert_eq!(s.views.len(), 2, "status and lobby");
+    }
+}
