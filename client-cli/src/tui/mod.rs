@@ -3,3 +3,4 @@
 
 pub mod editor;
 pub mod state;
+pub mod view;

@@ -42,7 +42,8 @@ pub struct View {
     pub unread: usize,
     /// A message since the view was last looked at mentions me.
     pub mentioned: bool,
-    /// How many lines up from the bottom the view is scrolled.
+    /// How many lines (messages and notices, not screen rows) up from the
+    /// bottom the view is scrolled.
     pub scroll: usize,
     /// Asked the server for older messages and waiting.
     pub loading: bool,
@@ -185,9 +186,9 @@ impl State {
     pub fn scroll_up(&mut self, lines: usize, height: usize) -> Option<ClientFrame> {
         let current = self.current;
         let view = self.views.get_mut(current)?;
-        let top = view.lines.len().saturating_sub(height);
-        view.scroll = (view.scroll + lines).min(top);
-        let at_top = view.scroll >= top;
+        // Scrolled by whole lines; the oldest line stays on screen.
+        view.scroll = (view.scroll + lines).min(view.lines.len().saturating_sub(1));
+        let at_top = view.scroll + height >= view.lines.len();
         if !at_top || view.kind != Kind::Room || view.loading || view.complete {
             return None;
         }

@@ -1,0 +1,383 @@
+//! Drawing the full-screen client with ratatui: the room list on the left,
+//! the current view's messages in the middle, its members on the right
+//! (toggled), the input line and the status bar at the bottom.
+//!
+//! Lines are wrapped here, by display width (a CJK character or an emoji
+//! takes two columns), so scrolling counts the rows actually shown.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Position, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph};
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+
+use super::editor::Editor;
+use super::state::{Connection, Kind, Line as ViewLine, State, View};
+
+/// Colours nicks are drawn in, picked by a stable hash of the nick.
+const NICK_COLOURS: [Color; 8] = [
+    Color::Cyan,
+    Color::Green,
+    Color::Yellow,
+    Color::Magenta,
+    Color::LightBlue,
+    Color::LightRed,
+    Color::LightGreen,
+    Color::LightMagenta,
+];
+
+/// The width of the room list and of the member list.
+const SIDE: u16 = 18;
+
+/// What else the screen shows beyond the state.
+#[derive(Debug, Clone, Copy)]
+pub struct Chrome<'a> {
+    pub server: &'a str,
+    pub show_members: bool,
+}
+
+/// The colour a nick is always drawn in.
+pub fn nick_colour(nick: &str) -> Color {
+    // FNV-1a: stable across runs and platforms, unlike the std hasher.
+    let hash = nick
+        .to_lowercase()
+        .bytes()
+        .fold(0x811c_9dc5_u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193));
+    NICK_COLOURS[(hash % NICK_COLOURS.len() as u32) as usize]
+}
+
+/// Draws everything.
+pub fn draw(frame: &mut Frame<'_>, state: &State, editor: &Editor, chrome: Chrome<'_>) {
+    let [main, input, status] =
+        Layout::vertical([Constraint::Min(1), Constraint::Length(1), Constraint::Length(1)])
+            .areas(frame.area());
+    let members = if chrome.show_members && state.current().kind == Kind::Room { SIDE } else { 0 };
+    let [rooms, messages, people] = Layout::horizontal([
+        Constraint::Length(SIDE.min(main.width / 3)),
+        Constraint::Min(1),
+        Constraint::Length(members.min(main.width / 3)),
+    ])
+    .areas(main);
+    draw_rooms(frame, state, rooms);
+    draw_messages(frame, state.current(), messages);
+    if people.width > 0 {
+        draw_members(frame, state.current(), people);
+    }
+    draw_input(frame, editor, state, input);
+    draw_status(frame, state, chrome, status);
+}
+
+fn view_label(view: &View) -> String {
+    match view.kind {
+        Kind::Status => view.name.clone(),
+        Kind::Room => format!("#{}", view.name),
+        Kind::Direct => format!("@{}", view.name),
+    }
+}
+
+fn draw_rooms(frame: &mut Frame<'_>, state: &State, area: Rect) {
+    let lines: Vec<Line<'_>> = state
+        .views
+        .iter()
+        .enumerate()
+        .map(|(at, view)| {
+            let mut text = view_label(view);
+            if view.unread > 0 {
+                text.push_str(&format!(" ({})", view.unread));
+            }
+            let mut style = Style::default();
+            if view.mentioned {
+                style = style.fg(Color::LightRed).add_modifier(Modifier::BOLD);
+            } else if view.unread > 0 {
+                style = style.add_modifier(Modifier::BOLD);
+            }
+            if at == state.current {
+                style = style.add_modifier(Modifier::REVERSED);
+            }
+            Line::from(Span::styled(text, style))
+        })
+        .collect();
+    let block = Block::default().borders(Borders::RIGHT);
+    frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+fn draw_members(frame: &mut Frame<'_>, view: &View, area: Rect) {
+    let lines: Vec<Line<'_>> = view
+        .members
+        .iter()
+        .map(|nick| Line::from(Span::styled(nick.clone(), Style::default().fg(nick_colour(nick)))))
+        .collect();
+    let block = Block::default().borders(Borders::LEFT);
+    frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+/// `HH:MM` (UTC) of a timestamp in unix milliseconds.
+fn clock(ts: u64) -> String {
+    let minutes = ts / 60_000;
+    format!("{:02}:{:02}", (minutes / 60) % 24, minutes % 60)
+}
+
+/// A view line as the spans of one logical line.
+fn spans(line: &ViewLine) -> Vec<Span<'static>> {
+    let clean = crate::render::clean;
+    match line {
+        ViewLine::Message { ts, from, text, action, .. } => {
+            let nick = Style::default().fg(nick_colour(from));
+            let mut spans = vec![Span::styled(
+                format!("{} ", clock(*ts)),
+                Style::default().fg(Color::DarkGray),
+            )];
+            if *action {
+                spans.push(Span::styled(format!("* {} ", clean(from)), nick));
+            } else {
+                spans.push(Span::styled(format!("<{}> ", clean(from)), nick));
+            }
+            spans.push(Span::raw(clean(text)));
+            spans
+        }
+        ViewLine::Notice(text) => {
+            vec![Span::styled(format!("-- {}", clean(text)), Style::default().fg(Color::DarkGray))]
+        }
+        ViewLine::Error(text) => {
+            vec![Span::styled(format!("!! {}", clean(text)), Style::default().fg(Color::Red))]
+        }
+    }
+}
+
+/// Wraps one logical line into rows of at most `width` columns, splitting
+/// between characters (never inside one) and keeping styles.
+fn wrap(spans: Vec<Span<'static>>, width: usize) -> Vec<Line<'static>> {
+    let width = width.max(2);
+    let mut rows: Vec<Line<'static>> = Vec::new();
+    let mut row: Vec<Span<'static>> = Vec::new();
+    let mut used = 0;
+    for span in spans {
+        let mut piece = String::new();
+        for c in span.content.chars() {
+            let w = c.width().unwrap_or(0);
+            if used + w > width {
+                if !piece.is_empty() {
+                    row.push(Span::styled(std::mem::take(&mut piece), span.style));
+                }
+                rows.push(Line::from(std::mem::take(&mut row)));
+                used = 0;
+            }
+            piece.push(c);
+            used += w;
+        }
+        if !piece.is_empty() {
+            row.push(Span::styled(piece, span.style));
+        }
+    }
+    rows.push(Line::from(row));
+    rows
+}
+
+fn draw_messages(frame: &mut Frame<'_>, view: &View, area: Rect) {
+    let width = usize::from(area.width);
+    let height = usize::from(area.height);
+    // The lines above the scroll position, wrapped from the bottom up
+    // until the screen is full.
+    let shown_lines = view.lines.len().saturating_sub(view.scroll);
+    let mut rows: Vec<Line<'static>> = Vec::new();
+    for line in view.lines.iter().take(shown_lines).rev() {
+        let mut wrapped = wrap(spans(line), width);
+        wrapped.append(&mut rows);
+        rows = wrapped;
+        if rows.len() >= height {
+            break;
+        }
+    }
+    let start = rows.len().saturating_sub(height);
+    let shown: Vec<Line<'static>> = rows.get(start..).unwrap_or_default().to_vec();
+    frame.render_widget(Paragraph::new(shown), area);
+}
+
+fn draw_input(frame: &mut Frame<'_>, editor: &Editor, state: &State, area: Rect) {
+    let prompt = match state.current().kind {
+        Kind::Status => "> ".to_owned(),
+        _ => format!("{} > ", view_label(state.current())),
+    };
+    let text = editor.text();
+    let before: String = text.chars().take(editor.cursor()).collect();
+    let prompt_width = prompt.width();
+    let room = usize::from(area.width).saturating_sub(prompt_width + 1).max(1);
+    // Scroll the line sideways so the cursor stays visible.
+    let mut skip = 0;
+    while before.chars().skip(skip).collect::<String>().width() > room {
+        skip += 1;
+    }
+    let visible: String = text.chars().skip(skip).collect();
+    let cursor_x = prompt_width + before.chars().skip(skip).collect::<String>().width();
+    let line = Line::from(vec![
+        Span::styled(prompt, Style::default().fg(Color::DarkGray)),
+        Span::raw(visible),
+    ]);
+    frame.render_widget(Paragraph::new(line), area);
+    let x = area
+        .x
+        .saturating_add(u16::try_from(cursor_x).unwrap_or(u16::MAX))
+        .min(area.right().saturating_sub(1));
+    frame.set_cursor_position(Position { x, y: area.y });
+}
+
+fn draw_status(frame: &mut Frame<'_>, state: &State, chrome: Chrome<'_>, area: Rect) {
+    let connection = match &state.connection {
+        Connection::Connecting => "connecting…".to_owned(),
+        Connection::Connected => "connected".to_owned(),
+        Connection::Reconnecting { in_secs } => format!("reconnecting in {in_secs}s"),
+        Connection::Offline { queued } => format!("offline, {queued} queued"),
+    };
+    let nick = state.me.as_deref().unwrap_or("-");
+    let text = format!(" {} · {} · {}", chrome.server, nick, connection);
+    let style = match state.connection {
+        Connection::Connected => Style::default().bg(Color::Blue).fg(Color::White),
+        _ => Style::default().bg(Color::Red).fg(Color::White),
+    };
+    frame.render_widget(Paragraph::new(Line::from(text)).style(style), area);
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_protocol::{Message, Resume, ServerFrame};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    use super::*;
+
+    fn state() -> State {
+        let mut state = State {
+            me: Some("alice".into()),
+            connection: Connection::Connected,
+            ..State::default()
+        };
+        let message = |seq: u64, from: &str, text: &str| Message {
+            room: "lobby".into(),
+            seq,
+            ts: 12 * 3_600_000 + seq * 60_000,
+            from: from.into(),
+            text: text.into(),
+            id: None,
+            action: false,
+        };
+        state.on_frame(&ServerFrame::Joined {
+            id: None,
+            room: "lobby".into(),
+            members: vec!["alice".into(), "bob".into()],
+            history: vec![message(1, "bob", "hi"), message(2, "alice", "漢字 and 🙂 fit")],
+            last_seq: 2,
+            resume: Resume::Fresh,
+            gap: None,
+        });
+        state
+    }
+
+    fn screen(
+        state: &State,
+        editor: &Editor,
+        width: u16,
+        height: u16,
+        members: bool,
+    ) -> Vec<String> {
+        let mut terminal =
+            Terminal::new(TestBackend::new(width, height)).unwrap_or_else(|e| panic!("{e}"));
+        let chrome = Chrome { server: "ws://host/ws", show_members: members };
+        terminal.draw(|frame| draw(frame, state, editor, chrome)).unwrap_or_else(|e| panic!("{e}"));
+        let buffer = terminal.backend().buffer().clone();
+        (0..height)
+            .map(|y| {
+                let mut row = String::new();
+                let mut x = 0;
+                while x < width {
+                    let cell = &buffer[(x, y)];
+                    row.push_str(cell.symbol());
+                    x += cell.symbol().width().max(1) as u16;
+                }
+                row.trim_end().to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_layout_shows_rooms_messages_members_input_and_status() {
+        let state = state();
+        let mut editor = Editor::default();
+        editor.insert("typing");
+        let rows = screen(&state, &editor, 80, 8, true);
+        assert!(rows[0].starts_with("status"), "{rows:#?}");
+        assert!(rows[1].starts_with("#lobby"), "{rows:#?}");
+        assert!(rows.iter().any(|r| r.contains("12:01 <bob> hi")), "{rows:#?}");
+        assert!(rows.iter().any(|r| r.contains("12:02 <alice> 漢字 and 🙂 fit")), "{rows:#?}");
+        assert!(
+            rows[0].ends_with("alice") && rows[1].ends_with("bob"),
+            "members on the right: {rows:#?}"
+        );
+        assert_eq!(rows[6], "#lobby > typing");
+        assert_eq!(rows[7], " ws://host/ws · alice · connected");
+    }
+
+    #[test]
+    fn long_lines_wrap_by_display_width_and_scrolling_shows_earlier_rows() {
+        let mut state = state();
+        state.on_frame(&ServerFrame::Message(Message {
+            room: "lobby".into(),
+            seq: 3,
+            ts: 13 * 3_600_000,
+            from: "bob".into(),
+            text: "語".repeat(30),
+            id: None,
+            action: false,
+        }));
+        let rows = screen(&state, &Editor::default(), 60, 6, false);
+        // 60 columns less the room list (18): 42 for messages; the message
+        // is 12 columns of prefix and 60 of wide characters.
+        let wrapped: Vec<&String> = rows.iter().filter(|r| r.contains('語')).collect();
+        assert_eq!(wrapped.len(), 2, "{rows:#?}");
+        assert!(rows.iter().all(|r| r.width() <= 60));
+        state.scroll_up(2, 4);
+        let scrolled = screen(&state, &Editor::default(), 60, 6, false);
+        assert!(scrolled.iter().any(|r| r.contains("<bob> hi")), "{scrolled:#?}");
+        assert!(!scrolled.iter().any(|r| r.contains('語')), "{scrolled:#?}");
+    }
+
+    #[test]
+    fn unread_and_mentions_show_in_the_room_list_and_a_small_screen_holds() {
+        let mut state = state();
+        state.on_frame(&ServerFrame::Joined {
+            id: None,
+            room: "dev".into(),
+            members: vec!["alice".into()],
+            history: vec![],
+            last_seq: 0,
+            resume: Resume::Fresh,
+            gap: None,
+        });
+        state.on_frame(&ServerFrame::Message(Message {
+            room: "lobby".into(),
+            seq: 3,
+            ts: 0,
+            from: "bob".into(),
+            text: "alice: look".into(),
+            id: None,
+            action: false,
+        }));
+        let rows = screen(&state, &Editor::default(), 60, 20, true);
+        assert!(rows[1].starts_with("#lobby (1)"), "{rows:#?}");
+        assert!(rows[2].starts_with("#dev"), "{rows:#?}");
+        let tiny = screen(&state, &Editor::default(), 20, 4, true);
+        assert_eq!(tiny.len(), 4);
+        assert!(tiny[3].starts_with(" ws://"), "{tiny:#?}");
+    }
+
+    #[test]
+    fn nick_colours_are_stable() {
+        assert_eq!(nick_colour("alice"), nick_colour("Alice"));
+        let colours: std::collections::BTreeSet<String> =
+            ["alice", "bob", "carol", "dave", "erin", "frank"]
+                .iter()
+                .map(|n| format!("{:?}", nick_colour(n)))
+                .collect();
+        assert!(colours.len() > 2, "nicks spread over the palette");
+    }
+}
