@@ -287,3 +287,33 @@ test('over TLS the page and its WebSocket work on one port', async () => {
     await stopServer(server.child);
   }
 });
+
+test('messages refused for going too fast are sent again until each arrives once', async () => {
+  // Two messages at once, then one a second.
+  const server = await startServer('127.0.0.1:0', null, ['--messages-per-sec', '4', '--messages-burst', '2']);
+  try {
+    const alice = await login(server.url, 'alice');
+    const bob = await login(server.url, 'bob');
+    await alice.page.evaluate(() => {
+      for (let i = 1; i <= 6; i += 1) {
+        sendMessage({ type: 'say', room: 'lobby', text: `burst ${i}` });
+      }
+    });
+    for (let i = 1; i <= 6; i += 1) {
+      await seeMessage(bob.page, `burst ${i}`);
+      await seeMessage(alice.page, `burst ${i}`);
+    }
+    for (const page of [alice.page, bob.page]) {
+      for (let i = 1; i <= 6; i += 1) {
+        assert.equal(await countMessages(page, `burst ${i}`), 1, `burst ${i} shown once`);
+      }
+    }
+    const errors = await alice.page.evaluate(() => document.querySelectorAll('#messages li.error').length);
+    assert.equal(errors, 0, 'no error shown for a message that went through later');
+    assert.deepEqual(alice.problems, []);
+    await alice.context.close();
+    await bob.context.close();
+  } finally {
+    await stopServer(server.child);
+  }
+});

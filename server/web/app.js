@@ -332,6 +332,18 @@ function handle(frame) {
 }
 
 function handleError(frame) {
+  // A message refused for going too fast is sent again, with the same id,
+  // once the server says it may be: pasting a block of lines loses none.
+  if (frame.code === 'rate_limited' && frame.id && state.pending.has(frame.id)) {
+    const id = frame.id;
+    setTimeout(() => {
+      const pending = state.pending.get(id);
+      if (pending && state.greeted) {
+        send({ ...pending, id });
+      }
+    }, Math.max(frame.retry_after_ms || 0, 50));
+    return;
+  }
   if (frame.id) {
     state.pending.delete(frame.id);
   }
