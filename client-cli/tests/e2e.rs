@@ -529,3 +529,77 @@ fn a_self_signed_server_prints_its_fingerprint() {
     let mut alice = chat(&url, &["--nick", "alice", "--insecure"]);
     alice.expect("[lobby] -- joined (1 members: alice)");
 }
+
+#[test]
+fn chat_send_exits_0_once_acknowledged_and_non_zero_with_the_reason_otherwise() {
+    let (_server, url) = server();
+    let mut bob = chat(&url, &["--nick", "bob"]);
+    bob.expect("[lobby] -- joined (1 members: bob)");
+    let sent = Command::new(bin("chat"))
+        .args(["--server", &url, "send", "--nick", "ci", "--room", "lobby", "deploy finished"])
+        .output()
+        .unwrap();
+    assert!(sent.status.success(), "{sent:?}");
+    bob.expect("[lobby] <ci> deploy finished");
+
+    let refused = Command::new(bin("chat"))
+        .args(["--server", &url, "send", "--room", "Not A Room!", "hello"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("invalid_room"), "{refused:?}");
+
+    let unreachable = Command::new(bin("chat"))
+        .args(["--server", "ws://127.0.0.1:9/ws", "send", "hello"])
+        .output()
+        .unwrap();
+    assert!(!unreachable.status.success());
+    assert!(
+        String::from_utf8_lossy(&unreachable.stderr).contains("cannot connect"),
+        "{unreachable:?}"
+    );
+}
+
+#[test]
+fn chat_tail_prints_history_then_follows_across_a_reconnect_without_repeats() {
+    let (_server, url) = server();
+    let send = |text: &str| {
+        let sent = Command::new(bin("chat"))
+            .args(["--server", &url, "send", "--nick", "ci", "--room", "ops", text])
+            .output()
+            .unwrap();
+        assert!(sent.status.success(), "{sent:?}");
+    };
+    send("one");
+    send("two");
+    let upstream = url.trim_start_matches("ws://").trim_end_matches("/ws").to_owned();
+    let proxy = Proxy::start(&upstream);
+    let mut tail = Proc::spawn(Command::new(bin("chat")).args([
+        "--server",
+        &proxy.url(),
+        "tail",
+        "--room",
+        "ops",
+    ]));
+    tail.expect("[ops] <ci> one");
+    tail.expect("[ops] <ci> two");
+    send("three");
+    tail.expect("[ops] <ci> three");
+    // The network fails; a message goes out meanwhile; the tail resumes.
+    proxy.refuse(true);
+    proxy.cut();
+    tail.expect_stderr("-- disconnected");
+    send("four");
+    proxy.refuse(false);
+    tail.expect("[ops] <ci> four");
+    send("five");
+    tail.expect("[ops] <ci> five");
+    for line in ["[ops] <ci> one", "[ops] <ci> two", "[ops] <ci> three", "[ops] <ci> four"] {
+        assert_eq!(
+            tail.seen.iter().filter(|l| l.as_str() == line).count(),
+            1,
+            "{line}: {:#?}",
+            tail.seen
+        );
+    }
+}
