@@ -364,6 +364,21 @@ impl Client {
     }
 
     async fn online_line(&mut self, socket: &mut WebSocket, line: &str) -> anyhow::Result<()> {
+        if let Some(raw) = self.raw_frame(line) {
+            let (id, frame) = match raw {
+                Ok(raw) => raw,
+                Err(why) => {
+                    eprintln!("error: {why}");
+                    return Ok(());
+                }
+            };
+            let is_message = matches!(frame, ClientFrame::Say { .. } | ClientFrame::Dm { .. });
+            self.paced_send(socket, Some(id.clone()), frame.clone()).await?;
+            if is_message {
+                self.pending.push((id, frame));
+            }
+            return Ok(());
+        }
         match input::parse(line, self.current.as_deref()) {
             Input::Send(frame) => {
                 let is_message = matches!(frame, ClientFrame::Say { .. } | ClientFrame::Dm { .. });
@@ -380,6 +395,23 @@ impl Client {
         Ok(())
     }
 
+    /// In `--json` mode a line that is a JSON object is a raw client frame:
+    /// sent as it is, with its own `id` (or a fresh one). `None` for any
+    /// other line; `Some(Err)` for a malformed frame or a `hello` (the
+    /// client greets by itself).
+    fn raw_frame(&mut self, line: &str) -> Option<Result<(String, ClientFrame), String>> {
+        if !self.json || !line.trim_start().starts_with('{') {
+            return None;
+        }
+        Some(match chat_protocol::decode_client(line) {
+            Ok(ClientMessage { frame: ClientFrame::Hello { .. }, .. }) => {
+                Err("the client says hello by itself; send other frames".to_owned())
+            }
+            Ok(ClientMessage { id, frame }) => Ok((id.unwrap_or_else(|| self.new_id()), frame)),
+            Err(err) => Err(format!("{}: {}", err.code, err.message)),
+        })
+    }
+
     /// A line typed while disconnected: messages wait for the reconnect.
     fn offline_line(&mut self, line: Option<String>) {
         let Some(line) = line else {
@@ -387,6 +419,16 @@ impl Client {
             self.quit();
             return;
         };
+        if let Some(raw) = self.raw_frame(&line) {
+            match raw {
+                Ok((id, frame @ (ClientFrame::Say { .. } | ClientFrame::Dm { .. }))) => {
+                    self.pending.push((id, frame));
+                }
+                Ok(_) => eprintln!("error: offline; that frame needs the server"),
+                Err(why) => eprintln!("error: {why}"),
+            }
+            return;
+        }
         match input::parse(&line, self.current.as_deref()) {
             Input::Send(frame @ (ClientFrame::Say { .. } | ClientFrame::Dm { .. })) => {
                 let id = self.new_id();

@@ -603,3 +603,29 @@ fn chat_tail_prints_history_then_follows_across_a_reconnect_without_repeats() {
         );
     }
 }
+
+#[test]
+fn json_mode_takes_raw_frames_in_with_their_own_ids() {
+    let (_server, url) = server();
+    let mut bob = chat(&url, &["--nick", "bob"]);
+    bob.expect("[lobby] -- joined (1 members: bob)");
+    let input = concat!(
+        "{\"type\":\"say\",\"room\":\"lobby\",\"text\":\"raw hi\",\"id\":\"bot-1\"}\n",
+        "{\"type\":\"launch\"}\n",
+        "{\"type\":\"hello\",\"nick\":\"again\"}\n",
+        "plain text too\n",
+    );
+    let output = chat_with_input(&url, &["--nick", "bot", "--json"], input);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let frames: Vec<serde_json::Value> =
+        stdout.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let echo = frames.iter().find(|f| f["type"] == "message" && f["text"] == "raw hi");
+    assert_eq!(echo.map(|f| f["id"].clone()), Some(serde_json::json!("bot-1")), "{stdout}");
+    assert!(frames.iter().any(|f| f["text"] == "plain text too"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown_type"), "{stderr}");
+    assert!(stderr.contains("says hello by itself"), "{stderr}");
+    bob.expect("[lobby] <bot> raw hi");
+    bob.expect("[lobby] <bot> plain text too");
+}
