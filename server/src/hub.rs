@@ -50,6 +50,12 @@ pub(crate) struct Closing {
     pub retry_after: Option<Duration>,
 }
 
+/// A close for a restart, asking the client to come back after a random
+/// delay within `window`.
+fn restart(window: Duration) -> Closing {
+    Closing { code: CloseCode::Restart, retry_after: Some(window.mul_f64(rand::random::<f64>())) }
+}
+
 impl From<CloseCode> for Closing {
     fn from(code: CloseCode) -> Self {
         Self { code, retry_after: None }
@@ -264,9 +270,9 @@ impl Hub {
     /// Closes every connection for a restart, each with its own reconnect
     /// delay, uniformly spread over the drain window.
     fn close_all(&mut self) {
+        let window = self.drain_window;
         for (_, conn) in self.conns.drain() {
-            let delay = self.drain_window.mul_f64(rand::random::<f64>());
-            let _ = conn.close.send(Closing { code: CloseCode::Restart, retry_after: Some(delay) });
+            let _ = conn.close.send(restart(window));
         }
     }
 
@@ -276,10 +282,7 @@ impl Hub {
             Input::Connect { conn, reply } => {
                 let member = self.chat.handle_connect(now, conn.token.clone());
                 if self.shutting_down {
-                    let _ = conn.close.send(Closing {
-                        code: CloseCode::Restart,
-                        retry_after: Some(self.drain_window.mul_f64(rand::random::<f64>())),
-                    });
+                    let _ = conn.close.send(restart(self.drain_window));
                     self.chat.handle_disconnect(now, member, Departure::Quit);
                 } else {
                     self.conns.insert(member, conn);

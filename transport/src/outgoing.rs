@@ -176,16 +176,21 @@ impl Outgoing {
         let mut state = self.lock();
         let was_closed = state.closed.is_some();
         let flushed = self.write_queued(&mut state);
+        self.tell_task(&mut state, was_closed, flushed);
+        flushed
+    }
+
+    /// Wakes the connection task when a write outside it could not finish
+    /// (the task waits for the socket) or just failed (the task ends).
+    fn tell_task(&self, state: &mut State, was_closed: bool, flushed: Flushed) {
         match flushed {
             Flushed::Stalled if !state.stalled => {
                 state.stalled = true;
                 self.stalled.notify_one();
             }
-            // A write failed just now: the connection task must end.
             Flushed::Closed if !was_closed => self.stalled.notify_one(),
             _ => {}
         }
-        flushed
     }
 
     /// Waits until a flush could not finish or the connection closed.
@@ -504,11 +509,10 @@ impl Outgoing {
                 Ok(_) => {
                     let processed = tls.process_new_packets();
                     // Whatever the session has to say (an alert, a ticket)
-                    // goes out with the next flush; start it now.
-                    if self.flush_tls(state) == Flushed::Stalled && !state.stalled {
-                        state.stalled = true;
-                        self.stalled.notify_one();
-                    }
+                    // goes out now, or with the connection task's next write.
+                    let was_closed = state.closed.is_some();
+                    let flushed = self.flush_tls(state);
+                    self.tell_task(state, was_closed, flushed);
                     if let Err(err) = processed {
                         return Some(Err(io::Error::new(io::ErrorKind::InvalidData, err)));
                     }
