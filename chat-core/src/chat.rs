@@ -271,16 +271,15 @@ impl Chat {
             }
         }
         self.dedupe.expire(now);
-        if let (Some(at), Some(max_age)) = (self.next_prune, self.config.history_max_age) {
-            if at <= now {
-                let cutoff = Timestamp::from_unix_millis(
-                    now.as_unix_millis().saturating_sub(millis(max_age)),
-                );
-                for room in self.rooms.values_mut() {
-                    room.prune_before(cutoff);
-                }
-                self.next_prune = Some(now.saturating_add(PRUNE_EVERY));
+        if let (Some(at), Some(max_age)) = (self.next_prune, self.config.history_max_age)
+            && at <= now
+        {
+            let cutoff =
+                Timestamp::from_unix_millis(now.as_unix_millis().saturating_sub(millis(max_age)));
+            for room in self.rooms.values_mut() {
+                room.prune_before(cutoff);
             }
+            self.next_prune = Some(now.saturating_add(PRUNE_EVERY));
         }
     }
 
@@ -358,11 +357,11 @@ impl Chat {
         let mut remembered = Vec::new();
         if let Some(room) = self.rooms.get_mut(&room_id) {
             for message in messages {
-                if let (Some(sender), Some(id)) = (&message.sender, &message.id) {
-                    if now.millis_since(message.ts) < window {
-                        let event = Arc::new(Event::Message(message.clone()));
-                        remembered.push((message.ts, sender.clone(), Arc::clone(id), event));
-                    }
+                if let (Some(sender), Some(id)) = (&message.sender, &message.id)
+                    && now.millis_since(message.ts) < window
+                {
+                    let event = Arc::new(Event::Message(message.clone()));
+                    remembered.push((message.ts, sender.clone(), Arc::clone(id), event));
                 }
                 room.push(message, capacity);
             }
@@ -494,10 +493,10 @@ impl Chat {
             return Err(CommandError::Unauthorized);
         }
         let nick = Nick::parse(&identity.nick).map_err(CommandError::InvalidNick)?;
-        if let Some(asked) = asked {
-            if Nick::parse(asked).map_or(true, |asked| asked.folded() != nick.folded()) {
-                return Err(CommandError::Forbidden(format!("your token is for {nick}")));
-            }
+        if let Some(asked) = asked
+            && Nick::parse(asked).map_or(true, |asked| asked.folded() != nick.folded())
+        {
+            return Err(CommandError::Forbidden(format!("your token is for {nick}")));
         }
         Ok((nick, Grant { rooms: identity.rooms, expires: identity.expires }))
     }
@@ -862,10 +861,10 @@ impl Chat {
         loop {
             let text = format!("guest-{:04}", self.next_guest);
             self.next_guest += 1;
-            if let Ok(nick) = Nick::parse(&text) {
-                if !self.nicks.contains_key(&nick.folded()) {
-                    return nick;
-                }
+            if let Ok(nick) = Nick::parse(&text)
+                && !self.nicks.contains_key(&nick.folded())
+            {
+                return nick;
             }
         }
     }

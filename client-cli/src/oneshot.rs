@@ -6,14 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chat_protocol::{ClientFrame, ClientMessage, CloseCode, ServerFrame, encode_client};
+use chat_protocol::{ClientFrame, CloseCode, ServerFrame};
 use chat_transport::tungstenite::Message;
-use chat_transport::tungstenite::protocol::CloseFrame;
-use chat_transport::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use chat_transport::{ClientTls, TransportConfig, WebSocket, connect};
-use futures_util::{SinkExt, StreamExt};
+use chat_transport::{ClientTls, TransportConfig, WebSocket};
+use futures_util::StreamExt;
 
-use crate::render;
+use crate::{engine, render};
 
 /// `chat send`.
 #[derive(Debug, clap::Args)]
@@ -53,27 +51,18 @@ impl Identity {
     async fn open(&self) -> anyhow::Result<WebSocket> {
         let transport =
             TransportConfig { client_tls: self.client_tls.clone(), ..TransportConfig::default() };
-        let mut socket =
-            connect(&self.server, Some(chat_protocol::SUBPROTOCOL), &transport).await?;
         let hello = ClientFrame::Hello {
             nick: self.nick.clone(),
             session: None,
             token: self.token.clone(),
         };
-        send(&mut socket, Some("hello"), hello).await?;
-        match next(&mut socket).await? {
-            Some((_, ServerFrame::Welcome { .. })) => Ok(socket),
-            Some((_, ServerFrame::Error { code, message, .. })) => {
-                bail!("{code}: {}", render::clean(&message))
-            }
-            _ => bail!("the server did not answer hello"),
+        let (notices, mut notes) = tokio::sync::mpsc::unbounded_channel();
+        let greeted = engine::greet(&self.server, &transport, hello, &notices).await;
+        while let Ok(engine::Event::Notice(notice)) = notes.try_recv() {
+            eprintln!("-- {notice}");
         }
+        Ok(greeted?.0)
     }
-}
-
-async fn send(socket: &mut WebSocket, id: Option<&str>, frame: ClientFrame) -> anyhow::Result<()> {
-    let text = encode_client(&ClientMessage { id: id.map(str::to_owned), frame });
-    socket.send(Message::text(text)).await.context("sending to the server")
 }
 
 /// The next frame, with its text; `None` once the server closed.
@@ -102,22 +91,13 @@ async fn next(socket: &mut WebSocket) -> anyhow::Result<Option<(String, ServerFr
     Ok(None)
 }
 
-async fn goodbye(socket: &mut WebSocket) {
-    let frame = CloseFrame { code: WsCloseCode::Normal, reason: "bye".into() };
-    let closing = async {
-        let _ = socket.close(Some(frame)).await;
-        while let Some(Ok(_)) = socket.next().await {}
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
-}
-
 /// Sends one message; exit 0 once its echo came back.
 pub async fn run_send(who: Identity, args: SendArgs) -> anyhow::Result<ExitCode> {
     let deadline = Duration::from_secs_f64(args.timeout.max(0.0));
     let sent = tokio::time::timeout(deadline, async {
         let mut socket = who.open().await?;
         let join = ClientFrame::Join { room: args.room.clone(), after: None };
-        send(&mut socket, Some("join"), join).await?;
+        engine::send_frame(&mut socket, Some("join".to_owned()), join).await?;
         let id = format!("send-{:016x}", rand::random::<u64>());
         let mut said = false;
         while let Some((_, frame)) = next(&mut socket).await? {
@@ -128,7 +108,7 @@ pub async fn run_send(who: Identity, args: SendArgs) -> anyhow::Result<ExitCode>
                         text: args.text.clone(),
                         action: false,
                     };
-                    send(&mut socket, Some(&id), say).await?;
+                    engine::send_frame(&mut socket, Some(id.clone()), say).await?;
                     said = true;
                 }
                 ServerFrame::Message(message) if message.id.as_deref() == Some(&id) => {
@@ -138,7 +118,7 @@ pub async fn run_send(who: Identity, args: SendArgs) -> anyhow::Result<ExitCode>
                             serde_json::json!({"room": message.room, "seq": message.seq})
                         );
                     }
-                    goodbye(&mut socket).await;
+                    engine::close(&mut socket).await;
                     return Ok(());
                 }
                 ServerFrame::Error { id: Some(answer), code, message, .. }
@@ -196,8 +176,12 @@ async fn follow(
     attempt: &mut u32,
 ) -> anyhow::Result<()> {
     let mut socket = who.open().await?;
-    send(&mut socket, Some("tail"), ClientFrame::Join { room: room.to_owned(), after: *after })
-        .await?;
+    engine::send_frame(
+        &mut socket,
+        Some("tail".to_owned()),
+        ClientFrame::Join { room: room.to_owned(), after: *after },
+    )
+    .await?;
     while let Some((text, frame)) = next(&mut socket).await? {
         let messages = match &frame {
             ServerFrame::Joined { id: Some(id), history, .. } if id == "tail" => {

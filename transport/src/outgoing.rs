@@ -393,11 +393,11 @@ fn fill_slices<'a>(
         } else {
             skip -= header.len();
         }
-        if let Some(payload) = chunk.payload.get(skip..).filter(|rest| !rest.is_empty()) {
-            if let Some(slot) = slices.get_mut(count) {
-                *slot = IoSlice::new(payload);
-                count += 1;
-            }
+        if let Some(payload) = chunk.payload.get(skip..).filter(|rest| !rest.is_empty())
+            && let Some(slot) = slices.get_mut(count)
+        {
+            *slot = IoSlice::new(payload);
+            count += 1;
         }
         skip = 0;
     }

@@ -87,6 +87,19 @@ impl Editor {
         self.edited();
     }
 
+    /// Ctrl+U: deletes from the start of the line to the cursor.
+    pub fn delete_to_start(&mut self) {
+        self.text.drain(..self.cursor);
+        self.cursor = 0;
+        self.edited();
+    }
+
+    /// Ctrl+K: deletes from the cursor to the end of the line.
+    pub fn delete_to_end(&mut self) {
+        self.text.truncate(self.cursor);
+        self.edited();
+    }
+
     pub fn left(&mut self) {
         self.cursor = self.cursor.saturating_sub(1);
         self.completing = None;

@@ -98,13 +98,9 @@ impl View {
 pub enum Connection {
     Connecting,
     Connected,
-    /// Waiting to reconnect, with the seconds left.
+    /// Disconnected, waiting to reconnect, with the seconds left.
     Reconnecting {
         in_secs: u64,
-    },
-    /// No connection; messages typed meanwhile are queued.
-    Offline {
-        queued: usize,
     },
 }
 
@@ -115,6 +111,11 @@ pub struct State {
     pub views: Vec<View>,
     pub current: usize,
     pub connection: Connection,
+    /// Messages not yet acknowledged by the server (typed offline, or on
+    /// their way).
+    pub queued: usize,
+    /// Rooms the server listed, for completion.
+    pub known_rooms: Vec<String>,
 }
 
 impl Default for State {
@@ -124,6 +125,8 @@ impl Default for State {
             views: vec![View::new("status", Kind::Status)],
             current: 0,
             connection: Connection::Connecting,
+            queued: 0,
+            known_rooms: Vec::new(),
         }
     }
 }
@@ -171,6 +174,65 @@ impl State {
 
     pub fn previous(&mut self) {
         self.select((self.current + self.views.len() - 1) % self.views.len());
+    }
+
+    /// Adds a line of the client's own to the status view.
+    pub fn status_notice(&mut self, text: &str) {
+        if let Some(view) = self.views.iter_mut().find(|view| view.kind == Kind::Status) {
+            view.push(Line::Notice(text.to_owned()));
+        }
+    }
+
+    /// Adds an error line to the current view.
+    pub fn error(&mut self, text: &str) {
+        let current = self.current;
+        if let Some(view) = self.views.get_mut(current) {
+            view.push(Line::Error(text.to_owned()));
+        }
+    }
+
+    /// Empties the current view (`/clear`); older messages can be paged
+    /// back in.
+    pub fn clear(&mut self) {
+        let current = self.current;
+        if let Some(view) = self.views.get_mut(current) {
+            view.lines.clear();
+            view.scroll = 0;
+            view.complete = false;
+        }
+    }
+
+    /// Closes the current view if it is a direct conversation (`/close`);
+    /// rooms close when the server confirms leaving them. True if closed.
+    pub fn close_direct(&mut self) -> bool {
+        let at = self.current;
+        if self.views.get(at).is_some_and(|view| view.kind == Kind::Direct) {
+            self.views.remove(at);
+            self.select(at.saturating_sub(1));
+            return true;
+        }
+        false
+    }
+
+    /// The connection came (back): nothing is being loaded any more.
+    pub fn reconnected(&mut self) {
+        for view in &mut self.views {
+            view.loading = false;
+        }
+    }
+
+    /// Every room view and direct conversation, for completion.
+    pub fn rooms(&self) -> Vec<String> {
+        let mut rooms: Vec<String> = self
+            .views
+            .iter()
+            .filter(|view| view.kind == Kind::Room)
+            .map(|view| view.name.clone())
+            .chain(self.known_rooms.iter().cloned())
+            .collect();
+        rooms.sort();
+        rooms.dedup();
+        rooms
     }
 
     /// Adds a line of the client's own to the current view.
@@ -290,16 +352,20 @@ impl State {
                     text: text.clone(),
                     action: false,
                 });
-                if let Some(at) = self.find(peer, &Kind::Direct) {
-                    if at != current && *from != me {
-                        self.views[at].unread += 1;
-                        self.views[at].mentioned = true;
-                    }
+                if let Some(at) = self.find(peer, &Kind::Direct)
+                    && at != current
+                    && *from != me
+                {
+                    self.views[at].unread += 1;
+                    self.views[at].mentioned = true;
                 }
             }
             ServerFrame::Nick { nick, .. } => self.me = Some(nick.clone()),
             ServerFrame::Members { room, members, .. } => {
-                self.view_mut(room, Kind::Room).members = members.clone();
+                self.notice(&format!("{room}: {} members: {}", members.len(), members.join(", ")));
+                if let Some(at) = self.find(room, &Kind::Room) {
+                    self.views[at].members = members.clone();
+                }
             }
             ServerFrame::History { room, messages, .. } => {
                 let view = self.view_mut(room, Kind::Room);
@@ -319,10 +385,13 @@ impl State {
                     view.push(Line::Error(format!("{code}: {message}")));
                 }
             }
-            ServerFrame::Rooms { .. }
-            | ServerFrame::Typing { .. }
-            | ServerFrame::Pong { .. }
-            | ServerFrame::Authed { .. } => {}
+            ServerFrame::Rooms { rooms, .. } => {
+                self.known_rooms = rooms.iter().map(|room| room.name.clone()).collect();
+                let list: Vec<String> =
+                    rooms.iter().map(|room| format!("{} ({})", room.name, room.members)).collect();
+                self.notice(&format!("rooms: {}", list.join(", ")));
+            }
+            ServerFrame::Typing { .. } | ServerFrame::Pong { .. } | ServerFrame::Authed { .. } => {}
         }
     }
 

@@ -15,7 +15,8 @@ use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 use super::editor::Editor;
 use super::state::{Connection, Kind, Line as ViewLine, State, View};
 
-/// Colours nicks are drawn in, picked by a stable hash of the nick.
+/// Colours nicks are drawn in by default, picked by a stable hash of the
+/// nick.
 const NICK_COLOURS: [Color; 8] = [
     Color::Cyan,
     Color::Green,
@@ -30,21 +31,47 @@ const NICK_COLOURS: [Color; 8] = [
 /// The width of the room list and of the member list.
 const SIDE: u16 = 18;
 
+/// The member list is shown on screens at least this wide.
+const MEMBERS_FROM: u16 = 80;
+
+/// The colours the user can choose (`[colors]` in the config file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Palette {
+    /// Nicks are drawn in one of these, always the same for a nick.
+    pub nicks: Vec<Color>,
+    /// A view with a mention of me, in the room list.
+    pub mention: Color,
+    /// The status bar while connected (red while not).
+    pub status: Color,
+}
+
+impl Default for Palette {
+    fn default() -> Self {
+        Self { nicks: NICK_COLOURS.to_vec(), mention: Color::LightRed, status: Color::Blue }
+    }
+}
+
+impl Palette {
+    /// The colour a nick is always drawn in.
+    pub fn nick(&self, nick: &str) -> Color {
+        // FNV-1a: stable across runs and platforms, unlike the std hasher.
+        let hash = nick
+            .to_lowercase()
+            .bytes()
+            .fold(0x811c_9dc5_u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193));
+        let count = u32::try_from(self.nicks.len()).unwrap_or(u32::MAX).max(1);
+        self.nicks.get((hash % count) as usize).copied().unwrap_or(Color::Reset)
+    }
+}
+
 /// What else the screen shows beyond the state.
 #[derive(Debug, Clone, Copy)]
 pub struct Chrome<'a> {
     pub server: &'a str,
     pub show_members: bool,
-}
-
-/// The colour a nick is always drawn in.
-pub fn nick_colour(nick: &str) -> Color {
-    // FNV-1a: stable across runs and platforms, unlike the std hasher.
-    let hash = nick
-        .to_lowercase()
-        .bytes()
-        .fold(0x811c_9dc5_u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193));
-    NICK_COLOURS[(hash % NICK_COLOURS.len() as u32) as usize]
+    pub palette: &'a Palette,
+    /// Times in the local time zone (else UTC).
+    pub local_time: bool,
 }
 
 /// Draws everything.
@@ -52,17 +79,25 @@ pub fn draw(frame: &mut Frame<'_>, state: &State, editor: &Editor, chrome: Chrom
     let [main, input, status] =
         Layout::vertical([Constraint::Min(1), Constraint::Length(1), Constraint::Length(1)])
             .areas(frame.area());
-    let members = if chrome.show_members && state.current().kind == Kind::Room { SIDE } else { 0 };
+    let members = if chrome.show_members
+        && state.current().kind == Kind::Room
+        && main.width >= MEMBERS_FROM
+    {
+        SIDE
+    } else {
+        0
+    };
     let [rooms, messages, people] = Layout::horizontal([
-        Constraint::Length(SIDE.min(main.width / 3)),
+        // Narrow screens give the messages more room.
+        Constraint::Length(SIDE.min(main.width / 5).max(6.min(main.width / 3))),
         Constraint::Min(1),
         Constraint::Length(members.min(main.width / 3)),
     ])
     .areas(main);
-    draw_rooms(frame, state, rooms);
-    draw_messages(frame, state.current(), messages);
+    draw_rooms(frame, state, chrome.palette, rooms);
+    draw_messages(frame, state.current(), chrome, messages);
     if people.width > 0 {
-        draw_members(frame, state.current(), people);
+        draw_members(frame, state.current(), chrome.palette, people);
     }
     draw_input(frame, editor, state, input);
     draw_status(frame, state, chrome, status);
@@ -76,7 +111,7 @@ fn view_label(view: &View) -> String {
     }
 }
 
-fn draw_rooms(frame: &mut Frame<'_>, state: &State, area: Rect) {
+fn draw_rooms(frame: &mut Frame<'_>, state: &State, palette: &Palette, area: Rect) {
     let lines: Vec<Line<'_>> = state
         .views
         .iter()
@@ -88,7 +123,7 @@ fn draw_rooms(frame: &mut Frame<'_>, state: &State, area: Rect) {
             }
             let mut style = Style::default();
             if view.mentioned {
-                style = style.fg(Color::LightRed).add_modifier(Modifier::BOLD);
+                style = style.fg(palette.mention).add_modifier(Modifier::BOLD);
             } else if view.unread > 0 {
                 style = style.add_modifier(Modifier::BOLD);
             }
@@ -102,30 +137,38 @@ fn draw_rooms(frame: &mut Frame<'_>, state: &State, area: Rect) {
     frame.render_widget(Paragraph::new(lines).block(block), area);
 }
 
-fn draw_members(frame: &mut Frame<'_>, view: &View, area: Rect) {
+fn draw_members(frame: &mut Frame<'_>, view: &View, palette: &Palette, area: Rect) {
     let lines: Vec<Line<'_>> = view
         .members
         .iter()
-        .map(|nick| Line::from(Span::styled(nick.clone(), Style::default().fg(nick_colour(nick)))))
+        .map(|nick| Line::from(Span::styled(nick.clone(), Style::default().fg(palette.nick(nick)))))
         .collect();
     let block = Block::default().borders(Borders::LEFT);
     frame.render_widget(Paragraph::new(lines).block(block), area);
 }
 
-/// `HH:MM` (UTC) of a timestamp in unix milliseconds.
-fn clock(ts: u64) -> String {
-    let minutes = ts / 60_000;
-    format!("{:02}:{:02}", (minutes / 60) % 24, minutes % 60)
+/// `HH:MM` of a timestamp in unix milliseconds, in the local time zone
+/// (from `TZ` or `/etc/localtime`) or in UTC.
+fn clock(ts: u64, local: bool) -> String {
+    let Some(utc) = i64::try_from(ts).ok().and_then(chrono::DateTime::from_timestamp_millis) else {
+        return "--:--".to_owned();
+    };
+    if local {
+        utc.with_timezone(&chrono::Local).format("%H:%M").to_string()
+    } else {
+        utc.format("%H:%M").to_string()
+    }
 }
 
 /// A view line as the spans of one logical line.
-fn spans(line: &ViewLine) -> Vec<Span<'static>> {
+fn spans(line: &ViewLine, chrome: Chrome<'_>) -> Vec<Span<'static>> {
+    let palette = chrome.palette;
     let clean = crate::render::clean;
     match line {
         ViewLine::Message { ts, from, text, action, .. } => {
-            let nick = Style::default().fg(nick_colour(from));
+            let nick = Style::default().fg(palette.nick(from));
             let mut spans = vec![Span::styled(
-                format!("{} ", clock(*ts)),
+                format!("{} ", clock(*ts, chrome.local_time)),
                 Style::default().fg(Color::DarkGray),
             )];
             if *action {
@@ -174,7 +217,7 @@ fn wrap(spans: Vec<Span<'static>>, width: usize) -> Vec<Line<'static>> {
     rows
 }
 
-fn draw_messages(frame: &mut Frame<'_>, view: &View, area: Rect) {
+fn draw_messages(frame: &mut Frame<'_>, view: &View, chrome: Chrome<'_>, area: Rect) {
     let width = usize::from(area.width);
     let height = usize::from(area.height);
     // The lines above the scroll position, wrapped from the bottom up
@@ -182,7 +225,7 @@ fn draw_messages(frame: &mut Frame<'_>, view: &View, area: Rect) {
     let shown_lines = view.lines.len().saturating_sub(view.scroll);
     let mut rows: Vec<Line<'static>> = Vec::new();
     for line in view.lines.iter().take(shown_lines).rev() {
-        let mut wrapped = wrap(spans(line), width);
+        let mut wrapped = wrap(spans(line, chrome), width);
         wrapped.append(&mut rows);
         rows = wrapped;
         if rows.len() >= height {
@@ -226,13 +269,17 @@ fn draw_status(frame: &mut Frame<'_>, state: &State, chrome: Chrome<'_>, area: R
     let connection = match &state.connection {
         Connection::Connecting => "connecting…".to_owned(),
         Connection::Connected => "connected".to_owned(),
-        Connection::Reconnecting { in_secs } => format!("reconnecting in {in_secs}s"),
-        Connection::Offline { queued } => format!("offline, {queued} queued"),
+        Connection::Reconnecting { in_secs } => format!("offline, reconnecting in {in_secs}s"),
+    };
+    let connection = match state.queued {
+        0 => connection,
+        queued => format!("{connection} · {queued} queued"),
     };
     let nick = state.me.as_deref().unwrap_or("-");
-    let text = format!(" {} · {} · {}", chrome.server, nick, connection);
+    // The connection first: on a narrow screen the server is cut, not it.
+    let text = format!(" {connection} · {nick} · {}", chrome.server);
     let style = match state.connection {
-        Connection::Connected => Style::default().bg(Color::Blue).fg(Color::White),
+        Connection::Connected => Style::default().bg(chrome.palette.status).fg(Color::White),
         _ => Style::default().bg(Color::Red).fg(Color::White),
     };
     frame.render_widget(Paragraph::new(Line::from(text)).style(style), area);
@@ -282,7 +329,13 @@ mod tests {
     ) -> Vec<String> {
         let mut terminal =
             Terminal::new(TestBackend::new(width, height)).unwrap_or_else(|e| panic!("{e}"));
-        let chrome = Chrome { server: "ws://host/ws", show_members: members };
+        let palette = Palette::default();
+        let chrome = Chrome {
+            server: "ws://host/ws",
+            show_members: members,
+            palette: &palette,
+            local_time: false,
+        };
         terminal.draw(|frame| draw(frame, state, editor, chrome)).unwrap_or_else(|e| panic!("{e}"));
         let buffer = terminal.backend().buffer().clone();
         (0..height)
@@ -314,7 +367,7 @@ mod tests {
             "members on the right: {rows:#?}"
         );
         assert_eq!(rows[6], "#lobby > typing");
-        assert_eq!(rows[7], " ws://host/ws · alice · connected");
+        assert_eq!(rows[7], " connected · alice · ws://host/ws");
     }
 
     #[test]
@@ -367,16 +420,17 @@ mod tests {
         assert!(rows[2].starts_with("#dev"), "{rows:#?}");
         let tiny = screen(&state, &Editor::default(), 20, 4, true);
         assert_eq!(tiny.len(), 4);
-        assert!(tiny[3].starts_with(" ws://"), "{tiny:#?}");
+        assert!(tiny[3].starts_with(" connected"), "{tiny:#?}");
     }
 
     #[test]
     fn nick_colours_are_stable() {
-        assert_eq!(nick_colour("alice"), nick_colour("Alice"));
+        let palette = Palette::default();
+        assert_eq!(palette.nick("alice"), palette.nick("Alice"));
         let colours: std::collections::BTreeSet<String> =
             ["alice", "bob", "carol", "dave", "erin", "frank"]
                 .iter()
-                .map(|n| format!("{:?}", nick_colour(n)))
+                .map(|n| format!("{:?}", palette.nick(n)))
                 .collect();
         assert!(colours.len() > 2, "nicks spread over the palette");
     }

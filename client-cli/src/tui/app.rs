@@ -1,0 +1,393 @@
+//! The full-screen client on a real terminal: raw mode, the alternate
+//! screen, keys, mouse wheel, paste and resize in; the engine's events in;
+//! one redraw after each batch. The terminal is restored however the client
+//! ends: quit, error, panic, or a signal.
+
+use std::io::{Stdout, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use chat_protocol::ServerFrame;
+use crossterm::event::{
+    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture,
+    Event as TermEvent, EventStream, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind,
+};
+use crossterm::terminal::{
+    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+};
+use futures_util::StreamExt;
+use ratatui::Terminal;
+use ratatui::backend::CrosstermBackend;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
+
+use super::editor::Editor;
+use super::state::{Connection, Kind, State};
+use super::view::{self, Chrome, Palette};
+use crate::engine::{self, Command, Event, Link};
+use crate::input::{self, Input};
+
+/// Commands offered by Tab.
+const COMMANDS: [&str; 14] = [
+    "/join", "/leave", "/part", "/close", "/nick", "/msg", "/me", "/who", "/rooms", "/clear",
+    "/members", "/help", "/quit", "/quote",
+];
+
+/// Keys, shown by `/help` after the commands.
+const KEYS: &str = "\
+keys:
+  Enter send · Tab complete · Up/Down input history · Ctrl+W/U/K delete word/to start/to end
+  Ctrl+N/Ctrl+P or Alt+1..9 switch view · PgUp/PgDn or the mouse wheel scroll
+  F2 members on/off · Ctrl+L redraw · Ctrl+C quit";
+
+/// How long a quit waits for messages on their way to be acknowledged;
+/// what is still unacknowledged stays in the outbox for next time.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// How the screen looks, beyond the state.
+#[derive(Debug, Clone)]
+pub struct Look {
+    /// The server, as shown in the status bar.
+    pub server: String,
+    pub show_members: bool,
+    pub palette: Palette,
+}
+
+/// Puts the terminal back as it was: cooked mode, the main screen, no
+/// mouse capture, a visible cursor. Safe to call more than once.
+fn restore() {
+    let _ = disable_raw_mode();
+    let mut out = std::io::stdout();
+    let _ = crossterm::execute!(
+        out,
+        DisableBracketedPaste,
+        DisableMouseCapture,
+        LeaveAlternateScreen,
+        crossterm::cursor::Show
+    );
+    let _ = out.flush();
+}
+
+/// Restores the terminal when dropped, so every way out of [`run`] does.
+struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        restore();
+    }
+}
+
+/// Runs the full-screen client until the user quits. Returns the exit code.
+/// `problem` says why there is no durable outbox, if there is none.
+pub async fn run(
+    mut options: engine::Options,
+    look: Look,
+    problem: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    options.first_failure_fatal = false;
+    options.linger = LINGER;
+    let outbox = options.outbox.as_ref().map(|outbox| outbox.path().display().to_string());
+    // A panic prints its message after the terminal is back to normal.
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        restore();
+        previous(info);
+    }));
+    enable_raw_mode().context("switching the terminal to raw mode")?;
+    let _restore = Restore;
+    crossterm::execute!(
+        std::io::stdout(),
+        EnterAlternateScreen,
+        EnableMouseCapture,
+        EnableBracketedPaste
+    )
+    .context("setting up the terminal")?;
+    let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))?;
+    terminal.clear()?;
+
+    let (commands, mut events) = engine::spawn(options);
+    let mut app = App {
+        state: State::default(),
+        editor: Editor::default(),
+        look,
+        commands,
+        link: Link::Connecting,
+        quitting: false,
+        rows: terminal.size().map(|size| size.height).unwrap_or(24),
+    };
+    match (outbox, problem) {
+        (Some(path), _) => app.state.status_notice(&format!("outbox: {path}")),
+        (None, why) => app.state.error(&format!(
+            "no durable outbox ({}): messages typed offline are kept in memory only",
+            why.as_deref().unwrap_or("unknown reason")
+        )),
+    }
+    let mut keys = EventStream::new();
+    // The status bar counts down to the next reconnect.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    loop {
+        app.state.connection = match &app.link {
+            Link::Connecting => Connection::Connecting,
+            Link::Connected => Connection::Connected,
+            Link::Waiting { until } => Connection::Reconnecting {
+                in_secs: until.saturating_duration_since(Instant::now()).as_secs_f64().ceil()
+                    as u64,
+            },
+        };
+        draw(&mut terminal, &app)?;
+        tokio::select! {
+            key = keys.next() => match key {
+                Some(Ok(event)) => app.on_terminal(event, &mut terminal)?,
+                Some(Err(err)) => return Err(err).context("reading the terminal"),
+                None => return Ok(ExitCode::SUCCESS),
+            },
+            event = events.recv() => {
+                let mut next = event;
+                // Take everything that is ready, then draw once.
+                loop {
+                    match next {
+                        Some(Event::Done { .. }) | None => return Ok(ExitCode::SUCCESS),
+                        Some(Event::Failed(err)) => return Err(err),
+                        Some(event) => app.on_event(event),
+                    }
+                    match events.try_recv() {
+                        Ok(event) => next = Some(event),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = tick.tick() => {}
+            // Signals end the client at once; the outbox keeps what was
+            // not acknowledged.
+            _ = terminate.recv() => return Ok(ExitCode::SUCCESS),
+            _ = hangup.recv() => return Ok(ExitCode::SUCCESS),
+            _ = interrupt.recv() => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+fn draw(terminal: &mut Terminal<CrosstermBackend<Stdout>>, app: &App) -> anyhow::Result<()> {
+    let chrome = Chrome {
+        server: &app.look.server,
+        show_members: app.look.show_members,
+        palette: &app.look.palette,
+        local_time: true,
+    };
+    terminal.draw(|frame| view::draw(frame, &app.state, &app.editor, chrome))?;
+    Ok(())
+}
+
+struct App {
+    state: State,
+    editor: Editor,
+    look: Look,
+    commands: UnboundedSender<Command>,
+    link: Link,
+    quitting: bool,
+    /// The terminal's height, for paging.
+    rows: u16,
+}
+
+impl App {
+    fn send(&self, command: Command) {
+        // The engine outlives the screen; if it is gone, the loop ends.
+        let _ = self.commands.send(command);
+    }
+
+    /// The rows of messages on screen, for PgUp/PgDn.
+    fn page(&self) -> usize {
+        usize::from(self.rows.saturating_sub(2)).max(1)
+    }
+
+    fn quit(&mut self) {
+        if self.quitting {
+            // A second Ctrl+C does not wait for acknowledgements.
+            restore();
+            std::process::exit(0);
+        }
+        self.quitting = true;
+        self.state.notice("quitting…");
+        self.send(Command::Quit);
+    }
+
+    fn on_terminal(
+        &mut self,
+        event: TermEvent,
+        terminal: &mut Terminal<CrosstermBackend<Stdout>>,
+    ) -> anyhow::Result<()> {
+        match event {
+            TermEvent::Key(key) if key.kind != KeyEventKind::Release => {
+                if key.code == KeyCode::Char('l') && key.modifiers.contains(KeyModifiers::CONTROL) {
+                    terminal.clear()?;
+                } else {
+                    self.on_key(key);
+                }
+            }
+            TermEvent::Paste(text) => self.editor.insert(&text),
+            TermEvent::Mouse(mouse) => match mouse.kind {
+                MouseEventKind::ScrollUp => self.scroll_up(3),
+                MouseEventKind::ScrollDown => self.state.scroll_down(3),
+                _ => {}
+            },
+            TermEvent::Resize(_, rows) => self.rows = rows,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn scroll_up(&mut self, lines: usize) {
+        if let Some(older) = self.state.scroll_up(lines, self.page()) {
+            self.send(Command::Send(older));
+        }
+    }
+
+    fn on_key(&mut self, key: KeyEvent) {
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        let alt = key.modifiers.contains(KeyModifiers::ALT);
+        match key.code {
+            KeyCode::Char('c') if ctrl => self.quit(),
+            KeyCode::Char('d') if ctrl && self.editor.text().is_empty() => self.quit(),
+            KeyCode::Char('n') if ctrl => self.state.next(),
+            KeyCode::Char('p') if ctrl => self.state.previous(),
+            KeyCode::Char('w') if ctrl => self.editor.delete_word(),
+            KeyCode::Char('u') if ctrl => self.editor.delete_to_start(),
+            KeyCode::Char('k') if ctrl => self.editor.delete_to_end(),
+            KeyCode::Char('a') if ctrl => self.editor.home(),
+            KeyCode::Char('e') if ctrl => self.editor.end(),
+            KeyCode::Char(digit @ '0'..='9') if alt => {
+                let at = digit.to_digit(10).unwrap_or(0) as usize;
+                // Alt+1 is the first view, Alt+0 the tenth.
+                self.state.select(if at == 0 { 9 } else { at - 1 });
+            }
+            KeyCode::Char(c) if !ctrl && !alt => self.editor.insert(&c.to_string()),
+            KeyCode::Enter => {
+                let line = self.editor.submit();
+                self.submit(&line);
+            }
+            KeyCode::Backspace => self.editor.backspace(),
+            KeyCode::Delete => self.editor.delete(),
+            KeyCode::Left if ctrl => self.editor.word_left_move(),
+            KeyCode::Right if ctrl => self.editor.word_right_move(),
+            KeyCode::Left => self.editor.left(),
+            KeyCode::Right => self.editor.right(),
+            KeyCode::Home => self.editor.home(),
+            KeyCode::End => self.editor.end(),
+            KeyCode::Up => self.editor.history_up(),
+            KeyCode::Down => self.editor.history_down(),
+            KeyCode::PageUp => self.scroll_up(self.page().saturating_sub(1).max(1)),
+            KeyCode::PageDown => self.state.scroll_down(self.page().saturating_sub(1).max(1)),
+            KeyCode::Tab => {
+                let nicks = self.state.current().members.clone();
+                let rooms = self.state.rooms();
+                self.editor.complete(&COMMANDS, &rooms, &nicks);
+            }
+            KeyCode::F(2) => self.look.show_members = !self.look.show_members,
+            _ => {}
+        }
+    }
+
+    /// A line entered: a command of the full-screen client's own, a direct
+    /// message in a conversation view, or what line mode would make of it.
+    fn submit(&mut self, line: &str) {
+        let command = line.split_whitespace().next().unwrap_or_default().to_lowercase();
+        match command.as_str() {
+            "/help" => {
+                for text in input::HELP.lines().chain(EXTRA_HELP.lines()).chain(KEYS.lines()) {
+                    self.state.notice(text);
+                }
+                return;
+            }
+            "/clear" => return self.state.clear(),
+            "/members" => {
+                self.look.show_members = !self.look.show_members;
+                return;
+            }
+            "/close" => {
+                if !self.state.close_direct() {
+                    match self.state.current_room() {
+                        Some(room) => self.send(Command::Send(chat_protocol::ClientFrame::Leave {
+                            room: room.to_owned(),
+                        })),
+                        None => self.state.error("nothing to close here"),
+                    }
+                }
+                return;
+            }
+            "/quote" => {
+                let raw = line.trim_start().trim_start_matches("/quote").trim_start();
+                match crate::line::raw_frame(true, raw) {
+                    Some(Ok(command)) => self.send(command),
+                    Some(Err(why)) => self.state.error(&why),
+                    None => self.state.error("usage: /quote {\"type\": ...}"),
+                }
+                return;
+            }
+            _ => {}
+        }
+        let current = self.state.current();
+        if current.kind == Kind::Direct && !line.starts_with('/') && !line.trim().is_empty() {
+            let to = current.name.clone();
+            let text = line.strip_prefix("//").map_or(line.to_owned(), |rest| format!("/{rest}"));
+            return self.send_message(chat_protocol::ClientFrame::Dm { to, text });
+        }
+        match input::parse(line, self.state.current_room()) {
+            Input::Send(frame) => self.send_message(frame),
+            Input::Quit => self.quit(),
+            Input::Help => {}
+            Input::Nothing => {}
+            Input::Invalid(why) => self.state.error(&why),
+        }
+    }
+
+    fn send_message(&mut self, frame: chat_protocol::ClientFrame) {
+        let message = matches!(
+            frame,
+            chat_protocol::ClientFrame::Say { .. } | chat_protocol::ClientFrame::Dm { .. }
+        );
+        if message && self.link != Link::Connected {
+            self.state.notice("offline: queued, sent when the connection is back");
+        }
+        self.send(Command::Send(frame));
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Frame { frame: Some(frame), catch_up, .. } => {
+                // A reconnect's history pages come again as `Missed`.
+                if !(catch_up && matches!(*frame, ServerFrame::History { .. })) {
+                    self.state.on_frame(&frame);
+                }
+            }
+            Event::Frame { frame: None, .. } => {}
+            Event::Missed { messages, .. } => {
+                for message in messages {
+                    self.state.on_frame(&ServerFrame::Message(message));
+                }
+            }
+            Event::Resumed(notice) => self.state.notice(&notice),
+            Event::Link(link) => {
+                if link == Link::Connected {
+                    self.state.reconnected();
+                }
+                self.link = link;
+            }
+            Event::Queued(queued) => self.state.queued = queued,
+            Event::Notice(notice) => self.state.status_notice(&notice),
+            Event::Problem(why) => self.state.error(&why),
+            Event::Done { .. } | Event::Failed(_) => {}
+        }
+    }
+}
+
+/// The full-screen client's own commands, for `/help`.
+const EXTRA_HELP: &str = "\
+  /part [ROOM]      same as /leave
+  /close            close this conversation, or leave this room
+  /clear            empty this view (PgUp brings history back)
+  /members          show or hide the member list
+  /quote JSON       send a raw protocol frame";
