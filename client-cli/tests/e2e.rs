@@ -1,158 +1,11 @@
 //! The real `chat` binary against the real `chat-server` binary, over pipes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod support;
 
-const WAIT: Duration = Duration::from_secs(15);
+use std::process::Command;
 
-/// A binary of this workspace, built next to `chat`.
-fn bin(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_chat")).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        path.display()
-    );
-    path
-}
-
-/// A running process whose stdout and stderr lines are read as they come.
-struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(command: &mut Command) -> Self {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = lines(child.stdout.take().unwrap());
-        let stderr = lines(child.stderr.take().unwrap());
-        let stdin = child.stdin.take();
-        Self { child, stdin, stdout, stderr, seen: Vec::new() }
-    }
-
-    /// Waits for a stdout line equal to `expected`.
-    fn expect(&mut self, expected: &str) {
-        self.expect_where(|line| line == expected, expected);
-    }
-
-    fn expect_where(&mut self, matches: impl Fn(&str) -> bool, what: &str) -> String {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.stdout.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if matches(&line) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no line {what:?}; saw {:#?}", self.seen),
-            }
-        }
-    }
-
-    fn expect_stderr(&mut self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no stderr line with {needle:?}"),
-            }
-        }
-    }
-
-    fn type_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Closes stdin and waits for the exit status: the end of stdout (the
-    /// reader thread hanging up) is the event that the process is ending.
-    fn finish(&mut self) -> std::process::ExitStatus {
-        drop(self.stdin.take());
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.stdout.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(mpsc::RecvTimeoutError::Disconnected) => return self.child.wait().unwrap(),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("process did not exit; saw {:#?}", self.seen)
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn lines(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Starts `chat-server` on a free port and returns it with its ws:// URL.
-fn server() -> (Proc, String) {
-    server_with(&[])
-}
-
-fn server_with(extra: &[&str]) -> (Proc, String) {
-    let mut server = Proc::spawn(
-        Command::new(bin("chat-server"))
-            .args(["--listen", "127.0.0.1:0", "--ephemeral"])
-            .args(extra),
-    );
-    let line = server.expect_where(|line| line.starts_with("listening on http://"), "listening");
-    let addr = line.trim_start_matches("listening on http://").to_owned();
-    (server, format!("ws://{addr}/ws"))
-}
-
-fn chat(url: &str, args: &[&str]) -> Proc {
-    Proc::spawn(Command::new(bin("chat")).arg("--server").arg(url).args(args))
-}
-
-fn chat_with_input(url: &str, args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(bin("chat"))
-        .arg("--server")
-        .arg(url)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
+use support::*;
 
 #[test]
 fn two_clients_chat_over_the_real_server() {
@@ -535,24 +388,22 @@ fn chat_send_exits_0_once_acknowledged_and_non_zero_with_the_reason_otherwise() 
     let (_server, url) = server();
     let mut bob = chat(&url, &["--nick", "bob"]);
     bob.expect("[lobby] -- joined (1 members: bob)");
-    let sent = Command::new(bin("chat"))
+    let sent = chat_command()
         .args(["--server", &url, "send", "--nick", "ci", "--room", "lobby", "deploy finished"])
         .output()
         .unwrap();
     assert!(sent.status.success(), "{sent:?}");
     bob.expect("[lobby] <ci> deploy finished");
 
-    let refused = Command::new(bin("chat"))
+    let refused = chat_command()
         .args(["--server", &url, "send", "--room", "Not A Room!", "hello"])
         .output()
         .unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("invalid_room"), "{refused:?}");
 
-    let unreachable = Command::new(bin("chat"))
-        .args(["--server", "ws://127.0.0.1:9/ws", "send", "hello"])
-        .output()
-        .unwrap();
+    let unreachable =
+        chat_command().args(["--server", "ws://127.0.0.1:9/ws", "send", "hello"]).output().unwrap();
     assert!(!unreachable.status.success());
     assert!(
         String::from_utf8_lossy(&unreachable.stderr).contains("cannot connect"),
@@ -564,7 +415,7 @@ fn chat_send_exits_0_once_acknowledged_and_non_zero_with_the_reason_otherwise() 
 fn chat_tail_prints_history_then_follows_across_a_reconnect_without_repeats() {
     let (_server, url) = server();
     let send = |text: &str| {
-        let sent = Command::new(bin("chat"))
+        let sent = chat_command()
             .args(["--server", &url, "send", "--nick", "ci", "--room", "ops", text])
             .output()
             .unwrap();
@@ -574,13 +425,8 @@ fn chat_tail_prints_history_then_follows_across_a_reconnect_without_repeats() {
     send("two");
     let upstream = url.trim_start_matches("ws://").trim_end_matches("/ws").to_owned();
     let proxy = Proxy::start(&upstream);
-    let mut tail = Proc::spawn(Command::new(bin("chat")).args([
-        "--server",
-        &proxy.url(),
-        "tail",
-        "--room",
-        "ops",
-    ]));
+    let mut tail =
+        Proc::spawn(chat_command().args(["--server", &proxy.url(), "tail", "--room", "ops"]));
     tail.expect("[ops] <ci> one");
     tail.expect("[ops] <ci> two");
     send("three");

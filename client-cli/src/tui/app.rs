@@ -39,7 +39,7 @@ const COMMANDS: [&str; 14] = [
 const KEYS: &str = "\
 keys:
   Enter send · Tab complete · Up/Down input history · Ctrl+W/U/K delete word/to start/to end
-  Ctrl+N/Ctrl+P or Alt+1..9 switch view · PgUp/PgDn or the mouse wheel scroll
+  Ctrl+N/Ctrl+P or Alt+1..9 switch view · PgUp/PgDn or the mouse wheel scroll · Esc newest
   F2 members on/off · Ctrl+L redraw · Ctrl+C quit";
 
 /// How long a quit waits for messages on their way to be acknowledged;
@@ -107,6 +107,7 @@ pub async fn run(
     let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))?;
     terminal.clear()?;
 
+    let rooms = options.rooms.clone();
     let (commands, mut events) = engine::spawn(options);
     let mut app = App {
         state: State::default(),
@@ -124,6 +125,7 @@ pub async fn run(
             why.as_deref().unwrap_or("unknown reason")
         )),
     }
+    app.state.open_rooms(&rooms);
     let mut keys = EventStream::new();
     // The status bar counts down to the next reconnect.
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -162,11 +164,12 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {}
-            // Signals end the client at once; the outbox keeps what was
-            // not acknowledged.
-            _ = terminate.recv() => return Ok(ExitCode::SUCCESS),
-            _ = hangup.recv() => return Ok(ExitCode::SUCCESS),
-            _ = interrupt.recv() => return Ok(ExitCode::SUCCESS),
+            // A signal quits like Ctrl+C: the session ends cleanly (its
+            // nick is free at once), a second one ends the client at once;
+            // the outbox keeps what was not acknowledged either way.
+            _ = terminate.recv() => app.quit(),
+            _ = hangup.recv() => app.quit(),
+            _ = interrupt.recv() => app.quit(),
         }
     }
 }
@@ -280,6 +283,7 @@ impl App {
             KeyCode::Up => self.editor.history_up(),
             KeyCode::Down => self.editor.history_down(),
             KeyCode::PageUp => self.scroll_up(self.page().saturating_sub(1).max(1)),
+            KeyCode::Esc => self.state.scroll_down(usize::MAX),
             KeyCode::PageDown => self.state.scroll_down(self.page().saturating_sub(1).max(1)),
             KeyCode::Tab => {
                 let nicks = self.state.current().members.clone();
@@ -294,6 +298,8 @@ impl App {
     /// A line entered: a command of the full-screen client's own, a direct
     /// message in a conversation view, or what line mode would make of it.
     fn submit(&mut self, line: &str) {
+        // What completion left at the end is not part of the message.
+        let line = line.trim_end();
         let command = line.split_whitespace().next().unwrap_or_default().to_lowercase();
         match command.as_str() {
             "/help" => {

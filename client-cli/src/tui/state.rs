@@ -49,6 +49,8 @@ pub struct View {
     pub loading: bool,
     /// The server has nothing older.
     pub complete: bool,
+    /// A room the server has confirmed joining (at some point).
+    pub joined: bool,
 }
 
 impl View {
@@ -63,6 +65,7 @@ impl View {
             scroll: 0,
             loading: false,
             complete: false,
+            joined: false,
         }
     }
 
@@ -174,6 +177,17 @@ impl State {
 
     pub fn previous(&mut self) {
         self.select((self.current + self.views.len() - 1) % self.views.len());
+    }
+
+    /// Opens views for the rooms the client will join, before the server
+    /// answers, so messages can be typed into them offline; shows the first.
+    pub fn open_rooms(&mut self, rooms: &[String]) {
+        for room in rooms {
+            self.view_mut(room, Kind::Room);
+        }
+        if let Some(at) = rooms.first().and_then(|room| self.find(room, &Kind::Room)) {
+            self.select(at);
+        }
     }
 
     /// Adds a line of the client's own to the status view.
@@ -288,11 +302,14 @@ impl State {
                 for message in history {
                     add_message(view, message);
                 }
-                if fresh {
+                if !view.joined {
+                    view.joined = true;
                     view.push(Line::Notice(format!("joined {room} ({} members)", members.len())));
-                    if let Some(at) = self.find(room, &Kind::Room) {
-                        self.select(at);
-                    }
+                }
+                // A room joined with /join is shown; rooms opened at start
+                // stay where the user is.
+                if fresh && let Some(at) = self.find(room, &Kind::Room) {
+                    self.select(at);
                 }
             }
             ServerFrame::Left { room, .. } => {
@@ -601,5 +618,48 @@ mod tests {
         s.on_frame(&ServerFrame::Left { id: None, room: "dev".into() });
         assert_eq!(s.current().name, "lobby");
         assert_eq!(s.views.len(), 2, "status and lobby");
+    }
+
+    #[test]
+    fn rooms_open_before_the_server_answers_and_their_join_is_noted_once() {
+        let mut s = State::default();
+        s.open_rooms(&["lobby".to_owned(), "dev".to_owned()]);
+        assert_eq!(s.current().name, "lobby", "the first room is shown at start");
+        assert_eq!(s.current_room(), Some("lobby"), "so it can be typed into offline");
+        s.on_frame(&welcome("alice"));
+        s.on_frame(&joined("lobby", &["alice"], vec![message("lobby", 1, "bob", "hi")]));
+        s.on_frame(&joined("dev", &["alice"], vec![]));
+        assert_eq!(s.current().name, "lobby", "rooms opened at start do not take the screen");
+        // A reconnect joins again: nothing new to say, nothing twice.
+        s.on_frame(&joined("lobby", &["alice"], vec![message("lobby", 1, "bob", "hi")]));
+        assert_eq!(texts(s.current()), ["hi", "-- joined lobby (1 members)"]);
+        // A room joined later is shown.
+        s.on_frame(&joined("ops", &["alice"], vec![]));
+        assert_eq!(s.current().name, "ops");
+        let mut rooms = s.rooms();
+        rooms.sort();
+        assert_eq!(rooms, ["dev", "lobby", "ops"]);
+    }
+
+    #[test]
+    fn clear_empties_a_view_and_close_closes_only_conversations() {
+        let mut s = State::default();
+        s.on_frame(&welcome("alice"));
+        s.on_frame(&joined("lobby", &["alice"], vec![message("lobby", 1, "bob", "hi")]));
+        s.clear();
+        assert!(s.current().lines.is_empty());
+        assert!(!s.close_direct(), "a room is left, not closed");
+        s.on_frame(&ServerFrame::Direct {
+            id: None,
+            from: "bob".into(),
+            to: "alice".into(),
+            text: "psst".into(),
+            ts: 1,
+        });
+        let at = s.views.iter().position(|view| view.kind == Kind::Direct).unwrap();
+        s.select(at);
+        assert!(s.close_direct());
+        assert!(s.views.iter().all(|view| view.kind != Kind::Direct));
+        assert_eq!(s.current().name, "lobby");
     }
 }

@@ -219,7 +219,16 @@ fn wrap(spans: Vec<Span<'static>>, width: usize) -> Vec<Line<'static>> {
 
 fn draw_messages(frame: &mut Frame<'_>, view: &View, chrome: Chrome<'_>, area: Rect) {
     let width = usize::from(area.width);
-    let height = usize::from(area.height);
+    let mut height = usize::from(area.height);
+    let quiet = Style::default().fg(Color::DarkGray);
+    // Rows of the view's own above and below the messages.
+    let loading =
+        view.loading.then(|| Line::from(Span::styled("-- loading older messages…", quiet)));
+    let below = (view.scroll > 0).then(|| {
+        let text = format!("-- {} newer below (PgDn, Esc for the newest)", view.scroll);
+        Line::from(Span::styled(text, quiet.add_modifier(Modifier::REVERSED)))
+    });
+    height = height.saturating_sub(usize::from(loading.is_some()) + usize::from(below.is_some()));
     // The lines above the scroll position, wrapped from the bottom up
     // until the screen is full.
     let shown_lines = view.lines.len().saturating_sub(view.scroll);
@@ -233,7 +242,14 @@ fn draw_messages(frame: &mut Frame<'_>, view: &View, chrome: Chrome<'_>, area: R
         }
     }
     let start = rows.len().saturating_sub(height);
-    let shown: Vec<Line<'static>> = rows.get(start..).unwrap_or_default().to_vec();
+    let mut shown: Vec<Line<'static>> = loading.into_iter().collect();
+    shown.extend(rows.get(start..).unwrap_or_default().iter().cloned());
+    if let Some(below) = below {
+        // At the bottom of the pane, however few messages are above it.
+        let blank = usize::from(area.height).saturating_sub(shown.len() + 1);
+        shown.extend(std::iter::repeat_n(Line::default(), blank));
+        shown.push(below);
+    }
     frame.render_widget(Paragraph::new(shown), area);
 }
 
@@ -433,5 +449,24 @@ mod tests {
                 .map(|n| format!("{:?}", palette.nick(n)))
                 .collect();
         assert!(colours.len() > 2, "nicks spread over the palette");
+    }
+
+    #[test]
+    fn loading_older_messages_and_newer_ones_below_are_shown() {
+        let mut state = state();
+        state.queued = 2;
+        state.connection = Connection::Reconnecting { in_secs: 3 };
+        for _ in 0..2 {
+            state.notice("filler");
+        }
+        // Two lines up, waiting for older ones: rows say so.
+        let current = state.current;
+        state.views[current].scroll = 2;
+        state.views[current].loading = true;
+        let rows = screen(&state, &Editor::default(), 60, 8, false);
+        assert!(rows[0].contains("-- loading older messages…"), "{rows:#?}");
+        assert!(rows[5].contains("-- 2 newer below"), "{rows:#?}");
+        // The connection leads; on a narrow screen the server is cut.
+        assert_eq!(rows[7], " offline, reconnecting in 3s · 2 queued · alice · ws://host/");
     }
 }
