@@ -235,6 +235,12 @@ fn a_conversation(cols: u16, rows: u16, other: (u16, u16)) {
     tmux.press(&["PPage"]);
     tmux.wait("a note of newer messages", |s| s.iter().any(|row| row.contains("newer below")));
     tmux.press(&["Escape"]);
+    tmux.wait("the newest again", |s| !s.iter().any(|row| row.contains("newer below")));
+    // The mouse wheel scrolls too (an SGR mouse report, as a terminal
+    // sends it with mouse reporting on).
+    tmux.type_text("\x1b[<64;30;5M");
+    tmux.wait("scrolled by the wheel", |s| s.iter().any(|row| row.contains("newer below")));
+    tmux.type_text("\x1b[<65;30;5M");
     tmux.wait("the newest message", |s| {
         s.iter().any(|row| row.contains("<bob> long"))
             && !s.iter().any(|row| row.contains("newer below"))
@@ -357,7 +363,7 @@ fn and_then_show_the_terminal(chat: &str) -> String {
 }
 
 #[test]
-fn the_terminal_is_restored_after_quit_and_after_sigterm() {
+fn the_terminal_is_restored_after_quit_sigterm_and_a_panic() {
     let (_server, url) = server();
     let home = tempfile::tempdir().unwrap();
     let env = home_env(home.path());
@@ -381,11 +387,25 @@ fn the_terminal_is_restored_after_quit_and_after_sigterm() {
     assert!(screen.iter().any(|row| row.trim() == "exit=0"), "{}", screen.join("\n"));
     assert!(screen.iter().any(|row| row.trim() == "icanon echo"), "{}", screen.join("\n"));
 
+    // A panic: the terminal is restored before the message is printed.
+    let mut quiet = env.clone();
+    quiet.push(("RUST_BACKTRACE", "0"));
+    let tmux = Tmux::start(80, 24, &and_then_show_the_terminal(&chat), &quiet);
+    tmux.wait("connected", is_connected);
+    tmux.type_text("/debug-panic");
+    tmux.press(&["Enter"]);
+    let screen = tmux.wait_text("icanon");
+    assert!(screen.iter().any(|row| row.trim() == "exit=101"), "{}", screen.join("\n"));
+    assert!(screen.iter().any(|row| row.trim() == "icanon echo"), "{}", screen.join("\n"));
+    assert!(screen.iter().any(|row| row.contains("/debug-panic typed")), "{}", screen.join("\n"));
+    drop(tmux);
+
     // --plain on a terminal is line mode.
     let plain = format!("{} --server {url} --nick plain --plain", bin("chat").display());
     let tmux = Tmux::start(80, 24, &plain, &env);
     tmux.wait_text("-- connected to chat-server");
-    tmux.wait_text("[lobby] -- joined (1 members: plain)");
+    // (alice's panicked session waits out its grace period as a member.)
+    tmux.wait_text("[lobby] -- joined (2 members: alice, plain)");
 }
 
 #[test]

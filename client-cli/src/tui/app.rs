@@ -5,6 +5,7 @@
 
 use std::io::{Stdout, Write};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -55,9 +56,17 @@ pub struct Look {
     pub palette: Palette,
 }
 
+/// Whether the terminal is in the full-screen client's modes.
+static SET_UP: AtomicBool = AtomicBool::new(false);
+
 /// Puts the terminal back as it was: cooked mode, the main screen, no
-/// mouse capture, a visible cursor. Safe to call more than once.
+/// mouse capture, a visible cursor. Only the first call does anything:
+/// leaving the alternate screen twice would move the cursor back up over
+/// what was printed in between (a panic's message).
 fn restore() {
+    if !SET_UP.swap(false, Ordering::SeqCst) {
+        return;
+    }
     let _ = disable_raw_mode();
     let mut out = std::io::stdout();
     let _ = crossterm::execute!(
@@ -96,6 +105,7 @@ pub async fn run(
         previous(info);
     }));
     enable_raw_mode().context("switching the terminal to raw mode")?;
+    SET_UP.store(true, Ordering::SeqCst);
     let _restore = Restore;
     crossterm::execute!(
         std::io::stdout(),
@@ -309,6 +319,10 @@ impl App {
                 return;
             }
             "/clear" => return self.state.clear(),
+            // For the test that a panic leaves the terminal usable; debug
+            // builds only.
+            #[cfg(debug_assertions)]
+            "/debug-panic" => panic!("/debug-panic typed"),
             "/members" => {
                 self.look.show_members = !self.look.show_members;
                 return;

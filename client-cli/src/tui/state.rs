@@ -191,9 +191,14 @@ impl State {
     }
 
     /// Adds a line of the client's own to the status view.
+    /// The same notice again (a reconnect failing the same way each time)
+    /// is not repeated.
     pub fn status_notice(&mut self, text: &str) {
         if let Some(view) = self.views.iter_mut().find(|view| view.kind == Kind::Status) {
-            view.push(Line::Notice(text.to_owned()));
+            let line = Line::Notice(text.to_owned());
+            if view.lines.back() != Some(&line) {
+                view.push(line);
+            }
         }
     }
 
