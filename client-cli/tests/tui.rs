@@ -475,3 +475,51 @@ fn the_config_file_sets_server_nick_rooms_and_colours_and_flags_win() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("config.toml") && stderr.contains("colour"), "{stderr}");
 }
+
+#[test]
+fn a_message_resent_from_the_outbox_after_a_crash_is_delivered_once() {
+    let data = tempfile::tempdir().unwrap();
+    let (_server, addr) = durable_server("127.0.0.1:0", data.path());
+    let url = format!("ws://{addr}/ws");
+    let home = tempfile::tempdir().unwrap();
+    // A first run makes the outbox file; a clean quit frees the nick.
+    let tmux = tui(100, 30, &url, "alice", home.path());
+    tmux.wait("connected", is_connected);
+    tmux.press(&["C-c"]);
+    let outbox_dir = home.path().join("data/chat/outbox");
+    let outbox = std::fs::read_dir(&outbox_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .unwrap();
+    drop(tmux);
+    // What a client leaves behind when it is killed after the server took
+    // a message but before the echo came back: the message, its id and
+    // the session it was sent in.
+    let crashed = format!(
+        r#"{{"version": 1, "server": "{url}", "session": "session-of-the-crashed-client",
+            "rooms": ["lobby"],
+            "pending": ["{{\"id\":\"m-1\",\"type\":\"say\",\"room\":\"lobby\",\"text\":\"exactly once\"}}"]}}"#
+    );
+    let mut bob = chat(&url, &["--nick", "bob"]);
+    bob.expect("[lobby] -- joined (1 members: bob)");
+    for _ in 0..2 {
+        std::fs::write(&outbox, &crashed).unwrap();
+        let tmux = tui(100, 30, &url, "alice", home.path());
+        tmux.wait("sent and acknowledged", |s| {
+            is_connected(s)
+                && !status(s).contains("queued")
+                && s.iter().any(|row| row.contains("<alice> exactly once"))
+        });
+        let killed = Command::new("kill").args(["-KILL", &tmux.chat_pid().to_string()]).status();
+        assert!(killed.unwrap().success());
+    }
+    let tmux = tui(100, 30, &url, "alice", home.path());
+    let screen = tmux.wait("the session resumed", is_connected);
+    assert_eq!(count(&screen, "<alice> exactly once"), 1, "{}", screen.join("\n"));
+    tmux.type_text("marker");
+    tmux.press(&["Enter"]);
+    bob.expect("[lobby] <alice> marker");
+    let seen = bob.seen.iter().filter(|l| l.contains("exactly once"));
+    assert_eq!(seen.count(), 1, "the server's dedupe made it once: {:#?}", bob.seen);
+}
