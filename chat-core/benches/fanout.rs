@@ -44,8 +44,12 @@ fn fanout(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("room", members), &members, |b, _| {
             b.iter(|| {
                 now += 1;
-                let say =
-                    Command::Say { room: "big".into(), text: "hello world".into(), action: false };
+                let say = Command::Say {
+                    room: "big".into(),
+                    text: "hello world".into(),
+                    action: false,
+                    attachment: None,
+                };
                 chat.handle_command(Timestamp::from_unix_millis(now), sender, None, say);
                 while let Some(output) = chat.poll_output() {
                     black_box(output);

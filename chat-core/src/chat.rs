@@ -6,9 +6,9 @@ use crate::bucket::{Rate, TokenBucket};
 use crate::dedupe::Dedupe;
 use crate::room::{Room, SessionId};
 use crate::{
-    ChatConfig, Command, CommandError, Departure, Direct, DisconnectReason, Event, Identity,
-    MemberId, Message, Nick, Output, Presence, Record, RoomId, RoomName, RoomPattern, SessionToken,
-    Timestamp,
+    Attachment, ChatConfig, Command, CommandError, Departure, Direct, DisconnectReason, Event,
+    Identity, MemberId, Message, Nick, Output, Presence, Record, RoomId, RoomName, RoomPattern,
+    SessionToken, Timestamp,
 };
 
 /// How often rooms are pruned of messages older than
@@ -102,6 +102,13 @@ impl Grant {
     }
 }
 
+/// What a `say` carries.
+struct Said {
+    text: String,
+    action: bool,
+    attachment: Option<Attachment>,
+}
+
 impl Chat {
     /// An empty chat with the given rules.
     pub fn new(config: ChatConfig) -> Self {
@@ -165,8 +172,8 @@ impl Chat {
                 self.join(now, member, s, &id, &room, after)
             }
             (Command::Leave { room }, Some(s)) => self.leave(member, s, &id, &room),
-            (Command::Say { room, text, action }, Some(s)) => {
-                self.say(now, member, s, &id, &room, text, action)
+            (Command::Say { room, text, action, attachment }, Some(s)) => {
+                self.say(now, member, s, &id, &room, Said { text, action, attachment })
             }
             (Command::Dm { to, text }, Some(s)) => self.dm(now, member, s, &id, &to, text),
             (Command::Nick { nick }, Some(s)) => self.rename(member, s, &id, &nick),
@@ -331,6 +338,19 @@ impl Chat {
     /// How many message ids are remembered for deduplication.
     pub fn dedupe_len(&self) -> usize {
         self.dedupe.len()
+    }
+
+    /// The attachment `file` as the session holding `token` may see it: in
+    /// a message still in the history of a room the session is in. `None`
+    /// if no such message is there (or no such session), so a file is only
+    /// ever given to those who could see the message it came with.
+    pub fn attachment_for(&self, token: &SessionToken, file: &str) -> Option<&Attachment> {
+        let session = self.sessions.get(self.tokens.get(token)?)?;
+        session.rooms.iter().filter_map(|room| self.rooms.get(room)).find_map(|room| {
+            room.messages()
+                .rev()
+                .find_map(|message| message.attachment.as_ref().filter(|a| &*a.id == file))
+        })
     }
 
     /// Restores a room from storage at startup, before any connection:
@@ -636,7 +656,6 @@ impl Chat {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn say(
         &mut self,
         now: Timestamp,
@@ -644,14 +663,16 @@ impl Chat {
         sid: SessionId,
         id: &Option<Arc<str>>,
         room: &str,
-        text: String,
-        action: bool,
+        Said { text, action, attachment }: Said,
     ) -> Result<(), CommandError> {
         if self.answer_retry(member, sid, id) {
             return Ok(());
         }
         let (room_id, name) = self.joined_room(sid, room)?;
-        self.check_text(&text)?;
+        // A file may come without a caption.
+        if attachment.is_none() || !text.is_empty() {
+            self.check_text(&text)?;
+        }
         self.take_message_token(now, sid)?;
         let Some(session) = self.sessions.get(&sid) else {
             return Ok(());
@@ -670,6 +691,7 @@ impl Chat {
             action,
             id: id.clone(),
             sender: Some(sender.clone()),
+            attachment,
         };
         room.push(message.clone(), capacity);
         let to = room.recipients();
@@ -1014,6 +1036,23 @@ impl Chat {
             sessions.iter().filter_map(|s| self.sessions.get(s)).map(|s| s.nick.clone()).collect();
         nicks.sort_by_cached_key(|nick| (nick.folded(), nick.clone()));
         nicks
+    }
+
+    /// Whether `member` could `say` in `room` now (greeted, in the room):
+    /// for work an application does before the `say`, such as receiving
+    /// a file. The `say` itself is checked again, rate limit included.
+    ///
+    /// # Errors
+    /// The error the `say` would get.
+    pub fn check_say(&self, member: MemberId, room: &str) -> Result<(), CommandError> {
+        let sid = self.conns.get(&member).and_then(|conn| conn.session);
+        let sid = sid.ok_or(CommandError::HelloRequired)?;
+        self.joined_room(sid, room).map(|_| ())
+    }
+
+    /// Every room with its number of members, by name.
+    pub fn room_members(&self) -> Vec<(RoomName, usize)> {
+        self.rooms_by_name()
     }
 
     fn rooms_by_name(&self) -> Vec<(RoomName, usize)> {

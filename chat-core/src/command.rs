@@ -44,6 +44,9 @@ pub enum Command {
         text: String,
         /// An action (`/me`).
         action: bool,
+        /// A file the application stored for this message; the text may
+        /// then be empty.
+        attachment: Option<crate::Attachment>,
     },
     /// Send a direct message.
     Dm {

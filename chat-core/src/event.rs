@@ -253,4 +253,20 @@ pub struct Message {
     /// The sender's session, which with `id` makes the message unique. A
     /// secret: never shown to other members.
     pub sender: Option<SessionToken>,
+    /// A file sent with the message.
+    pub attachment: Option<Attachment>,
+}
+
+/// A file attached to a message. The core keeps what it is told: the
+/// embedding application stores the bytes and checks them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// The file's id (the application's; for chat-server, its SHA-256).
+    pub id: Arc<str>,
+    /// Its name, as the sender gave it.
+    pub name: Arc<str>,
+    /// Its media type.
+    pub mime: Arc<str>,
+    /// Its length in bytes.
+    pub size: u64,
 }

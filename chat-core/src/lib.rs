@@ -34,7 +34,8 @@ pub use command::Command;
 pub use config::ChatConfig;
 pub use error::CommandError;
 pub use event::{
-    Departure, Direct, DisconnectReason, Event, Message, Output, Presence, Record, Resume,
+    Attachment, Departure, Direct, DisconnectReason, Event, Message, Output, Presence, Record,
+    Resume,
 };
 pub use id::{MemberId, RoomId};
 pub use identity::{Identity, RoomPattern};

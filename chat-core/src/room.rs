@@ -87,6 +87,11 @@ impl Room {
     }
 
     /// The newest `limit` messages with a `seq` below `before`, oldest first.
+    /// The retained messages, oldest first.
+    pub(crate) fn messages(&self) -> impl DoubleEndedIterator<Item = &Message> {
+        self.history.iter()
+    }
+
     pub(crate) fn history(&self, before: Option<u64>, limit: usize) -> Vec<Message> {
         let end = match before {
             // The ring holds increasing seqs, so a binary search finds the cut.

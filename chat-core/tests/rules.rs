@@ -32,7 +32,7 @@ fn error_of(events: &[Event]) -> CommandError {
 }
 
 fn say_cmd(room: &str, text: &str) -> Command {
-    Command::Say { room: room.into(), text: text.into(), action: false }
+    Command::Say { room: room.into(), text: text.into(), action: false, attachment: None }
 }
 
 #[test]
@@ -185,7 +185,10 @@ fn say_fans_out_to_every_member_with_increasing_seq() {
     h.send_with_id(alice, Some("m1"), say_cmd("lobby", "hello"));
     assert_eq!(h.last_outputs, 1, "a fan-out is one output");
     h.advance(Duration::from_millis(5));
-    h.send(bob, Command::Say { room: "lobby".into(), text: "waves".into(), action: true });
+    h.send(
+        bob,
+        Command::Say { room: "lobby".into(), text: "waves".into(), action: true, attachment: None },
+    );
     let first = Message {
         room: room("lobby"),
         seq: 1,
@@ -195,6 +198,7 @@ fn say_fans_out_to_every_member_with_increasing_seq() {
         action: false,
         id: Some("m1".into()),
         sender: Some(token("token-1")),
+        attachment: None,
     };
     let second = Message {
         seq: 2,
@@ -597,4 +601,46 @@ fn a_fan_out_shares_one_event() {
     assert_eq!(*event, Event::Message(stored));
     assert_eq!(Arc::strong_count(&event), 1);
     assert!(h.chat.poll_output().is_none());
+}
+
+#[test]
+fn an_attachment_goes_out_with_its_message_and_only_room_members_may_fetch_it() {
+    use chat_core::Attachment;
+    let mut h = Harness::new();
+    let alice = h.greeted("alice");
+    let bob = h.greeted("bob");
+    let carol = h.greeted("carol");
+    h.join(alice, "lobby");
+    h.join(bob, "lobby");
+    h.join(carol, "other");
+    h.take_all();
+    let file =
+        Attachment { id: "f00d".into(), name: "cat.png".into(), mime: "image/png".into(), size: 3 };
+    let with_file = |text: &str| Command::Say {
+        room: "lobby".into(),
+        text: text.into(),
+        action: false,
+        attachment: Some(file.clone()),
+    };
+    // No caption is needed with a file; without one, text is.
+    h.send_with_id(alice, Some("u1"), with_file(""));
+    let events = h.take(bob);
+    assert!(
+        matches!(&events[..], [Event::Message(m)] if m.attachment.as_ref() == Some(&file) && m.text.is_empty()),
+        "{events:?}"
+    );
+    h.take(alice);
+    h.send_with_id(alice, Some("m2"), say_cmd("lobby", ""));
+    assert!(matches!(error_of(&h.take(alice)), CommandError::EmptyText));
+
+    let (alice_token, bob_token, carol_token) =
+        (token("token-1"), token("token-2"), token("token-3"));
+    assert_eq!(h.chat.attachment_for(&alice_token, "f00d"), Some(&file));
+    assert_eq!(h.chat.attachment_for(&bob_token, "f00d"), Some(&file));
+    assert_eq!(h.chat.attachment_for(&carol_token, "f00d"), None, "not in the room");
+    assert_eq!(h.chat.attachment_for(&bob_token, "beef"), None, "no such file");
+    assert_eq!(h.chat.attachment_for(&token("nobody"), "f00d"), None, "no such session");
+    // Leaving the room is losing access to its files.
+    h.send(bob, Command::Leave { room: "lobby".into() });
+    assert_eq!(h.chat.attachment_for(&bob_token, "f00d"), None);
 }

@@ -32,7 +32,7 @@ fn say_id(h: &mut Harness, m: MemberId, room: &str, text: &str, id: &str) {
     h.send_with_id(
         m,
         Some(id),
-        Command::Say { room: room.into(), text: text.into(), action: false },
+        Command::Say { room: room.into(), text: text.into(), action: false, attachment: None },
     );
 }
 
@@ -299,6 +299,7 @@ fn a_restored_room_continues_its_numbering_and_remembers_recent_ids() {
         action: false,
         id: Some(id.into()),
         sender: Some(SessionToken::parse("token-1").unwrap()),
+        attachment: None,
     };
     let stored = vec![message(8, "a"), message(9, "b"), message(10, "c")];
     h.chat.restore_room(now, room("lobby"), 12, stored).unwrap();

@@ -143,13 +143,21 @@ impl World {
                 let id = format!("i{}", self.next_id);
                 self.clients[c].sent.push((room.clone(), id.clone()));
                 let text = format!("{id} from {c}");
-                self.h.send_with_id(m, Some(&id), Command::Say { room, text, action: false });
+                self.h.send_with_id(
+                    m,
+                    Some(&id),
+                    Command::Say { room, text, action: false, attachment: None },
+                );
             }
             70..=76 if !self.clients[c].sent.is_empty() => {
                 let pick = self.rng.below(self.clients[c].sent.len());
                 let (room, id) = self.clients[c].sent[pick].clone();
                 let text = format!("{id} retried by {c}");
-                self.h.send_with_id(m, Some(&id), Command::Say { room, text, action: false });
+                self.h.send_with_id(
+                    m,
+                    Some(&id),
+                    Command::Say { room, text, action: false, attachment: None },
+                );
             }
             77..=80 => {
                 let nick = NICKS[self.rng.below(NICKS.len())].to_owned();
@@ -170,7 +178,11 @@ impl World {
                 let id = format!("i{}", self.next_id);
                 self.clients[c].sent.push((room.clone(), id.clone()));
                 let text = format!("{id} from {c}");
-                self.h.send_with_id(m, Some(&id), Command::Say { room, text, action: false });
+                self.h.send_with_id(
+                    m,
+                    Some(&id),
+                    Command::Say { room, text, action: false, attachment: None },
+                );
                 self.h.crash_on_persist = false;
             }
             _ => self.h.advance(Duration::from_millis(self.rng.below(15_000) as u64)),

@@ -62,6 +62,12 @@ pub enum Command {
     Send(ClientFrame),
     /// Send a frame with the id given (raw frames in `--json` mode).
     SendAs(String, ClientFrame),
+    /// Send the file at `path` to `room` (needs the connection).
+    Upload { room: String, path: std::path::PathBuf },
+    /// Save a file seen in a message: its id or the start of it (at least
+    /// 6 characters), to `to` (a file, or a directory) or the current
+    /// directory under its own name.
+    Download { id: String, to: Option<std::path::PathBuf> },
     /// Leave: once everything sent is acknowledged, or after the linger
     /// time (at once while offline with a durable outbox).
     Quit,
@@ -128,6 +134,7 @@ pub fn spawn(options: Options) -> (mpsc::UnboundedSender<Command>, mpsc::Unbound
         connected: false,
         id_prefix: format!("{:08x}", rand::random::<u32>()),
         next_id: 0,
+        attachments: Vec::new(),
         commands,
         events,
         options,
@@ -174,6 +181,8 @@ struct Engine {
     connected: bool,
     id_prefix: String,
     next_id: u64,
+    /// Files seen in messages, for `/download` by a short id.
+    attachments: Vec<chat_protocol::Attachment>,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<Event>,
 }
@@ -449,6 +458,11 @@ impl Engine {
                 self.quit();
                 return Ok(());
             }
+            Command::Upload { room, path } => return self.upload(socket, room, &path).await,
+            Command::Download { id, to } => {
+                self.download(&id, to);
+                return Ok(());
+            }
             Command::Send(frame) => (self.new_id(), frame),
             Command::SendAs(id, frame) => (id, frame),
         };
@@ -463,6 +477,10 @@ impl Engine {
     fn offline(&mut self, command: Command) {
         let (id, frame) = match command {
             Command::Quit => return self.quit(),
+            Command::Upload { .. } => {
+                return self.emit(Event::Problem("offline; uploads need the server".to_owned()));
+            }
+            Command::Download { id, to } => return self.download(&id, to),
             Command::Send(frame) => (None, frame),
             Command::SendAs(id, frame) => (Some(id), frame),
         };
@@ -526,6 +544,11 @@ impl Engine {
             }
             ServerFrame::Nick { nick, .. } => self.options.nick = Some(nick.clone()),
             ServerFrame::Message(message) => {
+                if let Some(file) = &message.attachment
+                    && !self.attachments.iter().any(|known| known.id == file.id)
+                {
+                    self.attachments.push(file.clone());
+                }
                 if let Some((_, seen)) = self.rooms.iter_mut().find(|(r, _)| *r == message.room) {
                     *seen = Some(seen.map_or(message.seq, |s| s.max(message.seq)));
                 }
@@ -537,6 +560,120 @@ impl Engine {
             ServerFrame::Error { id: Some(id), .. } => self.acknowledged(id, true),
             _ => {}
         }
+    }
+
+    /// Sends a file: announces it, waits for `upload_ready` (reporting
+    /// what else arrives meanwhile), then sends its bytes as binary frames
+    /// within the announced frame rate. The room's `message` confirms it.
+    async fn upload(
+        &mut self,
+        socket: &mut WebSocket,
+        room: String,
+        path: &std::path::Path,
+    ) -> anyhow::Result<()> {
+        let opened = tokio::fs::File::open(path).await;
+        let size = match &opened {
+            Ok(file) => file.metadata().await.map(|meta| meta.len()),
+            Err(err) => Err(std::io::Error::new(err.kind(), err.to_string())),
+        };
+        let (mut file, size) = match (opened, size) {
+            (Ok(file), Ok(size)) => (file, size),
+            (Err(err), _) | (_, Err(err)) => {
+                self.emit(Event::Problem(format!("cannot read {}: {err}", path.display())));
+                return Ok(());
+            }
+        };
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mime = mime_of(&name).to_owned();
+        let id = self.new_id();
+        let announce =
+            ClientFrame::Upload { room, name: name.clone(), mime, size, text: String::new() };
+        self.paced_send(socket, Some(id.clone()), announce).await?;
+        let chunk_bytes = loop {
+            let text = next_text(socket, &self.events)
+                .await?
+                .context("server closed the connection during an upload")?;
+            let frame = ServerFrame::decode(&text).ok();
+            match &frame {
+                Some(ServerFrame::UploadReady { id: Some(answer), chunk_bytes })
+                    if *answer == id =>
+                {
+                    break *chunk_bytes;
+                }
+                Some(ServerFrame::Error { id: Some(answer), .. }) if *answer == id => {
+                    // Reported as any refusal is.
+                    self.emit(Event::Frame { text, frame: frame.map(Box::new), catch_up: false });
+                    return Ok(());
+                }
+                _ => {
+                    if let Some(frame) = &frame {
+                        self.on_frame(frame);
+                    }
+                    self.emit(Event::Frame { text, frame: frame.map(Box::new), catch_up: false });
+                }
+            }
+        };
+        self.emit(Event::Notice(format!("uploading {name} ({})", render::size(size))));
+        let chunk = usize::try_from(chunk_bytes.clamp(1, 1 << 20)).unwrap_or(1 << 16);
+        let mut buffer = vec![0u8; chunk];
+        let mut sent = 0u64;
+        while sent < size {
+            use tokio::io::AsyncReadExt;
+            let n = file.read(&mut buffer).await.context("reading the file")?;
+            if n == 0 {
+                // The file shrank: what was announced cannot be sent.
+                send_frame(socket, None, ClientFrame::UploadCancel {}).await?;
+                self.emit(Event::Problem(format!("{} changed while being sent", path.display())));
+                return Ok(());
+            }
+            let delay = self.pacer.delay(false, Instant::now());
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let part = buffer.get(..n).unwrap_or_default().to_vec();
+            socket.send(WsMessage::binary(part)).await.context("sending to the server")?;
+            sent += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Saves a file seen in a message, in the background.
+    fn download(&mut self, id: &str, to: Option<std::path::PathBuf>) {
+        let matching: Vec<&chat_protocol::Attachment> = self
+            .attachments
+            .iter()
+            .filter(|file| id.len() >= 6 && file.id.starts_with(&id.to_ascii_lowercase()))
+            .collect();
+        let file = match matching.as_slice() {
+            [file] => (*file).clone(),
+            [] => {
+                let why = format!("no file {id} in the messages seen (give at least 6 characters)");
+                return self.emit(Event::Problem(why));
+            }
+            _ => {
+                return self
+                    .emit(Event::Problem(format!("{id} names several files; give more of it")));
+            }
+        };
+        let Some(token) = self.token.clone() else {
+            return self.emit(Event::Problem("not connected yet".to_owned()));
+        };
+        let (server, transport, events) =
+            (self.options.server.clone(), self.options.transport.clone(), self.events.clone());
+        tokio::spawn(async move {
+            let event = match save(&server, &transport, &token, &file, to).await {
+                Ok(path) => Event::Notice(format!(
+                    "saved {} ({}) to {}",
+                    render::clean(&file.name),
+                    render::size(file.size),
+                    path.display()
+                )),
+                Err(err) => {
+                    Event::Problem(format!("downloading {}: {err:#}", render::clean(&file.name)))
+                }
+            };
+            let _ = events.send(event);
+        });
     }
 
     fn new_id(&mut self) -> String {
@@ -715,4 +852,89 @@ pub async fn close(socket: &mut WebSocket) {
         while let Some(Ok(_)) = socket.next().await {}
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
+}
+
+/// Where a download goes: `to` (or into it, if it is a directory), else
+/// the current directory; never over an existing file.
+fn destination(name: &str, to: Option<std::path::PathBuf>) -> std::path::PathBuf {
+    // The name came from someone else: no directories, no hidden files.
+    let base: String = name
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    let base = base.trim_start_matches('.');
+    let base = if base.is_empty() { "download" } else { base };
+    let path = match to {
+        Some(to) if !to.is_dir() => return to,
+        Some(dir) => dir.join(base),
+        None => std::path::PathBuf::from(base),
+    };
+    if !path.exists() {
+        return path;
+    }
+    let (stem, ext) = match base.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => (stem.to_owned(), format!(".{ext}")),
+        _ => (base.to_owned(), String::new()),
+    };
+    (1..)
+        .map(|n| path.with_file_name(format!("{stem} ({n}){ext}")))
+        .find(|candidate| !candidate.exists())
+        .unwrap_or(path)
+}
+
+/// Fetches a file into a temporary name beside its destination, then
+/// renames it: a failed download leaves nothing half-written.
+async fn save(
+    server: &str,
+    transport: &TransportConfig,
+    token: &str,
+    file: &chat_protocol::Attachment,
+    to: Option<std::path::PathBuf>,
+) -> anyhow::Result<std::path::PathBuf> {
+    let path = destination(&file.name, to);
+    let partial = path.with_file_name(format!(
+        ".{}.part",
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
+    let mut out = tokio::fs::File::create(&partial)
+        .await
+        .with_context(|| format!("creating {}", partial.display()))?;
+    let fetched =
+        chat_transport::fetch(server, &format!("/files/{}", file.id), token, transport, &mut out)
+            .await;
+    drop(out);
+    if let Err(err) = fetched {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(err.into());
+    }
+    tokio::fs::rename(&partial, &path)
+        .await
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// The media type announced for a file, from its extension.
+fn mime_of(name: &str) -> &'static str {
+    let ext = name.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()).unwrap_or_default();
+    match ext.as_str() {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "svg" => "image/svg+xml",
+        "pdf" => "application/pdf",
+        "txt" | "log" => "text/plain",
+        "md" => "text/markdown",
+        "json" => "application/json",
+        "zip" => "application/zip",
+        "mp3" => "audio/mpeg",
+        "ogg" | "oga" => "audio/ogg",
+        "wav" => "audio/wav",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        _ => "application/octet-stream",
+    }
 }

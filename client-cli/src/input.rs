@@ -11,6 +11,10 @@ pub enum Input {
     Quit,
     /// Show the command list.
     Help,
+    /// Send the file at `path` to `room`.
+    Upload { room: String, path: String },
+    /// Save the attachment whose id starts with `id`, to `to` if given.
+    Download { id: String, to: Option<String> },
     /// Nothing to do (an empty line).
     Nothing,
     /// The line cannot be acted on; tell the user why.
@@ -27,6 +31,8 @@ commands:
   /msg NICK TEXT    send a direct message
   /me ACTION        say an action: * you ACTION
   /who [ROOM]       list the members of ROOM (default: the current room)
+  /upload PATH      send the file at PATH to the current room
+  /download ID [TO] save a file sent to a room (ID as shown: its first characters)
   /rooms            list the rooms
   /quit             leave (also: end of input)
   /help             this list";
@@ -92,6 +98,16 @@ pub fn parse(line: &str, current: Option<&str>) -> Input {
             None => Input::Invalid("usage: /who ROOM".to_owned()),
         },
         "rooms" | "list" => Input::Send(ClientFrame::Rooms {}),
+        "upload" if !rest.is_empty() => match current {
+            Some(room) => Input::Upload { room: room.to_owned(), path: rest.to_owned() },
+            None => Input::Invalid("not in a room; /join one first".to_owned()),
+        },
+        "upload" => Input::Invalid("usage: /upload PATH".to_owned()),
+        "download" => match rest.split_once(char::is_whitespace) {
+            Some((id, to)) => Input::Download { id: id.to_owned(), to: Some(to.trim().to_owned()) },
+            None if !rest.is_empty() => Input::Download { id: rest.to_owned(), to: None },
+            None => Input::Invalid("usage: /download ID [PATH]".to_owned()),
+        },
         "quit" | "exit" | "q" => Input::Quit,
         "help" | "?" => Input::Help,
         _ => Input::Invalid(format!("unknown command /{command} (try /help)")),
@@ -138,6 +154,17 @@ mod tests {
             ("/who", lobby, Input::Send(ClientFrame::Who { room: "lobby".into() })),
             ("/rooms", None, Input::Send(ClientFrame::Rooms {})),
             ("/quit", lobby, Input::Quit),
+            (
+                "/upload my cat.png",
+                lobby,
+                Input::Upload { room: "lobby".into(), path: "my cat.png".into() },
+            ),
+            ("/download 9f86d081", None, Input::Download { id: "9f86d081".into(), to: None }),
+            (
+                "/download 9f86d081 /tmp/x y.png",
+                None,
+                Input::Download { id: "9f86d081".into(), to: Some("/tmp/x y.png".into()) },
+            ),
             ("/help", lobby, Input::Help),
         ];
         for (line, current, expected) in cases {
@@ -156,5 +183,8 @@ mod tests {
         assert!(invalid("/msg bob", Some("lobby")));
         assert!(invalid("/nick", Some("lobby")));
         assert!(invalid("/frobnicate", Some("lobby")));
+        assert!(invalid("/upload", Some("lobby")));
+        assert!(invalid("/upload x", None));
+        assert!(invalid("/download", Some("lobby")));
     }
 }

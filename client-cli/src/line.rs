@@ -114,6 +114,12 @@ impl Line {
             Input::Send(frame) => {
                 let _ = commands.send(Command::Send(frame));
             }
+            Input::Upload { room, path } => {
+                let _ = commands.send(Command::Upload { room, path: path.into() });
+            }
+            Input::Download { id, to } => {
+                let _ = commands.send(Command::Download { id, to: to.map(Into::into) });
+            }
             Input::Quit => return false,
             Input::Help => println!("{}", input::HELP),
             Input::Nothing => {}

@@ -112,6 +112,7 @@ mod tests {
             joins_burst: 50,
             frames_per_sec: frames.0,
             frames_burst: frames.1,
+            max_upload_bytes: 0,
         }
     }
 

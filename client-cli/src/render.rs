@@ -63,7 +63,37 @@ pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
         ServerFrame::History { messages, .. } => messages.iter().flat_map(message).collect(),
         ServerFrame::Pong { .. } => vec!["-- pong".to_owned()],
         ServerFrame::Authed { .. } => vec!["-- access token renewed".to_owned()],
-        ServerFrame::Typing { .. } | ServerFrame::Error { .. } => Vec::new(),
+        ServerFrame::Subscribed { channel, .. } => {
+            vec![format!("-- subscribed to {}", clean(channel))]
+        }
+        ServerFrame::Stats(stats) => vec![format!(
+            "-- stats: {} connections, {} rooms, {} messages/s, {} messages in all",
+            stats.connections, stats.room_count, stats.messages_per_sec, stats.messages_total
+        )],
+        ServerFrame::UploadReady { .. }
+        | ServerFrame::Typing { .. }
+        | ServerFrame::Error { .. } => Vec::new(),
+    }
+}
+
+/// How an attachment is shown: its name, size, and how to fetch it.
+pub fn attachment(file: &chat_protocol::Attachment) -> String {
+    format!(
+        "[file: {} ({}), {}, /download {}]",
+        clean(&file.name),
+        size(file.size),
+        clean(&file.mime),
+        file.id.get(..12).unwrap_or(&file.id)
+    )
+}
+
+/// A byte count for people: 512 B, 48.2 KB, 8.0 MB.
+pub fn size(bytes: u64) -> String {
+    match bytes {
+        0..1_000 => format!("{bytes} B"),
+        1_000..1_000_000 => format!("{:.1} KB", bytes as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", bytes as f64 / 1e6),
+        _ => format!("{:.1} GB", bytes as f64 / 1e9),
     }
 }
 
@@ -75,7 +105,13 @@ pub fn messages(messages: &[Message]) -> Vec<String> {
 fn message(m: &Message) -> Vec<String> {
     let room = clean(&m.room);
     let from = clean(&m.from);
-    text_lines(&m.text)
+    let file = m.attachment.as_ref().map(attachment);
+    let text = match (&file, m.text.is_empty()) {
+        (Some(file), true) => file.clone(),
+        (Some(file), false) => format!("{} {file}", m.text),
+        (None, _) => m.text.clone(),
+    };
+    text_lines(&text)
         .map(|line| {
             if m.action {
                 format!("[{room}] * {from} {line}")
@@ -114,6 +150,7 @@ mod tests {
             text: text.into(),
             id: None,
             action,
+            attachment: None,
         })
     }
 

@@ -475,3 +475,45 @@ fn json_mode_takes_raw_frames_in_with_their_own_ids() {
     bob.expect("[lobby] <bot> raw hi");
     bob.expect("[lobby] <bot> plain text too");
 }
+
+#[test]
+fn upload_and_download_a_file_from_the_terminal() {
+    let (_server, url) = server();
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("notes for bob.txt");
+    let content: Vec<u8> = (0..200_000u32).flat_map(|n| n.to_le_bytes()).collect();
+    std::fs::write(&source, &content).unwrap();
+
+    let mut alice = chat(&url, &["--nick", "alice"]);
+    alice.expect("[lobby] -- joined (1 members: alice)");
+    let mut bob = chat(&url, &["--nick", "bob"]);
+    bob.expect("[lobby] -- joined (2 members: alice, bob)");
+    let mut carol = chat(&url, &["--nick", "carol", "--room", "elsewhere"]);
+    carol.expect("[elsewhere] -- joined (1 members: carol)");
+
+    alice.type_line(&format!("/upload {}", source.display()));
+    alice.expect_stderr("-- uploading notes for bob.txt (800.0 KB)");
+    let line =
+        bob.expect_where(|l| l.starts_with("[lobby] <alice> [file: notes for bob.txt"), "the file");
+    assert!(line.contains("(800.0 KB), text/plain"), "{line}");
+    let short = line.rsplit("/download ").next().unwrap().trim_end_matches(']').to_owned();
+    assert_eq!(short.len(), 12, "{line}");
+
+    let saved = dir.path().join("saved");
+    std::fs::create_dir(&saved).unwrap();
+    bob.type_line(&format!("/download {short} {}", saved.display()));
+    let done = bob.expect_stderr("-- saved notes for bob.txt");
+    assert!(done.contains(&saved.display().to_string()), "{done}");
+    assert_eq!(std::fs::read(saved.join("notes for bob.txt")).unwrap(), content);
+    // Again: a second copy, not over the first.
+    bob.type_line(&format!("/download {short} {}", saved.display()));
+    bob.expect_stderr("-- saved notes for bob.txt");
+    assert_eq!(std::fs::read(saved.join("notes for bob (1).txt")).unwrap(), content);
+
+    // Carol is not in the room: she has not seen the file, and a guess at
+    // its id gets nothing.
+    carol.type_line(&format!("/download {short}"));
+    carol.expect_stderr("error: no file");
+    alice.type_line("/upload /no/such/file");
+    alice.expect_stderr("error: cannot read /no/such/file");
+}

@@ -18,6 +18,7 @@ fn codec(c: &mut Criterion) {
         text: "hello everyone, how is it going?".into(),
         id: Some("a1b2c3d4-17".into()),
         action: false,
+        attachment: None,
     });
     c.bench_function("encode message", |b| b.iter(|| black_box(&message).encode()));
 }

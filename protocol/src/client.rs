@@ -88,6 +88,35 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
     },
+    /// Announces a file to send to a room: answered with `upload_ready`,
+    /// after which the client sends the file's bytes as binary frames (one
+    /// upload at a time per connection). Once `size` bytes have arrived,
+    /// the server stores the file and sends the room a `message` with an
+    /// `attachment`, carrying this frame's `id`.
+    Upload {
+        /// The room name.
+        room: String,
+        /// The file's name, as shown to others (no directories).
+        name: String,
+        /// Its media type, as `type/subtype` (`image/png`).
+        mime: String,
+        /// Its length in bytes, at most `limits.max_upload_bytes`.
+        size: u64,
+        /// A caption, sent as the message's text.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        text: String,
+    },
+    /// Stop the upload in progress; its bytes so far are dropped.
+    UploadCancel {},
+    /// Receive a channel's updates until the connection ends; `$stats` is
+    /// the server's live counters, once per second.
+    Subscribe {
+        /// The channel.
+        channel: String,
+        /// The token the channel asks for, if any (`--stats-token`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
     /// Liveness check; answered with `pong`.
     Ping {},
     /// A fresh access token for the session, sent before the current one
@@ -101,7 +130,20 @@ pub enum ClientFrame {
 impl ClientFrame {
     /// Every `type` value a client frame may carry.
     pub const TYPES: &'static [&'static str] = &[
-        "hello", "join", "leave", "say", "dm", "nick", "typing", "rooms", "who", "history", "ping",
+        "hello",
+        "join",
+        "leave",
+        "say",
+        "dm",
+        "nick",
+        "typing",
+        "rooms",
+        "who",
+        "history",
+        "upload",
+        "upload_cancel",
+        "subscribe",
+        "ping",
         "auth",
     ];
 }
@@ -120,6 +162,9 @@ impl ClientFrame {
             Self::Rooms {} => "rooms",
             Self::Who { .. } => "who",
             Self::History { .. } => "history",
+            Self::Upload { .. } => "upload",
+            Self::UploadCancel {} => "upload_cancel",
+            Self::Subscribe { .. } => "subscribe",
             Self::Ping {} => "ping",
             Self::Auth { .. } => "auth",
         }

@@ -45,6 +45,12 @@ pub enum ErrorCode {
     /// A per-client or per-room count limit: the sender is in as many
     /// rooms as allowed, or the room has as many members as allowed.
     LimitReached,
+    /// An upload cannot go on: a binary frame with no upload in progress,
+    /// more bytes than announced, a second upload before the first ended,
+    /// or content that is not of the type announced.
+    InvalidUpload,
+    /// A channel that does not exist, or whose token was wrong.
+    NoSuchChannel,
     /// A code this build of the protocol crate does not know; a newer server
     /// may send codes added later.
     #[serde(other)]
@@ -71,6 +77,8 @@ impl ErrorCode {
             Self::LimitReached => "limit_reached",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
+            Self::InvalidUpload => "invalid_upload",
+            Self::NoSuchChannel => "no_such_channel",
             Self::Unknown => "unknown",
         }
     }

@@ -27,7 +27,10 @@ pub use client::{ClientFrame, ClientMessage};
 pub use close::{CloseCode, restart_reason, retry_after};
 pub use code::ErrorCode;
 pub use decode::{DecodeError, decode_client, encode_client};
-pub use server::{Gap, Limits, Message, PresenceEvent, Resume, RoomInfo, ServerFrame, ServerInfo};
+pub use server::{
+    Attachment, Gap, Limits, Message, PresenceEvent, Resume, RoomInfo, ServerFrame, ServerInfo,
+    Stats,
+};
 
 /// The protocol version this crate implements.
 pub const VERSION: u32 = 1;

@@ -134,6 +134,26 @@ pub enum ServerFrame {
         /// The messages, oldest first.
         messages: Vec<Message>,
     },
+    /// The answer to `upload`: send the file's bytes now, as binary frames
+    /// of at most `chunk_bytes` each.
+    UploadReady {
+        /// The `upload`'s id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The largest binary frame to send.
+        chunk_bytes: u64,
+    },
+    /// The answer to `subscribe`: updates of `channel` follow.
+    Subscribed {
+        /// The `subscribe`'s id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The channel.
+        channel: String,
+    },
+    /// The server's live counters, once per second to `$stats`
+    /// subscribers.
+    Stats(Stats),
     /// The answer to `ping`.
     Pong {
         /// The `ping`'s id.
@@ -182,6 +202,52 @@ pub struct Message {
     /// `true` for an action (`/me`).
     #[serde(default)]
     pub action: bool,
+    /// A file sent with the message (see `upload`); its bytes are at
+    /// `GET /files/{id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Attachment>,
+}
+
+/// A file attached to a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The file's id: the SHA-256 of its bytes, in lowercase hex.
+    pub id: String,
+    /// Its name, as the sender gave it.
+    pub name: String,
+    /// Its media type.
+    pub mime: String,
+    /// Its length in bytes.
+    pub size: u64,
+}
+
+/// The server's live counters (`$stats`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Since the server started, in milliseconds.
+    pub uptime_ms: u64,
+    /// WebSocket connections open.
+    pub connections: u64,
+    /// Sessions, connected or waiting to be resumed.
+    pub sessions: u64,
+    /// Rooms, with their member counts, most members first (at most 20).
+    pub rooms: Vec<RoomInfo>,
+    /// How many rooms there are in all.
+    pub room_count: u64,
+    /// Room and direct messages accepted in the last second.
+    pub messages_per_sec: u64,
+    /// Messages accepted since the server started.
+    pub messages_total: u64,
+    /// WebSocket payload bytes received since the server started.
+    pub bytes_in: u64,
+    /// WebSocket payload bytes queued to be sent since the server started.
+    pub bytes_out: u64,
+    /// Frames waiting in connections' outgoing queues, in all.
+    pub queued_frames: u64,
+    /// Frames waiting in the fullest outgoing queue.
+    pub queued_frames_max: u64,
+    /// Deliveries waiting for storage to commit.
+    pub held_for_storage: u64,
 }
 
 /// How a `joined` answers the `after` of its `join`.
@@ -281,6 +347,10 @@ pub struct Limits {
     /// How many frames of any kind may come in a burst.
     #[serde(default)]
     pub frames_burst: u64,
+    /// The largest file an `upload` may announce, in bytes; 0 if uploads
+    /// are off (or the server predates them).
+    #[serde(default)]
+    pub max_upload_bytes: u64,
 }
 
 /// A room and how many members it has.
@@ -295,8 +365,23 @@ pub struct RoomInfo {
 impl ServerFrame {
     /// Every `type` value a server frame may carry.
     pub const TYPES: &'static [&'static str] = &[
-        "welcome", "joined", "left", "presence", "message", "direct", "nick", "typing", "rooms",
-        "members", "history", "pong", "authed", "error",
+        "welcome",
+        "joined",
+        "left",
+        "presence",
+        "message",
+        "direct",
+        "nick",
+        "typing",
+        "rooms",
+        "members",
+        "history",
+        "upload_ready",
+        "subscribed",
+        "stats",
+        "pong",
+        "authed",
+        "error",
     ];
 
     /// Encodes the frame as the JSON text sent on the wire.

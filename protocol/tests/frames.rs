@@ -2,8 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chat_protocol::{
-    ClientFrame, ClientMessage, ErrorCode, Gap, Limits, Message, PresenceEvent, Resume, RoomInfo,
-    ServerFrame, ServerInfo, decode_client, encode_client,
+    Attachment, ClientFrame, ClientMessage, ErrorCode, Gap, Limits, Message, PresenceEvent, Resume,
+    RoomInfo, ServerFrame, ServerInfo, Stats, decode_client, encode_client,
 };
 
 fn message() -> Message {
@@ -15,6 +15,7 @@ fn message() -> Message {
         text: "hi \"there\" <b>\n☃".into(),
         id: Some("m7".into()),
         action: false,
+        attachment: None,
     }
 }
 
@@ -36,6 +37,23 @@ fn client_frames_round_trip() {
         ClientFrame::Who { room: "lobby".into() },
         ClientFrame::History { room: "lobby".into(), before: Some(10), limit: Some(5) },
         ClientFrame::History { room: "lobby".into(), before: None, limit: None },
+        ClientFrame::Upload {
+            room: "lobby".into(),
+            name: "cat.png".into(),
+            mime: "image/png".into(),
+            size: 1234,
+            text: String::new(),
+        },
+        ClientFrame::Upload {
+            room: "lobby".into(),
+            name: "notes.txt".into(),
+            mime: "text/plain".into(),
+            size: 1,
+            text: "my notes".into(),
+        },
+        ClientFrame::UploadCancel {},
+        ClientFrame::Subscribe { channel: "$stats".into(), token: None },
+        ClientFrame::Subscribe { channel: "$stats".into(), token: Some("t".into()) },
         ClientFrame::Ping {},
         ClientFrame::Auth { token: "eyJ.eyJ.sig".into() },
     ];
@@ -71,6 +89,7 @@ fn server_frames_round_trip() {
         joins_burst: 50,
         frames_per_sec: 50,
         frames_burst: 200,
+        max_upload_bytes: 8 << 20,
     };
     let id = Some("r".to_owned());
     let frames = vec![
@@ -122,6 +141,32 @@ fn server_frames_round_trip() {
         },
         ServerFrame::Message(message()),
         ServerFrame::Message(Message { id: None, action: true, ..message() }),
+        ServerFrame::Message(Message {
+            text: String::new(),
+            attachment: Some(Attachment {
+                id: "ab".repeat(32),
+                name: "cat.png".into(),
+                mime: "image/png".into(),
+                size: 1234,
+            }),
+            ..message()
+        }),
+        ServerFrame::UploadReady { id: id.clone(), chunk_bytes: 65536 },
+        ServerFrame::Subscribed { id: id.clone(), channel: "$stats".into() },
+        ServerFrame::Stats(Stats {
+            uptime_ms: 1,
+            connections: 2,
+            sessions: 3,
+            rooms: vec![RoomInfo { name: "lobby".into(), members: 3 }],
+            room_count: 1,
+            messages_per_sec: 4,
+            messages_total: 5,
+            bytes_in: 6,
+            bytes_out: 7,
+            queued_frames: 8,
+            queued_frames_max: 9,
+            held_for_storage: 10,
+        }),
         ServerFrame::Direct {
             from: "a".into(),
             to: "b".into(),

@@ -58,6 +58,13 @@ pub struct ServerConfig {
     /// With a secret, authentication is on: every `hello` must carry an
     /// access token signed with it (see `crate::auth`). Default: off.
     pub auth_secret: Option<crate::auth::Secret>,
+    /// Where uploaded files go and how large they may be; `None` turns
+    /// uploads off. The binary keeps them in `<data-dir>/files`, 8 MiB at
+    /// most. Default (for embedders and tests): off.
+    pub uploads: Option<crate::Uploads>,
+    /// The token a `subscribe` to `$stats` must carry; `None` lets every
+    /// client that said hello watch the counters. Default: none.
+    pub stats_token: Option<String>,
 }
 
 impl ServerConfig {
@@ -89,6 +96,8 @@ impl Default for ServerConfig {
             frames_burst: 200,
             frames_refused_max: 50,
             auth_secret: None,
+            uploads: None,
+            stats_token: None,
         }
     }
 }

@@ -4,11 +4,13 @@
 //! could not take at once, and closes the connection when told to.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use chat_core::{Departure, MemberId, Rate, SessionToken, Timestamp, TokenBucket};
+use chat_core::{Command, Departure, MemberId, Rate, SessionToken, Timestamp, TokenBucket};
 use chat_protocol::{
-    CloseCode, DecodeError, ErrorCode, ServerFrame, decode_client, restart_reason,
+    ClientFrame, ClientMessage, CloseCode, DecodeError, ErrorCode, ServerFrame, decode_client,
+    restart_reason,
 };
 use chat_transport::tungstenite::Message;
 use chat_transport::tungstenite::protocol::CloseFrame;
@@ -20,6 +22,7 @@ use tracing::{debug, info};
 
 use crate::ServerConfig;
 use crate::auth::Secret;
+use crate::files::{self, Upload};
 use crate::hub::{Closing, Conn, Input};
 use crate::wire;
 
@@ -34,8 +37,9 @@ pub(crate) async fn serve(
     upgraded: Box<Upgraded>,
     hub: mpsc::Sender<Input>,
     config: &ServerConfig,
+    bytes_in: Arc<AtomicU64>,
 ) {
-    let Some(mut conn) = Connection::open(upgraded, hub, config).await else {
+    let Some(mut conn) = Connection::open(upgraded, hub, config, bytes_in).await else {
         return;
     };
     let reason = loop {
@@ -78,6 +82,11 @@ struct Connection {
     /// The connection's place under the connection limits, freed with it.
     _pass: Pass,
     limiter: FrameLimiter,
+    /// The file being received, if any (boxed: most connections never
+    /// send one).
+    upload: Option<Box<Upload>>,
+    /// Payload bytes received, for the live counters.
+    bytes_in: Arc<AtomicU64>,
 }
 
 /// Frames of any kind a connection may send, and how many refusals it may
@@ -135,6 +144,7 @@ impl Connection {
         upgraded: Box<Upgraded>,
         hub: mpsc::Sender<Input>,
         config: &ServerConfig,
+        bytes_in: Arc<AtomicU64>,
     ) -> Option<Self> {
         let Upgraded { socket, outgoing, peer, pass, .. } = *upgraded;
         let socket = Box::new(socket);
@@ -155,6 +165,8 @@ impl Connection {
             departure: Departure::Lost,
             _pass: pass,
             limiter: FrameLimiter::new(config),
+            upload: None,
+            bytes_in,
         })
     }
 
@@ -188,19 +200,24 @@ impl Connection {
                         return Err(Box::pin(self.close(CloseCode::Policy.into())).await);
                     }
                 }
+                self.bytes_in.fetch_add(message.len() as u64, Ordering::Relaxed);
+                let message = match message {
+                    Message::Binary(bytes) => {
+                        return Box::pin(self.upload_chunk(&bytes, config)).await;
+                    }
+                    Message::Text(text) => match decode_client(&text) {
+                        Ok(ClientMessage { id, frame }) if is_upload_or_channel(&frame) => {
+                            return Box::pin(self.side_frame(id, frame, config)).await;
+                        }
+                        _ => Message::Text(text),
+                    },
+                    other => other,
+                };
                 let secret = config.auth_secret.as_ref();
                 let Some(input) = input_for(self.member, message, secret) else {
                     return Ok(());
                 };
-                // Waits only when the hub is behind, and then in a box.
-                let sent = match self.hub.try_send(input) {
-                    Ok(()) => Ok(()),
-                    Err(mpsc::error::TrySendError::Full(input)) => {
-                        Box::pin(self.hub.send(input)).await.map_err(|_| ())
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
-                };
-                sent.map_err(|()| "server stopping".to_owned())
+                self.to_hub(input).await
             }
             Some(Err(err)) => {
                 if let Some(frame) = close_frame_for(&err) {
@@ -213,6 +230,115 @@ impl Connection {
                 Err(format!("read failed: {err}"))
             }
             None => Err("connection ended".to_owned()),
+        }
+    }
+
+    /// Hands the hub an input; waits only when the hub is behind, and then
+    /// in a box.
+    async fn to_hub(&self, input: Input) -> Result<(), String> {
+        let sent = match self.hub.try_send(input) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(input)) => {
+                Box::pin(self.hub.send(input)).await.map_err(|_| ())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+        };
+        sent.map_err(|()| "server stopping".to_owned())
+    }
+
+    async fn refuse_frame(
+        &self,
+        id: Option<String>,
+        (code, message): files::Refusal,
+    ) -> Result<(), String> {
+        self.to_hub(Input::Refuse { member: self.member, id, code, message }).await
+    }
+
+    /// `upload`, `upload_cancel` and `subscribe`: frames this task handles
+    /// before the hub sees them.
+    async fn side_frame(
+        &mut self,
+        id: Option<String>,
+        frame: ClientFrame,
+        config: &ServerConfig,
+    ) -> Result<(), String> {
+        match frame {
+            ClientFrame::Subscribe { channel, token } => {
+                self.to_hub(Input::Subscribe { member: self.member, id, channel, token }).await
+            }
+            ClientFrame::UploadCancel {} => {
+                self.upload = None;
+                Ok(())
+            }
+            ClientFrame::Upload { room, name, mime, size, text } => {
+                let Some(uploads) = config.uploads.as_ref() else {
+                    let why = (ErrorCode::Unavailable, "this server takes no uploads".to_owned());
+                    return self.refuse_frame(id, why).await;
+                };
+                if self.upload.is_some() {
+                    let why = (
+                        ErrorCode::InvalidUpload,
+                        "another upload is in progress; finish or cancel it first".to_owned(),
+                    );
+                    return self.refuse_frame(id, why).await;
+                }
+                let announced = match files::announce(uploads, room, &name, &mime, size, text) {
+                    Ok(announced) => announced,
+                    Err(why) => return self.refuse_frame(id, why).await,
+                };
+                let room = announced.room.clone();
+                let upload = match Upload::start(uploads, id.clone(), announced).await {
+                    Ok(upload) => upload,
+                    Err(why) => return self.refuse_frame(id, why).await,
+                };
+                let (reply, ready) = oneshot::channel();
+                let chunk_bytes = config.transport.max_message_bytes as u64;
+                let ask = Input::Upload { member: self.member, id, room, chunk_bytes, reply };
+                self.to_hub(ask).await?;
+                if ready.await.unwrap_or(false) {
+                    self.upload = Some(Box::new(upload));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A binary frame: the next part of the upload in progress. The last
+    /// part stores the file and sends the message that carries it.
+    async fn upload_chunk(&mut self, bytes: &[u8], config: &ServerConfig) -> Result<(), String> {
+        let Some(upload) = self.upload.as_mut() else {
+            let why = (
+                ErrorCode::InvalidUpload,
+                "a binary frame with no upload in progress (send upload first)".to_owned(),
+            );
+            return self.refuse_frame(None, why).await;
+        };
+        let complete = match upload.write(bytes).await {
+            Ok(complete) => complete,
+            Err(why) => {
+                let id = self.upload.take().and_then(|upload| upload.id.clone());
+                return self.refuse_frame(id, why).await;
+            }
+        };
+        if !complete {
+            return Ok(());
+        }
+        let Some(upload) = self.upload.take() else {
+            return Ok(());
+        };
+        let (id, room, text) =
+            (upload.id.clone(), upload.announced.room.clone(), upload.announced.text.clone());
+        let Some(uploads) = config.uploads.as_ref() else {
+            return Ok(());
+        };
+        match upload.finish(uploads).await {
+            Ok(attachment) => {
+                let command =
+                    Command::Say { room, text, action: false, attachment: Some(attachment) };
+                self.to_hub(Input::Command { member: self.member, id, command }).await
+            }
+            Err(why) => self.refuse_frame(id, why).await,
         }
     }
 
@@ -283,15 +409,17 @@ fn input_for(member: MemberId, message: Message, secret: Option<&Secret>) -> Opt
             }
             Err(error) => Input::Malformed { member, error },
         }),
-        Message::Binary(_) => Some(Input::Malformed {
-            member,
-            error: DecodeError {
-                code: ErrorCode::BadFrame,
-                message: "binary frames are not supported; send JSON text frames".to_owned(),
-                id: None,
-            },
-        }),
+        // Binary frames are uploads, handled before this.
+        Message::Binary(_) => None,
         // tungstenite answers pings itself; pongs and raw frames need nothing.
         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => None,
     }
+}
+
+/// Frames the connection task handles itself.
+fn is_upload_or_channel(frame: &ClientFrame) -> bool {
+    matches!(
+        frame,
+        ClientFrame::Upload { .. } | ClientFrame::UploadCancel {} | ClientFrame::Subscribe { .. }
+    )
 }

@@ -8,12 +8,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chat_core::{
-    Chat, Command, Departure, DisconnectReason, Event, MemberId, Output, SessionToken,
+    Attachment, Chat, Command, Departure, DisconnectReason, Event, MemberId, Output, Record,
+    SessionToken,
 };
-use chat_protocol::{CloseCode, DecodeError, ServerFrame};
+use chat_protocol::{CloseCode, DecodeError, ErrorCode, ServerFrame};
 use chat_transport::tungstenite::Utf8Bytes;
 use chat_transport::{Liveness, Outgoing, Pushed};
 use tokio::sync::{mpsc, oneshot};
@@ -39,7 +41,27 @@ pub(crate) enum Input {
     /// The server is shutting down: close every connection with 1012 and a
     /// reconnect delay spread over the drain window.
     Shutdown,
+    /// May the session holding `token` have file `file`? The answer is the
+    /// attachment as the session could see it.
+    File { token: SessionToken, file: String, reply: oneshot::Sender<Option<Attachment>> },
+    /// A `subscribe` frame.
+    Subscribe { member: MemberId, id: Option<String>, channel: String, token: Option<String> },
+    /// An error for one connection, found outside the core (an upload
+    /// refused).
+    Refuse { member: MemberId, id: Option<String>, code: ErrorCode, message: String },
+    /// May `member` send a file to `room`? If so, `upload_ready` goes to
+    /// it, else the error; `reply` says which.
+    Upload {
+        member: MemberId,
+        id: Option<String>,
+        room: String,
+        chunk_bytes: u64,
+        reply: oneshot::Sender<bool>,
+    },
 }
+
+/// The channel of the server's live counters.
+pub(crate) const STATS_CHANNEL: &str = "$stats";
 
 /// How the hub tells a connection to close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +128,21 @@ pub(crate) struct Hub {
     /// Connections with frames pushed since the last flush.
     unflushed: VecDeque<Arc<Outgoing>>,
     shutting_down: bool,
+    /// Connections subscribed to `$stats`, and the token it asks for.
+    stats_subscribers: Vec<MemberId>,
+    stats_token: Option<String>,
+    counters: Counters,
+}
+
+/// What the live counters add up.
+struct Counters {
+    started: tokio::time::Instant,
+    /// WebSocket payload bytes received, counted by the connections.
+    bytes_in: Arc<AtomicU64>,
+    bytes_out: u64,
+    messages_total: u64,
+    /// `messages_total` at the last stats tick.
+    messages_at_tick: u64,
 }
 
 /// A delivery waiting for storage.
@@ -119,7 +156,12 @@ struct Held {
 impl Hub {
     /// A hub whose chat starts from `snapshot` and persists through
     /// `storage`.
-    pub(crate) fn new(config: &ServerConfig, snapshot: Snapshot, storage: Storage) -> Self {
+    pub(crate) fn new(
+        config: &ServerConfig,
+        snapshot: Snapshot,
+        storage: Storage,
+        bytes_in: Arc<AtomicU64>,
+    ) -> Self {
         let welcome = WelcomeInfo { server: wire::server_info(), limits: wire::limits(config) };
         let clock = Clock::new();
         let mut rules = config.chat.clone();
@@ -153,6 +195,15 @@ impl Hub {
             ping_misses: config.ping_misses,
             unflushed: VecDeque::new(),
             shutting_down: false,
+            stats_subscribers: Vec::new(),
+            stats_token: config.stats_token.clone(),
+            counters: Counters {
+                started: tokio::time::Instant::now(),
+                bytes_in,
+                bytes_out: 0,
+                messages_total: 0,
+                messages_at_tick: 0,
+            },
         }
     }
 
@@ -168,6 +219,8 @@ impl Hub {
             self.ping_interval,
         );
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stats = tokio::time::interval(Duration::from_secs(1));
+        stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.chat.poll_timeout().map(|at| self.clock.instant(at));
             let timer = async {
@@ -186,6 +239,7 @@ impl Hub {
                 Some(ticket) = acks.recv() => self.committed(ticket),
                 () = timer => self.chat.handle_timeout(self.clock.now()),
                 _ = checks.tick() => self.check_connections(),
+                _ = stats.tick() => self.publish_stats(),
             }
             self.drain();
             while !self.unflushed.is_empty() {
@@ -252,6 +306,45 @@ impl Hub {
         }
     }
 
+    /// Sends the live counters to `$stats` subscribers (once a second).
+    fn publish_stats(&mut self) {
+        let messages_per_sec = self.counters.messages_total - self.counters.messages_at_tick;
+        self.counters.messages_at_tick = self.counters.messages_total;
+        if self.stats_subscribers.is_empty() {
+            return;
+        }
+        let mut rooms = self.chat.room_members();
+        let room_count = rooms.len() as u64;
+        rooms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        rooms.truncate(20);
+        let queued: Vec<u64> =
+            self.conns.values().map(|conn| conn.outgoing.queued() as u64).collect();
+        let stats = chat_protocol::Stats {
+            uptime_ms: u64::try_from(self.counters.started.elapsed().as_millis())
+                .unwrap_or(u64::MAX),
+            connections: self.conns.len() as u64,
+            sessions: self.chat.session_count() as u64,
+            rooms: rooms
+                .into_iter()
+                .map(|(name, members)| chat_protocol::RoomInfo {
+                    name: name.to_string(),
+                    members: members as u64,
+                })
+                .collect(),
+            room_count,
+            messages_per_sec,
+            messages_total: self.counters.messages_total,
+            bytes_in: self.counters.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.counters.bytes_out,
+            queued_frames: queued.iter().sum(),
+            queued_frames_max: queued.iter().copied().max().unwrap_or(0),
+            held_for_storage: self.held.len() as u64,
+        };
+        let bytes = Utf8Bytes::from(ServerFrame::Stats(stats).encode());
+        let to: Arc<[MemberId]> = self.stats_subscribers.iter().copied().collect();
+        self.deliver(to, bytes, true);
+    }
+
     /// Storage committed every record up to `ticket`: release what waited.
     fn committed(&mut self, ticket: u64) {
         self.committed = self.committed.max(ticket);
@@ -304,7 +397,42 @@ impl Hub {
             }
             Input::Disconnect { member, departure } => {
                 self.conns.remove(&member);
+                self.stats_subscribers.retain(|&m| m != member);
                 self.chat.handle_disconnect(now, member, departure);
+            }
+            Input::File { token, file, reply } => {
+                let _ = reply.send(self.chat.attachment_for(&token, &file).cloned());
+            }
+            Input::Subscribe { member, id, channel, token } => {
+                let frame = if self.chat.nick(member).is_none() {
+                    refusal(id, ErrorCode::HelloRequired, "say hello first")
+                } else if channel != STATS_CHANNEL {
+                    refusal(id, ErrorCode::NoSuchChannel, &format!("no channel {channel:?}"))
+                } else if self
+                    .stats_token
+                    .as_ref()
+                    .is_some_and(|wanted| token.as_ref() != Some(wanted))
+                {
+                    refusal(id, ErrorCode::NoSuchChannel, "the $stats channel needs its token")
+                } else {
+                    if !self.stats_subscribers.contains(&member) {
+                        self.stats_subscribers.push(member);
+                    }
+                    ServerFrame::Subscribed { id, channel }
+                };
+                self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
+            }
+            Input::Refuse { member, id, code, message } => {
+                let frame = refusal(id, code, &message);
+                self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
+            }
+            Input::Upload { member, id, room, chunk_bytes, reply } => {
+                let (frame, ready) = match self.chat.check_say(member, &room) {
+                    Ok(()) => (ServerFrame::UploadReady { id, chunk_bytes }, true),
+                    Err(err) => (wire::error(id, &err), false),
+                };
+                self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
+                let _ = reply.send(ready);
             }
             Input::Shutdown => {
                 info!(connections = self.conns.len(), "closing every connection");
@@ -323,6 +451,9 @@ impl Hub {
             let (to, event) = match output {
                 Output::Deliver { to, event } => (to, event),
                 Output::Persist(record) => {
+                    if matches!(record, Record::Message(_) | Record::Direct(_)) {
+                        self.counters.messages_total += 1;
+                    }
                     self.issued += 1;
                     if !self.storage.persist(self.issued, record) {
                         error!("the storage thread is gone; messages can no longer be stored");
@@ -374,6 +505,7 @@ impl Hub {
         let Some(conn) = self.conns.get(&member) else {
             return;
         };
+        self.counters.bytes_out += bytes.len() as u64;
         match conn.outgoing.push_text(bytes, ephemeral) {
             Pushed::First => self.unflushed.push_back(Arc::clone(&conn.outgoing)),
             Pushed::Queued | Pushed::Skipped => {}
@@ -396,4 +528,9 @@ impl Hub {
         self.chat.handle_disconnect(self.clock.now(), member, Departure::Lost);
         // The disconnect's presence notices are drained by the caller's loop.
     }
+}
+
+/// An `error` frame for a refusal found by the server itself.
+fn refusal(id: Option<String>, code: ErrorCode, message: &str) -> ServerFrame {
+    ServerFrame::Error { id, code, message: message.to_owned(), retry_after_ms: None }
 }

@@ -15,6 +15,7 @@ pub mod auth;
 mod clock;
 mod config;
 mod connection;
+mod files;
 mod hub;
 mod storage;
 mod store;
@@ -32,6 +33,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 pub use config::ServerConfig;
+pub use files::Uploads;
 pub use store::{MemoryStore, Retention, Snapshot, SqliteStore, Store, StoreError, StoredRoom};
 
 use crate::hub::{Hub, Input};
@@ -57,10 +59,18 @@ pub async fn run(
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let storage = storage::Storage::spawn(store, retention, acks_tx)
         .context("starting the storage thread")?;
+    if let Some(uploads) = &config.uploads {
+        uploads
+            .prepare()
+            .with_context(|| format!("preparing the upload directory {}", uploads.dir.display()))?;
+    }
     let (hub_tx, hub_rx) = mpsc::channel(config.inbound_queue);
-    let hub = tokio::spawn(Hub::new(&config, snapshot, storage).run(hub_rx, acks_rx));
+    let bytes_in = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let hub = tokio::spawn(
+        Hub::new(&config, snapshot, storage, Arc::clone(&bytes_in)).run(hub_rx, acks_rx),
+    );
     // Shared, not cloned, by every connection.
-    let site = Arc::new(web::site());
+    let site = Arc::new(web::site(files::server(config.uploads.clone(), &hub_tx)));
     let gate = chat_transport::Gate::new(config.max_connections, config.max_connections_per_ip);
     let config = Arc::new(config);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -76,6 +86,7 @@ pub async fn run(
                     let span = info_span!("conn", id = next_conn, %peer, member = tracing::field::Empty);
                     let (site, config, hub, mut stop) = (Arc::clone(&site), Arc::clone(&config), hub_tx.clone(), stop_rx.clone());
                     let gate = Arc::clone(&gate);
+                    let bytes_in = Arc::clone(&bytes_in);
                     connections.spawn(
                         async move {
                             // Each phase in its own allocation: the HTTP
@@ -87,7 +98,7 @@ pub async fn run(
                             };
                             match upgraded {
                                 Ok(Accepted::Upgraded(upgraded)) => {
-                                    Box::pin(connection::serve(upgraded, hub, &config)).await;
+                                    Box::pin(connection::serve(upgraded, hub, &config, bytes_in)).await;
                                 }
                                 Ok(Accepted::Answered(status)) => debug!(%status, "answered over http"),
                                 Ok(Accepted::Closed) => debug!("closed before a request"),

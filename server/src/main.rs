@@ -37,9 +37,19 @@ struct Args {
     #[arg(long, env = "CHAT_DATA_DIR", default_value = "./chat-data")]
     data_dir: PathBuf,
     /// Keep history in memory only: nothing survives a restart. For tests
-    /// and demos.
+    /// and demos. Uploaded files go to a temporary directory, removed at
+    /// exit.
     #[arg(long, env = "CHAT_EPHEMERAL")]
     ephemeral: bool,
+    /// The largest file a client may upload (bytes, or with KiB, MiB, GiB,
+    /// kB, MB, GB); 0 turns uploads off. Files are kept in
+    /// <data-dir>/files, named by their SHA-256.
+    #[arg(long, env = "CHAT_MAX_UPLOAD", default_value = "8MiB", value_parser = parse_size)]
+    max_upload: u64,
+    /// A token clients must give to watch the live counters (the $stats
+    /// channel, the /stats page); without it anyone connected may.
+    #[arg(long, env = "CHAT_STATS_TOKEN", hide_env_values = true)]
+    stats_token: Option<String>,
     /// Messages kept per room (in storage and for history and resume).
     #[arg(long, env = "CHAT_HISTORY_MAX_PER_ROOM", default_value_t = ServerConfig::default().chat.history_per_room)]
     history_max_per_room: usize,
@@ -243,6 +253,27 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// A size in bytes, with an optional unit: 1024, 64KiB, 8MiB, 1GB.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a size like 8MiB"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!("unknown size unit {other:?} (use KiB, MiB, GiB, kB, MB or GB)"));
+        }
+    };
+    number.checked_mul(scale).ok_or_else(|| format!("{text:?} is too large"))
+}
+
 /// A duration written as a number and a unit: 500ms, 45s, 30m, 12h, 90d.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -323,6 +354,23 @@ async fn main() -> anyhow::Result<()> {
     }
     config.auth_secret = secret;
     config.transport.tls = tls_config(&args)?;
+    config.stats_token = args.stats_token.clone();
+    // Kept until the server stops: an ephemeral server's files go with it.
+    let mut scratch = None;
+    if args.max_upload > 0 {
+        let dir = if args.ephemeral {
+            let dir = tempfile::Builder::new()
+                .prefix("chat-server-files-")
+                .tempdir()
+                .context("creating a temporary directory for uploads")?;
+            let path = dir.path().to_path_buf();
+            scratch = Some(dir);
+            path
+        } else {
+            args.data_dir.join("files")
+        };
+        config.uploads = Some(chat_server::Uploads { dir, max_bytes: args.max_upload });
+    }
     let store: Box<dyn Store> = if args.ephemeral {
         tracing::warn!("--ephemeral: history is kept in memory only and lost on restart");
         Box::new(MemoryStore::new())
@@ -343,7 +391,9 @@ async fn main() -> anyhow::Result<()> {
     let scheme = if config.transport.tls.is_some() { "https" } else { "http" };
     println!("listening on {scheme}://{addr}");
     tracing::info!(%addr, "listening");
-    chat_server::run(listener, config, store, shutdown_signal()).await
+    let served = chat_server::run(listener, config, store, shutdown_signal()).await;
+    drop(scratch);
+    served
 }
 
 /// Completes on ctrl-c or SIGTERM.
@@ -391,6 +441,18 @@ mod tests {
         assert!(parse_duration("999999999999999d").is_err());
         assert!(parse_positive_duration("0ms").is_err());
         assert_eq!(parse_positive_duration("1ms"), Ok(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn sizes_take_an_optional_unit() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("8 parsecs").is_err());
+        assert!(parse_size("99999999999GiB").is_err());
     }
 
     #[test]

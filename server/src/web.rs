@@ -1,10 +1,12 @@
 //! The browser chat page, embedded in the binary so the server needs no
 //! files and no external URL.
 
-use chat_transport::{Page, Site};
+use std::sync::Arc;
 
-/// The site the server answers over HTTP.
-pub(crate) fn site() -> Site {
+use chat_transport::{Dynamic, Page, Site};
+
+/// The site the server answers over HTTP; `files` answers `/files/{id}`.
+pub(crate) fn site(files: Arc<dyn Dynamic>) -> Site {
     const INDEX: &[u8] = include_bytes!("../web/index.html");
     let page = |content_type, body| Page { content_type, body };
     Site::new("/ws", Some(chat_protocol::SUBPROTOCOL))
@@ -14,4 +16,5 @@ pub(crate) fn site() -> Site {
         .page("/style.css", page("text/css; charset=utf-8", include_bytes!("../web/style.css")))
         .page("/favicon.svg", page("image/svg+xml", include_bytes!("../web/favicon.svg")))
         .page("/healthz", page("text/plain; charset=utf-8", b"ok\n"))
+        .dynamic("/files/", files)
 }

@@ -46,7 +46,9 @@ pub(crate) fn command(frame: ClientFrame, secret: Option<&Secret>) -> Result<Com
         },
         ClientFrame::Join { room, after } => Command::Join { room, after },
         ClientFrame::Leave { room } => Command::Leave { room },
-        ClientFrame::Say { room, text, action } => Command::Say { room, text, action },
+        ClientFrame::Say { room, text, action } => {
+            Command::Say { room, text, action, attachment: None }
+        }
         ClientFrame::Dm { to, text } => Command::Dm { to, text },
         ClientFrame::Nick { nick } => Command::Nick { nick },
         ClientFrame::Typing { room } => Command::Typing { room },
@@ -54,6 +56,16 @@ pub(crate) fn command(frame: ClientFrame, secret: Option<&Secret>) -> Result<Com
         ClientFrame::Who { room } => Command::Who { room },
         ClientFrame::History { room, before, limit } => Command::History { room, before, limit },
         ClientFrame::Ping {} => Command::Ping,
+        // The connection handles these itself (see `connection.rs`).
+        ClientFrame::Upload { .. }
+        | ClientFrame::UploadCancel {}
+        | ClientFrame::Subscribe { .. } => {
+            return Err(DecodeError {
+                code: ErrorCode::BadFrame,
+                message: "not a chat command".to_owned(),
+                id: None,
+            });
+        }
     })
 }
 
@@ -85,6 +97,7 @@ pub(crate) fn limits(config: &crate::ServerConfig) -> Limits {
         joins_burst: u64::from(chat.joins_burst),
         frames_per_sec: u64::from(config.frames_per_sec),
         frames_burst: u64::from(config.frames_burst),
+        max_upload_bytes: config.uploads.as_ref().map_or(0, |uploads| uploads.max_bytes),
     }
 }
 
@@ -168,20 +181,18 @@ pub(crate) fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
             messages: messages.iter().map(message).collect(),
         },
         Event::Pong { id: request } => ServerFrame::Pong { id: id(request) },
-        Event::Error { id: request, error } => {
-            let retry_after_ms = match error {
-                CommandError::RateLimited { retry_after_ms }
-                | CommandError::JoinRateLimited { retry_after_ms } => Some(*retry_after_ms),
-                _ => None,
-            };
-            ServerFrame::Error {
-                id: id(request),
-                code: code(error),
-                message: error.to_string(),
-                retry_after_ms,
-            }
-        }
+        Event::Error { id: request, error: err } => error(id(request), err),
     }
+}
+
+/// The `error` frame for a refused command.
+pub(crate) fn error(id: Option<String>, error: &CommandError) -> ServerFrame {
+    let retry_after_ms = match error {
+        CommandError::RateLimited { retry_after_ms }
+        | CommandError::JoinRateLimited { retry_after_ms } => Some(*retry_after_ms),
+        _ => None,
+    };
+    ServerFrame::Error { id, code: code(error), message: error.to_string(), retry_after_ms }
 }
 
 /// The stable code of a refused command.
@@ -224,5 +235,11 @@ fn message(m: &Message) -> protocol::Message {
         text: m.text.to_string(),
         id: m.id.as_deref().map(str::to_owned),
         action: m.action,
+        attachment: m.attachment.as_ref().map(|a| protocol::Attachment {
+            id: a.id.to_string(),
+            name: a.name.to_string(),
+            mime: a.mime.to_string(),
+            size: a.size,
+        }),
     }
 }

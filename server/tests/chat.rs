@@ -195,7 +195,7 @@ async fn every_error_code_and_the_connection_carries_on() {
     client.send(json!({"type": "ping", "id": "x".repeat(65)})).await;
     client.expect_error("bad_frame").await;
     client.socket.send(chat_transport::tungstenite::Message::binary(vec![1, 2, 3])).await.unwrap();
-    client.expect_error("bad_frame").await;
+    client.expect_error("invalid_upload").await;
     client.send(json!({"type": "fly", "id": "u"})).await;
     assert_eq!(client.expect_error("unknown_type").await["id"], "u");
     client.send(json!({"type": "join", "room": "Bad Room"})).await;

@@ -104,9 +104,10 @@ fn the_store_skips_rows_it_cannot_parse() {
     let db = rusqlite::Connection::open(dir.path().join("chat.db")).unwrap();
     db.execute_batch(
         "INSERT INTO rooms VALUES ('lobby', 3), ('Bad Room', 1);
-         INSERT INTO messages VALUES ('lobby', 1, 1, 'alice', 'fine', 0, NULL, NULL);
-         INSERT INTO messages VALUES ('lobby', 2, 2, 'not a nick!', 'bad', 0, NULL, NULL);
-         INSERT INTO messages VALUES ('lobby', 3, 3, 'bob', 'fine too', 0, 'x', 'tok');",
+         INSERT INTO messages (room, seq, ts, nick, text, action, client_id, session)
+           VALUES ('lobby', 1, 1, 'alice', 'fine', 0, NULL, NULL),
+                  ('lobby', 2, 2, 'not a nick!', 'bad', 0, NULL, NULL),
+                  ('lobby', 3, 3, 'bob', 'fine too', 0, 'x', 'tok');",
     )
     .unwrap();
     drop(db);
@@ -117,6 +118,48 @@ fn the_store_skips_rows_it_cannot_parse() {
     assert_eq!(room.last_seq, 3);
     let seqs: Vec<u64> = room.messages.iter().map(|m| m.seq).collect();
     assert_eq!(seqs, vec![1, 3], "the message with a bad nick is skipped");
+}
+
+#[test]
+fn a_database_of_the_first_schema_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = rusqlite::Connection::open(dir.path().join("chat.db")).unwrap();
+    // Version 1, as the first release wrote it: no attachment columns.
+    db.execute_batch(
+        "CREATE TABLE rooms (name TEXT PRIMARY KEY, last_seq INTEGER NOT NULL) WITHOUT ROWID;
+         CREATE TABLE messages (room TEXT NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL,
+             nick TEXT NOT NULL, text TEXT NOT NULL, action INTEGER NOT NULL, client_id TEXT,
+             session TEXT, PRIMARY KEY (room, seq)) WITHOUT ROWID;
+         CREATE TABLE directs (ts INTEGER NOT NULL, sender TEXT NOT NULL, recipient TEXT NOT NULL,
+             text TEXT NOT NULL, client_id TEXT NOT NULL, session TEXT NOT NULL,
+             PRIMARY KEY (session, client_id)) WITHOUT ROWID;
+         INSERT INTO rooms VALUES ('lobby', 1);
+         INSERT INTO messages VALUES ('lobby', 1, 1, 'alice', 'from before', 0, NULL, NULL);
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(db);
+    let retention = Retention {
+        per_room: 10,
+        max_age: None,
+        directs_for: std::time::Duration::from_secs(3600),
+    };
+    let mut store = SqliteStore::open(dir.path()).unwrap();
+    let snapshot = store.load(&retention, 10).unwrap();
+    assert_eq!(&*snapshot.rooms[0].messages[0].text, "from before");
+    assert_eq!(snapshot.rooms[0].messages[0].attachment, None);
+    drop(store);
+    let db = rusqlite::Connection::open(dir.path().join("chat.db")).unwrap();
+    let version: i64 = db.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
+    assert_eq!(version, 2);
+    let columns: Vec<String> = db
+        .prepare("SELECT name FROM pragma_table_info('messages')")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(columns.iter().any(|c| c == "file_id"), "{columns:?}");
 }
 
 /// A store whose first commits fail, like a disk that is briefly full.

@@ -187,7 +187,11 @@ async fn hostile_frames_get_precise_answers_and_the_room_carries_on() {
             [frame(0x01, b"{\"type\":"), frame(0x81, b"{}")].concat(),
             Expect::Close(1002),
         ),
-        ("a binary frame", frame(0x82, b"\x00\x01"), Expect::Error("bad_frame")),
+        (
+            "a binary frame with no upload",
+            frame(0x82, b"\x00\x01"),
+            Expect::Error("invalid_upload"),
+        ),
         ("a JSON nesting bomb", frame(0x81, deep.as_bytes()), Expect::Error("bad_json")),
         (
             "a huge number",

@@ -7,7 +7,7 @@ use http::header::{
     UPGRADE,
 };
 use http::{HeaderMap, Method, Request, StatusCode, Version};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::handshake::derive_accept_key;
@@ -17,6 +17,7 @@ use crate::gate::{Full, Gate, Pass};
 use crate::outgoing::{Outgoing, SharedStream};
 use crate::request::{Head, read_head};
 use crate::response::{Response, respond_and_close};
+use crate::site::DynamicAnswer;
 use crate::{Site, TransportConfig};
 
 /// A client-side WebSocket, over TCP or TLS.
@@ -176,6 +177,50 @@ async fn serve<S: Conn>(
             }
         };
         return upgrade(stream, Upgrade { request, rest, handshake, peer, pass }, config).await;
+    }
+    if let Some((handler, rest)) = site.lookup_dynamic(request.uri().path()) {
+        let head_only = match *request.method() {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => {
+                let response =
+                    Response::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+                return answer(&mut stream, response.header("Allow", "GET, HEAD")).await;
+            }
+        };
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        return match handler.get(rest, authorization).await {
+            DynamicAnswer::Refused(status, why, headers) => {
+                let mut response = Response::text(status, why);
+                response.headers = headers;
+                answer(&mut stream, response).await
+            }
+            DynamicAnswer::File { file, len, content_type, headers } => {
+                let response = Response {
+                    status: StatusCode::OK,
+                    headers,
+                    content_type: "",
+                    body: &[],
+                    head_only,
+                };
+                stream.write_all(response.head(&content_type, len).as_bytes()).await?;
+                if !head_only {
+                    let copied = tokio::io::copy(&mut file.take(len), &mut stream).await?;
+                    if copied < len {
+                        // The file shrank under us: the answer is cut short,
+                        // and closing says so.
+                        return Err(AcceptError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                    }
+                }
+                stream.flush().await?;
+                stream.shutdown().await?;
+                Ok(Accepted::Answered(StatusCode::OK))
+            }
+        };
     }
     let Some(page) = site.lookup(request.uri().path()) else {
         return answer(&mut stream, Response::text(StatusCode::NOT_FOUND, "not found\n")).await;

@@ -232,6 +232,29 @@ pub async fn connect(
     config: &TransportConfig,
 ) -> Result<WebSocketStream<ClientStream>, ConnectError> {
     let bad = |why: &str| ConnectError::BadUrl { url: url.to_owned(), why: why.to_owned() };
+    let (uri, stream) = dial(url, config).await?;
+    let mut request = uri.into_client_request().map_err(|err| bad(&err.to_string()))?;
+    if let Some(protocol) = subprotocol {
+        let value = HeaderValue::from_str(protocol).map_err(|_| bad("invalid subprotocol"))?;
+        request.headers_mut().insert(http::header::SEC_WEBSOCKET_PROTOCOL, value);
+    }
+    match tokio_tungstenite::client_async_with_config(request, stream, Some(config.websocket()))
+        .await
+    {
+        Ok((socket, _response)) => Ok(socket),
+        Err(tungstenite::Error::Http(response)) => {
+            let body = response.body().as_deref().unwrap_or_default();
+            let body = String::from_utf8_lossy(body.get(..512).unwrap_or(body)).into_owned();
+            Err(ConnectError::Refused { status: response.status(), body })
+        }
+        Err(err) => Err(ConnectError::Handshake(err.to_string())),
+    }
+}
+
+/// Connects to the server of a `ws://` or `wss://` URL: TCP, then TLS for
+/// `wss://`.
+async fn dial(url: &str, config: &TransportConfig) -> Result<(Uri, ClientStream), ConnectError> {
+    let bad = |why: &str| ConnectError::BadUrl { url: url.to_owned(), why: why.to_owned() };
     let uri: Uri = url.parse().map_err(|err: http::uri::InvalidUri| bad(&err.to_string()))?;
     let secure = match uri.scheme_str() {
         Some("ws") => false,
@@ -259,20 +282,79 @@ pub async fn connect(
     } else {
         ClientStream::Plain(stream)
     };
-    let mut request = uri.into_client_request().map_err(|err| bad(&err.to_string()))?;
-    if let Some(protocol) = subprotocol {
-        let value = HeaderValue::from_str(protocol).map_err(|_| bad("invalid subprotocol"))?;
-        request.headers_mut().insert(http::header::SEC_WEBSOCKET_PROTOCOL, value);
-    }
-    match tokio_tungstenite::client_async_with_config(request, stream, Some(config.websocket()))
-        .await
-    {
-        Ok((socket, _response)) => Ok(socket),
-        Err(tungstenite::Error::Http(response)) => {
-            let body = response.body().as_deref().unwrap_or_default();
-            let body = String::from_utf8_lossy(body.get(..512).unwrap_or(body)).into_owned();
-            Err(ConnectError::Refused { status: response.status(), body })
+    Ok((uri, stream))
+}
+
+/// Fetches `path` (`/files/{id}`) from the server of the WebSocket URL
+/// `url` with `GET` and `Authorization: Bearer <token>`, writing the body
+/// to `out` as it arrives. Returns the bytes written.
+///
+/// # Errors
+/// The connection fails, the server answers other than `200` (reported
+/// with the status and the start of its body), or the body ends early.
+pub async fn fetch(
+    url: &str,
+    path: &str,
+    token: &str,
+    config: &TransportConfig,
+    out: &mut (impl AsyncWrite + Unpin),
+) -> Result<u64, ConnectError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (uri, mut stream) = dial(url, config).await?;
+    let io = |source: io::Error| ConnectError::Io { addr: url.to_owned(), source };
+    let host = uri.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.map_err(io)?;
+    let mut buffer = Vec::with_capacity(4096);
+    let (status, length, head_len) = loop {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.map_err(io)?;
+        if n == 0 {
+            return Err(ConnectError::Handshake("the server closed before answering".into()));
         }
-        Err(err) => Err(ConnectError::Handshake(err.to_string())),
+        buffer.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&buffer) {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let status = StatusCode::from_u16(response.code.unwrap_or(0))
+                    .map_err(|_| ConnectError::Handshake("a bad status code".into()))?;
+                let length = response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                break (status, length, head_len);
+            }
+            Ok(httparse::Status::Partial) if buffer.len() < 64 * 1024 => {}
+            Ok(httparse::Status::Partial) => {
+                return Err(ConnectError::Handshake("an answer head over 64 KiB".into()));
+            }
+            Err(err) => return Err(ConnectError::Handshake(format!("a bad answer: {err}"))),
+        }
+    };
+    let body = buffer.get(head_len..).unwrap_or_default().to_vec();
+    if status != StatusCode::OK {
+        let body = String::from_utf8_lossy(body.get(..512).unwrap_or(&body)).into_owned();
+        return Err(ConnectError::Refused { status, body });
     }
+    let Some(length) = length else {
+        return Err(ConnectError::Handshake("an answer without Content-Length".into()));
+    };
+    let first = body.get(..usize::try_from(length).unwrap_or(usize::MAX).min(body.len()));
+    let first = first.unwrap_or_default();
+    out.write_all(first).await.map_err(io)?;
+    let rest = length - first.len() as u64;
+    let copied = tokio::io::copy(&mut (&mut stream).take(rest), out).await.map_err(io)?;
+    if copied < rest {
+        return Err(ConnectError::Handshake(format!(
+            "the file ended after {} of {length} bytes",
+            first.len() as u64 + copied
+        )));
+    }
+    out.flush().await.map_err(io)?;
+    Ok(length)
 }

@@ -5,7 +5,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Headers every HTTP answer of ours carries: nothing we serve may be
 /// framed, sniffed into another type, or load anything from elsewhere.
-const SECURITY_HEADERS: &str = "Content-Security-Policy: default-src 'self'\r\n\
+/// Images, audio and video may also come from `blob:` URLs the page made
+/// of files it fetched.
+const SECURITY_HEADERS: &str = "Content-Security-Policy: default-src 'self'; \
+img-src 'self' blob:; media-src 'self' blob:\r\n\
 X-Content-Type-Options: nosniff\r\n\
 X-Frame-Options: DENY\r\n\
 Referrer-Policy: no-referrer\r\n";
@@ -37,20 +40,24 @@ impl<'a> Response<'a> {
         self
     }
 
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    /// The status line and headers for a body of `len` bytes.
+    pub(crate) fn head(&self, content_type: &str, len: u64) -> String {
         let reason = self.status.canonical_reason().unwrap_or("");
         let mut head = format!(
-            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+            "HTTP/1.1 {} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n\
              Cache-Control: no-cache\r\nConnection: close\r\n{SECURITY_HEADERS}",
             self.status.as_u16(),
-            self.content_type,
-            self.body.len(),
         );
         for (name, value) in &self.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str("\r\n");
-        let mut bytes = head.into_bytes();
+        head
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let len = u64::try_from(self.body.len()).unwrap_or(u64::MAX);
+        let mut bytes = self.head(self.content_type, len).into_bytes();
         if !self.head_only {
             bytes.extend_from_slice(self.body);
         }

@@ -1,4 +1,9 @@
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::StatusCode;
 
 /// One static resource, embedded in the binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -9,11 +14,43 @@ pub struct Page {
     pub body: &'static [u8],
 }
 
-/// What a server answers over HTTP: static pages by path, and the path and
-/// subprotocol of its WebSocket endpoint.
+/// Content decided at request time, under a path prefix: files the
+/// application stores, say. The transport parses the request and streams
+/// the answer; the application only says what to send.
+pub trait Dynamic: Send + Sync + std::fmt::Debug {
+    /// Answers a `GET` (or `HEAD`) of `rest`, the path after the prefix,
+    /// with the request's `Authorization` header if it had one.
+    fn get(
+        &self,
+        rest: String,
+        authorization: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = DynamicAnswer> + Send>>;
+}
+
+/// What a [`Dynamic`] answers.
+#[derive(Debug)]
+pub enum DynamicAnswer {
+    /// `200` with the first `len` bytes of `file` as the body, streamed.
+    File {
+        /// The open file.
+        file: tokio::fs::File,
+        /// How many bytes to send.
+        len: u64,
+        /// The `Content-Type`.
+        content_type: String,
+        /// More headers (`Content-Disposition`...).
+        headers: Vec<(&'static str, String)>,
+    },
+    /// An error status with a short plain-text explanation, and headers.
+    Refused(StatusCode, &'static str, Vec<(&'static str, String)>),
+}
+
+/// What a server answers over HTTP: static pages by path, dynamic content
+/// under prefixes, and the path and subprotocol of its WebSocket endpoint.
 #[derive(Debug, Clone)]
 pub struct Site {
     pages: BTreeMap<&'static str, Page>,
+    dynamic: Vec<(&'static str, Arc<dyn Dynamic>)>,
     websocket_path: &'static str,
     subprotocol: Option<&'static str>,
 }
@@ -23,7 +60,7 @@ impl Site {
     /// When a client offers `subprotocol` in `Sec-WebSocket-Protocol`, the
     /// upgrade selects it; clients offering none are accepted too.
     pub fn new(websocket_path: &'static str, subprotocol: Option<&'static str>) -> Self {
-        Self { pages: BTreeMap::new(), websocket_path, subprotocol }
+        Self { pages: BTreeMap::new(), dynamic: Vec::new(), websocket_path, subprotocol }
     }
 
     /// Serves `page` at `path` (an exact match, query string ignored).
@@ -32,8 +69,21 @@ impl Site {
         self
     }
 
+    /// Answers paths under `prefix` (which ends with `/`) with `handler`.
+    pub fn dynamic(mut self, prefix: &'static str, handler: Arc<dyn Dynamic>) -> Self {
+        self.dynamic.push((prefix, handler));
+        self
+    }
+
     pub(crate) fn lookup(&self, path: &str) -> Option<&Page> {
         self.pages.get(path)
+    }
+
+    /// The handler for `path` and the rest of the path after its prefix.
+    pub(crate) fn lookup_dynamic(&self, path: &str) -> Option<(&Arc<dyn Dynamic>, String)> {
+        self.dynamic.iter().find_map(|(prefix, handler)| {
+            path.strip_prefix(prefix).map(|rest| (handler, rest.to_owned()))
+        })
     }
 
     pub(crate) fn websocket_path(&self) -> &str {

@@ -109,7 +109,10 @@ impl Harness {
     }
 
     pub fn say(&mut self, member: MemberId, room: &str, text: &str) {
-        self.send(member, Command::Say { room: room.into(), text: text.into(), action: false });
+        self.send(
+            member,
+            Command::Say { room: room.into(), text: text.into(), action: false, attachment: None },
+        );
     }
 
     /// The connection breaks: the session waits for a resume.

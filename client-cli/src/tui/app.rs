@@ -31,9 +31,23 @@ use crate::engine::{self, Command, Event, Link};
 use crate::input::{self, Input};
 
 /// Commands offered by Tab.
-const COMMANDS: [&str; 14] = [
-    "/join", "/leave", "/part", "/close", "/nick", "/msg", "/me", "/who", "/rooms", "/clear",
-    "/members", "/help", "/quit", "/quote",
+const COMMANDS: [&str; 16] = [
+    "/join",
+    "/leave",
+    "/part",
+    "/close",
+    "/nick",
+    "/msg",
+    "/me",
+    "/who",
+    "/rooms",
+    "/clear",
+    "/members",
+    "/help",
+    "/quit",
+    "/quote",
+    "/upload",
+    "/download",
 ];
 
 /// Keys, shown by `/help` after the commands.
@@ -357,6 +371,10 @@ impl App {
         }
         match input::parse(line, self.state.current_room()) {
             Input::Send(frame) => self.send_message(frame),
+            Input::Upload { room, path } => self.send(Command::Upload { room, path: path.into() }),
+            Input::Download { id, to } => {
+                self.send(Command::Download { id, to: to.map(Into::into) });
+            }
             Input::Quit => self.quit(),
             Input::Help => {}
             Input::Nothing => {}

@@ -413,7 +413,12 @@ impl State {
                     rooms.iter().map(|room| format!("{} ({})", room.name, room.members)).collect();
                 self.notice(&format!("rooms: {}", list.join(", ")));
             }
-            ServerFrame::Typing { .. } | ServerFrame::Pong { .. } | ServerFrame::Authed { .. } => {}
+            ServerFrame::Typing { .. }
+            | ServerFrame::UploadReady { .. }
+            | ServerFrame::Subscribed { .. }
+            | ServerFrame::Stats(_)
+            | ServerFrame::Pong { .. }
+            | ServerFrame::Authed { .. } => {}
         }
     }
 
@@ -429,11 +434,16 @@ impl State {
 }
 
 fn message_line(message: &Message) -> Line {
+    let text = match &message.attachment {
+        Some(file) if message.text.is_empty() => crate::render::attachment(file),
+        Some(file) => format!("{} {}", message.text, crate::render::attachment(file)),
+        None => message.text.clone(),
+    };
     Line::Message {
         seq: Some(message.seq),
         ts: message.ts,
         from: message.from.clone(),
-        text: message.text.clone(),
+        text,
         action: message.action,
     }
 }
@@ -472,6 +482,7 @@ mod tests {
             text: text.into(),
             id: None,
             action: false,
+            attachment: None,
         }
     }
 

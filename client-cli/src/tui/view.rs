@@ -323,6 +323,7 @@ mod tests {
             text: text.into(),
             id: None,
             action: false,
+            attachment: None,
         };
         state.on_frame(&ServerFrame::Joined {
             id: None,
@@ -397,6 +398,7 @@ mod tests {
             text: "語".repeat(30),
             id: None,
             action: false,
+            attachment: None,
         }));
         let rows = screen(&state, &Editor::default(), 60, 6, false);
         // 60 columns less the room list (18): 42 for messages; the message
@@ -430,6 +432,7 @@ mod tests {
             text: "alice: look".into(),
             id: None,
             action: false,
+            attachment: None,
         }));
         let rows = screen(&state, &Editor::default(), 60, 20, true);
         assert!(rows[1].starts_with("#lobby (1)"), "{rows:#?}");

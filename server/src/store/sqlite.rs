@@ -1,14 +1,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use chat_core::{Direct, Message, Nick, Record, RoomName, SessionToken, Timestamp};
+use chat_core::{Attachment, Direct, Message, Nick, Record, RoomName, SessionToken, Timestamp};
 use rusqlite::{Connection, params};
 use tracing::warn;
 
 use super::{Retention, Snapshot, Store, StoreError, StoredRoom};
 
 /// The schema version this code writes; bumped with every change.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rooms (
@@ -24,6 +24,10 @@ CREATE TABLE IF NOT EXISTS messages (
     action    INTEGER NOT NULL,
     client_id TEXT,
     session   TEXT,
+    file_id   TEXT,
+    file_name TEXT,
+    file_mime TEXT,
+    file_size INTEGER,
     PRIMARY KEY (room, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_ts ON messages (ts);
@@ -69,7 +73,18 @@ impl SqliteStore {
         // Takes the exclusive lock now, not at the first message.
         db.execute_batch("BEGIN EXCLUSIVE; COMMIT;")?;
         let version: i64 = db.pragma_query_value(None, "user_version", |row| row.get(0))?;
-        if version == 0 {
+        if version == 1 {
+            // Version 1 had no attachments.
+            db.execute_batch(
+                "BEGIN;
+                 ALTER TABLE messages ADD COLUMN file_id TEXT;
+                 ALTER TABLE messages ADD COLUMN file_name TEXT;
+                 ALTER TABLE messages ADD COLUMN file_mime TEXT;
+                 ALTER TABLE messages ADD COLUMN file_size INTEGER;
+                 COMMIT;",
+            )?;
+        }
+        if version < SCHEMA_VERSION {
             db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         Ok(Self { db })
@@ -86,7 +101,8 @@ impl Store for SqliteStore {
         };
         let limit = i64::try_from(retention.per_room).unwrap_or(i64::MAX);
         let mut query = self.db.prepare(
-            "SELECT seq, ts, nick, text, action, client_id, session FROM messages
+            "SELECT seq, ts, nick, text, action, client_id, session,
+                    file_id, file_name, file_mime, file_size FROM messages
              WHERE room = ?1 ORDER BY seq DESC LIMIT ?2",
         )?;
         for (name, last_seq) in names {
@@ -103,6 +119,7 @@ impl Store for SqliteStore {
                     action: row.get(4)?,
                     client_id: row.get(5)?,
                     session: row.get(6)?,
+                    file: (row.get(7)?, row.get(8)?, row.get(9)?, row.get(10)?),
                 })
             })?;
             let mut messages = Vec::new();
@@ -150,8 +167,9 @@ impl Store for SqliteStore {
         let tx = self.db.transaction()?;
         {
             let mut insert_message = tx.prepare_cached(
-                "INSERT INTO messages (room, seq, ts, nick, text, action, client_id, session)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO messages (room, seq, ts, nick, text, action, client_id, session,
+                                       file_id, file_name, file_mime, file_size)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
             let mut raise_seq = tx.prepare_cached(
                 "INSERT INTO rooms (name, last_seq) VALUES (?1, ?2)
@@ -165,6 +183,7 @@ impl Store for SqliteStore {
                 match record {
                     Record::Message(m) => {
                         let seq = i64::try_from(m.seq).unwrap_or(i64::MAX);
+                        let file = m.attachment.as_ref();
                         insert_message.execute(params![
                             m.room.as_str(),
                             seq,
@@ -174,6 +193,10 @@ impl Store for SqliteStore {
                             m.action,
                             m.id.as_deref(),
                             m.sender.as_ref().map(SessionToken::as_str),
+                            file.map(|f| &*f.id),
+                            file.map(|f| &*f.name),
+                            file.map(|f| &*f.mime),
+                            file.map(|f| i64::try_from(f.size).unwrap_or(i64::MAX)),
                         ])?;
                         raise_seq.execute(params![m.room.as_str(), seq])?;
                     }
@@ -225,6 +248,8 @@ struct StoredMessage {
     action: bool,
     client_id: Option<String>,
     session: Option<String>,
+    /// The attachment's id, name, type and size, all or none.
+    file: (Option<String>, Option<String>, Option<String>, Option<i64>),
 }
 
 impl StoredMessage {
@@ -240,6 +265,15 @@ impl StoredMessage {
             sender: match self.session {
                 Some(token) => Some(SessionToken::parse(&token).ok()?),
                 None => None,
+            },
+            attachment: match self.file {
+                (Some(id), Some(name), Some(mime), Some(size)) => Some(Attachment {
+                    id: Arc::from(id),
+                    name: Arc::from(name),
+                    mime: Arc::from(mime),
+                    size: u64::try_from(size).ok()?,
+                }),
+                _ => None,
             },
         })
     }
