@@ -317,3 +317,269 @@ test('messages refused for going too fast are sent again until each arrives once
     await stopServer(server.child);
   }
 });
+
+// ---- files, views, stats (the seed's Socket.IO strengths) -----------------
+
+/** A real 240x140 PNG, drawn by the browser itself. */
+async function makePng(page) {
+  const base64 = await page.evaluate(() => {
+    const canvas = document.createElement('canvas');
+    canvas.width = 240;
+    canvas.height = 140;
+    const ctx = canvas.getContext('2d');
+    const gradient = ctx.createLinearGradient(0, 0, 240, 140);
+    gradient.addColorStop(0, '#3b6fd8');
+    gradient.addColorStop(1, '#e33');
+    ctx.fillStyle = gradient;
+    ctx.fillRect(0, 0, 240, 140);
+    ctx.fillStyle = '#fff';
+    ctx.font = 'bold 22px sans-serif';
+    ctx.fillText('sent as binary frames', 12, 78);
+    return canvas.toDataURL('image/png').split(',')[1];
+  });
+  return Buffer.from(base64, 'base64');
+}
+
+const artifacts = path.join(here, 'artifacts');
+
+async function screenshot(page, name) {
+  fs.mkdirSync(artifacts, { recursive: true });
+  await page.screenshot({ path: path.join(artifacts, name), fullPage: false });
+}
+
+test('files: picker, paste and drop send to the room; images render; the limit and the room rule hold', async () => {
+  const server = await startServer('127.0.0.1:0', null, ['--max-upload', '64KiB']);
+  try {
+    const alice = await login(server.url, 'alice');
+    const bob = await login(server.url, 'bob');
+    const carol = await login(server.url, 'carol');
+    await say(carol.page, '/join elsewhere');
+    await carol.page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#elsewhere');
+    await say(carol.page, '/leave lobby');
+    await carol.page.waitForFunction(() =>
+      ![...document.querySelectorAll('#room-list button.room')].some((b) => b.textContent.startsWith('#lobby')));
+
+    // The picker.
+    const png = await makePng(alice.page);
+    await alice.page.setInputFiles('#file-input', { name: 'gradient.png', mimeType: 'image/png', buffer: png });
+    // bob's page shows it as an image that really loaded.
+    await bob.page.waitForFunction(() => {
+      const img = document.querySelector('#messages .attachment img');
+      return img && img.complete && img.naturalWidth === 240;
+    });
+    const id = await bob.page.evaluate(() => document.querySelector('#messages .attachment img').dataset.file);
+    assert.match(id, /^[0-9a-f]{64}$/);
+    // Click to enlarge.
+    await bob.page.click('#messages .attachment button.thumb');
+    await bob.page.waitForFunction(() => document.querySelector('#viewer').open
+      && document.querySelector('#viewer-image').naturalWidth === 240);
+    await screenshot(bob.page, 'upload.png');
+    await bob.page.keyboard.press('Escape');
+
+    // Paste and drop, with a file name that is HTML.
+    const hostile = '<img src=x onerror=alert(1)>.txt';
+    await alice.page.evaluate((name) => {
+      const data = new DataTransfer();
+      data.items.add(new File(['pasted text'], name, { type: 'text/plain' }));
+      document.querySelector('#text').dispatchEvent(new ClipboardEvent('paste', { clipboardData: data, bubbles: true, cancelable: true }));
+    }, hostile);
+    await bob.page.waitForFunction((name) =>
+      [...document.querySelectorAll('#messages a.download')].some((a) => a.textContent.includes(name)), hostile);
+    await alice.page.evaluate(() => {
+      const data = new DataTransfer();
+      data.items.add(new File(['dropped'], 'dropped.txt', { type: 'text/plain' }));
+      const chat = document.querySelector('.chat');
+      chat.dispatchEvent(new DragEvent('dragover', { dataTransfer: data, bubbles: true, cancelable: true }));
+      chat.dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true }));
+    });
+    await bob.page.waitForFunction(() =>
+      [...document.querySelectorAll('#messages a.download')].some((a) => a.textContent.includes('dropped.txt')));
+    assert.equal(await bob.page.locator('#messages img').count(), 1, 'only the PNG became an image');
+    await say(bob.page, 'thanks alice, got all three');
+    await seeMessage(alice.page, 'thanks alice, got all three');
+    await screenshot(bob.page, 'chat.png');
+    // Downloading gets the very bytes.
+    const [download] = await Promise.all([
+      bob.page.waitForEvent('download'),
+      bob.page.locator('#messages a.download', { hasText: 'dropped.txt' }).click(),
+    ]);
+    const saved = fs.readFileSync(await download.path(), 'utf8');
+    assert.equal(saved, 'dropped');
+
+    // Over the limit: a clear error, nothing sent.
+    await alice.page.setInputFiles('#file-input', { name: 'big.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(70 * 1024) });
+    await alice.page.waitForFunction(() =>
+      [...document.querySelectorAll('#messages li.error')].some((li) => /big\.bin is 71\.7 KB; this server takes files up to 65\.5 KB/.test(li.textContent)));
+
+    // carol is not in the room: the server refuses her the file.
+    const status = await carol.page.evaluate(async (file) => {
+      const session = sessionStorage.getItem('chat.session');
+      const response = await fetch(`/files/${file}`, { headers: { Authorization: `Bearer ${session}` } });
+      return response.status;
+    }, id);
+    assert.equal(status, 404);
+    const anonymous = await carol.page.evaluate(async (file) => (await fetch(`/files/${file}`)).status, id);
+    assert.equal(anonymous, 401);
+
+    for (const who of [alice, bob, carol]) {
+      assert.deepEqual(who.problems, []);
+      await who.context.close();
+    }
+  } finally {
+    await stopServer(server.child);
+  }
+});
+
+test('typing shows and clears, unread badges, mentions, direct messages in their own view, load older, day separators', async () => {
+  const server = await startServer();
+  try {
+    const alice = await login(server.url, 'alice');
+    const bob = await login(server.url, 'bob');
+    // Older history than one page: "load older" brings it in.
+    for (let n = 1; n <= 60; n += 1) {
+      await say(bob.page, `old ${n}`);
+    }
+    await seeMessage(bob.page, 'old 60');
+    const carol = await login(server.url, 'carol');
+    await seeMessage(carol.page, 'old 60');
+    assert.equal(await countMessages(carol.page, 'old 1'), 0, 'only the newest come with the join');
+    await carol.page.click('#older');
+    await seeMessage(carol.page, 'old 1');
+    assert.ok(await carol.page.locator('#messages li.day').count() >= 1, 'a day separator');
+
+    // Typing.
+    await alice.page.type('#text', 'thinking');
+    await bob.page.waitForFunction(() => document.querySelector('#typing').textContent === 'alice is typing…');
+    await alice.page.press('#text', 'Enter');
+    await bob.page.waitForFunction(() => document.querySelector('#typing').textContent === '');
+
+    // An unread badge and a mention on another room.
+    await say(bob.page, '/join dev');
+    await bob.page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#dev');
+    await say(alice.page, '/join dev');
+    await alice.page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#dev');
+    await bob.page.click('#room-list button.room >> text=#lobby');
+    await say(alice.page, 'hey bob, look');
+    await bob.page.waitForFunction(() => {
+      const dev = [...document.querySelectorAll('#room-list button.room')].find((b) => b.textContent.startsWith('#dev'));
+      return dev && dev.querySelector('.badge')?.textContent === '1' && dev.classList.contains('mentioned');
+    });
+    await bob.page.click('#room-list button.room >> text=#dev');
+    await bob.page.waitForFunction(() => document.querySelector('#messages li.mention .text')?.textContent === 'hey bob, look');
+
+    // A direct message opens its own view, not the room's.
+    await say(alice.page, '/msg bob just between us');
+    await alice.page.waitForFunction(() => document.querySelector('#room-title')?.textContent === 'bob (direct messages)');
+    await bob.page.waitForFunction(() =>
+      [...document.querySelectorAll('#direct-list button.room')].some((b) => b.textContent.startsWith('alice') && b.querySelector('.badge')));
+    assert.equal(await countMessages(bob.page, 'just between us'), 0, 'not in the room view');
+    await bob.page.click('#direct-list button.room');
+    await seeMessage(bob.page, 'just between us');
+    // Replying in the conversation view is a direct message.
+    await say(bob.page, 'sure');
+    await seeMessage(alice.page, 'sure');
+    assert.equal(await countMessages(carol.page, 'sure'), 0);
+    await screenshot(alice.page, 'direct.png');
+
+    for (const who of [alice, bob, carol]) {
+      assert.deepEqual(who.problems, []);
+      await who.context.close();
+    }
+  } finally {
+    await stopServer(server.child);
+  }
+});
+
+test('a mention raises a desktop notification when the page is in the background', async () => {
+  const server = await startServer();
+  try {
+    const alice = await login(server.url, 'alice');
+    const context = await browser.newContext();
+    await context.grantPermissions(['notifications'], { origin: server.url });
+    const page = await context.newPage();
+    page.setDefaultTimeout(WAIT);
+    await page.goto(server.url);
+    await page.fill('#nick-input', 'bob');
+    await page.click('#login-form button[type=submit]');
+    await page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#lobby');
+    // The page is in the background.
+    await page.evaluate(() => {
+      Object.defineProperty(document, 'hidden', { value: true, configurable: true });
+      window.dispatchEvent(new Event('blur'));
+    });
+    await say(alice.page, 'not for anyone');
+    await say(alice.page, 'bob: are you there?');
+    await page.waitForFunction(() => document.body.dataset.notified === '1');
+    await alice.context.close();
+    await context.close();
+  } finally {
+    await stopServer(server.child);
+  }
+});
+
+test('/stats updates its counters and chart while a client sends', async () => {
+  const server = await startServer('127.0.0.1:0', null, ['--stats-token', 'watch']);
+  try {
+    const context = await browser.newContext();
+    const stats = await context.newPage();
+    stats.setDefaultTimeout(WAIT);
+    await stats.goto(`${server.url}/stats`);
+    // Without the token the page asks for it.
+    await stats.waitForSelector('#token-form:not([hidden])');
+    await stats.fill('#token-input', 'watch');
+    await stats.click('#token-form button');
+    await stats.waitForFunction(() => Number(document.body.dataset.updates || 0) >= 1);
+    const alice = await login(server.url, 'alice');
+    for (let n = 0; n < 5; n += 1) {
+      await say(alice.page, `counted ${n}`);
+    }
+    await seeMessage(alice.page, 'counted 4');
+    await stats.waitForFunction(() => document.querySelector('#messages-total').textContent === '5');
+    await stats.waitForFunction(() => document.querySelector('#connections').textContent === '2');
+    assert.equal(await stats.locator('#rooms tr').count(), 1);
+    const painted = await stats.evaluate(() => {
+      const canvas = document.querySelector('#chart');
+      const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+      return data.some((v, i) => i % 4 === 3 && v > 0);
+    });
+    assert.ok(painted, 'the chart is drawn');
+    await screenshot(stats, 'stats.png');
+    await alice.context.close();
+    await context.close();
+  } finally {
+    await stopServer(server.child);
+  }
+});
+
+test('keyboard only, a phone-width screen, and both colour schemes', async () => {
+  const server = await startServer();
+  try {
+    const context = await browser.newContext({ viewport: { width: 375, height: 700 }, colorScheme: 'dark' });
+    const page = await context.newPage();
+    page.setDefaultTimeout(WAIT);
+    await page.goto(server.url);
+    // The nick field has focus; Enter logs in; the message box has focus.
+    await page.keyboard.type('kay');
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#lobby');
+    await page.waitForFunction(() => document.activeElement?.id === 'text');
+    await page.keyboard.type('typed with keys only');
+    await page.keyboard.press('Enter');
+    await seeMessage(page, 'typed with keys only');
+    const fits = await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth);
+    assert.ok(fits, 'nothing wider than a phone');
+    const dark = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    await page.emulateMedia({ colorScheme: 'light' });
+    const light = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    assert.notEqual(dark, light, 'the theme follows the system');
+    // Every control has a name.
+    const unnamed = await page.evaluate(() => [...document.querySelectorAll('button, input, textarea')]
+      .filter((e) => e.offsetParent !== null)
+      .filter((e) => !(e.getAttribute('aria-label') || e.labels?.length || e.textContent.trim()))
+      .map((e) => e.outerHTML));
+    assert.deepEqual(unnamed, []);
+    await context.close();
+  } finally {
+    await stopServer(server.child);
+  }
+});

@@ -31,7 +31,21 @@ const state = {
   pending: new Map(),  // id -> say/dm frame sent (or typed offline), not yet echoed
   pages: new Map(),    // id of a history request -> { room, floor } still being filled
   typing: new Map(),   // "room\nnick" -> timer
+  directs: new Map(),  // peer nick -> { lines: [], unread } (views named "@peer")
+  limits: {},          // welcome.limits
+  uploads: [],         // files waiting to be sent, oldest first: { id, file, room, row }
+  uploading: null,     // the upload in progress
+  files: new Map(),    // attachment id -> Promise of an object URL
+  notified: 0,         // desktop notifications shown (for the tests)
 };
+
+// The view named `name`: a room, or a conversation ("@peer").
+function viewOf(name) {
+  if (!name) {
+    return null;
+  }
+  return name.startsWith('@') ? state.directs.get(name.slice(1)) : state.rooms.get(name);
+}
 
 function savedRooms() {
   try {
@@ -109,6 +123,9 @@ function connect() {
     }
     state.socket = null;
     state.greeted = false;
+    if (state.uploading) {
+      finishUpload(`${state.uploading.file.name}: the connection was lost; send it again`);
+    }
     if (state.wantedNick === null) {
       return; // back at the login form
     }
@@ -172,6 +189,7 @@ function handle(frame) {
       state.retry = 0;
       state.nick = frame.nick;
       state.session = frame.session;
+      state.limits = frame.limits || {};
       sessionStorage.setItem(SESSION_KEY, frame.session);
       localStorage.setItem(NICK_KEY, frame.nick);
       $('me').textContent = frame.nick;
@@ -194,6 +212,8 @@ function handle(frame) {
       for (const [id, pending] of state.pending) {
         send({ ...pending, id });
       }
+      renderNotifyButton();
+      nextUpload();
       break;
     }
     case 'joined': {
@@ -242,6 +262,9 @@ function handle(frame) {
     case 'message':
       if (frame.id) {
         state.pending.delete(frame.id);
+        if (state.uploading && state.uploading.id === frame.id) {
+          finishUpload(null);
+        }
       }
       addMessage(frame, true);
       break;
@@ -268,13 +291,30 @@ function handle(frame) {
       if (frame.id) {
         state.pending.delete(frame.id);
       }
-      const text = frame.from === state.nick ? `→ ${frame.to}: ${frame.text}` : frame.text;
-      const target = state.current || [...state.rooms.keys()][0];
-      if (target) {
-        addLine(target, { kind: 'direct', ts: frame.ts, from: `[dm] ${frame.from}`, text });
+      const mine = frame.from === state.nick;
+      const peer = mine ? frame.to : frame.from;
+      const view = directView(peer);
+      addLine(`@${peer}`, { kind: 'message', ts: frame.ts, from: frame.from, text: frame.text });
+      if (!mine && state.current !== `@${peer}`) {
+        view.unread += 1;
+        view.mentioned = true;
       }
+      if (!mine) {
+        notify(`${frame.from} (direct)`, frame.text);
+      }
+      if (mine && state.switchTo === `@${peer}`) {
+        state.switchTo = null;
+        switchRoom(`@${peer}`);
+      }
+      renderRooms();
       break;
     }
+    case 'upload_ready':
+      sendUpload(frame);
+      break;
+    case 'subscribed':
+    case 'stats':
+      break; // the /stats page's
     case 'nick': {
       state.nick = frame.nick;
       state.wantedNick = frame.nick;
@@ -310,10 +350,19 @@ function handle(frame) {
         break;
       }
       state.pages.delete(frame.id);
+      if (page.once && frame.messages.length === 0) {
+        const room = state.rooms.get(page.room);
+        if (room) {
+          room.complete = true;
+        }
+      }
       insertOlder(page.room, frame.messages.filter((m) => m.seq >= page.floor));
       const first = frame.messages.length ? frame.messages[0].seq : null;
-      if (first !== null && first > page.floor) {
+      if (!page.once && first !== null && first > page.floor) {
         requestOlder(page.room, first, page.floor);
+      }
+      if (page.room === state.current) {
+        renderMessages();
       }
       break;
     }
@@ -332,6 +381,10 @@ function handle(frame) {
 }
 
 function handleError(frame) {
+  if (frame.id && state.uploading && state.uploading.id === frame.id) {
+    finishUpload(`${state.uploading.file.name}: ${frame.message}`);
+    return;
+  }
   // A message refused for going too fast is sent again, with the same id,
   // once the server says it may be: pasting a block of lines loses none.
   if (frame.code === 'rate_limited' && frame.id && state.pending.has(frame.id)) {
@@ -369,6 +422,15 @@ function handleError(frame) {
   }
 }
 
+function directView(peer) {
+  let view = state.directs.get(peer);
+  if (!view) {
+    view = { lines: [], unread: 0, mentioned: false };
+    state.directs.set(peer, view);
+  }
+  return view;
+}
+
 function roomState(name) {
   let room = state.rooms.get(name);
   if (!room) {
@@ -385,10 +447,15 @@ function addMessage(message, live) {
     return;
   }
   room.lastSeq = message.seq;
-  addLine(message.room, messageLine(message));
+  const line = messageLine(message);
+  addLine(message.room, line);
   if (live && message.room !== state.current) {
     room.unread += 1;
+    room.mentioned = room.mentioned || line.mention;
     renderRooms();
+  }
+  if (live && line.mention) {
+    notify(`${message.from} in #${message.room}`, message.text);
   }
   if (live) {
     clearTyping(message.room, message.from);
@@ -432,16 +499,19 @@ function messageLine(message) {
     from: message.from,
     text: message.text,
     seq: message.seq,
-    mention: state.nick && message.from !== state.nick && mentions(message.text, state.nick),
+    attachment: message.attachment || null,
+    mention: Boolean(state.nick && message.from !== state.nick && mentions(message.text, state.nick)),
   };
 }
 
+// Whether `text` names `nick` as a word (case-insensitively).
 function mentions(text, nick) {
-  return text.toLowerCase().includes(nick.toLowerCase());
+  const words = text.toLowerCase().split(/[^\p{L}\p{N}_.-]+/u);
+  return words.includes(nick.toLowerCase());
 }
 
 function addLine(roomName, line) {
-  const room = state.rooms.get(roomName);
+  const room = viewOf(roomName);
   if (!room) {
     return;
   }
@@ -483,12 +553,252 @@ function lineElement(line) {
   } else {
     li.append(document.createTextNode(line.text));
   }
+  if (line.attachment) {
+    li.append(attachmentElement(line.attachment));
+  }
+  return li;
+}
+
+// ---- files ---------------------------------------------------------------
+
+const INLINE_IMAGES = ['image/png', 'image/jpeg', 'image/gif', 'image/webp'];
+
+function formatSize(bytes) {
+  if (bytes < 1000) return `${bytes} B`;
+  if (bytes < 1e6) return `${(bytes / 1e3).toFixed(1)} KB`;
+  if (bytes < 1e9) return `${(bytes / 1e6).toFixed(1)} MB`;
+  return `${(bytes / 1e9).toFixed(1)} GB`;
+}
+
+// The file's bytes as an object URL, fetched once with the session token
+// (files are only for those in the room, so a plain <img src> cannot work).
+// Anything but media gets a neutral type: a page's own origin must never
+// render an uploaded document.
+function fileUrl(attachment) {
+  let url = state.files.get(attachment.id);
+  if (!url) {
+    url = fetch(`/files/${attachment.id}`, { headers: { Authorization: `Bearer ${state.session}` } })
+      .then((response) => {
+        if (!response.ok) {
+          throw new Error(`the server answered ${response.status}`);
+        }
+        return response.blob();
+      })
+      .then((blob) => {
+        const media = INLINE_IMAGES.includes(attachment.mime) || /^(audio|video)\//.test(attachment.mime);
+        const typed = new Blob([blob], { type: media ? attachment.mime : 'application/octet-stream' });
+        return URL.createObjectURL(typed);
+      });
+    url.catch(() => state.files.delete(attachment.id));
+    state.files.set(attachment.id, url);
+  }
+  return url;
+}
+
+function attachmentElement(attachment) {
+  const box = document.createElement('div');
+  box.className = 'attachment';
+  const label = `${attachment.name} (${formatSize(attachment.size)})`;
+  const failed = (err) => {
+    const note = document.createElement('span');
+    note.className = 'error';
+    note.textContent = ` ${attachment.name} could not be loaded: ${err.message}`;
+    box.append(note);
+  };
+  if (INLINE_IMAGES.includes(attachment.mime)) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'thumb';
+    button.setAttribute('aria-label', `${label}: show larger`);
+    const img = document.createElement('img');
+    img.alt = attachment.name;
+    img.dataset.file = attachment.id;
+    button.append(img);
+    button.addEventListener('click', () => {
+      const dialog = $('viewer');
+      $('viewer-image').src = img.src;
+      $('viewer-image').alt = attachment.name;
+      $('viewer-caption').textContent = label;
+      dialog.showModal();
+    });
+    box.append(button);
+    fileUrl(attachment).then((url) => { img.src = url; }, failed);
+  } else if (/^(audio|video)\//.test(attachment.mime)) {
+    const player = document.createElement(attachment.mime.startsWith('audio/') ? 'audio' : 'video');
+    player.controls = true;
+    player.setAttribute('aria-label', label);
+    player.dataset.file = attachment.id;
+    box.append(player);
+    fileUrl(attachment).then((url) => { player.src = url; }, failed);
+  }
+  const link = document.createElement('a');
+  link.className = 'download';
+  link.href = '#';
+  link.textContent = `⬇ ${label}`;
+  link.dataset.file = attachment.id;
+  link.addEventListener('click', (event) => {
+    if (link.download) {
+      return; // ready: the browser saves it
+    }
+    event.preventDefault();
+    fileUrl(attachment).then((url) => {
+      link.href = url;
+      link.download = attachment.name;
+      link.click();
+    }, failed);
+  });
+  box.append(link);
+  return box;
+}
+
+// Sends the files waiting, one at a time (one upload per connection).
+function queueUpload(file) {
+  const room = state.current;
+  if (!room || room.startsWith('@')) {
+    addLine(room || [...state.rooms.keys()][0], { kind: 'error', text: 'files go to rooms: switch to a room first' });
+    return;
+  }
+  const max = state.limits.max_upload_bytes || 0;
+  if (max === 0) {
+    addLine(room, { kind: 'error', text: 'this server takes no files' });
+    return;
+  }
+  if (file.size > max) {
+    addLine(room, {
+      kind: 'error',
+      text: `${file.name} is ${formatSize(file.size)}; this server takes files up to ${formatSize(max)}`,
+    });
+    return;
+  }
+  if (file.size === 0) {
+    addLine(room, { kind: 'error', text: `${file.name} is empty` });
+    return;
+  }
+  const row = document.createElement('li');
+  const name = document.createElement('span');
+  name.textContent = `${file.name} (${formatSize(file.size)}) `;
+  const bar = document.createElement('progress');
+  bar.max = file.size;
+  bar.value = 0;
+  bar.setAttribute('aria-label', `sending ${file.name}`);
+  row.append(name, bar);
+  $('uploads').append(row);
+  state.uploads.push({ id: newId(), file, room, row, bar });
+  nextUpload();
+}
+
+function nextUpload() {
+  if (state.uploading || !state.greeted || state.uploads.length === 0) {
+    return;
+  }
+  const upload = state.uploads.shift();
+  state.uploading = upload;
+  send({
+    type: 'upload', id: upload.id, room: upload.room, name: upload.file.name,
+    mime: upload.file.type || 'application/octet-stream', size: upload.file.size,
+  });
+}
+
+// The server is ready: the bytes go as binary frames, no faster than the
+// socket drains and the server's frame rate allows.
+async function sendUpload(ready) {
+  const upload = state.uploading;
+  if (!upload || upload.id !== ready.id) {
+    return;
+  }
+  const socket = state.socket;
+  const chunk = Math.max(1024, Math.min(ready.chunk_bytes || 65536, 1 << 20));
+  const perSec = state.limits.frames_per_sec || 50;
+  const burst = Math.max(1, (state.limits.frames_burst || 200) - 10);
+  let sent = 0;
+  let frames = 0;
+  const started = performance.now();
+  while (sent < upload.file.size) {
+    if (state.uploading !== upload || state.socket !== socket) {
+      return; // failed or cancelled meanwhile
+    }
+    // Past the burst, keep under the sustained rate.
+    const due = started + Math.max(0, frames - burst) * (1000 / (perSec * 0.9));
+    while (socket.bufferedAmount > (1 << 20) || performance.now() < due) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const part = await upload.file.slice(sent, sent + chunk).arrayBuffer();
+    if (state.uploading !== upload || socket.readyState !== WebSocket.OPEN) {
+      return;
+    }
+    socket.send(part);
+    sent += part.byteLength;
+    frames += 1;
+    upload.bar.value = sent - Math.min(sent, socket.bufferedAmount);
+  }
+  upload.bar.value = upload.file.size;
+}
+
+// The upload in progress ended: delivered (`error` null) or not.
+function finishUpload(error) {
+  const upload = state.uploading;
+  state.uploading = null;
+  if (upload) {
+    upload.row.remove();
+    if (error) {
+      addLine(upload.room, { kind: 'error', text: `not sent: ${error}` });
+    }
+  }
+  nextUpload();
+}
+
+// ---- notifications ---------------------------------------------------------
+
+function notify(title, body) {
+  if (!document.hidden && document.hasFocus()) {
+    return;
+  }
+  if (typeof Notification === 'undefined' || Notification.permission !== 'granted') {
+    return;
+  }
+  try {
+    new Notification(title, { body: body.slice(0, 200), tag: 'chat' });
+    state.notified += 1;
+    document.body.dataset.notified = String(state.notified);
+  } catch (_) {
+    // Some browsers only notify from a service worker: the badge still shows.
+  }
+}
+
+function askForNotifications() {
+  if (typeof Notification !== 'undefined' && Notification.permission === 'default') {
+    Notification.requestPermission().finally(renderNotifyButton);
+  }
+}
+
+function renderNotifyButton() {
+  const button = $('notify');
+  button.hidden = typeof Notification === 'undefined' || Notification.permission !== 'default';
+}
+
+// ---- lists -----------------------------------------------------------------
+
+function dayOf(ts) {
+  return new Date(ts).toDateString();
+}
+
+function daySeparator(ts) {
+  const li = document.createElement('li');
+  li.className = 'day';
+  li.setAttribute('role', 'separator');
+  li.textContent = new Date(ts).toLocaleDateString([], {
+    weekday: 'long', year: 'numeric', month: 'long', day: 'numeric',
+  });
   return li;
 }
 
 function appendLine(line) {
   const list = $('messages');
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  if (line.ts && list.dataset.day !== dayOf(line.ts)) {
+    list.dataset.day = dayOf(line.ts);
+    list.append(daySeparator(line.ts));
+  }
   list.append(lineElement(line));
   if (atBottom) {
     list.scrollTop = list.scrollHeight;
@@ -498,65 +808,129 @@ function appendLine(line) {
 function renderMessages() {
   const list = $('messages');
   list.replaceChildren();
-  const room = state.current && state.rooms.get(state.current);
-  $('room-title').textContent = state.current ? `#${state.current}` : 'no room — join one';
+  list.dataset.day = '';
+  const room = viewOf(state.current);
+  const title = !state.current
+    ? 'no room — join one'
+    : state.current.startsWith('@') ? `${state.current.slice(1)} (direct messages)` : `#${state.current}`;
+  $('room-title').textContent = title;
+  const older = $('older');
+  const first = room ? room.lines.find((l) => l.seq) : null;
+  older.hidden = !room || state.current.startsWith('@') || !first || first.seq <= 1 || room.complete;
   if (room) {
-    list.append(...room.lines.map(lineElement));
+    for (const line of room.lines) {
+      if (line.ts && list.dataset.day !== dayOf(line.ts)) {
+        list.dataset.day = dayOf(line.ts);
+        list.append(daySeparator(line.ts));
+      }
+      list.append(lineElement(line));
+    }
     list.scrollTop = list.scrollHeight;
   }
   renderTyping();
+}
+
+// "Load older": the page of history before the first message shown.
+function loadOlder() {
+  const room = state.rooms.get(state.current);
+  const first = room && room.lines.find((l) => l.seq);
+  if (!first || first.seq <= 1) {
+    return;
+  }
+  const id = newId();
+  state.pages.set(id, { room: state.current, floor: 1, once: true });
+  send({ type: 'history', room: state.current, before: first.seq, limit: 50, id });
+}
+
+function viewButton(name, label, view) {
+  const li = document.createElement('li');
+  li.className = 'room-item';
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'room' + (view.mentioned ? ' mentioned' : '');
+  button.textContent = label;
+  button.setAttribute('aria-current', String(name === state.current));
+  button.addEventListener('click', () => switchRoom(name));
+  if (view.unread > 0) {
+    const badge = document.createElement('span');
+    badge.className = 'badge';
+    badge.textContent = String(view.unread);
+    badge.setAttribute('aria-label', `${view.unread} unread`);
+    button.append(badge);
+  }
+  const close = document.createElement('button');
+  close.type = 'button';
+  close.className = 'part';
+  close.textContent = '×';
+  li.append(button, close);
+  return { li, close };
 }
 
 function renderRooms() {
   const list = $('room-list');
   list.replaceChildren();
   for (const [name, room] of state.rooms) {
-    const li = document.createElement('li');
-    li.className = 'room-item';
-    const button = document.createElement('button');
-    button.type = 'button';
-    button.className = 'room';
-    button.textContent = `#${name}`;
-    button.setAttribute('aria-current', String(name === state.current));
-    button.addEventListener('click', () => switchRoom(name));
-    if (room.unread > 0) {
-      const badge = document.createElement('span');
-      badge.className = 'badge';
-      badge.textContent = String(room.unread);
-      badge.setAttribute('aria-label', `${room.unread} unread`);
-      button.append(badge);
-    }
-    const part = document.createElement('button');
-    part.type = 'button';
-    part.className = 'part';
-    part.textContent = '×';
-    part.setAttribute('aria-label', `leave ${name}`);
-    part.addEventListener('click', () => send({ type: 'leave', room: name, id: newId() }));
-    li.append(button, part);
+    const { li, close } = viewButton(name, `#${name}`, room);
+    close.setAttribute('aria-label', `leave ${name}`);
+    close.addEventListener('click', () => send({ type: 'leave', room: name, id: newId() }));
     list.append(li);
+  }
+  const directs = $('direct-list');
+  directs.replaceChildren();
+  $('directs-title').hidden = state.directs.size === 0;
+  for (const [peer, view] of state.directs) {
+    const { li, close } = viewButton(`@${peer}`, peer, view);
+    close.setAttribute('aria-label', `close the conversation with ${peer}`);
+    close.addEventListener('click', () => {
+      state.directs.delete(peer);
+      if (state.current === `@${peer}`) {
+        switchRoom(state.rooms.keys().next().value || null);
+      }
+      renderRooms();
+    });
+    directs.append(li);
   }
 }
 
 function renderMembers() {
   const list = $('members');
   list.replaceChildren();
-  const room = state.current && state.rooms.get(state.current);
-  if (!room) {
-    return;
-  }
-  const names = [...room.members].sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
+  const current = state.current;
+  const names = !current
+    ? []
+    : current.startsWith('@')
+      ? [state.nick, current.slice(1)]
+      : [...(state.rooms.get(current)?.members || [])];
+  names.sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
   for (const name of names) {
     const li = document.createElement('li');
-    li.textContent = name === state.nick ? `${name} (you)` : name;
+    if (name === state.nick) {
+      li.textContent = `${name} (you)`;
+    } else {
+      // A member's name opens a conversation with them.
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'member';
+      button.textContent = name;
+      button.setAttribute('aria-label', `message ${name} directly`);
+      button.addEventListener('click', () => openDirect(name));
+      li.append(button);
+    }
     list.append(li);
   }
 }
 
+function openDirect(peer) {
+  directView(peer);
+  switchRoom(`@${peer}`);
+}
+
 function switchRoom(name) {
   state.current = name;
-  const room = state.rooms.get(name);
-  if (room) {
-    room.unread = 0;
+  const view = viewOf(name);
+  if (view) {
+    view.unread = 0;
+    view.mentioned = false;
   }
   renderRooms();
   renderMessages();
@@ -593,7 +967,7 @@ function renderTyping() {
 
 // ---- input --------------------------------------------------------------
 
-const HELP = '/join ROOM · /leave [ROOM] · /nick NAME · /me ACTION · /msg NICK TEXT · /who · /rooms · /help';
+const HELP = '/join ROOM · /leave [ROOM] · /nick NAME · /me ACTION · /msg NICK TEXT · /upload · /who · /rooms · /help — files: the Attach button, drag and drop, or paste';
 
 function submit() {
   const textarea = $('text');
@@ -614,6 +988,9 @@ function runCommand(input) {
     if (!current) {
       return false;
     }
+    if (current.startsWith('@')) {
+      return sendMessage({ type: 'dm', to: current.slice(1), text });
+    }
     return sendMessage({ type: 'say', room: current, text });
   }
   const [command, ...rest] = input.split(/\s+/);
@@ -629,12 +1006,21 @@ function runCommand(input) {
     case '/nick':
       return arg ? send({ type: 'nick', nick: arg, id: newId() }) : false;
     case '/me':
-      return current && arg ? sendMessage({ type: 'say', room: current, text: arg, action: true }) : false;
+      return current && !current.startsWith('@') && arg
+        ? sendMessage({ type: 'say', room: current, text: arg, action: true })
+        : false;
     case '/msg': {
       const [to] = rest;
       const text = arg.slice(to ? to.length : 0).trim();
-      return to && text ? sendMessage({ type: 'dm', to, text }) : false;
+      if (!to || !text) {
+        return false;
+      }
+      state.switchTo = `@${to}`;
+      return sendMessage({ type: 'dm', to, text });
     }
+    case '/upload':
+      $('file-input').click();
+      return true;
     case '/who':
       return current ? send({ type: 'who', room: current, id: newId() }) : false;
     case '/rooms':
@@ -661,7 +1047,8 @@ function joinRoom(name) {
 function onTyping() {
   const now = Date.now();
   const text = $('text').value;
-  if (state.current && text && !text.startsWith('/') && now - state.lastTypingSent >= TYPING_SEND_MS) {
+  if (state.current && !state.current.startsWith('@') && text && !text.startsWith('/')
+      && now - state.lastTypingSent >= TYPING_SEND_MS) {
     state.lastTypingSent = now;
     send({ type: 'typing', room: state.current });
   }
@@ -723,6 +1110,52 @@ document.addEventListener('DOMContentLoaded', () => {
     }
   });
   $('text').addEventListener('input', onTyping);
+  $('older').addEventListener('click', loadOlder);
+  $('notify').addEventListener('click', askForNotifications);
+  $('attach').addEventListener('click', () => $('file-input').click());
+  $('file-input').addEventListener('change', () => {
+    for (const file of $('file-input').files) {
+      queueUpload(file);
+    }
+    $('file-input').value = '';
+  });
+  $('text').addEventListener('paste', (event) => {
+    const files = [...(event.clipboardData?.files || [])];
+    if (files.length) {
+      event.preventDefault();
+      files.forEach(queueUpload);
+    }
+  });
+  const chat = document.querySelector('.chat');
+  chat.addEventListener('dragover', (event) => {
+    if ([...(event.dataTransfer?.types || [])].includes('Files')) {
+      event.preventDefault();
+      chat.classList.add('dropping');
+    }
+  });
+  chat.addEventListener('dragleave', () => chat.classList.remove('dropping'));
+  chat.addEventListener('drop', (event) => {
+    chat.classList.remove('dropping');
+    const files = [...(event.dataTransfer?.files || [])];
+    if (files.length) {
+      event.preventDefault();
+      files.forEach(queueUpload);
+    }
+  });
+  $('viewer').addEventListener('click', () => $('viewer').close());
+  // Keyboard: Alt+Up / Alt+Down move between rooms and conversations.
+  document.addEventListener('keydown', (event) => {
+    if (!event.altKey || (event.key !== 'ArrowUp' && event.key !== 'ArrowDown')) {
+      return;
+    }
+    const names = [...state.rooms.keys(), ...[...state.directs.keys()].map((p) => `@${p}`)];
+    const at = names.indexOf(state.current);
+    if (names.length && at >= 0) {
+      event.preventDefault();
+      const step = event.key === 'ArrowUp' ? -1 : 1;
+      switchRoom(names[(at + step + names.length) % names.length]);
+    }
+  });
   const saved = localStorage.getItem(NICK_KEY);
   const savedToken = localStorage.getItem(TOKEN_KEY);
   if (saved || savedToken) {

@@ -1,0 +1,168 @@
+// The live stats page: subscribes to the $stats channel (docs/protocol.md)
+// and draws the counters and a rolling chart, once a second, as the server
+// pushes them. No chart library: a canvas.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+const HISTORY = 120; // seconds shown in the chart
+const TOKEN_KEY = 'chat.stats-token';
+const samples = []; // { messages, connections }
+let retry = 0;
+let updates = 0;
+let current = null; // the socket in use; a closed older one is ignored
+
+function size(bytes) {
+  if (bytes < 1000) return `${bytes} B`;
+  if (bytes < 1e6) return `${(bytes / 1e3).toFixed(1)} KB`;
+  if (bytes < 1e9) return `${(bytes / 1e6).toFixed(1)} MB`;
+  return `${(bytes / 1e9).toFixed(2)} GB`;
+}
+
+function duration(ms) {
+  const s = Math.floor(ms / 1000);
+  const d = Math.floor(s / 86400);
+  const h = Math.floor((s % 86400) / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  return d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : m ? `${m}m ${s % 60}s` : `${s}s`;
+}
+
+function token() {
+  return new URLSearchParams(location.search).get('token') || sessionStorage.getItem(TOKEN_KEY);
+}
+
+function connect() {
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const socket = new WebSocket(`${scheme}//${location.host}/ws`, 'chat.v1');
+  current = socket;
+  $('status').textContent = 'connecting…';
+  socket.onopen = () => {
+    const nick = `stats-${Math.random().toString(36).slice(2, 8)}`;
+    socket.send(JSON.stringify({ type: 'hello', nick, id: 'hello' }));
+  };
+  socket.onmessage = (event) => {
+    let frame;
+    try {
+      frame = JSON.parse(event.data);
+    } catch (_) {
+      return;
+    }
+    if (frame.type === 'welcome') {
+      const subscribe = { type: 'subscribe', channel: '$stats', id: 'stats' };
+      const given = token();
+      if (given) {
+        subscribe.token = given;
+      }
+      socket.send(JSON.stringify(subscribe));
+    } else if (frame.type === 'subscribed') {
+      retry = 0;
+      $('status').textContent = 'live';
+      $('status').classList.remove('offline');
+      $('token-form').hidden = true;
+    } else if (frame.type === 'stats') {
+      show(frame);
+    } else if (frame.type === 'error' && frame.code === 'no_such_channel') {
+      sessionStorage.removeItem(TOKEN_KEY);
+      $('status').textContent = 'a token is needed';
+      $('token-form').hidden = false;
+      $('token-error').textContent = token() ? 'That token was not accepted.' : '';
+      socket.close(1000);
+    } else if (frame.type === 'error' && frame.id === 'hello') {
+      $('status').textContent = `refused: ${frame.message}`;
+    }
+  };
+  socket.onclose = (event) => {
+    if (socket !== current) {
+      return;
+    }
+    current = null;
+    if (!$('token-form').hidden) {
+      return; // waiting for a token
+    }
+    $('status').textContent = 'disconnected — reconnecting';
+    $('status').classList.add('offline');
+    const delay = event.code === 1012 ? 1000 : Math.min(30000, 500 * 2 ** retry) * Math.random();
+    retry += 1;
+    setTimeout(connect, delay);
+  };
+}
+
+function show(stats) {
+  updates += 1;
+  document.body.dataset.updates = String(updates);
+  $('connections').textContent = String(stats.connections);
+  $('sessions').textContent = String(stats.sessions);
+  $('room-count').textContent = String(stats.room_count);
+  $('messages-per-sec').textContent = String(stats.messages_per_sec);
+  $('messages-total').textContent = String(stats.messages_total);
+  $('bytes-in').textContent = size(stats.bytes_in);
+  $('bytes-out').textContent = size(stats.bytes_out);
+  $('queued').textContent = `${stats.queued_frames} (fullest ${stats.queued_frames_max})`;
+  $('held').textContent = String(stats.held_for_storage);
+  $('uptime').textContent = duration(stats.uptime_ms);
+  const rows = stats.rooms.map((room) => {
+    const tr = document.createElement('tr');
+    const name = document.createElement('td');
+    name.textContent = `#${room.name}`;
+    const members = document.createElement('td');
+    members.textContent = String(room.members);
+    tr.append(name, members);
+    return tr;
+  });
+  $('rooms').replaceChildren(...rows);
+  samples.push({ messages: stats.messages_per_sec, connections: stats.connections });
+  if (samples.length > HISTORY) {
+    samples.shift();
+  }
+  draw();
+}
+
+function draw() {
+  const canvas = $('chart');
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth || canvas.width;
+  const height = canvas.clientHeight || canvas.height;
+  if (canvas.width !== Math.round(width * ratio)) {
+    canvas.width = Math.round(width * ratio);
+    canvas.height = Math.round(height * ratio);
+  }
+  const ctx = canvas.getContext('2d');
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  ctx.clearRect(0, 0, width, height);
+  const style = getComputedStyle(document.body);
+  const muted = style.getPropertyValue('--muted').trim() || '#888';
+  ctx.strokeStyle = muted;
+  ctx.globalAlpha = 0.3;
+  ctx.beginPath();
+  for (let i = 1; i < 4; i += 1) {
+    ctx.moveTo(0, (height * i) / 4);
+    ctx.lineTo(width, (height * i) / 4);
+  }
+  ctx.stroke();
+  ctx.globalAlpha = 1;
+  const line = (key, colour) => {
+    const top = Math.max(1, ...samples.map((s) => s[key]));
+    ctx.strokeStyle = colour;
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    samples.forEach((sample, i) => {
+      const x = width - (samples.length - 1 - i) * (width / (HISTORY - 1));
+      const y = height - 4 - (sample[key] / top) * (height - 8);
+      if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+    });
+    ctx.stroke();
+    ctx.fillStyle = colour;
+    ctx.fillText(`max ${top}`, key === 'messages' ? 6 : width - 60, 14);
+  };
+  line('messages', style.getPropertyValue('--accent').trim() || '#3b6fd8');
+  line('connections', style.getPropertyValue('--error').trim() || '#b42318');
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  $('token-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $('token-input').value.trim());
+    $('token-form').hidden = true;
+    connect();
+  });
+  connect();
+});
