@@ -359,7 +359,13 @@ test('files: picker, paste and drop send to the room; images render; the limit a
     await carol.page.waitForFunction(() =>
       ![...document.querySelectorAll('#room-list button.room')].some((b) => b.textContent.startsWith('#lobby')));
 
-    // The picker.
+    // The picker; a progress bar shows while it goes.
+    await alice.page.evaluate(() => {
+      window.sawProgress = false;
+      new MutationObserver(() => {
+        window.sawProgress ||= Boolean(document.querySelector('#uploads progress'));
+      }).observe(document.querySelector('#uploads'), { childList: true, subtree: true });
+    });
     const png = await makePng(alice.page);
     await alice.page.setInputFiles('#file-input', { name: 'gradient.png', mimeType: 'image/png', buffer: png });
     // bob's page shows it as an image that really loaded.
@@ -367,6 +373,8 @@ test('files: picker, paste and drop send to the room; images render; the limit a
       const img = document.querySelector('#messages .attachment img');
       return img && img.complete && img.naturalWidth === 240;
     });
+    assert.ok(await alice.page.evaluate(() => window.sawProgress), 'a progress bar was shown');
+    await alice.page.waitForFunction(() => document.querySelectorAll('#uploads li').length === 0);
     const id = await bob.page.evaluate(() => document.querySelector('#messages .attachment img').dataset.file);
     assert.match(id, /^[0-9a-f]{64}$/);
     // Click to enlarge.
@@ -375,6 +383,21 @@ test('files: picker, paste and drop send to the room; images render; the limit a
       && document.querySelector('#viewer-image').naturalWidth === 240);
     await screenshot(bob.page, 'upload.png');
     await bob.page.keyboard.press('Escape');
+
+    // Audio gets a player that really decodes it (a quarter second of WAV).
+    const rate = 8000;
+    const samples = rate / 4;
+    const wav = Buffer.alloc(44 + samples);
+    wav.write('RIFF', 0); wav.writeUInt32LE(36 + samples, 4); wav.write('WAVE', 8);
+    wav.write('fmt ', 12); wav.writeUInt32LE(16, 16); wav.writeUInt16LE(1, 20); wav.writeUInt16LE(1, 22);
+    wav.writeUInt32LE(rate, 24); wav.writeUInt32LE(rate, 28); wav.writeUInt16LE(1, 32); wav.writeUInt16LE(8, 34);
+    wav.write('data', 36); wav.writeUInt32LE(samples, 40);
+    for (let i = 0; i < samples; i += 1) wav[44 + i] = 128 + Math.round(60 * Math.sin(i / 4));
+    await alice.page.setInputFiles('#file-input', { name: 'beep.wav', mimeType: 'audio/wav', buffer: wav });
+    await bob.page.waitForFunction(() => {
+      const audio = document.querySelector('#messages .attachment audio');
+      return audio && audio.readyState >= 1 && audio.duration > 0.2 && audio.duration < 0.3;
+    });
 
     // Paste and drop, with a file name that is HTML.
     const hostile = '<img src=x onerror=alert(1)>.txt';
