@@ -267,6 +267,15 @@ fn the_full_screen_client_at_60x20() {
     a_conversation(60, 20, (120, 40));
 }
 
+/// The outbox file the client with data under `home` wrote.
+fn outbox_file(home: &Path) -> std::path::PathBuf {
+    std::fs::read_dir(home.join("data/chat/outbox"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .expect("the client wrote an outbox")
+}
+
 /// Starts `chat-server` with its data in `data` on `listen`; the address.
 fn durable_server(listen: &str, data: &Path) -> (Proc, String) {
     let mut server = Proc::spawn(Command::new(bin("chat-server")).args([
@@ -334,11 +343,7 @@ fn a_message_typed_offline_survives_the_client_being_killed() {
     let killed = Command::new("kill").args(["-KILL", &tmux.chat_pid().to_string()]).status();
     assert!(killed.unwrap().success());
     drop(tmux);
-    let outbox = std::fs::read_dir(home.path().join("data/chat/outbox"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .find(|path| path.extension().is_some_and(|ext| ext == "json"))
-        .unwrap();
+    let outbox = outbox_file(home.path());
     assert!(std::fs::read_to_string(&outbox).unwrap().contains("kept in the outbox"));
 
     let (_server, _) = durable_server(&addr, data.path());
@@ -486,12 +491,7 @@ fn a_message_resent_from_the_outbox_after_a_crash_is_delivered_once() {
     let tmux = tui(100, 30, &url, "alice", home.path());
     tmux.wait("connected", is_connected);
     tmux.press(&["C-c"]);
-    let outbox_dir = home.path().join("data/chat/outbox");
-    let outbox = std::fs::read_dir(&outbox_dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .find(|path| path.extension().is_some_and(|ext| ext == "json"))
-        .unwrap();
+    let outbox = outbox_file(home.path());
     drop(tmux);
     // What a client leaves behind when it is killed after the server took
     // a message but before the echo came back: the message, its id and
