@@ -250,9 +250,10 @@ async fn stats_subscribers_get_the_live_counters_every_second() {
     }
     // Counters go up to what was sent, within a few ticks.
     loop {
+        // A tick from before alice came may still be on its way.
         let stats = watcher.expect("stats").await;
-        assert_eq!(stats["connections"], 2);
         if stats["messages_total"] == 5 {
+            assert_eq!(stats["connections"], 2);
             assert_eq!(stats["rooms"], json!([{"name": "lobby", "members": 1}]));
             assert_eq!(stats["room_count"], 1);
             assert!(stats["bytes_in"].as_u64().unwrap() > 100);
