@@ -106,7 +106,7 @@ impl Grant {
 struct Said {
     text: String,
     action: bool,
-    attachment: Option<Attachment>,
+    attachment: Option<Arc<Attachment>>,
 }
 
 impl Chat {
@@ -349,7 +349,7 @@ impl Chat {
         session.rooms.iter().filter_map(|room| self.rooms.get(room)).find_map(|room| {
             room.messages()
                 .rev()
-                .find_map(|message| message.attachment.as_ref().filter(|a| &*a.id == file))
+                .find_map(|message| message.attachment.as_deref().filter(|a| &*a.id == file))
         })
     }
 

@@ -46,7 +46,7 @@ pub enum Command {
         action: bool,
         /// A file the application stored for this message; the text may
         /// then be empty.
-        attachment: Option<crate::Attachment>,
+        attachment: Option<std::sync::Arc<crate::Attachment>>,
     },
     /// Send a direct message.
     Dm {

@@ -253,8 +253,9 @@ pub struct Message {
     /// The sender's session, which with `id` makes the message unique. A
     /// secret: never shown to other members.
     pub sender: Option<SessionToken>,
-    /// A file sent with the message.
-    pub attachment: Option<Attachment>,
+    /// A file sent with the message (shared: a message is copied into
+    /// every history page and resume that includes it).
+    pub attachment: Option<Arc<Attachment>>,
 }
 
 /// A file attached to a message. The core keeps what it is told: the

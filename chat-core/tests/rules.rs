@@ -620,13 +620,13 @@ fn an_attachment_goes_out_with_its_message_and_only_room_members_may_fetch_it() 
         room: "lobby".into(),
         text: text.into(),
         action: false,
-        attachment: Some(file.clone()),
+        attachment: Some(std::sync::Arc::new(file.clone())),
     };
     // No caption is needed with a file; without one, text is.
     h.send_with_id(alice, Some("u1"), with_file(""));
     let events = h.take(bob);
     assert!(
-        matches!(&events[..], [Event::Message(m)] if m.attachment.as_ref() == Some(&file) && m.text.is_empty()),
+        matches!(&events[..], [Event::Message(m)] if m.attachment.as_deref() == Some(&file) && m.text.is_empty()),
         "{events:?}"
     );
     h.take(alice);

@@ -189,36 +189,10 @@ impl Connection {
                 }
                 Err("closed by peer".to_owned())
             }
-            Some(Ok(message)) => {
-                match self.limiter.admit(config) {
-                    Admit::Yes => {}
-                    Admit::Refused(retry_after_ms) => {
-                        self.refuse(retry_after_ms);
-                        return Ok(());
-                    }
-                    Admit::Abusive => {
-                        return Err(Box::pin(self.close(CloseCode::Policy.into())).await);
-                    }
-                }
-                self.bytes_in.fetch_add(message.len() as u64, Ordering::Relaxed);
-                let message = match message {
-                    Message::Binary(bytes) => {
-                        return Box::pin(self.upload_chunk(&bytes, config)).await;
-                    }
-                    Message::Text(text) => match decode_client(&text) {
-                        Ok(ClientMessage { id, frame }) if is_upload_or_channel(&frame) => {
-                            return Box::pin(self.side_frame(id, frame, config)).await;
-                        }
-                        _ => Message::Text(text),
-                    },
-                    other => other,
-                };
-                let secret = config.auth_secret.as_ref();
-                let Some(input) = input_for(self.member, message, secret) else {
-                    return Ok(());
-                };
-                self.to_hub(input).await
-            }
+            Some(Ok(message)) => match self.take(message, config) {
+                Taken::Done(result) => result,
+                Taken::Wait(wait) => wait.await,
+            },
             Some(Err(err)) => {
                 if let Some(frame) = close_frame_for(&err) {
                     let close = tokio::time::timeout(
@@ -230,6 +204,46 @@ impl Connection {
                 Err(format!("read failed: {err}"))
             }
             None => Err("connection ended".to_owned()),
+        }
+    }
+
+    /// Takes a received message: decoded once, then routed. Anything that
+    /// has to wait (a hub that is behind, a file, a channel, a close) comes
+    /// back as a boxed future, so what an idle connection's task holds does
+    /// not grow with the rare paths (docs/performance.md).
+    fn take<'a>(&'a mut self, message: Message, config: &'a ServerConfig) -> Taken<'a> {
+        match self.limiter.admit(config) {
+            Admit::Yes => {}
+            Admit::Refused(retry_after_ms) => {
+                self.refuse(retry_after_ms);
+                return Taken::Done(Ok(()));
+            }
+            Admit::Abusive => {
+                return Taken::Wait(Box::pin(async move {
+                    Err(self.close(CloseCode::Policy.into()).await)
+                }));
+            }
+        }
+        self.bytes_in.fetch_add(message.len() as u64, Ordering::Relaxed);
+        match route(self.member, message, config.auth_secret.as_ref()) {
+            Routed::Nothing => Taken::Done(Ok(())),
+            Routed::Upload(bytes) => Taken::Wait(Box::pin(self.upload_chunk(bytes, config))),
+            Routed::Side(side) => {
+                let (id, frame) = *side;
+                Taken::Wait(Box::pin(self.side_frame(id, frame, config)))
+            }
+            Routed::Hub(input) => match self.hub.try_send(input) {
+                Ok(()) => Taken::Done(Ok(())),
+                Err(mpsc::error::TrySendError::Full(input)) => {
+                    let hub = &self.hub;
+                    Taken::Wait(Box::pin(async move {
+                        hub.send(input).await.map_err(|_| "server stopping".to_owned())
+                    }))
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    Taken::Done(Err("server stopping".to_owned()))
+                }
+            },
         }
     }
 
@@ -306,7 +320,11 @@ impl Connection {
 
     /// A binary frame: the next part of the upload in progress. The last
     /// part stores the file and sends the message that carries it.
-    async fn upload_chunk(&mut self, bytes: &[u8], config: &ServerConfig) -> Result<(), String> {
+    async fn upload_chunk(
+        &mut self,
+        bytes: chat_transport::tungstenite::Bytes,
+        config: &ServerConfig,
+    ) -> Result<(), String> {
         let Some(upload) = self.upload.as_mut() else {
             let why = (
                 ErrorCode::InvalidUpload,
@@ -314,7 +332,7 @@ impl Connection {
             );
             return self.refuse_frame(None, why).await;
         };
-        let complete = match upload.write(bytes).await {
+        let complete = match upload.write(&bytes).await {
             Ok(complete) => complete,
             Err(why) => {
                 let id = self.upload.take().and_then(|upload| upload.id.clone());
@@ -334,8 +352,12 @@ impl Connection {
         };
         match upload.finish(uploads).await {
             Ok(attachment) => {
-                let command =
-                    Command::Say { room, text, action: false, attachment: Some(attachment) };
+                let command = Command::Say {
+                    room,
+                    text,
+                    action: false,
+                    attachment: Some(Arc::new(attachment)),
+                };
                 self.to_hub(Input::Command { member: self.member, id, command }).await
             }
             Err(why) => self.refuse_frame(id, why).await,
@@ -394,10 +416,29 @@ impl Connection {
     }
 }
 
-/// The hub input a received message asks for, if any.
-fn input_for(member: MemberId, message: Message, secret: Option<&Secret>) -> Option<Input> {
+/// What taking a message came to: done, or a wait in a box.
+enum Taken<'a> {
+    Done(Result<(), String>),
+    Wait(std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>),
+}
+
+/// Where a received message goes.
+enum Routed {
+    Nothing,
+    /// A part of the upload in progress.
+    Upload(chat_transport::tungstenite::Bytes),
+    /// A frame the connection handles itself (boxed: rare, and large).
+    Side(Box<(Option<String>, ClientFrame)>),
+    Hub(Input),
+}
+
+/// Decodes a received message and says where it goes.
+fn route(member: MemberId, message: Message, secret: Option<&Secret>) -> Routed {
     match message {
-        Message::Text(text) => Some(match decode_client(&text) {
+        Message::Text(text) => Routed::Hub(match decode_client(&text) {
+            Ok(ClientMessage { id, frame }) if is_upload_or_channel(&frame) => {
+                return Routed::Side(Box::new((id, frame)));
+            }
             Ok(decoded) => {
                 debug!(%member, kind = decoded.frame.kind(), "frame");
                 match wire::command(decoded.frame, secret) {
@@ -409,10 +450,11 @@ fn input_for(member: MemberId, message: Message, secret: Option<&Secret>) -> Opt
             }
             Err(error) => Input::Malformed { member, error },
         }),
-        // Binary frames are uploads, handled before this.
-        Message::Binary(_) => None,
+        Message::Binary(bytes) => Routed::Upload(bytes),
         // tungstenite answers pings itself; pongs and raw frames need nothing.
-        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => None,
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => {
+            Routed::Nothing
+        }
     }
 }
 
@@ -422,4 +464,43 @@ fn is_upload_or_channel(frame: &ClientFrame) -> bool {
         frame,
         ClientFrame::Upload { .. } | ClientFrame::UploadCancel {} | ClientFrame::Subscribe { .. }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a connection task holds while it waits is most of an idle
+    /// connection's memory (docs/performance.md): this keeps it from
+    /// growing unnoticed.
+    #[tokio::test]
+    async fn the_connection_future_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+        let client = tokio::spawn(async move {
+            chat_transport::connect(&url, None, &chat_transport::TransportConfig::default()).await
+        });
+        let (stream, _) = listener.accept().await.unwrap();
+        let site = chat_transport::Site::new("/ws", None);
+        let gate = chat_transport::Gate::new(10, 10);
+        let accepted = chat_transport::accept(
+            stream,
+            &site,
+            &chat_transport::TransportConfig::default(),
+            &gate,
+        )
+        .await
+        .unwrap();
+        let chat_transport::Accepted::Upgraded(upgraded) = accepted else {
+            panic!("not upgraded");
+        };
+        let (hub, _inputs) = mpsc::channel(1);
+        let config = ServerConfig::default();
+        let future = serve(upgraded, hub, &config, Arc::new(AtomicU64::new(0)));
+        let size = std::mem::size_of_val(&future);
+        eprintln!("the connection future: {size} bytes");
+        assert!(size <= 512, "the connection future grew to {size} bytes");
+        drop(future);
+        drop(client.await);
+    }
 }

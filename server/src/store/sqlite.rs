@@ -267,12 +267,12 @@ impl StoredMessage {
                 None => None,
             },
             attachment: match self.file {
-                (Some(id), Some(name), Some(mime), Some(size)) => Some(Attachment {
+                (Some(id), Some(name), Some(mime), Some(size)) => Some(Arc::new(Attachment {
                     id: Arc::from(id),
                     name: Arc::from(name),
                     mime: Arc::from(mime),
                     size: u64::try_from(size).ok()?,
-                }),
+                })),
                 _ => None,
             },
         })
