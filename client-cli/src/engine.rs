@@ -426,7 +426,13 @@ impl Engine {
                 self.quit_by.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 command = self.commands.recv() => match command {
-                    Some(command) => self.online(socket, command).await?,
+                    // A connection that breaks while sending (a file, say)
+                    // is lost like any other, not the end of the session.
+                    Some(command) => match self.online(socket, command).await {
+                        Ok(()) => {}
+                        Err(err) if is_final(&err) => return Err(err),
+                        Err(err) => return Ok(Ended::Lost(format!("{err:#}"), restart_delay(&err))),
+                    },
                     None => self.quit(),
                 },
                 text = next_text(socket, &self.events) => match text {

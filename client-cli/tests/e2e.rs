@@ -517,3 +517,23 @@ fn upload_and_download_a_file_from_the_terminal() {
     alice.type_line("/upload /no/such/file");
     alice.expect_stderr("error: cannot read /no/such/file");
 }
+
+#[test]
+fn a_connection_lost_during_an_upload_is_reconnected_not_fatal() {
+    // Two frames a second, so sending the file takes seconds.
+    let (_server, url) = server_with(&["--frames-per-sec", "2", "--frames-burst", "8"]);
+    let upstream = url.trim_start_matches("ws://").trim_end_matches("/ws").to_owned();
+    let proxy = Proxy::start(&upstream);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, vec![7u8; 20 * 65536]).unwrap();
+    let mut alice = chat(&proxy.url(), &["--nick", "alice"]);
+    alice.expect("[lobby] -- joined (1 members: alice)");
+    alice.type_line(&format!("/upload {}", file.display()));
+    alice.expect_stderr("-- uploading big.bin");
+    proxy.cut();
+    alice.expect_stderr("-- disconnected:");
+    alice.expect("-- reconnected, resumed");
+    alice.type_line("still here");
+    alice.expect("[lobby] <alice> still here");
+}

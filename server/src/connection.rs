@@ -296,6 +296,14 @@ impl Connection {
                     );
                     return self.refuse_frame(id, why).await;
                 }
+                if text.len() > config.chat.max_text_bytes {
+                    // Refused now, not after the file has arrived.
+                    let why = (
+                        ErrorCode::TooLarge,
+                        format!("the caption is over {} bytes", config.chat.max_text_bytes),
+                    );
+                    return self.refuse_frame(id, why).await;
+                }
                 let announced = match files::announce(uploads, room, &name, &mime, size, text) {
                     Ok(announced) => announced,
                     Err(why) => return self.refuse_frame(id, why).await,

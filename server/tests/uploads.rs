@@ -127,6 +127,10 @@ async fn bad_uploads_get_clear_errors_and_the_connection_carries_on() {
     let announce = |id: &str, room: &str, mime: &str, size: usize| json!({"type": "upload", "id": id, "room": room, "name": "f", "mime": mime, "size": size});
     alice.send(announce("big", "lobby", "text/plain", 65)).await;
     assert_eq!(alice.expect_error("too_large").await["id"], "big");
+    let long = json!({"type": "upload", "id": "caption", "room": "lobby", "name": "f", "mime": "text/plain",
+                      "size": 3, "text": "x".repeat(9000)});
+    alice.send(long).await;
+    assert_eq!(alice.expect_error("too_large").await["id"], "caption");
     alice.send(announce("away", "dev", "text/plain", 3)).await;
     assert_eq!(alice.expect_error("not_in_room").await["id"], "away");
     alice.send(announce("type", "lobby", "png", 3)).await;
