@@ -131,7 +131,6 @@ pub fn spawn(options: Options) -> (mpsc::UnboundedSender<Command>, mpsc::Unbound
         refused: 0,
         pacer: Pacer::default(),
         quit_by: None,
-        connected: false,
         id_prefix: format!("{:08x}", rand::random::<u32>()),
         next_id: 0,
         attachments: Vec::new(),
@@ -178,7 +177,6 @@ struct Engine {
     pacer: Pacer,
     /// Set once the user is done: stop when `pending` is empty or then.
     quit_by: Option<Instant>,
-    connected: bool,
     id_prefix: String,
     next_id: u64,
     /// Files seen in messages, for `/download` by a short id.
@@ -208,7 +206,6 @@ impl Engine {
     }
 
     fn link(&mut self, link: Link) {
-        self.connected = link == Link::Connected;
         self.emit(Event::Link(link));
     }
 

@@ -15,6 +15,10 @@ pub(crate) fn site(files: Arc<dyn Dynamic>) -> Site {
         .page("/app.js", page("text/javascript; charset=utf-8", include_bytes!("../web/app.js")))
         .page("/style.css", page("text/css; charset=utf-8", include_bytes!("../web/style.css")))
         .page("/favicon.svg", page("image/svg+xml", include_bytes!("../web/favicon.svg")))
+        .page(
+            "/common.js",
+            page("text/javascript; charset=utf-8", include_bytes!("../web/common.js")),
+        )
         .page("/stats", page("text/html; charset=utf-8", include_bytes!("../web/stats.html")))
         .page(
             "/stats.js",

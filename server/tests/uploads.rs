@@ -108,6 +108,32 @@ async fn an_uploaded_image_reaches_the_room_and_only_its_members_may_fetch_it() 
     assert_eq!(get(&server, &format!("/files/{id}"), None).await.0, 401);
     assert_eq!(get(&server, &format!("/files/{id}"), Some("made-up")).await.0, 404);
     assert_eq!(get(&server, "/files/../chat.db", Some(&bob.session)).await.0, 404);
+    // The client side's fetch (what `chat /download` uses) gets the same
+    // answers.
+    let mut bytes = Vec::new();
+    let fetched = chat_transport::fetch(
+        &server.url(),
+        &format!("/files/{id}"),
+        &bob.session,
+        &Default::default(),
+        &mut bytes,
+    )
+    .await
+    .unwrap();
+    assert_eq!((fetched, bytes.as_slice()), (PNG.len() as u64, PNG));
+    let refused = chat_transport::fetch(
+        &server.url(),
+        &format!("/files/{id}"),
+        &carol.session,
+        &Default::default(),
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&refused, chat_transport::ConnectError::Refused { status, .. } if status.as_u16() == 404),
+        "{refused}"
+    );
     // Joining the room is what gives access.
     carol.send(json!({"type": "join", "room": "lobby"})).await;
     carol.expect("joined").await;

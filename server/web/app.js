@@ -106,13 +106,10 @@ function connect() {
     send(hello);
   };
   socket.onmessage = (event) => {
-    let frame;
-    try {
-      frame = JSON.parse(event.data);
-    } catch (_) {
-      return;
+    const frame = parseFrame(event.data);
+    if (frame) {
+      handle(frame);
     }
-    handle(frame);
   };
   socket.onerror = () => {
     // onclose follows and schedules the reconnect.
@@ -562,13 +559,6 @@ function lineElement(line) {
 // ---- files ---------------------------------------------------------------
 
 const INLINE_IMAGES = ['image/png', 'image/jpeg', 'image/gif', 'image/webp'];
-
-function formatSize(bytes) {
-  if (bytes < 1000) return `${bytes} B`;
-  if (bytes < 1e6) return `${(bytes / 1e3).toFixed(1)} KB`;
-  if (bytes < 1e9) return `${(bytes / 1e6).toFixed(1)} MB`;
-  return `${(bytes / 1e9).toFixed(1)} GB`;
-}
 
 // The file's bytes as an object URL, fetched once with the session token
 // (files are only for those in the room, so a plain <img src> cannot work).

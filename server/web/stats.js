@@ -11,13 +11,6 @@ let retry = 0;
 let updates = 0;
 let current = null; // the socket in use; a closed older one is ignored
 
-function size(bytes) {
-  if (bytes < 1000) return `${bytes} B`;
-  if (bytes < 1e6) return `${(bytes / 1e3).toFixed(1)} KB`;
-  if (bytes < 1e9) return `${(bytes / 1e6).toFixed(1)} MB`;
-  return `${(bytes / 1e9).toFixed(2)} GB`;
-}
-
 function duration(ms) {
   const s = Math.floor(ms / 1000);
   const d = Math.floor(s / 86400);
@@ -40,10 +33,8 @@ function connect() {
     socket.send(JSON.stringify({ type: 'hello', nick, id: 'hello' }));
   };
   socket.onmessage = (event) => {
-    let frame;
-    try {
-      frame = JSON.parse(event.data);
-    } catch (_) {
+    const frame = parseFrame(event.data);
+    if (!frame) {
       return;
     }
     if (frame.type === 'welcome') {
@@ -94,8 +85,8 @@ function show(stats) {
   $('room-count').textContent = String(stats.room_count);
   $('messages-per-sec').textContent = String(stats.messages_per_sec);
   $('messages-total').textContent = String(stats.messages_total);
-  $('bytes-in').textContent = size(stats.bytes_in);
-  $('bytes-out').textContent = size(stats.bytes_out);
+  $('bytes-in').textContent = formatSize(stats.bytes_in);
+  $('bytes-out').textContent = formatSize(stats.bytes_out);
   $('queued').textContent = `${stats.queued_frames} (fullest ${stats.queued_frames_max})`;
   $('held').textContent = String(stats.held_for_storage);
   $('uptime').textContent = duration(stats.uptime_ms);
