@@ -6,7 +6,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use chat_core::{Chat, ChatConfig, Command, SessionToken, Timestamp};
+use chat_core::{Chat, ChatConfig, Command, Output, SessionToken, Source, Timestamp};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn room_of(members: usize) -> (Chat, chat_core::MemberId) {
@@ -20,7 +20,7 @@ fn room_of(members: usize) -> (Chat, chat_core::MemberId) {
     let mut first = None;
     for i in 0..members {
         let token = SessionToken::parse(&format!("t{i}")).unwrap();
-        let m = chat.handle_connect(now, token);
+        let m = chat.handle_connect(now, token, Source::new(i as u128));
         chat.handle_command(
             now,
             m,
@@ -28,7 +28,12 @@ fn room_of(members: usize) -> (Chat, chat_core::MemberId) {
             Command::Hello { nick: Some(format!("n{i}")), session: None, identity: None },
         );
         chat.handle_command(now, m, None, Command::Join { room: "big".into(), after: None });
-        while chat.poll_output().is_some() {}
+        while let Some(output) = chat.poll_output() {
+            // A new room: storage has never heard of it.
+            if let Output::Load(room) = output {
+                chat.handle_loaded(now, &room, None);
+            }
+        }
         first.get_or_insert(m);
     }
     (chat, first.unwrap())

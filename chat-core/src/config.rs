@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use crate::Rate;
+
 /// The rules a [`Chat`](crate::Chat) enforces. Every field has a default
 /// chosen for a team or community server; see [`ChatConfig::default`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +36,52 @@ pub struct ChatConfig {
     /// How many `say` and `dm` frames a member may send in a burst.
     /// Default 30, so a pasted block of lines goes through.
     pub messages_burst: u32,
-    /// The most rooms that may exist at once. Default 10 000.
+    /// The most rooms held in memory at once. A room nobody is in is only
+    /// cached: when this is reached, the one idle longest makes way (its
+    /// history stays in storage and comes back with the next join). Only
+    /// when every room has members is a new one refused. Default 10 000.
     pub max_rooms: usize,
+    /// Rooms one session may create (join while no one has ever used them).
+    /// Default 60 an hour, bursts of 10: a person opens a few rooms, not
+    /// thousands.
+    pub rooms_created_per_session: Rate,
+    /// Rooms the sessions of one [`Source`](crate::Source) (an address) may
+    /// create together. Default 300 an hour, bursts of 30, so many
+    /// connections from one address cannot fill the room limit either.
+    pub rooms_created_per_source: Rate,
+    /// Sessions waiting to be resumed that one source may hold. Past it
+    /// the one detached longest ends at once. Default 64: a household or an
+    /// office has far fewer dropped connections at once, and a client
+    /// that connects and vanishes by the thousand cannot fill a room with
+    /// ghosts.
+    pub max_detached_per_source: usize,
+    /// Bytes of history the rooms may hold in memory together (for
+    /// `joined`, `history` and resume). Past it the windows of the rooms
+    /// used longest ago are dropped from memory; storage still has them and
+    /// they are read back when asked for. Default 256 MiB.
+    pub history_memory_max: usize,
+    /// Bytes of history one connection may be sent in `history` answers
+    /// and `joined` backlogs. A page that does not fit is shortened (never
+    /// to nothing: then `history` is refused with `rate_limited`).
+    /// Default 512 KiB a second, bursts of 4 MiB: a full resume of every
+    /// room fits, a loop of requests for the largest page does not.
+    pub history_bytes_per_conn: Rate,
+    /// Bytes one session may upload. Default 256 MiB an hour, all at once
+    /// if it likes.
+    pub upload_bytes_per_session: Rate,
+    /// Bytes the sessions of one source may upload together. Default 1 GiB
+    /// an hour.
+    pub upload_bytes_per_source: Rate,
+    /// Whether `rooms` lists every room (that the session's token allows)
+    /// with its member count. Off: it lists only the session's own rooms.
+    /// Either way `who` answers only for rooms the session is in. Default
+    /// on: a community finds its rooms.
+    pub public_rooms: bool,
+    /// Bytes of message text the remembered ids may keep alive. Past it
+    /// the session holding the most gives up its oldest, so one client
+    /// flooding long messages cannot push out the ids of everyone else.
+    /// Default 64 MiB.
+    pub dedupe_max_bytes: usize,
     /// Whether every `hello` must carry an [`Identity`](crate::Identity)
     /// (the driver verified an access token). Default off.
     pub require_identity: bool,
@@ -78,6 +124,15 @@ impl Default for ChatConfig {
             messages_per_sec: 10,
             messages_burst: 30,
             max_rooms: 10_000,
+            rooms_created_per_session: Rate::per_hour(60, 10),
+            rooms_created_per_source: Rate::per_hour(300, 30),
+            max_detached_per_source: 64,
+            history_memory_max: 256 << 20,
+            history_bytes_per_conn: Rate::per_sec(512 << 10, 4 << 20),
+            upload_bytes_per_session: Rate::per_hour(256 << 20, 256 << 20),
+            upload_bytes_per_source: Rate::per_hour(1 << 30, 1 << 30),
+            public_rooms: true,
+            dedupe_max_bytes: 64 << 20,
             require_identity: false,
             max_rooms_per_session: 100,
             max_members_per_room: 10_000,

@@ -71,10 +71,62 @@ pub enum CommandError {
     /// The identity does not allow this.
     #[error("{0}")]
     Forbidden(String),
-    /// Creating another room would pass the room limit.
+    /// Creating another room would pass the room limit, and no room is
+    /// idle enough to make way.
     #[error("the server holds {max} rooms already")]
     TooManyRooms {
         /// The limit.
         max: usize,
     },
+    /// The session, or its address, creates rooms faster than allowed.
+    #[error("too many new rooms; retry in {retry_after_ms} ms")]
+    CreateRateLimited {
+        /// When one more room may be created.
+        retry_after_ms: u64,
+    },
+    /// The connection asks for history faster than its byte budget allows.
+    #[error("too much history at once; retry in {retry_after_ms} ms")]
+    HistoryRateLimited {
+        /// When the next page will be allowed.
+        retry_after_ms: u64,
+    },
+    /// Messages cannot be stored right now (storage is failing or full), so
+    /// none is accepted; nothing of this one was kept.
+    #[error("messages cannot be stored right now; retry in {retry_after_ms} ms")]
+    StoreUnavailable {
+        /// When storage will be tried again.
+        retry_after_ms: u64,
+    },
+    /// The room's stored history cannot be read right now.
+    #[error("room {0} cannot be read right now; try again")]
+    RoomUnavailable(RoomName),
+    /// An upload quota is used up.
+    #[error("{}", quota_message(*.quota, *.retry_after_ms))]
+    QuotaExceeded {
+        /// Whose quota.
+        quota: Quota,
+        /// When the file would fit; `None` if it never will (it is larger
+        /// than the whole quota).
+        retry_after_ms: Option<u64>,
+    },
+}
+
+/// Which upload quota a [`CommandError::QuotaExceeded`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    /// The session's own.
+    Session,
+    /// The one shared by every connection from the sender's address.
+    Source,
+}
+
+fn quota_message(quota: Quota, retry_after_ms: Option<u64>) -> String {
+    let whose = match quota {
+        Quota::Session => "your upload quota",
+        Quota::Source => "the upload quota of your address",
+    };
+    match retry_after_ms {
+        Some(ms) => format!("{whose} is used up; this file fits in {ms} ms"),
+        None => format!("this file is larger than {whose}"),
+    }
 }

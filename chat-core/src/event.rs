@@ -24,6 +24,24 @@ pub enum Output {
         /// Why.
         reason: DisconnectReason,
     },
+    /// Read what storage holds of this room (its last `seq` and retained
+    /// messages) and answer with [`Chat::handle_loaded`] or
+    /// [`Chat::handle_load_failed`]. The read must see every record
+    /// persisted before this output. Commands that need the room wait for
+    /// the answer; at most one load per room is out at a time.
+    ///
+    /// [`Chat::handle_loaded`]: crate::Chat::handle_loaded
+    /// [`Chat::handle_load_failed`]: crate::Chat::handle_load_failed
+    Load(RoomName),
+}
+
+/// What storage holds of a room, the answer to [`Output::Load`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoomHistory {
+    /// The highest `seq` ever given out in the room.
+    pub last_seq: u64,
+    /// Its retained messages, oldest first.
+    pub messages: Vec<Message>,
 }
 
 /// What must survive a restart.
@@ -34,6 +52,17 @@ pub enum Record {
     /// A direct message, kept so a retry after a restart is still answered
     /// with the original.
     Direct(Direct),
+    /// A session began or changed its nick: after a restart it is restored
+    /// (detached, for the grace period), so its token still resumes it and
+    /// no one else takes its nick meanwhile.
+    Session {
+        /// The session's token.
+        token: SessionToken,
+        /// Its nick now.
+        nick: Nick,
+    },
+    /// A session ended: nothing of it is restored.
+    SessionEnded(SessionToken),
 }
 
 /// A direct message as stored.

@@ -1,6 +1,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
+
 /// Why a user-typed nick or room name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -23,12 +26,19 @@ pub enum NameError {
     },
 }
 
-/// A nick: 1 to 32 characters, each a letter, a digit, `-`, `_` or `.`.
+/// A nick: 1 to 32 characters, each a letter, a digit, `-`, `_` or `.`,
+/// in Unicode normalization form C, not starting with a combining mark.
 ///
-/// Nicks are unique case-insensitively: [`Nick::folded`] is the key two
-/// nicks collide on. The nick keeps the case its owner chose for display.
+/// Nicks are unique by how they look, not by their code points:
+/// [`Nick::folded`] is the key two nicks collide on, so `Alice`, `аlice`
+/// (with a Cyrillic `а`), `𝐚𝐥𝐢𝐜𝐞` and `aIice` (a capital `I`) are all the
+/// same nick. The nick keeps the spelling its owner chose for display.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Nick(Arc<str>);
+pub struct Nick {
+    display: Arc<str>,
+    /// Computed once: folding runs Unicode tables.
+    folded: Arc<str>,
+}
 
 /// A room name: 1 to 64 characters, each an ASCII lowercase letter, a digit,
 /// `-` or `_`.
@@ -45,21 +55,47 @@ impl Nick {
     /// Refuses an empty nick, one over [`Nick::MAX_CHARS`] characters, and
     /// any character other than a letter, a digit, `-`, `_` or `.`.
     pub fn parse(text: &str) -> Result<Self, NameError> {
-        check(text, Self::MAX_CHARS, "letters, digits, '-', '_' and '.'", |c| {
+        const ALLOWED: &str = "letters, digits, '-', '_' and '.'";
+        let text: String = text.nfc().collect();
+        check(&text, Self::MAX_CHARS, ALLOWED, |c| {
             c.is_alphanumeric() || matches!(c, '-' | '_' | '.')
         })?;
-        Ok(Self(text.into()))
+        if let Some(found) = text.chars().next().filter(|&c| is_combining_mark(c)) {
+            return Err(NameError::BadChar { found, allowed: ALLOWED });
+        }
+        let folded = fold(&text);
+        if folded.is_empty() {
+            return Err(NameError::Empty);
+        }
+        Ok(Self { display: text.into(), folded: folded.into() })
     }
 
     /// The nick as its owner wrote it.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.display
     }
 
-    /// The key nicks are compared on for uniqueness: the nick in lowercase.
-    pub fn folded(&self) -> String {
-        self.0.to_lowercase()
+    /// The key nicks are compared on for uniqueness: what the nick looks
+    /// like, whatever the script, case, compatibility form or marks.
+    pub fn folded(&self) -> &str {
+        &self.folded
     }
+}
+
+/// The uniqueness key of a nick: its compatibility form (mathematical and
+/// full-width letters become plain ones), its confusable skeleton (Unicode
+/// TR39: Cyrillic `а` and Latin `a`, `I`, `1` and `l`, `0` and `O` look
+/// alike), in lowercase, without combining marks, skeletonized again so
+/// that lowercasing cannot split what looked alike. Since `I` looks like
+/// `l` and is `i` in another case, `i` and `l` are one letter here.
+fn fold(text: &str) -> String {
+    let compatible: String = text.nfkc().collect();
+    let skeleton: String = unicode_security::skeleton(&compatible).collect();
+    let lower = skeleton.to_lowercase();
+    unicode_security::skeleton(&lower)
+        .filter(|&c| !is_combining_mark(c))
+        .map(|c| if c == 'i' { 'l' } else { c })
+        .collect()
 }
 
 impl RoomName {
@@ -104,7 +140,7 @@ fn check(
 
 impl fmt::Display for Nick {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.display)
     }
 }
 
@@ -149,8 +185,37 @@ mod tests {
 
     #[test]
     fn nicks_fold_case() {
-        let upper = Nick::parse("ALICE").map(|n| n.folded());
-        assert_eq!(upper, Ok("alice".to_owned()));
+        let upper = Nick::parse("ALICE").map(|n| n.folded().to_owned());
+        assert_eq!(upper, Nick::parse("alice").map(|n| n.folded().to_owned()));
+    }
+
+    #[test]
+    fn look_alike_nicks_fold_to_the_same_key() {
+        let alice = Nick::parse("alice").map(|n| n.folded().to_owned());
+        assert!(alice.is_ok());
+        for look_alike in [
+            "Alice",
+            "\u{430}lice",                                   // Cyrillic а
+            "\u{1d41a}\u{1d425}\u{1d422}\u{1d41c}\u{1d41e}", // mathematical bold
+            "\u{ff41}lice",                                  // full-width a
+            "aIice",                                         // capital I for l
+            "a1ice",                                         // digit one for l
+            "alice\u{301}",                                  // a combining acute
+            "ALICE",
+        ] {
+            let folded = Nick::parse(look_alike).map(|n| n.folded().to_owned());
+            assert_eq!(folded, alice, "{look_alike:?}");
+        }
+        for different in ["alicia", "bob", "al1ce2"] {
+            assert_ne!(Nick::parse(different).map(|n| n.folded().to_owned()), alice);
+        }
+    }
+
+    #[test]
+    fn nicks_are_kept_composed_and_do_not_start_with_a_mark() {
+        let composed = Nick::parse("Zoe\u{308}").map(|n| n.as_str().to_owned());
+        assert_eq!(composed, Ok("Zo\u{eb}".to_owned()));
+        assert!(matches!(Nick::parse("\u{301}alice"), Err(NameError::BadChar { .. })));
     }
 
     #[test]

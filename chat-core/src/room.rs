@@ -7,27 +7,56 @@ use crate::{MemberId, Message, Resume, RoomName, Timestamp};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct SessionId(pub(crate) u64);
 
+/// What one message held in memory costs besides its text: the struct,
+/// its shared strings and the ring slot, roughly.
+const MESSAGE_OVERHEAD: usize = 192;
+
 /// One room: its sessions in join order, the connections to deliver to, and
-/// its history ring.
+/// the newest part of its history held in memory (its *window*).
+///
+/// The window is always the newest messages, contiguous. When the whole
+/// retained history is in it the room is *complete*; once the window was
+/// dropped to save memory (`spilled`), older messages are only in storage
+/// and reads that reach past the window wait for a load.
 #[derive(Debug)]
 pub(crate) struct Room {
     pub(crate) name: RoomName,
     sessions: Vec<SessionId>,
-    /// The attached connections of `sessions`, as a shared slice rebuilt on
-    /// every change, so a fan-out costs one reference count.
+    /// The attached connections of `sessions` that are not waiting for
+    /// their `joined`, as a shared slice rebuilt on every change, so a
+    /// fan-out costs one reference count.
     recipients: Arc<[MemberId]>,
     history: VecDeque<Message>,
+    /// What `history` costs, as [`cost`] counts it.
+    pub(crate) bytes: usize,
+    /// Older retained messages exist in storage only.
+    pub(crate) spilled: bool,
     pub(crate) last_seq: u64,
+    /// When the room was last used, on the core's use counter: the least
+    /// recently used rooms give way first.
+    pub(crate) used: u64,
+}
+
+/// What a message held in memory costs, in bytes.
+pub(crate) fn cost(message: &Message) -> usize {
+    MESSAGE_OVERHEAD
+        + message.text.len()
+        + message.from.as_str().len()
+        + message.id.as_ref().map_or(0, |id| id.len())
+        + message.attachment.as_ref().map_or(0, |a| 64 + a.id.len() + a.name.len() + a.mime.len())
 }
 
 impl Room {
-    pub(crate) fn new(name: RoomName) -> Self {
+    pub(crate) fn new(name: RoomName, used: u64) -> Self {
         Self {
             name,
             sessions: Vec::new(),
             recipients: Arc::new([]),
             history: VecDeque::new(),
+            bytes: 0,
+            spilled: false,
             last_seq: 0,
+            used,
         }
     }
 
@@ -50,22 +79,63 @@ impl Room {
     /// Appends a message, dropping the oldest beyond `capacity`.
     pub(crate) fn push(&mut self, message: Message, capacity: usize) {
         self.last_seq = self.last_seq.max(message.seq);
+        self.bytes += cost(&message);
         self.history.push_back(message);
         while self.history.len() > capacity {
-            self.history.pop_front();
+            self.pop_front();
         }
     }
 
-    /// Numbering continues after `last_seq` even if no message up to it
-    /// is kept.
-    pub(crate) fn raise_last_seq(&mut self, last_seq: u64) {
+    /// Takes back the newest message if it is `seq` (storing it failed);
+    /// numbering goes back with it.
+    pub(crate) fn retract(&mut self, seq: u64) {
+        if self.history.back().is_some_and(|m| m.seq == seq)
+            && let Some(message) = self.history.pop_back()
+        {
+            self.bytes -= cost(&message);
+        }
+        if self.last_seq == seq {
+            self.last_seq = seq - 1;
+        }
+    }
+
+    /// Puts back the retained messages storage returned, older than what
+    /// the window holds: the room is complete again.
+    pub(crate) fn merge_loaded(&mut self, last_seq: u64, stored: Vec<Message>, capacity: usize) {
         self.last_seq = self.last_seq.max(last_seq);
+        let first_held = self.history.front().map_or(u64::MAX, |m| m.seq);
+        for message in stored.into_iter().rev().filter(|m| m.seq < first_held) {
+            self.bytes += cost(&message);
+            self.history.push_front(message);
+        }
+        while self.history.len() > capacity {
+            self.pop_front();
+        }
+        self.spilled = false;
+    }
+
+    /// Drops the window from memory; storage keeps the history. Returns
+    /// the bytes freed.
+    pub(crate) fn spill(&mut self) -> usize {
+        let freed = self.bytes;
+        if !self.history.is_empty() {
+            self.spilled = true;
+        }
+        self.history = VecDeque::new();
+        self.bytes = 0;
+        freed
     }
 
     /// Drops messages accepted before `cutoff`.
     pub(crate) fn prune_before(&mut self, cutoff: Timestamp) {
         while self.history.front().is_some_and(|m| m.ts < cutoff) {
-            self.history.pop_front();
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(message) = self.history.pop_front() {
+            self.bytes -= cost(&message);
         }
     }
 
@@ -82,16 +152,24 @@ impl Room {
         self.sessions.is_empty()
     }
 
-    pub(crate) fn has_history(&self) -> bool {
-        self.last_seq > 0
+    /// Whether the window holds nothing worth keeping in memory.
+    pub(crate) fn window_is_empty(&self) -> bool {
+        self.history.is_empty()
+    }
+
+    /// Whether [`Room::history`] can answer from memory.
+    pub(crate) fn covers_history(&self, before: Option<u64>, limit: usize) -> bool {
+        if !self.spilled || limit == 0 {
+            return true;
+        }
+        let before = before.unwrap_or(u64::MAX);
+        if before <= 1 {
+            return true;
+        }
+        self.history.partition_point(|m| m.seq < before) >= limit
     }
 
     /// The newest `limit` messages with a `seq` below `before`, oldest first.
-    /// The retained messages, oldest first.
-    pub(crate) fn messages(&self) -> impl DoubleEndedIterator<Item = &Message> {
-        self.history.iter()
-    }
-
     pub(crate) fn history(&self, before: Option<u64>, limit: usize) -> Vec<Message> {
         let end = match before {
             // The ring holds increasing seqs, so a binary search finds the cut.
@@ -100,6 +178,18 @@ impl Room {
         };
         let start = end.saturating_sub(limit);
         self.history.range(start..end).cloned().collect()
+    }
+
+    /// Whether [`Room::resume`] can answer from memory.
+    pub(crate) fn covers_resume(&self, after: Option<u64>, fresh: usize) -> bool {
+        if !self.spilled {
+            return true;
+        }
+        match after.filter(|&after| after <= self.last_seq) {
+            None => self.history.len() >= fresh,
+            Some(after) if after == self.last_seq => true,
+            Some(after) => self.history.front().is_some_and(|m| m.seq <= after + 1),
+        }
     }
 
     /// What a `join` with `after` gets: the newest `fresh` messages without
@@ -115,7 +205,7 @@ impl Room {
             return (self.history(None, fresh), Resume::Fresh);
         };
         let first_kept = self.history.front().map_or(self.last_seq + 1, |m| m.seq);
-        let resume = if first_kept > after + 1 {
+        let resume = if first_kept > after + 1 && !self.spilled {
             Resume::Gap { from: after + 1, to: first_kept - 1 }
         } else {
             Resume::Resumed

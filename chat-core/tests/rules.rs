@@ -407,7 +407,8 @@ fn typing_is_relayed_to_others_at_most_once_per_interval() {
     h.send(alice, typing());
     assert_eq!(h.take(bob), vec![]);
     h.advance(Duration::from_millis(1));
-    assert_eq!(h.chat.poll_timeout(), None, "the timeout cleared the throttle");
+    let later = h.now.saturating_add(Duration::from_secs(2));
+    assert!(h.chat.poll_timeout() > Some(later), "the timeout cleared the throttle");
     h.send(alice, typing());
     assert_eq!(h.take(bob), relayed);
     h.send(alice, Command::Typing { room: "elsewhere".into() });
@@ -489,10 +490,25 @@ fn rooms_and_who_list_in_a_stable_order() {
             members: vec![nick("Amy"), nick("bob"), nick("zed")],
         }]
     );
+    // Members are for members: a room one is not in says nothing.
+    h.send(zed, Command::Who { room: "dev".into() });
+    assert_eq!(error_of(&h.take(zed)), CommandError::NotInRoom(room("dev")));
     h.send(zed, Command::Who { room: "empty".into() });
-    assert!(
-        matches!(h.take(zed).as_slice(), [Event::Members { members, .. }] if members.is_empty())
-    );
+    assert_eq!(error_of(&h.take(zed)), CommandError::NotInRoom(room("empty")));
+}
+
+#[test]
+fn private_room_lists_show_only_ones_own_rooms() {
+    let config = ChatConfig { public_rooms: false, ..ChatConfig::default() };
+    let mut h = Harness::with_config(config);
+    let zed = h.greeted("zed");
+    let bob = h.greeted("bob");
+    h.join(zed, "lobby");
+    h.join(bob, "lobby");
+    h.join(bob, "secret");
+    h.take_all();
+    h.send(zed, Command::Rooms);
+    assert_eq!(h.take(zed), vec![Event::Rooms { id: None, rooms: vec![(room("lobby"), 2)] }]);
 }
 
 #[test]
@@ -635,12 +651,13 @@ fn an_attachment_goes_out_with_its_message_and_only_room_members_may_fetch_it() 
 
     let (alice_token, bob_token, carol_token) =
         (token("token-1"), token("token-2"), token("token-3"));
-    assert_eq!(h.chat.attachment_for(&alice_token, "f00d"), Some(&file));
-    assert_eq!(h.chat.attachment_for(&bob_token, "f00d"), Some(&file));
-    assert_eq!(h.chat.attachment_for(&carol_token, "f00d"), None, "not in the room");
-    assert_eq!(h.chat.attachment_for(&bob_token, "beef"), None, "no such file");
-    assert_eq!(h.chat.attachment_for(&token("nobody"), "f00d"), None, "no such session");
+    let (lobby, other) = (room("lobby"), room("other"));
+    assert!(h.chat.may_read(&alice_token, &lobby));
+    assert!(h.chat.may_read(&bob_token, &lobby));
+    assert!(!h.chat.may_read(&carol_token, &lobby), "not in the room");
+    assert!(h.chat.may_read(&carol_token, &other));
+    assert!(!h.chat.may_read(&token("nobody"), &lobby), "no such session");
     // Leaving the room is losing access to its files.
     h.send(bob, Command::Leave { room: "lobby".into() });
-    assert_eq!(h.chat.attachment_for(&bob_token, "f00d"), None);
+    assert!(!h.chat.may_read(&bob_token, &lobby));
 }

@@ -110,7 +110,7 @@ fn a_client_that_quits_leaves_at_once() {
 }
 
 #[test]
-fn an_expired_session_token_starts_a_new_session_under_that_token() {
+fn an_expired_session_token_starts_a_new_session_under_a_new_token() {
     let (mut h, alice, bob) = pair(ChatConfig::default());
     h.say(alice, "lobby", "one");
     h.take_all();
@@ -130,12 +130,34 @@ fn an_expired_session_token_starts_a_new_session_under_that_token() {
         },
     );
     assert!(matches!(h.take(back).as_slice(),
-        [Event::Welcome { resumed: false, session, .. }] if session.as_str() == "token-1"));
+        [Event::Welcome { resumed: false, session, .. }] if session.as_str() == "token-3"));
     assert_eq!(join_after(&mut h, back, "lobby", Some(1)), (vec![], Resume::Resumed));
     assert!(matches!(
         h.take(bob).as_slice(),
         [Event::Presence { change: Presence::Joined(_), .. }]
     ));
+}
+
+#[test]
+fn a_token_the_client_made_up_never_names_a_session() {
+    let mut h = Harness::new();
+    let mallory = h.connect();
+    let chosen = || Command::Hello { nick: None, session: Some("a".into()), identity: None };
+    h.send(mallory, chosen());
+    let events = h.take(mallory);
+    assert!(
+        matches!(events.as_slice(), [Event::Welcome { resumed: false, session, .. }] if session.as_str() == "token-1"),
+        "the server's token, not the one asked for: {events:?}"
+    );
+    // So whoever later presents "a" finds nothing to take over.
+    let victim = h.connect();
+    h.send(victim, chosen());
+    let events = h.take(victim);
+    assert!(
+        matches!(events.as_slice(), [Event::Welcome { resumed: false, session, .. }] if session.as_str() == "token-2"),
+        "{events:?}"
+    );
+    assert_eq!(h.take(mallory), vec![]);
 }
 
 #[test]
@@ -287,7 +309,7 @@ fn room(text: &str) -> chat_core::RoomName {
 
 #[test]
 fn a_restored_room_continues_its_numbering_and_remembers_recent_ids() {
-    use chat_core::{Direct, Timestamp};
+    use chat_core::{Direct, Record, Timestamp};
     let mut h = Harness::new();
     let now = h.now;
     let message = |seq: u64, id: &str| Message {
@@ -301,8 +323,6 @@ fn a_restored_room_continues_its_numbering_and_remembers_recent_ids() {
         sender: Some(SessionToken::parse("token-1").unwrap()),
         attachment: None,
     };
-    let stored = vec![message(8, "a"), message(9, "b"), message(10, "c")];
-    h.chat.restore_room(now, room("lobby"), 12, stored).unwrap();
     let direct = Direct {
         from: nick("alice"),
         to: nick("bob"),
@@ -311,18 +331,25 @@ fn a_restored_room_continues_its_numbering_and_remembers_recent_ids() {
         id: Some("d".into()),
         sender: SessionToken::parse("token-1").unwrap(),
     };
-    h.chat.restore_direct(now, direct);
-    // token-1 is the harness's first proposed token: alice comes back with it.
-    let alice = h.connect();
-    h.send(
-        alice,
-        Command::Hello {
-            nick: Some("alice".into()),
-            session: Some("token-1".into()),
-            identity: None,
-        },
-    );
-    h.take(alice);
+    h.stored = vec![
+        Record::Session { token: SessionToken::parse("token-1").unwrap(), nick: nick("alice") },
+        Record::Message(message(8, "a")),
+        Record::Message(message(9, "b")),
+        Record::Message(message(10, "c")),
+        Record::Direct(direct),
+    ];
+    let mut h = h.restarted();
+    assert_eq!(h.chat.session_count(), 1, "alice's session is back, waiting for her");
+    assert_eq!(h.chat.room_count(), 0, "rooms come back when joined");
+    // Someone else cannot take her nick meanwhile.
+    let mallory = h.connect();
+    h.send(mallory, Command::Hello { nick: Some("Alice".into()), session: None, identity: None });
+    assert!(matches!(
+        h.take(mallory).as_slice(),
+        [Event::Error { error: CommandError::NickTaken(_), .. }]
+    ));
+    let alice = hello_again(&mut h, "token-1");
+    assert!(matches!(h.take(alice).as_slice(), [Event::Welcome { resumed: true, .. }]));
     assert_eq!(join_after(&mut h, alice, "lobby", Some(7)), (vec![8, 9, 10], Resume::Resumed));
     assert_eq!(
         join_after(&mut h, alice, "lobby", Some(5)),
@@ -331,7 +358,7 @@ fn a_restored_room_continues_its_numbering_and_remembers_recent_ids() {
     say_id(&mut h, alice, "lobby", "again", "b");
     assert!(matches!(h.take(alice).as_slice(), [Event::Message(Message { seq: 9, .. })]));
     say_id(&mut h, alice, "lobby", "new", "e");
-    assert_eq!(seqs(&h.take(alice)), vec![13], "numbering continues after the stored last_seq");
+    assert_eq!(seqs(&h.take(alice)), vec![11], "numbering continues after the stored last_seq");
     h.send_with_id(alice, Some("d"), Command::Dm { to: "bob".into(), text: "psst".into() });
     assert!(
         matches!(h.take(alice).as_slice(), [Event::Direct { .. }]),

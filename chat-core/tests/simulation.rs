@@ -71,7 +71,7 @@ struct World {
 }
 
 fn run(seed: u64, steps: usize) {
-    let config = ChatConfig {
+    let mut config = ChatConfig {
         messages_per_sec: 1_000,
         messages_burst: 1_000,
         history_per_room: 20,
@@ -80,6 +80,13 @@ fn run(seed: u64, steps: usize) {
         session_grace: Duration::from_secs(10),
         ..ChatConfig::default()
     };
+    // Half the schedules run short of memory and rooms: windows are dropped
+    // and read back, idle rooms forgotten and reloaded, all the time.
+    let pressed = seed % 2 == 1;
+    if pressed {
+        config.history_memory_max = 2_000;
+        config.max_rooms = 3;
+    }
     let mut w = World {
         h: Harness::with_config(config),
         rng: Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
@@ -90,8 +97,16 @@ fn run(seed: u64, steps: usize) {
         step: 0,
         next_id: 0,
     };
+    // A quarter answer storage's loads late, so commands wait for rooms
+    // while others go on.
+    let late_loads = seed % 4 == 3;
+    w.h.auto_load = !late_loads;
     for step in 0..steps {
         w.step = step;
+        if late_loads && w.rng.below(2) == 0 {
+            w.h.answer_loads();
+            w.deliver();
+        }
         w.act();
         if w.h.crashed {
             w.restart();
@@ -193,7 +208,9 @@ impl World {
     fn restart(&mut self) {
         self.check_stored();
         let h = std::mem::replace(&mut self.h, Harness::new());
+        let auto_load = h.auto_load;
         self.h = h.restarted();
+        self.h.auto_load = auto_load;
         for client in &mut self.clients {
             client.member = None;
         }
@@ -206,7 +223,7 @@ impl World {
             .iter()
             .filter_map(|client| client.member)
             .filter_map(|m| self.h.chat.nick(m))
-            .map(|nick| nick.folded())
+            .map(|nick| nick.folded().to_owned())
             .collect();
         let unique: BTreeSet<&String> = nicks.iter().collect();
         assert_eq!(
@@ -227,7 +244,7 @@ impl World {
                 chat_core::Record::Message(m) => {
                     Some(((m.room.to_string(), m.seq), m.id.as_deref().map(str::to_owned)))
                 }
-                chat_core::Record::Direct(_) => None,
+                _ => None,
             })
             .collect();
         for (c, client) in self.clients.iter().enumerate() {
@@ -254,7 +271,8 @@ impl World {
         let rooms: Vec<(String, u64)> =
             self.clients[c].next_seq.iter().map(|(r, n)| (r.clone(), n - 1)).collect();
         for (room, after) in rooms {
-            self.h.send(m, Command::Join { room, after: Some(after) });
+            let id = format!("rejoin:{room}");
+            self.h.send_with_id(m, Some(&id), Command::Join { room, after: Some(after) });
         }
     }
 
@@ -291,9 +309,16 @@ impl World {
                 assert!(members.iter().any(|n| n.as_str() == own), "{at}: joiner listed");
                 let seqs: Vec<u64> = history.iter().map(|m| m.seq).collect();
                 match (client.next_seq.get(room.as_str()).copied(), resume) {
+                    // Everything missed, in order; it may start earlier
+                    // than `next` when the client saw a message since it
+                    // asked (a retry answered with the original).
                     (Some(next), Resume::Resumed) => {
+                        let missed: Vec<u64> =
+                            seqs.iter().copied().filter(|&s| s >= next).collect();
                         let expected: Vec<u64> = (next..=*last_seq).collect();
-                        assert_eq!(seqs, expected, "{at}: resumed with everything missed");
+                        assert_eq!(missed, expected, "{at}: resumed with everything missed");
+                        let contiguous = seqs.windows(2).all(|w| w[1] == w[0] + 1);
+                        assert!(contiguous, "{at}: in order, without holes: {seqs:?}");
                     }
                     (Some(next), Resume::Gap { from, to }) => {
                         assert_eq!(*from, next, "{at}: the gap starts where the client was");
@@ -377,6 +402,11 @@ impl World {
                     client.next_seq.contains_key(room.as_str()),
                     "{at}: typing of unjoined room"
                 );
+            }
+            // A room that could not be joined again (the room limit, with
+            // the session gone): the client is not in it.
+            Event::Error { id: Some(id), .. } if id.starts_with("rejoin:") => {
+                client.next_seq.remove(&id["rejoin:".len()..]);
             }
             Event::Error { .. } | Event::Direct { .. } => {}
             other => panic!("{at}: unexpected {other:?}"),

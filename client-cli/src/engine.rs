@@ -363,28 +363,45 @@ impl Engine {
                     before: Some(first),
                     limit: Some(200),
                 };
-                let id = self.send(&mut socket, ask).await?;
                 let older = loop {
-                    let text = next_text(&mut socket, &self.events)
-                        .await?
-                        .context("server closed the connection")?;
-                    let frame = ServerFrame::decode(&text).ok();
-                    match &frame {
-                        Some(ServerFrame::History { id: Some(answer), messages, .. })
-                            if *answer == id =>
-                        {
-                            let messages = messages.clone();
-                            self.emit(Event::Frame {
-                                text,
-                                frame: frame.map(Box::new),
-                                catch_up: true,
-                            });
-                            break messages;
+                    let id = self.send(&mut socket, ask.clone()).await?;
+                    let answer = loop {
+                        let text = next_text(&mut socket, &self.events)
+                            .await?
+                            .context("server closed the connection")?;
+                        let frame = ServerFrame::decode(&text).ok();
+                        match &frame {
+                            Some(ServerFrame::History { id: Some(answer), messages, .. })
+                                if *answer == id =>
+                            {
+                                let messages = messages.clone();
+                                self.emit(Event::Frame {
+                                    text,
+                                    frame: frame.map(Box::new),
+                                    catch_up: true,
+                                });
+                                break Ok(messages);
+                            }
+                            // Paging faster than the server allows: ask again
+                            // when it says, rather than leave a hole.
+                            Some(ServerFrame::Error {
+                                id: Some(answer),
+                                code: ErrorCode::RateLimited,
+                                retry_after_ms: Some(wait),
+                                ..
+                            }) if *answer == id => break Err(Some(*wait)),
+                            Some(ServerFrame::Error { id: Some(answer), .. }) if *answer == id => {
+                                break Err(None);
+                            }
+                            _ => held.push(text),
                         }
-                        Some(ServerFrame::Error { id: Some(answer), .. }) if *answer == id => {
-                            break Vec::new();
+                    };
+                    match answer {
+                        Ok(messages) => break messages,
+                        Err(Some(wait)) => {
+                            tokio::time::sleep(Duration::from_millis(wait.min(10_000))).await;
                         }
-                        _ => held.push(text),
+                        Err(None) => break Vec::new(),
                     }
                 };
                 if older.is_empty() {

@@ -487,22 +487,28 @@ fn a_message_resent_from_the_outbox_after_a_crash_is_delivered_once() {
     let (_server, addr) = durable_server("127.0.0.1:0", data.path());
     let url = format!("ws://{addr}/ws");
     let home = tempfile::tempdir().unwrap();
-    // A first run makes the outbox file; a clean quit frees the nick.
+    // A first run gets a session from the server and keeps it in the
+    // outbox file; then it is killed, so the session waits for it.
     let tmux = tui(100, 30, &url, "alice", home.path());
     tmux.wait("connected", is_connected);
-    tmux.press(&["C-c"]);
     let outbox = outbox_file(home.path());
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&outbox).unwrap()).unwrap();
+    let session = saved["session"].as_str().expect("the session is kept").to_owned();
+    let killed = Command::new("kill").args(["-KILL", &tmux.chat_pid().to_string()]).status();
+    assert!(killed.unwrap().success());
     drop(tmux);
     // What a client leaves behind when it is killed after the server took
     // a message but before the echo came back: the message, its id and
-    // the session it was sent in.
+    // the session it was sent in (a session the server issued: one a
+    // client makes up names nothing).
     let crashed = format!(
-        r#"{{"version": 1, "server": "{url}", "session": "session-of-the-crashed-client",
+        r#"{{"version": 1, "server": "{url}", "session": "{session}",
             "rooms": ["lobby"],
             "pending": ["{{\"id\":\"m-1\",\"type\":\"say\",\"room\":\"lobby\",\"text\":\"exactly once\"}}"]}}"#
     );
     let mut bob = chat(&url, &["--nick", "bob"]);
-    bob.expect("[lobby] -- joined (1 members: bob)");
+    bob.expect("[lobby] -- joined (2 members: alice, bob)");
     for _ in 0..2 {
         std::fs::write(&outbox, &crashed).unwrap();
         let tmux = tui(100, 30, &url, "alice", home.path());

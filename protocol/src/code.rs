@@ -51,6 +51,10 @@ pub enum ErrorCode {
     InvalidUpload,
     /// A channel that does not exist, or whose token was wrong.
     NoSuchChannel,
+    /// An upload quota is used up: the sender's or its address's
+    /// (`retry_after_ms` says when the file would fit), or the server's
+    /// storage for files.
+    QuotaExceeded,
     /// A code this build of the protocol crate does not know; a newer server
     /// may send codes added later.
     #[serde(other)]
@@ -79,6 +83,7 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::InvalidUpload => "invalid_upload",
             Self::NoSuchChannel => "no_such_channel",
+            Self::QuotaExceeded => "quota_exceeded",
             Self::Unknown => "unknown",
         }
     }

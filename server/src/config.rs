@@ -74,6 +74,7 @@ impl ServerConfig {
             per_room: self.chat.history_per_room,
             max_age: self.chat.history_max_age,
             directs_for: self.chat.dedupe_window,
+            recent_max: self.chat.dedupe_max,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use chat_core::{Command, Departure, MemberId, Rate, SessionToken, Timestamp, TokenBucket};
+use chat_core::{Command, Departure, MemberId, Rate, SessionToken, Source, Timestamp, TokenBucket};
 use chat_protocol::{
     ClientFrame, ClientMessage, CloseCode, DecodeError, ErrorCode, ServerFrame, decode_client,
     restart_reason,
@@ -100,9 +100,22 @@ struct FrameLimiter {
 /// The limiter's rates: the frames allowed, and the refusals tolerated.
 fn frame_rates(config: &ServerConfig) -> (Rate, Rate) {
     (
-        Rate { per_sec: config.frames_per_sec, burst: config.frames_burst },
-        Rate { per_sec: 1, burst: config.frames_refused_max },
+        Rate::per_sec(config.frames_per_sec, config.frames_burst),
+        Rate::per_sec(1, config.frames_refused_max),
     )
+}
+
+/// Where a peer comes from, for the limits per address: an IPv4 address
+/// (an IPv4-mapped IPv6 one counts as IPv4), or an IPv6 address's /64
+/// network, since one host commonly holds a whole /64.
+pub(crate) fn source_of(ip: std::net::IpAddr) -> Source {
+    match ip {
+        std::net::IpAddr::V4(v4) => Source::new(u128::from(u32::from(v4))),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => Source::new(u128::from(u32::from(v4))),
+            None => Source::new(u128::from(v6) & !u128::from(u64::MAX)),
+        },
+    }
 }
 
 /// What the limiter says of one more frame.
@@ -151,7 +164,13 @@ impl Connection {
         let (close, closing) = oneshot::channel();
         let token = SessionToken::parse(&format!("{:032x}", rand::random::<u128>())).ok()?;
         let (reply, member) = oneshot::channel();
-        let conn = Conn { outgoing: Arc::clone(&outgoing), close, token, checks_without_hello: 0 };
+        let conn = Conn {
+            outgoing: Arc::clone(&outgoing),
+            close,
+            token,
+            source: source_of(peer.ip()),
+            checks_without_hello: 0,
+        };
         Box::pin(hub.send(Input::Connect { conn, reply })).await.ok()?;
         let member = member.await.ok()?;
         tracing::Span::current().record("member", tracing::field::display(member));
@@ -308,6 +327,24 @@ impl Connection {
                     Ok(announced) => announced,
                     Err(why) => return self.refuse_frame(id, why).await,
                 };
+                // Files stop before the disk fills: chat, which needs far
+                // less, goes on.
+                match uploads.has_room_for(size) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let why = "the server is low on disk space and takes no files now";
+                        return self
+                            .refuse_frame(id, (ErrorCode::Unavailable, why.to_owned()))
+                            .await;
+                    }
+                    Err(err) => {
+                        tracing::error!(%err, "cannot tell how full the disk is");
+                        let why = "the server cannot store files right now";
+                        return self
+                            .refuse_frame(id, (ErrorCode::Unavailable, why.to_owned()))
+                            .await;
+                    }
+                }
                 let room = announced.room.clone();
                 let upload = match Upload::start(uploads, id.clone(), announced).await {
                     Ok(upload) => upload,
@@ -315,7 +352,7 @@ impl Connection {
                 };
                 let (reply, ready) = oneshot::channel();
                 let chunk_bytes = config.transport.max_message_bytes as u64;
-                let ask = Input::Upload { member: self.member, id, room, chunk_bytes, reply };
+                let ask = Input::Upload { member: self.member, id, room, size, chunk_bytes, reply };
                 self.to_hub(ask).await?;
                 if ready.await.unwrap_or(false) {
                     self.upload = Some(Box::new(upload));
@@ -359,14 +396,15 @@ impl Connection {
             return Ok(());
         };
         match upload.finish(uploads).await {
-            Ok(attachment) => {
+            Ok((attachment, file)) => {
                 let command = Command::Say {
                     room,
                     text,
                     action: false,
                     attachment: Some(Arc::new(attachment)),
                 };
-                self.to_hub(Input::Command { member: self.member, id, command }).await
+                let file = Box::new(file);
+                self.to_hub(Input::Uploaded { member: self.member, id, command, file }).await
             }
             Err(why) => self.refuse_frame(id, why).await,
         }

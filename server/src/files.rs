@@ -25,6 +25,15 @@ pub struct Uploads {
     pub dir: PathBuf,
     /// The largest file, in bytes.
     pub max_bytes: u64,
+    /// The most bytes all stored files may take together; an upload that
+    /// would pass it is refused with `quota_exceeded`. Default (for the
+    /// binary) 4 GiB.
+    pub max_total_bytes: u64,
+    /// Free space the file system must keep: an upload that would leave
+    /// less is refused with `unavailable`, while chat goes on (messages
+    /// need far less, and the database must always have room to commit).
+    /// Default (for the binary) 512 MiB.
+    pub min_free_bytes: u64,
 }
 
 /// The longest file name kept, in characters.
@@ -50,6 +59,17 @@ impl Uploads {
             let _ = std::fs::remove_file(entry.path());
         }
         Ok(())
+    }
+
+    /// Whether an upload of `size` bytes leaves the file system the free
+    /// space it must keep.
+    ///
+    /// # Errors
+    /// The file system cannot say how full it is.
+    pub(crate) fn has_room_for(&self, size: u64) -> std::io::Result<bool> {
+        let stats = rustix::fs::statvfs(&self.dir)?;
+        let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+        Ok(free.saturating_sub(size) >= self.min_free_bytes)
     }
 
     /// The stored file with this id; `None` for anything that is not a
@@ -215,8 +235,12 @@ impl Upload {
         Ok(received == self.announced.size)
     }
 
-    /// Checks and stores the complete file under its hash.
-    pub(crate) async fn finish(mut self, uploads: &Uploads) -> Result<Attachment, Refusal> {
+    /// Checks the complete file and stages it under its hash: it is put in
+    /// place when the message carrying it is stored, or deleted.
+    pub(crate) async fn finish(
+        mut self,
+        uploads: &Uploads,
+    ) -> Result<(Attachment, Staged), Refusal> {
         let announced = self.announced.clone();
         if !signature_matches(&announced.mime, &self.head) {
             return Err(refusal(
@@ -234,18 +258,93 @@ impl Upload {
         let Some(path) = uploads.path(&id) else {
             return Err(refusal(ErrorCode::Unavailable, "the server cannot store files right now"));
         };
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(failed)?;
-        }
-        // The same bytes uploaded twice are one file.
-        tokio::fs::rename(&self.temp, &path).await.map_err(failed)?;
+        // From here the staged file owns the temporary file.
         self.done = true;
-        Ok(Attachment {
+        let staged = Staged {
+            temp: self.temp.clone(),
+            path,
+            size: announced.size,
+            placed: false,
+            placed_new: false,
+            kept: false,
+        };
+        let attachment = Attachment {
             id: id.into(),
             name: announced.name.into(),
             mime: announced.mime.into(),
             size: announced.size,
-        })
+        };
+        Ok((attachment, staged))
+    }
+}
+
+/// A complete, checked upload waiting for its message: the storage thread
+/// puts it in place in the same step that stores the message, and if the
+/// message is refused or cannot be stored, the file goes (dropping it
+/// deletes it). So no file is ever kept that no message carries.
+#[derive(Debug)]
+pub(crate) struct Staged {
+    temp: PathBuf,
+    path: PathBuf,
+    size: u64,
+    /// It is at `path` now.
+    placed: bool,
+    /// No file had these bytes before this one was placed.
+    placed_new: bool,
+    /// Its message is stored: it stays.
+    kept: bool,
+}
+
+impl Staged {
+    /// Puts the file in place (the same bytes stored already are kept as
+    /// they are).
+    ///
+    /// # Errors
+    /// The file cannot be moved.
+    pub(crate) fn place(&mut self) -> std::io::Result<()> {
+        if self.placed {
+            return Ok(());
+        }
+        if let Some(parent) = self.path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        if self.path.exists() {
+            let _ = std::fs::remove_file(&self.temp);
+            self.placed_new = false;
+        } else {
+            std::fs::rename(&self.temp, &self.path)?;
+            self.placed_new = true;
+        }
+        self.placed = true;
+        Ok(())
+    }
+
+    /// Takes a file this upload placed back out (its message was not
+    /// stored), so a later try can place it again.
+    pub(crate) fn unplace(&mut self) {
+        if self.placed && self.placed_new && std::fs::rename(&self.path, &self.temp).is_ok() {
+            self.placed = false;
+        }
+    }
+
+    /// Its message is stored: the file stays. Returns the bytes it added
+    /// to the store.
+    pub(crate) fn keep(&mut self) -> u64 {
+        self.kept = true;
+        if self.placed_new { self.size } else { 0 }
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        if !self.placed {
+            let _ = std::fs::remove_file(&self.temp);
+        } else if self.placed_new {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -356,7 +455,12 @@ mod tests {
     use super::*;
 
     fn uploads() -> Uploads {
-        Uploads { dir: PathBuf::from("/srv/files"), max_bytes: 100 }
+        Uploads {
+            dir: PathBuf::from("/srv/files"),
+            max_bytes: 100,
+            max_total_bytes: 1000,
+            min_free_bytes: 0,
+        }
     }
 
     #[test]

@@ -6,14 +6,14 @@
 //! never waits on a connection: a full queue is a decision (close with
 //! 4008), not a wait and not a silent drop.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chat_core::{
     Attachment, Chat, Command, Departure, DisconnectReason, Event, MemberId, Output, Record,
-    SessionToken,
+    RoomName, SessionToken, Source,
 };
 use chat_protocol::{CloseCode, DecodeError, ErrorCode, ServerFrame};
 use chat_transport::tungstenite::Utf8Bytes;
@@ -21,11 +21,12 @@ use chat_transport::{Liveness, Outgoing, Pushed};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use crate::ServerConfig;
 use crate::clock::Clock;
-use crate::storage::Storage;
+use crate::files::Staged;
+use crate::storage::{Job, Storage, StorageEvent};
 use crate::store::Snapshot;
 use crate::wire::{self, WelcomeInfo};
+use crate::{ServerConfig, Uploads};
 
 /// What connections tell the hub.
 #[derive(Debug)]
@@ -49,15 +50,19 @@ pub(crate) enum Input {
     /// An error for one connection, found outside the core (an upload
     /// refused).
     Refuse { member: MemberId, id: Option<String>, code: ErrorCode, message: String },
-    /// May `member` send a file to `room`? If so, `upload_ready` goes to
-    /// it, else the error; `reply` says which.
+    /// May `member` send a file of `size` bytes to `room`? If so,
+    /// `upload_ready` goes to it, else the error; `reply` says which.
     Upload {
         member: MemberId,
         id: Option<String>,
         room: String,
+        size: u64,
         chunk_bytes: u64,
         reply: oneshot::Sender<bool>,
     },
+    /// A complete upload: the `say` carrying it, and the file, staged until
+    /// that message is stored (or deleted if it is refused).
+    Uploaded { member: MemberId, id: Option<String>, command: Command, file: Box<Staged> },
 }
 
 /// The channel of the server's live counters.
@@ -95,6 +100,8 @@ pub(crate) struct Conn {
     /// The token a new session of this connection gets: random and
     /// unguessable, since it is the key to resuming the session.
     pub token: SessionToken,
+    /// Where it comes from, for the limits per address.
+    pub source: Source,
     /// Liveness checks this connection has had without saying `hello`.
     pub checks_without_hello: u32,
 }
@@ -116,11 +123,24 @@ pub(crate) struct Hub {
     storage: Storage,
     /// The ticket of the last record sent to storage...
     issued: u64,
-    /// ...and of the last one it committed.
+    /// ...and of the last one it committed (or that failed and was taken
+    /// back).
     committed: u64,
+    /// The records sent and not committed yet, with their tickets: what is
+    /// taken back if storage fails.
+    in_flight: VecDeque<(u64, Record)>,
+    /// Storage failures in a row: messages are refused for a second after
+    /// the first, doubling up to half a minute.
+    store_failures: u32,
     /// Deliveries waiting for the records issued before them to be
     /// committed, in order: nothing is shown to anyone before it is stored.
     held: VecDeque<Held>,
+    /// The upload whose `say` is being handled, for the `Persist` that
+    /// stores it.
+    staged: Option<(Arc<Attachment>, Box<Staged>)>,
+    /// What stored files take, as storage last counted.
+    file_bytes: u64,
+    uploads: Option<Uploads>,
     /// The window reconnect delays are spread over at shutdown.
     drain_window: Duration,
     ping_interval: Duration,
@@ -151,7 +171,13 @@ struct Held {
     to: Arc<[MemberId]>,
     bytes: Utf8Bytes,
     ephemeral: bool,
+    /// The event the bytes encode, if the core made it: a message storage
+    /// could not keep must be cut out of it.
+    event: Option<Arc<Event>>,
 }
+
+/// The most a failing store makes messages wait before trying it again.
+const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 impl Hub {
     /// A hub whose chat starts from `snapshot` and persists through
@@ -168,18 +194,18 @@ impl Hub {
         rules.require_identity |= config.auth_secret.is_some();
         let mut chat = Chat::new(rules);
         let now = clock.now();
-        let rooms = snapshot.rooms.len();
-        for room in snapshot.rooms {
-            let name = room.name.clone();
-            if let Err(err) = chat.restore_room(now, room.name, room.last_seq, room.messages) {
-                warn!(room = %name, %err, "cannot restore a stored room");
-            }
+        let sessions = snapshot.sessions.len();
+        for (token, nick) in snapshot.sessions {
+            chat.restore_session(now, token, nick);
+        }
+        for message in snapshot.recent {
+            chat.restore_message(now, message);
         }
         for direct in snapshot.directs {
             chat.restore_direct(now, direct);
         }
-        if rooms > 0 {
-            info!(rooms, "restored stored rooms");
+        if sessions > 0 {
+            info!(sessions, "restored sessions, waiting for their clients to resume them");
         }
         Self {
             chat,
@@ -189,7 +215,12 @@ impl Hub {
             storage,
             issued: 0,
             committed: 0,
+            in_flight: VecDeque::new(),
+            store_failures: 0,
             held: VecDeque::new(),
+            staged: None,
+            file_bytes: 0,
+            uploads: config.uploads.clone(),
             drain_window: config.drain_window,
             ping_interval: config.ping_interval,
             ping_misses: config.ping_misses,
@@ -212,7 +243,7 @@ impl Hub {
     pub(crate) async fn run(
         mut self,
         mut inputs: mpsc::Receiver<Input>,
-        mut acks: mpsc::UnboundedReceiver<u64>,
+        mut acks: mpsc::UnboundedReceiver<StorageEvent>,
     ) {
         let mut checks = tokio::time::interval_at(
             tokio::time::Instant::now() + self.ping_interval,
@@ -236,7 +267,7 @@ impl Hub {
                     Some(input) => self.handle(input),
                     None => break,
                 },
-                Some(ticket) = acks.recv() => self.committed(ticket),
+                Some(event) = acks.recv() => self.storage_event(event),
                 () = timer => self.chat.handle_timeout(self.clock.now()),
                 _ = checks.tick() => self.check_connections(),
                 _ = stats.tick() => self.publish_stats(),
@@ -264,10 +295,11 @@ impl Hub {
     fn take_ready(
         &mut self,
         inputs: &mut mpsc::Receiver<Input>,
-        acks: &mut mpsc::UnboundedReceiver<u64>,
+        acks: &mut mpsc::UnboundedReceiver<StorageEvent>,
     ) {
-        while let Ok(ticket) = acks.try_recv() {
-            self.committed(ticket);
+        while let Ok(event) = acks.try_recv() {
+            self.storage_event(event);
+            self.drain();
         }
         for _ in 0..BATCH {
             if self.held.len() >= MAX_HELD {
@@ -345,9 +377,37 @@ impl Hub {
         self.deliver(to, bytes, true);
     }
 
+    /// What storage said.
+    fn storage_event(&mut self, event: StorageEvent) {
+        match event {
+            StorageEvent::Committed(ticket) => {
+                self.store_failures = 0;
+                self.committed(ticket);
+            }
+            StorageEvent::Failed(ticket) if ticket > self.committed => self.store_failed(),
+            // Records taken back already.
+            StorageEvent::Failed(_) => {}
+            StorageEvent::Loaded(room, Ok(stored)) => {
+                self.chat.handle_loaded(self.clock.now(), &room, stored);
+            }
+            StorageEvent::Loaded(room, Err(())) => {
+                self.chat.handle_load_failed(self.clock.now(), &room);
+            }
+            StorageEvent::FileRooms { rooms, token, reply } => {
+                // A file is for sessions that may read a room holding it.
+                let seen = rooms.into_iter().find(|(room, _)| self.chat.may_read(&token, room));
+                let _ = reply.send(seen.map(|(_, attachment)| attachment));
+            }
+            StorageEvent::FileBytes(bytes) => self.file_bytes = bytes,
+        }
+    }
+
     /// Storage committed every record up to `ticket`: release what waited.
     fn committed(&mut self, ticket: u64) {
         self.committed = self.committed.max(ticket);
+        while self.in_flight.front().is_some_and(|(t, _)| *t <= self.committed) {
+            self.in_flight.pop_front();
+        }
         while self.held.front().is_some_and(|held| held.after <= self.committed) {
             if let Some(held) = self.held.pop_front() {
                 for &member in held.to.iter() {
@@ -356,6 +416,54 @@ impl Hub {
             }
         }
         if self.shutting_down && self.held.is_empty() {
+            self.close_all();
+        }
+    }
+
+    /// Storage could not keep the records in flight: the core takes their
+    /// messages back and refuses new ones for a while; what waited for them
+    /// goes out without them; then storage is tried again.
+    fn store_failed(&mut self) {
+        let records: Vec<Record> = self.in_flight.drain(..).map(|(_, record)| record).collect();
+        let mut gone: HashSet<(RoomName, u64)> = HashSet::new();
+        let mut gone_directs: Vec<Arc<str>> = Vec::new();
+        for record in &records {
+            match record {
+                Record::Message(m) => {
+                    gone.insert((m.room.clone(), m.seq));
+                }
+                Record::Direct(d) => gone_directs.push(Arc::clone(&d.text)),
+                Record::Session { .. } | Record::SessionEnded(_) => {}
+            }
+        }
+        self.store_failures = self.store_failures.saturating_add(1);
+        let exponent = self.store_failures.saturating_sub(1).min(5);
+        let retry = Duration::from_secs(1 << exponent).min(STORE_RETRY_MAX);
+        warn!(
+            records = records.len(),
+            retry_s = retry.as_secs(),
+            "storage failed; refusing messages for a while"
+        );
+        self.chat.handle_unstored(self.clock.now(), records, retry);
+        // Everything sent is resolved: what waited goes out, in order,
+        // without what was taken back.
+        self.committed = self.issued;
+        for held in std::mem::take(&mut self.held) {
+            let bytes = match held.event.as_deref() {
+                None => Some(held.bytes),
+                Some(event) => without_unstored(event, &gone, &gone_directs, &self.welcome)
+                    .unwrap_or(Some(held.bytes)),
+            };
+            if let Some(bytes) = bytes {
+                for &member in held.to.iter() {
+                    self.send(member, bytes.clone(), held.ephemeral);
+                }
+            }
+        }
+        if !self.storage.send(Job::Resume) {
+            error!("the storage thread is gone");
+        }
+        if self.shutting_down {
             self.close_all();
         }
     }
@@ -373,7 +481,7 @@ impl Hub {
         let now = self.clock.now();
         match input {
             Input::Connect { conn, reply } => {
-                let member = self.chat.handle_connect(now, conn.token.clone());
+                let member = self.chat.handle_connect(now, conn.token.clone(), conn.source);
                 if self.shutting_down {
                     let _ = conn.close.send(restart(self.drain_window));
                     self.chat.handle_disconnect(now, member, Departure::Quit);
@@ -401,7 +509,11 @@ impl Hub {
                 self.chat.handle_disconnect(now, member, departure);
             }
             Input::File { token, file, reply } => {
-                let _ = reply.send(self.chat.attachment_for(&token, &file).cloned());
+                // Storage knows which rooms hold the file; the answer comes
+                // back as a `FileRooms` event.
+                if !self.storage.send(Job::FileRooms { file, token, reply }) {
+                    error!("the storage thread is gone");
+                }
             }
             Input::Subscribe { member, id, channel, token } => {
                 let frame = if self.chat.nick(member).is_none() {
@@ -426,13 +538,29 @@ impl Hub {
                 let frame = refusal(id, code, &message);
                 self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
             }
-            Input::Upload { member, id, room, chunk_bytes, reply } => {
-                let (frame, ready) = match self.chat.check_say(member, &room) {
-                    Ok(()) => (ServerFrame::UploadReady { id, chunk_bytes }, true),
-                    Err(err) => (wire::error(id, &err), false),
+            Input::Upload { member, id, room, size, chunk_bytes, reply } => {
+                let max_total = self.uploads.as_ref().map_or(0, |uploads| uploads.max_total_bytes);
+                let (frame, ready) = if self.file_bytes.saturating_add(size) > max_total {
+                    let why = "the server's file storage is full";
+                    (refusal(id, ErrorCode::QuotaExceeded, why), false)
+                } else {
+                    match self.chat.handle_upload(now, member, &room, size) {
+                        Ok(()) => (ServerFrame::UploadReady { id, chunk_bytes }, true),
+                        Err(err) => (wire::error(id, &err), false),
+                    }
                 };
                 self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
                 let _ = reply.send(ready);
+            }
+            Input::Uploaded { member, id, command, file } => {
+                if let Command::Say { attachment: Some(attachment), .. } = &command {
+                    self.staged = Some((Arc::clone(attachment), file));
+                }
+                self.chat.handle_command(now, member, id.as_deref(), command);
+                self.drain();
+                // Not stored with a message (refused, or a retry of one
+                // stored already): dropping it deletes it.
+                self.staged = None;
             }
             Input::Shutdown => {
                 info!(connections = self.conns.len(), "closing every connection");
@@ -455,8 +583,26 @@ impl Hub {
                         self.counters.messages_total += 1;
                     }
                     self.issued += 1;
-                    if !self.storage.persist(self.issued, record) {
+                    let file = match (&record, &self.staged) {
+                        (Record::Message(m), Some((attachment, _)))
+                            if m.attachment
+                                .as_ref()
+                                .is_some_and(|a| Arc::ptr_eq(a, attachment)) =>
+                        {
+                            self.staged.take().map(|(_, file)| *file)
+                        }
+                        _ => None,
+                    };
+                    self.in_flight.push_back((self.issued, record.clone()));
+                    let job = Job::Persist { ticket: self.issued, record, file };
+                    if !self.storage.send(job) {
                         error!("the storage thread is gone; messages can no longer be stored");
+                    }
+                    continue;
+                }
+                Output::Load(room) => {
+                    if !self.storage.send(Job::Load(room)) {
+                        error!("the storage thread is gone; rooms can no longer be read");
                     }
                     continue;
                 }
@@ -475,19 +621,29 @@ impl Hub {
             // Encoded once; every recipient shares these bytes.
             let bytes = Utf8Bytes::from(frame.encode());
             let ephemeral = matches!(*event, Event::Typing { .. });
-            self.deliver(to, bytes, ephemeral);
+            self.deliver_event(to, bytes, ephemeral, Some(event));
         }
     }
 
     /// Sends now, or after the records issued so far are committed: in
     /// either case in the order deliveries were made.
     fn deliver(&mut self, to: Arc<[MemberId]>, bytes: Utf8Bytes, ephemeral: bool) {
+        self.deliver_event(to, bytes, ephemeral, None);
+    }
+
+    fn deliver_event(
+        &mut self,
+        to: Arc<[MemberId]>,
+        bytes: Utf8Bytes,
+        ephemeral: bool,
+        event: Option<Arc<Event>>,
+    ) {
         if self.held.is_empty() && self.committed == self.issued {
             for &member in to.iter() {
                 self.send(member, bytes.clone(), ephemeral);
             }
         } else {
-            self.held.push_back(Held { after: self.issued, to, bytes, ephemeral });
+            self.held.push_back(Held { after: self.issued, to, bytes, ephemeral, event });
         }
     }
 
@@ -533,4 +689,42 @@ impl Hub {
 /// An `error` frame for a refusal found by the server itself.
 fn refusal(id: Option<String>, code: ErrorCode, message: &str) -> ServerFrame {
     ServerFrame::Error { id, code, message: message.to_owned(), retry_after_ms: None }
+}
+
+/// `event` without the messages storage could not keep: `None` (drop it)
+/// if it is one of them, `Some(None)` (send as encoded) if it holds none,
+/// else the new bytes.
+fn without_unstored(
+    event: &Event,
+    gone: &HashSet<(RoomName, u64)>,
+    gone_directs: &[Arc<str>],
+    welcome: &WelcomeInfo,
+) -> Option<Option<Utf8Bytes>> {
+    let is_gone = |m: &chat_core::Message| gone.contains(&(m.room.clone(), m.seq));
+    let trimmed = match event {
+        Event::Message(m) if is_gone(m) => return None,
+        Event::Direct { text, .. } if gone_directs.iter().any(|g| Arc::ptr_eq(g, text)) => {
+            return None;
+        }
+        Event::Joined { id, room, members, history, last_seq, resume }
+            if history.iter().any(is_gone) =>
+        {
+            let first_gone = history.iter().filter(|m| is_gone(m)).map(|m| m.seq).min();
+            Event::Joined {
+                id: id.clone(),
+                room: room.clone(),
+                members: members.clone(),
+                history: history.iter().filter(|m| !is_gone(m)).cloned().collect(),
+                last_seq: first_gone.map_or(*last_seq, |seq| seq - 1),
+                resume: *resume,
+            }
+        }
+        Event::History { id, room, messages } if messages.iter().any(is_gone) => Event::History {
+            id: id.clone(),
+            room: room.clone(),
+            messages: messages.iter().filter(|m| !is_gone(m)).cloned().collect(),
+        },
+        _ => return Some(None),
+    };
+    Some(Some(Utf8Bytes::from(wire::frame(&trimmed, welcome).encode())))
 }

@@ -34,7 +34,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 pub use config::ServerConfig;
 pub use files::Uploads;
-pub use store::{MemoryStore, Retention, Snapshot, SqliteStore, Store, StoreError, StoredRoom};
+pub use store::{MemoryStore, Retention, Snapshot, SqliteStore, Store, StoreError};
 
 use crate::hub::{Hub, Input};
 
@@ -56,14 +56,15 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let retention = config.retention();
     let snapshot = store.load(&retention, storage::now_ms()).context("loading stored history")?;
-    let (acks_tx, acks_rx) = mpsc::unbounded_channel();
-    let storage = storage::Storage::spawn(store, retention, acks_tx)
-        .context("starting the storage thread")?;
     if let Some(uploads) = &config.uploads {
         uploads
             .prepare()
             .with_context(|| format!("preparing the upload directory {}", uploads.dir.display()))?;
     }
+    let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+    let files = config.uploads.as_ref().map(|uploads| uploads.dir.clone());
+    let storage = storage::Storage::spawn(store, retention, files, acks_tx)
+        .context("starting the storage thread")?;
     let (hub_tx, hub_rx) = mpsc::channel(config.inbound_queue);
     let bytes_in = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let hub = tokio::spawn(

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use chat_core::Rate;
 use chat_server::auth::{self, Claims, Secret};
 use chat_server::{MemoryStore, ServerConfig, SqliteStore, Store};
 use chat_transport::TlsConfig;
@@ -46,6 +47,20 @@ struct Args {
     /// <data-dir>/files, named by their SHA-256.
     #[arg(long, env = "CHAT_MAX_UPLOAD", default_value = "8MiB", value_parser = parse_size)]
     max_upload: u64,
+    /// The most bytes all stored files may take together (past it uploads
+    /// get quota_exceeded).
+    #[arg(long, env = "CHAT_MAX_FILES_BYTES", default_value = "4GiB", value_parser = parse_size)]
+    max_files_bytes: u64,
+    /// Free disk space to keep: uploads that would leave less are refused
+    /// (unavailable) while chat goes on.
+    #[arg(long, env = "CHAT_MIN_FREE_DISK", default_value = "512MiB", value_parser = parse_size)]
+    min_free_disk: u64,
+    /// Bytes one session may upload per hour (quota_exceeded past it).
+    #[arg(long, env = "CHAT_UPLOAD_QUOTA_SESSION", default_value = "256MiB", value_parser = parse_size)]
+    upload_quota_session: u64,
+    /// Bytes the sessions of one address may upload per hour together.
+    #[arg(long, env = "CHAT_UPLOAD_QUOTA_ADDRESS", default_value = "1GiB", value_parser = parse_size)]
+    upload_quota_address: u64,
     /// A token clients must give to watch the live counters (the $stats
     /// channel, the /stats page); without it anyone connected may.
     #[arg(long, env = "CHAT_STATS_TOKEN", hide_env_values = true)]
@@ -119,9 +134,40 @@ struct Args {
     /// head (408 past it): 10s, 500ms...
     #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     handshake_timeout: Duration,
-    /// Rooms that may exist at once.
+    /// Rooms held in memory at once; idle ones make way for new ones.
     #[arg(long, env = "CHAT_MAX_ROOMS", default_value_t = ServerConfig::default().chat.max_rooms)]
     max_rooms: usize,
+    /// Rooms one session may create per hour (rate_limited past it).
+    #[arg(long, env = "CHAT_ROOMS_CREATED_PER_HOUR", default_value_t = ServerConfig::default().chat.rooms_created_per_session.amount)]
+    rooms_created_per_hour: u64,
+    /// Rooms one session may create at once.
+    #[arg(long, env = "CHAT_ROOMS_CREATED_BURST", default_value_t = ServerConfig::default().chat.rooms_created_per_session.burst)]
+    rooms_created_burst: u64,
+    /// Rooms the sessions of one address may create per hour together.
+    #[arg(long, env = "CHAT_ROOMS_CREATED_PER_HOUR_PER_ADDRESS", default_value_t = ServerConfig::default().chat.rooms_created_per_source.amount)]
+    rooms_created_per_hour_per_address: u64,
+    /// Rooms the sessions of one address may create at once.
+    #[arg(long, env = "CHAT_ROOMS_CREATED_BURST_PER_ADDRESS", default_value_t = ServerConfig::default().chat.rooms_created_per_source.burst)]
+    rooms_created_burst_per_address: u64,
+    /// Sessions waiting to be resumed that one address may hold; past it
+    /// the one detached longest ends.
+    #[arg(long, env = "CHAT_MAX_DETACHED_PER_ADDRESS", default_value_t = ServerConfig::default().chat.max_detached_per_source)]
+    max_detached_per_address: usize,
+    /// Bytes of history all rooms may hold in memory; past it the windows
+    /// of the rooms used longest ago are read back from storage when asked.
+    #[arg(long, env = "CHAT_HISTORY_MEMORY", default_value = "256MiB", value_parser = parse_size)]
+    history_memory: u64,
+    /// History bytes one connection may be sent per second (history pages
+    /// and joined backlogs).
+    #[arg(long, env = "CHAT_HISTORY_BYTES_PER_SEC", default_value = "512KiB", value_parser = parse_size)]
+    history_bytes_per_sec: u64,
+    /// History bytes one connection may be sent at once.
+    #[arg(long, env = "CHAT_HISTORY_BYTES_BURST", default_value = "4MiB", value_parser = parse_size)]
+    history_bytes_burst: u64,
+    /// What `rooms` lists: every room (that the client's token allows), or
+    /// only the rooms the client is in.
+    #[arg(long, env = "CHAT_ROOM_LIST", value_enum, default_value_t = RoomList::All)]
+    room_list: RoomList,
     /// Turns authentication on: every hello must carry an access token
     /// signed with this secret (HS256, at least 32 bytes). Prefer
     /// --auth-secret-file, which keeps it out of the process list.
@@ -295,6 +341,14 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum RoomList {
+    /// Every room someone is in, with member counts.
+    All,
+    /// Only the rooms the client is in.
+    Joined,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -345,6 +399,24 @@ async fn main() -> anyhow::Result<()> {
     config.chat.max_rooms_per_session = args.max_rooms_per_session;
     config.chat.max_members_per_room = args.max_members_per_room;
     config.chat.max_rooms = args.max_rooms;
+    config.chat.rooms_created_per_session =
+        Rate::per_hour(args.rooms_created_per_hour, args.rooms_created_burst);
+    config.chat.rooms_created_per_source = Rate::per_hour(
+        args.rooms_created_per_hour_per_address,
+        args.rooms_created_burst_per_address,
+    );
+    config.chat.max_detached_per_source = args.max_detached_per_address;
+    config.chat.history_memory_max = usize::try_from(args.history_memory).unwrap_or(usize::MAX);
+    config.chat.history_bytes_per_conn = Rate {
+        amount: args.history_bytes_per_sec,
+        per: Duration::from_secs(1),
+        burst: args.history_bytes_burst,
+    };
+    config.chat.upload_bytes_per_session =
+        Rate::per_hour(args.upload_quota_session, args.upload_quota_session);
+    config.chat.upload_bytes_per_source =
+        Rate::per_hour(args.upload_quota_address, args.upload_quota_address);
+    config.chat.public_rooms = matches!(args.room_list, RoomList::All);
     config.transport.max_message_bytes = args.max_message_bytes;
     config.chat.max_text_bytes = args.max_text_bytes;
     config.transport.max_header_bytes = args.max_header_bytes;
@@ -369,7 +441,12 @@ async fn main() -> anyhow::Result<()> {
         } else {
             args.data_dir.join("files")
         };
-        config.uploads = Some(chat_server::Uploads { dir, max_bytes: args.max_upload });
+        config.uploads = Some(chat_server::Uploads {
+            dir,
+            max_bytes: args.max_upload,
+            max_total_bytes: args.max_files_bytes,
+            min_free_bytes: args.min_free_disk,
+        });
     }
     let store: Box<dyn Store> = if args.ephemeral {
         tracing::warn!("--ephemeral: history is kept in memory only and lost on restart");

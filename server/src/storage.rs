@@ -1,4 +1,5 @@
-//! The storage thread: commits records in groups, off the chat task.
+//! The storage thread: commits records in groups, reads rooms back, and
+//! keeps the file store, all off the chat task.
 //!
 //! The hub sends every record with a ticket (1, 2, 3, …) and holds back
 //! every delivery issued after it. This thread takes the first waiting
@@ -6,86 +7,114 @@
 //! them in one transaction and reports the highest ticket committed. While a
 //! commit runs, new records pile up and go into the next one, so the cost of
 //! a commit is shared by every message that arrived during the previous one.
+//!
+//! A commit that keeps failing (a full or broken disk) is not retried
+//! forever: after a few quick tries the batch is reported
+//! [`StorageEvent::Failed`], and every record after it fails unseen until
+//! the hub, having taken them all back, says [`Job::Resume`]. So a failing
+//! disk costs the messages that could not be kept, never the chat.
+//!
+//! Jobs run in the order sent, so a room read back sees every record sent
+//! before the read.
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chat_core::Record;
-use tokio::sync::mpsc as tokio_mpsc;
-use tracing::{error, warn};
+use chat_core::{Attachment, Record, RoomHistory, RoomName, SessionToken};
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+use tracing::{error, info, warn};
 
+use crate::files::Staged;
 use crate::store::{Retention, Store};
 
 /// The most records in one transaction.
 const MAX_BATCH: usize = 1024;
 /// How often retention is applied to storage.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// The waits between tries of a failing commit: a passing hiccup is
+/// ridden out, a full disk is reported within a second.
+const RETRIES: [Duration; 3] =
+    [Duration::from_millis(20), Duration::from_millis(100), Duration::from_millis(400)];
+
+/// What the hub asks of storage.
+#[derive(Debug)]
+pub(crate) enum Job {
+    /// Store a record; with a staged upload, put the file in place first.
+    Persist { ticket: u64, record: Record, file: Option<Staged> },
+    /// Read a room back ([`StorageEvent::Loaded`]).
+    Load(RoomName),
+    /// Which rooms' retained messages carry this file
+    /// ([`StorageEvent::FileRooms`], passing `token` and `reply` along).
+    FileRooms { file: String, token: SessionToken, reply: oneshot::Sender<Option<Attachment>> },
+    /// The hub took back every record it had sent: try records again.
+    Resume,
+}
+
+/// What storage tells the hub.
+#[derive(Debug)]
+pub(crate) enum StorageEvent {
+    /// Every record up to this ticket is stored.
+    Committed(u64),
+    /// Records up to this ticket that are not stored could not be, and will
+    /// not be: take them back, then send [`Job::Resume`].
+    Failed(u64),
+    /// A room read back: `Ok(None)` if storage never heard of it.
+    Loaded(RoomName, Result<Option<RoomHistory>, ()>),
+    /// The rooms whose messages carry a file (empty if none, or if storage
+    /// could not be read).
+    FileRooms {
+        rooms: Vec<(RoomName, Attachment)>,
+        token: SessionToken,
+        reply: oneshot::Sender<Option<Attachment>>,
+    },
+    /// The bytes the stored files take now.
+    FileBytes(u64),
+}
 
 /// The hub's handle on the storage thread.
 #[derive(Debug)]
 pub(crate) struct Storage {
-    jobs: mpsc::Sender<(u64, Record)>,
+    jobs: mpsc::Sender<Job>,
     thread: JoinHandle<()>,
 }
 
+/// What the thread works with.
+struct Worker {
+    store: Box<dyn Store>,
+    retention: Retention,
+    /// Where uploaded files live, if the server takes them.
+    files: Option<PathBuf>,
+    events: tokio_mpsc::UnboundedSender<StorageEvent>,
+    /// A commit failed and the hub has not said `Resume` yet.
+    failing: bool,
+    file_bytes: u64,
+}
+
 impl Storage {
-    /// Starts the thread; committed tickets are reported on `acks`.
+    /// Starts the thread; what it has to say comes on `events`.
     pub(crate) fn spawn(
-        mut store: Box<dyn Store>,
+        store: Box<dyn Store>,
         retention: Retention,
-        acks: tokio_mpsc::UnboundedSender<u64>,
+        files: Option<PathBuf>,
+        events: tokio_mpsc::UnboundedSender<StorageEvent>,
     ) -> std::io::Result<Self> {
-        let (jobs, queue) = mpsc::channel::<(u64, Record)>();
-        let thread =
-            std::thread::Builder::new().name("chat-storage".to_owned()).spawn(move || {
-                let mut last_prune = Instant::now();
-                loop {
-                    let first = match queue.recv_timeout(PRUNE_EVERY) {
-                        Ok(job) => job,
-                        Err(mpsc::RecvTimeoutError::Timeout) => {
-                            prune(store.as_mut(), &retention);
-                            last_prune = Instant::now();
-                            continue;
-                        }
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                    };
-                    let mut ticket = first.0;
-                    let mut records = vec![first.1];
-                    while records.len() < MAX_BATCH {
-                        match queue.try_recv() {
-                            Ok((next, record)) => {
-                                ticket = next;
-                                records.push(record);
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    commit(store.as_mut(), &records);
-                    if acks.send(ticket).is_err() {
-                        // The chat task is gone; finish what is queued and stop.
-                        let rest: Vec<Record> =
-                            queue.try_iter().map(|(_, record)| record).collect();
-                        if !rest.is_empty() {
-                            commit(store.as_mut(), &rest);
-                        }
-                        break;
-                    }
-                    if last_prune.elapsed() >= PRUNE_EVERY {
-                        prune(store.as_mut(), &retention);
-                        last_prune = Instant::now();
-                    }
-                }
-            })?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let mut worker = Worker { store, retention, files, events, failing: false, file_bytes: 0 };
+        let thread = std::thread::Builder::new()
+            .name("chat-storage".to_owned())
+            .spawn(move || worker.run(&queue))?;
         Ok(Self { jobs, thread })
     }
 
-    /// Queues a record under `ticket`. False if the thread is gone.
-    pub(crate) fn persist(&self, ticket: u64, record: Record) -> bool {
-        self.jobs.send((ticket, record)).is_ok()
+    /// Queues a job. False if the thread is gone.
+    pub(crate) fn send(&self, job: Job) -> bool {
+        self.jobs.send(job).is_ok()
     }
 
-    /// Stops taking records and waits until every queued one is committed.
+    /// Stops taking jobs and waits until every queued one is done.
     pub(crate) fn finish(self) {
         drop(self.jobs);
         if self.thread.join().is_err() {
@@ -94,20 +123,175 @@ impl Storage {
     }
 }
 
-/// Commits, retrying until the storage takes it: nothing is delivered that
-/// is not stored, so a failing disk stalls the chat rather than lying.
-fn commit(store: &mut dyn Store, records: &[Record]) {
-    let mut delay = Duration::from_millis(10);
-    while let Err(err) = store.commit(records) {
-        error!(%err, records = records.len(), "commit failed; retrying");
-        std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_secs(5));
+impl Worker {
+    fn run(&mut self, queue: &mpsc::Receiver<Job>) {
+        self.sweep_files();
+        let mut last_prune = Instant::now();
+        let mut waiting: Option<Job> = None;
+        loop {
+            let job = match waiting.take() {
+                Some(job) => job,
+                None => match queue.recv_timeout(PRUNE_EVERY) {
+                    Ok(job) => job,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.prune();
+                        last_prune = Instant::now();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            match job {
+                Job::Persist { ticket, record, file } => {
+                    let mut batch = vec![(ticket, record, file)];
+                    while batch.len() < MAX_BATCH {
+                        match queue.try_recv() {
+                            Ok(Job::Persist { ticket, record, file }) => {
+                                batch.push((ticket, record, file));
+                            }
+                            // Another kind of job: it runs after this batch.
+                            Ok(other) => {
+                                waiting = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    if !self.persist(batch) {
+                        // The chat task is gone; finish what is queued and stop.
+                        while let Ok(job) = queue.try_recv() {
+                            if let Job::Persist { ticket, record, file } = job {
+                                self.persist(vec![(ticket, record, file)]);
+                            }
+                        }
+                        break;
+                    }
+                }
+                Job::Load(room) => {
+                    let loaded = self
+                        .store
+                        .room(&room, &self.retention, now_ms())
+                        .map_err(|err| error!(%room, %err, "cannot read a room back"));
+                    let _ = self.events.send(StorageEvent::Loaded(room, loaded));
+                }
+                Job::FileRooms { file, token, reply } => {
+                    let rooms = self.store.file_rooms(&file).unwrap_or_else(|err| {
+                        error!(%err, "cannot look a file up");
+                        Vec::new()
+                    });
+                    let _ = self.events.send(StorageEvent::FileRooms { rooms, token, reply });
+                }
+                Job::Resume => {
+                    if self.failing {
+                        info!("storage is tried again");
+                    }
+                    self.failing = false;
+                }
+            }
+            if last_prune.elapsed() >= PRUNE_EVERY {
+                self.prune();
+                last_prune = Instant::now();
+            }
+        }
     }
-}
 
-fn prune(store: &mut dyn Store, retention: &Retention) {
-    if let Err(err) = store.prune(retention, now_ms()) {
-        warn!(%err, "pruning storage failed");
+    /// Commits a batch, its files put in place first. False when the hub
+    /// is gone.
+    fn persist(&mut self, batch: Vec<(u64, Record, Option<Staged>)>) -> bool {
+        let Some(last) = batch.last().map(|(ticket, _, _)| *ticket) else {
+            return true;
+        };
+        if self.failing {
+            // Everything after a failure fails unseen until the hub has
+            // taken it back; dropping the staged files removes them.
+            return self.events.send(StorageEvent::Failed(last)).is_ok();
+        }
+        let (records, mut files): (Vec<Record>, Vec<Staged>) = {
+            let mut records = Vec::with_capacity(batch.len());
+            let mut files = Vec::new();
+            for (_, record, file) in batch {
+                records.push(record);
+                files.extend(file);
+            }
+            (records, files)
+        };
+        let mut tries = RETRIES.iter();
+        let outcome = loop {
+            let placed = files.iter_mut().try_for_each(Staged::place);
+            let stored =
+                placed.map_err(crate::StoreError::Io).and_then(|()| self.store.commit(&records));
+            match stored {
+                Ok(()) => break Ok(()),
+                Err(err) => {
+                    for file in &mut files {
+                        file.unplace();
+                    }
+                    match tries.next() {
+                        Some(wait) => {
+                            warn!(%err, records = records.len(), "commit failed; trying again");
+                            std::thread::sleep(*wait);
+                        }
+                        None => break Err(err),
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                let added: u64 = files.iter_mut().map(Staged::keep).sum();
+                if added > 0 {
+                    self.file_bytes += added;
+                    let _ = self.events.send(StorageEvent::FileBytes(self.file_bytes));
+                }
+                self.events.send(StorageEvent::Committed(last)).is_ok()
+            }
+            Err(err) => {
+                error!(%err, records = records.len(), "storage failed; these messages are refused");
+                self.failing = true;
+                self.events.send(StorageEvent::Failed(last)).is_ok()
+            }
+        }
+    }
+
+    fn prune(&mut self) {
+        match self.store.prune(&self.retention, now_ms()) {
+            Ok(true) => self.sweep_files(),
+            Ok(false) => {}
+            Err(err) => warn!(%err, "pruning storage failed"),
+        }
+    }
+
+    /// Deletes stored files no retained message carries (their messages
+    /// aged out, or a crash came between placing a file and storing its
+    /// message), and counts what the rest take.
+    fn sweep_files(&mut self) {
+        let Some(dir) = self.files.clone() else {
+            return;
+        };
+        let referenced: BTreeSet<String> = match self.store.files() {
+            Ok(referenced) => referenced,
+            Err(err) => {
+                warn!(%err, "cannot list the files messages carry; nothing is swept");
+                return;
+            }
+        };
+        let (mut kept, mut removed) = (0u64, 0usize);
+        let shards = std::fs::read_dir(&dir).into_iter().flatten().flatten();
+        for shard in shards.filter(|entry| entry.file_name() != "tmp") {
+            for entry in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if referenced.contains(&name) {
+                    kept += entry.metadata().map_or(0, |meta| meta.len());
+                } else if std::fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        if removed > 0 {
+            info!(removed, "deleted files no message carries any more");
+        }
+        self.file_bytes = kept;
+        let _ = self.events.send(StorageEvent::FileBytes(kept));
     }
 }
 

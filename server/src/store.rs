@@ -4,21 +4,41 @@
 mod memory;
 mod sqlite;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chat_core::{Direct, Message, Record, RoomName};
+use chat_core::{Attachment, Direct, Message, Nick, Record, RoomHistory, RoomName, SessionToken};
 
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
-/// What the chat must not lose: room messages and sequence counters, and
-/// recent direct messages (so retries stay deduplicated across restarts).
+/// What the chat must not lose: room messages and sequence counters,
+/// sessions that have not ended (so a restart does not free their nicks),
+/// and recent direct messages (so retries stay deduplicated across
+/// restarts).
+///
+/// Rooms are read one at a time, when the chat needs them
+/// ([`Store::room`]); nothing is read of them at startup.
 pub trait Store: Send + 'static {
-    /// Everything needed to restore the chat at startup.
+    /// What the chat needs at startup: sessions, and the ids of recent
+    /// messages.
     ///
     /// # Errors
     /// The storage cannot be read.
     fn load(&mut self, retention: &Retention, now_ms: u64) -> Result<Snapshot, StoreError>;
+
+    /// One room's numbering and retained messages (the newest
+    /// `retention.per_room` within `retention.max_age`), or `None` if it
+    /// never had a message.
+    ///
+    /// # Errors
+    /// The storage cannot be read.
+    fn room(
+        &mut self,
+        room: &RoomName,
+        retention: &Retention,
+        now_ms: u64,
+    ) -> Result<Option<RoomHistory>, StoreError>;
 
     /// Stores `records` atomically: all of them or none.
     ///
@@ -27,10 +47,25 @@ pub trait Store: Send + 'static {
     fn commit(&mut self, records: &[Record]) -> Result<(), StoreError>;
 
     /// Drops what retention no longer keeps. Sequence counters are kept.
+    /// Returns whether messages with files went, so files may have lost
+    /// their last message.
     ///
     /// # Errors
     /// The storage cannot be written.
-    fn prune(&mut self, retention: &Retention, now_ms: u64) -> Result<(), StoreError>;
+    fn prune(&mut self, retention: &Retention, now_ms: u64) -> Result<bool, StoreError>;
+
+    /// The rooms whose retained messages carry file `file`, with the
+    /// attachment as each message has it.
+    ///
+    /// # Errors
+    /// The storage cannot be read.
+    fn file_rooms(&mut self, file: &str) -> Result<Vec<(RoomName, Attachment)>, StoreError>;
+
+    /// Every file some retained message carries.
+    ///
+    /// # Errors
+    /// The storage cannot be read.
+    fn files(&mut self) -> Result<BTreeSet<String>, StoreError>;
 }
 
 /// What is kept, and for how long.
@@ -40,28 +75,22 @@ pub struct Retention {
     pub per_room: usize,
     /// Messages older than this are dropped.
     pub max_age: Option<Duration>,
-    /// Direct messages are kept this long (the dedupe window).
+    /// Direct messages, and the ids of messages for deduplication, are kept
+    /// this long (the dedupe window).
     pub directs_for: Duration,
+    /// The most recent message ids loaded at startup for deduplication.
+    pub recent_max: usize,
 }
 
 /// The stored state, as loaded at startup.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    /// Every room that ever had a message.
-    pub rooms: Vec<StoredRoom>,
+    /// Sessions that had not ended, with their nicks.
+    pub sessions: Vec<(SessionToken, Nick)>,
+    /// Room messages with an id within the dedupe window, oldest first.
+    pub recent: Vec<Message>,
     /// Direct messages within the dedupe window, oldest first.
     pub directs: Vec<Direct>,
-}
-
-/// One stored room.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredRoom {
-    /// The room.
-    pub name: RoomName,
-    /// The highest `seq` ever given out in it.
-    pub last_seq: u64,
-    /// Its kept messages, oldest first.
-    pub messages: Vec<Message>,
 }
 
 /// Why storage failed.

@@ -189,7 +189,11 @@ pub(crate) fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
 pub(crate) fn error(id: Option<String>, error: &CommandError) -> ServerFrame {
     let retry_after_ms = match error {
         CommandError::RateLimited { retry_after_ms }
-        | CommandError::JoinRateLimited { retry_after_ms } => Some(*retry_after_ms),
+        | CommandError::JoinRateLimited { retry_after_ms }
+        | CommandError::CreateRateLimited { retry_after_ms }
+        | CommandError::HistoryRateLimited { retry_after_ms }
+        | CommandError::StoreUnavailable { retry_after_ms } => Some(*retry_after_ms),
+        CommandError::QuotaExceeded { retry_after_ms, .. } => *retry_after_ms,
         _ => None,
     };
     ServerFrame::Error { id, code: code(error), message: error.to_string(), retry_after_ms }
@@ -207,13 +211,17 @@ pub(crate) fn code(error: &CommandError) -> ErrorCode {
         CommandError::NotInRoom(_) => ErrorCode::NotInRoom,
         CommandError::NoSuchNick(_) => ErrorCode::NoSuchNick,
         CommandError::TooLarge { .. } => ErrorCode::TooLarge,
-        CommandError::RateLimited { .. } | CommandError::JoinRateLimited { .. } => {
-            ErrorCode::RateLimited
-        }
+        CommandError::RateLimited { .. }
+        | CommandError::JoinRateLimited { .. }
+        | CommandError::CreateRateLimited { .. }
+        | CommandError::HistoryRateLimited { .. } => ErrorCode::RateLimited,
         CommandError::RoomLimit { .. } | CommandError::RoomFull { .. } => ErrorCode::LimitReached,
         CommandError::Unauthorized => ErrorCode::Unauthorized,
         CommandError::Forbidden(_) => ErrorCode::Forbidden,
-        CommandError::TooManyRooms { .. } => ErrorCode::Unavailable,
+        CommandError::TooManyRooms { .. }
+        | CommandError::StoreUnavailable { .. }
+        | CommandError::RoomUnavailable(_) => ErrorCode::Unavailable,
+        CommandError::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
     }
 }
 

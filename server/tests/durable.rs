@@ -39,11 +39,16 @@ async fn messages_numbering_and_dedupe_survive_a_restart() {
     let joined = bob.expect("joined").await;
     assert_eq!(joined["last_seq"], 3);
     assert_eq!(seqs(&joined, "history"), vec![1, 2, 3]);
-    // alice comes back with her token: a new session under it, and her
-    // retries are still answered with the originals.
+    // alice's session was stored: nobody else may take her nick while she
+    // is away...
+    let mut mallory = Client::connect(&server).await;
+    mallory.send(json!({"type": "hello", "nick": "Alice"})).await;
+    mallory.expect_error("nick_taken").await;
+    // ...and she comes back with her token to her session, her retries still
+    // answered with the originals.
     let mut alice = Client::connect(&server).await;
     alice.send(json!({"type": "hello", "nick": "alice", "session": token})).await;
-    assert_eq!(alice.expect("welcome").await["resumed"], false);
+    assert_eq!(alice.expect("welcome").await["resumed"], true);
     alice.send(json!({"type": "join", "room": "lobby", "after": 3})).await;
     assert_eq!(alice.expect("joined").await["resume"], "resumed");
     bob.expect("presence").await;
@@ -98,6 +103,7 @@ fn the_store_skips_rows_it_cannot_parse() {
         per_room: 10,
         max_age: None,
         directs_for: std::time::Duration::from_secs(3600),
+        recent_max: 100,
     };
     // Creates the schema, then lets go of the file.
     drop(SqliteStore::open(dir.path()).unwrap());
@@ -113,8 +119,9 @@ fn the_store_skips_rows_it_cannot_parse() {
     drop(db);
     let mut store = SqliteStore::open(dir.path()).unwrap();
     let snapshot = store.load(&retention, 10).unwrap();
-    assert_eq!(snapshot.rooms.len(), 1, "the room with a bad name is skipped");
-    let room = &snapshot.rooms[0];
+    assert_eq!(snapshot.recent.len(), 1, "the message with an id, for deduplication");
+    let lobby = chat_core::RoomName::parse("lobby").unwrap();
+    let room = store.room(&lobby, &retention, 10).unwrap().unwrap();
     assert_eq!(room.last_seq, 3);
     let seqs: Vec<u64> = room.messages.iter().map(|m| m.seq).collect();
     assert_eq!(seqs, vec![1, 3], "the message with a bad nick is skipped");
@@ -143,15 +150,18 @@ fn a_database_of_the_first_schema_is_upgraded_in_place() {
         per_room: 10,
         max_age: None,
         directs_for: std::time::Duration::from_secs(3600),
+        recent_max: 100,
     };
     let mut store = SqliteStore::open(dir.path()).unwrap();
-    let snapshot = store.load(&retention, 10).unwrap();
-    assert_eq!(&*snapshot.rooms[0].messages[0].text, "from before");
-    assert_eq!(snapshot.rooms[0].messages[0].attachment, None);
+    let lobby = chat_core::RoomName::parse("lobby").unwrap();
+    let room = store.room(&lobby, &retention, 10).unwrap().unwrap();
+    assert_eq!(&*room.messages[0].text, "from before");
+    assert_eq!(room.messages[0].attachment, None);
+    assert!(store.load(&retention, 10).unwrap().sessions.is_empty(), "a sessions table now");
     drop(store);
     let db = rusqlite::Connection::open(dir.path().join("chat.db")).unwrap();
     let version: i64 = db.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let columns: Vec<String> = db
         .prepare("SELECT name FROM pragma_table_info('messages')")
         .unwrap()
@@ -186,8 +196,32 @@ impl Store for FlakyStore {
         self.inner.commit(records)
     }
 
-    fn prune(&mut self, retention: &Retention, now_ms: u64) -> Result<(), chat_server::StoreError> {
+    fn room(
+        &mut self,
+        room: &chat_core::RoomName,
+        retention: &Retention,
+        now_ms: u64,
+    ) -> Result<Option<chat_core::RoomHistory>, chat_server::StoreError> {
+        self.inner.room(room, retention, now_ms)
+    }
+
+    fn prune(
+        &mut self,
+        retention: &Retention,
+        now_ms: u64,
+    ) -> Result<bool, chat_server::StoreError> {
         self.inner.prune(retention, now_ms)
+    }
+
+    fn file_rooms(
+        &mut self,
+        file: &str,
+    ) -> Result<Vec<(chat_core::RoomName, chat_core::Attachment)>, chat_server::StoreError> {
+        self.inner.file_rooms(file)
+    }
+
+    fn files(&mut self) -> Result<std::collections::BTreeSet<String>, chat_server::StoreError> {
+        self.inner.files()
     }
 }
 
@@ -205,7 +239,8 @@ async fn failed_commits_are_retried_and_nothing_is_shown_unstored() {
     // The echo came only after three failed commits and a successful one.
     assert_eq!(failures_left.load(std::sync::atomic::Ordering::SeqCst), 0);
     let mut check = inner.clone();
-    let snapshot = check.load(&ServerConfig::default().retention(), 0).unwrap();
-    assert_eq!(snapshot.rooms[0].messages.len(), 1, "stored before it was shown");
+    let lobby = chat_core::RoomName::parse("lobby").unwrap();
+    let room = check.room(&lobby, &ServerConfig::default().retention(), 0).unwrap().unwrap();
+    assert_eq!(room.messages.len(), 1, "stored before it was shown");
     server.shutdown().await;
 }

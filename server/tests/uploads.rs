@@ -24,7 +24,12 @@ const PNG: &[u8] = &[
 
 fn config(dir: &std::path::Path, max_bytes: u64) -> ServerConfig {
     ServerConfig {
-        uploads: Some(Uploads { dir: dir.join("files"), max_bytes }),
+        uploads: Some(Uploads {
+            dir: dir.join("files"),
+            max_bytes,
+            max_total_bytes: 1 << 30,
+            min_free_bytes: 0,
+        }),
         ..ServerConfig::default()
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_core::{
-    Chat, ChatConfig, Command, Departure, Event, MemberId, Message, Output, Record, RoomName,
-    SessionToken, Timestamp,
+    Chat, ChatConfig, Command, Departure, Event, MemberId, Message, Nick, Output, Record,
+    RoomHistory, RoomName, SessionToken, Source, Timestamp,
 };
 
 pub struct Harness {
@@ -25,6 +25,12 @@ pub struct Harness {
     /// outputs after it (the deliveries) are lost and `crashed` is set.
     pub crash_on_persist: bool,
     pub crashed: bool,
+    /// Answer `Output::Load` at once from `stored` (the default); off, the
+    /// rooms asked for wait in `loads` until `answer_loads`.
+    pub auto_load: bool,
+    pub loads: Vec<RoomName>,
+    /// Every `Output::Load` seen, in order.
+    pub loads_seen: Vec<RoomName>,
     tokens: u64,
 }
 
@@ -43,38 +49,91 @@ impl Harness {
             stored: Vec::new(),
             crash_on_persist: false,
             crashed: false,
+            auto_load: true,
+            loads: Vec::new(),
+            loads_seen: Vec::new(),
             tokens: 0,
         }
     }
 
     /// A new process on the same store and clock: every connection is gone,
-    /// and the chat is rebuilt from what was stored, as the server does.
+    /// and the chat is rebuilt from what was stored, as the server does:
+    /// sessions that did not end, and recent message ids. Rooms come back
+    /// when joined.
     pub fn restarted(self) -> Self {
         let config = self.chat.config().clone();
         let mut next = Self::with_config(config);
         next.now = self.now;
         next.tokens = self.tokens;
-        let mut rooms: BTreeMap<RoomName, Vec<Message>> = BTreeMap::new();
+        let mut sessions: BTreeMap<SessionToken, Option<Nick>> = BTreeMap::new();
         for record in &self.stored {
             match record {
-                Record::Message(message) => {
-                    rooms.entry(message.room.clone()).or_default().push(message.clone())
-                }
+                Record::Message(message) => next.chat.restore_message(next.now, message.clone()),
                 Record::Direct(direct) => next.chat.restore_direct(next.now, direct.clone()),
+                Record::Session { token, nick } => {
+                    sessions.insert(token.clone(), Some(nick.clone()));
+                }
+                Record::SessionEnded(token) => {
+                    sessions.insert(token.clone(), None);
+                }
             }
         }
-        for (room, messages) in rooms {
-            let last_seq = messages.iter().map(|m| m.seq).max().unwrap_or(0);
-            next.chat.restore_room(next.now, room, last_seq, messages).unwrap();
+        for (token, nick) in sessions {
+            if let Some(nick) = nick {
+                next.chat.restore_session(next.now, token, nick);
+            }
         }
         next.stored = self.stored;
+        next.drain();
         next
     }
 
+    /// What storage holds of `room`: its numbering and its newest
+    /// `history_per_room` messages within the maximum age.
+    pub fn stored_room(&self, room: &RoomName) -> Option<RoomHistory> {
+        let config = self.chat.config();
+        let mut messages: Vec<Message> = self
+            .stored
+            .iter()
+            .filter_map(|record| match record {
+                Record::Message(m) if &m.room == room => Some(m.clone()),
+                _ => None,
+            })
+            .collect();
+        let last_seq = messages.iter().map(|m| m.seq).max()?;
+        if let Some(max_age) = config.history_max_age {
+            let cutoff = self.now.as_unix_millis().saturating_sub(max_age.as_millis() as u64);
+            messages.retain(|m| m.ts.as_unix_millis() >= cutoff);
+        }
+        let keep = messages.len().saturating_sub(config.history_per_room);
+        messages.drain(..keep);
+        Some(RoomHistory { last_seq, messages })
+    }
+
+    /// Storage could not keep `records`, as a driver reports it.
+    pub fn unstored(&mut self, records: Vec<Record>, retry_after: Duration) {
+        self.chat.handle_unstored(self.now, records, retry_after);
+        self.drain();
+    }
+
+    /// Answers the loads that waited.
+    pub fn answer_loads(&mut self) {
+        for room in std::mem::take(&mut self.loads) {
+            let stored = self.stored_room(&room);
+            self.chat.handle_loaded(self.now, &room, stored);
+            self.drain();
+        }
+    }
+
     pub fn connect(&mut self) -> MemberId {
+        let source = Source::new(u128::from(self.tokens + 1_000_000));
+        self.connect_from(source)
+    }
+
+    pub fn connect_from(&mut self, source: Source) -> MemberId {
         self.tokens += 1;
         let token = SessionToken::parse(&format!("token-{}", self.tokens)).unwrap();
-        let member = self.chat.handle_connect(self.now, token);
+        let member = self.chat.handle_connect(self.now, token, source);
         self.inboxes.insert(member, Vec::new());
         self.drain();
         member
@@ -169,6 +228,16 @@ impl Harness {
                 Output::Disconnect { member, .. } => {
                     self.disconnected.push(member);
                     self.inboxes.remove(&member);
+                    continue;
+                }
+                Output::Load(room) => {
+                    self.loads_seen.push(room.clone());
+                    if self.auto_load {
+                        let stored = self.stored_room(&room);
+                        self.chat.handle_loaded(self.now, &room, stored);
+                    } else {
+                        self.loads.push(room);
+                    }
                     continue;
                 }
             };

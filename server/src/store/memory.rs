@@ -1,9 +1,9 @@
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use chat_core::{Direct, Message, Record, RoomName};
+use chat_core::{Attachment, Direct, Message, Nick, Record, RoomHistory, RoomName, SessionToken};
 
-use super::{Retention, Snapshot, Store, StoreError, StoredRoom};
+use super::{Retention, Snapshot, Store, StoreError};
 
 /// Storage in memory, for `--ephemeral` and for tests. Clones share the
 /// same contents, so a test can restart a server on the same store.
@@ -15,6 +15,7 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Contents {
     rooms: BTreeMap<RoomName, (u64, VecDeque<Message>)>,
+    sessions: BTreeMap<SessionToken, Nick>,
     directs: VecDeque<Direct>,
 }
 
@@ -35,16 +36,40 @@ impl Store for MemoryStore {
     fn load(&mut self, retention: &Retention, now_ms: u64) -> Result<Snapshot, StoreError> {
         self.prune(retention, now_ms)?;
         let contents = self.contents();
-        let rooms = contents
+        let cutoff = retention.directs_cutoff_ms(now_ms);
+        let mut recent: Vec<Message> = contents
             .rooms
-            .iter()
-            .map(|(name, (last_seq, messages))| StoredRoom {
-                name: name.clone(),
-                last_seq: *last_seq,
-                messages: messages.iter().cloned().collect(),
-            })
+            .values()
+            .flat_map(|(_, messages)| messages.iter())
+            .filter(|m| m.id.is_some() && m.ts.as_unix_millis() >= cutoff)
+            .cloned()
             .collect();
-        Ok(Snapshot { rooms, directs: contents.directs.iter().cloned().collect() })
+        recent.sort_by_key(|m| m.ts);
+        let skip = recent.len().saturating_sub(retention.recent_max);
+        recent.drain(..skip);
+        Ok(Snapshot {
+            sessions: contents.sessions.iter().map(|(t, n)| (t.clone(), n.clone())).collect(),
+            recent,
+            directs: contents.directs.iter().cloned().collect(),
+        })
+    }
+
+    fn room(
+        &mut self,
+        room: &RoomName,
+        retention: &Retention,
+        now_ms: u64,
+    ) -> Result<Option<RoomHistory>, StoreError> {
+        let contents = self.contents();
+        let Some((last_seq, messages)) = contents.rooms.get(room) else {
+            return Ok(None);
+        };
+        let cutoff = retention.cutoff_ms(now_ms).unwrap_or(0);
+        let mut kept: Vec<Message> =
+            messages.iter().filter(|m| m.ts.as_unix_millis() >= cutoff).cloned().collect();
+        let skip = kept.len().saturating_sub(retention.per_room);
+        kept.drain(..skip);
+        Ok(Some(RoomHistory { last_seq: *last_seq, messages: kept }))
     }
 
     fn commit(&mut self, records: &[Record]) -> Result<(), StoreError> {
@@ -58,28 +83,59 @@ impl Store for MemoryStore {
                     messages.push_back(message.clone());
                 }
                 Record::Direct(direct) => contents.directs.push_back(direct.clone()),
+                Record::Session { token, nick } => {
+                    contents.sessions.insert(token.clone(), nick.clone());
+                }
+                Record::SessionEnded(token) => {
+                    contents.sessions.remove(token);
+                }
             }
         }
         Ok(())
     }
 
-    fn prune(&mut self, retention: &Retention, now_ms: u64) -> Result<(), StoreError> {
+    fn prune(&mut self, retention: &Retention, now_ms: u64) -> Result<bool, StoreError> {
         let mut contents = self.contents();
         let cutoff = retention.cutoff_ms(now_ms);
+        let mut files_went = false;
         for (_, messages) in contents.rooms.values_mut() {
-            while messages.len() > retention.per_room {
-                messages.pop_front();
-            }
-            while cutoff.is_some_and(|cutoff| {
-                messages.front().is_some_and(|m| m.ts.as_unix_millis() < cutoff)
-            }) {
-                messages.pop_front();
+            while messages.len() > retention.per_room
+                || cutoff.is_some_and(|cutoff| {
+                    messages.front().is_some_and(|m| m.ts.as_unix_millis() < cutoff)
+                })
+            {
+                if let Some(message) = messages.pop_front() {
+                    files_went |= message.attachment.is_some();
+                }
             }
         }
         let directs_cutoff = retention.directs_cutoff_ms(now_ms);
         while contents.directs.front().is_some_and(|d| d.ts.as_unix_millis() < directs_cutoff) {
             contents.directs.pop_front();
         }
-        Ok(())
+        Ok(files_went)
+    }
+
+    fn file_rooms(&mut self, file: &str) -> Result<Vec<(RoomName, Attachment)>, StoreError> {
+        let contents = self.contents();
+        Ok(contents
+            .rooms
+            .iter()
+            .flat_map(|(name, (_, messages))| messages.iter().map(move |m| (name, m)))
+            .filter_map(|(name, m)| {
+                let attachment = m.attachment.as_deref().filter(|a| &*a.id == file)?;
+                Some((name.clone(), attachment.clone()))
+            })
+            .collect())
+    }
+
+    fn files(&mut self) -> Result<BTreeSet<String>, StoreError> {
+        let contents = self.contents();
+        Ok(contents
+            .rooms
+            .values()
+            .flat_map(|(_, messages)| messages.iter())
+            .filter_map(|m| m.attachment.as_ref().map(|a| a.id.to_string()))
+            .collect())
     }
 }

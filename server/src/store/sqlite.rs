@@ -1,14 +1,17 @@
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use chat_core::{Attachment, Direct, Message, Nick, Record, RoomName, SessionToken, Timestamp};
-use rusqlite::{Connection, params};
+use chat_core::{
+    Attachment, Direct, Message, Nick, Record, RoomHistory, RoomName, SessionToken, Timestamp,
+};
+use rusqlite::{Connection, OptionalExtension, params};
 use tracing::warn;
 
-use super::{Retention, Snapshot, Store, StoreError, StoredRoom};
+use super::{Retention, Snapshot, Store, StoreError};
 
 /// The schema version this code writes; bumped with every change.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rooms (
@@ -41,7 +44,19 @@ CREATE TABLE IF NOT EXISTS directs (
     PRIMARY KEY (session, client_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS directs_ts ON directs (ts);
+CREATE TABLE IF NOT EXISTS sessions (
+    token TEXT PRIMARY KEY,
+    nick  TEXT NOT NULL
+) WITHOUT ROWID;
 ";
+
+/// Made once the columns exist (version 1 added them later).
+const FILE_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS messages_file ON messages (file_id) WHERE file_id IS NOT NULL;";
+
+/// The columns a stored message is read from.
+const MESSAGE_COLUMNS: &str = "seq, ts, nick, text, action, client_id, session,
+    file_id, file_name, file_mime, file_size";
 
 /// Storage in one SQLite file, `chat.db` in the data directory.
 ///
@@ -84,6 +99,8 @@ impl SqliteStore {
                  COMMIT;",
             )?;
         }
+        // Version 2 had no sessions table (made above) and no file index.
+        db.execute_batch(FILE_INDEX)?;
         if version < SCHEMA_VERSION {
             db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
@@ -91,51 +108,51 @@ impl SqliteStore {
     }
 }
 
+fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        seq: row.get(0)?,
+        ts: row.get(1)?,
+        nick: row.get(2)?,
+        text: row.get(3)?,
+        action: row.get(4)?,
+        client_id: row.get(5)?,
+        session: row.get(6)?,
+        file: (row.get(7)?, row.get(8)?, row.get(9)?, row.get(10)?),
+    })
+}
+
 impl Store for SqliteStore {
     fn load(&mut self, retention: &Retention, now_ms: u64) -> Result<Snapshot, StoreError> {
         self.prune(retention, now_ms)?;
-        let mut rooms = Vec::new();
-        let names: Vec<(String, i64)> = {
-            let mut query = self.db.prepare("SELECT name, last_seq FROM rooms ORDER BY name")?;
-            query.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<Result<_, _>>()?
-        };
-        let limit = i64::try_from(retention.per_room).unwrap_or(i64::MAX);
-        let mut query = self.db.prepare(
-            "SELECT seq, ts, nick, text, action, client_id, session,
-                    file_id, file_name, file_mime, file_size FROM messages
-             WHERE room = ?1 ORDER BY seq DESC LIMIT ?2",
-        )?;
-        for (name, last_seq) in names {
-            let Ok(room) = RoomName::parse(&name) else {
-                warn!(room = %name, "skipping a stored room with an invalid name");
-                continue;
-            };
-            let rows = query.query_map(params![name, limit], |row| {
-                Ok(StoredMessage {
-                    seq: row.get(0)?,
-                    ts: row.get(1)?,
-                    nick: row.get(2)?,
-                    text: row.get(3)?,
-                    action: row.get(4)?,
-                    client_id: row.get(5)?,
-                    session: row.get(6)?,
-                    file: (row.get(7)?, row.get(8)?, row.get(9)?, row.get(10)?),
-                })
-            })?;
-            let mut messages = Vec::new();
-            for row in rows {
-                match row?.into_message(&room) {
-                    Some(message) => messages.push(message),
-                    None => warn!(room = %name, "skipping a stored message that does not parse"),
-                }
+        let mut sessions = Vec::new();
+        let mut query = self.db.prepare("SELECT token, nick FROM sessions ORDER BY token")?;
+        let rows =
+            query.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (token, nick) = row?;
+            match (SessionToken::parse(&token), Nick::parse(&nick)) {
+                (Ok(token), Ok(nick)) => sessions.push((token, nick)),
+                _ => warn!("skipping a stored session that does not parse"),
             }
-            messages.reverse();
-            rooms.push(StoredRoom {
-                name: room,
-                last_seq: u64::try_from(last_seq).unwrap_or(0),
-                messages,
-            });
         }
+        let cutoff = i64::try_from(retention.directs_cutoff_ms(now_ms)).unwrap_or(i64::MAX);
+        let limit = i64::try_from(retention.recent_max).unwrap_or(i64::MAX);
+        let mut query = self.db.prepare(&format!(
+            "SELECT {MESSAGE_COLUMNS}, room FROM messages
+             WHERE client_id IS NOT NULL AND ts >= ?1 ORDER BY ts DESC LIMIT ?2"
+        ))?;
+        let rows = query.query_map(params![cutoff, limit], |row| {
+            Ok((message_row(row)?, row.get::<_, String>(11)?))
+        })?;
+        let mut recent = Vec::new();
+        for row in rows {
+            let (message, room) = row?;
+            match RoomName::parse(&room).ok().and_then(|room| message.into_message(&room)) {
+                Some(message) => recent.push(message),
+                None => warn!(%room, "skipping a stored message that does not parse"),
+            }
+        }
+        recent.reverse();
         let mut query = self.db.prepare(
             "SELECT ts, sender, recipient, text, client_id, session FROM directs ORDER BY ts",
         )?;
@@ -160,7 +177,40 @@ impl Store for SqliteStore {
             let ts = Timestamp::from_unix_millis(u64::try_from(ts).unwrap_or(0));
             directs.push(Direct { from, to, text: text.into(), ts, id: Some(id.into()), sender });
         }
-        Ok(Snapshot { rooms, directs })
+        Ok(Snapshot { sessions, recent, directs })
+    }
+
+    fn room(
+        &mut self,
+        room: &RoomName,
+        retention: &Retention,
+        now_ms: u64,
+    ) -> Result<Option<RoomHistory>, StoreError> {
+        let last_seq: Option<i64> = self
+            .db
+            .prepare_cached("SELECT last_seq FROM rooms WHERE name = ?1")?
+            .query_row([room.as_str()], |row| row.get(0))
+            .optional()?;
+        let Some(last_seq) = last_seq else {
+            return Ok(None);
+        };
+        let cutoff =
+            retention.cutoff_ms(now_ms).map_or(0, |c| i64::try_from(c).unwrap_or(i64::MAX));
+        let limit = i64::try_from(retention.per_room).unwrap_or(i64::MAX);
+        let mut query = self.db.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages
+             WHERE room = ?1 AND ts >= ?2 ORDER BY seq DESC LIMIT ?3"
+        ))?;
+        let rows = query.query_map(params![room.as_str(), cutoff, limit], message_row)?;
+        let mut messages = Vec::new();
+        for row in rows {
+            match row?.into_message(room) {
+                Some(message) => messages.push(message),
+                None => warn!(%room, "skipping a stored message that does not parse"),
+            }
+        }
+        messages.reverse();
+        Ok(Some(RoomHistory { last_seq: u64::try_from(last_seq).unwrap_or(0), messages }))
     }
 
     fn commit(&mut self, records: &[Record]) -> Result<(), StoreError> {
@@ -179,6 +229,11 @@ impl Store for SqliteStore {
                 "INSERT OR IGNORE INTO directs (ts, sender, recipient, text, client_id, session)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
+            let mut put_session = tx.prepare_cached(
+                "INSERT INTO sessions (token, nick) VALUES (?1, ?2)
+                 ON CONFLICT (token) DO UPDATE SET nick = excluded.nick",
+            )?;
+            let mut end_session = tx.prepare_cached("DELETE FROM sessions WHERE token = ?1")?;
             for record in records {
                 match record {
                     Record::Message(m) => {
@@ -213,6 +268,12 @@ impl Store for SqliteStore {
                             ])?;
                         }
                     }
+                    Record::Session { token, nick } => {
+                        put_session.execute(params![token.as_str(), nick.as_str()])?;
+                    }
+                    Record::SessionEnded(token) => {
+                        end_session.execute(params![token.as_str()])?;
+                    }
                 }
             }
         }
@@ -220,23 +281,64 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn prune(&mut self, retention: &Retention, now_ms: u64) -> Result<(), StoreError> {
+    fn prune(&mut self, retention: &Retention, now_ms: u64) -> Result<bool, StoreError> {
         let tx = self.db.transaction()?;
         let keep = i64::try_from(retention.per_room).unwrap_or(i64::MAX);
-        tx.execute(
-            "DELETE FROM messages WHERE seq <= (SELECT last_seq FROM rooms WHERE name = messages.room) - ?1",
-            params![keep],
-        )?;
-        if let Some(cutoff) = retention.cutoff_ms(now_ms) {
-            tx.execute(
-                "DELETE FROM messages WHERE ts < ?1",
-                params![i64::try_from(cutoff).unwrap_or(i64::MAX)],
+        let mut files_went = false;
+        {
+            let mut by_count = tx.prepare(
+                "DELETE FROM messages WHERE seq <= (SELECT last_seq FROM rooms WHERE name = messages.room) - ?1
+                 RETURNING file_id",
             )?;
+            let mut rows = by_count.query(params![keep])?;
+            while let Some(row) = rows.next()? {
+                files_went |= row.get::<_, Option<String>>(0)?.is_some();
+            }
+        }
+        if let Some(cutoff) = retention.cutoff_ms(now_ms) {
+            let mut by_age = tx.prepare("DELETE FROM messages WHERE ts < ?1 RETURNING file_id")?;
+            let mut rows = by_age.query(params![i64::try_from(cutoff).unwrap_or(i64::MAX)])?;
+            while let Some(row) = rows.next()? {
+                files_went |= row.get::<_, Option<String>>(0)?.is_some();
+            }
         }
         let directs_cutoff = i64::try_from(retention.directs_cutoff_ms(now_ms)).unwrap_or(i64::MAX);
         tx.execute("DELETE FROM directs WHERE ts < ?1", params![directs_cutoff])?;
         tx.commit()?;
-        Ok(())
+        Ok(files_went)
+    }
+
+    fn file_rooms(&mut self, file: &str) -> Result<Vec<(RoomName, Attachment)>, StoreError> {
+        let mut query = self.db.prepare_cached(
+            "SELECT room, file_name, file_mime, file_size FROM messages WHERE file_id = ?1",
+        )?;
+        let rows = query.query_map([file], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut found = Vec::new();
+        for row in rows {
+            let (room, name, mime, size) = row?;
+            let (Ok(room), Ok(size)) = (RoomName::parse(&room), u64::try_from(size)) else {
+                continue;
+            };
+            let attachment =
+                Attachment { id: file.into(), name: name.into(), mime: mime.into(), size };
+            found.push((room, attachment));
+        }
+        Ok(found)
+    }
+
+    fn files(&mut self) -> Result<BTreeSet<String>, StoreError> {
+        let mut query = self
+            .db
+            .prepare_cached("SELECT DISTINCT file_id FROM messages WHERE file_id IS NOT NULL")?;
+        let rows = query.query_map([], |row| row.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 

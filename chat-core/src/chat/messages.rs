@@ -1,0 +1,281 @@
+//! What members say: room messages, direct messages, retries answered with
+//! the original, typing notices, uploads admitted before their bytes
+//! come, and messages taken back when storage could not keep them.
+
+use std::sync::Arc;
+
+use super::Chat;
+use crate::room::SessionId;
+use crate::{
+    Attachment, CommandError, Direct, Event, MemberId, Message, Nick, Output, Quota, Record,
+    SessionToken, Timestamp,
+};
+
+/// What a `say` carries.
+pub(super) struct Said {
+    pub text: String,
+    pub action: bool,
+    pub attachment: Option<Arc<Attachment>>,
+}
+
+impl Chat {
+    pub(super) fn say(
+        &mut self,
+        now: Timestamp,
+        member: MemberId,
+        sid: SessionId,
+        id: &Option<Arc<str>>,
+        room: &str,
+        Said { text, action, attachment }: Said,
+    ) -> Result<(), CommandError> {
+        if self.answer_retry(member, sid, id) {
+            return Ok(());
+        }
+        let (room_id, name) = self.joined_room(sid, room)?;
+        // A file may come without a caption.
+        if attachment.is_none() || !text.is_empty() {
+            self.check_text(&text)?;
+        }
+        self.check_store(now)?;
+        self.take_message_token(now, sid)?;
+        let Some(session) = self.sessions.get(&sid) else {
+            return Ok(());
+        };
+        let (from, sender) = (session.nick.clone(), session.token.clone());
+        let Some(room) = self.rooms.get(&room_id) else {
+            return Ok(());
+        };
+        let message = Message {
+            room: name,
+            seq: room.last_seq + 1,
+            ts: now,
+            from,
+            text: text.into(),
+            action,
+            id: id.clone(),
+            sender: Some(sender.clone()),
+            attachment,
+        };
+        let capacity = self.config.history_per_room;
+        let pushed = message.clone();
+        self.change_window(room_id, |room| room.push(pushed, capacity));
+        self.touch(room_id);
+        let to = self.rooms.get(&room_id).map(|room| room.recipients()).unwrap_or_default();
+        self.outputs.push_back(Output::Persist(Record::Message(message.clone())));
+        let event = Arc::new(Event::Message(message));
+        self.remember(now, sender, id, &event);
+        self.deliver_shared(to, event);
+        self.enforce_memory(Some(room_id));
+        Ok(())
+    }
+
+    pub(super) fn dm(
+        &mut self,
+        now: Timestamp,
+        member: MemberId,
+        sid: SessionId,
+        id: &Option<Arc<str>>,
+        to: &str,
+        text: String,
+    ) -> Result<(), CommandError> {
+        if self.answer_retry(member, sid, id) {
+            return Ok(());
+        }
+        let to_nick = Nick::parse(to).map_err(CommandError::InvalidNick)?;
+        let Some(&recipient) = self.nicks.get(to_nick.folded()) else {
+            return Err(CommandError::NoSuchNick(to.to_owned()));
+        };
+        self.check_text(&text)?;
+        self.check_store(now)?;
+        self.take_message_token(now, sid)?;
+        let (Some(sender), Some(target)) = (self.sessions.get(&sid), self.sessions.get(&recipient))
+        else {
+            return Ok(());
+        };
+        let direct = Direct {
+            from: sender.nick.clone(),
+            to: target.nick.clone(),
+            text: text.into(),
+            ts: now,
+            id: id.clone(),
+            sender: sender.token.clone(),
+        };
+        let event = Arc::new(direct_event(&direct));
+        self.outputs.push_back(Output::Persist(Record::Direct(direct)));
+        // A detached recipient misses the DM: direct messages are not stored.
+        let mut to: Vec<MemberId> = target.conn.into_iter().collect();
+        if recipient != sid {
+            to.push(member);
+        }
+        let token = sender.token.clone();
+        self.remember(now, token, id, &event);
+        self.deliver_shared(to.into(), event);
+        Ok(())
+    }
+
+    /// If `id` names a `say` or `dm` this session already had accepted,
+    /// answers with the original and returns true.
+    fn answer_retry(&mut self, member: MemberId, sid: SessionId, id: &Option<Arc<str>>) -> bool {
+        let (Some(id), Some(session)) = (id, self.sessions.get(&sid)) else {
+            return false;
+        };
+        match self.dedupe.get(&session.token, id) {
+            Some(original) => {
+                self.deliver_shared(Arc::new([member]), original);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remember(
+        &mut self,
+        now: Timestamp,
+        token: SessionToken,
+        id: &Option<Arc<str>>,
+        event: &Arc<Event>,
+    ) {
+        if let Some(id) = id {
+            self.dedupe.insert(now, token, Arc::clone(id), Arc::clone(event));
+        }
+    }
+
+    /// Takes back a record storage could not keep; see
+    /// [`Chat::handle_unstored`].
+    pub(super) fn retract(&mut self, now: Timestamp, record: Record) {
+        let (sender, id) = match record {
+            Record::Message(message) => {
+                if let Some(&room_id) = self.room_ids.get(&message.room) {
+                    self.change_window(room_id, |room| room.retract(message.seq));
+                }
+                (message.sender, message.id)
+            }
+            Record::Direct(direct) => (Some(direct.sender), direct.id),
+            Record::Session { .. } | Record::SessionEnded(_) => return,
+        };
+        let (Some(sender), Some(id)) = (sender, id) else {
+            return;
+        };
+        self.dedupe.remove(&sender, &id);
+        if let Some((_, Some(member))) = self.session_of(&sender) {
+            let retry_after_ms = self.store_retry_ms(now);
+            let error = CommandError::StoreUnavailable { retry_after_ms };
+            self.reply(member, Event::Error { id: Some(id), error });
+        }
+    }
+
+    /// Refuses messages while storage is down.
+    fn check_store(&self, now: Timestamp) -> Result<(), CommandError> {
+        match self.store_down_until {
+            Some(until) if until > now => {
+                Err(CommandError::StoreUnavailable { retry_after_ms: self.store_retry_ms(now) })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn store_retry_ms(&self, now: Timestamp) -> u64 {
+        self.store_down_until.map_or(0, |until| until.millis_since(now)).max(1)
+    }
+
+    pub(super) fn typing(
+        &mut self,
+        now: Timestamp,
+        member: MemberId,
+        sid: SessionId,
+        room: &str,
+    ) -> Result<(), CommandError> {
+        let (room_id, name) = self.joined_room(sid, room)?;
+        let interval = self.config.typing_interval;
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return Ok(());
+        };
+        if session.typing.get(&room_id).is_some_and(|&last| now < last.saturating_add(interval)) {
+            // Throttled: typing notices are ephemeral, so dropping the extra
+            // ones loses nothing the others need.
+            return Ok(());
+        }
+        session.typing.insert(room_id, now);
+        let nick = session.nick.clone();
+        self.typing_deadlines.push_back((now.saturating_add(interval), sid, room_id));
+        if let Some(room) = self.rooms.get(&room_id) {
+            let others = room.others(member);
+            self.deliver(others, Event::Typing { room: name, nick });
+        }
+        Ok(())
+    }
+
+    /// Whether `member` may upload `size` bytes to `room`; see
+    /// [`Chat::handle_upload`].
+    pub(super) fn admit_upload(
+        &mut self,
+        now: Timestamp,
+        member: MemberId,
+        room: &str,
+        size: u64,
+    ) -> Result<(), CommandError> {
+        let conn = self.conns.get(&member).ok_or(CommandError::HelloRequired)?;
+        let (sid, source) = (conn.session.ok_or(CommandError::HelloRequired)?, conn.source);
+        self.joined_room(sid, room)?;
+        self.check_store(now)?;
+        let (per_session, per_source) =
+            (self.config.upload_bytes_per_session, self.config.upload_bytes_per_source);
+        let rate = self.message_rate();
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return Err(CommandError::HelloRequired);
+        };
+        // The `say` that carries the file will need a message token: an
+        // upload it would be refused is refused now, before the bytes.
+        session
+            .messages
+            .check(rate, now, 1)
+            .map_err(|retry_after_ms| CommandError::RateLimited { retry_after_ms })?;
+        let quota = |quota| {
+            move |wait: u64| CommandError::QuotaExceeded {
+                quota,
+                retry_after_ms: (wait != u64::MAX).then_some(wait),
+            }
+        };
+        session.uploads.check(per_session, now, size).map_err(quota(Quota::Session))?;
+        let state = self.source_state(now, source);
+        state.uploads.take_n(per_source, now, size).map_err(quota(Quota::Source))?;
+        if let Some(session) = self.sessions.get_mut(&sid) {
+            let _ = session.uploads.take_n(per_session, now, size);
+        }
+        Ok(())
+    }
+
+    fn check_text(&self, text: &str) -> Result<(), CommandError> {
+        if text.is_empty() {
+            return Err(CommandError::EmptyText);
+        }
+        if text.len() > self.config.max_text_bytes {
+            return Err(CommandError::TooLarge {
+                len: text.len(),
+                max: self.config.max_text_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn take_message_token(&mut self, now: Timestamp, sid: SessionId) -> Result<(), CommandError> {
+        let rate = self.message_rate();
+        match self.sessions.get_mut(&sid) {
+            Some(session) => session
+                .messages
+                .take(rate, now)
+                .map_err(|retry_after_ms| CommandError::RateLimited { retry_after_ms }),
+            None => Ok(()),
+        }
+    }
+}
+
+pub(super) fn direct_event(direct: &Direct) -> Event {
+    Event::Direct {
+        id: direct.id.clone(),
+        from: direct.from.clone(),
+        to: direct.to.clone(),
+        text: Arc::clone(&direct.text),
+        ts: direct.ts,
+    }
+}

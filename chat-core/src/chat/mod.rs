@@ -1,0 +1,543 @@
+//! [`Chat`]: the state, its contract, and the entry points. The rules live
+//! in the files beside this one, one concern each: `sessions.rs` (hello,
+//! resume, identities, nicks, per-source limits), `rooms.rs` (joining,
+//! leaving, loading rooms from storage, memory), `messages.rs` (say, dm,
+//! retries, typing, uploads, taking back what could not be stored) and
+//! `reads.rs` (history, who, rooms, file access).
+
+mod messages;
+mod reads;
+mod rooms;
+mod sessions;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bucket::TokenBucket;
+use crate::dedupe::Dedupe;
+use crate::room::{Room, SessionId};
+use crate::{
+    ChatConfig, Command, CommandError, Departure, Direct, Event, MemberId, Message, Nick, Output,
+    Record, RoomHistory, RoomId, RoomName, RoomPattern, SessionToken, Source, Timestamp,
+};
+
+/// How often rooms are pruned of messages older than
+/// [`ChatConfig::history_max_age`], and forgotten sources swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The whole chat: connections, sessions, rooms and their rules, with no IO.
+///
+/// A *member* ([`MemberId`]) is one connection. A *session* is who that
+/// connection speaks for: a nick, the rooms joined and a [`SessionToken`].
+/// When a connection drops, its session waits
+/// [`ChatConfig::session_grace`] for a new connection to resume it (with
+/// `hello {session}`); only then do the others see it leave, and its nick is
+/// reserved until then.
+///
+/// Rooms are held in memory while used and read back from storage when
+/// needed ([`Output::Load`]): a room nobody is in, or the older part of a
+/// room's history, may be dropped from memory under the limits of
+/// [`ChatConfig::max_rooms`] and [`ChatConfig::history_memory_max`].
+///
+/// # Contract
+/// - Call [`Chat::handle_connect`] for each new connection, then
+///   [`Chat::handle_command`] for each of its commands and
+///   [`Chat::handle_disconnect`] once when it goes away.
+/// - After each `handle_*` call, drain [`Chat::poll_output`] until it returns
+///   `None` and carry out every [`Output`] in order; then read
+///   [`Chat::poll_timeout`] and call [`Chat::handle_timeout`] once that time
+///   has come. Spurious or late `handle_timeout` calls are harmless.
+/// - Answer every [`Output::Load`] with [`Chat::handle_loaded`] or
+///   [`Chat::handle_load_failed`], and every [`Output::Persist`] of a
+///   message that could not be stored with [`Chat::handle_unstored`].
+/// - `now` must not go backwards from one call to the next.
+///
+/// Every collection iterates in a fixed order, so the same sequence of calls
+/// always yields the same outputs.
+#[derive(Debug)]
+pub struct Chat {
+    config: ChatConfig,
+    conns: BTreeMap<MemberId, Conn>,
+    sessions: BTreeMap<SessionId, Session>,
+    tokens: BTreeMap<SessionToken, SessionId>,
+    /// Folded nick to the session holding it, attached or not.
+    nicks: BTreeMap<Arc<str>, SessionId>,
+    rooms: BTreeMap<RoomId, Room>,
+    room_ids: BTreeMap<RoomName, RoomId>,
+    /// Rooms not in memory whose load is out, with the joins waiting.
+    loading: BTreeMap<RoomName, Vec<Parked>>,
+    /// Rooms in memory whose window is being loaded, with what waits.
+    waiting: BTreeMap<RoomId, Vec<Parked>>,
+    sources: BTreeMap<Source, SourceState>,
+    /// Rooms with messages in memory, least recently used first.
+    resident: BTreeSet<(u64, RoomId)>,
+    /// Rooms nobody is in, least recently used first.
+    idle: BTreeSet<(u64, RoomId)>,
+    /// What the windows of every room cost together.
+    resident_bytes: usize,
+    /// The use counter rooms are stamped with.
+    uses: u64,
+    /// Until when messages are refused because storage failed.
+    store_down_until: Option<Timestamp>,
+    dedupe: Dedupe,
+    outputs: VecDeque<Output>,
+    /// When each relayed `typing` stops throttling, in the order relayed.
+    /// `now` never goes backwards, so this is sorted by deadline.
+    typing_deadlines: VecDeque<(Timestamp, SessionId, RoomId)>,
+    /// When each detached session expires, in the order detached.
+    expiries: VecDeque<(Timestamp, SessionId)>,
+    /// When sessions' identities expire (stale entries of renewed ones
+    /// are skipped).
+    grant_deadlines: BTreeSet<(Timestamp, SessionId)>,
+    next_sweep: Option<Timestamp>,
+    next_member: u64,
+    next_session: u64,
+    next_room: u64,
+    next_guest: u64,
+}
+
+#[derive(Debug)]
+struct Conn {
+    /// The token a new session started by this connection gets.
+    proposed: SessionToken,
+    session: Option<SessionId>,
+    source: Source,
+    /// History bytes this connection may still be sent.
+    history: TokenBucket,
+}
+
+#[derive(Debug)]
+struct Session {
+    token: SessionToken,
+    nick: Nick,
+    rooms: BTreeSet<RoomId>,
+    /// The connection speaking for the session, if one is.
+    conn: Option<MemberId>,
+    /// When the last connection went away, while none is attached.
+    detached_at: Option<Timestamp>,
+    /// Where its connection came from; `None` for a session restored at
+    /// start until a connection resumes it.
+    source: Option<Source>,
+    /// What the session's identity grants, if it has one (boxed: most
+    /// sessions have none).
+    grant: Option<Box<Grant>>,
+    messages: TokenBucket,
+    /// Joins of new rooms.
+    joins: TokenBucket,
+    /// Rooms created.
+    created: TokenBucket,
+    /// Bytes uploaded.
+    uploads: TokenBucket,
+    /// When a `typing` was last relayed for each room.
+    typing: BTreeMap<RoomId, Timestamp>,
+}
+
+/// What one source holds, for the limits per address.
+#[derive(Debug)]
+struct SourceState {
+    conns: usize,
+    sessions: usize,
+    /// Its sessions waiting to be resumed, detached longest first.
+    detached: BTreeSet<(Timestamp, SessionId)>,
+    created: TokenBucket,
+    uploads: TokenBucket,
+}
+
+/// What a session's identity grants.
+#[derive(Debug, Clone)]
+struct Grant {
+    rooms: Option<Vec<RoomPattern>>,
+    expires: Timestamp,
+}
+
+impl Grant {
+    fn allows(&self, room: &RoomName) -> bool {
+        self.rooms.as_ref().is_none_or(|patterns| patterns.iter().any(|p| p.matches(room)))
+    }
+}
+
+/// A command waiting for a room to be loaded.
+#[derive(Debug)]
+enum Parked {
+    Join {
+        member: MemberId,
+        session: SessionId,
+        id: Option<Arc<str>>,
+        after: Option<u64>,
+    },
+    History {
+        member: MemberId,
+        session: SessionId,
+        id: Option<Arc<str>>,
+        before: Option<u64>,
+        limit: usize,
+    },
+}
+
+impl Parked {
+    fn member(&self) -> MemberId {
+        match self {
+            Self::Join { member, .. } | Self::History { member, .. } => *member,
+        }
+    }
+
+    fn id(&self) -> &Option<Arc<str>> {
+        match self {
+            Self::Join { id, .. } | Self::History { id, .. } => id,
+        }
+    }
+}
+
+impl Chat {
+    /// An empty chat with the given rules.
+    pub fn new(config: ChatConfig) -> Self {
+        Self {
+            dedupe: Dedupe::new(config.dedupe_window, config.dedupe_max, config.dedupe_max_bytes),
+            config,
+            conns: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            nicks: BTreeMap::new(),
+            rooms: BTreeMap::new(),
+            room_ids: BTreeMap::new(),
+            loading: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            sources: BTreeMap::new(),
+            resident: BTreeSet::new(),
+            idle: BTreeSet::new(),
+            resident_bytes: 0,
+            uses: 0,
+            store_down_until: None,
+            outputs: VecDeque::new(),
+            typing_deadlines: VecDeque::new(),
+            expiries: VecDeque::new(),
+            grant_deadlines: BTreeSet::new(),
+            next_sweep: None,
+            next_member: 1,
+            next_session: 1,
+            next_room: 1,
+            next_guest: 1,
+        }
+    }
+
+    /// Registers a new connection from `source` and returns the id naming
+    /// it. `proposed` is the token its session gets if it starts a new one:
+    /// the driver makes it random and unguessable. The member has no nick
+    /// until its `hello`.
+    pub fn handle_connect(
+        &mut self,
+        now: Timestamp,
+        proposed: SessionToken,
+        source: Source,
+    ) -> MemberId {
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now.saturating_add(SWEEP_EVERY));
+        }
+        let id = MemberId::new(self.next_member);
+        self.next_member += 1;
+        self.source_state(now, source).conns += 1;
+        let history = TokenBucket::full(self.config.history_bytes_per_conn, now);
+        self.conns.insert(id, Conn { proposed, session: None, source, history });
+        id
+    }
+
+    /// Handles one command of `member`. `id` is the request id to echo in the
+    /// reply. Commands of a member that is not connected are ignored: they
+    /// can only come from a connection that raced its own disconnect.
+    pub fn handle_command(
+        &mut self,
+        now: Timestamp,
+        member: MemberId,
+        id: Option<&str>,
+        command: Command,
+    ) {
+        let Some(conn) = self.conns.get(&member) else {
+            return;
+        };
+        let session = conn.session;
+        let id: Option<Arc<str>> = id.map(Arc::from);
+        let result = match (command, session) {
+            (Command::Hello { nick, session: token, identity }, None) => {
+                self.hello(now, member, &id, nick, token, identity)
+            }
+            (Command::Hello { .. }, Some(_)) => Err(CommandError::AlreadyGreeted),
+            (_, None) => Err(CommandError::HelloRequired),
+            (Command::Join { room, after }, Some(s)) => {
+                self.join(now, member, s, &id, &room, after)
+            }
+            (Command::Leave { room }, Some(s)) => self.leave(member, s, &id, &room),
+            (Command::Say { room, text, action, attachment }, Some(s)) => {
+                self.say(now, member, s, &id, &room, messages::Said { text, action, attachment })
+            }
+            (Command::Dm { to, text }, Some(s)) => self.dm(now, member, s, &id, &to, text),
+            (Command::Nick { nick }, Some(s)) => self.rename(member, s, &id, &nick),
+            (Command::Typing { room }, Some(s)) => self.typing(now, member, s, &room),
+            (Command::Rooms, Some(s)) => {
+                let rooms = self.rooms_listed(s);
+                self.reply(member, Event::Rooms { id: id.clone(), rooms });
+                Ok(())
+            }
+            (Command::Who { room }, Some(s)) => self.who(member, s, &id, &room),
+            (Command::History { room, before, limit }, Some(s)) => {
+                self.history(now, member, s, &id, &room, before, limit)
+            }
+            (Command::Ping, Some(_)) => {
+                self.reply(member, Event::Pong { id: id.clone() });
+                Ok(())
+            }
+            (Command::Auth { identity }, Some(s)) => self.auth(now, member, s, &id, identity),
+        };
+        if let Err(error) = result {
+            self.reply(member, Event::Error { id, error });
+        }
+    }
+
+    /// The connection is gone. If the client said goodbye
+    /// ([`Departure::Quit`]) its session ends now: it leaves every room and
+    /// its nick becomes free. If the connection was lost, the session is
+    /// kept for [`ChatConfig::session_grace`] so a new connection can resume
+    /// it, and ends only then (or sooner, when its source holds more than
+    /// [`ChatConfig::max_detached_per_source`] such sessions). Unknown
+    /// members are ignored.
+    pub fn handle_disconnect(&mut self, now: Timestamp, member: MemberId, departure: Departure) {
+        let Some(conn) = self.drop_conn(member) else {
+            return;
+        };
+        let Some(sid) = conn.session else {
+            return;
+        };
+        if self.sessions.get(&sid).is_none_or(|session| session.conn != Some(member)) {
+            return;
+        }
+        if departure == Departure::Quit || self.config.session_grace.is_zero() {
+            self.end_session(sid);
+        } else {
+            self.detach(now, sid);
+        }
+    }
+
+    /// Lets time-based state expire: typing throttles, sessions whose grace
+    /// period passed, identities, remembered message ids, messages past
+    /// their maximum age. Harmless to call at any time.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        let interval = self.config.typing_interval;
+        while let Some(&(deadline, sid, room)) = self.typing_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.typing_deadlines.pop_front();
+            if let Some(session) = self.sessions.get_mut(&sid) {
+                // Only forget the entry if no later `typing` replaced it.
+                if session.typing.get(&room).is_some_and(|&t| t.saturating_add(interval) <= now) {
+                    session.typing.remove(&room);
+                }
+            }
+        }
+        self.expire_sessions(now);
+        self.expire_grants(now);
+        self.dedupe.expire(now);
+        if self.store_down_until.is_some_and(|until| until <= now) {
+            self.store_down_until = None;
+        }
+        if self.next_sweep.is_some_and(|at| at <= now) {
+            if let Some(max_age) = self.config.history_max_age {
+                let cutoff = Timestamp::from_unix_millis(
+                    now.as_unix_millis().saturating_sub(millis(max_age)),
+                );
+                self.prune_rooms(cutoff);
+            }
+            self.forget_sources(now);
+            self.next_sweep = Some(now.saturating_add(SWEEP_EVERY));
+        }
+    }
+
+    /// The answer to [`Output::Load`]: what storage holds of `room`, or
+    /// `None` if it holds nothing (the room never had a message). Commands
+    /// that waited for it go on.
+    pub fn handle_loaded(&mut self, now: Timestamp, room: &RoomName, stored: Option<RoomHistory>) {
+        self.loaded(now, room, Some(stored));
+    }
+
+    /// The answer to [`Output::Load`] when storage could not be read:
+    /// commands that waited for it are refused (`RoomUnavailable`).
+    pub fn handle_load_failed(&mut self, now: Timestamp, room: &RoomName) {
+        self.loaded(now, room, None);
+    }
+
+    /// Records the core asked to persist could not be stored: their
+    /// messages are taken back (numbering goes back, retries are no longer
+    /// answered), each sender is told with `StoreUnavailable`, and no
+    /// message is accepted for `retry_after`. Give every record issued
+    /// since the last one stored, in the order they were output.
+    ///
+    /// Deliveries of these messages must not be carried out; the driver
+    /// holds them until storage answers, as [`Output::Persist`] says.
+    pub fn handle_unstored(&mut self, now: Timestamp, records: Vec<Record>, retry_after: Duration) {
+        self.store_down_until = Some(now.saturating_add(retry_after));
+        for record in records.into_iter().rev() {
+            self.retract(now, record);
+        }
+    }
+
+    /// Checks whether `member` may upload a file of `size` bytes to `room`
+    /// now, taking `size` from its session's and its source's upload
+    /// quotas. The `say` that carries the file is checked again when it
+    /// comes.
+    ///
+    /// # Errors
+    /// What the `say` would get (not greeted, not in the room, rate limited,
+    /// storage down), or `QuotaExceeded`.
+    pub fn handle_upload(
+        &mut self,
+        now: Timestamp,
+        member: MemberId,
+        room: &str,
+        size: u64,
+    ) -> Result<(), CommandError> {
+        self.admit_upload(now, member, room, size)
+    }
+
+    /// The next instruction for the driver, in order; `None` when drained.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Chat::handle_timeout`] should next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        [
+            self.typing_deadlines.front().map(|&(deadline, _, _)| deadline),
+            self.expiries.front().map(|&(deadline, _)| deadline),
+            self.grant_deadlines.first().map(|&(deadline, _)| deadline),
+            self.dedupe.next_deadline(),
+            self.store_down_until,
+            self.next_sweep,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Restores a session stored before a restart: detached, holding its
+    /// nick, ending after [`ChatConfig::session_grace`] unless its token
+    /// resumes it. Ignored if the token or nick is already held.
+    pub fn restore_session(&mut self, now: Timestamp, token: SessionToken, nick: Nick) {
+        if self.tokens.contains_key(&token) || self.nicks.contains_key(nick.folded()) {
+            return;
+        }
+        let sid = self.new_session(now, token, nick, None, None);
+        self.detach(now, sid);
+    }
+
+    /// Restores a stored message at startup so a retry of it is still
+    /// answered with the original; older than the dedupe window, it is
+    /// ignored.
+    pub fn restore_message(&mut self, now: Timestamp, message: Message) {
+        let (Some(sender), Some(id)) = (message.sender.clone(), message.id.clone()) else {
+            return;
+        };
+        if now.millis_since(message.ts) < millis(self.config.dedupe_window) {
+            let ts = message.ts;
+            self.dedupe.insert(ts, sender, id, Arc::new(Event::Message(message)));
+        }
+    }
+
+    /// Restores a stored direct message at startup so a retry of it is
+    /// still answered with the original; older than the dedupe window, it
+    /// is ignored.
+    pub fn restore_direct(&mut self, now: Timestamp, direct: Direct) {
+        let Some(id) = direct.id.clone() else {
+            return;
+        };
+        if now.millis_since(direct.ts) < millis(self.config.dedupe_window) {
+            let event = Arc::new(messages::direct_event(&direct));
+            self.dedupe.insert(direct.ts, direct.sender, id, event);
+        }
+    }
+
+    /// The rules in force.
+    pub fn config(&self) -> &ChatConfig {
+        &self.config
+    }
+
+    /// The nick of a member, once it said hello.
+    pub fn nick(&self, member: MemberId) -> Option<&Nick> {
+        let sid = self.conns.get(&member)?.session?;
+        self.sessions.get(&sid).map(|s| &s.nick)
+    }
+
+    /// How many connections are open, greeted or not.
+    pub fn member_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// How many sessions exist, attached or waiting to be resumed.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// How many rooms are held in memory, idle ones included.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Bytes of history held in memory, as
+    /// [`ChatConfig::history_memory_max`] counts them.
+    pub fn history_bytes(&self) -> usize {
+        self.resident_bytes
+    }
+
+    /// How many message ids are remembered for deduplication.
+    pub fn dedupe_len(&self) -> usize {
+        self.dedupe.len()
+    }
+
+    /// Bytes the remembered ids keep alive, as
+    /// [`ChatConfig::dedupe_max_bytes`] counts them.
+    pub fn dedupe_bytes(&self) -> usize {
+        self.dedupe.bytes()
+    }
+
+    /// Every room someone is in, with its number of members, by name.
+    pub fn room_members(&self) -> Vec<(RoomName, usize)> {
+        self.room_ids
+            .iter()
+            .filter_map(|(name, id)| self.rooms.get(id).map(|r| (name.clone(), r.sessions().len())))
+            .filter(|(_, members)| *members > 0)
+            .collect()
+    }
+
+    /// The session holding a token and the connection it has, if any.
+    fn session_of(&self, token: &SessionToken) -> Option<(SessionId, Option<MemberId>)> {
+        let sid = *self.tokens.get(token)?;
+        Some((sid, self.sessions.get(&sid)?.conn))
+    }
+
+    /// Takes a connection out, with its count under its source.
+    fn drop_conn(&mut self, member: MemberId) -> Option<Conn> {
+        let conn = self.conns.remove(&member)?;
+        if let Some(state) = self.sources.get_mut(&conn.source) {
+            state.conns = state.conns.saturating_sub(1);
+        }
+        Some(conn)
+    }
+
+    fn reply(&mut self, member: MemberId, event: Event) {
+        self.deliver(Arc::new([member]), event);
+    }
+
+    fn deliver(&mut self, to: Arc<[MemberId]>, event: Event) {
+        self.deliver_shared(to, Arc::new(event));
+    }
+
+    fn deliver_shared(&mut self, to: Arc<[MemberId]>, event: Arc<Event>) {
+        if to.is_empty() {
+            return;
+        }
+        self.outputs.push_back(Output::Deliver { to, event });
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,561 @@
+//! Rooms: joining and leaving, rooms read back from storage when they are
+//! not in memory, room creation and its limits, and the memory the rooms'
+//! windows may use.
+
+use std::sync::Arc;
+
+use super::{Chat, Parked};
+use crate::room::{Room, SessionId};
+use crate::{
+    CommandError, Event, MemberId, Nick, Output, Presence, RoomHistory, RoomId, RoomName, Timestamp,
+};
+
+impl Chat {
+    pub(super) fn join(
+        &mut self,
+        now: Timestamp,
+        member: MemberId,
+        sid: SessionId,
+        id: &Option<Arc<str>>,
+        room: &str,
+        after: Option<u64>,
+    ) -> Result<(), CommandError> {
+        let name = RoomName::parse(room).map_err(CommandError::InvalidRoom)?;
+        self.check_grant(sid, &name)?;
+        let existing = self.room_ids.get(&name).copied();
+        let joined = existing
+            .is_some_and(|room| self.sessions.get(&sid).is_some_and(|s| s.rooms.contains(&room)));
+        if !joined {
+            self.admit_join(now, sid, existing)?;
+        }
+        let parked = Parked::Join { member, session: sid, id: id.clone(), after };
+        match existing {
+            Some(room_id) => self.serve_or_wait(now, room_id, parked),
+            None => {
+                // Not in memory: storage may know it (its numbering goes
+                // on from there) or not (it is created).
+                match self.loading.get_mut(&name) {
+                    Some(waiting) => waiting.push(parked),
+                    None => {
+                        self.loading.insert(name.clone(), vec![parked]);
+                        self.outputs.push_back(Output::Load(name));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks the limits on joining a room the session is not in yet: rooms
+    /// per session, members per room, the join rate.
+    fn admit_join(
+        &mut self,
+        now: Timestamp,
+        sid: SessionId,
+        existing: Option<RoomId>,
+    ) -> Result<(), CommandError> {
+        let rate = crate::Rate::per_sec(self.config.joins_per_sec, self.config.joins_burst);
+        let (max_rooms, max_members) =
+            (self.config.max_rooms_per_session, self.config.max_members_per_room);
+        let members =
+            existing.and_then(|room| self.rooms.get(&room)).map_or(0, |room| room.sessions().len());
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return Ok(());
+        };
+        if session.rooms.len() >= max_rooms {
+            return Err(CommandError::RoomLimit { max: max_rooms });
+        }
+        if members >= max_members {
+            let name = existing.and_then(|room| self.rooms.get(&room)).map(|r| r.name.clone());
+            if let Some(room) = name {
+                return Err(CommandError::RoomFull { room, max: max_members });
+            }
+        }
+        session
+            .joins
+            .take(rate, now)
+            .map_err(|retry_after_ms| CommandError::JoinRateLimited { retry_after_ms })
+    }
+
+    /// Answers a join or a history request on a room in memory now if its
+    /// window holds what is needed, else once storage returned the rest.
+    pub(super) fn serve_or_wait(
+        &mut self,
+        now: Timestamp,
+        room_id: RoomId,
+        parked: Parked,
+    ) -> Result<(), CommandError> {
+        if let Some(waiting) = self.waiting.get_mut(&room_id) {
+            // A load is out: answer in order, after it.
+            waiting.push(parked);
+            self.refresh_recipients(room_id);
+            return Ok(());
+        }
+        let Some(room) = self.rooms.get(&room_id) else {
+            return Ok(());
+        };
+        let covered = match &parked {
+            Parked::Join { after, .. } => room.covers_resume(*after, self.config.join_history),
+            Parked::History { before, limit, .. } => room.covers_history(*before, *limit),
+        };
+        if covered {
+            return self.serve(now, room_id, parked);
+        }
+        let name = room.name.clone();
+        self.waiting.insert(room_id, vec![parked]);
+        self.refresh_recipients(room_id);
+        self.outputs.push_back(Output::Load(name));
+        Ok(())
+    }
+
+    fn serve(
+        &mut self,
+        now: Timestamp,
+        room_id: RoomId,
+        parked: Parked,
+    ) -> Result<(), CommandError> {
+        match parked {
+            Parked::Join { member, session, id, after } => {
+                self.complete_join(now, member, session, &id, room_id, after)
+            }
+            Parked::History { member, session, id, before, limit } => {
+                self.history_reply(now, member, session, &id, room_id, before, limit)
+            }
+        }
+    }
+
+    /// The join itself, once the room is in memory with what the `joined`
+    /// needs.
+    fn complete_join(
+        &mut self,
+        now: Timestamp,
+        member: MemberId,
+        sid: SessionId,
+        id: &Option<Arc<str>>,
+        room_id: RoomId,
+        after: Option<u64>,
+    ) -> Result<(), CommandError> {
+        // The connection may have gone, or moved on, while the room loaded.
+        if self.conns.get(&member).is_none_or(|conn| conn.session != Some(sid)) {
+            return Ok(());
+        }
+        let (max_rooms, max_members) =
+            (self.config.max_rooms_per_session, self.config.max_members_per_room);
+        let (Some(session), Some(room)) = (self.sessions.get(&sid), self.rooms.get(&room_id))
+        else {
+            return Ok(());
+        };
+        let nick = session.nick.clone();
+        let name = room.name.clone();
+        if !session.rooms.contains(&room_id) {
+            if session.grant.as_ref().is_some_and(|grant| !grant.allows(&name)) {
+                return Err(forbidden(&name));
+            }
+            if session.rooms.len() >= max_rooms {
+                return Err(CommandError::RoomLimit { max: max_rooms });
+            }
+            if room.sessions().len() >= max_members {
+                return Err(CommandError::RoomFull { room: name, max: max_members });
+            }
+            if let Some(session) = self.sessions.get_mut(&sid) {
+                session.rooms.insert(room_id);
+            }
+            if let Some(room) = self.rooms.get_mut(&room_id) {
+                room.add(sid);
+            }
+            self.refresh_recipients(room_id);
+            self.reindex(room_id);
+            if let Some(room) = self.rooms.get(&room_id) {
+                let others = room.others(member);
+                let event = Event::Presence { room: name.clone(), change: Presence::Joined(nick) };
+                self.deliver(others, event);
+            }
+        }
+        self.touch(room_id);
+        let Some(room) = self.rooms.get(&room_id) else {
+            return Ok(());
+        };
+        let (history, resume) =
+            room.resume(after, self.config.join_history, self.config.resume_max);
+        let members = self.sorted_nicks(room.sessions());
+        let last_seq = room.last_seq;
+        let history = self.fit_history(now, member, history, false)?;
+        let event =
+            Event::Joined { id: id.clone(), room: name, members, history, last_seq, resume };
+        self.reply(member, event);
+        Ok(())
+    }
+
+    pub(super) fn leave(
+        &mut self,
+        member: MemberId,
+        sid: SessionId,
+        id: &Option<Arc<str>>,
+        room: &str,
+    ) -> Result<(), CommandError> {
+        let name = RoomName::parse(room).map_err(CommandError::InvalidRoom)?;
+        let joined =
+            self.room_ids.get(&name).copied().filter(|room_id| {
+                self.sessions.get(&sid).is_some_and(|s| s.rooms.contains(room_id))
+            });
+        let Some(room_id) = joined else {
+            return Err(CommandError::NotInRoom(name));
+        };
+        self.part(member, sid, id, room_id, name);
+        Ok(())
+    }
+
+    /// Takes the session out of a room it is in: `left` to `member`, a
+    /// presence to the others.
+    pub(super) fn part(
+        &mut self,
+        member: MemberId,
+        sid: SessionId,
+        id: &Option<Arc<str>>,
+        room_id: RoomId,
+        name: RoomName,
+    ) {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        session.rooms.remove(&room_id);
+        session.typing.remove(&room_id);
+        let nick = session.nick.clone();
+        self.reply(member, Event::Left { id: id.clone(), room: name });
+        self.remove_from_room(room_id, sid, &nick);
+    }
+
+    /// Takes a session out of a room, tells the others, and forgets the
+    /// room if it is now empty and holds no messages in memory (storage
+    /// keeps its numbering and history). An empty room with messages stays
+    /// as a cache until memory or the room limit wants it gone.
+    pub(super) fn remove_from_room(&mut self, room_id: RoomId, sid: SessionId, nick: &Nick) {
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        room.remove(sid);
+        self.refresh_recipients(room_id);
+        self.reindex(room_id);
+        let Some(room) = self.rooms.get(&room_id) else {
+            return;
+        };
+        let event =
+            Event::Presence { room: room.name.clone(), change: Presence::Left(nick.clone()) };
+        let to = room.recipients();
+        if room.is_empty() && room.window_is_empty() && !self.waiting.contains_key(&room_id) {
+            self.remove_room(room_id);
+        }
+        self.deliver(to, event);
+    }
+
+    /// Rebuilds the connections a room delivers to from its sessions. A
+    /// session joins a room's sessions only with its `joined`, so nobody
+    /// new gets a room's messages before its `joined`; and a member resuming
+    /// from `after` while the room is read back gets them in that `joined`,
+    /// in order, not before it.
+    pub(super) fn refresh_recipients(&mut self, room_id: RoomId) {
+        let Some(room) = self.rooms.get(&room_id) else {
+            return;
+        };
+        let waiting = self.waiting.get(&room_id);
+        let resuming = |member: MemberId| {
+            waiting.is_some_and(|parked| {
+                parked.iter().any(|p| {
+                    matches!(p, Parked::Join { after: Some(_), .. }) && p.member() == member
+                })
+            })
+        };
+        let recipients: Arc<[MemberId]> = room
+            .sessions()
+            .iter()
+            .filter_map(|sid| self.sessions.get(sid).and_then(|s| s.conn))
+            .filter(|&member| !resuming(member))
+            .collect();
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            room.set_recipients(recipients);
+        }
+    }
+
+    /// The room `sid` names, if the session is in it and its grant allows
+    /// it.
+    pub(super) fn joined_room(
+        &self,
+        sid: SessionId,
+        room: &str,
+    ) -> Result<(RoomId, RoomName), CommandError> {
+        let name = RoomName::parse(room).map_err(CommandError::InvalidRoom)?;
+        let joined =
+            self.room_ids.get(&name).copied().filter(|room_id| {
+                self.sessions.get(&sid).is_some_and(|s| s.rooms.contains(room_id))
+            });
+        match joined {
+            Some(room_id) => {
+                self.check_grant(sid, &name)?;
+                Ok((room_id, name))
+            }
+            None => Err(CommandError::NotInRoom(name)),
+        }
+    }
+
+    /// Refuses a room the session's identity does not allow.
+    pub(super) fn check_grant(&self, sid: SessionId, name: &RoomName) -> Result<(), CommandError> {
+        let session = self.sessions.get(&sid);
+        match session.and_then(|s| s.grant.as_deref()) {
+            Some(grant) if !grant.allows(name) => Err(forbidden(name)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Storage answered a load (`None`: it failed).
+    pub(super) fn loaded(
+        &mut self,
+        now: Timestamp,
+        name: &RoomName,
+        stored: Option<Option<RoomHistory>>,
+    ) {
+        if let Some(parked) = self.loading.remove(name) {
+            self.loaded_new(now, name, stored, parked);
+        } else if let Some(&room_id) = self.room_ids.get(name) {
+            let parked = self.waiting.remove(&room_id).unwrap_or_default();
+            match stored {
+                Some(history) => {
+                    let capacity = self.config.history_per_room;
+                    let history = history.unwrap_or_default();
+                    self.change_window(room_id, |room| {
+                        room.merge_loaded(history.last_seq, history.messages, capacity);
+                    });
+                    for parked in parked {
+                        let (member, id) = (parked.member(), parked.id().clone());
+                        if let Err(error) = self.serve(now, room_id, parked) {
+                            self.refuse(member, id, error);
+                        }
+                    }
+                }
+                None => self.refuse_parked(parked, name),
+            }
+            self.refresh_recipients(room_id);
+            self.forget_if_unused(room_id);
+            self.enforce_memory(Some(room_id));
+        }
+    }
+
+    /// A room that was not in memory came back from storage (or is new):
+    /// the joins that waited for it go on.
+    fn loaded_new(
+        &mut self,
+        now: Timestamp,
+        name: &RoomName,
+        stored: Option<Option<RoomHistory>>,
+        parked: Vec<Parked>,
+    ) {
+        let mut room_id = match stored {
+            None => return self.refuse_parked(parked, name),
+            Some(None) => None,
+            Some(Some(history)) => match self.open_room(name.clone()) {
+                Ok(room_id) => {
+                    let capacity = self.config.history_per_room;
+                    self.change_window(room_id, |room| {
+                        room.merge_loaded(history.last_seq, history.messages, capacity);
+                    });
+                    Some(room_id)
+                }
+                Err(error) => {
+                    for parked in parked {
+                        let (member, id) = (parked.member(), parked.id().clone());
+                        self.refuse(member, id, error.clone());
+                    }
+                    return;
+                }
+            },
+        };
+        for parked in parked {
+            let (member, id) = (parked.member(), parked.id().clone());
+            let target = match room_id {
+                Some(room_id) => Ok(room_id),
+                // Storage never heard of it: whoever asked first creates it.
+                None => self.create_for(now, &parked, name),
+            };
+            let served = target.and_then(|target| {
+                room_id = Some(target);
+                self.serve(now, target, parked)
+            });
+            if let Err(error) = served {
+                self.refuse(member, id, error);
+            }
+        }
+        if let Some(room_id) = room_id {
+            self.forget_if_unused(room_id);
+            self.enforce_memory(Some(room_id));
+        }
+    }
+
+    /// Forgets a room nobody is in that holds nothing in memory.
+    fn forget_if_unused(&mut self, room_id: RoomId) {
+        let unused = self.rooms.get(&room_id).is_some_and(|room| {
+            room.is_empty() && room.window_is_empty() && !self.waiting.contains_key(&room_id)
+        });
+        if unused {
+            self.remove_room(room_id);
+        }
+    }
+
+    fn refuse_parked(&mut self, parked: Vec<Parked>, name: &RoomName) {
+        for parked in parked {
+            let (member, id) = (parked.member(), parked.id().clone());
+            self.refuse(member, id, CommandError::RoomUnavailable(name.clone()));
+        }
+    }
+
+    /// Refuses a command that waited, if its connection is still there.
+    fn refuse(&mut self, member: MemberId, id: Option<Arc<str>>, error: CommandError) {
+        if self.conns.contains_key(&member) {
+            self.reply(member, Event::Error { id, error });
+        }
+    }
+
+    /// Creates a room for the session of a waiting join, charged to its
+    /// session's and its source's room creation quotas.
+    fn create_for(
+        &mut self,
+        now: Timestamp,
+        parked: &Parked,
+        name: &RoomName,
+    ) -> Result<RoomId, CommandError> {
+        let Parked::Join { member, session: sid, .. } = parked else {
+            return Err(CommandError::NotInRoom(name.clone()));
+        };
+        let (per_session, per_source) =
+            (self.config.rooms_created_per_session, self.config.rooms_created_per_source);
+        let Some(source) = self.conns.get(member).map(|conn| conn.source) else {
+            return Err(CommandError::HelloRequired);
+        };
+        let Some(session) = self.sessions.get_mut(sid) else {
+            return Err(CommandError::HelloRequired);
+        };
+        let rate_limited = |retry_after_ms| CommandError::CreateRateLimited { retry_after_ms };
+        session.created.check(per_session, now, 1).map_err(rate_limited)?;
+        self.source_state(now, source).created.check(per_source, now, 1).map_err(rate_limited)?;
+        let room_id = self.open_room(name.clone())?;
+        if let Some(session) = self.sessions.get_mut(sid) {
+            let _ = session.created.take(per_session, now);
+        }
+        let _ = self.source_state(now, source).created.take(per_source, now);
+        Ok(room_id)
+    }
+
+    /// A new room in memory, making way by forgetting the idle room used
+    /// longest ago if the room limit is reached.
+    fn open_room(&mut self, name: RoomName) -> Result<RoomId, CommandError> {
+        if self.rooms.len() >= self.config.max_rooms {
+            let idle =
+                self.idle.iter().map(|&(_, id)| id).find(|id| !self.waiting.contains_key(id));
+            match idle {
+                Some(idle) => self.remove_room(idle),
+                None => return Err(CommandError::TooManyRooms { max: self.config.max_rooms }),
+            }
+        }
+        let room_id = RoomId::new(self.next_room);
+        self.next_room += 1;
+        self.uses += 1;
+        self.room_ids.insert(name.clone(), room_id);
+        self.rooms.insert(room_id, Room::new(name, self.uses));
+        self.reindex(room_id);
+        Ok(room_id)
+    }
+
+    /// Forgets a room from memory; storage keeps its numbering and history.
+    pub(super) fn remove_room(&mut self, room_id: RoomId) {
+        let Some(room) = self.rooms.remove(&room_id) else {
+            return;
+        };
+        self.resident.remove(&(room.used, room_id));
+        self.idle.remove(&(room.used, room_id));
+        self.resident_bytes -= room.bytes;
+        self.room_ids.remove(&room.name);
+    }
+
+    /// Changes a room's window, keeping the memory accounting right.
+    pub(super) fn change_window(&mut self, room_id: RoomId, change: impl FnOnce(&mut Room)) {
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        let before = room.bytes;
+        change(room);
+        self.resident_bytes = self.resident_bytes - before + room.bytes;
+        self.reindex(room_id);
+    }
+
+    /// Drops the windows of the rooms used longest ago until the history in
+    /// memory is within [`ChatConfig::history_memory_max`], sparing `keep`
+    /// and rooms whose load is out. A room nobody is in goes entirely.
+    ///
+    /// [`ChatConfig::history_memory_max`]: crate::ChatConfig::history_memory_max
+    pub(super) fn enforce_memory(&mut self, keep: Option<RoomId>) {
+        while self.resident_bytes > self.config.history_memory_max {
+            let victim = self
+                .resident
+                .iter()
+                .map(|&(_, id)| id)
+                .find(|&id| Some(id) != keep && !self.waiting.contains_key(&id));
+            let Some(victim) = victim else { break };
+            if self.rooms.get(&victim).is_some_and(Room::is_empty) {
+                self.remove_room(victim);
+            } else {
+                self.change_window(victim, |room| {
+                    room.spill();
+                });
+            }
+        }
+    }
+
+    /// Drops messages accepted before `cutoff` from every window; rooms
+    /// left empty and unused go.
+    pub(super) fn prune_rooms(&mut self, cutoff: Timestamp) {
+        let ids: Vec<RoomId> = self.rooms.keys().copied().collect();
+        for room_id in ids {
+            self.change_window(room_id, |room| room.prune_before(cutoff));
+            self.forget_if_unused(room_id);
+        }
+    }
+
+    /// Marks a room used now.
+    pub(super) fn touch(&mut self, room_id: RoomId) {
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        self.resident.remove(&(room.used, room_id));
+        self.idle.remove(&(room.used, room_id));
+        self.uses += 1;
+        room.used = self.uses;
+        self.reindex(room_id);
+    }
+
+    /// Files a room under the eviction orders its state puts it in.
+    pub(super) fn reindex(&mut self, room_id: RoomId) {
+        let Some(room) = self.rooms.get(&room_id) else {
+            return;
+        };
+        let key = (room.used, room_id);
+        if room.bytes > 0 {
+            self.resident.insert(key);
+        } else {
+            self.resident.remove(&key);
+        }
+        if room.is_empty() {
+            self.idle.insert(key);
+        } else {
+            self.idle.remove(&key);
+        }
+    }
+
+    pub(super) fn sorted_nicks(&self, sessions: &[SessionId]) -> Vec<Nick> {
+        let mut nicks: Vec<Nick> =
+            sessions.iter().filter_map(|s| self.sessions.get(s)).map(|s| s.nick.clone()).collect();
+        nicks.sort_by(|a, b| a.folded().cmp(b.folded()).then_with(|| a.cmp(b)));
+        nicks
+    }
+}
+
+fn forbidden(name: &RoomName) -> CommandError {
+    CommandError::Forbidden(format!("your token does not allow room {name}"))
+}

@@ -1,0 +1,453 @@
+//! Who a connection speaks for: `hello` (new sessions, resumes, verified
+//! identities), `auth`, nick changes, detaching and ending sessions, and
+//! what each source (address) holds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::{Chat, Grant, Session, SourceState};
+use crate::bucket::{Rate, TokenBucket};
+use crate::room::SessionId;
+use crate::{
+    CommandError, DisconnectReason, Event, Identity, MemberId, Nick, Output, Record, RoomId,
+    RoomName, SessionToken, Source, Timestamp,
+};
+
+impl Chat {
+    pub(super) fn hello(
+        &mut self,
+        now: Timestamp,
+        member: MemberId,
+        id: &Option<Arc<str>>,
+        nick: Option<String>,
+        token: Option<String>,
+        identity: Option<Identity>,
+    ) -> Result<(), CommandError> {
+        let token = token
+            .map(|t| SessionToken::parse(&t))
+            .transpose()
+            .map_err(CommandError::InvalidSession)?;
+        let bound = match identity {
+            Some(identity) => Some(self.bind(now, identity, nick.as_deref())?),
+            None if self.config.require_identity => return Err(CommandError::Unauthorized),
+            None => None,
+        };
+        // With an identity, the session holding its nick is this client's
+        // own, whatever session token it brought.
+        let held = bound.as_ref().and_then(|(nick, _)| self.nicks.get(nick.folded()).copied());
+        let named = token.as_ref().and_then(|t| self.tokens.get(t)).copied();
+        if let Some(sid) = held.or(named) {
+            if let Some((nick, grant)) = &bound {
+                let session = self.sessions.get_mut(&sid).ok_or(CommandError::Unauthorized)?;
+                if session.nick.folded() != nick.folded() {
+                    return Err(CommandError::Forbidden(format!(
+                        "this session belongs to {}, the token to {nick}",
+                        session.nick
+                    )));
+                }
+                session.grant = Some(Box::new(grant.clone()));
+                self.grant_deadlines.insert((grant.expires, sid));
+            }
+            self.resume_session(now, member, sid, id);
+            // A narrower token than the session had leaves what it no
+            // longer allows, as `auth` does.
+            self.leave_revoked(member, sid);
+            return Ok(());
+        }
+        let (nick, grant) = match bound {
+            Some((nick, grant)) => (Some(nick.as_str().to_owned()), Some(grant)),
+            None => (nick, None),
+        };
+        let nick = match nick {
+            Some(text) => {
+                let nick = Nick::parse(&text).map_err(CommandError::InvalidNick)?;
+                if self.nicks.contains_key(nick.folded()) {
+                    return Err(CommandError::NickTaken(nick));
+                }
+                nick
+            }
+            None => self.guest_nick(),
+        };
+        // Only tokens this server issued name sessions, so nobody can pick
+        // a token another will later present: a token no session holds gets
+        // a new session under a new token (the client learns it from
+        // `welcome`), unless its retries are still remembered, since then
+        // it was ours and its client must keep being answered with the
+        // originals.
+        let Some(conn) = self.conns.get(&member) else {
+            return Ok(());
+        };
+        let source = conn.source;
+        let token = match token {
+            Some(token) if self.dedupe.knows(&token) => token,
+            _ => conn.proposed.clone(),
+        };
+        if self.tokens.contains_key(&token) {
+            // Only a driver reusing a token can get here: refuse rather than
+            // hand this connection someone else's session.
+            return Err(CommandError::InvalidSession(crate::NameError::Empty));
+        }
+        let expires = grant.as_ref().map(|grant| grant.expires);
+        let sid = self.new_session(now, token.clone(), nick.clone(), grant, Some(source));
+        if let Some(session) = self.sessions.get_mut(&sid) {
+            session.conn = Some(member);
+        }
+        if let Some(conn) = self.conns.get_mut(&member) {
+            conn.session = Some(sid);
+        }
+        if let Some(expires) = expires {
+            self.grant_deadlines.insert((expires, sid));
+        }
+        self.outputs.push_back(Output::Persist(Record::Session {
+            token: token.clone(),
+            nick: nick.clone(),
+        }));
+        let welcome =
+            Event::Welcome { id: id.clone(), nick, session: token, resumed: false, expires };
+        self.reply(member, welcome);
+        Ok(())
+    }
+
+    /// A new session, detached, counted under `source`.
+    pub(super) fn new_session(
+        &mut self,
+        now: Timestamp,
+        token: SessionToken,
+        nick: Nick,
+        grant: Option<Grant>,
+        source: Option<Source>,
+    ) -> SessionId {
+        let sid = SessionId(self.next_session);
+        self.next_session += 1;
+        let config = &self.config;
+        let joins = Rate::per_sec(config.joins_per_sec, config.joins_burst);
+        let session = Session {
+            token: token.clone(),
+            nick: nick.clone(),
+            rooms: BTreeSet::new(),
+            conn: None,
+            detached_at: None,
+            source,
+            grant: grant.map(Box::new),
+            messages: TokenBucket::full(self.message_rate(), now),
+            joins: TokenBucket::full(joins, now),
+            created: TokenBucket::full(config.rooms_created_per_session, now),
+            uploads: TokenBucket::full(config.upload_bytes_per_session, now),
+            typing: BTreeMap::new(),
+        };
+        self.nicks.insert(Arc::from(nick.folded()), sid);
+        self.tokens.insert(token, sid);
+        self.sessions.insert(sid, session);
+        if let Some(source) = source {
+            self.source_state(now, source).sessions += 1;
+        }
+        sid
+    }
+
+    /// Checks a verified identity against the clock and the nick asked for:
+    /// the nick it binds, and what it grants.
+    pub(super) fn bind(
+        &self,
+        now: Timestamp,
+        identity: Identity,
+        asked: Option<&str>,
+    ) -> Result<(Nick, Grant), CommandError> {
+        if identity.expires <= now {
+            return Err(CommandError::Unauthorized);
+        }
+        let nick = Nick::parse(&identity.nick).map_err(CommandError::InvalidNick)?;
+        if let Some(asked) = asked
+            && Nick::parse(asked).map_or(true, |asked| asked.folded() != nick.folded())
+        {
+            return Err(CommandError::Forbidden(format!("your token is for {nick}")));
+        }
+        Ok((nick, Grant { rooms: identity.rooms, expires: identity.expires }))
+    }
+
+    /// Renews a session's identity; rooms the new one does not allow are
+    /// left.
+    pub(super) fn auth(
+        &mut self,
+        now: Timestamp,
+        member: MemberId,
+        sid: SessionId,
+        id: &Option<Arc<str>>,
+        identity: Identity,
+    ) -> Result<(), CommandError> {
+        let Some(session) = self.sessions.get(&sid) else {
+            return Ok(());
+        };
+        if session.grant.is_none() && !self.config.require_identity {
+            return Err(CommandError::Forbidden("this session has no token to renew".to_owned()));
+        }
+        let current = session.nick.clone();
+        let (nick, grant) = self.bind(now, identity, None)?;
+        if nick.folded() != current.folded() {
+            return Err(CommandError::Forbidden(format!("this session belongs to {current}")));
+        }
+        let expires = grant.expires;
+        if let Some(session) = self.sessions.get_mut(&sid) {
+            session.grant = Some(Box::new(grant));
+        }
+        self.grant_deadlines.insert((expires, sid));
+        self.leave_revoked(member, sid);
+        self.reply(member, Event::Authed { id: id.clone(), expires });
+        Ok(())
+    }
+
+    /// Leaves, with a `left` to `member` and a presence to the others,
+    /// every room the session's grant does not allow.
+    pub(super) fn leave_revoked(&mut self, member: MemberId, sid: SessionId) {
+        let Some(session) = self.sessions.get(&sid) else {
+            return;
+        };
+        let Some(grant) = session.grant.as_deref() else {
+            return;
+        };
+        let revoked: Vec<RoomName> = session
+            .rooms
+            .iter()
+            .filter_map(|room| self.rooms.get(room))
+            .map(|room| room.name.clone())
+            .filter(|name| !grant.allows(name))
+            .collect();
+        for name in revoked {
+            if let Some(&room_id) = self.room_ids.get(&name) {
+                self.part(member, sid, &None, room_id, name);
+            }
+        }
+    }
+
+    /// Attaches `member` to an existing session, closing the connection
+    /// that held it, if any.
+    pub(super) fn resume_session(
+        &mut self,
+        now: Timestamp,
+        member: MemberId,
+        sid: SessionId,
+        id: &Option<Arc<str>>,
+    ) {
+        let Some(source) = self.conns.get(&member).map(|conn| conn.source) else {
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let previous = session.conn.replace(member);
+        let detached_at = session.detached_at.take();
+        let old_source = session.source.replace(source);
+        let (nick, token) = (session.nick.clone(), session.token.clone());
+        let rooms: Vec<RoomId> = session.rooms.iter().copied().collect();
+        if let (Some(at), Some(old)) = (detached_at, old_source)
+            && let Some(state) = self.sources.get_mut(&old)
+        {
+            state.detached.remove(&(at, sid));
+        }
+        if old_source != Some(source) {
+            if let Some(state) = old_source.and_then(|old| self.sources.get_mut(&old)) {
+                state.sessions = state.sessions.saturating_sub(1);
+            }
+            self.source_state(now, source).sessions += 1;
+        }
+        if let Some(previous) = previous.filter(|&p| p != member) {
+            self.drop_conn(previous);
+            let reason = DisconnectReason::SessionResumedElsewhere;
+            self.outputs.push_back(Output::Disconnect { member: previous, reason });
+        }
+        if let Some(conn) = self.conns.get_mut(&member) {
+            conn.session = Some(sid);
+        }
+        for room in rooms {
+            self.refresh_recipients(room);
+        }
+        let expires = self.sessions.get(&sid).and_then(|s| s.grant.as_ref()).map(|g| g.expires);
+        let welcome =
+            Event::Welcome { id: id.clone(), nick, session: token, resumed: true, expires };
+        self.reply(member, welcome);
+    }
+
+    /// The session's connection is gone: it waits for a resume, counted
+    /// against its source's detached sessions, the oldest of which ends if
+    /// there are too many.
+    pub(super) fn detach(&mut self, now: Timestamp, sid: SessionId) {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        session.conn = None;
+        session.detached_at = Some(now);
+        let source = session.source;
+        let rooms: Vec<RoomId> = session.rooms.iter().copied().collect();
+        for room in rooms {
+            self.refresh_recipients(room);
+        }
+        self.expiries.push_back((now.saturating_add(self.config.session_grace), sid));
+        let Some(source) = source else {
+            return;
+        };
+        let max = self.config.max_detached_per_source;
+        let state = self.source_state(now, source);
+        state.detached.insert((now, sid));
+        let mut over = Vec::new();
+        while state.detached.len() > max {
+            match state.detached.pop_first() {
+                Some((_, oldest)) => over.push(oldest),
+                None => break,
+            }
+        }
+        for oldest in over {
+            self.end_session(oldest);
+        }
+    }
+
+    /// Ends sessions whose grace period passed without a resume.
+    pub(super) fn expire_sessions(&mut self, now: Timestamp) {
+        let grace = self.config.session_grace;
+        while let Some(&(deadline, sid)) = self.expiries.front() {
+            if deadline > now {
+                break;
+            }
+            self.expiries.pop_front();
+            // Only if the session is still detached since that deadline was
+            // set; a resumed (and maybe detached again) session has a newer one.
+            let expired = self.sessions.get(&sid).is_some_and(|s| {
+                s.conn.is_none() && s.detached_at.is_some_and(|at| at.saturating_add(grace) <= now)
+            });
+            if expired {
+                self.end_session(sid);
+            }
+        }
+    }
+
+    /// Ends sessions whose identity expired without being renewed, closing
+    /// their connection.
+    pub(super) fn expire_grants(&mut self, now: Timestamp) {
+        while let Some(&(deadline, sid)) = self.grant_deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.grant_deadlines.pop_first();
+            // Only if no later identity renewed the session meanwhile.
+            let session = self.sessions.get(&sid);
+            if session.and_then(|s| s.grant.as_ref()).is_some_and(|g| g.expires == deadline) {
+                if let Some(member) = session.and_then(|s| s.conn) {
+                    self.drop_conn(member);
+                    let reason = DisconnectReason::IdentityExpired;
+                    self.outputs.push_back(Output::Disconnect { member, reason });
+                }
+                self.end_session(sid);
+            }
+        }
+    }
+
+    pub(super) fn rename(
+        &mut self,
+        member: MemberId,
+        sid: SessionId,
+        id: &Option<Arc<str>>,
+        nick: &str,
+    ) -> Result<(), CommandError> {
+        if self.sessions.get(&sid).is_some_and(|session| session.grant.is_some()) {
+            return Err(CommandError::Forbidden(
+                "your nick is the one your token names".to_owned(),
+            ));
+        }
+        let new = Nick::parse(nick).map_err(CommandError::InvalidNick)?;
+        if self.nicks.get(new.folded()).is_some_and(|&holder| holder != sid) {
+            return Err(CommandError::NickTaken(new));
+        }
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return Ok(());
+        };
+        let old = std::mem::replace(&mut session.nick, new.clone());
+        let token = session.token.clone();
+        let rooms: Vec<RoomId> = session.rooms.iter().copied().collect();
+        self.nicks.remove(old.folded());
+        self.nicks.insert(Arc::from(new.folded()), sid);
+        if old != new {
+            let record = Record::Session { token, nick: new.clone() };
+            self.outputs.push_back(Output::Persist(record));
+        }
+        self.reply(
+            member,
+            Event::NickChanged { id: id.clone(), old: old.clone(), nick: new.clone() },
+        );
+        if old == new {
+            return Ok(());
+        }
+        for room_id in rooms {
+            if let Some(room) = self.rooms.get(&room_id) {
+                let change = crate::Presence::Renamed { old: old.clone(), new: new.clone() };
+                let event = Event::Presence { room: room.name.clone(), change };
+                let others = room.others(member);
+                self.deliver(others, event);
+            }
+        }
+        Ok(())
+    }
+
+    /// The first free `guest-NNNN` nick, counting up so the core needs no
+    /// random source.
+    pub(super) fn guest_nick(&mut self) -> Nick {
+        loop {
+            let text = format!("guest-{:04}", self.next_guest);
+            self.next_guest += 1;
+            if let Ok(nick) = Nick::parse(&text)
+                && !self.nicks.contains_key(nick.folded())
+            {
+                return nick;
+            }
+        }
+    }
+
+    /// Ends a session: it leaves every room (the others see it leave), its
+    /// nick and token become free, and storage forgets it.
+    pub(super) fn end_session(&mut self, sid: SessionId) {
+        let Some(session) = self.sessions.remove(&sid) else {
+            return;
+        };
+        self.nicks.remove(session.nick.folded());
+        self.tokens.remove(&session.token);
+        if let Some(conn) = session.conn.and_then(|m| self.conns.get_mut(&m)) {
+            conn.session = None;
+        }
+        if let Some(state) = session.source.and_then(|source| self.sources.get_mut(&source)) {
+            state.sessions = state.sessions.saturating_sub(1);
+            if let Some(at) = session.detached_at {
+                state.detached.remove(&(at, sid));
+            }
+        }
+        self.outputs.push_back(Output::Persist(Record::SessionEnded(session.token.clone())));
+        for room in &session.rooms {
+            self.remove_from_room(*room, sid, &session.nick);
+        }
+    }
+
+    /// The state of `source`, made on first use.
+    pub(super) fn source_state(&mut self, now: Timestamp, source: Source) -> &mut SourceState {
+        let config = &self.config;
+        self.sources.entry(source).or_insert_with(|| SourceState {
+            conns: 0,
+            sessions: 0,
+            detached: BTreeSet::new(),
+            created: TokenBucket::full(config.rooms_created_per_source, now),
+            uploads: TokenBucket::full(config.upload_bytes_per_source, now),
+        })
+    }
+
+    /// Forgets sources with nothing left: no connection, no session, and
+    /// quotas refilled (so leaving and coming back gains nothing).
+    pub(super) fn forget_sources(&mut self, now: Timestamp) {
+        let (created, uploads) =
+            (self.config.rooms_created_per_source, self.config.upload_bytes_per_source);
+        self.sources.retain(|_, state| {
+            state.conns > 0
+                || state.sessions > 0
+                || !state.created.is_full(created, now)
+                || !state.uploads.is_full(uploads, now)
+        });
+    }
+
+    pub(super) fn message_rate(&self) -> Rate {
+        Rate::per_sec(self.config.messages_per_sec, self.config.messages_burst)
+    }
+}
