@@ -248,6 +248,17 @@ pub struct Stats {
     pub queued_frames_max: u64,
     /// Deliveries waiting for storage to commit.
     pub held_for_storage: u64,
+    /// Bytes of room history held in memory (bounded by the server's
+    /// history memory budget). Missing from older servers: 0.
+    #[serde(default)]
+    pub history_bytes: u64,
+    /// Bytes the stored files take. Missing from older servers: 0.
+    #[serde(default)]
+    pub file_bytes: u64,
+    /// Storage failed and messages are refused for now. Missing from older
+    /// servers: false.
+    #[serde(default)]
+    pub storage_failing: bool,
 }
 
 /// How a `joined` answers the `after` of its `join`.

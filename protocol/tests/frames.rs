@@ -166,6 +166,9 @@ fn server_frames_round_trip() {
             queued_frames: 8,
             queued_frames_max: 9,
             held_for_storage: 10,
+            history_bytes: 11,
+            file_bytes: 12,
+            storage_failing: false,
         }),
         ServerFrame::Direct {
             from: "a".into(),

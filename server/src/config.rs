@@ -31,10 +31,17 @@ pub struct ServerConfig {
     /// storage and logs), so the server refuses politely before the kernel
     /// refuses rudely.
     pub max_connections: usize,
-    /// WebSockets open at once from one IP address; more are refused with
-    /// `429`. Default 256: an office behind one NAT fits, one host cannot
-    /// take the whole server.
+    /// Connections open at once from one IP address, in any phase (sending
+    /// its request head, downloading, speaking WebSocket); more are refused
+    /// with `429` before anything is read. Default 256: an office behind one
+    /// NAT fits, one host cannot take the whole server (nor its file
+    /// descriptors with slow request heads).
     pub max_connections_per_ip: usize,
+    /// File downloads going at once from one IP address; more get `429`.
+    /// Default 8: a page fetching the images of a room gets them in
+    /// parallel, and 20 downloads that never read cannot hold the server's
+    /// memory and file handles.
+    pub max_downloads_per_ip: usize,
     /// How often connections are checked: one that sent nothing since the
     /// last check gets a WebSocket ping, and one that has not said `hello`
     /// by its second check is closed with 1008. Default 25 s (under the
@@ -62,6 +69,9 @@ pub struct ServerConfig {
     /// uploads off. The binary keeps them in `<data-dir>/files`, 8 MiB at
     /// most. Default (for embedders and tests): off.
     pub uploads: Option<crate::Uploads>,
+    /// How often storage applies retention and deletes files no retained
+    /// message carries. Default 60 s.
+    pub prune_interval: Duration,
     /// The token a `subscribe` to `$stats` must carry; `None` lets every
     /// client that said hello watch the counters. Default: none.
     pub stats_token: Option<String>,
@@ -91,6 +101,7 @@ impl Default for ServerConfig {
             max_connections: open_file_limit()
                 .map_or(10_000, |limit| limit.saturating_sub(64).max(1)),
             max_connections_per_ip: 256,
+            max_downloads_per_ip: 8,
             ping_interval: Duration::from_secs(25),
             ping_misses: 2,
             frames_per_sec: 50,
@@ -99,6 +110,7 @@ impl Default for ServerConfig {
             auth_secret: None,
             uploads: None,
             stats_token: None,
+            prune_interval: Duration::from_secs(60),
         }
     }
 }

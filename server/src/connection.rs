@@ -118,11 +118,14 @@ pub(crate) fn source_of(ip: std::net::IpAddr) -> Source {
     }
 }
 
-/// What the limiter says of one more frame.
+/// What the limiter says of one more message.
 enum Admit {
     Yes,
     /// Dropped; retry after this many milliseconds.
     Refused(u64),
+    /// A part of the upload in progress, over the rate: read it after this
+    /// many milliseconds (the client meanwhile waits on TCP).
+    Wait(u64),
     /// Refused once too often: close the connection.
     Abusive,
 }
@@ -138,12 +141,16 @@ impl FrameLimiter {
         }
     }
 
-    fn admit(&mut self, config: &ServerConfig) -> Admit {
+    /// Whether a message of `frames` frames (every part and control frame
+    /// counts) may be taken now. An upload's parts are paced (`pace`)
+    /// rather than refused: refusing one would leave the file with a hole.
+    fn admit(&mut self, config: &ServerConfig, frames: u64, pace: bool) -> Admit {
         let (rate, refusal_rate) = frame_rates(config);
         let elapsed = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         let now = Timestamp::from_unix_millis(elapsed);
-        match self.frames.take(rate, now) {
+        match self.frames.take_n(rate, now, frames) {
             Ok(()) => Admit::Yes,
+            Err(wait) if pace && wait != u64::MAX => Admit::Wait(wait),
             Err(_) if self.refusals.take(refusal_rate, now).is_err() => Admit::Abusive,
             Err(retry_after_ms) => Admit::Refused(retry_after_ms),
         }
@@ -231,11 +238,18 @@ impl Connection {
     /// back as a boxed future, so what an idle connection's task holds does
     /// not grow with the rare paths (docs/performance.md).
     fn take<'a>(&'a mut self, message: Message, config: &'a ServerConfig) -> Taken<'a> {
-        match self.limiter.admit(config) {
+        // Every frame the message took counts, empty continuations and
+        // pings included.
+        let frames = u64::from(self.socket.get_mut().take_frames().max(1));
+        let chunk = matches!(message, Message::Binary(_)) && self.upload.is_some();
+        match self.limiter.admit(config, frames, chunk) {
             Admit::Yes => {}
             Admit::Refused(retry_after_ms) => {
                 self.refuse(retry_after_ms);
                 return Taken::Done(Ok(()));
+            }
+            Admit::Wait(wait) => {
+                return Taken::Wait(Box::pin(self.paced(message, frames, wait, config)));
             }
             Admit::Abusive => {
                 return Taken::Wait(Box::pin(async move {
@@ -263,6 +277,32 @@ impl Connection {
                     Taken::Done(Err("server stopping".to_owned()))
                 }
             },
+        }
+    }
+
+    /// A part of an upload that came faster than the frame rate: taken
+    /// once the rate allows, so the upload slows down instead of failing.
+    async fn paced(
+        &mut self,
+        message: Message,
+        frames: u64,
+        mut wait: u64,
+        config: &ServerConfig,
+    ) -> Result<(), String> {
+        loop {
+            tokio::time::sleep(Duration::from_millis(wait.min(1000))).await;
+            match self.limiter.admit(config, frames, true) {
+                Admit::Yes => break,
+                Admit::Wait(more) => wait = more,
+                Admit::Refused(_) | Admit::Abusive => {
+                    return Err(self.close(CloseCode::Policy.into()).await);
+                }
+            }
+        }
+        self.bytes_in.fetch_add(message.len() as u64, Ordering::Relaxed);
+        match message {
+            Message::Binary(bytes) => self.upload_chunk(bytes, config).await,
+            _ => Ok(()),
         }
     }
 

@@ -371,6 +371,9 @@ impl Hub {
             queued_frames: queued.iter().sum(),
             queued_frames_max: queued.iter().copied().max().unwrap_or(0),
             held_for_storage: self.held.len() as u64,
+            history_bytes: self.chat.history_bytes() as u64,
+            file_bytes: self.file_bytes,
+            storage_failing: self.store_failures > 0,
         };
         let bytes = Utf8Bytes::from(ServerFrame::Stats(stats).encode());
         let to: Arc<[MemberId]> = self.stats_subscribers.iter().copied().collect();
@@ -451,8 +454,11 @@ impl Hub {
         for held in std::mem::take(&mut self.held) {
             let bytes = match held.event.as_deref() {
                 None => Some(held.bytes),
-                Some(event) => without_unstored(event, &gone, &gone_directs, &self.welcome)
-                    .unwrap_or(Some(held.bytes)),
+                Some(event) => match without_unstored(event, &gone, &gone_directs, &self.welcome) {
+                    Trimmed::Gone => None,
+                    Trimmed::Unchanged => Some(held.bytes),
+                    Trimmed::Changed(bytes) => Some(bytes),
+                },
             };
             if let Some(bytes) = bytes {
                 for &member in held.to.iter() {
@@ -691,20 +697,28 @@ fn refusal(id: Option<String>, code: ErrorCode, message: &str) -> ServerFrame {
     ServerFrame::Error { id, code, message: message.to_owned(), retry_after_ms: None }
 }
 
-/// `event` without the messages storage could not keep: `None` (drop it)
-/// if it is one of them, `Some(None)` (send as encoded) if it holds none,
-/// else the new bytes.
+/// A held delivery once messages storage could not keep are cut out.
+enum Trimmed {
+    /// It was one of them: not sent.
+    Gone,
+    /// It holds none of them: sent as encoded.
+    Unchanged,
+    /// It held some: sent as encoded again without them.
+    Changed(Utf8Bytes),
+}
+
+/// `event` without the messages storage could not keep.
 fn without_unstored(
     event: &Event,
     gone: &HashSet<(RoomName, u64)>,
     gone_directs: &[Arc<str>],
     welcome: &WelcomeInfo,
-) -> Option<Option<Utf8Bytes>> {
+) -> Trimmed {
     let is_gone = |m: &chat_core::Message| gone.contains(&(m.room.clone(), m.seq));
     let trimmed = match event {
-        Event::Message(m) if is_gone(m) => return None,
+        Event::Message(m) if is_gone(m) => return Trimmed::Gone,
         Event::Direct { text, .. } if gone_directs.iter().any(|g| Arc::ptr_eq(g, text)) => {
-            return None;
+            return Trimmed::Gone;
         }
         Event::Joined { id, room, members, history, last_seq, resume }
             if history.iter().any(is_gone) =>
@@ -724,7 +738,7 @@ fn without_unstored(
             room: room.clone(),
             messages: messages.iter().filter(|m| !is_gone(m)).cloned().collect(),
         },
-        _ => return Some(None),
+        _ => return Trimmed::Unchanged,
     };
-    Some(Some(Utf8Bytes::from(wire::frame(&trimmed, welcome).encode())))
+    Trimmed::Changed(Utf8Bytes::from(wire::frame(&trimmed, welcome).encode()))
 }

@@ -63,7 +63,7 @@ pub async fn run(
     }
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let files = config.uploads.as_ref().map(|uploads| uploads.dir.clone());
-    let storage = storage::Storage::spawn(store, retention, files, acks_tx)
+    let storage = storage::Storage::spawn(store, retention, files, config.prune_interval, acks_tx)
         .context("starting the storage thread")?;
     let (hub_tx, hub_rx) = mpsc::channel(config.inbound_queue);
     let bytes_in = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -72,17 +72,23 @@ pub async fn run(
     );
     // Shared, not cloned, by every connection.
     let site = Arc::new(web::site(files::server(config.uploads.clone(), &hub_tx)));
-    let gate = chat_transport::Gate::new(config.max_connections, config.max_connections_per_ip);
+    let gate = chat_transport::Gate::with_downloads(
+        config.max_connections,
+        config.max_connections_per_ip,
+        config.max_downloads_per_ip,
+    );
     let config = Arc::new(config);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut next_conn = 0u64;
+    let mut accept_errors = AcceptBackoff::default();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    accept_errors.succeeded();
                     next_conn += 1;
                     let span = info_span!("conn", id = next_conn, %peer, member = tracing::field::Empty);
                     let (site, config, hub, mut stop) = (Arc::clone(&site), Arc::clone(&config), hub_tx.clone(), stop_rx.clone());
@@ -112,8 +118,8 @@ pub async fn run(
                 Err(err) => {
                     // Usually out of file descriptors: back off instead of
                     // spinning, and keep serving the connections we have.
-                    warn!(%err, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    let wait = accept_errors.failed(&err);
+                    tokio::time::sleep(wait).await;
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -136,4 +142,34 @@ pub async fn run(
     let _ = hub.await;
     info!("stopped");
     Ok(())
+}
+
+/// How the accept loop waits after failures: 10 ms doubling to a second
+/// while they go on, so running out of file descriptors does not spin a
+/// core; logged once a second at most, with how many were not logged.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    failures: u32,
+    unlogged: u64,
+    logged: Option<std::time::Instant>,
+}
+
+impl AcceptBackoff {
+    fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+
+    fn failed(&mut self, err: &std::io::Error) -> std::time::Duration {
+        self.failures = self.failures.saturating_add(1);
+        let quiet = self.logged.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1));
+        if quiet {
+            self.unlogged += 1;
+        } else {
+            warn!(%err, failures = self.failures, not_logged = self.unlogged, "accept failed");
+            self.unlogged = 0;
+            self.logged = Some(std::time::Instant::now());
+        }
+        let exponent = self.failures.saturating_sub(1).min(7);
+        std::time::Duration::from_millis(10 << exponent).min(std::time::Duration::from_secs(1))
+    }
 }

@@ -77,6 +77,19 @@ struct Args {
     /// once.
     #[arg(long, env = "CHAT_DRAIN_WINDOW", default_value = "10s", value_parser = parse_duration)]
     drain_window: Duration,
+    /// A host name, besides IP addresses and localhost, that this server
+    /// answers for (chat.example.com, *.example.com, or * for any); repeat
+    /// for more. Requests for other names get 421, so a page of another site
+    /// cannot reach the server by pointing its own name at it.
+    #[arg(long = "allowed-host", env = "CHAT_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
+    /// How long a file download may wait for the client to read more before
+    /// it is dropped: 30s, 2m...
+    #[arg(long, env = "CHAT_SEND_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    send_timeout: Duration,
+    /// File downloads going at once from one IP address; more get 429.
+    #[arg(long, env = "CHAT_MAX_DOWNLOADS_PER_IP", default_value_t = ServerConfig::default().max_downloads_per_ip)]
+    max_downloads_per_ip: usize,
     /// A browser origin, besides the server's own, whose pages may open a
     /// WebSocket (https://chat.example.com), or * for any; repeat for more.
     /// Others get 403.
@@ -86,7 +99,8 @@ struct Args {
     /// less 64.
     #[arg(long, env = "CHAT_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
-    /// WebSockets open at once from one IP address; more get 429.
+    /// Connections open at once from one IP address (WebSockets, downloads
+    /// and requests still being read); more get 429.
     #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = ServerConfig::default().max_connections_per_ip)]
     max_connections_per_ip: usize,
     /// How often quiet connections are pinged (500ms, 25s, ...); one that
@@ -354,8 +368,26 @@ enum LogFormat {
     Json,
 }
 
+/// Raises this process's soft limit on open files to its hard limit: each
+/// connection is a file descriptor, and common defaults (1024) are far
+/// below what a chat server holds. Returns the limits before and after.
+fn raise_open_file_limit() -> (Option<u64>, Option<u64>) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let before = limit.current;
+    if limit.current < limit.maximum || (limit.current.is_some() && limit.maximum.is_none()) {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        if setrlimit(Resource::Nofile, raised).is_err() {
+            return (before, before);
+        }
+    }
+    (before, getrlimit(Resource::Nofile).current)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Before anything reads the limit: the connection limit follows it.
+    let (files_before, files_now) = raise_open_file_limit();
     let mut args = command_line()?;
     let secret = auth_secret(&args)?;
     if let Some(Subcommand::Token { nick, ttl, rooms }) = args.command.take() {
@@ -378,6 +410,12 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
+    let shown = |limit: Option<u64>| limit.map_or("unlimited".to_owned(), |n| n.to_string());
+    tracing::info!(
+        before = %shown(files_before),
+        now = %shown(files_now),
+        "open file limit"
+    );
     let mut config = ServerConfig::default();
     config.chat.messages_per_sec = args.messages_per_sec;
     config.chat.messages_burst = args.messages_burst;
@@ -385,6 +423,9 @@ async fn main() -> anyhow::Result<()> {
     config.chat.history_max_age = args.history_max_age.0;
     config.drain_window = args.drain_window;
     config.transport.allowed_origins = args.allowed_origins.clone();
+    config.transport.allowed_hosts = args.allowed_hosts.clone();
+    config.transport.send_timeout = args.send_timeout;
+    config.max_downloads_per_ip = args.max_downloads_per_ip;
     if let Some(max) = args.max_connections {
         config.max_connections = max;
     }

@@ -32,8 +32,6 @@ use crate::store::{Retention, Store};
 
 /// The most records in one transaction.
 const MAX_BATCH: usize = 1024;
-/// How often retention is applied to storage.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// The waits between tries of a failing commit: a passing hiccup is
 /// ridden out, a full disk is reported within a second.
 const RETRIES: [Duration; 3] =
@@ -91,6 +89,8 @@ struct Worker {
     /// A commit failed and the hub has not said `Resume` yet.
     failing: bool,
     file_bytes: u64,
+    /// How often retention is applied.
+    prune_every: Duration,
 }
 
 impl Storage {
@@ -99,10 +99,12 @@ impl Storage {
         store: Box<dyn Store>,
         retention: Retention,
         files: Option<PathBuf>,
+        prune_every: Duration,
         events: tokio_mpsc::UnboundedSender<StorageEvent>,
     ) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel::<Job>();
-        let mut worker = Worker { store, retention, files, events, failing: false, file_bytes: 0 };
+        let mut worker =
+            Worker { store, retention, files, events, failing: false, file_bytes: 0, prune_every };
         let thread = std::thread::Builder::new()
             .name("chat-storage".to_owned())
             .spawn(move || worker.run(&queue))?;
@@ -131,7 +133,7 @@ impl Worker {
         loop {
             let job = match waiting.take() {
                 Some(job) => job,
-                None => match queue.recv_timeout(PRUNE_EVERY) {
+                None => match queue.recv_timeout(self.prune_every) {
                     Ok(job) => job,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         self.prune();
@@ -188,7 +190,7 @@ impl Worker {
                     self.failing = false;
                 }
             }
-            if last_prune.elapsed() >= PRUNE_EVERY {
+            if last_prune.elapsed() >= self.prune_every {
                 self.prune();
                 last_prune = Instant::now();
             }

@@ -89,6 +89,9 @@ function show(stats) {
   $('bytes-out').textContent = formatSize(stats.bytes_out);
   $('queued').textContent = `${stats.queued_frames} (fullest ${stats.queued_frames_max})`;
   $('held').textContent = String(stats.held_for_storage);
+  $('history').textContent = formatSize(stats.history_bytes || 0);
+  $('files').textContent = formatSize(stats.file_bytes || 0);
+  $('storage').textContent = stats.storage_failing ? 'failing: messages refused' : 'ok';
   $('uptime').textContent = duration(stats.uptime_ms);
   const rows = stats.rooms.map((room) => {
     const tr = document.createElement('tr');

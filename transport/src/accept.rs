@@ -67,6 +67,9 @@ pub enum AcceptError {
     /// with `408` (best effort) and closed.
     #[error("request head not received within {0:?}")]
     Timeout(std::time::Duration),
+    /// The client took nothing of an answer for this long; it was dropped.
+    #[error("the client read nothing for {0:?}")]
+    SendTimeout(std::time::Duration),
 }
 
 /// Reads one HTTP request from `stream` and either answers it and closes, or
@@ -92,10 +95,16 @@ pub async fn accept(
     gate: &Arc<Gate>,
 ) -> Result<Accepted, AcceptError> {
     let peer = stream.peer_addr()?;
+    // Counted before anything is read: one address cannot hold more
+    // sockets than its share, whatever phase they are in.
+    let pass = match gate.enter(peer.ip()) {
+        Ok(pass) => pass,
+        Err(full) => return refuse_at_once(stream, full),
+    };
     // Chat frames are small and latency matters more than packet count.
     stream.set_nodelay(true)?;
     match &config.tls {
-        None => serve(stream, peer, site, config, gate).await,
+        None => serve(stream, peer, pass, site, config).await,
         Some(tls) => {
             // The TLS handshake counts against the same deadline as the
             // request head: a slowloris client gets no more time over TLS.
@@ -108,7 +117,7 @@ pub async fn accept(
             };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let config = TransportConfig { handshake_timeout: left, ..config.clone() };
-            serve(stream, peer, site, &config, gate).await
+            serve(stream, peer, pass, site, &config).await
         }
     }
 }
@@ -132,12 +141,29 @@ impl Conn for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
+/// Answers a connection its address may not open, without waiting for its
+/// request: whatever of it has arrived is read (so closing sends FIN, not
+/// a reset that could lose the answer), the status is written if the socket
+/// takes it at once, and the connection closes.
+fn refuse_at_once(stream: TcpStream, full: Full) -> Result<Accepted, AcceptError> {
+    let mut scratch = [0u8; 4096];
+    for _ in 0..16 {
+        match stream.try_read(&mut scratch) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
+    let response = Response::text(full.status(), full.why()).header("Retry-After", "10");
+    let _ = stream.try_write(&response.encode());
+    Ok(Accepted::Answered(full.status()))
+}
+
 async fn serve<S: Conn>(
     mut stream: S,
     peer: SocketAddr,
+    mut pass: Pass,
     site: &Site,
     config: &TransportConfig,
-    gate: &Arc<Gate>,
 ) -> Result<Accepted, AcceptError> {
     let head = tokio::time::timeout(
         config.handshake_timeout,
@@ -156,6 +182,17 @@ async fn serve<S: Conn>(
             Head::Refuse(status, why) => return answer(&mut stream, refusal(status, why)).await,
         },
     };
+    if request.version() >= Version::HTTP_11 && !request.headers().contains_key(HOST) {
+        let response = Response::text(StatusCode::BAD_REQUEST, "an HTTP/1.1 request needs Host\n");
+        return answer(&mut stream, response).await;
+    }
+    if !host_allowed(&request, &config.allowed_hosts) {
+        let response = Response::text(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this server does not answer for that host name (see --allowed-host)\n",
+        );
+        return answer(&mut stream, response).await;
+    }
     if request.uri().path() == site.websocket_path() {
         if request.method() != Method::GET {
             let response = Response::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
@@ -165,17 +202,10 @@ async fn serve<S: Conn>(
             Ok(handshake) => handshake,
             Err(response) => return answer(&mut stream, response).await,
         };
-        let pass = match gate.admit(peer.ip()) {
-            Ok(pass) => pass,
-            Err(full) => {
-                let why = match full {
-                    Full::Server => "the server is at its connection limit; try again later\n",
-                    Full::Address => "too many connections from your address\n",
-                };
-                let response = Response::text(full.status(), why).header("Retry-After", "10");
-                return answer(&mut stream, response).await;
-            }
-        };
+        if let Err(full) = pass.upgrade() {
+            let response = Response::text(full.status(), full.why()).header("Retry-After", "10");
+            return answer(&mut stream, response).await;
+        }
         return upgrade(stream, Upgrade { request, rest, handshake, peer, pass }, config).await;
     }
     if let Some((handler, rest)) = site.lookup_dynamic(request.uri().path()) {
@@ -200,6 +230,14 @@ async fn serve<S: Conn>(
                 answer(&mut stream, response).await
             }
             DynamicAnswer::File { file, len, content_type, headers } => {
+                let _download = match pass.download() {
+                    Ok(download) => download,
+                    Err(full) => {
+                        let response =
+                            Response::text(full.status(), full.why()).header("Retry-After", "10");
+                        return answer(&mut stream, response).await;
+                    }
+                };
                 let response = Response {
                     status: StatusCode::OK,
                     headers,
@@ -207,17 +245,14 @@ async fn serve<S: Conn>(
                     body: &[],
                     head_only,
                 };
-                stream.write_all(response.head(&content_type, len).as_bytes()).await?;
+                let send = config.send_timeout;
+                within(send, stream.write_all(response.head(&content_type, len).as_bytes()))
+                    .await?;
                 if !head_only {
-                    let copied = tokio::io::copy(&mut file.take(len), &mut stream).await?;
-                    if copied < len {
-                        // The file shrank under us: the answer is cut short,
-                        // and closing says so.
-                        return Err(AcceptError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-                    }
+                    send_file(&mut stream, file, len, send).await?;
                 }
-                stream.flush().await?;
-                stream.shutdown().await?;
+                within(send, stream.flush()).await?;
+                within(send, stream.shutdown()).await?;
                 Ok(Accepted::Answered(StatusCode::OK))
             }
         };
@@ -241,6 +276,82 @@ async fn serve<S: Conn>(
         head_only,
     };
     answer(&mut stream, response).await
+}
+
+/// Streams `len` bytes of `file`; each write may wait `send_timeout` for
+/// the client to take more, so a client that stops reading lets go of the
+/// file, the socket and the task instead of holding them for minutes.
+async fn send_file<S: Conn>(
+    stream: &mut S,
+    file: tokio::fs::File,
+    len: u64,
+    send_timeout: std::time::Duration,
+) -> Result<(), AcceptError> {
+    let mut file = file.take(len);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut sent = 0u64;
+    loop {
+        let read = file.read(&mut chunk).await?;
+        if read == 0 {
+            break;
+        }
+        within(send_timeout, stream.write_all(chunk.get(..read).unwrap_or_default())).await?;
+        sent += read as u64;
+    }
+    if sent < len {
+        // The file shrank under us: the answer is cut short, and closing
+        // says so.
+        return Err(AcceptError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(())
+}
+
+/// A write that must finish within `limit`.
+async fn within<T>(
+    limit: std::time::Duration,
+    write: impl Future<Output = std::io::Result<T>>,
+) -> Result<T, AcceptError> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(written) => Ok(written?),
+        Err(_) => Err(AcceptError::SendTimeout(limit)),
+    }
+}
+
+/// Whether the request names this server: by an IP address, `localhost`
+/// (or a name under it), or one of `allowed` (`*.example.com` for the
+/// names under `example.com`, `*` for any). An HTTP/1.0 request may leave
+/// `Host` out.
+fn host_allowed(request: &Request<()>, allowed: &[String]) -> bool {
+    let Some(host) = request.headers().get(HOST) else {
+        return request.version() < Version::HTTP_11;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        // An IPv6 literal, with or without a port.
+        Some(rest) => {
+            return rest
+                .split_once(']')
+                .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return true;
+    }
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if name == "localhost" || name.ends_with(".localhost") {
+        return true;
+    }
+    allowed.iter().any(|pattern| {
+        let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
+        match pattern.strip_prefix("*.") {
+            _ if pattern == "*" => true,
+            Some(domain) => name.ends_with(&format!(".{domain}")),
+            None => pattern == name,
+        }
+    })
 }
 
 /// What a valid upgrade request asked for.
@@ -323,13 +434,10 @@ async fn upgrade<S: Conn>(
     stream.flush().await?;
     let (stream, tls) = stream.into_parts();
     let outgoing = Outgoing::new(stream, tls, config.max_queued_frames, config.max_queued_bytes);
-    let socket = WebSocketStream::from_partially_read(
-        SharedStream::new(Arc::clone(&outgoing)),
-        rest,
-        Role::Server,
-        Some(config.websocket()),
-    )
-    .await;
+    let shared = SharedStream::new(Arc::clone(&outgoing), &rest, config.max_message_frames)?;
+    let socket =
+        WebSocketStream::from_partially_read(shared, rest, Role::Server, Some(config.websocket()))
+            .await;
     let upgraded =
         Upgraded { socket, outgoing, request, subprotocol: handshake.subprotocol, peer, pass };
     Ok(Accepted::Upgraded(Box::new(upgraded)))

@@ -34,6 +34,21 @@ pub struct TransportConfig {
     /// larger frame still goes to an empty queue). Default 8 MiB. Droppable
     /// frames are skipped once either bound is half used.
     pub max_queued_bytes: usize,
+    /// The most frames one WebSocket message may be split into; more
+    /// closes the connection with 1008. Default 64: browsers and common
+    /// libraries send a message in one frame, and a message cut into
+    /// thousands of empty ones only costs the server.
+    pub max_message_frames: u32,
+    /// How long writing an HTTP answer (a file download) may wait for the
+    /// client to take more bytes before the connection is dropped, like
+    /// nginx's `send_timeout`. Default 30 s.
+    pub send_timeout: Duration,
+    /// Host names, besides IP addresses and `localhost`, this server answers
+    /// for (`chat.example.com`, `*.example.com`, or `*` for any). A request
+    /// whose `Host` is another name gets `421`: a page of another site that
+    /// made its name point at this server (DNS rebinding) reaches nothing.
+    /// Default: none.
+    pub allowed_hosts: Vec<String>,
     /// Browser origins, besides the server's own, allowed to open a
     /// WebSocket (`https://chat.example.com`), or `*` for any. Against
     /// cross-site WebSocket hijacking, a request whose `Origin` is neither
@@ -90,6 +105,9 @@ impl Default for TransportConfig {
             write_buffer_bytes: 64 * 1024,
             max_queued_frames: 1024,
             max_queued_bytes: 8 << 20,
+            max_message_frames: 64,
+            send_timeout: Duration::from_secs(30),
+            allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             tls: None,
             client_tls: None,

@@ -1,7 +1,9 @@
-//! How many WebSockets may be open at once: in total, and from one IP
-//! address. Checked at the upgrade, so a refused client gets an HTTP status
-//! (`503` when the server is full, `429` when its address has too many)
-//! instead of a WebSocket that is closed right after it opened.
+//! How many connections may be open at once: from one IP address (in any
+//! phase: reading a request head, downloading a file, speaking WebSocket),
+//! WebSockets in total, and downloads from one address. Checked as early as
+//! each can be, so a refused client gets an HTTP status (`429` for its
+//! address, `503` when the server is full) instead of a connection that
+//! hangs or is closed right after it opened.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,34 +11,47 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use http::StatusCode;
 
-/// Counts open WebSockets against the limits; shared by every connection.
+/// Counts open connections against the limits; shared by every connection.
 #[derive(Debug)]
 pub struct Gate {
-    max_total: usize,
+    max_websockets: usize,
     max_per_ip: usize,
+    max_downloads_per_ip: usize,
     open: Mutex<Open>,
 }
 
 #[derive(Debug, Default)]
 struct Open {
-    total: usize,
+    websockets: usize,
     per_ip: HashMap<IpAddr, usize>,
+    downloads: HashMap<IpAddr, usize>,
 }
 
-/// One admitted WebSocket; dropping it frees its place.
+/// One connection from an address; dropping it frees its place (and its
+/// WebSocket place, once upgraded).
 #[derive(Debug)]
 pub struct Pass {
     gate: Arc<Gate>,
     ip: IpAddr,
+    websocket: bool,
 }
 
-/// Why a WebSocket was refused: the status to answer with.
+/// One download in progress; dropping it frees its place.
+#[derive(Debug)]
+pub struct DownloadPass {
+    gate: Arc<Gate>,
+    ip: IpAddr,
+}
+
+/// Why a connection was refused: the status to answer with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Full {
-    /// The server holds its maximum of connections (`503`).
+    /// The server holds its most WebSockets (`503`).
     Server,
-    /// The address holds its maximum of connections (`429`).
+    /// The address holds its most connections (`429`).
     Address,
+    /// The address holds its most downloads (`429`).
+    Downloads,
 }
 
 impl Full {
@@ -44,20 +59,40 @@ impl Full {
     pub fn status(self) -> StatusCode {
         match self {
             Self::Server => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Address => StatusCode::TOO_MANY_REQUESTS,
+            Self::Address | Self::Downloads => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    /// What the answer's body says.
+    pub fn why(self) -> &'static str {
+        match self {
+            Self::Server => "the server is at its connection limit; try again later\n",
+            Self::Address => "too many connections from your address\n",
+            Self::Downloads => "too many downloads from your address at once\n",
         }
     }
 }
 
 impl Gate {
-    /// At most `max_total` WebSockets, and `max_per_ip` from one address.
-    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
-        Arc::new(Self { max_total, max_per_ip, open: Mutex::default() })
+    /// At most `max_websockets` WebSockets, and `max_per_ip` connections
+    /// of any kind from one address (8 of them downloads).
+    pub fn new(max_websockets: usize, max_per_ip: usize) -> Arc<Self> {
+        Self::with_downloads(max_websockets, max_per_ip, 8)
+    }
+
+    /// The same, with `max_downloads_per_ip` downloads at once from one
+    /// address.
+    pub fn with_downloads(
+        max_websockets: usize,
+        max_per_ip: usize,
+        max_downloads_per_ip: usize,
+    ) -> Arc<Self> {
+        Arc::new(Self { max_websockets, max_per_ip, max_downloads_per_ip, open: Mutex::default() })
     }
 
     /// No limits.
     pub fn unlimited() -> Arc<Self> {
-        Self::new(usize::MAX, usize::MAX)
+        Self::with_downloads(usize::MAX, usize::MAX, usize::MAX)
     }
 
     fn lock(&self) -> MutexGuard<'_, Open> {
@@ -65,41 +100,90 @@ impl Gate {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes a place for a WebSocket from `ip`, if there is one.
+    /// Takes a place for a new connection from `ip`, if its address has
+    /// one left: before anything is read from it, so a flood of slow
+    /// request heads from one address cannot take every file descriptor.
     ///
     /// # Errors
-    /// The server or the address is full.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Pass, Full> {
+    /// The address is full.
+    pub fn enter(self: &Arc<Self>, ip: IpAddr) -> Result<Pass, Full> {
         let ip = canonical(ip);
         let mut open = self.lock();
-        if open.total >= self.max_total {
-            return Err(Full::Server);
-        }
         let from_ip = open.per_ip.get(&ip).copied().unwrap_or(0);
         if from_ip >= self.max_per_ip {
             return Err(Full::Address);
         }
-        open.total += 1;
         open.per_ip.insert(ip, from_ip + 1);
-        Ok(Pass { gate: Arc::clone(self), ip })
+        Ok(Pass { gate: Arc::clone(self), ip, websocket: false })
     }
 
     /// WebSockets open now.
     pub fn open(&self) -> usize {
-        self.lock().total
+        self.lock().websockets
+    }
+
+    /// Connections of any kind open now from `ip`.
+    pub fn open_from(&self, ip: IpAddr) -> usize {
+        self.lock().per_ip.get(&canonical(ip)).copied().unwrap_or(0)
+    }
+}
+
+impl Pass {
+    /// The connection becomes a WebSocket, if the server has room for one
+    /// more.
+    ///
+    /// # Errors
+    /// The server holds its most WebSockets.
+    pub fn upgrade(&mut self) -> Result<(), Full> {
+        if self.websocket {
+            return Ok(());
+        }
+        let mut open = self.gate.lock();
+        if open.websockets >= self.gate.max_websockets {
+            return Err(Full::Server);
+        }
+        open.websockets += 1;
+        self.websocket = true;
+        Ok(())
+    }
+
+    /// A download starts, if the address has room for one more.
+    ///
+    /// # Errors
+    /// The address has its most downloads going.
+    pub fn download(&self) -> Result<DownloadPass, Full> {
+        let mut open = self.gate.lock();
+        let going = open.downloads.get(&self.ip).copied().unwrap_or(0);
+        if going >= self.gate.max_downloads_per_ip {
+            return Err(Full::Downloads);
+        }
+        open.downloads.insert(self.ip, going + 1);
+        Ok(DownloadPass { gate: Arc::clone(&self.gate), ip: self.ip })
+    }
+}
+
+fn release(counts: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
+    if let Some(count) = counts.get_mut(&ip) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(&ip);
+        }
     }
 }
 
 impl Drop for Pass {
     fn drop(&mut self) {
         let mut open = self.gate.lock();
-        open.total = open.total.saturating_sub(1);
-        if let Some(count) = open.per_ip.get_mut(&self.ip) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.per_ip.remove(&self.ip);
-            }
+        if self.websocket {
+            open.websockets = open.websockets.saturating_sub(1);
         }
+        release(&mut open.per_ip, self.ip);
+    }
+}
+
+impl Drop for DownloadPass {
+    fn drop(&mut self) {
+        release(&mut self.gate.lock().downloads, self.ip);
     }
 }
 
@@ -120,33 +204,46 @@ mod tests {
     }
 
     #[test]
-    fn limits_per_address_then_in_total_and_passes_free_their_place() {
-        let gate = Gate::new(3, 2);
-        let a1 = gate.admit(ip("10.0.0.1"));
-        let a2 = gate.admit(ip("10.0.0.1"));
-        assert!(a1.is_ok() && a2.is_ok());
-        assert_eq!(gate.admit(ip("10.0.0.1")).err(), Some(Full::Address));
-        let b1 = gate.admit(ip("10.0.0.2"));
-        assert!(b1.is_ok());
-        assert_eq!(gate.admit(ip("10.0.0.3")).err(), Some(Full::Server));
-        assert_eq!(gate.open(), 3);
-        drop(a1);
+    fn limits_per_address_then_websockets_in_total_and_passes_free_their_place() {
+        let gate = Gate::new(2, 2);
+        let mut a1 = gate.enter(ip("10.0.0.1")).unwrap();
+        let mut a2 = gate.enter(ip("10.0.0.1")).unwrap();
+        assert_eq!(gate.enter(ip("10.0.0.1")).err(), Some(Full::Address));
+        assert_eq!((a1.upgrade(), a2.upgrade()), (Ok(()), Ok(())));
+        let mut b1 = gate.enter(ip("10.0.0.2")).unwrap();
+        assert_eq!(b1.upgrade(), Err(Full::Server), "the WebSockets are full");
         assert_eq!(gate.open(), 2);
-        assert!(gate.admit(ip("10.0.0.1")).is_ok(), "a place freed for the address");
-        assert_eq!(gate.open(), 2, "that pass was dropped at once");
+        drop(a1);
+        assert_eq!(gate.open(), 1);
+        assert_eq!(gate.open_from(ip("10.0.0.1")), 1);
+        assert!(gate.enter(ip("10.0.0.1")).is_ok(), "a place freed for the address");
+        assert_eq!(b1.upgrade(), Ok(()));
+    }
+
+    #[test]
+    fn downloads_are_limited_per_address() {
+        let gate = Gate::with_downloads(10, 10, 1);
+        let a = gate.enter(ip("10.0.0.1")).unwrap();
+        let first = a.download().unwrap();
+        assert_eq!(a.download().err(), Some(Full::Downloads));
+        let b = gate.enter(ip("10.0.0.2")).unwrap();
+        assert!(b.download().is_ok());
+        drop(first);
+        assert!(a.download().is_ok());
     }
 
     #[test]
     fn mapped_ipv4_counts_as_ipv4() {
         let gate = Gate::new(10, 1);
-        let _v4 = gate.admit(ip("10.0.0.1"));
-        assert_eq!(gate.admit(ip("::ffff:10.0.0.1")).err(), Some(Full::Address));
-        assert!(gate.admit(ip("2001:db8::1")).is_ok());
+        let _v4 = gate.enter(ip("10.0.0.1"));
+        assert_eq!(gate.enter(ip("::ffff:10.0.0.1")).err(), Some(Full::Address));
+        assert!(gate.enter(ip("2001:db8::1")).is_ok());
     }
 
     #[test]
     fn statuses() {
         assert_eq!(Full::Server.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(Full::Address.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(Full::Downloads.status(), StatusCode::TOO_MANY_REQUESTS);
     }
 }

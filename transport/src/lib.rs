@@ -19,6 +19,7 @@ mod accept;
 mod close;
 mod config;
 mod connect;
+mod frames;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gate;
@@ -31,6 +32,7 @@ pub use accept::{AcceptError, Accepted, ServerSocket, Upgraded, WebSocket, accep
 pub use close::close_frame_for;
 pub use config::{TlsConfig, TransportConfig};
 pub use connect::{ClientStream, ClientTls, ConnectError, connect, fetch};
+pub use frames::TooManyFragments;
 pub use gate::{Full, Gate, Pass};
 pub use http;
 pub use outgoing::{Flushed, Liveness, Outgoing, Pushed, SharedStream};

@@ -32,6 +32,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tungstenite::Utf8Bytes;
 
+use crate::frames::FrameCounter;
+
 /// Slices handed to one `writev`: two per frame (header and payload).
 const MAX_SLICES: usize = 64;
 
@@ -435,16 +437,32 @@ impl State {
 #[derive(Debug)]
 pub struct SharedStream {
     outgoing: Arc<Outgoing>,
+    /// Follows the frames read, for the driver's rate limit.
+    frames: FrameCounter,
 }
 
 impl SharedStream {
-    pub(crate) fn new(outgoing: Arc<Outgoing>) -> Self {
-        Self { outgoing }
+    /// The stream of an upgraded connection; `read` are the bytes read
+    /// past the request head, which tungstenite gets first.
+    pub(crate) fn new(
+        outgoing: Arc<Outgoing>,
+        read: &[u8],
+        max_fragments: u32,
+    ) -> io::Result<Self> {
+        let mut frames = FrameCounter::new(max_fragments);
+        frames.scan(read).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+        Ok(Self { outgoing, frames })
     }
 
     /// The shared write side.
     pub fn outgoing(&self) -> &Arc<Outgoing> {
         &self.outgoing
+    }
+
+    /// How many WebSocket frames the next message tungstenite hands out
+    /// took: each part of a split message counts. Call once per message.
+    pub fn take_frames(&mut self) -> u32 {
+        self.frames.take()
     }
 }
 
@@ -454,6 +472,22 @@ impl AsyncRead for SharedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = ready!(this.read_plain(cx, buf));
+        if read.is_ok() {
+            let fresh = buf.filled().get(before..).unwrap_or_default();
+            if let Err(err) = this.frames.scan(fresh) {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, err)));
+            }
+        }
+        Poll::Ready(read)
+    }
+}
+
+impl SharedStream {
+    /// Reads what the socket (or the TLS session) has.
+    fn read_plain(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let outgoing = &self.outgoing;
         let io = &outgoing.io;
         loop {
@@ -747,7 +781,7 @@ mod tests {
     #[tokio::test]
     async fn tungstenite_writes_keep_their_place_among_pushed_frames() {
         let (out, mut peer) = pair(100, 1 << 20).await;
-        let mut stream = SharedStream::new(Arc::clone(&out));
+        let mut stream = SharedStream::new(Arc::clone(&out), &[], 64).unwrap();
         assert_eq!(out.push_text(text(2, 'a'), false), Pushed::First);
         // A pong as tungstenite would write it, then flush.
         stream.write_all(&[0x8a, 1, b'p']).await.unwrap();
@@ -761,7 +795,7 @@ mod tests {
     #[tokio::test]
     async fn a_silent_peer_is_pinged_then_reported_and_any_read_counts_as_alive() {
         let (out, mut peer) = pair(100, 1 << 20).await;
-        let mut stream = SharedStream::new(Arc::clone(&out));
+        let mut stream = SharedStream::new(Arc::clone(&out), &[], 64).unwrap();
         assert_eq!(out.check_alive(2), Liveness::Heard, "new connections start as heard");
         assert_eq!(out.check_alive(2), Liveness::Pinged);
         assert_eq!(out.flush(), Flushed::Done);
@@ -824,7 +858,7 @@ mod tests {
         }
         out.discard_queued();
         assert!(out.queued() <= 1);
-        let mut stream = SharedStream::new(Arc::clone(&out));
+        let mut stream = SharedStream::new(Arc::clone(&out), &[], 64).unwrap();
         // A close frame after the discard still parses on the other side.
         stream.write_all(&[0x88, 2, 0x0f, 0xa8]).await.unwrap();
         let reader = tokio::spawn(async move {

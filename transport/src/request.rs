@@ -68,9 +68,36 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed {
         Err(_) => return Parsed::Refuse(StatusCode::BAD_REQUEST, "malformed request"),
     };
     match build(&parsed) {
-        Some(request) => Parsed::Complete(Box::new(request), len),
+        Some(request) => match framing_error(&request) {
+            Some(why) => Parsed::Refuse(StatusCode::BAD_REQUEST, why),
+            None => Parsed::Complete(Box::new(request), len),
+        },
         None => Parsed::Refuse(StatusCode::BAD_REQUEST, "malformed request"),
     }
+}
+
+/// A request whose body length is ambiguous, refused as nginx refuses it
+/// (RFC 9112 §6.3): two servers on the way could read different bodies
+/// into it, which is how requests are smuggled past a proxy.
+fn framing_error(request: &Request<()>) -> Option<&'static str> {
+    let headers = request.headers();
+    let lengths: Vec<&[u8]> =
+        headers.get_all(http::header::CONTENT_LENGTH).iter().map(|v| v.as_bytes()).collect();
+    let has_encoding = headers.contains_key(http::header::TRANSFER_ENCODING);
+    if has_encoding && !lengths.is_empty() {
+        return Some("both Content-Length and Transfer-Encoding");
+    }
+    if has_encoding && request.version() < Version::HTTP_11 {
+        return Some("Transfer-Encoding in an HTTP/1.0 request");
+    }
+    let valid = |value: &[u8]| !value.is_empty() && value.iter().all(u8::is_ascii_digit);
+    if lengths.iter().any(|value| !valid(value)) {
+        return Some("malformed Content-Length");
+    }
+    if lengths.windows(2).any(|pair| pair.first() != pair.get(1)) {
+        return Some("conflicting Content-Length headers");
+    }
+    None
 }
 
 fn build(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> {

@@ -79,7 +79,7 @@ fn status_line(response: &str) -> &str {
 
 fn upgrade_request(extra: &str) -> String {
     format!(
-        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n"
+        "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n"
     )
 }
 
@@ -88,11 +88,11 @@ async fn table_of_raw_requests() {
     let addr = serve(TransportConfig::default()).await;
     let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
     let big_header =
-        format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(17 * 1024));
+        format!("GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n", "a".repeat(17 * 1024));
     let cases: Vec<(&str, String, &str, &[&str])> = vec![
         (
             "page",
-            "GET / HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".into(),
             "HTTP/1.1 200 OK",
             &[
                 "Content-Security-Policy: default-src 'self'",
@@ -100,34 +100,34 @@ async fn table_of_raw_requests() {
                 PAGE,
             ],
         ),
-        ("page with query", "GET /?x=1 HTTP/1.1\r\nHost: x\r\n\r\n".into(), "HTTP/1.1 200 OK", &[]),
+        ("page with query", "GET /?x=1 HTTP/1.1\r\nHost: localhost\r\n\r\n".into(), "HTTP/1.1 200 OK", &[]),
         (
             "head",
-            "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            "HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n".into(),
             "HTTP/1.1 200 OK",
             &["Content-Length: 31"],
         ),
         (
             "unknown path",
-            "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            "GET /nope HTTP/1.1\r\nHost: localhost\r\n\r\n".into(),
             "HTTP/1.1 404 Not Found",
             &[],
         ),
         (
             "post page",
-            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi".into(),
+            "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\nhi".into(),
             "HTTP/1.1 405 Method Not Allowed",
             &["Allow: GET, HEAD"],
         ),
         (
             "post ws",
-            "POST /ws HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            "POST /ws HTTP/1.1\r\nHost: localhost\r\n\r\n".into(),
             "HTTP/1.1 405 Method Not Allowed",
             &["Allow: GET"],
         ),
         (
             "ws without upgrade",
-            "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            "GET /ws HTTP/1.1\r\nHost: localhost\r\n\r\n".into(),
             "HTTP/1.1 426 Upgrade Required",
             &["Upgrade: websocket"],
         ),
@@ -141,7 +141,9 @@ async fn table_of_raw_requests() {
         ),
         (
             "own origin",
-            upgrade_request(&format!("Sec-WebSocket-Version: 13\r\n{key}Origin: http://x\r\n")),
+            upgrade_request(&format!(
+                "Sec-WebSocket-Version: 13\r\n{key}Origin: http://localhost\r\n"
+            )),
             "HTTP/1.1 101 Switching Protocols",
             &[],
         ),
@@ -172,7 +174,7 @@ async fn table_of_raw_requests() {
         (
             "no connection upgrade",
             format!(
-                "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n{key}\r\n"
+                "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n{key}\r\n"
             ),
             "HTTP/1.1 400 Bad Request",
             &[],
@@ -190,6 +192,41 @@ async fn table_of_raw_requests() {
         (
             "bad header name",
             "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n".into(),
+            "HTTP/1.1 400 Bad Request",
+            &[],
+        ),
+        // A page whose name was made to point at this server (DNS
+        // rebinding) sends its own name, and the origin matches it.
+        (
+            "rebound host name",
+            format!(
+                "GET /ws HTTP/1.1\r\nHost: evil.example:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Version: 13\r\n{key}Origin: http://evil.example:8080\r\n\r\n"
+            ),
+            "HTTP/1.1 421 Misdirected Request",
+            &["--allowed-host"],
+        ),
+        ("page by name", "GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n".into(), "HTTP/1.1 421 Misdirected Request", &[]),
+        ("page by ipv4", "GET / HTTP/1.1\r\nHost: 127.0.0.1:80\r\n\r\n".into(), "HTTP/1.1 200 OK", &[]),
+        ("page by ipv6", "GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n".into(), "HTTP/1.1 200 OK", &[]),
+        ("page by sub.localhost", "GET / HTTP/1.1\r\nHost: chat.localhost\r\n\r\n".into(), "HTTP/1.1 200 OK", &[]),
+        ("http/1.1 without host", "GET / HTTP/1.1\r\n\r\n".into(), "HTTP/1.1 400 Bad Request", &["needs Host"]),
+        ("http/1.0 without host", "GET / HTTP/1.0\r\n\r\n".into(), "HTTP/1.1 200 OK", &[]),
+        (
+            "length and chunked",
+            "GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n".into(),
+            "HTTP/1.1 400 Bad Request",
+            &["Content-Length and Transfer-Encoding"],
+        ),
+        (
+            "two lengths",
+            "GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n".into(),
+            "HTTP/1.1 400 Bad Request",
+            &[],
+        ),
+        (
+            "bad length",
+            "GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: -1\r\n\r\n".into(),
             "HTTP/1.1 400 Bad Request",
             &[],
         ),
@@ -406,8 +443,12 @@ async fn connection_limits_refuse_at_the_upgrade_and_free_places_on_close() {
     assert_eq!(other_ip, "HTTP/1.1 101 Switching Protocols");
     let (full, _) = upgrade_from("127.0.0.3", addr).await;
     assert_eq!(full, "HTTP/1.1 503 Service Unavailable");
-    // Pages are still served while the WebSockets are full.
-    let page = raw(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    // Pages are still served while the WebSockets are full (to an address
+    // with a place left: a connection of any kind counts for its address).
+    let mut from_four = connect_from("127.0.0.4", addr).await;
+    from_four.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut page = String::new();
+    from_four.read_to_string(&mut page).await.unwrap();
     assert_eq!(status_line(&page), "HTTP/1.1 200 OK");
     // The first connection goes; once the server has seen it, its place is free.
     drop(first_stream);

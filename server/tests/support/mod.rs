@@ -92,6 +92,37 @@ impl Client {
         (client, welcome)
     }
 
+    /// Connects from the loopback address `ip` (127.0.0.2, ...): another
+    /// "host" as far as per-address limits go.
+    pub async fn connect_from(server: &Server, ip: &str) -> Self {
+        Self::try_connect_from(server, ip).await.unwrap()
+    }
+
+    /// The same, with the refusal if the upgrade was refused.
+    pub async fn try_connect_from(
+        server: &Server,
+        ip: &str,
+    ) -> Result<Self, chat_transport::tungstenite::Error> {
+        let stream = tcp_from(ip, server.addr).await;
+        let config = TransportConfig { max_message_bytes: 64 << 20, ..TransportConfig::default() };
+        let (socket, _) = tokio_tungstenite::client_async_with_config(
+            server.url(),
+            chat_transport::ClientStream::Plain(stream),
+            Some(config.websocket()),
+        )
+        .await?;
+        Ok(Self { socket, session: String::new() })
+    }
+
+    /// Says hello as `nick` from the loopback address `ip`.
+    pub async fn hello_from(server: &Server, ip: &str, nick: &str) -> Self {
+        let mut client = Self::connect_from(server, ip).await;
+        client.send(json!({"type": "hello", "nick": nick})).await;
+        let welcome = client.expect("welcome").await;
+        client.session = welcome["session"].as_str().unwrap().to_owned();
+        client
+    }
+
     /// Says hello and joins `room`, consuming the `joined`.
     pub async fn in_room(server: &Server, nick: &str, room: &str) -> Self {
         let mut client = Self::hello(server, nick).await;
@@ -284,5 +315,71 @@ impl RawClient {
                 None => return (None, pings),
             }
         }
+    }
+}
+
+/// A TCP connection to `addr` from the loopback address `ip`.
+pub async fn tcp_from(ip: &str, addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Two people chatting in a room while an attack goes on, from their own
+/// address (127.0.0.1): alice says a line, both see it, again and again.
+/// What they went through says whether the attack reached them.
+pub struct Bystanders {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: JoinHandle<(Client, Client, u32, Duration)>,
+}
+
+impl Bystanders {
+    /// alice and bob join `room` and start chatting. They send at most 10
+    /// lines a second, within any rate limit.
+    pub async fn start(server: &Server, room: &str) -> Self {
+        let mut alice = Client::in_room(server, "alice", room).await;
+        let bob = Client::in_room(server, "bob", room).await;
+        alice.expect("presence").await;
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let room = room.to_owned();
+        let task = tokio::spawn(async move {
+            let (mut alice, mut bob) = (alice, bob);
+            let (mut rounds, mut slowest) = (0u32, Duration::ZERO);
+            while !*stopped.borrow_and_update() {
+                let text = format!("tick {rounds}");
+                let sent = tokio::time::Instant::now();
+                alice.send(json!({"type": "say", "room": room, "text": text, "id": format!("t{rounds}")})).await;
+                for client in [&mut alice, &mut bob] {
+                    loop {
+                        let frame = client.recv().await;
+                        assert_ne!(frame["type"], "error", "a bystander was refused: {frame}");
+                        if frame["type"] == "message" && frame["text"] == text {
+                            break;
+                        }
+                    }
+                }
+                slowest = slowest.max(sent.elapsed());
+                rounds += 1;
+                tokio::select! {
+                    _ = stopped.changed() => break,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+            (alice, bob, rounds, slowest)
+        });
+        Self { stop, task }
+    }
+
+    /// Stops them and checks they kept chatting throughout, each line
+    /// seen by both within `WAIT` (a stalled chat fails here), and the
+    /// slowest well under a second more than the best case would take.
+    /// Returns alice and bob for more checks.
+    pub async fn finish(self) -> (Client, Client) {
+        let _ = self.stop.send(true);
+        let (alice, bob, rounds, slowest) = self.task.await.expect("the bystanders chatted");
+        assert!(rounds > 0, "the bystanders never got a line through");
+        eprintln!("bystanders: {rounds} lines, slowest {slowest:?}");
+        assert!(slowest < Duration::from_secs(2), "a line took {slowest:?}");
+        (alice, bob)
     }
 }
