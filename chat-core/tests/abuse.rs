@@ -434,3 +434,20 @@ fn a_flood_of_long_remembered_messages_only_pushes_out_its_own_ids() {
         "alice's retry is still answered with the original: {events:?}"
     );
 }
+
+#[test]
+fn commands_after_a_join_that_waits_for_storage_run_after_it_in_order() {
+    let mut h = Harness::new();
+    let alice = h.greeted("alice");
+    h.auto_load = false;
+    h.send(alice, Command::Join { room: "lobby".into(), after: None });
+    h.say(alice, "lobby", "right after the join");
+    h.send_with_id(alice, Some("p"), Command::Ping);
+    assert_eq!(h.take(alice), vec![], "everything waits for the room");
+    h.answer_loads();
+    let events = h.take(alice);
+    assert!(
+        matches!(events.as_slice(), [Event::Joined { .. }, Event::Message(m), Event::Pong { .. }] if &*m.text == "right after the join"),
+        "{events:?}"
+    );
+}

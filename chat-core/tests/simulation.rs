@@ -44,6 +44,10 @@ struct Client {
     sent: Vec<(String, String)>,
     /// What each acknowledged id was accepted as.
     acked: BTreeMap<String, (String, u64)>,
+    /// Rooms re-joined after a reconnect whose `joined` has not come yet,
+    /// with the messages that came first: like a real client, it holds
+    /// them until the `joined` says where it stands.
+    rejoining: BTreeMap<String, Vec<Event>>,
 }
 
 #[test]
@@ -270,6 +274,8 @@ impl World {
         self.h.send(m, Command::Hello { nick, session: token, identity: None });
         let rooms: Vec<(String, u64)> =
             self.clients[c].next_seq.iter().map(|(r, n)| (r.clone(), n - 1)).collect();
+        self.clients[c].rejoining =
+            rooms.iter().map(|(room, _)| (room.clone(), Vec::new())).collect();
         for (room, after) in rooms {
             let id = format!("rejoin:{room}");
             self.h.send_with_id(m, Some(&id), Command::Join { room, after: Some(after) });
@@ -289,6 +295,32 @@ impl World {
     }
 
     fn check(&mut self, c: usize, event: &Event) {
+        // Held until the room's re-join is answered.
+        if let Event::Message(m) = event
+            && let Some(held) = self.clients[c].rejoining.get_mut(m.room.as_str())
+        {
+            held.push(event.clone());
+            return;
+        }
+        let rejoined = match event {
+            Event::Joined { room, .. } => self.clients[c].rejoining.remove(room.as_str()),
+            Event::Error { id: Some(id), .. } if id.starts_with("rejoin:") => {
+                self.clients[c].rejoining.remove(&id["rejoin:".len()..])
+            }
+            _ => None,
+        };
+        self.check_now(c, event);
+        for held in rejoined.unwrap_or_default() {
+            // What the `joined` carried already is not new.
+            let Event::Message(m) = &held else { continue };
+            if self.clients[c].next_seq.get(m.room.as_str()).is_some_and(|&next| m.seq < next) {
+                continue;
+            }
+            self.check_now(c, &held);
+        }
+    }
+
+    fn check_now(&mut self, c: usize, event: &Event) {
         let at = format!("{} client {c}", self.at());
         let client = &mut self.clients[c];
         match event {

@@ -129,6 +129,8 @@ pub fn spawn(options: Options) -> (mpsc::UnboundedSender<Command>, mpsc::Unbound
         token: saved.session,
         pending: saved.pending,
         refused: 0,
+        retry: Vec::new(),
+        retry_at: None,
         pacer: Pacer::default(),
         quit_by: None,
         id_prefix: format!("{:08x}", rand::random::<u32>()),
@@ -173,6 +175,10 @@ struct Engine {
     pending: Vec<(String, ClientFrame)>,
     /// Messages the server refused.
     refused: usize,
+    /// Messages refused for now (storage down, too fast), to send again
+    /// with the same ids when the server said; and when that is.
+    retry: Vec<String>,
+    retry_at: Option<Instant>,
     /// Keeps sends within the server's announced rates.
     pacer: Pacer,
     /// Set once the user is done: stop when `pending` is empty or then.
@@ -462,6 +468,15 @@ impl Engine {
                     Err(err) => return Ok(Ended::Lost(format!("{err:#}"), restart_delay(&err))),
                 },
                 () = tokio::time::sleep_until(deadline), if self.quit_by.is_some() => return Ok(Ended::Done),
+                () = sleep_until_some(self.retry_at), if self.retry_at.is_some() => {
+                    self.retry_at = None;
+                    for id in std::mem::take(&mut self.retry) {
+                        let again = self.pending.iter().find(|(pending, _)| *pending == id);
+                        if let Some((_, frame)) = again.cloned() {
+                            self.paced_send(socket, Some(id), frame).await?;
+                        }
+                    }
+                }
             }
         }
     }
@@ -577,6 +592,20 @@ impl Engine {
                 }
             }
             ServerFrame::Direct { id: Some(id), .. } => self.acknowledged(id, false),
+            // Refused for now: the same message goes again when the
+            // server says, and is delivered once (its id is the same).
+            ServerFrame::Error {
+                id: Some(id),
+                code: ErrorCode::RateLimited | ErrorCode::Unavailable,
+                retry_after_ms: Some(wait),
+                ..
+            } if self.pending.iter().any(|(pending, _)| pending == id) => {
+                let at = Instant::now() + Duration::from_millis((*wait).clamp(50, 60_000));
+                self.retry_at = Some(self.retry_at.map_or(at, |earlier| earlier.min(at)));
+                if !self.retry.contains(id) {
+                    self.retry.push(id.clone());
+                }
+            }
             ServerFrame::Error { id: Some(id), .. } => self.acknowledged(id, true),
             _ => {}
         }
@@ -720,6 +749,14 @@ impl Engine {
             tokio::time::sleep(delay).await;
         }
         send_frame(socket, id, frame).await
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -29,7 +29,7 @@ fn serves_the_page_and_stops_cleanly_on_sigterm() {
     let get = |path: &str| -> String {
         let mut stream = TcpStream::connect(&addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         response

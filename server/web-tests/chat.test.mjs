@@ -453,6 +453,48 @@ test('files: picker, paste and drop send to the room; images render; the limit a
   }
 });
 
+test('three large files attached at once all arrive, paced, while the chat goes on', async () => {
+  const server = await startServer();
+  try {
+    const alice = await login(server.url, 'alice');
+    const bob = await login(server.url, 'bob');
+    const files = [1, 2, 3].map((n) => ({
+      name: `large-${n}.bin`,
+      mimeType: 'application/octet-stream',
+      buffer: Buffer.alloc(8 * 1000 * 1000, n),
+    }));
+    await alice.page.setInputFiles('#file-input', files);
+    // The chat goes on while they go.
+    await say(bob.page, 'anything new?');
+    await seeMessage(alice.page, 'anything new?');
+    await bob.page.waitForFunction(() =>
+      ['large-1.bin', 'large-2.bin', 'large-3.bin'].every((name) =>
+        [...document.querySelectorAll('#messages a.download')].some((a) => a.textContent.includes(name))),
+    null, { timeout: 60000 });
+    await alice.page.waitForFunction(() => document.querySelectorAll('#uploads li').length === 0);
+    const errors = await alice.page.evaluate(() =>
+      [...document.querySelectorAll('#messages li.error')].map((li) => li.textContent));
+    assert.deepEqual(errors, [], 'no upload was refused or lost');
+    // Each arrived whole.
+    const sizes = await bob.page.evaluate(async () => {
+      const session = sessionStorage.getItem('chat.session');
+      const links = [...document.querySelectorAll('#messages .attachment')];
+      return Promise.all(links.map(async (box) => {
+        const file = box.querySelector('[data-file]')?.dataset.file;
+        const response = await fetch(`/files/${file}`, { headers: { Authorization: `Bearer ${session}` } });
+        return (await response.arrayBuffer()).byteLength;
+      }));
+    });
+    assert.deepEqual(sizes, [8000000, 8000000, 8000000]);
+    for (const who of [alice, bob]) {
+      assert.deepEqual(who.problems, []);
+      await who.context.close();
+    }
+  } finally {
+    await stopServer(server.child);
+  }
+});
+
 test('typing shows and clears, unread badges, mentions, direct messages in their own view, load older, day separators', async () => {
   const server = await startServer();
   try {

@@ -35,6 +35,7 @@ const state = {
   limits: {},          // welcome.limits
   uploads: [],         // files waiting to be sent, oldest first: { id, file, room, row }
   uploading: null,     // the upload in progress
+  frames: null,        // { tokens, at }: this connection's frame budget, as the server counts it
   files: new Map(),    // attachment id -> Promise of an object URL
   notified: 0,         // desktop notifications shown (for the tests)
 };
@@ -69,6 +70,9 @@ function send(frame) {
     return false;
   }
   state.socket.send(JSON.stringify(frame));
+  if (state.frames) {
+    state.frames.tokens -= 1; // counted by the server too (see frameWait)
+  }
   return true;
 }
 
@@ -96,6 +100,7 @@ function connect() {
   setStatus('connecting…', false);
   socket.onopen = () => {
     state.greeted = false;
+    state.frames = null; // a new connection starts with a full budget
     // With an access token the token names the nick.
     const hello = state.token
       ? { type: 'hello', token: state.token, id: newId() }
@@ -377,14 +382,25 @@ function handle(frame) {
   }
 }
 
+// Refusals that pass: the server says when to try again.
+function retryable(frame) {
+  return frame.code === 'rate_limited'
+    || (frame.code === 'unavailable' && Number.isFinite(frame.retry_after_ms));
+}
+
 function handleError(frame) {
   if (frame.id && state.uploading && state.uploading.id === frame.id) {
-    finishUpload(`${state.uploading.file.name}: ${frame.message}`);
+    if (retryable(frame) && frame.retry_after_ms < 120000) {
+      retryUpload(Math.max(frame.retry_after_ms || 0, 50));
+    } else {
+      finishUpload(`${state.uploading.file.name}: ${frame.message}`);
+    }
     return;
   }
-  // A message refused for going too fast is sent again, with the same id,
-  // once the server says it may be: pasting a block of lines loses none.
-  if (frame.code === 'rate_limited' && frame.id && state.pending.has(frame.id)) {
+  // A message refused for going too fast, or while the server cannot
+  // store messages, is sent again, with the same id, once the server says
+  // it may be: pasting a block of lines loses none.
+  if (retryable(frame) && frame.id && state.pending.has(frame.id)) {
     const id = frame.id;
     setTimeout(() => {
       const pending = state.pending.get(id);
@@ -689,6 +705,27 @@ function nextUpload() {
   });
 }
 
+// How long until the connection may send one more frame, taking it if it
+// may now. A model of the server's limiter (frames_per_sec, bursts of
+// frames_burst), kept across uploads: each file does not get a fresh
+// burst the server will not give it. A margin is left for chat frames.
+function frameWait() {
+  const perSec = Math.max(1, (state.limits.frames_per_sec || 50) * 0.9);
+  const burst = Math.max(1, (state.limits.frames_burst || 200) - 20);
+  const now = performance.now();
+  if (state.frames === null) {
+    state.frames = { tokens: burst, at: now };
+  }
+  const budget = state.frames;
+  budget.tokens = Math.min(burst, budget.tokens + ((now - budget.at) * perSec) / 1000);
+  budget.at = now;
+  if (budget.tokens >= 1) {
+    budget.tokens -= 1;
+    return 0;
+  }
+  return ((1 - budget.tokens) * 1000) / perSec;
+}
+
 // The server is ready: the bytes go as binary frames, no faster than the
 // socket drains and the server's frame rate allows.
 async function sendUpload(ready) {
@@ -698,19 +735,16 @@ async function sendUpload(ready) {
   }
   const socket = state.socket;
   const chunk = Math.max(1024, Math.min(ready.chunk_bytes || 65536, 1 << 20));
-  const perSec = state.limits.frames_per_sec || 50;
-  const burst = Math.max(1, (state.limits.frames_burst || 200) - 10);
   let sent = 0;
-  let frames = 0;
-  const started = performance.now();
   while (sent < upload.file.size) {
     if (state.uploading !== upload || state.socket !== socket) {
       return; // failed or cancelled meanwhile
     }
-    // Past the burst, keep under the sustained rate.
-    const due = started + Math.max(0, frames - burst) * (1000 / (perSec * 0.9));
-    while (socket.bufferedAmount > (1 << 20) || performance.now() < due) {
+    while (socket.bufferedAmount > (1 << 20)) {
       await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    for (let wait = frameWait(); wait > 0; wait = frameWait()) {
+      await new Promise((resolve) => setTimeout(resolve, wait));
     }
     const part = await upload.file.slice(sent, sent + chunk).arrayBuffer();
     if (state.uploading !== upload || socket.readyState !== WebSocket.OPEN) {
@@ -718,10 +752,25 @@ async function sendUpload(ready) {
     }
     socket.send(part);
     sent += part.byteLength;
-    frames += 1;
     upload.bar.value = sent - Math.min(sent, socket.bufferedAmount);
   }
   upload.bar.value = upload.file.size;
+}
+
+// The upload in progress was refused for now: it goes back to the front
+// of the queue and starts again once the server says it may.
+function retryUpload(delay) {
+  const upload = state.uploading;
+  state.uploading = null;
+  if (!upload) {
+    return;
+  }
+  upload.bar.removeAttribute('value'); // indeterminate while it waits
+  upload.id = newId();
+  setTimeout(() => {
+    state.uploads.unshift(upload);
+    nextUpload();
+  }, delay);
 }
 
 // The upload in progress ended: delivered (`error` null) or not.

@@ -105,7 +105,16 @@ struct Conn {
     source: Source,
     /// History bytes this connection may still be sent.
     history: TokenBucket,
+    /// Its commands waiting for storage (a join of a room being read back).
+    waits: u32,
+    /// Commands that came while some waited: handled after them, in order,
+    /// so a `say` right after a `join` finds the room joined.
+    queued: VecDeque<(Option<Arc<str>>, Command)>,
 }
+
+/// Commands a connection may have queued behind one waiting for storage;
+/// past it they are refused as too fast.
+const MAX_QUEUED: usize = 256;
 
 #[derive(Debug)]
 struct Session {
@@ -238,7 +247,9 @@ impl Chat {
         self.next_member += 1;
         self.source_state(now, source).conns += 1;
         let history = TokenBucket::full(self.config.history_bytes_per_conn, now);
-        self.conns.insert(id, Conn { proposed, session: None, source, history });
+        let conn =
+            Conn { proposed, session: None, source, history, waits: 0, queued: VecDeque::new() };
+        self.conns.insert(id, conn);
         id
     }
 
@@ -252,11 +263,20 @@ impl Chat {
         id: Option<&str>,
         command: Command,
     ) {
-        let Some(conn) = self.conns.get(&member) else {
+        let Some(conn) = self.conns.get_mut(&member) else {
             return;
         };
-        let session = conn.session;
         let id: Option<Arc<str>> = id.map(Arc::from);
+        if conn.waits > 0 {
+            if conn.queued.len() < MAX_QUEUED {
+                conn.queued.push_back((id, command));
+            } else {
+                let error = CommandError::RateLimited { retry_after_ms: 100 };
+                self.reply(member, Event::Error { id, error });
+            }
+            return;
+        }
+        let session = conn.session;
         let result = match (command, session) {
             (Command::Hello { nick, session: token, identity }, None) => {
                 self.hello(now, member, &id, nick, token, identity)
@@ -511,6 +531,37 @@ impl Chat {
     fn session_of(&self, token: &SessionToken) -> Option<(SessionId, Option<MemberId>)> {
         let sid = *self.tokens.get(token)?;
         Some((sid, self.sessions.get(&sid)?.conn))
+    }
+
+    /// One more command of `member` waits for storage; later ones queue.
+    fn park_for(&mut self, member: MemberId) {
+        if let Some(conn) = self.conns.get_mut(&member) {
+            conn.waits += 1;
+        }
+    }
+
+    /// A command of `member` that waited is done; once none waits, the
+    /// queued ones run, in order (until one waits again).
+    fn unpark(&mut self, now: Timestamp, member: MemberId) {
+        let Some(conn) = self.conns.get_mut(&member) else {
+            return;
+        };
+        conn.waits = conn.waits.saturating_sub(1);
+        if conn.waits > 0 {
+            return;
+        }
+        let mut queued = std::mem::take(&mut conn.queued);
+        while let Some((id, command)) = queued.pop_front() {
+            self.handle_command(now, member, id.as_deref(), command);
+            if let Some(conn) = self.conns.get_mut(&member)
+                && conn.waits > 0
+            {
+                // Waiting again: the rest stays queued, in order.
+                queued.append(&mut conn.queued);
+                conn.queued = queued;
+                return;
+            }
+        }
     }
 
     /// Takes a connection out, with its count under its source.

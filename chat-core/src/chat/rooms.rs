@@ -34,6 +34,7 @@ impl Chat {
             None => {
                 // Not in memory: storage may know it (its numbering goes
                 // on from there) or not (it is created).
+                self.park_for(member);
                 match self.loading.get_mut(&name) {
                     Some(waiting) => waiting.push(parked),
                     None => {
@@ -87,7 +88,9 @@ impl Chat {
     ) -> Result<(), CommandError> {
         if let Some(waiting) = self.waiting.get_mut(&room_id) {
             // A load is out: answer in order, after it.
+            let member = parked.member();
             waiting.push(parked);
+            self.park_for(member);
             self.refresh_recipients(room_id);
             return Ok(());
         }
@@ -102,6 +105,7 @@ impl Chat {
             return self.serve(now, room_id, parked);
         }
         let name = room.name.clone();
+        self.park_for(parked.member());
         self.waiting.insert(room_id, vec![parked]);
         self.refresh_recipients(room_id);
         self.outputs.push_back(Output::Load(name));
@@ -313,10 +317,13 @@ impl Chat {
         name: &RoomName,
         stored: Option<Option<RoomHistory>>,
     ) {
+        let waited: Vec<MemberId>;
         if let Some(parked) = self.loading.remove(name) {
+            waited = parked.iter().map(Parked::member).collect();
             self.loaded_new(now, name, stored, parked);
         } else if let Some(&room_id) = self.room_ids.get(name) {
             let parked = self.waiting.remove(&room_id).unwrap_or_default();
+            waited = parked.iter().map(Parked::member).collect();
             match stored {
                 Some(history) => {
                     let capacity = self.config.history_per_room;
@@ -336,6 +343,12 @@ impl Chat {
             self.refresh_recipients(room_id);
             self.forget_if_unused(room_id);
             self.enforce_memory(Some(room_id));
+        } else {
+            return;
+        }
+        // What their connections sent meanwhile runs now, in order.
+        for member in waited {
+            self.unpark(now, member);
         }
     }
 

@@ -78,6 +78,31 @@ impl Proc {
         }
     }
 
+    /// Waits for a stdout line that `on_stdout` accepts (`Ok`) or a stderr
+    /// line that `on_stderr` accepts (`Err`), whichever comes first.
+    pub fn expect_any(
+        &mut self,
+        on_stdout: impl Fn(&str) -> bool,
+        on_stderr: impl Fn(&str) -> bool,
+    ) -> Result<String, String> {
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            let tick = Duration::from_millis(10);
+            if let Ok(line) = self.stdout.recv_timeout(tick) {
+                self.seen.push(line.clone());
+                if on_stdout(&line) {
+                    return Ok(line);
+                }
+            }
+            while let Ok(line) = self.stderr.try_recv() {
+                if on_stderr(&line) {
+                    return Err(line);
+                }
+            }
+        }
+        panic!("neither line came; saw {:#?}", self.seen)
+    }
+
     pub fn type_line(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().unwrap();
         writeln!(stdin, "{line}").unwrap();
@@ -133,6 +158,16 @@ pub fn server_with(extra: &[&str]) -> (Proc, String) {
             .args(["--listen", "127.0.0.1:0", "--ephemeral"])
             .args(extra),
     );
+    let line = server.expect_where(|line| line.starts_with("listening on http://"), "listening");
+    let addr = line.trim_start_matches("listening on http://").to_owned();
+    (server, format!("ws://{addr}/ws"))
+}
+
+/// Starts `chat-server` on a free port with durable storage (pass
+/// `--data-dir`) and returns it with its ws:// URL.
+pub fn server_on(extra: &[&str]) -> (Proc, String) {
+    let mut server =
+        Proc::spawn(Command::new(bin("chat-server")).args(["--listen", "127.0.0.1:0"]).args(extra));
     let line = server.expect_where(|line| line.starts_with("listening on http://"), "listening");
     let addr = line.trim_start_matches("listening on http://").to_owned();
     (server, format!("ws://{addr}/ws"))
