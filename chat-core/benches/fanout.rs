@@ -20,7 +20,7 @@ fn room_of(members: usize) -> (Chat, chat_core::MemberId) {
     let mut first = None;
     for i in 0..members {
         let token = SessionToken::parse(&format!("t{i}")).unwrap();
-        let m = chat.handle_connect(now, token, Source::new(i as u128));
+        let m = chat.handle_connect(now, token, Source::new(i as u64));
         chat.handle_command(
             now,
             m,

@@ -114,6 +114,14 @@ impl TokenBucket {
             self.milli_tokens = self.milli_tokens.min(capacity);
             return;
         }
+        if per == 1000 {
+            // Per second, the common case: `amount` thousandths a
+            // millisecond, in plain integers.
+            let gained = now.millis_since(self.updated).saturating_mul(rate.amount);
+            self.milli_tokens = self.milli_tokens.saturating_add(gained).min(capacity);
+            self.updated = now;
+            return;
+        }
         let elapsed = u128::from(now.millis_since(self.updated));
         let per_token = u128::from(rate.amount) * 1000;
         let gained = elapsed * per_token / per;

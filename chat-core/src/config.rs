@@ -50,10 +50,10 @@ pub struct ChatConfig {
     /// connections from one address cannot fill the room limit either.
     pub rooms_created_per_source: Rate,
     /// Sessions waiting to be resumed that one source may hold. Past it
-    /// the one detached longest ends at once. Default 64: a household or an
-    /// office has far fewer dropped connections at once, and a client
-    /// that connects and vanishes by the thousand cannot fill a room with
-    /// ghosts.
+    /// the one detached longest ends at once. Default 256, as many as the
+    /// server's connections per address: an office behind one NAT whose
+    /// network blips keeps every session, and a client that connects and
+    /// vanishes by the thousand cannot fill a room with ghosts.
     pub max_detached_per_source: usize,
     /// Bytes of history the rooms may hold in memory together (for
     /// `joined`, `history` and resume). Past it the windows of the rooms
@@ -126,7 +126,7 @@ impl Default for ChatConfig {
             max_rooms: 10_000,
             rooms_created_per_session: Rate::per_hour(60, 10),
             rooms_created_per_source: Rate::per_hour(300, 30),
-            max_detached_per_source: 64,
+            max_detached_per_source: 256,
             history_memory_max: 256 << 20,
             history_bytes_per_conn: Rate::per_sec(512 << 10, 4 << 20),
             upload_bytes_per_session: Rate::per_hour(256 << 20, 256 << 20),

@@ -1,10 +1,11 @@
 use std::fmt;
+use std::num::NonZeroU64;
 
 /// Names one connected member (one connection) for the lifetime of a
 /// [`Chat`](crate::Chat). Allocated by [`Chat::handle_connect`](crate::Chat::handle_connect)
 /// from a counter, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MemberId(u64);
+pub struct MemberId(NonZeroU64);
 
 /// Names one room for the lifetime of a [`Chat`](crate::Chat). Allocated when
 /// the room is created, never reused.
@@ -12,13 +13,14 @@ pub struct MemberId(u64);
 pub struct RoomId(u64);
 
 impl MemberId {
+    /// From the core's counter, which starts at 1.
     pub(crate) fn new(raw: u64) -> Self {
-        Self(raw)
+        Self(NonZeroU64::new(raw).unwrap_or(NonZeroU64::MAX))
     }
 
     /// The raw number, for logs and maps in the driver.
     pub fn get(self) -> u64 {
-        self.0
+        self.0.get()
     }
 }
 

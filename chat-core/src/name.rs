@@ -34,11 +34,13 @@ pub enum NameError {
 /// (with a Cyrillic `а`), `𝐚𝐥𝐢𝐜𝐞` and `aIice` (a capital `I`) are all the
 /// same nick. The nick keeps the spelling its owner chose for display.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Nick {
-    display: Arc<str>,
-    /// Computed once: folding runs Unicode tables.
-    folded: Arc<str>,
-}
+pub struct Nick(
+    /// The display spelling, then, if folding changes it, `\0` and the
+    /// folded key: computed once (folding runs Unicode tables), in one
+    /// allocation. No nick holds `\0`, and it sorts before every other
+    /// character, so nicks compare as their display spellings do.
+    Arc<str>,
+);
 
 /// A room name: 1 to 64 characters, each an ASCII lowercase letter, a digit,
 /// `-` or `_`.
@@ -67,18 +69,26 @@ impl Nick {
         if folded.is_empty() {
             return Err(NameError::Empty);
         }
-        Ok(Self { display: text.into(), folded: folded.into() })
+        if folded == text {
+            return Ok(Self(text.into()));
+        }
+        Ok(Self(format!("{text}\0{folded}").into()))
+    }
+
+    /// What the nick takes in memory, its key included.
+    pub(crate) fn stored_len(&self) -> usize {
+        self.0.len()
     }
 
     /// The nick as its owner wrote it.
     pub fn as_str(&self) -> &str {
-        &self.display
+        self.0.split('\0').next().unwrap_or(&self.0)
     }
 
     /// The key nicks are compared on for uniqueness: what the nick looks
     /// like, whatever the script, case, compatibility form or marks.
     pub fn folded(&self) -> &str {
-        &self.folded
+        self.0.split_once('\0').map_or(&self.0, |(_, folded)| folded)
     }
 }
 
@@ -140,7 +150,7 @@ fn check(
 
 impl fmt::Display for Nick {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.display)
+        f.write_str(self.as_str())
     }
 }
 

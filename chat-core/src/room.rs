@@ -3,9 +3,16 @@ use std::sync::Arc;
 
 use crate::{MemberId, Message, Resume, RoomName, Timestamp};
 
-/// Names a session inside the core; never shown to the driver.
+/// Names a session inside the core; never shown to the driver. Counted
+/// from 1 (non-zero, so an optional one takes no more room).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct SessionId(pub(crate) u64);
+pub(crate) struct SessionId(std::num::NonZeroU64);
+
+impl SessionId {
+    pub(crate) fn new(raw: u64) -> Self {
+        Self(std::num::NonZeroU64::new(raw).unwrap_or(std::num::NonZeroU64::MAX))
+    }
+}
 
 /// What one message held in memory costs besides its text: the struct,
 /// its shared strings and the ring slot, roughly.
@@ -41,7 +48,7 @@ pub(crate) struct Room {
 pub(crate) fn cost(message: &Message) -> usize {
     MESSAGE_OVERHEAD
         + message.text.len()
-        + message.from.as_str().len()
+        + message.from.stored_len()
         + message.id.as_ref().map_or(0, |id| id.len())
         + message.attachment.as_ref().map_or(0, |a| 64 + a.id.len() + a.name.len() + a.mime.len())
 }

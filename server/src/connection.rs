@@ -107,13 +107,16 @@ fn frame_rates(config: &ServerConfig) -> (Rate, Rate) {
 
 /// Where a peer comes from, for the limits per address: an IPv4 address
 /// (an IPv4-mapped IPv6 one counts as IPv4), or an IPv6 address's /64
-/// network, since one host commonly holds a whole /64.
+/// network, since one host commonly holds a whole /64. IPv4 addresses are
+/// numbered inside `::/8`, which no IPv6 network is given from, so the
+/// two never meet.
 pub(crate) fn source_of(ip: std::net::IpAddr) -> Source {
+    let v4 = |v4: std::net::Ipv4Addr| Source::new((1 << 32) | u64::from(u32::from(v4)));
     match ip {
-        std::net::IpAddr::V4(v4) => Source::new(u128::from(u32::from(v4))),
+        std::net::IpAddr::V4(addr) => v4(addr),
         std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => Source::new(u128::from(u32::from(v4))),
-            None => Source::new(u128::from(v6) & !u128::from(u64::MAX)),
+            Some(addr) => v4(addr),
+            None => Source::new(u64::try_from(u128::from(v6) >> 64).unwrap_or(u64::MAX)),
         },
     }
 }
@@ -171,14 +174,9 @@ impl Connection {
         let (close, closing) = oneshot::channel();
         let token = SessionToken::parse(&format!("{:032x}", rand::random::<u128>())).ok()?;
         let (reply, member) = oneshot::channel();
-        let conn = Conn {
-            outgoing: Arc::clone(&outgoing),
-            close,
-            token,
-            source: source_of(peer.ip()),
-            checks_without_hello: 0,
-        };
-        Box::pin(hub.send(Input::Connect { conn, reply })).await.ok()?;
+        let conn = Conn { outgoing: Arc::clone(&outgoing), close, token, checks_without_hello: 0 };
+        let source = source_of(peer.ip());
+        Box::pin(hub.send(Input::Connect { conn, source, reply })).await.ok()?;
         let member = member.await.ok()?;
         tracing::Span::current().record("member", tracing::field::display(member));
         info!(%peer, "connected");

@@ -31,8 +31,9 @@ use crate::{ServerConfig, Uploads};
 /// What connections tell the hub.
 #[derive(Debug)]
 pub(crate) enum Input {
-    /// A new WebSocket connection; the hub answers with its member id.
-    Connect { conn: Conn, reply: oneshot::Sender<MemberId> },
+    /// A new WebSocket connection from `source`; the hub answers with its
+    /// member id.
+    Connect { conn: Conn, source: Source, reply: oneshot::Sender<MemberId> },
     /// A decoded client frame.
     Command { member: MemberId, id: Option<String>, command: Command },
     /// A frame that could not be decoded; the hub answers with an error.
@@ -100,8 +101,6 @@ pub(crate) struct Conn {
     /// The token a new session of this connection gets: random and
     /// unguessable, since it is the key to resuming the session.
     pub token: SessionToken,
-    /// Where it comes from, for the limits per address.
-    pub source: Source,
     /// Liveness checks this connection has had without saying `hello`.
     pub checks_without_hello: u32,
 }
@@ -486,8 +485,8 @@ impl Hub {
     fn handle(&mut self, input: Input) {
         let now = self.clock.now();
         match input {
-            Input::Connect { conn, reply } => {
-                let member = self.chat.handle_connect(now, conn.token.clone(), conn.source);
+            Input::Connect { conn, source, reply } => {
+                let member = self.chat.handle_connect(now, conn.token.clone(), source);
                 if self.shutting_down {
                     let _ = conn.close.send(restart(self.drain_window));
                     self.chat.handle_disconnect(now, member, Departure::Quit);

@@ -261,22 +261,22 @@ async fn a_file_whose_message_is_refused_is_not_kept() {
     config.chat.messages_burst = 1;
     config.chat.messages_per_sec = 1;
     let server = Server::start(config).await;
-    let mut mallory = Client::in_room(&server, "mallory", "lobby").await;
+    let mut mallory = Client::in_room(&server, "mallory", "uploads").await;
     // Leaves the room before the last byte.
     let bytes = vec![7u8; 40_000];
-    assert_eq!(announce(&mut mallory, "u1", "lobby", &bytes).await["type"], "upload_ready");
+    assert_eq!(announce(&mut mallory, "u1", "uploads", &bytes).await["type"], "upload_ready");
     mallory.socket.send(Message::binary(bytes[..20_000].to_vec())).await.unwrap();
-    mallory.send(json!({"type": "leave", "room": "lobby"})).await;
+    mallory.send(json!({"type": "leave", "room": "uploads"})).await;
     mallory.expect("left").await;
     mallory.socket.send(Message::binary(bytes[20_000..].to_vec())).await.unwrap();
     let refused = mallory.expect_error("not_in_room").await;
     assert_eq!(refused["id"], "u1");
     // Spends its message token while the file is on its way.
-    mallory.send(json!({"type": "join", "room": "lobby"})).await;
+    mallory.send(json!({"type": "join", "room": "uploads"})).await;
     mallory.expect("joined").await;
     tokio::time::sleep(Duration::from_millis(1100)).await; // one token back
-    assert_eq!(announce(&mut mallory, "u2", "lobby", &bytes).await["type"], "upload_ready");
-    mallory.send(say("lobby", "a token spent", "s1")).await;
+    assert_eq!(announce(&mut mallory, "u2", "uploads", &bytes).await["type"], "upload_ready");
+    mallory.send(say("uploads", "a token spent", "s1")).await;
     assert_eq!(next_answer(&mut mallory).await["type"], "message");
     mallory.socket.send(Message::binary(bytes.clone())).await.unwrap();
     assert_eq!(mallory.expect_error("rate_limited").await["id"], "u2");
@@ -305,13 +305,14 @@ async fn files_go_with_their_messages() {
     config.chat.history_per_room = 2;
     config.prune_interval = Duration::from_millis(100);
     let server = Server::start(config).await;
-    let mut alice = Client::in_room(&server, "alice", "lobby").await;
-    let sent = upload(&mut alice, "f", "lobby", &[9; 5000]).await;
+    let bystanders = Bystanders::start(&server, "lobby").await;
+    let mut alice = Client::in_room(&server, "owner", "files").await;
+    let sent = upload(&mut alice, "f", "files", &[9; 5000]).await;
     let id = sent["attachment"]["id"].as_str().unwrap().to_owned();
     assert_eq!(fetch_status(&server, &id, &alice.session).await, "HTTP/1.1 200 OK");
     assert_eq!(stored_files(dir.path()), vec![id.clone()]);
     for i in 0..2 {
-        alice.send(say("lobby", "newer", &format!("n{i}"))).await;
+        alice.send(say("files", "newer", &format!("n{i}"))).await;
         alice.expect("message").await;
     }
     // The file's message is no longer retained: the file goes too.
@@ -323,6 +324,7 @@ async fn files_go_with_their_messages() {
     .await
     .expect("the file was swept");
     assert_eq!(fetch_status(&server, &id, &alice.session).await, "HTTP/1.1 404 Not Found");
+    bystanders.finish().await;
     server.shutdown().await;
 }
 
@@ -660,6 +662,7 @@ async fn endless_empty_continuation_frames_close_the_connection() {
 #[tokio::test]
 async fn a_session_token_the_client_made_up_is_not_adopted() {
     let server = Server::start(ServerConfig::default()).await;
+    let bystanders = Bystanders::start(&server, "lobby").await;
     let mut mallory = Client::connect(&server).await;
     mallory.send(json!({"type": "hello", "nick": "mallory", "session": "a"})).await;
     let welcome = mallory.expect("welcome").await;
@@ -672,6 +675,7 @@ async fn a_session_token_the_client_made_up_is_not_adopted() {
     assert_eq!(theirs["resumed"], false);
     assert_ne!(theirs["session"], welcome["session"]);
     mallory.expect_nothing_pending().await;
+    bystanders.finish().await;
     server.shutdown().await;
 }
 
@@ -680,27 +684,29 @@ async fn nicks_of_sessions_restored_at_start_and_their_look_alikes_are_reserved(
     let dir = tempfile::tempdir().unwrap();
     let store = || Box::new(chat_server::SqliteStore::open(dir.path()).unwrap()) as Box<dyn Store>;
     let server = Server::start_with(ServerConfig::default(), store()).await;
-    let alice = Client::in_room(&server, "alice", "lobby").await;
-    let token = alice.session.clone();
+    let carol = Client::in_room(&server, "carol", "lobby").await;
+    let token = carol.session.clone();
     let addr = server.addr.to_string();
     server.shutdown().await;
-    drop(alice);
+    drop(carol);
     let server = Server::start_on(&addr, ServerConfig::default(), store()).await;
-    for nick in ["alice", "ALICE", "\u{430}lice", "a1ice", "\u{1d41a}lice", "alicé"] {
+    let bystanders = Bystanders::start(&server, "lobby").await;
+    for nick in ["carol", "CAROL", "\u{441}arol", "caro1", "\u{1d41c}arol", "carôl"] {
         let mut mallory = Client::connect(&server).await;
         mallory.send(json!({"type": "hello", "nick": nick})).await;
         let refused = mallory.expect_error("nick_taken").await;
         assert!(refused["message"].as_str().is_some(), "{nick}: {refused}");
     }
-    // A DM to alice meanwhile reaches no impostor; alice resumes her own.
-    let mut bob = Client::hello(&server, "bob").await;
-    bob.send(json!({"type": "dm", "to": "alice", "text": "psst", "id": "d"})).await;
-    assert_eq!(bob.expect("direct").await["to"], "alice");
-    let (_alice, welcome) = Client::resume(&server, &token).await;
+    // A DM to carol meanwhile reaches no impostor; carol resumes her own.
+    let mut dave = Client::hello(&server, "dave").await;
+    dave.send(json!({"type": "dm", "to": "carol", "text": "psst", "id": "d"})).await;
+    assert_eq!(dave.expect("direct").await["to"], "carol");
+    let (_carol, welcome) = Client::resume(&server, &token).await;
     assert_eq!(
         (welcome["resumed"].clone(), welcome["nick"].clone()),
-        (json!(true), json!("alice"))
+        (json!(true), json!("carol"))
     );
+    bystanders.finish().await;
     server.shutdown().await;
 }
 
@@ -709,13 +715,15 @@ async fn members_of_a_room_are_for_its_members() {
     let mut config = ServerConfig::default();
     config.chat.public_rooms = false;
     let server = Server::start(config).await;
-    let _bob = Client::in_room(&server, "bob", "secret").await;
-    let mut mallory = Client::in_room(&server, "mallory", "lobby").await;
+    let bystanders = Bystanders::start(&server, "lobby").await;
+    let _carol = Client::in_room(&server, "carol", "secret").await;
+    let mut mallory = Client::in_room(&server, "mallory", "elsewhere").await;
     mallory.send(json!({"type": "who", "room": "secret"})).await;
     mallory.expect_error("not_in_room").await;
     mallory.send(json!({"type": "rooms", "id": "r"})).await;
     let rooms = mallory.expect("rooms").await;
-    assert_eq!(rooms["rooms"], json!([{"name": "lobby", "members": 1}]), "{rooms}");
+    assert_eq!(rooms["rooms"], json!([{"name": "elsewhere", "members": 1}]), "{rooms}");
+    bystanders.finish().await;
     server.shutdown().await;
 }
 
@@ -731,6 +739,7 @@ async fn status_of(server: &Server, request: &str) -> String {
 #[tokio::test]
 async fn a_page_that_rebinds_its_name_to_this_server_reaches_nothing() {
     let server = Server::start(ServerConfig::default()).await;
+    let bystanders = Bystanders::start(&server, "lobby").await;
     let port = server.addr.port();
     let upgrade = |host: &str| {
         format!(
@@ -748,6 +757,7 @@ async fn a_page_that_rebinds_its_name_to_this_server_reaches_nothing() {
     let own =
         status_of(&server, &format!("GET / HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n")).await;
     assert_eq!(own, "HTTP/1.1 200 OK");
+    bystanders.finish().await;
     server.shutdown().await;
     // A name the operator allows is served.
     let mut config = ServerConfig::default();
@@ -765,6 +775,7 @@ async fn a_page_that_rebinds_its_name_to_this_server_reaches_nothing() {
 #[tokio::test]
 async fn ambiguous_request_bodies_are_refused_like_nginx_does() {
     let server = Server::start(ServerConfig::default()).await;
+    let bystanders = Bystanders::start(&server, "lobby").await;
     for (headers, why) in [
         ("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", "both"),
         ("Content-Length: 5\r\nContent-Length: 7\r\n", "two lengths"),
@@ -773,5 +784,6 @@ async fn ambiguous_request_bodies_are_refused_like_nginx_does() {
         let request = format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\nhello");
         assert_eq!(status_of(&server, &request).await, "HTTP/1.1 400 Bad Request", "{why}");
     }
+    bystanders.finish().await;
     server.shutdown().await;
 }

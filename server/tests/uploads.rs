@@ -57,7 +57,7 @@ async fn get(
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let auth = auth.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{auth}\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.unwrap();

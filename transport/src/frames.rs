@@ -7,7 +7,6 @@
 //! message for every frame it took, and caps how many frames one message
 //! may be split into.
 
-use std::collections::VecDeque;
 use std::fmt;
 
 /// A message split into more frames than allowed; the connection must end.
@@ -33,9 +32,9 @@ pub(crate) struct FrameCounter {
     have: usize,
     /// Payload bytes of the current frame still to skip.
     skip: u64,
-    /// How many frames each message read (and not yet taken) took, in the
-    /// order tungstenite will hand the messages out.
-    messages: VecDeque<u32>,
+    /// Frames read beyond one per message, not yet charged: the parts of
+    /// split messages after their first.
+    extra: u32,
     /// Data frames of the message in progress.
     fragments: u32,
     max_fragments: u32,
@@ -49,17 +48,18 @@ impl FrameCounter {
             header: [0; 14],
             have: 0,
             skip: 0,
-            messages: VecDeque::new(),
+            extra: 0,
             fragments: 0,
             max_fragments,
             lost: false,
         }
     }
 
-    /// How many frames the next message took (1 if the counter lost
-    /// track).
+    /// What to charge the next message tungstenite hands out: its own
+    /// frame, and every extra part read so far. Over all messages that is
+    /// every frame read, whichever message a read-ahead part belongs to.
     pub(crate) fn take(&mut self) -> u32 {
-        self.messages.pop_front().unwrap_or(1)
+        1 + std::mem::take(&mut self.extra)
     }
 
     /// Follows `bytes`, the next ones read from the client.
@@ -131,12 +131,15 @@ impl FrameCounter {
                 if self.fragments > self.max_fragments {
                     return Err(TooManyFragments { max: self.max_fragments });
                 }
+                if self.fragments > 1 {
+                    self.extra = self.extra.saturating_add(1);
+                }
                 if fin {
-                    self.messages.push_back(std::mem::take(&mut self.fragments));
+                    self.fragments = 0;
                 }
             }
             // Control frames stand alone, each a message of its own.
-            8..=10 => self.messages.push_back(1),
+            8..=10 => {}
             _ => self.lost = true,
         }
         Ok(())
@@ -180,8 +183,8 @@ mod tests {
             for part in stream.chunks(chunk) {
                 counter.scan(part).unwrap();
             }
-            let taken: Vec<u32> = (0..5).map(|_| counter.take()).collect();
-            assert_eq!(taken, vec![1, 1, 1, 1, 3], "read {chunk} bytes at a time");
+            let taken: u32 = (0..5).map(|_| counter.take()).sum();
+            assert_eq!(taken, 7, "every frame charged, read {chunk} bytes at a time");
         }
     }
 
@@ -192,8 +195,7 @@ mod tests {
         counter.scan(&frame(0x00, b"")).unwrap();
         counter.scan(&frame(0x89, b"")).unwrap();
         counter.scan(&frame(0x80, b"")).unwrap();
-        assert_eq!(counter.take(), 1, "the ping, read first");
-        assert_eq!(counter.take(), 3, "the message ended at its third part");
+        assert_eq!(counter.take() + counter.take(), 4, "the ping and the message in three parts");
         counter.scan(&frame(0x01, b"a")).unwrap();
         counter.scan(&frame(0x00, b"")).unwrap();
         counter.scan(&frame(0x00, b"")).unwrap();

@@ -56,11 +56,7 @@ impl Chat {
             sender: Some(sender.clone()),
             attachment,
         };
-        let capacity = self.config.history_per_room;
-        let pushed = message.clone();
-        self.change_window(room_id, |room| room.push(pushed, capacity));
-        self.touch(room_id);
-        let to = self.rooms.get(&room_id).map(|room| room.recipients()).unwrap_or_default();
+        let to = self.push_message(room_id, message.clone());
         self.outputs.push_back(Output::Persist(Record::Message(message.clone())));
         let event = Arc::new(Event::Message(message));
         self.remember(now, sender, id, &event);
@@ -190,12 +186,13 @@ impl Chat {
         let Some(session) = self.sessions.get_mut(&sid) else {
             return Ok(());
         };
-        if session.typing.get(&room_id).is_some_and(|&last| now < last.saturating_add(interval)) {
+        let last = session.typing.as_ref().and_then(|typing| typing.get(&room_id));
+        if last.is_some_and(|&last| now < last.saturating_add(interval)) {
             // Throttled: typing notices are ephemeral, so dropping the extra
             // ones loses nothing the others need.
             return Ok(());
         }
-        session.typing.insert(room_id, now);
+        session.typing.get_or_insert_default().insert(room_id, now);
         let nick = session.nick.clone();
         self.typing_deadlines.push_back((now.saturating_add(interval), sid, room_id));
         if let Some(room) = self.rooms.get(&room_id) {
@@ -236,11 +233,12 @@ impl Chat {
                 retry_after_ms: (wait != u64::MAX).then_some(wait),
             }
         };
-        session.uploads.check(per_session, now, size).map_err(quota(Quota::Session))?;
+        let uploads = &mut session.quotas(&self.config, now).uploads;
+        uploads.check(per_session, now, size).map_err(quota(Quota::Session))?;
         let state = self.source_state(now, source);
         state.uploads.take_n(per_source, now, size).map_err(quota(Quota::Source))?;
         if let Some(session) = self.sessions.get_mut(&sid) {
-            let _ = session.uploads.take_n(per_session, now, size);
+            let _ = session.quotas(&self.config, now).uploads.take_n(per_session, now, size);
         }
         Ok(())
     }

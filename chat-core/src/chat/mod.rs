@@ -108,9 +108,12 @@ struct Conn {
     /// Its commands waiting for storage (a join of a room being read back).
     waits: u32,
     /// Commands that came while some waited: handled after them, in order,
-    /// so a `say` right after a `join` finds the room joined.
-    queued: VecDeque<(Option<Arc<str>>, Command)>,
+    /// so a `say` right after a `join` finds the room joined (boxed: rare).
+    queued: Option<Box<Queued>>,
 }
+
+/// Commands of one connection waiting their turn, with their request ids.
+type Queued = VecDeque<(Option<Arc<str>>, Command)>;
 
 /// Commands a connection may have queued behind one waiting for storage;
 /// past it they are refused as too fast.
@@ -134,12 +137,33 @@ struct Session {
     messages: TokenBucket,
     /// Joins of new rooms.
     joins: TokenBucket,
-    /// Rooms created.
+    /// Rooms created and bytes uploaded, once it does either (boxed: most
+    /// sessions never do).
+    quotas: Option<Box<Quotas>>,
+    /// When a `typing` was last relayed for each room, while any throttles
+    /// (boxed: empty most of the time, and a map inline costs every session
+    /// three words, a box one).
+    #[allow(clippy::box_collection)]
+    typing: Option<Box<BTreeMap<RoomId, Timestamp>>>,
+}
+
+/// A session's quotas of slow things.
+#[derive(Debug)]
+struct Quotas {
     created: TokenBucket,
-    /// Bytes uploaded.
     uploads: TokenBucket,
-    /// When a `typing` was last relayed for each room.
-    typing: BTreeMap<RoomId, Timestamp>,
+}
+
+impl Session {
+    /// Its quotas, made full on first use.
+    fn quotas(&mut self, config: &ChatConfig, now: Timestamp) -> &mut Quotas {
+        self.quotas.get_or_insert_with(|| {
+            Box::new(Quotas {
+                created: TokenBucket::full(config.rooms_created_per_session, now),
+                uploads: TokenBucket::full(config.upload_bytes_per_session, now),
+            })
+        })
+    }
 }
 
 /// What one source holds, for the limits per address.
@@ -247,8 +271,7 @@ impl Chat {
         self.next_member += 1;
         self.source_state(now, source).conns += 1;
         let history = TokenBucket::full(self.config.history_bytes_per_conn, now);
-        let conn =
-            Conn { proposed, session: None, source, history, waits: 0, queued: VecDeque::new() };
+        let conn = Conn { proposed, session: None, source, history, waits: 0, queued: None };
         self.conns.insert(id, conn);
         id
     }
@@ -268,8 +291,9 @@ impl Chat {
         };
         let id: Option<Arc<str>> = id.map(Arc::from);
         if conn.waits > 0 {
-            if conn.queued.len() < MAX_QUEUED {
-                conn.queued.push_back((id, command));
+            let queued = conn.queued.get_or_insert_default();
+            if queued.len() < MAX_QUEUED {
+                queued.push_back((id, command));
             } else {
                 let error = CommandError::RateLimited { retry_after_ms: 100 };
                 self.reply(member, Event::Error { id, error });
@@ -349,8 +373,14 @@ impl Chat {
             self.typing_deadlines.pop_front();
             if let Some(session) = self.sessions.get_mut(&sid) {
                 // Only forget the entry if no later `typing` replaced it.
-                if session.typing.get(&room).is_some_and(|&t| t.saturating_add(interval) <= now) {
-                    session.typing.remove(&room);
+                let typing = session.typing.as_deref_mut();
+                if let Some(typing) = typing
+                    && typing.get(&room).is_some_and(|&t| t.saturating_add(interval) <= now)
+                {
+                    typing.remove(&room);
+                    if typing.is_empty() {
+                        session.typing = None;
+                    }
                 }
             }
         }
@@ -550,15 +580,19 @@ impl Chat {
         if conn.waits > 0 {
             return;
         }
-        let mut queued = std::mem::take(&mut conn.queued);
+        let Some(mut queued) = conn.queued.take() else {
+            return;
+        };
         while let Some((id, command)) = queued.pop_front() {
             self.handle_command(now, member, id.as_deref(), command);
             if let Some(conn) = self.conns.get_mut(&member)
                 && conn.waits > 0
             {
                 // Waiting again: the rest stays queued, in order.
-                queued.append(&mut conn.queued);
-                conn.queued = queued;
+                if let Some(mut newer) = conn.queued.take() {
+                    queued.append(&mut newer);
+                }
+                conn.queued = Some(queued);
                 return;
             }
         }
@@ -591,4 +625,19 @@ impl Chat {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    /// What every session and connection costs, so new state is paid for
+    /// knowingly (docs/performance.md: the idle figures).
+    #[test]
+    fn sessions_and_connections_stay_small() {
+        let (session, conn) =
+            (std::mem::size_of::<super::Session>(), std::mem::size_of::<super::Conn>());
+        eprintln!("a session: {session} bytes, a connection: {conn} bytes");
+        assert!(session <= 144, "a session grew to {session} bytes");
+        assert!(conn <= 64, "a connection grew to {conn} bytes");
+        assert_eq!(std::mem::size_of::<crate::Nick>(), 16);
+    }
 }

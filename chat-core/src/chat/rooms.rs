@@ -7,7 +7,8 @@ use std::sync::Arc;
 use super::{Chat, Parked};
 use crate::room::{Room, SessionId};
 use crate::{
-    CommandError, Event, MemberId, Nick, Output, Presence, RoomHistory, RoomId, RoomName, Timestamp,
+    CommandError, Event, MemberId, Message, Nick, Output, Presence, RoomHistory, RoomId, RoomName,
+    Timestamp,
 };
 
 impl Chat {
@@ -223,7 +224,9 @@ impl Chat {
             return;
         };
         session.rooms.remove(&room_id);
-        session.typing.remove(&room_id);
+        if let Some(typing) = session.typing.as_mut() {
+            typing.remove(&room_id);
+        }
         let nick = session.nick.clone();
         self.reply(member, Event::Left { id: id.clone(), room: name });
         self.remove_from_room(room_id, sid, &nick);
@@ -288,16 +291,16 @@ impl Chat {
         room: &str,
     ) -> Result<(RoomId, RoomName), CommandError> {
         let name = RoomName::parse(room).map_err(CommandError::InvalidRoom)?;
-        let joined =
-            self.room_ids.get(&name).copied().filter(|room_id| {
-                self.sessions.get(&sid).is_some_and(|s| s.rooms.contains(room_id))
-            });
-        match joined {
-            Some(room_id) => {
-                self.check_grant(sid, &name)?;
-                Ok((room_id, name))
-            }
-            None => Err(CommandError::NotInRoom(name)),
+        let session = self.sessions.get(&sid);
+        let joined = self
+            .room_ids
+            .get(&name)
+            .copied()
+            .filter(|room_id| session.is_some_and(|s| s.rooms.contains(room_id)));
+        match (joined, session.and_then(|s| s.grant.as_deref())) {
+            (None, _) => Err(CommandError::NotInRoom(name)),
+            (Some(_), Some(grant)) if !grant.allows(&name) => Err(forbidden(&name)),
+            (Some(room_id), _) => Ok((room_id, name)),
         }
     }
 
@@ -446,11 +449,12 @@ impl Chat {
             return Err(CommandError::HelloRequired);
         };
         let rate_limited = |retry_after_ms| CommandError::CreateRateLimited { retry_after_ms };
-        session.created.check(per_session, now, 1).map_err(rate_limited)?;
+        let quotas = session.quotas(&self.config, now);
+        quotas.created.check(per_session, now, 1).map_err(rate_limited)?;
         self.source_state(now, source).created.check(per_source, now, 1).map_err(rate_limited)?;
         let room_id = self.open_room(name.clone())?;
         if let Some(session) = self.sessions.get_mut(sid) {
-            let _ = session.created.take(per_session, now);
+            let _ = session.quotas(&self.config, now).created.take(per_session, now);
         }
         let _ = self.source_state(now, source).created.take(per_source, now);
         Ok(room_id)
@@ -529,6 +533,35 @@ impl Chat {
             self.change_window(room_id, |room| room.prune_before(cutoff));
             self.forget_if_unused(room_id);
         }
+    }
+
+    /// Adds a message to a room's window, marking the room used now (the
+    /// hot path of every `say`: the same as `change_window` and `touch`,
+    /// with the fewest index updates). Returns the room's recipients.
+    pub(super) fn push_message(&mut self, room_id: RoomId, message: Message) -> Arc<[MemberId]> {
+        let capacity = self.config.history_per_room;
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return Arc::new([]);
+        };
+        let (old, before) = ((room.used, room_id), room.bytes);
+        room.push(message, capacity);
+        self.resident_bytes = self.resident_bytes - before + room.bytes;
+        // The room used last stays so: a busy room is not filed again for
+        // every message.
+        if room.used == self.uses && before > 0 {
+            return room.recipients();
+        }
+        self.uses += 1;
+        room.used = self.uses;
+        if before > 0 {
+            self.resident.remove(&old);
+        }
+        self.resident.insert((room.used, room_id));
+        if room.is_empty() {
+            self.idle.remove(&old);
+            self.idle.insert((room.used, room_id));
+        }
+        room.recipients()
     }
 
     /// Marks a room used now.

@@ -2,7 +2,7 @@
 //! identities), `auth`, nick changes, detaching and ending sessions, and
 //! what each source (address) holds.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::{Chat, Grant, Session, SourceState};
@@ -117,7 +117,7 @@ impl Chat {
         grant: Option<Grant>,
         source: Option<Source>,
     ) -> SessionId {
-        let sid = SessionId(self.next_session);
+        let sid = SessionId::new(self.next_session);
         self.next_session += 1;
         let config = &self.config;
         let joins = Rate::per_sec(config.joins_per_sec, config.joins_burst);
@@ -131,9 +131,8 @@ impl Chat {
             grant: grant.map(Box::new),
             messages: TokenBucket::full(self.message_rate(), now),
             joins: TokenBucket::full(joins, now),
-            created: TokenBucket::full(config.rooms_created_per_session, now),
-            uploads: TokenBucket::full(config.upload_bytes_per_session, now),
-            typing: BTreeMap::new(),
+            quotas: None,
+            typing: None,
         };
         self.nicks.insert(Arc::from(nick.folded()), sid);
         self.tokens.insert(token, sid);

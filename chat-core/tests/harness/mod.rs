@@ -126,7 +126,7 @@ impl Harness {
     }
 
     pub fn connect(&mut self) -> MemberId {
-        let source = Source::new(u128::from(self.tokens + 1_000_000));
+        let source = Source::new(self.tokens + 1_000_000);
         self.connect_from(source)
     }
 

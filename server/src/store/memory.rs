@@ -1,12 +1,15 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use chat_core::{Attachment, Direct, Message, Nick, Record, RoomHistory, RoomName, SessionToken};
+use chat_core::{Attachment, Direct, Message, Record, RoomHistory, RoomName};
 
 use super::{Retention, Snapshot, Store, StoreError};
 
 /// Storage in memory, for `--ephemeral` and for tests. Clones share the
 /// same contents, so a test can restart a server on the same store.
+/// Sessions are not kept: what lives in memory does not outlive the
+/// process, so there would be nothing to restore them for (and keeping
+/// them would cost every connection).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Contents>>,
@@ -15,7 +18,6 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Contents {
     rooms: BTreeMap<RoomName, (u64, VecDeque<Message>)>,
-    sessions: BTreeMap<SessionToken, Nick>,
     directs: VecDeque<Direct>,
 }
 
@@ -48,7 +50,7 @@ impl Store for MemoryStore {
         let skip = recent.len().saturating_sub(retention.recent_max);
         recent.drain(..skip);
         Ok(Snapshot {
-            sessions: contents.sessions.iter().map(|(t, n)| (t.clone(), n.clone())).collect(),
+            sessions: Vec::new(),
             recent,
             directs: contents.directs.iter().cloned().collect(),
         })
@@ -83,12 +85,7 @@ impl Store for MemoryStore {
                     messages.push_back(message.clone());
                 }
                 Record::Direct(direct) => contents.directs.push_back(direct.clone()),
-                Record::Session { token, nick } => {
-                    contents.sessions.insert(token.clone(), nick.clone());
-                }
-                Record::SessionEnded(token) => {
-                    contents.sessions.remove(token);
-                }
+                Record::Session { .. } | Record::SessionEnded(_) => {}
             }
         }
         Ok(())
