@@ -554,6 +554,16 @@ fn is_upload_or_channel(frame: &ClientFrame) -> bool {
 mod tests {
     use super::*;
 
+    #[test]
+    fn sources_are_ipv4_addresses_and_ipv6_networks() {
+        let source = |ip: &str| source_of(ip.parse().unwrap());
+        assert_eq!(source("192.0.2.7"), source("::ffff:192.0.2.7"), "mapped IPv4 is IPv4");
+        assert_ne!(source("192.0.2.7"), source("192.0.2.8"));
+        assert_eq!(source("2001:db8:1:2::1"), source("2001:db8:1:2:ffff::9"), "one /64");
+        assert_ne!(source("2001:db8:1:2::1"), source("2001:db8:1:3::1"));
+        assert_ne!(source("0.0.0.1"), source("::1"), "IPv4 never meets an IPv6 network");
+    }
+
     /// What a connection task holds while it waits is most of an idle
     /// connection's memory (docs/performance.md): this keeps it from
     /// growing unnoticed.
