@@ -418,7 +418,7 @@ async fn a_narrower_token_resuming_a_session_loses_what_it_does_not_allow() {
         chat_server::auth::Secret::new(b"0123456789abcdef0123456789abcdef".to_vec()).unwrap();
     let token = |rooms: Option<Vec<String>>| {
         secret.sign(&chat_server::auth::Claims {
-            sub: "alice".into(),
+            sub: "carol".into(),
             exp: chat_server::auth::now_secs() + 3600,
             rooms,
         })
@@ -427,6 +427,15 @@ async fn a_narrower_token_resuming_a_session_loses_what_it_does_not_allow() {
     let mut config = uploads_config(dir.path());
     config.auth_secret = Some(secret.clone());
     let server = Server::start(config).await;
+    let bystanders = Bystanders::start_with(&server, "lobby", |nick| {
+        let token = secret.sign(&chat_server::auth::Claims {
+            sub: nick.into(),
+            exp: chat_server::auth::now_secs() + 3600,
+            rooms: None,
+        });
+        json!({"type": "hello", "token": token})
+    })
+    .await;
     let mut alice = Client::connect(&server).await;
     alice.send(json!({"type": "hello", "token": token(None)})).await;
     let session = alice.expect("welcome").await["session"].as_str().unwrap().to_owned();
@@ -453,6 +462,7 @@ async fn a_narrower_token_resuming_a_session_loses_what_it_does_not_allow() {
     let rooms = back.expect("rooms").await;
     assert_eq!(rooms["rooms"], json!([{"name": "public-a", "members": 1}]), "{rooms}");
     assert_eq!(fetch_status(&server, &file, &session).await, "HTTP/1.1 404 Not Found");
+    bystanders.finish().await;
     server.shutdown().await;
 }
 

@@ -337,8 +337,24 @@ impl Bystanders {
     /// alice and bob join `room` and start chatting. They send at most 10
     /// lines a second, within any rate limit.
     pub async fn start(server: &Server, room: &str) -> Self {
-        let mut alice = Client::in_room(server, "alice", room).await;
-        let bob = Client::in_room(server, "bob", room).await;
+        Self::start_with(server, room, |nick| json!({"type": "hello", "nick": nick})).await
+    }
+
+    /// The same on a server that wants more in `hello` (an access token):
+    /// `hello` makes each one's.
+    pub async fn start_with(server: &Server, room: &str, hello: impl Fn(&str) -> Value) -> Self {
+        let mut people = Vec::new();
+        for nick in ["alice", "bob"] {
+            let mut client = Client::connect(server).await;
+            client.send(hello(nick)).await;
+            client.expect("welcome").await;
+            client.send(json!({"type": "join", "room": room})).await;
+            client.expect("joined").await;
+            people.push(client);
+        }
+        let (Some(bob), Some(mut alice)) = (people.pop(), people.pop()) else {
+            unreachable!("two people were made")
+        };
         alice.expect("presence").await;
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let room = room.to_owned();
