@@ -12,6 +12,17 @@ pub struct MemberId(NonZeroU64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RoomId(u64);
 
+/// Names a session inside the core; never shown to the driver. Counted
+/// from 1 (non-zero, so an optional one takes no more room).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct SessionId(NonZeroU64);
+
+impl SessionId {
+    pub(crate) fn new(raw: u64) -> Self {
+        Self(NonZeroU64::new(raw).unwrap_or(NonZeroU64::MAX))
+    }
+}
+
 impl MemberId {
     /// From the core's counter, which starts at 1.
     pub(crate) fn new(raw: u64) -> Self {

@@ -29,9 +29,9 @@ mod id;
 mod identity;
 mod name;
 mod room;
-mod session;
 mod source;
 mod time;
+mod token;
 
 pub use bucket::{Rate, TokenBucket};
 pub use chat::Chat;
@@ -45,6 +45,6 @@ pub use event::{
 pub use id::{MemberId, RoomId};
 pub use identity::{Identity, RoomPattern};
 pub use name::{NameError, Nick, RoomName};
-pub use session::SessionToken;
 pub use source::Source;
 pub use time::Timestamp;
+pub use token::SessionToken;

@@ -1,18 +1,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::id::SessionId;
 use crate::{MemberId, Message, Resume, RoomName, Timestamp};
-
-/// Names a session inside the core; never shown to the driver. Counted
-/// from 1 (non-zero, so an optional one takes no more room).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct SessionId(std::num::NonZeroU64);
-
-impl SessionId {
-    pub(crate) fn new(raw: u64) -> Self {
-        Self(std::num::NonZeroU64::new(raw).unwrap_or(std::num::NonZeroU64::MAX))
-    }
-}
 
 /// What one message held in memory costs besides its text: the struct,
 /// its shared strings and the ring slot, roughly.

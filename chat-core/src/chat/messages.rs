@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use super::Chat;
-use crate::room::SessionId;
+use super::{Asker, Chat};
+use crate::id::SessionId;
 use crate::{
     Attachment, CommandError, Direct, Event, MemberId, Message, Nick, Output, Quota, Record,
     SessionToken, Timestamp,
@@ -22,12 +22,11 @@ impl Chat {
     pub(super) fn say(
         &mut self,
         now: Timestamp,
-        member: MemberId,
-        sid: SessionId,
-        id: &Option<Arc<str>>,
+        asker: &Asker,
         room: &str,
         Said { text, action, attachment }: Said,
     ) -> Result<(), CommandError> {
+        let (member, sid, id) = (asker.member, asker.session, &asker.id);
         if self.answer_retry(member, sid, id) {
             return Ok(());
         }
@@ -39,10 +38,12 @@ impl Chat {
         self.check_store(now)?;
         self.take_message_token(now, sid)?;
         let Some(session) = self.sessions.get(&sid) else {
+            debug_assert!(false, "a greeted member without its session");
             return Ok(());
         };
         let (from, sender) = (session.nick.clone(), session.token.clone());
         let Some(room) = self.rooms.get(&room_id) else {
+            debug_assert!(false, "a joined room that is not in memory");
             return Ok(());
         };
         let message = Message {
@@ -68,12 +69,11 @@ impl Chat {
     pub(super) fn dm(
         &mut self,
         now: Timestamp,
-        member: MemberId,
-        sid: SessionId,
-        id: &Option<Arc<str>>,
+        asker: &Asker,
         to: &str,
         text: String,
     ) -> Result<(), CommandError> {
+        let (member, sid, id) = (asker.member, asker.session, &asker.id);
         if self.answer_retry(member, sid, id) {
             return Ok(());
         }
@@ -86,6 +86,7 @@ impl Chat {
         self.take_message_token(now, sid)?;
         let (Some(sender), Some(target)) = (self.sessions.get(&sid), self.sessions.get(&recipient))
         else {
+            debug_assert!(false, "a nick or a member without its session");
             return Ok(());
         };
         let direct = Direct {
@@ -177,13 +178,14 @@ impl Chat {
     pub(super) fn typing(
         &mut self,
         now: Timestamp,
-        member: MemberId,
-        sid: SessionId,
+        asker: &Asker,
         room: &str,
     ) -> Result<(), CommandError> {
+        let (member, sid) = (asker.member, asker.session);
         let (room_id, name) = self.joined_room(sid, room)?;
         let interval = self.config.typing_interval;
         let Some(session) = self.sessions.get_mut(&sid) else {
+            debug_assert!(false, "a greeted member without its session");
             return Ok(());
         };
         let last = session.typing.as_ref().and_then(|typing| typing.get(&room_id));

@@ -10,16 +10,19 @@ mod reads;
 mod rooms;
 mod sessions;
 
+use sessions::{Session, SourceState};
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::bucket::TokenBucket;
 use crate::dedupe::Dedupe;
-use crate::room::{Room, SessionId};
+use crate::id::SessionId;
+use crate::room::Room;
 use crate::{
     ChatConfig, Command, CommandError, Departure, Direct, Event, MemberId, Message, Nick, Output,
-    Record, RoomHistory, RoomId, RoomName, RoomPattern, SessionToken, Source, Timestamp,
+    Record, RoomHistory, RoomId, RoomName, SessionToken, Source, Timestamp,
 };
 
 /// How often rooms are pruned of messages older than
@@ -119,106 +122,34 @@ type Queued = VecDeque<(Option<Arc<str>>, Command)>;
 /// past it they are refused as too fast.
 const MAX_QUEUED: usize = 256;
 
-#[derive(Debug)]
-struct Session {
-    token: SessionToken,
-    nick: Nick,
-    rooms: BTreeSet<RoomId>,
-    /// The connection speaking for the session, if one is.
-    conn: Option<MemberId>,
-    /// When the last connection went away, while none is attached.
-    detached_at: Option<Timestamp>,
-    /// Where its connection came from; `None` for a session restored at
-    /// start until a connection resumes it.
-    source: Option<Source>,
-    /// What the session's identity grants, if it has one (boxed: most
-    /// sessions have none).
-    grant: Option<Box<Grant>>,
-    messages: TokenBucket,
-    /// Joins of new rooms.
-    joins: TokenBucket,
-    /// Rooms created and bytes uploaded, once it does either (boxed: most
-    /// sessions never do).
-    quotas: Option<Box<Quotas>>,
-    /// When a `typing` was last relayed for each room, while any throttles
-    /// (boxed: empty most of the time, and a map inline costs every session
-    /// three words, a box one).
-    #[allow(clippy::box_collection)]
-    typing: Option<Box<BTreeMap<RoomId, Timestamp>>>,
-}
-
-/// A session's quotas of slow things.
-#[derive(Debug)]
-struct Quotas {
-    created: TokenBucket,
-    uploads: TokenBucket,
-}
-
-impl Session {
-    /// Its quotas, made full on first use.
-    fn quotas(&mut self, config: &ChatConfig, now: Timestamp) -> &mut Quotas {
-        self.quotas.get_or_insert_with(|| {
-            Box::new(Quotas {
-                created: TokenBucket::full(config.rooms_created_per_session, now),
-                uploads: TokenBucket::full(config.upload_bytes_per_session, now),
-            })
-        })
-    }
-}
-
-/// What one source holds, for the limits per address.
-#[derive(Debug)]
-struct SourceState {
-    conns: usize,
-    sessions: usize,
-    /// Its sessions waiting to be resumed, detached longest first.
-    detached: BTreeSet<(Timestamp, SessionId)>,
-    created: TokenBucket,
-    uploads: TokenBucket,
-}
-
-/// What a session's identity grants.
+/// Who is asking: a connection, the session it speaks for, and the request
+/// id the answer carries.
 #[derive(Debug, Clone)]
-struct Grant {
-    rooms: Option<Vec<RoomPattern>>,
-    expires: Timestamp,
-}
-
-impl Grant {
-    fn allows(&self, room: &RoomName) -> bool {
-        self.rooms.as_ref().is_none_or(|patterns| patterns.iter().any(|p| p.matches(room)))
-    }
+struct Asker {
+    member: MemberId,
+    session: SessionId,
+    id: Option<Arc<str>>,
 }
 
 /// A command waiting for a room to be loaded.
 #[derive(Debug)]
-enum Parked {
-    Join {
-        member: MemberId,
-        session: SessionId,
-        id: Option<Arc<str>>,
-        after: Option<u64>,
-    },
-    History {
-        member: MemberId,
-        session: SessionId,
-        id: Option<Arc<str>>,
-        before: Option<u64>,
-        limit: usize,
-    },
+struct Parked {
+    asker: Asker,
+    wants: Wants,
+}
+
+/// What a waiting command needs of the room.
+#[derive(Debug, Clone, Copy)]
+enum Wants {
+    /// Its `joined`, resuming from `after`.
+    Join { after: Option<u64> },
+    /// A history page.
+    History { before: Option<u64>, limit: usize },
 }
 
 impl Parked {
     fn member(&self) -> MemberId {
-        match self {
-            Self::Join { member, .. } | Self::History { member, .. } => *member,
-        }
-    }
-
-    fn id(&self) -> &Option<Arc<str>> {
-        match self {
-            Self::Join { id, .. } | Self::History { id, .. } => id,
-        }
+        self.asker.member
     }
 }
 
@@ -300,40 +231,46 @@ impl Chat {
             }
             return;
         }
-        let session = conn.session;
-        let result = match (command, session) {
-            (Command::Hello { nick, session: token, identity }, None) => {
-                self.hello(now, member, &id, nick, token, identity)
+        let Some(session) = conn.session else {
+            let result = match command {
+                Command::Hello { nick, session: token, identity } => {
+                    self.hello(now, member, &id, nick, token, identity)
+                }
+                _ => Err(CommandError::HelloRequired),
+            };
+            if let Err(error) = result {
+                self.reply(member, Event::Error { id, error });
             }
-            (Command::Hello { .. }, Some(_)) => Err(CommandError::AlreadyGreeted),
-            (_, None) => Err(CommandError::HelloRequired),
-            (Command::Join { room, after }, Some(s)) => {
-                self.join(now, member, s, &id, &room, after)
+            return;
+        };
+        let asker = Asker { member, session, id };
+        let result = match command {
+            Command::Hello { .. } => Err(CommandError::AlreadyGreeted),
+            Command::Join { room, after } => self.join(now, &asker, &room, after),
+            Command::Leave { room } => self.leave(&asker, &room),
+            Command::Say { room, text, action, attachment } => {
+                self.say(now, &asker, &room, messages::Said { text, action, attachment })
             }
-            (Command::Leave { room }, Some(s)) => self.leave(member, s, &id, &room),
-            (Command::Say { room, text, action, attachment }, Some(s)) => {
-                self.say(now, member, s, &id, &room, messages::Said { text, action, attachment })
-            }
-            (Command::Dm { to, text }, Some(s)) => self.dm(now, member, s, &id, &to, text),
-            (Command::Nick { nick }, Some(s)) => self.rename(member, s, &id, &nick),
-            (Command::Typing { room }, Some(s)) => self.typing(now, member, s, &room),
-            (Command::Rooms, Some(s)) => {
-                let rooms = self.rooms_listed(s);
-                self.reply(member, Event::Rooms { id: id.clone(), rooms });
+            Command::Dm { to, text } => self.dm(now, &asker, &to, text),
+            Command::Nick { nick } => self.rename(&asker, &nick),
+            Command::Typing { room } => self.typing(now, &asker, &room),
+            Command::Rooms => {
+                let rooms = self.rooms_listed(session);
+                self.reply(member, Event::Rooms { id: asker.id.clone(), rooms });
                 Ok(())
             }
-            (Command::Who { room }, Some(s)) => self.who(member, s, &id, &room),
-            (Command::History { room, before, limit }, Some(s)) => {
-                self.history(now, member, s, &id, &room, before, limit)
+            Command::Who { room } => self.who(&asker, &room),
+            Command::History { room, before, limit } => {
+                self.history(now, &asker, &room, before, limit)
             }
-            (Command::Ping, Some(_)) => {
-                self.reply(member, Event::Pong { id: id.clone() });
+            Command::Ping => {
+                self.reply(member, Event::Pong { id: asker.id.clone() });
                 Ok(())
             }
-            (Command::Auth { identity }, Some(s)) => self.auth(now, member, s, &id, identity),
+            Command::Auth { identity } => self.auth(now, &asker, identity),
         };
         if let Err(error) = result {
-            self.reply(member, Event::Error { id, error });
+            self.reply(member, Event::Error { id: asker.id, error });
         }
     }
 

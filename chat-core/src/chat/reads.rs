@@ -2,45 +2,39 @@
 //! budget, read back from storage past what memory holds), who is in a
 //! room, which rooms there are, and who may fetch a file.
 
-use std::sync::Arc;
-
-use super::{Chat, Parked};
-use crate::room::{SessionId, cost};
+use super::{Asker, Chat, Parked, Wants};
+use crate::id::SessionId;
+use crate::room::cost;
 use crate::{CommandError, Event, MemberId, Message, RoomId, RoomName, SessionToken, Timestamp};
 
 impl Chat {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn history(
         &mut self,
         now: Timestamp,
-        member: MemberId,
-        sid: SessionId,
-        id: &Option<Arc<str>>,
+        asker: &Asker,
         room: &str,
         before: Option<u64>,
         limit: Option<u32>,
     ) -> Result<(), CommandError> {
-        let (room_id, _) = self.joined_room(sid, room)?;
+        let (room_id, _) = self.joined_room(asker.session, room)?;
         let limit = limit
             .map_or(self.config.history_page_default, |l| usize::try_from(l).unwrap_or(usize::MAX))
             .min(self.config.history_page_max);
-        let parked = Parked::History { member, session: sid, id: id.clone(), before, limit };
+        let parked = Parked { asker: asker.clone(), wants: Wants::History { before, limit } };
         self.serve_or_wait(now, room_id, parked)
     }
 
     /// Answers a history request from the room's window, which holds what
     /// it needs.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn history_reply(
         &mut self,
         now: Timestamp,
-        member: MemberId,
-        sid: SessionId,
-        id: &Option<Arc<str>>,
+        asker: &Asker,
         room_id: RoomId,
         before: Option<u64>,
         limit: usize,
     ) -> Result<(), CommandError> {
+        let (member, sid, id) = (asker.member, asker.session, &asker.id);
         if self.conns.get(&member).is_none_or(|conn| conn.session != Some(sid)) {
             return Ok(());
         }
@@ -96,14 +90,9 @@ impl Chat {
         Ok(messages)
     }
 
-    pub(super) fn who(
-        &mut self,
-        member: MemberId,
-        sid: SessionId,
-        id: &Option<Arc<str>>,
-        room: &str,
-    ) -> Result<(), CommandError> {
-        let (room_id, name) = self.joined_room(sid, room)?;
+    pub(super) fn who(&mut self, asker: &Asker, room: &str) -> Result<(), CommandError> {
+        let (member, id) = (asker.member, &asker.id);
+        let (room_id, name) = self.joined_room(asker.session, room)?;
         let members = match self.rooms.get(&room_id) {
             Some(room) => self.sorted_nicks(room.sessions()),
             None => Vec::new(),

@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use super::{Chat, Parked};
-use crate::room::{Room, SessionId};
+use super::{Asker, Chat, Parked, Wants};
+use crate::id::SessionId;
+use crate::room::Room;
 use crate::{
     CommandError, Event, MemberId, Message, Nick, Output, Presence, RoomHistory, RoomId, RoomName,
     Timestamp,
@@ -15,12 +16,11 @@ impl Chat {
     pub(super) fn join(
         &mut self,
         now: Timestamp,
-        member: MemberId,
-        sid: SessionId,
-        id: &Option<Arc<str>>,
+        asker: &Asker,
         room: &str,
         after: Option<u64>,
     ) -> Result<(), CommandError> {
+        let (member, sid) = (asker.member, asker.session);
         let name = RoomName::parse(room).map_err(CommandError::InvalidRoom)?;
         self.check_grant(sid, &name)?;
         let existing = self.room_ids.get(&name).copied();
@@ -29,7 +29,7 @@ impl Chat {
         if !joined {
             self.admit_join(now, sid, existing)?;
         }
-        let parked = Parked::Join { member, session: sid, id: id.clone(), after };
+        let parked = Parked { asker: asker.clone(), wants: Wants::Join { after } };
         match existing {
             Some(room_id) => self.serve_or_wait(now, room_id, parked),
             None => {
@@ -62,6 +62,7 @@ impl Chat {
         let members =
             existing.and_then(|room| self.rooms.get(&room)).map_or(0, |room| room.sessions().len());
         let Some(session) = self.sessions.get_mut(&sid) else {
+            debug_assert!(false, "a session id without its session");
             return Ok(());
         };
         if session.rooms.len() >= max_rooms {
@@ -98,9 +99,9 @@ impl Chat {
         let Some(room) = self.rooms.get(&room_id) else {
             return Ok(());
         };
-        let covered = match &parked {
-            Parked::Join { after, .. } => room.covers_resume(*after, self.config.join_history),
-            Parked::History { before, limit, .. } => room.covers_history(*before, *limit),
+        let covered = match parked.wants {
+            Wants::Join { after } => room.covers_resume(after, self.config.join_history),
+            Wants::History { before, limit } => room.covers_history(before, limit),
         };
         if covered {
             return self.serve(now, room_id, parked);
@@ -119,12 +120,10 @@ impl Chat {
         room_id: RoomId,
         parked: Parked,
     ) -> Result<(), CommandError> {
-        match parked {
-            Parked::Join { member, session, id, after } => {
-                self.complete_join(now, member, session, &id, room_id, after)
-            }
-            Parked::History { member, session, id, before, limit } => {
-                self.history_reply(now, member, session, &id, room_id, before, limit)
+        match parked.wants {
+            Wants::Join { after } => self.complete_join(now, &parked.asker, room_id, after),
+            Wants::History { before, limit } => {
+                self.history_reply(now, &parked.asker, room_id, before, limit)
             }
         }
     }
@@ -134,12 +133,11 @@ impl Chat {
     fn complete_join(
         &mut self,
         now: Timestamp,
-        member: MemberId,
-        sid: SessionId,
-        id: &Option<Arc<str>>,
+        asker: &Asker,
         room_id: RoomId,
         after: Option<u64>,
     ) -> Result<(), CommandError> {
+        let (member, sid, id) = (asker.member, asker.session, &asker.id);
         // The connection may have gone, or moved on, while the room loaded.
         if self.conns.get(&member).is_none_or(|conn| conn.session != Some(sid)) {
             return Ok(());
@@ -191,13 +189,8 @@ impl Chat {
         Ok(())
     }
 
-    pub(super) fn leave(
-        &mut self,
-        member: MemberId,
-        sid: SessionId,
-        id: &Option<Arc<str>>,
-        room: &str,
-    ) -> Result<(), CommandError> {
+    pub(super) fn leave(&mut self, asker: &Asker, room: &str) -> Result<(), CommandError> {
+        let (member, sid, id) = (asker.member, asker.session, &asker.id);
         let name = RoomName::parse(room).map_err(CommandError::InvalidRoom)?;
         let joined =
             self.room_ids.get(&name).copied().filter(|room_id| {
@@ -221,6 +214,7 @@ impl Chat {
         name: RoomName,
     ) {
         let Some(session) = self.sessions.get_mut(&sid) else {
+            debug_assert!(false, "a session id without its session");
             return;
         };
         session.rooms.remove(&room_id);
@@ -268,7 +262,7 @@ impl Chat {
         let resuming = |member: MemberId| {
             waiting.is_some_and(|parked| {
                 parked.iter().any(|p| {
-                    matches!(p, Parked::Join { after: Some(_), .. }) && p.member() == member
+                    matches!(p.wants, Wants::Join { after: Some(_) }) && p.member() == member
                 })
             })
         };
@@ -335,7 +329,7 @@ impl Chat {
                         room.merge_loaded(history.last_seq, history.messages, capacity);
                     });
                     for parked in parked {
-                        let (member, id) = (parked.member(), parked.id().clone());
+                        let (member, id) = (parked.member(), parked.asker.id.clone());
                         if let Err(error) = self.serve(now, room_id, parked) {
                             self.refuse(member, id, error);
                         }
@@ -377,7 +371,7 @@ impl Chat {
                 }
                 Err(error) => {
                     for parked in parked {
-                        let (member, id) = (parked.member(), parked.id().clone());
+                        let (member, id) = (parked.member(), parked.asker.id.clone());
                         self.refuse(member, id, error.clone());
                     }
                     return;
@@ -385,7 +379,7 @@ impl Chat {
             },
         };
         for parked in parked {
-            let (member, id) = (parked.member(), parked.id().clone());
+            let (member, id) = (parked.member(), parked.asker.id.clone());
             let target = match room_id {
                 Some(room_id) => Ok(room_id),
                 // Storage never heard of it: whoever asked first creates it.
@@ -417,7 +411,7 @@ impl Chat {
 
     fn refuse_parked(&mut self, parked: Vec<Parked>, name: &RoomName) {
         for parked in parked {
-            let (member, id) = (parked.member(), parked.id().clone());
+            let (member, id) = (parked.member(), parked.asker.id.clone());
             self.refuse(member, id, CommandError::RoomUnavailable(name.clone()));
         }
     }
@@ -437,9 +431,10 @@ impl Chat {
         parked: &Parked,
         name: &RoomName,
     ) -> Result<RoomId, CommandError> {
-        let Parked::Join { member, session: sid, .. } = parked else {
+        let Wants::Join { .. } = parked.wants else {
             return Err(CommandError::NotInRoom(name.clone()));
         };
+        let (member, sid) = (&parked.asker.member, &parked.asker.session);
         let (per_session, per_source) =
             (self.config.rooms_created_per_session, self.config.rooms_created_per_source);
         let Some(source) = self.conns.get(member).map(|conn| conn.source) else {

@@ -2,16 +2,89 @@
 //! identities), `auth`, nick changes, detaching and ending sessions, and
 //! what each source (address) holds.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::{Chat, Grant, Session, SourceState};
+use super::{Asker, Chat};
 use crate::bucket::{Rate, TokenBucket};
-use crate::room::SessionId;
+use crate::id::SessionId;
 use crate::{
-    CommandError, DisconnectReason, Event, Identity, MemberId, Nick, Output, Record, RoomId,
-    RoomName, SessionToken, Source, Timestamp,
+    ChatConfig, CommandError, DisconnectReason, Event, Identity, MemberId, Nick, Output, Record,
+    RoomId, RoomName, RoomPattern, SessionToken, Source, Timestamp,
 };
+
+/// Who a connection speaks for: a nick, the rooms joined, and what it may
+/// still do. Outlives its connection for the grace period.
+#[derive(Debug)]
+pub(super) struct Session {
+    pub(super) token: SessionToken,
+    pub(super) nick: Nick,
+    pub(super) rooms: BTreeSet<RoomId>,
+    /// The connection speaking for the session, if one is.
+    pub(super) conn: Option<MemberId>,
+    /// When the last connection went away, while none is attached.
+    pub(super) detached_at: Option<Timestamp>,
+    /// Where its connection came from; `None` for a session restored at
+    /// start until a connection resumes it.
+    pub(super) source: Option<Source>,
+    /// What the session's identity grants, if it has one (boxed: most
+    /// sessions have none).
+    pub(super) grant: Option<Box<Grant>>,
+    pub(super) messages: TokenBucket,
+    /// Joins of new rooms.
+    pub(super) joins: TokenBucket,
+    /// Rooms created and bytes uploaded, once it does either (boxed: most
+    /// sessions never do).
+    pub(super) quotas: Option<Box<Quotas>>,
+    /// When a `typing` was last relayed for each room, while any throttles
+    /// (boxed: empty most of the time, and a map inline costs every session
+    /// three words, a box one).
+    #[allow(clippy::box_collection)]
+    pub(super) typing: Option<Box<BTreeMap<RoomId, Timestamp>>>,
+}
+
+/// A session's quotas of slow things.
+#[derive(Debug)]
+pub(super) struct Quotas {
+    pub(super) created: TokenBucket,
+    pub(super) uploads: TokenBucket,
+}
+
+impl Session {
+    /// Its quotas, made full on first use.
+    pub(super) fn quotas(&mut self, config: &ChatConfig, now: Timestamp) -> &mut Quotas {
+        self.quotas.get_or_insert_with(|| {
+            Box::new(Quotas {
+                created: TokenBucket::full(config.rooms_created_per_session, now),
+                uploads: TokenBucket::full(config.upload_bytes_per_session, now),
+            })
+        })
+    }
+}
+
+/// What one source holds, for the limits per address.
+#[derive(Debug)]
+pub(super) struct SourceState {
+    pub(super) conns: usize,
+    pub(super) sessions: usize,
+    /// Its sessions waiting to be resumed, detached longest first.
+    pub(super) detached: BTreeSet<(Timestamp, SessionId)>,
+    pub(super) created: TokenBucket,
+    pub(super) uploads: TokenBucket,
+}
+
+/// What a session's identity grants.
+#[derive(Debug, Clone)]
+pub(super) struct Grant {
+    pub(super) rooms: Option<Vec<RoomPattern>>,
+    pub(super) expires: Timestamp,
+}
+
+impl Grant {
+    pub(super) fn allows(&self, room: &RoomName) -> bool {
+        self.rooms.as_ref().is_none_or(|patterns| patterns.iter().any(|p| p.matches(room)))
+    }
+}
 
 impl Chat {
     pub(super) fn hello(
@@ -168,11 +241,10 @@ impl Chat {
     pub(super) fn auth(
         &mut self,
         now: Timestamp,
-        member: MemberId,
-        sid: SessionId,
-        id: &Option<Arc<str>>,
+        asker: &Asker,
         identity: Identity,
     ) -> Result<(), CommandError> {
+        let (member, sid, id) = (asker.member, asker.session, &asker.id);
         let Some(session) = self.sessions.get(&sid) else {
             return Ok(());
         };
@@ -230,6 +302,7 @@ impl Chat {
             return;
         };
         let Some(session) = self.sessions.get_mut(&sid) else {
+            debug_assert!(false, "a session id without its session");
             return;
         };
         let previous = session.conn.replace(member);
@@ -270,6 +343,7 @@ impl Chat {
     /// there are too many.
     pub(super) fn detach(&mut self, now: Timestamp, sid: SessionId) {
         let Some(session) = self.sessions.get_mut(&sid) else {
+            debug_assert!(false, "a session id without its session");
             return;
         };
         session.conn = None;
@@ -338,13 +412,8 @@ impl Chat {
         }
     }
 
-    pub(super) fn rename(
-        &mut self,
-        member: MemberId,
-        sid: SessionId,
-        id: &Option<Arc<str>>,
-        nick: &str,
-    ) -> Result<(), CommandError> {
+    pub(super) fn rename(&mut self, asker: &Asker, nick: &str) -> Result<(), CommandError> {
+        let (member, sid, id) = (asker.member, asker.session, &asker.id);
         if self.sessions.get(&sid).is_some_and(|session| session.grant.is_some()) {
             return Err(CommandError::Forbidden(
                 "your nick is the one your token names".to_owned(),
@@ -355,6 +424,7 @@ impl Chat {
             return Err(CommandError::NickTaken(new));
         }
         let Some(session) = self.sessions.get_mut(&sid) else {
+            debug_assert!(false, "a session id without its session");
             return Ok(());
         };
         let old = std::mem::replace(&mut session.nick, new.clone());
