@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use chat_core::{Command, Departure, MemberId, Rate, SessionToken, Source, Timestamp, TokenBucket};
+use chat_core::{Departure, MemberId, Rate, SessionToken, Source, Timestamp, TokenBucket};
 use chat_protocol::{
-    ClientFrame, ClientMessage, CloseCode, DecodeError, ErrorCode, ServerFrame, decode_client,
-    restart_reason,
+    ClientFrame, ClientMessage, CloseCode, DecodeError, ErrorCode, decode_client, restart_reason,
 };
 use chat_transport::tungstenite::Message;
 use chat_transport::tungstenite::protocol::CloseFrame;
@@ -62,6 +61,39 @@ pub(crate) async fn serve(
     let (member, departure) = (conn.member, conn.departure);
     let _ = Box::pin(conn.hub.send(Input::Disconnect { member, departure })).await;
     info!(%reason, "disconnected");
+}
+
+/// Why a connection ended, for the log.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// The client closed it with a close frame.
+    ClosedByClient,
+    /// The stream ended without a close frame.
+    EndOfStream,
+    /// Reading failed (boxed: rare, and large).
+    ReadFailed(Box<chat_transport::tungstenite::Error>),
+    /// A write the socket could not take at once failed.
+    WriteFailed(std::io::ErrorKind),
+    /// A write waited past the write timeout.
+    WriteTimedOut,
+    /// The server closed it, with this code.
+    ClosedByServer(CloseCode),
+    /// The hub is gone: the server is stopping.
+    ServerStopping,
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ClosedByClient => f.write_str("closed by peer"),
+            Self::EndOfStream => f.write_str("connection ended"),
+            Self::ReadFailed(err) => write!(f, "read failed: {err}"),
+            Self::WriteFailed(kind) => write!(f, "write failed: {kind}"),
+            Self::WriteTimedOut => f.write_str("write timed out"),
+            Self::ClosedByServer(code) => write!(f, "closed by server ({})", code.code()),
+            Self::ServerStopping => f.write_str("server stopping"),
+        }
+    }
 }
 
 /// What woke the connection task.
@@ -200,7 +232,7 @@ impl Connection {
         &mut self,
         message: Option<Result<Message, chat_transport::tungstenite::Error>>,
         config: &ServerConfig,
-    ) -> Result<(), String> {
+    ) -> Result<(), Ended> {
         match message {
             Some(Ok(Message::Close(frame))) => {
                 // tungstenite queued its reply to the close: send it.
@@ -211,7 +243,7 @@ impl Connection {
                 if frame.is_some_and(|f| f.code == WsCloseCode::Normal) {
                     self.departure = Departure::Quit;
                 }
-                Err("closed by peer".to_owned())
+                Err(Ended::ClosedByClient)
             }
             Some(Ok(message)) => match self.take(message, config) {
                 Taken::Done(result) => result,
@@ -225,9 +257,9 @@ impl Connection {
                     );
                     let _ = Box::pin(close).await;
                 }
-                Err(format!("read failed: {err}"))
+                Err(Ended::ReadFailed(Box::new(err)))
             }
-            None => Err("connection ended".to_owned()),
+            None => Err(Ended::EndOfStream),
         }
     }
 
@@ -268,11 +300,11 @@ impl Connection {
                 Err(mpsc::error::TrySendError::Full(input)) => {
                     let hub = &self.hub;
                     Taken::Wait(Box::pin(async move {
-                        hub.send(input).await.map_err(|_| "server stopping".to_owned())
+                        hub.send(input).await.map_err(|_| Ended::ServerStopping)
                     }))
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
-                    Taken::Done(Err("server stopping".to_owned()))
+                    Taken::Done(Err(Ended::ServerStopping))
                 }
             },
         }
@@ -286,7 +318,7 @@ impl Connection {
         frames: u64,
         mut wait: u64,
         config: &ServerConfig,
-    ) -> Result<(), String> {
+    ) -> Result<(), Ended> {
         loop {
             tokio::time::sleep(Duration::from_millis(wait.min(1000))).await;
             match self.limiter.admit(config, frames, true) {
@@ -306,7 +338,7 @@ impl Connection {
 
     /// Hands the hub an input; waits only when the hub is behind, and then
     /// in a box.
-    async fn to_hub(&self, input: Input) -> Result<(), String> {
+    async fn to_hub(&self, input: Input) -> Result<(), Ended> {
         let sent = match self.hub.try_send(input) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(input)) => {
@@ -314,14 +346,14 @@ impl Connection {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
         };
-        sent.map_err(|()| "server stopping".to_owned())
+        sent.map_err(|()| Ended::ServerStopping)
     }
 
     async fn refuse_frame(
         &self,
         id: Option<String>,
         (code, message): files::Refusal,
-    ) -> Result<(), String> {
+    ) -> Result<(), Ended> {
         self.to_hub(Input::Refuse { member: self.member, id, code, message }).await
     }
 
@@ -332,7 +364,7 @@ impl Connection {
         id: Option<String>,
         frame: ClientFrame,
         config: &ServerConfig,
-    ) -> Result<(), String> {
+    ) -> Result<(), Ended> {
         match frame {
             ClientFrame::Subscribe { channel, token } => {
                 self.to_hub(Input::Subscribe { member: self.member, id, channel, token }).await
@@ -407,7 +439,7 @@ impl Connection {
         &mut self,
         bytes: chat_transport::tungstenite::Bytes,
         config: &ServerConfig,
-    ) -> Result<(), String> {
+    ) -> Result<(), Ended> {
         let Some(upload) = self.upload.as_mut() else {
             let why = (
                 ErrorCode::InvalidUpload,
@@ -435,12 +467,7 @@ impl Connection {
         };
         match upload.finish(uploads).await {
             Ok((attachment, file)) => {
-                let command = Command::Say {
-                    room,
-                    text,
-                    action: false,
-                    attachment: Some(Arc::new(attachment)),
-                };
+                let command = wire::upload_say(room, text, attachment);
                 let file = Box::new(file);
                 self.to_hub(Input::Uploaded { member: self.member, id, command, file }).await
             }
@@ -450,12 +477,7 @@ impl Connection {
 
     /// Answers a frame dropped for going over the frame rate.
     fn refuse(&self, retry_after_ms: u64) {
-        let frame = ServerFrame::Error {
-            id: None,
-            code: ErrorCode::RateLimited,
-            message: format!("too many frames; retry in {retry_after_ms} ms"),
-            retry_after_ms: Some(retry_after_ms),
-        };
+        let frame = wire::too_many_frames(retry_after_ms);
         // A full queue means the hub is closing this client anyway.
         if self.outgoing.push_text(frame.encode().into(), false) == Pushed::First {
             self.outgoing.flush();
@@ -465,23 +487,23 @@ impl Connection {
     /// The socket is full: waits for it here. A peer that stopped reading
     /// makes the hub find the queue full and say to close, which must not
     /// wait for the write.
-    async fn unstall(&mut self, write_timeout: Duration) -> Result<(), String> {
+    async fn unstall(&mut self, write_timeout: Duration) -> Result<(), Ended> {
         let write = tokio::time::timeout(write_timeout, self.outgoing.unstall());
         tokio::select! {
             written = write => match written {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(err)) => Err(format!("write failed: {err}")),
-                Err(_) => Err("write timed out".to_owned()),
+                Ok(Err(err)) => Err(Ended::WriteFailed(err.kind())),
+                Err(_) => Err(Ended::WriteTimedOut),
             },
             closing = &mut self.closing => {
                 let code = closing.map_or(CloseCode::GoingAway, |closing| closing.code);
-                Err(format!("closed by server ({}) during a stalled write", code.code()))
+                Err(Ended::ClosedByServer(code))
             }
         }
     }
 
     /// Closes as the hub said; returns the reason to log.
-    async fn close(&mut self, Closing { code, retry_after }: Closing) -> String {
+    async fn close(&mut self, Closing { code, retry_after }: Closing) -> Ended {
         // Frames queued before a shutdown still go out first; a slow
         // client's backlog is what got it closed, so it is dropped. Either
         // way a peer that stopped reading must not hold the task.
@@ -496,14 +518,14 @@ impl Connection {
         };
         let frame = CloseFrame { code: code.code().into(), reason };
         let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.close(Some(frame))).await;
-        format!("closed by server ({})", code.code())
+        Ended::ClosedByServer(code)
     }
 }
 
 /// What taking a message came to: done, or a wait in a box.
 enum Taken<'a> {
-    Done(Result<(), String>),
-    Wait(std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>),
+    Done(Result<(), Ended>),
+    Wait(std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Ended>> + Send + 'a>>),
 }
 
 /// Where a received message goes.

@@ -8,21 +8,23 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use chat_core::{
     Attachment, Chat, Command, Departure, DisconnectReason, Event, MemberId, Output, Record,
     RoomName, SessionToken, Source,
 };
-use chat_protocol::{CloseCode, DecodeError, ErrorCode, ServerFrame};
+use chat_protocol::{CloseCode, DecodeError, ErrorCode};
 use chat_transport::tungstenite::Utf8Bytes;
 use chat_transport::{Liveness, Outgoing, Pushed};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
+use crate::commits::{Commits, Delivery};
 use crate::files::Staged;
+use crate::stats::{self, Counters};
 use crate::storage::{Job, Storage, StorageEvent};
 use crate::store::Snapshot;
 use crate::wire::{self, WelcomeInfo};
@@ -65,9 +67,6 @@ pub(crate) enum Input {
     /// that message is stored (or deleted if it is refused).
     Uploaded { member: MemberId, id: Option<String>, command: Command, file: Box<Staged> },
 }
-
-/// The channel of the server's live counters.
-pub(crate) const STATS_CHANNEL: &str = "$stats";
 
 /// How the hub tells a connection to close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,20 +119,12 @@ pub(crate) struct Hub {
     conns: HashMap<MemberId, Conn>,
     welcome: WelcomeInfo,
     storage: Storage,
-    /// The ticket of the last record sent to storage...
-    issued: u64,
-    /// ...and of the last one it committed (or that failed and was taken
-    /// back).
-    committed: u64,
-    /// The records sent and not committed yet, with their tickets: what is
-    /// taken back if storage fails.
-    in_flight: VecDeque<(u64, Record)>,
+    /// Records in flight and the deliveries waiting for them: nothing is
+    /// shown to anyone before it is stored.
+    commits: Commits,
     /// Storage failures in a row: messages are refused for a second after
     /// the first, doubling up to half a minute.
     store_failures: u32,
-    /// Deliveries waiting for the records issued before them to be
-    /// committed, in order: nothing is shown to anyone before it is stored.
-    held: VecDeque<Held>,
     /// The upload whose `say` is being handled, for the `Persist` that
     /// stores it.
     staged: Option<(Arc<Attachment>, Box<Staged>)>,
@@ -151,28 +142,6 @@ pub(crate) struct Hub {
     stats_subscribers: Vec<MemberId>,
     stats_token: Option<String>,
     counters: Counters,
-}
-
-/// What the live counters add up.
-struct Counters {
-    started: tokio::time::Instant,
-    /// WebSocket payload bytes received, counted by the connections.
-    bytes_in: Arc<AtomicU64>,
-    bytes_out: u64,
-    messages_total: u64,
-    /// `messages_total` at the last stats tick.
-    messages_at_tick: u64,
-}
-
-/// A delivery waiting for storage.
-struct Held {
-    after: u64,
-    to: Arc<[MemberId]>,
-    bytes: Utf8Bytes,
-    ephemeral: bool,
-    /// The event the bytes encode, if the core made it: a message storage
-    /// could not keep must be cut out of it.
-    event: Option<Arc<Event>>,
 }
 
 /// The most a failing store makes messages wait before trying it again.
@@ -212,11 +181,8 @@ impl Hub {
             conns: HashMap::new(),
             welcome,
             storage,
-            issued: 0,
-            committed: 0,
-            in_flight: VecDeque::new(),
+            commits: Commits::default(),
             store_failures: 0,
-            held: VecDeque::new(),
             staged: None,
             file_bytes: 0,
             uploads: config.uploads.clone(),
@@ -227,13 +193,7 @@ impl Hub {
             shutting_down: false,
             stats_subscribers: Vec::new(),
             stats_token: config.stats_token.clone(),
-            counters: Counters {
-                started: tokio::time::Instant::now(),
-                bytes_in,
-                bytes_out: 0,
-                messages_total: 0,
-                messages_at_tick: 0,
-            },
+            counters: Counters::new(bytes_in),
         }
     }
 
@@ -262,7 +222,7 @@ impl Hub {
             tokio::select! {
                 // While storage lags far behind, stop taking inputs: the
                 // connections then wait, and memory stays bounded.
-                input = inputs.recv(), if self.held.len() < MAX_HELD => match input {
+                input = inputs.recv(), if self.commits.held() < MAX_HELD => match input {
                     Some(input) => self.handle(input),
                     None => break,
                 },
@@ -301,7 +261,7 @@ impl Hub {
             self.drain();
         }
         for _ in 0..BATCH {
-            if self.held.len() >= MAX_HELD {
+            if self.commits.held() >= MAX_HELD {
                 break;
             }
             let Ok(input) = inputs.try_recv() else { break };
@@ -339,42 +299,22 @@ impl Hub {
 
     /// Sends the live counters to `$stats` subscribers (once a second).
     fn publish_stats(&mut self) {
-        let messages_per_sec = self.counters.messages_total - self.counters.messages_at_tick;
-        self.counters.messages_at_tick = self.counters.messages_total;
+        let messages_per_sec = self.counters.tick();
         if self.stats_subscribers.is_empty() {
             return;
         }
-        let mut rooms = self.chat.room_members();
-        let room_count = rooms.len() as u64;
-        rooms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        rooms.truncate(20);
-        let queued: Vec<u64> =
-            self.conns.values().map(|conn| conn.outgoing.queued() as u64).collect();
-        let stats = chat_protocol::Stats {
-            uptime_ms: u64::try_from(self.counters.started.elapsed().as_millis())
-                .unwrap_or(u64::MAX),
+        let state = stats::State {
             connections: self.conns.len() as u64,
             sessions: self.chat.session_count() as u64,
-            rooms: rooms
-                .into_iter()
-                .map(|(name, members)| chat_protocol::RoomInfo {
-                    name: name.to_string(),
-                    members: members as u64,
-                })
-                .collect(),
-            room_count,
-            messages_per_sec,
-            messages_total: self.counters.messages_total,
-            bytes_in: self.counters.bytes_in.load(Ordering::Relaxed),
-            bytes_out: self.counters.bytes_out,
-            queued_frames: queued.iter().sum(),
-            queued_frames_max: queued.iter().copied().max().unwrap_or(0),
-            held_for_storage: self.held.len() as u64,
+            rooms: self.chat.room_members(),
+            queued: self.conns.values().map(|conn| conn.outgoing.queued() as u64).collect(),
+            held_for_storage: self.commits.held() as u64,
             history_bytes: self.chat.history_bytes() as u64,
             file_bytes: self.file_bytes,
             storage_failing: self.store_failures > 0,
         };
-        let bytes = Utf8Bytes::from(ServerFrame::Stats(stats).encode());
+        let snapshot = self.counters.snapshot(messages_per_sec, state);
+        let bytes = Utf8Bytes::from(wire::stats(&snapshot).encode());
         let to: Arc<[MemberId]> = self.stats_subscribers.iter().copied().collect();
         self.deliver(to, bytes, true);
     }
@@ -386,7 +326,7 @@ impl Hub {
                 self.store_failures = 0;
                 self.committed(ticket);
             }
-            StorageEvent::Failed(ticket) if ticket > self.committed => self.store_failed(),
+            StorageEvent::Failed(ticket) if self.commits.is_pending(ticket) => self.store_failed(),
             // Records taken back already.
             StorageEvent::Failed(_) => {}
             StorageEvent::Loaded(room, Ok(stored)) => {
@@ -406,18 +346,10 @@ impl Hub {
 
     /// Storage committed every record up to `ticket`: release what waited.
     fn committed(&mut self, ticket: u64) {
-        self.committed = self.committed.max(ticket);
-        while self.in_flight.front().is_some_and(|(t, _)| *t <= self.committed) {
-            self.in_flight.pop_front();
+        for delivery in self.commits.committed(ticket) {
+            self.send_all(&delivery.to, &delivery.bytes, delivery.ephemeral);
         }
-        while self.held.front().is_some_and(|held| held.after <= self.committed) {
-            if let Some(held) = self.held.pop_front() {
-                for &member in held.to.iter() {
-                    self.send(member, held.bytes.clone(), held.ephemeral);
-                }
-            }
-        }
-        if self.shutting_down && self.held.is_empty() {
+        if self.shutting_down && self.commits.held() == 0 {
             self.close_all();
         }
     }
@@ -426,7 +358,7 @@ impl Hub {
     /// messages back and refuses new ones for a while; what waited for them
     /// goes out without them; then storage is tried again.
     fn store_failed(&mut self) {
-        let records: Vec<Record> = self.in_flight.drain(..).map(|(_, record)| record).collect();
+        let (records, held) = self.commits.failed();
         let mut gone: HashSet<(RoomName, u64)> = HashSet::new();
         let mut gone_directs: Vec<Arc<str>> = Vec::new();
         for record in &records {
@@ -449,8 +381,7 @@ impl Hub {
         self.chat.handle_unstored(self.clock.now(), records, retry);
         // Everything sent is resolved: what waited goes out, in order,
         // without what was taken back.
-        self.committed = self.issued;
-        for held in std::mem::take(&mut self.held) {
+        for held in held {
             let bytes = match held.event.as_deref() {
                 None => Some(held.bytes),
                 Some(event) => match without_unstored(event, &gone, &gone_directs, &self.welcome) {
@@ -460,9 +391,7 @@ impl Hub {
                 },
             };
             if let Some(bytes) = bytes {
-                for &member in held.to.iter() {
-                    self.send(member, bytes.clone(), held.ephemeral);
-                }
+                self.send_all(&held.to, &bytes, held.ephemeral);
             }
         }
         if !self.storage.send(Job::Resume) {
@@ -500,12 +429,7 @@ impl Hub {
                 self.chat.handle_command(now, member, id.as_deref(), command);
             }
             Input::Malformed { member, error } => {
-                let frame = ServerFrame::Error {
-                    id: error.id,
-                    code: error.code,
-                    message: error.message,
-                    retry_after_ms: None,
-                };
+                let frame = wire::malformed(error);
                 self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
             }
             Input::Disconnect { member, departure } => {
@@ -522,35 +446,39 @@ impl Hub {
             }
             Input::Subscribe { member, id, channel, token } => {
                 let frame = if self.chat.nick(member).is_none() {
-                    refusal(id, ErrorCode::HelloRequired, "say hello first")
-                } else if channel != STATS_CHANNEL {
-                    refusal(id, ErrorCode::NoSuchChannel, &format!("no channel {channel:?}"))
+                    wire::refusal(id, ErrorCode::HelloRequired, "say hello first")
+                } else if channel != stats::CHANNEL {
+                    wire::refusal(id, ErrorCode::NoSuchChannel, &format!("no channel {channel:?}"))
                 } else if self
                     .stats_token
                     .as_ref()
                     .is_some_and(|wanted| token.as_ref() != Some(wanted))
                 {
-                    refusal(id, ErrorCode::NoSuchChannel, "the $stats channel needs its token")
+                    wire::refusal(
+                        id,
+                        ErrorCode::NoSuchChannel,
+                        "the $stats channel needs its token",
+                    )
                 } else {
                     if !self.stats_subscribers.contains(&member) {
                         self.stats_subscribers.push(member);
                     }
-                    ServerFrame::Subscribed { id, channel }
+                    wire::subscribed(id, channel)
                 };
                 self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
             }
             Input::Refuse { member, id, code, message } => {
-                let frame = refusal(id, code, &message);
+                let frame = wire::refusal(id, code, &message);
                 self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
             }
             Input::Upload { member, id, room, size, chunk_bytes, reply } => {
                 let max_total = self.uploads.as_ref().map_or(0, |uploads| uploads.max_total_bytes);
                 let (frame, ready) = if self.file_bytes.saturating_add(size) > max_total {
                     let why = "the server's file storage is full";
-                    (refusal(id, ErrorCode::QuotaExceeded, why), false)
+                    (wire::refusal(id, ErrorCode::QuotaExceeded, why), false)
                 } else {
                     match self.chat.handle_upload(now, member, &room, size) {
-                        Ok(()) => (ServerFrame::UploadReady { id, chunk_bytes }, true),
+                        Ok(()) => (wire::upload_ready(id, chunk_bytes), true),
                         Err(err) => (wire::error(id, &err), false),
                     }
                 };
@@ -571,7 +499,7 @@ impl Hub {
                 info!(connections = self.conns.len(), "closing every connection");
                 self.shutting_down = true;
                 // What is being committed is still delivered first.
-                if self.held.is_empty() {
+                if self.commits.held() == 0 {
                     self.close_all();
                 }
             }
@@ -587,7 +515,7 @@ impl Hub {
                     if matches!(record, Record::Message(_) | Record::Direct(_)) {
                         self.counters.messages_total += 1;
                     }
-                    self.issued += 1;
+                    let ticket = self.commits.issue(&record);
                     let file = match (&record, &self.staged) {
                         (Record::Message(m), Some((attachment, _)))
                             if m.attachment
@@ -598,8 +526,7 @@ impl Hub {
                         }
                         _ => None,
                     };
-                    self.in_flight.push_back((self.issued, record.clone()));
-                    let job = Job::Persist { ticket: self.issued, record, file };
+                    let job = Job::Persist { ticket, record, file };
                     if !self.storage.send(job) {
                         error!("the storage thread is gone; messages can no longer be stored");
                     }
@@ -643,12 +570,9 @@ impl Hub {
         ephemeral: bool,
         event: Option<Arc<Event>>,
     ) {
-        if self.held.is_empty() && self.committed == self.issued {
-            for &member in to.iter() {
-                self.send(member, bytes.clone(), ephemeral);
-            }
-        } else {
-            self.held.push_back(Held { after: self.issued, to, bytes, ephemeral, event });
+        let delivery = Delivery { to, bytes, ephemeral, event };
+        if let Some(now) = self.commits.deliver(delivery) {
+            self.send_all(&now.to, &now.bytes, now.ephemeral);
         }
     }
 
@@ -659,6 +583,12 @@ impl Hub {
         for _ in 0..most {
             let Some(outgoing) = self.unflushed.pop_front() else { break };
             outgoing.flush();
+        }
+    }
+
+    fn send_all(&mut self, to: &[MemberId], bytes: &Utf8Bytes, ephemeral: bool) {
+        for &member in to {
+            self.send(member, bytes.clone(), ephemeral);
         }
     }
 
@@ -689,11 +619,6 @@ impl Hub {
         self.chat.handle_disconnect(self.clock.now(), member, Departure::Lost);
         // The disconnect's presence notices are drained by the caller's loop.
     }
-}
-
-/// An `error` frame for a refusal found by the server itself.
-fn refusal(id: Option<String>, code: ErrorCode, message: &str) -> ServerFrame {
-    ServerFrame::Error { id, code, message: message.to_owned(), retry_after_ms: None }
 }
 
 /// A held delivery once messages storage could not keep are cut out.

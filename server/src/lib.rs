@@ -13,10 +13,12 @@
 
 pub mod auth;
 mod clock;
+mod commits;
 mod config;
 mod connection;
 mod files;
 mod hub;
+mod stats;
 mod storage;
 mod store;
 mod web;

@@ -251,3 +251,72 @@ fn message(m: &Message) -> protocol::Message {
         }),
     }
 }
+
+/// The `error` frame for a refusal found by the server itself, outside the
+/// core (an upload refused, a channel that does not exist).
+pub(crate) fn refusal(id: Option<String>, code: ErrorCode, message: &str) -> ServerFrame {
+    ServerFrame::Error { id, code, message: message.to_owned(), retry_after_ms: None }
+}
+
+/// The `error` frame for a frame that could not be decoded.
+pub(crate) fn malformed(error: DecodeError) -> ServerFrame {
+    ServerFrame::Error {
+        id: error.id,
+        code: error.code,
+        message: error.message,
+        retry_after_ms: None,
+    }
+}
+
+/// The `error` frame for a frame dropped for going over the frame rate.
+pub(crate) fn too_many_frames(retry_after_ms: u64) -> ServerFrame {
+    ServerFrame::Error {
+        id: None,
+        code: ErrorCode::RateLimited,
+        message: format!("too many frames; retry in {retry_after_ms} ms"),
+        retry_after_ms: Some(retry_after_ms),
+    }
+}
+
+/// The answer to a `subscribe` that was granted.
+pub(crate) fn subscribed(id: Option<String>, channel: String) -> ServerFrame {
+    ServerFrame::Subscribed { id, channel }
+}
+
+/// The answer to an `upload` that may go on.
+pub(crate) fn upload_ready(id: Option<String>, chunk_bytes: u64) -> ServerFrame {
+    ServerFrame::UploadReady { id, chunk_bytes }
+}
+
+/// The `say` that carries a complete upload.
+pub(crate) fn upload_say(room: String, text: String, attachment: chat_core::Attachment) -> Command {
+    Command::Say { room, text, action: false, attachment: Some(std::sync::Arc::new(attachment)) }
+}
+
+/// The `$stats` frame of a snapshot of the counters.
+pub(crate) fn stats(snapshot: &crate::stats::Snapshot) -> ServerFrame {
+    ServerFrame::Stats(protocol::Stats {
+        uptime_ms: snapshot.uptime_ms,
+        connections: snapshot.connections,
+        sessions: snapshot.sessions,
+        rooms: snapshot
+            .rooms
+            .iter()
+            .map(|(name, members)| protocol::RoomInfo {
+                name: name.to_string(),
+                members: u64::try_from(*members).unwrap_or(u64::MAX),
+            })
+            .collect(),
+        room_count: snapshot.room_count,
+        messages_per_sec: snapshot.messages_per_sec,
+        messages_total: snapshot.messages_total,
+        bytes_in: snapshot.bytes_in,
+        bytes_out: snapshot.bytes_out,
+        queued_frames: snapshot.queued_frames,
+        queued_frames_max: snapshot.queued_frames_max,
+        held_for_storage: snapshot.held_for_storage,
+        history_bytes: snapshot.history_bytes,
+        file_bytes: snapshot.file_bytes,
+        storage_failing: snapshot.storage_failing,
+    })
+}

@@ -1,0 +1,156 @@
+//! The server's live counters: what the hub counts as it goes, and the
+//! snapshot the `$stats` channel publishes once a second (encoded in
+//! `wire.rs`, like every frame).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chat_core::RoomName;
+
+/// The channel of the server's live counters.
+pub(crate) const CHANNEL: &str = "$stats";
+
+/// The rooms a snapshot names, most members first.
+const TOP_ROOMS: usize = 20;
+
+/// What the hub adds up.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    started: tokio::time::Instant,
+    /// WebSocket payload bytes received, counted by the connections.
+    bytes_in: Arc<AtomicU64>,
+    /// Bytes queued to be sent.
+    pub bytes_out: u64,
+    /// Room and direct messages accepted.
+    pub messages_total: u64,
+    /// `messages_total` at the last tick.
+    messages_at_tick: u64,
+}
+
+/// The counters at one tick, with what the hub and the core say of their
+/// state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub uptime_ms: u64,
+    pub connections: u64,
+    pub sessions: u64,
+    /// The rooms with the most members, most first.
+    pub rooms: Vec<(RoomName, usize)>,
+    pub room_count: u64,
+    pub messages_per_sec: u64,
+    pub messages_total: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub queued_frames: u64,
+    pub queued_frames_max: u64,
+    pub held_for_storage: u64,
+    pub history_bytes: u64,
+    pub file_bytes: u64,
+    pub storage_failing: bool,
+}
+
+/// What the hub knows at a tick that the counters do not.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub connections: u64,
+    pub sessions: u64,
+    /// Every room someone is in, with its members.
+    pub rooms: Vec<(RoomName, usize)>,
+    /// The frames waiting in each connection's queue.
+    pub queued: Vec<u64>,
+    pub held_for_storage: u64,
+    pub history_bytes: u64,
+    pub file_bytes: u64,
+    pub storage_failing: bool,
+}
+
+impl Counters {
+    pub(crate) fn new(bytes_in: Arc<AtomicU64>) -> Self {
+        Self {
+            started: tokio::time::Instant::now(),
+            bytes_in,
+            bytes_out: 0,
+            messages_total: 0,
+            messages_at_tick: 0,
+        }
+    }
+
+    /// A second passed: the messages of that second, counted from the last
+    /// tick.
+    pub(crate) fn tick(&mut self) -> u64 {
+        let this_second = self.messages_total - self.messages_at_tick;
+        self.messages_at_tick = self.messages_total;
+        this_second
+    }
+
+    /// The snapshot to publish, with `messages_per_sec` from [`tick`].
+    ///
+    /// [`tick`]: Counters::tick
+    pub(crate) fn snapshot(&self, messages_per_sec: u64, state: State) -> Snapshot {
+        let State {
+            connections,
+            sessions,
+            mut rooms,
+            queued,
+            held_for_storage,
+            history_bytes,
+            file_bytes,
+            storage_failing,
+        } = state;
+        let room_count = rooms.len() as u64;
+        rooms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        rooms.truncate(TOP_ROOMS);
+        Snapshot {
+            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            connections,
+            sessions,
+            rooms,
+            room_count,
+            messages_per_sec,
+            messages_total: self.messages_total,
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out,
+            queued_frames: queued.iter().sum(),
+            queued_frames_max: queued.iter().copied().max().unwrap_or(0),
+            held_for_storage,
+            history_bytes,
+            file_bytes,
+            storage_failing,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(name: &str) -> RoomName {
+        RoomName::parse(name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_snapshot_ranks_rooms_and_adds_up_queues() {
+        let mut counters = Counters::new(Arc::new(AtomicU64::new(7)));
+        counters.messages_total = 5;
+        assert_eq!(counters.tick(), 5);
+        counters.messages_total = 8;
+        let rooms: Vec<(RoomName, usize)> =
+            (0..25).map(|n| (room(&format!("r{n:02}")), n % 3)).collect();
+        let state = State {
+            connections: 3,
+            sessions: 2,
+            rooms,
+            queued: vec![1, 4, 2],
+            held_for_storage: 0,
+            history_bytes: 10,
+            file_bytes: 20,
+            storage_failing: false,
+        };
+        let snapshot = counters.snapshot(counters.messages_total - 5, state);
+        assert_eq!(snapshot.messages_per_sec, 3);
+        assert_eq!((snapshot.room_count, snapshot.rooms.len()), (25, TOP_ROOMS));
+        assert_eq!(snapshot.rooms.first(), Some(&(room("r02"), 2)), "most members, then by name");
+        assert_eq!((snapshot.queued_frames, snapshot.queued_frames_max), (7, 4));
+        assert_eq!(snapshot.bytes_in, 7);
+    }
+}
