@@ -54,7 +54,7 @@ pub async fn run(mut options: engine::Options, json: bool) -> anyhow::Result<Exi
             }
             event = events.recv() => match event {
                 Some(Event::Done { unacked, refused }) => return Ok(exit_code(unacked, refused)),
-                Some(Event::Failed(err)) => return Err(err),
+                Some(Event::Failed(failure)) => return Err(failure.into()),
                 Some(Event::Link(engine::Link::Connected)) => joined = true,
                 Some(event) => line.show(event),
                 None => anyhow::bail!("the connection task ended unexpectedly"),

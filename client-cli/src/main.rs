@@ -6,6 +6,7 @@
 mod bench;
 mod config;
 mod engine;
+mod files;
 mod input;
 mod line;
 mod oneshot;
@@ -13,6 +14,7 @@ mod outbox;
 mod pacer;
 mod rawws;
 mod render;
+mod session;
 mod tui;
 
 use std::io::IsTerminal;
@@ -181,7 +183,7 @@ fn interactive(args: &Args, settings: Settings) -> anyhow::Result<ExitCode> {
         },
         nick: who.nick.clone(),
         access_token: who.token,
-        rooms: settings.rooms,
+        rooms: settings.rooms.into_iter().map(|room| (room, None)).collect(),
         first_failure_fatal: true,
         linger: std::time::Duration::ZERO,
         outbox: None,

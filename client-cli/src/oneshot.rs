@@ -5,13 +5,12 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use chat_protocol::{ClientFrame, CloseCode, ServerFrame};
-use chat_transport::tungstenite::Message;
-use chat_transport::{ClientTls, TransportConfig, WebSocket};
-use futures_util::StreamExt;
+use anyhow::bail;
+use chat_protocol::{ClientFrame, ServerFrame};
+use chat_transport::{ClientTls, TransportConfig};
 
-use crate::{engine, render};
+use crate::engine::{self, Command, Event, Link};
+use crate::render;
 
 /// `chat send`.
 #[derive(Debug, clap::Args)]
@@ -48,161 +47,122 @@ pub struct Identity {
 }
 
 impl Identity {
-    async fn open(&self) -> anyhow::Result<WebSocket> {
-        let transport =
-            TransportConfig { client_tls: self.client_tls.clone(), ..TransportConfig::default() };
-        let hello = ClientFrame::Hello {
+    /// An engine's options for these rooms, failing at once if the first
+    /// connection cannot be made.
+    pub fn options(&self, rooms: Vec<(String, Option<u64>)>, linger: Duration) -> engine::Options {
+        engine::Options {
+            server: self.server.clone(),
+            transport: TransportConfig {
+                client_tls: self.client_tls.clone(),
+                ..TransportConfig::default()
+            },
             nick: self.nick.clone(),
-            session: None,
-            token: self.token.clone(),
-        };
-        let (notices, mut notes) = tokio::sync::mpsc::unbounded_channel();
-        let greeted = engine::greet(&self.server, &transport, hello, &notices).await;
-        while let Ok(engine::Event::Notice(notice)) = notes.try_recv() {
-            eprintln!("-- {notice}");
+            access_token: self.token.clone(),
+            rooms,
+            first_failure_fatal: true,
+            linger,
+            outbox: None,
         }
-        Ok(greeted?.0)
     }
 }
 
-/// The next frame, with its text; `None` once the server closed.
-async fn next(socket: &mut WebSocket) -> anyhow::Result<Option<(String, ServerFrame)>> {
-    while let Some(message) = socket.next().await {
-        match message.context("reading from the server")? {
-            Message::Text(text) => {
-                if let Ok(frame) = ServerFrame::decode(&text) {
-                    return Ok(Some((text.as_str().to_owned(), frame)));
-                }
-            }
-            Message::Close(frame) => {
-                if let Some(frame) = frame.filter(|f| u16::from(f.code) != CloseCode::Normal.code())
-                {
-                    eprintln!(
-                        "-- server closed: {} {}",
-                        u16::from(frame.code),
-                        render::clean(&frame.reason)
-                    );
-                }
-                return Ok(None);
-            }
-            _ => {}
-        }
-    }
-    Ok(None)
-}
-
-/// Sends one message; exit 0 once its echo came back.
+/// Sends one message; exit 0 once the server acknowledged it.
 pub async fn run_send(who: Identity, args: SendArgs) -> anyhow::Result<ExitCode> {
     let deadline = Duration::from_secs_f64(args.timeout.max(0.0));
-    let sent = tokio::time::timeout(deadline, async {
-        let mut socket = who.open().await?;
-        let join = ClientFrame::Join { room: args.room.clone(), after: None };
-        engine::send_frame(&mut socket, Some("join".to_owned()), join).await?;
-        let id = format!("send-{:016x}", rand::random::<u64>());
-        let mut said = false;
-        while let Some((_, frame)) = next(&mut socket).await? {
-            match frame {
-                ServerFrame::Joined { id: Some(answer), .. } if answer == "join" && !said => {
+    let (commands, mut events) =
+        engine::spawn(who.options(vec![(args.room.clone(), None)], deadline));
+    let id = format!("send-{:016x}", rand::random::<u64>());
+    let mut said = false;
+    let mut stored = None;
+    let mut refusal = None;
+    let outcome = tokio::time::timeout(deadline, async {
+        while let Some(event) = events.recv().await {
+            match event {
+                // Once, however often the connection comes back: the engine
+                // sends it again itself, with the same id.
+                Event::Link(Link::Connected) if !said => {
+                    said = true;
                     let say = ClientFrame::Say {
                         room: args.room.clone(),
                         text: args.text.clone(),
                         action: false,
                     };
-                    engine::send_frame(&mut socket, Some(id.clone()), say).await?;
-                    said = true;
+                    let _ = commands.send(Command::SendAs(id.clone(), say));
+                    let _ = commands.send(Command::Quit);
                 }
-                ServerFrame::Message(message) if message.id.as_deref() == Some(&id) => {
-                    if who.json {
-                        println!(
-                            "{}",
-                            serde_json::json!({"room": message.room, "seq": message.seq})
-                        );
+                Event::Frame { frame: Some(frame), .. } => match *frame {
+                    ServerFrame::Message(message) if message.id.as_deref() == Some(&id) => {
+                        stored = Some((message.room, message.seq));
                     }
-                    engine::close(&mut socket).await;
-                    return Ok(());
-                }
-                ServerFrame::Error { id: Some(answer), code, message, .. }
-                    if answer == "join" || answer == id =>
-                {
-                    bail!("{code}: {}", render::clean(&message))
-                }
+                    ServerFrame::Error { id: Some(answer), code, message, .. } if answer == id => {
+                        refusal = Some(format!("{code}: {}", render::clean(&message)));
+                    }
+                    _ => {}
+                },
+                Event::Notice(notice) => eprintln!("-- {notice}"),
+                Event::Problem(why) => eprintln!("error: {why}"),
+                Event::Failed(failure) => return Err(failure.into()),
+                Event::Done { unacked: 0, refused: 0 } => return Ok(true),
+                Event::Done { .. } => return Ok(false),
                 _ => {}
             }
         }
-        bail!("the server closed the connection before acknowledging the message")
+        bail!("the connection task ended unexpectedly")
     })
     .await;
-    match sent {
-        Ok(Ok(())) => Ok(ExitCode::SUCCESS),
-        Ok(Err(err)) => Err(err),
-        Err(_) => bail!("not acknowledged within {:.1} s", deadline.as_secs_f64()),
+    match (outcome, stored, refusal) {
+        (Ok(Ok(true)), Some((room, seq)), _) => {
+            if who.json {
+                println!("{}", serde_json::json!({"room": room, "seq": seq}));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        (Ok(Err(err)), _, _) => Err(err),
+        (_, _, Some(refusal)) => bail!(refusal),
+        _ => bail!("not acknowledged within {:.1} s", deadline.as_secs_f64()),
     }
 }
 
 /// Prints a room's history and follows it, reconnecting and resuming from
-/// the last message seen, until interrupted.
+/// the last message seen (every message once, none lost without a gap
+/// notice), until interrupted.
 pub async fn run_tail(who: Identity, args: TailArgs) -> anyhow::Result<ExitCode> {
-    let mut after = args.after;
-    let mut attempt = 0u32;
-    let mut first = true;
+    let rooms = vec![(args.room.clone(), args.after)];
+    let (_commands, mut events) = engine::spawn(who.options(rooms, Duration::ZERO));
     loop {
-        let followed = tokio::select! {
-            followed = follow(&who, &args.room, &mut after, &mut first, &mut attempt) => followed,
+        let event = tokio::select! {
+            event = events.recv() => event,
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         };
-        match followed {
-            // The first connection's failures are the user's to fix.
-            Err(err) if first => return Err(err),
-            Err(err) => eprintln!("-- disconnected: {err:#}; reconnecting"),
-            Ok(()) => eprintln!("-- disconnected; reconnecting"),
-        }
-        let ceiling = Duration::from_millis(500)
-            .saturating_mul(2u32.saturating_pow(attempt))
-            .min(Duration::from_secs(30));
-        attempt = attempt.saturating_add(1);
-        tokio::select! {
-            () = tokio::time::sleep(ceiling.mul_f64(rand::random::<f64>())) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
-        }
-    }
-}
-
-/// One connection's worth of following; returns when it ends.
-async fn follow(
-    who: &Identity,
-    room: &str,
-    after: &mut Option<u64>,
-    first: &mut bool,
-    attempt: &mut u32,
-) -> anyhow::Result<()> {
-    let mut socket = who.open().await?;
-    engine::send_frame(
-        &mut socket,
-        Some("tail".to_owned()),
-        ClientFrame::Join { room: room.to_owned(), after: *after },
-    )
-    .await?;
-    while let Some((text, frame)) = next(&mut socket).await? {
-        let messages = match &frame {
-            ServerFrame::Joined { id: Some(id), history, .. } if id == "tail" => {
-                *first = false;
-                *attempt = 0;
-                history.clone()
+        let messages = match event {
+            Some(Event::Frame { frame: Some(frame), catch_up: false, .. }) => match *frame {
+                ServerFrame::Joined { room, history, .. } if room == args.room => history,
+                ServerFrame::Message(message) if message.room == args.room => vec![message],
+                _ => Vec::new(),
+            },
+            Some(Event::Missed { messages }) => messages,
+            Some(Event::Notice(notice)) => {
+                eprintln!("-- {notice}");
+                Vec::new()
             }
-            ServerFrame::Error { id: Some(id), code, message, .. } if id == "tail" => {
-                bail!("{code}: {}", render::clean(message))
+            Some(Event::Resumed(notice)) => {
+                eprintln!("-- {notice}");
+                Vec::new()
             }
-            ServerFrame::Message(message) if message.room == room => vec![message.clone()],
-            _ => Vec::new(),
+            Some(Event::Problem(why)) => {
+                eprintln!("error: {why}");
+                Vec::new()
+            }
+            Some(Event::Failed(failure)) => return Err(failure.into()),
+            Some(Event::Done { .. }) | None => return Ok(ExitCode::SUCCESS),
+            Some(_) => Vec::new(),
         };
         for message in messages {
-            // A resume may repeat the message it resumed from: once each.
-            if after.is_some_and(|seen| message.seq <= seen) {
-                continue;
-            }
-            *after = Some(message.seq);
             if who.json {
-                println!("{}", serde_json::to_string(&message).unwrap_or_else(|_| text.clone()));
+                match serde_json::to_string(&message) {
+                    Ok(line) => println!("{line}"),
+                    Err(err) => eprintln!("error: {err}"),
+                }
             } else {
                 for line in render::messages(std::slice::from_ref(&message)) {
                     println!("{line}");
@@ -210,5 +170,4 @@ async fn follow(
             }
         }
     }
-    Ok(())
 }

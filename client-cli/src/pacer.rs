@@ -3,14 +3,19 @@
 //! instead of being refused with `rate_limited` (and a client that kept on
 //! being closed as abusive).
 
+use std::time::{Duration, Instant};
+
 use chat_protocol::Limits;
-use tokio::time::{Duration, Instant};
 
 /// Of the announced rates, how much this client uses: a margin for the
 /// network bunching frames that were sent apart.
 const SHARE: f64 = 0.9;
 
 /// The client's mirror of the server's buckets for one connection.
+///
+/// A frame may go once [`Pacer::ready_at`] says so; sending it is
+/// [`Pacer::take`]. Before the limits are known (the `hello`), frames go at
+/// once and are counted against the burst.
 #[derive(Debug, Default)]
 pub struct Pacer {
     frames: Option<Bucket>,
@@ -39,18 +44,27 @@ impl Bucket {
         Some(Self { tokens, per_sec: per_sec as f64 * SHARE, burst, at: now })
     }
 
-    /// When one token will be there. Time already reserved (a token taken
-    /// for a frame that waits) is not given back.
-    fn ready_at(&mut self, now: Instant) -> Instant {
-        let now = now.max(self.at);
+    /// The tokens there are at `now`.
+    fn tokens_at(&self, now: Instant) -> f64 {
         let refill = now.saturating_duration_since(self.at).as_secs_f64() * self.per_sec;
-        self.tokens = (self.tokens + refill).min(self.burst);
-        self.at = now;
-        if self.tokens >= 1.0 {
+        (self.tokens + refill).min(self.burst)
+    }
+
+    /// When one token will be there.
+    fn ready_at(&self, now: Instant) -> Instant {
+        let now = now.max(self.at);
+        let tokens = self.tokens_at(now);
+        if tokens >= 1.0 {
             now
         } else {
-            now + Duration::from_secs_f64((1.0 - self.tokens) / self.per_sec)
+            now + Duration::from_secs_f64((1.0 - tokens) / self.per_sec)
         }
+    }
+
+    fn take(&mut self, now: Instant) {
+        let now = now.max(self.at);
+        self.tokens = (self.tokens_at(now) - 1.0).max(0.0);
+        self.at = now;
     }
 }
 
@@ -67,32 +81,38 @@ impl Pacer {
         self.messages = Bucket::new(limits.messages_per_sec, limits.messages_burst, 0, now);
     }
 
-    /// How long to wait before one more frame (a `say` or `dm` if
-    /// `message`), taking its place once that time has come.
-    pub fn delay(&mut self, message: bool, now: Instant) -> Duration {
+    /// When one more frame (a `say` or `dm` if `message`) may go: `now` or
+    /// later.
+    pub fn ready_at(&self, message: bool, now: Instant) -> Instant {
+        self.buckets(message).fold(now, |ready, bucket| ready.max(bucket.ready_at(now)))
+    }
+
+    /// One frame (a `say` or `dm` if `message`) goes at `now`.
+    pub fn take(&mut self, message: bool, now: Instant) {
         if self.frames.is_none() && self.messages.is_none() {
             self.sent_early = self.sent_early.saturating_add(1);
-            return Duration::ZERO;
         }
-        let mut ready = now;
-        for bucket in
-            [self.frames.as_mut(), self.messages.as_mut().filter(|_| message)].into_iter().flatten()
-        {
-            ready = ready.max(bucket.ready_at(now));
+        self.frames.iter_mut().for_each(|bucket| bucket.take(now));
+        if message {
+            self.messages.iter_mut().for_each(|bucket| bucket.take(now));
         }
-        for bucket in
-            [self.frames.as_mut(), self.messages.as_mut().filter(|_| message)].into_iter().flatten()
-        {
-            bucket.ready_at(ready);
-            bucket.tokens -= 1.0;
-        }
-        ready - now
+    }
+
+    fn buckets(&self, message: bool) -> impl Iterator<Item = &Bucket> {
+        self.frames.iter().chain(self.messages.iter().filter(move |_| message))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sends one frame as soon as the pacer allows: how long it waited.
+    fn send(pacer: &mut Pacer, message: bool, now: Instant) -> Duration {
+        let at = pacer.ready_at(message, now);
+        pacer.take(message, at);
+        at - now
+    }
 
     fn limits(frames: (u64, u64), messages: (u64, u64)) -> Limits {
         Limits {
@@ -120,13 +140,13 @@ mod tests {
     fn bursts_go_at_once_then_frames_are_spaced_at_the_announced_rate() {
         let start = Instant::now();
         let mut pacer = Pacer::default();
-        assert_eq!(pacer.delay(false, start), Duration::ZERO, "hello, before any limits");
+        assert_eq!(send(&mut pacer, false, start), Duration::ZERO, "hello, before any limits");
         pacer.limits(&limits((100, 10), (10, 5)), start);
         // A burst of 8 frames less the hello already sent.
         for _ in 0..7 {
-            assert_eq!(pacer.delay(false, start), Duration::ZERO);
+            assert_eq!(send(&mut pacer, false, start), Duration::ZERO);
         }
-        let next = pacer.delay(false, start);
+        let next = send(&mut pacer, false, start);
         let spacing = Duration::from_secs_f64(1.0 / 90.0);
         assert!(next.abs_diff(spacing) < Duration::from_micros(50), "{next:?}");
     }
@@ -137,18 +157,18 @@ mod tests {
         let mut pacer = Pacer::default();
         pacer.limits(&limits((1000, 1000), (10, 5)), start);
         for _ in 0..3 {
-            assert_eq!(pacer.delay(true, start), Duration::ZERO);
+            assert_eq!(send(&mut pacer, true, start), Duration::ZERO);
         }
         // The message bucket (burst 5 less 2) is empty: 1/9 s for the next.
         let ninth = Duration::from_secs_f64(1.0 / 9.0);
-        let next = pacer.delay(true, start);
+        let next = send(&mut pacer, true, start);
         assert!(next.abs_diff(ninth) < Duration::from_micros(50), "{next:?}");
         // Sends are in order: once that message went, a frame that is not a
         // message does not wait for the message bucket...
         let later = start + next;
-        assert_eq!(pacer.delay(false, later), Duration::ZERO);
+        assert_eq!(send(&mut pacer, false, later), Duration::ZERO);
         // ...and the next message waits another ninth of a second.
-        let after = pacer.delay(true, later);
+        let after = send(&mut pacer, true, later);
         assert!(after.abs_diff(ninth) < Duration::from_micros(50), "{after:?}");
     }
 
@@ -158,7 +178,7 @@ mod tests {
         let mut pacer = Pacer::default();
         pacer.limits(&limits((0, 0), (0, 0)), start);
         for _ in 0..1000 {
-            assert_eq!(pacer.delay(true, start), Duration::ZERO);
+            assert_eq!(send(&mut pacer, true, start), Duration::ZERO);
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::io::{Stdout, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chat_protocol::ServerFrame;
@@ -22,7 +22,6 @@ use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::time::Instant;
 
 use super::editor::Editor;
 use super::state::{Connection, Kind, State};
@@ -131,7 +130,7 @@ pub async fn run(
     let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))?;
     terminal.clear()?;
 
-    let rooms = options.rooms.clone();
+    let rooms: Vec<String> = options.rooms.iter().map(|(room, _)| room.clone()).collect();
     let (commands, mut events) = engine::spawn(options);
     let mut app = App {
         state: State::default(),
@@ -178,7 +177,7 @@ pub async fn run(
                 loop {
                     match next {
                         Some(Event::Done { .. }) | None => return Ok(ExitCode::SUCCESS),
-                        Some(Event::Failed(err)) => return Err(err),
+                        Some(Event::Failed(failure)) => return Err(failure.into()),
                         Some(event) => app.on_event(event),
                     }
                     match events.try_recv() {
