@@ -153,7 +153,10 @@ impl Line {
                     None => {}
                 }
             }
-            Event::Missed { messages, .. } if !self.json => {
+            Event::Missed { room, messages, gap } if !self.json => {
+                if let Some(gap) = gap {
+                    println!("-- {}", render::gap(&room, gap));
+                }
                 for line in render::messages(&messages) {
                     println!("{line}");
                 }

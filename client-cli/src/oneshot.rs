@@ -140,7 +140,7 @@ pub async fn run_tail(who: Identity, args: TailArgs) -> anyhow::Result<ExitCode>
                 ServerFrame::Message(message) if message.room == args.room => vec![message],
                 _ => Vec::new(),
             },
-            Some(Event::Missed { messages }) => messages,
+            Some(Event::Missed { messages, .. }) => messages,
             Some(Event::Notice(notice)) => {
                 eprintln!("-- {notice}");
                 Vec::new()

@@ -87,6 +87,19 @@ pub fn attachment(file: &chat_protocol::Attachment) -> String {
     )
 }
 
+/// The line for messages of `room` that were no longer kept when the
+/// client came back.
+pub fn gap(room: &str, gap: chat_protocol::Gap) -> String {
+    let count = gap.to.saturating_sub(gap.from) + 1;
+    let what = if count == 1 { "message" } else { "messages" };
+    format!(
+        "{}: {count} {what} (#{}..#{}) no longer kept by the server",
+        clean(room),
+        gap.from,
+        gap.to
+    )
+}
+
 /// A byte count for people: 512 B, 48.2 KB, 8.0 MB.
 pub fn size(bytes: u64) -> String {
     match bytes {

@@ -248,6 +248,31 @@ fn a_long_absence_is_caught_up_in_full_and_in_order() {
 }
 
 #[test]
+fn an_absence_longer_than_the_server_keeps_is_a_gap_shown_where_it_is() {
+    let (_server, url) = server_with(&["--history-max-per-room", "20"]);
+    let upstream = url.trim_start_matches("ws://").trim_end_matches("/ws").to_owned();
+    let proxy = Proxy::start(&upstream);
+    let mut alice = chat(&proxy.url(), &["--nick", "alice"]);
+    alice.expect("[lobby] -- joined (1 members: alice)");
+    proxy.refuse(true);
+    proxy.cut();
+    alice.expect_stderr("-- disconnected:");
+    let lines: String = (1..=25).map(|i| format!("missed {i}\n")).collect();
+    let output = chat_with_input(&url, &["--nick", "bob"], &lines);
+    assert!(output.status.success(), "{output:?}");
+    proxy.refuse(false);
+    // The first 5 are gone: said once, before the 20 that are left.
+    alice.expect("-- lobby: 5 messages (#1..#5) no longer kept by the server");
+    for i in 6..=25 {
+        alice.expect(&format!("[lobby] <bob> missed {i}"));
+    }
+    alice.expect("-- reconnected, gap of 5 messages");
+    assert!(!alice.seen.iter().any(|line| line.ends_with("missed 5")), "{:?}", alice.seen);
+    alice.type_line("/quit");
+    assert!(alice.finish().success());
+}
+
+#[test]
 fn a_piped_file_faster_than_the_rate_limit_is_paced_not_refused() {
     // Default limits: 10 messages a second, bursts of 30.
     let (_server, url) = server();

@@ -22,7 +22,7 @@ mod stats;
 mod storage;
 mod store;
 mod web;
-mod wire;
+pub mod wire;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,5 +1,8 @@
 //! The one place where wire types (`chat-protocol`) and core types
 //! (`chat-core`) meet.
+//!
+//! Public so that what runs `chat-core` outside this server, such as the
+//! terminal client's session simulation, speaks exactly as the server does.
 
 use chat_core::{Command, CommandError, Event, Message, Presence};
 use chat_protocol::{
@@ -16,7 +19,7 @@ use crate::auth::{self, Secret};
 /// # Errors
 /// A token that does not verify (`unauthorized`), or `auth` on a server
 /// without authentication (`forbidden`).
-pub(crate) fn command(frame: ClientFrame, secret: Option<&Secret>) -> Result<Command, DecodeError> {
+pub fn command(frame: ClientFrame, secret: Option<&Secret>) -> Result<Command, DecodeError> {
     let identity = |token: &str, secret: &Secret| {
         secret.verify(token, auth::now_secs()).map(|claims| claims.identity()).map_err(|err| {
             DecodeError {
@@ -71,13 +74,15 @@ pub(crate) fn command(frame: ClientFrame, secret: Option<&Secret>) -> Result<Com
 
 /// What `welcome` says beyond the core's event: the same for everyone.
 #[derive(Debug, Clone)]
-pub(crate) struct WelcomeInfo {
+pub struct WelcomeInfo {
+    /// Who is answering ([`server_info`]).
     pub server: ServerInfo,
+    /// The limits in force ([`limits`]).
     pub limits: Limits,
 }
 
 /// The limits announced in `welcome`.
-pub(crate) fn limits(config: &crate::ServerConfig) -> Limits {
+pub fn limits(config: &crate::ServerConfig) -> Limits {
     let (chat, transport) = (&config.chat, &config.transport);
     let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
     Limits {
@@ -102,7 +107,7 @@ pub(crate) fn limits(config: &crate::ServerConfig) -> Limits {
 }
 
 /// The frame an event becomes.
-pub(crate) fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
+pub fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
     let id = |id: &Option<std::sync::Arc<str>>| id.as_deref().map(str::to_owned);
     match event {
         Event::Welcome { id: request, nick, session, resumed, expires } => ServerFrame::Welcome {
@@ -226,7 +231,7 @@ pub(crate) fn code(error: &CommandError) -> ErrorCode {
 }
 
 /// Who this server is.
-pub(crate) fn server_info() -> ServerInfo {
+pub fn server_info() -> ServerInfo {
     ServerInfo {
         name: "chat-server".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -259,7 +264,7 @@ pub(crate) fn refusal(id: Option<String>, code: ErrorCode, message: &str) -> Ser
 }
 
 /// The `error` frame for a frame that could not be decoded.
-pub(crate) fn malformed(error: DecodeError) -> ServerFrame {
+pub fn malformed(error: DecodeError) -> ServerFrame {
     ServerFrame::Error {
         id: error.id,
         code: error.code,

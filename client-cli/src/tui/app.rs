@@ -28,6 +28,7 @@ use super::state::{Connection, Kind, State};
 use super::view::{self, Chrome, Palette};
 use crate::engine::{self, Command, Event, Link};
 use crate::input::{self, Input};
+use crate::render;
 
 /// Commands offered by Tab.
 const COMMANDS: [&str; 16] = [
@@ -401,7 +402,10 @@ impl App {
                 }
             }
             Event::Frame { frame: None, .. } => {}
-            Event::Missed { messages, .. } => {
+            Event::Missed { room, messages, gap } => {
+                if let Some(gap) = gap {
+                    self.state.room_notice(&room, &render::gap(&room, gap));
+                }
                 for message in messages {
                     self.state.on_frame(&ServerFrame::Message(message));
                 }

@@ -262,6 +262,11 @@ impl State {
         }
     }
 
+    /// Adds a line of the client's own to a room's view.
+    pub fn room_notice(&mut self, room: &str, text: &str) {
+        self.view_mut(room, Kind::Room).push(Line::Notice(text.to_owned()));
+    }
+
     /// Scrolls the current view up by `lines` of the `height` on screen.
     /// Reaching the top asks for older messages: the frame to send, if any.
     pub fn scroll_up(&mut self, lines: usize, height: usize) -> Option<ClientFrame> {

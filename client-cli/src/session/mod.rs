@@ -22,28 +22,32 @@
 //! Spurious timeouts are harmless. Once an [`Event::Done`] or
 //! [`Event::Failed`] has been polled the session is over.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use chat_protocol::{
-    Attachment, ClientFrame, ClientMessage, CloseCode, ErrorCode, Limits, Message, Resume,
-    ServerFrame, encode_client,
+    Attachment, ClientFrame, ClientMessage, CloseCode, ErrorCode, Limits, Message, ServerFrame,
+    encode_client,
 };
 
+use self::catch_up::CatchUp;
+use self::upload::Sending;
+pub use self::upload::{FileId, Upload};
 use crate::outbox::Saved;
 use crate::pacer::Pacer;
 use crate::render;
+
+mod catch_up;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+mod upload;
 
 /// Reconnect delays grow from this...
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 /// ...to at most this, with full jitter.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A rate-limited history page is asked again after the server's delay,
-/// but never later than this.
-const PAGE_RETRY_MAX: Duration = Duration::from_secs(10);
-/// The page size asked for when the server announced none.
-const PAGE_DEFAULT: u32 = 100;
-
 /// How a session is set up.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -83,25 +87,6 @@ pub enum Command {
     /// outbox.
     Quit,
 }
-
-/// A file to send, as announced to the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upload {
-    /// The driver's handle on the open file.
-    pub file: FileId,
-    /// The room it goes to.
-    pub room: String,
-    /// Its name, without directories.
-    pub name: String,
-    /// Its media type.
-    pub mime: String,
-    /// Its length in bytes.
-    pub size: u64,
-}
-
-/// The driver's handle on a file being uploaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileId(pub u64);
 
 /// What the driver must do on the session's behalf.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +157,13 @@ pub enum Event {
     /// order, in [`Event::Missed`].
     Frame { text: String, frame: Option<Box<ServerFrame>>, catch_up: bool },
     /// Every message one room missed, oldest first.
-    Missed { messages: Vec<Message> },
+    Missed {
+        room: String,
+        /// Oldest first.
+        messages: Vec<Message>,
+        /// The messages lost to retention before the first one here.
+        gap: Option<chat_protocol::Gap>,
+    },
     /// How the rooms answered a reconnect, in one line.
     Resumed(String),
     /// The connection's state changed.
@@ -267,57 +258,6 @@ enum Phase {
     Live,
     /// Done or failed.
     Ended,
-}
-
-/// A connection's catch-up: the joins' answers, then the pages before what
-/// each resume carried.
-#[derive(Debug, Default)]
-struct CatchUp {
-    /// The joins not answered yet: id to room and `after`.
-    joins: BTreeMap<String, (String, Option<u64>)>,
-    resumed: Resumed,
-    /// What each resumed room missed, in the order joined.
-    missed: Vec<Missed>,
-    /// The room being paged back (an index into `missed`).
-    paging: usize,
-    /// The id of the page asked for.
-    asked: Option<String>,
-    /// A rate-limited page is asked again then.
-    ask_at: Option<Instant>,
-    /// Frames that came meanwhile, reported once the catch-up is.
-    held: Vec<(String, Option<ServerFrame>)>,
-}
-
-/// What a room missed during a disconnect: every message from `floor` on.
-#[derive(Debug)]
-struct Missed {
-    room: String,
-    floor: u64,
-    /// The room's newest `seq` when it was joined.
-    last_seq: u64,
-    messages: Vec<Message>,
-    /// Whether to page back for messages before the first one here.
-    complete: bool,
-}
-
-/// How the rooms answered a reconnect, for the one notice it prints.
-#[derive(Debug, Default)]
-struct Resumed {
-    lost: u64,
-    restarted: bool,
-}
-
-/// An upload and how far it got.
-#[derive(Debug)]
-struct Sending {
-    upload: Upload,
-    /// The `upload` frame's id, once it is sent.
-    id: Option<String>,
-    /// The part size the server asked for, once it is ready.
-    chunk_bytes: Option<usize>,
-    sent: u64,
-    /// Whether a chunk is with the driver.
-    reading: bool,
 }
 
 /// Whether and when the user is leaving.
@@ -454,35 +394,6 @@ impl Session {
         self.check_quit();
     }
 
-    /// `n` bytes of `file` went as the chunk asked for; 0 means the file
-    /// ended early.
-    pub fn handle_chunk(&mut self, now: Instant, file: FileId, n: usize) {
-        self.now = now;
-        let Some(sending) = self.uploads.front_mut().filter(|s| s.upload.file == file) else {
-            return;
-        };
-        sending.reading = false;
-        if n == 0 {
-            let why = format!("{} changed while being sent", render::clean(&sending.upload.name));
-            return self.cancel_upload(why);
-        }
-        sending.sent += n as u64;
-        if sending.sent >= sending.upload.size {
-            // The room's `message` confirms it.
-            self.next_upload();
-        }
-        self.check_quit();
-    }
-
-    /// Reading `file` for the chunk asked for failed.
-    pub fn handle_chunk_failed(&mut self, now: Instant, file: FileId, why: &str) {
-        self.now = now;
-        if self.uploads.front().is_some_and(|s| s.upload.file == file) {
-            let name = self.uploads.front().map(|s| s.upload.name.clone()).unwrap_or_default();
-            self.cancel_upload(format!("reading {}: {why}", render::clean(&name)));
-        }
-    }
-
     /// Time passed: reconnects, retries, pacing and the quit deadline.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
@@ -491,12 +402,7 @@ impl Session {
         {
             self.connect();
         }
-        if let Phase::CatchingUp(catch_up) = &mut self.phase
-            && catch_up.ask_at.is_some_and(|at| at <= now)
-        {
-            catch_up.ask_at = None;
-            self.page();
-        }
+        self.page_timeout(now);
         if matches!(self.phase, Phase::Live) && self.retry_at.is_some_and(|at| at <= now) {
             self.retry_at = None;
             for id in std::mem::take(&mut self.retry) {
@@ -527,14 +433,7 @@ impl Session {
             let (id, frame) = self.out.pop_front()?;
             return Some(Transmit::Text(encode_client(&ClientMessage { id, frame })));
         }
-        let sending = self.uploads.front_mut()?;
-        let max = sending.chunk_bytes.filter(|_| !sending.reading)?;
-        if self.pacer.ready_at(false, now) > now {
-            return None;
-        }
-        self.pacer.take(false, now);
-        sending.reading = true;
-        Some(Transmit::Chunk { file: sending.upload.file, max })
+        self.poll_chunk()
     }
 
     /// The next event for the frontend.
@@ -559,6 +458,9 @@ impl Session {
     /// When to call [`Session::handle_timeout`] next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if matches!(self.phase, Phase::Ended) {
+            return None;
+        }
         let mut at: Option<Instant> = None;
         let mut consider = |time: Option<Instant>| {
             if let Some(time) = time {
@@ -570,14 +472,14 @@ impl Session {
         }
         match &self.phase {
             Phase::Offline { at } => consider(Some(*at)),
-            Phase::CatchingUp(catch_up) => consider(catch_up.ask_at),
+            Phase::CatchingUp(catch_up) => consider(catch_up.timeout()),
             Phase::Live => consider(self.retry_at),
             Phase::Connecting | Phase::Greeting | Phase::Ended => {}
         }
         if self.is_connected() {
             if let Some((_, frame)) = self.out.front() {
                 consider(Some(self.pacer.ready_at(is_message(frame), self.now)));
-            } else if self.uploads.front().is_some_and(|s| s.chunk_bytes.is_some() && !s.reading) {
+            } else if self.wants_chunk() {
                 consider(Some(self.pacer.ready_at(false, self.now)));
             }
         }
@@ -605,11 +507,6 @@ impl Session {
     /// The session token, once the server gave one.
     pub fn token(&self) -> Option<&str> {
         self.token.as_deref()
-    }
-
-    /// Whether the driver should keep `file` open.
-    pub fn wants_file(&self, file: FileId) -> bool {
-        self.uploads.iter().any(|sending| sending.upload.file == file)
     }
 
     fn is_connected(&self) -> bool {
@@ -676,65 +573,6 @@ impl Session {
                 self.problem("offline; that command needs the server".to_owned());
             }
         }
-    }
-
-    fn upload(&mut self, upload: Upload) {
-        match self.phase {
-            Phase::Live => {
-                let sending =
-                    Sending { upload, id: None, chunk_bytes: None, sent: 0, reading: false };
-                self.uploads.push_back(sending);
-                if self.uploads.len() == 1 {
-                    self.announce();
-                }
-            }
-            Phase::Connecting | Phase::Greeting | Phase::CatchingUp(_) => {
-                self.deferred.push_back(Command::Upload(upload));
-            }
-            Phase::Offline { .. } | Phase::Ended => {
-                self.problem("offline; uploads need the server".to_owned());
-            }
-        }
-    }
-
-    /// Announces the first upload.
-    fn announce(&mut self) {
-        let id = self.new_id();
-        let Some(sending) = self.uploads.front_mut() else {
-            return;
-        };
-        sending.id = Some(id.clone());
-        let upload = &sending.upload;
-        let frame = ClientFrame::Upload {
-            room: upload.room.clone(),
-            name: upload.name.clone(),
-            mime: upload.mime.clone(),
-            size: upload.size,
-            text: String::new(),
-        };
-        self.out.push_back((Some(id), frame));
-    }
-
-    /// The first upload is over: on to the next.
-    fn next_upload(&mut self) {
-        self.uploads.pop_front();
-        if self.uploads.is_empty() {
-            if self.quit == Quit::AfterUploads {
-                self.start_quit();
-            }
-        } else {
-            self.announce();
-        }
-    }
-
-    /// Gives up the first upload: the server is told if it is sending.
-    fn cancel_upload(&mut self, why: String) {
-        if self.uploads.front().is_some_and(|s| s.chunk_bytes.is_some()) {
-            self.out.push_back((None, ClientFrame::UploadCancel {}));
-        }
-        self.problem(why);
-        self.next_upload();
-        self.check_quit();
     }
 
     fn start_quit(&mut self) {
@@ -826,10 +664,7 @@ impl Session {
                 self.problem(format!("not sent, the connection was lost: {}", frame.kind()));
             }
         }
-        for sending in std::mem::take(&mut self.uploads) {
-            let name = render::clean(&sending.upload.name);
-            self.problem(format!("upload of {name} interrupted by the disconnect"));
-        }
+        self.drop_uploads();
         if self.quit == Quit::AfterUploads {
             self.start_quit();
         }
@@ -867,205 +702,13 @@ impl Session {
         }
     }
 
-    /// Joins every room from where it was.
-    fn join(&mut self) {
-        let mut catch_up = CatchUp::default();
-        for (room, after) in self.rooms.clone() {
-            let id = self.new_id();
-            self.out.push_back((Some(id.clone()), ClientFrame::Join { room: room.clone(), after }));
-            catch_up.joins.insert(id, (room, after));
-        }
-        self.phase = Phase::CatchingUp(Box::new(catch_up));
-        self.page();
-    }
-
-    /// A frame while joining and paging back.
-    fn catching_up(&mut self, text: String, frame: Option<ServerFrame>) {
-        let Phase::CatchingUp(catch_up) = &mut self.phase else {
-            return;
-        };
-        let first = !self.up_before;
-        match &frame {
-            Some(ServerFrame::Joined {
-                id: Some(id),
-                room,
-                resume,
-                gap,
-                history,
-                last_seq,
-                ..
-            }) if catch_up.joins.contains_key(id) => {
-                let after = catch_up.joins.remove(id).and_then(|(_, after)| after);
-                catch_up.resumed.add(after, *resume, gap.map(|g| g.to - g.from + 1));
-                let Some(after) = after else {
-                    // A fresh join: its history is reported as it is.
-                    self.set_seen(room, *last_seq);
-                    self.emit_frame(text, frame, false);
-                    return self.page();
-                };
-                let fresh = *resume == Resume::Fresh;
-                let floor = gap.map_or(after + 1, |g| g.to + 1);
-                catch_up.missed.push(Missed {
-                    room: room.clone(),
-                    floor,
-                    last_seq: *last_seq,
-                    messages: history.iter().filter(|m| fresh || m.seq >= floor).cloned().collect(),
-                    // After a restart without storage the numbering began
-                    // again: there is nothing older to page for.
-                    complete: fresh,
-                });
-                self.emit_frame(text, frame, true);
-            }
-            Some(ServerFrame::Error { id: Some(id), code, message, .. })
-                if catch_up.joins.contains_key(id) =>
-            {
-                if first && self.config.first_failure_fatal {
-                    let why = format!("{code}: {}", render::clean(message));
-                    self.transmits.push_back(Transmit::Close);
-                    return self.fail(Failure::Rejected(why));
-                }
-                // A room the server will not have is not asked for again.
-                if let Some((room, _)) = catch_up.joins.remove(id) {
-                    self.rooms.retain(|(r, _)| *r != room);
-                    self.unsaved = true;
-                }
-                self.emit_frame(text, frame, false);
-            }
-            Some(ServerFrame::History { id: Some(id), messages, .. })
-                if catch_up.asked.as_ref() == Some(id) =>
-            {
-                catch_up.asked = None;
-                if let Some(room) = catch_up.missed.get_mut(catch_up.paging) {
-                    let mut older: Vec<Message> =
-                        messages.iter().filter(|m| m.seq >= room.floor).cloned().collect();
-                    if messages.is_empty() {
-                        room.complete = true;
-                    }
-                    older.append(&mut room.messages);
-                    room.messages = older;
-                }
-                self.emit_frame(text, frame, true);
-            }
-            // Paging faster than the server allows: ask again when it
-            // says, rather than leave a hole.
-            Some(ServerFrame::Error {
-                id: Some(id),
-                code: ErrorCode::RateLimited,
-                retry_after_ms: Some(wait),
-                ..
-            }) if catch_up.asked.as_ref() == Some(id) => {
-                catch_up.asked = None;
-                catch_up.ask_at = Some(self.now + Duration::from_millis(*wait).min(PAGE_RETRY_MAX));
-            }
-            Some(ServerFrame::Error { id: Some(id), .. })
-                if catch_up.asked.as_ref() == Some(id) =>
-            {
-                catch_up.asked = None;
-                if let Some(room) = catch_up.missed.get_mut(catch_up.paging) {
-                    room.complete = true;
-                }
-                self.emit_frame(text, frame, false);
-            }
-            _ => catch_up.held.push((text, frame)),
-        }
-        self.page();
-    }
-
-    /// Asks for the next page back, or ends the catch-up once every room
-    /// is complete.
-    fn page(&mut self) {
-        let page_max = self.limits.as_ref().map_or(PAGE_DEFAULT, |limits| {
-            u32::try_from(limits.history_page_max).unwrap_or(u32::MAX)
-        });
-        let Phase::CatchingUp(catch_up) = &mut self.phase else {
-            return;
-        };
-        if !catch_up.joins.is_empty() || catch_up.asked.is_some() || catch_up.ask_at.is_some() {
-            return;
-        }
-        let ask = loop {
-            let Some(room) = catch_up.missed.get(catch_up.paging) else {
-                break None;
-            };
-            let first = room.messages.first().map_or(room.last_seq + 1, |m| m.seq);
-            if room.complete || first <= room.floor || page_max == 0 {
-                catch_up.paging += 1;
-                continue;
-            }
-            let room = room.room.clone();
-            break Some(ClientFrame::History { room, before: Some(first), limit: Some(page_max) });
-        };
-        let Some(ask) = ask else {
-            if let Phase::CatchingUp(catch_up) = std::mem::replace(&mut self.phase, Phase::Live) {
-                self.caught_up(*catch_up);
-            }
-            return;
-        };
-        let id = self.new_id();
-        if let Phase::CatchingUp(catch_up) = &mut self.phase {
-            catch_up.asked = Some(id.clone());
-        }
-        self.out.push_back((Some(id), ask));
-    }
-
-    /// The catch-up is complete: what was missed is reported, then what
-    /// came meanwhile, then what is pending goes again, then what was
-    /// typed meanwhile.
-    fn caught_up(&mut self, catch_up: CatchUp) {
-        for room in catch_up.missed {
-            let seen = room.messages.last().map_or(room.last_seq, |m| m.seq.max(room.last_seq));
-            self.set_seen(&room.room, seen);
-            for message in &room.messages {
-                self.attachment_seen(message);
-            }
-            self.events.push_back(Event::Missed { messages: room.messages });
-        }
-        if self.up_before {
-            self.events.push_back(Event::Resumed(catch_up.resumed.notice()));
-        }
-        self.up_before = true;
-        self.attempt = 0;
-        self.events.push_back(Event::Link(Link::Connected));
-        for (text, frame) in catch_up.held {
-            self.live(text, frame);
-        }
-        for (id, frame) in self.pending.clone() {
-            self.out.push_back((Some(id), frame));
-        }
-        for command in std::mem::take(&mut self.deferred) {
-            self.command(command);
-        }
-    }
-
     /// A frame once caught up.
     fn live(&mut self, text: String, frame: Option<ServerFrame>) {
         let Some(frame) = frame else {
             return self.emit_frame(text, None, false);
         };
-        let upload = self.uploads.front().and_then(|s| s.id.clone());
-        match &frame {
-            ServerFrame::UploadReady { id: Some(id), chunk_bytes }
-                if Some(id) == upload.as_ref() =>
-            {
-                if let Some(sending) = self.uploads.front_mut() {
-                    let chunk =
-                        usize::try_from((*chunk_bytes).clamp(1, 1 << 20)).unwrap_or(1 << 16);
-                    sending.chunk_bytes = Some(chunk);
-                    let upload = &sending.upload;
-                    let notice = format!(
-                        "uploading {} ({})",
-                        render::clean(&upload.name),
-                        render::size(upload.size)
-                    );
-                    self.notice(notice);
-                }
-                return;
-            }
-            ServerFrame::Error { id: Some(id), .. } if Some(id) == upload.as_ref() => {
-                // Reported as any refusal is.
-                self.next_upload();
-            }
-            _ => {}
+        if self.upload_answered(&frame) {
+            return;
         }
         if self.on_frame(&frame) {
             self.emit_frame(text, Some(frame), false);
@@ -1156,27 +799,6 @@ impl Session {
             }
             self.retry.retain(|retry| retry != id);
             self.pending_changed();
-        }
-    }
-}
-
-impl Resumed {
-    fn add(&mut self, after: Option<u64>, resume: Resume, gap: Option<u64>) {
-        match resume {
-            Resume::Gap => self.lost += gap.unwrap_or(0),
-            Resume::Fresh if after.is_some() => self.restarted = true,
-            Resume::Fresh | Resume::Resumed => {}
-        }
-    }
-
-    fn notice(&self) -> String {
-        match (self.restarted, self.lost) {
-            (true, _) => {
-                "reconnected; the server lost its history (it restarted without storage)".to_owned()
-            }
-            (false, 0) => "reconnected, resumed".to_owned(),
-            (false, 1) => "reconnected, gap of 1 message".to_owned(),
-            (false, n) => format!("reconnected, gap of {n} messages"),
         }
     }
 }
