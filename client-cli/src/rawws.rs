@@ -91,23 +91,10 @@ impl FrameBuffer {
     }
 }
 
-/// Appends a masked client frame to `out`, as RFC 6455 requires of clients.
+/// Appends a final client frame to `out`, masked as RFC 6455 requires of
+/// clients.
 pub fn client_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
-    out.push(0x80 | opcode);
-    match payload.len() {
-        len @ 0..=125 => out.push(0x80 | len as u8),
-        len @ 126..=0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        len => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    let mask: [u8; 4] = rand::random();
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(byte, m)| byte ^ m));
+    chat_transport::write_frame(0x80 | opcode, payload, Some(rand::random()), out);
 }
 
 /// Performs the upgrade on `stream` to `host`/`path`, offering `protocol`;
@@ -157,19 +144,8 @@ mod tests {
     use super::*;
 
     fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![0x80 | opcode];
-        match payload.len() {
-            len @ 0..=125 => out.push(len as u8),
-            len @ 126..=0xffff => {
-                out.push(126);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            len => {
-                out.push(127);
-                out.extend_from_slice(&(len as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(payload);
+        let mut out = Vec::new();
+        chat_transport::write_frame(0x80 | opcode, payload, None, &mut out);
         out
     }
 
@@ -193,18 +169,6 @@ mod tests {
         let bytes = server_frame(TEXT, b"hello");
         let mut buffer = FrameBuffer::new(64, &bytes[..4]);
         assert_eq!(buffer.next_frame().unwrap(), None);
-    }
-
-    #[test]
-    fn client_frames_are_masked() {
-        let mut out = Vec::new();
-        client_frame(TEXT, b"abc", &mut out);
-        assert_eq!(out[0], 0x81);
-        assert_eq!(out[1], 0x80 | 3);
-        let mask = &out[2..6];
-        let unmasked: Vec<u8> =
-            out[6..].iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m).collect();
-        assert_eq!(unmasked, b"abc");
     }
 
     #[test]

@@ -160,10 +160,7 @@ fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
 
 /// A frame whose header announces more than the limit; no payload follows.
 fn oversized_header() -> Vec<u8> {
-    let mut out = vec![0x81, 0x80 | 127];
-    out.extend_from_slice(&(1u64 << 20).to_be_bytes());
-    out.extend_from_slice(&[1, 2, 3, 4]);
-    out
+    chat_transport::FrameHeader::new(0x81, 1 << 20, Some([1, 2, 3, 4])).as_bytes().to_vec()
 }
 
 #[tokio::test]

@@ -151,20 +151,8 @@ mod tests {
     use super::*;
 
     fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![first];
-        match payload.len() {
-            len @ 0..=125 => out.push(0x80 | len as u8),
-            len @ 126..=0xffff => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            len => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(len as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&[1, 2, 3, 4]);
-        out.extend_from_slice(payload);
+        let mut out = Vec::new();
+        crate::write_frame(first, payload, Some([1, 2, 3, 4]), &mut out);
         out
     }
 

@@ -23,6 +23,7 @@ mod frames;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gate;
+mod header;
 mod outgoing;
 mod request;
 mod response;
@@ -34,6 +35,7 @@ pub use config::{TlsConfig, TransportConfig};
 pub use connect::{ClientStream, ClientTls, ConnectError, connect, fetch};
 pub use frames::TooManyFragments;
 pub use gate::{Full, Gate, Pass};
+pub use header::{FrameHeader, write_frame};
 pub use http;
 pub use outgoing::{Flushed, Liveness, Outgoing, Pushed, SharedStream};
 pub use site::{Dynamic, DynamicAnswer, Page, Site};

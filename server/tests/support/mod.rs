@@ -237,21 +237,8 @@ impl RawClient {
 
     /// A client frame: `first` byte (FIN, RSV, opcode) and a masked payload.
     pub fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x37u8, 0xfa, 0x21, 0x3d];
-        let mut out = vec![first];
-        match payload.len() {
-            len @ 0..=125 => out.push(0x80 | len as u8),
-            len @ 126..=0xffff => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            len => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(len as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+        let mut out = Vec::new();
+        chat_transport::write_frame(first, payload, Some([0x37, 0xfa, 0x21, 0x3d]), &mut out);
         out
     }
 
