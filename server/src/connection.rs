@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chat_core::{Departure, MemberId, Rate, SessionToken, Source, Timestamp, TokenBucket};
 use chat_protocol::{
-    ClientFrame, ClientMessage, CloseCode, DecodeError, ErrorCode, decode_client, restart_reason,
+    ClientFrame, ClientMessage, CloseCode, DecodeError, decode_client, restart_reason,
 };
 use chat_transport::tungstenite::Message;
 use chat_transport::tungstenite::protocol::CloseFrame;
@@ -21,7 +21,7 @@ use tracing::{debug, info};
 
 use crate::ServerConfig;
 use crate::auth::Secret;
-use crate::files::{self, Upload};
+use crate::files::{self, Announcement, Next, Receiver};
 use crate::hub::{Closing, Conn, Input};
 use crate::wire;
 
@@ -114,9 +114,8 @@ struct Connection {
     /// The connection's place under the connection limits, freed with it.
     _pass: Pass,
     limiter: FrameLimiter,
-    /// The file being received, if any (boxed: most connections never
-    /// send one).
-    upload: Option<Box<Upload>>,
+    /// The upload protocol's state.
+    receiver: Receiver,
     /// Payload bytes received, for the live counters.
     bytes_in: Arc<AtomicU64>,
 }
@@ -221,7 +220,7 @@ impl Connection {
             departure: Departure::Lost,
             _pass: pass,
             limiter: FrameLimiter::new(config),
-            upload: None,
+            receiver: Receiver::default(),
             bytes_in,
         })
     }
@@ -271,7 +270,7 @@ impl Connection {
         // Every frame the message took counts, empty continuations and
         // pings included.
         let frames = u64::from(self.socket.get_mut().take_frames().max(1));
-        let chunk = matches!(message, Message::Binary(_)) && self.upload.is_some();
+        let chunk = matches!(message, Message::Binary(_)) && self.receiver.is_receiving();
         match self.limiter.admit(config, frames, chunk) {
             Admit::Yes => {}
             Admit::Refused(retry_after_ms) => {
@@ -370,108 +369,43 @@ impl Connection {
                 self.to_hub(Input::Subscribe { member: self.member, id, channel, token }).await
             }
             ClientFrame::UploadCancel {} => {
-                self.upload = None;
+                self.receiver.cancel();
                 Ok(())
             }
             ClientFrame::Upload { room, name, mime, size, text } => {
-                let Some(uploads) = config.uploads.as_ref() else {
-                    let why = (ErrorCode::Unavailable, "this server takes no uploads".to_owned());
-                    return self.refuse_frame(id, why).await;
-                };
-                if self.upload.is_some() {
-                    let why = (
-                        ErrorCode::InvalidUpload,
-                        "another upload is in progress; finish or cancel it first".to_owned(),
-                    );
-                    return self.refuse_frame(id, why).await;
-                }
-                if text.len() > config.chat.max_text_bytes {
-                    // Refused now, not after the file has arrived.
-                    let why = (
-                        ErrorCode::TooLarge,
-                        format!("the caption is over {} bytes", config.chat.max_text_bytes),
-                    );
-                    return self.refuse_frame(id, why).await;
-                }
-                let announced = match files::announce(uploads, room, &name, &mime, size, text) {
-                    Ok(announced) => announced,
-                    Err(why) => return self.refuse_frame(id, why).await,
-                };
-                // Files stop before the disk fills: chat, which needs far
-                // less, goes on.
-                match uploads.has_room_for(size) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        let why = "the server is low on disk space and takes no files now";
-                        return self
-                            .refuse_frame(id, (ErrorCode::Unavailable, why.to_owned()))
-                            .await;
-                    }
-                    Err(err) => {
-                        tracing::error!(%err, "cannot tell how full the disk is");
-                        let why = "the server cannot store files right now";
-                        return self
-                            .refuse_frame(id, (ErrorCode::Unavailable, why.to_owned()))
-                            .await;
-                    }
-                }
-                let room = announced.room.clone();
-                let upload = match Upload::start(uploads, id.clone(), announced).await {
-                    Ok(upload) => upload,
-                    Err(why) => return self.refuse_frame(id, why).await,
-                };
-                let (reply, ready) = oneshot::channel();
-                let chunk_bytes = config.transport.max_message_bytes as u64;
-                let ask = Input::Upload { member: self.member, id, room, size, chunk_bytes, reply };
-                self.to_hub(ask).await?;
-                if ready.await.unwrap_or(false) {
-                    self.upload = Some(Box::new(upload));
-                }
-                Ok(())
+                let frame = Announcement { room, name, mime, size, text };
+                let next = self.receiver.announce(config, id, frame).await;
+                self.upload_step(next).await
             }
             _ => Ok(()),
         }
     }
 
-    /// A binary frame: the next part of the upload in progress. The last
-    /// part stores the file and sends the message that carries it.
+    /// A binary frame: the next part of the upload in progress.
     async fn upload_chunk(
         &mut self,
         bytes: chat_transport::tungstenite::Bytes,
         config: &ServerConfig,
     ) -> Result<(), Ended> {
-        let Some(upload) = self.upload.as_mut() else {
-            let why = (
-                ErrorCode::InvalidUpload,
-                "a binary frame with no upload in progress (send upload first)".to_owned(),
-            );
-            return self.refuse_frame(None, why).await;
-        };
-        let complete = match upload.write(&bytes).await {
-            Ok(complete) => complete,
-            Err(why) => {
-                let id = self.upload.take().and_then(|upload| upload.id.clone());
-                return self.refuse_frame(id, why).await;
+        let next = self.receiver.chunk(config.uploads.as_ref(), &bytes).await;
+        self.upload_step(next).await
+    }
+
+    /// Does what the upload protocol says.
+    async fn upload_step(&mut self, next: Next) -> Result<(), Ended> {
+        match next {
+            Next::Nothing => Ok(()),
+            Next::Refuse(id, why) => self.refuse_frame(id, why).await,
+            Next::Ask { id, room, size, chunk_bytes } => {
+                let (reply, ready) = oneshot::channel();
+                let ask = Input::Upload { member: self.member, id, room, size, chunk_bytes, reply };
+                self.to_hub(ask).await?;
+                self.receiver.answered(ready.await.unwrap_or(false));
+                Ok(())
             }
-        };
-        if !complete {
-            return Ok(());
-        }
-        let Some(upload) = self.upload.take() else {
-            return Ok(());
-        };
-        let (id, room, text) =
-            (upload.id.clone(), upload.announced.room.clone(), upload.announced.text.clone());
-        let Some(uploads) = config.uploads.as_ref() else {
-            return Ok(());
-        };
-        match upload.finish(uploads).await {
-            Ok((attachment, file)) => {
-                let command = wire::upload_say(room, text, attachment);
-                let file = Box::new(file);
+            Next::Complete { id, command, file } => {
                 self.to_hub(Input::Uploaded { member: self.member, id, command, file }).await
             }
-            Err(why) => self.refuse_frame(id, why).await,
         }
     }
 
