@@ -1,0 +1,257 @@
+//! One bench connection: opened and greeted with raw WebSocket frames (no
+//! per-connection task or buffer beyond what it needs), a sender on a
+//! schedule, a reader that records latency and answers pings.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chat_transport::tungstenite::http::Uri;
+use hdrhistogram::Histogram;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use super::frames::{self, SayTemplate};
+use super::{Counters, MAX_LATENCY_US, Schedule};
+use crate::rawws::{self, CLOSE, FrameBuffer, PING, PONG, TEXT};
+
+/// Where to connect.
+pub(super) struct Target {
+    host: String,
+    port: u16,
+    path: String,
+}
+
+impl Target {
+    pub(super) fn parse(url: &str) -> anyhow::Result<Self> {
+        let uri: Uri = url.parse().with_context(|| format!("invalid server URL {url:?}"))?;
+        if uri.scheme_str() != Some("ws") {
+            bail!("the server URL must be ws://");
+        }
+        let host = uri.host().context("the server URL has no host")?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let path = uri.path_and_query().map_or("/".to_owned(), |p| p.as_str().to_owned());
+        Ok(Self { host, port: uri.port_u16().unwrap_or(80), path })
+    }
+}
+
+/// One open connection, split for a reader and a writer.
+pub(super) struct Conn {
+    pub read: OwnedReadHalf,
+    pub write: OwnedWriteHalf,
+    pub buffer: FrameBuffer,
+}
+
+/// Opens one connection and, given a nick, says hello and joins its room.
+pub(super) async fn open(
+    target: &Target,
+    source: Option<IpAddr>,
+    nick: Option<&str>,
+    room: &str,
+) -> anyhow::Result<Conn> {
+    let mut stream = match source {
+        None => TcpStream::connect((target.host.as_str(), target.port)).await?,
+        Some(local) => {
+            let remote = tokio::net::lookup_host((target.host.as_str(), target.port))
+                .await?
+                .find(|remote| remote.is_ipv4() == local.is_ipv4())
+                .context("no server address of the source's family")?;
+            let socket = if local.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            socket.bind(std::net::SocketAddr::new(local, 0))?;
+            socket.connect(remote).await?
+        }
+    };
+    stream.set_nodelay(true)?;
+    let host = format!("{}:{}", target.host, target.port);
+    let rest =
+        rawws::handshake(&mut stream, &host, &target.path, chat_protocol::SUBPROTOCOL).await?;
+    // A small buffer, grown only for large frames: many connections live here.
+    let mut buffer = FrameBuffer::new(4096, &rest);
+    let Some(nick) = nick else {
+        let (read, write) = stream.into_split();
+        return Ok(Conn { read, write, buffer });
+    };
+    let mut out = Vec::new();
+    for frame in frames::greeting(nick, room) {
+        rawws::client_frame(TEXT, frame.as_bytes(), &mut out);
+    }
+    stream.write_all(&out).await?;
+    loop {
+        while let Some((opcode, payload)) = buffer.next_frame()? {
+            match opcode {
+                TEXT if frames::peek(payload).is_some_and(|frame| frame.kind == "joined") => {
+                    let (read, write) = stream.into_split();
+                    return Ok(Conn { read, write, buffer });
+                }
+                TEXT if frames::peek(payload).is_some_and(|frame| frame.kind == "error") => {
+                    bail!("refused: {}", String::from_utf8_lossy(payload));
+                }
+                CLOSE => bail!("closed before joining"),
+                _ => {}
+            }
+        }
+        if buffer.fill(&mut stream).await? == 0 {
+            bail!("closed before joining");
+        }
+    }
+}
+
+pub(super) struct SendPlan {
+    pub rate: f64,
+    pub size: usize,
+    pub until_us: u64,
+    pub room: String,
+}
+
+/// Sends on schedule until the measured window ends; returns the messages
+/// sent inside it and the deliveries they owe.
+///
+/// A sender the server cut off (closed as too slow, under overload) stops
+/// and counts as an error; the run goes on.
+pub(super) async fn send_loop(
+    sink: Sink,
+    schedule: Schedule,
+    plan: SendPlan,
+    room_size: u64,
+    counters: Arc<Counters>,
+) -> anyhow::Result<(u64, u64, Sink)> {
+    let mut ticks = pace(schedule.origin.into_std(), plan.rate, plan.until_us);
+    let mut sent = 0u64;
+    let mut say = SayTemplate::new(&plan.room, plan.size);
+    let mut out = Vec::new();
+    while let Some(intended_us) = ticks.recv().await {
+        out.clear();
+        rawws::client_frame(TEXT, say.stamped(intended_us), &mut out);
+        if sink.lock().await.write_all(&out).await.is_err() {
+            counters.errors.fetch_add(1, Ordering::AcqRel);
+            break;
+        }
+        if schedule.is_measured(intended_us) {
+            sent += 1;
+        }
+    }
+    Ok((sent, sent * room_size, sink))
+}
+
+/// The intended send times (µs after `origin`) of one sender at `rate`
+/// messages per second until `until_us`, each delivered at its time by a
+/// thread that sleeps with the OS's precision (tens of µs): the runtime's
+/// timer rounds up to the next millisecond, which would add up to a
+/// millisecond of the bench's own lateness to every latency measured.
+/// A sender that falls behind gets its ticks late, and the latency measured
+/// from the intended time shows it.
+pub(super) fn pace(
+    origin: std::time::Instant,
+    rate: f64,
+    until_us: u64,
+) -> mpsc::UnboundedReceiver<u64> {
+    let (ticks, receiver) = mpsc::unbounded_channel();
+    let interval_us = 1e6 / rate;
+    // Senders start at different offsets so they do not all fire together.
+    let offset_us = rand::random::<f64>() * interval_us;
+    std::thread::spawn(move || {
+        for k in 0u64.. {
+            let intended_us = (offset_us + k as f64 * interval_us) as u64;
+            if intended_us >= until_us {
+                break;
+            }
+            let due = origin + Duration::from_micros(intended_us);
+            if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if ticks.send(intended_us).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+pub(super) type Sink = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
+
+/// What a reader needs of its connection: the socket's read half, the write
+/// half to answer pings on, and the frames read so far.
+pub(super) struct Reading {
+    pub read: OwnedReadHalf,
+    pub sink: Sink,
+    pub buffer: FrameBuffer,
+}
+
+/// Reads until told to stop, recording the latency of measured messages.
+pub(super) async fn read_loop(
+    Reading { mut read, sink, mut buffer }: Reading,
+    schedule: Schedule,
+    counters: Arc<Counters>,
+    histograms: Arc<Vec<Mutex<Histogram<u64>>>>,
+    shard: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let received_us = schedule.origin.elapsed().as_micros() as u64;
+        let mut pinged = false;
+        loop {
+            let (opcode, payload) = match buffer.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(_) => return,
+            };
+            let frame = if opcode == TEXT { frames::peek(payload) } else { None };
+            match (opcode, frame.as_ref().and_then(frames::intended_time)) {
+                (TEXT, Some(intended_us)) if schedule.is_measured(intended_us) => {
+                    counters.received.fetch_add(1, Ordering::AcqRel);
+                    let latency = received_us.saturating_sub(intended_us).clamp(1, MAX_LATENCY_US);
+                    if let Ok(mut histogram) = histograms[shard].lock() {
+                        let _ = histogram.record(latency);
+                    }
+                }
+                (TEXT, None) if frame.is_some_and(|frame| frame.kind == "error") => {
+                    counters.errors.fetch_add(1, Ordering::AcqRel);
+                }
+                (CLOSE, _) => {
+                    counters.closed.fetch_add(1, Ordering::AcqRel);
+                    return;
+                }
+                (PING, _) => pinged = true,
+                _ => {}
+            }
+        }
+        // The server pings connections that are quiet; unanswered, it
+        // would close them as dead. (Its pings carry no payload.)
+        if pinged {
+            let mut pong = Vec::new();
+            rawws::client_frame(PONG, &[], &mut pong);
+            if sink.lock().await.write_all(&pong).await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            filled = buffer.fill(&mut read) => {
+                if !matches!(filled, Ok(n) if n > 0) {
+                    return;
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Reads a connection to its end and returns the close code the server
+/// sent, or `None` if it ended without a close frame.
+pub(super) async fn close_code(conn: Conn) -> Option<u16> {
+    let Conn { mut read, buffer: mut frames, write: _write } = conn;
+    loop {
+        while let Ok(Some((opcode, payload))) = frames.next_frame() {
+            if opcode == CLOSE {
+                return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+            }
+        }
+        match frames.fill(&mut read).await {
+            Ok(n) if n > 0 => {}
+            _ => return None,
+        }
+    }
+}
