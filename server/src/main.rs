@@ -505,7 +505,8 @@ async fn main() -> anyhow::Result<()> {
     let listener =
         TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    // One plain line on stdout, for people and for scripts that pass port 0.
+    // The readiness line (docs/operations.md): the listener is bound, so
+    // connections from now on are served.
     let scheme = if config.transport.tls.is_some() { "https" } else { "http" };
     println!("listening on {scheme}://{addr}");
     tracing::info!(%addr, "listening");

@@ -1,0 +1,137 @@
+//! `chat bench` against the real server: it runs, and its arithmetic holds.
+//! (Timings are never asserted; the targets are checked by running it.)
+
+use std::process::Command;
+
+use chat_test_support::*;
+use serde_json::Value;
+
+/// A server that lets the bench go fast.
+fn server() -> (Proc, String) {
+    server_with(&[
+        "--messages-per-sec",
+        "10000",
+        "--messages-burst",
+        "10000",
+        // Quiet connections are pinged every 100 ms: the bench must
+        // answer, or they are closed as dead.
+        "--ping-interval",
+        "100ms",
+        "--frames-per-sec",
+        "100000",
+        "--frames-burst",
+        "100000",
+    ])
+}
+
+fn bench(url: &str, args: &[&str]) -> Value {
+    let output = Command::new(bin("chat"))
+        .args(["bench", "--server", url, "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn fan_out_over_two_rooms_adds_up() {
+    let (server, url) = server();
+    let pid = server.child.id().to_string();
+    let report = bench(
+        &url,
+        &[
+            "--connections",
+            "10",
+            "--rooms",
+            "2",
+            "--senders",
+            "2",
+            "--rate",
+            "40",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.1",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    let n = |key: &str| report[key].as_u64().unwrap();
+    assert_eq!(n("connections"), 10);
+    assert!(n("sent") > 0, "{report}");
+    // Each room has 5 members, the sender included: every message owes 5.
+    assert_eq!(n("expected"), n("sent") * 5, "{report}");
+    assert_eq!(n("received"), n("expected"), "nothing lost: {report}");
+    assert_eq!(n("lost"), 0);
+    assert_eq!(n("errors"), 0);
+    let latency = &report["latency_ms"];
+    assert_eq!(latency["samples"].as_u64(), Some(n("received")));
+    let q = |key: &str| latency[key].as_f64().unwrap();
+    assert!(0.0 < q("p50") && q("p50") <= q("p99") && q("p99") <= q("max"), "{report}");
+    let delivered = report["deliveries_per_sec"].as_f64().unwrap();
+    assert!((delivered - n("received") as f64 / 0.5).abs() < 1e-6, "{report}");
+    assert!(report["server"]["rss_bytes"].as_u64().is_some_and(|rss| rss > 0), "{report}");
+    assert!(report["server"]["cpu_seconds"].as_f64().is_some_and(|cpu| cpu >= 0.0), "{report}");
+    assert!(report["bench_cpu_percent"].as_f64().is_some(), "{report}");
+}
+
+#[test]
+fn idle_connections_send_nothing_and_are_held_for_the_duration() {
+    let (_server, url) = server();
+    let started = std::time::Instant::now();
+    let report = bench(
+        &url,
+        &["--connections", "30", "--senders", "0", "--duration", "1.5", "--warmup", "0"],
+    );
+    // A lower bound, not a timing target: an idle-memory run must keep its
+    // connections open for as long as it was asked to.
+    assert!(started.elapsed().as_secs_f64() >= 1.5, "{report}");
+    assert_eq!(report["closed_by_server"], 0, "the bench answers pings: {report}");
+    assert_eq!(report["connections"], 30);
+    assert_eq!(report["sent"], 0);
+    assert_eq!(report["expected"], 0);
+    assert_eq!(report["received"], 0);
+}
+
+#[test]
+fn bad_arguments_are_refused() {
+    let output = Command::new(bin("chat"))
+        .args(["bench", "--server", "ws://127.0.0.1:9/ws", "--connections", "2", "--senders", "3"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no more senders than connections"));
+}
+
+#[test]
+fn slow_consumers_are_cut_off_and_the_others_lose_nothing() {
+    let (_server, url) = server();
+    // 8 KB messages, fast: far more than socket buffers hold for the two
+    // connections that never read.
+    let report = bench(
+        &url,
+        &[
+            "--connections",
+            "6",
+            "--slow",
+            "2",
+            "--senders",
+            "1",
+            "--rate",
+            "2000",
+            "--size",
+            "8000",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.1",
+        ],
+    );
+    let n = |key: &str| report[key].as_u64().unwrap();
+    assert_eq!(n("slow"), 2);
+    assert_eq!(n("slow_cut_off"), 2, "{report}");
+    // The four readers (the sender included) owe and get every message.
+    assert_eq!(n("expected"), n("sent") * 4, "{report}");
+    assert_eq!(n("received"), n("expected"), "{report}");
+}

@@ -1,0 +1,241 @@
+//! Every frame survives encoding and decoding unchanged.
+
+use chat_protocol::{
+    Attachment, ClientFrame, ClientMessage, ErrorCode, Gap, Limits, Message, PresenceEvent, Resume,
+    RoomInfo, ServerFrame, ServerInfo, Stats, decode_client, encode_client,
+};
+
+fn message() -> Message {
+    Message {
+        room: "lobby".into(),
+        seq: 7,
+        ts: 1_700_000_000_000,
+        from: "alice".into(),
+        text: "hi \"there\" <b>\n☃".into(),
+        id: Some("m7".into()),
+        action: false,
+        attachment: None,
+    }
+}
+
+#[test]
+fn client_frames_round_trip() {
+    let frames = vec![
+        ClientFrame::Hello { nick: Some("alice".into()), session: None, token: None },
+        ClientFrame::Hello { nick: None, session: Some("5f0c6a4e".into()), token: None },
+        ClientFrame::Hello { nick: None, session: None, token: Some("eyJ.eyJ.sig".into()) },
+        ClientFrame::Join { room: "lobby".into(), after: None },
+        ClientFrame::Join { room: "lobby".into(), after: Some(41) },
+        ClientFrame::Leave { room: "lobby".into() },
+        ClientFrame::Say { room: "lobby".into(), text: "hello\nworld".into(), action: false },
+        ClientFrame::Say { room: "lobby".into(), text: "waves".into(), action: true },
+        ClientFrame::Dm { to: "bob".into(), text: "psst".into() },
+        ClientFrame::Nick { nick: "alicia".into() },
+        ClientFrame::Typing { room: "lobby".into() },
+        ClientFrame::Rooms {},
+        ClientFrame::Who { room: "lobby".into() },
+        ClientFrame::History { room: "lobby".into(), before: Some(10), limit: Some(5) },
+        ClientFrame::History { room: "lobby".into(), before: None, limit: None },
+        ClientFrame::Upload {
+            room: "lobby".into(),
+            name: "cat.png".into(),
+            mime: "image/png".into(),
+            size: 1234,
+            text: String::new(),
+        },
+        ClientFrame::Upload {
+            room: "lobby".into(),
+            name: "notes.txt".into(),
+            mime: "text/plain".into(),
+            size: 1,
+            text: "my notes".into(),
+        },
+        ClientFrame::UploadCancel {},
+        ClientFrame::Subscribe { channel: "$stats".into(), token: None },
+        ClientFrame::Subscribe { channel: "$stats".into(), token: Some("t".into()) },
+        ClientFrame::Ping {},
+        ClientFrame::Auth { token: "eyJ.eyJ.sig".into() },
+    ];
+    let mut kinds = std::collections::BTreeSet::new();
+    for frame in frames {
+        for id in [None, Some("req-1".to_owned())] {
+            let message = ClientMessage { id, frame: frame.clone() };
+            let text = encode_client(&message);
+            assert_eq!(decode_client(&text), Ok(message), "{text}");
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            kinds.insert(value["type"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    assert_eq!(kinds.len(), ClientFrame::TYPES.len(), "every client frame round-tripped");
+}
+
+#[test]
+fn server_frames_round_trip() {
+    let limits = Limits {
+        max_frame_bytes: 65536,
+        max_text_bytes: 8192,
+        max_nick_chars: 32,
+        max_room_chars: 64,
+        history_per_room: 1000,
+        history_page_max: 200,
+        join_history: 50,
+        typing_interval_ms: 2000,
+        messages_per_sec: 10,
+        messages_burst: 30,
+        max_rooms_per_session: 100,
+        max_members_per_room: 10_000,
+        joins_per_sec: 5,
+        joins_burst: 50,
+        frames_per_sec: 50,
+        frames_burst: 200,
+        max_upload_bytes: 8 << 20,
+    };
+    let id = Some("r".to_owned());
+    let frames = vec![
+        ServerFrame::Welcome {
+            id: id.clone(),
+            session: "s".into(),
+            nick: "alice".into(),
+            resumed: true,
+            server: ServerInfo { name: "chat-server".into(), version: "0.1.0".into(), protocol: 1 },
+            limits,
+            token_expires_ms: Some(1_732_442_400_000),
+        },
+        ServerFrame::Joined {
+            id: id.clone(),
+            room: "lobby".into(),
+            members: vec!["alice".into(), "bob".into()],
+            history: vec![message()],
+            last_seq: 7,
+            resume: Resume::Gap,
+            gap: Some(Gap { from: 2, to: 6 }),
+        },
+        ServerFrame::Joined {
+            id: None,
+            room: "lobby".into(),
+            members: vec![],
+            history: vec![],
+            last_seq: 0,
+            resume: Resume::Fresh,
+            gap: None,
+        },
+        ServerFrame::Left { id: None, room: "lobby".into() },
+        ServerFrame::Presence {
+            room: "lobby".into(),
+            event: PresenceEvent::Join,
+            nick: "bob".into(),
+            old: None,
+        },
+        ServerFrame::Presence {
+            room: "lobby".into(),
+            event: PresenceEvent::Leave,
+            nick: "bob".into(),
+            old: None,
+        },
+        ServerFrame::Presence {
+            room: "lobby".into(),
+            event: PresenceEvent::Nick,
+            nick: "robert".into(),
+            old: Some("bob".into()),
+        },
+        ServerFrame::Message(message()),
+        ServerFrame::Message(Message { id: None, action: true, ..message() }),
+        ServerFrame::Message(Message {
+            text: String::new(),
+            attachment: Some(Attachment {
+                id: "ab".repeat(32),
+                name: "cat.png".into(),
+                mime: "image/png".into(),
+                size: 1234,
+            }),
+            ..message()
+        }),
+        ServerFrame::UploadReady { id: id.clone(), chunk_bytes: 65536 },
+        ServerFrame::Subscribed { id: id.clone(), channel: "$stats".into() },
+        ServerFrame::Stats(Stats {
+            uptime_ms: 1,
+            connections: 2,
+            sessions: 3,
+            rooms: vec![RoomInfo { name: "lobby".into(), members: 3 }],
+            room_count: 1,
+            messages_per_sec: 4,
+            messages_total: 5,
+            bytes_in: 6,
+            bytes_out: 7,
+            queued_frames: 8,
+            queued_frames_max: 9,
+            held_for_storage: 10,
+            history_bytes: 11,
+            file_bytes: 12,
+            storage_failing: false,
+        }),
+        ServerFrame::Direct {
+            from: "a".into(),
+            to: "b".into(),
+            text: "t".into(),
+            ts: 1,
+            id: id.clone(),
+        },
+        ServerFrame::Nick { id: id.clone(), old: "a".into(), nick: "b".into() },
+        ServerFrame::Typing { room: "lobby".into(), nick: "alice".into() },
+        ServerFrame::Rooms { id: None, rooms: vec![RoomInfo { name: "lobby".into(), members: 3 }] },
+        ServerFrame::Members { id: None, room: "lobby".into(), members: vec![] },
+        ServerFrame::History { id: id.clone(), room: "lobby".into(), messages: vec![message()] },
+        ServerFrame::Pong { id: id.clone() },
+        ServerFrame::Authed { id: id.clone(), token_expires_ms: 1_732_442_400_000 },
+        ServerFrame::Error {
+            id,
+            code: ErrorCode::RateLimited,
+            message: "slow down".into(),
+            retry_after_ms: Some(5),
+        },
+        ServerFrame::Error {
+            id: None,
+            code: ErrorCode::BadJson,
+            message: "x".into(),
+            retry_after_ms: None,
+        },
+    ];
+    let mut kinds = std::collections::BTreeSet::new();
+    for frame in frames {
+        let text = frame.encode();
+        assert_eq!(ServerFrame::decode(&text).ok(), Some(frame), "{text}");
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        kinds.insert(value["type"].as_str().unwrap_or_default().to_owned());
+    }
+    let all: std::collections::BTreeSet<String> =
+        ServerFrame::TYPES.iter().map(|t| t.to_string()).collect();
+    assert_eq!(kinds, all, "every server frame round-tripped");
+}
+
+#[test]
+fn unknown_error_codes_from_a_newer_server_still_decode() {
+    let frame = ServerFrame::decode(r#"{"type":"error","code":"brand_new","message":"m"}"#);
+    assert!(matches!(frame, Ok(ServerFrame::Error { code: ErrorCode::Unknown, .. })), "{frame:?}");
+}
+
+#[test]
+fn error_codes_serialize_as_documented() {
+    for code in
+        [ErrorCode::BadJson, ErrorCode::NickTaken, ErrorCode::RateLimited, ErrorCode::Unavailable]
+    {
+        assert_eq!(
+            serde_json::to_value(code).ok(),
+            Some(serde_json::Value::String(code.as_str().to_owned()))
+        );
+    }
+}
+
+#[test]
+fn limits_from_servers_that_announced_fewer_fields_still_decode() {
+    let old = r#"{"type":"welcome","session":"s","nick":"a","resumed":false,
+        "server":{"name":"chat-server","version":"0.1.0","protocol":1},
+        "limits":{"max_frame_bytes":65536,"max_text_bytes":8192,"max_nick_chars":32,
+        "max_room_chars":64,"history_per_room":1000,"history_page_max":200,"join_history":50,
+        "typing_interval_ms":2000,"messages_per_sec":10,"messages_burst":30}}"#;
+    let Ok(ServerFrame::Welcome { limits, .. }) = ServerFrame::decode(old) else {
+        panic!("an older welcome must decode");
+    };
+    assert_eq!(limits.messages_burst, 30);
+    assert_eq!((limits.max_rooms_per_session, limits.frames_per_sec), (0, 0), "0: not announced");
+}

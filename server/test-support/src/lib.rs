@@ -1,0 +1,245 @@
+//! The one place the workspace's tests start the real binaries from:
+//! `chat-server` and `chat`, found next to the test binary in the target
+//! directory, read line by line as they run, and killed when dropped.
+//!
+//! # The server's readiness contract
+//!
+//! Once it accepts connections `chat-server` prints `listening on
+//! http://ADDR` (`https://` with TLS) on stdout, `ADDR` being the address
+//! it bound, so `--listen 127.0.0.1:0` tells the port it got. It is the
+//! last line of its startup (only a self-signed certificate's fingerprint
+//! comes before it; logs go to stderr). [`ready`] waits for that line; the
+//! browser tests read it the same way (docs/operations.md).
+//!
+//! A dev-dependency only; it depends on nothing but std.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long any one wait on a process may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// A binary of this workspace, from the target directory the running test
+/// was built into.
+pub fn bin(name: &str) -> PathBuf {
+    // Tests run from target/<profile>/deps/; binaries are one level up.
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("a target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace's binaries first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// A running process whose stdout and stderr lines are read as they come.
+#[derive(Debug)]
+pub struct Proc {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    pub stdout: mpsc::Receiver<String>,
+    pub stderr: mpsc::Receiver<String>,
+    /// The stdout lines read so far.
+    pub seen: Vec<String>,
+}
+
+impl Proc {
+    pub fn spawn(command: &mut Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        let stdin = child.stdin.take();
+        Self { child, stdin, stdout, stderr, seen: Vec::new() }
+    }
+
+    /// Waits for a stdout line equal to `expected`.
+    pub fn expect(&mut self, expected: &str) {
+        self.expect_where(|line| line == expected, expected);
+    }
+
+    /// Waits for a stdout line `matches` accepts, and returns it.
+    pub fn expect_where(&mut self, matches: impl Fn(&str) -> bool, what: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if matches(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line {what:?}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`, and returns it.
+    pub fn expect_stderr(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no stderr line with {needle:?}"),
+            }
+        }
+    }
+
+    /// Waits for a stdout line that `on_stdout` accepts (`Ok`) or a stderr
+    /// line that `on_stderr` accepts (`Err`), whichever comes first.
+    pub fn expect_any(
+        &mut self,
+        on_stdout: impl Fn(&str) -> bool,
+        on_stderr: impl Fn(&str) -> bool,
+    ) -> Result<String, String> {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            let tick = Duration::from_millis(10);
+            if let Ok(line) = self.stdout.recv_timeout(tick) {
+                self.seen.push(line.clone());
+                if on_stdout(&line) {
+                    return Ok(line);
+                }
+            }
+            while let Ok(line) = self.stderr.try_recv() {
+                if on_stderr(&line) {
+                    return Err(line);
+                }
+            }
+        }
+        panic!("neither line came; saw {:#?}", self.seen)
+    }
+
+    pub fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Closes stdin and waits for the exit status: the end of stdout (the
+    /// reader thread hanging up) is the event that the process is ending.
+    pub fn finish(&mut self) -> std::process::ExitStatus {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return self.child.wait().unwrap(),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("process did not exit; saw {:#?}", self.seen)
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The lines of `pipe`, read on a thread as they come.
+pub fn lines(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a server's readiness line; its base URL (`http://ADDR` or
+/// `https://ADDR`).
+pub fn ready(server: &mut Proc) -> String {
+    let line = server.expect_where(|line| line.starts_with("listening on "), "listening on");
+    line.trim_start_matches("listening on ").to_owned()
+}
+
+/// The WebSocket URL of a server whose base URL is `base`.
+pub fn ws_url(base: &str) -> String {
+    let rest = base.strip_prefix("https://").map(|rest| format!("wss://{rest}"));
+    let url = rest.unwrap_or_else(|| base.replacen("http://", "ws://", 1));
+    format!("{url}/ws")
+}
+
+/// `chat-server`, not started.
+pub fn server_command() -> Command {
+    Command::new(bin("chat-server"))
+}
+
+/// Starts `chat-server` with `args` and waits until it is ready: the
+/// process and its base URL.
+pub fn start_server(command: &mut Command) -> (Proc, String) {
+    let mut server = Proc::spawn(command);
+    let base = ready(&mut server);
+    (server, base)
+}
+
+/// An in-memory `chat-server` on a free port with `extra` flags: the
+/// process and its WebSocket URL.
+pub fn server_with(extra: &[&str]) -> (Proc, String) {
+    let (server, base) =
+        start_server(server_command().args(["--listen", "127.0.0.1:0", "--ephemeral"]).args(extra));
+    (server, ws_url(&base))
+}
+
+/// An in-memory `chat-server` on a free port: the process and its
+/// WebSocket URL.
+pub fn server() -> (Proc, String) {
+    server_with(&[])
+}
+
+/// A `chat-server` on a free port with durable storage (pass
+/// `--data-dir`): the process and its WebSocket URL.
+pub fn server_on(extra: &[&str]) -> (Proc, String) {
+    let (server, base) =
+        start_server(server_command().args(["--listen", "127.0.0.1:0"]).args(extra));
+    (server, ws_url(&base))
+}
+
+/// `chat`, with no config file of the user's in the way.
+pub fn chat_command() -> Command {
+    let mut command = Command::new(bin("chat"));
+    command.env("XDG_CONFIG_HOME", "/nonexistent").env_remove("CHAT_CONFIG");
+    command
+}
+
+/// `chat --server URL ARGS`, running.
+pub fn chat(url: &str, args: &[&str]) -> Proc {
+    Proc::spawn(chat_command().arg("--server").arg(url).args(args))
+}
+
+/// `chat --server URL ARGS` with `input` on stdin, to its end.
+pub fn chat_with_input(url: &str, args: &[&str], input: &str) -> Output {
+    let mut child = chat_command()
+        .arg("--server")
+        .arg(url)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}

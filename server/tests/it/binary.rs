@@ -1,0 +1,103 @@
+//! The real `chat-server` binary: it prints where it listens, serves the
+//! page and the health check, and SIGTERM closes connections with 1012 and
+//! exits 0.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use chat_test_support::{Proc, server_command, start_server};
+use chat_transport::tungstenite::{self, Message};
+
+/// Starts the server; its address.
+fn start(command: &mut Command) -> (Proc, String) {
+    let (server, base) = start_server(command);
+    (server, base.trim_start_matches("http://").to_owned())
+}
+
+#[test]
+fn serves_the_page_and_stops_cleanly_on_sigterm() {
+    let mut command = server_command();
+    command.args(["--listen", "127.0.0.1:0", "--log-format", "json", "--ephemeral"]);
+    let (mut server, addr) = start(&mut command);
+
+    let get = |path: &str| -> String {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    let page = get("/");
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    assert!(page.contains("Content-Security-Policy: default-src 'self'"), "{page}");
+    assert!(page.contains("<script src=\"/app.js\""), "{page}");
+    assert!(get("/app.js").contains("new WebSocket("));
+    assert!(get("/healthz").ends_with("\r\n\r\nok\n"));
+
+    let stream = TcpStream::connect(&addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (mut socket, response) = tungstenite::client(format!("ws://{addr}/ws"), stream).unwrap();
+    assert_eq!(response.status(), 101);
+    socket.send(Message::text(r#"{"type":"hello","nick":"term"}"#)).unwrap();
+    assert!(socket.read().unwrap().to_text().unwrap().contains("welcome"));
+
+    let pid = server.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let close = loop {
+        match socket.read() {
+            Ok(Message::Close(frame)) => break frame,
+            Ok(_) => {}
+            Err(err) => panic!("no close frame: {err}"),
+        }
+    };
+    let close = close.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1012);
+    assert!(chat_protocol::retry_after(&close.reason).is_some_and(|ms| ms <= 10_000), "{close}");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    // The process is gone: its stderr has ended.
+    let logs = server.stderr.iter().collect::<Vec<_>>().join("\n");
+    for line in logs.lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert!(value["level"].is_string(), "{line}");
+    }
+    assert!(logs.contains("shutting down"), "{logs}");
+}
+
+#[test]
+fn a_config_file_sets_what_flags_and_environment_do_not() {
+    let dir = std::env::temp_dir().join(format!("chat-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("chat.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\nephemeral = true\nmessages-per-sec = 3\nframes-per-sec = 77\n\
+         joins_per_sec = 6\n",
+    )
+    .unwrap();
+    let mut command = server_command();
+    command.arg("--config").arg(&config).args(["--frames-per-sec", "88"]);
+    let (server, addr) = start(command.env("CHAT_MESSAGES_PER_SEC", "4"));
+    let stream = TcpStream::connect(&addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (mut socket, _) = tungstenite::client(format!("ws://{addr}/ws"), stream).unwrap();
+    socket.send(Message::text(r#"{"type":"hello","nick":"cfg"}"#)).unwrap();
+    let welcome: serde_json::Value =
+        serde_json::from_str(socket.read().unwrap().to_text().unwrap()).unwrap();
+    let limits = &welcome["limits"];
+    assert_eq!(limits["joins_per_sec"], 6, "from the file: {welcome}");
+    assert_eq!(limits["messages_per_sec"], 4, "the environment beats the file: {welcome}");
+    assert_eq!(limits["frames_per_sec"], 88, "the command line beats both: {welcome}");
+    drop(server);
+
+    std::fs::write(&config, "no_such_setting = 1\n").unwrap();
+    let output = server_command().arg("--config").arg(&config).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no_such_setting"), "{output:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

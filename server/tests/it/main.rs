@@ -1,0 +1,16 @@
+//! The server over real sockets: in-process on 127.0.0.1:0 (`support`
+//! starts it and speaks to it), and the real binary for what only the
+//! binary does (`binary`, `chaos`, through `chat-test-support`). One test
+//! binary, so the server is linked once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod abuse;
+mod auth;
+mod binary;
+mod chaos;
+mod chat;
+mod durable;
+mod hostile;
+mod resume;
+mod support;
+mod uploads;
