@@ -2,6 +2,7 @@
 //! then [`chat_server::run`] until ctrl-c or SIGTERM.
 
 mod settings;
+mod tuning;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -18,6 +19,8 @@ use sha2::Digest;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+use crate::tuning::{Tuning, parse_duration, parse_positive_duration, parse_size};
+
 /// A real-time chat server with its own browser page.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -28,12 +31,8 @@ struct Args {
     /// Log format on stderr. The level is set with RUST_LOG (default info).
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// Sustained chat messages (say and dm) allowed per second per connection.
-    #[arg(long, env = "CHAT_MESSAGES_PER_SEC", default_value_t = ServerConfig::default().chat.messages_per_sec)]
-    messages_per_sec: u32,
-    /// Chat messages a connection may send in a burst.
-    #[arg(long, env = "CHAT_MESSAGES_BURST", default_value_t = ServerConfig::default().chat.messages_burst)]
-    messages_burst: u32,
+    #[command(flatten)]
+    tuning: Tuning,
     /// Directory of the message store (SQLite, created if missing).
     #[arg(long, env = "CHAT_DATA_DIR", default_value = "./chat-data")]
     data_dir: PathBuf,
@@ -65,31 +64,16 @@ struct Args {
     /// channel, the /stats page); without it anyone connected may.
     #[arg(long, env = "CHAT_STATS_TOKEN", hide_env_values = true)]
     stats_token: Option<String>,
-    /// Messages kept per room (in storage and for history and resume).
-    #[arg(long, env = "CHAT_HISTORY_MAX_PER_ROOM", default_value_t = ServerConfig::default().chat.history_per_room)]
-    history_max_per_room: usize,
     /// How long messages are kept: a number with s, m, h or d (90d), or
     /// "forever".
     #[arg(long, env = "CHAT_HISTORY_MAX_AGE", default_value = "90d", value_parser = parse_age)]
     history_max_age: Age,
-    /// At shutdown, clients are told to reconnect after a random delay
-    /// within this window (500ms, 10s, ...), so they do not all return at
-    /// once.
-    #[arg(long, env = "CHAT_DRAIN_WINDOW", default_value = "10s", value_parser = parse_duration)]
-    drain_window: Duration,
     /// A host name, besides IP addresses and localhost, that this server
     /// answers for (chat.example.com, *.example.com, or * for any); repeat
     /// for more. Requests for other names get 421, so a page of another site
     /// cannot reach the server by pointing its own name at it.
     #[arg(long = "allowed-host", env = "CHAT_ALLOWED_HOSTS", value_delimiter = ',')]
     allowed_hosts: Vec<String>,
-    /// How long a file download may wait for the client to read more before
-    /// it is dropped: 30s, 2m...
-    #[arg(long, env = "CHAT_SEND_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
-    send_timeout: Duration,
-    /// File downloads going at once from one IP address; more get 429.
-    #[arg(long, env = "CHAT_MAX_DOWNLOADS_PER_IP", default_value_t = ServerConfig::default().max_downloads_per_ip)]
-    max_downloads_per_ip: usize,
     /// A browser origin, besides the server's own, whose pages may open a
     /// WebSocket (https://chat.example.com), or * for any; repeat for more.
     /// Others get 403.
@@ -99,58 +83,6 @@ struct Args {
     /// less 64.
     #[arg(long, env = "CHAT_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
-    /// Connections open at once from one IP address (WebSockets, downloads
-    /// and requests still being read); more get 429.
-    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = ServerConfig::default().max_connections_per_ip)]
-    max_connections_per_ip: usize,
-    /// How often quiet connections are pinged (500ms, 25s, ...); one that
-    /// has not said hello by its second check is closed (1008).
-    #[arg(long, env = "CHAT_PING_INTERVAL", default_value = "25s", value_parser = parse_positive_duration)]
-    ping_interval: Duration,
-    /// Pings in a row a connection may leave unanswered before it is closed
-    /// as dead (4010).
-    #[arg(long, env = "CHAT_PING_MISSES", default_value_t = ServerConfig::default().ping_misses)]
-    ping_misses: u32,
-    /// Sustained frames of any kind per second per connection; past it
-    /// frames are refused with rate_limited.
-    #[arg(long, env = "CHAT_FRAMES_PER_SEC", default_value_t = ServerConfig::default().frames_per_sec)]
-    frames_per_sec: u32,
-    /// Frames of any kind a connection may send in a burst.
-    #[arg(long, env = "CHAT_FRAMES_BURST", default_value_t = ServerConfig::default().frames_burst)]
-    frames_burst: u32,
-    /// Refused frames (recovering one per second) before a connection is
-    /// closed as abusive (1008).
-    #[arg(long, env = "CHAT_FRAMES_REFUSED_MAX", default_value_t = ServerConfig::default().frames_refused_max)]
-    frames_refused_max: u32,
-    /// Sustained joins of new rooms per second per session.
-    #[arg(long, env = "CHAT_JOINS_PER_SEC", default_value_t = ServerConfig::default().chat.joins_per_sec)]
-    joins_per_sec: u32,
-    /// New rooms a session may join in a burst.
-    #[arg(long, env = "CHAT_JOINS_BURST", default_value_t = ServerConfig::default().chat.joins_burst)]
-    joins_burst: u32,
-    /// Rooms one session may be in.
-    #[arg(long, env = "CHAT_MAX_ROOMS_PER_SESSION", default_value_t = ServerConfig::default().chat.max_rooms_per_session)]
-    max_rooms_per_session: usize,
-    /// Members one room may have.
-    #[arg(long, env = "CHAT_MAX_MEMBERS_PER_ROOM", default_value_t = ServerConfig::default().chat.max_members_per_room)]
-    max_members_per_room: usize,
-    /// The largest WebSocket message (and frame) accepted, in bytes; larger
-    /// ones close the connection with 1009.
-    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = ServerConfig::default().transport.max_message_bytes)]
-    max_message_bytes: usize,
-    /// The longest say or dm text, in bytes (too_large past it).
-    #[arg(long, env = "CHAT_MAX_TEXT_BYTES", default_value_t = ServerConfig::default().chat.max_text_bytes)]
-    max_text_bytes: usize,
-    /// The largest HTTP request head, in bytes (431 past it).
-    #[arg(long, env = "CHAT_MAX_HEADER_BYTES", default_value_t = ServerConfig::default().transport.max_header_bytes)]
-    max_header_bytes: usize,
-    /// How long a client may take for the TLS handshake and its request
-    /// head (408 past it): 10s, 500ms...
-    #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
-    handshake_timeout: Duration,
-    /// Rooms held in memory at once; idle ones make way for new ones.
-    #[arg(long, env = "CHAT_MAX_ROOMS", default_value_t = ServerConfig::default().chat.max_rooms)]
-    max_rooms: usize,
     /// Rooms one session may create per hour (rate_limited past it).
     #[arg(long, env = "CHAT_ROOMS_CREATED_PER_HOUR", default_value_t = ServerConfig::default().chat.rooms_created_per_session.amount)]
     rooms_created_per_hour: u64,
@@ -163,14 +95,6 @@ struct Args {
     /// Rooms the sessions of one address may create at once.
     #[arg(long, env = "CHAT_ROOMS_CREATED_BURST_PER_ADDRESS", default_value_t = ServerConfig::default().chat.rooms_created_per_source.burst)]
     rooms_created_burst_per_address: u64,
-    /// Sessions waiting to be resumed that one address may hold; past it
-    /// the one detached longest ends.
-    #[arg(long, env = "CHAT_MAX_DETACHED_PER_ADDRESS", default_value_t = ServerConfig::default().chat.max_detached_per_source)]
-    max_detached_per_address: usize,
-    /// Bytes of history all rooms may hold in memory; past it the windows
-    /// of the rooms used longest ago are read back from storage when asked.
-    #[arg(long, env = "CHAT_HISTORY_MEMORY", default_value = "256MiB", value_parser = parse_size)]
-    history_memory: u64,
     /// History bytes one connection may be sent per second (history pages
     /// and joined backlogs).
     #[arg(long, env = "CHAT_HISTORY_BYTES_PER_SEC", default_value = "512KiB", value_parser = parse_size)]
@@ -305,55 +229,6 @@ fn parse_age(text: &str) -> Result<Age, String> {
     }
 }
 
-/// A duration above zero.
-fn parse_positive_duration(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
-        Duration::ZERO => Err("must be more than zero".to_owned()),
-        duration => Ok(duration),
-    }
-}
-
-/// A size in bytes, with an optional unit: 1024, 64KiB, 8MiB, 1GB.
-fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a size like 8MiB"))?;
-    let scale: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "kB" | "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        other => {
-            return Err(format!("unknown size unit {other:?} (use KiB, MiB, GiB, kB, MB or GB)"));
-        }
-    };
-    number.checked_mul(scale).ok_or_else(|| format!("{text:?} is too large"))
-}
-
-/// A duration written as a number and a unit: 500ms, 45s, 30m, 12h, 90d.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 =
-        number.parse().map_err(|_| format!("{text:?} is not like 500ms, 45s, 30m, 12h or 90d"))?;
-    let millis = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("unknown unit {unit:?}: use ms, s, m, h or d")),
-    };
-    number
-        .checked_mul(millis)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too long"))
-}
-
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum RoomList {
     /// Every room someone is in, with member counts.
@@ -417,37 +292,19 @@ async fn main() -> anyhow::Result<()> {
         "open file limit"
     );
     let mut config = ServerConfig::default();
-    config.chat.messages_per_sec = args.messages_per_sec;
-    config.chat.messages_burst = args.messages_burst;
-    config.chat.history_per_room = args.history_max_per_room;
+    args.tuning.apply(&mut config);
     config.chat.history_max_age = args.history_max_age.0;
-    config.drain_window = args.drain_window;
     config.transport.allowed_origins = args.allowed_origins.clone();
     config.transport.allowed_hosts = args.allowed_hosts.clone();
-    config.transport.send_timeout = args.send_timeout;
-    config.max_downloads_per_ip = args.max_downloads_per_ip;
     if let Some(max) = args.max_connections {
         config.max_connections = max;
     }
-    config.max_connections_per_ip = args.max_connections_per_ip;
-    config.ping_interval = args.ping_interval;
-    config.ping_misses = args.ping_misses;
-    config.frames_per_sec = args.frames_per_sec;
-    config.frames_burst = args.frames_burst;
-    config.frames_refused_max = args.frames_refused_max;
-    config.chat.joins_per_sec = args.joins_per_sec;
-    config.chat.joins_burst = args.joins_burst;
-    config.chat.max_rooms_per_session = args.max_rooms_per_session;
-    config.chat.max_members_per_room = args.max_members_per_room;
-    config.chat.max_rooms = args.max_rooms;
     config.chat.rooms_created_per_session =
         Rate::per_hour(args.rooms_created_per_hour, args.rooms_created_burst);
     config.chat.rooms_created_per_source = Rate::per_hour(
         args.rooms_created_per_hour_per_address,
         args.rooms_created_burst_per_address,
     );
-    config.chat.max_detached_per_source = args.max_detached_per_address;
-    config.chat.history_memory_max = usize::try_from(args.history_memory).unwrap_or(usize::MAX);
     config.chat.history_bytes_per_conn = Rate {
         amount: args.history_bytes_per_sec,
         per: Duration::from_secs(1),
@@ -458,10 +315,6 @@ async fn main() -> anyhow::Result<()> {
     config.chat.upload_bytes_per_source =
         Rate::per_hour(args.upload_quota_address, args.upload_quota_address);
     config.chat.public_rooms = matches!(args.room_list, RoomList::All);
-    config.transport.max_message_bytes = args.max_message_bytes;
-    config.chat.max_text_bytes = args.max_text_bytes;
-    config.transport.max_header_bytes = args.max_header_bytes;
-    config.transport.handshake_timeout = args.handshake_timeout;
     if secret.is_some() {
         tracing::info!("authentication on: every hello needs an access token");
     }
@@ -547,31 +400,50 @@ async fn shutdown_signal() {
 mod tests {
     use super::*;
 
+    /// docs/operations.md lists every setting with its environment variable
+    /// and default; this holds it to the flags, so the table cannot drift.
     #[test]
-    fn durations_take_a_unit() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
-        assert!(parse_duration("10").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("99999999999999999999d").is_err());
-        assert!(parse_duration("999999999999999d").is_err());
-        assert!(parse_positive_duration("0ms").is_err());
-        assert_eq!(parse_positive_duration("1ms"), Ok(Duration::from_millis(1)));
-    }
-
-    #[test]
-    fn sizes_take_an_optional_unit() {
-        assert_eq!(parse_size("1024"), Ok(1024));
-        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
-        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
-        assert_eq!(parse_size("2MB"), Ok(2_000_000));
-        assert_eq!(parse_size("0"), Ok(0));
-        assert!(parse_size("MiB").is_err());
-        assert!(parse_size("8 parsecs").is_err());
-        assert!(parse_size("99999999999GiB").is_err());
+    fn the_operations_guide_lists_every_flag_as_it_is() {
+        use clap::CommandFactory;
+        const GUIDE: &str = include_str!("../../docs/operations.md");
+        let rows: Vec<Vec<&str>> = GUIDE
+            .lines()
+            .filter(|line| line.starts_with("| `--"))
+            .map(|line| line.split(" | ").collect())
+            .collect();
+        for arg in Args::command().get_arguments() {
+            let Some(long) = arg.get_long().filter(|long| !matches!(*long, "help" | "version"))
+            else {
+                continue;
+            };
+            let flag = format!("`--{long}");
+            let row = rows
+                .iter()
+                .find(|row| {
+                    row.first().is_some_and(|cell| {
+                        cell.contains(&format!("{flag} ")) || cell.contains(&format!("{flag}`"))
+                    })
+                })
+                .unwrap_or_else(|| panic!("docs/operations.md has no row for --{long}"));
+            let env =
+                arg.get_env().map(|env| env.to_string_lossy().into_owned()).unwrap_or_default();
+            assert!(
+                row.get(1).is_some_and(|cell| cell.contains(&format!("`{env}`"))),
+                "--{long}: {row:?}"
+            );
+            let default: Vec<String> =
+                arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
+            let documented = row.get(2).map(|cell| cell.trim_matches('`')).unwrap_or_default();
+            match default.as_slice() {
+                [] => assert!(
+                    matches!(documented, "none" | "off") || long == "max-connections",
+                    "--{long} has no default, the guide says {documented:?}"
+                ),
+                [value] if value == "false" => assert_eq!(documented, "off", "--{long}"),
+                [value] => assert_eq!(documented, value, "--{long}: the guide's default"),
+                more => panic!("--{long} has several defaults: {more:?}"),
+            }
+        }
     }
 
     #[test]
