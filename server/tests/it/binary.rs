@@ -33,8 +33,8 @@ fn serves_the_page_and_stops_cleanly_on_sigterm() {
     let page = get("/");
     assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
     assert!(page.contains("Content-Security-Policy: default-src 'self'"), "{page}");
-    assert!(page.contains("<script src=\"/app.js\""), "{page}");
-    assert!(get("/app.js").contains("new WebSocket("));
+    assert!(page.contains("<script type=\"module\" src=\"/js/main.js\">"), "{page}");
+    assert!(get("/js/connection.js").contains("new WebSocket("));
     assert!(get("/healthz").ends_with("\r\n\r\nok\n"));
 
     let stream = TcpStream::connect(&addr).unwrap();

@@ -1,9 +1,9 @@
 // The live stats page: subscribes to the $stats channel (docs/protocol.md)
 // and draws the counters and a rolling chart, once a second, as the server
 // pushes them. No chart library: a canvas.
-'use strict';
 
-const $ = (id) => document.getElementById(id);
+import { $, formatSize, parseFrame } from './common.js';
+
 const HISTORY = 120; // seconds shown in the chart
 const TOKEN_KEY = 'chat.stats-token';
 const samples = []; // { messages, connections }

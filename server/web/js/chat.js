@@ -1,0 +1,342 @@
+// What the session reports, shown: frames become lines, members, badges
+// and notices; what a room missed goes in its place by seq. Each frame type
+// has its handler in `frames`; a feature that adds frames (shared
+// documents, say) adds its handlers there.
+
+import { $ } from './common.js';
+import { uploadEnded, uploadProgress, uploadWaiting } from './files.js';
+import { notify, renderNotifyButton } from './notify.js';
+import { NICK_KEY, ROOMS_KEY, SESSION_KEY, TOKEN_KEY, directView, roomState, state } from './state.js';
+import {
+  addLine, renderMembers, renderMessages, renderRooms, renderTyping, setStatus, showApp, showBanner,
+  showLogin, switchRoom,
+} from './views.js';
+
+const TYPING_SHOW_MS = 4000;
+
+/** Handlers of server frames by type: (frame, catchUp) => void. */
+export const frames = {
+  welcome(frame) {
+    state.nick = frame.nick;
+    state.limits = frame.limits || {};
+    localStorage.setItem(NICK_KEY, frame.nick);
+    $('me').textContent = frame.nick;
+    showApp();
+    renderNotifyButton();
+  },
+  joined(frame, catchUp) {
+    const room = roomState(frame.room);
+    room.members = new Set(frame.members);
+    // A resume's history comes complete in `missed`.
+    if (!catchUp) {
+      for (const message of frame.history) {
+        addMessage(message, false);
+      }
+    }
+    if (!state.current || !state.rooms.has(state.current) || state.switchTo === frame.room) {
+      state.switchTo = null;
+      switchRoom(frame.room);
+    }
+    renderRooms();
+    renderMembers();
+  },
+  left(frame) {
+    state.rooms.delete(frame.room);
+    if (state.current === frame.room) {
+      state.current = state.rooms.keys().next().value || null;
+      renderMessages();
+    }
+    renderRooms();
+    renderMembers();
+  },
+  message(frame) {
+    addMessage(frame, true);
+  },
+  presence(frame) {
+    const room = state.rooms.get(frame.room);
+    if (!room) {
+      return;
+    }
+    if (frame.event === 'join') {
+      room.members.add(frame.nick);
+      addLine(frame.room, { kind: 'notice', text: `${frame.nick} joined` });
+    } else if (frame.event === 'leave') {
+      room.members.delete(frame.nick);
+      addLine(frame.room, { kind: 'notice', text: `${frame.nick} left` });
+    } else if (frame.event === 'nick') {
+      room.members.delete(frame.old);
+      room.members.add(frame.nick);
+      addLine(frame.room, { kind: 'notice', text: `${frame.old} is now known as ${frame.nick}` });
+    }
+    renderMembers();
+  },
+  direct(frame) {
+    const mine = frame.from === state.nick;
+    const peer = mine ? frame.to : frame.from;
+    const view = directView(peer);
+    addLine(`@${peer}`, { kind: 'message', ts: frame.ts, from: frame.from, text: frame.text });
+    if (!mine && state.current !== `@${peer}`) {
+      view.unread += 1;
+      view.mentioned = true;
+    }
+    if (!mine) {
+      notify(`${frame.from} (direct)`, frame.text);
+    }
+    if (mine && state.switchTo === `@${peer}`) {
+      state.switchTo = null;
+      switchRoom(`@${peer}`);
+    }
+    renderRooms();
+  },
+  nick(frame) {
+    state.nick = frame.nick;
+    state.wantedNick = frame.nick;
+    localStorage.setItem(NICK_KEY, frame.nick);
+    $('me').textContent = frame.nick;
+    for (const room of state.rooms.values()) {
+      room.members.delete(frame.old);
+      room.members.add(frame.nick);
+    }
+    if (state.current) {
+      addLine(state.current, { kind: 'notice', text: `you are now known as ${frame.nick}` });
+    }
+    renderMembers();
+  },
+  typing(frame) {
+    showTyping(frame.room, frame.nick);
+  },
+  members(frame) {
+    const room = state.rooms.get(frame.room);
+    if (room) {
+      room.members = new Set(frame.members);
+      renderMembers();
+    }
+    if (state.current) {
+      addLine(state.current, { kind: 'notice', text: `members of ${frame.room}: ${frame.members.join(', ') || 'none'}` });
+    }
+  },
+  history(frame) {
+    // The answer to "load older" (a catch-up's pages come as `missed`).
+    const name = state.pages.get(frame.id);
+    if (name === undefined) {
+      return;
+    }
+    state.pages.delete(frame.id);
+    const room = state.rooms.get(name);
+    if (room && frame.messages.length === 0) {
+      room.complete = true;
+    }
+    insertOlder(name, frame.messages);
+  },
+  rooms(frame) {
+    if (state.current) {
+      const list = frame.rooms.map((r) => `${r.name} (${r.members})`).join(', ');
+      addLine(state.current, { kind: 'notice', text: `rooms: ${list || 'none'}` });
+    }
+  },
+  error(frame) {
+    state.pages.delete(frame.id);
+    const target = state.current || [...state.rooms.keys()][0];
+    if (target) {
+      addLine(target, { kind: 'error', text: `error: ${frame.code}: ${frame.message}` });
+    }
+  },
+};
+
+/** One event of the session (session.js). */
+export function onEvent(event) {
+  switch (event.type) {
+    case 'frame':
+      // A message refused for now goes again by itself: nothing to show.
+      if (!event.retrying) {
+        frames[event.frame.type]?.(event.frame, event.catchUp);
+      }
+      break;
+    case 'missed':
+      missed(event);
+      break;
+    case 'resumed':
+      if (event.notice !== 'reconnected, resumed' && state.current) {
+        addLine(state.current, { kind: 'notice', text: event.notice });
+      }
+      break;
+    case 'link':
+      link(event);
+      break;
+    case 'queued':
+      break;
+    case 'notice':
+      break; // the link event says it on screen
+    case 'problem':
+      if (state.current) {
+        addLine(state.current, { kind: 'error', text: event.text });
+      }
+      break;
+    case 'uploadEnded':
+      uploadEnded(event.file, event.error);
+      break;
+    case 'uploadWaiting':
+      uploadWaiting(event.file);
+      break;
+    case 'failed':
+      failed(event.failure);
+      break;
+    default:
+      break;
+  }
+}
+
+export { uploadProgress as onProgress };
+
+/** What storage keeps for the next visit. */
+export function onSave(saved) {
+  if (saved.session) {
+    sessionStorage.setItem(SESSION_KEY, saved.session);
+  }
+  localStorage.setItem(ROOMS_KEY, JSON.stringify(saved.rooms));
+}
+
+function link(event) {
+  if (event.link === 'connecting') {
+    setStatus('connecting…', false);
+  } else if (event.link === 'connected') {
+    setStatus('connected', false);
+    showBanner('');
+  } else if (event.link === 'waiting') {
+    const why = event.restarting ? 'server restarting' : 'connection lost';
+    setStatus(`${why} — reconnecting`, true);
+    const wait = Math.max(0, event.until - performance.now());
+    const when = event.asked ? ` in ${(wait / 1000).toFixed(1)} s` : '…';
+    showBanner(`Connection lost (${why}). Reconnecting${when} Messages you send meanwhile go out once it is back.`);
+  }
+}
+
+function failed(failure) {
+  if (failure.kind === 'replaced') {
+    // Another tab or device resumed this session.
+    setStatus('this session was opened elsewhere', true);
+    showBanner('This chat was opened in another window. Reload to use it here.');
+    return;
+  }
+  state.connection = null;
+  if (failure.code === 'unauthorized' || failure.why === 'the access token expired') {
+    state.token = null;
+    localStorage.removeItem(TOKEN_KEY);
+  }
+  if (failure.why === 'the access token expired') {
+    setStatus('access token expired', true);
+    showLogin('Your access token expired. Enter a new one to come back.');
+    return;
+  }
+  // The hello was refused: back to the login form with the reason.
+  showLogin(failure.why);
+}
+
+/** What a room missed while away, complete and in order. */
+function missed({ room: name, messages, gap, restarted }) {
+  const room = roomState(name);
+  if (restarted) {
+    // The server lost this room's history (an in-memory server that
+    // restarted): its numbering starts over.
+    room.lastSeq = 0;
+    addLine(name, { kind: 'notice', text: 'the server restarted; earlier history is gone' });
+  } else if (gap) {
+    const lost = gap.to - gap.from + 1;
+    addLine(name, { kind: 'notice', text: `${lost} message(s) from while you were away are no longer kept` });
+  }
+  for (const message of messages) {
+    addMessage(message, false);
+  }
+}
+
+function addMessage(message, live) {
+  const room = roomState(message.room);
+  // Each seq once, in order.
+  if (message.seq <= room.lastSeq) {
+    return;
+  }
+  room.lastSeq = message.seq;
+  const line = messageLine(message);
+  addLine(message.room, line);
+  if (live && message.room !== state.current) {
+    room.unread += 1;
+    room.mentioned = room.mentioned || line.mention;
+    renderRooms();
+  }
+  if (live && line.mention) {
+    notify(`${message.from} in #${message.room}`, message.text);
+  }
+  if (live) {
+    clearTyping(message.room, message.from);
+  }
+}
+
+/** Puts messages older than what is shown into their place by seq. */
+function insertOlder(name, messages) {
+  const room = state.rooms.get(name);
+  if (!room) {
+    return;
+  }
+  const have = new Set(room.lines.filter((l) => l.seq).map((l) => l.seq));
+  for (const message of messages) {
+    if (have.has(message.seq)) {
+      continue;
+    }
+    const line = messageLine(message);
+    const at = room.lines.findIndex((l) => l.seq && l.seq > message.seq);
+    if (at < 0) {
+      room.lines.push(line);
+    } else {
+      room.lines.splice(at, 0, line);
+    }
+  }
+  if (name === state.current) {
+    renderMessages();
+  }
+}
+
+function messageLine(message) {
+  return {
+    kind: message.action ? 'action' : 'message',
+    ts: message.ts,
+    from: message.from,
+    text: message.text,
+    seq: message.seq,
+    attachment: message.attachment || null,
+    mention: Boolean(state.nick && message.from !== state.nick && mentions(message.text, state.nick)),
+  };
+}
+
+/** Whether `text` names `nick` as a word (case-insensitively). */
+function mentions(text, nick) {
+  const words = text.toLowerCase().split(/[^\p{L}\p{N}_.-]+/u);
+  return words.includes(nick.toLowerCase());
+}
+
+/** "Load older": the page of history before the first message shown. */
+export function loadOlder() {
+  const room = state.rooms.get(state.current);
+  const first = room && room.lines.find((l) => l.seq);
+  if (!first || first.seq <= 1 || !state.connection) {
+    return;
+  }
+  const id = state.connection.session.newId();
+  state.pages.set(id, state.current);
+  state.connection.send({ type: 'history', room: state.current, before: first.seq, limit: 50 }, id);
+}
+
+function showTyping(room, nick) {
+  const key = `${room}\n${nick}`;
+  clearTimeout(state.typing.get(key));
+  state.typing.set(key, setTimeout(() => clearTyping(room, nick), TYPING_SHOW_MS));
+  renderTyping();
+}
+
+function clearTyping(room, nick) {
+  const key = `${room}\n${nick}`;
+  if (state.typing.has(key)) {
+    clearTimeout(state.typing.get(key));
+    state.typing.delete(key);
+    renderTyping();
+  }
+}

@@ -1,0 +1,116 @@
+// The composer: what is typed becomes a message, or a /command.
+
+import { $ } from './common.js';
+import { state } from './state.js';
+import { addLine } from './views.js';
+
+const TYPING_SEND_MS = 2000;
+
+const HELP = '/join ROOM · /leave [ROOM] · /nick NAME · /me ACTION · /msg NICK TEXT · /upload · /who · /rooms · /help — files: the Attach button, drag and drop, or paste';
+
+function send(frame) {
+  if (!state.connection) {
+    return false;
+  }
+  state.connection.send(frame);
+  return true;
+}
+
+/** A say or dm: kept until the server has it, sent again after a reconnect. */
+function sendMessage(frame) {
+  if (!send(frame)) {
+    return false;
+  }
+  if (state.connection.session.phase.name !== 'live' && state.current) {
+    addLine(state.current, { kind: 'notice', text: 'offline: the message will be sent when the connection is back' });
+  }
+  return true;
+}
+
+export function submit() {
+  const textarea = $('text');
+  const text = textarea.value;
+  if (!text.trim()) {
+    return;
+  }
+  if (runCommand(text.trim())) {
+    textarea.value = '';
+  }
+}
+
+/** Carries out one input; whether it was consumed. */
+function runCommand(input) {
+  const current = state.current;
+  if (!input.startsWith('/') || input.startsWith('//')) {
+    const text = input.startsWith('//') ? input.slice(1) : $('text').value;
+    if (!current) {
+      return false;
+    }
+    if (current.startsWith('@')) {
+      return sendMessage({ type: 'dm', to: current.slice(1), text });
+    }
+    return sendMessage({ type: 'say', room: current, text });
+  }
+  const [command, ...rest] = input.split(/\s+/);
+  const arg = input.slice(command.length).trim();
+  switch (command.toLowerCase()) {
+    case '/join':
+      return arg ? joinRoom(arg) : false;
+    case '/leave':
+    case '/part': {
+      const room = (arg || current || '').replace(/^#/, '');
+      return room ? send({ type: 'leave', room }) : false;
+    }
+    case '/nick':
+      return arg ? send({ type: 'nick', nick: arg }) : false;
+    case '/me':
+      return current && !current.startsWith('@') && arg
+        ? sendMessage({ type: 'say', room: current, text: arg, action: true })
+        : false;
+    case '/msg': {
+      const [to] = rest;
+      const text = arg.slice(to ? to.length : 0).trim();
+      if (!to || !text) {
+        return false;
+      }
+      state.switchTo = `@${to}`;
+      return sendMessage({ type: 'dm', to, text });
+    }
+    case '/upload':
+      $('file-input').click();
+      return true;
+    case '/who':
+      return current ? send({ type: 'who', room: current }) : false;
+    case '/rooms':
+      return send({ type: 'rooms' });
+    case '/help':
+      if (current) {
+        addLine(current, { kind: 'notice', text: HELP });
+      }
+      return true;
+    default:
+      if (current) {
+        addLine(current, { kind: 'error', text: `unknown command ${command}; ${HELP}` });
+      }
+      return false;
+  }
+}
+
+export function joinRoom(name) {
+  const room = name.replace(/^#/, '');
+  state.switchTo = room;
+  return send({ type: 'join', room });
+}
+
+/** Tells the room this user is typing, at most every TYPING_SEND_MS. */
+export function onTyping() {
+  const now = Date.now();
+  const text = $('text').value;
+  if (state.current && !state.current.startsWith('@') && text && !text.startsWith('/')
+      && now - state.lastTypingSent >= TYPING_SEND_MS && state.connection?.session.phase.name === 'live') {
+    state.lastTypingSent = now;
+    send({ type: 'typing', room: state.current });
+  }
+}
+
+export { sendMessage };

@@ -1,0 +1,149 @@
+// The browser chat page: protocol chat.v1 (docs/protocol.md) over the
+// WebSocket API, in ES modules served as they are (no bundler):
+//
+//   session.js, pacer.js   the session as a state machine (no DOM, no timers)
+//   connection.js          its driver: the transport, the clock, files being sent
+//   chat.js                what the session reports, shown; frame handlers by type
+//   views.js, state.js     the page's picture and its rendering
+//   composer.js            what is typed; files.js attachments and uploads;
+//   notify.js              desktop notifications
+//
+// A feature that brings frames of its own (shared documents) adds a module
+// with its handlers in chat.js's `frames` and its views; a second transport
+// goes beside connection.js's webSocketTransport.
+
+import { $ } from './common.js';
+import { frames, loadOlder, onEvent, onProgress, onSave } from './chat.js';
+import { joinRoom, onTyping, sendMessage, submit } from './composer.js';
+import { Connection, webSocketTransport } from './connection.js';
+import { queueUpload } from './files.js';
+import { askForNotifications } from './notify.js';
+import { NICK_KEY, SESSION_KEY, TOKEN_KEY, savedRooms, state } from './state.js';
+import { showLogin, switchRoom } from './views.js';
+
+function start(nick, token) {
+  state.connection?.stop();
+  state.wantedNick = nick;
+  state.token = token || null;
+  state.connection = new Connection({
+    config: {
+      nick,
+      accessToken: state.token,
+      rooms: savedRooms().map((room) => [room, null]),
+      random: Math.random,
+    },
+    saved: { session: sessionStorage.getItem(SESSION_KEY), rooms: [] },
+    transport: webSocketTransport,
+    onEvent,
+    onSave,
+    onProgress,
+  });
+}
+
+// For the browser tests and the console: the page's state and a few levers.
+window.chat = {
+  state,
+  frames,
+  /** Sends a frame as it is (with `id`, the answer carries it). */
+  send: (frame, id = null) => state.connection?.send(frame, id),
+  /** Says `text` in the current room, as typing it would. */
+  say: (text) => sendMessage({ type: 'say', room: state.current, text }),
+  /** Drops the connection and stays offline until online(). */
+  offline: () => state.connection?.offline(),
+  online: () => state.connection?.online(),
+  /** The address the connection was opened to. */
+  url: () => state.connection?.link?.url ?? null,
+};
+
+window.addEventListener('online', () => state.connection?.online());
+
+document.addEventListener('DOMContentLoaded', () => {
+  $('login-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const nick = $('nick-input').value.trim();
+    const token = $('token-input').value.trim();
+    if (!nick && !token) {
+      $('login-error').textContent = 'Pick a nickname (or paste an access token).';
+      return;
+    }
+    $('login-error').textContent = '';
+    if (token) {
+      localStorage.setItem(TOKEN_KEY, token);
+    } else {
+      localStorage.removeItem(TOKEN_KEY);
+    }
+    start(nick || null, token);
+  });
+  $('send-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    submit();
+  });
+  $('join-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const room = $('join-input').value.trim();
+    if (room && joinRoom(room)) {
+      $('join-input').value = '';
+    }
+  });
+  $('text').addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      submit();
+    }
+  });
+  $('text').addEventListener('input', onTyping);
+  $('older').addEventListener('click', loadOlder);
+  $('notify').addEventListener('click', askForNotifications);
+  $('attach').addEventListener('click', () => $('file-input').click());
+  $('file-input').addEventListener('change', () => {
+    for (const file of $('file-input').files) {
+      queueUpload(file);
+    }
+    $('file-input').value = '';
+  });
+  $('text').addEventListener('paste', (event) => {
+    const files = [...(event.clipboardData?.files || [])];
+    if (files.length) {
+      event.preventDefault();
+      files.forEach(queueUpload);
+    }
+  });
+  const chat = document.querySelector('.chat');
+  chat.addEventListener('dragover', (event) => {
+    if ([...(event.dataTransfer?.types || [])].includes('Files')) {
+      event.preventDefault();
+      chat.classList.add('dropping');
+    }
+  });
+  chat.addEventListener('dragleave', () => chat.classList.remove('dropping'));
+  chat.addEventListener('drop', (event) => {
+    chat.classList.remove('dropping');
+    const files = [...(event.dataTransfer?.files || [])];
+    if (files.length) {
+      event.preventDefault();
+      files.forEach(queueUpload);
+    }
+  });
+  $('viewer').addEventListener('click', () => $('viewer').close());
+  // Keyboard: Alt+Up / Alt+Down move between rooms and conversations.
+  document.addEventListener('keydown', (event) => {
+    if (!event.altKey || (event.key !== 'ArrowUp' && event.key !== 'ArrowDown')) {
+      return;
+    }
+    const names = [...state.rooms.keys(), ...[...state.directs.keys()].map((p) => `@${p}`)];
+    const at = names.indexOf(state.current);
+    if (names.length && at >= 0) {
+      event.preventDefault();
+      const step = event.key === 'ArrowUp' ? -1 : 1;
+      switchRoom(names[(at + step + names.length) % names.length]);
+    }
+  });
+  const saved = localStorage.getItem(NICK_KEY);
+  const savedToken = localStorage.getItem(TOKEN_KEY);
+  if (saved || savedToken) {
+    $('nick-input').value = saved || '';
+    start(saved, savedToken);
+  } else {
+    showLogin('');
+  }
+});

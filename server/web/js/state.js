@@ -1,0 +1,79 @@
+// What the page shows, as plain data: rooms and conversations with their
+// lines, members and unread counts, the view on screen, who is typing.
+// The session's own state (pending messages, seqs, the connection) is the
+// session's (session.js); this is the page's picture of it.
+
+export const NICK_KEY = 'chat.nick';
+export const TOKEN_KEY = 'chat.token';
+// Per tab, so two tabs are two sessions rather than one taking the other
+// over; it survives a reload, so a reload resumes.
+export const SESSION_KEY = 'chat.session';
+export const ROOMS_KEY = 'chat.rooms';
+/** Lines a view keeps. */
+const MAX_LINES = 2000;
+
+export const state = {
+  connection: null,   // the Connection (connection.js) once logged in
+  nick: null,         // the nick the server confirmed
+  wantedNick: null,   // the nick asked for
+  token: null,        // the access token, on servers that ask for one
+  rooms: new Map(),   // name -> { lines, members: Set, lastSeq, unread, mentioned, complete }
+  directs: new Map(), // peer nick -> { lines, unread, mentioned } (views named "@peer")
+  current: null,      // the view on screen
+  switchTo: null,     // a view the user asked for: shown once it exists
+  limits: {},         // welcome.limits
+  pages: new Map(),   // id of a "load older" request -> room
+  typing: new Map(),  // "room\nnick" -> timer
+  lastTypingSent: 0,
+  uploads: new Map(), // file id -> { room, name, row, bar }
+  files: new Map(),   // attachment id -> Promise of an object URL
+  notified: 0,        // desktop notifications shown (for the tests)
+};
+
+/** The view named `name`: a room, or a conversation ("@peer"). */
+export function viewOf(name) {
+  if (!name) {
+    return null;
+  }
+  return name.startsWith('@') ? state.directs.get(name.slice(1)) : state.rooms.get(name);
+}
+
+export function roomState(name) {
+  let room = state.rooms.get(name);
+  if (!room) {
+    room = { lines: [], members: new Set(), lastSeq: 0, unread: 0, mentioned: false, complete: false };
+    state.rooms.set(name, room);
+  }
+  return room;
+}
+
+export function directView(peer) {
+  let view = state.directs.get(peer);
+  if (!view) {
+    view = { lines: [], unread: 0, mentioned: false };
+    state.directs.set(peer, view);
+  }
+  return view;
+}
+
+/** Adds a line to a view's list; true if it is kept. */
+export function pushLine(name, line) {
+  const view = viewOf(name);
+  if (!view) {
+    return false;
+  }
+  view.lines.push(line);
+  if (view.lines.length > MAX_LINES) {
+    view.lines.splice(0, view.lines.length - MAX_LINES);
+  }
+  return true;
+}
+
+export function savedRooms() {
+  try {
+    const rooms = JSON.parse(localStorage.getItem(ROOMS_KEY) || '[]');
+    return Array.isArray(rooms) && rooms.length ? rooms.filter((r) => typeof r === 'string') : ['lobby'];
+  } catch (_) {
+    return ['lobby'];
+  }
+}
