@@ -222,6 +222,8 @@ pub struct Session {
     deferred: VecDeque<Command>,
     /// Uploads, the first one in progress.
     uploads: VecDeque<Sending>,
+    /// The first upload was refused for now: it is announced again then.
+    upload_at: Option<Instant>,
     quit: Quit,
     /// Files seen in messages, for downloads by a short id.
     attachments: Vec<Attachment>,
@@ -300,6 +302,7 @@ impl Session {
             out: VecDeque::new(),
             deferred: VecDeque::new(),
             uploads: VecDeque::new(),
+            upload_at: None,
             quit: Quit::No,
             attachments: Vec::new(),
             up_before: false,
@@ -403,6 +406,7 @@ impl Session {
             self.connect();
         }
         self.page_timeout(now);
+        self.upload_timeout(now);
         if matches!(self.phase, Phase::Live) && self.retry_at.is_some_and(|at| at <= now) {
             self.retry_at = None;
             for id in std::mem::take(&mut self.retry) {
@@ -473,7 +477,10 @@ impl Session {
         match &self.phase {
             Phase::Offline { at } => consider(Some(*at)),
             Phase::CatchingUp(catch_up) => consider(catch_up.timeout()),
-            Phase::Live => consider(self.retry_at),
+            Phase::Live => {
+                consider(self.retry_at);
+                consider(self.upload_at);
+            }
             Phase::Connecting | Phase::Greeting | Phase::Ended => {}
         }
         if self.is_connected() {

@@ -668,3 +668,38 @@ fn an_upload_is_announced_paced_and_interleaved_with_messages() {
     );
     assert!(!h.session.wants_file(FileId(2)));
 }
+
+#[test]
+fn an_upload_refused_for_now_is_announced_again_when_the_server_says() {
+    let mut h = Harness::new(config(), Saved::default());
+    h.up(Vec::new(), 0);
+    let upload = Upload {
+        file: FileId(1),
+        room: "lobby".to_owned(),
+        name: "a.bin".to_owned(),
+        mime: "application/octet-stream".to_owned(),
+        size: 10,
+    };
+    h.command(Command::Upload(upload));
+    let first = h.take_sent();
+    let [ClientMessage { id: Some(id), frame: ClientFrame::Upload { .. } }] = first.as_slice()
+    else {
+        panic!("announced: {first:?}");
+    };
+    h.frame(ServerFrame::Error {
+        id: Some(id.clone()),
+        code: ErrorCode::Unavailable,
+        message: "storage is failing".to_owned(),
+        retry_after_ms: Some(1000),
+    });
+    assert!(h.session.wants_file(FileId(1)), "still to be sent");
+    h.advance(Duration::from_millis(999));
+    assert!(h.take_sent().is_empty());
+    h.advance(Duration::from_millis(1));
+    let again = h.take_sent();
+    let [ClientMessage { id: Some(second), frame: ClientFrame::Upload { .. } }] = again.as_slice()
+    else {
+        panic!("announced again: {again:?}");
+    };
+    assert_ne!(second, id, "with a new id");
+}

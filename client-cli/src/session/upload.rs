@@ -2,11 +2,14 @@
 //! parts within the frame rate, one file at a time. Reading the file is the
 //! driver's (`files.rs`).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use chat_protocol::{ClientFrame, ServerFrame};
+use chat_protocol::{ClientFrame, ErrorCode, ServerFrame};
 
 use super::{Command, Phase, Quit, Session, Transmit};
+
+/// An upload refused for now is tried again if the wait is under this.
+const UPLOAD_RETRY_MAX_MS: u64 = 120_000;
 use crate::render;
 
 /// A file to send, as announced to the server.
@@ -173,6 +176,26 @@ impl Session {
                 self.notice(notice);
                 true
             }
+            // Refused for now (quota, storage, rate) before any part went:
+            // announced again, with a new id, when the server says.
+            ServerFrame::Error {
+                id: Some(id),
+                code: ErrorCode::RateLimited | ErrorCode::Unavailable,
+                retry_after_ms: Some(wait),
+                ..
+            } if sending.id.as_ref() == Some(id)
+                && sending.chunk_bytes.is_none()
+                && *wait < UPLOAD_RETRY_MAX_MS =>
+            {
+                sending.id = None;
+                self.upload_at = Some(self.now + Duration::from_millis((*wait).max(50)));
+                let why = format!(
+                    "{}: the server is busy; trying again",
+                    render::clean(&sending.upload.name)
+                );
+                self.notice(why);
+                true
+            }
             ServerFrame::Error { id: Some(id), .. } if sending.id.as_ref() == Some(id) => {
                 self.next_upload();
                 false
@@ -181,8 +204,17 @@ impl Session {
         }
     }
 
+    /// Announces again an upload refused for now, once it is time.
+    pub(super) fn upload_timeout(&mut self, now: Instant) {
+        if self.upload_at.is_some_and(|at| at <= now) && matches!(self.phase, Phase::Live) {
+            self.upload_at = None;
+            self.announce();
+        }
+    }
+
     /// The connection is gone, and with it every upload.
     pub(super) fn drop_uploads(&mut self) {
+        self.upload_at = None;
         for sending in std::mem::take(&mut self.uploads) {
             let name = render::clean(&sending.upload.name);
             self.problem(format!("upload of {name} interrupted by the disconnect"));
