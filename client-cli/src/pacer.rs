@@ -116,23 +116,11 @@ mod tests {
 
     fn limits(frames: (u64, u64), messages: (u64, u64)) -> Limits {
         Limits {
-            max_frame_bytes: 65536,
-            max_text_bytes: 8192,
-            max_nick_chars: 32,
-            max_room_chars: 64,
-            history_per_room: 1000,
-            history_page_max: 200,
-            join_history: 50,
-            typing_interval_ms: 2000,
-            messages_per_sec: messages.0,
-            messages_burst: messages.1,
-            max_rooms_per_session: 100,
-            max_members_per_room: 10_000,
-            joins_per_sec: 5,
-            joins_burst: 50,
             frames_per_sec: frames.0,
             frames_burst: frames.1,
-            max_upload_bytes: 0,
+            messages_per_sec: messages.0,
+            messages_burst: messages.1,
+            ..crate::session::tests::limits()
         }
     }
 

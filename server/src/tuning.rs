@@ -108,39 +108,45 @@ pub(crate) struct Positive(pub Duration);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Size(pub u64);
 
-impl FromStr for Span {
-    type Err = String;
+/// A duration type: parsed by `$parse`, printed in its largest exact unit.
+macro_rules! duration_type {
+    ($name:ident, $parse:path) => {
+        impl FromStr for $name {
+            type Err = String;
 
-    fn from_str(text: &str) -> Result<Self, String> {
-        parse_duration(text).map(Self)
-    }
+            fn from_str(text: &str) -> Result<Self, String> {
+                $parse(text).map(Self)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write_duration(self.0, f)
+            }
+        }
+
+        impl From<Duration> for $name {
+            fn from(duration: Duration) -> Self {
+                Self(duration)
+            }
+        }
+
+        impl From<$name> for Duration {
+            fn from(value: $name) -> Self {
+                value.0
+            }
+        }
+    };
 }
 
-impl FromStr for Positive {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        parse_positive_duration(text).map(Self)
-    }
-}
+duration_type!(Span, parse_duration);
+duration_type!(Positive, parse_positive_duration);
 
 impl FromStr for Size {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
         parse_size(text).map(Self)
-    }
-}
-
-impl fmt::Display for Span {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_duration(self.0, f)
-    }
-}
-
-impl fmt::Display for Positive {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_duration(self.0, f)
     }
 }
 
@@ -166,30 +172,6 @@ fn write_duration(duration: Duration, f: &mut fmt::Formatter<'_>) -> fmt::Result
         }
     }
     write!(f, "{millis}ms")
-}
-
-impl From<Duration> for Span {
-    fn from(duration: Duration) -> Self {
-        Self(duration)
-    }
-}
-
-impl From<Span> for Duration {
-    fn from(span: Span) -> Self {
-        span.0
-    }
-}
-
-impl From<Duration> for Positive {
-    fn from(duration: Duration) -> Self {
-        Self(duration)
-    }
-}
-
-impl From<Positive> for Duration {
-    fn from(positive: Positive) -> Self {
-        positive.0
-    }
 }
 
 impl From<usize> for Size {

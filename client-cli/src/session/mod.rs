@@ -41,7 +41,7 @@ mod catch_up;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod upload;
 
 /// Reconnect delays grow from this...

@@ -33,7 +33,8 @@ fn config() -> SessionConfig {
     }
 }
 
-fn limits() -> Limits {
+/// Generous limits, for tests to narrow.
+pub(crate) fn limits() -> Limits {
     Limits {
         max_frame_bytes: 65536,
         max_text_bytes: 8192,

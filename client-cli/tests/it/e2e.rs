@@ -212,6 +212,23 @@ fn the_client_reconnects_resumes_and_sends_what_was_typed_offline() {
     assert_eq!(seen(&bob.seen, "[lobby] -- alice left"), 1, "one leave, at the quit");
 }
 
+/// alice, through a proxy, is cut off while bob says `missed 1` to
+/// `missed {n}`; then the network is back.
+fn away_while_bob_says(url: &str, n: usize) -> (Proc, Proxy) {
+    let upstream = url.trim_start_matches("ws://").trim_end_matches("/ws").to_owned();
+    let proxy = Proxy::start(&upstream);
+    let mut alice = chat(&proxy.url(), &["--nick", "alice"]);
+    alice.expect("[lobby] -- joined (1 members: alice)");
+    proxy.refuse(true);
+    proxy.cut();
+    alice.expect_stderr("-- disconnected:");
+    let lines: String = (1..=n).map(|i| format!("missed {i}\n")).collect();
+    let output = chat_with_input(url, &["--nick", "bob"], &lines);
+    assert!(output.status.success(), "{output:?}");
+    proxy.refuse(false);
+    (alice, proxy)
+}
+
 #[test]
 fn a_long_absence_is_caught_up_in_full_and_in_order() {
     let (_server, url) = server_with(&[
@@ -224,18 +241,8 @@ fn a_long_absence_is_caught_up_in_full_and_in_order() {
         "--frames-burst",
         "10000",
     ]);
-    let upstream = url.trim_start_matches("ws://").trim_end_matches("/ws").to_owned();
-    let proxy = Proxy::start(&upstream);
-    let mut alice = chat(&proxy.url(), &["--nick", "alice"]);
-    alice.expect("[lobby] -- joined (1 members: alice)");
-    proxy.refuse(true);
-    proxy.cut();
-    alice.expect_stderr("-- disconnected:");
     // More than one resume carries (200): the rest must be paged back.
-    let lines: String = (1..=450).map(|i| format!("missed {i}\n")).collect();
-    let output = chat_with_input(&url, &["--nick", "bob"], &lines);
-    assert!(output.status.success(), "{output:?}");
-    proxy.refuse(false);
+    let (mut alice, _proxy) = away_while_bob_says(&url, 450);
     for i in 1..=450 {
         alice.expect(&format!("[lobby] <bob> missed {i}"));
     }
@@ -247,17 +254,7 @@ fn a_long_absence_is_caught_up_in_full_and_in_order() {
 #[test]
 fn an_absence_longer_than_the_server_keeps_is_a_gap_shown_where_it_is() {
     let (_server, url) = server_with(&["--history-max-per-room", "20"]);
-    let upstream = url.trim_start_matches("ws://").trim_end_matches("/ws").to_owned();
-    let proxy = Proxy::start(&upstream);
-    let mut alice = chat(&proxy.url(), &["--nick", "alice"]);
-    alice.expect("[lobby] -- joined (1 members: alice)");
-    proxy.refuse(true);
-    proxy.cut();
-    alice.expect_stderr("-- disconnected:");
-    let lines: String = (1..=25).map(|i| format!("missed {i}\n")).collect();
-    let output = chat_with_input(&url, &["--nick", "bob"], &lines);
-    assert!(output.status.success(), "{output:?}");
-    proxy.refuse(false);
+    let (mut alice, _proxy) = away_while_bob_says(&url, 25);
     // The first 5 are gone: said once, before the 20 that are left.
     alice.expect("-- lobby: 5 messages (#1..#5) no longer kept by the server");
     for i in 6..=25 {
