@@ -51,31 +51,161 @@ impl SayTemplate {
     }
 }
 
-/// What the bench reads of a server frame.
-#[derive(Debug, Deserialize)]
+/// What the bench reads of a server frame: its type, and the send time
+/// stamped at the start of a message's text.
+#[derive(Debug)]
 pub(super) struct Peek<'a> {
-    #[serde(rename = "type", borrow)]
     pub kind: Cow<'a, str>,
+    pub stamp: Option<u64>,
+}
+
+/// The frame as serde decodes it, for layouts the fast paths leave alone.
+#[derive(Deserialize)]
+struct Decoded<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
     #[serde(default, borrow)]
-    pub text: Option<Cow<'a, str>>,
+    text: Option<Cow<'a, str>>,
 }
 
 /// A server frame's type and text; `None` for what is not a frame.
+///
+/// The bench reads millions of frames a second on one core, where a full
+/// decode would make it, not the server, the limit. Frames laid out as the
+/// server writes them (`type` first) are read where the members are;
+/// any other layout has its top-level members walked, wherever `type` and
+/// `text` are among them; anything unusual (an escape in those two, a
+/// malformed object) is decoded by serde. So the answer never depends on
+/// the layout, only the cost does.
 pub(super) fn peek(payload: &[u8]) -> Option<Peek<'_>> {
-    serde_json::from_slice(payload).ok()
+    quick(payload).or_else(|| scan(payload)).or_else(|| {
+        let decoded: Decoded<'_> = serde_json::from_slice(payload).ok()?;
+        let stamp = decoded.text.and_then(|text| stamp(text.as_bytes()));
+        Some(Peek { kind: decoded.kind, stamp })
+    })
+}
+
+/// The send time at the start of a text: spaces, then digits, `STAMP`
+/// bytes in all.
+fn stamp(text: &[u8]) -> Option<u64> {
+    let digits = text.get(..STAMP)?.trim_ascii_start();
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |value, &b| {
+        let digit = b.is_ascii_digit().then(|| u64::from(b - b'0'))?;
+        value.checked_mul(10)?.checked_add(digit)
+    })
+}
+
+/// The server's own layout: `{"type":"…"` first, and for a message its
+/// text under a `"text":"` key. (In JSON a raw quote only ever delimits a
+/// string, so `,"text":"` can only be a member's key.)
+fn quick(payload: &[u8]) -> Option<Peek<'_>> {
+    let rest = payload.strip_prefix(br#"{"type":""#)?;
+    let (kind, rest) = plain(rest)?;
+    if kind != "message" {
+        return Some(Peek { kind: Cow::Borrowed(kind), stamp: None });
+    }
+    const KEY: &[u8] = br#","text":""#;
+    let at = rest.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let head = rest.get(at..)?;
+    let head = head.get(..STAMP.min(head.len()))?;
+    if head.contains(&b'\\') {
+        return None;
+    }
+    Some(Peek { kind: Cow::Borrowed(kind), stamp: stamp(head) })
+}
+
+/// The string body at the start of `bytes` up to its closing quote, if it
+/// has no escapes; and what follows.
+fn plain(bytes: &[u8]) -> Option<(&str, &[u8])> {
+    let end = bytes.iter().position(|&b| b == b'"' || b == b'\\')?;
+    if bytes.get(end) != Some(&b'"') {
+        return None;
+    }
+    Some((std::str::from_utf8(bytes.get(..end)?).ok()?, bytes.get(end + 1..)?))
+}
+
+/// The fast path of [`peek`]: `None` when unsure.
+fn scan(payload: &[u8]) -> Option<Peek<'_>> {
+    let mut rest = payload.trim_ascii_start().strip_prefix(b"{")?;
+    let (mut kind, mut text): (Option<Cow<'_, str>>, Option<Option<u64>>) = (None, None);
+    loop {
+        let (key, after) = string(rest.trim_ascii_start())?;
+        let after = after.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
+        let (value, after) = value(after)?;
+        if key == b"type" || key == b"text" {
+            // A plain string only: escapes are serde's to decode.
+            let inner = value.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+            if inner.contains(&b'\\') {
+                return None;
+            }
+            if key == b"type" {
+                kind = Some(Cow::Borrowed(std::str::from_utf8(inner).ok()?));
+            } else {
+                text = Some(stamp(inner));
+            }
+            // Enough is known: the rest need not be walked.
+            if let Some(found) = &kind
+                && (text.is_some() || found != "message")
+            {
+                return Some(Peek { kind: found.clone(), stamp: text.flatten() });
+            }
+        }
+        rest = after.trim_ascii_start();
+        match rest.split_first()? {
+            (b',', after) => rest = after,
+            (b'}', _) => return Some(Peek { kind: kind?, stamp: text.flatten() }),
+            _ => return None,
+        }
+    }
+}
+
+/// The string at the start of `bytes`, without its quotes, and what follows.
+fn string(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let body = bytes.strip_prefix(b"\"")?;
+    let mut i = 0;
+    loop {
+        i += body.get(i..)?.iter().position(|&b| b == b'"' || b == b'\\')?;
+        if body.get(i) == Some(&b'"') {
+            return Some((body.get(..i)?, body.get(i + 1..)?));
+        }
+        i += 2;
+    }
+}
+
+/// The value at the start of `bytes`, as it is written, and what follows.
+fn value(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = match bytes.first()? {
+        b'"' => bytes.len() - string(bytes)?.1.len(),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = 0;
+            loop {
+                match bytes.get(i)? {
+                    b'"' => i = bytes.len() - string(bytes.get(i..)?)?.1.len() - 1,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break i + 1;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => bytes.iter().position(|b| matches!(b, b',' | b'}' | b']'))?,
+    };
+    Some((bytes.get(..end)?, bytes.get(end..)?))
 }
 
 /// The intended send time a bench message carries, in µs after the run's
 /// origin; `None` for anything else.
 pub(super) fn intended_time(frame: &Peek<'_>) -> Option<u64> {
-    if frame.kind != "message" {
-        return None;
-    }
-    let stamp = frame.text.as_deref()?.get(..STAMP)?.trim_start();
-    if stamp.is_empty() || !stamp.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    stamp.parse().ok()
+    if frame.kind == "message" { frame.stamp } else { None }
 }
 
 #[cfg(test)]
@@ -121,5 +251,17 @@ mod tests {
             Some("error".to_owned())
         );
         assert!(peek(b"not json").is_none());
+        // Wherever the members are, and whatever comes between.
+        let reordered =
+            br#"{"room":"x","nested":{"a":[1,{"b":"}"}]},"text":"              42rest","type":"message"}"#;
+        assert_eq!(peek(reordered).as_ref().and_then(intended_time), Some(42));
+        // Escapes are decoded (by serde), not taken raw.
+        let escaped = br#"{"type":"mess\u0061ge","text":"  42\"x"}"#;
+        assert_eq!(peek(escaped).map(|p| p.kind.into_owned()), Some("message".to_owned()));
+        assert!(quick(escaped).is_none() && scan(escaped).is_none(), "escapes are serde's");
+        // The server's layout goes the quick way; another, the walk.
+        let usual = br#"{"type":"message","room":"x","seq":1,"text":"              42rest","action":false}"#;
+        assert!(quick(usual).is_some());
+        assert!(quick(reordered).is_none() && scan(reordered).is_some());
     }
 }
