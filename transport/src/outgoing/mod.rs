@@ -31,6 +31,7 @@ use tungstenite::Utf8Bytes;
 
 use self::queue::{MAX_SLICES, Queue};
 pub use self::stream::SharedStream;
+use self::tls::Tls;
 
 /// The shared write side of one connection.
 #[derive(Debug)]
@@ -52,7 +53,7 @@ struct State {
     silent: u32,
     /// Over TLS, the session: frames are written into it as plaintext and
     /// what it encrypts goes to the socket; reads come out of it.
-    tls: Option<Box<rustls::ServerConnection>>,
+    tls: Option<Box<Tls>>,
 }
 
 /// What became of a pushed frame.
@@ -110,7 +111,7 @@ impl Outgoing {
             queue: Queue::new(max_frames, max_bytes),
             stalled: false,
             silent: 0,
-            tls: tls.map(Box::new),
+            tls: tls.map(|session| Box::new(Tls::new(session))),
         };
         Arc::new(Self {
             io,
@@ -139,16 +140,16 @@ impl Outgoing {
         let mut state = self.lock();
         let was_closed = state.queue.closed().is_some();
         let flushed = self.write_queued(&mut state);
-        self.tell_task(&mut state, was_closed, flushed);
+        self.tell_task(&mut state.stalled, was_closed, flushed);
         flushed
     }
 
     /// Wakes the connection task when a write outside it could not finish
     /// (the task waits for the socket) or just failed (the task ends).
-    fn tell_task(&self, state: &mut State, was_closed: bool, flushed: Flushed) {
+    fn tell_task(&self, stalled: &mut bool, was_closed: bool, flushed: Flushed) {
         match flushed {
-            Flushed::Stalled if !state.stalled => {
-                state.stalled = true;
+            Flushed::Stalled if !*stalled => {
+                *stalled = true;
                 self.stalled.notify_one();
             }
             Flushed::Closed if !was_closed => self.stalled.notify_one(),
@@ -245,8 +246,8 @@ impl Outgoing {
         if state.queue.closed().is_some() {
             return Flushed::Closed;
         }
-        if state.tls.is_some() {
-            return self.write_queued_tls(state);
+        if let Some(tls) = state.tls.as_mut() {
+            return tls.write(&mut state.queue, &self.io);
         }
         while !state.queue.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];

@@ -10,6 +10,7 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::tls::Read;
 use super::{Flushed, Outgoing};
 use crate::frames::FrameCounter;
 
@@ -51,14 +52,27 @@ impl SharedStream {
         let io = &outgoing.io;
         loop {
             {
-                let mut state = outgoing.lock();
-                if state.tls.is_some() {
-                    // Nothing to read yet: wait for the socket below.
-                    if let Some(done) = outgoing.read_tls(&mut state, buf) {
-                        return Poll::Ready(done);
+                let mut guard = outgoing.lock();
+                let state = &mut *guard;
+                if let Some(tls) = state.tls.as_mut() {
+                    let was_closed = state.queue.closed().is_some();
+                    let stalled = &mut state.stalled;
+                    let read = tls.read(&mut state.queue, io, buf, |flushed| {
+                        outgoing.tell_task(stalled, was_closed, flushed);
+                    });
+                    match read {
+                        Read::Done(Ok(read)) => {
+                            if read > 0 {
+                                outgoing.heard();
+                            }
+                            return Poll::Ready(Ok(()));
+                        }
+                        Read::Done(Err(err)) => return Poll::Ready(Err(err)),
+                        // Nothing to read yet: wait for the socket below.
+                        Read::Pending => {}
                     }
                 } else {
-                    drop(state);
+                    drop(guard);
                     match io.try_read(buf.initialize_unfilled()) {
                         Ok(read) => {
                             if read > 0 {

@@ -1,104 +1,115 @@
-//! TLS pumping for the shared write side, both ways: plaintext frames into
-//! the session and ciphertext out to the socket; ciphertext in from the
-//! socket and plaintext out to tungstenite. Never waits: what would block
-//! is reported, and the caller waits for the socket.
+//! A connection's TLS session, pumped without waiting, both ways:
+//! plaintext frames in and ciphertext out to the socket; ciphertext in from
+//! the socket and plaintext out to tungstenite. What would block is
+//! reported, and the caller waits for the socket.
 
 use std::io::{self, IoSlice};
 
 use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
 
-use super::queue::MAX_SLICES;
-use super::{Flushed, Outgoing, State};
+use super::Flushed;
+use super::queue::{MAX_SLICES, Queue};
 
-impl Outgoing {
-    /// Writes the queue through the TLS session: plaintext into the session
-    /// as far as its buffer takes it, ciphertext out to the socket, until
-    /// both are empty or the socket is full.
-    pub(super) fn write_queued_tls(&self, state: &mut State) -> Flushed {
+/// The rustls session of one connection.
+#[derive(Debug)]
+pub(super) struct Tls(rustls::ServerConnection);
+
+/// What a read from the session came to.
+pub(super) enum Read {
+    /// Plaintext (this many bytes, 0 at the end) or an error.
+    Done(io::Result<usize>),
+    /// Nothing now: wait for the socket.
+    Pending,
+}
+
+impl Tls {
+    pub(super) fn new(session: rustls::ServerConnection) -> Self {
+        Self(session)
+    }
+
+    /// Writes `queue` through the session: plaintext in as far as its
+    /// buffer takes it, ciphertext out to `io`, until both are empty or the
+    /// socket is full. A failed write closes the queue.
+    pub(super) fn write(&mut self, queue: &mut Queue, io: &TcpStream) -> Flushed {
         loop {
-            match self.flush_tls(state) {
+            match self.flush(queue, io) {
                 Flushed::Done => {}
                 other => return other,
             }
-            if state.queue.is_empty() {
+            if queue.is_empty() {
                 return Flushed::Done;
             }
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let count = state.queue.slices(&mut slices);
-            let Some(tls) = state.tls.as_mut() else {
-                return Flushed::Done;
-            };
-            match io::Write::write_vectored(
-                &mut tls.writer(),
+            let count = queue.slices(&mut slices);
+            let written = io::Write::write_vectored(
+                &mut self.0.writer(),
                 slices.get(..count).unwrap_or_default(),
-            ) {
-                Ok(written) if written > 0 => state.queue.advance(written),
+            );
+            match written {
+                Ok(written) if written > 0 => queue.advance(written),
                 // The session's buffer is full: flush it first.
                 Ok(_) => {}
-                Err(err) => return state.fail(err.kind()),
+                Err(err) => return fail(queue, err.kind()),
             }
         }
     }
 
-    /// Writes what the TLS session has encrypted to the socket.
-    fn flush_tls(&self, state: &mut State) -> Flushed {
-        let Some(tls) = state.tls.as_mut() else {
-            return Flushed::Done;
-        };
-        while tls.wants_write() {
-            match tls.write_tls(&mut TryIo(&self.io)) {
-                Ok(0) => return state.fail(io::ErrorKind::WriteZero),
+    /// Writes what the session has encrypted to `io`.
+    pub(super) fn flush(&mut self, queue: &mut Queue, io: &TcpStream) -> Flushed {
+        while self.0.wants_write() {
+            match self.0.write_tls(&mut TryIo(io)) {
+                Ok(0) => return fail(queue, io::ErrorKind::WriteZero),
                 Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Flushed::Stalled,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return state.fail(err.kind()),
+                Err(err) => return fail(queue, err.kind()),
             }
         }
         Flushed::Done
     }
 
-    /// Reads plaintext out of the TLS session, feeding it from the socket
-    /// as needed. `None` when the socket has nothing now.
-    pub(super) fn read_tls(
-        &self,
-        state: &mut State,
+    /// Reads plaintext into `buf`, feeding the session from `io` as needed.
+    /// Whatever the session has to say meanwhile (an alert, a ticket) is
+    /// flushed, and `flushed` told how that went.
+    pub(super) fn read(
+        &mut self,
+        queue: &mut Queue,
+        io: &TcpStream,
         buf: &mut ReadBuf<'_>,
-    ) -> Option<io::Result<()>> {
+        mut flushed: impl FnMut(Flushed),
+    ) -> Read {
         loop {
-            let tls = state.tls.as_mut()?;
-            match io::Read::read(&mut tls.reader(), buf.initialize_unfilled()) {
+            match io::Read::read(&mut self.0.reader(), buf.initialize_unfilled()) {
                 Ok(read) => {
-                    if read > 0 {
-                        self.heard();
-                    }
                     buf.advance(read);
-                    return Some(Ok(()));
+                    return Read::Done(Ok(read));
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                 // The peer closed without close_notify: an end all the same.
-                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Some(Ok(())),
-                Err(err) => return Some(Err(err)),
+                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Read::Done(Ok(0)),
+                Err(err) => return Read::Done(Err(err)),
             }
-            match tls.read_tls(&mut TryIo(&self.io)) {
-                Ok(0) => return Some(Ok(())),
+            match self.0.read_tls(&mut TryIo(io)) {
+                Ok(0) => return Read::Done(Ok(0)),
                 Ok(_) => {
-                    let processed = tls.process_new_packets();
-                    // Whatever the session has to say (an alert, a ticket)
-                    // goes out now, or with the connection task's next write.
-                    let was_closed = state.queue.closed().is_some();
-                    let flushed = self.flush_tls(state);
-                    self.tell_task(state, was_closed, flushed);
+                    let processed = self.0.process_new_packets();
+                    flushed(self.flush(queue, io));
                     if let Err(err) = processed {
-                        return Some(Err(io::Error::new(io::ErrorKind::InvalidData, err)));
+                        return Read::Done(Err(io::Error::new(io::ErrorKind::InvalidData, err)));
                     }
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Read::Pending,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return Some(Err(err)),
+                Err(err) => return Read::Done(Err(err)),
             }
         }
     }
+}
+
+fn fail(queue: &mut Queue, kind: io::ErrorKind) -> Flushed {
+    queue.close(kind);
+    Flushed::Closed
 }
 
 /// The socket as blocking-style `Read` and `Write` that never block: what
