@@ -351,7 +351,8 @@ impl Session {
         self.check_quit();
     }
 
-    /// A text frame from the server.
+    /// A text frame from the server, as it came: it is decoded here, and
+    /// reported with its text (line mode's `--json` prints it as it is).
     pub fn handle_frame(&mut self, now: Instant, text: String) {
         self.now = now;
         let frame = ServerFrame::decode(&text).ok();
@@ -420,6 +421,7 @@ impl Session {
     }
 
     /// The next thing the driver must do.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if let Some(transmit) = self.transmits.pop_front() {
             return Some(transmit);
