@@ -91,6 +91,12 @@ tuning! {
     /// Sessions waiting to be resumed that one address may hold; past it
     /// the one detached longest ends.
     max_detached_per_address: usize => chat.max_detached_per_source, "CHAT_MAX_DETACHED_PER_ADDRESS";
+    /// Bytes queued for one connection that is not reading fast enough;
+    /// past it the connection is closed as too slow (4008) and its client
+    /// resumes.
+    max_queued_bytes: Size => transport.max_queued_bytes, "CHAT_MAX_QUEUED_BYTES";
+    /// Frames queued for one connection before it is closed as too slow.
+    max_queued_frames: usize => transport.max_queued_frames, "CHAT_MAX_QUEUED_FRAMES";
     /// Bytes of history all rooms may hold in memory; past it the windows
     /// of the rooms used longest ago are read back from storage when asked.
     history_memory: Size => chat.history_memory_max, "CHAT_HISTORY_MEMORY";
