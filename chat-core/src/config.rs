@@ -82,6 +82,9 @@ pub struct ChatConfig {
     /// flooding long messages cannot push out the ids of everyone else.
     /// Default 64 MiB.
     pub dedupe_max_bytes: usize,
+    /// Connections one session may have at once (tabs, devices); one more
+    /// closes the oldest (`SessionResumedElsewhere`). Default 16.
+    pub max_connections_per_session: usize,
     /// Whether every `hello` must carry an [`Identity`](crate::Identity)
     /// (the driver verified an access token). Default off.
     pub require_identity: bool,
@@ -133,6 +136,7 @@ impl Default for ChatConfig {
             upload_bytes_per_source: Rate::per_hour(1 << 30, 1 << 30),
             public_rooms: true,
             dedupe_max_bytes: 64 << 20,
+            max_connections_per_session: 16,
             require_identity: false,
             max_rooms_per_session: 100,
             max_members_per_room: 10_000,

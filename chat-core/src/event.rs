@@ -148,6 +148,8 @@ pub enum Event {
         room: RoomName,
         /// Its members, the joiner included, sorted case-insensitively.
         members: Vec<Nick>,
+        /// Those of them who are away (every connection dropped), sorted.
+        away: Vec<Nick>,
         /// Its newest messages, oldest first.
         history: Vec<Message>,
         /// The `seq` of its newest message, 0 if none.
@@ -215,6 +217,8 @@ pub enum Event {
         room: RoomName,
         /// Its members, sorted case-insensitively.
         members: Vec<Nick>,
+        /// Those of them who are away, sorted.
+        away: Vec<Nick>,
     },
     /// The answer to `history`.
     History {
@@ -253,6 +257,12 @@ pub enum Presence {
     Joined(Nick),
     /// The nick left or disconnected.
     Left(Nick),
+    /// Every connection of the nick's session dropped: it may come back
+    /// (it still holds its place and its nick) until the session ends,
+    /// when it leaves.
+    Away(Nick),
+    /// The nick's session is connected again.
+    Back(Nick),
     /// `old` is now called `new`.
     Renamed {
         /// The previous nick.

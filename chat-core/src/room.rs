@@ -140,11 +140,6 @@ impl Room {
         Arc::clone(&self.recipients)
     }
 
-    /// The connections other than `except`.
-    pub(crate) fn others(&self, except: MemberId) -> Arc<[MemberId]> {
-        self.recipients.iter().copied().filter(|&m| m != except).collect()
-    }
-
     pub(crate) fn is_empty(&self) -> bool {
         self.sessions.is_empty()
     }

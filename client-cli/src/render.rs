@@ -35,6 +35,8 @@ pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
                     format!("{} is now known as {}", clean(old), clean(nick))
                 }
                 (PresenceEvent::Nick, None) => format!("someone is now known as {}", clean(nick)),
+                (PresenceEvent::Away, _) => format!("{} is away", clean(nick)),
+                (PresenceEvent::Back, _) => format!("{} is back", clean(nick)),
             };
             vec![format!("[{}] -- {what}", clean(room))]
         }

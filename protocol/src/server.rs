@@ -42,6 +42,9 @@ pub enum ServerFrame {
         room: String,
         /// The nicks in the room, the joiner included, sorted.
         members: Vec<String>,
+        /// Those of them who are away (every connection dropped), sorted.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        away: Vec<String>,
         /// The room's most recent messages, oldest first.
         history: Vec<Message>,
         /// The `seq` of the room's newest message, 0 if it has none.
@@ -123,6 +126,9 @@ pub enum ServerFrame {
         room: String,
         /// The nicks in the room, sorted.
         members: Vec<String>,
+        /// Those of them who are away, sorted.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        away: Vec<String>,
     },
     /// The answer to `history`.
     History {
@@ -230,6 +236,14 @@ pub struct Stats {
     pub connections: u64,
     /// Sessions, connected or waiting to be resumed.
     pub sessions: u64,
+    /// People connected now: sessions with a connection, however many tabs
+    /// and devices each has. Missing from older servers: 0.
+    #[serde(default)]
+    pub people: u64,
+    /// Connections watching these counters (the stats page). Missing from
+    /// older servers: 0.
+    #[serde(default)]
+    pub watchers: u64,
     /// Rooms, with their member counts, most members first (at most 20).
     pub rooms: Vec<RoomInfo>,
     /// How many rooms there are in all.
@@ -297,10 +311,15 @@ pub struct Gap {
 pub enum PresenceEvent {
     /// The nick joined the room.
     Join,
-    /// The nick left the room (or disconnected).
+    /// The nick left the room (or its session ended).
     Leave,
     /// `old` is now known as `nick`.
     Nick,
+    /// Every connection of the nick dropped: it keeps its place and may
+    /// come back until its session ends (then `leave`).
+    Away,
+    /// The nick is connected again.
+    Back,
 }
 
 /// Who answered `hello`.

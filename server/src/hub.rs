@@ -306,6 +306,8 @@ impl Hub {
         let state = stats::State {
             connections: self.conns.len() as u64,
             sessions: self.chat.session_count() as u64,
+            people: self.chat.people(|member| self.stats_subscribers.contains(&member)) as u64,
+            watchers: self.stats_subscribers.len() as u64,
             rooms: self.chat.room_members(),
             queued: self.conns.values().map(|conn| conn.outgoing.queued() as u64).collect(),
             held_for_storage: self.commits.held() as u64,
@@ -644,7 +646,7 @@ fn without_unstored(
         Event::Direct { text, .. } if gone_directs.iter().any(|g| Arc::ptr_eq(g, text)) => {
             return Trimmed::Gone;
         }
-        Event::Joined { id, room, members, history, last_seq, resume }
+        Event::Joined { id, room, members, away, history, last_seq, resume }
             if history.iter().any(is_gone) =>
         {
             let first_gone = history.iter().filter(|m| is_gone(m)).map(|m| m.seq).min();
@@ -652,6 +654,7 @@ fn without_unstored(
                 id: id.clone(),
                 room: room.clone(),
                 members: members.clone(),
+                away: away.clone(),
                 history: history.iter().filter(|m| !is_gone(m)).cloned().collect(),
                 last_seq: first_gone.map_or(*last_seq, |seq| seq - 1),
                 resume: *resume,

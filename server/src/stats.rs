@@ -34,6 +34,8 @@ pub(crate) struct Snapshot {
     pub uptime_ms: u64,
     pub connections: u64,
     pub sessions: u64,
+    pub people: u64,
+    pub watchers: u64,
     /// The rooms with the most members, most first.
     pub rooms: Vec<(RoomName, usize)>,
     pub room_count: u64,
@@ -54,6 +56,10 @@ pub(crate) struct Snapshot {
 pub(crate) struct State {
     pub connections: u64,
     pub sessions: u64,
+    /// Sessions with a connection now.
+    pub people: u64,
+    /// Connections watching these counters.
+    pub watchers: u64,
     /// Every room someone is in, with its members.
     pub rooms: Vec<(RoomName, usize)>,
     /// The frames waiting in each connection's queue.
@@ -90,6 +96,8 @@ impl Counters {
         let State {
             connections,
             sessions,
+            people,
+            watchers,
             mut rooms,
             queued,
             held_for_storage,
@@ -104,6 +112,8 @@ impl Counters {
             uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             connections,
             sessions,
+            people,
+            watchers,
             rooms,
             room_count,
             messages_per_sec,
@@ -139,6 +149,8 @@ mod tests {
         let state = State {
             connections: 3,
             sessions: 2,
+            people: 1,
+            watchers: 1,
             rooms,
             queued: vec![1, 4, 2],
             held_for_storage: 0,
@@ -152,5 +164,6 @@ mod tests {
         assert_eq!(snapshot.rooms.first(), Some(&(room("r02"), 2)), "most members, then by name");
         assert_eq!((snapshot.queued_frames, snapshot.queued_frames_max), (7, 4));
         assert_eq!(snapshot.bytes_in, 7);
+        assert_eq!((snapshot.connections, snapshot.people, snapshot.watchers), (3, 1, 1));
     }
 }

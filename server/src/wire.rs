@@ -122,7 +122,7 @@ pub fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
         Event::Authed { id: request, expires } => {
             ServerFrame::Authed { id: id(request), token_expires_ms: expires.as_unix_millis() }
         }
-        Event::Joined { id: request, room, members, history, last_seq, resume } => {
+        Event::Joined { id: request, room, members, away, history, last_seq, resume } => {
             let (resume, gap) = match resume {
                 chat_core::Resume::Fresh => (protocol::Resume::Fresh, None),
                 chat_core::Resume::Resumed => (protocol::Resume::Resumed, None),
@@ -134,6 +134,7 @@ pub fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
                 id: id(request),
                 room: room.to_string(),
                 members: members.iter().map(ToString::to_string).collect(),
+                away: away.iter().map(ToString::to_string).collect(),
                 history: history.iter().map(message).collect(),
                 last_seq: *last_seq,
                 resume,
@@ -148,6 +149,8 @@ pub fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
                 Presence::Joined(nick) => (PresenceEvent::Join, nick, None),
                 Presence::Left(nick) => (PresenceEvent::Leave, nick, None),
                 Presence::Renamed { old, new } => (PresenceEvent::Nick, new, Some(old.to_string())),
+                Presence::Away(nick) => (PresenceEvent::Away, nick, None),
+                Presence::Back(nick) => (PresenceEvent::Back, nick, None),
             };
             ServerFrame::Presence { room: room.to_string(), event, nick: nick.to_string(), old }
         }
@@ -175,10 +178,11 @@ pub fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
                 })
                 .collect(),
         },
-        Event::Members { id: request, room, members } => ServerFrame::Members {
+        Event::Members { id: request, room, members, away } => ServerFrame::Members {
             id: id(request),
             room: room.to_string(),
             members: members.iter().map(ToString::to_string).collect(),
+            away: away.iter().map(ToString::to_string).collect(),
         },
         Event::History { id: request, room, messages } => ServerFrame::History {
             id: id(request),
@@ -304,6 +308,8 @@ pub(crate) fn stats(snapshot: &crate::stats::Snapshot) -> ServerFrame {
         uptime_ms: snapshot.uptime_ms,
         connections: snapshot.connections,
         sessions: snapshot.sessions,
+        people: snapshot.people,
+        watchers: snapshot.watchers,
         rooms: snapshot
             .rooms
             .iter()

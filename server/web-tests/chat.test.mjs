@@ -431,7 +431,7 @@ test('files: picker, paste and drop send to the room; images render; the limit a
 
     // carol is not in the room: the server refuses her the file.
     const status = await carol.page.evaluate(async (file) => {
-      const session = sessionStorage.getItem('chat.session');
+      const session = localStorage.getItem('chat.session');
       const response = await fetch(`/files/${file}`, { headers: { Authorization: `Bearer ${session}` } });
       return response.status;
     }, id);
@@ -472,7 +472,7 @@ test('three large files attached at once all arrive, paced, while the chat goes 
     assert.deepEqual(errors, [], 'no upload was refused or lost');
     // Each arrived whole.
     const sizes = await bob.page.evaluate(async () => {
-      const session = sessionStorage.getItem('chat.session');
+      const session = localStorage.getItem('chat.session');
       const links = [...document.querySelectorAll('#messages .attachment')];
       return Promise.all(links.map(async (box) => {
         const file = box.querySelector('[data-file]')?.dataset.file;
@@ -553,6 +553,76 @@ test('typing shows and clears, unread badges, mentions, direct messages in their
   }
 });
 
+test('one person in two tabs and across a reload: one session, every message in both, away when all close', async () => {
+  const server = await startServer();
+  try {
+    const alice = await login(server.url, 'alice');
+    const bob = await login(server.url, 'bob');
+    // A second tab in the same browser: the same session, not "nick taken".
+    const second = await alice.context.newPage();
+    second.setDefaultTimeout(WAIT);
+    await second.goto(server.url);
+    await second.waitForFunction(() => document.querySelector('#me')?.textContent === 'alice');
+    await second.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#lobby');
+    assert.equal(await second.isVisible('#login'), false, 'no login form in the second tab');
+    await say(bob.page, 'hi both');
+    await seeMessage(alice.page, 'hi both');
+    await seeMessage(second, 'hi both');
+    await say(second, 'from tab two');
+    await seeMessage(alice.page, 'from tab two');
+    await seeMessage(bob.page, 'from tab two');
+    const joins = await bob.page.evaluate(() =>
+      [...document.querySelectorAll('#messages li.notice')].filter((li) => li.textContent === 'alice joined').length);
+    assert.equal(joins, 0, 'a second tab is not someone joining');
+    // One tab closing is not alice leaving.
+    await alice.page.close();
+    await say(bob.page, 'still there?');
+    await seeMessage(second, 'still there?');
+    // A reload resumes the session: what was said is still there.
+    await second.reload();
+    await second.waitForFunction(() => document.querySelector('#me')?.textContent === 'alice');
+    await seeMessage(second, 'hi both');
+    assert.equal(await countMessages(second, 'from tab two'), 1);
+    const notices = await bob.page.evaluate(() =>
+      [...document.querySelectorAll('#messages li.notice')].map((li) => li.textContent));
+    assert.ok(!notices.includes('alice left'), `${notices}`);
+    // Every tab gone: away at once, shown in the member list.
+    await second.close();
+    await bob.page.waitForFunction(() =>
+      [...document.querySelectorAll('#messages li.notice')].some((li) => li.textContent === 'alice is away'));
+    await bob.page.waitForFunction(() =>
+      [...document.querySelectorAll('#members li.away')].some((li) => li.textContent.startsWith('alice')));
+    assert.deepEqual(bob.problems, []);
+    await alice.context.close();
+    await bob.context.close();
+  } finally {
+    await stopServer(server.child);
+  }
+});
+
+test('forty lines typed as fast as Enter goes arrive in the order typed', async () => {
+  const server = await startServer();
+  try {
+    const alice = await login(server.url, 'alice');
+    const bob = await login(server.url, 'bob');
+    for (let i = 1; i <= 40; i += 1) {
+      await alice.page.fill('#text', `line ${i}`);
+      await alice.page.press('#text', 'Enter');
+    }
+    await seeMessage(bob.page, 'line 40');
+    const texts = await bob.page.evaluate(() =>
+      [...document.querySelectorAll('#messages li .text')].map((e) => e.textContent).filter((t) => t.startsWith('line ')));
+    assert.deepEqual(texts, Array.from({ length: 40 }, (_, i) => `line ${i + 1}`));
+    const seqs = await bob.page.evaluate(() =>
+      [...document.querySelectorAll('#messages li[data-seq]')].map((li) => Number(li.dataset.seq)));
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), 'stored in that order too');
+    await alice.context.close();
+    await bob.context.close();
+  } finally {
+    await stopServer(server.child);
+  }
+});
+
 test('a mention raises a desktop notification when the page is in the background', async () => {
   const server = await startServer();
   try {
@@ -599,6 +669,9 @@ test('/stats updates its counters and chart while a client sends', async () => {
     await seeMessage(alice.page, 'counted 4');
     await stats.waitForFunction(() => document.querySelector('#messages-total').textContent === '5');
     await stats.waitForFunction(() => document.querySelector('#connections').textContent === '2');
+    // One person chatting, and the stats page itself, counted apart.
+    assert.equal(await stats.textContent('#people'), '1');
+    assert.equal(await stats.textContent('#watchers'), '1');
     assert.equal(await stats.locator('#rooms tr').count(), 1);
     const painted = await stats.evaluate(() => {
       const canvas = document.querySelector('#chart');

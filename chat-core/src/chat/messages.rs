@@ -99,9 +99,14 @@ impl Chat {
         };
         let event = Arc::new(direct_event(&direct));
         self.outputs.push_back(Output::Persist(Record::Direct(direct)));
-        // A detached recipient misses the DM: direct messages are not stored.
-        let mut to: Vec<MemberId> = target.conn.into_iter().collect();
+        // Every connection of both: the recipient's tabs and devices, and
+        // the sender's others see what was sent. A detached recipient
+        // misses the DM: direct messages are not stored for delivery.
+        let mut to: Vec<MemberId> = target.conns.iter().collect();
         if recipient != sid {
+            to.extend(sender.conns.iter());
+        }
+        if !to.contains(&member) {
             to.push(member);
         }
         let token = sender.token.clone();
@@ -154,11 +159,12 @@ impl Chat {
             return;
         };
         self.dedupe.remove(&sender, &id);
-        if let Some((_, Some(member))) = self.session_of(&sender) {
-            let retry_after_ms = self.store_retry_ms(now);
-            let error = CommandError::StoreUnavailable { retry_after_ms };
-            self.reply(member, Event::Error { id: Some(id), error });
-        }
+        // The sender's connections: the one that sent it retries, with
+        // the same id.
+        let to = self.conns_of(&sender);
+        let retry_after_ms = self.store_retry_ms(now);
+        let error = CommandError::StoreUnavailable { retry_after_ms };
+        self.deliver(to, Event::Error { id: Some(id), error });
     }
 
     /// Refuses messages while storage is down.
@@ -181,7 +187,7 @@ impl Chat {
         asker: &Asker,
         room: &str,
     ) -> Result<(), CommandError> {
-        let (member, sid) = (asker.member, asker.session);
+        let sid = asker.session;
         let (room_id, name) = self.joined_room(sid, room)?;
         let interval = self.config.typing_interval;
         let Some(session) = self.sessions.get_mut(&sid) else {
@@ -197,10 +203,8 @@ impl Chat {
         session.typing.get_or_insert_default().insert(room_id, now);
         let nick = session.nick.clone();
         self.typing_deadlines.push_back((now.saturating_add(interval), sid, room_id));
-        if let Some(room) = self.rooms.get(&room_id) {
-            let others = room.others(member);
-            self.deliver(others, Event::Typing { room: name, nick });
-        }
+        let others = self.others_of(room_id, sid);
+        self.deliver(others, Event::Typing { room: name, nick });
         Ok(())
     }
 

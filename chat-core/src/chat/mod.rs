@@ -288,14 +288,7 @@ impl Chat {
         let Some(sid) = conn.session else {
             return;
         };
-        if self.sessions.get(&sid).is_none_or(|session| session.conn != Some(member)) {
-            return;
-        }
-        if departure == Departure::Quit || self.config.session_grace.is_zero() {
-            self.end_session(sid);
-        } else {
-            self.detach(now, sid);
-        }
+        self.conn_gone(now, member, sid, departure == Departure::Quit);
     }
 
     /// Lets time-based state expire: typing throttles, sessions whose grace
@@ -458,6 +451,17 @@ impl Chat {
         self.conns.len()
     }
 
+    /// How many sessions have a connection now that `watching_only` does
+    /// not exclude: people, however many tabs and devices each has. A
+    /// frontend passes the connections that only watch (a stats page), so
+    /// that they are not counted as someone in the chat.
+    pub fn people(&self, watching_only: impl Fn(MemberId) -> bool) -> usize {
+        self.sessions
+            .values()
+            .filter(|session| session.conns.iter().any(|member| !watching_only(member)))
+            .count()
+    }
+
     /// How many sessions exist, attached or waiting to be resumed.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
@@ -495,9 +499,10 @@ impl Chat {
     }
 
     /// The session holding a token and the connection it has, if any.
-    fn session_of(&self, token: &SessionToken) -> Option<(SessionId, Option<MemberId>)> {
-        let sid = *self.tokens.get(token)?;
-        Some((sid, self.sessions.get(&sid)?.conn))
+    /// The connections of the session named `token`.
+    fn conns_of(&self, token: &SessionToken) -> Arc<[MemberId]> {
+        let session = self.tokens.get(token).and_then(|sid| self.sessions.get(sid));
+        session.into_iter().flat_map(|s| s.conns.iter()).collect()
     }
 
     /// One more command of `member` waits for storage; later ones queue.
@@ -573,7 +578,7 @@ mod tests {
         let (session, conn) =
             (std::mem::size_of::<super::Session>(), std::mem::size_of::<super::Conn>());
         eprintln!("a session: {session} bytes, a connection: {conn} bytes");
-        assert!(session <= 144, "a session grew to {session} bytes");
+        assert!(session <= 152, "a session grew to {session} bytes");
         assert!(conn <= 64, "a connection grew to {conn} bytes");
         assert_eq!(std::mem::size_of::<crate::Nick>(), 16);
     }

@@ -93,11 +93,11 @@ impl Chat {
     pub(super) fn who(&mut self, asker: &Asker, room: &str) -> Result<(), CommandError> {
         let (member, id) = (asker.member, &asker.id);
         let (room_id, name) = self.joined_room(asker.session, room)?;
-        let members = match self.rooms.get(&room_id) {
-            Some(room) => self.sorted_nicks(room.sessions()),
-            None => Vec::new(),
+        let (members, away) = match self.rooms.get(&room_id) {
+            Some(room) => (self.sorted_nicks(room.sessions()), self.away_nicks(room.sessions())),
+            None => (Vec::new(), Vec::new()),
         };
-        self.reply(member, Event::Members { id: id.clone(), room: name, members });
+        self.reply(member, Event::Members { id: id.clone(), room: name, members, away });
         Ok(())
     }
 

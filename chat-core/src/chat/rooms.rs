@@ -150,6 +150,7 @@ impl Chat {
         };
         let nick = session.nick.clone();
         let name = room.name.clone();
+        let mut newly = false;
         if !session.rooms.contains(&room_id) {
             if session.grant.as_ref().is_some_and(|grant| !grant.allows(&name)) {
                 return Err(forbidden(&name));
@@ -168,11 +169,8 @@ impl Chat {
             }
             self.refresh_recipients(room_id);
             self.reindex(room_id);
-            if let Some(room) = self.rooms.get(&room_id) {
-                let others = room.others(member);
-                let event = Event::Presence { room: name.clone(), change: Presence::Joined(nick) };
-                self.deliver(others, event);
-            }
+            self.announce(sid, &[room_id], Presence::Joined(nick));
+            newly = true;
         }
         self.touch(room_id);
         let Some(room) = self.rooms.get(&room_id) else {
@@ -181,10 +179,20 @@ impl Chat {
         let (history, resume) =
             room.resume(after, self.config.join_history, self.config.resume_max);
         let members = self.sorted_nicks(room.sessions());
+        let away = self.away_nicks(room.sessions());
         let last_seq = room.last_seq;
         let history = self.fit_history(now, member, history, false)?;
         let event =
-            Event::Joined { id: id.clone(), room: name, members, history, last_seq, resume };
+            Event::Joined { id: id.clone(), room: name, members, away, history, last_seq, resume };
+        if newly {
+            // The session's other connections are in the room now too.
+            let mut theirs = event.clone();
+            if let Event::Joined { id, .. } = &mut theirs {
+                *id = None;
+            }
+            let siblings = self.siblings(member, sid);
+            self.deliver(siblings, theirs);
+        }
         self.reply(member, event);
         Ok(())
     }
@@ -222,6 +230,8 @@ impl Chat {
             typing.remove(&room_id);
         }
         let nick = session.nick.clone();
+        let siblings = self.siblings(member, sid);
+        self.deliver(siblings, Event::Left { id: None, room: name.clone() });
         self.reply(member, Event::Left { id: id.clone(), room: name });
         self.remove_from_room(room_id, sid, &nick);
     }
@@ -269,7 +279,8 @@ impl Chat {
         let recipients: Arc<[MemberId]> = room
             .sessions()
             .iter()
-            .filter_map(|sid| self.sessions.get(sid).and_then(|s| s.conn))
+            .filter_map(|sid| self.sessions.get(sid))
+            .flat_map(|s| s.conns.iter())
             .filter(|&member| !resuming(member))
             .collect();
         if let Some(room) = self.rooms.get_mut(&room_id) {
@@ -587,6 +598,16 @@ impl Chat {
         } else {
             self.idle.remove(&key);
         }
+    }
+
+    /// The nicks of those of `sessions` that are away, sorted.
+    pub(super) fn away_nicks(&self, sessions: &[SessionId]) -> Vec<Nick> {
+        let away: Vec<SessionId> = sessions
+            .iter()
+            .copied()
+            .filter(|sid| self.sessions.get(sid).is_some_and(|s| s.conns.is_empty()))
+            .collect();
+        self.sorted_nicks(&away)
     }
 
     pub(super) fn sorted_nicks(&self, sessions: &[SessionId]) -> Vec<Nick> {

@@ -20,8 +20,9 @@ pub(super) struct Session {
     pub(super) token: SessionToken,
     pub(super) nick: Nick,
     pub(super) rooms: BTreeSet<RoomId>,
-    /// The connection speaking for the session, if one is.
-    pub(super) conn: Option<MemberId>,
+    /// The connections speaking for the session (tabs, devices), oldest
+    /// first; none while it is detached.
+    pub(super) conns: Conns,
     /// When the last connection went away, while none is attached.
     pub(super) detached_at: Option<Timestamp>,
     /// Where its connection came from; `None` for a session restored at
@@ -41,6 +42,83 @@ pub(super) struct Session {
     /// three words, a box one).
     #[allow(clippy::box_collection)]
     pub(super) typing: Option<Box<BTreeMap<RoomId, Timestamp>>>,
+}
+
+/// The connections of a session: usually one, held inline; more (tabs,
+/// devices) in a box.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) enum Conns {
+    #[default]
+    None,
+    One(MemberId),
+    /// Boxed: a `Vec` inline would cost every session three words, a box
+    /// one.
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<MemberId>>),
+}
+
+impl Conns {
+    pub(super) fn is_empty(&self) -> bool {
+        matches!(self, Self::None)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Self::None => 0,
+            Self::One(_) => 1,
+            Self::Many(many) => many.len(),
+        }
+    }
+
+    pub(super) fn contains(&self, member: MemberId) -> bool {
+        self.iter().any(|m| m == member)
+    }
+
+    /// Oldest first.
+    pub(super) fn iter(&self) -> impl Iterator<Item = MemberId> + '_ {
+        let (one, many) = match self {
+            Self::None => (None, &[][..]),
+            Self::One(member) => (Some(*member), &[][..]),
+            Self::Many(many) => (None, many.as_slice()),
+        };
+        one.into_iter().chain(many.iter().copied())
+    }
+
+    pub(super) fn push(&mut self, member: MemberId) {
+        if self.contains(member) {
+            return;
+        }
+        *self = match std::mem::take(self) {
+            Self::None => Self::One(member),
+            Self::One(first) => Self::Many(Box::new(vec![first, member])),
+            Self::Many(mut many) => {
+                many.push(member);
+                Self::Many(many)
+            }
+        };
+    }
+
+    pub(super) fn remove(&mut self, member: MemberId) {
+        *self = match std::mem::take(self) {
+            Self::One(only) if only == member => Self::None,
+            Self::Many(mut many) => {
+                many.retain(|&m| m != member);
+                match many.as_slice() {
+                    [] => Self::None,
+                    [only] => Self::One(*only),
+                    _ => Self::Many(many),
+                }
+            }
+            other => other,
+        };
+    }
+
+    /// Takes out the oldest.
+    pub(super) fn pop_oldest(&mut self) -> Option<MemberId> {
+        let oldest = self.iter().next()?;
+        self.remove(oldest);
+        Some(oldest)
+    }
 }
 
 /// A session's quotas of slow things.
@@ -163,7 +241,7 @@ impl Chat {
         let expires = grant.as_ref().map(|grant| grant.expires);
         let sid = self.new_session(now, token.clone(), nick.clone(), grant, Some(source));
         if let Some(session) = self.sessions.get_mut(&sid) {
-            session.conn = Some(member);
+            session.conns = Conns::One(member);
         }
         if let Some(conn) = self.conns.get_mut(&member) {
             conn.session = Some(sid);
@@ -198,7 +276,7 @@ impl Chat {
             token: token.clone(),
             nick: nick.clone(),
             rooms: BTreeSet::new(),
-            conn: None,
+            conns: Conns::None,
             detached_at: None,
             source,
             grant: grant.map(Box::new),
@@ -289,8 +367,10 @@ impl Chat {
         }
     }
 
-    /// Attaches `member` to an existing session, closing the connection
-    /// that held it, if any.
+    /// Attaches `member` to an existing session, beside the connections
+    /// it has (tabs, devices); past
+    /// [`ChatConfig::max_connections_per_session`] the oldest is closed. A
+    /// session that was detached is back in its rooms.
     pub(super) fn resume_session(
         &mut self,
         now: Timestamp,
@@ -301,11 +381,16 @@ impl Chat {
         let Some(source) = self.conns.get(&member).map(|conn| conn.source) else {
             return;
         };
+        let max = self.config.max_connections_per_session.max(1);
         let Some(session) = self.sessions.get_mut(&sid) else {
             debug_assert!(false, "a session id without its session");
             return;
         };
-        let previous = session.conn.replace(member);
+        session.conns.push(member);
+        let mut over = Vec::new();
+        while session.conns.len() > max {
+            over.extend(session.conns.pop_oldest());
+        }
         let detached_at = session.detached_at.take();
         let old_source = session.source.replace(source);
         let (nick, token) = (session.nick.clone(), session.token.clone());
@@ -321,7 +406,7 @@ impl Chat {
             }
             self.source_state(now, source).sessions += 1;
         }
-        if let Some(previous) = previous.filter(|&p| p != member) {
+        for previous in over {
             self.drop_conn(previous);
             let reason = DisconnectReason::SessionResumedElsewhere;
             self.outputs.push_back(Output::Disconnect { member: previous, reason });
@@ -329,8 +414,11 @@ impl Chat {
         if let Some(conn) = self.conns.get_mut(&member) {
             conn.session = Some(sid);
         }
-        for room in rooms {
+        for &room in &rooms {
             self.refresh_recipients(room);
+        }
+        if detached_at.is_some() {
+            self.announce(sid, &rooms, crate::Presence::Back(nick.clone()));
         }
         let expires = self.sessions.get(&sid).and_then(|s| s.grant.as_ref()).map(|g| g.expires);
         let welcome =
@@ -338,21 +426,85 @@ impl Chat {
         self.reply(member, welcome);
     }
 
-    /// The session's connection is gone: it waits for a resume, counted
-    /// against its source's detached sessions, the oldest of which ends if
-    /// there are too many.
+    /// Tells the others in `rooms` how a session's presence changed.
+    pub(super) fn announce(&mut self, sid: SessionId, rooms: &[RoomId], change: crate::Presence) {
+        for &room_id in rooms {
+            if let Some(room) = self.rooms.get(&room_id) {
+                let event = Event::Presence { room: room.name.clone(), change: change.clone() };
+                let others = self.others_of(room_id, sid);
+                self.deliver(others, event);
+            }
+        }
+    }
+
+    /// A room's recipients but the connections of session `sid`.
+    pub(super) fn others_of(&self, room_id: RoomId, sid: SessionId) -> Arc<[MemberId]> {
+        let Some(room) = self.rooms.get(&room_id) else {
+            return Arc::new([]);
+        };
+        let own = self.sessions.get(&sid).map(|session| &session.conns);
+        room.recipients()
+            .iter()
+            .copied()
+            .filter(|&member| !own.is_some_and(|conns| conns.contains(member)))
+            .collect()
+    }
+
+    /// The other connections of the session `member` speaks for: they hear
+    /// of what it changed for the session (a room joined or left, a nick).
+    pub(super) fn siblings(&self, member: MemberId, sid: SessionId) -> Arc<[MemberId]> {
+        let conns = self.sessions.get(&sid).map(|session| &session.conns);
+        conns.into_iter().flat_map(Conns::iter).filter(|&m| m != member).collect()
+    }
+
+    /// A connection of a session went away: the session goes on with its
+    /// others, or, with none left, ends at a goodbye ([`Departure::Quit`])
+    /// or waits for a resume.
+    ///
+    /// [`Departure::Quit`]: crate::Departure::Quit
+    pub(super) fn conn_gone(
+        &mut self,
+        now: Timestamp,
+        member: MemberId,
+        sid: SessionId,
+        quit: bool,
+    ) {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if !session.conns.contains(member) {
+            return;
+        }
+        session.conns.remove(member);
+        if !session.conns.is_empty() {
+            let rooms: Vec<RoomId> = session.rooms.iter().copied().collect();
+            for room in rooms {
+                self.refresh_recipients(room);
+            }
+        } else if quit || self.config.session_grace.is_zero() {
+            self.end_session(sid);
+        } else {
+            self.detach(now, sid);
+        }
+    }
+
+    /// The session's last connection is gone: it is away in its rooms and
+    /// waits for a resume, counted against its source's detached sessions,
+    /// the oldest of which ends if there are too many.
     pub(super) fn detach(&mut self, now: Timestamp, sid: SessionId) {
         let Some(session) = self.sessions.get_mut(&sid) else {
             debug_assert!(false, "a session id without its session");
             return;
         };
-        session.conn = None;
+        session.conns = Conns::None;
         session.detached_at = Some(now);
         let source = session.source;
+        let nick = session.nick.clone();
         let rooms: Vec<RoomId> = session.rooms.iter().copied().collect();
-        for room in rooms {
+        for &room in &rooms {
             self.refresh_recipients(room);
         }
+        self.announce(sid, &rooms, crate::Presence::Away(nick));
         self.expiries.push_back((now.saturating_add(self.config.session_grace), sid));
         let Some(source) = source else {
             return;
@@ -383,7 +535,8 @@ impl Chat {
             // Only if the session is still detached since that deadline was
             // set; a resumed (and maybe detached again) session has a newer one.
             let expired = self.sessions.get(&sid).is_some_and(|s| {
-                s.conn.is_none() && s.detached_at.is_some_and(|at| at.saturating_add(grace) <= now)
+                s.conns.is_empty()
+                    && s.detached_at.is_some_and(|at| at.saturating_add(grace) <= now)
             });
             if expired {
                 self.end_session(sid);
@@ -402,7 +555,9 @@ impl Chat {
             // Only if no later identity renewed the session meanwhile.
             let session = self.sessions.get(&sid);
             if session.and_then(|s| s.grant.as_ref()).is_some_and(|g| g.expires == deadline) {
-                if let Some(member) = session.and_then(|s| s.conn) {
+                let members: Vec<MemberId> =
+                    session.map(|s| s.conns.iter().collect()).unwrap_or_default();
+                for member in members {
                     self.drop_conn(member);
                     let reason = DisconnectReason::IdentityExpired;
                     self.outputs.push_back(Output::Disconnect { member, reason });
@@ -443,14 +598,12 @@ impl Chat {
         if old == new {
             return Ok(());
         }
-        for room_id in rooms {
-            if let Some(room) = self.rooms.get(&room_id) {
-                let change = crate::Presence::Renamed { old: old.clone(), new: new.clone() };
-                let event = Event::Presence { room: room.name.clone(), change };
-                let others = room.others(member);
-                self.deliver(others, event);
-            }
-        }
+        let siblings = self.siblings(member, sid);
+        self.deliver(
+            siblings,
+            Event::NickChanged { id: None, old: old.clone(), nick: new.clone() },
+        );
+        self.announce(sid, &rooms, crate::Presence::Renamed { old, new });
         Ok(())
     }
 
@@ -476,8 +629,10 @@ impl Chat {
         };
         self.nicks.remove(session.nick.folded());
         self.tokens.remove(&session.token);
-        if let Some(conn) = session.conn.and_then(|m| self.conns.get_mut(&m)) {
-            conn.session = None;
+        for member in session.conns.iter() {
+            if let Some(conn) = self.conns.get_mut(&member) {
+                conn.session = None;
+            }
         }
         if let Some(state) = session.source.and_then(|source| self.sources.get_mut(&source)) {
             state.sessions = state.sessions.saturating_sub(1);

@@ -142,7 +142,7 @@ fn renewing_with_fewer_rooms_leaves_the_others() {
 }
 
 #[test]
-fn a_new_connection_with_the_identity_takes_over_its_session() {
+fn a_new_connection_with_the_identity_joins_its_session() {
     let mut h = strict();
     let first = {
         let id = identity(&h, "alice", None, HOUR);
@@ -156,7 +156,9 @@ fn a_new_connection_with_the_identity_takes_over_its_session() {
         hello(&mut h, None, Some(id))
     };
     assert!(matches!(h.take(second).as_slice(), [Event::Welcome { resumed: true, .. }]));
-    assert_eq!(h.disconnected, vec![first], "the old connection is replaced");
+    assert_eq!(h.disconnected, vec![], "both devices stay connected");
+    h.say(first, "lobby", "from the laptop");
+    assert_eq!(h.take(second).len(), 1, "the phone sees what the laptop says");
 }
 
 #[test]

@@ -130,13 +130,15 @@ fn join_tells_the_joiner_everything_and_the_others_who_came() {
     h.take_all();
     h.send_with_id(bob, Some("j"), Command::Join { room: "lobby".into(), after: None });
     let events = h.take(bob);
-    let [Event::Joined { id, room: r, members, history, last_seq, resume }] = events.as_slice()
+    let [Event::Joined { id, room: r, members, away, history, last_seq, resume }] =
+        events.as_slice()
     else {
         panic!("{events:?}");
     };
     assert_eq!(id.as_deref(), Some("j"));
     assert_eq!(r, &room("lobby"));
     assert_eq!(members, &vec![nick("alice"), nick("Bob")]);
+    assert!(away.is_empty());
     assert_eq!(history.iter().map(|m| &*m.text).collect::<Vec<_>>(), vec!["first"]);
     assert_eq!(*last_seq, 1);
     assert_eq!(*resume, Resume::Fresh);
@@ -443,7 +445,8 @@ fn leave_and_disconnect_tell_the_others() {
     h.send(alice, Command::Leave { room: "a".into() });
     assert_eq!(error_of(&h.take(alice)), CommandError::NotInRoom(room("a")));
     h.disconnect(alice);
-    assert_eq!(h.take(bob), vec![], "the session waits for its client to come back");
+    let away = Event::Presence { room: room("b"), change: Presence::Away(nick("alice")) };
+    assert_eq!(h.take(bob), vec![away], "away at once; the session waits for its client");
     let again = h.connect();
     h.send(again, Command::Hello { nick: Some("alice".into()), session: None, identity: None });
     assert_eq!(error_of(&h.take(again)), CommandError::NickTaken(nick("alice")), "nick reserved");
@@ -485,6 +488,7 @@ fn rooms_and_who_list_in_a_stable_order() {
             id: None,
             room: room("lobby"),
             members: vec![nick("Amy"), nick("bob"), nick("zed")],
+            away: Vec::new(),
         }]
     );
     // Members are for members: a room one is not in says nothing.

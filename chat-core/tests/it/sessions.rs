@@ -71,23 +71,119 @@ fn a_session_resumes_without_presence_and_catches_up() {
         "{welcome:?}"
     );
     assert_eq!(join_after(&mut h, back, "lobby", Some(1)), (vec![2, 3], Resume::Resumed));
-    assert_eq!(seqs(&h.take(bob)), vec![2, 3], "bob saw only his own messages, no presence");
+    let seen = h.take(bob);
+    assert_eq!(seqs(&seen), vec![2, 3], "bob saw his own messages");
+    let presence: Vec<&Presence> = seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::Presence { change, .. } => Some(change),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        presence,
+        vec![&Presence::Away(nick("alice")), &Presence::Back(nick("alice"))],
+        "away while gone, back on resume, never left"
+    );
     h.say(bob, "lobby", "welcome back");
     assert_eq!(seqs(&h.take(back)), vec![4], "the new connection receives the room");
 }
 
 #[test]
-fn a_session_that_is_still_attached_is_taken_over() {
+fn a_session_has_several_connections_each_with_every_event() {
     let (mut h, alice, bob) = pair(ChatConfig::default());
-    let back = hello_again(&mut h, "token-1");
-    assert!(matches!(h.take(back).as_slice(), [Event::Welcome { resumed: true, .. }]));
-    assert_eq!(h.disconnected, vec![alice], "the old connection is closed");
-    // Its late disconnect does not detach the session from the new one.
-    h.chat.handle_disconnect(h.now, alice, chat_core::Departure::Quit);
+    let phone = hello_again(&mut h, "token-1");
+    assert!(matches!(h.take(phone).as_slice(), [Event::Welcome { resumed: true, .. }]));
+    assert_eq!(h.disconnected, vec![], "the first connection stays");
+    assert_eq!(h.take(bob), vec![], "one person, already present: no presence");
+    assert_eq!(h.chat.people(|_| false), 2, "alice counts once with two connections");
+    assert_eq!(h.chat.people(|m| m == bob), 1, "bob only watches");
+    assert_eq!(h.chat.people(|m| m == alice), 2, "alice still has her phone");
+    // A room message reaches both; one connection's send is acknowledged
+    // on the other too.
+    h.send_with_id(
+        alice,
+        Some("m1"),
+        Command::Say {
+            room: "lobby".into(),
+            text: "from the laptop".into(),
+            action: false,
+            attachment: None,
+        },
+    );
+    for m in [alice, phone, bob] {
+        assert_eq!(seqs(&h.take(m)), vec![1], "member {m:?}");
+    }
+    // What one connection changes for the session, the others hear of.
+    h.send_with_id(phone, Some("j"), Command::Join { room: "dev".into(), after: None });
+    assert!(matches!(h.take(phone).as_slice(), [Event::Joined { id: Some(_), .. }]));
+    assert!(matches!(h.take(alice).as_slice(), [Event::Joined { id: None, .. }]));
+    h.send(
+        alice,
+        Command::Say { room: "dev".into(), text: "x".into(), action: false, attachment: None },
+    );
+    assert_eq!(seqs(&h.take(phone)), vec![1], "the phone is in dev too");
+    h.take_all();
+    // Typing is for the others, not for the typist's own devices.
+    h.send(alice, Command::Typing { room: "lobby".into() });
+    assert_eq!(h.take(phone), vec![]);
+    assert_eq!(h.take(bob).len(), 1);
+    // A direct message reaches every connection of both.
+    h.send(bob, Command::Dm { to: "alice".into(), text: "hi".into() });
+    for m in [alice, phone, bob] {
+        assert!(matches!(h.take(m).as_slice(), [Event::Direct { .. }]), "member {m:?}");
+    }
+    // One connection saying goodbye is not the person leaving.
+    h.quit(alice);
+    assert_eq!(h.take(bob), vec![], "alice is still here on the phone");
     h.say(bob, "lobby", "still there?");
-    assert_eq!(seqs(&h.take(back)), vec![1]);
-    h.advance(Duration::from_secs(120));
-    assert_eq!(h.take(bob).len(), 1, "only bob's own message: alice never left");
+    assert_eq!(seqs(&h.take(phone)), vec![2]);
+    h.take_all();
+    // The last one dropping: away at once, left when the session ends.
+    h.disconnect(phone);
+    let away = Event::Presence { room: room("lobby"), change: Presence::Away(nick("alice")) };
+    assert_eq!(h.take(bob), vec![away]);
+    assert_eq!(h.chat.people(|_| false), 1, "away is not online");
+    h.advance(Duration::from_secs(61));
+    let left = Event::Presence { room: room("lobby"), change: Presence::Left(nick("alice")) };
+    assert_eq!(h.take(bob), vec![left]);
+}
+
+#[test]
+fn past_the_connections_a_session_may_have_the_oldest_is_closed() {
+    let config = ChatConfig { max_connections_per_session: 2, ..ChatConfig::default() };
+    let (mut h, alice, _bob) = pair(config);
+    let second = hello_again(&mut h, "token-1");
+    assert_eq!(h.disconnected, vec![]);
+    let third = hello_again(&mut h, "token-1");
+    assert_eq!(h.disconnected, vec![alice], "the oldest makes way");
+    // Its late disconnect changes nothing for the others.
+    h.chat.handle_disconnect(h.now, alice, chat_core::Departure::Quit);
+    h.take_all();
+    let bob = h.greeted("carol");
+    h.join(bob, "lobby");
+    h.take_all();
+    h.say(bob, "lobby", "hello");
+    for m in [second, third] {
+        assert_eq!(seqs(&h.take(m)), vec![1]);
+    }
+}
+
+#[test]
+fn who_and_joined_say_who_is_away() {
+    let (mut h, alice, bob) = pair(ChatConfig::default());
+    h.disconnect(alice);
+    h.take_all();
+    h.send(bob, Command::Who { room: "lobby".into() });
+    assert!(
+        matches!(h.take(bob).as_slice(), [Event::Members { away, .. }] if away == &vec![nick("alice")]),
+        "alice is away"
+    );
+    let carol = h.greeted("carol");
+    h.send(carol, Command::Join { room: "lobby".into(), after: None });
+    assert!(
+        matches!(h.take(carol).as_slice(), [Event::Joined { away, .. }] if away == &vec![nick("alice")])
+    );
 }
 
 #[test]
@@ -115,7 +211,10 @@ fn an_expired_session_token_starts_a_new_session_under_a_new_token() {
     h.advance(Duration::from_secs(61));
     assert_eq!(
         h.take(bob),
-        vec![Event::Presence { room: room("lobby"), change: Presence::Left(nick("alice")) }]
+        vec![
+            Event::Presence { room: room("lobby"), change: Presence::Away(nick("alice")) },
+            Event::Presence { room: room("lobby"), change: Presence::Left(nick("alice")) }
+        ]
     );
     let back = h.connect();
     h.send(

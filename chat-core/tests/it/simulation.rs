@@ -421,7 +421,10 @@ impl World {
                 );
                 let own = client.nick.clone().unwrap_or_default();
                 let about = match change {
-                    Presence::Joined(n) | Presence::Left(n) => n.to_string(),
+                    Presence::Joined(n)
+                    | Presence::Left(n)
+                    | Presence::Away(n)
+                    | Presence::Back(n) => n.to_string(),
                     Presence::Renamed { new, .. } => new.to_string(),
                 };
                 assert_ne!(about, own, "{at}: presence is for the others");

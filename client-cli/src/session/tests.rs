@@ -90,6 +90,7 @@ fn joined(id: &str, room: &str, history: Vec<Message>, last_seq: u64) -> ServerF
         id: Some(id.to_owned()),
         room: room.to_owned(),
         members: vec!["ann".to_owned()],
+        away: Vec::new(),
         history,
         last_seq,
         resume: Resume::Fresh,

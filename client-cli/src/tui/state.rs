@@ -39,6 +39,8 @@ pub struct View {
     pub kind: Kind,
     pub lines: VecDeque<Line>,
     pub members: Vec<String>,
+    /// Members whose every connection dropped, for now.
+    pub away: Vec<String>,
     pub unread: usize,
     /// A message since the view was last looked at mentions me.
     pub mentioned: bool,
@@ -60,6 +62,7 @@ impl View {
             kind,
             lines: VecDeque::new(),
             members: Vec::new(),
+            away: Vec::new(),
             unread: 0,
             mentioned: false,
             scroll: 0,
@@ -341,11 +344,23 @@ impl State {
                     }
                     (PresenceEvent::Leave, _) => {
                         view.members.retain(|member| member != nick);
+                        view.away.retain(|member| member != nick);
                         format!("{nick} left")
+                    }
+                    (PresenceEvent::Away, _) => {
+                        if !view.away.contains(nick) {
+                            view.away.push(nick.clone());
+                        }
+                        format!("{nick} is away")
+                    }
+                    (PresenceEvent::Back, _) => {
+                        view.away.retain(|member| member != nick);
+                        format!("{nick} is back")
                     }
                     (PresenceEvent::Nick, old) => {
                         if let Some(old) = old {
                             view.members.retain(|member| member != old);
+                            view.away.retain(|member| member != old);
                         }
                         view.members.push(nick.clone());
                         format!("{} is now known as {nick}", old.as_deref().unwrap_or("someone"))
@@ -496,6 +511,7 @@ mod tests {
             id: None,
             room: room.into(),
             members: members.iter().map(|m| (*m).to_owned()).collect(),
+            away: Vec::new(),
             history,
             last_seq: 0,
             resume: Resume::Fresh,

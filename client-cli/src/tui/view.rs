@@ -141,7 +141,16 @@ fn draw_members(frame: &mut Frame<'_>, view: &View, palette: &Palette, area: Rec
     let lines: Vec<Line<'_>> = view
         .members
         .iter()
-        .map(|nick| Line::from(Span::styled(nick.clone(), Style::default().fg(palette.nick(nick)))))
+        .map(|nick| {
+            // Away: dimmed, until the session ends or comes back.
+            let style = Style::default().fg(palette.nick(nick));
+            let style = if view.away.contains(nick) {
+                style.add_modifier(ratatui::style::Modifier::DIM)
+            } else {
+                style
+            };
+            Line::from(Span::styled(nick.clone(), style))
+        })
         .collect();
     let block = Block::default().borders(Borders::LEFT);
     frame.render_widget(Paragraph::new(lines).block(block), area);
@@ -329,6 +338,7 @@ mod tests {
             id: None,
             room: "lobby".into(),
             members: vec!["alice".into(), "bob".into()],
+            away: Vec::new(),
             history: vec![message(1, "bob", "hi"), message(2, "alice", "漢字 and 🙂 fit")],
             last_seq: 2,
             resume: Resume::Fresh,
@@ -419,6 +429,7 @@ mod tests {
             id: None,
             room: "dev".into(),
             members: vec!["alice".into()],
+            away: Vec::new(),
             history: vec![],
             last_seq: 0,
             resume: Resume::Fresh,

@@ -227,7 +227,9 @@ async fn oversized_frames_close_only_that_connection() {
     mallory.send_text(&"x".repeat(70 * 1024)).await;
     let (close, _) = mallory.until_closed().await;
     assert_eq!(close.map(|c| u16::from(c.code)), Some(1009));
-    // mallory's session waits for a resume; alice carries on regardless.
+    // mallory's session waits for a resume (away meanwhile); alice carries
+    // on regardless.
+    alice.expect_presence("away", "mallory").await;
     alice.send(json!({"type": "say", "room": "lobby", "text": "still here"})).await;
     assert_eq!(alice.expect("message").await["text"], "still here");
     server.shutdown().await;

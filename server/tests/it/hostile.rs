@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::support::{Client, RawClient, Server};
 use chat_server::ServerConfig;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::watch;
 
 /// A server that checks connections every 100 ms, and lets the
@@ -29,8 +29,9 @@ async fn keep_chatting(
     room: &str,
     max_rounds: u32,
     mut stop: watch::Receiver<bool>,
-) -> (Client, u32) {
+) -> (Client, u32, Vec<Value>) {
     let mut rounds = 0;
+    let mut presence = Vec::new();
     while !*stop.borrow_and_update() {
         if rounds == max_rounds {
             let _ = stop.changed().await;
@@ -45,6 +46,9 @@ async fn keep_chatting(
                 assert_eq!(frame["text"], format!("tick {rounds}"));
                 break;
             }
+            if frame["type"] == "presence" {
+                presence.push(frame);
+            }
         }
         rounds += 1;
         tokio::select! {
@@ -52,7 +56,17 @@ async fn keep_chatting(
             () = tokio::task::yield_now() => {}
         }
     }
-    (client, rounds)
+    (client, rounds, presence)
+}
+
+/// Whoever chatted on: the closed client went away in their room (seen
+/// while chatting or right after), and nothing else is pending.
+async fn saw_away_then_nothing(client: &mut Client, mut seen: Vec<Value>, nick: &str) {
+    let away = |frame: &Value| frame["event"] == "away" && frame["nick"] == nick;
+    if !seen.iter().any(away) {
+        seen.push(client.expect_presence("away", nick).await);
+    }
+    client.expect_nothing_pending().await;
 }
 
 #[tokio::test]
@@ -70,10 +84,10 @@ async fn a_client_that_answers_no_pings_is_closed_as_unresponsive() {
     assert_eq!(pings, 2, "closed after two unanswered pings");
 
     stop.send(true).unwrap();
-    let (mut alice, rounds) = chatting.await.unwrap();
+    let (mut alice, rounds, seen) = chatting.await.unwrap();
     assert!(rounds > 0);
     // alice answered every ping by reading; she is still here.
-    alice.expect_nothing_pending().await;
+    saw_away_then_nothing(&mut alice, seen, "silent").await;
     server.shutdown().await;
 }
 
@@ -135,9 +149,9 @@ async fn a_frame_flood_is_refused_then_closed_with_1008_while_others_chat() {
     assert_eq!(close.map(|c| u16::from(c.code)), Some(1008));
 
     stop.send(true).unwrap();
-    let (mut alice, rounds) = chatting.await.unwrap();
+    let (mut alice, rounds, seen) = chatting.await.unwrap();
     assert!(rounds > 0);
-    alice.expect_nothing_pending().await;
+    saw_away_then_nothing(&mut alice, seen, "flood").await;
     server.shutdown().await;
 }
 

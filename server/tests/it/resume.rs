@@ -21,7 +21,8 @@ async fn a_dropped_connection_resumes_its_session_and_misses_nothing() {
     bob.expect("message").await;
     let token = alice.session.clone();
     drop(alice);
-    // While alice is away: no leave, her nick is kept, messages go on.
+    // While alice is away: away, no leave, her nick is kept, messages go on.
+    bob.expect_presence("away", "alice").await;
     bob.send(json!({"type": "say", "room": "lobby", "text": "two"})).await;
     bob.send(json!({"type": "say", "room": "lobby", "text": "three"})).await;
     assert_eq!(bob.expect("message").await["seq"], 2);
@@ -41,6 +42,7 @@ async fn a_dropped_connection_resumes_its_session_and_misses_nothing() {
     assert_eq!(joined["resume"], "resumed");
     assert_eq!(seqs(&joined, "history"), vec![2, 3]);
     assert!(joined.get("gap").is_none());
+    bob.expect_presence("back", "alice").await;
     bob.expect_nothing_pending().await;
     server.shutdown().await;
 }
@@ -54,6 +56,7 @@ async fn resume_reports_the_exact_gap_retention_left() {
     let mut bob = Client::in_room(&server, "bob", "lobby").await;
     let token = alice.session.clone();
     drop(alice);
+    bob.expect_presence("away", "alice").await;
     for i in 0..12 {
         bob.send(json!({"type": "say", "room": "lobby", "text": format!("m{i}")})).await;
         bob.expect("message").await;
@@ -78,7 +81,9 @@ async fn a_retried_say_gets_the_original_back_across_a_reconnect() {
     bob.expect("message").await;
     let token = alice.session.clone();
     drop(alice);
+    bob.expect_presence("away", "alice").await;
     let (mut alice, _) = Client::resume(&server, &token).await;
+    bob.expect_presence("back", "alice").await;
     alice.send(json!({"type": "join", "room": "lobby", "after": 1})).await;
     alice.expect("joined").await;
     alice.send(json!({"type": "say", "room": "lobby", "text": "exactly once", "id": "m-1"})).await;
@@ -93,15 +98,23 @@ async fn a_retried_say_gets_the_original_back_across_a_reconnect() {
 }
 
 #[tokio::test]
-async fn resuming_a_live_session_closes_the_old_connection_with_4009() {
+async fn a_session_resumed_while_connected_has_both_connections() {
     let server = Server::start(ServerConfig::default()).await;
     let mut alice = Client::in_room(&server, "alice", "lobby").await;
     let (mut again, welcome) = Client::resume(&server, &alice.session).await;
     assert_eq!(welcome["resumed"], true);
-    let (close, _) = alice.until_closed().await;
-    assert_eq!(close.map(|c| u16::from(c.code)), Some(4009));
-    again.send(json!({"type": "say", "room": "lobby", "text": "I am alice"})).await;
-    assert_eq!(again.expect("message").await["from"], "alice");
+    let joined = {
+        again.send(json!({"type": "join", "room": "lobby", "after": 0, "id": "j"})).await;
+        again.expect("joined").await
+    };
+    assert_eq!(joined["members"], json!(["alice"]), "one person, two tabs");
+    again.send(json!({"type": "say", "room": "lobby", "text": "I am alice", "id": "s1"})).await;
+    // Both tabs see it, with the id of the tab that sent it.
+    for tab in [&mut again, &mut alice] {
+        let message = tab.expect("message").await;
+        assert_eq!((message["from"].as_str(), message["id"].as_str()), (Some("alice"), Some("s1")));
+    }
+    alice.expect_nothing_pending().await;
     server.shutdown().await;
 }
 

@@ -158,6 +158,17 @@ impl Client {
         frame
     }
 
+    /// The next frame, which must be a presence `event` about `nick`.
+    pub async fn expect_presence(&mut self, event: &str, nick: &str) -> Value {
+        let frame = self.expect("presence").await;
+        assert_eq!(
+            (frame["event"].as_str(), frame["nick"].as_str()),
+            (Some(event), Some(nick)),
+            "{frame}"
+        );
+        frame
+    }
+
     /// The next frame, which must be an error with `code`.
     pub async fn expect_error(&mut self, code: &str) -> Value {
         let frame = self.expect("error").await;

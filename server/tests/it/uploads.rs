@@ -286,6 +286,8 @@ async fn stats_subscribers_get_the_live_counters_every_second() {
         let stats = watcher.expect("stats").await;
         if stats["messages_total"] == 5 {
             assert_eq!(stats["connections"], 2);
+            // alice is one person; the watcher is the stats page, no one.
+            assert_eq!((stats["people"].as_u64(), stats["watchers"].as_u64()), (Some(1), Some(1)));
             assert_eq!(stats["rooms"], json!([{"name": "lobby", "members": 1}]));
             assert_eq!(stats["room_count"], 1);
             assert!(stats["bytes_in"].as_u64().unwrap() > 100);

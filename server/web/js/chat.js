@@ -27,6 +27,7 @@ export const frames = {
   joined(frame, catchUp) {
     const room = roomState(frame.room);
     room.members = new Set(frame.members);
+    room.away = new Set(frame.away || []);
     // A resume's history comes complete in `missed`.
     if (!catchUp) {
       for (const message of frame.history) {
@@ -62,10 +63,20 @@ export const frames = {
       addLine(frame.room, { kind: 'notice', text: `${frame.nick} joined` });
     } else if (frame.event === 'leave') {
       room.members.delete(frame.nick);
+      room.away.delete(frame.nick);
       addLine(frame.room, { kind: 'notice', text: `${frame.nick} left` });
+    } else if (frame.event === 'away') {
+      room.away.add(frame.nick);
+      addLine(frame.room, { kind: 'notice', text: `${frame.nick} is away` });
+    } else if (frame.event === 'back') {
+      room.away.delete(frame.nick);
+      addLine(frame.room, { kind: 'notice', text: `${frame.nick} is back` });
     } else if (frame.event === 'nick') {
       room.members.delete(frame.old);
       room.members.add(frame.nick);
+      if (room.away.delete(frame.old)) {
+        room.away.add(frame.nick);
+      }
       addLine(frame.room, { kind: 'notice', text: `${frame.old} is now known as ${frame.nick}` });
     }
     renderMembers();
@@ -191,7 +202,7 @@ export { uploadProgress as onProgress };
 /** What storage keeps for the next visit. */
 export function onSave(saved) {
   if (saved.session) {
-    sessionStorage.setItem(SESSION_KEY, saved.session);
+    localStorage.setItem(SESSION_KEY, saved.session);
   }
   localStorage.setItem(ROOMS_KEY, JSON.stringify(saved.rooms));
 }

@@ -32,7 +32,7 @@ function start(nick, token) {
       rooms: savedRooms().map((room) => [room, null]),
       random: Math.random,
     },
-    saved: { session: sessionStorage.getItem(SESSION_KEY), rooms: [] },
+    saved: { session: localStorage.getItem(SESSION_KEY), rooms: [] },
     transport: webSocketTransport,
     onEvent,
     onSave,

@@ -5,8 +5,9 @@
 
 export const NICK_KEY = 'chat.nick';
 export const TOKEN_KEY = 'chat.token';
-// Per tab, so two tabs are two sessions rather than one taking the other
-// over; it survives a reload, so a reload resumes.
+// The session's token, kept for this server (storage is per origin): a
+// reload, a second tab, or the page opened again later resumes the same
+// session, as one person on several connections.
 export const SESSION_KEY = 'chat.session';
 export const ROOMS_KEY = 'chat.rooms';
 /** Lines a view keeps. */
@@ -17,7 +18,7 @@ export const state = {
   nick: null,         // the nick the server confirmed
   wantedNick: null,   // the nick asked for
   token: null,        // the access token, on servers that ask for one
-  rooms: new Map(),   // name -> { lines, members: Set, lastSeq, unread, mentioned, complete }
+  rooms: new Map(),   // name -> { lines, members: Set, away: Set, lastSeq, unread, mentioned, complete }
   directs: new Map(), // peer nick -> { lines, unread, mentioned } (views named "@peer")
   current: null,      // the view on screen
   switchTo: null,     // a view the user asked for: shown once it exists
@@ -41,7 +42,9 @@ export function viewOf(name) {
 export function roomState(name) {
   let room = state.rooms.get(name);
   if (!room) {
-    room = { lines: [], members: new Set(), lastSeq: 0, unread: 0, mentioned: false, complete: false };
+    room = {
+      lines: [], members: new Set(), away: new Set(), lastSeq: 0, unread: 0, mentioned: false, complete: false,
+    };
     state.rooms.set(name, room);
   }
   return room;

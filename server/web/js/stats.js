@@ -80,7 +80,9 @@ function connect() {
 function show(stats) {
   updates += 1;
   document.body.dataset.updates = String(updates);
+  $('people').textContent = String(stats.people ?? 0);
   $('connections').textContent = String(stats.connections);
+  $('watchers').textContent = String(stats.watchers ?? 0);
   $('sessions').textContent = String(stats.sessions);
   $('room-count').textContent = String(stats.room_count);
   $('messages-per-sec').textContent = String(stats.messages_per_sec);

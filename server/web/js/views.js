@@ -181,8 +181,13 @@ export function renderMembers() {
       ? [state.nick, current.slice(1)]
       : [...(state.rooms.get(current)?.members || [])];
   names.sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
+  const away = (!current || current.startsWith('@')) ? new Set() : state.rooms.get(current)?.away || new Set();
   for (const name of names) {
     const li = document.createElement('li');
+    if (away.has(name)) {
+      li.classList.add('away');
+      li.title = `${name} is away`;
+    }
     if (name === state.nick) {
       li.textContent = `${name} (you)`;
     } else {
