@@ -137,6 +137,9 @@ pub enum Event {
         session: SessionToken,
         /// Whether an existing session was resumed.
         resumed: bool,
+        /// The rooms a resumed session is in, by name, so that a new device
+        /// shows them too; empty for a new session.
+        rooms: Vec<RoomName>,
         /// When the session's identity expires, if it has one.
         expires: Option<Timestamp>,
     },

@@ -23,6 +23,10 @@ pub enum ServerFrame {
         /// as they were).
         #[serde(default)]
         resumed: bool,
+        /// The rooms a resumed session is in (a new device joins them to
+        /// show them too); absent for a new session.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        rooms: Vec<String>,
         /// Who is answering.
         server: ServerInfo,
         /// The limits this server enforces.

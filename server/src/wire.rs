@@ -110,15 +110,18 @@ pub fn limits(config: &crate::ServerConfig) -> Limits {
 pub fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
     let id = |id: &Option<std::sync::Arc<str>>| id.as_deref().map(str::to_owned);
     match event {
-        Event::Welcome { id: request, nick, session, resumed, expires } => ServerFrame::Welcome {
-            id: id(request),
-            session: session.as_str().to_owned(),
-            nick: nick.to_string(),
-            resumed: *resumed,
-            server: welcome.server.clone(),
-            limits: welcome.limits.clone(),
-            token_expires_ms: expires.map(|at| at.as_unix_millis()),
-        },
+        Event::Welcome { id: request, nick, session, resumed, rooms, expires } => {
+            ServerFrame::Welcome {
+                id: id(request),
+                session: session.as_str().to_owned(),
+                nick: nick.to_string(),
+                resumed: *resumed,
+                rooms: rooms.iter().map(|room| room.to_string()).collect(),
+                server: welcome.server.clone(),
+                limits: welcome.limits.clone(),
+                token_expires_ms: expires.map(|at| at.as_unix_millis()),
+            }
+        }
         Event::Authed { id: request, expires } => {
             ServerFrame::Authed { id: id(request), token_expires_ms: expires.as_unix_millis() }
         }

@@ -156,6 +156,16 @@ test('messages typed while connecting go with their ids once the rooms are joine
   assert.deepEqual(h.session.pollSave(), { session: 'token-1', rooms: ['lobby', 'dev'] });
 });
 
+test('a session resumed from another tab or device joins the rooms it is in', () => {
+  const h = new Harness({}, { session: 'token-1' });
+  assert.deepEqual(h.takeOther(), [{ type: 'connect' }]);
+  h.session.handleConnected(h.now);
+  h.drain();
+  const [hello] = h.takeSent();
+  h.frame({ type: 'welcome', id: hello.id, session: 'token-1', nick: 'ann', resumed: true, rooms: ['dev', 'lobby'], limits: LIMITS });
+  assert.deepEqual(h.joins().map((j) => [j.room, j.after]), [['lobby', undefined], ['dev', undefined]]);
+});
+
 test('backoff grows with seeded jitter and a restart delay is used as given', () => {
   const delays = (seed) => {
     const h = new Harness({ random: seeded(seed) });

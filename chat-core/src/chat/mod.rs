@@ -446,6 +446,12 @@ impl Chat {
         self.sessions.get(&sid).map(|s| &s.nick)
     }
 
+    /// The token of the session a member speaks for, once it said hello.
+    pub fn session(&self, member: MemberId) -> Option<&SessionToken> {
+        let sid = self.conns.get(&member)?.session?;
+        self.sessions.get(&sid).map(|s| &s.token)
+    }
+
     /// How many connections are open, greeted or not.
     pub fn member_count(&self) -> usize {
         self.conns.len()

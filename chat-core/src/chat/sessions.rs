@@ -253,8 +253,14 @@ impl Chat {
             token: token.clone(),
             nick: nick.clone(),
         }));
-        let welcome =
-            Event::Welcome { id: id.clone(), nick, session: token, resumed: false, expires };
+        let welcome = Event::Welcome {
+            id: id.clone(),
+            nick,
+            session: token,
+            resumed: false,
+            rooms: Vec::new(),
+            expires,
+        };
         self.reply(member, welcome);
         Ok(())
     }
@@ -421,8 +427,19 @@ impl Chat {
             self.announce(sid, &rooms, crate::Presence::Back(nick.clone()));
         }
         let expires = self.sessions.get(&sid).and_then(|s| s.grant.as_ref()).map(|g| g.expires);
-        let welcome =
-            Event::Welcome { id: id.clone(), nick, session: token, resumed: true, expires };
+        let mut names: Vec<RoomName> = rooms
+            .iter()
+            .filter_map(|room| self.rooms.get(room).map(|room| room.name.clone()))
+            .collect();
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let welcome = Event::Welcome {
+            id: id.clone(),
+            nick,
+            session: token,
+            resumed: true,
+            rooms: names,
+            expires,
+        };
         self.reply(member, welcome);
     }
 

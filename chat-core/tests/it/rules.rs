@@ -48,6 +48,7 @@ fn hello_assigns_the_nick_asked_for() {
             nick: nick("Alice"),
             session: token("token-1"),
             resumed: false,
+            rooms: Vec::new(),
             expires: None,
         }]
     );
@@ -67,6 +68,7 @@ fn hello_without_nick_gets_a_free_guest_nick() {
             nick: nick("guest-0002"),
             session: token("token-2"),
             resumed: false,
+            rooms: Vec::new(),
             expires: None,
         }]
     );

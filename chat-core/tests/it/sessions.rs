@@ -93,7 +93,10 @@ fn a_session_resumes_without_presence_and_catches_up() {
 fn a_session_has_several_connections_each_with_every_event() {
     let (mut h, alice, bob) = pair(ChatConfig::default());
     let phone = hello_again(&mut h, "token-1");
-    assert!(matches!(h.take(phone).as_slice(), [Event::Welcome { resumed: true, .. }]));
+    assert!(
+        matches!(h.take(phone).as_slice(), [Event::Welcome { resumed: true, rooms, .. }] if rooms == &vec![room("lobby")]),
+        "the phone learns the rooms the session is in"
+    );
     assert_eq!(h.disconnected, vec![], "the first connection stays");
     assert_eq!(h.take(bob), vec![], "one person, already present: no presence");
     assert_eq!(h.chat.people(|_| false), 2, "alice counts once with two connections");

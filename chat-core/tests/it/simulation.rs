@@ -1,5 +1,6 @@
 //! Seeded random simulations: clients joining, leaving, saying (with
-//! retries), renaming, dropping their connection and resuming, checked
+//! retries), renaming, dropping their connection and resuming, opening
+//! more connections of one session (tabs, devices), checked
 //! against the invariants every client relies on. A failing run names its
 //! seed; `SIM_SEED=n cargo test -p chat-core --test it simulation` replays it.
 
@@ -28,7 +29,8 @@ impl Rng {
 const ROOMS: [&str; 4] = ["lobby", "dev", "random", "ops"];
 const NICKS: [&str; 6] = ["ann", "Ann", "bo", "cy", "dee", "eve"];
 
-/// One client program, which outlives its connections.
+/// One client program, which outlives its connections. Several may speak
+/// for one session (tabs, devices), each with its own view.
 #[derive(Default)]
 struct Client {
     member: Option<MemberId>,
@@ -53,8 +55,14 @@ fn random_schedules_keep_one_order_no_duplicates_and_explicit_gaps() {
         Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
         Err(_) => (1..=2000).collect(),
     };
-    for seed in seeds {
-        run(seed, 1_000);
+    let (mut shared, mut closed) = (0, 0);
+    for seed in seeds.iter().copied() {
+        let w = run(seed, 1_000);
+        shared += w.shared;
+        closed += w.closed;
+    }
+    if seeds.len() > 1 {
+        assert!(shared > 0 && closed > 0, "sessions with several connections: {shared}, {closed}");
     }
 }
 
@@ -69,9 +77,15 @@ struct World {
     seed: u64,
     step: usize,
     next_id: u64,
+    /// Rooms a client learnt of from a resumed `welcome` and joins next.
+    due: Vec<(usize, String)>,
+    /// How often a connection joined a session another one was using,
+    /// and how often that closed the oldest.
+    shared: usize,
+    closed: usize,
 }
 
-fn run(seed: u64, steps: usize) {
+fn run(seed: u64, steps: usize) -> World {
     let mut config = ChatConfig {
         messages_per_sec: 1_000,
         messages_burst: 1_000,
@@ -79,6 +93,8 @@ fn run(seed: u64, steps: usize) {
         join_history: 5,
         resume_max: 1_000,
         session_grace: Duration::from_secs(10),
+        // A third connection of one session closes the oldest.
+        max_connections_per_session: 2,
         ..ChatConfig::default()
     };
     // Half the schedules run short of memory and rooms: windows are dropped
@@ -97,6 +113,9 @@ fn run(seed: u64, steps: usize) {
         seed,
         step: 0,
         next_id: 0,
+        due: Vec::new(),
+        shared: 0,
+        closed: 0,
     };
     // A quarter answer storage's loads late, so commands wait for rooms
     // while others go on.
@@ -118,6 +137,7 @@ fn run(seed: u64, steps: usize) {
     }
     w.check_stored();
     assert!(!w.seen.is_empty(), "seed {seed} exercised nothing");
+    w
 }
 
 impl World {
@@ -139,6 +159,16 @@ impl World {
             self.clients.push(Client { member: Some(m), ..Client::default() });
             return;
         }
+        let tokens: Vec<String> = self.clients.iter().filter_map(|c| c.token.clone()).collect();
+        if roll < 9 && self.clients.len() < 10 && !tokens.is_empty() {
+            // Another tab or device of a session: it learns the rooms from
+            // `welcome`.
+            let token = tokens[self.rng.below(tokens.len())].clone();
+            let m = self.h.connect();
+            self.h.send(m, Command::Hello { nick: None, session: Some(token), identity: None });
+            self.clients.push(Client { member: Some(m), ..Client::default() });
+            return;
+        }
         if roll < 14 && !offline.is_empty() {
             let c = offline[self.rng.below(offline.len())];
             self.reconnect(c);
@@ -152,8 +182,8 @@ impl World {
         let Some(m) = self.clients[c].member else { return };
         let room = ROOMS[self.rng.below(ROOMS.len())].to_owned();
         match roll {
-            14..=29 => self.h.send(m, Command::Join { room, after: None }),
-            30..=35 => self.h.send(m, Command::Leave { room }),
+            14..=29 => self.h.send_with_id(m, Some("join"), Command::Join { room, after: None }),
+            30..=35 => self.h.send_with_id(m, Some("leave"), Command::Leave { room }),
             36..=69 => {
                 self.next_id += 1;
                 let id = format!("i{}", self.next_id);
@@ -217,22 +247,22 @@ impl World {
         }
     }
 
-    /// No two connected members hold nicks equal but for case.
+    /// No two sessions with a connection hold nicks equal but for case.
     fn check_nicks_unique(&self) {
-        let nicks: Vec<String> = self
-            .clients
-            .iter()
-            .filter_map(|client| client.member)
-            .filter_map(|m| self.h.chat.nick(m))
-            .map(|nick| nick.folded().to_owned())
-            .collect();
-        let unique: BTreeSet<&String> = nicks.iter().collect();
-        assert_eq!(
-            unique.len(),
-            nicks.len(),
-            "{}: nicks unique case-insensitively: {nicks:?}",
-            self.at()
-        );
+        let mut holders: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+        for m in self.clients.iter().filter_map(|client| client.member) {
+            if let (Some(nick), Some(token)) = (self.h.chat.nick(m), self.h.chat.session(m)) {
+                holders.entry(nick.folded().to_owned()).or_default().insert(token.as_str());
+            }
+        }
+        for (nick, sessions) in holders {
+            assert_eq!(
+                sessions.len(),
+                1,
+                "{}: {nick} held by several sessions: {sessions:?}",
+                self.at()
+            );
+        }
     }
 
     /// Every acknowledged message is in the store, where it was acknowledged.
@@ -287,6 +317,13 @@ impl World {
             }
             if self.h.disconnected.contains(&m) {
                 self.clients[c].member = None;
+                self.closed += 1;
+            }
+        }
+        for (c, room) in std::mem::take(&mut self.due) {
+            if let Some(m) = self.clients[c].member {
+                let id = format!("rejoin:{room}");
+                self.h.send_with_id(m, Some(&id), Command::Join { room, after: None });
             }
         }
     }
@@ -299,8 +336,26 @@ impl World {
             held.push(event.clone());
             return;
         }
+        let rejoining = &mut self.clients[c].rejoining;
         let rejoined = match event {
-            Event::Joined { room, .. } => self.clients[c].rejoining.remove(room.as_str()),
+            // Presence and typing of a room not caught up with yet: past.
+            Event::Presence { room, .. } | Event::Typing { room, .. }
+                if rejoining.contains_key(room.as_str()) =>
+            {
+                return;
+            }
+            // Another connection of the session joined a room this one
+            // is re-joining: its own answer is on its way.
+            Event::Joined { id: None, room, .. } if rejoining.contains_key(room.as_str()) => {
+                return;
+            }
+            // ...or left it: so has this one.
+            Event::Left { id: None, room } => {
+                rejoining.remove(room.as_str());
+                self.clients[c].next_seq.remove(room.as_str());
+                return;
+            }
+            Event::Joined { room, .. } => rejoining.remove(room.as_str()),
             Event::Error { id: Some(id), .. } if id.starts_with("rejoin:") => {
                 self.clients[c].rejoining.remove(&id["rejoin:".len()..])
             }
@@ -321,13 +376,29 @@ impl World {
         let at = format!("{} client {c}", self.at());
         let client = &mut self.clients[c];
         match event {
-            Event::Welcome { nick, session, resumed, .. } => {
+            Event::Welcome { nick, session, resumed, rooms, .. } => {
+                let member = client.member;
+                let others = self.clients.iter().filter(|other| {
+                    other.member.is_some_and(|m| Some(m) != member)
+                        && other.token.as_deref() == Some(session.as_str())
+                });
+                if others.count() > 0 {
+                    self.shared += 1;
+                }
+                let client = &mut self.clients[c];
                 if *resumed {
-                    assert_eq!(
-                        client.token.as_deref(),
-                        Some(session.as_str()),
+                    assert!(
+                        client.token.as_deref().is_none_or(|own| own == session.as_str()),
                         "{at}: resumed its own session"
                     );
+                }
+                // Rooms another connection of the session joined.
+                for room in rooms {
+                    let room = room.as_str();
+                    if !client.next_seq.contains_key(room) && !client.rejoining.contains_key(room) {
+                        client.rejoining.insert(room.to_owned(), Vec::new());
+                        self.due.push((c, room.to_owned()));
+                    }
                 }
                 client.token = Some(session.as_str().to_owned());
                 client.nick = Some(nick.to_string());

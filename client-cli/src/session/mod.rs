@@ -685,8 +685,16 @@ impl Session {
     /// A frame before `welcome`.
     fn greeting(&mut self, text: String, frame: Option<ServerFrame>) {
         match frame {
-            Some(ServerFrame::Welcome { ref nick, ref session, ref limits, .. }) => {
+            Some(ServerFrame::Welcome { ref nick, ref session, ref limits, ref rooms, .. }) => {
                 self.nick = Some(nick.clone());
+                // A session another device holds: its rooms are this
+                // client's too.
+                for room in rooms {
+                    if !self.rooms.iter().any(|(known, _)| known == room) {
+                        self.rooms.push((room.clone(), None));
+                        self.unsaved = true;
+                    }
+                }
                 if self.token.as_ref() != Some(session) {
                     self.token = Some(session.clone());
                     self.unsaved = true;

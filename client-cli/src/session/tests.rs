@@ -62,6 +62,7 @@ fn welcome(limits: Limits) -> ServerFrame {
         session: "token-1".to_owned(),
         nick: "ann".to_owned(),
         resumed: false,
+        rooms: Vec::new(),
         server: ServerInfo { name: "test".to_owned(), version: "0".to_owned(), protocol: 1 },
         limits,
         token_expires_ms: None,
@@ -312,6 +313,34 @@ fn messages_typed_offline_go_with_their_ids_once_the_rooms_are_joined() {
     let saved = h.session.poll_save().expect("the outbox changed");
     assert_eq!(saved.pending.len(), 1);
     assert_eq!(saved.session.as_deref(), Some("token-1"));
+}
+
+#[test]
+fn a_session_resumed_from_another_device_joins_the_rooms_it_is_in() {
+    let saved = Saved { session: Some("token-1".to_owned()), ..Saved::default() };
+    let mut h = Harness::new(config(), saved);
+    h.take_events();
+    assert_eq!(h.take_other(), vec![Transmit::Connect]);
+    h.session.handle_connected(h.now);
+    h.drain();
+    h.take_sent();
+    let ServerFrame::Welcome { server, limits, .. } = welcome(limits()) else { unreachable!() };
+    h.frame(ServerFrame::Welcome {
+        id: Some("hello".to_owned()),
+        session: "token-1".to_owned(),
+        nick: "ann".to_owned(),
+        resumed: true,
+        rooms: vec!["dev".to_owned(), "lobby".to_owned()],
+        server,
+        limits,
+        token_expires_ms: None,
+    });
+    let joins = h.joins();
+    assert_eq!(
+        joins.iter().map(|(_, room, after)| (room.as_str(), *after)).collect::<Vec<_>>(),
+        vec![("lobby", None), ("dev", None)],
+        "the configured room once, and the session's other room"
+    );
 }
 
 #[test]

@@ -97,6 +97,7 @@ fn server_frames_round_trip() {
             session: "s".into(),
             nick: "alice".into(),
             resumed: true,
+            rooms: vec!["lobby".into()],
             server: ServerInfo { name: "chat-server".into(), version: "0.1.0".into(), protocol: 1 },
             limits,
             token_expires_ms: Some(1_732_442_400_000),

@@ -103,6 +103,7 @@ async fn a_session_resumed_while_connected_has_both_connections() {
     let mut alice = Client::in_room(&server, "alice", "lobby").await;
     let (mut again, welcome) = Client::resume(&server, &alice.session).await;
     assert_eq!(welcome["resumed"], true);
+    assert_eq!(welcome["rooms"], json!(["lobby"]), "the new tab learns the session's rooms");
     let joined = {
         again.send(json!({"type": "join", "room": "lobby", "after": 0, "id": "j"})).await;
         again.expect("joined").await

@@ -403,6 +403,13 @@ export class Session {
   greeting(frame) {
     if (frame?.type === 'welcome') {
       this.nick = frame.nick;
+      // A session another tab or device holds: its rooms are ours too.
+      for (const room of frame.rooms || []) {
+        if (!this.rooms.has(room)) {
+          this.rooms.set(room, null);
+          this.unsaved = true;
+        }
+      }
       if (this.token !== frame.session) {
         this.token = frame.session;
         this.unsaved = true;
