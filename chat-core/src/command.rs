@@ -48,13 +48,30 @@ pub enum Command {
         /// then be empty.
         attachment: Option<std::sync::Arc<crate::Attachment>>,
     },
-    /// Send a direct message.
+    /// Send a direct message: to the session holding the nick, or the
+    /// other party of one of this session's conversations known by it
+    /// (even when it is away or gone), or, with identities, to the
+    /// identity, whether or not it is here.
     Dm {
-        /// The recipient's nick.
-        to: String,
+        /// The recipient.
+        to: Peer,
         /// The text.
         text: String,
     },
+    /// Catch up with a conversation: its messages after `after` (or its
+    /// newest), or with `before` a page of older ones.
+    Conversation {
+        /// The other party.
+        with: Peer,
+        /// The `seq` of the last message seen.
+        after: Option<u64>,
+        /// Only messages with a lower `seq` (paging back).
+        before: Option<u64>,
+        /// At most this many messages, when paging back.
+        limit: Option<u32>,
+    },
+    /// List this session's conversations.
+    Conversations,
     /// Change nick.
     Nick {
         /// The new nick.
@@ -88,4 +105,17 @@ pub enum Command {
         /// The verified identity.
         identity: Identity,
     },
+}
+
+/// Who a direct message or a conversation is with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// A nick (see [`Command::Dm`] for whom it reaches).
+    Nick(String),
+    /// One of the session's conversations, by its public key (see
+    /// [`RoomName::conversation_key`]): reaches the party it was with,
+    /// whatever nick it has now or whoever holds its old nick.
+    ///
+    /// [`RoomName::conversation_key`]: crate::RoomName::conversation_key
+    Conversation(String),
 }

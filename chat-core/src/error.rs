@@ -25,9 +25,13 @@ pub enum CommandError {
     /// The member has not joined the room.
     #[error("not in room {0}")]
     NotInRoom(RoomName),
-    /// No connected member holds the nick.
+    /// No one holds the nick, or ever did in a conversation of the
+    /// session's (or, with identities, anywhere).
     #[error("no one is called {0}")]
     NoSuchNick(String),
+    /// The session has no conversation of that key.
+    #[error("no conversation {0}")]
+    NoSuchConversation(String),
     /// The text is empty.
     #[error("text is empty")]
     EmptyText,

@@ -49,8 +49,7 @@ pub struct RoomHistory {
 pub enum Record {
     /// A room message.
     Message(Message),
-    /// A direct message, kept so a retry after a restart is still answered
-    /// with the original.
+    /// A direct message: a message of a conversation, kept like a room's.
     Direct(Direct),
     /// A session began or changed its nick: after a restart it is restored
     /// (detached, for the grace period), so its token still resumes it and
@@ -65,21 +64,44 @@ pub enum Record {
     SessionEnded(SessionToken),
 }
 
-/// A direct message as stored.
+/// A direct message as stored: a message of the conversation between two
+/// parties (its `room` is the conversation's name, see
+/// [`RoomName::is_conversation`]), numbered like a room's, with the nicks
+/// the two parties had.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Direct {
-    /// The sender.
-    pub from: Nick,
-    /// The recipient.
-    pub to: Nick,
-    /// The text.
-    pub text: Arc<str>,
-    /// When the core accepted it.
-    pub ts: Timestamp,
-    /// The request id of the `dm`.
-    pub id: Option<Arc<str>>,
-    /// The sender's session.
-    pub sender: SessionToken,
+    /// The message; `from` is the sender's nick.
+    pub message: Message,
+    /// The two parties' nicks when it was sent, in the order of the
+    /// conversation's name.
+    pub nicks: [Nick; 2],
+}
+
+/// A conversation as storage summarizes it, read at startup: who is in
+/// it, how far it is numbered, and when it last had a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    /// Its name (see [`RoomName::is_conversation`]).
+    pub name: RoomName,
+    /// The two parties' nicks as of its last message, in name order.
+    pub nicks: [Nick; 2],
+    /// The `seq` of its last message.
+    pub last_seq: u64,
+    /// When that was.
+    pub last_ts: Timestamp,
+}
+
+/// One line of the answer to `conversations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationSummary {
+    /// Its public key (see [`RoomName::conversation_key`]).
+    pub key: String,
+    /// The other party's nick (its nick now, if it is here).
+    pub with: Nick,
+    /// The `seq` of the conversation's last message.
+    pub last_seq: u64,
+    /// When that was.
+    pub last_ts: Timestamp,
 }
 
 /// How a connection ended, as the driver saw it.
@@ -176,7 +198,8 @@ pub enum Event {
     },
     /// A room message, to every member of the room, its sender included.
     Message(Message),
-    /// A direct message, to its recipient and its sender.
+    /// A direct message, to every connection of its recipient and of its
+    /// sender (each side told who the other is).
     Direct {
         /// The request id.
         id: Option<Arc<str>>,
@@ -184,10 +207,42 @@ pub enum Event {
         from: Nick,
         /// The recipient.
         to: Nick,
+        /// The other party, as the side told sees it: the recipient for
+        /// the sender, the sender for the recipient.
+        with: Nick,
         /// The text.
         text: Arc<str>,
         /// When the core accepted it.
         ts: Timestamp,
+        /// Its place in the conversation: 1, 2, 3, …
+        seq: u64,
+        /// The conversation's public key (see
+        /// [`RoomName::conversation_key`]).
+        key: Arc<str>,
+    },
+    /// The answer to `conversation`: a conversation's messages after the
+    /// `after` asked for (or its newest), or a page before `before`.
+    Conversation {
+        /// The request id.
+        id: Option<Arc<str>>,
+        /// The conversation's public key (see [`RoomName::conversation_key`]).
+        key: Arc<str>,
+        /// The other party.
+        with: Nick,
+        /// The messages, oldest first; `from` says whose each is.
+        history: Vec<Message>,
+        /// The `seq` of its newest message, 0 if none.
+        last_seq: u64,
+        /// How `history` relates to the `after` asked for.
+        resume: Resume,
+    },
+    /// The answer to `conversations`: every conversation the session has,
+    /// most recent first.
+    Conversations {
+        /// The request id.
+        id: Option<Arc<str>>,
+        /// The conversations.
+        list: Vec<ConversationSummary>,
     },
     /// The answer to `nick`.
     NickChanged {

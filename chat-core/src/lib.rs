@@ -35,12 +35,12 @@ mod token;
 
 pub use bucket::{Rate, TokenBucket};
 pub use chat::Chat;
-pub use command::Command;
+pub use command::{Command, Peer};
 pub use config::ChatConfig;
 pub use error::{CommandError, Quota};
 pub use event::{
-    Attachment, Departure, Direct, DisconnectReason, Event, Message, Output, Presence, Record,
-    Resume, RoomHistory,
+    Attachment, Conversation, ConversationSummary, Departure, Direct, DisconnectReason, Event,
+    Message, Output, Presence, Record, Resume, RoomHistory,
 };
 pub use id::{MemberId, RoomId};
 pub use identity::{Identity, RoomPattern};

@@ -124,10 +124,59 @@ impl RoomName {
         Ok(Self(text.into()))
     }
 
+    /// The name under which the direct messages between two parties are
+    /// numbered and stored, like a room's: `~` and the two party keys in
+    /// order, space-separated. No room name can look like it, and it never
+    /// goes on the wire (a conversation is named there by the other
+    /// party's nick).
+    pub(crate) fn conversation(a: &str, b: &str) -> Self {
+        let (first, second) = if a <= b { (a, b) } else { (b, a) };
+        Self(format!("~{first} {second}").into())
+    }
+
+    /// Parses a name as storage holds it: a room name, or a conversation's.
+    ///
+    /// # Errors
+    /// Neither a room name nor a conversation's.
+    pub fn parse_stored(text: &str) -> Result<Self, NameError> {
+        match text.strip_prefix('~').and_then(|parties| parties.split_once(' ')) {
+            Some((a, b)) if is_party(a) && is_party(b) && a <= b => Ok(Self(text.into())),
+            _ => Self::parse(text),
+        }
+    }
+
+    /// Whether this names a conversation (direct messages), not a room.
+    pub fn is_conversation(&self) -> bool {
+        self.0.starts_with('~')
+    }
+
+    /// The public name of a conversation: what clients call it, which
+    /// says nothing of the parties (tokens are secrets): `~` and 16 hex
+    /// digits of a 64-bit FNV-1a hash of the name, the same on every node
+    /// and across restarts.
+    pub fn conversation_key(&self) -> String {
+        let hash = self.0.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        format!("~{hash:016x}")
+    }
+
+    /// A conversation's two party keys, in order.
+    pub(crate) fn parties(&self) -> Option<(&str, &str)> {
+        self.0.strip_prefix('~')?.split_once(' ')
+    }
+
     /// The room name.
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// A party key: a session token, or `@` and a verified identity's folded
+/// nick.
+fn is_party(text: &str) -> bool {
+    let key = text.strip_prefix('@').unwrap_or(text);
+    !key.is_empty() && !key.contains([' ', '~']) && !key.chars().any(char::is_control)
 }
 
 fn check(
@@ -226,6 +275,25 @@ mod tests {
         let composed = Nick::parse("Zoe\u{308}").map(|n| n.as_str().to_owned());
         assert_eq!(composed, Ok("Zo\u{eb}".to_owned()));
         assert!(matches!(Nick::parse("\u{301}alice"), Err(NameError::BadChar { .. })));
+    }
+
+    #[test]
+    fn conversation_names_are_ordered_stored_and_never_rooms() {
+        let name = RoomName::conversation("tok-b", "@alice");
+        assert_eq!(name, RoomName::conversation("@alice", "tok-b"), "either way round");
+        assert_eq!(name.parties(), Some(("@alice", "tok-b")));
+        assert!(name.is_conversation());
+        assert_eq!(RoomName::parse_stored(name.as_str()), Ok(name.clone()));
+        assert!(RoomName::parse(name.as_str()).is_err(), "no one can join it");
+        assert_eq!(RoomName::parse_stored("lobby"), RoomName::parse("lobby"));
+        for text in ["~", "~a", "~b a", "~a b c", "~ a", "~a~b", "Lobby"] {
+            assert!(RoomName::parse_stored(text).is_err(), "{text:?}");
+        }
+        assert!(!RoomName::parse("lobby").is_ok_and(|room| room.is_conversation()));
+        let key = name.conversation_key();
+        assert_eq!((key.len(), key.starts_with('~')), (17, true));
+        assert!(!key.contains("tok-b") && !key.contains("alice"), "{key}");
+        assert_ne!(key, RoomName::conversation("tok-c", "@alice").conversation_key());
     }
 
     #[test]

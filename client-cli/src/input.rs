@@ -80,6 +80,7 @@ pub fn parse(line: &str, current: Option<&str>) -> Input {
         "msg" | "dm" => match rest.split_once(char::is_whitespace) {
             Some((to, text)) if !text.trim().is_empty() => Input::Send(ClientFrame::Dm {
                 to: to.to_owned(),
+                conversation: None,
                 text: text.trim_start().to_owned(),
             }),
             _ => Input::Invalid("usage: /msg NICK TEXT".to_owned()),
@@ -149,7 +150,11 @@ mod tests {
             (
                 "/msg bob hi there",
                 lobby,
-                Input::Send(ClientFrame::Dm { to: "bob".into(), text: "hi there".into() }),
+                Input::Send(ClientFrame::Dm {
+                    to: "bob".into(),
+                    conversation: None,
+                    text: "hi there".into(),
+                }),
             ),
             ("/who", lobby, Input::Send(ClientFrame::Who { room: "lobby".into() })),
             ("/rooms", None, Input::Send(ClientFrame::Rooms {})),

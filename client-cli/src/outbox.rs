@@ -204,7 +204,10 @@ mod tests {
             rooms: vec!["lobby".into(), "dev".into()],
             pending: vec![
                 ("a-1".into(), say("first")),
-                ("a-2".into(), ClientFrame::Dm { to: "bob".into(), text: "psst".into() }),
+                (
+                    "a-2".into(),
+                    ClientFrame::Dm { to: "bob".into(), conversation: None, text: "psst".into() },
+                ),
             ],
         };
         {

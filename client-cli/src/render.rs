@@ -49,6 +49,29 @@ pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
             };
             text_lines(text).map(|line| format!("{tag} <{}> {line}", clean(from))).collect()
         }
+        ServerFrame::Conversation { with, messages, .. } => messages
+            .iter()
+            .flat_map(|m| {
+                let tag = if m.from == *me && with != me {
+                    format!("[dm to {}]", clean(with))
+                } else {
+                    "[dm]".to_owned()
+                };
+                text_lines(&m.text)
+                    .map(|line| format!("{tag} <{}> {line}", clean(&m.from)))
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+        ServerFrame::Conversations { conversations, .. } => {
+            let list: Vec<String> = conversations
+                .iter()
+                .map(|c| format!("{} ({})", clean(&c.with), c.last_seq))
+                .collect();
+            vec![format!(
+                "-- conversations: {}",
+                if list.is_empty() { "none".to_owned() } else { list.join(", ") }
+            )]
+        }
         ServerFrame::Nick { nick, .. } => vec![format!("-- you are now known as {}", clean(nick))],
         ServerFrame::Rooms { rooms, .. } => {
             let list: Vec<String> =
@@ -192,6 +215,9 @@ mod tests {
         let dm = ServerFrame::Direct {
             from: "alice".into(),
             to: "bob".into(),
+            with: "alice".into(),
+            conversation: "~0a".into(),
+            seq: 1,
             text: "hi".into(),
             ts: 0,
             id: None,

@@ -53,13 +53,41 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "is_false")]
         action: bool,
     },
-    /// Send a direct message to one nick.
+    /// Send a direct message: to a nick, or into one of the session's
+    /// conversations by its key (reaching the party it was with, whatever
+    /// nick it has now). Answered with `direct`.
     Dm {
-        /// The recipient's nick.
+        /// The recipient's nick (without `conversation`).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         to: String,
+        /// A conversation's key, from `direct` or `conversations`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation: Option<String>,
         /// The message text.
         text: String,
     },
+    /// Read a conversation: the messages after `after` (or the newest), or
+    /// with `before` a page of older ones. Answered with `conversation`.
+    Conversation {
+        /// The other party's nick (without `conversation`).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        with: String,
+        /// A conversation's key, from `direct` or `conversations`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation: Option<String>,
+        /// The `seq` of the last message seen.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+        /// Only messages with a `seq` below this (paging back).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
+        /// At most this many messages when paging back (default 50, at most
+        /// `limits.history_page_max`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// List the session's conversations; answered with `conversations`.
+    Conversations {},
     /// Change nick.
     Nick {
         /// The new nick.
@@ -135,6 +163,8 @@ impl ClientFrame {
         "leave",
         "say",
         "dm",
+        "conversation",
+        "conversations",
         "nick",
         "typing",
         "rooms",
@@ -157,6 +187,8 @@ impl ClientFrame {
             Self::Leave { .. } => "leave",
             Self::Say { .. } => "say",
             Self::Dm { .. } => "dm",
+            Self::Conversation { .. } => "conversation",
+            Self::Conversations {} => "conversations",
             Self::Nick { .. } => "nick",
             Self::Typing { .. } => "typing",
             Self::Rooms {} => "rooms",

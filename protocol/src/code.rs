@@ -28,8 +28,11 @@ pub enum ErrorCode {
     InvalidRoom,
     /// The frame names a room the sender has not joined.
     NotInRoom,
-    /// No one connected holds that nick.
+    /// No one holds that nick (nor did, in a conversation of the
+    /// sender's).
     NoSuchNick,
+    /// The session has no conversation of that key.
+    NoSuchConversation,
     /// The text or frame is longer than the server allows.
     TooLarge,
     /// The sender is over a rate limit; `retry_after_ms` says when to retry.
@@ -75,6 +78,7 @@ impl ErrorCode {
             Self::InvalidRoom => "invalid_room",
             Self::NotInRoom => "not_in_room",
             Self::NoSuchNick => "no_such_nick",
+            Self::NoSuchConversation => "no_such_conversation",
             Self::TooLarge => "too_large",
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",

@@ -28,8 +28,8 @@ pub use close::{CloseCode, restart_reason, retry_after};
 pub use code::ErrorCode;
 pub use decode::{DecodeError, decode_client, encode_client};
 pub use server::{
-    Attachment, Gap, Limits, Message, PresenceEvent, Resume, RoomInfo, ServerFrame, ServerInfo,
-    Stats,
+    Attachment, ConversationInfo, DirectLine, Gap, Limits, Message, PresenceEvent, Resume,
+    RoomInfo, ServerFrame, ServerInfo, Stats,
 };
 
 /// The protocol version this crate implements.

@@ -82,12 +82,23 @@ pub enum ServerFrame {
     },
     /// A message in a room, sent to every member including its sender.
     Message(Message),
-    /// A direct message, sent to its recipient and its sender.
+    /// A direct message, sent to every connection of its recipient and of
+    /// its sender.
     Direct {
         /// The sender's nick.
         from: String,
         /// The recipient's nick.
         to: String,
+        /// The other party as this side sees it: the recipient for the
+        /// sender, the sender for the recipient.
+        #[serde(default)]
+        with: String,
+        /// The conversation's key: what to show it under and to name it by.
+        #[serde(default)]
+        conversation: String,
+        /// Its place in the conversation: 1, 2, 3, …
+        #[serde(default)]
+        seq: u64,
         /// The text.
         text: String,
         /// When the server accepted it, in unix milliseconds.
@@ -95,6 +106,34 @@ pub enum ServerFrame {
         /// The `dm`'s id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
+    },
+    /// The answer to `conversation`.
+    Conversation {
+        /// The `conversation`'s id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The conversation's key.
+        conversation: String,
+        /// The other party.
+        with: String,
+        /// The messages, oldest first.
+        messages: Vec<DirectLine>,
+        /// The `seq` of its newest message, 0 if it has none.
+        last_seq: u64,
+        /// How `messages` relates to the `after` the client gave.
+        #[serde(default = "Resume::fresh")]
+        resume: Resume,
+        /// For `resume: "gap"`: the messages lost to retention.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gap: Option<Gap>,
+    },
+    /// The answer to `conversations`: most recent first.
+    Conversations {
+        /// The `conversations`'s id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The session's conversations.
+        conversations: Vec<ConversationInfo>,
     },
     /// The answer to `nick`.
     Nick {
@@ -216,6 +255,35 @@ pub struct Message {
     /// `GET /files/{id}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<Attachment>,
+}
+
+/// A message of a conversation, as `conversation` returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectLine {
+    /// Its place in the conversation.
+    pub seq: u64,
+    /// When the server accepted it, in unix milliseconds.
+    pub ts: u64,
+    /// The sender's nick at the time.
+    pub from: String,
+    /// The text.
+    pub text: String,
+    /// The `dm`'s id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// One conversation, as `conversations` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationInfo {
+    /// Its key.
+    pub conversation: String,
+    /// The other party's nick (now, if it is here; else its last).
+    pub with: String,
+    /// The `seq` of its newest message.
+    pub last_seq: u64,
+    /// When that was, in unix milliseconds.
+    pub last_ts: u64,
 }
 
 /// A file attached to a message.
@@ -405,6 +473,8 @@ impl ServerFrame {
         "presence",
         "message",
         "direct",
+        "conversation",
+        "conversations",
         "nick",
         "typing",
         "rooms",

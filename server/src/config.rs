@@ -83,7 +83,7 @@ impl ServerConfig {
         crate::Retention {
             per_room: self.chat.history_per_room,
             max_age: self.chat.history_max_age,
-            directs_for: self.chat.dedupe_window,
+            recent_for: self.chat.dedupe_window,
             recent_max: self.chat.dedupe_max,
         }
     }

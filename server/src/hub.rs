@@ -166,11 +166,12 @@ impl Hub {
         for (token, nick) in snapshot.sessions {
             chat.restore_session(now, token, nick);
         }
+        // Conversations first: a direct message's retry is answered as one.
+        for conversation in snapshot.conversations {
+            chat.restore_conversation(conversation);
+        }
         for message in snapshot.recent {
             chat.restore_message(now, message);
-        }
-        for direct in snapshot.directs {
-            chat.restore_direct(now, direct);
         }
         if sessions > 0 {
             info!(sessions, "restored sessions, waiting for their clients to resume them");
@@ -362,13 +363,11 @@ impl Hub {
     fn store_failed(&mut self) {
         let (records, held) = self.commits.failed();
         let mut gone: HashSet<(RoomName, u64)> = HashSet::new();
-        let mut gone_directs: Vec<Arc<str>> = Vec::new();
         for record in &records {
             match record {
-                Record::Message(m) => {
+                Record::Message(m) | Record::Direct(chat_core::Direct { message: m, .. }) => {
                     gone.insert((m.room.clone(), m.seq));
                 }
-                Record::Direct(d) => gone_directs.push(Arc::clone(&d.text)),
                 Record::Session { .. } | Record::SessionEnded(_) => {}
             }
         }
@@ -386,7 +385,7 @@ impl Hub {
         for held in held {
             let bytes = match held.event.as_deref() {
                 None => Some(held.bytes),
-                Some(event) => match without_unstored(event, &gone, &gone_directs, &self.welcome) {
+                Some(event) => match without_unstored(event, &gone, &self.welcome) {
                     Trimmed::Gone => None,
                     Trimmed::Unchanged => Some(held.bytes),
                     Trimmed::Changed(bytes) => Some(bytes),
@@ -637,14 +636,28 @@ enum Trimmed {
 fn without_unstored(
     event: &Event,
     gone: &HashSet<(RoomName, u64)>,
-    gone_directs: &[Arc<str>],
     welcome: &WelcomeInfo,
 ) -> Trimmed {
     let is_gone = |m: &chat_core::Message| gone.contains(&(m.room.clone(), m.seq));
+    // Direct messages are named by their conversation's key on the way out.
+    let direct_gone = |key: &str, seq: u64| {
+        gone.iter().any(|(room, s)| *s == seq && room.conversation_key() == key)
+    };
     let trimmed = match event {
         Event::Message(m) if is_gone(m) => return Trimmed::Gone,
-        Event::Direct { text, .. } if gone_directs.iter().any(|g| Arc::ptr_eq(g, text)) => {
-            return Trimmed::Gone;
+        Event::Direct { key, seq, .. } if direct_gone(key, *seq) => return Trimmed::Gone,
+        Event::Conversation { id, key, with, history, last_seq, resume }
+            if history.iter().any(is_gone) =>
+        {
+            let first_gone = history.iter().filter(|m| is_gone(m)).map(|m| m.seq).min();
+            Event::Conversation {
+                id: id.clone(),
+                key: key.clone(),
+                with: with.clone(),
+                history: history.iter().filter(|m| !is_gone(m)).cloned().collect(),
+                last_seq: first_gone.map_or(*last_seq, |seq| seq - 1),
+                resume: *resume,
+            }
         }
         Event::Joined { id, room, members, away, history, last_seq, resume }
             if history.iter().any(is_gone) =>

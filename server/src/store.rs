@@ -7,21 +7,23 @@ mod sqlite;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chat_core::{Attachment, Direct, Message, Nick, Record, RoomHistory, RoomName, SessionToken};
+use chat_core::{
+    Attachment, Conversation, Message, Nick, Record, RoomHistory, RoomName, SessionToken,
+};
 
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 /// What the chat must not lose: room messages and sequence counters,
-/// sessions that have not ended (so a restart does not free their nicks),
-/// and recent direct messages (so retries stay deduplicated across
-/// restarts).
+/// direct messages (kept like a room's, under their conversation's name)
+/// and a summary of each conversation, and sessions that have not ended
+/// (so a restart does not free their nicks).
 ///
 /// Rooms are read one at a time, when the chat needs them
 /// ([`Store::room`]); nothing is read of them at startup.
 pub trait Store: Send + 'static {
-    /// What the chat needs at startup: sessions, and the ids of recent
-    /// messages.
+    /// What the chat needs at startup: sessions, conversations, and the
+    /// ids of recent messages.
     ///
     /// # Errors
     /// The storage cannot be read.
@@ -75,9 +77,9 @@ pub struct Retention {
     pub per_room: usize,
     /// Messages older than this are dropped.
     pub max_age: Option<Duration>,
-    /// Direct messages, and the ids of messages for deduplication, are kept
-    /// this long (the dedupe window).
-    pub directs_for: Duration,
+    /// The ids of messages are read back for deduplication this far back
+    /// (the dedupe window).
+    pub recent_for: Duration,
     /// The most recent message ids loaded at startup for deduplication.
     pub recent_max: usize,
 }
@@ -87,10 +89,11 @@ pub struct Retention {
 pub struct Snapshot {
     /// Sessions that had not ended, with their nicks.
     pub sessions: Vec<(SessionToken, Nick)>,
-    /// Room messages with an id within the dedupe window, oldest first.
+    /// Messages (of rooms and conversations) with an id within the dedupe
+    /// window, oldest first.
     pub recent: Vec<Message>,
-    /// Direct messages within the dedupe window, oldest first.
-    pub directs: Vec<Direct>,
+    /// Every conversation, as of its last message.
+    pub conversations: Vec<Conversation>,
 }
 
 /// Why storage failed.
@@ -110,8 +113,8 @@ impl Retention {
         self.max_age.map(|age| now_ms.saturating_sub(millis(age)))
     }
 
-    pub(crate) fn directs_cutoff_ms(&self, now_ms: u64) -> u64 {
-        now_ms.saturating_sub(millis(self.directs_for))
+    pub(crate) fn recent_cutoff_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(millis(self.recent_for))
     }
 }
 

@@ -4,7 +4,7 @@
 //! Public so that what runs `chat-core` outside this server, such as the
 //! terminal client's session simulation, speaks exactly as the server does.
 
-use chat_core::{Command, CommandError, Event, Message, Presence};
+use chat_core::{Command, CommandError, Event, Message, Peer, Presence};
 use chat_protocol::{
     self as protocol, ClientFrame, DecodeError, ErrorCode, Limits, PresenceEvent, ServerFrame,
     ServerInfo,
@@ -52,7 +52,13 @@ pub fn command(frame: ClientFrame, secret: Option<&Secret>) -> Result<Command, D
         ClientFrame::Say { room, text, action } => {
             Command::Say { room, text, action, attachment: None }
         }
-        ClientFrame::Dm { to, text } => Command::Dm { to, text },
+        ClientFrame::Dm { to, conversation, text } => {
+            Command::Dm { to: peer(to, conversation), text }
+        }
+        ClientFrame::Conversation { with, conversation, after, before, limit } => {
+            Command::Conversation { with: peer(with, conversation), after, before, limit }
+        }
+        ClientFrame::Conversations {} => Command::Conversations,
         ClientFrame::Nick { nick } => Command::Nick { nick },
         ClientFrame::Typing { room } => Command::Typing { room },
         ClientFrame::Rooms {} => Command::Rooms,
@@ -126,13 +132,7 @@ pub fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
             ServerFrame::Authed { id: id(request), token_expires_ms: expires.as_unix_millis() }
         }
         Event::Joined { id: request, room, members, away, history, last_seq, resume } => {
-            let (resume, gap) = match resume {
-                chat_core::Resume::Fresh => (protocol::Resume::Fresh, None),
-                chat_core::Resume::Resumed => (protocol::Resume::Resumed, None),
-                chat_core::Resume::Gap { from, to } => {
-                    (protocol::Resume::Gap, Some(protocol::Gap { from: *from, to: *to }))
-                }
-            };
+            let (resume, gap) = resumed(resume);
             ServerFrame::Joined {
                 id: id(request),
                 room: room.to_string(),
@@ -158,12 +158,48 @@ pub fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
             ServerFrame::Presence { room: room.to_string(), event, nick: nick.to_string(), old }
         }
         Event::Message(m) => ServerFrame::Message(message(m)),
-        Event::Direct { id: request, from, to, text, ts } => ServerFrame::Direct {
+        Event::Direct { id: request, from, to, with, text, ts, seq, key } => ServerFrame::Direct {
             from: from.to_string(),
             to: to.to_string(),
+            with: with.to_string(),
+            conversation: key.to_string(),
+            seq: *seq,
             text: text.to_string(),
             ts: ts.as_unix_millis(),
             id: id(request),
+        },
+        Event::Conversation { id: request, key, with, history, last_seq, resume } => {
+            let (resume, gap) = resumed(resume);
+            ServerFrame::Conversation {
+                id: id(request),
+                conversation: key.to_string(),
+                with: with.to_string(),
+                messages: history
+                    .iter()
+                    .map(|m| protocol::DirectLine {
+                        seq: m.seq,
+                        ts: m.ts.as_unix_millis(),
+                        from: m.from.to_string(),
+                        text: m.text.to_string(),
+                        id: m.id.as_deref().map(str::to_owned),
+                    })
+                    .collect(),
+                last_seq: *last_seq,
+                resume,
+                gap,
+            }
+        }
+        Event::Conversations { id: request, list } => ServerFrame::Conversations {
+            id: id(request),
+            conversations: list
+                .iter()
+                .map(|c| protocol::ConversationInfo {
+                    conversation: c.key.clone(),
+                    with: c.with.to_string(),
+                    last_seq: c.last_seq,
+                    last_ts: c.last_ts.as_unix_millis(),
+                })
+                .collect(),
         },
         Event::NickChanged { id: request, old, nick } => {
             ServerFrame::Nick { id: id(request), old: old.to_string(), nick: nick.to_string() }
@@ -222,6 +258,7 @@ pub(crate) fn code(error: &CommandError) -> ErrorCode {
         CommandError::InvalidRoom(_) => ErrorCode::InvalidRoom,
         CommandError::NotInRoom(_) => ErrorCode::NotInRoom,
         CommandError::NoSuchNick(_) => ErrorCode::NoSuchNick,
+        CommandError::NoSuchConversation(_) => ErrorCode::NoSuchConversation,
         CommandError::TooLarge { .. } => ErrorCode::TooLarge,
         CommandError::RateLimited { .. }
         | CommandError::JoinRateLimited { .. }
@@ -243,6 +280,26 @@ pub fn server_info() -> ServerInfo {
         name: "chat-server".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         protocol: protocol::VERSION,
+    }
+}
+
+/// Who a `dm` or `conversation` names: a conversation's key if given,
+/// else a nick.
+fn peer(nick: String, conversation: Option<String>) -> Peer {
+    match conversation {
+        Some(key) => Peer::Conversation(key),
+        None => Peer::Nick(nick),
+    }
+}
+
+/// How a resume went, as the wire says it.
+fn resumed(resume: &chat_core::Resume) -> (protocol::Resume, Option<protocol::Gap>) {
+    match resume {
+        chat_core::Resume::Fresh => (protocol::Resume::Fresh, None),
+        chat_core::Resume::Resumed => (protocol::Resume::Resumed, None),
+        chat_core::Resume::Gap { from, to } => {
+            (protocol::Resume::Gap, Some(protocol::Gap { from: *from, to: *to }))
+        }
     }
 }
 

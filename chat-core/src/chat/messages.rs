@@ -1,4 +1,4 @@
-//! What members say: room messages, direct messages, retries answered with
+//! What members say: room messages, retries answered with
 //! the original, typing notices, uploads admitted before their bytes
 //! come, and messages taken back when storage could not keep them.
 
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::{Asker, Chat};
 use crate::id::SessionId;
 use crate::{
-    Attachment, CommandError, Direct, Event, MemberId, Message, Nick, Output, Quota, Record,
+    Attachment, CommandError, Direct, Event, MemberId, Message, Output, Quota, Record,
     SessionToken, Timestamp,
 };
 
@@ -66,58 +66,14 @@ impl Chat {
         Ok(())
     }
 
-    pub(super) fn dm(
-        &mut self,
-        now: Timestamp,
-        asker: &Asker,
-        to: &str,
-        text: String,
-    ) -> Result<(), CommandError> {
-        let (member, sid, id) = (asker.member, asker.session, &asker.id);
-        if self.answer_retry(member, sid, id) {
-            return Ok(());
-        }
-        let to_nick = Nick::parse(to).map_err(CommandError::InvalidNick)?;
-        let Some(&recipient) = self.nicks.get(to_nick.folded()) else {
-            return Err(CommandError::NoSuchNick(to.to_owned()));
-        };
-        self.check_text(&text)?;
-        self.check_store(now)?;
-        self.take_message_token(now, sid)?;
-        let (Some(sender), Some(target)) = (self.sessions.get(&sid), self.sessions.get(&recipient))
-        else {
-            debug_assert!(false, "a nick or a member without its session");
-            return Ok(());
-        };
-        let direct = Direct {
-            from: sender.nick.clone(),
-            to: target.nick.clone(),
-            text: text.into(),
-            ts: now,
-            id: id.clone(),
-            sender: sender.token.clone(),
-        };
-        let event = Arc::new(direct_event(&direct));
-        self.outputs.push_back(Output::Persist(Record::Direct(direct)));
-        // Every connection of both: the recipient's tabs and devices, and
-        // the sender's others see what was sent. A detached recipient
-        // misses the DM: direct messages are not stored for delivery.
-        let mut to: Vec<MemberId> = target.conns.iter().collect();
-        if recipient != sid {
-            to.extend(sender.conns.iter());
-        }
-        if !to.contains(&member) {
-            to.push(member);
-        }
-        let token = sender.token.clone();
-        self.remember(now, token, id, &event);
-        self.deliver_shared(to.into(), event);
-        Ok(())
-    }
-
     /// If `id` names a `say` or `dm` this session already had accepted,
     /// answers with the original and returns true.
-    fn answer_retry(&mut self, member: MemberId, sid: SessionId, id: &Option<Arc<str>>) -> bool {
+    pub(super) fn answer_retry(
+        &mut self,
+        member: MemberId,
+        sid: SessionId,
+        id: &Option<Arc<str>>,
+    ) -> bool {
         let (Some(id), Some(session)) = (id, self.sessions.get(&sid)) else {
             return false;
         };
@@ -130,7 +86,7 @@ impl Chat {
         }
     }
 
-    fn remember(
+    pub(super) fn remember(
         &mut self,
         now: Timestamp,
         token: SessionToken,
@@ -152,7 +108,13 @@ impl Chat {
                 }
                 (message.sender, message.id)
             }
-            Record::Direct(direct) => (Some(direct.sender), direct.id),
+            Record::Direct(Direct { message, .. }) => {
+                if let Some(&room_id) = self.room_ids.get(&message.room) {
+                    self.change_window(room_id, |room| room.retract(message.seq));
+                }
+                self.retract_known(&message.room, message.seq);
+                (message.sender, message.id)
+            }
             Record::Session { .. } | Record::SessionEnded(_) => return,
         };
         let (Some(sender), Some(id)) = (sender, id) else {
@@ -168,7 +130,7 @@ impl Chat {
     }
 
     /// Refuses messages while storage is down.
-    fn check_store(&self, now: Timestamp) -> Result<(), CommandError> {
+    pub(super) fn check_store(&self, now: Timestamp) -> Result<(), CommandError> {
         match self.store_down_until {
             Some(until) if until > now => {
                 Err(CommandError::StoreUnavailable { retry_after_ms: self.store_retry_ms(now) })
@@ -249,7 +211,7 @@ impl Chat {
         Ok(())
     }
 
-    fn check_text(&self, text: &str) -> Result<(), CommandError> {
+    pub(super) fn check_text(&self, text: &str) -> Result<(), CommandError> {
         if text.is_empty() {
             return Err(CommandError::EmptyText);
         }
@@ -262,7 +224,11 @@ impl Chat {
         Ok(())
     }
 
-    fn take_message_token(&mut self, now: Timestamp, sid: SessionId) -> Result<(), CommandError> {
+    pub(super) fn take_message_token(
+        &mut self,
+        now: Timestamp,
+        sid: SessionId,
+    ) -> Result<(), CommandError> {
         let rate = self.message_rate();
         match self.sessions.get_mut(&sid) {
             Some(session) => session
@@ -271,15 +237,5 @@ impl Chat {
                 .map_err(|retry_after_ms| CommandError::RateLimited { retry_after_ms }),
             None => Ok(()),
         }
-    }
-}
-
-pub(super) fn direct_event(direct: &Direct) -> Event {
-    Event::Direct {
-        id: direct.id.clone(),
-        from: direct.from.clone(),
-        to: direct.to.clone(),
-        text: Arc::clone(&direct.text),
-        ts: direct.ts,
     }
 }

@@ -1,10 +1,12 @@
 //! [`Chat`]: the state, its contract, and the entry points. The rules live
 //! in the files beside this one, one concern each: `sessions.rs` (hello,
 //! resume, identities, nicks, per-source limits), `rooms.rs` (joining,
-//! leaving, loading rooms from storage, memory), `messages.rs` (say, dm,
-//! retries, typing, uploads, taking back what could not be stored) and
+//! leaving, loading rooms from storage, memory), `messages.rs` (say,
+//! retries, typing, uploads, taking back what could not be stored),
+//! `directs.rs` (direct messages as conversations between parties) and
 //! `reads.rs` (history, who, rooms, file access).
 
+mod directs;
 mod messages;
 mod reads;
 mod rooms;
@@ -21,8 +23,8 @@ use crate::dedupe::Dedupe;
 use crate::id::SessionId;
 use crate::room::Room;
 use crate::{
-    ChatConfig, Command, CommandError, Departure, Direct, Event, MemberId, Message, Nick, Output,
-    Record, RoomHistory, RoomId, RoomName, SessionToken, Source, Timestamp,
+    ChatConfig, Command, CommandError, Conversation, Departure, Event, MemberId, Message, Nick,
+    Output, Record, RoomHistory, RoomId, RoomName, SessionToken, Source, Timestamp,
 };
 
 /// How often rooms are pruned of messages older than
@@ -68,6 +70,10 @@ pub struct Chat {
     nicks: BTreeMap<Arc<str>, SessionId>,
     rooms: BTreeMap<RoomId, Room>,
     room_ids: BTreeMap<RoomName, RoomId>,
+    /// Every conversation (direct messages), in memory or not.
+    conversations: BTreeMap<RoomName, directs::Known>,
+    /// The conversations of each party.
+    by_party: BTreeMap<Arc<str>, BTreeSet<RoomName>>,
     /// Rooms not in memory whose load is out, with the joins waiting.
     loading: BTreeMap<RoomName, Vec<Parked>>,
     /// Rooms in memory whose window is being loaded, with what waits.
@@ -139,12 +145,16 @@ struct Parked {
 }
 
 /// What a waiting command needs of the room.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Wants {
     /// Its `joined`, resuming from `after`.
     Join { after: Option<u64> },
     /// A history page.
     History { before: Option<u64>, limit: usize },
+    /// A direct message to number (the room is a conversation).
+    Dm { text: Arc<str>, other: directs::Other },
+    /// A conversation's catch-up after `after`, or a page before `before`.
+    Conversation { with: Nick, after: Option<u64>, before: Option<u64>, limit: usize },
 }
 
 impl Parked {
@@ -165,6 +175,8 @@ impl Chat {
             nicks: BTreeMap::new(),
             rooms: BTreeMap::new(),
             room_ids: BTreeMap::new(),
+            conversations: BTreeMap::new(),
+            by_party: BTreeMap::new(),
             loading: BTreeMap::new(),
             waiting: BTreeMap::new(),
             sources: BTreeMap::new(),
@@ -252,6 +264,10 @@ impl Chat {
                 self.say(now, &asker, &room, messages::Said { text, action, attachment })
             }
             Command::Dm { to, text } => self.dm(now, &asker, &to, text),
+            Command::Conversation { with, after, before, limit } => {
+                self.conversation(now, &asker, &with, after, before, limit)
+            }
+            Command::Conversations => self.conversations(&asker),
             Command::Nick { nick } => self.rename(&asker, &nick),
             Command::Typing { room } => self.typing(now, &asker, &room),
             Command::Rooms => {
@@ -412,27 +428,30 @@ impl Chat {
     /// Restores a stored message at startup so a retry of it is still
     /// answered with the original; older than the dedupe window, it is
     /// ignored.
+    /// A direct message (a message of a conversation) is answered as one:
+    /// restore the conversations first.
     pub fn restore_message(&mut self, now: Timestamp, message: Message) {
         let (Some(sender), Some(id)) = (message.sender.clone(), message.id.clone()) else {
             return;
         };
-        if now.millis_since(message.ts) < millis(self.config.dedupe_window) {
-            let ts = message.ts;
-            self.dedupe.insert(ts, sender, id, Arc::new(Event::Message(message)));
+        if now.millis_since(message.ts) >= millis(self.config.dedupe_window) {
+            return;
         }
+        let ts = message.ts;
+        let event = match message.room.is_conversation() {
+            true => match self.direct_event(&message) {
+                Some(event) => event,
+                None => return,
+            },
+            false => Event::Message(message),
+        };
+        self.dedupe.insert(ts, sender, id, Arc::new(event));
     }
 
-    /// Restores a stored direct message at startup so a retry of it is
-    /// still answered with the original; older than the dedupe window, it
-    /// is ignored.
-    pub fn restore_direct(&mut self, now: Timestamp, direct: Direct) {
-        let Some(id) = direct.id.clone() else {
-            return;
-        };
-        if now.millis_since(direct.ts) < millis(self.config.dedupe_window) {
-            let event = Arc::new(messages::direct_event(&direct));
-            self.dedupe.insert(direct.ts, direct.sender, id, event);
-        }
+    /// Restores what storage summarized of a conversation at startup, so
+    /// it is listed and its parties can be reached.
+    pub fn restore_conversation(&mut self, conversation: Conversation) {
+        self.restore_known(conversation);
     }
 
     /// The rules in force.

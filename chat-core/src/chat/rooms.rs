@@ -20,7 +20,7 @@ impl Chat {
         room: &str,
         after: Option<u64>,
     ) -> Result<(), CommandError> {
-        let (member, sid) = (asker.member, asker.session);
+        let sid = asker.session;
         let name = RoomName::parse(room).map_err(CommandError::InvalidRoom)?;
         self.check_grant(sid, &name)?;
         let existing = self.room_ids.get(&name).copied();
@@ -30,22 +30,7 @@ impl Chat {
             self.admit_join(now, sid, existing)?;
         }
         let parked = Parked { asker: asker.clone(), wants: Wants::Join { after } };
-        match existing {
-            Some(room_id) => self.serve_or_wait(now, room_id, parked),
-            None => {
-                // Not in memory: storage may know it (its numbering goes
-                // on from there) or not (it is created).
-                self.park_for(member);
-                match self.loading.get_mut(&name) {
-                    Some(waiting) => waiting.push(parked),
-                    None => {
-                        self.loading.insert(name.clone(), vec![parked]);
-                        self.outputs.push_back(Output::Load(name));
-                    }
-                }
-                Ok(())
-            }
-        }
+        self.with_room(now, name, parked)
     }
 
     /// Checks the limits on joining a room the session is not in yet: rooms
@@ -100,8 +85,15 @@ impl Chat {
             return Ok(());
         };
         let covered = match parked.wants {
-            Wants::Join { after } => room.covers_resume(after, self.config.join_history),
-            Wants::History { before, limit } => room.covers_history(before, limit),
+            Wants::Join { after } | Wants::Conversation { after, before: None, .. } => {
+                room.covers_resume(after, self.config.join_history)
+            }
+            Wants::History { before, limit }
+            | Wants::Conversation { before: before @ Some(_), limit, .. } => {
+                room.covers_history(before, limit)
+            }
+            // Only its numbering, which a room in memory always has.
+            Wants::Dm { .. } => true,
         };
         if covered {
             return self.serve(now, room_id, parked);
@@ -120,10 +112,15 @@ impl Chat {
         room_id: RoomId,
         parked: Parked,
     ) -> Result<(), CommandError> {
+        let asker = &parked.asker;
         match parked.wants {
-            Wants::Join { after } => self.complete_join(now, &parked.asker, room_id, after),
+            Wants::Join { after } => self.complete_join(now, asker, room_id, after),
             Wants::History { before, limit } => {
-                self.history_reply(now, &parked.asker, room_id, before, limit)
+                self.history_reply(now, asker, room_id, before, limit)
+            }
+            Wants::Dm { text, other } => self.complete_dm(now, asker, room_id, text, other),
+            Wants::Conversation { with, after, before, limit } => {
+                self.conversation_reply(now, asker, room_id, with, after, before, limit)
             }
         }
     }
@@ -442,9 +439,13 @@ impl Chat {
         parked: &Parked,
         name: &RoomName,
     ) -> Result<RoomId, CommandError> {
-        let Wants::Join { .. } = parked.wants else {
-            return Err(CommandError::NotInRoom(name.clone()));
-        };
+        match parked.wants {
+            Wants::Join { .. } => {}
+            // A conversation's first message; nothing to read of one not
+            // begun (answered as empty).
+            Wants::Dm { .. } | Wants::Conversation { .. } => return self.open_room(name.clone()),
+            Wants::History { .. } => return Err(CommandError::NotInRoom(name.clone())),
+        }
         let (member, sid) = (&parked.asker.member, &parked.asker.session);
         let (per_session, per_source) =
             (self.config.rooms_created_per_session, self.config.rooms_created_per_source);

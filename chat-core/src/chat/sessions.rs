@@ -222,15 +222,15 @@ impl Chat {
         // Only tokens this server issued name sessions, so nobody can pick
         // a token another will later present: a token no session holds gets
         // a new session under a new token (the client learns it from
-        // `welcome`), unless its retries are still remembered, since then
-        // it was ours and its client must keep being answered with the
-        // originals.
+        // `welcome`), unless its retries are still remembered or it has
+        // conversations, since then it was ours and its client must keep
+        // being answered with the originals and reach what was sent to it.
         let Some(conn) = self.conns.get(&member) else {
             return Ok(());
         };
         let source = conn.source;
         let token = match token {
-            Some(token) if self.dedupe.knows(&token) => token,
+            Some(token) if self.dedupe.knows(&token) || self.has_conversations(&token) => token,
             _ => conn.proposed.clone(),
         };
         if self.tokens.contains_key(&token) {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_core::{
-    Chat, ChatConfig, Command, Departure, Event, MemberId, Message, Nick, Output, Record,
-    RoomHistory, RoomName, SessionToken, Source, Timestamp,
+    Chat, ChatConfig, Command, Conversation, Departure, Direct, Event, MemberId, Message, Nick,
+    Output, Record, RoomHistory, RoomName, SessionToken, Source, Timestamp,
 };
 
 pub struct Harness {
@@ -65,10 +65,28 @@ impl Harness {
         next.now = self.now;
         next.tokens = self.tokens;
         let mut sessions: BTreeMap<SessionToken, Option<Nick>> = BTreeMap::new();
+        // Conversations first, as the server restores them: a direct
+        // message's retry is answered as one.
+        let mut conversations: BTreeMap<RoomName, Conversation> = BTreeMap::new();
+        for record in &self.stored {
+            if let Record::Direct(Direct { message, nicks }) = record {
+                let summary = Conversation {
+                    name: message.room.clone(),
+                    nicks: nicks.clone(),
+                    last_seq: message.seq,
+                    last_ts: message.ts,
+                };
+                conversations.insert(message.room.clone(), summary);
+            }
+        }
+        for conversation in conversations.into_values() {
+            next.chat.restore_conversation(conversation);
+        }
         for record in &self.stored {
             match record {
-                Record::Message(message) => next.chat.restore_message(next.now, message.clone()),
-                Record::Direct(direct) => next.chat.restore_direct(next.now, direct.clone()),
+                Record::Message(message) | Record::Direct(Direct { message, .. }) => {
+                    next.chat.restore_message(next.now, message.clone())
+                }
                 Record::Session { token, nick } => {
                     sessions.insert(token.clone(), Some(nick.clone()));
                 }
@@ -95,7 +113,11 @@ impl Harness {
             .stored
             .iter()
             .filter_map(|record| match record {
-                Record::Message(m) if &m.room == room => Some(m.clone()),
+                Record::Message(m) | Record::Direct(Direct { message: m, .. })
+                    if &m.room == room =>
+                {
+                    Some(m.clone())
+                }
                 _ => None,
             })
             .collect();

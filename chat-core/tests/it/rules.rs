@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::harness::Harness;
 use chat_core::{
-    ChatConfig, Command, CommandError, Event, Message, NameError, Nick, Presence, Resume, RoomName,
-    SessionToken, Timestamp,
+    ChatConfig, Command, CommandError, Event, Message, NameError, Nick, Peer, Presence, Resume,
+    RoomName, SessionToken, Timestamp,
 };
 
 fn nick(text: &str) -> Nick {
@@ -274,7 +274,7 @@ fn messages_are_rate_limited_with_a_retry_time() {
     h.say(alice, "lobby", "one too many");
     assert_eq!(error_of(&h.take(alice)), CommandError::RateLimited { retry_after_ms: 500 });
     // DMs draw from the same bucket.
-    h.send(alice, Command::Dm { to: "bob".into(), text: "hi".into() });
+    h.send(alice, Command::Dm { to: Peer::Nick("bob".into()), text: "hi".into() });
     assert_eq!(error_of(&h.take(alice)), CommandError::RateLimited { retry_after_ms: 500 });
     assert_eq!(h.take(bob), vec![]);
     h.advance(Duration::from_millis(500));
@@ -331,19 +331,33 @@ fn dm_reaches_recipient_and_sender() {
     let mut h = Harness::new();
     let alice = h.greeted("alice");
     let bob = h.greeted("Bob");
-    h.send_with_id(alice, Some("d1"), Command::Dm { to: "bob".into(), text: "psst".into() });
-    let expected = vec![Event::Direct {
+    h.send_with_id(
+        alice,
+        Some("d1"),
+        Command::Dm { to: Peer::Nick("bob".into()), text: "psst".into() },
+    );
+    let now = h.now;
+    let mine = h.take(alice);
+    let key = match mine.as_slice() {
+        [Event::Direct { key, .. }] => key.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(key.starts_with('~') && !key.contains("token"), "a key that tells nothing: {key}");
+    let sent = |with: &str| Event::Direct {
+        key: key.clone(),
         id: Some("d1".into()),
         from: nick("alice"),
         to: nick("Bob"),
+        with: nick(with),
         text: "psst".into(),
-        ts: h.now,
-    }];
-    assert_eq!(h.take(alice), expected);
-    assert_eq!(h.take(bob), expected);
-    h.send(alice, Command::Dm { to: "alice".into(), text: "note to self".into() });
+        ts: now,
+        seq: 1,
+    };
+    assert_eq!(mine, vec![sent("Bob")], "the sender's copy is with the recipient");
+    assert_eq!(h.take(bob), vec![sent("alice")], "the recipient's, with the sender");
+    h.send(alice, Command::Dm { to: Peer::Nick("alice".into()), text: "note to self".into() });
     assert_eq!(h.take(alice).len(), 1);
-    h.send(alice, Command::Dm { to: "carol".into(), text: "hi".into() });
+    h.send(alice, Command::Dm { to: Peer::Nick("carol".into()), text: "hi".into() });
     assert_eq!(error_of(&h.take(alice)), CommandError::NoSuchNick("carol".into()));
 }
 

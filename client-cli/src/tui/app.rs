@@ -367,7 +367,8 @@ impl App {
         if current.kind == Kind::Direct && !line.starts_with('/') && !line.trim().is_empty() {
             let to = current.name.clone();
             let text = line.strip_prefix("//").map_or(line.to_owned(), |rest| format!("/{rest}"));
-            return self.send_message(chat_protocol::ClientFrame::Dm { to, text });
+            let conversation = None;
+            return self.send_message(chat_protocol::ClientFrame::Dm { to, conversation, text });
         }
         match input::parse(line, self.state.current_room()) {
             Input::Send(frame) => self.send_message(frame),

@@ -382,13 +382,22 @@ impl State {
                     view.mentioned |= mentions;
                 }
             }
-            ServerFrame::Direct { from, to, text, ts, .. } => {
+            ServerFrame::Direct { from, to, with, text, ts, seq, .. } => {
                 let me = self.me.clone().unwrap_or_default();
-                let peer = if *from == me { to } else { from };
+                // Older servers do not say who it is with.
+                let peer = match with.is_empty() {
+                    true if *from == me => to,
+                    true => from,
+                    false => with,
+                };
                 let current = self.current;
                 let view = self.view_mut(peer, Kind::Direct);
+                let seq = (*seq > 0).then_some(*seq);
+                if seq.is_some_and(|seq| view.has_seq(seq)) {
+                    return;
+                }
                 view.push(Line::Message {
-                    seq: None,
+                    seq,
                     ts: *ts,
                     from: from.clone(),
                     text: text.clone(),
@@ -400,6 +409,31 @@ impl State {
                 {
                     self.views[at].unread += 1;
                     self.views[at].mentioned = true;
+                }
+            }
+            ServerFrame::Conversation { with, messages, .. } => {
+                let me = self.me.clone().unwrap_or_default();
+                let current = self.current;
+                let view = self.view_mut(with, Kind::Direct);
+                let mut unread = 0;
+                for m in messages {
+                    if view.has_seq(m.seq) {
+                        continue;
+                    }
+                    view.push(Line::Message {
+                        seq: Some(m.seq),
+                        ts: m.ts,
+                        from: m.from.clone(),
+                        text: m.text.clone(),
+                        action: false,
+                    });
+                    unread += usize::from(m.from != me);
+                }
+                if let Some(at) = self.find(with, &Kind::Direct)
+                    && at != current
+                {
+                    self.views[at].unread += unread;
+                    self.views[at].mentioned |= unread > 0;
                 }
             }
             ServerFrame::Nick { nick, .. } => self.me = Some(nick.clone()),
@@ -436,6 +470,7 @@ impl State {
             ServerFrame::Typing { .. }
             | ServerFrame::UploadReady { .. }
             | ServerFrame::Subscribed { .. }
+            | ServerFrame::Conversations { .. }
             | ServerFrame::Stats(_)
             | ServerFrame::Pong { .. }
             | ServerFrame::Authed { .. } => {}
@@ -593,6 +628,9 @@ mod tests {
         let dm = |from: &str, to: &str, text: &str| ServerFrame::Direct {
             from: from.into(),
             to: to.into(),
+            with: String::new(),
+            conversation: String::new(),
+            seq: 0,
             text: text.into(),
             ts: 1,
             id: None,
@@ -690,6 +728,9 @@ mod tests {
             id: None,
             from: "bob".into(),
             to: "alice".into(),
+            with: "bob".into(),
+            conversation: "~0a".into(),
+            seq: 1,
             text: "psst".into(),
             ts: 1,
         });

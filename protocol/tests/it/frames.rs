@@ -1,8 +1,9 @@
 //! Every frame survives encoding and decoding unchanged.
 
 use chat_protocol::{
-    Attachment, ClientFrame, ClientMessage, ErrorCode, Gap, Limits, Message, PresenceEvent, Resume,
-    RoomInfo, ServerFrame, ServerInfo, Stats, decode_client, encode_client,
+    Attachment, ClientFrame, ClientMessage, ConversationInfo, DirectLine, ErrorCode, Gap, Limits,
+    Message, PresenceEvent, Resume, RoomInfo, ServerFrame, ServerInfo, Stats, decode_client,
+    encode_client,
 };
 
 fn message() -> Message {
@@ -29,7 +30,27 @@ fn client_frames_round_trip() {
         ClientFrame::Leave { room: "lobby".into() },
         ClientFrame::Say { room: "lobby".into(), text: "hello\nworld".into(), action: false },
         ClientFrame::Say { room: "lobby".into(), text: "waves".into(), action: true },
-        ClientFrame::Dm { to: "bob".into(), text: "psst".into() },
+        ClientFrame::Dm { to: "bob".into(), conversation: None, text: "psst".into() },
+        ClientFrame::Dm {
+            to: String::new(),
+            conversation: Some("~0a1b".into()),
+            text: "hi".into(),
+        },
+        ClientFrame::Conversation {
+            with: "bob".into(),
+            conversation: None,
+            after: Some(3),
+            before: None,
+            limit: None,
+        },
+        ClientFrame::Conversation {
+            with: String::new(),
+            conversation: Some("~0a1b".into()),
+            after: None,
+            before: Some(9),
+            limit: Some(20),
+        },
+        ClientFrame::Conversations {},
         ClientFrame::Nick { nick: "alicia".into() },
         ClientFrame::Typing { room: "lobby".into() },
         ClientFrame::Rooms {},
@@ -189,9 +210,36 @@ fn server_frames_round_trip() {
         ServerFrame::Direct {
             from: "a".into(),
             to: "b".into(),
+            with: "b".into(),
+            conversation: "~0a1b".into(),
+            seq: 4,
             text: "t".into(),
             ts: 1,
             id: id.clone(),
+        },
+        ServerFrame::Conversation {
+            id: id.clone(),
+            conversation: "~0a1b".into(),
+            with: "b".into(),
+            messages: vec![DirectLine {
+                seq: 3,
+                ts: 2,
+                from: "b".into(),
+                text: "t".into(),
+                id: None,
+            }],
+            last_seq: 3,
+            resume: Resume::Gap,
+            gap: Some(Gap { from: 1, to: 2 }),
+        },
+        ServerFrame::Conversations {
+            id: id.clone(),
+            conversations: vec![ConversationInfo {
+                conversation: "~0a1b".into(),
+                with: "b".into(),
+                last_seq: 3,
+                last_ts: 2,
+            }],
         },
         ServerFrame::Nick { id: id.clone(), old: "a".into(), nick: "b".into() },
         ServerFrame::Typing { room: "lobby".into(), nick: "alice".into() },

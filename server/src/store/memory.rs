@@ -1,7 +1,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use chat_core::{Attachment, Direct, Message, Record, RoomHistory, RoomName};
+use chat_core::{Attachment, Conversation, Direct, Message, Record, RoomHistory, RoomName};
 
 use super::{Retention, Snapshot, Store, StoreError};
 
@@ -17,8 +17,9 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Contents {
+    /// Rooms and conversations, with their numbering.
     rooms: BTreeMap<RoomName, (u64, VecDeque<Message>)>,
-    directs: VecDeque<Direct>,
+    conversations: BTreeMap<RoomName, Conversation>,
 }
 
 impl MemoryStore {
@@ -34,11 +35,19 @@ impl MemoryStore {
     }
 }
 
+impl Contents {
+    fn add(&mut self, message: &Message) {
+        let (last_seq, messages) = self.rooms.entry(message.room.clone()).or_default();
+        *last_seq = (*last_seq).max(message.seq);
+        messages.push_back(message.clone());
+    }
+}
+
 impl Store for MemoryStore {
     fn load(&mut self, retention: &Retention, now_ms: u64) -> Result<Snapshot, StoreError> {
         self.prune(retention, now_ms)?;
         let contents = self.contents();
-        let cutoff = retention.directs_cutoff_ms(now_ms);
+        let cutoff = retention.recent_cutoff_ms(now_ms);
         let mut recent: Vec<Message> = contents
             .rooms
             .values()
@@ -52,7 +61,7 @@ impl Store for MemoryStore {
         Ok(Snapshot {
             sessions: Vec::new(),
             recent,
-            directs: contents.directs.iter().cloned().collect(),
+            conversations: contents.conversations.values().cloned().collect(),
         })
     }
 
@@ -78,13 +87,17 @@ impl Store for MemoryStore {
         let mut contents = self.contents();
         for record in records {
             match record {
-                Record::Message(message) => {
-                    let (last_seq, messages) =
-                        contents.rooms.entry(message.room.clone()).or_default();
-                    *last_seq = (*last_seq).max(message.seq);
-                    messages.push_back(message.clone());
+                Record::Message(message) => contents.add(message),
+                Record::Direct(Direct { message, nicks }) => {
+                    contents.add(message);
+                    let conversation = Conversation {
+                        name: message.room.clone(),
+                        nicks: nicks.clone(),
+                        last_seq: message.seq,
+                        last_ts: message.ts,
+                    };
+                    contents.conversations.insert(message.room.clone(), conversation);
                 }
-                Record::Direct(direct) => contents.directs.push_back(direct.clone()),
                 Record::Session { .. } | Record::SessionEnded(_) => {}
             }
         }
@@ -105,10 +118,6 @@ impl Store for MemoryStore {
                     files_went |= message.attachment.is_some();
                 }
             }
-        }
-        let directs_cutoff = retention.directs_cutoff_ms(now_ms);
-        while contents.directs.front().is_some_and(|d| d.ts.as_unix_millis() < directs_cutoff) {
-            contents.directs.pop_front();
         }
         Ok(files_went)
     }

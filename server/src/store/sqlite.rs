@@ -3,7 +3,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chat_core::{
-    Attachment, Direct, Message, Nick, Record, RoomHistory, RoomName, SessionToken, Timestamp,
+    Attachment, Conversation, Direct, Message, Nick, Record, RoomHistory, RoomName, SessionToken,
+    Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use tracing::warn;
@@ -11,7 +12,7 @@ use tracing::warn;
 use super::{Retention, Snapshot, Store, StoreError};
 
 /// The schema version this code writes; bumped with every change.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rooms (
@@ -34,16 +35,13 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (room, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_ts ON messages (ts);
-CREATE TABLE IF NOT EXISTS directs (
-    ts        INTEGER NOT NULL,
-    sender    TEXT NOT NULL,
-    recipient TEXT NOT NULL,
-    text      TEXT NOT NULL,
-    client_id TEXT NOT NULL,
-    session   TEXT NOT NULL,
-    PRIMARY KEY (session, client_id)
+CREATE TABLE IF NOT EXISTS conversations (
+    name     TEXT PRIMARY KEY,
+    nick_a   TEXT NOT NULL,
+    nick_b   TEXT NOT NULL,
+    last_seq INTEGER NOT NULL,
+    last_ts  INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS directs_ts ON directs (ts);
 CREATE TABLE IF NOT EXISTS sessions (
     token TEXT PRIMARY KEY,
     nick  TEXT NOT NULL
@@ -101,11 +99,39 @@ impl SqliteStore {
         }
         // Version 2 had no sessions table (made above) and no file index.
         db.execute_batch(FILE_INDEX)?;
+        // Up to version 3 direct messages were kept only to answer retries,
+        // for the dedupe window; conversations (made above) start now.
+        db.execute_batch("DROP TABLE IF EXISTS directs;")?;
         if version < SCHEMA_VERSION {
             db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         Ok(Self { db })
     }
+}
+
+/// A message's `seq` as SQLite stores it.
+fn seq(m: &Message) -> i64 {
+    i64::try_from(m.seq).unwrap_or(i64::MAX)
+}
+
+/// Inserts a message's row with the insert prepared in `commit`.
+fn insert(insert_message: &mut rusqlite::CachedStatement<'_>, m: &Message) -> rusqlite::Result<()> {
+    let file = m.attachment.as_ref();
+    insert_message.execute(params![
+        m.room.as_str(),
+        seq(m),
+        millis(m.ts),
+        m.from.as_str(),
+        &*m.text,
+        m.action,
+        m.id.as_deref(),
+        m.sender.as_ref().map(SessionToken::as_str),
+        file.map(|f| &*f.id),
+        file.map(|f| &*f.name),
+        file.map(|f| &*f.mime),
+        file.map(|f| i64::try_from(f.size).unwrap_or(i64::MAX)),
+    ])?;
+    Ok(())
 }
 
 fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
@@ -135,7 +161,7 @@ impl Store for SqliteStore {
                 _ => warn!("skipping a stored session that does not parse"),
             }
         }
-        let cutoff = i64::try_from(retention.directs_cutoff_ms(now_ms)).unwrap_or(i64::MAX);
+        let cutoff = i64::try_from(retention.recent_cutoff_ms(now_ms)).unwrap_or(i64::MAX);
         let limit = i64::try_from(retention.recent_max).unwrap_or(i64::MAX);
         let mut query = self.db.prepare(&format!(
             "SELECT {MESSAGE_COLUMNS}, room FROM messages
@@ -147,37 +173,40 @@ impl Store for SqliteStore {
         let mut recent = Vec::new();
         for row in rows {
             let (message, room) = row?;
-            match RoomName::parse(&room).ok().and_then(|room| message.into_message(&room)) {
+            match RoomName::parse_stored(&room).ok().and_then(|room| message.into_message(&room)) {
                 Some(message) => recent.push(message),
                 None => warn!(%room, "skipping a stored message that does not parse"),
             }
         }
         recent.reverse();
         let mut query = self.db.prepare(
-            "SELECT ts, sender, recipient, text, client_id, session FROM directs ORDER BY ts",
+            "SELECT name, nick_a, nick_b, last_seq, last_ts FROM conversations ORDER BY name",
         )?;
         let rows = query.query_map([], |row| {
             Ok((
-                row.get::<_, i64>(0)?,
+                row.get::<_, String>(0)?,
                 row.get::<_, String>(1)?,
                 row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, String>(4)?,
-                row.get::<_, String>(5)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, i64>(4)?,
             ))
         })?;
-        let mut directs = Vec::new();
+        let mut conversations = Vec::new();
         for row in rows {
-            let (ts, from, to, text, id, session) = row?;
-            let parsed = (Nick::parse(&from), Nick::parse(&to), SessionToken::parse(&session));
-            let (Ok(from), Ok(to), Ok(sender)) = parsed else {
-                warn!("skipping a stored direct message that does not parse");
+            let (name, a, b, last_seq, last_ts) = row?;
+            let parsed = (RoomName::parse_stored(&name), Nick::parse(&a), Nick::parse(&b));
+            let (Ok(name), Ok(a), Ok(b)) = parsed else {
+                warn!("skipping a stored conversation that does not parse");
                 continue;
             };
-            let ts = Timestamp::from_unix_millis(u64::try_from(ts).unwrap_or(0));
-            directs.push(Direct { from, to, text: text.into(), ts, id: Some(id.into()), sender });
+            conversations.push(Conversation {
+                name,
+                nicks: [a, b],
+                last_seq: u64::try_from(last_seq).unwrap_or(0),
+                last_ts: Timestamp::from_unix_millis(u64::try_from(last_ts).unwrap_or(0)),
+            });
         }
-        Ok(Snapshot { sessions, recent, directs })
+        Ok(Snapshot { sessions, recent, conversations })
     }
 
     fn room(
@@ -225,9 +254,13 @@ impl Store for SqliteStore {
                 "INSERT INTO rooms (name, last_seq) VALUES (?1, ?2)
                  ON CONFLICT (name) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
             )?;
-            let mut insert_direct = tx.prepare_cached(
-                "INSERT OR IGNORE INTO directs (ts, sender, recipient, text, client_id, session)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            let mut put_conversation = tx.prepare_cached(
+                "INSERT INTO conversations (name, nick_a, nick_b, last_seq, last_ts)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (name) DO UPDATE SET nick_a = excluded.nick_a,
+                   nick_b = excluded.nick_b, last_seq = excluded.last_seq,
+                   last_ts = excluded.last_ts
+                 WHERE excluded.last_seq > last_seq",
             )?;
             let mut put_session = tx.prepare_cached(
                 "INSERT INTO sessions (token, nick) VALUES (?1, ?2)
@@ -237,36 +270,19 @@ impl Store for SqliteStore {
             for record in records {
                 match record {
                     Record::Message(m) => {
-                        let seq = i64::try_from(m.seq).unwrap_or(i64::MAX);
-                        let file = m.attachment.as_ref();
-                        insert_message.execute(params![
-                            m.room.as_str(),
-                            seq,
-                            millis(m.ts),
-                            m.from.as_str(),
-                            &*m.text,
-                            m.action,
-                            m.id.as_deref(),
-                            m.sender.as_ref().map(SessionToken::as_str),
-                            file.map(|f| &*f.id),
-                            file.map(|f| &*f.name),
-                            file.map(|f| &*f.mime),
-                            file.map(|f| i64::try_from(f.size).unwrap_or(i64::MAX)),
-                        ])?;
-                        raise_seq.execute(params![m.room.as_str(), seq])?;
+                        insert(&mut insert_message, m)?;
+                        raise_seq.execute(params![m.room.as_str(), seq(m)])?;
                     }
-                    // Only direct messages with an id can be retried.
-                    Record::Direct(d) => {
-                        if let Some(id) = d.id.as_deref() {
-                            insert_direct.execute(params![
-                                millis(d.ts),
-                                d.from.as_str(),
-                                d.to.as_str(),
-                                &*d.text,
-                                id,
-                                d.sender.as_str(),
-                            ])?;
-                        }
+                    Record::Direct(Direct { message: m, nicks: [a, b] }) => {
+                        insert(&mut insert_message, m)?;
+                        raise_seq.execute(params![m.room.as_str(), seq(m)])?;
+                        put_conversation.execute(params![
+                            m.room.as_str(),
+                            a.as_str(),
+                            b.as_str(),
+                            seq(m),
+                            millis(m.ts),
+                        ])?;
                     }
                     Record::Session { token, nick } => {
                         put_session.execute(params![token.as_str(), nick.as_str()])?;
@@ -302,8 +318,6 @@ impl Store for SqliteStore {
                 files_went |= row.get::<_, Option<String>>(0)?.is_some();
             }
         }
-        let directs_cutoff = i64::try_from(retention.directs_cutoff_ms(now_ms)).unwrap_or(i64::MAX);
-        tx.execute("DELETE FROM directs WHERE ts < ?1", params![directs_cutoff])?;
         tx.commit()?;
         Ok(files_went)
     }

@@ -61,6 +61,53 @@ async fn messages_numbering_and_dedupe_survive_a_restart() {
 }
 
 #[tokio::test]
+async fn a_direct_message_to_someone_away_reaches_them_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(ServerConfig::default(), sqlite(&dir)).await;
+    let mut alice = Client::hello(&server, "alice").await;
+    let mut bob = Client::hello(&server, "bob").await;
+    alice.send(json!({"type": "dm", "to": "bob", "text": "one"})).await;
+    let first = alice.expect("direct").await;
+    assert_eq!(bob.expect("direct").await["seq"], 1);
+    let bob_token = bob.session.clone();
+    // Bob's connection drops: what is sent now waits for him.
+    drop(bob);
+    alice.send(json!({"type": "dm", "to": "bob", "text": "two", "id": "d2"})).await;
+    let second = alice.expect("direct").await;
+    assert_eq!((&second["seq"], &second["conversation"]), (&json!(2), &first["conversation"]));
+    let addr = server.addr.to_string();
+    server.shutdown().await;
+
+    let server = Server::start_on(&addr, ServerConfig::default(), sqlite(&dir)).await;
+    let (mut bob, welcome) = Client::resume(&server, &bob_token).await;
+    assert_eq!(welcome["resumed"], true);
+    bob.send(json!({"type": "conversations", "id": "c"})).await;
+    let listed = bob.expect("conversations").await;
+    assert_eq!(
+        listed["conversations"],
+        json!([{"conversation": first["conversation"], "with": "alice", "last_seq": 2,
+                "last_ts": second["ts"]}])
+    );
+    bob.send(json!({"type": "conversation", "conversation": first["conversation"], "after": 1}))
+        .await;
+    let read = bob.expect("conversation").await;
+    assert_eq!(
+        (&read["with"], &read["resume"], &read["last_seq"]),
+        (&json!("alice"), &json!("resumed"), &json!(2))
+    );
+    assert_eq!(
+        read["messages"],
+        json!([{"seq": 2, "ts": second["ts"], "from": "alice", "text": "two", "id": "d2"}])
+    );
+    // The numbering goes on, and bob answers by the conversation's key.
+    bob.send(json!({"type": "dm", "conversation": first["conversation"], "text": "three"})).await;
+    assert_eq!(bob.expect("direct").await["seq"], 3);
+    bob.send(json!({"type": "conversation", "conversation": "~0000000000000000"})).await;
+    bob.expect_error("no_such_conversation").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn retention_drops_old_messages_but_keeps_numbering_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ServerConfig::default();
@@ -99,7 +146,7 @@ fn the_store_skips_rows_it_cannot_parse() {
     let retention = Retention {
         per_room: 10,
         max_age: None,
-        directs_for: std::time::Duration::from_secs(3600),
+        recent_for: std::time::Duration::from_secs(3600),
         recent_max: 100,
     };
     // Creates the schema, then lets go of the file.
@@ -146,7 +193,7 @@ fn a_database_of_the_first_schema_is_upgraded_in_place() {
     let retention = Retention {
         per_room: 10,
         max_age: None,
-        directs_for: std::time::Duration::from_secs(3600),
+        recent_for: std::time::Duration::from_secs(3600),
         recent_max: 100,
     };
     let mut store = SqliteStore::open(dir.path()).unwrap();
@@ -158,7 +205,7 @@ fn a_database_of_the_first_schema_is_upgraded_in_place() {
     drop(store);
     let db = rusqlite::Connection::open(dir.path().join("chat.db")).unwrap();
     let version: i64 = db.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let columns: Vec<String> = db
         .prepare("SELECT name FROM pragma_table_info('messages')")
         .unwrap()
