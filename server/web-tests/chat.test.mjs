@@ -600,6 +600,51 @@ test('one person in two tabs and across a reload: one session, every message in 
   }
 });
 
+test('direct messages survive a reload and reach someone who was away, with an unread count', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-dm-'));
+  const server = await startServer('127.0.0.1:0', dir);
+  try {
+    const alice = await login(server.url, 'alice');
+    const bob = await login(server.url, 'bob');
+    await say(alice.page, '/msg bob first words');
+    await bob.page.waitForFunction(() =>
+      [...document.querySelectorAll('#direct-list button.room')].some((b) => b.textContent.startsWith('alice')));
+    await bob.page.click('#direct-list button.room');
+    await seeMessage(bob.page, 'first words');
+    // A reload keeps the conversation, listed and filled, nothing unread.
+    await bob.page.reload();
+    await bob.page.waitForFunction(() => document.querySelector('#me')?.textContent === 'bob');
+    await bob.page.waitForFunction(() =>
+      [...document.querySelectorAll('#direct-list button.room')].some((b) => b.textContent.startsWith('alice') && !b.querySelector('.badge')));
+    await bob.page.click('#direct-list button.room');
+    await seeMessage(bob.page, 'first words');
+    // Bob closes the page; alice writes meanwhile (into the conversation
+    // she has open); bob opens it again later.
+    await bob.page.close();
+    await say(alice.page, 'while you were out');
+    await say(alice.page, 'and one more');
+    await seeMessage(alice.page, 'and one more');
+    const page = await bob.context.newPage();
+    page.setDefaultTimeout(WAIT);
+    await page.goto(server.url);
+    await page.waitForFunction(() => document.querySelector('#me')?.textContent === 'bob');
+    await page.waitForFunction(() =>
+      [...document.querySelectorAll('#direct-list button.room')].some((b) => b.textContent.startsWith('alice') && b.querySelector('.badge')?.textContent === '2'));
+    await page.click('#direct-list button.room');
+    await seeMessage(page, 'and one more');
+    const texts = await page.evaluate(() => [...document.querySelectorAll('#messages li .text')].map((e) => e.textContent));
+    assert.deepEqual(texts.filter((t) => t !== 'first words'), ['while you were out', 'and one more']);
+    await say(page, 'back now');
+    await seeMessage(alice.page, 'back now');
+    assert.deepEqual(alice.problems, []);
+    await alice.context.close();
+    await bob.context.close();
+  } finally {
+    await stopServer(server.child);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('forty lines typed as fast as Enter goes arrive in the order typed', async () => {
   const server = await startServer();
   try {

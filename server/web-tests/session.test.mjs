@@ -33,6 +33,10 @@ class Harness {
     this.sent = [];
     this.other = [];
     this.events = [];
+    // The conversation list asked for once caught up: set apart unless a
+    // test is about conversations.
+    this.listings = [];
+    this.keepListings = false;
     this.session = new Session(
       { nick: 'ann', accessToken: null, rooms: [['lobby', null]], random: seeded(7), ...config },
       saved,
@@ -44,7 +48,8 @@ class Harness {
   drain() {
     for (let t = this.session.pollTransmit(); t; t = this.session.pollTransmit()) {
       if (t.type === 'text') {
-        this.sent.push(JSON.parse(t.text));
+        const frame = JSON.parse(t.text);
+        (frame.type === 'conversations' && !this.keepListings ? this.listings : this.sent).push(frame);
       } else {
         this.other.push(t);
       }
@@ -164,6 +169,48 @@ test('a session resumed from another tab or device joins the rooms it is in', ()
   const [hello] = h.takeSent();
   h.frame({ type: 'welcome', id: hello.id, session: 'token-1', nick: 'ann', resumed: true, rooms: ['dev', 'lobby'], limits: LIMITS });
   assert.deepEqual(h.joins().map((j) => [j.room, j.after]), [['lobby', undefined], ['dev', undefined]]);
+});
+
+test('conversations are listed once caught up and each is read from where it was, paging back past a cap', () => {
+  const h = new Harness();
+  h.keepListings = true;
+  h.up();
+  const [list] = h.takeSent();
+  assert.equal(list.type, 'conversations');
+  h.frame({ type: 'conversations', id: list.id, conversations: [
+    { conversation: '~a', with: 'bob', last_seq: 3, last_ts: 1 },
+    { conversation: '~b', with: 'cy', last_seq: 0, last_ts: 1 },
+  ] });
+  const [read] = h.takeSent();
+  assert.deepEqual([read.type, read.conversation, read.after], ['conversation', '~a', undefined], 'new here: its newest; nothing to read of ~b');
+  const line = (seq) => ({ seq, ts: seq, from: 'bob', text: `d${seq}` });
+  h.frame({ type: 'conversation', id: read.id, conversation: '~a', with: 'bob', messages: [line(2), line(3)], last_seq: 3, resume: 'fresh' });
+  const reported = h.events.filter((e) => e.type === 'frame' && e.frame.type === 'conversation');
+  assert.deepEqual(reported.map((e) => [e.catchUp, e.frame.messages.map((m) => m.seq)]), [[true, [2, 3]]]);
+  // A direct message delivered twice is reported once.
+  h.events = [];
+  const direct = { type: 'direct', from: 'bob', to: 'ann', with: 'bob', conversation: '~a', seq: 4, text: 'x', ts: 4 };
+  h.frame(direct);
+  h.frame(direct);
+  assert.equal(h.events.filter((e) => e.type === 'frame').length, 1);
+  // Reconnected: read after the newest seen; the server's resume is capped,
+  // so it pages back to it.
+  h.lose();
+  h.greet();
+  for (const join of h.joins()) {
+    h.frame({ type: 'joined', id: join.id, room: join.room, members: [], history: [], last_seq: 0, resume: 'resumed' });
+  }
+  const [again] = h.takeSent();
+  h.frame({ type: 'conversations', id: again.id, conversations: [{ conversation: '~a', with: 'bob', last_seq: 9, last_ts: 9 }] });
+  const [resume] = h.takeSent();
+  assert.equal(resume.after, 4);
+  h.events = [];
+  h.frame({ type: 'conversation', id: resume.id, conversation: '~a', with: 'bob', messages: [line(8), line(9)], last_seq: 9, resume: 'resumed' });
+  const [page] = h.takeSent();
+  assert.deepEqual([page.before, page.conversation], [8, '~a']);
+  h.frame({ type: 'conversation', id: page.id, conversation: '~a', with: 'bob', messages: [line(5), line(6), line(7)], last_seq: 9, resume: 'fresh' });
+  const done = h.events.filter((e) => e.type === 'frame' && e.frame.type === 'conversation');
+  assert.deepEqual(done.map((e) => [e.catchUp, e.frame.messages.map((m) => m.seq), e.frame.resume]), [[false, [5, 6, 7, 8, 9], 'resumed']]);
 });
 
 test('backoff grows with seeded jitter and a restart delay is used as given', () => {
@@ -304,7 +351,7 @@ test('an upload is announced, paced, interleaved with messages, and confirmed by
   const [join] = h.joins();
   h.frame({ type: 'joined', id: join.id, room: 'lobby', members: [], history: [], last_seq: 0, resume: 'fresh' });
   h.session.handleCommand(h.now, { type: 'upload', upload: { file: 1, room: 'lobby', name: 'a.bin', mime: 'application/octet-stream', size: 2500 } });
-  h.drain();
+  h.runFor(200); // the conversation list went first
   const [announce] = h.takeSent();
   assert.deepEqual([announce.type, announce.size], ['upload', 2500]);
   h.frame({ type: 'upload_ready', id: announce.id, chunk_bytes: 1024 });

@@ -6,7 +6,9 @@
 import { $ } from './common.js';
 import { uploadEnded, uploadProgress, uploadWaiting } from './files.js';
 import { notify, renderNotifyButton } from './notify.js';
-import { NICK_KEY, ROOMS_KEY, SESSION_KEY, TOKEN_KEY, directView, roomState, state } from './state.js';
+import {
+  NICK_KEY, ROOMS_KEY, SESSION_KEY, TOKEN_KEY, directView, markRead, readPosition, roomState, state, viewOf,
+} from './state.js';
 import {
   addLine, renderMembers, renderMessages, renderRooms, renderTyping, setStatus, showApp, showBanner,
   showLogin, switchRoom,
@@ -83,12 +85,19 @@ export const frames = {
   },
   direct(frame) {
     const mine = frame.from === state.nick;
-    const peer = mine ? frame.to : frame.from;
+    const peer = frame.with || (mine ? frame.to : frame.from);
     const view = directView(peer);
-    addLine(`@${peer}`, { kind: 'message', ts: frame.ts, from: frame.from, text: frame.text });
+    view.key = frame.conversation || view.key;
+    if (frame.seq && view.lines.some((l) => l.seq === frame.seq)) {
+      return;
+    }
+    addLine(`@${peer}`, { kind: 'message', ts: frame.ts, from: frame.from, text: frame.text, seq: frame.seq || 0 });
     if (!mine && state.current !== `@${peer}`) {
       view.unread += 1;
       view.mentioned = true;
+    }
+    if (state.current === `@${peer}`) {
+      markRead(view);
     }
     if (!mine) {
       notify(`${frame.from} (direct)`, frame.text);
@@ -96,6 +105,42 @@ export const frames = {
     if (mine && state.switchTo === `@${peer}`) {
       state.switchTo = null;
       switchRoom(`@${peer}`);
+    }
+    renderRooms();
+  },
+  conversations(frame) {
+    // Listed on every start: each is read by the session next.
+    for (const listed of frame.conversations) {
+      directView(listed.with).key = listed.conversation;
+    }
+    renderRooms();
+  },
+  conversation(frame) {
+    const name = `@${frame.with}`;
+    const view = directView(frame.with);
+    view.key = frame.conversation;
+    const paged = state.pages.get(frame.id) === name;
+    state.pages.delete(frame.id);
+    if (paged && frame.messages.length === 0) {
+      view.complete = true;
+    }
+    if (frame.resume === 'gap' && frame.gap) {
+      const lost = frame.gap.to - frame.gap.from + 1;
+      addLine(name, { kind: 'notice', text: `${lost} message(s) from while you were away are no longer kept` });
+    }
+    const read = readPosition(frame.conversation);
+    let unread = 0;
+    for (const message of frame.messages) {
+      if (insertLine(view, { ...messageLine(message), mention: false }) && message.from !== state.nick && message.seq > read) {
+        unread += 1;
+      }
+    }
+    if (state.current === name) {
+      markRead(view);
+      renderMessages();
+    } else if (unread) {
+      view.unread += unread;
+      view.mentioned = true;
     }
     renderRooms();
   },
@@ -284,26 +329,30 @@ function addMessage(message, live) {
 
 /** Puts messages older than what is shown into their place by seq. */
 function insertOlder(name, messages) {
-  const room = state.rooms.get(name);
-  if (!room) {
+  const view = viewOf(name);
+  if (!view) {
     return;
   }
-  const have = new Set(room.lines.filter((l) => l.seq).map((l) => l.seq));
   for (const message of messages) {
-    if (have.has(message.seq)) {
-      continue;
-    }
-    const line = messageLine(message);
-    const at = room.lines.findIndex((l) => l.seq && l.seq > message.seq);
-    if (at < 0) {
-      room.lines.push(line);
-    } else {
-      room.lines.splice(at, 0, line);
-    }
+    insertLine(view, messageLine(message));
   }
   if (name === state.current) {
     renderMessages();
   }
+}
+
+/** Puts a line into its place by seq, once; whether it was new. */
+function insertLine(view, line) {
+  if (view.lines.some((l) => l.seq === line.seq)) {
+    return false;
+  }
+  const at = view.lines.findIndex((l) => l.seq && l.seq > line.seq);
+  if (at < 0) {
+    view.lines.push(line);
+  } else {
+    view.lines.splice(at, 0, line);
+  }
+  return true;
 }
 
 function messageLine(message) {
@@ -326,14 +375,17 @@ function mentions(text, nick) {
 
 /** "Load older": the page of history before the first message shown. */
 export function loadOlder() {
-  const room = state.rooms.get(state.current);
-  const first = room && room.lines.find((l) => l.seq);
+  const view = viewOf(state.current);
+  const first = view && view.lines.find((l) => l.seq);
   if (!first || first.seq <= 1 || !state.connection) {
     return;
   }
   const id = state.connection.session.newId();
   state.pages.set(id, state.current);
-  state.connection.send({ type: 'history', room: state.current, before: first.seq, limit: 50 }, id);
+  const page = state.current.startsWith('@')
+    ? { type: 'conversation', conversation: view.key, before: first.seq, limit: 50 }
+    : { type: 'history', room: state.current, before: first.seq, limit: 50 };
+  state.connection.send(page, id);
 }
 
 function showTyping(room, nick) {

@@ -1,7 +1,7 @@
 // The composer: what is typed becomes a message, or a /command.
 
 import { $ } from './common.js';
-import { state } from './state.js';
+import { state, viewOf } from './state.js';
 import { addLine } from './views.js';
 
 const TYPING_SEND_MS = 2000;
@@ -47,7 +47,9 @@ function runCommand(input) {
       return false;
     }
     if (current.startsWith('@')) {
-      return sendMessage({ type: 'dm', to: current.slice(1), text });
+      // Into the conversation shown, whatever the other party is called now.
+      const key = viewOf(current)?.key;
+      return sendMessage(key ? { type: 'dm', conversation: key, text } : { type: 'dm', to: current.slice(1), text });
     }
     return sendMessage({ type: 'say', room: current, text });
   }

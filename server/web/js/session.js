@@ -67,6 +67,19 @@ export class Session {
         this.rooms.set(name, null);
       }
     }
+    /**
+     * Conversations (direct messages) by key: { with, seen }, seen the
+     * newest seq reported (null before any). The server lists them once
+     * caught up; each is then read from where it was.
+     */
+    this.conversations = new Map();
+    /** Conversation reads out, by request id: { key, after, messages, gap, paging }. */
+    this.reads = new Map();
+    /** Reads refused for now, asked again at rereadAt: [key, after]. */
+    this.rereads = [];
+    this.rereadAt = null;
+    /** The id of the `conversations` asked for, until answered. */
+    this.listing = null;
     /** Messages sent (or typed offline) and not yet acknowledged: id -> frame, in the order typed. */
     this.pending = new Map();
     /** Messages refused for now, to send again with the same ids at retryAt. */
@@ -229,6 +242,12 @@ export class Session {
       this.uploadAt = null;
       this.announce();
     }
+    if (this.phase.name === 'live' && this.rereadAt !== null && this.rereadAt <= now) {
+      this.rereadAt = null;
+      for (const [key, after] of this.rereads.splice(0)) {
+        this.read(key, after);
+      }
+    }
   }
 
   // ---- outputs ----------------------------------------------------------
@@ -283,7 +302,7 @@ export class Session {
     switch (this.phase.name) {
       case 'offline': times.push(this.phase.at); break;
       case 'catchingUp': times.push(this.phase.askAt); break;
-      case 'live': times.push(this.retryAt, this.uploadAt); break;
+      case 'live': times.push(this.retryAt, this.uploadAt, this.rereadAt); break;
       default: break;
     }
     if (this.isConnected()) {
@@ -345,9 +364,14 @@ export class Session {
     this.emit({ type: 'link', link: 'waiting', until: at, why, asked: asked !== null, restarting });
     this.retry = [];
     this.retryAt = null;
+    // Conversations are listed and read again once caught up.
+    this.reads.clear();
+    this.rereads = [];
+    this.rereadAt = null;
+    this.listing = null;
     // Messages are in `pending` and go again; anything else is lost with the connection.
     for (const [, frame] of this.out.splice(0)) {
-      if (!isMessage(frame) && frame.type !== 'hello' && frame.type !== 'typing') {
+      if (!isMessage(frame) && !['hello', 'typing', 'conversations', 'conversation'].includes(frame.type)) {
         this.emit({ type: 'problem', text: `not sent, the connection was lost: ${frame.type}` });
       }
     }
@@ -564,6 +588,9 @@ export class Session {
       this.command(frame, id);
     }
     this.announce();
+    // What was said directly meanwhile: the list, then each conversation.
+    this.listing = this.newId();
+    this.out.push([this.listing, { type: 'conversations' }]);
   }
 
   // ---- live -----------------------------------------------------------------
@@ -614,8 +641,39 @@ export class Session {
         if (frame.id) {
           this.acknowledged(frame.id);
         }
+        return this.directSeen(frame);
+      case 'conversations':
+        if (frame.id !== undefined && frame.id === this.listing) {
+          this.listing = null;
+          for (const listed of frame.conversations) {
+            const known = this.conversation(listed.conversation, listed.with);
+            if (known.seen === null ? listed.last_seq > 0 : known.seen < listed.last_seq) {
+              this.read(listed.conversation, known.seen);
+            }
+          }
+        }
         return true;
+      case 'conversation': {
+        const read = this.reads.get(frame.id);
+        if (read === undefined) {
+          return true; // a page the user asked for
+        }
+        this.reads.delete(frame.id);
+        return this.readAnswered(read, frame);
+      }
       case 'error':
+        if (frame.id !== undefined && this.reads.has(frame.id)) {
+          const read = this.reads.get(frame.id);
+          this.reads.delete(frame.id);
+          if (refusedForNow(frame)) {
+            // Asked again when the server says.
+            this.rereads.push([read.key, read.after]);
+            const at = this.now + Math.min(Math.max(frame.retry_after_ms, 50), PAGE_RETRY_MAX);
+            this.rereadAt = this.rereadAt === null ? at : Math.min(this.rereadAt, at);
+            return false;
+          }
+          return true;
+        }
         if (frame.id && refusedForNow(frame) && this.pending.has(frame.id)) {
           // Refused for now: the same message goes again when the server
           // says, and is delivered once (its id is the same).
@@ -633,6 +691,80 @@ export class Session {
       default:
         return true;
     }
+  }
+
+  /** The conversation of `key`, known from now on. */
+  conversation(key, withNick) {
+    let known = this.conversations.get(key);
+    if (!known) {
+      known = { with: withNick, seen: null };
+      this.conversations.set(key, known);
+    }
+    known.with = withNick || known.with;
+    return known;
+  }
+
+  /** A live direct message: false if it was reported already. */
+  directSeen(frame) {
+    if (!frame.conversation) {
+      return true; // an older server: no numbering
+    }
+    const known = this.conversation(frame.conversation, frame.with);
+    if (known.seen !== null && frame.seq <= known.seen) {
+      return false; // delivered twice (a retry answered with the original)
+    }
+    if (known.seen !== null && frame.seq > known.seen + 1) {
+      this.read(frame.conversation, known.seen); // what came between
+    }
+    known.seen = frame.seq;
+    return true;
+  }
+
+  /** Asks for a conversation's messages after `after` (its newest if null). */
+  read(key, after) {
+    const id = this.newId();
+    this.reads.set(id, { key, after, messages: [], gap: null, paging: false });
+    const frame = { type: 'conversation', conversation: key };
+    this.out.push([id, after === null ? frame : { ...frame, after }]);
+  }
+
+  /**
+   * A conversation read answered: pages back until everything after
+   * `after` is here (a resume is capped), then reports it all as one
+   * `conversation` frame, with a gap for what retention dropped.
+   */
+  readAnswered(read, frame) {
+    const fresh = read.after === null;
+    if (!read.paging) {
+      read.resume = frame.resume;
+      read.gap = frame.resume === 'gap' && frame.gap ? frame.gap : null;
+    }
+    const kept = frame.messages.filter((m) => fresh || m.seq > read.after);
+    read.messages = kept.concat(read.messages);
+    const first = read.messages.length ? read.messages[0].seq : frame.last_seq + 1;
+    if (!fresh && !read.gap && first > read.after + 1) {
+      if (kept.length) {
+        const id = this.newId();
+        this.reads.set(id, { ...read, paging: true });
+        const limit = this.limits?.history_page_max ?? PAGE_DEFAULT;
+        this.out.push([id, { type: 'conversation', conversation: read.key, before: first, limit }]);
+        return false;
+      }
+      // Nothing older came back: retention dropped it meanwhile.
+      read.gap = { from: read.after + 1, to: first - 1 };
+    }
+    const known = this.conversation(read.key, frame.with);
+    const last = read.messages.length ? read.messages[read.messages.length - 1].seq : 0;
+    known.seen = Math.max(known.seen ?? 0, last);
+    const reported = {
+      type: 'conversation', conversation: read.key, with: frame.with, messages: read.messages,
+      last_seq: frame.last_seq, resume: read.gap ? 'gap' : read.resume,
+    };
+    if (read.gap) {
+      reported.gap = read.gap;
+    }
+    this.emit({ type: 'frame', frame: reported, catchUp: fresh });
+    return false;
   }
 
   acknowledged(id) {

@@ -10,6 +10,9 @@ export const TOKEN_KEY = 'chat.token';
 // session, as one person on several connections.
 export const SESSION_KEY = 'chat.session';
 export const ROOMS_KEY = 'chat.rooms';
+// Per conversation key, the newest seq shown: what is past it is unread,
+// also after a reload.
+const READ_KEY = 'chat.read';
 /** Lines a view keeps. */
 const MAX_LINES = 2000;
 
@@ -19,7 +22,7 @@ export const state = {
   wantedNick: null,   // the nick asked for
   token: null,        // the access token, on servers that ask for one
   rooms: new Map(),   // name -> { lines, members: Set, away: Set, lastSeq, unread, mentioned, complete }
-  directs: new Map(), // peer nick -> { lines, unread, mentioned } (views named "@peer")
+  directs: new Map(), // peer nick -> { lines, unread, mentioned, key, complete } (views named "@peer")
   current: null,      // the view on screen
   switchTo: null,     // a view the user asked for: shown once it exists
   limits: {},         // welcome.limits
@@ -53,7 +56,7 @@ export function roomState(name) {
 export function directView(peer) {
   let view = state.directs.get(peer);
   if (!view) {
-    view = { lines: [], unread: 0, mentioned: false };
+    view = { lines: [], unread: 0, mentioned: false, key: null, complete: false };
     state.directs.set(peer, view);
   }
   return view;
@@ -78,5 +81,32 @@ export function savedRooms() {
     return Array.isArray(rooms) && rooms.length ? rooms.filter((r) => typeof r === 'string') : ['lobby'];
   } catch (_) {
     return ['lobby'];
+  }
+}
+
+/** The newest seq shown of the conversation `key`, 0 if none. */
+export function readPosition(key) {
+  return readPositions()[key] ?? 0;
+}
+
+/** Remembers that a conversation view was seen up to its newest line. */
+export function markRead(view) {
+  const newest = view?.key ? Math.max(0, ...view.lines.map((l) => l.seq || 0)) : 0;
+  if (!newest) {
+    return;
+  }
+  const read = readPositions();
+  if ((read[view.key] ?? 0) < newest) {
+    read[view.key] = newest;
+    localStorage.setItem(READ_KEY, JSON.stringify(read));
+  }
+}
+
+function readPositions() {
+  try {
+    const read = JSON.parse(localStorage.getItem(READ_KEY) || '{}');
+    return read && typeof read === 'object' ? read : {};
+  } catch (_) {
+    return {};
   }
 }

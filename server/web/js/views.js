@@ -4,7 +4,7 @@
 
 import { $ } from './common.js';
 import { attachmentElement } from './files.js';
-import { directView, pushLine, state, viewOf } from './state.js';
+import { directView, markRead, pushLine, state, viewOf } from './state.js';
 
 /** Adds a line to a view, and to the screen if it is the view shown. */
 export function addLine(name, line) {
@@ -107,7 +107,8 @@ export function renderMessages() {
     : state.current.startsWith('@') ? `${state.current.slice(1)} (direct messages)` : `#${state.current}`;
   $('room-title').textContent = title;
   const first = view ? view.lines.find((l) => l.seq) : null;
-  $('older').hidden = !view || state.current.startsWith('@') || !first || first.seq <= 1 || view.complete;
+  const pageable = !state.current?.startsWith('@') || Boolean(view?.key);
+  $('older').hidden = !view || !pageable || !first || first.seq <= 1 || view.complete;
   if (view) {
     for (const line of view.lines) {
       if (line.ts && list.dataset.day !== dayOf(line.ts)) {
@@ -224,6 +225,7 @@ export function switchRoom(name) {
   if (view) {
     view.unread = 0;
     view.mentioned = false;
+    markRead(view);
   }
   renderRooms();
   renderMessages();
