@@ -278,6 +278,7 @@ impl Session {
         for command in std::mem::take(&mut self.deferred) {
             self.command(command);
         }
+        self.list_conversations();
     }
 
     /// Asks again for a page that was refused for now, once it is time.

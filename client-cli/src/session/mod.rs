@@ -31,6 +31,7 @@ use chat_protocol::{
 };
 
 use self::catch_up::CatchUp;
+use self::conversations::Conversations;
 use self::upload::Sending;
 pub use self::upload::{FileId, Upload};
 use crate::outbox::Saved;
@@ -38,6 +39,7 @@ use crate::pacer::Pacer;
 use crate::render;
 
 mod catch_up;
+mod conversations;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
@@ -243,6 +245,8 @@ pub struct Session {
     events: VecDeque<Event>,
     /// Whether the outbox is out of date.
     unsaved: bool,
+    /// Direct messages: where each conversation stands, and the reads out.
+    conversations: Conversations,
 }
 
 /// Where the session's connection is.
@@ -315,6 +319,7 @@ impl Session {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             unsaved: false,
+            conversations: Conversations::default(),
             config,
         };
         if session.config.durable && !session.pending.is_empty() {
@@ -408,6 +413,7 @@ impl Session {
         }
         self.page_timeout(now);
         self.upload_timeout(now);
+        self.reread_timeout(now);
         if matches!(self.phase, Phase::Live) && self.retry_at.is_some_and(|at| at <= now) {
             self.retry_at = None;
             for id in std::mem::take(&mut self.retry) {
@@ -482,6 +488,7 @@ impl Session {
             Phase::Live => {
                 consider(self.retry_at);
                 consider(self.upload_at);
+                consider(self.conversations.timeout());
             }
             Phase::Connecting | Phase::Greeting | Phase::Ended => {}
         }
@@ -666,10 +673,18 @@ impl Session {
         self.events.push_back(Event::Link(Link::Waiting { until: at }));
         self.retry.clear();
         self.retry_at = None;
+        // Conversations are listed and read again once caught up.
+        self.conversations.lost();
         // Messages are in `pending` and go again; anything else is lost
         // with the connection, and said so.
         for (_, frame) in std::mem::take(&mut self.out) {
-            if !is_message(&frame) && !matches!(frame, ClientFrame::Hello { .. }) {
+            let own = matches!(
+                frame,
+                ClientFrame::Hello { .. }
+                    | ClientFrame::Conversations {}
+                    | ClientFrame::Conversation { .. }
+            );
+            if !is_message(&frame) && !own {
                 self.problem(format!("not sent, the connection was lost: {}", frame.kind()));
             }
         }
@@ -735,6 +750,12 @@ impl Session {
     /// Keeps the session's view up to date; false for a frame not to
     /// report (a message already reported).
     fn on_frame(&mut self, frame: &ServerFrame) -> bool {
+        if !self.on_conversation_frame(frame) {
+            if let ServerFrame::Direct { id: Some(id), .. } = frame {
+                self.acknowledged(id, false);
+            }
+            return false;
+        }
         match frame {
             ServerFrame::Joined { room, last_seq, .. } => {
                 if !self.rooms.iter().any(|(r, _)| r == room) {

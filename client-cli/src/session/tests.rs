@@ -19,6 +19,10 @@ struct Harness {
     /// Everything else it asked of the driver.
     other: Vec<Transmit>,
     events: Vec<Event>,
+    /// The conversation lists asked for once caught up, set apart unless a
+    /// test is about conversations (`keep_listings`).
+    listings: Vec<ClientMessage>,
+    keep_listings: bool,
 }
 
 fn config() -> SessionConfig {
@@ -111,8 +115,15 @@ impl Harness {
     fn new(config: SessionConfig, saved: Saved) -> Self {
         let now = Instant::now();
         let session = Session::new(config, saved, now);
-        let mut harness =
-            Self { session, now, sent: Vec::new(), other: Vec::new(), events: Vec::new() };
+        let mut harness = Self {
+            session,
+            now,
+            sent: Vec::new(),
+            other: Vec::new(),
+            events: Vec::new(),
+            listings: Vec::new(),
+            keep_listings: false,
+        };
         harness.drain();
         harness
     }
@@ -121,6 +132,12 @@ impl Harness {
         while let Some(transmit) = self.session.poll_transmit() {
             match transmit {
                 Transmit::Text(text) => match decode_client(&text) {
+                    Ok(message)
+                        if matches!(message.frame, ClientFrame::Conversations {})
+                            && !self.keep_listings =>
+                    {
+                        self.listings.push(message)
+                    }
                     Ok(message) => self.sent.push(message),
                     Err(err) => panic!("the session sent a frame it cannot decode: {err:?}"),
                 },
@@ -341,6 +358,116 @@ fn a_session_resumed_from_another_device_joins_the_rooms_it_is_in() {
         vec![("lobby", None), ("dev", None)],
         "the configured room once, and the session's other room"
     );
+}
+
+#[test]
+fn conversations_are_listed_once_caught_up_and_read_from_where_they_were() {
+    use chat_protocol::{ConversationInfo, DirectLine};
+    let line = |seq: u64| DirectLine {
+        seq,
+        ts: seq,
+        from: "bob".to_owned(),
+        text: format!("d{seq}"),
+        id: None,
+    };
+    let listing = |h: &mut Harness, last_seq: u64| {
+        let sent = h.take_sent();
+        let [ClientMessage { id: Some(id), frame: ClientFrame::Conversations {} }] =
+            sent.as_slice()
+        else {
+            panic!("the list asked for: {sent:?}");
+        };
+        let info = ConversationInfo {
+            conversation: "~a".to_owned(),
+            with: "bob".to_owned(),
+            last_seq,
+            last_ts: 1,
+        };
+        h.frame(ServerFrame::Conversations { id: Some(id.clone()), conversations: vec![info] });
+    };
+    let reads = |h: &mut Harness| -> Vec<(String, Option<u64>, Option<u64>)> {
+        h.take_sent()
+            .into_iter()
+            .filter_map(|m| match m.frame {
+                ClientFrame::Conversation { after, before, .. } => {
+                    Some((m.id.unwrap_or_default(), after, before))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let conversation =
+        |id: &str, messages: Vec<DirectLine>, resume: Resume| ServerFrame::Conversation {
+            id: Some(id.to_owned()),
+            conversation: "~a".to_owned(),
+            with: "bob".to_owned(),
+            messages,
+            last_seq: 9,
+            resume,
+            gap: None,
+        };
+    let reported = |h: &mut Harness| -> Vec<(bool, Vec<u64>, Resume)> {
+        std::mem::take(&mut h.events)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Frame { frame: Some(frame), catch_up, .. } => match *frame {
+                    ServerFrame::Conversation { messages, resume, .. } => {
+                        Some((catch_up, messages.iter().map(|m| m.seq).collect(), resume))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    };
+    let mut h = Harness::new(config(), Saved::default());
+    h.keep_listings = true;
+    h.up(Vec::new(), 0);
+    listing(&mut h, 3);
+    let asked = reads(&mut h);
+    let [(id, None, None)] = asked.as_slice() else {
+        panic!("{}: {asked:?}", "new here: its newest");
+    };
+    let id = id.clone();
+    h.events.clear();
+    h.frame(conversation(&id, vec![line(2), line(3)], Resume::Fresh));
+    assert_eq!(reported(&mut h), vec![(true, vec![2, 3], Resume::Fresh)]);
+    // Delivered twice: reported once.
+    let direct = ServerFrame::Direct {
+        from: "bob".to_owned(),
+        to: "ann".to_owned(),
+        with: "bob".to_owned(),
+        conversation: "~a".to_owned(),
+        seq: 4,
+        text: "x".to_owned(),
+        ts: 4,
+        id: None,
+    };
+    h.frame(direct.clone());
+    h.frame(direct);
+    let directs = h.events.iter().filter(|e| {
+        matches!(e, Event::Frame { frame: Some(f), .. } if matches!(**f, ServerFrame::Direct { .. }))
+    });
+    assert_eq!(directs.count(), 1);
+    // Reconnected: read after the newest seen, paging back past the cap.
+    h.bounce();
+    for (id, room, _) in h.joins() {
+        h.frame(joined(&id, &room, Vec::new(), 0));
+    }
+    listing(&mut h, 9);
+    let asked = reads(&mut h);
+    let [(id, Some(4), None)] = asked.as_slice() else {
+        panic!("{}: {asked:?}", "from the newest seen");
+    };
+    let id = id.clone();
+    h.events.clear();
+    h.frame(conversation(&id, vec![line(8), line(9)], Resume::Resumed));
+    let asked = reads(&mut h);
+    let [(page, None, Some(8))] = asked.as_slice() else {
+        panic!("a page back: {asked:?}");
+    };
+    h.frame(conversation(page, vec![line(5), line(6), line(7)], Resume::Fresh));
+    assert_eq!(reported(&mut h), vec![(false, vec![5, 6, 7, 8, 9], Resume::Resumed)]);
 }
 
 #[test]
@@ -647,6 +774,8 @@ fn an_upload_is_announced_paced_and_interleaved_with_messages() {
         size: 250,
     };
     h.command(Command::Upload(upload));
+    // The conversation list went first.
+    h.run_for(Duration::from_millis(200));
     let sent = h.take_sent();
     let [ClientMessage { id: Some(id), frame: ClientFrame::Upload { size: 250, .. } }] =
         sent.as_slice()

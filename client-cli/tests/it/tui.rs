@@ -356,6 +356,37 @@ fn a_message_typed_offline_survives_the_client_being_killed() {
     assert!(!std::fs::read_to_string(&outbox).unwrap().contains("kept in the outbox"));
 }
 
+#[test]
+fn direct_messages_are_there_again_when_the_client_starts_again() {
+    let (_server, url) = server();
+    let home = tempfile::tempdir().unwrap();
+    let env = home_env(home.path());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let chat_line = format!("{} --server {url} --nick alice", bin("chat").display());
+    let tmux = Tmux::start(100, 30, &and_then_show_the_terminal(&chat_line), &env);
+    tmux.wait("connected", is_connected);
+    let mut bob = chat(&url, &["--nick", "bob"]);
+    bob.expect("[lobby] -- joined (2 members: alice, bob)");
+    bob.type_line("/msg alice are you there?");
+    tmux.wait_text("@bob (1)");
+    // Quitting ends the session; what is sent to it meanwhile waits for
+    // its token.
+    tmux.press(&["C-c"]);
+    tmux.wait_text("exit=0");
+    drop(tmux);
+    bob.type_line("/msg alice while you were gone");
+    bob.expect("[dm to alice] <bob> while you were gone");
+    let tmux = tui(100, 30, &url, "alice", home.path());
+    tmux.wait("connected", is_connected);
+    tmux.wait_text("@bob (");
+    tmux.press(&["M-3"]);
+    let screen = tmux.wait_text("while you were gone");
+    assert_eq!(count(&screen, "are you there?"), 1, "{}", screen.join("\n"));
+    tmux.type_text("back now");
+    tmux.press(&["Enter"]);
+    bob.expect("[dm] <alice> back now");
+}
+
 /// A shell line that runs the client, then shows how it left the terminal.
 fn and_then_show_the_terminal(chat: &str) -> String {
     format!(
