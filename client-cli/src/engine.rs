@@ -289,7 +289,7 @@ impl Engine {
             (self.server.clone(), self.transport.clone(), self.events.clone());
         tokio::spawn(async move {
             let event = match files::download(&server, &transport, &token, &file, to).await {
-                Ok(saved) => Event::Notice(saved),
+                Ok(saved) => Event::Info(saved),
                 Err(why) => Event::Problem(why),
             };
             let _ = events.send(event);

@@ -22,20 +22,31 @@ pub enum Input {
 }
 
 /// The command list shown by `/help`.
-pub const HELP: &str = "\
-commands:
-  TEXT              say TEXT in the current room (start with // to say something beginning with /)
-  /join ROOM        join ROOM and make it current
-  /leave [ROOM]     leave ROOM (default: the current room)
-  /nick NAME        change nick
-  /msg NICK TEXT    send a direct message
-  /me ACTION        say an action: * you ACTION
-  /who [ROOM]       list the members of ROOM (default: the current room)
-  /upload PATH      send the file at PATH to the current room
-  /download ID [TO] save a file sent to a room (ID as shown: its first characters)
-  /rooms            list the rooms
-  /quit             leave (also: end of input)
-  /help             this list";
+/// The commands both modes take, as (usage, what it does), for `/help`.
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("TEXT", "say TEXT in the current room (start with // to say something beginning with /)"),
+    ("/join ROOM", "join ROOM and make it current"),
+    ("/leave [ROOM]", "leave ROOM (default: the current room)"),
+    ("/nick NAME", "change nick"),
+    ("/msg NICK TEXT", "send a direct message"),
+    ("/me ACTION", "say an action: * you ACTION"),
+    ("/who [ROOM]", "list the members of ROOM (default: the current room)"),
+    ("/upload PATH", "send the file at PATH to the current room"),
+    ("/download ID [TO]", "save a file sent to a room (ID as shown: its first characters)"),
+    ("/rooms", "list the rooms"),
+    ("/quit", "leave (also: end of input)"),
+    ("/help", "this list"),
+];
+
+/// `/help` as text: every command with what it does, in aligned columns.
+pub fn help(commands: &[(&str, &str)]) -> String {
+    let width = commands.iter().map(|(usage, _)| usage.chars().count()).max().unwrap_or(0);
+    let mut text = "commands:".to_owned();
+    for (usage, what) in commands {
+        text.push_str(&format!("\n  {usage:<width$}  {what}"));
+    }
+    text
+}
 
 /// Parses one line typed while `current` is the current room.
 pub fn parse(line: &str, current: Option<&str>) -> Input {

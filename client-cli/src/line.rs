@@ -28,6 +28,9 @@ struct Line {
     /// Rooms in the order joined; the current one gets plain lines.
     rooms: Vec<String>,
     current: Option<String>,
+    /// Commands refused (by the server, or as typed): any makes the exit
+    /// code non-zero.
+    refusals: usize,
 }
 
 /// Runs line mode until the end of input (or `/quit`, or Ctrl+C) and every
@@ -36,7 +39,7 @@ pub async fn run(mut options: engine::Options, json: bool) -> anyhow::Result<Exi
     options.first_failure_fatal = true;
     options.linger = ACK_WAIT;
     let (commands, mut events) = engine::spawn(options);
-    let mut line = Line { json, me: String::new(), rooms: Vec::new(), current: None };
+    let mut line = Line { json, me: String::new(), rooms: Vec::new(), current: None, refusals: 0 };
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut reading = true;
     // Lines are read once the first room is joined: they go to it.
@@ -53,7 +56,9 @@ pub async fn run(mut options: engine::Options, json: bool) -> anyhow::Result<Exi
                 }
             }
             event = events.recv() => match event {
-                Some(Event::Done { unacked, refused }) => return Ok(exit_code(unacked, refused)),
+                Some(Event::Done { unacked, refused }) => {
+                    return Ok(exit_code(unacked, refused, line.refusals));
+                }
                 Some(Event::Failed(failure)) => return Err(failure.into()),
                 Some(Event::Link(engine::Link::Connected)) => joined = true,
                 Some(event) => line.show(event),
@@ -68,13 +73,19 @@ pub async fn run(mut options: engine::Options, json: bool) -> anyhow::Result<Exi
     }
 }
 
-fn exit_code(unacked: usize, refused: usize) -> ExitCode {
+/// Non-zero when anything was not done: a message not acknowledged, or
+/// any command refused (each was said on stderr as it happened).
+fn exit_code(unacked: usize, refused: usize, refusals: usize) -> ExitCode {
     if unacked > 0 {
         eprintln!("error: {unacked} message(s) not acknowledged by the server");
         return ExitCode::FAILURE;
     }
     if refused > 0 {
         eprintln!("error: the server refused {refused} message(s)");
+        return ExitCode::FAILURE;
+    }
+    if refusals > 0 {
+        eprintln!("error: {refusals} command(s) refused");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
@@ -106,7 +117,10 @@ impl Line {
                 Ok(command) => {
                     let _ = commands.send(command);
                 }
-                Err(why) => eprintln!("error: {why}"),
+                Err(why) => {
+                    self.refusals += 1;
+                    eprintln!("error: {why}");
+                }
             }
             return true;
         }
@@ -121,9 +135,12 @@ impl Line {
                 let _ = commands.send(Command::Download { id, to: to.map(Into::into) });
             }
             Input::Quit => return false,
-            Input::Help => println!("{}", input::HELP),
+            Input::Help => println!("{}", input::help(input::COMMANDS)),
             Input::Nothing => {}
-            Input::Invalid(why) => eprintln!("error: {why}"),
+            Input::Invalid(why) => {
+                self.refusals += 1;
+                eprintln!("error: {why}");
+            }
         }
         true
     }
@@ -133,6 +150,9 @@ impl Line {
             Event::Frame { text, frame, catch_up } => {
                 if let Some(frame) = &frame {
                     self.follow(frame);
+                    if matches!(**frame, ServerFrame::Error { .. }) {
+                        self.refusals += 1;
+                    }
                 }
                 if self.json {
                     // Every frame, also those this client cannot read.
@@ -162,7 +182,7 @@ impl Line {
                 }
             }
             Event::Resumed(notice) if !self.json => println!("-- {notice}"),
-            Event::Notice(notice) => eprintln!("-- {notice}"),
+            Event::Notice(notice) | Event::Info(notice) => eprintln!("-- {notice}"),
             Event::Problem(why) => eprintln!("error: {why}"),
             _ => {}
         }

@@ -99,7 +99,7 @@ pub async fn run_send(who: Identity, args: SendArgs) -> anyhow::Result<ExitCode>
                     }
                     _ => {}
                 },
-                Event::Notice(notice) => eprintln!("-- {notice}"),
+                Event::Notice(notice) | Event::Info(notice) => eprintln!("-- {notice}"),
                 Event::Problem(why) => eprintln!("error: {why}"),
                 Event::Failed(failure) => return Err(failure.into()),
                 Event::Done { unacked: 0, refused: 0 } => return Ok(true),

@@ -213,6 +213,20 @@ test('conversations are listed once caught up and each is read from where it was
   assert.deepEqual(done.map((e) => [e.catchUp, e.frame.messages.map((m) => m.seq), e.frame.resume]), [[false, [5, 6, 7, 8, 9], 'resumed']]);
 });
 
+test('an outage is told once, not on every attempt', () => {
+  const h = new Harness();
+  h.up();
+  h.events = [];
+  h.disconnect({ kind: 'broken', why: 'reset' });
+  for (const why of ['refused', 'refused', 'refused', 'other']) {
+    h.advance(h.waitingUntil() - h.now);
+    assert.deepEqual(h.takeOther(), [{ type: 'connect' }]);
+    h.disconnect({ kind: 'unreachable', why });
+  }
+  const told = h.events.filter((e) => e.type === 'notice').map((e) => e.text);
+  assert.deepEqual(told, ['disconnected: reset', 'cannot connect: refused', 'cannot connect: other']);
+});
+
 test('backoff grows with seeded jitter and a restart delay is used as given', () => {
   const delays = (seed) => {
     const h = new Harness({ random: seeded(seed) });

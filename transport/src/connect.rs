@@ -22,8 +22,9 @@ pub enum ConnectError {
         /// What is wrong with it.
         why: String,
     },
-    /// The TCP connection failed.
-    #[error("cannot connect to {addr}: {source}")]
+    /// The TCP connection failed. (The cause is the error's `source`, not
+    /// part of its message: `{:#}` shows both once.)
+    #[error("cannot connect to {addr}")]
     Io {
         /// The address tried.
         addr: String,
@@ -43,7 +44,7 @@ pub enum ConnectError {
     Handshake(String),
     /// The TLS handshake failed (for example, a certificate that is not
     /// trusted: see `--ca` and `--insecure`).
-    #[error("TLS with {addr} failed: {source}")]
+    #[error("TLS with {addr} failed")]
     Tls {
         /// The address tried.
         addr: String,

@@ -268,6 +268,7 @@ impl Session {
         }
         self.up_before = true;
         self.attempt = 0;
+        self.told = None;
         self.events.push_back(Event::Link(Link::Connected));
         for (text, frame) in catch_up.held {
             self.live(text, frame);

@@ -174,6 +174,9 @@ pub enum Event {
     Queued(usize),
     /// Something about the connection the user should know.
     Notice(String),
+    /// The outcome of something the user asked for (a file saved): shown
+    /// where the user is.
+    Info(String),
     /// A command that could not be carried out, and why.
     Problem(String),
     /// The session ended after a quit.
@@ -247,6 +250,8 @@ pub struct Session {
     unsaved: bool,
     /// Direct messages: where each conversation stands, and the reads out.
     conversations: Conversations,
+    /// Why the connection was lost, as told during this outage.
+    told: Option<String>,
 }
 
 /// Where the session's connection is.
@@ -320,6 +325,7 @@ impl Session {
             events: VecDeque::new(),
             unsaved: false,
             conversations: Conversations::default(),
+            told: None,
             config,
         };
         if session.config.durable && !session.pending.is_empty() {
@@ -649,10 +655,15 @@ impl Session {
             };
             return self.fail(failure);
         }
-        match self.phase {
-            Phase::Live => self.notice(format!("disconnected: {why}; reconnecting")),
-            _ if first => self.notice(format!("cannot connect: {why}")),
-            _ => self.notice(format!("reconnect failed: {why}")),
+        // Said once per outage (and again only if the reason changes), not
+        // on every attempt.
+        if self.told.as_ref() != Some(&why) || matches!(self.phase, Phase::Live) {
+            match self.phase {
+                Phase::Live => self.notice(format!("disconnected: {why}; reconnecting")),
+                _ if first => self.notice(format!("cannot connect: {why}")),
+                _ => self.notice(format!("reconnect failed: {why}")),
+            }
+            self.told = Some(why.clone());
         }
         if let Some(asked) = asked {
             self.notice(format!(
@@ -789,15 +800,21 @@ impl Session {
             // server says, and is delivered once (its id is the same).
             ServerFrame::Error {
                 id: Some(id),
-                code: ErrorCode::RateLimited | ErrorCode::Unavailable,
+                code: code @ (ErrorCode::RateLimited | ErrorCode::Unavailable),
+                message,
                 retry_after_ms: Some(wait),
-                ..
             } if self.pending.iter().any(|(pending, _)| pending == id) => {
-                let at = self.now + Duration::from_millis((*wait).clamp(50, 60_000));
+                let wait = Duration::from_millis((*wait).clamp(50, 60_000));
+                let at = self.now + wait;
                 self.retry_at = Some(self.retry_at.map_or(at, |earlier| earlier.min(at)));
                 if !self.retry.contains(id) {
                     self.retry.push(id.clone());
                 }
+                // Not a refusal: it goes again by itself.
+                let message = render::clean(message);
+                let again = wait.as_secs_f64();
+                self.notice(format!("{code}: {message}; sending it again in {again:.1} s"));
+                return false;
             }
             ServerFrame::Error { id: Some(id), .. } => self.acknowledged(id, true),
             _ => {}

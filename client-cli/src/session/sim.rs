@@ -843,7 +843,10 @@ impl Sim {
                 notes.push(format!("c{i}: failed: {failure}"));
             }
             Event::Done { .. } => client.over = true,
-            Event::Resumed(notice) | Event::Notice(notice) | Event::Problem(notice) => {
+            Event::Resumed(notice)
+            | Event::Notice(notice)
+            | Event::Info(notice)
+            | Event::Problem(notice) => {
                 notes.push(format!("c{i}: {notice}"));
             }
             Event::Frame { .. } | Event::Link(_) | Event::Queued(_) => {}

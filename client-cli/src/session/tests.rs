@@ -760,6 +760,30 @@ fn failures_that_reconnecting_cannot_mend_end_the_session() {
 }
 
 #[test]
+fn an_outage_is_told_once_not_on_every_attempt() {
+    let mut h = Harness::new(config(), Saved::default());
+    h.up(Vec::new(), 0);
+    h.take_events();
+    h.disconnect(Disconnect::Broken("reset".to_owned()));
+    let refused = || Disconnect::Unreachable("cannot connect to x: refused".to_owned());
+    for how in [refused(), refused(), refused(), Disconnect::Unreachable("other".to_owned())] {
+        let until = h.waiting_until();
+        h.advance(until.saturating_duration_since(h.now));
+        assert_eq!(h.take_other(), vec![Transmit::Connect]);
+        h.disconnect(how);
+    }
+    assert_eq!(
+        h.notices(),
+        vec![
+            "disconnected: reset; reconnecting".to_owned(),
+            "reconnect failed: cannot connect to x: refused".to_owned(),
+            "reconnect failed: other".to_owned(),
+        ],
+        "the same reason again is not news"
+    );
+}
+
+#[test]
 fn an_upload_is_announced_paced_and_interleaved_with_messages() {
     let mut h = Harness::new(config(), Saved::default());
     h.greet(Limits { frames_per_sec: 10, frames_burst: 5, ..limits() });

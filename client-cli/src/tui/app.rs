@@ -24,7 +24,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::editor::Editor;
-use super::state::{Connection, Kind, State};
+use super::state::{self, Connection, Kind, State};
 use super::view::{self, Chrome, Palette};
 use crate::engine::{self, Command, Event, Link};
 use crate::input::{self, Input};
@@ -141,6 +141,7 @@ pub async fn run(
         link: Link::Connecting,
         quitting: false,
         rows: terminal.size().map(|size| size.height).unwrap_or(24),
+        cols: terminal.size().map(|size| size.width).unwrap_or(80),
     };
     match (outbox, problem) {
         (Some(path), _) => app.state.status_notice(&format!("outbox: {path}")),
@@ -218,6 +219,7 @@ struct App {
     quitting: bool,
     /// The terminal's height, for paging.
     rows: u16,
+    cols: u16,
 }
 
 impl App {
@@ -261,14 +263,17 @@ impl App {
                 MouseEventKind::ScrollDown => self.state.scroll_down(3),
                 _ => {}
             },
-            TermEvent::Resize(_, rows) => self.rows = rows,
+            TermEvent::Resize(cols, rows) => (self.cols, self.rows) = (cols, rows),
             _ => {}
         }
         Ok(())
     }
 
     fn scroll_up(&mut self, lines: usize) {
-        if let Some(older) = self.state.scroll_up(lines, self.page()) {
+        // Rows as the screen wraps them, so a view that fits does not move.
+        let width = view::message_width(&self.state, self.look.show_members, self.cols);
+        let rows = |line: &state::Line| view::line_rows(line, width);
+        if let Some(older) = self.state.scroll_up(lines, self.page(), rows) {
             self.send(Command::Send(older));
         }
     }
@@ -327,10 +332,9 @@ impl App {
         let command = line.split_whitespace().next().unwrap_or_default().to_lowercase();
         match command.as_str() {
             "/help" => {
-                for text in input::HELP.lines().chain(EXTRA_HELP.lines()).chain(KEYS.lines()) {
-                    self.state.notice(text);
-                }
-                return;
+                let commands: Vec<(&str, &str)> =
+                    input::COMMANDS.iter().chain(EXTRA_HELP).copied().collect();
+                return self.state.help(&commands, KEYS);
             }
             "/clear" => return self.state.clear(),
             // For the test that a panic leaves the terminal usable; debug
@@ -365,12 +369,14 @@ impl App {
         }
         let current = self.state.current();
         if current.kind == Kind::Direct && !line.starts_with('/') && !line.trim().is_empty() {
-            let to = current.name.clone();
+            // Into the conversation shown, whatever the other is called now.
+            let (to, conversation) = (current.name.clone(), current.conversation.clone());
             let text = line.strip_prefix("//").map_or(line.to_owned(), |rest| format!("/{rest}"));
-            let conversation = None;
             return self.send_message(chat_protocol::ClientFrame::Dm { to, conversation, text });
         }
         match input::parse(line, self.state.current_room()) {
+            Input::Send(chat_protocol::ClientFrame::Join { room, .. })
+                if self.state.show_room(&room) => {}
             Input::Send(frame) => self.send_message(frame),
             Input::Upload { room, path } => self.send(Command::Upload { room, path: path.into() }),
             Input::Download { id, to } => {
@@ -415,11 +421,15 @@ impl App {
             Event::Link(link) => {
                 if link == Link::Connected {
                     self.state.reconnected();
+                    // The rooms there are, for Tab after /join.
+                    let rooms = chat_protocol::ClientFrame::Rooms {};
+                    self.send(Command::SendAs(state::QUIET_ROOMS.to_owned(), rooms));
                 }
                 self.link = link;
             }
             Event::Queued(queued) => self.state.queued = queued,
             Event::Notice(notice) => self.state.status_notice(&notice),
+            Event::Info(info) => self.state.notice(&info),
             Event::Problem(why) => self.state.error(&why),
             Event::Done { .. } | Event::Failed(_) => {}
         }
@@ -427,9 +437,10 @@ impl App {
 }
 
 /// The full-screen client's own commands, for `/help`.
-const EXTRA_HELP: &str = "\
-  /part [ROOM]      same as /leave
-  /close            close this conversation, or leave this room
-  /clear            empty this view (PgUp brings history back)
-  /members          show or hide the member list
-  /quote JSON       send a raw protocol frame";
+const EXTRA_HELP: &[(&str, &str)] = &[
+    ("/part [ROOM]", "same as /leave"),
+    ("/close", "close this conversation, or leave this room"),
+    ("/clear", "empty this view (PgUp brings history back)"),
+    ("/members", "show or hide the member list"),
+    ("/quote JSON", "send a raw protocol frame"),
+];

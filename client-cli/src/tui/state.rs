@@ -27,10 +27,25 @@ pub enum Kind {
 /// One line of a view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
-    Message { seq: Option<u64>, ts: u64, from: String, text: String, action: bool },
+    Message {
+        seq: Option<u64>,
+        ts: u64,
+        from: String,
+        text: String,
+        action: bool,
+    },
     Notice(String),
     Error(String),
+    /// A line of `/help`: a usage, and what it does (wrapped under itself).
+    Help {
+        usage: String,
+        text: String,
+    },
 }
+
+/// The request id of the room list asked for on connecting, for completion
+/// only: not shown.
+pub const QUIET_ROOMS: &str = "rooms-for-completion";
 
 /// One view: a room, a conversation, or the status view.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +68,10 @@ pub struct View {
     pub complete: bool,
     /// A room the server has confirmed joining (at some point).
     pub joined: bool,
+    /// A conversation's key, once the server named it.
+    pub conversation: Option<String>,
+    /// After `/clear`: the seq older messages are paged back from.
+    pub cleared_after: Option<u64>,
 }
 
 impl View {
@@ -69,7 +88,17 @@ impl View {
             loading: false,
             complete: false,
             joined: false,
+            conversation: None,
+            cleared_after: None,
         }
+    }
+
+    /// The newest message `seq` shown.
+    fn last_seq(&self) -> Option<u64> {
+        self.lines.iter().rev().find_map(|line| match line {
+            Line::Message { seq, .. } => *seq,
+            _ => None,
+        })
     }
 
     /// The oldest message `seq` shown.
@@ -218,9 +247,24 @@ impl State {
     pub fn clear(&mut self) {
         let current = self.current;
         if let Some(view) = self.views.get_mut(current) {
+            // PgUp brings it back, from the newest message shown.
+            view.cleared_after = view.last_seq().or(view.cleared_after);
             view.lines.clear();
             view.scroll = 0;
             view.complete = false;
+        }
+    }
+
+    /// `/join` of a room already joined shows it (also offline); true if
+    /// it was.
+    pub fn show_room(&mut self, room: &str) -> bool {
+        let room = room.trim_start_matches('#');
+        match self.find(room, &Kind::Room).filter(|&at| self.views[at].joined) {
+            Some(at) => {
+                self.select(at);
+                true
+            }
+            None => false,
         }
     }
 
@@ -265,6 +309,23 @@ impl State {
         }
     }
 
+    /// Shows `/help` in the current view: `commands` as aligned columns,
+    /// then `keys` as they are.
+    pub fn help(&mut self, commands: &[(&str, &str)], keys: &str) {
+        let width = commands.iter().map(|(usage, _)| usage.chars().count()).max().unwrap_or(0);
+        let current = self.current;
+        if let Some(view) = self.views.get_mut(current) {
+            view.push(Line::Notice("commands:".to_owned()));
+            for (usage, text) in commands {
+                let usage = format!("{usage:<width$}");
+                view.push(Line::Help { usage, text: (*text).to_owned() });
+            }
+            for line in keys.lines() {
+                view.push(Line::Notice(line.to_owned()));
+            }
+        }
+    }
+
     /// Adds a line of the client's own to a room's view.
     pub fn room_notice(&mut self, room: &str, text: &str) {
         self.view_mut(room, Kind::Room).push(Line::Notice(text.to_owned()));
@@ -272,25 +333,58 @@ impl State {
 
     /// Scrolls the current view up by `lines` of the `height` on screen.
     /// Reaching the top asks for older messages: the frame to send, if any.
-    pub fn scroll_up(&mut self, lines: usize, height: usize) -> Option<ClientFrame> {
+    pub fn scroll_up(
+        &mut self,
+        lines: usize,
+        height: usize,
+        rows: impl Fn(&Line) -> usize,
+    ) -> Option<ClientFrame> {
         let current = self.current;
         let view = self.views.get_mut(current)?;
-        // Scrolled by whole lines; the oldest line stays on screen.
-        view.scroll = (view.scroll + lines).min(view.lines.len().saturating_sub(1));
-        let at_top = view.scroll + height >= view.lines.len();
-        if !at_top || view.kind != Kind::Room || view.loading || view.complete {
+        // Scrolled by whole lines, never past the oldest line at the top of
+        // the screen: a view that fits it does not move. How many lines
+        // from the top fit the screen, in rows as wrapped:
+        let total: usize = view.lines.iter().map(&rows).sum();
+        // Scrolled, a row says how many are below (and one that older
+        // ones are coming, while they are).
+        let room = height.saturating_sub(1 + usize::from(view.loading));
+        let mut filled = 0;
+        let mut fit = 0;
+        for line in &view.lines {
+            filled += rows(line);
+            if filled > room {
+                break;
+            }
+            fit += 1;
+        }
+        let most = match total > height {
+            true => view.lines.len() - fit.max(1),
+            false => 0,
+        };
+        view.scroll = (view.scroll + lines).min(most);
+        let at_top = view.scroll >= most;
+        if !at_top || view.kind == Kind::Status || view.loading || view.complete {
             return None;
         }
-        let before = view.first_seq()?;
+        let before = view.first_seq().or(view.cleared_after.map(|seq| seq + 1))?;
         if before <= 1 {
             view.complete = true;
             return None;
         }
         view.loading = true;
-        Some(ClientFrame::History {
-            room: view.name.clone(),
-            before: Some(before),
-            limit: Some(PAGE),
+        Some(match view.kind {
+            Kind::Direct => ClientFrame::Conversation {
+                with: view.name.clone(),
+                conversation: view.conversation.clone(),
+                after: None,
+                before: Some(before),
+                limit: Some(PAGE),
+            },
+            _ => ClientFrame::History {
+                room: view.name.clone(),
+                before: Some(before),
+                limit: Some(PAGE),
+            },
         })
     }
 
@@ -382,7 +476,7 @@ impl State {
                     view.mentioned |= mentions;
                 }
             }
-            ServerFrame::Direct { from, to, with, text, ts, seq, .. } => {
+            ServerFrame::Direct { from, to, with, conversation, text, ts, seq, .. } => {
                 let me = self.me.clone().unwrap_or_default();
                 // Older servers do not say who it is with.
                 let peer = match with.is_empty() {
@@ -392,6 +486,9 @@ impl State {
                 };
                 let current = self.current;
                 let view = self.view_mut(peer, Kind::Direct);
+                if !conversation.is_empty() {
+                    view.conversation = Some(conversation.clone());
+                }
                 let seq = (*seq > 0).then_some(*seq);
                 if seq.is_some_and(|seq| view.has_seq(seq)) {
                     return;
@@ -403,31 +500,50 @@ impl State {
                     text: text.clone(),
                     action: false,
                 });
-                if let Some(at) = self.find(peer, &Kind::Direct)
-                    && at != current
-                    && *from != me
-                {
+                let Some(at) = self.find(peer, &Kind::Direct) else {
+                    return;
+                };
+                if at != current && *from != me {
                     self.views[at].unread += 1;
                     self.views[at].mentioned = true;
+                } else if at != current {
+                    // Sent from elsewhere (/msg in a room): said where the
+                    // user is.
+                    self.notice(&format!("to @{peer}: {text} (Alt+{} shows it)", at + 1));
                 }
             }
-            ServerFrame::Conversation { with, messages, .. } => {
+            ServerFrame::Conversation { id, with, conversation, messages, .. } => {
                 let me = self.me.clone().unwrap_or_default();
                 let current = self.current;
                 let view = self.view_mut(with, Kind::Direct);
+                view.conversation = Some(conversation.clone());
+                // A page asked for by scrolling up, or a catch-up.
+                let paged = id.is_some();
+                if paged {
+                    view.loading = false;
+                    view.complete |= messages.is_empty();
+                }
                 let mut unread = 0;
                 for m in messages {
                     if view.has_seq(m.seq) {
                         continue;
                     }
-                    view.push(Line::Message {
+                    let line = Line::Message {
                         seq: Some(m.seq),
                         ts: m.ts,
                         from: m.from.clone(),
                         text: m.text.clone(),
                         action: false,
-                    });
-                    unread += usize::from(m.from != me);
+                    };
+                    // In its place by seq.
+                    let at = view.lines.iter().position(
+                        |l| matches!(l, Line::Message { seq: Some(seq), .. } if *seq > m.seq),
+                    );
+                    match at {
+                        Some(at) => view.lines.insert(at, line),
+                        None => view.push(line),
+                    }
+                    unread += usize::from(m.from != me && !paged);
                 }
                 if let Some(at) = self.find(with, &Kind::Direct)
                     && at != current
@@ -461,8 +577,11 @@ impl State {
                     view.push(Line::Error(format!("{code}: {message}")));
                 }
             }
-            ServerFrame::Rooms { rooms, .. } => {
+            ServerFrame::Rooms { id, rooms } => {
                 self.known_rooms = rooms.iter().map(|room| room.name.clone()).collect();
+                if id.as_deref() == Some(QUIET_ROOMS) {
+                    return;
+                }
                 let list: Vec<String> =
                     rooms.iter().map(|room| format!("{} ({})", room.name, room.members)).collect();
                 self.notice(&format!("rooms: {}", list.join(", ")));
@@ -561,6 +680,7 @@ mod tests {
                 Line::Message { text, .. } => text.clone(),
                 Line::Notice(text) => format!("-- {text}"),
                 Line::Error(text) => format!("!! {text}"),
+                Line::Help { usage, text } => format!("--   {usage}  {text}"),
             })
             .collect()
     }
@@ -653,8 +773,8 @@ mod tests {
         let history: Vec<Message> =
             (41..=50).map(|seq| message("lobby", seq, "bob", &format!("m{seq}"))).collect();
         s.on_frame(&joined("lobby", &["alice", "bob"], history));
-        assert_eq!(s.scroll_up(3, 5), None, "not at the top yet");
-        let ask = s.scroll_up(100, 5);
+        assert_eq!(s.scroll_up(3, 5, |_| 1), None, "not at the top yet");
+        let ask = s.scroll_up(100, 5, |_| 1);
         assert_eq!(
             ask,
             Some(ClientFrame::History {
@@ -663,15 +783,116 @@ mod tests {
                 limit: Some(PAGE)
             })
         );
-        assert_eq!(s.scroll_up(1, 5), None, "already waiting");
+        assert_eq!(s.scroll_up(1, 5, |_| 1), None, "already waiting");
         let older: Vec<Message> =
             (1..=40).map(|seq| message("lobby", seq, "bob", &format!("m{seq}"))).collect();
         s.on_frame(&ServerFrame::History { id: None, room: "lobby".into(), messages: older });
         assert_eq!(texts(s.current()).first().map(String::as_str), Some("m1"));
         assert_eq!(s.current().lines.len(), 51);
-        assert_eq!(s.scroll_up(1000, 5), None, "seq 1 is the beginning");
+        assert_eq!(s.scroll_up(1000, 5, |_| 1), None, "seq 1 is the beginning");
         s.scroll_down(1000);
         assert_eq!(s.current().scroll, 0);
+    }
+
+    #[test]
+    fn clear_then_page_up_brings_history_back_and_a_short_view_does_not_scroll() {
+        let mut s = State::default();
+        s.on_frame(&welcome("alice"));
+        let history: Vec<Message> =
+            (1..=3).map(|seq| message("lobby", seq, "bob", &format!("m{seq}"))).collect();
+        s.on_frame(&joined("lobby", &["alice", "bob"], history));
+        // Four lines on a screen of ten: nothing to scroll to.
+        assert_eq!(s.scroll_up(5, 10, |_| 1), None);
+        assert_eq!(s.current().scroll, 0, "not into emptiness");
+        s.clear();
+        let ask = s.scroll_up(5, 10, |_| 1);
+        assert_eq!(
+            ask,
+            Some(ClientFrame::History { room: "lobby".into(), before: Some(4), limit: Some(PAGE) }),
+            "the newest shown, and older"
+        );
+        let back: Vec<Message> =
+            (1..=3).map(|seq| message("lobby", seq, "bob", &format!("m{seq}"))).collect();
+        s.on_frame(&ServerFrame::History { id: None, room: "lobby".into(), messages: back });
+        assert_eq!(texts(s.current()), ["m1", "m2", "m3"]);
+    }
+
+    #[test]
+    fn join_of_a_joined_room_shows_it_and_a_dm_sent_elsewhere_is_confirmed_there() {
+        let mut s = State::default();
+        s.on_frame(&welcome("alice"));
+        s.on_frame(&joined("lobby", &["alice"], vec![]));
+        s.on_frame(&joined("dev", &["alice"], vec![]));
+        assert_eq!(s.current().name, "dev");
+        assert!(s.show_room("#lobby"), "joined: shown without asking the server");
+        assert_eq!(s.current().name, "lobby");
+        assert!(!s.show_room("ops"), "not joined: the server is asked");
+        s.on_frame(&ServerFrame::Direct {
+            id: Some("d".into()),
+            from: "alice".into(),
+            to: "bob".into(),
+            with: "bob".into(),
+            conversation: "~0a".into(),
+            seq: 3,
+            text: "psst".into(),
+            ts: 3,
+        });
+        assert_eq!(s.current().name, "lobby", "the user stays where they are");
+        assert!(
+            texts(s.current()).iter().any(|t| t.contains("to @bob: psst")),
+            "{:?}",
+            texts(s.current())
+        );
+        // Scrolling up in the conversation pages back through it.
+        let at = s.find("bob", &Kind::Direct).unwrap_or(0);
+        s.select(at);
+        s.on_frame(&ServerFrame::Conversation {
+            id: None,
+            conversation: "~0a".into(),
+            with: "bob".into(),
+            messages: vec![chat_protocol::DirectLine {
+                seq: 5,
+                ts: 5,
+                from: "bob".into(),
+                text: "five".into(),
+                id: None,
+            }],
+            last_seq: 5,
+            resume: Resume::Fresh,
+            gap: None,
+        });
+        let ask = s.scroll_up(10, 1, |_| 1);
+        let Some(ClientFrame::Conversation { conversation, before, .. }) = ask else {
+            panic!("{ask:?}");
+        };
+        assert_eq!((conversation.as_deref(), before), (Some("~0a"), Some(3)));
+        s.on_frame(&ServerFrame::Conversation {
+            id: Some("p".into()),
+            conversation: "~0a".into(),
+            with: "bob".into(),
+            messages: Vec::new(),
+            last_seq: 5,
+            resume: Resume::Fresh,
+            gap: None,
+        });
+        assert!(s.current().complete);
+        assert_eq!(texts(s.current()), ["psst", "five"]);
+    }
+
+    #[test]
+    fn the_rooms_asked_for_on_connecting_complete_without_being_shown() {
+        let mut s = State::default();
+        s.on_frame(&welcome("alice"));
+        s.on_frame(&joined("lobby", &["alice"], vec![]));
+        let before = s.current().lines.len();
+        let rooms = vec![chat_protocol::RoomInfo { name: "dev-ops".into(), members: 3 }];
+        s.on_frame(&ServerFrame::Rooms { id: Some(QUIET_ROOMS.into()), rooms });
+        assert_eq!(s.current().lines.len(), before, "not shown");
+        assert_eq!(s.rooms(), ["dev-ops", "lobby"], "but offered to Tab");
+        let mut editor = super::super::editor::Editor::default();
+        editor.insert("/join #de");
+        assert!(editor.complete(&[], &s.rooms(), &[]));
+        assert_eq!(editor.text(), "/join #dev-ops ");
     }
 
     #[test]

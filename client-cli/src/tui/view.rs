@@ -3,7 +3,9 @@
 //! (toggled), the input line and the status bar at the bottom.
 //!
 //! Lines are wrapped here, by display width (a CJK character or an emoji
-//! takes two columns), so scrolling counts the rows actually shown.
+//! takes two columns), at word boundaries with a hanging indent under the
+//! text (not under the time), one row per line of a multi-line message, so
+//! scrolling counts the rows actually shown.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
@@ -52,16 +54,72 @@ impl Default for Palette {
 }
 
 impl Palette {
-    /// The colour a nick is always drawn in.
+    /// The colour a nick is drawn in wherever it is not among others (see
+    /// [`Palette::assign`]).
     pub fn nick(&self, nick: &str) -> Color {
-        // FNV-1a: stable across runs and platforms, unlike the std hasher.
+        self.nicks.get(self.preferred(nick)).copied().unwrap_or(Color::Reset)
+    }
+
+    /// The palette index a nick prefers: FNV-1a (stable across runs and
+    /// platforms, unlike the std hasher), mixed (murmur3's finalizer) so
+    /// that every bit of the nick moves the low bits the index is taken
+    /// from.
+    fn preferred(&self, nick: &str) -> usize {
         let hash = nick
             .to_lowercase()
             .bytes()
             .fold(0x811c_9dc5_u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193));
+        let mut mixed = hash ^ (hash >> 16);
+        mixed = mixed.wrapping_mul(0x85eb_ca6b);
+        mixed ^= mixed >> 13;
+        mixed = mixed.wrapping_mul(0xc2b2_ae35);
+        mixed ^= mixed >> 16;
         let count = u32::try_from(self.nicks.len()).unwrap_or(u32::MAX).max(1);
-        self.nicks.get((hash % count) as usize).copied().unwrap_or(Color::Reset)
+        (mixed % count) as usize
     }
+
+    /// Colours for the nicks of one view: each its preferred colour unless
+    /// a nick before it (in a stable order) took it, then the next free
+    /// one, so that a room of a few people never shows two in one colour
+    /// while the palette has colours left.
+    pub fn assign<'a>(&self, nicks: impl IntoIterator<Item = &'a str>) -> Colours {
+        let mut sorted: Vec<String> = nicks.into_iter().map(str::to_lowercase).collect();
+        sorted.sort();
+        sorted.dedup();
+        let count = self.nicks.len().max(1);
+        let mut taken = vec![false; count];
+        let mut colours = Colours::default();
+        for (at, nick) in sorted.into_iter().enumerate() {
+            let mut index = self.preferred(&nick);
+            if at < count {
+                while taken[index] {
+                    index = (index + 1) % count;
+                }
+            }
+            taken[index] = true;
+            colours.0.insert(nick, self.nicks.get(index).copied().unwrap_or(Color::Reset));
+        }
+        colours
+    }
+}
+
+/// The colours of a view's nicks (see [`Palette::assign`]).
+#[derive(Debug, Clone, Default)]
+pub struct Colours(std::collections::BTreeMap<String, Color>);
+
+impl Colours {
+    fn of(&self, nick: &str, palette: &Palette) -> Color {
+        self.0.get(&nick.to_lowercase()).copied().unwrap_or_else(|| palette.nick(nick))
+    }
+}
+
+/// The nicks a view shows: its members and whoever wrote a line in it.
+fn view_nicks(view: &View) -> impl Iterator<Item = &str> {
+    let authors = view.lines.iter().filter_map(|line| match line {
+        ViewLine::Message { from, .. } => Some(from.as_str()),
+        _ => None,
+    });
+    view.members.iter().map(String::as_str).chain(authors)
 }
 
 /// What else the screen shows beyond the state.
@@ -79,21 +137,8 @@ pub fn draw(frame: &mut Frame<'_>, state: &State, editor: &Editor, chrome: Chrom
     let [main, input, status] =
         Layout::vertical([Constraint::Min(1), Constraint::Length(1), Constraint::Length(1)])
             .areas(frame.area());
-    let members = if chrome.show_members
-        && state.current().kind == Kind::Room
-        && main.width >= MEMBERS_FROM
-    {
-        SIDE
-    } else {
-        0
-    };
-    let [rooms, messages, people] = Layout::horizontal([
-        // Narrow screens give the messages more room.
-        Constraint::Length(SIDE.min(main.width / 5).max(6.min(main.width / 3))),
-        Constraint::Min(1),
-        Constraint::Length(members.min(main.width / 3)),
-    ])
-    .areas(main);
+    let [rooms, messages, people] =
+        Layout::horizontal(columns(state, chrome.show_members, main.width)).areas(main);
     draw_rooms(frame, state, chrome.palette, rooms);
     draw_messages(frame, state.current(), chrome, messages);
     if people.width > 0 {
@@ -138,12 +183,13 @@ fn draw_rooms(frame: &mut Frame<'_>, state: &State, palette: &Palette, area: Rec
 }
 
 fn draw_members(frame: &mut Frame<'_>, view: &View, palette: &Palette, area: Rect) {
+    let colours = palette.assign(view_nicks(view));
     let lines: Vec<Line<'_>> = view
         .members
         .iter()
         .map(|nick| {
             // Away: dimmed, until the session ends or comes back.
-            let style = Style::default().fg(palette.nick(nick));
+            let style = Style::default().fg(colours.of(nick, palette));
             let style = if view.away.contains(nick) {
                 style.add_modifier(ratatui::style::Modifier::DIM)
             } else {
@@ -169,61 +215,133 @@ fn clock(ts: u64, local: bool) -> String {
     }
 }
 
-/// A view line as the spans of one logical line.
-fn spans(line: &ViewLine, chrome: Chrome<'_>) -> Vec<Span<'static>> {
-    let palette = chrome.palette;
-    let clean = crate::render::clean;
-    match line {
-        ViewLine::Message { ts, from, text, action, .. } => {
-            let nick = Style::default().fg(palette.nick(from));
-            let mut spans = vec![Span::styled(
-                format!("{} ", clock(*ts, chrome.local_time)),
-                Style::default().fg(Color::DarkGray),
-            )];
-            if *action {
-                spans.push(Span::styled(format!("* {} ", clean(from)), nick));
-            } else {
-                spans.push(Span::styled(format!("<{}> ", clean(from)), nick));
-            }
-            spans.push(Span::raw(clean(text)));
-            spans
-        }
-        ViewLine::Notice(text) => {
-            vec![Span::styled(format!("-- {}", clean(text)), Style::default().fg(Color::DarkGray))]
-        }
-        ViewLine::Error(text) => {
-            vec![Span::styled(format!("!! {}", clean(text)), Style::default().fg(Color::Red))]
-        }
-    }
+/// The widths of the room list, the messages and the member list.
+fn columns(state: &State, show_members: bool, width: u16) -> [Constraint; 3] {
+    let members = if show_members && state.current().kind == Kind::Room && width >= MEMBERS_FROM {
+        SIDE
+    } else {
+        0
+    };
+    [
+        // Narrow screens give the messages more room.
+        Constraint::Length(SIDE.min(width / 5).max(6.min(width / 3))),
+        Constraint::Min(1),
+        Constraint::Length(members.min(width / 3)),
+    ]
 }
 
-/// Wraps one logical line into rows of at most `width` columns, splitting
-/// between characters (never inside one) and keeping styles.
-fn wrap(spans: Vec<Span<'static>>, width: usize) -> Vec<Line<'static>> {
-    let width = width.max(2);
-    let mut rows: Vec<Line<'static>> = Vec::new();
-    let mut row: Vec<Span<'static>> = Vec::new();
-    let mut used = 0;
-    for span in spans {
-        let mut piece = String::new();
-        for c in span.content.chars() {
-            let w = c.width().unwrap_or(0);
-            if used + w > width {
-                if !piece.is_empty() {
-                    row.push(Span::styled(std::mem::take(&mut piece), span.style));
-                }
-                rows.push(Line::from(std::mem::take(&mut row)));
-                used = 0;
-            }
-            piece.push(c);
-            used += w;
+/// How wide the messages are on a screen `cols` wide.
+pub fn message_width(state: &State, show_members: bool, cols: u16) -> usize {
+    let area = Rect::new(0, 0, cols, 1);
+    let [_, messages, _] = Layout::horizontal(columns(state, show_members, cols)).areas(area);
+    usize::from(messages.width)
+}
+
+/// How many rows a view line takes `width` columns wide.
+pub fn line_rows(line: &ViewLine, width: usize) -> usize {
+    let palette = Palette::default();
+    let chrome = Chrome { server: "", show_members: false, palette: &palette, local_time: false };
+    layout(line, chrome, &Colours::default(), width).len()
+}
+
+/// A view line as rows of at most `width` columns: a message's time and
+/// nick, then its text wrapped at word boundaries, every row after the
+/// first (and every line of a multi-line message) indented under the text.
+fn layout(
+    line: &ViewLine,
+    chrome: Chrome<'_>,
+    colours: &Colours,
+    width: usize,
+) -> Vec<Line<'static>> {
+    let clean = crate::render::clean;
+    let quiet = Style::default().fg(Color::DarkGray);
+    let (prefix, text, style) = match line {
+        ViewLine::Message { ts, from, text, action, .. } => {
+            let nick = Style::default().fg(colours.of(from, chrome.palette));
+            let who = match action {
+                true => format!("* {} ", clean(from)),
+                false => format!("<{}> ", clean(from)),
+            };
+            let time = Span::styled(format!("{} ", clock(*ts, chrome.local_time)), quiet);
+            (vec![time, Span::styled(who, nick)], text.as_str(), Style::default())
         }
-        if !piece.is_empty() {
-            row.push(Span::styled(piece, span.style));
+        ViewLine::Notice(text) => (vec![Span::styled("-- ", quiet)], text.as_str(), quiet),
+        ViewLine::Help { usage, text } => {
+            (vec![Span::styled(format!("--   {usage}  "), quiet)], text.as_str(), quiet)
+        }
+        ViewLine::Error(text) => {
+            let red = Style::default().fg(Color::Red);
+            (vec![Span::styled("!! ", red)], text.as_str(), red)
+        }
+    };
+    let width = width.max(2);
+    let prefix_width: usize = prefix.iter().map(|span| span.content.width()).sum();
+    // The hanging indent, unless the screen is too narrow for one.
+    let indent = if prefix_width * 2 <= width { prefix_width } else { 0 };
+    let mut rows = Rows { rows: Vec::new(), row: prefix, used: prefix_width, width, indent };
+    if rows.used >= width {
+        rows.break_row();
+    }
+    for (at, paragraph) in text.split('\n').enumerate() {
+        if at > 0 {
+            rows.break_row();
+        }
+        // Each word with the spaces after it; a word wider than a row is
+        // cut between characters.
+        for word in clean(paragraph.trim_end_matches('\r')).split_inclusive(' ') {
+            let fits = word.trim_end().width();
+            if rows.used + fits > width && rows.used > rows.indent {
+                rows.break_row();
+            }
+            rows.push(word, style);
         }
     }
-    rows.push(Line::from(row));
-    rows
+    rows.finish()
+}
+
+/// Rows being filled by [`layout`].
+struct Rows {
+    rows: Vec<Line<'static>>,
+    row: Vec<Span<'static>>,
+    used: usize,
+    width: usize,
+    indent: usize,
+}
+
+impl Rows {
+    fn break_row(&mut self) {
+        self.rows.push(Line::from(std::mem::take(&mut self.row)));
+        self.row.push(Span::raw(" ".repeat(self.indent)));
+        self.used = self.indent;
+    }
+
+    /// Adds text, cutting it between characters where a row ends; spaces
+    /// at the end of a row are dropped.
+    fn push(&mut self, text: &str, style: Style) {
+        let mut piece = String::new();
+        for c in text.chars() {
+            let w = c.width().unwrap_or(0);
+            if self.used + w > self.width {
+                if c == ' ' {
+                    continue;
+                }
+                if !piece.is_empty() {
+                    self.row.push(Span::styled(std::mem::take(&mut piece), style));
+                }
+                self.break_row();
+            }
+            piece.push(c);
+            self.used += w;
+        }
+        if !piece.is_empty() {
+            self.row.push(Span::styled(piece, style));
+        }
+    }
+
+    fn finish(mut self) -> Vec<Line<'static>> {
+        self.rows.push(Line::from(self.row));
+        self.rows
+    }
 }
 
 fn draw_messages(frame: &mut Frame<'_>, view: &View, chrome: Chrome<'_>, area: Rect) {
@@ -241,9 +359,10 @@ fn draw_messages(frame: &mut Frame<'_>, view: &View, chrome: Chrome<'_>, area: R
     // The lines above the scroll position, wrapped from the bottom up
     // until the screen is full.
     let shown_lines = view.lines.len().saturating_sub(view.scroll);
+    let colours = chrome.palette.assign(view_nicks(view));
     let mut rows: Vec<Line<'static>> = Vec::new();
     for line in view.lines.iter().take(shown_lines).rev() {
-        let mut wrapped = wrap(spans(line, chrome), width);
+        let mut wrapped = layout(line, chrome, &colours, width);
         wrapped.append(&mut rows);
         rows = wrapped;
         if rows.len() >= height {
@@ -416,10 +535,101 @@ mod tests {
         let wrapped: Vec<&String> = rows.iter().filter(|r| r.contains('語')).collect();
         assert_eq!(wrapped.len(), 2, "{rows:#?}");
         assert!(rows.iter().all(|r| r.width() <= 60));
-        state.scroll_up(2, 4);
+        let width = message_width(&state, false, 60);
+        state.scroll_up(2, 4, |line| line_rows(line, width));
         let scrolled = screen(&state, &Editor::default(), 60, 6, false);
         assert!(scrolled.iter().any(|r| r.contains("<bob> hi")), "{scrolled:#?}");
         assert!(!scrolled.iter().any(|r| r.contains('語')), "{scrolled:#?}");
+    }
+
+    #[test]
+    fn multi_line_messages_and_wrapped_words_hang_under_the_text() {
+        let mut state = state();
+        let say = |state: &mut State, seq: u64, text: &str| {
+            state.on_frame(&ServerFrame::Message(Message {
+                room: "lobby".into(),
+                seq,
+                ts: 13 * 3_600_000,
+                from: "bob".into(),
+                text: text.into(),
+                id: None,
+                action: false,
+                attachment: None,
+            }))
+        };
+        say(&mut state, 3, "line one\nline two");
+        let rows = screen(&state, &Editor::default(), 60, 8, false);
+        let at = rows
+            .iter()
+            .position(|r| r.contains("13:00 <bob> line one"))
+            .unwrap_or_else(|| panic!("{rows:#?}"));
+        let indent = rows[at].find("line one").unwrap_or(0);
+        assert_eq!(rows[at + 1].find("line two"), Some(indent), "under the text: {rows:#?}");
+        assert!(
+            !rows.iter().any(|r| r.contains('\u{fffd}')),
+            "no replacement character: {rows:#?}"
+        );
+        // Words are not cut while a row can hold them.
+        say(&mut state, 4, "the quick brown fox jumps over the lazy dog again and again");
+        let rows = screen(&state, &Editor::default(), 50, 8, false);
+        let text: Vec<&str> =
+            rows.iter().filter_map(|r| r.split_once('│').map(|(_, text)| text)).collect();
+        let start = text
+            .iter()
+            .position(|r| r.contains("<bob> the quick"))
+            .unwrap_or_else(|| panic!("{rows:#?}"));
+        let words: Vec<&str> = text[start..]
+            .iter()
+            .take_while(|r| !r.trim().is_empty())
+            .flat_map(|r| r.split_whitespace())
+            .collect();
+        assert!(words.ends_with(&["again", "and", "again"]), "whole words: {rows:#?}");
+        for row in &text[start + 1..] {
+            if row.trim().is_empty() {
+                break;
+            }
+            assert!(row.starts_with("            "), "hanging indent: {rows:#?}");
+        }
+    }
+
+    #[test]
+    fn help_is_in_columns_even_when_it_wraps() {
+        let mut state = state();
+        state.help(crate::input::COMMANDS, "keys:");
+        let rows = screen(&state, &Editor::default(), 70, 30, false);
+        let text: Vec<&str> =
+            rows.iter().filter_map(|r| r.split_once('│').map(|(_, t)| t)).collect();
+        let starts: Vec<usize> =
+            ["change nick", "list the rooms", "join ROOM and make", "save a file"]
+                .iter()
+                .map(|what| {
+                    let row = text
+                        .iter()
+                        .find(|r| r.contains(what))
+                        .unwrap_or_else(|| panic!("{what}: {rows:#?}"));
+                    row.find(what).unwrap_or(0)
+                })
+                .collect();
+        assert!(starts.windows(2).all(|w| w[0] == w[1]), "one column: {starts:?} {rows:#?}");
+        // The longest description wraps under its own column.
+        let at = text.iter().position(|r| r.contains("say TEXT in the current")).unwrap_or(0);
+        let next = text[at + 1];
+        assert_eq!(next.len() - next.trim_start().len(), starts[0], "{rows:#?}");
+    }
+
+    #[test]
+    fn the_nicks_of_a_small_room_get_different_colours() {
+        let palette =
+            Palette { nicks: vec![Color::Cyan, Color::Green, Color::Yellow], ..Palette::default() };
+        for trio in [["alice", "bob", "carol"], ["ann", "Ann2", "bo"], ["x", "y", "z"]] {
+            let colours = palette.assign(trio);
+            let used: std::collections::BTreeSet<String> =
+                trio.iter().map(|n| format!("{:?}", colours.of(n, &palette))).collect();
+            assert_eq!(used.len(), 3, "{trio:?}");
+            // The same set, the same colours, whatever order they come in.
+            let again = palette.assign(trio.iter().rev().copied());
+            assert!(trio.iter().all(|n| colours.of(n, &palette) == again.of(n, &palette)));
+        }
     }
 
     #[test]

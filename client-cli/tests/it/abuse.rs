@@ -99,8 +99,9 @@ fn a_disk_that_fills_stops_uploads_then_messages_but_never_the_chat() {
     // are refused rather than waited for.
     let filler = fill(disk.path());
     bob.type_line("lost to a full disk");
-    let refused = bob.expect_stderr("error: unavailable:");
+    let refused = bob.expect_stderr("-- unavailable:");
     assert!(refused.contains("cannot be stored"), "{refused}");
+    assert!(refused.contains("sending it again"), "not an error: {refused}");
     // Everything else goes on: mallory still gets what needs no storage.
     bob.type_line("/who");
     bob.expect_where(|l| l.contains("bob") && l.contains("mallory"), "members");

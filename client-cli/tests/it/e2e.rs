@@ -37,7 +37,7 @@ fn two_clients_chat_over_the_real_server() {
     let error = alice.expect_stderr("error: invalid_room:");
     assert!(error.starts_with("error: invalid_room: "), "{error}");
     alice.type_line("/quit");
-    assert!(alice.finish().success());
+    assert!(!alice.finish().success(), "the refused /join makes the exit non-zero");
     bob.expect("[lobby] -- alicia left");
     // bob never saw the dev message.
     assert!(!bob.seen.iter().any(|l| l.contains("only in dev")), "{:#?}", bob.seen);
@@ -120,6 +120,23 @@ fn an_unreachable_server_is_an_error_exit() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("error: cannot connect to"), "{stderr}");
+    // The cause once, not twice.
+    let cause = stderr.trim_end().rsplit(": ").next().unwrap_or_default();
+    assert_eq!(stderr.matches(cause).count(), 1, "{stderr}");
+}
+
+#[test]
+fn line_mode_exits_non_zero_when_a_command_was_refused() {
+    let (_server, url) = server();
+    let output = chat_with_input(&url, &["--nick", "ok"], "/join dev\nfine\n");
+    assert!(output.status.success(), "{output:?}");
+    let output = chat_with_input(&url, &["--nick", "jo"], "/join Not_Valid\nstill said\n");
+    assert!(!output.status.success(), "a refused /join: {output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stdout.contains("[lobby] <jo> still said"), "the rest went on: {stdout}");
+    assert!(stderr.contains("error: invalid_room: "), "{stderr}");
+    assert!(stderr.contains("error: 1 command(s) refused"), "{stderr}");
 }
 
 /// A TCP proxy between a client and the server whose connections the test
@@ -346,7 +363,7 @@ fn with_authentication_on_the_token_from_chat_server_token_is_the_way_in() {
     alice.type_line("/join secret");
     alice.expect_stderr("forbidden");
     alice.type_line("/quit");
-    assert!(alice.finish().success());
+    assert!(!alice.finish().success(), "the refused /join makes the exit non-zero");
 
     // Without a token: a clear refusal and an error exit, no reconnect loop.
     let output = chat_with_input(&url, &["--nick", "mallory"], "");
@@ -484,7 +501,9 @@ fn json_mode_takes_raw_frames_in_with_their_own_ids() {
         "plain text too\n",
     );
     let output = chat_with_input(&url, &["--nick", "bot", "--json"], input);
-    assert!(output.status.success(), "{output:?}");
+    // Two lines were refused: the exit says so, the rest went.
+    assert!(!output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("2 command(s) refused"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let frames: Vec<serde_json::Value> =
         stdout.lines().map(|line| serde_json::from_str(line).unwrap()).collect();

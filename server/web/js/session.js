@@ -106,6 +106,8 @@ export class Session {
     this.transmits = [];
     this.events = [];
     this.unsaved = false;
+    /** Why the connection was lost, as told during this outage. */
+    this.told = null;
     this.connect();
   }
 
@@ -352,7 +354,11 @@ export class Session {
   /** The connection is gone (or never came): wait before the next, `asked` ms if the server said. */
   lost(why, asked) {
     const wasLive = this.phase.name === 'live';
-    this.emit({ type: 'notice', text: wasLive ? `disconnected: ${why}` : `cannot connect: ${why}` });
+    // Said once per outage (and again only if the reason changes).
+    if (wasLive || this.told !== why) {
+      this.emit({ type: 'notice', text: wasLive ? `disconnected: ${why}` : `cannot connect: ${why}` });
+      this.told = why;
+    }
     // A restarting server's own delay is used as given: it already spreads its clients out.
     const delay = asked !== null
       ? Math.min(asked, BACKOFF_MAX)
@@ -577,6 +583,7 @@ export class Session {
     }
     this.upBefore = true;
     this.attempt = 0;
+    this.told = null;
     this.emit({ type: 'link', link: 'connected' });
     for (const frame of catchUp.held) {
       this.live(frame);

@@ -351,6 +351,11 @@ async fn connector_reports_bad_urls_and_refused_connections() {
     drop(listener);
     let err = connect(&format!("ws://{addr}/ws"), None, &config).await.unwrap_err();
     assert!(matches!(err, ConnectError::Io { .. }), "{err:?}");
+    // With its cause, the cause said once.
+    let shown = format!("{:#}", anyhow::Error::from(err));
+    assert!(shown.starts_with(&format!("cannot connect to {addr}: ")), "{shown}");
+    let cause = shown.rsplit(": ").next().unwrap_or_default().to_owned();
+    assert_eq!(shown.matches(&cause).count(), 1, "{shown}");
 }
 
 #[tokio::test]
