@@ -89,17 +89,17 @@ async function say(page, text) {
   await page.press('#text', 'Enter');
 }
 
-/** Waits until a message line with exactly this text is shown. */
+/** Waits until a message line with exactly this text is shown (as the server has it: not one being sent). */
 async function seeMessage(page, text) {
   await page.waitForFunction(
-    (t) => [...document.querySelectorAll('#messages li .text')].some((e) => e.textContent === t),
+    (t) => [...document.querySelectorAll('#messages li:not(.pending) .text')].some((e) => e.textContent === t),
     text,
   );
 }
 
 async function countMessages(page, text) {
   return page.evaluate(
-    (t) => [...document.querySelectorAll('#messages li .text')].filter((e) => e.textContent === t).length,
+    (t) => [...document.querySelectorAll('#messages li:not(.pending) .text')].filter((e) => e.textContent === t).length,
     text,
   );
 }
@@ -113,7 +113,7 @@ test('two pages chat, and HTML in a message renders as text', async () => {
     await alice.page.waitForFunction(() =>
       [...document.querySelectorAll('#members li')].some((li) => li.textContent === 'bob'));
     await alice.page.waitForFunction(() =>
-      [...document.querySelectorAll('#messages li.notice')].some((li) => li.textContent === 'bob joined'));
+      [...document.querySelectorAll('#messages li.notice .text')].some((li) => li.textContent === 'bob joined'));
 
     await say(alice.page, 'hello from alice');
     await seeMessage(bob.page, 'hello from alice');
@@ -169,7 +169,7 @@ test('the page resumes after the server restarts: banner, no loss, no duplicates
     assert.equal(await stopServer(server.child), 0, 'SIGTERM exits 0');
     await alice.page.waitForSelector('#banner:not([hidden])');
     // The server closed with 1012 and a delay; the page says it waits that long.
-    assert.match(await alice.page.textContent('#banner'), /server restarting\). Reconnecting in [0-2]\.\d s/);
+    assert.match(await alice.page.textContent('#banner'), /server is restarting; reconnecting in [0-2]\.\d s/);
     // Typed while the server is down: kept, and sent once it is back.
     await say(alice.page, 'typed while down');
     // Same address and data again, so the pages can find it and resume.
@@ -427,7 +427,7 @@ test('files: picker, paste and drop send to the room; images render; the limit a
     // Over the limit: a clear error, nothing sent.
     await alice.page.setInputFiles('#file-input', { name: 'big.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(70 * 1024) });
     await alice.page.waitForFunction(() =>
-      [...document.querySelectorAll('#messages li.error')].some((li) => /big\.bin is 71\.7 KB; this server takes files up to 65\.5 KB/.test(li.textContent)));
+      [...document.querySelectorAll('#messages li.error .text')].some((li) => /big\.bin is 70 KiB; this server takes files up to 64 KiB/.test(li.textContent)));
 
     // carol is not in the room: the server refuses her the file.
     const status = await carol.page.evaluate(async (file) => {
@@ -468,7 +468,7 @@ test('three large files attached at once all arrive, paced, while the chat goes 
     null, { timeout: 60000 });
     await alice.page.waitForFunction(() => document.querySelectorAll('#uploads li').length === 0);
     const errors = await alice.page.evaluate(() =>
-      [...document.querySelectorAll('#messages li.error')].map((li) => li.textContent));
+      [...document.querySelectorAll('#messages li.error .text')].map((li) => li.textContent));
     assert.deepEqual(errors, [], 'no upload was refused or lost');
     // Each arrived whole.
     const sizes = await bob.page.evaluate(async () => {
@@ -502,12 +502,22 @@ test('typing shows and clears, unread badges, mentions, direct messages in their
     // Past the burst the page re-sends refused ones as the server allows,
     // so they may land out of order: wait for all of them.
     await bob.page.waitForFunction(() =>
-      [...document.querySelectorAll('#messages li .text')].filter((e) => /^old \d+$/.test(e.textContent)).length === 60);
+      [...document.querySelectorAll('#messages li:not(.pending) .text')].filter((e) => /^old \d+$/.test(e.textContent)).length === 60);
     const carol = await login(server.url, 'carol');
     await seeMessage(carol.page, 'old 60');
     assert.equal(await countMessages(carol.page, 'old 1'), 0, 'only the newest come with the join');
+    // Loading older messages keeps what is being read where it is: the
+    // oldest message shown, at the top where the button is.
+    const oldest = await carol.page.evaluate(() => document.querySelector('#messages li[data-seq] .text').textContent);
+    const place = () => carol.page.evaluate((t) => {
+      const text = [...document.querySelectorAll('#messages li .text')].find((e) => e.textContent === t);
+      return Math.round(text.getBoundingClientRect().top);
+    }, oldest);
+    await carol.page.evaluate(() => { document.querySelector('#messages').scrollTop = 0; });
+    const before = await place();
     await carol.page.click('#older');
     await seeMessage(carol.page, 'old 1');
+    assert.ok(Math.abs((await place()) - before) <= 2, `${oldest} stayed at ${before}px, not ${await place()}px`);
     assert.ok(await carol.page.locator('#messages li.day').count() >= 1, 'a day separator');
 
     // Typing.
@@ -572,7 +582,7 @@ test('one person in two tabs and across a reload: one session, every message in 
     await seeMessage(alice.page, 'from tab two');
     await seeMessage(bob.page, 'from tab two');
     const joins = await bob.page.evaluate(() =>
-      [...document.querySelectorAll('#messages li.notice')].filter((li) => li.textContent === 'alice joined').length);
+      [...document.querySelectorAll('#messages li.notice .text')].filter((li) => li.textContent === 'alice joined').length);
     assert.equal(joins, 0, 'a second tab is not someone joining');
     // One tab closing is not alice leaving.
     await alice.page.close();
@@ -584,12 +594,12 @@ test('one person in two tabs and across a reload: one session, every message in 
     await seeMessage(second, 'hi both');
     assert.equal(await countMessages(second, 'from tab two'), 1);
     const notices = await bob.page.evaluate(() =>
-      [...document.querySelectorAll('#messages li.notice')].map((li) => li.textContent));
+      [...document.querySelectorAll('#messages li.notice .text')].map((li) => li.textContent));
     assert.ok(!notices.includes('alice left'), `${notices}`);
     // Every tab gone: away at once, shown in the member list.
     await second.close();
     await bob.page.waitForFunction(() =>
-      [...document.querySelectorAll('#messages li.notice')].some((li) => li.textContent === 'alice is away'));
+      [...document.querySelectorAll('#messages li.notice .text')].some((li) => li.textContent === 'alice is away'));
     await bob.page.waitForFunction(() =>
       [...document.querySelectorAll('#members li.away')].some((li) => li.textContent.startsWith('alice')));
     assert.deepEqual(bob.problems, []);
@@ -642,6 +652,110 @@ test('direct messages survive a reload and reach someone who was away, with an u
   } finally {
     await stopServer(server.child);
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the page: sending shows at once, the view follows (images too), links, colours, times, friendly errors', async () => {
+  const server = await startServer('127.0.0.1:0', null, ['--max-text-bytes', '200']);
+  try {
+    const alice = await login(server.url, 'alice');
+    const bob = await login(server.url, 'bob');
+    const page = alice.page;
+    // Offline, a message shows at once as being sent, greyed with a clock,
+    // and becomes a message once the server has it; no notice left behind.
+    await page.evaluate(() => window.chat.offline());
+    await say(page, 'sent while offline');
+    await page.waitForSelector('#messages li.pending >> text=sent while offline');
+    assert.equal(await page.locator('#messages li.pending .state').getAttribute('aria-label'), 'sending');
+    await page.evaluate(() => window.chat.online());
+    await seeMessage(page, 'sent while offline');
+    await page.waitForSelector('#messages li.pending', { state: 'detached' });
+    const notices = await page.evaluate(() => [...document.querySelectorAll('#messages li.notice .text')].map((e) => e.textContent));
+    assert.ok(!notices.some((n) => /will be sent/.test(n)), `${notices}`);
+    // Notices have times; errors are sentences; room names typed with
+    // capitals are lowered; text too long stays in the input.
+    assert.ok((await page.textContent('#messages li.notice time')).trim().length > 0, 'a time on notices');
+    await say(page, '/join Dev');
+    await page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#dev');
+    await say(page, '/join no good!');
+    await page.waitForFunction(() =>
+      [...document.querySelectorAll('#messages li.error .text')].some((e) => e.textContent.startsWith('Room names are lowercase letters')));
+    const long = 'x'.repeat(300);
+    await page.fill('#text', long);
+    await page.press('#text', 'Enter');
+    await page.waitForFunction(() =>
+      [...document.querySelectorAll('#messages li.error .text')].some((e) => /a message may be up to 200 B/.test(e.textContent)));
+    assert.equal(await page.inputValue('#text'), long, 'kept to shorten');
+    await page.fill('#text', '');
+    await page.click('#room-list button.room >> text=#lobby');
+
+    // Links are links, safely; other schemes are text.
+    await say(bob.page, 'see https://example.com/a?b=1. and javascript:alert(1)');
+    await seeMessage(page, 'see https://example.com/a?b=1. and javascript:alert(1)');
+    const links = await page.evaluate(() => [...document.querySelectorAll('#messages a:not(.download)')]
+      .map((a) => [a.getAttribute('href'), a.rel, a.target]));
+    assert.deepEqual(links, [['https://example.com/a?b=1', 'noopener noreferrer', '_blank']]);
+    // Each nick its own colour, the same everywhere.
+    const hues = await page.evaluate(() => Object.fromEntries([...document.querySelectorAll('#messages .from')]
+      .filter((e) => e.textContent).map((e) => [e.textContent, e.style.getPropertyValue('--hue')])));
+    assert.notEqual(hues.alice, hues.bob);
+    // A multi-line message is indented under its text, not under the time.
+    await say(bob.page, 'line one');
+    await bob.page.fill('#text', 'first line\nsecond line that is long enough to wrap '.repeat(3));
+    await bob.page.press('#text', 'Enter');
+    await page.waitForFunction(() => [...document.querySelectorAll('#messages li:not(.pending) .text')].some((e) => e.textContent.startsWith('first line')));
+    const lefts = await page.evaluate(() => {
+      const text = [...document.querySelectorAll('#messages li .text')].find((e) => e.textContent.startsWith('first line'));
+      const time = text.closest('li').querySelector('time');
+      return { rows: [...text.getClientRects()].map((r) => Math.round(r.left)), time: time.getBoundingClientRect().left };
+    });
+    assert.ok(lefts.rows.length >= 3, `several rows: ${JSON.stringify(lefts)}`);
+    // Every row starts at the text's left edge or after it: none under the time.
+    assert.ok(Math.min(...lefts.rows) === lefts.rows[0] && lefts.rows[0] > lefts.time, JSON.stringify(lefts));
+    assert.ok(lefts.rows.filter((left) => left === lefts.rows[0]).length >= 3, JSON.stringify(lefts));
+
+    // The view follows new messages at the bottom, also past an image.
+    const png = await makePng(bob.page);
+    await bob.page.setInputFiles('#file-input', { name: 'tall.png', mimeType: 'image/png', buffer: png });
+    await page.waitForFunction(() => [...document.querySelectorAll('#messages img')].some((img) => img.complete && img.naturalWidth > 0));
+    for (let n = 1; n <= 30; n += 1) {
+      await say(bob.page, `filler ${n}`);
+    }
+    await seeMessage(page, 'filler 30');
+    const atBottom = () => page.evaluate(() => {
+      const list = document.querySelector('#messages');
+      return list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    });
+    await page.waitForFunction(() => {
+      const list = document.querySelector('#messages');
+      return list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    });
+    assert.equal(await page.isVisible('#jump'), false);
+    // Scrolled up: new ones are counted on "jump to newest" instead.
+    await page.evaluate(() => { const list = document.querySelector('#messages'); list.scrollTop = 0; list.dispatchEvent(new Event('scroll')); });
+    await say(bob.page, 'while you read');
+    await say(bob.page, 'and another');
+    await page.waitForFunction(() => document.querySelector('#jump')?.textContent === 'Jump to newest (2 new)');
+    assert.equal(await atBottom(), false, 'the reader is not moved');
+    await page.click('#jump');
+    await page.waitForFunction(() => {
+      const list = document.querySelector('#messages');
+      return list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    });
+    assert.equal(await page.isVisible('#jump'), false);
+
+    // The banner sits under the top bar, not over it, and offers to try now.
+    await page.evaluate(() => window.chat.offline());
+    await page.waitForSelector('#banner:not([hidden])');
+    const [top, banner] = await Promise.all([page.locator('.topbar').boundingBox(), page.locator('#banner').boundingBox()]);
+    assert.ok(banner.y >= top.y + top.height - 1, `${JSON.stringify({ top, banner })}`);
+    await page.click('#retry-now');
+    await page.waitForSelector('#banner', { state: 'hidden' });
+    assert.deepEqual(alice.problems, []);
+    await alice.context.close();
+    await bob.context.close();
+  } finally {
+    await stopServer(server.child);
   }
 });
 

@@ -7,11 +7,12 @@ import { $ } from './common.js';
 import { uploadEnded, uploadProgress, uploadWaiting } from './files.js';
 import { notify, renderNotifyButton } from './notify.js';
 import {
-  NICK_KEY, ROOMS_KEY, SESSION_KEY, TOKEN_KEY, directView, markRead, readPosition, roomState, state, viewOf,
+  NICK_KEY, ROOMS_KEY, SESSION_KEY, TOKEN_KEY, directView, markRead, pendingLine, readPosition, roomState, state,
+  viewOf,
 } from './state.js';
 import {
-  addLine, renderMembers, renderMessages, renderRooms, renderTyping, setStatus, showApp, showBanner,
-  showLogin, switchRoom,
+  addLine, redrawLine, removeLine, renderMembers, renderMessages, renderRooms, renderTyping, setStatus, showApp,
+  showBanner, showLogin, switchRoom,
 } from './views.js';
 
 const TYPING_SHOW_MS = 4000;
@@ -53,6 +54,9 @@ export const frames = {
     renderMembers();
   },
   message(frame) {
+    if (frame.id) {
+      sent(frame.id);
+    }
     addMessage(frame, true);
   },
   presence(frame) {
@@ -62,28 +66,31 @@ export const frames = {
     }
     if (frame.event === 'join') {
       room.members.add(frame.nick);
-      addLine(frame.room, { kind: 'notice', text: `${frame.nick} joined` });
+      addLine(frame.room, { kind: 'notice', ts: Date.now(), text: `${frame.nick} joined` });
     } else if (frame.event === 'leave') {
       room.members.delete(frame.nick);
       room.away.delete(frame.nick);
-      addLine(frame.room, { kind: 'notice', text: `${frame.nick} left` });
+      addLine(frame.room, { kind: 'notice', ts: Date.now(), text: `${frame.nick} left` });
     } else if (frame.event === 'away') {
       room.away.add(frame.nick);
-      addLine(frame.room, { kind: 'notice', text: `${frame.nick} is away` });
+      addLine(frame.room, { kind: 'notice', ts: Date.now(), text: `${frame.nick} is away` });
     } else if (frame.event === 'back') {
       room.away.delete(frame.nick);
-      addLine(frame.room, { kind: 'notice', text: `${frame.nick} is back` });
+      addLine(frame.room, { kind: 'notice', ts: Date.now(), text: `${frame.nick} is back` });
     } else if (frame.event === 'nick') {
       room.members.delete(frame.old);
       room.members.add(frame.nick);
       if (room.away.delete(frame.old)) {
         room.away.add(frame.nick);
       }
-      addLine(frame.room, { kind: 'notice', text: `${frame.old} is now known as ${frame.nick}` });
+      addLine(frame.room, { kind: 'notice', ts: Date.now(), text: `${frame.old} is now known as ${frame.nick}` });
     }
     renderMembers();
   },
   direct(frame) {
+    if (frame.id) {
+      sent(frame.id);
+    }
     const mine = frame.from === state.nick;
     const peer = frame.with || (mine ? frame.to : frame.from);
     const view = directView(peer);
@@ -126,7 +133,7 @@ export const frames = {
     }
     if (frame.resume === 'gap' && frame.gap) {
       const lost = frame.gap.to - frame.gap.from + 1;
-      addLine(name, { kind: 'notice', text: `${lost} message(s) from while you were away are no longer kept` });
+      addLine(name, { kind: 'notice', ts: Date.now(), text: `${lost} message(s) from while you were away are no longer kept` });
     }
     const read = readPosition(frame.conversation);
     let unread = 0;
@@ -154,7 +161,7 @@ export const frames = {
       room.members.add(frame.nick);
     }
     if (state.current) {
-      addLine(state.current, { kind: 'notice', text: `you are now known as ${frame.nick}` });
+      addLine(state.current, { kind: 'notice', ts: Date.now(), text: `you are now known as ${frame.nick}` });
     }
     renderMembers();
   },
@@ -168,7 +175,7 @@ export const frames = {
       renderMembers();
     }
     if (state.current) {
-      addLine(state.current, { kind: 'notice', text: `members of ${frame.room}: ${frame.members.join(', ') || 'none'}` });
+      addLine(state.current, { kind: 'notice', ts: Date.now(), text: `members of ${frame.room}: ${frame.members.join(', ') || 'none'}` });
     }
   },
   history(frame) {
@@ -187,17 +194,60 @@ export const frames = {
   rooms(frame) {
     if (state.current) {
       const list = frame.rooms.map((r) => `${r.name} (${r.members})`).join(', ');
-      addLine(state.current, { kind: 'notice', text: `rooms: ${list || 'none'}` });
+      addLine(state.current, { kind: 'notice', ts: Date.now(), text: `rooms: ${list || 'none'}` });
     }
   },
   error(frame) {
     state.pages.delete(frame.id);
+    const refused = frame.id ? pendingLine(frame.id) : null;
+    if (refused) {
+      // A message the server will not take: marked where it was typed.
+      const [, , at] = refused;
+      const line = refused[1].lines[at];
+      line.pending = false;
+      line.failed = friendly(frame);
+      redrawLine(line);
+      return;
+    }
     const target = state.current || [...state.rooms.keys()][0];
     if (target) {
-      addLine(target, { kind: 'error', text: `error: ${frame.code}: ${frame.message}` });
+      addLine(target, { kind: 'error', ts: Date.now(), text: friendly(frame) });
     }
   },
 };
+
+/** What an error means, as a sentence for people (the code stays for the curious). */
+const FRIENDLY = {
+  invalid_room: 'Room names are lowercase letters, digits, - and _, up to 64 characters.',
+  invalid_nick: 'Nicks are letters, digits, -, _ and ., up to 32 characters.',
+  nick_taken: 'Someone else has that nick; pick another.',
+  not_in_room: 'Join that room first.',
+  no_such_nick: 'No one by that name is here.',
+  no_such_conversation: 'That conversation is not yours, or no longer exists.',
+  too_large: 'That is too long to send.',
+  rate_limited: 'That was too fast; slow down a little.',
+  unavailable: 'The server cannot do that right now; try again in a moment.',
+  unauthorized: 'Your access token is missing or no longer valid.',
+  forbidden: 'Your access token does not allow that.',
+  limit_reached: 'A limit was reached (too many rooms, or the room is full).',
+  quota_exceeded: 'Your file quota is used up for now.',
+  invalid_upload: 'That file could not be sent.',
+};
+
+function friendly(frame) {
+  const why = FRIENDLY[frame.code];
+  return why ? `${why} (${frame.code})` : `${frame.message} (${frame.code})`;
+}
+
+/** The server has the message sent with request id `id`: it is no longer shown as being sent. */
+function sent(id) {
+  const found = pendingLine(id);
+  if (found) {
+    const [, view, at] = found;
+    const [line] = view.lines.splice(at, 1);
+    removeLine(line);
+  }
+}
 
 /** One event of the session (session.js). */
 export function onEvent(event) {
@@ -213,7 +263,7 @@ export function onEvent(event) {
       break;
     case 'resumed':
       if (event.notice !== 'reconnected, resumed' && state.current) {
-        addLine(state.current, { kind: 'notice', text: event.notice });
+        addLine(state.current, { kind: 'notice', ts: Date.now(), text: event.notice });
       }
       break;
     case 'link':
@@ -225,7 +275,7 @@ export function onEvent(event) {
       break; // the link event says it on screen
     case 'problem':
       if (state.current) {
-        addLine(state.current, { kind: 'error', text: event.text });
+        addLine(state.current, { kind: 'error', ts: Date.now(), text: event.text });
       }
       break;
     case 'uploadEnded':
@@ -262,8 +312,9 @@ function link(event) {
     const why = event.restarting ? 'server restarting' : 'connection lost';
     setStatus(`${why} — reconnecting`, true);
     const wait = Math.max(0, event.until - performance.now());
-    const when = event.asked ? ` in ${(wait / 1000).toFixed(1)} s` : '…';
-    showBanner(`Connection lost (${why}). Reconnecting${when} Messages you send meanwhile go out once it is back.`);
+    const when = event.asked || wait >= 1000 ? ` in ${(wait / 1000).toFixed(1)} s` : ' now';
+    const what = event.restarting ? 'The server is restarting' : 'The connection to the server was lost';
+    showBanner(`${what}; reconnecting${when}. You can keep typing: messages are sent once it is back.`, { retry: true });
   }
 }
 
@@ -295,10 +346,10 @@ function missed({ room: name, messages, gap, restarted }) {
     // The server lost this room's history (an in-memory server that
     // restarted): its numbering starts over.
     room.lastSeq = 0;
-    addLine(name, { kind: 'notice', text: 'the server restarted; earlier history is gone' });
+    addLine(name, { kind: 'notice', ts: Date.now(), text: 'the server restarted; earlier history is gone' });
   } else if (gap) {
     const lost = gap.to - gap.from + 1;
-    addLine(name, { kind: 'notice', text: `${lost} message(s) from while you were away are no longer kept` });
+    addLine(name, { kind: 'notice', ts: Date.now(), text: `${lost} message(s) from while you were away are no longer kept` });
   }
   for (const message of messages) {
     addMessage(message, false);
@@ -337,7 +388,8 @@ function insertOlder(name, messages) {
     insertLine(view, messageLine(message));
   }
   if (name === state.current) {
-    renderMessages();
+    // Older ones came in above: what was being read stays put.
+    renderMessages({ keepPosition: true });
   }
 }
 
@@ -346,7 +398,11 @@ function insertLine(view, line) {
   if (view.lines.some((l) => l.seq === line.seq)) {
     return false;
   }
-  const at = view.lines.findIndex((l) => l.seq && l.seq > line.seq);
+  // Before the first newer one, or else before what is still being sent.
+  let at = view.lines.findIndex((l) => l.seq && l.seq > line.seq);
+  if (at < 0) {
+    at = view.lines.findIndex((l) => l.pending);
+  }
   if (at < 0) {
     view.lines.push(line);
   } else {

@@ -1,11 +1,30 @@
 // Helpers shared by the chat page and the stats page.
 
-// A byte count for people: 512 B, 48.2 KB, 8.0 MB.
+// A byte count for people, in the binary units limits are set in:
+// 512 B, 48.2 KiB, 8 MiB.
 export function formatSize(bytes) {
-  if (bytes < 1000) return `${bytes} B`;
-  if (bytes < 1e6) return `${(bytes / 1e3).toFixed(1)} KB`;
-  if (bytes < 1e9) return `${(bytes / 1e6).toFixed(1)} MB`;
-  return `${(bytes / 1e9).toFixed(1)} GB`;
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  const shown = unit === 0 ? String(value) : value.toFixed(1).replace(/\.0$/, '');
+  return `${shown} ${units[unit]}`;
+}
+
+// A stable hue for a nick (FNV-1a), so each person keeps one colour.
+export function nickHue(nick) {
+  let hash = 0x811c9dc5;
+  for (const char of nick.toLowerCase()) {
+    hash ^= char.codePointAt(0);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  hash ^= hash >>> 16;
+  hash = Math.imul(hash, 0x85ebca6b) >>> 0;
+  hash ^= hash >>> 13;
+  return hash % 360;
 }
 
 // A server frame from a WebSocket message, or null if it is not JSON.

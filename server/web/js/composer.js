@@ -1,8 +1,8 @@
 // The composer: what is typed becomes a message, or a /command.
 
-import { $ } from './common.js';
-import { state, viewOf } from './state.js';
-import { addLine } from './views.js';
+import { $, formatSize } from './common.js';
+import { directView, state, viewOf } from './state.js';
+import { addLine, switchRoom } from './views.js';
 
 const TYPING_SEND_MS = 2000;
 
@@ -16,14 +16,29 @@ function send(frame) {
   return true;
 }
 
-/** A say or dm: kept until the server has it, sent again after a reconnect. */
-function sendMessage(frame) {
-  if (!send(frame)) {
+/**
+ * A say or dm: kept until the server has it, sent again after a reconnect,
+ * and shown at once in its conversation as being sent (greyed, with a
+ * clock) until the server's copy takes its place.
+ */
+export function sendMessage(frame, view = null) {
+  if (!state.connection) {
     return false;
   }
-  if (state.connection.session.phase.name !== 'live' && state.current) {
-    addLine(state.current, { kind: 'notice', text: 'offline: the message will be sent when the connection is back' });
+  const max = state.limits.max_text_bytes;
+  const bytes = new TextEncoder().encode(frame.text).length;
+  if (max && bytes > max) {
+    // Kept in the input, to shorten.
+    addLine(state.current, { kind: 'error', text: `That is ${formatSize(bytes)}; a message may be up to ${formatSize(max)}. Shorten it, or send it as a file.`, ts: Date.now() });
+    return false;
   }
+  const id = state.connection.session.newId();
+  const shown = view ?? (frame.type === 'say' ? frame.room : state.current);
+  addLine(shown, {
+    kind: frame.action ? 'action' : 'message', from: state.nick, text: frame.text, ts: Date.now(),
+    pending: true, id,
+  });
+  state.connection.send(frame, id);
   return true;
 }
 
@@ -76,7 +91,8 @@ function runCommand(input) {
         return false;
       }
       state.switchTo = `@${to}`;
-      return sendMessage({ type: 'dm', to, text });
+      directView(to);
+      return sendMessage({ type: 'dm', to, text }, `@${to}`);
     }
     case '/upload':
       $('file-input').click();
@@ -99,7 +115,13 @@ function runCommand(input) {
 }
 
 export function joinRoom(name) {
-  const room = name.replace(/^#/, '');
+  // Room names are lowercase: "Dev" is #dev.
+  const room = name.trim().replace(/^#/, '').toLowerCase();
+  if (state.rooms.has(room)) {
+    // Already in it: shown, also offline.
+    switchRoom(room);
+    return true;
+  }
   state.switchTo = room;
   return send({ type: 'join', room });
 }
@@ -115,4 +137,3 @@ export function onTyping() {
   }
 }
 
-export { sendMessage };

@@ -35,7 +35,8 @@ function fileUrl(attachment) {
   return url;
 }
 
-export function attachmentElement(attachment) {
+/** How a file is shown in its message; `resized` is called when media loaded (it may have grown). */
+export function attachmentElement(attachment, resized = () => {}) {
   const box = document.createElement('div');
   box.className = 'attachment';
   const label = `${attachment.name} (${formatSize(attachment.size)})`;
@@ -52,6 +53,8 @@ export function attachmentElement(attachment) {
     button.setAttribute('aria-label', `${label}: show larger`);
     const img = document.createElement('img');
     img.alt = attachment.name;
+    // Its height is reserved (style.css): the list does not jump when it loads.
+    img.addEventListener('load', resized);
     img.dataset.file = attachment.id;
     button.append(img);
     button.addEventListener('click', () => {
@@ -65,6 +68,7 @@ export function attachmentElement(attachment) {
   } else if (/^(audio|video)\//.test(attachment.mime)) {
     const player = document.createElement(attachment.mime.startsWith('audio/') ? 'audio' : 'video');
     player.controls = true;
+    player.addEventListener('loadedmetadata', resized);
     player.setAttribute('aria-label', label);
     player.dataset.file = attachment.id;
     box.append(player);

@@ -19,7 +19,7 @@ import { Connection, webSocketTransport } from './connection.js';
 import { queueUpload } from './files.js';
 import { askForNotifications } from './notify.js';
 import { NICK_KEY, SESSION_KEY, TOKEN_KEY, savedRooms, state } from './state.js';
-import { showLogin, switchRoom } from './views.js';
+import { jumpToNewest, onOlder, onScroll, showLogin, switchRoom } from './views.js';
 
 function start(nick, token) {
   state.connection?.stop();
@@ -92,7 +92,10 @@ document.addEventListener('DOMContentLoaded', () => {
     }
   });
   $('text').addEventListener('input', onTyping);
-  $('older').addEventListener('click', loadOlder);
+  onOlder(loadOlder);
+  $('messages').addEventListener('scroll', onScroll, { passive: true });
+  $('jump').addEventListener('click', jumpToNewest);
+  $('retry-now').addEventListener('click', () => state.connection?.online());
   $('notify').addEventListener('click', askForNotifications);
   $('attach').addEventListener('click', () => $('file-input').click());
   $('file-input').addEventListener('change', () => {

@@ -32,6 +32,8 @@ export const state = {
   uploads: new Map(), // file id -> { room, name, row, bar }
   files: new Map(),   // attachment id -> Promise of an object URL
   notified: 0,        // desktop notifications shown (for the tests)
+  follow: true,       // the message list is at the bottom: new lines keep it there
+  unseen: 0,          // lines added below while scrolled up
 };
 
 /** The view named `name`: a room, or a conversation ("@peer"). */
@@ -62,17 +64,39 @@ export function directView(peer) {
   return view;
 }
 
-/** Adds a line to a view's list; true if it is kept. */
+/**
+ * Adds a line to a view's list, before the messages still being sent (they
+ * stay at the bottom until the server has them); the line it went before,
+ * or null at the end. Undefined if there is no such view.
+ */
 export function pushLine(name, line) {
   const view = viewOf(name);
   if (!view) {
-    return false;
+    return undefined;
   }
-  view.lines.push(line);
+  const pending = line.pending ? -1 : view.lines.findIndex((l) => l.pending);
+  let before = null;
+  if (pending < 0) {
+    view.lines.push(line);
+  } else {
+    before = view.lines[pending];
+    view.lines.splice(pending, 0, line);
+  }
   if (view.lines.length > MAX_LINES) {
     view.lines.splice(0, view.lines.length - MAX_LINES);
   }
-  return true;
+  return before;
+}
+
+/** The line of a message being sent with request id `id`, in any view: [name, view, index]. */
+export function pendingLine(id) {
+  for (const [name, view] of [...state.rooms].concat([...state.directs].map(([peer, v]) => [`@${peer}`, v]))) {
+    const at = view.lines.findIndex((l) => l.pending !== undefined && l.id === id);
+    if (at >= 0) {
+      return [name, view, at];
+    }
+  }
+  return null;
 }
 
 export function savedRooms() {

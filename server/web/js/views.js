@@ -2,21 +2,36 @@
 // status, the login screen. Everything a peer sent goes in as textContent,
 // never as HTML.
 
-import { $ } from './common.js';
+import { $, nickHue } from './common.js';
 import { attachmentElement } from './files.js';
 import { directView, markRead, pushLine, state, viewOf } from './state.js';
 
 /** Adds a line to a view, and to the screen if it is the view shown. */
 export function addLine(name, line) {
-  if (pushLine(name, line) && name === state.current) {
-    appendLine(line);
+  const before = pushLine(name, line);
+  if (before !== undefined && name === state.current) {
+    appendLine(line, before);
   }
 }
 
-export function showBanner(text) {
-  const banner = $('banner');
-  banner.textContent = text;
-  banner.hidden = !text;
+/** Shows a line of the current view again (a message sent, or refused). */
+export function redrawLine(line) {
+  const old = line.element;
+  if (old?.isConnected) {
+    old.replaceWith(lineElement(line));
+  }
+}
+
+/** Takes a line off the screen. */
+export function removeLine(line) {
+  line.element?.remove();
+}
+
+/** The banner under the top bar; `retry` offers "Try now". */
+export function showBanner(text, { retry = false } = {}) {
+  $('banner-text').textContent = text;
+  $('retry-now').hidden = !retry;
+  $('banner').hidden = !text;
 }
 
 export function setStatus(text, offline) {
@@ -39,35 +54,82 @@ export function showApp() {
 
 function lineElement(line) {
   const li = document.createElement('li');
-  li.className = line.kind + (line.mention ? ' mention' : '');
+  li.className = [line.kind, line.mention && 'mention', line.pending && 'pending', line.failed && 'failed']
+    .filter(Boolean).join(' ');
   if (line.seq) {
     li.dataset.seq = String(line.seq);
   }
+  const time = document.createElement('time');
+  time.className = 'time';
   if (line.ts) {
-    const time = document.createElement('time');
-    time.className = 'time';
     const date = new Date(line.ts);
     time.dateTime = date.toISOString();
     time.textContent = date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-    li.append(time);
   }
-  if (line.kind === 'action') {
-    li.append(document.createTextNode(`* ${line.from} ${line.text}`));
-  } else if (line.from) {
-    const from = document.createElement('span');
-    from.className = 'from';
-    from.textContent = line.from;
-    const text = document.createElement('span');
-    text.className = 'text';
-    text.textContent = line.text;
-    li.append(from, text);
-  } else {
-    li.append(document.createTextNode(line.text));
+  const from = document.createElement('span');
+  from.className = 'from';
+  if (line.from) {
+    from.textContent = line.kind === 'action' ? `* ${line.from}` : line.from;
+    from.style.setProperty('--hue', String(nickHue(line.from)));
+  }
+  // The text in a column of its own: its lines wrap under it, not under
+  // the time.
+  const body = document.createElement('div');
+  body.className = 'body';
+  const text = document.createElement('span');
+  text.className = 'text';
+  text.append(linkified(line.text || ''));
+  body.append(text);
+  if (line.pending) {
+    const note = document.createElement('span');
+    note.className = 'state';
+    note.textContent = ' 🕓';
+    note.title = 'sending…';
+    note.setAttribute('aria-label', 'sending');
+    body.append(note);
+  } else if (line.failed) {
+    const note = document.createElement('span');
+    note.className = 'state';
+    note.textContent = ` — not sent: ${line.failed}`;
+    body.append(note);
   }
   if (line.attachment) {
-    li.append(attachmentElement(line.attachment));
+    body.append(attachmentElement(line.attachment, keepFollowing));
   }
+  li.append(time, from, body);
+  line.element = li;
   return li;
+}
+
+/** Links in text, as links that open apart from the page; the rest as text. */
+function linkified(text) {
+  const fragment = document.createDocumentFragment();
+  const pattern = /\b(?:https?:\/\/|mailto:)[^\s<>"']+/gi;
+  let at = 0;
+  for (const match of text.matchAll(pattern)) {
+    // Punctuation that ends a sentence is not part of the link.
+    const url = match[0].replace(/[.,;:!?)\]]+$/, '');
+    let href = null;
+    try {
+      const parsed = new URL(url);
+      href = ['http:', 'https:', 'mailto:'].includes(parsed.protocol) ? parsed.href : null;
+    } catch (_) {
+      href = null;
+    }
+    if (!href) {
+      continue;
+    }
+    fragment.append(document.createTextNode(text.slice(at, match.index)));
+    const a = document.createElement('a');
+    a.href = href;
+    a.textContent = url;
+    a.target = '_blank';
+    a.rel = 'noopener noreferrer';
+    fragment.append(a);
+    at = match.index + url.length;
+  }
+  fragment.append(document.createTextNode(text.slice(at)));
+  return fragment;
 }
 
 function dayOf(ts) {
@@ -84,21 +146,76 @@ function daySeparator(ts) {
   return li;
 }
 
-function appendLine(line) {
+/** What "Load older messages" does (chat.js sets it). */
+let olderWanted = () => {};
+
+export function onOlder(load) {
+  olderWanted = load;
+}
+
+/** Whether the message list is scrolled to (near) its bottom. */
+function atBottom(list) {
+  return list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+}
+
+/** Keeps the newest in view if the user was there (an image that loaded). */
+export function keepFollowing() {
   const list = $('messages');
-  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-  if (line.ts && list.dataset.day !== dayOf(line.ts)) {
-    list.dataset.day = dayOf(line.ts);
-    list.append(daySeparator(line.ts));
-  }
-  list.append(lineElement(line));
-  if (atBottom) {
+  if (state.follow) {
     list.scrollTop = list.scrollHeight;
   }
 }
 
-export function renderMessages() {
+/** Scrolls to the newest message. */
+export function jumpToNewest() {
   const list = $('messages');
+  list.scrollTop = list.scrollHeight;
+  onScroll();
+}
+
+/** The user scrolled: following again at the bottom. */
+export function onScroll() {
+  state.follow = atBottom($('messages'));
+  if (state.follow) {
+    state.unseen = 0;
+  }
+  renderJump();
+}
+
+function renderJump() {
+  const jump = $('jump');
+  jump.hidden = state.follow;
+  jump.textContent = state.unseen ? `Jump to newest (${state.unseen} new)` : 'Jump to newest';
+}
+
+function appendLine(line, before) {
+  const list = $('messages');
+  const element = lineElement(line);
+  if (before?.element?.isConnected) {
+    list.insertBefore(element, before.element);
+  } else {
+    if (line.ts && list.dataset.day !== dayOf(line.ts)) {
+      list.dataset.day = dayOf(line.ts);
+      list.append(daySeparator(line.ts));
+    }
+    list.append(element);
+  }
+  if (state.follow) {
+    list.scrollTop = list.scrollHeight;
+  } else if (line.kind === 'message' || line.kind === 'action') {
+    state.unseen += 1;
+    renderJump();
+  }
+}
+
+/**
+ * Shows the current view's lines. At the bottom, unless `keepPosition`:
+ * then what the user was reading stays where it was (older lines came in
+ * above it).
+ */
+export function renderMessages({ keepPosition = false } = {}) {
+  const list = $('messages');
+  const fromBottom = list.scrollHeight - list.scrollTop;
   list.replaceChildren();
   list.dataset.day = '';
   const view = viewOf(state.current);
@@ -108,7 +225,20 @@ export function renderMessages() {
   $('room-title').textContent = title;
   const first = view ? view.lines.find((l) => l.seq) : null;
   const pageable = !state.current?.startsWith('@') || Boolean(view?.key);
-  $('older').hidden = !view || !pageable || !first || first.seq <= 1 || view.complete;
+  if (view && pageable && first && first.seq > 1 && !view.complete) {
+    // At the top of the list, scrolling with it: loading older messages
+    // does not move what is being read.
+    const li = document.createElement('li');
+    li.className = 'older-item';
+    const button = document.createElement('button');
+    button.id = 'older';
+    button.type = 'button';
+    button.className = 'older quiet';
+    button.textContent = 'Load older messages';
+    button.addEventListener('click', () => olderWanted());
+    li.append(button);
+    list.append(li);
+  }
   if (view) {
     for (const line of view.lines) {
       if (line.ts && list.dataset.day !== dayOf(line.ts)) {
@@ -117,8 +247,14 @@ export function renderMessages() {
       }
       list.append(lineElement(line));
     }
-    list.scrollTop = list.scrollHeight;
   }
+  if (keepPosition) {
+    list.scrollTop = list.scrollHeight - fromBottom;
+  } else {
+    list.scrollTop = list.scrollHeight;
+    state.unseen = 0;
+  }
+  onScroll();
   renderTyping();
 }
 
