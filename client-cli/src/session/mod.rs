@@ -172,6 +172,12 @@ pub enum Event {
     Link(Link),
     /// How many messages wait for the server's acknowledgement.
     Queued(usize),
+    /// A message is on its way (typed, or from the outbox): a frontend
+    /// shows it as being sent until [`Event::Sent`] for its id.
+    Sending { id: String, frame: ClientFrame },
+    /// The server has the message `id` (its copy is reported as a frame),
+    /// or refused it for good (`refused`; the error is reported too).
+    Sent { id: String, refused: bool },
     /// Something about the connection the user should know.
     Notice(String),
     /// The outcome of something the user asked for (a file saved): shown
@@ -329,6 +335,9 @@ impl Session {
             config,
         };
         if session.config.durable && !session.pending.is_empty() {
+            for (id, frame) in session.pending.clone() {
+                session.events.push_back(Event::Sending { id, frame });
+            }
             session.events.push_back(Event::Queued(session.pending.len()));
         }
         session.connect();
@@ -573,6 +582,7 @@ impl Session {
             // caught up, else with the rest once the connection is.
             let id = id.unwrap_or_else(|| self.new_id());
             self.pending.push((id.clone(), frame.clone()));
+            self.events.push_back(Event::Sending { id: id.clone(), frame: frame.clone() });
             self.pending_changed();
             if matches!(self.phase, Phase::Live) {
                 self.out.push_back((Some(id), frame));
@@ -853,6 +863,7 @@ impl Session {
                 self.refused += gone;
             }
             self.retry.retain(|retry| retry != id);
+            self.events.push_back(Event::Sent { id: id.to_owned(), refused });
             self.pending_changed();
         }
     }

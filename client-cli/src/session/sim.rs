@@ -849,7 +849,11 @@ impl Sim {
             | Event::Problem(notice) => {
                 notes.push(format!("c{i}: {notice}"));
             }
-            Event::Frame { .. } | Event::Link(_) | Event::Queued(_) => {}
+            Event::Frame { .. }
+            | Event::Link(_)
+            | Event::Queued(_)
+            | Event::Sending { .. }
+            | Event::Sent { .. } => {}
         }
         for note in notes {
             self.note(note);

@@ -303,9 +303,13 @@ fn messages_typed_offline_go_with_their_ids_once_the_rooms_are_joined() {
     let mut h = Harness::new(SessionConfig { durable: true, ..config() }, saved);
     assert!(matches!(
         h.take_events().as_slice(),
-        [Event::Queued(1), Event::Link(Link::Connecting)]
+        [Event::Sending { id, .. }, Event::Queued(1), Event::Link(Link::Connecting)] if id == "old-1"
     ));
     h.command(Command::Send(say("lobby", "typed while connecting")));
+    let typed = match h.take_events().as_slice() {
+        [Event::Sending { id, .. }, Event::Queued(2)] => id.clone(),
+        other => panic!("shown as being sent: {other:?}"),
+    };
     h.greet(limits());
     let joins = h.joins();
     assert_eq!(
@@ -326,7 +330,14 @@ fn messages_typed_offline_go_with_their_ids_once_the_rooms_are_joined() {
     // Acknowledged: nothing is pending any more, and the outbox says so.
     let mut echo = message("dev", 1, Some("old-1"));
     echo.from = "ann".to_owned();
+    h.take_events();
     h.frame(ServerFrame::Message(echo));
+    assert!(
+        h.events.iter().any(|e| matches!(e, Event::Sent { id, refused: false } if id == "old-1")),
+        "{:?}",
+        h.events
+    );
+    assert_eq!(sent[1].id.as_deref(), Some(typed.as_str()), "one id from typing to the wire");
     let saved = h.session.poll_save().expect("the outbox changed");
     assert_eq!(saved.pending.len(), 1);
     assert_eq!(saved.session.as_deref(), Some("token-1"));

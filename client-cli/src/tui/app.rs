@@ -132,9 +132,11 @@ pub async fn run(
     terminal.clear()?;
 
     let rooms: Vec<String> = options.rooms.iter().map(|(room, _)| room.clone()).collect();
+    // The nick asked for, until the server says which one it is.
+    let state = State { me: options.nick.clone(), ..State::default() };
     let (commands, mut events) = engine::spawn(options);
     let mut app = App {
-        state: State::default(),
+        state,
         editor: Editor::default(),
         look,
         commands,
@@ -389,14 +391,9 @@ impl App {
         }
     }
 
+    /// A message, or another frame: a message is shown as being sent where
+    /// it goes (`Event::Sending`), also offline.
     fn send_message(&mut self, frame: chat_protocol::ClientFrame) {
-        let message = matches!(
-            frame,
-            chat_protocol::ClientFrame::Say { .. } | chat_protocol::ClientFrame::Dm { .. }
-        );
-        if message && self.link != Link::Connected {
-            self.state.notice("offline: queued, sent when the connection is back");
-        }
         self.send(Command::Send(frame));
     }
 
@@ -428,6 +425,8 @@ impl App {
                 self.link = link;
             }
             Event::Queued(queued) => self.state.queued = queued,
+            Event::Sending { id, frame } => self.state.sending(&id, &frame),
+            Event::Sent { id, refused } => self.state.sent(&id, refused),
             Event::Notice(notice) => self.state.status_notice(&notice),
             Event::Info(info) => self.state.notice(&info),
             Event::Problem(why) => self.state.error(&why),

@@ -41,6 +41,15 @@ pub enum Line {
         usage: String,
         text: String,
     },
+    /// A message being sent (until the server has it: its copy takes the
+    /// line's place), or refused.
+    Pending {
+        id: String,
+        from: String,
+        text: String,
+        action: bool,
+        refused: bool,
+    },
 }
 
 /// The request id of the room list asked for on connecting, for completion
@@ -115,8 +124,13 @@ impl View {
             .any(|line| matches!(line, Line::Message { seq: Some(seq), .. } if *seq == wanted))
     }
 
+    /// Adds a line at the bottom, above the messages still being sent.
     fn push(&mut self, line: Line) {
-        self.lines.push_back(line);
+        let sending = self.lines.iter().position(|l| matches!(l, Line::Pending { .. }));
+        match sending {
+            Some(at) if !matches!(line, Line::Pending { .. }) => self.lines.insert(at, line),
+            _ => self.lines.push_back(line),
+        }
         if self.scroll > 0 {
             // Someone reading back keeps their place.
             self.scroll += 1;
@@ -252,6 +266,47 @@ impl State {
             view.lines.clear();
             view.scroll = 0;
             view.complete = false;
+        }
+    }
+
+    /// A message on its way: shown where it goes, as being sent.
+    pub fn sending(&mut self, id: &str, frame: &ClientFrame) {
+        let me = self.me.clone().unwrap_or_default();
+        let (view, kind, text, action) = match frame {
+            ClientFrame::Say { room, text, action } => (room.clone(), Kind::Room, text, *action),
+            ClientFrame::Dm { to, conversation, text } => {
+                let known = conversation.as_ref().and_then(|key| {
+                    self.views.iter().find(|v| v.conversation.as_ref() == Some(key))
+                });
+                let to = known.map_or_else(|| to.clone(), |view| view.name.clone());
+                (to, Kind::Direct, text, false)
+            }
+            _ => return,
+        };
+        let line = Line::Pending {
+            id: id.to_owned(),
+            from: me,
+            text: text.clone(),
+            action,
+            refused: false,
+        };
+        self.view_mut(&view, kind).push(line);
+    }
+
+    /// The server has the message `id` (its copy is shown in its place),
+    /// or refused it (it stays, marked).
+    pub fn sent(&mut self, id: &str, refused: bool) {
+        for view in &mut self.views {
+            let at =
+                view.lines.iter().position(|l| matches!(l, Line::Pending { id: i, .. } if i == id));
+            let Some(at) = at else { continue };
+            if refused {
+                if let Some(Line::Pending { refused, .. }) = view.lines.get_mut(at) {
+                    *refused = true;
+                }
+            } else {
+                view.lines.remove(at);
+            }
         }
     }
 
@@ -681,6 +736,9 @@ mod tests {
                 Line::Notice(text) => format!("-- {text}"),
                 Line::Error(text) => format!("!! {text}"),
                 Line::Help { usage, text } => format!("--   {usage}  {text}"),
+                Line::Pending { text, refused, .. } => {
+                    format!("~~ {text}{}", if *refused { " (not sent)" } else { "" })
+                }
             })
             .collect()
     }

@@ -266,6 +266,18 @@ fn layout(
             (vec![time, Span::styled(who, nick)], text.as_str(), Style::default())
         }
         ViewLine::Notice(text) => (vec![Span::styled("-- ", quiet)], text.as_str(), quiet),
+        ViewLine::Pending { from, text, action, refused, .. } => {
+            // Greyed with a clock while on its way; marked if refused.
+            let (mark, style) = match refused {
+                true => ("✗ not sent ", Style::default().fg(Color::Red)),
+                false => ("🕓 ", quiet),
+            };
+            let who = match action {
+                true => format!("* {} ", clean(from)),
+                false => format!("<{}> ", clean(from)),
+            };
+            (vec![Span::styled(format!("{mark}{who}"), style)], text.as_str(), style)
+        }
         ViewLine::Help { usage, text } => {
             (vec![Span::styled(format!("--   {usage}  "), quiet)], text.as_str(), quiet)
         }

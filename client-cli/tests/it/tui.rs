@@ -336,6 +336,8 @@ fn a_message_typed_offline_survives_the_client_being_killed() {
     tmux.type_text("kept in the outbox");
     tmux.press(&["Enter"]);
     tmux.wait("one queued", |s| status(s).contains("1 queued"));
+    // Shown at once in the room, as being sent.
+    tmux.wait_text("🕓 <alice> kept in the outbox");
     let killed = Command::new("kill").args(["-KILL", &tmux.chat_pid().to_string()]).status();
     assert!(killed.unwrap().success());
     drop(tmux);
@@ -348,6 +350,10 @@ fn a_message_typed_offline_survives_the_client_being_killed() {
     let tmux = tui(100, 30, &url, "alice", home.path());
     bob.expect("[lobby] <alice> kept in the outbox");
     tmux.wait("nothing queued", |s| is_connected(s) && !status(s).contains("queued"));
+    // Shown as being sent again after the restart, then as sent, once.
+    let screen =
+        tmux.wait("sent", |s| count(s, "<alice> kept in the outbox") == 1 && count(s, "🕓") == 0);
+    assert!(!screen.iter().any(|row| row.contains("queued, sent when")), "{}", screen.join("\n"));
     tmux.type_text("and then this");
     tmux.press(&["Enter"]);
     bob.expect("[lobby] <alice> and then this");
