@@ -72,6 +72,24 @@ pub enum Command {
     },
     /// List this session's conversations.
     Conversations,
+    /// Edit one's own message `seq` of a joined room, within the edit
+    /// window: a new message of the room carries the change.
+    Edit {
+        /// The room name.
+        room: String,
+        /// The message to edit.
+        seq: u64,
+        /// Its new text.
+        text: String,
+    },
+    /// Delete one's own message `seq` of a joined room: its text and file
+    /// are gone, for everyone and from storage.
+    Delete {
+        /// The room name.
+        room: String,
+        /// The message to delete.
+        seq: u64,
+    },
     /// Change nick.
     Nick {
         /// The new nick.

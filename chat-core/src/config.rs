@@ -24,6 +24,11 @@ pub struct ChatConfig {
     pub resume_max: usize,
     /// The default `limit` of a `history` request. Default 50.
     pub history_page_default: usize,
+    /// How long after sending a message its sender may still edit it.
+    /// Default 15 minutes: long enough to fix a typo, short enough that a
+    /// conversation is not rewritten under those who answered it. Deleting
+    /// one's own message has no window.
+    pub edit_window: Duration,
     /// The largest `limit` of a `history` request; larger ones are clamped.
     /// Default 200.
     pub history_page_max: usize,
@@ -122,6 +127,7 @@ impl Default for ChatConfig {
             join_history: 50,
             resume_max: 200,
             history_page_default: 50,
+            edit_window: Duration::from_secs(15 * 60),
             history_page_max: 200,
             typing_interval: Duration::from_secs(2),
             messages_per_sec: 10,

@@ -32,6 +32,19 @@ pub enum CommandError {
     /// The session has no conversation of that key.
     #[error("no conversation {0}")]
     NoSuchConversation(String),
+    /// No message of that `seq` in the room (never, no longer kept, or not
+    /// a message that can change).
+    #[error("no message {seq} in {room} to change")]
+    NoSuchMessage {
+        /// The room.
+        room: RoomName,
+        /// The `seq` asked for.
+        seq: u64,
+    },
+    /// Only a message's sender may change it, and edits only within the
+    /// edit window.
+    #[error("{0}")]
+    NotYours(String),
     /// The text is empty.
     #[error("text is empty")]
     EmptyText,

@@ -353,6 +353,26 @@ pub struct Message {
     /// A file sent with the message (shared: a message is copied into
     /// every history page and resume that includes it).
     pub attachment: Option<Arc<Attachment>>,
+    /// Said, or changed since, or a change to an earlier message.
+    pub kind: MessageKind,
+}
+
+/// What a [`Message`] is. A change to an earlier message is itself a
+/// message of the room, with its own `seq`, so every member applies it in
+/// order and history and resume carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MessageKind {
+    /// Said, as it was.
+    #[default]
+    Said,
+    /// Said, then edited: its text is the latest.
+    Edited,
+    /// Said, then deleted by its sender: its text and file are gone.
+    Deleted,
+    /// Edits message `seq` of the room to this message's text.
+    Edit(u64),
+    /// Deletes message `seq` of the room.
+    Delete(u64),
 }
 
 /// A file attached to a message. The core keeps what it is told: the

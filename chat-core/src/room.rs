@@ -2,7 +2,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::id::SessionId;
-use crate::{MemberId, Message, Resume, RoomName, Timestamp};
+use crate::{MemberId, Message, MessageKind, Resume, RoomName, Timestamp};
 
 /// What one message held in memory costs besides its text: the struct,
 /// its shared strings and the ring slot, roughly.
@@ -81,6 +81,44 @@ impl Room {
         while self.history.len() > capacity {
             self.pop_front();
         }
+    }
+
+    /// The message `seq` if the window holds it.
+    pub(crate) fn message(&self, seq: u64) -> Option<&Message> {
+        let at = self.history.binary_search_by_key(&seq, |m| m.seq).ok()?;
+        self.history.get(at)
+    }
+
+    /// Whether the window holds message `seq`, or everything that is kept
+    /// (so if it is not here, it is not kept).
+    pub(crate) fn covers(&self, seq: u64) -> bool {
+        !self.spilled || self.history.front().is_some_and(|m| m.seq <= seq)
+    }
+
+    /// Applies a change to message `of` in the window: edited to `text`,
+    /// or deleted (text and file gone).
+    pub(crate) fn apply(&mut self, of: u64, kind: MessageKind, text: &Arc<str>) {
+        let Ok(at) = self.history.binary_search_by_key(&of, |m| m.seq) else {
+            return;
+        };
+        let Some(target) = self.history.get_mut(at) else {
+            return;
+        };
+        let before = cost(target);
+        match kind {
+            MessageKind::Edit(_) => {
+                target.text = Arc::clone(text);
+                target.kind = MessageKind::Edited;
+            }
+            MessageKind::Delete(_) => {
+                target.text = Arc::from("");
+                target.attachment = None;
+                target.kind = MessageKind::Deleted;
+            }
+            _ => return,
+        }
+        let after = cost(target);
+        self.bytes = self.bytes - before + after;
     }
 
     /// Takes back the newest message if it is `seq` (storing it failed);

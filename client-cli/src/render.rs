@@ -143,12 +143,21 @@ pub fn messages(messages: &[Message]) -> Vec<String> {
 fn message(m: &Message) -> Vec<String> {
     let room = clean(&m.room);
     let from = clean(&m.from);
+    if m.delete.is_some() {
+        return vec![format!("[{room}] -- {from} deleted a message")];
+    }
+    if m.deleted {
+        return vec![format!("[{room}] <{from}> (deleted)")];
+    }
+    // An edit shows as its new text, said so.
+    let edited = m.edit.is_some() || m.edited;
     let file = m.attachment.as_ref().map(attachment);
     let text = match (&file, m.text.is_empty()) {
         (Some(file), true) => file.clone(),
         (Some(file), false) => format!("{} {file}", m.text),
         (None, _) => m.text.clone(),
     };
+    let text = if edited { format!("(edited) {text}") } else { text };
     text_lines(&text)
         .map(|line| {
             if m.action {
@@ -181,6 +190,10 @@ mod tests {
 
     fn msg(text: &str, action: bool) -> ServerFrame {
         ServerFrame::Message(Message {
+            edit: None,
+            delete: None,
+            edited: false,
+            deleted: false,
             room: "lobby".into(),
             seq: 1,
             ts: 0,
@@ -190,6 +203,32 @@ mod tests {
             action,
             attachment: None,
         })
+    }
+
+    #[test]
+    fn edits_and_deletions_as_lines() {
+        let change = |edit, delete, edited, deleted| match msg("fixed", false) {
+            ServerFrame::Message(m) => {
+                ServerFrame::Message(Message { edit, delete, edited, deleted, ..m })
+            }
+            other => other,
+        };
+        assert_eq!(
+            lines(&change(Some(1), None, false, false), "bob"),
+            vec!["[lobby] <alice> (edited) fixed"]
+        );
+        assert_eq!(
+            lines(&change(None, Some(1), false, false), "bob"),
+            vec!["[lobby] -- alice deleted a message"]
+        );
+        assert_eq!(
+            lines(&change(None, None, true, false), "bob"),
+            vec!["[lobby] <alice> (edited) fixed"]
+        );
+        assert_eq!(
+            lines(&change(None, None, false, true), "bob"),
+            vec!["[lobby] <alice> (deleted)"]
+        );
     }
 
     #[test]

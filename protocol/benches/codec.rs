@@ -11,6 +11,10 @@ fn codec(c: &mut Criterion) {
     let say = r#"{"type":"say","room":"lobby","text":"hello everyone, how is it going?","id":"a1b2c3d4-17"}"#;
     c.bench_function("decode say", |b| b.iter(|| decode_client(black_box(say)).unwrap()));
     let message = ServerFrame::Message(Message {
+        edit: None,
+        delete: None,
+        edited: false,
+        deleted: false,
         room: "lobby".into(),
         seq: 12345,
         ts: 1_732_442_401_234,

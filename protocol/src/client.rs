@@ -88,6 +88,25 @@ pub enum ClientFrame {
     },
     /// List the session's conversations; answered with `conversations`.
     Conversations {},
+    /// Edit one's own message `seq` of a joined room (within
+    /// `limits.edit_window_ms`): answered, like every change, with a
+    /// `message` of the room carrying `edit`.
+    Edit {
+        /// The room name.
+        room: String,
+        /// The message to edit.
+        seq: u64,
+        /// Its new text.
+        text: String,
+    },
+    /// Delete one's own message `seq` of a joined room: answered with a
+    /// `message` carrying `delete`.
+    Delete {
+        /// The room name.
+        room: String,
+        /// The message to delete.
+        seq: u64,
+    },
     /// Change nick.
     Nick {
         /// The new nick.
@@ -165,6 +184,8 @@ impl ClientFrame {
         "dm",
         "conversation",
         "conversations",
+        "edit",
+        "delete",
         "nick",
         "typing",
         "rooms",
@@ -189,6 +210,8 @@ impl ClientFrame {
             Self::Dm { .. } => "dm",
             Self::Conversation { .. } => "conversation",
             Self::Conversations {} => "conversations",
+            Self::Edit { .. } => "edit",
+            Self::Delete { .. } => "delete",
             Self::Nick { .. } => "nick",
             Self::Typing { .. } => "typing",
             Self::Rooms {} => "rooms",

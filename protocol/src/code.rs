@@ -33,6 +33,9 @@ pub enum ErrorCode {
     NoSuchNick,
     /// The session has no conversation of that key.
     NoSuchConversation,
+    /// `edit` or `delete` of a message the room does not have (or keep), or
+    /// that cannot change (a change itself, or deleted).
+    NoSuchMessage,
     /// The text or frame is longer than the server allows.
     TooLarge,
     /// The sender is over a rate limit; `retry_after_ms` says when to retry.
@@ -79,6 +82,7 @@ impl ErrorCode {
             Self::NotInRoom => "not_in_room",
             Self::NoSuchNick => "no_such_nick",
             Self::NoSuchConversation => "no_such_conversation",
+            Self::NoSuchMessage => "no_such_message",
             Self::TooLarge => "too_large",
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",

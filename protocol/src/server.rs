@@ -255,6 +255,22 @@ pub struct Message {
     /// `GET /files/{id}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<Attachment>,
+    /// This message edits message `edit` of the room to its `text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit: Option<u64>,
+    /// This message deletes message `delete` of the room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<u64>,
+    /// The message was edited since (its `text` is the latest).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub edited: bool,
+    /// The message was deleted by its sender (no text, no file).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// A message of a conversation, as `conversation` returns it.
@@ -453,6 +469,10 @@ pub struct Limits {
     /// are off (or the server predates them).
     #[serde(default)]
     pub max_upload_bytes: u64,
+    /// How long after sending a message its sender may edit it, in
+    /// milliseconds (0: this server does not say).
+    #[serde(default)]
+    pub edit_window_ms: u64,
 }
 
 /// A room and how many members it has.

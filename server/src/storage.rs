@@ -23,7 +23,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chat_core::{Attachment, Record, RoomHistory, RoomName, SessionToken};
+use chat_core::{Attachment, MessageKind, Record, RoomHistory, RoomName, SessionToken};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use tracing::{error, info, warn};
 
@@ -245,7 +245,15 @@ impl Worker {
                     self.file_bytes += added;
                     let _ = self.events.send(StorageEvent::FileBytes(self.file_bytes));
                 }
-                self.events.send(StorageEvent::Committed(last)).is_ok()
+                let told = self.events.send(StorageEvent::Committed(last)).is_ok();
+                // A deleted message's file goes with it, now.
+                let deleted = records.iter().any(|record| {
+                    matches!(record, Record::Message(m) if matches!(m.kind, MessageKind::Delete(_)))
+                });
+                if deleted {
+                    self.sweep_files();
+                }
+                told
             }
             Err(err) => {
                 error!(%err, records = records.len(), "storage failed; these messages are refused");

@@ -4,7 +4,7 @@
 //! Public so that what runs `chat-core` outside this server, such as the
 //! terminal client's session simulation, speaks exactly as the server does.
 
-use chat_core::{Command, CommandError, Event, Message, Peer, Presence};
+use chat_core::{Command, CommandError, Event, Message, MessageKind, Peer, Presence};
 use chat_protocol::{
     self as protocol, ClientFrame, DecodeError, ErrorCode, Limits, PresenceEvent, ServerFrame,
     ServerInfo,
@@ -59,6 +59,8 @@ pub fn command(frame: ClientFrame, secret: Option<&Secret>) -> Result<Command, D
             Command::Conversation { with: peer(with, conversation), after, before, limit }
         }
         ClientFrame::Conversations {} => Command::Conversations,
+        ClientFrame::Edit { room, seq, text } => Command::Edit { room, seq, text },
+        ClientFrame::Delete { room, seq } => Command::Delete { room, seq },
         ClientFrame::Nick { nick } => Command::Nick { nick },
         ClientFrame::Typing { room } => Command::Typing { room },
         ClientFrame::Rooms {} => Command::Rooms,
@@ -109,6 +111,7 @@ pub fn limits(config: &crate::ServerConfig) -> Limits {
         frames_per_sec: u64::from(config.frames_per_sec),
         frames_burst: u64::from(config.frames_burst),
         max_upload_bytes: config.uploads.as_ref().map_or(0, |uploads| uploads.max_bytes),
+        edit_window_ms: u64::try_from(config.chat.edit_window.as_millis()).unwrap_or(u64::MAX),
     }
 }
 
@@ -258,6 +261,8 @@ pub(crate) fn code(error: &CommandError) -> ErrorCode {
         CommandError::InvalidRoom(_) => ErrorCode::InvalidRoom,
         CommandError::NotInRoom(_) => ErrorCode::NotInRoom,
         CommandError::NoSuchNick(_) => ErrorCode::NoSuchNick,
+        CommandError::NoSuchMessage { .. } => ErrorCode::NoSuchMessage,
+        CommandError::NotYours(_) => ErrorCode::Forbidden,
         CommandError::NoSuchConversation(_) => ErrorCode::NoSuchConversation,
         CommandError::TooLarge { .. } => ErrorCode::TooLarge,
         CommandError::RateLimited { .. }
@@ -318,6 +323,16 @@ fn message(m: &Message) -> protocol::Message {
             mime: a.mime.to_string(),
             size: a.size,
         }),
+        edit: match m.kind {
+            MessageKind::Edit(of) => Some(of),
+            _ => None,
+        },
+        delete: match m.kind {
+            MessageKind::Delete(of) => Some(of),
+            _ => None,
+        },
+        edited: m.kind == MessageKind::Edited,
+        deleted: m.kind == MessageKind::Deleted,
     }
 }
 

@@ -759,6 +759,59 @@ test('the page: sending shows at once, the view follows (images too), links, col
   }
 });
 
+test("editing and deleting one's own message: the others see it, and so does the page after a restart", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-edit-'));
+  let server = await startServer('127.0.0.1:0', dir);
+  try {
+    const alice = await login(server.url, 'alice');
+    const bob = await login(server.url, 'bob');
+    await say(alice.page, 'teh typo');
+    await say(alice.page, 'a regret');
+    await seeMessage(bob.page, 'a regret');
+    // Only one's own messages offer Edit and Delete.
+    assert.equal(await bob.page.locator('#messages li .changes').count(), 0);
+    const line = alice.page.locator('#messages li', { hasText: 'teh typo' });
+    await line.hover();
+    await line.locator('button', { hasText: 'Edit' }).click();
+    assert.equal(await alice.page.inputValue('#text'), 'teh typo');
+    assert.ok(await alice.page.isVisible('#editing'));
+    await alice.page.fill('#text', 'the typo');
+    await alice.page.press('#text', 'Enter');
+    await seeMessage(bob.page, 'the typo');
+    await bob.page.waitForSelector('#messages li:has-text("the typo") .state >> text=(edited)');
+    assert.equal(await countMessages(bob.page, 'teh typo'), 0, 'replaced, not added');
+    await say(alice.page, '/delete');
+    await bob.page.waitForSelector('#messages li.deleted >> text=message deleted');
+    assert.equal(await countMessages(bob.page, 'a regret'), 0);
+    // Someone else's message cannot be changed, not even by hand.
+    await say(bob.page, 'mine');
+    await seeMessage(alice.page, 'mine');
+    const bobs = await alice.page.evaluate(() =>
+      Number([...document.querySelectorAll('#messages li')].find((li) => li.querySelector('.text')?.textContent === 'mine').dataset.seq));
+    await alice.page.evaluate((seq) => window.chat.send({ type: 'edit', room: 'lobby', seq, text: 'hacked' }), bobs);
+    await alice.page.waitForFunction(() =>
+      [...document.querySelectorAll('#messages li.error .text')].some((e) => e.textContent.includes('(forbidden)')));
+    assert.equal(await countMessages(bob.page, 'mine'), 1);
+    // After a restart, the page shows the messages as they are now.
+    await stopServer(server.child);
+    server = await startServer(server.addr, dir);
+    const carol = await login(server.url, 'carol');
+    await carol.page.waitForSelector('#messages li.deleted');
+    await carol.page.waitForSelector('#messages li:has-text("the typo") .state >> text=(edited)');
+    assert.equal(await countMessages(carol.page, 'teh typo'), 0);
+    assert.equal(await countMessages(carol.page, 'a regret'), 0);
+    assert.equal(await countMessages(carol.page, 'mine'), 1);
+    assert.equal(await carol.page.locator('#messages li.deleted').count(), 1);
+    for (const who of [alice, bob, carol]) {
+      assert.deepEqual(who.problems, []);
+      await who.context.close();
+    }
+  } finally {
+    await stopServer(server.child);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('forty lines typed as fast as Enter goes arrive in the order typed', async () => {
   const server = await startServer();
   try {

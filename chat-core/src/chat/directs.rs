@@ -161,6 +161,7 @@ impl Chat {
         let sender_first = self.party(sid).as_deref() == Some(first);
         let (from, token) = (sender.nick.clone(), sender.token.clone());
         let message = Message {
+            kind: Default::default(),
             room: name.clone(),
             seq: room.last_seq + 1,
             ts: now,

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use super::{Asker, Chat};
+use super::{Asker, Chat, Parked, Wants, millis};
 use crate::id::SessionId;
 use crate::{
-    Attachment, CommandError, Direct, Event, MemberId, Message, Output, Quota, Record,
-    SessionToken, Timestamp,
+    Attachment, CommandError, Direct, Event, MemberId, Message, MessageKind, Output, Quota, Record,
+    RoomId, SessionToken, Timestamp,
 };
 
 /// What a `say` carries.
@@ -47,6 +47,7 @@ impl Chat {
             return Ok(());
         };
         let message = Message {
+            kind: Default::default(),
             room: name,
             seq: room.last_seq + 1,
             ts: now,
@@ -61,6 +62,94 @@ impl Chat {
         self.outputs.push_back(Output::Persist(Record::Message(message.clone())));
         let event = Arc::new(Event::Message(message));
         self.remember(now, sender, id, &event);
+        self.deliver_shared(to, event);
+        self.enforce_memory(Some(room_id));
+        Ok(())
+    }
+
+    /// An edit (`text`) or a deletion of message `seq`: checked once the
+    /// room's window holds the message (read back if needed).
+    pub(super) fn change(
+        &mut self,
+        now: Timestamp,
+        asker: &Asker,
+        room: &str,
+        seq: u64,
+        text: Option<String>,
+    ) -> Result<(), CommandError> {
+        let (member, sid, id) = (asker.member, asker.session, &asker.id);
+        if self.answer_retry(member, sid, id) {
+            return Ok(());
+        }
+        let (room_id, _) = self.joined_room(sid, room)?;
+        if let Some(text) = &text {
+            self.check_text(text)?;
+        }
+        self.check_store(now)?;
+        self.take_message_token(now, sid)?;
+        let parked = Parked {
+            asker: asker.clone(),
+            wants: Wants::Change { seq, text: text.map(Arc::from) },
+        };
+        self.serve_or_wait(now, room_id, parked)
+    }
+
+    /// The change itself: a new message of the room that edits or deletes
+    /// message `seq`, applied to the window, stored, and sent to everyone
+    /// in the room.
+    pub(super) fn complete_change(
+        &mut self,
+        now: Timestamp,
+        asker: &Asker,
+        room_id: RoomId,
+        seq: u64,
+        text: Option<Arc<str>>,
+    ) -> Result<(), CommandError> {
+        let (member, sid, id) = (asker.member, asker.session, &asker.id);
+        if self.conns.get(&member).is_none_or(|conn| conn.session != Some(sid)) {
+            return Ok(());
+        }
+        let (Some(session), Some(room)) = (self.sessions.get(&sid), self.rooms.get(&room_id))
+        else {
+            return Ok(());
+        };
+        let name = room.name.clone();
+        let missing = || CommandError::NoSuchMessage { room: name.clone(), seq };
+        let target = room.message(seq).ok_or_else(missing)?;
+        if !matches!(target.kind, MessageKind::Said | MessageKind::Edited) {
+            return Err(missing());
+        }
+        if target.sender.as_ref() != Some(&session.token) {
+            return Err(CommandError::NotYours("only its sender may change a message".to_owned()));
+        }
+        let window = self.config.edit_window;
+        if text.is_some() && now.millis_since(target.ts) > millis(window) {
+            let minutes = window.as_secs() / 60;
+            let why = format!("a message can be edited for {minutes} min after it is sent");
+            return Err(CommandError::NotYours(why));
+        }
+        let (kind, text) = match text {
+            Some(text) => (MessageKind::Edit(seq), text),
+            None => (MessageKind::Delete(seq), Arc::from("")),
+        };
+        let message = Message {
+            room: name,
+            seq: room.last_seq + 1,
+            ts: now,
+            from: session.nick.clone(),
+            text,
+            action: target.action,
+            id: id.clone(),
+            sender: Some(session.token.clone()),
+            attachment: None,
+            kind,
+        };
+        let token = session.token.clone();
+        self.change_window(room_id, |room| room.apply(seq, kind, &message.text));
+        let to = self.push_message(room_id, message.clone());
+        self.outputs.push_back(Output::Persist(Record::Message(message.clone())));
+        let event = Arc::new(Event::Message(message));
+        self.remember(now, token, id, &event);
         self.deliver_shared(to, event);
         self.enforce_memory(Some(room_id));
         Ok(())
@@ -105,6 +194,13 @@ impl Chat {
             Record::Message(message) => {
                 if let Some(&room_id) = self.room_ids.get(&message.room) {
                     self.change_window(room_id, |room| room.retract(message.seq));
+                    if matches!(message.kind, MessageKind::Edit(_) | MessageKind::Delete(_)) {
+                        // The change was applied to the window: what
+                        // storage holds is read back instead.
+                        self.change_window(room_id, |room| {
+                            room.spill();
+                        });
+                    }
                 }
                 (message.sender, message.id)
             }

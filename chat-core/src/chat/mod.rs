@@ -155,6 +155,8 @@ enum Wants {
     Dm { text: Arc<str>, other: directs::Other },
     /// A conversation's catch-up after `after`, or a page before `before`.
     Conversation { with: Nick, after: Option<u64>, before: Option<u64>, limit: usize },
+    /// An edit (with the new text) or a deletion of message `seq`.
+    Change { seq: u64, text: Option<Arc<str>> },
 }
 
 impl Parked {
@@ -268,6 +270,8 @@ impl Chat {
                 self.conversation(now, &asker, &with, after, before, limit)
             }
             Command::Conversations => self.conversations(&asker),
+            Command::Edit { room, seq, text } => self.change(now, &asker, &room, seq, Some(text)),
+            Command::Delete { room, seq } => self.change(now, &asker, &room, seq, None),
             Command::Nick { nick } => self.rename(&asker, &nick),
             Command::Typing { room } => self.typing(now, &asker, &room),
             Command::Rooms => {

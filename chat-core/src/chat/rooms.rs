@@ -94,6 +94,7 @@ impl Chat {
             }
             // Only its numbering, which a room in memory always has.
             Wants::Dm { .. } => true,
+            Wants::Change { seq, .. } => room.covers(seq),
         };
         if covered {
             return self.serve(now, room_id, parked);
@@ -119,6 +120,7 @@ impl Chat {
                 self.history_reply(now, asker, room_id, before, limit)
             }
             Wants::Dm { text, other } => self.complete_dm(now, asker, room_id, text, other),
+            Wants::Change { seq, text } => self.complete_change(now, asker, room_id, seq, text),
             Wants::Conversation { with, after, before, limit } => {
                 self.conversation_reply(now, asker, room_id, with, after, before, limit)
             }
@@ -444,7 +446,9 @@ impl Chat {
             // A conversation's first message; nothing to read of one not
             // begun (answered as empty).
             Wants::Dm { .. } | Wants::Conversation { .. } => return self.open_room(name.clone()),
-            Wants::History { .. } => return Err(CommandError::NotInRoom(name.clone())),
+            Wants::History { .. } | Wants::Change { .. } => {
+                return Err(CommandError::NotInRoom(name.clone()));
+            }
         }
         let (member, sid) = (&parked.asker.member, &parked.asker.session);
         let (per_session, per_source) =

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_core::{
-    Chat, ChatConfig, Command, Conversation, Departure, Direct, Event, MemberId, Message, Nick,
-    Output, Record, RoomHistory, RoomName, SessionToken, Source, Timestamp,
+    Chat, ChatConfig, Command, Conversation, Departure, Direct, Event, MemberId, Message,
+    MessageKind, Nick, Output, Record, RoomHistory, RoomName, SessionToken, Source, Timestamp,
 };
 
 pub struct Harness {
@@ -121,6 +121,32 @@ impl Harness {
                 _ => None,
             })
             .collect();
+        // Storage applies a change to the message it changes, as the
+        // server's stores do.
+        let changes: Vec<(u64, MessageKind, Arc<str>)> = messages
+            .iter()
+            .filter_map(|m| match m.kind {
+                MessageKind::Edit(of) | MessageKind::Delete(of) => {
+                    Some((of, m.kind, Arc::clone(&m.text)))
+                }
+                _ => None,
+            })
+            .collect();
+        for (of, kind, text) in changes {
+            if let Some(target) = messages.iter_mut().find(|m| m.seq == of) {
+                match kind {
+                    MessageKind::Edit(_) => {
+                        target.text = text;
+                        target.kind = MessageKind::Edited;
+                    }
+                    _ => {
+                        target.text = Arc::from("");
+                        target.attachment = None;
+                        target.kind = MessageKind::Deleted;
+                    }
+                }
+            }
+        }
         let last_seq = messages.iter().map(|m| m.seq).max()?;
         if let Some(max_age) = config.history_max_age {
             let cutoff = self.now.as_unix_millis().saturating_sub(max_age.as_millis() as u64);

@@ -191,6 +191,7 @@ fn say_fans_out_to_every_member_with_increasing_seq() {
         Command::Say { room: "lobby".into(), text: "waves".into(), action: true, attachment: None },
     );
     let first = Message {
+        kind: Default::default(),
         room: room("lobby"),
         seq: 1,
         ts: Timestamp::from_unix_millis(1_700_000_000_000),

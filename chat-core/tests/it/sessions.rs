@@ -412,6 +412,7 @@ fn a_restored_room_continues_its_numbering_and_remembers_recent_ids() {
     let mut h = Harness::new();
     let now = h.now;
     let message = |seq: u64, id: &str| Message {
+        kind: Default::default(),
         room: room("lobby"),
         seq,
         ts: Timestamp::from_unix_millis(now.as_unix_millis() - 1000),
@@ -424,6 +425,7 @@ fn a_restored_room_continues_its_numbering_and_remembers_recent_ids() {
     };
     let direct = Direct {
         message: Message {
+            kind: Default::default(),
             room: RoomName::parse_stored("~token-1 token-9").unwrap(),
             seq: 1,
             ts: now,

@@ -230,6 +230,10 @@ mod tests {
     fn reads_the_intended_time_of_messages_only() {
         let message = |text: &str| {
             ServerFrame::Message(chat_protocol::Message {
+                edit: None,
+                delete: None,
+                edited: false,
+                deleted: false,
                 room: "bench-0".to_owned(),
                 seq: 3,
                 ts: 1,

@@ -288,7 +288,13 @@ enum Quit {
 }
 
 fn is_message(frame: &ClientFrame) -> bool {
-    matches!(frame, ClientFrame::Say { .. } | ClientFrame::Dm { .. })
+    matches!(
+        frame,
+        ClientFrame::Say { .. }
+            | ClientFrame::Dm { .. }
+            | ClientFrame::Edit { .. }
+            | ClientFrame::Delete { .. }
+    )
 }
 
 impl Session {

@@ -40,6 +40,7 @@ fn config() -> SessionConfig {
 /// Generous limits, for tests to narrow.
 pub(crate) fn limits() -> Limits {
     Limits {
+        edit_window_ms: 0,
         max_frame_bytes: 65536,
         max_text_bytes: 8192,
         max_nick_chars: 32,
@@ -75,6 +76,10 @@ fn welcome(limits: Limits) -> ServerFrame {
 
 fn message(room: &str, seq: u64, id: Option<&str>) -> Message {
     Message {
+        edit: None,
+        delete: None,
+        edited: false,
+        deleted: false,
         room: room.to_owned(),
         seq,
         ts: seq,

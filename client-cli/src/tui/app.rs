@@ -31,7 +31,7 @@ use crate::input::{self, Input};
 use crate::render;
 
 /// Commands offered by Tab.
-const COMMANDS: [&str; 16] = [
+const COMMANDS: [&str; 18] = [
     "/join",
     "/leave",
     "/part",
@@ -48,6 +48,8 @@ const COMMANDS: [&str; 16] = [
     "/quote",
     "/upload",
     "/download",
+    "/edit",
+    "/delete",
 ];
 
 /// Keys, shown by `/help` after the commands.
@@ -339,6 +341,7 @@ impl App {
                 return self.state.help(&commands, KEYS);
             }
             "/clear" => return self.state.clear(),
+            "/edit" | "/delete" => return self.change(&command, line),
             // For the test that a panic leaves the terminal usable; debug
             // builds only.
             #[cfg(debug_assertions)]
@@ -389,6 +392,23 @@ impl App {
             Input::Nothing => {}
             Input::Invalid(why) => self.state.error(&why),
         }
+    }
+
+    /// `/edit TEXT` or `/delete`: of my newest message in this room.
+    fn change(&mut self, command: &str, line: &str) {
+        let text = line.trim_start()[command.len()..].trim().to_owned();
+        let me = self.state.me.clone().unwrap_or_default();
+        let (Some(room), Some(seq)) =
+            (self.state.current_room().map(str::to_owned), self.state.current().last_own(&me))
+        else {
+            return self.state.error("nothing of yours here to change");
+        };
+        let frame = match command {
+            "/edit" if text.is_empty() => return self.state.error("usage: /edit NEW TEXT"),
+            "/edit" => chat_protocol::ClientFrame::Edit { room, seq, text },
+            _ => chat_protocol::ClientFrame::Delete { room, seq },
+        };
+        self.send(Command::Send(frame));
     }
 
     /// A message, or another frame: a message is shown as being sent where
@@ -442,4 +462,6 @@ const EXTRA_HELP: &[(&str, &str)] = &[
     ("/clear", "empty this view (PgUp brings history back)"),
     ("/members", "show or hide the member list"),
     ("/quote JSON", "send a raw protocol frame"),
+    ("/edit TEXT", "change your newest message here to TEXT (for a while after sending)"),
+    ("/delete", "delete your newest message here"),
 ];

@@ -52,6 +52,10 @@ pub enum Line {
     },
 }
 
+/// How an edited message ends, and what a deleted one says.
+const EDITED: &str = " (edited)";
+const DELETED: &str = "(message deleted)";
+
 /// The request id of the room list asked for on connecting, for completion
 /// only: not shown.
 pub const QUIET_ROOMS: &str = "rooms-for-completion";
@@ -100,6 +104,28 @@ impl View {
             conversation: None,
             cleared_after: None,
         }
+    }
+
+    /// Message `of` changed: its text is now `text`.
+    fn change(&mut self, of: u64, text: String) {
+        for line in &mut self.lines {
+            if let Line::Message { seq: Some(at), text: shown, .. } = line
+                && *at == of
+            {
+                *shown = text;
+                break;
+            }
+        }
+    }
+
+    /// My newest message here that can still change.
+    pub fn last_own(&self, me: &str) -> Option<u64> {
+        self.lines.iter().rev().find_map(|line| match line {
+            Line::Message { seq: Some(seq), from, text, .. } if from == me && text != DELETED => {
+                Some(*seq)
+            }
+            _ => None,
+        })
     }
 
     /// The newest message `seq` shown.
@@ -524,6 +550,10 @@ impl State {
                     Some(at) => at,
                     None => return,
                 };
+                if message.edit.is_some() || message.delete.is_some() {
+                    add_message(&mut self.views[at], message);
+                    return;
+                }
                 let current = self.current;
                 let view = &mut self.views[at];
                 if add_message(view, message) && at != current {
@@ -620,8 +650,12 @@ impl State {
                 if messages.is_empty() {
                     view.complete = true;
                 }
-                let older: Vec<Line> =
-                    messages.iter().filter(|m| !view.has_seq(m.seq)).map(message_line).collect();
+                // Changes are in the messages they changed already.
+                let older: Vec<Line> = messages
+                    .iter()
+                    .filter(|m| !view.has_seq(m.seq) && m.edit.is_none() && m.delete.is_none())
+                    .map(message_line)
+                    .collect();
                 for line in older.into_iter().rev() {
                     view.lines.push_front(line);
                 }
@@ -668,6 +702,11 @@ fn message_line(message: &Message) -> Line {
         Some(file) => format!("{} {}", message.text, crate::render::attachment(file)),
         None => message.text.clone(),
     };
+    let text = match (message.deleted, message.edited) {
+        (true, _) => DELETED.to_owned(),
+        (false, true) => format!("{text}{EDITED}"),
+        (false, false) => text,
+    };
     Line::Message {
         seq: Some(message.seq),
         ts: message.ts,
@@ -679,6 +718,15 @@ fn message_line(message: &Message) -> Line {
 
 /// Adds a room message once, in `seq` order; false if it was there.
 fn add_message(view: &mut View, message: &Message) -> bool {
+    // A change: applied to the line it changes, not shown itself.
+    if let Some(of) = message.edit.or(message.delete) {
+        let text = match message.edit {
+            Some(_) => format!("{}{EDITED}", message.text),
+            None => DELETED.to_owned(),
+        };
+        view.change(of, text);
+        return false;
+    }
     if view.has_seq(message.seq) {
         return false;
     }
@@ -704,6 +752,10 @@ mod tests {
 
     fn message(room: &str, seq: u64, from: &str, text: &str) -> Message {
         Message {
+            edit: None,
+            delete: None,
+            edited: false,
+            deleted: false,
             room: room.into(),
             seq,
             ts: 1_700_000_000_000 + seq,
@@ -951,6 +1003,35 @@ mod tests {
         editor.insert("/join #de");
         assert!(editor.complete(&[], &s.rooms(), &[]));
         assert_eq!(editor.text(), "/join #dev-ops ");
+    }
+
+    #[test]
+    fn edits_and_deletions_change_the_lines_they_are_about() {
+        let mut s = State::default();
+        s.on_frame(&welcome("alice"));
+        let history =
+            vec![message("lobby", 1, "alice", "teh typo"), message("lobby", 2, "alice", "oops")];
+        s.on_frame(&joined("lobby", &["alice"], history));
+        assert_eq!(s.current().last_own("alice"), Some(2));
+        let change = |seq: u64, edit: Option<u64>, delete: Option<u64>, text: &str| {
+            ServerFrame::Message(Message { edit, delete, ..message("lobby", seq, "alice", text) })
+        };
+        s.on_frame(&change(3, Some(1), None, "the typo"));
+        s.on_frame(&change(4, None, Some(2), ""));
+        let shown = texts(s.current());
+        assert!(shown.contains(&"the typo (edited)".to_owned()), "{shown:?}");
+        assert!(shown.contains(&"(message deleted)".to_owned()), "{shown:?}");
+        assert!(!shown.iter().any(|t| t == "teh typo" || t == "oops"), "{shown:?}");
+        assert_eq!(s.current().last_own("alice"), Some(1), "a deleted one is done with");
+        // In history, a change is already in the message it changed.
+        let older = vec![
+            Message { edited: true, ..message("lobby", 1, "alice", "the typo") },
+            Message { edit: Some(1), ..message("lobby", 3, "alice", "the typo") },
+        ];
+        let mut s = State::default();
+        s.on_frame(&welcome("bob"));
+        s.on_frame(&joined("lobby", &["bob"], older));
+        assert_eq!(texts(s.current()).iter().filter(|t| t.contains("the typo")).count(), 1);
     }
 
     #[test]

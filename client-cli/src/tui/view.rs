@@ -456,6 +456,10 @@ mod tests {
             ..State::default()
         };
         let message = |seq: u64, from: &str, text: &str| Message {
+            edit: None,
+            delete: None,
+            edited: false,
+            deleted: false,
             room: "lobby".into(),
             seq,
             ts: 12 * 3_600_000 + seq * 60_000,
@@ -532,6 +536,10 @@ mod tests {
     fn long_lines_wrap_by_display_width_and_scrolling_shows_earlier_rows() {
         let mut state = state();
         state.on_frame(&ServerFrame::Message(Message {
+            edit: None,
+            delete: None,
+            edited: false,
+            deleted: false,
             room: "lobby".into(),
             seq: 3,
             ts: 13 * 3_600_000,
@@ -559,6 +567,10 @@ mod tests {
         let mut state = state();
         let say = |state: &mut State, seq: u64, text: &str| {
             state.on_frame(&ServerFrame::Message(Message {
+                edit: None,
+                delete: None,
+                edited: false,
+                deleted: false,
                 room: "lobby".into(),
                 seq,
                 ts: 13 * 3_600_000,
@@ -658,6 +670,10 @@ mod tests {
             gap: None,
         });
         state.on_frame(&ServerFrame::Message(Message {
+            edit: None,
+            delete: None,
+            edited: false,
+            deleted: false,
             room: "lobby".into(),
             seq: 3,
             ts: 0,

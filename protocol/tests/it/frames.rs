@@ -8,6 +8,10 @@ use chat_protocol::{
 
 fn message() -> Message {
     Message {
+        edit: None,
+        delete: None,
+        edited: false,
+        deleted: false,
         room: "lobby".into(),
         seq: 7,
         ts: 1_700_000_000_000,
@@ -51,6 +55,8 @@ fn client_frames_round_trip() {
             limit: Some(20),
         },
         ClientFrame::Conversations {},
+        ClientFrame::Edit { room: "lobby".into(), seq: 42, text: "fixed".into() },
+        ClientFrame::Delete { room: "lobby".into(), seq: 42 },
         ClientFrame::Nick { nick: "alicia".into() },
         ClientFrame::Typing { room: "lobby".into() },
         ClientFrame::Rooms {},
@@ -93,6 +99,7 @@ fn client_frames_round_trip() {
 #[test]
 fn server_frames_round_trip() {
     let limits = Limits {
+        edit_window_ms: 0,
         max_frame_bytes: 65536,
         max_text_bytes: 8192,
         max_nick_chars: 32,

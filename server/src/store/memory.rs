@@ -1,7 +1,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use chat_core::{Attachment, Conversation, Direct, Message, Record, RoomHistory, RoomName};
+use chat_core::{
+    Attachment, Conversation, Direct, Message, MessageKind, Record, RoomHistory, RoomName,
+};
 
 use super::{Retention, Snapshot, Store, StoreError};
 
@@ -39,6 +41,23 @@ impl Contents {
     fn add(&mut self, message: &Message) {
         let (last_seq, messages) = self.rooms.entry(message.room.clone()).or_default();
         *last_seq = (*last_seq).max(message.seq);
+        // A change is applied to the message it changes, as SQLite does.
+        let target = match message.kind {
+            MessageKind::Edit(of) | MessageKind::Delete(of) => {
+                messages.iter_mut().find(|m| m.seq == of)
+            }
+            _ => None,
+        };
+        if let Some(target) = target {
+            if let MessageKind::Edit(_) = message.kind {
+                target.text = std::sync::Arc::clone(&message.text);
+                target.kind = MessageKind::Edited;
+            } else {
+                target.text = std::sync::Arc::from("");
+                target.attachment = None;
+                target.kind = MessageKind::Deleted;
+            }
+        }
         messages.push_back(message.clone());
     }
 }

@@ -3,8 +3,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chat_core::{
-    Attachment, Conversation, Direct, Message, Nick, Record, RoomHistory, RoomName, SessionToken,
-    Timestamp,
+    Attachment, Conversation, Direct, Message, MessageKind, Nick, Record, RoomHistory, RoomName,
+    SessionToken, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use tracing::warn;
@@ -12,7 +12,7 @@ use tracing::warn;
 use super::{Retention, Snapshot, Store, StoreError};
 
 /// The schema version this code writes; bumped with every change.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rooms (
@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS messages (
     file_name TEXT,
     file_mime TEXT,
     file_size INTEGER,
+    kind      INTEGER NOT NULL DEFAULT 0,
+    target    INTEGER,
     PRIMARY KEY (room, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_ts ON messages (ts);
@@ -54,7 +56,15 @@ const FILE_INDEX: &str =
 
 /// The columns a stored message is read from.
 const MESSAGE_COLUMNS: &str = "seq, ts, nick, text, action, client_id, session,
-    file_id, file_name, file_mime, file_size";
+    file_id, file_name, file_mime, file_size, kind, target";
+
+/// How `kind` is stored: what a message is (see `MessageKind`), with the
+/// message a change is to in `target`.
+const SAID: i64 = 0;
+const EDITED: i64 = 1;
+const DELETED: i64 = 2;
+const EDIT: i64 = 3;
+const DELETE: i64 = 4;
 
 /// Storage in one SQLite file, `chat.db` in the data directory.
 ///
@@ -102,6 +112,15 @@ impl SqliteStore {
         // Up to version 3 direct messages were kept only to answer retries,
         // for the dedupe window; conversations (made above) start now.
         db.execute_batch("DROP TABLE IF EXISTS directs;")?;
+        if (1..5).contains(&version) {
+            // Version 4 had no edits and deletions.
+            db.execute_batch(
+                "BEGIN;
+                 ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE messages ADD COLUMN target INTEGER;
+                 COMMIT;",
+            )?;
+        }
         if version < SCHEMA_VERSION {
             db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
@@ -117,6 +136,14 @@ fn seq(m: &Message) -> i64 {
 /// Inserts a message's row with the insert prepared in `commit`.
 fn insert(insert_message: &mut rusqlite::CachedStatement<'_>, m: &Message) -> rusqlite::Result<()> {
     let file = m.attachment.as_ref();
+    let (kind, target) = match m.kind {
+        MessageKind::Said => (SAID, None),
+        MessageKind::Edited => (EDITED, None),
+        MessageKind::Deleted => (DELETED, None),
+        MessageKind::Edit(of) => (EDIT, Some(of)),
+        MessageKind::Delete(of) => (DELETE, Some(of)),
+    };
+    let target = target.map(|seq| i64::try_from(seq).unwrap_or(i64::MAX));
     insert_message.execute(params![
         m.room.as_str(),
         seq(m),
@@ -130,6 +157,8 @@ fn insert(insert_message: &mut rusqlite::CachedStatement<'_>, m: &Message) -> ru
         file.map(|f| &*f.name),
         file.map(|f| &*f.mime),
         file.map(|f| i64::try_from(f.size).unwrap_or(i64::MAX)),
+        kind,
+        target,
     ])?;
     Ok(())
 }
@@ -144,6 +173,7 @@ fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
         client_id: row.get(5)?,
         session: row.get(6)?,
         file: (row.get(7)?, row.get(8)?, row.get(9)?, row.get(10)?),
+        kind: (row.get(11)?, row.get(12)?),
     })
 }
 
@@ -168,7 +198,7 @@ impl Store for SqliteStore {
              WHERE client_id IS NOT NULL AND ts >= ?1 ORDER BY ts DESC LIMIT ?2"
         ))?;
         let rows = query.query_map(params![cutoff, limit], |row| {
-            Ok((message_row(row)?, row.get::<_, String>(11)?))
+            Ok((message_row(row)?, row.get::<_, String>(13)?))
         })?;
         let mut recent = Vec::new();
         for row in rows {
@@ -247,8 +277,19 @@ impl Store for SqliteStore {
         {
             let mut insert_message = tx.prepare_cached(
                 "INSERT INTO messages (room, seq, ts, nick, text, action, client_id, session,
-                                       file_id, file_name, file_mime, file_size)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                       file_id, file_name, file_mime, file_size, kind, target)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?;
+            // A change is applied to the message it changes: a deleted
+            // message's text and file are gone from storage too.
+            let mut edit = tx.prepare_cached(
+                "UPDATE messages SET text = ?3, kind = ?4
+                 WHERE room = ?1 AND seq = ?2 AND kind IN (?5, ?4)",
+            )?;
+            let mut delete = tx.prepare_cached(
+                "UPDATE messages SET text = '', kind = ?3, file_id = NULL, file_name = NULL,
+                                     file_mime = NULL, file_size = NULL
+                 WHERE room = ?1 AND seq = ?2",
             )?;
             let mut raise_seq = tx.prepare_cached(
                 "INSERT INTO rooms (name, last_seq) VALUES (?1, ?2)
@@ -272,6 +313,17 @@ impl Store for SqliteStore {
                     Record::Message(m) => {
                         insert(&mut insert_message, m)?;
                         raise_seq.execute(params![m.room.as_str(), seq(m)])?;
+                        match m.kind {
+                            MessageKind::Edit(of) => {
+                                let of = i64::try_from(of).unwrap_or(i64::MAX);
+                                edit.execute(params![m.room.as_str(), of, &*m.text, EDITED, SAID])?;
+                            }
+                            MessageKind::Delete(of) => {
+                                let of = i64::try_from(of).unwrap_or(i64::MAX);
+                                delete.execute(params![m.room.as_str(), of, DELETED])?;
+                            }
+                            _ => {}
+                        }
                     }
                     Record::Direct(Direct { message: m, nicks: [a, b] }) => {
                         insert(&mut insert_message, m)?;
@@ -366,11 +418,23 @@ struct StoredMessage {
     session: Option<String>,
     /// The attachment's id, name, type and size, all or none.
     file: (Option<String>, Option<String>, Option<String>, Option<i64>),
+    /// `kind` and `target`.
+    kind: (i64, Option<i64>),
 }
 
 impl StoredMessage {
     fn into_message(self, room: &RoomName) -> Option<Message> {
+        let target = || self.kind.1.and_then(|seq| u64::try_from(seq).ok());
+        let kind = match self.kind.0 {
+            SAID => MessageKind::Said,
+            EDITED => MessageKind::Edited,
+            DELETED => MessageKind::Deleted,
+            EDIT => MessageKind::Edit(target()?),
+            DELETE => MessageKind::Delete(target()?),
+            _ => return None,
+        };
         Some(Message {
+            kind,
             room: room.clone(),
             seq: u64::try_from(self.seq).ok()?,
             ts: Timestamp::from_unix_millis(u64::try_from(self.ts).ok()?),

@@ -245,6 +245,74 @@ async fn attachments_survive_a_restart_and_keep_their_access_rules() {
 }
 
 #[tokio::test]
+async fn an_edit_and_a_delete_reach_everyone_and_storage_keeps_them_a_deleted_file_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = || Box::new(SqliteStore::open(dir.path()).unwrap());
+    let server = Server::start_with(config(dir.path(), 1 << 20), store()).await;
+    let mut alice = Client::in_room(&server, "alice", "lobby").await;
+    let mut bob = Client::in_room(&server, "bob", "lobby").await;
+    alice.expect("presence").await;
+    alice.send(json!({"type": "say", "room": "lobby", "text": "teh typo", "id": "s1"})).await;
+    assert_eq!(alice.expect("message").await["seq"], 1);
+    upload(&mut alice, "u1", "lobby", "dot.png", "image/png", PNG).await;
+    let sent = alice.expect("message").await;
+    let file = sent["attachment"]["id"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        bob.expect("message").await;
+    }
+    // Bob may change neither.
+    bob.send(json!({"type": "edit", "room": "lobby", "seq": 1, "text": "mine now", "id": "b"}))
+        .await;
+    assert_eq!(bob.expect_error("forbidden").await["id"], "b");
+    alice
+        .send(json!({"type": "edit", "room": "lobby", "seq": 1, "text": "the typo", "id": "e"}))
+        .await;
+    alice.send(json!({"type": "delete", "room": "lobby", "seq": 2, "id": "d"})).await;
+    for client in [&mut alice, &mut bob] {
+        let edit = client.expect("message").await;
+        assert_eq!(
+            (&edit["seq"], &edit["edit"], &edit["text"]),
+            (&json!(3), &json!(1), &json!("the typo"))
+        );
+        let delete = client.expect("message").await;
+        assert_eq!((&delete["seq"], &delete["delete"]), (&json!(4), &json!(2)));
+    }
+    alice.send(json!({"type": "delete", "room": "lobby", "seq": 9})).await;
+    alice.expect_error("no_such_message").await;
+    // The file is gone from the server, not only from the message.
+    let (status, _, _) = get(&server, &format!("/files/{file}"), Some(&alice.session)).await;
+    assert_eq!(status, 404);
+    let addr = server.addr.to_string();
+    server.shutdown().await;
+
+    let server = Server::start_on(&addr, config(dir.path(), 1 << 20), store()).await;
+    let mut carol = Client::hello(&server, "carol").await;
+    carol.send(json!({"type": "join", "room": "lobby"})).await;
+    let history = carol.expect("joined").await["history"].clone();
+    assert_eq!(history[0]["text"], "the typo");
+    assert_eq!(history[0]["edited"], true);
+    assert_eq!((&history[1]["text"], &history[1]["deleted"]), (&json!(""), &json!(true)));
+    assert_eq!(history[1].get("attachment"), None, "the file is gone from storage");
+    assert_eq!((&history[2]["edit"], &history[3]["delete"]), (&json!(1), &json!(2)));
+    let stored = walkdir(&dir.path().join("files"));
+    assert!(!stored.iter().any(|name| name.contains(&file)), "{stored:?}");
+    server.shutdown().await;
+}
+
+/// Every file name under `dir`.
+fn walkdir(dir: &std::path::Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().is_dir() {
+            names.extend(walkdir(&entry.path()));
+        } else {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names
+}
+
+#[tokio::test]
 async fn without_an_upload_directory_uploads_are_refused() {
     let server = Server::start(ServerConfig::default()).await;
     let mut alice = Client::in_room(&server, "alice", "lobby").await;

@@ -224,6 +224,7 @@ const FRIENDLY = {
   not_in_room: 'Join that room first.',
   no_such_nick: 'No one by that name is here.',
   no_such_conversation: 'That conversation is not yours, or no longer exists.',
+  no_such_message: 'That message cannot be changed (it is gone, or a change itself).',
   too_large: 'That is too long to send.',
   rate_limited: 'That was too fast; slow down a little.',
   unavailable: 'The server cannot do that right now; try again in a moment.',
@@ -363,6 +364,11 @@ function addMessage(message, live) {
     return;
   }
   room.lastSeq = message.seq;
+  if (message.edit || message.delete) {
+    // A change to an earlier message: applied to it, not shown itself.
+    applyChange(room, message);
+    return;
+  }
   const line = messageLine(message);
   addLine(message.room, line);
   if (live && message.room !== state.current) {
@@ -378,6 +384,24 @@ function addMessage(message, live) {
   }
 }
 
+/** An edit or a deletion, applied to the line it changes if it is shown. */
+function applyChange(view, change) {
+  const line = view.lines.find((l) => l.seq === (change.edit || change.delete));
+  if (!line) {
+    return;
+  }
+  if (change.edit) {
+    line.text = change.text;
+    line.edited = true;
+  } else {
+    line.text = '';
+    line.attachment = null;
+    line.deleted = true;
+  }
+  line.mention = false;
+  redrawLine(line);
+}
+
 /** Puts messages older than what is shown into their place by seq. */
 function insertOlder(name, messages) {
   const view = viewOf(name);
@@ -385,7 +409,11 @@ function insertOlder(name, messages) {
     return;
   }
   for (const message of messages) {
-    insertLine(view, messageLine(message));
+    if (message.edit || message.delete) {
+      applyChange(view, message);
+    } else {
+      insertLine(view, messageLine(message));
+    }
   }
   if (name === state.current) {
     // Older ones came in above: what was being read stays put.
@@ -419,6 +447,8 @@ function messageLine(message) {
     text: message.text,
     seq: message.seq,
     attachment: message.attachment || null,
+    edited: Boolean(message.edited),
+    deleted: Boolean(message.deleted),
     mention: Boolean(state.nick && message.from !== state.nick && mentions(message.text, state.nick)),
   };
 }

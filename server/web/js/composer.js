@@ -6,7 +6,7 @@ import { addLine, switchRoom } from './views.js';
 
 const TYPING_SEND_MS = 2000;
 
-const HELP = '/join ROOM · /leave [ROOM] · /nick NAME · /me ACTION · /msg NICK TEXT · /upload · /who · /rooms · /help — files: the Attach button, drag and drop, or paste';
+const HELP = '/join ROOM · /leave [ROOM] · /nick NAME · /me ACTION · /msg NICK TEXT · /edit TEXT (your last message) · /delete (your last message) · /upload · /who · /rooms · /help — files: the Attach button, drag and drop, or paste';
 
 function send(frame) {
   if (!state.connection) {
@@ -45,12 +45,53 @@ export function sendMessage(frame, view = null) {
 export function submit() {
   const textarea = $('text');
   const text = textarea.value;
+  if (state.editing) {
+    // Saving an edit: an empty text would say nothing; delete instead.
+    if (text.trim() && change('edit', state.editing.room, state.editing.line.seq, text)) {
+      stopEditing();
+    }
+    return;
+  }
   if (!text.trim()) {
     return;
   }
   if (runCommand(text.trim())) {
     textarea.value = '';
   }
+}
+
+/** Edits or deletes one's own message `seq` of `room`: a message of the room, kept and retried like one. */
+function change(kind, room, seq, text = null) {
+  if (!state.connection) {
+    return false;
+  }
+  const frame = kind === 'edit' ? { type: 'edit', room, seq, text } : { type: 'delete', room, seq };
+  state.connection.send(frame, state.connection.session.newId());
+  return true;
+}
+
+/** Edit: the message's text in the composer until Enter saves or Esc cancels; Delete: at once. */
+export function startChange({ kind, room, line }) {
+  if (kind === 'delete') {
+    change('delete', room, line.seq);
+    return;
+  }
+  state.editing = { room, line };
+  $('text').value = line.text;
+  $('editing').hidden = false;
+  $('text').focus();
+}
+
+export function stopEditing() {
+  state.editing = null;
+  $('editing').hidden = true;
+  $('text').value = '';
+}
+
+/** My newest message in the current room that can still change. */
+function lastOwn() {
+  const view = viewOf(state.current);
+  return view?.lines.slice().reverse().find((l) => l.seq && l.from === state.nick && !l.deleted && !l.pending);
 }
 
 /** Carries out one input; whether it was consumed. */
@@ -93,6 +134,17 @@ function runCommand(input) {
       state.switchTo = `@${to}`;
       directView(to);
       return sendMessage({ type: 'dm', to, text }, `@${to}`);
+    }
+    case '/edit': {
+      const line = lastOwn();
+      if (!line || !arg || current.startsWith('@')) {
+        return false;
+      }
+      return change('edit', current, line.seq, arg);
+    }
+    case '/delete': {
+      const line = lastOwn();
+      return Boolean(line) && !current.startsWith('@') && change('delete', current, line.seq);
     }
     case '/upload':
       $('file-input').click();

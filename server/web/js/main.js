@@ -14,12 +14,12 @@
 
 import { $ } from './common.js';
 import { frames, loadOlder, onEvent, onProgress, onSave } from './chat.js';
-import { joinRoom, onTyping, sendMessage, submit } from './composer.js';
+import { joinRoom, onTyping, sendMessage, startChange, stopEditing, submit } from './composer.js';
 import { Connection, webSocketTransport } from './connection.js';
 import { queueUpload } from './files.js';
 import { askForNotifications } from './notify.js';
 import { NICK_KEY, SESSION_KEY, TOKEN_KEY, savedRooms, state } from './state.js';
-import { jumpToNewest, onOlder, onScroll, showLogin, switchRoom } from './views.js';
+import { jumpToNewest, onChange, onOlder, onScroll, showLogin, switchRoom } from './views.js';
 
 function start(nick, token) {
   state.connection?.stop();
@@ -89,8 +89,12 @@ document.addEventListener('DOMContentLoaded', () => {
     if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       submit();
+    } else if (event.key === 'Escape' && state.editing) {
+      event.preventDefault();
+      stopEditing();
     }
   });
+  onChange(startChange);
   $('text').addEventListener('input', onTyping);
   onOlder(loadOlder);
   $('messages').addEventListener('scroll', onScroll, { passive: true });

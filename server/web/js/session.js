@@ -34,7 +34,7 @@ const TOKEN_EXPIRED = 4011;
 /** Refusals of a hello that trying again cannot mend. */
 const HELLO_REFUSALS = ['nick_taken', 'invalid_nick', 'unauthorized', 'forbidden'];
 
-const isMessage = (frame) => frame.type === 'say' || frame.type === 'dm';
+const isMessage = (frame) => ['say', 'dm', 'edit', 'delete'].includes(frame.type);
 
 /** Whether an error frame is a refusal for now, with a time to try again. */
 const refusedForNow = (frame) =>

@@ -33,6 +33,7 @@ export const state = {
   files: new Map(),   // attachment id -> Promise of an object URL
   notified: 0,        // desktop notifications shown (for the tests)
   follow: true,       // the message list is at the bottom: new lines keep it there
+  editing: null,      // { room, line } while the composer edits one's own message
   unseen: 0,          // lines added below while scrolled up
 };
 

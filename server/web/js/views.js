@@ -80,6 +80,18 @@ function lineElement(line) {
   text.className = 'text';
   text.append(linkified(line.text || ''));
   body.append(text);
+  if (line.deleted) {
+    li.classList.add('deleted');
+    const note = document.createElement('span');
+    note.className = 'state';
+    note.textContent = 'message deleted';
+    body.append(note);
+  } else if (line.edited) {
+    const note = document.createElement('span');
+    note.className = 'state';
+    note.textContent = ' (edited)';
+    body.append(note);
+  }
   if (line.pending) {
     const note = document.createElement('span');
     note.className = 'state';
@@ -97,8 +109,44 @@ function lineElement(line) {
     body.append(attachmentElement(line.attachment, keepFollowing));
   }
   li.append(time, from, body);
+  const own = line.seq && line.from === state.nick && !line.deleted && !line.pending
+    && state.current && !state.current.startsWith('@');
+  if (own) {
+    li.append(changeButtons(line));
+  }
   line.element = li;
   return li;
+}
+
+/** Edit (within the edit window) and Delete, for one's own messages. */
+function changeButtons(line) {
+  const box = document.createElement('span');
+  box.className = 'changes';
+  const window = state.limits.edit_window_ms || 0;
+  if (Date.now() - line.ts < window) {
+    const edit = document.createElement('button');
+    edit.type = 'button';
+    edit.className = 'quiet';
+    edit.textContent = 'Edit';
+    edit.setAttribute('aria-label', `edit your message: ${line.text.slice(0, 40)}`);
+    edit.addEventListener('click', () => changeWanted({ kind: 'edit', room: state.current, line }));
+    box.append(edit);
+  }
+  const remove = document.createElement('button');
+  remove.type = 'button';
+  remove.className = 'quiet';
+  remove.textContent = 'Delete';
+  remove.setAttribute('aria-label', `delete your message: ${line.text.slice(0, 40)}`);
+  remove.addEventListener('click', () => changeWanted({ kind: 'delete', room: state.current, line }));
+  box.append(remove);
+  return box;
+}
+
+/** What Edit and Delete do (composer.js sets it). */
+let changeWanted = () => {};
+
+export function onChange(change) {
+  changeWanted = change;
 }
 
 /** Links in text, as links that open apart from the page; the rest as text. */
