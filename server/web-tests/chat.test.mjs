@@ -97,6 +97,19 @@ async function seeMessage(page, text) {
   );
 }
 
+/** What axe-core (the accessibility checker) finds serious or critical on the page. */
+async function axe(page) {
+  // Evaluated rather than added as a script: the page's CSP allows no
+  // script but its own, rightly.
+  const source = fs.readFileSync(path.join(here, 'node_modules', 'axe-core', 'axe.min.js'), 'utf8');
+  await page.evaluate(`${source}\n;0`);
+  const found = await page.evaluate(async () => {
+    const results = await window.axe.run(document, { resultTypes: ['violations'] });
+    return results.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(' ')) }));
+  });
+  return found.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+}
+
 async function countMessages(page, text) {
   return page.evaluate(
     (t) => [...document.querySelectorAll('#messages li:not(.pending) .text')].filter((e) => e.textContent === t).length,
@@ -894,6 +907,62 @@ test('/stats updates its counters and chart while a client sends', async () => {
     await screenshot(stats, 'stats.png');
     await alice.context.close();
     await context.close();
+  } finally {
+    await stopServer(server.child);
+  }
+});
+
+test('a phone: drawers for rooms and members, one-line header, nothing cut off, no serious accessibility faults', async () => {
+  const server = await startServer();
+  try {
+    const bob = await login(server.url, 'bob');
+    const context = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+    const page = await context.newPage();
+    page.setDefaultTimeout(WAIT);
+    await page.goto(server.url);
+    assert.deepEqual(await axe(page), [], 'the login screen');
+    await page.fill('#nick-input', 'pat');
+    await page.click('#login-form button[type=submit]');
+    await page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#lobby');
+    await say(bob.page, 'hello phone, see https://example.com');
+    await seeMessage(page, 'hello phone, see https://example.com');
+    // The header is one line; the lists are out of the way.
+    const header = await page.locator('.topbar').boundingBox();
+    assert.ok(header.height < 56, `one line: ${header.height}px`);
+    assert.equal(await page.isVisible('#room-list'), false);
+    // Nothing is cut off: every visible control is inside the screen.
+    const outside = () => page.evaluate(() => [...document.querySelectorAll('button, input, textarea, a, h2')]
+      .filter((e) => e.offsetParent !== null && getComputedStyle(e).visibility !== 'hidden')
+      .map((e) => [e.id || e.className || e.textContent.trim().slice(0, 20), e.getBoundingClientRect()])
+      .filter(([, r]) => r.width > 0 && (r.left < -1 || r.right > window.innerWidth + 1))
+      .map(([name]) => name));
+    assert.deepEqual(await outside(), []);
+    assert.deepEqual(await axe(page), [], 'the chat on a phone');
+    // Rooms: a drawer, closed by choosing one.
+    await page.click('#rooms-toggle');
+    await page.waitForSelector('#room-list button.room', { state: 'visible' });
+    assert.equal(await page.getAttribute('#rooms-toggle', 'aria-expanded'), 'true');
+    // Once it has slid in:
+    await page.waitForFunction(() => document.querySelector('#rooms-drawer').getBoundingClientRect().left >= 0);
+    assert.deepEqual(await outside(), []);
+    await page.fill('#join-input', 'phones');
+    await page.press('#join-input', 'Enter');
+    await page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#phones');
+    await page.waitForSelector('#rooms-drawer', { state: 'hidden' });
+    // Members: the other drawer, reachable, closed with Escape.
+    await page.click('#rooms-toggle');
+    await page.click('#room-list button.room >> text=#lobby');
+    await page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#lobby');
+    await page.click('#members-toggle');
+    await page.waitForSelector('#members li >> text=bob');
+    assert.deepEqual(await axe(page), [], 'with the member drawer open');
+    await page.keyboard.press('Escape');
+    await page.waitForSelector('#members-drawer', { state: 'hidden' });
+    await screenshot(page, 'phone.png');
+    await context.close();
+    // And the wide page, with messages, checked the same way.
+    assert.deepEqual(await axe(bob.page), [], 'the chat on a wide screen');
+    await bob.context.close();
   } finally {
     await stopServer(server.child);
   }

@@ -19,7 +19,9 @@ import { Connection, webSocketTransport } from './connection.js';
 import { queueUpload } from './files.js';
 import { askForNotifications } from './notify.js';
 import { NICK_KEY, SESSION_KEY, TOKEN_KEY, savedRooms, state } from './state.js';
-import { jumpToNewest, onChange, onOlder, onScroll, showLogin, switchRoom } from './views.js';
+import {
+  closeDrawers, jumpToNewest, onChange, onOlder, onScroll, setDrawer, showLogin, switchRoom,
+} from './views.js';
 
 function start(nick, token) {
   state.connection?.stop();
@@ -95,6 +97,16 @@ document.addEventListener('DOMContentLoaded', () => {
     }
   });
   onChange(startChange);
+  // A phone's drawers: from the top bar, closed by the scrim, Escape, or a choice.
+  for (const [toggle, drawer] of [['rooms-toggle', 'rooms-drawer'], ['members-toggle', 'members-drawer']]) {
+    $(toggle).addEventListener('click', () => setDrawer(drawer, !$(drawer).classList.contains('open')));
+  }
+  $('scrim').addEventListener('click', closeDrawers);
+  document.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape' && !$('scrim').hidden) {
+      closeDrawers();
+    }
+  });
   $('text').addEventListener('input', onTyping);
   onOlder(loadOlder);
   $('messages').addEventListener('scroll', onScroll, { passive: true });

@@ -187,7 +187,6 @@ function dayOf(ts) {
 function daySeparator(ts) {
   const li = document.createElement('li');
   li.className = 'day';
-  li.setAttribute('role', 'separator');
   li.textContent = new Date(ts).toLocaleDateString([], {
     weekday: 'long', year: 'numeric', month: 'long', day: 'numeric',
   });
@@ -403,7 +402,25 @@ export function openDirect(peer) {
   switchRoom(`@${peer}`);
 }
 
+/** Opens or closes a drawer (a phone's room or member list). */
+export function setDrawer(id, open) {
+  for (const [drawer, toggle] of [['rooms-drawer', 'rooms-toggle'], ['members-drawer', 'members-toggle']]) {
+    const opening = drawer === id && open;
+    $(drawer).classList.toggle('open', opening);
+    $(toggle).setAttribute('aria-expanded', String(opening));
+  }
+  $('scrim').hidden = !open;
+  if (open) {
+    $(id).querySelector('button, input')?.focus();
+  }
+}
+
+export function closeDrawers() {
+  setDrawer(null, false);
+}
+
 export function switchRoom(name) {
+  closeDrawers();
   state.current = name;
   const view = viewOf(name);
   if (view) {
