@@ -90,6 +90,13 @@ pub enum Command {
         /// The message to delete.
         seq: u64,
     },
+    /// Set a joined room's topic (empty: clear it).
+    Topic {
+        /// The room name.
+        room: String,
+        /// The topic.
+        topic: String,
+    },
     /// Change nick.
     Nick {
         /// The new nick.

@@ -45,6 +45,12 @@ pub enum CommandError {
     /// edit window.
     #[error("{0}")]
     NotYours(String),
+    /// A topic longer than allowed, or with control characters.
+    #[error("a topic is one line of at most {max} characters")]
+    BadTopic {
+        /// The most characters.
+        max: usize,
+    },
     /// The text is empty.
     #[error("text is empty")]
     EmptyText,

@@ -42,6 +42,8 @@ pub struct RoomHistory {
     pub last_seq: u64,
     /// Its retained messages, oldest first.
     pub messages: Vec<Message>,
+    /// Its topic, if one was set.
+    pub topic: Option<Arc<str>>,
 }
 
 /// What must survive a restart.
@@ -62,6 +64,13 @@ pub enum Record {
     },
     /// A session ended: nothing of it is restored.
     SessionEnded(SessionToken),
+    /// A room's topic was set (`None`: cleared).
+    Topic {
+        /// The room.
+        room: RoomName,
+        /// Its topic now.
+        topic: Option<Arc<str>>,
+    },
 }
 
 /// A direct message as stored: a message of the conversation between two
@@ -89,6 +98,17 @@ pub struct Conversation {
     pub last_seq: u64,
     /// When that was.
     pub last_ts: Timestamp,
+}
+
+/// A room as `rooms` lists it: the room directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomListing {
+    /// Its name.
+    pub name: RoomName,
+    /// How many are in it.
+    pub members: usize,
+    /// Its topic, if it has one.
+    pub topic: Option<Arc<str>>,
 }
 
 /// One line of the answer to `conversations`.
@@ -181,6 +201,19 @@ pub enum Event {
         last_seq: u64,
         /// How `history` relates to the `after` asked for.
         resume: Resume,
+        /// The room's topic, if it has one.
+        topic: Option<Arc<str>>,
+    },
+    /// A member set a room's topic: to everyone in the room.
+    Topic {
+        /// The request id (for the one who set it).
+        id: Option<Arc<str>>,
+        /// The room.
+        room: RoomName,
+        /// The topic now (`None`: cleared).
+        topic: Option<Arc<str>>,
+        /// Who set it.
+        by: Nick,
     },
     /// The answer to `leave`.
     Left {
@@ -264,8 +297,8 @@ pub enum Event {
     Rooms {
         /// The request id.
         id: Option<Arc<str>>,
-        /// The rooms.
-        rooms: Vec<(RoomName, usize)>,
+        /// The rooms, by name.
+        rooms: Vec<RoomListing>,
     },
     /// The answer to `who`.
     Members {

@@ -32,6 +32,8 @@ pub(crate) struct Room {
     /// When the room was last used, on the core's use counter: the least
     /// recently used rooms give way first.
     pub(crate) used: u64,
+    /// What the room is about, set by its members.
+    pub(crate) topic: Option<Arc<str>>,
 }
 
 /// What a message held in memory costs, in bytes.
@@ -54,6 +56,7 @@ impl Room {
             spilled: false,
             last_seq: 0,
             used,
+            topic: None,
         }
     }
 

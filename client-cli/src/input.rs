@@ -31,6 +31,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("/msg NICK TEXT", "send a direct message"),
     ("/me ACTION", "say an action: * you ACTION"),
     ("/who [ROOM]", "list the members of ROOM (default: the current room)"),
+    ("/topic TEXT", "set the current room's topic (/topic - clears it)"),
     ("/upload PATH", "send the file at PATH to the current room"),
     ("/download ID [TO]", "save a file sent to a room (ID as shown: its first characters)"),
     ("/rooms", "list the rooms"),
@@ -88,6 +89,14 @@ pub fn parse(line: &str, current: Option<&str>) -> Input {
         },
         "nick" if !rest.is_empty() => Input::Send(ClientFrame::Nick { nick: rest.to_owned() }),
         "nick" => Input::Invalid("usage: /nick NAME".to_owned()),
+        "topic" => match (current, rest) {
+            (None, _) => Input::Invalid("not in a room".to_owned()),
+            (_, "") => Input::Invalid("usage: /topic TEXT (/topic - clears it)".to_owned()),
+            (Some(room), text) => Input::Send(ClientFrame::Topic {
+                room: room.to_owned(),
+                topic: if text == "-" { String::new() } else { text.to_owned() },
+            }),
+        },
         "msg" | "dm" => match rest.split_once(char::is_whitespace) {
             Some((to, text)) if !text.trim().is_empty() => Input::Send(ClientFrame::Dm {
                 to: to.to_owned(),

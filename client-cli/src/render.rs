@@ -15,7 +15,7 @@ pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
                 clean(nick)
             )]
         }
-        ServerFrame::Joined { room, members, history, .. } => {
+        ServerFrame::Joined { room, members, history, topic, .. } => {
             let mut lines: Vec<String> = history.iter().flat_map(message).collect();
             let members: Vec<String> = members.iter().map(|m| clean(m)).collect();
             lines.push(format!(
@@ -24,7 +24,16 @@ pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
                 members.len(),
                 members.join(", ")
             ));
+            if let Some(topic) = topic {
+                lines.push(format!("[{}] -- topic: {}", clean(room), clean(topic)));
+            }
             lines
+        }
+        ServerFrame::Topic { room, topic: Some(topic), by, .. } => {
+            vec![format!("[{}] -- {} set the topic: {}", clean(room), clean(by), clean(topic))]
+        }
+        ServerFrame::Topic { room, topic: None, by, .. } => {
+            vec![format!("[{}] -- {} cleared the topic", clean(room), clean(by))]
         }
         ServerFrame::Left { room, .. } => vec![format!("[{}] -- you left", clean(room))],
         ServerFrame::Presence { room, event, nick, old } => {
@@ -76,10 +85,17 @@ pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
         ServerFrame::Rooms { rooms, .. } => {
             let list: Vec<String> =
                 rooms.iter().map(|r| format!("{} ({})", clean(&r.name), r.members)).collect();
-            vec![format!(
+            let mut lines = vec![format!(
                 "-- rooms: {}",
                 if list.is_empty() { "none".to_owned() } else { list.join(", ") }
-            )]
+            )];
+            // The directory: what each room with a topic is about.
+            for room in rooms {
+                if let Some(topic) = &room.topic {
+                    lines.push(format!("--   {}: {}", clean(&room.name), clean(topic)));
+                }
+            }
+            lines
         }
         ServerFrame::Members { room, members, .. } => {
             let members: Vec<String> = members.iter().map(|m| clean(m)).collect();
@@ -265,7 +281,7 @@ mod tests {
         assert_eq!(lines(&dm, "alice"), vec!["[dm to bob] <alice> hi"]);
         let rooms = ServerFrame::Rooms {
             id: None,
-            rooms: vec![RoomInfo { name: "lobby".into(), members: 2 }],
+            rooms: vec![RoomInfo { topic: None, name: "lobby".into(), members: 2 }],
         };
         assert_eq!(lines(&rooms, "x"), vec!["-- rooms: lobby (2)"]);
     }

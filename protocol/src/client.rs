@@ -107,6 +107,14 @@ pub enum ClientFrame {
         /// The message to delete.
         seq: u64,
     },
+    /// Set a joined room's topic (an empty one clears it): everyone in
+    /// the room gets `topic`.
+    Topic {
+        /// The room name.
+        room: String,
+        /// The topic: one line, at most 200 characters.
+        topic: String,
+    },
     /// Change nick.
     Nick {
         /// The new nick.
@@ -186,6 +194,7 @@ impl ClientFrame {
         "conversations",
         "edit",
         "delete",
+        "topic",
         "nick",
         "typing",
         "rooms",
@@ -212,6 +221,7 @@ impl ClientFrame {
             Self::Conversations {} => "conversations",
             Self::Edit { .. } => "edit",
             Self::Delete { .. } => "delete",
+            Self::Topic { .. } => "topic",
             Self::Nick { .. } => "nick",
             Self::Typing { .. } => "typing",
             Self::Rooms {} => "rooms",

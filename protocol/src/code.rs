@@ -20,6 +20,8 @@ pub enum ErrorCode {
     HelloRequired,
     /// A nick breaks the nick rules.
     InvalidNick,
+    /// A topic is not one line of at most 200 characters.
+    InvalidTopic,
     /// The nick is held by someone else (compared case-insensitively).
     NickTaken,
     /// A session token is malformed.
@@ -76,6 +78,7 @@ impl ErrorCode {
             Self::UnknownType => "unknown_type",
             Self::HelloRequired => "hello_required",
             Self::InvalidNick => "invalid_nick",
+            Self::InvalidTopic => "invalid_topic",
             Self::NickTaken => "nick_taken",
             Self::InvalidSession => "invalid_session",
             Self::InvalidRoom => "invalid_room",

@@ -59,6 +59,23 @@ pub enum ServerFrame {
         /// For `resume: "gap"`: the messages lost to retention.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gap: Option<Gap>,
+        /// The room's topic, if it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+    },
+    /// A member set a room's topic: to everyone in the room (with the
+    /// `topic`'s id for the one who set it).
+    Topic {
+        /// The `topic`'s id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The room.
+        room: String,
+        /// The topic now; absent when it was cleared.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+        /// Who set it.
+        by: String,
     },
     /// The answer to `leave`.
     Left {
@@ -482,6 +499,9 @@ pub struct RoomInfo {
     pub name: String,
     /// The number of members.
     pub members: u64,
+    /// Its topic, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
 }
 
 impl ServerFrame {
@@ -489,6 +509,7 @@ impl ServerFrame {
     pub const TYPES: &'static [&'static str] = &[
         "welcome",
         "joined",
+        "topic",
         "left",
         "presence",
         "message",

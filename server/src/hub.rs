@@ -368,7 +368,7 @@ impl Hub {
                 Record::Message(m) | Record::Direct(chat_core::Direct { message: m, .. }) => {
                     gone.insert((m.room.clone(), m.seq));
                 }
-                Record::Session { .. } | Record::SessionEnded(_) => {}
+                Record::Session { .. } | Record::SessionEnded(_) | Record::Topic { .. } => {}
             }
         }
         self.store_failures = self.store_failures.saturating_add(1);
@@ -659,7 +659,7 @@ fn without_unstored(
                 resume: *resume,
             }
         }
-        Event::Joined { id, room, members, away, history, last_seq, resume }
+        Event::Joined { id, room, members, away, history, last_seq, resume, topic }
             if history.iter().any(is_gone) =>
         {
             let first_gone = history.iter().filter(|m| is_gone(m)).map(|m| m.seq).min();
@@ -671,6 +671,7 @@ fn without_unstored(
                 history: history.iter().filter(|m| !is_gone(m)).cloned().collect(),
                 last_seq: first_gone.map_or(*last_seq, |seq| seq - 1),
                 resume: *resume,
+                topic: topic.clone(),
             }
         }
         Event::History { id, room, messages } if messages.iter().any(is_gone) => Event::History {

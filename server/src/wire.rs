@@ -61,6 +61,7 @@ pub fn command(frame: ClientFrame, secret: Option<&Secret>) -> Result<Command, D
         ClientFrame::Conversations {} => Command::Conversations,
         ClientFrame::Edit { room, seq, text } => Command::Edit { room, seq, text },
         ClientFrame::Delete { room, seq } => Command::Delete { room, seq },
+        ClientFrame::Topic { room, topic } => Command::Topic { room, topic },
         ClientFrame::Nick { nick } => Command::Nick { nick },
         ClientFrame::Typing { room } => Command::Typing { room },
         ClientFrame::Rooms {} => Command::Rooms,
@@ -134,9 +135,10 @@ pub fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
         Event::Authed { id: request, expires } => {
             ServerFrame::Authed { id: id(request), token_expires_ms: expires.as_unix_millis() }
         }
-        Event::Joined { id: request, room, members, away, history, last_seq, resume } => {
+        Event::Joined { id: request, room, members, away, history, last_seq, resume, topic } => {
             let (resume, gap) = resumed(resume);
             ServerFrame::Joined {
+                topic: topic.as_deref().map(str::to_owned),
                 id: id(request),
                 room: room.to_string(),
                 members: members.iter().map(ToString::to_string).collect(),
@@ -147,6 +149,12 @@ pub fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
                 gap,
             }
         }
+        Event::Topic { id: request, room, topic, by } => ServerFrame::Topic {
+            id: id(request),
+            room: room.to_string(),
+            topic: topic.as_deref().map(str::to_owned),
+            by: by.to_string(),
+        },
         Event::Left { id: request, room } => {
             ServerFrame::Left { id: id(request), room: room.to_string() }
         }
@@ -214,9 +222,10 @@ pub fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
             id: id(request),
             rooms: rooms
                 .iter()
-                .map(|(name, members)| protocol::RoomInfo {
-                    name: name.to_string(),
-                    members: u64::try_from(*members).unwrap_or(u64::MAX),
+                .map(|listed| protocol::RoomInfo {
+                    name: listed.name.to_string(),
+                    members: u64::try_from(listed.members).unwrap_or(u64::MAX),
+                    topic: listed.topic.as_deref().map(str::to_owned),
                 })
                 .collect(),
         },
@@ -263,6 +272,7 @@ pub(crate) fn code(error: &CommandError) -> ErrorCode {
         CommandError::NoSuchNick(_) => ErrorCode::NoSuchNick,
         CommandError::NoSuchMessage { .. } => ErrorCode::NoSuchMessage,
         CommandError::NotYours(_) => ErrorCode::Forbidden,
+        CommandError::BadTopic { .. } => ErrorCode::InvalidTopic,
         CommandError::NoSuchConversation(_) => ErrorCode::NoSuchConversation,
         CommandError::TooLarge { .. } => ErrorCode::TooLarge,
         CommandError::RateLimited { .. }
@@ -391,6 +401,7 @@ pub(crate) fn stats(snapshot: &crate::stats::Snapshot) -> ServerFrame {
             .map(|(name, members)| protocol::RoomInfo {
                 name: name.to_string(),
                 members: u64::try_from(*members).unwrap_or(u64::MAX),
+                topic: None,
             })
             .collect(),
         room_count: snapshot.room_count,

@@ -825,6 +825,50 @@ test("editing and deleting one's own message: the others see it, and so does the
   }
 });
 
+test('topics in the header, and a room directory to browse and join from', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-topic-'));
+  let server = await startServer('127.0.0.1:0', dir);
+  try {
+    const alice = await login(server.url, 'alice');
+    await say(alice.page, '/join builds');
+    await alice.page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#builds');
+    await say(alice.page, '/topic CI results and deploys');
+    await alice.page.waitForFunction(() => document.querySelector('#room-topic')?.textContent === 'CI results and deploys');
+    await say(alice.page, 'first build is green');
+    await seeMessage(alice.page, 'first build is green');
+    const bob = await login(server.url, 'bob');
+    // Browse: every room with its topic and count; join from there.
+    await bob.page.click('#browse');
+    await bob.page.waitForSelector('#directory[open] #directory-list li');
+    const entries = await bob.page.evaluate(() => [...document.querySelectorAll('#directory-list li')].map((li) => li.textContent));
+    assert.ok(entries.some((e) => e.includes('#builds') && e.includes('CI results and deploys') && e.includes('1 here')), `${entries}`);
+    await bob.page.click('#directory-list button[aria-label="join #builds"]');
+    await bob.page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#builds');
+    await bob.page.waitForFunction(() => document.querySelector('#room-topic')?.textContent === 'CI results and deploys');
+    // A change reaches everyone; too long is refused in words.
+    await say(bob.page, '/topic builds, deploys, incidents');
+    await alice.page.waitForFunction(() => document.querySelector('#room-topic')?.textContent === 'builds, deploys, incidents');
+    await alice.page.waitForFunction(() =>
+      [...document.querySelectorAll('#messages li.notice .text')].some((e) => e.textContent === 'bob set the topic: builds, deploys, incidents'));
+    await say(bob.page, `/topic ${'x'.repeat(201)}`);
+    await bob.page.waitForFunction(() =>
+      [...document.querySelectorAll('#messages li.error .text')].some((e) => e.textContent.startsWith('A topic is one line')));
+    assert.deepEqual(await axe(bob.page), [], 'with a topic');
+    // Kept across a restart.
+    await stopServer(server.child);
+    server = await startServer(server.addr, dir);
+    const carol = await login(server.url, 'carol');
+    await say(carol.page, '/join builds');
+    await carol.page.waitForFunction(() => document.querySelector('#room-topic')?.textContent === 'builds, deploys, incidents');
+    for (const who of [alice, bob, carol]) {
+      await who.context.close();
+    }
+  } finally {
+    await stopServer(server.child);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('forty lines typed as fast as Enter goes arrive in the order typed', async () => {
   const server = await startServer();
   try {

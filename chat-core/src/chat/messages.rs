@@ -211,7 +211,9 @@ impl Chat {
                 self.retract_known(&message.room, message.seq);
                 (message.sender, message.id)
             }
-            Record::Session { .. } | Record::SessionEnded(_) => return,
+            // A topic that could not be stored stays in memory: it is said
+            // again by whoever sets it next.
+            Record::Session { .. } | Record::SessionEnded(_) | Record::Topic { .. } => return,
         };
         let (Some(sender), Some(id)) = (sender, id) else {
             return;

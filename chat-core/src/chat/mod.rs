@@ -272,6 +272,7 @@ impl Chat {
             Command::Conversations => self.conversations(&asker),
             Command::Edit { room, seq, text } => self.change(now, &asker, &room, seq, Some(text)),
             Command::Delete { room, seq } => self.change(now, &asker, &room, seq, None),
+            Command::Topic { room, topic } => self.set_topic(now, &asker, &room, &topic),
             Command::Nick { nick } => self.rename(&asker, &nick),
             Command::Typing { room } => self.typing(now, &asker, &room),
             Command::Rooms => {

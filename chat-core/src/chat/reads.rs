@@ -5,7 +5,9 @@
 use super::{Asker, Chat, Parked, Wants};
 use crate::id::SessionId;
 use crate::room::cost;
-use crate::{CommandError, Event, MemberId, Message, RoomId, RoomName, SessionToken, Timestamp};
+use crate::{
+    CommandError, Event, MemberId, Message, RoomId, RoomListing, RoomName, SessionToken, Timestamp,
+};
 
 impl Chat {
     pub(super) fn history(
@@ -106,7 +108,7 @@ impl Chat {
     /// [`ChatConfig::public_rooms`]), with member counts, by name.
     ///
     /// [`ChatConfig::public_rooms`]: crate::ChatConfig::public_rooms
-    pub(super) fn rooms_listed(&self, sid: SessionId) -> Vec<(RoomName, usize)> {
+    pub(super) fn rooms_listed(&self, sid: SessionId) -> Vec<RoomListing> {
         let Some(session) = self.sessions.get(&sid) else {
             return Vec::new();
         };
@@ -116,7 +118,11 @@ impl Chat {
             .filter_map(|(name, id)| self.rooms.get(id).map(|room| (name, id, room)))
             .filter(|(_, id, room)| !room.is_empty() && (public || session.rooms.contains(id)))
             .filter(|(name, _, _)| session.grant.as_ref().is_none_or(|grant| grant.allows(name)))
-            .map(|(name, _, room)| (name.clone(), room.sessions().len()))
+            .map(|(name, _, room)| RoomListing {
+                name: name.clone(),
+                members: room.sessions().len(),
+                topic: room.topic.clone(),
+            })
             .collect()
     }
 

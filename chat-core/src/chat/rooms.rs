@@ -8,9 +8,12 @@ use super::{Asker, Chat, Parked, Wants};
 use crate::id::SessionId;
 use crate::room::Room;
 use crate::{
-    CommandError, Event, MemberId, Message, Nick, Output, Presence, RoomHistory, RoomId, RoomName,
-    Timestamp,
+    CommandError, Event, MemberId, Message, Nick, Output, Presence, Record, RoomHistory, RoomId,
+    RoomName, Timestamp,
 };
+
+/// The longest topic, in characters: a line in a header.
+const TOPIC_MAX_CHARS: usize = 200;
 
 impl Chat {
     pub(super) fn join(
@@ -179,10 +182,18 @@ impl Chat {
             room.resume(after, self.config.join_history, self.config.resume_max);
         let members = self.sorted_nicks(room.sessions());
         let away = self.away_nicks(room.sessions());
-        let last_seq = room.last_seq;
+        let (last_seq, topic) = (room.last_seq, room.topic.clone());
         let history = self.fit_history(now, member, history, false)?;
-        let event =
-            Event::Joined { id: id.clone(), room: name, members, away, history, last_seq, resume };
+        let event = Event::Joined {
+            id: id.clone(),
+            room: name,
+            members,
+            away,
+            history,
+            last_seq,
+            resume,
+            topic,
+        };
         if newly {
             // The session's other connections are in the room now too.
             let mut theirs = event.clone();
@@ -193,6 +204,43 @@ impl Chat {
             self.deliver(siblings, theirs);
         }
         self.reply(member, event);
+        Ok(())
+    }
+
+    /// Sets a joined room's topic (empty: clears it), for everyone in it
+    /// and for storage.
+    pub(super) fn set_topic(
+        &mut self,
+        now: Timestamp,
+        asker: &Asker,
+        room: &str,
+        topic: &str,
+    ) -> Result<(), CommandError> {
+        let (sid, id) = (asker.session, &asker.id);
+        let (room_id, name) = self.joined_room(sid, room)?;
+        let topic = topic.trim();
+        if topic.chars().nth(TOPIC_MAX_CHARS).is_some() || topic.chars().any(char::is_control) {
+            return Err(CommandError::BadTopic { max: TOPIC_MAX_CHARS });
+        }
+        self.check_store(now)?;
+        self.take_message_token(now, sid)?;
+        let topic: Option<Arc<str>> = (!topic.is_empty()).then(|| Arc::from(topic));
+        let Some(by) = self.sessions.get(&sid).map(|session| session.nick.clone()) else {
+            return Ok(());
+        };
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return Ok(());
+        };
+        room.topic = topic.clone();
+        let to = room.recipients();
+        self.outputs
+            .push_back(Output::Persist(Record::Topic { room: name.clone(), topic: topic.clone() }));
+        // Everyone gets it; the one who set it, with its id.
+        let theirs =
+            Event::Topic { id: None, room: name.clone(), topic: topic.clone(), by: by.clone() };
+        let others: Arc<[MemberId]> = to.iter().copied().filter(|&m| m != asker.member).collect();
+        self.deliver(others, theirs);
+        self.reply(asker.member, Event::Topic { id: id.clone(), room: name, topic, by });
         Ok(())
     }
 
@@ -375,6 +423,7 @@ impl Chat {
                 Ok(room_id) => {
                     let capacity = self.config.history_per_room;
                     self.change_window(room_id, |room| {
+                        room.topic = history.topic;
                         room.merge_loaded(history.last_seq, history.messages, capacity);
                     });
                     Some(room_id)

@@ -103,7 +103,7 @@ fn a_narrower_token_on_resume_leaves_what_it_does_not_allow() {
     );
     h.send(back, Command::Rooms);
     assert!(
-        matches!(h.take(back).as_slice(), [Event::Rooms { rooms, .. }] if rooms == &vec![(room("public-a"), 1)])
+        matches!(h.take(back).as_slice(), [Event::Rooms { rooms, .. }] if rooms.iter().map(|r| (&r.name, r.members)).eq([(&room("public-a"), 1)]))
     );
 }
 

@@ -142,3 +142,51 @@ fn a_deleted_message_loses_its_file_too() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_topic_is_set_by_a_member_seen_by_all_listed_and_kept() {
+    let mut h = Harness::new();
+    let alice = h.greeted("alice");
+    let bob = h.greeted("bob");
+    h.join(alice, "lobby");
+    h.join(bob, "lobby");
+    h.say(alice, "lobby", "hi");
+    h.take_all();
+    let topic = |text: &str| Command::Topic { room: "lobby".into(), topic: text.into() };
+    h.send_with_id(alice, Some("t"), topic("  plans for the week  "));
+    for (m, id) in [(alice, Some("t")), (bob, None)] {
+        match h.take(m).as_slice() {
+            [Event::Topic { id: got, topic: Some(text), by, .. }] => {
+                assert_eq!(
+                    (got.as_deref(), &**text, by.as_str()),
+                    (id, "plans for the week", "alice")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    h.send(bob, Command::Rooms);
+    match h.take(bob).as_slice() {
+        [Event::Rooms { rooms, .. }] => {
+            assert_eq!(rooms[0].topic.as_deref(), Some("plans for the week"))
+        }
+        other => panic!("{other:?}"),
+    }
+    h.send(alice, topic(&"x".repeat(201)));
+    assert!(matches!(error(&h.take(alice)), CommandError::BadTopic { max: 200 }));
+    h.send(alice, topic("two\nlines"));
+    assert!(matches!(error(&h.take(alice)), CommandError::BadTopic { .. }));
+    let carol = h.greeted("carol");
+    h.send(carol, Command::Topic { room: "lobby".into(), topic: "not a member".into() });
+    assert!(matches!(error(&h.take(carol)), CommandError::NotInRoom(_)));
+    // Kept: after a restart, who joins sees it.
+    let mut h = h.restarted();
+    let dave = h.greeted("dave");
+    h.join(dave, "lobby");
+    match h.take(dave).as_slice() {
+        [Event::Joined { topic, .. }, ..] => {
+            assert_eq!(topic.as_deref(), Some("plans for the week"))
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -93,6 +93,8 @@ impl Harness {
                 Record::SessionEnded(token) => {
                     sessions.insert(token.clone(), None);
                 }
+                // Read back with its room.
+                Record::Topic { .. } => {}
             }
         }
         for (token, nick) in sessions {
@@ -154,7 +156,11 @@ impl Harness {
         }
         let keep = messages.len().saturating_sub(config.history_per_room);
         messages.drain(..keep);
-        Some(RoomHistory { last_seq, messages })
+        let topic = self.stored.iter().rev().find_map(|record| match record {
+            Record::Topic { room: r, topic } if r == room => Some(topic.clone()),
+            _ => None,
+        });
+        Some(RoomHistory { last_seq, messages, topic: topic.flatten() })
     }
 
     /// Storage could not keep `records`, as a driver reports it.

@@ -132,7 +132,7 @@ fn join_tells_the_joiner_everything_and_the_others_who_came() {
     h.take_all();
     h.send_with_id(bob, Some("j"), Command::Join { room: "lobby".into(), after: None });
     let events = h.take(bob);
-    let [Event::Joined { id, room: r, members, away, history, last_seq, resume }] =
+    let [Event::Joined { id, room: r, members, away, history, last_seq, resume, .. }] =
         events.as_slice()
     else {
         panic!("{events:?}");
@@ -495,7 +495,10 @@ fn rooms_and_who_list_in_a_stable_order() {
         h.take(zed),
         vec![Event::Rooms {
             id: Some("r".into()),
-            rooms: vec![(room("dev"), 1), (room("lobby"), 3)]
+            rooms: vec![
+                chat_core::RoomListing { name: room("dev"), members: 1, topic: None },
+                chat_core::RoomListing { name: room("lobby"), members: 3, topic: None },
+            ]
         }]
     );
     h.send(zed, Command::Who { room: "lobby".into() });
@@ -526,7 +529,13 @@ fn private_room_lists_show_only_ones_own_rooms() {
     h.join(bob, "secret");
     h.take_all();
     h.send(zed, Command::Rooms);
-    assert_eq!(h.take(zed), vec![Event::Rooms { id: None, rooms: vec![(room("lobby"), 2)] }]);
+    assert_eq!(
+        h.take(zed),
+        vec![Event::Rooms {
+            id: None,
+            rooms: vec![chat_core::RoomListing { name: room("lobby"), members: 2, topic: None }]
+        }]
+    );
 }
 
 #[test]

@@ -137,13 +137,17 @@ impl Store {
             Record::SessionEnded(token) => {
                 self.sessions.remove(token.as_str());
             }
-            Record::Direct(_) => {}
+            Record::Direct(_) | Record::Topic { .. } => {}
         }
     }
 
     fn history(&self, room: &RoomName) -> Option<RoomHistory> {
         let (last_seq, kept) = self.rooms.get(room.as_str())?;
-        Some(RoomHistory { last_seq: *last_seq, messages: kept.iter().cloned().collect() })
+        Some(RoomHistory {
+            topic: None,
+            last_seq: *last_seq,
+            messages: kept.iter().cloned().collect(),
+        })
     }
 }
 

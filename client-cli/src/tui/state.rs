@@ -83,6 +83,8 @@ pub struct View {
     pub joined: bool,
     /// A conversation's key, once the server named it.
     pub conversation: Option<String>,
+    /// A room's topic.
+    pub topic: Option<String>,
     /// After `/clear`: the seq older messages are paged back from.
     pub cleared_after: Option<u64>,
 }
@@ -102,6 +104,7 @@ impl View {
             complete: false,
             joined: false,
             conversation: None,
+            topic: None,
             cleared_after: None,
         }
     }
@@ -483,10 +486,16 @@ impl State {
                 self.me = Some(nick.clone());
                 self.connection = Connection::Connected;
             }
-            ServerFrame::Joined { room, members, history, .. } => {
+            ServerFrame::Joined { room, members, history, topic, .. } => {
                 let fresh = self.find(room, &Kind::Room).is_none();
                 let view = self.view_mut(room, Kind::Room);
                 view.members = members.clone();
+                if view.topic != *topic
+                    && let Some(text) = topic
+                {
+                    view.push(Line::Notice(format!("topic: {text}")));
+                }
+                view.topic = topic.clone();
                 for message in history {
                     add_message(view, message);
                 }
@@ -637,6 +646,15 @@ impl State {
                     self.views[at].mentioned |= unread > 0;
                 }
             }
+            ServerFrame::Topic { room, topic, by, .. } => {
+                let text = match topic {
+                    Some(topic) => format!("{by} set the topic: {topic}"),
+                    None => format!("{by} cleared the topic"),
+                };
+                let view = self.view_mut(room, Kind::Room);
+                view.topic = topic.clone();
+                view.push(Line::Notice(text));
+            }
             ServerFrame::Nick { nick, .. } => self.me = Some(nick.clone()),
             ServerFrame::Members { room, members, .. } => {
                 self.notice(&format!("{room}: {} members: {}", members.len(), members.join(", ")));
@@ -674,6 +692,12 @@ impl State {
                 let list: Vec<String> =
                     rooms.iter().map(|room| format!("{} ({})", room.name, room.members)).collect();
                 self.notice(&format!("rooms: {}", list.join(", ")));
+                // The directory: what each room with a topic is about.
+                for room in rooms {
+                    if let Some(topic) = &room.topic {
+                        self.notice(&format!("  #{}: {topic}", room.name));
+                    }
+                }
             }
             ServerFrame::Typing { .. }
             | ServerFrame::UploadReady { .. }
@@ -769,6 +793,7 @@ mod tests {
 
     fn joined(room: &str, members: &[&str], history: Vec<Message>) -> ServerFrame {
         ServerFrame::Joined {
+            topic: None,
             id: None,
             room: room.into(),
             members: members.iter().map(|m| (*m).to_owned()).collect(),
@@ -995,7 +1020,8 @@ mod tests {
         s.on_frame(&welcome("alice"));
         s.on_frame(&joined("lobby", &["alice"], vec![]));
         let before = s.current().lines.len();
-        let rooms = vec![chat_protocol::RoomInfo { name: "dev-ops".into(), members: 3 }];
+        let rooms =
+            vec![chat_protocol::RoomInfo { topic: None, name: "dev-ops".into(), members: 3 }];
         s.on_frame(&ServerFrame::Rooms { id: Some(QUIET_ROOMS.into()), rooms });
         assert_eq!(s.current().lines.len(), before, "not shown");
         assert_eq!(s.rooms(), ["dev-ops", "lobby"], "but offered to Tab");

@@ -470,6 +470,7 @@ mod tests {
             attachment: None,
         };
         state.on_frame(&ServerFrame::Joined {
+            topic: None,
             id: None,
             room: "lobby".into(),
             members: vec!["alice".into(), "bob".into()],
@@ -660,6 +661,7 @@ mod tests {
     fn unread_and_mentions_show_in_the_room_list_and_a_small_screen_holds() {
         let mut state = state();
         state.on_frame(&ServerFrame::Joined {
+            topic: None,
             id: None,
             room: "dev".into(),
             members: vec!["alice".into()],

@@ -57,6 +57,7 @@ fn client_frames_round_trip() {
         ClientFrame::Conversations {},
         ClientFrame::Edit { room: "lobby".into(), seq: 42, text: "fixed".into() },
         ClientFrame::Delete { room: "lobby".into(), seq: 42 },
+        ClientFrame::Topic { room: "lobby".into(), topic: "plans".into() },
         ClientFrame::Nick { nick: "alicia".into() },
         ClientFrame::Typing { room: "lobby".into() },
         ClientFrame::Rooms {},
@@ -131,6 +132,7 @@ fn server_frames_round_trip() {
             token_expires_ms: Some(1_732_442_400_000),
         },
         ServerFrame::Joined {
+            topic: None,
             id: id.clone(),
             room: "lobby".into(),
             members: vec!["alice".into(), "bob".into()],
@@ -141,6 +143,7 @@ fn server_frames_round_trip() {
             gap: Some(Gap { from: 2, to: 6 }),
         },
         ServerFrame::Joined {
+            topic: None,
             id: None,
             room: "lobby".into(),
             members: vec![],
@@ -201,7 +204,7 @@ fn server_frames_round_trip() {
             sessions: 3,
             people: 2,
             watchers: 1,
-            rooms: vec![RoomInfo { name: "lobby".into(), members: 3 }],
+            rooms: vec![RoomInfo { topic: None, name: "lobby".into(), members: 3 }],
             room_count: 1,
             messages_per_sec: 4,
             messages_total: 5,
@@ -239,6 +242,13 @@ fn server_frames_round_trip() {
             resume: Resume::Gap,
             gap: Some(Gap { from: 1, to: 2 }),
         },
+        ServerFrame::Topic {
+            id: id.clone(),
+            room: "lobby".into(),
+            topic: Some("plans".into()),
+            by: "alice".into(),
+        },
+        ServerFrame::Topic { id: None, room: "lobby".into(), topic: None, by: "bob".into() },
         ServerFrame::Conversations {
             id: id.clone(),
             conversations: vec![ConversationInfo {
@@ -250,7 +260,10 @@ fn server_frames_round_trip() {
         },
         ServerFrame::Nick { id: id.clone(), old: "a".into(), nick: "b".into() },
         ServerFrame::Typing { room: "lobby".into(), nick: "alice".into() },
-        ServerFrame::Rooms { id: None, rooms: vec![RoomInfo { name: "lobby".into(), members: 3 }] },
+        ServerFrame::Rooms {
+            id: None,
+            rooms: vec![RoomInfo { topic: None, name: "lobby".into(), members: 3 }],
+        },
         ServerFrame::Members {
             id: None,
             room: "lobby".into(),

@@ -22,6 +22,7 @@ struct Contents {
     /// Rooms and conversations, with their numbering.
     rooms: BTreeMap<RoomName, (u64, VecDeque<Message>)>,
     conversations: BTreeMap<RoomName, Conversation>,
+    topics: BTreeMap<RoomName, std::sync::Arc<str>>,
 }
 
 impl MemoryStore {
@@ -99,7 +100,8 @@ impl Store for MemoryStore {
             messages.iter().filter(|m| m.ts.as_unix_millis() >= cutoff).cloned().collect();
         let skip = kept.len().saturating_sub(retention.per_room);
         kept.drain(..skip);
-        Ok(Some(RoomHistory { last_seq: *last_seq, messages: kept }))
+        let topic = contents.topics.get(room).cloned();
+        Ok(Some(RoomHistory { last_seq: *last_seq, messages: kept, topic }))
     }
 
     fn commit(&mut self, records: &[Record]) -> Result<(), StoreError> {
@@ -116,6 +118,13 @@ impl Store for MemoryStore {
                         last_ts: message.ts,
                     };
                     contents.conversations.insert(message.room.clone(), conversation);
+                }
+                Record::Topic { room, topic } => {
+                    contents.rooms.entry(room.clone()).or_default();
+                    match topic {
+                        Some(topic) => contents.topics.insert(room.clone(), topic.clone()),
+                        None => contents.topics.remove(room),
+                    };
                 }
                 Record::Session { .. } | Record::SessionEnded(_) => {}
             }

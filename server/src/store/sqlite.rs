@@ -12,12 +12,13 @@ use tracing::warn;
 use super::{Retention, Snapshot, Store, StoreError};
 
 /// The schema version this code writes; bumped with every change.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rooms (
     name     TEXT PRIMARY KEY,
-    last_seq INTEGER NOT NULL
+    last_seq INTEGER NOT NULL,
+    topic    TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
     room      TEXT NOT NULL,
@@ -112,6 +113,10 @@ impl SqliteStore {
         // Up to version 3 direct messages were kept only to answer retries,
         // for the dedupe window; conversations (made above) start now.
         db.execute_batch("DROP TABLE IF EXISTS directs;")?;
+        if (1..6).contains(&version) {
+            // Version 5 had no room topics.
+            db.execute_batch("ALTER TABLE rooms ADD COLUMN topic TEXT;")?;
+        }
         if (1..5).contains(&version) {
             // Version 4 had no edits and deletions.
             db.execute_batch(
@@ -245,12 +250,12 @@ impl Store for SqliteStore {
         retention: &Retention,
         now_ms: u64,
     ) -> Result<Option<RoomHistory>, StoreError> {
-        let last_seq: Option<i64> = self
+        let found: Option<(i64, Option<String>)> = self
             .db
-            .prepare_cached("SELECT last_seq FROM rooms WHERE name = ?1")?
-            .query_row([room.as_str()], |row| row.get(0))
+            .prepare_cached("SELECT last_seq, topic FROM rooms WHERE name = ?1")?
+            .query_row([room.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()?;
-        let Some(last_seq) = last_seq else {
+        let Some((last_seq, topic)) = found else {
             return Ok(None);
         };
         let cutoff =
@@ -269,7 +274,8 @@ impl Store for SqliteStore {
             }
         }
         messages.reverse();
-        Ok(Some(RoomHistory { last_seq: u64::try_from(last_seq).unwrap_or(0), messages }))
+        let last_seq = u64::try_from(last_seq).unwrap_or(0);
+        Ok(Some(RoomHistory { last_seq, messages, topic: topic.map(Arc::from) }))
     }
 
     fn commit(&mut self, records: &[Record]) -> Result<(), StoreError> {
@@ -308,6 +314,10 @@ impl Store for SqliteStore {
                  ON CONFLICT (token) DO UPDATE SET nick = excluded.nick",
             )?;
             let mut end_session = tx.prepare_cached("DELETE FROM sessions WHERE token = ?1")?;
+            let mut set_topic = tx.prepare_cached(
+                "INSERT INTO rooms (name, last_seq, topic) VALUES (?1, 0, ?2)
+                 ON CONFLICT (name) DO UPDATE SET topic = excluded.topic",
+            )?;
             for record in records {
                 match record {
                     Record::Message(m) => {
@@ -341,6 +351,9 @@ impl Store for SqliteStore {
                     }
                     Record::SessionEnded(token) => {
                         end_session.execute(params![token.as_str()])?;
+                    }
+                    Record::Topic { room, topic } => {
+                        set_topic.execute(params![room.as_str(), topic.as_deref()])?;
                     }
                 }
             }

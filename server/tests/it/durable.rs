@@ -153,7 +153,7 @@ fn the_store_skips_rows_it_cannot_parse() {
     drop(SqliteStore::open(dir.path()).unwrap());
     let db = rusqlite::Connection::open(dir.path().join("chat.db")).unwrap();
     db.execute_batch(
-        "INSERT INTO rooms VALUES ('lobby', 3), ('Bad Room', 1);
+        "INSERT INTO rooms (name, last_seq) VALUES ('lobby', 3), ('Bad Room', 1);
          INSERT INTO messages (room, seq, ts, nick, text, action, client_id, session)
            VALUES ('lobby', 1, 1, 'alice', 'fine', 0, NULL, NULL),
                   ('lobby', 2, 2, 'not a nick!', 'bad', 0, NULL, NULL),
@@ -205,7 +205,7 @@ fn a_database_of_the_first_schema_is_upgraded_in_place() {
     drop(store);
     let db = rusqlite::Connection::open(dir.path().join("chat.db")).unwrap();
     let version: i64 = db.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     let columns: Vec<String> = db
         .prepare("SELECT name FROM pragma_table_info('messages')")
         .unwrap()
@@ -214,6 +214,15 @@ fn a_database_of_the_first_schema_is_upgraded_in_place() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert!(columns.iter().any(|c| c == "file_id"), "{columns:?}");
+    assert!(columns.iter().any(|c| c == "kind") && columns.iter().any(|c| c == "target"));
+    let rooms: Vec<String> = db
+        .prepare("SELECT name FROM pragma_table_info('rooms')")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(rooms.iter().any(|c| c == "topic"), "{rooms:?}");
 }
 
 /// A store whose first commits fail, like a disk that is briefly full.

@@ -11,8 +11,8 @@ import {
   viewOf,
 } from './state.js';
 import {
-  addLine, redrawLine, removeLine, renderMembers, renderMessages, renderRooms, renderTyping, setStatus, showApp,
-  showBanner, showLogin, switchRoom,
+  addLine, redrawLine, removeLine, renderDirectory, renderMembers, renderMessages, renderRooms, renderTopic,
+  renderTyping, setStatus, showApp, showBanner, showLogin, switchRoom,
 } from './views.js';
 
 const TYPING_SHOW_MS = 4000;
@@ -29,6 +29,7 @@ export const frames = {
   },
   joined(frame, catchUp) {
     const room = roomState(frame.room);
+    room.topic = frame.topic ?? null;
     room.members = new Set(frame.members);
     room.away = new Set(frame.away || []);
     // A resume's history comes complete in `missed`.
@@ -191,7 +192,25 @@ export const frames = {
     }
     insertOlder(name, frame.messages);
   },
+  topic(frame) {
+    const room = state.rooms.get(frame.room);
+    if (!room) {
+      return;
+    }
+    room.topic = frame.topic ?? null;
+    const text = frame.topic ? `${frame.by} set the topic: ${frame.topic}` : `${frame.by} cleared the topic`;
+    addLine(frame.room, { kind: 'notice', ts: Date.now(), text });
+    if (state.current === frame.room) {
+      renderTopic();
+    }
+  },
   rooms(frame) {
+    if (frame.id !== undefined && frame.id === state.directoryId) {
+      // The answer to "Browse rooms".
+      state.directoryId = null;
+      renderDirectory(frame.rooms);
+      return;
+    }
     if (state.current) {
       const list = frame.rooms.map((r) => `${r.name} (${r.members})`).join(', ');
       addLine(state.current, { kind: 'notice', ts: Date.now(), text: `rooms: ${list || 'none'}` });
@@ -220,6 +239,7 @@ export const frames = {
 const FRIENDLY = {
   invalid_room: 'Room names are lowercase letters, digits, - and _, up to 64 characters.',
   invalid_nick: 'Nicks are letters, digits, -, _ and ., up to 32 characters.',
+  invalid_topic: 'A topic is one line of up to 200 characters.',
   nick_taken: 'Someone else has that nick; pick another.',
   not_in_room: 'Join that room first.',
   no_such_nick: 'No one by that name is here.',

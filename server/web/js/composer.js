@@ -6,7 +6,7 @@ import { addLine, switchRoom } from './views.js';
 
 const TYPING_SEND_MS = 2000;
 
-const HELP = '/join ROOM · /leave [ROOM] · /nick NAME · /me ACTION · /msg NICK TEXT · /edit TEXT (your last message) · /delete (your last message) · /upload · /who · /rooms · /help — files: the Attach button, drag and drop, or paste';
+const HELP = '/join ROOM · /leave [ROOM] · /nick NAME · /me ACTION · /msg NICK TEXT · /topic TEXT · /edit TEXT (your last message) · /delete (your last message) · /upload · /who · /rooms · /help — files: the Attach button, drag and drop, or paste';
 
 function send(frame) {
   if (!state.connection) {
@@ -146,6 +146,11 @@ function runCommand(input) {
       const line = lastOwn();
       return Boolean(line) && !current.startsWith('@') && change('delete', current, line.seq);
     }
+    case '/topic':
+      if (!current || current.startsWith('@') || !arg) {
+        return false;
+      }
+      return send({ type: 'topic', room: current, topic: arg === '-' ? '' : arg });
     case '/upload':
       $('file-input').click();
       return true;

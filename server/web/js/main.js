@@ -20,7 +20,7 @@ import { queueUpload } from './files.js';
 import { askForNotifications } from './notify.js';
 import { NICK_KEY, SESSION_KEY, TOKEN_KEY, savedRooms, state } from './state.js';
 import {
-  closeDrawers, jumpToNewest, onChange, onOlder, onScroll, setDrawer, showLogin, switchRoom,
+  closeDrawers, jumpToNewest, onChange, onDirectoryJoin, onOlder, onScroll, setDrawer, showLogin, switchRoom,
 } from './views.js';
 
 function start(nick, token) {
@@ -97,6 +97,13 @@ document.addEventListener('DOMContentLoaded', () => {
     }
   });
   onChange(startChange);
+  onDirectoryJoin(joinRoom);
+  $('browse').addEventListener('click', () => {
+    if (state.connection) {
+      state.directoryId = state.connection.session.newId();
+      state.connection.send({ type: 'rooms' }, state.directoryId);
+    }
+  });
   // A phone's drawers: from the top bar, closed by the scrim, Escape, or a choice.
   for (const [toggle, drawer] of [['rooms-toggle', 'rooms-drawer'], ['members-toggle', 'members-drawer']]) {
     $(toggle).addEventListener('click', () => setDrawer(drawer, !$(drawer).classList.contains('open')));

@@ -34,6 +34,7 @@ export const state = {
   notified: 0,        // desktop notifications shown (for the tests)
   follow: true,       // the message list is at the bottom: new lines keep it there
   editing: null,      // { room, line } while the composer edits one's own message
+  directoryId: null,  // the id of the `rooms` asked for by "Browse rooms"
   unseen: 0,          // lines added below while scrolled up
 };
 

@@ -270,6 +270,7 @@ export function renderMessages({ keepPosition = false } = {}) {
     ? 'no room — join one'
     : state.current.startsWith('@') ? `${state.current.slice(1)} (direct messages)` : `#${state.current}`;
   $('room-title').textContent = title;
+  renderTopic();
   const first = view ? view.lines.find((l) => l.seq) : null;
   const pageable = !state.current?.startsWith('@') || Boolean(view?.key);
   if (view && pageable && first && first.seq > 1 && !view.complete) {
@@ -400,6 +401,50 @@ export function renderTyping() {
 export function openDirect(peer) {
   directView(peer);
   switchRoom(`@${peer}`);
+}
+
+/** The current room's topic, under its name. */
+export function renderTopic() {
+  const room = state.current && !state.current.startsWith('@') ? state.rooms.get(state.current) : null;
+  $('room-topic').textContent = room?.topic ?? '';
+  $('room-topic').title = room?.topic ?? '';
+}
+
+/** The room directory: every room there is, what it is about, a way in. */
+export function renderDirectory(rooms) {
+  const list = $('directory-list');
+  list.replaceChildren();
+  $('directory-empty').hidden = rooms.length > 0;
+  for (const room of rooms) {
+    const li = document.createElement('li');
+    const name = document.createElement('strong');
+    name.textContent = `#${room.name}`;
+    const count = document.createElement('span');
+    count.className = 'about';
+    count.textContent = room.topic ? `${room.topic} · ${room.members} here` : `${room.members} here`;
+    const join = document.createElement('button');
+    join.type = 'button';
+    join.className = 'join';
+    const joined = state.rooms.has(room.name);
+    join.textContent = joined ? 'Open' : 'Join';
+    join.setAttribute('aria-label', `${joined ? 'open' : 'join'} #${room.name}`);
+    join.addEventListener('click', () => {
+      $('directory').close();
+      directoryJoin(room.name);
+    });
+    li.append(name, join, count);
+    list.append(li);
+  }
+  if (!$('directory').open) {
+    $('directory').showModal();
+  }
+}
+
+/** What a directory entry does (main.js sets it). */
+let directoryJoin = () => {};
+
+export function onDirectoryJoin(join) {
+  directoryJoin = join;
 }
 
 /** Opens or closes a drawer (a phone's room or member list). */
