@@ -111,6 +111,9 @@ pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
             "-- stats: {} connections, {} rooms, {} messages/s, {} messages in all",
             stats.connections, stats.room_count, stats.messages_per_sec, stats.messages_total
         )],
+        ServerFrame::StatsHistory { points, .. } => {
+            vec![format!("-- stats: {} seconds of history", points.len())]
+        }
         ServerFrame::UploadReady { .. }
         | ServerFrame::Typing { .. }
         | ServerFrame::Error { .. } => Vec::new(),

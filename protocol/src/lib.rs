@@ -29,7 +29,7 @@ pub use code::ErrorCode;
 pub use decode::{DecodeError, decode_client, encode_client};
 pub use server::{
     Attachment, ConversationInfo, DirectLine, Gap, Limits, Message, PresenceEvent, Resume,
-    RoomInfo, ServerFrame, ServerInfo, Stats,
+    RoomInfo, ServerFrame, ServerInfo, Stats, StatsPoint,
 };
 
 /// The protocol version this crate implements.

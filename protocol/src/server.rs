@@ -220,6 +220,14 @@ pub enum ServerFrame {
     /// The server's live counters, once per second to `$stats`
     /// subscribers.
     Stats(Stats),
+    /// Right after `subscribed` to `$stats`: the last minutes of the
+    /// counters a chart draws, oldest first, one point a second.
+    StatsHistory {
+        /// The time between points, in milliseconds.
+        interval_ms: u64,
+        /// The points.
+        points: Vec<StatsPoint>,
+    },
     /// The answer to `ping`.
     Pong {
         /// The `ping`'s id.
@@ -492,6 +500,17 @@ pub struct Limits {
     pub edit_window_ms: u64,
 }
 
+/// One second of the counters, in `stats_history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsPoint {
+    /// When, in unix milliseconds.
+    pub ts: u64,
+    /// Messages accepted in that second.
+    pub messages_per_sec: u64,
+    /// Connections open then.
+    pub connections: u64,
+}
+
 /// A room and how many members it has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomInfo {
@@ -524,6 +543,7 @@ impl ServerFrame {
         "upload_ready",
         "subscribed",
         "stats",
+        "stats_history",
         "pong",
         "authed",
         "error",

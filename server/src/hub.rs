@@ -15,7 +15,7 @@ use chat_core::{
     Attachment, Chat, Command, Departure, DisconnectReason, Event, MemberId, Output, Record,
     RoomName, SessionToken, Source,
 };
-use chat_protocol::{CloseCode, DecodeError, ErrorCode};
+use chat_protocol::{CloseCode, DecodeError, ErrorCode, ServerFrame};
 use chat_transport::tungstenite::Utf8Bytes;
 use chat_transport::{Liveness, Outgoing, Pushed};
 use tokio::sync::{mpsc, oneshot};
@@ -140,6 +140,8 @@ pub(crate) struct Hub {
     shutting_down: bool,
     /// Connections subscribed to `$stats`, and the token it asks for.
     stats_subscribers: Vec<MemberId>,
+    /// The last minutes of the counters, for a new subscriber's chart.
+    stats_history: stats::History,
     stats_token: Option<String>,
     counters: Counters,
 }
@@ -193,6 +195,7 @@ impl Hub {
             unflushed: VecDeque::new(),
             shutting_down: false,
             stats_subscribers: Vec::new(),
+            stats_history: stats::History::default(),
             stats_token: config.stats_token.clone(),
             counters: Counters::new(bytes_in),
         }
@@ -301,6 +304,9 @@ impl Hub {
     /// Sends the live counters to `$stats` subscribers (once a second).
     fn publish_stats(&mut self) {
         let messages_per_sec = self.counters.tick();
+        let ts_ms = self.clock.now().as_unix_millis();
+        let connections = self.conns.len() as u64;
+        self.stats_history.push(stats::Point { ts_ms, messages_per_sec, connections });
         if self.stats_subscribers.is_empty() {
             return;
         }
@@ -466,7 +472,13 @@ impl Hub {
                     }
                     wire::subscribed(id, channel)
                 };
+                let granted = matches!(frame, ServerFrame::Subscribed { .. });
                 self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
+                if granted {
+                    // The last minutes at once, for the chart.
+                    let history = wire::stats_history(&self.stats_history);
+                    self.deliver(Arc::new([member]), Utf8Bytes::from(history.encode()), true);
+                }
             }
             Input::Refuse { member, id, code, message } => {
                 let frame = wire::refusal(id, code, &message);

@@ -13,6 +13,37 @@ pub(crate) const CHANNEL: &str = "$stats";
 /// The rooms a snapshot names, most members first.
 const TOP_ROOMS: usize = 20;
 
+/// How many seconds of counters a new subscriber gets at once (5 min).
+const HISTORY_POINTS: usize = 300;
+
+/// One second of the counters a chart draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Point {
+    pub ts_ms: u64,
+    pub messages_per_sec: u64,
+    pub connections: u64,
+}
+
+/// The last minutes of [`Point`]s, kept whether anyone watches or not, so
+/// a stats page opened now shows them at once.
+#[derive(Debug, Default)]
+pub(crate) struct History {
+    points: std::collections::VecDeque<Point>,
+}
+
+impl History {
+    pub(crate) fn push(&mut self, point: Point) {
+        if self.points.len() == HISTORY_POINTS {
+            self.points.pop_front();
+        }
+        self.points.push_back(point);
+    }
+
+    pub(crate) fn points(&self) -> impl Iterator<Item = &Point> {
+        self.points.iter()
+    }
+}
+
 /// What the hub adds up.
 #[derive(Debug)]
 pub(crate) struct Counters {

@@ -387,6 +387,19 @@ pub(crate) fn upload_say(room: String, text: String, attachment: chat_core::Atta
     Command::Say { room, text, action: false, attachment: Some(std::sync::Arc::new(attachment)) }
 }
 
+/// What a new `$stats` subscriber gets first: the last minutes.
+pub(crate) fn stats_history(history: &crate::stats::History) -> ServerFrame {
+    let points = history
+        .points()
+        .map(|point| protocol::StatsPoint {
+            ts: point.ts_ms,
+            messages_per_sec: point.messages_per_sec,
+            connections: point.connections,
+        })
+        .collect();
+    ServerFrame::StatsHistory { interval_ms: 1000, points }
+}
+
 /// The `$stats` frame of a snapshot of the counters.
 pub(crate) fn stats(snapshot: &crate::stats::Snapshot) -> ServerFrame {
     ServerFrame::Stats(protocol::Stats {

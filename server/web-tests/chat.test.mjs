@@ -942,6 +942,14 @@ test('/stats updates its counters and chart while a client sends', async () => {
     assert.equal(await stats.textContent('#people'), '1');
     assert.equal(await stats.textContent('#watchers'), '1');
     assert.equal(await stats.locator('#rooms tr').count(), 1);
+    // Opened again, the chart starts with the server's last minutes (the
+    // seconds that counted the five), under a time axis whose labels do
+    // not overlap.
+    await stats.reload();
+    await stats.waitForFunction(() => Number(document.body.dataset.history || 0) >= 1);
+    const labels = await stats.evaluate(() => JSON.parse(document.querySelector('#chart').dataset.labels || '[]'));
+    assert.ok(labels.length >= 1, `a time axis: ${JSON.stringify(labels)}`);
+    assert.ok(labels.every(([, right], i) => i === 0 || labels[i - 1][1] < labels[i][0]), JSON.stringify(labels));
     const painted = await stats.evaluate(() => {
       const canvas = document.querySelector('#chart');
       const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;

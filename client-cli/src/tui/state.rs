@@ -704,6 +704,7 @@ impl State {
             | ServerFrame::Subscribed { .. }
             | ServerFrame::Conversations { .. }
             | ServerFrame::Stats(_)
+            | ServerFrame::StatsHistory { .. }
             | ServerFrame::Pong { .. }
             | ServerFrame::Authed { .. } => {}
         }

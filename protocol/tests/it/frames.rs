@@ -242,6 +242,10 @@ fn server_frames_round_trip() {
             resume: Resume::Gap,
             gap: Some(Gap { from: 1, to: 2 }),
         },
+        ServerFrame::StatsHistory {
+            interval_ms: 1000,
+            points: vec![chat_protocol::StatsPoint { ts: 1, messages_per_sec: 2, connections: 3 }],
+        },
         ServerFrame::Topic {
             id: id.clone(),
             room: "lobby".into(),

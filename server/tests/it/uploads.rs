@@ -342,6 +342,12 @@ async fn stats_subscribers_get_the_live_counters_every_second() {
         watcher.expect("subscribed").await,
         json!({"type": "subscribed", "id": "s", "channel": "$stats"})
     );
+    // The last minutes come at once, for the chart: a point a second.
+    let history = watcher.expect("stats_history").await;
+    assert_eq!(history["interval_ms"], 1000);
+    let points = history["points"].as_array().unwrap().clone();
+    assert!(points.iter().all(|p| p["ts"].as_u64().unwrap() > 1_700_000_000_000), "{history}");
+    assert!(points.windows(2).all(|w| w[0]["ts"].as_u64() <= w[1]["ts"].as_u64()), "{history}");
 
     let mut alice = Client::in_room(&server, "alice", "lobby").await;
     for n in 0..5 {
@@ -364,5 +370,17 @@ async fn stats_subscribers_get_the_live_counters_every_second() {
             break;
         }
     }
+    // A page opened now gets the seconds that counted them.
+    let mut late = Client::hello(&server, "late").await;
+    late.send(json!({"type": "subscribe", "channel": "$stats", "token": "let-me-see"})).await;
+    late.expect("subscribed").await;
+    let history = late.expect("stats_history").await;
+    let counted: u64 = history["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["messages_per_sec"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 5, "{history}");
     server.shutdown().await;
 }

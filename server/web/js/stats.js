@@ -4,9 +4,9 @@
 
 import { $, formatSize, parseFrame } from './common.js';
 
-const HISTORY = 120; // seconds shown in the chart
+const HISTORY = 300; // seconds shown in the chart (what the server keeps)
 const TOKEN_KEY = 'chat.stats-token';
-const samples = []; // { messages, connections }
+const samples = []; // { ts, messages, connections }, oldest first
 let retry = 0;
 let updates = 0;
 let current = null; // the socket in use; a closed older one is ignored
@@ -49,6 +49,12 @@ function connect() {
       $('status').textContent = 'live';
       $('status').classList.remove('offline');
       $('token-form').hidden = true;
+    } else if (frame.type === 'stats_history') {
+      // The last minutes, at once: the chart starts full.
+      samples.splice(0, samples.length, ...frame.points.map((p) => (
+        { ts: p.ts, messages: p.messages_per_sec, connections: p.connections })));
+      document.body.dataset.history = String(samples.length);
+      draw();
     } else if (frame.type === 'stats') {
       show(frame);
     } else if (frame.type === 'error' && frame.code === 'no_such_channel') {
@@ -105,11 +111,16 @@ function show(stats) {
     return tr;
   });
   $('rooms').replaceChildren(...rows);
-  samples.push({ messages: stats.messages_per_sec, connections: stats.connections });
-  if (samples.length > HISTORY) {
+  samples.push({ ts: Date.now(), messages: stats.messages_per_sec, connections: stats.connections });
+  while (samples.length > HISTORY) {
     samples.shift();
   }
   draw();
+}
+
+/** "22:14" for a time. */
+function clock(ts) {
+  return new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 }
 
 function draw() {
@@ -124,33 +135,59 @@ function draw() {
   const ctx = canvas.getContext('2d');
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   ctx.clearRect(0, 0, width, height);
+  ctx.font = '12px system-ui, sans-serif';
   const style = getComputedStyle(document.body);
   const muted = style.getPropertyValue('--muted').trim() || '#888';
+  // The plot, with room for the time axis below it.
+  const plot = { left: 4, right: width - 4, top: 20, bottom: height - 22 };
+  const end = samples.length ? samples[samples.length - 1].ts : Date.now();
+  const start = end - (HISTORY - 1) * 1000;
+  const x = (ts) => plot.left + ((ts - start) / (end - start)) * (plot.right - plot.left);
   ctx.strokeStyle = muted;
   ctx.globalAlpha = 0.3;
   ctx.beginPath();
-  for (let i = 1; i < 4; i += 1) {
-    ctx.moveTo(0, (height * i) / 4);
-    ctx.lineTo(width, (height * i) / 4);
+  for (let i = 0; i <= 4; i += 1) {
+    const y = plot.top + ((plot.bottom - plot.top) * i) / 4;
+    ctx.moveTo(plot.left, y);
+    ctx.lineTo(plot.right, y);
   }
   ctx.stroke();
   ctx.globalAlpha = 1;
-  const line = (key, colour) => {
+  // The time axis: a label each whole minute, never on top of another.
+  ctx.fillStyle = muted;
+  ctx.textBaseline = 'top';
+  let lastRight = -Infinity;
+  const labels = [];
+  for (let t = Math.ceil(start / 60000) * 60000; t <= end; t += 60000) {
+    const text = clock(t);
+    const w = ctx.measureText(text).width;
+    const left = Math.min(Math.max(x(t) - w / 2, 0), width - w);
+    if (left >= lastRight + 8) {
+      ctx.fillText(text, left, plot.bottom + 4);
+      labels.push([left, left + w]);
+      lastRight = left + w;
+    }
+  }
+  canvas.dataset.labels = JSON.stringify(labels);
+  const line = (key, colour, side) => {
     const top = Math.max(1, ...samples.map((s) => s[key]));
     ctx.strokeStyle = colour;
     ctx.lineWidth = 2;
     ctx.beginPath();
     samples.forEach((sample, i) => {
-      const x = width - (samples.length - 1 - i) * (width / (HISTORY - 1));
-      const y = height - 4 - (sample[key] / top) * (height - 8);
-      if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+      const y = plot.bottom - (sample[key] / top) * (plot.bottom - plot.top);
+      if (i === 0) ctx.moveTo(x(sample.ts), y); else ctx.lineTo(x(sample.ts), y);
     });
     ctx.stroke();
+    // The scale of each line, at its own side of the top.
     ctx.fillStyle = colour;
-    ctx.fillText(`max ${top}`, key === 'messages' ? 6 : width - 60, 14);
+    ctx.textBaseline = 'alphabetic';
+    const text = `max ${top}`;
+    const w = ctx.measureText(text).width;
+    ctx.fillText(text, side === 'left' ? 6 : width - w - 6, 14);
   };
-  line('messages', style.getPropertyValue('--accent').trim() || '#3b6fd8');
-  line('connections', style.getPropertyValue('--error').trim() || '#b42318');
+  line('messages', style.getPropertyValue('--accent').trim() || '#3b6fd8', 'left');
+  line('connections', style.getPropertyValue('--error').trim() || '#b42318', 'right');
 }
 
 document.addEventListener('DOMContentLoaded', () => {
