@@ -97,6 +97,17 @@ pub enum Command {
         /// The topic.
         topic: String,
     },
+    /// This connection's person has read up to `seq` of a joined room or
+    /// of one of its conversations (by key): the session's other
+    /// connections are told, so what is read on one device is read on all.
+    Read {
+        /// The room name, or...
+        room: Option<String>,
+        /// ...a conversation's key.
+        conversation: Option<String>,
+        /// The newest `seq` read.
+        seq: u64,
+    },
     /// Change nick.
     Nick {
         /// The new nick.

@@ -215,6 +215,16 @@ pub enum Event {
         /// Who set it.
         by: Nick,
     },
+    /// Another connection of the session read up to `seq` of a room or a
+    /// conversation.
+    Read {
+        /// The room, or...
+        room: Option<RoomName>,
+        /// ...the conversation's key.
+        conversation: Option<Arc<str>>,
+        /// The newest `seq` read.
+        seq: u64,
+    },
     /// The answer to `leave`.
     Left {
         /// The request id.

@@ -115,6 +115,19 @@ pub enum ClientFrame {
         /// The topic: one line, at most 200 characters.
         topic: String,
     },
+    /// Read up to `seq` of a joined room (or of a conversation, by key):
+    /// the session's other connections (tabs, devices) get `read`, so
+    /// what was read on one is read on all. No answer.
+    Read {
+        /// The room name...
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// ...or a conversation's key.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation: Option<String>,
+        /// The newest `seq` read.
+        seq: u64,
+    },
     /// Change nick.
     Nick {
         /// The new nick.
@@ -195,6 +208,7 @@ impl ClientFrame {
         "edit",
         "delete",
         "topic",
+        "read",
         "nick",
         "typing",
         "rooms",
@@ -222,6 +236,7 @@ impl ClientFrame {
             Self::Edit { .. } => "edit",
             Self::Delete { .. } => "delete",
             Self::Topic { .. } => "topic",
+            Self::Read { .. } => "read",
             Self::Nick { .. } => "nick",
             Self::Typing { .. } => "typing",
             Self::Rooms {} => "rooms",

@@ -77,6 +77,18 @@ pub enum ServerFrame {
         /// Who set it.
         by: String,
     },
+    /// Another connection of this session (a tab, a device) read up to
+    /// `seq` of a room or a conversation.
+    Read {
+        /// The room...
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// ...or the conversation's key.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation: Option<String>,
+        /// The newest `seq` read.
+        seq: u64,
+    },
     /// The answer to `leave`.
     Left {
         /// The `leave`'s id.
@@ -529,6 +541,7 @@ impl ServerFrame {
         "welcome",
         "joined",
         "topic",
+        "read",
         "left",
         "presence",
         "message",

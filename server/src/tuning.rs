@@ -81,6 +81,8 @@ tuning! {
     max_message_bytes: usize => transport.max_message_bytes, "CHAT_MAX_MESSAGE_BYTES";
     /// The longest say or dm text, in bytes (too_large past it).
     max_text_bytes: usize => chat.max_text_bytes, "CHAT_MAX_TEXT_BYTES";
+    /// How long after sending a message its sender may edit it: 15m, 1h...
+    edit_window: Span => chat.edit_window, "CHAT_EDIT_WINDOW";
     /// The largest HTTP request head, in bytes (431 past it).
     max_header_bytes: usize => transport.max_header_bytes, "CHAT_MAX_HEADER_BYTES";
     /// How long a client may take for the TLS handshake and its request

@@ -62,6 +62,7 @@ pub fn command(frame: ClientFrame, secret: Option<&Secret>) -> Result<Command, D
         ClientFrame::Edit { room, seq, text } => Command::Edit { room, seq, text },
         ClientFrame::Delete { room, seq } => Command::Delete { room, seq },
         ClientFrame::Topic { room, topic } => Command::Topic { room, topic },
+        ClientFrame::Read { room, conversation, seq } => Command::Read { room, conversation, seq },
         ClientFrame::Nick { nick } => Command::Nick { nick },
         ClientFrame::Typing { room } => Command::Typing { room },
         ClientFrame::Rooms {} => Command::Rooms,
@@ -154,6 +155,11 @@ pub fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
             room: room.to_string(),
             topic: topic.as_deref().map(str::to_owned),
             by: by.to_string(),
+        },
+        Event::Read { room, conversation, seq } => ServerFrame::Read {
+            room: room.as_ref().map(ToString::to_string),
+            conversation: conversation.as_deref().map(str::to_owned),
+            seq: *seq,
         },
         Event::Left { id: request, room } => {
             ServerFrame::Left { id: id(request), room: room.to_string() }

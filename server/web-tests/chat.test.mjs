@@ -869,6 +869,39 @@ test('topics in the header, and a room directory to browse and join from', async
   }
 });
 
+test('what one tab reads is read in the other: unread counts follow the person', async () => {
+  const server = await startServer();
+  try {
+    const alice = await login(server.url, 'alice');
+    const bob = await login(server.url, 'bob');
+    const second = await alice.context.newPage();
+    second.setDefaultTimeout(WAIT);
+    await second.goto(server.url);
+    await second.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#lobby');
+    await say(alice.page, '/join dev');
+    await alice.page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#dev');
+    await second.waitForSelector('#room-list button.room >> text=#dev');
+    await alice.page.click('#room-list button.room >> text=#lobby');
+    await say(bob.page, '/join dev');
+    await bob.page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#dev');
+    await say(bob.page, 'news in dev');
+    const badge = (page) => page.waitForFunction(() => [...document.querySelectorAll('#room-list button.room')]
+      .some((b) => b.textContent.startsWith('#dev') && b.querySelector('.badge')?.textContent === '1'));
+    await badge(alice.page);
+    await badge(second);
+    // Read in one tab...
+    await alice.page.click('#room-list button.room >> text=#dev');
+    await seeMessage(alice.page, 'news in dev');
+    // ...read in the other.
+    await second.waitForFunction(() => [...document.querySelectorAll('#room-list button.room')]
+      .some((b) => b.textContent.startsWith('#dev') && !b.querySelector('.badge')));
+    await alice.context.close();
+    await bob.context.close();
+  } finally {
+    await stopServer(server.child);
+  }
+});
+
 test('forty lines typed as fast as Enter goes arrive in the order typed', async () => {
   const server = await startServer();
   try {

@@ -293,6 +293,35 @@ impl Chat {
         Ok(())
     }
 
+    /// Tells the session's other connections how far this one has read a
+    /// room or one of the session's conversations.
+    pub(super) fn read_up_to(
+        &mut self,
+        asker: &Asker,
+        room: Option<&str>,
+        conversation: Option<&str>,
+        seq: u64,
+    ) -> Result<(), CommandError> {
+        let (member, sid) = (asker.member, asker.session);
+        let event = match (room, conversation) {
+            (Some(room), _) => {
+                let (_, name) = self.joined_room(sid, room)?;
+                Event::Read { room: Some(name), conversation: None, seq }
+            }
+            (None, Some(key)) => {
+                let me = self.party(sid).ok_or(CommandError::HelloRequired)?;
+                if !self.mine(&me).any(|(name, ..)| name.conversation_key() == key) {
+                    return Err(CommandError::NoSuchConversation(key.to_owned()));
+                }
+                Event::Read { room: None, conversation: Some(key.into()), seq }
+            }
+            (None, None) => return Err(CommandError::InvalidRoom(crate::NameError::Empty)),
+        };
+        let siblings = self.siblings(member, sid);
+        self.deliver(siblings, event);
+        Ok(())
+    }
+
     /// Records what is known of a conversation after a message.
     fn know(&mut self, name: &RoomName, nicks: [Nick; 2], last_seq: u64, last_ts: Timestamp) {
         let known = Known { nicks, last_seq, last_ts };

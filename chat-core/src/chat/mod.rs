@@ -273,6 +273,9 @@ impl Chat {
             Command::Edit { room, seq, text } => self.change(now, &asker, &room, seq, Some(text)),
             Command::Delete { room, seq } => self.change(now, &asker, &room, seq, None),
             Command::Topic { room, topic } => self.set_topic(now, &asker, &room, &topic),
+            Command::Read { room, conversation, seq } => {
+                self.read_up_to(&asker, room.as_deref(), conversation.as_deref(), seq)
+            }
             Command::Nick { nick } => self.rename(&asker, &nick),
             Command::Typing { room } => self.typing(now, &asker, &room),
             Command::Rooms => {

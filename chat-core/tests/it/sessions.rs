@@ -153,6 +153,32 @@ fn a_session_has_several_connections_each_with_every_event() {
 }
 
 #[test]
+fn what_one_connection_reads_its_others_are_told() {
+    let (mut h, alice, bob) = pair(ChatConfig::default());
+    let phone = hello_again(&mut h, "token-1");
+    h.take_all();
+    h.say(bob, "lobby", "news");
+    h.take_all();
+    h.send(alice, Command::Read { room: Some("lobby".into()), conversation: None, seq: 1 });
+    assert_eq!(h.take(alice), vec![], "no answer");
+    assert_eq!(h.take(bob), vec![], "only the same person's connections");
+    assert_eq!(
+        h.take(phone),
+        vec![Event::Read { room: Some(room("lobby")), conversation: None, seq: 1 }]
+    );
+    h.send(alice, Command::Read { room: Some("ops".into()), conversation: None, seq: 1 });
+    assert!(matches!(
+        h.take(alice).as_slice(),
+        [Event::Error { error: CommandError::NotInRoom(_), .. }]
+    ));
+    h.send(alice, Command::Read { room: None, conversation: Some("~0".into()), seq: 1 });
+    assert!(matches!(
+        h.take(alice).as_slice(),
+        [Event::Error { error: CommandError::NoSuchConversation(_), .. }]
+    ));
+}
+
+#[test]
 fn past_the_connections_a_session_may_have_the_oldest_is_closed() {
     let config = ChatConfig { max_connections_per_session: 2, ..ChatConfig::default() };
     let (mut h, alice, _bob) = pair(config);

@@ -146,6 +146,7 @@ pub async fn run(
         quitting: false,
         rows: terminal.size().map(|size| size.height).unwrap_or(24),
         cols: terminal.size().map(|size| size.width).unwrap_or(80),
+        told_read: None,
     };
     match (outbox, problem) {
         (Some(path), _) => app.state.status_notice(&format!("outbox: {path}")),
@@ -170,6 +171,7 @@ pub async fn run(
                     as u64,
             },
         };
+        app.tell_read();
         draw(&mut terminal, &app)?;
         tokio::select! {
             key = keys.next() => match key {
@@ -224,6 +226,8 @@ struct App {
     /// The terminal's height, for paging.
     rows: u16,
     cols: u16,
+    /// The last `read` sent.
+    told_read: Option<chat_protocol::ClientFrame>,
 }
 
 impl App {
@@ -391,6 +395,21 @@ impl App {
             Input::Help => {}
             Input::Nothing => {}
             Input::Invalid(why) => self.state.error(&why),
+        }
+    }
+
+    /// What is shown is read: the session's other connections are told,
+    /// once per newest message seen.
+    fn tell_read(&mut self) {
+        if self.link != Link::Connected {
+            return;
+        }
+        let Some(read) = self.state.read_frame() else {
+            return;
+        };
+        if self.told_read.as_ref() != Some(&read) {
+            self.told_read = Some(read.clone());
+            self.send(Command::Send(read));
         }
     }
 

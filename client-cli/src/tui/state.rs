@@ -339,6 +339,24 @@ impl State {
         }
     }
 
+    /// How far the view shown is read, as a `read` for the session's other
+    /// connections: its newest message, in a room or a conversation.
+    pub fn read_frame(&self) -> Option<ClientFrame> {
+        let view = self.current();
+        let seq = view.last_seq()?;
+        match view.kind {
+            Kind::Room => {
+                Some(ClientFrame::Read { room: Some(view.name.clone()), conversation: None, seq })
+            }
+            Kind::Direct => view.conversation.clone().map(|key| ClientFrame::Read {
+                room: None,
+                conversation: Some(key),
+                seq,
+            }),
+            Kind::Status => None,
+        }
+    }
+
     /// `/join` of a room already joined shows it (also offline); true if
     /// it was.
     pub fn show_room(&mut self, room: &str) -> bool {
@@ -654,6 +672,20 @@ impl State {
                 let view = self.view_mut(room, Kind::Room);
                 view.topic = topic.clone();
                 view.push(Line::Notice(text));
+            }
+            ServerFrame::Read { room, conversation, seq } => {
+                // Read on another device: read here too.
+                let view = self.views.iter_mut().find(|view| match (room, conversation) {
+                    (Some(room), _) => view.kind == Kind::Room && view.name == *room,
+                    (None, Some(key)) => view.conversation.as_ref() == Some(key),
+                    (None, None) => false,
+                });
+                if let Some(view) = view
+                    && view.last_seq().is_none_or(|newest| newest <= *seq)
+                {
+                    view.unread = 0;
+                    view.mentioned = false;
+                }
             }
             ServerFrame::Nick { nick, .. } => self.me = Some(nick.clone()),
             ServerFrame::Members { room, members, .. } => {

@@ -58,6 +58,8 @@ fn client_frames_round_trip() {
         ClientFrame::Edit { room: "lobby".into(), seq: 42, text: "fixed".into() },
         ClientFrame::Delete { room: "lobby".into(), seq: 42 },
         ClientFrame::Topic { room: "lobby".into(), topic: "plans".into() },
+        ClientFrame::Read { room: Some("lobby".into()), conversation: None, seq: 57 },
+        ClientFrame::Read { room: None, conversation: Some("~0a".into()), seq: 3 },
         ClientFrame::Nick { nick: "alicia".into() },
         ClientFrame::Typing { room: "lobby".into() },
         ClientFrame::Rooms {},
@@ -242,6 +244,7 @@ fn server_frames_round_trip() {
             resume: Resume::Gap,
             gap: Some(Gap { from: 1, to: 2 }),
         },
+        ServerFrame::Read { room: Some("lobby".into()), conversation: None, seq: 57 },
         ServerFrame::StatsHistory {
             interval_ms: 1000,
             points: vec![chat_protocol::StatsPoint { ts: 1, messages_per_sec: 2, connections: 3 }],

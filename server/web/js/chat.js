@@ -192,6 +192,22 @@ export const frames = {
     }
     insertOlder(name, frame.messages);
   },
+  read(frame) {
+    // Read on another tab or device: read here too.
+    const view = frame.room
+      ? state.rooms.get(frame.room)
+      : [...state.directs.values()].find((v) => v.key === frame.conversation);
+    if (!view) {
+      return;
+    }
+    const newest = Math.max(0, ...view.lines.map((l) => l.seq || 0));
+    if (newest <= frame.seq) {
+      view.unread = 0;
+      view.mentioned = false;
+      markRead(view);
+      renderRooms();
+    }
+  },
   topic(frame) {
     const room = state.rooms.get(frame.room);
     if (!room) {

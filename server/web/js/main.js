@@ -21,6 +21,7 @@ import { askForNotifications } from './notify.js';
 import { NICK_KEY, SESSION_KEY, TOKEN_KEY, savedRooms, state } from './state.js';
 import {
   closeDrawers, jumpToNewest, onChange, onDirectoryJoin, onOlder, onScroll, setDrawer, showLogin, switchRoom,
+  tellRead,
 } from './views.js';
 
 function start(nick, token) {
@@ -98,6 +99,8 @@ document.addEventListener('DOMContentLoaded', () => {
   });
   onChange(startChange);
   onDirectoryJoin(joinRoom);
+  // Back on the tab: what is shown now is read.
+  document.addEventListener('visibilitychange', tellRead);
   $('browse').addEventListener('click', () => {
     if (state.connection) {
       state.directoryId = state.connection.session.newId();

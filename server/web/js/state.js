@@ -35,6 +35,7 @@ export const state = {
   follow: true,       // the message list is at the bottom: new lines keep it there
   editing: null,      // { room, line } while the composer edits one's own message
   directoryId: null,  // the id of the `rooms` asked for by "Browse rooms"
+  toldRead: new Map(), // view name -> newest seq told read to the session's other connections
   unseen: 0,          // lines added below while scrolled up
 };
 

@@ -11,6 +11,30 @@ export function addLine(name, line) {
   const before = pushLine(name, line);
   if (before !== undefined && name === state.current) {
     appendLine(line, before);
+    tellRead();
+  }
+}
+
+/**
+ * What is shown is read: the session's other tabs and devices are told
+ * (once per newest message), and clear their unread counts too.
+ */
+export function tellRead() {
+  const name = state.current;
+  const view = viewOf(name);
+  if (!view || document.hidden || state.connection?.session.phase.name !== 'live') {
+    return;
+  }
+  const seq = Math.max(0, ...view.lines.filter((l) => !l.pending).map((l) => l.seq || 0));
+  if (!seq || state.toldRead.get(name) >= seq) {
+    return;
+  }
+  const frame = name.startsWith('@')
+    ? view.key && { type: 'read', conversation: view.key, seq }
+    : { type: 'read', room: name, seq };
+  if (frame) {
+    state.toldRead.set(name, seq);
+    state.connection.send(frame);
   }
 }
 
@@ -476,5 +500,6 @@ export function switchRoom(name) {
   renderRooms();
   renderMessages();
   renderMembers();
+  tellRead();
   $('text').focus();
 }
