@@ -147,7 +147,7 @@ impl Chat {
         other: Other,
     ) -> Result<(), CommandError> {
         let (member, sid, id) = (asker.member, asker.session, &asker.id);
-        if self.conns.get(&member).is_none_or(|conn| conn.session != Some(sid)) {
+        if !self.still_asking(asker) {
             return Ok(());
         }
         let (Some(sender), Some(room)) = (self.sessions.get(&sid), self.rooms.get(&room_id)) else {
@@ -253,8 +253,8 @@ impl Chat {
         before: Option<u64>,
         limit: usize,
     ) -> Result<(), CommandError> {
-        let (member, sid, id) = (asker.member, asker.session, &asker.id);
-        if self.conns.get(&member).is_none_or(|conn| conn.session != Some(sid)) {
+        let (member, id) = (asker.member, &asker.id);
+        if !self.still_asking(asker) {
             return Ok(());
         }
         let Some(room) = self.rooms.get(&room_id) else {

@@ -105,8 +105,8 @@ impl Chat {
         seq: u64,
         text: Option<Arc<str>>,
     ) -> Result<(), CommandError> {
-        let (member, sid, id) = (asker.member, asker.session, &asker.id);
-        if self.conns.get(&member).is_none_or(|conn| conn.session != Some(sid)) {
+        let (sid, id) = (asker.session, &asker.id);
+        if !self.still_asking(asker) {
             return Ok(());
         }
         let (Some(session), Some(room)) = (self.sessions.get(&sid), self.rooms.get(&room_id))

@@ -538,6 +538,13 @@ impl Chat {
         session.into_iter().flat_map(|s| s.conns.iter()).collect()
     }
 
+    /// Whether the connection of a command that waited is still there and
+    /// speaks for the same session (it may have gone, or moved on, while a
+    /// room loaded).
+    fn still_asking(&self, asker: &Asker) -> bool {
+        self.conns.get(&asker.member).is_some_and(|conn| conn.session == Some(asker.session))
+    }
+
     /// One more command of `member` waits for storage; later ones queue.
     fn park_for(&mut self, member: MemberId) {
         if let Some(conn) = self.conns.get_mut(&member) {

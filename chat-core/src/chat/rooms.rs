@@ -141,7 +141,7 @@ impl Chat {
     ) -> Result<(), CommandError> {
         let (member, sid, id) = (asker.member, asker.session, &asker.id);
         // The connection may have gone, or moved on, while the room loaded.
-        if self.conns.get(&member).is_none_or(|conn| conn.session != Some(sid)) {
+        if !self.still_asking(asker) {
             return Ok(());
         }
         let (max_rooms, max_members) =

@@ -146,23 +146,16 @@ function lineElement(line) {
 function changeButtons(line) {
   const box = document.createElement('span');
   box.className = 'changes';
-  const window = state.limits.edit_window_ms || 0;
-  if (Date.now() - line.ts < window) {
-    const edit = document.createElement('button');
-    edit.type = 'button';
-    edit.className = 'quiet';
-    edit.textContent = 'Edit';
-    edit.setAttribute('aria-label', `edit your message: ${line.text.slice(0, 40)}`);
-    edit.addEventListener('click', () => changeWanted({ kind: 'edit', room: state.current, line }));
-    box.append(edit);
+  const kinds = Date.now() - line.ts < (state.limits.edit_window_ms || 0) ? ['edit', 'delete'] : ['delete'];
+  for (const kind of kinds) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'quiet';
+    button.textContent = kind === 'edit' ? 'Edit' : 'Delete';
+    button.setAttribute('aria-label', `${kind} your message: ${line.text.slice(0, 40)}`);
+    button.addEventListener('click', () => changeWanted({ kind, room: state.current, line }));
+    box.append(button);
   }
-  const remove = document.createElement('button');
-  remove.type = 'button';
-  remove.className = 'quiet';
-  remove.textContent = 'Delete';
-  remove.setAttribute('aria-label', `delete your message: ${line.text.slice(0, 40)}`);
-  remove.addEventListener('click', () => changeWanted({ kind: 'delete', room: state.current, line }));
-  box.append(remove);
   return box;
 }
 
