@@ -124,6 +124,13 @@ pub enum Command {
     Who {
         /// The room name.
         room: String,
+        /// Only members after this nick (in nick order): the next page.
+        after: Option<String>,
+        /// Only members whose nick starts with this (case-insensitively, as
+        /// nicks compare): for completion and @-mentions.
+        prefix: Option<String>,
+        /// At most this many (default and most: `member_page_max`).
+        limit: Option<u32>,
     },
     /// Page back through a joined room's history.
     History {

@@ -24,6 +24,10 @@ pub struct ChatConfig {
     pub resume_max: usize,
     /// The default `limit` of a `history` request. Default 50.
     pub history_page_default: usize,
+    /// The most members `joined` lists, and the largest page of `who`.
+    /// Default 200: a small room's whole list; a big room's first page,
+    /// the rest asked for as it is scrolled or searched.
+    pub member_page_max: usize,
     /// How long after sending a message its sender may still edit it.
     /// Default 15 minutes: long enough to fix a typo, short enough that a
     /// conversation is not rewritten under those who answered it. Deleting
@@ -128,6 +132,7 @@ impl Default for ChatConfig {
             resume_max: 200,
             history_page_default: 50,
             edit_window: Duration::from_secs(15 * 60),
+            member_page_max: 200,
             history_page_max: 200,
             typing_interval: Duration::from_secs(2),
             messages_per_sec: 10,

@@ -191,8 +191,14 @@ pub enum Event {
         id: Option<Arc<str>>,
         /// The room.
         room: RoomName,
-        /// Its members, the joiner included, sorted case-insensitively.
+        /// Its members, the joiner included, in nick order: all of them, or
+        /// in a room of more than [`ChatConfig::member_page_max`] the first
+        /// page (`who` pages on).
+        ///
+        /// [`ChatConfig::member_page_max`]: crate::ChatConfig::member_page_max
         members: Vec<Nick>,
+        /// How many members the room has.
+        member_count: usize,
         /// Those of them who are away (every connection dropped), sorted.
         away: Vec<Nick>,
         /// Its newest messages, oldest first.
@@ -316,10 +322,14 @@ pub enum Event {
         id: Option<Arc<str>>,
         /// The room.
         room: RoomName,
-        /// Its members, sorted case-insensitively.
+        /// Its members (this page of them), in nick order.
         members: Vec<Nick>,
         /// Those of them who are away, sorted.
         away: Vec<Nick>,
+        /// How many members the room has.
+        count: usize,
+        /// Whether more match after this page.
+        more: bool,
     },
     /// The answer to `history`.
     History {

@@ -1,8 +1,8 @@
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use crate::id::SessionId;
-use crate::{MemberId, Message, MessageKind, Resume, RoomName, Timestamp};
+use crate::{MemberId, Message, MessageKind, Nick, Resume, RoomName, Timestamp};
 
 /// What one message held in memory costs besides its text: the struct,
 /// its shared strings and the ring slot, roughly.
@@ -19,6 +19,9 @@ const MESSAGE_OVERHEAD: usize = 192;
 pub(crate) struct Room {
     pub(crate) name: RoomName,
     sessions: Vec<SessionId>,
+    /// The members by folded nick: a page of them, or those starting with
+    /// a prefix, without sorting the room on every join.
+    by_nick: BTreeMap<(Arc<str>, SessionId), Nick>,
     /// The attached connections of `sessions` that are not waiting for
     /// their `joined`, as a shared slice rebuilt on every change, so a
     /// fan-out costs one reference count.
@@ -50,6 +53,7 @@ impl Room {
         Self {
             name,
             sessions: Vec::new(),
+            by_nick: BTreeMap::new(),
             recipients: Arc::new([]),
             history: VecDeque::new(),
             bytes: 0,
@@ -60,12 +64,50 @@ impl Room {
         }
     }
 
-    pub(crate) fn add(&mut self, session: SessionId) {
+    pub(crate) fn add(&mut self, session: SessionId, nick: &Nick) {
         self.sessions.push(session);
+        self.by_nick.insert((Arc::from(nick.folded()), session), nick.clone());
     }
 
-    pub(crate) fn remove(&mut self, session: SessionId) {
+    pub(crate) fn remove(&mut self, session: SessionId, nick: &Nick) {
         self.sessions.retain(|&s| s != session);
+        self.by_nick.remove(&(Arc::from(nick.folded()), session));
+    }
+
+    /// A member changed nick.
+    pub(crate) fn renamed(&mut self, session: SessionId, old: &Nick, new: &Nick) {
+        if self.by_nick.remove(&(Arc::from(old.folded()), session)).is_some() {
+            self.by_nick.insert((Arc::from(new.folded()), session), new.clone());
+        }
+    }
+
+    /// Up to `limit` members in nick order after the (folded) nick
+    /// `after`, whose folded nick starts with `prefix`; and whether there
+    /// are more.
+    pub(crate) fn members_page(
+        &self,
+        after: Option<&str>,
+        prefix: &str,
+        limit: usize,
+    ) -> (Vec<(SessionId, Nick)>, bool) {
+        let start: Arc<str> = Arc::from(after.map_or(prefix, |after| after.max(prefix)));
+        let mut found = Vec::with_capacity(limit.min(self.by_nick.len()));
+        let mut more = false;
+        let range = self.by_nick.range((start, SessionId::new(0))..);
+        for ((folded, sid), nick) in range {
+            if after.is_some_and(|after| &**folded <= after) {
+                continue;
+            }
+            if !folded.starts_with(prefix) {
+                break;
+            }
+            if found.len() == limit {
+                more = true;
+                break;
+            }
+            found.push((*sid, nick.clone()));
+        }
+        (found, more)
     }
 
     pub(crate) fn sessions(&self) -> &[SessionId] {

@@ -115,7 +115,9 @@ pub fn parse(line: &str, current: Option<&str>) -> Input {
         },
         "me" => Input::Invalid("usage: /me ACTION".to_owned()),
         "who" | "names" => match room_or_current(rest) {
-            Some(room) => Input::Send(ClientFrame::Who { room }),
+            Some(room) => {
+                Input::Send(ClientFrame::Who { room, after: None, prefix: None, limit: None })
+            }
             None => Input::Invalid("usage: /who ROOM".to_owned()),
         },
         "rooms" | "list" => Input::Send(ClientFrame::Rooms {}),
@@ -176,7 +178,16 @@ mod tests {
                     text: "hi there".into(),
                 }),
             ),
-            ("/who", lobby, Input::Send(ClientFrame::Who { room: "lobby".into() })),
+            (
+                "/who",
+                lobby,
+                Input::Send(ClientFrame::Who {
+                    room: "lobby".into(),
+                    after: None,
+                    prefix: None,
+                    limit: None,
+                }),
+            ),
             ("/rooms", None, Input::Send(ClientFrame::Rooms {})),
             ("/quit", lobby, Input::Quit),
             (

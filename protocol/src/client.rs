@@ -144,6 +144,16 @@ pub enum ClientFrame {
     Who {
         /// The room name.
         room: String,
+        /// The next page: only members after this nick, in nick order.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        /// Only members whose nick starts with this (as nicks compare:
+        /// case and look-alikes aside), for completion and @-mentions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefix: Option<String>,
+        /// At most this many (default and most: 200).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
     },
     /// Page back through a room's history.
     History {

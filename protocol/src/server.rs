@@ -44,8 +44,12 @@ pub enum ServerFrame {
         id: Option<String>,
         /// The room joined.
         room: String,
-        /// The nicks in the room, the joiner included, sorted.
+        /// The nicks in the room, the joiner included, in nick order: all of
+        /// them, or in a room of more than 200 the first 200 (`who` pages on).
         members: Vec<String>,
+        /// How many members the room has.
+        #[serde(default)]
+        member_count: u64,
         /// Those of them who are away (every connection dropped), sorted.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         away: Vec<String>,
@@ -196,11 +200,17 @@ pub enum ServerFrame {
         id: Option<String>,
         /// The room.
         room: String,
-        /// The nicks in the room, sorted.
+        /// The nicks in the room (this page of them), in nick order.
         members: Vec<String>,
         /// Those of them who are away, sorted.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         away: Vec<String>,
+        /// How many members the room has.
+        #[serde(default)]
+        count: u64,
+        /// More match after this page: ask with `after` the last nick here.
+        #[serde(default, skip_serializing_if = "is_false")]
+        more: bool,
     },
     /// The answer to `history`.
     History {

@@ -671,14 +671,23 @@ fn without_unstored(
                 resume: *resume,
             }
         }
-        Event::Joined { id, room, members, away, history, last_seq, resume, topic }
-            if history.iter().any(is_gone) =>
-        {
+        Event::Joined {
+            id,
+            room,
+            members,
+            member_count,
+            away,
+            history,
+            last_seq,
+            resume,
+            topic,
+        } if history.iter().any(is_gone) => {
             let first_gone = history.iter().filter(|m| is_gone(m)).map(|m| m.seq).min();
             Event::Joined {
                 id: id.clone(),
                 room: room.clone(),
                 members: members.clone(),
+                member_count: *member_count,
                 away: away.clone(),
                 history: history.iter().filter(|m| !is_gone(m)).cloned().collect(),
                 last_seq: first_gone.map_or(*last_seq, |seq| seq - 1),

@@ -83,6 +83,9 @@ tuning! {
     max_text_bytes: usize => chat.max_text_bytes, "CHAT_MAX_TEXT_BYTES";
     /// How long after sending a message its sender may edit it: 15m, 1h...
     edit_window: Span => chat.edit_window, "CHAT_EDIT_WINDOW";
+    /// The most members `joined` lists (a bigger room's first page) and
+    /// the largest page of `who`.
+    member_page_max: usize => chat.member_page_max, "CHAT_MEMBER_PAGE_MAX";
     /// The largest HTTP request head, in bytes (431 past it).
     max_header_bytes: usize => transport.max_header_bytes, "CHAT_MAX_HEADER_BYTES";
     /// How long a client may take for the TLS handshake and its request

@@ -66,7 +66,9 @@ pub fn command(frame: ClientFrame, secret: Option<&Secret>) -> Result<Command, D
         ClientFrame::Nick { nick } => Command::Nick { nick },
         ClientFrame::Typing { room } => Command::Typing { room },
         ClientFrame::Rooms {} => Command::Rooms,
-        ClientFrame::Who { room } => Command::Who { room },
+        ClientFrame::Who { room, after, prefix, limit } => {
+            Command::Who { room, after, prefix, limit }
+        }
         ClientFrame::History { room, before, limit } => Command::History { room, before, limit },
         ClientFrame::Ping {} => Command::Ping,
         // The connection handles these itself (see `connection.rs`).
@@ -136,9 +138,20 @@ pub fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
         Event::Authed { id: request, expires } => {
             ServerFrame::Authed { id: id(request), token_expires_ms: expires.as_unix_millis() }
         }
-        Event::Joined { id: request, room, members, away, history, last_seq, resume, topic } => {
+        Event::Joined {
+            id: request,
+            room,
+            members,
+            member_count,
+            away,
+            history,
+            last_seq,
+            resume,
+            topic,
+        } => {
             let (resume, gap) = resumed(resume);
             ServerFrame::Joined {
+                member_count: u64::try_from(*member_count).unwrap_or(u64::MAX),
                 topic: topic.as_deref().map(str::to_owned),
                 id: id(request),
                 room: room.to_string(),
@@ -235,11 +248,13 @@ pub fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
                 })
                 .collect(),
         },
-        Event::Members { id: request, room, members, away } => ServerFrame::Members {
+        Event::Members { id: request, room, members, away, count, more } => ServerFrame::Members {
             id: id(request),
             room: room.to_string(),
             members: members.iter().map(ToString::to_string).collect(),
             away: away.iter().map(ToString::to_string).collect(),
+            count: u64::try_from(*count).unwrap_or(u64::MAX),
+            more: *more,
         },
         Event::History { id: request, room, messages } => ServerFrame::History {
             id: id(request),

@@ -902,6 +902,31 @@ test('what one tab reads is read in the other: unread counts follow the person',
   }
 });
 
+test('a room bigger than a page: its count, the first page, the rest on demand', async () => {
+  const server = await startServer('127.0.0.1:0', null, ['--member-page-max', '3']);
+  try {
+    const others = [];
+    for (const nick of ['ann', 'bea', 'cat', 'dan', 'eve']) {
+      others.push(await login(server.url, nick));
+    }
+    const zoe = await login(server.url, 'zoe');
+    await zoe.page.waitForFunction(() => document.querySelector('#members-title')?.textContent === 'Members (6)');
+    assert.equal(await zoe.page.locator('#members li button.member, #members li:not(:has(button))').count(), 3, 'the first page');
+    await zoe.page.click('#more-members');
+    await zoe.page.waitForFunction(() => document.querySelectorAll('#members li button.member').length
+      + [...document.querySelectorAll('#members li')].filter((li) => li.textContent.endsWith('(you)')).length === 6);
+    await zoe.page.waitForSelector('#more-members', { state: 'detached' });
+    // One more joining counts up.
+    const fay = await login(server.url, 'fay');
+    await zoe.page.waitForFunction(() => document.querySelector('#members-title')?.textContent === 'Members (7)');
+    for (const who of [...others, fay, zoe]) {
+      await who.context.close();
+    }
+  } finally {
+    await stopServer(server.child);
+  }
+});
+
 test('forty lines typed as fast as Enter goes arrive in the order typed', async () => {
   const server = await startServer();
   try {

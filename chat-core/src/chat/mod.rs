@@ -283,7 +283,9 @@ impl Chat {
                 self.reply(member, Event::Rooms { id: asker.id.clone(), rooms });
                 Ok(())
             }
-            Command::Who { room } => self.who(&asker, &room),
+            Command::Who { room, after, prefix, limit } => {
+                self.who(&asker, &room, after.as_deref(), prefix.as_deref(), limit)
+            }
             Command::History { room, before, limit } => {
                 self.history(now, &asker, &room, before, limit)
             }

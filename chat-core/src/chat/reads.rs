@@ -6,7 +6,8 @@ use super::{Asker, Chat, Parked, Wants};
 use crate::id::SessionId;
 use crate::room::cost;
 use crate::{
-    CommandError, Event, MemberId, Message, RoomId, RoomListing, RoomName, SessionToken, Timestamp,
+    CommandError, Event, MemberId, Message, Nick, RoomId, RoomListing, RoomName, SessionToken,
+    Timestamp,
 };
 
 impl Chat {
@@ -92,14 +93,39 @@ impl Chat {
         Ok(messages)
     }
 
-    pub(super) fn who(&mut self, asker: &Asker, room: &str) -> Result<(), CommandError> {
+    /// A page of a room's members in nick order, after `after`, starting
+    /// with `prefix` (both compared as nicks compare).
+    pub(super) fn who(
+        &mut self,
+        asker: &Asker,
+        room: &str,
+        after: Option<&str>,
+        prefix: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<(), CommandError> {
         let (member, id) = (asker.member, &asker.id);
         let (room_id, name) = self.joined_room(asker.session, room)?;
-        let (members, away) = match self.rooms.get(&room_id) {
-            Some(room) => (self.sorted_nicks(room.sessions()), self.away_nicks(room.sessions())),
-            None => (Vec::new(), Vec::new()),
+        let max = self.config.member_page_max;
+        let limit = limit.map_or(max, |l| usize::try_from(l).unwrap_or(usize::MAX).min(max));
+        let folded = |text: &str| Nick::parse(text).map(|nick| nick.folded().to_owned());
+        let after = after.map(folded).transpose().map_err(CommandError::InvalidNick)?;
+        // A prefix need not be a whole nick; one that cannot start a nick
+        // matches no one.
+        let prefix = match prefix.filter(|p| !p.is_empty()).map(folded) {
+            Some(Ok(prefix)) => prefix,
+            Some(Err(_)) => "\u{10ffff}".to_owned(),
+            None => String::new(),
         };
-        self.reply(member, Event::Members { id: id.clone(), room: name, members, away });
+        let Some(room) = self.rooms.get(&room_id) else {
+            return Ok(());
+        };
+        let (page, more) = room.members_page(after.as_deref(), &prefix, limit);
+        let count = room.sessions().len();
+        let sids: Vec<SessionId> = page.iter().map(|(sid, _)| *sid).collect();
+        let away = self.away_nicks(&sids);
+        let members = page.into_iter().map(|(_, nick)| nick).collect();
+        let event = Event::Members { id: id.clone(), room: name, members, away, count, more };
+        self.reply(member, event);
         Ok(())
     }
 

@@ -167,7 +167,7 @@ impl Chat {
                 session.rooms.insert(room_id);
             }
             if let Some(room) = self.rooms.get_mut(&room_id) {
-                room.add(sid);
+                room.add(sid, &nick);
             }
             self.refresh_recipients(room_id);
             self.reindex(room_id);
@@ -180,14 +180,19 @@ impl Chat {
         };
         let (history, resume) =
             room.resume(after, self.config.join_history, self.config.resume_max);
-        let members = self.sorted_nicks(room.sessions());
-        let away = self.away_nicks(room.sessions());
+        // A small room's whole list; a big room's first page.
+        let (page, _) = room.members_page(None, "", self.config.member_page_max);
+        let member_count = room.sessions().len();
+        let sids: Vec<SessionId> = page.iter().map(|(sid, _)| *sid).collect();
+        let away = self.away_nicks(&sids);
+        let members = page.into_iter().map(|(_, nick)| nick).collect();
         let (last_seq, topic) = (room.last_seq, room.topic.clone());
         let history = self.fit_history(now, member, history, false)?;
         let event = Event::Joined {
             id: id.clone(),
             room: name,
             members,
+            member_count,
             away,
             history,
             last_seq,
@@ -291,7 +296,7 @@ impl Chat {
         let Some(room) = self.rooms.get_mut(&room_id) else {
             return;
         };
-        room.remove(sid);
+        room.remove(sid, nick);
         self.refresh_recipients(room_id);
         self.reindex(room_id);
         let Some(room) = self.rooms.get(&room_id) else {

@@ -604,6 +604,11 @@ impl Chat {
         let rooms: Vec<RoomId> = session.rooms.iter().copied().collect();
         self.nicks.remove(old.folded());
         self.nicks.insert(Arc::from(new.folded()), sid);
+        for room in &rooms {
+            if let Some(room) = self.rooms.get_mut(room) {
+                room.renamed(sid, &old, &new);
+            }
+        }
         if old != new {
             let record = Record::Session { token, nick: new.clone() };
             self.outputs.push_back(Output::Persist(record));

@@ -95,7 +95,7 @@ fn a_narrower_token_on_resume_leaves_what_it_does_not_allow() {
     assert_eq!(error_of(&h.take(back)), CommandError::NotInRoom(room("secret")));
     h.send(back, Command::Join { room: "secret".into(), after: Some(0) });
     assert!(matches!(error_of(&h.take(back)), CommandError::Forbidden(_)));
-    h.send(back, Command::Who { room: "secret".into() });
+    h.send(back, Command::Who { room: "secret".into(), after: None, prefix: None, limit: None });
     assert_eq!(error_of(&h.take(back)), CommandError::NotInRoom(room("secret")));
     assert!(!h.chat.may_read(&chat_core::SessionToken::parse("token-1").unwrap(), &room("secret")));
     assert!(

@@ -501,10 +501,12 @@ fn rooms_and_who_list_in_a_stable_order() {
             ]
         }]
     );
-    h.send(zed, Command::Who { room: "lobby".into() });
+    h.send(zed, Command::Who { room: "lobby".into(), after: None, prefix: None, limit: None });
     assert_eq!(
         h.take(zed),
         vec![Event::Members {
+            count: 3,
+            more: false,
             id: None,
             room: room("lobby"),
             members: vec![nick("Amy"), nick("bob"), nick("zed")],
@@ -512,9 +514,9 @@ fn rooms_and_who_list_in_a_stable_order() {
         }]
     );
     // Members are for members: a room one is not in says nothing.
-    h.send(zed, Command::Who { room: "dev".into() });
+    h.send(zed, Command::Who { room: "dev".into(), after: None, prefix: None, limit: None });
     assert_eq!(error_of(&h.take(zed)), CommandError::NotInRoom(room("dev")));
-    h.send(zed, Command::Who { room: "empty".into() });
+    h.send(zed, Command::Who { room: "empty".into(), after: None, prefix: None, limit: None });
     assert_eq!(error_of(&h.take(zed)), CommandError::NotInRoom(room("empty")));
 }
 
@@ -687,4 +689,63 @@ fn an_attachment_goes_out_with_its_message_and_only_room_members_may_fetch_it() 
     // Leaving the room is losing access to its files.
     h.send(bob, Command::Leave { room: "lobby".into() });
     assert!(!h.chat.may_read(&bob_token, &lobby));
+}
+
+#[test]
+fn a_big_room_lists_a_first_page_and_who_pages_on_and_searches_by_prefix() {
+    let config = ChatConfig { member_page_max: 10, ..ChatConfig::default() };
+    let mut h = Harness::with_config(config);
+    let mut members = Vec::new();
+    for n in 0..25 {
+        let m = h.greeted(&format!("user{n:02}"));
+        h.join(m, "big");
+        members.push(m);
+    }
+    let carol = h.greeted("carol");
+    h.take_all();
+    h.join(carol, "big");
+    // (Nick order is the order nicks compare in: case, look-alikes and
+    // the digits that look like letters aside.)
+    let first = match h.take(carol).as_slice() {
+        [Event::Joined { members, member_count, .. }] => {
+            assert_eq!(*member_count, 26);
+            assert_eq!(members.len(), 10, "the first page only");
+            members.iter().map(|n| n.to_string()).collect::<Vec<_>>()
+        }
+        other => panic!("{other:?}"),
+    };
+    let who = |h: &mut Harness, after: Option<&str>, prefix: Option<&str>, limit: Option<u32>| {
+        let command = Command::Who {
+            room: "big".into(),
+            after: after.map(str::to_owned),
+            prefix: prefix.map(str::to_owned),
+            limit,
+        };
+        h.send(carol, command);
+        match h.take(carol).as_slice() {
+            [Event::Members { members, count, more, .. }] => {
+                (members.iter().map(|n| n.to_string()).collect::<Vec<_>>(), *count, *more)
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(who(&mut h, None, None, None).0, first, "who pages the same way");
+    let (second, count, more) = who(&mut h, first.last().map(String::as_str), None, None);
+    assert_eq!((second.len(), count, more), (10, 26, true));
+    let (third, _, more) = who(&mut h, second.last().map(String::as_str), None, None);
+    assert_eq!((third.len(), more), (6, false), "{third:?}");
+    let mut all: Vec<String> = first.into_iter().chain(second).chain(third).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 26, "every member once");
+    // By prefix, as nicks compare (case aside).
+    let (found, _, more) = who(&mut h, None, Some("USER1"), Some(3));
+    assert!(found.len() == 3 && more && found.iter().all(|n| n.starts_with("user1")), "{found:?}");
+    let (none, _, _) = who(&mut h, None, Some("zz"), None);
+    assert!(none.is_empty());
+    // A rename moves the member in the order.
+    h.send(members[0], Command::Nick { nick: "aaron".into() });
+    h.take_all();
+    let (top, _, _) = who(&mut h, None, None, Some(2));
+    assert_eq!(top, vec!["aaron".to_owned(), "carol".into()]);
 }

@@ -203,7 +203,7 @@ fn who_and_joined_say_who_is_away() {
     let (mut h, alice, bob) = pair(ChatConfig::default());
     h.disconnect(alice);
     h.take_all();
-    h.send(bob, Command::Who { room: "lobby".into() });
+    h.send(bob, Command::Who { room: "lobby".into(), after: None, prefix: None, limit: None });
     assert!(
         matches!(h.take(bob).as_slice(), [Event::Members { away, .. }] if away == &vec![nick("alice")]),
         "alice is away"

@@ -97,6 +97,7 @@ fn messages(room: &str, seqs: std::ops::RangeInclusive<u64>) -> Vec<Message> {
 
 fn joined(id: &str, room: &str, history: Vec<Message>, last_seq: u64) -> ServerFrame {
     ServerFrame::Joined {
+        member_count: 1,
         topic: None,
         id: Some(id.to_owned()),
         room: room.to_owned(),

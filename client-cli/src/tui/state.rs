@@ -826,6 +826,7 @@ mod tests {
 
     fn joined(room: &str, members: &[&str], history: Vec<Message>) -> ServerFrame {
         ServerFrame::Joined {
+            member_count: 1,
             topic: None,
             id: None,
             room: room.into(),

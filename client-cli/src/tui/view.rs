@@ -470,6 +470,7 @@ mod tests {
             attachment: None,
         };
         state.on_frame(&ServerFrame::Joined {
+            member_count: 1,
             topic: None,
             id: None,
             room: "lobby".into(),
@@ -661,6 +662,7 @@ mod tests {
     fn unread_and_mentions_show_in_the_room_list_and_a_small_screen_holds() {
         let mut state = state();
         state.on_frame(&ServerFrame::Joined {
+            member_count: 1,
             topic: None,
             id: None,
             room: "dev".into(),

@@ -63,7 +63,13 @@ fn client_frames_round_trip() {
         ClientFrame::Nick { nick: "alicia".into() },
         ClientFrame::Typing { room: "lobby".into() },
         ClientFrame::Rooms {},
-        ClientFrame::Who { room: "lobby".into() },
+        ClientFrame::Who { room: "lobby".into(), after: None, prefix: None, limit: None },
+        ClientFrame::Who {
+            room: "lobby".into(),
+            after: Some("bob".into()),
+            prefix: Some("ca".into()),
+            limit: Some(50),
+        },
         ClientFrame::History { room: "lobby".into(), before: Some(10), limit: Some(5) },
         ClientFrame::History { room: "lobby".into(), before: None, limit: None },
         ClientFrame::Upload {
@@ -134,6 +140,7 @@ fn server_frames_round_trip() {
             token_expires_ms: Some(1_732_442_400_000),
         },
         ServerFrame::Joined {
+            member_count: 1,
             topic: None,
             id: id.clone(),
             room: "lobby".into(),
@@ -145,6 +152,7 @@ fn server_frames_round_trip() {
             gap: Some(Gap { from: 2, to: 6 }),
         },
         ServerFrame::Joined {
+            member_count: 1,
             topic: None,
             id: None,
             room: "lobby".into(),
@@ -272,6 +280,8 @@ fn server_frames_round_trip() {
             rooms: vec![RoomInfo { topic: None, name: "lobby".into(), members: 3 }],
         },
         ServerFrame::Members {
+            count: 0,
+            more: false,
             id: None,
             room: "lobby".into(),
             members: vec!["alice".into(), "bob".into()],

@@ -31,6 +31,9 @@ export const frames = {
     const room = roomState(frame.room);
     room.topic = frame.topic ?? null;
     room.members = new Set(frame.members);
+    room.memberCount = frame.member_count ?? frame.members.length;
+    // The last of the server's page, where the next one starts.
+    room.lastMember = frame.members[frame.members.length - 1] ?? null;
     room.away = new Set(frame.away || []);
     // A resume's history comes complete in `missed`.
     if (!catchUp) {
@@ -66,10 +69,13 @@ export const frames = {
       return;
     }
     if (frame.event === 'join') {
+      room.memberCount = (room.memberCount ?? room.members.size) + (room.members.has(frame.nick) ? 0 : 1);
       room.members.add(frame.nick);
       addLine(frame.room, { kind: 'notice', ts: Date.now(), text: `${frame.nick} joined` });
     } else if (frame.event === 'leave') {
-      room.members.delete(frame.nick);
+      if (room.members.delete(frame.nick) || room.members.size < (room.memberCount ?? 0)) {
+        room.memberCount = Math.max(0, (room.memberCount ?? 1) - 1);
+      }
       room.away.delete(frame.nick);
       addLine(frame.room, { kind: 'notice', ts: Date.now(), text: `${frame.nick} left` });
     } else if (frame.event === 'away') {
@@ -171,8 +177,21 @@ export const frames = {
   },
   members(frame) {
     const room = state.rooms.get(frame.room);
+    if (frame.id !== undefined && state.memberPages.get(frame.id) === frame.room) {
+      // The next page of a big room's list.
+      state.memberPages.delete(frame.id);
+      if (room) {
+        frame.members.forEach((nick) => room.members.add(nick));
+        room.memberCount = frame.count ?? room.memberCount;
+        room.lastMember = frame.members[frame.members.length - 1] ?? room.lastMember;
+        room.membersComplete = !frame.more;
+        renderMembers();
+      }
+      return;
+    }
     if (room) {
       room.members = new Set(frame.members);
+      room.memberCount = frame.count ?? frame.members.length;
       renderMembers();
     }
     if (state.current) {

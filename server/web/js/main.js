@@ -20,7 +20,8 @@ import { queueUpload } from './files.js';
 import { askForNotifications } from './notify.js';
 import { NICK_KEY, SESSION_KEY, TOKEN_KEY, savedRooms, state } from './state.js';
 import {
-  closeDrawers, jumpToNewest, onChange, onDirectoryJoin, onOlder, onScroll, setDrawer, showLogin, switchRoom,
+  closeDrawers, jumpToNewest, onChange, onDirectoryJoin, onMoreMembers, onOlder, onScroll, setDrawer, showLogin,
+  switchRoom,
   tellRead,
 } from './views.js';
 
@@ -99,6 +100,16 @@ document.addEventListener('DOMContentLoaded', () => {
   });
   onChange(startChange);
   onDirectoryJoin(joinRoom);
+  onMoreMembers((room) => {
+    const known = [...(state.rooms.get(room)?.members || [])];
+    if (!state.connection || !known.length) {
+      return;
+    }
+    // After the last one known in the server's order: pages never repeat.
+    const id = state.connection.session.newId();
+    state.memberPages.set(id, room);
+    state.connection.send({ type: 'who', room, after: state.rooms.get(room).lastMember ?? known[known.length - 1] }, id);
+  });
   // Back on the tab: what is shown now is read.
   document.addEventListener('visibilitychange', tellRead);
   $('browse').addEventListener('click', () => {

@@ -36,6 +36,7 @@ export const state = {
   editing: null,      // { room, line } while the composer edits one's own message
   directoryId: null,  // the id of the `rooms` asked for by "Browse rooms"
   toldRead: new Map(), // view name -> newest seq told read to the session's other connections
+  memberPages: new Map(), // id of a `who` for the next page of a member list -> room
   unseen: 0,          // lines added below while scrolled up
 };
 

@@ -404,6 +404,28 @@ export function renderMembers() {
     }
     list.append(li);
   }
+  // A big room's list comes a page at a time.
+  const room = current && !current.startsWith('@') ? state.rooms.get(current) : null;
+  const count = room ? Math.max(room.memberCount ?? 0, room.members.size) : names.length;
+  $('members-title').textContent = current ? `Members (${count})` : 'Members';
+  if (room && room.members.size < count && !room.membersComplete) {
+    const li = document.createElement('li');
+    const more = document.createElement('button');
+    more.type = 'button';
+    more.className = 'quiet';
+    more.id = 'more-members';
+    more.textContent = `Show more (${count - room.members.size} not shown)`;
+    more.addEventListener('click', () => moreMembersWanted(current));
+    li.append(more);
+    list.append(li);
+  }
+}
+
+/** What "Show more" does (chat.js sets it). */
+let moreMembersWanted = () => {};
+
+export function onMoreMembers(more) {
+  moreMembersWanted = more;
 }
 
 export function renderTyping() {
