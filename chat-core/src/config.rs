@@ -28,6 +28,11 @@ pub struct ChatConfig {
     /// Default 200: a small room's whole list; a big room's first page,
     /// the rest asked for as it is scrolled or searched.
     pub member_page_max: usize,
+    /// In a room of more than [`ChatConfig::member_page_max`] members,
+    /// presence (joins, leaves, away, back, renames) goes out at most once
+    /// per this interval, as one batch. Default 1 s: a join storm costs
+    /// each member a frame a second, not a frame a join.
+    pub presence_interval: Duration,
     /// How long after sending a message its sender may still edit it.
     /// Default 15 minutes: long enough to fix a typo, short enough that a
     /// conversation is not rewritten under those who answered it. Deleting
@@ -133,6 +138,7 @@ impl Default for ChatConfig {
             history_page_default: 50,
             edit_window: Duration::from_secs(15 * 60),
             member_page_max: 200,
+            presence_interval: Duration::from_secs(1),
             history_page_max: 200,
             typing_interval: Duration::from_secs(2),
             messages_per_sec: 10,

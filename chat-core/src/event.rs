@@ -210,6 +210,19 @@ pub enum Event {
         /// The room's topic, if it has one.
         topic: Option<Arc<str>>,
     },
+    /// In a big room: the presence changes of the last interval, in order
+    /// (the first [`PRESENCE_BATCH_MAX`] of them; `more` says how many
+    /// others), to everyone in the room.
+    PresenceBatch {
+        /// The room.
+        room: RoomName,
+        /// What happened, oldest first.
+        changes: Vec<Presence>,
+        /// Changes past the first [`PRESENCE_BATCH_MAX`], only counted.
+        more: usize,
+        /// How many members the room has now.
+        members: usize,
+    },
     /// A member set a room's topic: to everyone in the room.
     Topic {
         /// The request id (for the one who set it).
@@ -360,6 +373,9 @@ pub enum Event {
         error: CommandError,
     },
 }
+
+/// The most changes an [`Event::PresenceBatch`] names; past them it counts.
+pub const PRESENCE_BATCH_MAX: usize = 50;
 
 /// What a [`Event::Presence`] reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

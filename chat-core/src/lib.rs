@@ -40,7 +40,8 @@ pub use config::ChatConfig;
 pub use error::{CommandError, Quota};
 pub use event::{
     Attachment, Conversation, ConversationSummary, Departure, Direct, DisconnectReason, Event,
-    Message, MessageKind, Output, Presence, Record, Resume, RoomHistory, RoomListing,
+    Message, MessageKind, Output, PRESENCE_BATCH_MAX, Presence, Record, Resume, RoomHistory,
+    RoomListing,
 };
 pub use id::{MemberId, RoomId};
 pub use identity::{Identity, RoomPattern};

@@ -37,6 +37,8 @@ pub(crate) struct Room {
     pub(crate) used: u64,
     /// What the room is about, set by its members.
     pub(crate) topic: Option<Arc<str>>,
+    /// In a big room, the presence changes waiting for the next batch.
+    pub(crate) pending_presence: Vec<crate::Presence>,
 }
 
 /// What a message held in memory costs, in bytes.
@@ -61,6 +63,7 @@ impl Room {
             last_seq: 0,
             used,
             topic: None,
+            pending_presence: Vec::new(),
         }
     }
 

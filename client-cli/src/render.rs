@@ -49,6 +49,9 @@ pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
             };
             vec![format!("[{}] -- {what}", clean(room))]
         }
+        ServerFrame::PresenceBatch { room, changes, more, members } => {
+            vec![format!("[{}] -- {}", clean(room), presence_summary(changes, *more, *members))]
+        }
         ServerFrame::Message(m) => message(m),
         ServerFrame::Direct { from, to, text, .. } => {
             let tag = if from == me && to != me {
@@ -119,6 +122,36 @@ pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
         | ServerFrame::Typing { .. }
         | ServerFrame::Error { .. } => Vec::new(),
     }
+}
+
+/// A big room's second of presence in one line: who, or how many, joined,
+/// left, went away, came back or changed nick.
+pub fn presence_summary(
+    changes: &[chat_protocol::PresenceChange],
+    more: u64,
+    members: u64,
+) -> String {
+    let kinds = [
+        (PresenceEvent::Join, "joined"),
+        (PresenceEvent::Leave, "left"),
+        (PresenceEvent::Away, "away"),
+        (PresenceEvent::Back, "back"),
+        (PresenceEvent::Nick, "renamed"),
+    ];
+    let mut parts = Vec::new();
+    for (kind, said) in kinds {
+        let nicks: Vec<String> =
+            changes.iter().filter(|c| c.event == kind).map(|c| clean(&c.nick)).collect();
+        match nicks.len() {
+            0 => {}
+            1..=3 => parts.push(format!("{said}: {}", nicks.join(", "))),
+            n => parts.push(format!("{n} {said}")),
+        }
+    }
+    if more > 0 {
+        parts.push(format!("{more} more changes"));
+    }
+    format!("{} ({members} members)", parts.join("; "))
 }
 
 /// How an attachment is shown: its name, size, and how to fetch it.

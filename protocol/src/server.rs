@@ -113,6 +113,20 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         old: Option<String>,
     },
+    /// In a room of more than 200 members, presence comes at most once a
+    /// second, as the changes of that second in order (the first 50; `more`
+    /// counts the rest), to everyone in the room.
+    PresenceBatch {
+        /// The room.
+        room: String,
+        /// What happened, oldest first.
+        changes: Vec<PresenceChange>,
+        /// Changes past those listed, only counted.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        more: u64,
+        /// How many members the room has now.
+        members: u64,
+    },
     /// A message in a room, sent to every member including its sender.
     Message(Message),
     /// A direct message, sent to every connection of its recipient and of
@@ -318,6 +332,22 @@ pub struct Message {
 
 fn is_false(value: &bool) -> bool {
     !*value
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+/// One change of a `presence_batch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceChange {
+    /// What happened.
+    pub event: PresenceEvent,
+    /// The nick concerned (the new nick for `nick`).
+    pub nick: String,
+    /// The previous nick, for `nick` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<String>,
 }
 
 /// A message of a conversation, as `conversation` returns it.
@@ -554,6 +584,7 @@ impl ServerFrame {
         "read",
         "left",
         "presence",
+        "presence_batch",
         "message",
         "direct",
         "conversation",

@@ -86,6 +86,9 @@ tuning! {
     /// The most members `joined` lists (a bigger room's first page) and
     /// the largest page of `who`.
     member_page_max: usize => chat.member_page_max, "CHAT_MEMBER_PAGE_MAX";
+    /// In a room bigger than a member page, presence goes out at most once
+    /// per this interval, as one batch: 1s, 500ms...
+    presence_interval: Positive => chat.presence_interval, "CHAT_PRESENCE_INTERVAL";
     /// The largest HTTP request head, in bytes (431 past it).
     max_header_bytes: usize => transport.max_header_bytes, "CHAT_MAX_HEADER_BYTES";
     /// How long a client may take for the TLS handshake and its request

@@ -178,15 +178,15 @@ pub fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
             ServerFrame::Left { id: id(request), room: room.to_string() }
         }
         Event::Presence { room, change } => {
-            let (event, nick, old) = match change {
-                Presence::Joined(nick) => (PresenceEvent::Join, nick, None),
-                Presence::Left(nick) => (PresenceEvent::Leave, nick, None),
-                Presence::Renamed { old, new } => (PresenceEvent::Nick, new, Some(old.to_string())),
-                Presence::Away(nick) => (PresenceEvent::Away, nick, None),
-                Presence::Back(nick) => (PresenceEvent::Back, nick, None),
-            };
-            ServerFrame::Presence { room: room.to_string(), event, nick: nick.to_string(), old }
+            let protocol::PresenceChange { event, nick, old } = presence(change);
+            ServerFrame::Presence { room: room.to_string(), event, nick, old }
         }
+        Event::PresenceBatch { room, changes, more, members } => ServerFrame::PresenceBatch {
+            room: room.to_string(),
+            changes: changes.iter().map(presence).collect(),
+            more: u64::try_from(*more).unwrap_or(u64::MAX),
+            members: u64::try_from(*members).unwrap_or(u64::MAX),
+        },
         Event::Message(m) => ServerFrame::Message(message(m)),
         Event::Direct { id: request, from, to, with, text, ts, seq, key } => ServerFrame::Direct {
             from: from.to_string(),
@@ -326,6 +326,18 @@ fn peer(nick: String, conversation: Option<String>) -> Peer {
         Some(key) => Peer::Conversation(key),
         None => Peer::Nick(nick),
     }
+}
+
+/// A presence change as the wire says it.
+fn presence(change: &Presence) -> protocol::PresenceChange {
+    let (event, nick, old) = match change {
+        Presence::Joined(nick) => (PresenceEvent::Join, nick, None),
+        Presence::Left(nick) => (PresenceEvent::Leave, nick, None),
+        Presence::Renamed { old, new } => (PresenceEvent::Nick, new, Some(old.to_string())),
+        Presence::Away(nick) => (PresenceEvent::Away, nick, None),
+        Presence::Back(nick) => (PresenceEvent::Back, nick, None),
+    };
+    protocol::PresenceChange { event, nick: nick.to_string(), old }
 }
 
 /// How a resume went, as the wire says it.

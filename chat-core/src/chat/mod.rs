@@ -94,6 +94,11 @@ pub struct Chat {
     /// When each relayed `typing` stops throttling, in the order relayed.
     /// `now` never goes backwards, so this is sorted by deadline.
     typing_deadlines: VecDeque<(Timestamp, SessionId, RoomId)>,
+    /// The time of the latest call: when a big room's presence batch,
+    /// started now, goes out.
+    clock: Timestamp,
+    /// Big rooms with presence changes waiting, by when they go out.
+    presence_due: BTreeSet<(Timestamp, RoomId)>,
     /// When each detached session expires, in the order detached.
     expiries: VecDeque<(Timestamp, SessionId)>,
     /// When sessions' identities expire (stale entries of renewed ones
@@ -189,6 +194,8 @@ impl Chat {
             store_down_until: None,
             outputs: VecDeque::new(),
             typing_deadlines: VecDeque::new(),
+            clock: Timestamp::from_unix_millis(0),
+            presence_due: BTreeSet::new(),
             expiries: VecDeque::new(),
             grant_deadlines: BTreeSet::new(),
             next_sweep: None,
@@ -209,6 +216,7 @@ impl Chat {
         proposed: SessionToken,
         source: Source,
     ) -> MemberId {
+        self.saw(now);
         if self.next_sweep.is_none() {
             self.next_sweep = Some(now.saturating_add(SWEEP_EVERY));
         }
@@ -231,6 +239,7 @@ impl Chat {
         id: Option<&str>,
         command: Command,
     ) {
+        self.saw(now);
         let Some(conn) = self.conns.get_mut(&member) else {
             return;
         };
@@ -308,6 +317,7 @@ impl Chat {
     /// [`ChatConfig::max_detached_per_source`] such sessions). Unknown
     /// members are ignored.
     pub fn handle_disconnect(&mut self, now: Timestamp, member: MemberId, departure: Departure) {
+        self.saw(now);
         let Some(conn) = self.drop_conn(member) else {
             return;
         };
@@ -321,6 +331,8 @@ impl Chat {
     /// period passed, identities, remembered message ids, messages past
     /// their maximum age. Harmless to call at any time.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.saw(now);
+        self.flush_presence(now);
         let interval = self.config.typing_interval;
         while let Some(&(deadline, sid, room)) = self.typing_deadlines.front() {
             if deadline > now {
@@ -362,12 +374,14 @@ impl Chat {
     /// `None` if it holds nothing (the room never had a message). Commands
     /// that waited for it go on.
     pub fn handle_loaded(&mut self, now: Timestamp, room: &RoomName, stored: Option<RoomHistory>) {
+        self.saw(now);
         self.loaded(now, room, Some(stored));
     }
 
     /// The answer to [`Output::Load`] when storage could not be read:
     /// commands that waited for it are refused (`RoomUnavailable`).
     pub fn handle_load_failed(&mut self, now: Timestamp, room: &RoomName) {
+        self.saw(now);
         self.loaded(now, room, None);
     }
 
@@ -380,6 +394,7 @@ impl Chat {
     /// Deliveries of these messages must not be carried out; the driver
     /// holds them until storage answers, as [`Output::Persist`] says.
     pub fn handle_unstored(&mut self, now: Timestamp, records: Vec<Record>, retry_after: Duration) {
+        self.saw(now);
         self.store_down_until = Some(now.saturating_add(retry_after));
         for record in records.into_iter().rev() {
             self.retract(now, record);
@@ -418,6 +433,7 @@ impl Chat {
             self.dedupe.next_deadline(),
             self.store_down_until,
             self.next_sweep,
+            self.presence_due.first().map(|&(due, _)| due),
         ]
         .into_iter()
         .flatten()
@@ -538,6 +554,11 @@ impl Chat {
     fn conns_of(&self, token: &SessionToken) -> Arc<[MemberId]> {
         let session = self.tokens.get(token).and_then(|sid| self.sessions.get(sid));
         session.into_iter().flat_map(|s| s.conns.iter()).collect()
+    }
+
+    /// The clock as the latest call gave it (never backwards).
+    fn saw(&mut self, now: Timestamp) {
+        self.clock = self.clock.max(now);
     }
 
     /// Whether the connection of a command that waited is still there and

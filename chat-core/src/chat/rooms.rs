@@ -299,16 +299,19 @@ impl Chat {
         room.remove(sid, nick);
         self.refresh_recipients(room_id);
         self.reindex(room_id);
+        let left = Presence::Left(nick.clone());
+        let batched = self.batch_presence(room_id, &left);
         let Some(room) = self.rooms.get(&room_id) else {
             return;
         };
-        let event =
-            Event::Presence { room: room.name.clone(), change: Presence::Left(nick.clone()) };
+        let event = Event::Presence { room: room.name.clone(), change: left };
         let to = room.recipients();
         if room.is_empty() && room.window_is_empty() && !self.waiting.contains_key(&room_id) {
             self.remove_room(room_id);
         }
-        self.deliver(to, event);
+        if !batched {
+            self.deliver(to, event);
+        }
     }
 
     /// Rebuilds the connections a room delivers to from its sessions. A

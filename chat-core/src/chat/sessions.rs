@@ -443,14 +443,61 @@ impl Chat {
         self.reply(member, welcome);
     }
 
-    /// Tells the others in `rooms` how a session's presence changed.
+    /// Tells the others in `rooms` how a session's presence changed: at
+    /// once in a small room, in the next batch in a big one.
     pub(super) fn announce(&mut self, sid: SessionId, rooms: &[RoomId], change: crate::Presence) {
         for &room_id in rooms {
+            if self.batch_presence(room_id, &change) {
+                continue;
+            }
             if let Some(room) = self.rooms.get(&room_id) {
                 let event = Event::Presence { room: room.name.clone(), change: change.clone() };
                 let others = self.others_of(room_id, sid);
                 self.deliver(others, event);
             }
+        }
+    }
+
+    /// In a room of more than `member_page_max` members, keeps `change`
+    /// for the room's next batch (scheduled one interval from now if none
+    /// is) and returns true; false in a smaller room.
+    pub(super) fn batch_presence(&mut self, room_id: RoomId, change: &crate::Presence) -> bool {
+        let (big, interval) = (self.config.member_page_max, self.config.presence_interval);
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return false;
+        };
+        if room.sessions().len() <= big && room.pending_presence.is_empty() {
+            return false;
+        }
+        if room.pending_presence.is_empty() {
+            let due = self.clock.saturating_add(interval);
+            self.presence_due.insert((due, room_id));
+        }
+        room.pending_presence.push(change.clone());
+        true
+    }
+
+    /// Sends the batches that are due.
+    pub(super) fn flush_presence(&mut self, now: Timestamp) {
+        while let Some(&(due, room_id)) = self.presence_due.first() {
+            if due > now {
+                break;
+            }
+            self.presence_due.remove(&(due, room_id));
+            let Some(room) = self.rooms.get_mut(&room_id) else {
+                continue;
+            };
+            let mut changes = std::mem::take(&mut room.pending_presence);
+            let more = changes.len().saturating_sub(crate::PRESENCE_BATCH_MAX);
+            changes.truncate(crate::PRESENCE_BATCH_MAX);
+            let event = Event::PresenceBatch {
+                room: room.name.clone(),
+                changes,
+                more,
+                members: room.sessions().len(),
+            };
+            let to = room.recipients();
+            self.deliver(to, event);
         }
     }
 

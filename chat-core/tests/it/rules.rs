@@ -749,3 +749,57 @@ fn a_big_room_lists_a_first_page_and_who_pages_on_and_searches_by_prefix() {
     let (top, _, _) = who(&mut h, None, None, Some(2));
     assert_eq!(top, vec!["aaron".to_owned(), "carol".into()]);
 }
+
+#[test]
+fn presence_in_a_big_room_comes_in_batches_a_small_room_keeps_it_immediate() {
+    let config = ChatConfig { member_page_max: 5, ..ChatConfig::default() };
+    let mut h = Harness::with_config(config);
+    let watcher = h.greeted("watcher");
+    h.join(watcher, "big");
+    h.join(watcher, "small");
+    let small = h.greeted("smally");
+    h.take_all();
+    h.join(small, "small");
+    assert!(
+        matches!(h.take(watcher).as_slice(), [Event::Presence { change: Presence::Joined(_), .. }]),
+        "a small room: at once"
+    );
+    // A storm of 40 joins in well under a second...
+    let mut joiners = Vec::new();
+    for n in 0..40 {
+        let m = h.greeted(&format!("fan{n}"));
+        h.join(m, "big");
+        joiners.push(m);
+        h.advance(Duration::from_millis(10));
+    }
+    let batches = |events: &[Event]| {
+        events.iter().filter(|e| matches!(e, Event::PresenceBatch { .. })).count()
+    };
+    let singles =
+        |events: &[Event]| events.iter().filter(|e| matches!(e, Event::Presence { .. })).count();
+    let seen = h.take(watcher);
+    // ...the first 5 came at once (the room was small then); the rest in
+    // at most one batch per elapsed second.
+    assert!(singles(&seen) <= 5, "{}", singles(&seen));
+    h.advance(Duration::from_secs(1));
+    let later = h.take(watcher);
+    let all: Vec<Event> = seen.into_iter().chain(later).collect();
+    assert!((1..=2).contains(&batches(&all)), "{} batches", batches(&all));
+    let announced: usize = all
+        .iter()
+        .map(|e| match e {
+            Event::PresenceBatch { changes, more, .. } => changes.len() + more,
+            Event::Presence { .. } => 1,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(announced, 40, "every join told, once");
+    match all.iter().rev().find(|e| matches!(e, Event::PresenceBatch { .. })) {
+        Some(Event::PresenceBatch { members, .. }) => assert_eq!(*members, 41),
+        other => panic!("{other:?}"),
+    }
+    // A late joiner's member sees the batch too, not a frame per join.
+    let fan = joiners[39];
+    let got = h.take(fan);
+    assert!(singles(&got) == 0, "{got:?}");
+}

@@ -52,6 +52,9 @@ pub enum Line {
     },
 }
 
+/// The most members a big room's view keeps (a page, as the server sends).
+const MEMBERS_SHOWN: usize = 200;
+
 /// How an edited message ends, and what a deleted one says.
 const EDITED: &str = " (edited)";
 const DELETED: &str = "(message deleted)";
@@ -85,6 +88,8 @@ pub struct View {
     pub conversation: Option<String>,
     /// A room's topic.
     pub topic: Option<String>,
+    /// How many members a room has (more than `members` in a big one).
+    pub member_count: usize,
     /// After `/clear`: the seq older messages are paged back from.
     pub cleared_after: Option<u64>,
 }
@@ -105,6 +110,7 @@ impl View {
             joined: false,
             conversation: None,
             topic: None,
+            member_count: 0,
             cleared_after: None,
         }
     }
@@ -504,10 +510,12 @@ impl State {
                 self.me = Some(nick.clone());
                 self.connection = Connection::Connected;
             }
-            ServerFrame::Joined { room, members, history, topic, .. } => {
+            ServerFrame::Joined { room, members, member_count, history, topic, .. } => {
                 let fresh = self.find(room, &Kind::Room).is_none();
                 let view = self.view_mut(room, Kind::Room);
                 view.members = members.clone();
+                let count = usize::try_from(*member_count).unwrap_or(usize::MAX);
+                view.member_count = count.max(members.len());
                 if view.topic != *topic
                     && let Some(text) = topic
                 {
@@ -519,7 +527,10 @@ impl State {
                 }
                 if !view.joined {
                     view.joined = true;
-                    view.push(Line::Notice(format!("joined {room} ({} members)", members.len())));
+                    view.push(Line::Notice(format!(
+                        "joined {room} ({} members)",
+                        view.member_count
+                    )));
                 }
                 // A room joined with /join is shown; rooms opened at start
                 // stay where the user is.
@@ -534,6 +545,25 @@ impl State {
                         self.current -= 1;
                     }
                 }
+            }
+            ServerFrame::PresenceBatch { room, changes, more, members } => {
+                // A big room: one line a second, whatever the join rate.
+                let view = self.view_mut(room, Kind::Room);
+                for change in changes {
+                    match change.event {
+                        PresenceEvent::Leave => view.members.retain(|m| *m != change.nick),
+                        PresenceEvent::Join
+                            if view.members.len() < MEMBERS_SHOWN
+                                && !view.members.contains(&change.nick) =>
+                        {
+                            view.members.push(change.nick.clone());
+                        }
+                        _ => {}
+                    }
+                }
+                view.member_count = usize::try_from(*members).unwrap_or(usize::MAX);
+                let text = crate::render::presence_summary(changes, *more, *members);
+                view.push(Line::Notice(text));
             }
             ServerFrame::Presence { room, event, nick, old } => {
                 let view = self.view_mut(room, Kind::Room);

@@ -253,6 +253,16 @@ fn server_frames_round_trip() {
             gap: Some(Gap { from: 1, to: 2 }),
         },
         ServerFrame::Read { room: Some("lobby".into()), conversation: None, seq: 57 },
+        ServerFrame::PresenceBatch {
+            room: "general".into(),
+            changes: vec![chat_protocol::PresenceChange {
+                event: PresenceEvent::Nick,
+                nick: "b".into(),
+                old: Some("a".into()),
+            }],
+            more: 3,
+            members: 20_000,
+        },
         ServerFrame::StatsHistory {
             interval_ms: 1000,
             points: vec![chat_protocol::StatsPoint { ts: 1, messages_per_sec: 2, connections: 3 }],

@@ -259,3 +259,40 @@ async fn shutdown_closes_every_connection_with_1012_and_spread_reconnect_delays(
     assert!(delays.len() > 10, "delays are spread, not shared: {delays:?}");
     stop.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_join_storm_into_a_big_room_costs_each_member_a_frame_a_second() {
+    let chat = chat_core::ChatConfig {
+        member_page_max: 3,
+        presence_interval: std::time::Duration::from_millis(200),
+        ..chat_core::ChatConfig::default()
+    };
+    let server = Server::start(ServerConfig { chat, ..ServerConfig::default() }).await;
+    let mut watcher = Client::in_room(&server, "watcher", "big").await;
+    let started = std::time::Instant::now();
+    let mut fans = Vec::new();
+    for n in 0..60 {
+        fans.push(Client::in_room(&server, &format!("fan{n}"), "big").await);
+    }
+    let elapsed = started.elapsed();
+    // Every join is told; the frames that tell them are few.
+    let (mut told, mut frames) = (0, 0);
+    while told < 60 {
+        let frame = watcher.recv().await;
+        frames += 1;
+        told += match frame["type"].as_str() {
+            Some("presence") => 1,
+            Some("presence_batch") => {
+                assert!(frame["members"].as_u64().unwrap() <= 61, "{frame}");
+                frame["changes"].as_array().unwrap().len()
+                    + frame["more"].as_u64().unwrap_or(0) as usize
+            }
+            _ => 0,
+        };
+    }
+    let intervals = elapsed.as_millis() / 200 + 2;
+    assert!(frames as u128 <= 3 + intervals, "{frames} frames for 60 joins in {elapsed:?}");
+    let joined = fans[59].expect("presence_batch").await;
+    assert_eq!(joined["type"], "presence_batch", "{joined}");
+    server.shutdown().await;
+}

@@ -63,6 +63,37 @@ export const frames = {
     }
     addMessage(frame, true);
   },
+  presence_batch(frame) {
+    // A big room: a second of comings and goings in one line.
+    const room = state.rooms.get(frame.room);
+    if (!room) {
+      return;
+    }
+    const said = { join: 'joined', leave: 'left', away: 'away', back: 'back', nick: 'renamed' };
+    const parts = [];
+    for (const [event, word] of Object.entries(said)) {
+      const nicks = frame.changes.filter((c) => c.event === event).map((c) => c.nick);
+      if (nicks.length) {
+        parts.push(nicks.length <= 3 ? `${word}: ${nicks.join(', ')}` : `${nicks.length} ${word}`);
+      }
+      for (const nick of nicks) {
+        if (event === 'leave') {
+          room.members.delete(nick);
+          room.away.delete(nick);
+        } else if (event === 'away') {
+          room.away.add(nick);
+        } else if (event === 'back') {
+          room.away.delete(nick);
+        }
+      }
+    }
+    if (frame.more) {
+      parts.push(`${frame.more} more changes`);
+    }
+    room.memberCount = frame.members;
+    addLine(frame.room, { kind: 'notice', ts: Date.now(), text: `${parts.join('; ')} (${frame.members} members)` });
+    renderMembers();
+  },
   presence(frame) {
     const room = state.rooms.get(frame.room);
     if (!room) {
