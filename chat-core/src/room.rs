@@ -39,6 +39,9 @@ pub(crate) struct Room {
     pub(crate) topic: Option<Arc<str>>,
     /// In a big room, the presence changes waiting for the next batch.
     pub(crate) pending_presence: Vec<crate::Presence>,
+    /// `recipients` no longer matches the sessions: rebuilt when next read,
+    /// so a join storm rebuilds it once per delivery, not once per join.
+    pub(crate) recipients_stale: bool,
 }
 
 /// What a message held in memory costs, in bytes.
@@ -64,6 +67,7 @@ impl Room {
             used,
             topic: None,
             pending_presence: Vec::new(),
+            recipients_stale: false,
         }
     }
 

@@ -237,7 +237,7 @@ impl Chat {
             return Ok(());
         };
         room.topic = topic.clone();
-        let to = room.recipients();
+        let to = self.recipients(room_id);
         self.outputs
             .push_back(Output::Persist(Record::Topic { room: name.clone(), topic: topic.clone() }));
         // Everyone gets it; the one who set it, with its id.
@@ -301,11 +301,11 @@ impl Chat {
         self.reindex(room_id);
         let left = Presence::Left(nick.clone());
         let batched = self.batch_presence(room_id, &left);
+        let to = self.recipients(room_id);
         let Some(room) = self.rooms.get(&room_id) else {
             return;
         };
         let event = Event::Presence { room: room.name.clone(), change: left };
-        let to = room.recipients();
         if room.is_empty() && room.window_is_empty() && !self.waiting.contains_key(&room_id) {
             self.remove_room(room_id);
         }
@@ -320,9 +320,20 @@ impl Chat {
     /// from `after` while the room is read back gets them in that `joined`,
     /// in order, not before it.
     pub(super) fn refresh_recipients(&mut self, room_id: RoomId) {
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            room.recipients_stale = true;
+        }
+    }
+
+    /// The connections a room delivers to now, rebuilt if its sessions
+    /// changed since they were last read.
+    pub(super) fn recipients(&mut self, room_id: RoomId) -> Arc<[MemberId]> {
         let Some(room) = self.rooms.get(&room_id) else {
-            return;
+            return Arc::new([]);
         };
+        if !room.recipients_stale {
+            return room.recipients();
+        }
         let waiting = self.waiting.get(&room_id);
         let resuming = |member: MemberId| {
             waiting.is_some_and(|parked| {
@@ -339,8 +350,10 @@ impl Chat {
             .filter(|&member| !resuming(member))
             .collect();
         if let Some(room) = self.rooms.get_mut(&room_id) {
-            room.set_recipients(recipients);
+            room.set_recipients(Arc::clone(&recipients));
+            room.recipients_stale = false;
         }
+        recipients
     }
 
     /// The room `sid` names, if the session is in it and its grant allows
@@ -617,7 +630,7 @@ impl Chat {
         // The room used last stays so: a busy room is not filed again for
         // every message.
         if room.used == self.uses && before > 0 {
-            return room.recipients();
+            return self.recipients(room_id);
         }
         self.uses += 1;
         room.used = self.uses;
@@ -629,7 +642,7 @@ impl Chat {
             self.idle.remove(&old);
             self.idle.insert((room.used, room_id));
         }
-        room.recipients()
+        self.recipients(room_id)
     }
 
     /// Marks a room used now.

@@ -496,18 +496,16 @@ impl Chat {
                 more,
                 members: room.sessions().len(),
             };
-            let to = room.recipients();
+            let to = self.recipients(room_id);
             self.deliver(to, event);
         }
     }
 
     /// A room's recipients but the connections of session `sid`.
-    pub(super) fn others_of(&self, room_id: RoomId, sid: SessionId) -> Arc<[MemberId]> {
-        let Some(room) = self.rooms.get(&room_id) else {
-            return Arc::new([]);
-        };
+    pub(super) fn others_of(&mut self, room_id: RoomId, sid: SessionId) -> Arc<[MemberId]> {
+        let recipients = self.recipients(room_id);
         let own = self.sessions.get(&sid).map(|session| &session.conns);
-        room.recipients()
+        recipients
             .iter()
             .copied()
             .filter(|&member| !own.is_some_and(|conns| conns.contains(member)))
