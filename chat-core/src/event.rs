@@ -223,6 +223,16 @@ pub enum Event {
         /// How many members the room has now.
         members: usize,
     },
+    /// In a big room: who started typing in the last interval (the first
+    /// [`TYPING_BATCH_MAX`]; `more` counts the others), to everyone.
+    TypingBatch {
+        /// The room.
+        room: RoomName,
+        /// Who, in the order they started.
+        nicks: Vec<Nick>,
+        /// How many others.
+        more: usize,
+    },
     /// A member set a room's topic: to everyone in the room.
     Topic {
         /// The request id (for the one who set it).
@@ -373,6 +383,9 @@ pub enum Event {
         error: CommandError,
     },
 }
+
+/// The most typists an [`Event::TypingBatch`] names; past them it counts.
+pub const TYPING_BATCH_MAX: usize = 5;
 
 /// The most changes an [`Event::PresenceBatch`] names; past them it counts.
 pub const PRESENCE_BATCH_MAX: usize = 50;

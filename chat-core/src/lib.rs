@@ -41,7 +41,7 @@ pub use error::{CommandError, Quota};
 pub use event::{
     Attachment, Conversation, ConversationSummary, Departure, Direct, DisconnectReason, Event,
     Message, MessageKind, Output, PRESENCE_BATCH_MAX, Presence, Record, Resume, RoomHistory,
-    RoomListing,
+    RoomListing, TYPING_BATCH_MAX,
 };
 pub use id::{MemberId, RoomId};
 pub use identity::{Identity, RoomPattern};

@@ -39,6 +39,10 @@ pub(crate) struct Room {
     pub(crate) topic: Option<Arc<str>>,
     /// In a big room, the presence changes waiting for the next batch.
     pub(crate) pending_presence: Vec<crate::Presence>,
+    /// In a big room, who started typing since the last batch.
+    pub(crate) pending_typing: Vec<Nick>,
+    /// A batch of this room is scheduled.
+    pub(crate) batch_due: bool,
     /// `recipients` no longer matches the sessions: rebuilt when next read,
     /// so a join storm rebuilds it once per delivery, not once per join.
     pub(crate) recipients_stale: bool,
@@ -67,6 +71,8 @@ impl Room {
             used,
             topic: None,
             pending_presence: Vec::new(),
+            pending_typing: Vec::new(),
+            batch_due: false,
             recipients_stale: false,
         }
     }

@@ -118,6 +118,7 @@ pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
             vec![format!("-- stats: {} seconds of history", points.len())]
         }
         ServerFrame::UploadReady { .. }
+        | ServerFrame::TypingBatch { .. }
         | ServerFrame::Read { .. }
         | ServerFrame::Typing { .. }
         | ServerFrame::Error { .. } => Vec::new(),

@@ -127,6 +127,17 @@ pub enum ServerFrame {
         /// How many members the room has now.
         members: u64,
     },
+    /// In a room of more than 200 members, who started typing in the last
+    /// second, at most once a second (five named; `more` counts the rest).
+    TypingBatch {
+        /// The room.
+        room: String,
+        /// Who.
+        nicks: Vec<String>,
+        /// How many others.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        more: u64,
+    },
     /// A message in a room, sent to every member including its sender.
     Message(Message),
     /// A direct message, sent to every connection of its recipient and of
@@ -591,6 +602,7 @@ impl ServerFrame {
         "conversations",
         "nick",
         "typing",
+        "typing_batch",
         "rooms",
         "members",
         "history",

@@ -181,6 +181,11 @@ pub fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
             let protocol::PresenceChange { event, nick, old } = presence(change);
             ServerFrame::Presence { room: room.to_string(), event, nick, old }
         }
+        Event::TypingBatch { room, nicks, more } => ServerFrame::TypingBatch {
+            room: room.to_string(),
+            nicks: nicks.iter().map(ToString::to_string).collect(),
+            more: u64::try_from(*more).unwrap_or(u64::MAX),
+        },
         Event::PresenceBatch { room, changes, more, members } => ServerFrame::PresenceBatch {
             room: room.to_string(),
             changes: changes.iter().map(presence).collect(),

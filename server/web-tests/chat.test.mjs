@@ -916,6 +916,9 @@ test('a room bigger than a page: its count, the first page, the rest on demand',
     await zoe.page.waitForFunction(() => document.querySelectorAll('#members li button.member').length
       + [...document.querySelectorAll('#members li')].filter((li) => li.textContent.endsWith('(you)')).length === 6);
     await zoe.page.waitForSelector('#more-members', { state: 'detached' });
+    // Typing in a big room comes in a batch, and shows the same.
+    await others[0].page.type('#text', 'thinking');
+    await zoe.page.waitForFunction(() => document.querySelector('#typing').textContent === 'ann is typing…');
     // One more joining counts up.
     const fay = await login(server.url, 'fay');
     await zoe.page.waitForFunction(() => document.querySelector('#members-title')?.textContent === 'Members (7)');

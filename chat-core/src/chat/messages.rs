@@ -263,6 +263,10 @@ impl Chat {
         session.typing.get_or_insert_default().insert(room_id, now);
         let nick = session.nick.clone();
         self.typing_deadlines.push_back((now.saturating_add(interval), sid, room_id));
+        // A big room hears of its typists in one frame an interval.
+        if self.batch_typing(room_id, &nick) {
+            return Ok(());
+        }
         let others = self.others_of(room_id, sid);
         self.deliver(others, Event::Typing { room: name, nick });
         Ok(())

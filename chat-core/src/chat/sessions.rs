@@ -469,11 +469,31 @@ impl Chat {
         if room.sessions().len() <= big && room.pending_presence.is_empty() {
             return false;
         }
-        if room.pending_presence.is_empty() {
-            let due = self.clock.saturating_add(interval);
-            self.presence_due.insert((due, room_id));
+        if !room.batch_due {
+            room.batch_due = true;
+            self.presence_due.insert((self.clock.saturating_add(interval), room_id));
         }
         room.pending_presence.push(change.clone());
+        true
+    }
+
+    /// In a room of more than `member_page_max` members, keeps a typist for
+    /// the room's next batch and returns true; false in a smaller room.
+    pub(super) fn batch_typing(&mut self, room_id: RoomId, nick: &Nick) -> bool {
+        let (big, interval) = (self.config.member_page_max, self.config.presence_interval);
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return false;
+        };
+        if room.sessions().len() <= big {
+            return false;
+        }
+        if !room.batch_due {
+            room.batch_due = true;
+            self.presence_due.insert((self.clock.saturating_add(interval), room_id));
+        }
+        if !room.pending_typing.contains(nick) {
+            room.pending_typing.push(nick.clone());
+        }
         true
     }
 
@@ -487,17 +507,22 @@ impl Chat {
             let Some(room) = self.rooms.get_mut(&room_id) else {
                 continue;
             };
+            room.batch_due = false;
             let mut changes = std::mem::take(&mut room.pending_presence);
-            let more = changes.len().saturating_sub(crate::PRESENCE_BATCH_MAX);
-            changes.truncate(crate::PRESENCE_BATCH_MAX);
-            let event = Event::PresenceBatch {
-                room: room.name.clone(),
-                changes,
-                more,
-                members: room.sessions().len(),
-            };
+            let mut nicks = std::mem::take(&mut room.pending_typing);
+            let (name, members) = (room.name.clone(), room.sessions().len());
             let to = self.recipients(room_id);
-            self.deliver(to, event);
+            if !changes.is_empty() {
+                let more = changes.len().saturating_sub(crate::PRESENCE_BATCH_MAX);
+                changes.truncate(crate::PRESENCE_BATCH_MAX);
+                let event = Event::PresenceBatch { room: name.clone(), changes, more, members };
+                self.deliver(Arc::clone(&to), event);
+            }
+            if !nicks.is_empty() {
+                let more = nicks.len().saturating_sub(crate::TYPING_BATCH_MAX);
+                nicks.truncate(crate::TYPING_BATCH_MAX);
+                self.deliver(to, Event::TypingBatch { room: name, nicks, more });
+            }
         }
     }
 

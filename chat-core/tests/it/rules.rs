@@ -803,3 +803,39 @@ fn presence_in_a_big_room_comes_in_batches_a_small_room_keeps_it_immediate() {
     let got = h.take(fan);
     assert!(singles(&got) == 0, "{got:?}");
 }
+
+#[test]
+fn typing_in_a_big_room_comes_in_one_frame_an_interval() {
+    let config = ChatConfig { member_page_max: 3, ..ChatConfig::default() };
+    let mut h = Harness::with_config(config);
+    let watcher = h.greeted("watcher");
+    h.join(watcher, "big");
+    let mut typists = Vec::new();
+    for n in 0..12 {
+        let m = h.greeted(&format!("typist{n}"));
+        h.join(m, "big");
+        typists.push(m);
+    }
+    h.advance(Duration::from_secs(2));
+    h.take_all();
+    for &m in &typists {
+        h.send(m, Command::Typing { room: "big".into() });
+    }
+    assert!(
+        !h.take(watcher)
+            .iter()
+            .any(|e| matches!(e, Event::Typing { .. } | Event::TypingBatch { .. })),
+        "nothing per keystroke"
+    );
+    h.advance(Duration::from_secs(1));
+    match h.take(watcher).as_slice() {
+        [Event::TypingBatch { nicks, more, .. }] => {
+            assert_eq!(
+                (nicks.len(), *more),
+                (chat_core::TYPING_BATCH_MAX, 12 - chat_core::TYPING_BATCH_MAX)
+            );
+            assert_eq!(nicks[0].as_str(), "typist0");
+        }
+        other => panic!("{other:?}"),
+    }
+}

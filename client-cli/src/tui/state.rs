@@ -762,6 +762,7 @@ impl State {
                 }
             }
             ServerFrame::Typing { .. }
+            | ServerFrame::TypingBatch { .. }
             | ServerFrame::UploadReady { .. }
             | ServerFrame::Subscribed { .. }
             | ServerFrame::Conversations { .. }

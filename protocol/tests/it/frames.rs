@@ -263,6 +263,7 @@ fn server_frames_round_trip() {
             more: 3,
             members: 20_000,
         },
+        ServerFrame::TypingBatch { room: "general".into(), nicks: vec!["ann".into()], more: 4 },
         ServerFrame::StatsHistory {
             interval_ms: 1000,
             points: vec![chat_protocol::StatsPoint { ts: 1, messages_per_sec: 2, connections: 3 }],

@@ -206,6 +206,12 @@ export const frames = {
   typing(frame) {
     showTyping(frame.room, frame.nick);
   },
+  typing_batch(frame) {
+    // A big room: a second's typists at once (oneself aside).
+    for (const nick of frame.nicks.filter((n) => n !== state.nick)) {
+      showTyping(frame.room, nick);
+    }
+  },
   members(frame) {
     const room = state.rooms.get(frame.room);
     if (frame.id !== undefined && state.memberPages.get(frame.id) === frame.room) {
