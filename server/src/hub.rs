@@ -655,52 +655,27 @@ fn without_unstored(
     let direct_gone = |key: &str, seq: u64| {
         gone.iter().any(|(room, s)| *s == seq && room.conversation_key() == key)
     };
-    let trimmed = match event {
+    match event {
         Event::Message(m) if is_gone(m) => return Trimmed::Gone,
         Event::Direct { key, seq, .. } if direct_gone(key, *seq) => return Trimmed::Gone,
-        Event::Conversation { id, key, with, history, last_seq, resume }
-            if history.iter().any(is_gone) =>
-        {
-            let first_gone = history.iter().filter(|m| is_gone(m)).map(|m| m.seq).min();
-            Event::Conversation {
-                id: id.clone(),
-                key: key.clone(),
-                with: with.clone(),
-                history: history.iter().filter(|m| !is_gone(m)).cloned().collect(),
-                last_seq: first_gone.map_or(*last_seq, |seq| seq - 1),
-                resume: *resume,
-            }
+        _ => {}
+    }
+    // A page of messages loses what was taken back; one that announces
+    // the newest `seq` says the newest kept.
+    let mut trimmed = event.clone();
+    let (messages, last_seq) = match &mut trimmed {
+        Event::Joined { history, last_seq, .. } | Event::Conversation { history, last_seq, .. } => {
+            (history, Some(last_seq))
         }
-        Event::Joined {
-            id,
-            room,
-            members,
-            member_count,
-            away,
-            history,
-            last_seq,
-            resume,
-            topic,
-        } if history.iter().any(is_gone) => {
-            let first_gone = history.iter().filter(|m| is_gone(m)).map(|m| m.seq).min();
-            Event::Joined {
-                id: id.clone(),
-                room: room.clone(),
-                members: members.clone(),
-                member_count: *member_count,
-                away: away.clone(),
-                history: history.iter().filter(|m| !is_gone(m)).cloned().collect(),
-                last_seq: first_gone.map_or(*last_seq, |seq| seq - 1),
-                resume: *resume,
-                topic: topic.clone(),
-            }
-        }
-        Event::History { id, room, messages } if messages.iter().any(is_gone) => Event::History {
-            id: id.clone(),
-            room: room.clone(),
-            messages: messages.iter().filter(|m| !is_gone(m)).cloned().collect(),
-        },
+        Event::History { messages, .. } => (messages, None),
         _ => return Trimmed::Unchanged,
     };
+    let Some(first_gone) = messages.iter().filter(|m| is_gone(m)).map(|m| m.seq).min() else {
+        return Trimmed::Unchanged;
+    };
+    messages.retain(|m| !is_gone(m));
+    if let Some(last_seq) = last_seq {
+        *last_seq = first_gone - 1;
+    }
     Trimmed::Changed(Utf8Bytes::from(wire::frame(&trimmed, welcome).encode()))
 }

@@ -81,7 +81,7 @@ impl Chat {
             let member = parked.member();
             waiting.push(parked);
             self.park_for(member);
-            self.refresh_recipients(room_id);
+            self.recipients_changed(room_id);
             return Ok(());
         }
         let Some(room) = self.rooms.get(&room_id) else {
@@ -105,7 +105,7 @@ impl Chat {
         let name = room.name.clone();
         self.park_for(parked.member());
         self.waiting.insert(room_id, vec![parked]);
-        self.refresh_recipients(room_id);
+        self.recipients_changed(room_id);
         self.outputs.push_back(Output::Load(name));
         Ok(())
     }
@@ -169,7 +169,7 @@ impl Chat {
             if let Some(room) = self.rooms.get_mut(&room_id) {
                 room.add(sid, &nick);
             }
-            self.refresh_recipients(room_id);
+            self.recipients_changed(room_id);
             self.reindex(room_id);
             self.announce(sid, &[room_id], Presence::Joined(nick));
             newly = true;
@@ -297,7 +297,7 @@ impl Chat {
             return;
         };
         room.remove(sid, nick);
-        self.refresh_recipients(room_id);
+        self.recipients_changed(room_id);
         self.reindex(room_id);
         let left = Presence::Left(nick.clone());
         let batched = self.batch_presence(room_id, &left);
@@ -314,19 +314,19 @@ impl Chat {
         }
     }
 
-    /// Rebuilds the connections a room delivers to from its sessions. A
-    /// session joins a room's sessions only with its `joined`, so nobody
-    /// new gets a room's messages before its `joined`; and a member resuming
-    /// from `after` while the room is read back gets them in that `joined`,
-    /// in order, not before it.
-    pub(super) fn refresh_recipients(&mut self, room_id: RoomId) {
+    /// A room's sessions or their connections changed: its recipients are
+    /// rebuilt when next read ([`Chat::recipients`]).
+    pub(super) fn recipients_changed(&mut self, room_id: RoomId) {
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.recipients_stale = true;
         }
     }
 
-    /// The connections a room delivers to now, rebuilt if its sessions
-    /// changed since they were last read.
+    /// The connections a room delivers to now, rebuilt from its sessions if
+    /// they changed since last read. A session joins a room's sessions only
+    /// with its `joined`, so nobody new gets a room's messages before its
+    /// `joined`; and a member resuming from `after` while the room is read
+    /// back gets them in that `joined`, in order, not before it.
     pub(super) fn recipients(&mut self, room_id: RoomId) -> Arc<[MemberId]> {
         let Some(room) = self.rooms.get(&room_id) else {
             return Arc::new([]);
@@ -416,7 +416,7 @@ impl Chat {
                 }
                 None => self.refuse_parked(parked, name),
             }
-            self.refresh_recipients(room_id);
+            self.recipients_changed(room_id);
             self.forget_if_unused(room_id);
             self.enforce_memory(Some(room_id));
         } else {

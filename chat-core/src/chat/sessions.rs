@@ -421,7 +421,7 @@ impl Chat {
             conn.session = Some(sid);
         }
         for &room in &rooms {
-            self.refresh_recipients(room);
+            self.recipients_changed(room);
         }
         if detached_at.is_some() {
             self.announce(sid, &rooms, crate::Presence::Back(nick.clone()));
@@ -566,7 +566,7 @@ impl Chat {
         if !session.conns.is_empty() {
             let rooms: Vec<RoomId> = session.rooms.iter().copied().collect();
             for room in rooms {
-                self.refresh_recipients(room);
+                self.recipients_changed(room);
             }
         } else if quit || self.config.session_grace.is_zero() {
             self.end_session(sid);
@@ -589,7 +589,7 @@ impl Chat {
         let nick = session.nick.clone();
         let rooms: Vec<RoomId> = session.rooms.iter().copied().collect();
         for &room in &rooms {
-            self.refresh_recipients(room);
+            self.recipients_changed(room);
         }
         self.announce(sid, &rooms, crate::Presence::Away(nick));
         self.expiries.push_back((now.saturating_add(self.config.session_grace), sid));

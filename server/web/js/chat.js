@@ -7,7 +7,7 @@ import { $ } from './common.js';
 import { uploadEnded, uploadProgress, uploadWaiting } from './files.js';
 import { notify, renderNotifyButton } from './notify.js';
 import {
-  NICK_KEY, ROOMS_KEY, SESSION_KEY, TOKEN_KEY, directView, markRead, pendingLine, readPosition, roomState, state,
+  NICK_KEY, ROOMS_KEY, SESSION_KEY, TOKEN_KEY, directView, markRead, readPosition, roomState, state,
   viewOf,
 } from './state.js';
 import {
@@ -290,11 +290,11 @@ export const frames = {
   },
   error(frame) {
     state.pages.delete(frame.id);
-    const refused = frame.id ? pendingLine(frame.id) : null;
+    const refused = state.sending.get(frame.id);
     if (refused) {
       // A message the server will not take: marked where it was typed.
-      const [, , at] = refused;
-      const line = refused[1].lines[at];
+      state.sending.delete(frame.id);
+      const { line } = refused;
       line.pending = false;
       line.failed = friendly(frame);
       redrawLine(line);
@@ -321,7 +321,6 @@ const FRIENDLY = {
   rate_limited: 'That was too fast; slow down a little.',
   unavailable: 'The server cannot do that right now; try again in a moment.',
   unauthorized: 'Your access token is missing or no longer valid.',
-  forbidden: 'Your access token does not allow that.',
   limit_reached: 'A limit was reached (too many rooms, or the room is full).',
   quota_exceeded: 'Your file quota is used up for now.',
   invalid_upload: 'That file could not be sent.',
@@ -334,11 +333,14 @@ function friendly(frame) {
 
 /** The server has the message sent with request id `id`: it is no longer shown as being sent. */
 function sent(id) {
-  const found = pendingLine(id);
+  const found = state.sending.get(id);
   if (found) {
-    const [, view, at] = found;
-    const [line] = view.lines.splice(at, 1);
-    removeLine(line);
+    state.sending.delete(id);
+    const at = found.view?.lines.indexOf(found.line) ?? -1;
+    if (at >= 0) {
+      found.view.lines.splice(at, 1);
+    }
+    removeLine(found.line);
   }
 }
 

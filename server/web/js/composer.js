@@ -34,10 +34,11 @@ export function sendMessage(frame, view = null) {
   }
   const id = state.connection.session.newId();
   const shown = view ?? (frame.type === 'say' ? frame.room : state.current);
-  addLine(shown, {
-    kind: frame.action ? 'action' : 'message', from: state.nick, text: frame.text, ts: Date.now(),
-    pending: true, id,
-  });
+  const line = {
+    kind: frame.action ? 'action' : 'message', from: state.nick, text: frame.text, ts: Date.now(), pending: true,
+  };
+  addLine(shown, line);
+  state.sending.set(id, { view: viewOf(shown), line });
   state.connection.send(frame, id);
   return true;
 }

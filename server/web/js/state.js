@@ -37,6 +37,7 @@ export const state = {
   directoryId: null,  // the id of the `rooms` asked for by "Browse rooms"
   toldRead: new Map(), // view name -> newest seq told read to the session's other connections
   memberPages: new Map(), // id of a `who` for the next page of a member list -> room
+  sending: new Map(), // request id of a message shown as being sent -> { view, line }
   unseen: 0,          // lines added below while scrolled up
 };
 
@@ -90,17 +91,6 @@ export function pushLine(name, line) {
     view.lines.splice(0, view.lines.length - MAX_LINES);
   }
   return before;
-}
-
-/** The line of a message being sent with request id `id`, in any view: [name, view, index]. */
-export function pendingLine(id) {
-  for (const [name, view] of [...state.rooms].concat([...state.directs].map(([peer, v]) => [`@${peer}`, v]))) {
-    const at = view.lines.findIndex((l) => l.pending !== undefined && l.id === id);
-    if (at >= 0) {
-      return [name, view, at];
-    }
-  }
-  return null;
 }
 
 export function savedRooms() {
