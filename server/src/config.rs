@@ -19,6 +19,13 @@ pub struct ServerConfig {
     /// Inputs queued for the chat task before connections wait to send
     /// more. Default 4096.
     pub inbound_queue: usize,
+    /// How long a message (say, dm, edit, delete) may wait in the server
+    /// before the chat task takes it. One that waited longer finds the
+    /// server overloaded: it is refused with `unavailable` and a
+    /// `retry_after_ms`, and clients send it again then. Overload thus
+    /// costs senders a retry instead of costing everyone an ever longer
+    /// delay. Default 250 ms.
+    pub max_input_wait: Duration,
     /// How long shutdown waits for connections to close after telling them
     /// to. Default 5 s.
     pub shutdown_grace: Duration,
@@ -96,6 +103,7 @@ impl Default for ServerConfig {
             transport: TransportConfig::default(),
             write_timeout: Duration::from_secs(10),
             inbound_queue: 4096,
+            max_input_wait: Duration::from_millis(250),
             shutdown_grace: Duration::from_secs(5),
             drain_window: Duration::from_secs(10),
             max_connections: open_file_limit()

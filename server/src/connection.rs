@@ -60,7 +60,7 @@ pub(crate) async fn serve(
     conn.outgoing.close();
     let (member, departure) = (conn.member, conn.departure);
     let _ = Box::pin(conn.hub.send(Input::Disconnect { member, departure })).await;
-    info!(%reason, "disconnected");
+    info!(%member, %reason, "disconnected");
 }
 
 /// Why a connection ended, for the log.
@@ -210,7 +210,7 @@ impl Connection {
         Box::pin(hub.send(Input::Connect { conn, source, reply })).await.ok()?;
         let member = member.await.ok()?;
         tracing::Span::current().record("member", tracing::field::display(member));
-        info!(%peer, "connected");
+        info!(%member, %peer, "connected");
         Some(Self {
             socket,
             outgoing,
@@ -482,7 +482,10 @@ fn route(member: MemberId, message: Message, secret: Option<&Secret>) -> Routed 
             Ok(decoded) => {
                 debug!(%member, kind = decoded.frame.kind(), "frame");
                 match wire::command(decoded.frame, secret) {
-                    Ok(command) => Input::Command { member, id: decoded.id, command },
+                    Ok(command) => {
+                        let read_at = std::time::Instant::now();
+                        Input::Command { member, id: decoded.id, command, read_at }
+                    }
                     Err(error) => {
                         Input::Malformed { member, error: DecodeError { id: decoded.id, ..error } }
                     }

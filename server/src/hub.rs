@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chat_core::{
     Attachment, Chat, Command, Departure, DisconnectReason, Event, MemberId, Output, Record,
@@ -36,8 +36,9 @@ pub(crate) enum Input {
     /// A new WebSocket connection from `source`; the hub answers with its
     /// member id.
     Connect { conn: Conn, source: Source, reply: oneshot::Sender<MemberId> },
-    /// A decoded client frame.
-    Command { member: MemberId, id: Option<String>, command: Command },
+    /// A decoded client frame, and when it was read: a message that waited
+    /// too long finds the server overloaded.
+    Command { member: MemberId, id: Option<String>, command: Command, read_at: Instant },
     /// A frame that could not be decoded; the hub answers with an error.
     Malformed { member: MemberId, error: DecodeError },
     /// The connection is gone; `departure` says whether the client quit.
@@ -104,10 +105,17 @@ pub(crate) struct Conn {
     pub checks_without_hello: u32,
 }
 
-/// Deliveries held for storage past which the hub stops taking inputs.
+/// Deliveries held for storage past which the hub stops taking inputs, at
+/// most: no more than half a connection's queue (in frames), since a commit
+/// releases everything it held at once and a member may be owed all of it.
 const MAX_HELD: usize = 65_536;
 
-/// Inputs handled before the frames they caused are written.
+/// Inputs handled before the frames they caused are written, at most: the
+/// hub takes no more than a quarter of a connection's queue (in frames)
+/// between two of its writes, so that under overload a member who reads is
+/// never sent more between two writes than its queue holds. (Taking inputs
+/// between every slice of writes, with no such bound, is what made an
+/// overloaded server close members who read as too slow, and collapse.)
 const BATCH: usize = 256;
 
 /// Connections written between two looks at the inputs.
@@ -135,6 +143,13 @@ pub(crate) struct Hub {
     drain_window: Duration,
     ping_interval: Duration,
     ping_misses: u32,
+    max_input_wait: Duration,
+    /// Inputs taken per round of writes (see [`BATCH`]).
+    batch: usize,
+    /// See [`MAX_HELD`].
+    max_held: usize,
+    /// Messages refused since the last stats tick for waiting too long.
+    overloaded: u64,
     /// Connections with frames pushed since the last flush.
     unflushed: VecDeque<Arc<Outgoing>>,
     shutting_down: bool,
@@ -192,6 +207,10 @@ impl Hub {
             drain_window: config.drain_window,
             ping_interval: config.ping_interval,
             ping_misses: config.ping_misses,
+            max_input_wait: config.max_input_wait,
+            batch: (config.transport.max_queued_frames / 4).clamp(1, BATCH),
+            max_held: (config.transport.max_queued_frames / 2).clamp(1, MAX_HELD),
+            overloaded: 0,
             unflushed: VecDeque::new(),
             shutting_down: false,
             stats_subscribers: Vec::new(),
@@ -226,7 +245,7 @@ impl Hub {
             tokio::select! {
                 // While storage lags far behind, stop taking inputs: the
                 // connections then wait, and memory stays bounded.
-                input = inputs.recv(), if self.commits.held() < MAX_HELD => match input {
+                input = inputs.recv(), if self.commits.held() < self.max_held => match input {
                     Some(input) => self.handle(input),
                     None => break,
                 },
@@ -236,6 +255,7 @@ impl Hub {
                 _ = stats.tick() => self.publish_stats(),
             }
             self.drain();
+            let mut budget = self.batch;
             while !self.unflushed.is_empty() {
                 // Before writing, let every task that is ready run (readers
                 // queue their inputs) and take what they sent: under load,
@@ -244,7 +264,7 @@ impl Hub {
                 // slices with the same pause between them, so a message
                 // arriving meanwhile joins the writes still to come.
                 tokio::task::yield_now().await;
-                self.take_ready(&mut inputs, &mut acks);
+                self.take_ready(&mut inputs, &mut acks, &mut budget);
                 self.flush(FLUSH_SLICE);
             }
         }
@@ -259,16 +279,18 @@ impl Hub {
         &mut self,
         inputs: &mut mpsc::Receiver<Input>,
         acks: &mut mpsc::UnboundedReceiver<StorageEvent>,
+        budget: &mut usize,
     ) {
         while let Ok(event) = acks.try_recv() {
             self.storage_event(event);
             self.drain();
         }
-        for _ in 0..BATCH {
-            if self.commits.held() >= MAX_HELD {
+        while *budget > 0 {
+            if self.commits.held() >= self.max_held {
                 break;
             }
             let Ok(input) = inputs.try_recv() else { break };
+            *budget -= 1;
             self.handle(input);
             self.drain();
         }
@@ -301,8 +323,23 @@ impl Hub {
         }
     }
 
+    /// Refuses a message that waited longer than the server promises to
+    /// take one: taking it would make everyone's messages later still. Its
+    /// client sends it again after a random delay, so retries spread out.
+    fn refuse_overloaded(&mut self, member: MemberId, id: Option<String>) {
+        self.overloaded += 1;
+        let wait = u64::try_from(self.max_input_wait.as_millis()).unwrap_or(u64::MAX);
+        let retry_after_ms = wait.saturating_add(rand::random_range(0..=wait));
+        let frame = wire::overloaded(id, retry_after_ms);
+        self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
+    }
+
     /// Sends the live counters to `$stats` subscribers (once a second).
     fn publish_stats(&mut self) {
+        if self.overloaded > 0 {
+            warn!(refused = self.overloaded, "overloaded: messages that waited too long refused");
+            self.overloaded = 0;
+        }
         let messages_per_sec = self.counters.tick();
         let ts_ms = self.clock.now().as_unix_millis();
         let connections = self.conns.len() as u64;
@@ -432,8 +469,12 @@ impl Hub {
                 // If the connection is gone already, its Disconnect follows.
                 let _ = reply.send(member);
             }
-            Input::Command { member, id, command } => {
-                self.chat.handle_command(now, member, id.as_deref(), command);
+            Input::Command { member, id, command, read_at } => {
+                if is_message(&command) && read_at.elapsed() > self.max_input_wait {
+                    self.refuse_overloaded(member, id);
+                } else {
+                    self.chat.handle_command(now, member, id.as_deref(), command);
+                }
             }
             Input::Malformed { member, error } => {
                 let frame = wire::malformed(error);
@@ -632,6 +673,15 @@ impl Hub {
         self.chat.handle_disconnect(self.clock.now(), member, Departure::Lost);
         // The disconnect's presence notices are drained by the caller's loop.
     }
+}
+
+/// Whether `command` is a message, which fans out: what an overloaded
+/// server refuses.
+fn is_message(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Say { .. } | Command::Dm { .. } | Command::Edit { .. } | Command::Delete { .. }
+    )
 }
 
 /// A held delivery once messages storage could not keep are cut out.

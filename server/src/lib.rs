@@ -32,7 +32,7 @@ use chat_transport::Accepted;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, debug_span, info, warn};
 
 pub use config::ServerConfig;
 pub use files::Uploads;
@@ -92,7 +92,11 @@ pub async fn run(
                 Ok((stream, peer)) => {
                     accept_errors.succeeded();
                     next_conn += 1;
-                    let span = info_span!("conn", id = next_conn, %peer, member = tracing::field::Empty);
+                    // At debug level only: a live span costs every
+                    // connection about 200 bytes for as long as it lasts,
+                    // and at info level the few lines a connection logs
+                    // name their member and peer themselves.
+                    let span = debug_span!("conn", id = next_conn, %peer, member = tracing::field::Empty);
                     let (site, config, hub, mut stop) = (Arc::clone(&site), Arc::clone(&config), hub_tx.clone(), stop_rx.clone());
                     let gate = Arc::clone(&gate);
                     let bytes_in = Arc::clone(&bytes_in);

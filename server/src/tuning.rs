@@ -89,6 +89,9 @@ tuning! {
     /// In a room bigger than a member page, presence goes out at most once
     /// per this interval, as one batch: 1s, 500ms...
     presence_interval: Positive => chat.presence_interval, "CHAT_PRESENCE_INTERVAL";
+    /// How long a message may wait in an overloaded server before it is
+    /// refused with unavailable (and sent again by its client): 250ms, 1s...
+    max_input_wait: Positive => max_input_wait, "CHAT_MAX_INPUT_WAIT";
     /// The largest HTTP request head, in bytes (431 past it).
     max_header_bytes: usize => transport.max_header_bytes, "CHAT_MAX_HEADER_BYTES";
     /// How long a client may take for the TLS handshake and its request

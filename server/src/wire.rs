@@ -390,6 +390,17 @@ pub(crate) fn refusal(id: Option<String>, code: ErrorCode, message: &str) -> Ser
     ServerFrame::Error { id, code, message: message.to_owned(), retry_after_ms: None }
 }
 
+/// The `error` frame for a message that waited too long in an overloaded
+/// server: not kept, to be sent again after `retry_after_ms`.
+pub(crate) fn overloaded(id: Option<String>, retry_after_ms: u64) -> ServerFrame {
+    ServerFrame::Error {
+        id,
+        code: ErrorCode::Unavailable,
+        message: format!("the server is overloaded; send it again in {retry_after_ms} ms"),
+        retry_after_ms: Some(retry_after_ms),
+    }
+}
+
 /// The `error` frame for a frame that could not be decoded.
 pub fn malformed(error: DecodeError) -> ServerFrame {
     ServerFrame::Error {

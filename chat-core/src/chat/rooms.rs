@@ -300,8 +300,10 @@ impl Chat {
         self.recipients_changed(room_id);
         self.reindex(room_id);
         let left = Presence::Left(nick.clone());
+        // In a big room the leave waits for the next batch: its recipients
+        // are not even rebuilt now.
         let batched = self.batch_presence(room_id, &left);
-        let to = self.recipients(room_id);
+        let to = (!batched).then(|| self.recipients(room_id));
         let Some(room) = self.rooms.get(&room_id) else {
             return;
         };
@@ -309,7 +311,7 @@ impl Chat {
         if room.is_empty() && room.window_is_empty() && !self.waiting.contains_key(&room_id) {
             self.remove_room(room_id);
         }
-        if !batched {
+        if let Some(to) = to {
             self.deliver(to, event);
         }
     }

@@ -46,12 +46,17 @@ pub(super) struct Conn {
     pub buffer: FrameBuffer,
 }
 
-/// Opens one connection and, given a nick, says hello and joins its room.
+/// What a connection says once open, and the frame it waits for then.
+pub(super) struct Greeting {
+    pub frames: Vec<String>,
+    pub until: &'static str,
+}
+
+/// Opens one connection and sends its greeting (none: just the upgrade).
 pub(super) async fn open(
     target: &Target,
     source: Option<IpAddr>,
-    nick: Option<&str>,
-    room: &str,
+    greeting: Option<Greeting>,
 ) -> anyhow::Result<Conn> {
     let mut stream = match source {
         None => TcpStream::connect((target.host.as_str(), target.port)).await?,
@@ -69,33 +74,40 @@ pub(super) async fn open(
     let host = format!("{}:{}", target.host, target.port);
     let rest =
         rawws::handshake(&mut stream, &host, &target.path, chat_protocol::SUBPROTOCOL).await?;
+    let (read, write) = stream.into_split();
     // A small buffer, grown only for large frames: many connections live here.
-    let mut buffer = FrameBuffer::new(4096, &rest);
-    let Some(nick) = nick else {
-        let (read, write) = stream.into_split();
-        return Ok(Conn { read, write, buffer });
-    };
+    let conn = Conn { read, write, buffer: FrameBuffer::new(4096, &rest) };
+    match greeting {
+        None => Ok(conn),
+        Some(Greeting { frames, until }) => say(conn, &frames, until).await,
+    }
+}
+
+/// Sends `frames` and reads until a frame of type `until`; what follows it
+/// stays in the buffer. An `error` or the end of the connection first is a
+/// failure.
+pub(super) async fn say(mut conn: Conn, frames: &[String], until: &str) -> anyhow::Result<Conn> {
     let mut out = Vec::new();
-    for frame in frames::greeting(nick, room) {
+    for frame in frames {
         rawws::client_frame(TEXT, frame.as_bytes(), &mut out);
     }
-    stream.write_all(&out).await?;
+    conn.write.write_all(&out).await?;
     loop {
-        while let Some((opcode, payload)) = buffer.next_frame()? {
+        while let Some((opcode, payload)) = conn.buffer.next_frame()? {
             match opcode {
-                TEXT if frames::peek(payload).is_some_and(|frame| frame.kind == "joined") => {
-                    let (read, write) = stream.into_split();
-                    return Ok(Conn { read, write, buffer });
-                }
-                TEXT if frames::peek(payload).is_some_and(|frame| frame.kind == "error") => {
-                    bail!("refused: {}", String::from_utf8_lossy(payload));
-                }
-                CLOSE => bail!("closed before joining"),
+                TEXT => match frames::peek(payload) {
+                    Some(frame) if frame.kind == until => return Ok(conn),
+                    Some(frame) if frame.kind == "error" => {
+                        bail!("refused: {}", String::from_utf8_lossy(payload));
+                    }
+                    _ => {}
+                },
+                CLOSE => bail!("closed before {until}"),
                 _ => {}
             }
         }
-        if buffer.fill(&mut stream).await? == 0 {
-            bail!("closed before joining");
+        if conn.buffer.fill(&mut conn.read).await? == 0 {
+            bail!("closed before {until}");
         }
     }
 }
@@ -174,16 +186,18 @@ pub(super) fn pace(
 pub(super) type Sink = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
 
 /// What a reader needs of its connection: the socket's read half, the write
-/// half to answer pings on, and the frames read so far.
+/// half to answer pings on, and the frames read so far; and for a sender,
+/// the deliveries each of its messages owes (refused ones owe none).
 pub(super) struct Reading {
     pub read: OwnedReadHalf,
     pub sink: Sink,
     pub buffer: FrameBuffer,
+    pub owes: u64,
 }
 
 /// Reads until told to stop, recording the latency of measured messages.
 pub(super) async fn read_loop(
-    Reading { mut read, sink, mut buffer }: Reading,
+    Reading { mut read, sink, mut buffer, owes }: Reading,
     schedule: Schedule,
     counters: Arc<Counters>,
     histograms: Arc<Vec<Mutex<Histogram<u64>>>>,
@@ -208,8 +222,20 @@ pub(super) async fn read_loop(
                         let _ = histogram.record(latency);
                     }
                 }
-                (TEXT, None) if frame.is_some_and(|frame| frame.kind == "error") => {
-                    counters.errors.fetch_add(1, Ordering::AcqRel);
+                (TEXT, None) if frame.as_ref().is_some_and(|frame| frame.kind == "error") => {
+                    // A message refused for now (an overloaded server) is
+                    // not an error: it is not owed, and shows as refused.
+                    match frames::refused_for_now(payload) {
+                        Some(intended_us) if schedule.is_measured(intended_us) => {
+                            counters.refused.fetch_add(1, Ordering::AcqRel);
+                            counters.refused_owed.fetch_add(owes, Ordering::AcqRel);
+                        }
+                        Some(_) => {}
+                        None => _ = counters.errors.fetch_add(1, Ordering::AcqRel),
+                    }
+                }
+                (TEXT, None) if frame.as_ref().is_some_and(|frame| frames::is_presence(frame)) => {
+                    counters.presence.fetch_add(1, Ordering::AcqRel);
                 }
                 (CLOSE, _) => {
                     counters.closed.fetch_add(1, Ordering::AcqRel);

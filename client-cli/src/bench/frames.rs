@@ -11,44 +11,74 @@ use serde::Deserialize;
 /// Bytes of a message's text that carry its intended send time.
 pub(super) const STAMP: usize = 16;
 
-/// The frames that open a connection: `hello`, then `join`.
-pub(super) fn greeting(nick: &str, room: &str) -> [String; 2] {
-    let frame = |frame| encode_client(&ClientMessage { id: None, frame });
-    [
-        frame(ClientFrame::Hello { nick: Some(nick.to_owned()), session: None, token: None }),
-        frame(ClientFrame::Join { room: room.to_owned(), after: None }),
-    ]
+/// A `hello` with `nick`.
+pub(super) fn hello(nick: &str) -> String {
+    let frame = ClientFrame::Hello { nick: Some(nick.to_owned()), session: None, token: None };
+    encode_client(&ClientMessage { id: None, frame })
+}
+
+/// A `join` of `room`.
+pub(super) fn join(room: &str) -> String {
+    let frame = ClientFrame::Join { room: room.to_owned(), after: None };
+    encode_client(&ClientMessage { id: None, frame })
 }
 
 /// A `say` frame encoded once; each message writes its intended send time
-/// over the stamp at the start of the text.
+/// over the stamps at the start of its text and in its id. The id is what
+/// a client would send anyway (so that a retry is answered with the
+/// original), and what ties a refusal back to its message.
 #[derive(Debug, Clone)]
 pub(super) struct SayTemplate {
     bytes: Vec<u8>,
-    /// Where the stamp starts.
+    /// Where the text's stamp starts.
     stamp_at: usize,
+    /// Where the id starts.
+    id_at: usize,
 }
 
 impl SayTemplate {
     /// A `say` to `room` with `size` bytes of text (at least the stamp).
     pub(super) fn new(room: &str, size: usize) -> Self {
-        // The text is ASCII that JSON leaves as it is, so it appears in the
-        // encoding byte for byte.
+        // The text and the id are ASCII that JSON leaves as it is, so they
+        // appear in the encoding byte for byte.
         let text = format!("{}{}", "0".repeat(STAMP), "x".repeat(size.saturating_sub(STAMP)));
+        let id = "i".repeat(STAMP);
         let frame = ClientFrame::Say { room: room.to_owned(), text: text.clone(), action: false };
-        let encoded = encode_client(&ClientMessage { id: None, frame });
-        let stamp_at = encoded.find(&format!("\"{text}\"")).map_or(0, |at| at + 1);
-        Self { bytes: encoded.into_bytes(), stamp_at }
+        let encoded = encode_client(&ClientMessage { id: Some(id.clone()), frame });
+        let at = |value: &str| encoded.find(&format!("\"{value}\"")).map_or(0, |at| at + 1);
+        Self { stamp_at: at(&text), id_at: at(&id), bytes: encoded.into_bytes() }
     }
 
     /// The frame's payload stamped with `intended_us`.
     pub(super) fn stamped(&mut self, intended_us: u64) -> &[u8] {
         let stamp = format!("{intended_us:>STAMP$}");
-        if let Some(slot) = self.bytes.get_mut(self.stamp_at..self.stamp_at + STAMP) {
-            slot.copy_from_slice(stamp.as_bytes());
+        let id = format!("{intended_us:0STAMP$}");
+        for (at, value) in [(self.stamp_at, stamp), (self.id_at, id)] {
+            if let Some(slot) = self.bytes.get_mut(at..at + STAMP) {
+                slot.copy_from_slice(value.as_bytes());
+            }
         }
         &self.bytes
     }
+}
+
+/// What the bench reads of an `error` frame: whether it refused a message
+/// for now (the server is overloaded), and that message's send time.
+pub(super) fn refused_for_now(payload: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Refusal<'a> {
+        #[serde(borrow)]
+        code: Cow<'a, str>,
+        #[serde(default, borrow)]
+        id: Option<Cow<'a, str>>,
+        #[serde(default)]
+        retry_after_ms: Option<u64>,
+    }
+    let refusal: Refusal<'_> = serde_json::from_slice(payload).ok()?;
+    if refusal.code != "unavailable" || refusal.retry_after_ms.is_none() {
+        return None;
+    }
+    refusal.id?.parse().ok()
 }
 
 /// What the bench reads of a server frame: its type, and the send time
@@ -202,6 +232,12 @@ fn value(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((bytes.get(..end)?, bytes.get(end..)?))
 }
 
+/// Whether a frame tells of members coming, going or renaming: one per
+/// event in a small room, one per interval (a batch) in a big one.
+pub(super) fn is_presence(frame: &Peek<'_>) -> bool {
+    frame.kind == "presence" || frame.kind == "presence_batch"
+}
+
 /// The intended send time a bench message carries, in µs after the run's
 /// origin; `None` for anything else.
 pub(super) fn intended_time(frame: &Peek<'_>) -> Option<u64> {
@@ -224,6 +260,21 @@ mod tests {
         assert_eq!(room, "bench-0");
         assert_eq!(text.len(), 40);
         assert!(text.starts_with("         1234567x"), "{text}");
+    }
+
+    #[test]
+    fn the_id_carries_the_time_too_and_a_refusal_for_now_gives_it_back() {
+        let mut template = SayTemplate::new("bench-0", 20);
+        let decoded = decode_client(std::str::from_utf8(template.stamped(42)).unwrap()).unwrap();
+        assert_eq!(decoded.id.as_deref(), Some("0000000000000042"));
+        let refusal = |code: &str, retry: &str| {
+            format!(r#"{{"type":"error","id":"0000000000000042","code":"{code}"{retry}}}"#)
+        };
+        let retry = r#","retry_after_ms":300"#;
+        assert_eq!(refused_for_now(refusal("unavailable", retry).as_bytes()), Some(42));
+        assert_eq!(refused_for_now(refusal("unavailable", "").as_bytes()), None);
+        assert_eq!(refused_for_now(refusal("rate_limited", retry).as_bytes()), None);
+        assert_eq!(refused_for_now(b"{\"type\":\"error\",\"code\":\"unavailable\"}"), None);
     }
 
     #[test]

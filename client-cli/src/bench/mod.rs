@@ -28,7 +28,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
-use self::conn::{Conn, Reading, SendPlan, Sink, Target, close_code, open, read_loop, send_loop};
+use self::conn::{
+    Conn, Greeting, Reading, SendPlan, Sink, Target, close_code, open, read_loop, say, send_loop,
+};
 use self::report::{Latency, Report, ServerSample, ServerUse, cpu_seconds};
 use crate::rawws::{self, CLOSE};
 
@@ -78,6 +80,11 @@ pub struct BenchArgs {
     /// upgrades per second and the memory of bare connections.
     #[arg(long)]
     pub upgrade_only: bool,
+    /// Say hello on every connection first, then join them all to their
+    /// rooms at once: `joins_per_sec` then measures the joins alone (a
+    /// room filling as a stream starts), not the connections.
+    #[arg(long, conflicts_with = "upgrade_only")]
+    pub join_storm: bool,
     /// Read the server's CPU time and memory from /proc/PID.
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -96,6 +103,12 @@ struct Counters {
     errors: AtomicU64,
     /// Readers the server closed before the run ended.
     closed: AtomicU64,
+    /// Measured messages the server refused for now (overloaded).
+    refused: AtomicU64,
+    /// The deliveries those would have owed.
+    refused_owed: AtomicU64,
+    /// Presence frames (single or batched) received.
+    presence: AtomicU64,
 }
 
 /// When the run's phases begin, relative to one origin.
@@ -144,17 +157,22 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Report> {
     let run = format!("{:04x}", rand::random::<u16>());
     let mut opening = Vec::with_capacity(args.connections);
     let target = Arc::new(Target::parse(server)?);
+    let room = |i: usize| format!("bench-{}", i % args.rooms);
     for i in 0..args.connections {
         let gate = Arc::clone(&gate);
         let target = Arc::clone(&target);
         let source = (!args.sources.is_empty()).then(|| args.sources[i % args.sources.len()]);
-        let room = format!("bench-{}", i % args.rooms);
-        let nick = (!args.upgrade_only).then(|| format!("b{run}-{i}"));
+        let greeting = (!args.upgrade_only).then(|| {
+            let hello = frames::hello(&format!("b{run}-{i}"));
+            if args.join_storm {
+                Greeting { frames: vec![hello], until: "welcome" }
+            } else {
+                Greeting { frames: vec![hello, frames::join(&room(i))], until: "joined" }
+            }
+        });
         opening.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await?;
-            open(&target, source, nick.as_deref(), &room)
-                .await
-                .with_context(|| format!("connection {i}"))
+            open(&target, source, greeting).await.with_context(|| format!("connection {i}"))
         }));
     }
     let mut conns = Vec::with_capacity(args.connections);
@@ -162,6 +180,27 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Report> {
         conns.push(handle.await??);
     }
     let connect_seconds = connect_started.elapsed().as_secs_f64();
+    // A join storm: everyone connected joins at once.
+    let join_seconds = if args.join_storm {
+        let join_started = Instant::now();
+        let joining: Vec<_> = conns
+            .into_iter()
+            .enumerate()
+            .map(|(i, conn)| {
+                let join = frames::join(&room(i));
+                tokio::spawn(async move {
+                    say(conn, &[join], "joined").await.with_context(|| format!("join {i}"))
+                })
+            })
+            .collect();
+        conns = Vec::with_capacity(args.connections);
+        for handle in joining {
+            conns.push(handle.await??);
+        }
+        join_started.elapsed().as_secs_f64()
+    } else {
+        connect_seconds
+    };
 
     // Every room's size, to know what each message owes.
     // Slow consumers owe nothing: they are expected to be cut off.
@@ -196,8 +235,11 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Report> {
         let Conn { read, write, buffer } = conn;
         // Shared with the reader, which answers the server's pings.
         let sink: Sink = Arc::new(tokio::sync::Mutex::new(write));
+        let is_sender =
+            args.senders > 0 && i % sender_every == 0 && i / sender_every < args.senders;
+        let owes = if is_sender { room_sizes[i % args.rooms] } else { 0 };
         let reader = read_loop(
-            Reading { read, sink: Arc::clone(&sink), buffer },
+            Reading { read, sink: Arc::clone(&sink), buffer, owes },
             schedule,
             Arc::clone(&counters),
             Arc::clone(&histograms),
@@ -205,8 +247,6 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Report> {
             stop_rx.clone(),
         );
         readers.push(tokio::spawn(reader));
-        let is_sender =
-            args.senders > 0 && i % sender_every == 0 && i / sender_every < args.senders;
         if is_sender {
             let room = format!("bench-{}", i % args.rooms);
             let plan = SendPlan {
@@ -239,7 +279,8 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Report> {
     let server_at_end = args.server_pid.map(ServerSample::read);
     // Deliveries still in flight may arrive until the drain deadline.
     let drain_until = Instant::now() + Duration::from_secs_f64(args.drain.max(0.0));
-    while counters.received.load(Ordering::Acquire) < expected && Instant::now() < drain_until {
+    let owed = || expected.saturating_sub(counters.refused_owed.load(Ordering::Acquire));
+    while counters.received.load(Ordering::Acquire) < owed() && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Readers stop first, so the server's answers to the goodbyes below are
@@ -267,6 +308,8 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Report> {
         }
     }
     let received = counters.received.load(Ordering::Acquire);
+    let expected = owed();
+    let presence = counters.presence.load(Ordering::Acquire);
     let mut latency = Histogram::<u64>::new_with_max(MAX_LATENCY_US, 3)?;
     for shard in histograms.iter() {
         let shard = shard.lock().map_err(|_| anyhow::anyhow!("a reader panicked"))?;
@@ -299,7 +342,14 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Report> {
         senders: args.senders,
         rate_per_sender: args.rate,
         duration_seconds: args.duration,
+        join_storm: args.join_storm,
+        joins_per_sec: (!args.upgrade_only)
+            .then(|| args.connections as f64 / join_seconds.max(1e-9)),
+        presence_frames: presence,
+        presence_frames_per_join: (!args.upgrade_only)
+            .then(|| presence as f64 / args.connections as f64),
         sent,
+        refused: counters.refused.load(Ordering::Acquire),
         expected,
         received,
         lost: expected.saturating_sub(received),

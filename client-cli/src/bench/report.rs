@@ -14,9 +14,22 @@ pub(super) struct Report {
     pub senders: usize,
     pub rate_per_sender: f64,
     pub duration_seconds: f64,
+    /// Whether the connections said hello first and then all joined at
+    /// once (`--join-storm`).
+    pub join_storm: bool,
+    /// Joins per second: of the join storm alone with `--join-storm`, else
+    /// of whole connections (TCP connect, upgrade, hello and join).
+    pub joins_per_sec: Option<f64>,
+    /// Presence frames (`presence`, `presence_batch`) every reader got.
+    pub presence_frames: u64,
+    /// Those per join: how much one join costs the room's other members.
+    pub presence_frames_per_join: Option<f64>,
     /// Messages sent inside the measured window.
     pub sent: u64,
-    /// Deliveries they owe: each message times its room's readers.
+    /// Of those, refused for now by an overloaded server (`unavailable`):
+    /// a real client sends them again later.
+    pub refused: u64,
+    /// Deliveries the accepted ones owe: each times its room's readers.
     pub expected: u64,
     pub received: u64,
     pub lost: u64,
@@ -105,7 +118,16 @@ impl Report {
             "rooms / senders  {:>12} / {}   at {} msg/s each",
             self.rooms, self.senders, self.rate_per_sender
         );
-        println!("sent             {:>12}   in {} s measured", self.sent, self.duration_seconds);
+        if let (Some(joins), Some(per_join)) = (self.joins_per_sec, self.presence_frames_per_join) {
+            println!(
+                "joins            {:>12.0}/s   {} presence frames, {:.2} per join",
+                joins, self.presence_frames, per_join
+            );
+        }
+        println!(
+            "sent             {:>12}   in {} s measured, {} refused as overloaded",
+            self.sent, self.duration_seconds, self.refused
+        );
         println!(
             "deliveries       {:>12} of {} expected, {} lost",
             self.received, self.expected, self.lost

@@ -136,3 +136,88 @@ fn slow_consumers_are_cut_off_and_the_others_lose_nothing() {
     assert_eq!(n("expected"), n("sent") * 4, "{report}");
     assert_eq!(n("received"), n("expected"), "{report}");
 }
+
+#[test]
+fn a_join_storm_into_one_room_costs_each_member_a_frame_an_interval() {
+    let (_server, url) = server_with(&[
+        "--ping-interval",
+        "100ms",
+        "--member-page-max",
+        "20",
+        "--presence-interval",
+        "200ms",
+        "--max-connections-per-ip",
+        "1000",
+    ]);
+    let started = std::time::Instant::now();
+    let report = bench(
+        &url,
+        &[
+            "--join-storm",
+            "--connections",
+            "300",
+            "--rooms",
+            "1",
+            "--senders",
+            "0",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0",
+        ],
+    );
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(report["join_storm"], true, "{report}");
+    assert!(report["joins_per_sec"].as_f64().is_some_and(|rate| rate > 0.0), "{report}");
+    // One presence frame per join to every member would be 150 per join
+    // on average; batches make it one per member per interval.
+    let frames = report["presence_frames"].as_u64().unwrap();
+    let intervals = (elapsed / 0.2).ceil() as u64 + 1;
+    assert!(frames > 0, "{report}");
+    assert!(frames <= 300 * intervals, "{frames} frames in {intervals} intervals: {report}");
+    let per_join = report["presence_frames_per_join"].as_f64().unwrap();
+    assert!((per_join - frames as f64 / 300.0).abs() < 1e-9, "{report}");
+}
+
+#[test]
+fn messages_an_overloaded_server_refuses_are_counted_and_owe_nothing() {
+    // Messages that wait over a millisecond are refused: under this load,
+    // some always do.
+    let (_server, url) = server_with(&[
+        "--messages-per-sec",
+        "100000",
+        "--messages-burst",
+        "100000",
+        "--frames-per-sec",
+        "100000",
+        "--frames-burst",
+        "100000",
+        "--ping-interval",
+        "100ms",
+        "--max-input-wait",
+        "1ms",
+    ]);
+    let report = bench(
+        &url,
+        &[
+            "--connections",
+            "60",
+            "--senders",
+            "4",
+            "--rate",
+            "1000",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.1",
+        ],
+    );
+    let n = |key: &str| report[key].as_u64().unwrap();
+    assert!(n("refused") > 0, "{report}");
+    assert!(n("refused") < n("sent"), "{report}");
+    // The others are delivered to all 60, and only they are owed.
+    assert_eq!(n("expected"), (n("sent") - n("refused")) * 60, "{report}");
+    assert_eq!(n("received"), n("expected"), "{report}");
+    assert_eq!(n("errors"), 0, "a refusal for now is not an error: {report}");
+    assert_eq!(n("closed_by_server"), 0, "{report}");
+}

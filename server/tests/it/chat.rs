@@ -296,3 +296,113 @@ async fn a_join_storm_into_a_big_room_costs_each_member_a_frame_a_second() {
     assert_eq!(joined["type"], "presence_batch", "{joined}");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_overloaded_server_refuses_what_waited_too_long_and_delivers_the_rest_in_order() {
+    let chat = chat_core::ChatConfig {
+        messages_per_sec: 100_000,
+        messages_burst: 100_000,
+        ..chat_core::ChatConfig::default()
+    };
+    let config = ServerConfig {
+        chat,
+        frames_per_sec: 100_000,
+        frames_burst: 100_000,
+        max_input_wait: Duration::from_millis(5),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config).await;
+    let mut watcher = Client::in_room(&server, "watcher", "crowd").await;
+    let mut sender = Client::in_room(&server, "sender", "crowd").await;
+    // A crowd that makes every message a fan-out (it never reads, and what
+    // it is sent fits its queues).
+    let mut crowd = Vec::new();
+    for n in 0..150 {
+        crowd.push(Client::in_room(&server, &format!("c{n}"), "crowd").await);
+    }
+    // Far more at once than the server takes within 5 ms.
+    const SENT: usize = 400;
+    for n in 0..SENT {
+        let (text, id) = (format!("m{n}"), format!("m{n}"));
+        sender.send(json!({"type": "say", "room": "crowd", "text": text, "id": id})).await;
+    }
+    // Every message is answered: delivered, or refused for now.
+    let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+    while accepted.len() + refused.len() < SENT {
+        let frame = sender.recv().await;
+        match frame["type"].as_str() {
+            Some("message") => accepted.push(frame),
+            Some("error") => {
+                assert_eq!(frame["code"], "unavailable", "{frame}");
+                assert!(frame["retry_after_ms"].as_u64().is_some_and(|ms| ms >= 5), "{frame}");
+                refused.push(frame["id"].as_str().unwrap().to_owned());
+            }
+            _ => {}
+        }
+    }
+    assert!(!refused.is_empty(), "nothing waited 5 ms: no overload");
+    assert!(!accepted.is_empty(), "everything refused");
+    // What was taken is numbered without a gap, in the order sent, and
+    // everyone gets exactly that.
+    let first = accepted[0]["seq"].as_u64().unwrap();
+    for (k, message) in accepted.iter().enumerate() {
+        assert_eq!(message["seq"].as_u64(), Some(first + k as u64), "{message}");
+        assert_eq!(message["id"], message["text"], "{message}");
+    }
+    let mut seen = Vec::new();
+    while seen.len() < accepted.len() {
+        let frame = watcher.recv().await;
+        if frame["type"] == "message" {
+            seen.push(frame["text"].clone());
+        }
+    }
+    let sent: Vec<_> = accepted.iter().map(|m| m["text"].clone()).collect();
+    assert_eq!(seen, sent);
+    // A refused message sent again once the load is gone is taken.
+    let again = &refused[0];
+    sender.send(json!({"type": "say", "room": "crowd", "text": again, "id": again})).await;
+    let message = sender.expect("message").await;
+    assert_eq!(
+        (&message["id"], message["seq"].as_u64()),
+        (&json!(again), Some(first + sent.len() as u64))
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_flood_never_sends_a_member_who_reads_more_between_two_writes_than_its_queue_holds() {
+    let chat = chat_core::ChatConfig {
+        messages_per_sec: 100_000,
+        messages_burst: 100_000,
+        ..chat_core::ChatConfig::default()
+    };
+    let mut config = ServerConfig {
+        chat,
+        frames_per_sec: 100_000,
+        frames_burst: 100_000,
+        max_input_wait: Duration::from_secs(60),
+        ..ServerConfig::default()
+    };
+    // A queue far shorter than the flood: taken all at once, before any
+    // write, the flood would overflow every member's queue (4008).
+    config.transport.max_queued_frames = 32;
+    let server = Server::start(config).await;
+    let mut sender = Client::in_room(&server, "sender", "flood").await;
+    let mut members = Vec::new();
+    for n in 0..20 {
+        members.push(Client::in_room(&server, &format!("m{n}"), "flood").await);
+    }
+    const SENT: usize = 300;
+    for n in 0..SENT {
+        sender.send(json!({"type": "say", "room": "flood", "text": format!("t{n}")})).await;
+    }
+    for member in members.iter_mut().chain([&mut sender]) {
+        let mut got = 0;
+        while got < SENT {
+            if member.recv().await["type"] == "message" {
+                got += 1;
+            }
+        }
+    }
+    server.shutdown().await;
+}
