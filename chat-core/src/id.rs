@@ -18,6 +18,9 @@ pub struct RoomId(u64);
 pub(crate) struct SessionId(NonZeroU64);
 
 impl SessionId {
+    /// The least there can be: where a range of them starts.
+    pub(crate) const MIN: Self = Self(NonZeroU64::MIN);
+
     pub(crate) fn new(raw: u64) -> Self {
         Self(NonZeroU64::new(raw).unwrap_or(NonZeroU64::MAX))
     }

@@ -106,7 +106,9 @@ impl Room {
         let start: Arc<str> = Arc::from(after.map_or(prefix, |after| after.max(prefix)));
         let mut found = Vec::with_capacity(limit.min(self.by_nick.len()));
         let mut more = false;
-        let range = self.by_nick.range((start, SessionId::new(0))..);
+        // From the first session of that nick: one whose nick is the prefix
+        // itself matches it.
+        let range = self.by_nick.range((start, SessionId::MIN)..);
         for ((folded, sid), nick) in range {
             if after.is_some_and(|after| &**folded <= after) {
                 continue;

@@ -743,6 +743,11 @@ fn a_big_room_lists_a_first_page_and_who_pages_on_and_searches_by_prefix() {
     assert!(found.len() == 3 && more && found.iter().all(|n| n.starts_with("user1")), "{found:?}");
     let (none, _, _) = who(&mut h, None, Some("zz"), None);
     assert!(none.is_empty());
+    // A whole nick is a prefix of itself.
+    let (exact, _, more) = who(&mut h, None, Some("User07"), None);
+    assert_eq!((exact, more), (vec!["user07".to_owned()], false));
+    let (carols, _, _) = who(&mut h, None, Some("carol"), None);
+    assert_eq!(carols, vec!["carol".to_owned()]);
     // A rename moves the member in the order.
     h.send(members[0], Command::Nick { nick: "aaron".into() });
     h.take_all();

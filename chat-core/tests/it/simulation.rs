@@ -8,7 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::harness::Harness;
-use chat_core::{ChatConfig, Command, Event, MemberId, Presence, Resume};
+use chat_core::{
+    ChatConfig, Command, Event, MemberId, PRESENCE_BATCH_MAX, Presence, Resume, TYPING_BATCH_MAX,
+    Timestamp,
+};
 
 /// xorshift64*: small, deterministic, good enough to pick actions.
 struct Rng(u64);
@@ -25,6 +28,9 @@ impl Rng {
         (self.next() % n as u64) as usize
     }
 }
+
+/// How often a big room's batches go out, in the schedules with big rooms.
+const PRESENCE_INTERVAL: Duration = Duration::from_secs(2);
 
 const ROOMS: [&str; 4] = ["lobby", "dev", "random", "ops"];
 const NICKS: [&str; 6] = ["ann", "Ann", "bo", "cy", "dee", "eve"];
@@ -43,6 +49,9 @@ struct Client {
     sent: Vec<(String, String)>,
     /// What each acknowledged id was accepted as.
     acked: BTreeMap<String, (String, u64)>,
+    /// When this client last got a presence batch and a typing batch in
+    /// each room.
+    batches: BTreeMap<(String, &'static str), Timestamp>,
     /// Rooms re-joined after a reconnect whose `joined` has not come yet,
     /// with the messages that came first: like a real client, it holds
     /// them until the `joined` says where it stands.
@@ -55,14 +64,16 @@ fn random_schedules_keep_one_order_no_duplicates_and_explicit_gaps() {
         Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
         Err(_) => (1..=2000).collect(),
     };
-    let (mut shared, mut closed) = (0, 0);
+    let (mut shared, mut closed, mut batched) = (0, 0, 0);
     for seed in seeds.iter().copied() {
         let w = run(seed, 1_000);
         shared += w.shared;
         closed += w.closed;
+        batched += w.batched;
     }
     if seeds.len() > 1 {
         assert!(shared > 0 && closed > 0, "sessions with several connections: {shared}, {closed}");
+        assert!(batched > 0, "big rooms batched nothing");
     }
 }
 
@@ -83,6 +94,11 @@ struct World {
     /// and how often that closed the oldest.
     shared: usize,
     closed: usize,
+    /// Rooms of more than two members are big (member pages, batched
+    /// presence and typing) in this schedule.
+    big: bool,
+    /// Batches received.
+    batched: usize,
 }
 
 fn run(seed: u64, steps: usize) -> World {
@@ -104,6 +120,12 @@ fn run(seed: u64, steps: usize) -> World {
         config.history_memory_max = 2_000;
         config.max_rooms = 3;
     }
+    // A third of them count a room of three as big.
+    let big = seed % 3 == 2;
+    if big {
+        config.member_page_max = 2;
+        config.presence_interval = PRESENCE_INTERVAL;
+    }
     let mut w = World {
         h: Harness::with_config(config),
         rng: Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
@@ -116,6 +138,8 @@ fn run(seed: u64, steps: usize) -> World {
         due: Vec::new(),
         shared: 0,
         closed: 0,
+        big,
+        batched: 0,
     };
     // A quarter answer storage's loads late, so commands wait for rooms
     // while others go on.
@@ -339,7 +363,10 @@ impl World {
         let rejoining = &mut self.clients[c].rejoining;
         let rejoined = match event {
             // Presence and typing of a room not caught up with yet: past.
-            Event::Presence { room, .. } | Event::Typing { room, .. }
+            Event::Presence { room, .. }
+            | Event::Typing { room, .. }
+            | Event::PresenceBatch { room, .. }
+            | Event::TypingBatch { room, .. }
                 if rejoining.contains_key(room.as_str()) =>
             {
                 return;
@@ -404,9 +431,16 @@ impl World {
                 client.nick = Some(nick.to_string());
             }
             Event::NickChanged { nick, .. } => client.nick = Some(nick.to_string()),
-            Event::Joined { room, history, last_seq, resume, members, .. } => {
+            Event::Joined { room, history, last_seq, resume, members, member_count, .. } => {
                 let own = client.nick.clone().unwrap_or_default();
-                assert!(members.iter().any(|n| n.as_str() == own), "{at}: joiner listed");
+                // All of them, or in a big room the first page.
+                let page = if self.big { 2 } else { usize::MAX };
+                assert!(members.len() <= page && members.len() <= *member_count, "{at}: a page");
+                if *member_count <= page {
+                    assert!(members.iter().any(|n| n.as_str() == own), "{at}: joiner listed");
+                }
+                let folded: Vec<&str> = members.iter().map(|n| n.folded()).collect();
+                assert!(folded.windows(2).all(|w| w[0] < w[1]), "{at}: in nick order: {folded:?}");
                 let seqs: Vec<u64> = history.iter().map(|m| m.seq).collect();
                 match (client.next_seq.get(room.as_str()).copied(), resume) {
                     // Everything missed, in order; it may start earlier
@@ -506,6 +540,17 @@ impl World {
                     "{at}: typing of unjoined room"
                 );
             }
+            // Only in big rooms, at most one of each kind per interval.
+            Event::PresenceBatch { room, changes, members, .. } => {
+                assert!(self.big, "{at}: a batch in a schedule without big rooms");
+                assert!(changes.len() <= PRESENCE_BATCH_MAX && *members > 0, "{at}: {event:?}");
+                self.batch(c, room.as_str(), "presence");
+            }
+            Event::TypingBatch { room, nicks, .. } => {
+                assert!(self.big, "{at}: a batch in a schedule without big rooms");
+                assert!(!nicks.is_empty() && nicks.len() <= TYPING_BATCH_MAX, "{at}: {event:?}");
+                self.batch(c, room.as_str(), "typing");
+            }
             // A room that could not be joined again (the room limit, with
             // the session gone): the client is not in it.
             Event::Error { id: Some(id), .. } if id.starts_with("rejoin:") => {
@@ -514,6 +559,23 @@ impl World {
             Event::Error { .. } | Event::Direct { .. } => {}
             other => panic!("{at}: unexpected {other:?}"),
         }
+    }
+}
+
+impl World {
+    /// Client `c` got a batch of `kind` for `room`: a room it is in, and
+    /// at least an interval after its last one.
+    fn batch(&mut self, c: usize, room: &str, kind: &'static str) {
+        let at = format!("{} client {c}", self.at());
+        let now = self.h.now;
+        let client = &mut self.clients[c];
+        assert!(client.next_seq.contains_key(room), "{at}: a batch of an unjoined room");
+        if let Some(last) = client.batches.insert((room.to_owned(), kind), now) {
+            let since = now.millis_since(last);
+            let interval = PRESENCE_INTERVAL.as_millis() as u64;
+            assert!(since >= interval, "{at}: {kind} batches {since} ms apart in {room}");
+        }
+        self.batched += 1;
     }
 }
 
