@@ -30,7 +30,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("/nick NAME", "change nick"),
     ("/msg NICK TEXT", "send a direct message"),
     ("/me ACTION", "say an action: * you ACTION"),
-    ("/who [ROOM]", "list the members of ROOM (default: the current room)"),
+    (
+        "/who [ROOM [PREFIX]]",
+        "list ROOM's members (default: the current room), or those whose nick starts with PREFIX",
+    ),
     ("/topic TEXT", "set the current room's topic (/topic - clears it)"),
     ("/upload PATH", "send the file at PATH to the current room"),
     ("/download ID [TO]", "save a file sent to a room (ID as shown: its first characters)"),
@@ -114,12 +117,18 @@ pub fn parse(line: &str, current: Option<&str>) -> Input {
             None => Input::Invalid("not in a room; /join one first".to_owned()),
         },
         "me" => Input::Invalid("usage: /me ACTION".to_owned()),
-        "who" | "names" => match room_or_current(rest) {
-            Some(room) => {
-                Input::Send(ClientFrame::Who { room, after: None, prefix: None, limit: None })
+        "who" | "names" => {
+            let (room, prefix) = match rest.split_once(char::is_whitespace) {
+                Some((room, prefix)) => (room, Some(prefix.trim().to_owned())),
+                None => (rest, None),
+            };
+            match room_or_current(room) {
+                Some(room) => {
+                    Input::Send(ClientFrame::Who { room, after: None, prefix, limit: None })
+                }
+                None => Input::Invalid("usage: /who ROOM [PREFIX]".to_owned()),
             }
-            None => Input::Invalid("usage: /who ROOM".to_owned()),
-        },
+        }
         "rooms" | "list" => Input::Send(ClientFrame::Rooms {}),
         "upload" if !rest.is_empty() => match current {
             Some(room) => Input::Upload { room: room.to_owned(), path: rest.to_owned() },
@@ -185,6 +194,16 @@ mod tests {
                     room: "lobby".into(),
                     after: None,
                     prefix: None,
+                    limit: None,
+                }),
+            ),
+            (
+                "/who #big ann",
+                lobby,
+                Input::Send(ClientFrame::Who {
+                    room: "big".into(),
+                    after: None,
+                    prefix: Some("ann".into()),
                     limit: None,
                 }),
             ),

@@ -100,9 +100,8 @@ pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
             }
             lines
         }
-        ServerFrame::Members { room, members, .. } => {
-            let members: Vec<String> = members.iter().map(|m| clean(m)).collect();
-            vec![format!("[{}] -- members: {}", clean(room), members.join(", "))]
+        ServerFrame::Members { room, members, count, more, .. } => {
+            vec![format!("[{}] -- {}", clean(room), members_line(members, *count, *more))]
         }
         ServerFrame::History { messages, .. } => messages.iter().flat_map(message).collect(),
         ServerFrame::Pong { .. } => vec!["-- pong".to_owned()],
@@ -123,6 +122,21 @@ pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
         | ServerFrame::Typing { .. }
         | ServerFrame::Error { .. } => Vec::new(),
     }
+}
+
+/// A `who` answer in one line: all the members, or in a big room how many
+/// there are and this page of them, saying when more match.
+pub fn members_line(members: &[String], count: u64, more: bool) -> String {
+    let names: Vec<String> = members.iter().map(|m| clean(m)).collect();
+    let names = names.join(", ");
+    let shown = members.len() as u64;
+    // (A server before member pages sends no count.)
+    let count = count.max(shown);
+    if !more && shown == count {
+        return format!("members: {names}");
+    }
+    let tail = if more { ", and more (/who ROOM PREFIX narrows it)" } else { "" };
+    format!("{count} members; {shown} shown: {names}{tail}")
 }
 
 /// A big room's second of presence in one line: who, or how many, joined,
@@ -241,6 +255,19 @@ mod tests {
     use chat_protocol::RoomInfo;
 
     use super::*;
+
+    #[test]
+    fn a_who_answer_says_how_many_when_it_is_not_all_of_them() {
+        let names = ["ann".to_owned(), "bo".to_owned()];
+        assert_eq!(members_line(&names, 2, false), "members: ann, bo");
+        // A server before member pages sends no count.
+        assert_eq!(members_line(&names, 0, false), "members: ann, bo");
+        assert_eq!(
+            members_line(&names, 20_000, true),
+            "20000 members; 2 shown: ann, bo, and more (/who ROOM PREFIX narrows it)"
+        );
+        assert_eq!(members_line(&names, 20_000, false), "20000 members; 2 shown: ann, bo");
+    }
 
     fn msg(text: &str, action: bool) -> ServerFrame {
         ServerFrame::Message(Message {

@@ -57,7 +57,10 @@ const KEYS: &str = "\
 keys:
   Enter send · Tab complete · Up/Down input history · Ctrl+W/U/K delete word/to start/to end
   Ctrl+N/Ctrl+P or Alt+1..9 switch view · PgUp/PgDn or the mouse wheel scroll · Esc newest
-  F2 members on/off · Ctrl+L redraw · Ctrl+C quit";
+  F2 members on/off · F3/F4 scroll the members · Ctrl+L redraw · Ctrl+C quit";
+
+/// The most nicks a Tab asks the server for, in a big room.
+const COMPLETION_CANDIDATES: u32 = 20;
 
 /// How long a quit waits for messages on their way to be acknowledged;
 /// what is still unacknowledged stays in the outbox for next time.
@@ -147,6 +150,7 @@ pub async fn run(
         rows: terminal.size().map(|size| size.height).unwrap_or(24),
         cols: terminal.size().map(|size| size.width).unwrap_or(80),
         told_read: None,
+        completing: None,
     };
     match (outbox, problem) {
         (Some(path), _) => app.state.status_notice(&format!("outbox: {path}")),
@@ -228,6 +232,8 @@ struct App {
     cols: u16,
     /// The last `read` sent.
     told_read: Option<chat_protocol::ClientFrame>,
+    /// The room and word a Tab asked the server to complete.
+    completing: Option<(String, String)>,
 }
 
 impl App {
@@ -286,6 +292,53 @@ impl App {
         }
     }
 
+    /// Tab: completes from what the view knows; in a room too big for the
+    /// client to know every member, a nick it does not know is asked of
+    /// the server, and completed when the answer comes
+    /// ([`App::on_event`]).
+    fn complete(&mut self) {
+        let view = self.state.current();
+        let nicks = view.members.clone();
+        let rooms = self.state.rooms();
+        let big = view.kind == state::Kind::Room && view.member_count > view.members.len();
+        let room = view.name.clone();
+        if self.editor.complete(&COMMANDS, &rooms, &nicks) || !big {
+            return;
+        }
+        let Some(word) = self.editor.nick_word() else { return };
+        let who = chat_protocol::ClientFrame::Who {
+            room: room.clone(),
+            after: None,
+            prefix: Some(word.clone()),
+            limit: Some(COMPLETION_CANDIDATES),
+        };
+        self.completing = Some((room, word));
+        self.send(Command::SendAs(state::COMPLETE_MEMBERS.to_owned(), who));
+    }
+
+    /// F3/F4: scrolls the member list a page; in a big room reaching the
+    /// end of what it has asks the server for the next page.
+    fn scroll_members(&mut self, pages: isize) {
+        if !self.look.show_members {
+            self.look.show_members = true;
+            return;
+        }
+        let rows = self.page().saturating_sub(1).max(1);
+        let by = pages.saturating_mul(isize::try_from(rows).unwrap_or(isize::MAX));
+        if let Some(next) = self.state.scroll_members(by, rows) {
+            self.send(Command::SendAs(state::MORE_MEMBERS.to_owned(), next));
+        }
+    }
+
+    /// A page of members came: the next one is asked for while the list
+    /// does not yet reach past what it shows.
+    fn members_came(&mut self) {
+        let rows = self.page().saturating_sub(1).max(1);
+        if let Some(next) = self.state.scroll_members(0, rows) {
+            self.send(Command::SendAs(state::MORE_MEMBERS.to_owned(), next));
+        }
+    }
+
     fn on_key(&mut self, key: KeyEvent) {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         let alt = key.modifiers.contains(KeyModifiers::ALT);
@@ -322,12 +375,10 @@ impl App {
             KeyCode::PageUp => self.scroll_up(self.page().saturating_sub(1).max(1)),
             KeyCode::Esc => self.state.scroll_down(usize::MAX),
             KeyCode::PageDown => self.state.scroll_down(self.page().saturating_sub(1).max(1)),
-            KeyCode::Tab => {
-                let nicks = self.state.current().members.clone();
-                let rooms = self.state.rooms();
-                self.editor.complete(&COMMANDS, &rooms, &nicks);
-            }
+            KeyCode::Tab => self.complete(),
             KeyCode::F(2) => self.look.show_members = !self.look.show_members,
+            KeyCode::F(3) => self.scroll_members(-1),
+            KeyCode::F(4) => self.scroll_members(1),
             _ => {}
         }
     }
@@ -439,9 +490,25 @@ impl App {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Frame { frame: Some(frame), catch_up, .. } => {
+                // The members a Tab asked for: completed if the word is
+                // still the one asked about.
+                if let ServerFrame::Members { id: Some(id), room, members, .. } = &*frame
+                    && id == state::COMPLETE_MEMBERS
+                    && let Some((asked_room, word)) = self.completing.take()
+                    && asked_room == *room
+                    && self.state.current_room() == Some(room)
+                    && self.editor.nick_word().as_ref() == Some(&word)
+                {
+                    self.editor.complete(&[], &[], members);
+                }
                 // A reconnect's history pages come again as `Missed`.
                 if !(catch_up && matches!(*frame, ServerFrame::History { .. })) {
                     self.state.on_frame(&frame);
+                }
+                if let ServerFrame::Members { id: Some(id), .. } = &*frame
+                    && id == state::MORE_MEMBERS
+                {
+                    self.members_came();
                 }
             }
             Event::Frame { frame: None, .. } => {}

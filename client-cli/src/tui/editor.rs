@@ -246,6 +246,20 @@ impl Editor {
         true
     }
 
+    /// The word before the cursor if Tab would complete it as a nick (not
+    /// a command or a room), and nothing is being completed already.
+    pub fn nick_word(&self) -> Option<String> {
+        if self.completing.is_some() {
+            return None;
+        }
+        let start = self.word_left_of_cursor();
+        let word: String = self.text.get(start..self.cursor).unwrap_or_default().iter().collect();
+        let before: String = self.text.get(..start).unwrap_or_default().iter().collect();
+        let command = start == 0 && word.starts_with('/');
+        let room = word.starts_with('#') || before.trim_start().to_lowercase().starts_with("/join");
+        (!word.is_empty() && !command && !room).then_some(word)
+    }
+
     /// Where the word at the cursor starts, for completion: spaces end it.
     fn word_left_of_cursor(&self) -> usize {
         let mut at = self.cursor;

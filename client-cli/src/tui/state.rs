@@ -63,6 +63,14 @@ const DELETED: &str = "(message deleted)";
 /// only: not shown.
 pub const QUIET_ROOMS: &str = "rooms-for-completion";
 
+/// The request id of the next page of a big room's members, for the member
+/// list: added to it, not shown.
+pub const MORE_MEMBERS: &str = "members-next-page";
+
+/// The request id of the members a Tab asked the server for, in a room too
+/// big to know them all: the app completes from them.
+pub const COMPLETE_MEMBERS: &str = "members-for-completion";
+
 /// One view: a room, a conversation, or the status view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct View {
@@ -90,6 +98,13 @@ pub struct View {
     pub topic: Option<String>,
     /// How many members a room has (more than `members` in a big one).
     pub member_count: usize,
+    /// The first member the member list shows (it scrolls with F3/F4).
+    pub member_scroll: usize,
+    /// The next page of members was asked for and has not come yet.
+    pub members_loading: bool,
+    /// Where the next page of members starts (after this nick, in the
+    /// server's order); none before the first page.
+    pub members_after: Option<String>,
     /// After `/clear`: the seq older messages are paged back from.
     pub cleared_after: Option<u64>,
 }
@@ -111,8 +126,30 @@ impl View {
             conversation: None,
             topic: None,
             member_count: 0,
+            member_scroll: 0,
+            members_loading: false,
+            members_after: None,
             cleared_after: None,
         }
+    }
+
+    /// Scrolls the member list by `by` rows (negative: up) in a list
+    /// `rows` high; returns the `who` for the next page when the list
+    /// reaches the end of what it has and the room has more.
+    pub fn scroll_members(&mut self, by: isize, rows: usize) -> Option<ClientFrame> {
+        let last = self.members.len().saturating_sub(1);
+        self.member_scroll = self.member_scroll.saturating_add_signed(by).min(last);
+        let near_end = self.member_scroll + rows * 2 >= self.members.len();
+        let incomplete = self.members.len() < self.member_count;
+        if !near_end || !incomplete || self.members_loading {
+            return None;
+        }
+        self.members_loading = true;
+        // From where the last page ended; with no page yet (the list grew
+        // from presence), from the start: what is known already is
+        // skipped as it comes.
+        let after = self.members_after.clone();
+        Some(ClientFrame::Who { room: self.name.clone(), after, prefix: None, limit: None })
     }
 
     /// Message `of` changed: its text is now `text`.
@@ -220,6 +257,16 @@ impl State {
     pub fn current(&self) -> &View {
         // `current` always indexes `views`, which is never empty.
         &self.views[self.current.min(self.views.len() - 1)]
+    }
+
+    /// Scrolls the current room's member list (see [`View::scroll_members`]).
+    pub fn scroll_members(&mut self, by: isize, rows: usize) -> Option<ClientFrame> {
+        let current = self.current.min(self.views.len() - 1);
+        let view = self.views.get_mut(current)?;
+        if view.kind != Kind::Room {
+            return None;
+        }
+        view.scroll_members(by, rows)
     }
 
     /// The room the current view sends to, if it is a room.
@@ -516,6 +563,9 @@ impl State {
                 view.members = members.clone();
                 let count = usize::try_from(*member_count).unwrap_or(usize::MAX);
                 view.member_count = count.max(members.len());
+                view.members_after =
+                    (view.member_count > members.len()).then(|| members.last().cloned()).flatten();
+                (view.member_scroll, view.members_loading) = (0, false);
                 if view.topic != *topic
                     && let Some(text) = topic
                 {
@@ -527,10 +577,11 @@ impl State {
                 }
                 if !view.joined {
                     view.joined = true;
-                    view.push(Line::Notice(format!(
-                        "joined {room} ({} members)",
-                        view.member_count
-                    )));
+                    let count = match view.member_count {
+                        1 => "1 member".to_owned(),
+                        n => format!("{n} members"),
+                    };
+                    view.push(Line::Notice(format!("joined {room} ({count})")));
                 }
                 // A room joined with /join is shown; rooms opened at start
                 // stay where the user is.
@@ -718,10 +769,41 @@ impl State {
                 }
             }
             ServerFrame::Nick { nick, .. } => self.me = Some(nick.clone()),
-            ServerFrame::Members { room, members, .. } => {
-                self.notice(&format!("{room}: {} members: {}", members.len(), members.join(", ")));
-                if let Some(at) = self.find(room, &Kind::Room) {
-                    self.views[at].members = members.clone();
+            ServerFrame::Members { id, room, members, away, count, more } => {
+                let Some(at) = self.find(room, &Kind::Room) else {
+                    return;
+                };
+                let view = &mut self.views[at];
+                let count = usize::try_from(*count).unwrap_or(usize::MAX).max(members.len());
+                match id.as_deref() {
+                    // The member list scrolled past what it had: the next
+                    // page joins it.
+                    Some(MORE_MEMBERS) => {
+                        view.members_loading = false;
+                        view.member_count = count;
+                        view.members_after = more.then(|| members.last().cloned()).flatten();
+                        for nick in members {
+                            if !view.members.contains(nick) {
+                                view.members.push(nick.clone());
+                            }
+                        }
+                        for nick in away {
+                            if !view.away.contains(nick) {
+                                view.away.push(nick.clone());
+                            }
+                        }
+                    }
+                    Some(COMPLETE_MEMBERS) => {}
+                    _ => {
+                        // A whole room refreshes the list; a page or a
+                        // search is only shown.
+                        if !more && members.len() == count {
+                            view.members = members.clone();
+                            view.member_count = count;
+                        }
+                        let line = crate::render::members_line(members, count as u64, *more);
+                        view.push(Line::Notice(line));
+                    }
                 }
             }
             ServerFrame::History { room, messages, .. } => {
@@ -1158,7 +1240,7 @@ mod tests {
         assert_eq!(s.current().name, "lobby", "rooms opened at start do not take the screen");
         // A reconnect joins again: nothing new to say, nothing twice.
         s.on_frame(&joined("lobby", &["alice"], vec![message("lobby", 1, "bob", "hi")]));
-        assert_eq!(texts(s.current()), ["hi", "-- joined lobby (1 members)"]);
+        assert_eq!(texts(s.current()), ["hi", "-- joined lobby (1 member)"]);
         // A room joined later is shown.
         s.on_frame(&joined("ops", &["alice"], vec![]));
         assert_eq!(s.current().name, "ops");

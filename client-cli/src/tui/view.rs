@@ -184,9 +184,20 @@ fn draw_rooms(frame: &mut Frame<'_>, state: &State, palette: &Palette, area: Rec
 
 fn draw_members(frame: &mut Frame<'_>, view: &View, palette: &Palette, area: Rect) {
     let colours = palette.assign(view_nicks(view));
-    let lines: Vec<Line<'_>> = view
+    // How many, then the list from where it is scrolled to; in a big room
+    // the rest is fetched as the list scrolls (F3/F4).
+    let header = Line::from(Span::styled(
+        members_header(view.member_count.max(view.members.len())),
+        Style::default().add_modifier(ratatui::style::Modifier::BOLD),
+    ));
+    let shown = usize::from(area.height.saturating_sub(1));
+    let start = view.member_scroll.min(view.members.len());
+    let unlisted = view.member_count.saturating_sub(view.members.len());
+    let mut rows: Vec<Line<'_>> = view
         .members
         .iter()
+        .skip(start)
+        .take(shown)
         .map(|nick| {
             // Away: dimmed, until the session ends or comes back.
             let style = Style::default().fg(colours.of(nick, palette));
@@ -198,8 +209,35 @@ fn draw_members(frame: &mut Frame<'_>, view: &View, palette: &Palette, area: Rec
             Line::from(Span::styled(nick.clone(), style))
         })
         .collect();
+    let mut below = view.members.len().saturating_sub(start + rows.len()) + unlisted;
+    if below > 0 && shown > 0 {
+        // The last row says what is further down (in place of a member
+        // when the list is full: that one is further down then).
+        if rows.len() == shown {
+            rows.pop();
+            below += 1;
+        }
+        let more =
+            if view.members_loading { "loading…".to_owned() } else { format!("+{below} (F4)") };
+        let dim = Style::default().add_modifier(ratatui::style::Modifier::DIM);
+        rows.push(Line::from(Span::styled(more, dim)));
+    }
+    let lines: Vec<Line<'_>> = std::iter::once(header).chain(rows).collect();
     let block = Block::default().borders(Borders::LEFT);
     frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+/// "1 member", "20 000 members": the member list's first line.
+fn members_header(count: usize) -> String {
+    let digits = count.to_string();
+    let mut grouped = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            grouped.push(' ');
+        }
+        grouped.push(digit);
+    }
+    if count == 1 { "1 member".to_owned() } else { format!("{grouped} members") }
 }
 
 /// `HH:MM` of a timestamp in unix milliseconds, in the local time zone
@@ -527,11 +565,64 @@ mod tests {
         assert!(rows.iter().any(|r| r.contains("12:01 <bob> hi")), "{rows:#?}");
         assert!(rows.iter().any(|r| r.contains("12:02 <alice> 漢字 and 🙂 fit")), "{rows:#?}");
         assert!(
-            rows[0].ends_with("alice") && rows[1].ends_with("bob"),
+            rows[0].ends_with("2 members")
+                && rows[1].ends_with("alice")
+                && rows[2].ends_with("bob"),
             "members on the right: {rows:#?}"
         );
         assert_eq!(rows[6], "#lobby > typing");
         assert_eq!(rows[7], " connected · alice · ws://host/ws");
+    }
+
+    #[test]
+    fn a_big_rooms_member_list_counts_them_all_and_says_what_is_further_down() {
+        let mut state = state();
+        let page: Vec<String> = (0..200).map(|n| format!("fan{n:03}")).collect();
+        state.on_frame(&ServerFrame::Joined {
+            member_count: 20_000,
+            topic: None,
+            id: None,
+            room: "big".into(),
+            members: page,
+            away: Vec::new(),
+            history: Vec::new(),
+            last_seq: 0,
+            resume: Resume::Fresh,
+            gap: None,
+        });
+        let rows = screen(&state, &Editor::default(), 80, 8, true);
+        assert!(rows[0].ends_with("20 000 members"), "{rows:#?}");
+        assert!(rows[1].ends_with("fan000"), "{rows:#?}");
+        assert!(rows[5].ends_with("+19996 (F4)"), "the last row: {rows:#?}");
+        // Scrolling to the end of the page asks for the next one, once.
+        let next = state.scroll_members(195, 5);
+        assert_eq!(
+            next,
+            Some(chat_protocol::ClientFrame::Who {
+                room: "big".into(),
+                after: Some("fan199".into()),
+                prefix: None,
+                limit: None,
+            })
+        );
+        assert_eq!(state.scroll_members(1, 5), None, "one page at a time");
+        let rows = screen(&state, &Editor::default(), 80, 8, true);
+        assert!(rows[5].ends_with("loading…"), "{rows:#?}");
+        state.on_frame(&ServerFrame::Members {
+            id: Some(crate::tui::state::MORE_MEMBERS.into()),
+            room: "big".into(),
+            members: (200..400).map(|n| format!("fan{n:03}")).collect(),
+            away: Vec::new(),
+            count: 20_000,
+            more: true,
+        });
+        let rows = screen(&state, &Editor::default(), 80, 8, true);
+        assert!(rows[1].ends_with("fan196") && rows[5].ends_with("+19800 (F4)"), "{rows:#?}");
+        assert_eq!(state.current().members.len(), 400);
+        assert!(
+            !state.current().lines.iter().any(|line| format!("{line:?}").contains("fan2")),
+            "a page for the list is not shown as a message"
+        );
     }
 
     #[test]

@@ -562,3 +562,103 @@ fn a_message_resent_from_the_outbox_after_a_crash_is_delivered_once() {
     let seen = bob.seen.iter().filter(|l| l.contains("exactly once"));
     assert_eq!(seen.count(), 1, "the server's dedupe made it once: {:#?}", bob.seen);
 }
+
+/// `count` real connections in room `bench-0`, held until dropped: a crowd
+/// made by `chat bench` (nicks `bXXXX-N`, XXXX the run's).
+fn crowd(url: &str, count: usize) -> Proc {
+    Proc::spawn(chat_command().args([
+        "bench",
+        "--server",
+        url,
+        "--connections",
+        &count.to_string(),
+        "--rooms",
+        "1",
+        "--senders",
+        "0",
+        "--concurrency",
+        "64",
+        "--duration",
+        "600",
+        "--warmup",
+        "0",
+        "--json",
+    ]))
+}
+
+/// The number in the member list's first row ("2 500 members").
+fn members_shown(screen: &[String]) -> Option<usize> {
+    let row = screen.iter().find(|row| row.trim_end().ends_with(" members"))?;
+    let head = row.trim_end().strip_suffix(" members")?;
+    let number: String = head.rsplit('│').next()?.chars().filter(|c| !c.is_whitespace()).collect();
+    number.parse().ok()
+}
+
+#[test]
+fn a_room_of_thousands_shows_its_count_pages_its_members_and_no_presence_flood() {
+    // Above 10 members a room is big.
+    let (_server, url) = server_with(&[
+        "--max-connections-per-ip",
+        "10000",
+        "--max-detached-per-address",
+        "10000",
+        "--member-page-max",
+        "10",
+    ]);
+    let home = tempfile::tempdir().unwrap();
+    let command = format!("{} --server {url} --nick alice --room bench-0", bin("chat").display());
+    let env = home_env(home.path());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (cols, rows) = (120, 40);
+    let tmux = Tmux::start(cols, rows, &command, &env);
+    tmux.wait("joined", |s| s.iter().any(|row| row.trim_end().ends_with("│1 member")));
+    // The count follows the crowd as it comes: each join told on its own
+    // while the room is small, then a line an interval.
+    let _first = crowd(&url, 2_500);
+    let screen = tmux.wait("all 2 501 counted", |s| members_shown(s) == Some(2_501));
+    let single_joins =
+        |screen: &[String]| screen.iter().filter(|row| row.trim_end().ends_with(" joined")).count();
+    assert!(single_joins(&screen) <= 10, "a presence flood: {screen:#?}");
+    assert!(count(&screen, "members)") >= 1, "{screen:#?}");
+    // Only the first page is listed: the last row of the list says so.
+    assert!(screen.iter().any(|row| row.contains(" (F4)")), "{screen:#?}");
+    // The crowd's names: bXXXX-N.
+    let run = screen
+        .iter()
+        .find_map(|row| {
+            let at = row.rfind("│b")?;
+            let name = row[at + "│".len()..].trim();
+            name.split_once('-').map(|(run, _)| run.to_owned())
+        })
+        .expect("a crowd member listed");
+
+    // Tab on a nick the client has not been sent is asked of the server.
+    let input_row = usize::from(rows) - 2;
+    tmux.type_text(&format!("{run}-249"));
+    tmux.press(&["Tab"]);
+    let completed = format!("{run}-249:");
+    tmux.wait("the nick completed by the server", |s| s[input_row].ends_with(&completed));
+    tmux.press(&["C-u"]);
+
+    // F4 pages the list on, fetching what it has not got: past the first
+    // page, what is further down keeps shrinking.
+    let further = |screen: &[String]| -> Option<usize> {
+        let row = screen.iter().find(|row| row.contains(" (F4)"))?;
+        let at = row.rfind('+')?;
+        row[at + 1..].split_whitespace().next()?.parse().ok()
+    };
+    let before = further(&tmux.screen()).unwrap();
+    let mut left = before;
+    while left + 300 > before {
+        tmux.press(&["F4"]);
+        let screen = tmux.wait("the list paged on", |s| further(s).is_some_and(|now| now < left));
+        left = further(&screen).unwrap();
+    }
+
+    // 300 more join at once: still a line an interval, never one a join.
+    let summaries = count(&tmux.screen(), "members)");
+    let _second = crowd(&url, 300);
+    let screen = tmux.wait("all 2 801 counted", |s| members_shown(s) == Some(2_801));
+    assert!(count(&screen, "members)") > summaries || summaries >= 30, "{screen:#?}");
+    assert!(single_joins(&screen) <= 10, "a presence flood: {screen:#?}");
+}
