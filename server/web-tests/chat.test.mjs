@@ -902,7 +902,7 @@ test('what one tab reads is read in the other: unread counts follow the person',
   }
 });
 
-test('a room bigger than a page: its count, the first page, the rest on demand', async () => {
+test('a room bigger than a page: its count, the first page, the rest as the list ends in view', async () => {
   const server = await startServer('127.0.0.1:0', null, ['--member-page-max', '3']);
   try {
     const others = [];
@@ -911,8 +911,7 @@ test('a room bigger than a page: its count, the first page, the rest on demand',
     }
     const zoe = await login(server.url, 'zoe');
     await zoe.page.waitForFunction(() => document.querySelector('#members-title')?.textContent === 'Members (6)');
-    assert.equal(await zoe.page.locator('#members li button.member, #members li:not(:has(button))').count(), 3, 'the first page');
-    await zoe.page.click('#more-members');
+    // The first page, and with the end of the list in view, the rest.
     await zoe.page.waitForFunction(() => document.querySelectorAll('#members li button.member').length
       + [...document.querySelectorAll('#members li')].filter((li) => li.textContent.endsWith('(you)')).length === 6);
     await zoe.page.waitForSelector('#more-members', { state: 'detached' });
@@ -926,6 +925,73 @@ test('a room bigger than a page: its count, the first page, the rest on demand',
       await who.context.close();
     }
   } finally {
+    await stopServer(server.child);
+  }
+});
+
+/** `count` real connections in room `bench-0`, held until killed: a crowd made by `chat bench` (nicks `bXXXX-N`). */
+function crowd(url, count) {
+  const chat = path.join(path.dirname(serverBin), 'chat');
+  const ws = `${url.replace(/^http/, 'ws')}/ws`;
+  return spawn(chat, [
+    'bench', '--server', ws, '--connections', String(count), '--rooms', '1', '--senders', '0',
+    '--concurrency', '64', '--duration', '600', '--warmup', '0', '--json',
+  ], { stdio: 'ignore' });
+}
+
+test('a room of thousands: its count, the list paged as it scrolls, search, and no presence flood', async () => {
+  // Above 20 members a room is big.
+  const server = await startServer('127.0.0.1:0', null, [
+    '--member-page-max', '20', '--max-connections-per-ip', '10000', '--max-detached-per-address', '10000',
+  ]);
+  const crowds = [];
+  try {
+    const zoe = await login(server.url, 'zoe');
+    await say(zoe.page, '/join bench-0');
+    await zoe.page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#bench-0');
+    crowds.push(crowd(server.url, 2000));
+    const counted = (n) => zoe.page.waitForFunction(
+      (want) => document.querySelector('#members-title')?.textContent === `Members (${want})`, n, { timeout: 60000 });
+    await counted(2001);
+    // Joins are told one by one only while the room is small, then in a
+    // line an interval.
+    const lines = () => zoe.page.evaluate(() => [...document.querySelectorAll('#messages li')].map((li) => li.textContent));
+    const single = (all) => all.filter((text) => / joined$/.test(text.trim())).length;
+    let seen = await lines();
+    assert.ok(single(seen) <= 20, `a presence flood: ${seen.length} lines`);
+    assert.ok(seen.some((text) => text.includes('members)')), seen.join('\n'));
+    // The list holds what was told and what is in view; scrolling to its
+    // end fetches the rest a page at a time.
+    const listed = () => zoe.page.locator('#members li button.member').count();
+    await zoe.page.waitForSelector('#more-members');
+    while (await listed() < 120) {
+      const before = await listed();
+      await zoe.page.locator('#more-members').scrollIntoViewIfNeeded();
+      await zoe.page.waitForFunction(
+        (n) => document.querySelectorAll('#members li button.member').length > n, before);
+    }
+    assert.ok(await listed() < 1000, 'only what was scrolled to is fetched');
+    // The search asks the server: a member never listed is found.
+    const run = (await zoe.page.locator('#members li button.member').first().textContent()).split('-')[0];
+    await zoe.page.fill('#member-search', `${run}-1999`);
+    await zoe.page.waitForFunction(() => document.querySelector('#member-search-status').textContent === '1 found.');
+    assert.deepEqual(
+      await zoe.page.locator('#members li button.member').allTextContents(), [`${run}-1999`]);
+    await zoe.page.fill('#member-search', '');
+    await zoe.page.waitForSelector('#more-members');
+    // Another 500 at once: the page keeps chatting, and still no flood.
+    crowds.push(crowd(server.url, 500));
+    await say(zoe.page, 'still here');
+    await seeMessage(zoe.page, 'still here');
+    await counted(2501);
+    seen = await lines();
+    assert.ok(single(seen) <= 20 && seen.length < 60, `a presence flood: ${seen.length} lines`);
+    assert.deepEqual(zoe.problems, []);
+    await zoe.context.close();
+  } finally {
+    for (const child of crowds) {
+      child.kill('SIGKILL');
+    }
     await stopServer(server.child);
   }
 });

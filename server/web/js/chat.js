@@ -32,8 +32,15 @@ export const frames = {
     room.topic = frame.topic ?? null;
     room.members = new Set(frame.members);
     room.memberCount = frame.member_count ?? frame.members.length;
-    // The last of the server's page, where the next one starts.
-    room.lastMember = frame.members[frame.members.length - 1] ?? null;
+    // The last of the server's page, where the next one starts; pages
+    // asked for before (on a connection since lost) are forgotten.
+    room.membersComplete = frame.members.length >= room.memberCount;
+    room.lastMember = room.membersComplete ? null : frame.members[frame.members.length - 1] ?? null;
+    for (const [id, asked] of state.memberPages) {
+      if (asked === frame.room) {
+        state.memberPages.delete(id);
+      }
+    }
     room.away = new Set(frame.away || []);
     // A resume's history comes complete in `missed`.
     if (!catchUp) {
@@ -89,6 +96,10 @@ export const frames = {
     }
     if (frame.more) {
       parts.push(`${frame.more} more changes`);
+    }
+    // Those who joined are not listed: the list is not whole any more.
+    if (frame.more || frame.changes.some((c) => c.event === 'join' || c.event === 'nick')) {
+      room.membersComplete = false;
     }
     room.memberCount = frame.members;
     addLine(frame.room, { kind: 'notice', ts: Date.now(), text: `${parts.join('; ')} (${frame.members} members)` });
@@ -214,6 +225,19 @@ export const frames = {
   },
   members(frame) {
     const room = state.rooms.get(frame.room);
+    const search = state.memberSearches.get(frame.id);
+    if (frame.id !== undefined && search) {
+      // The member list's search, answered by the server (a big room):
+      // shown if it is still what the box says.
+      state.memberSearches.delete(frame.id);
+      const now = state.memberSearch;
+      if (now && now.room === search.room && now.prefix === search.prefix) {
+        now.results = frame.members;
+        now.more = Boolean(frame.more);
+        renderMembers();
+      }
+      return;
+    }
     if (frame.id !== undefined && state.memberPages.get(frame.id) === frame.room) {
       // The next page of a big room's list.
       state.memberPages.delete(frame.id);

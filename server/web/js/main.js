@@ -20,9 +20,8 @@ import { queueUpload } from './files.js';
 import { askForNotifications } from './notify.js';
 import { NICK_KEY, SESSION_KEY, TOKEN_KEY, savedRooms, state } from './state.js';
 import {
-  closeDrawers, jumpToNewest, onChange, onDirectoryJoin, onMoreMembers, onOlder, onScroll, setDrawer, showLogin,
-  switchRoom,
-  tellRead,
+  closeDrawers, jumpToNewest, onChange, onDirectoryJoin, onMoreMembers, onOlder, onScroll, renderMembers, setDrawer,
+  showLogin, switchRoom, tellRead,
 } from './views.js';
 
 function start(nick, token) {
@@ -102,13 +101,50 @@ document.addEventListener('DOMContentLoaded', () => {
   onDirectoryJoin(joinRoom);
   onMoreMembers((room) => {
     const known = [...(state.rooms.get(room)?.members || [])];
-    if (!state.connection || !known.length) {
+    const asked = [...state.memberPages.values()].includes(room);
+    if (!state.connection || !known.length || asked) {
       return;
     }
-    // After the last one known in the server's order: pages never repeat.
+    // After the last of the server's pages, in its order: pages never
+    // repeat. With none yet (the list grew from presence), from the
+    // start: who is known already is merged.
     const id = state.connection.session.newId();
     state.memberPages.set(id, room);
-    state.connection.send({ type: 'who', room, after: state.rooms.get(room).lastMember ?? known[known.length - 1] }, id);
+    const after = state.rooms.get(room).lastMember ?? undefined;
+    state.connection.send({ type: 'who', room, after }, id);
+  });
+  // The member list's search: the members it holds in a room it knows
+  // whole, else the server's answer (a big room's list comes by the page).
+  let searchTimer = null;
+  $('member-search').addEventListener('input', () => {
+    clearTimeout(searchTimer);
+    const room = state.current;
+    const prefix = $('member-search').value.trim();
+    const known = state.rooms.get(room);
+    if (!prefix || !known) {
+      state.memberSearch = null;
+      renderMembers();
+      return;
+    }
+    const whole = known.membersComplete || known.members.size >= (known.memberCount ?? 0);
+    if (whole) {
+      const lower = prefix.toLowerCase();
+      const results = [...known.members].filter((nick) => nick.toLowerCase().startsWith(lower));
+      state.memberSearch = { room, prefix, results, more: false };
+      renderMembers();
+      return;
+    }
+    state.memberSearch = { room, prefix, results: null, more: false };
+    renderMembers();
+    // Asked once typing pauses, not for every key.
+    searchTimer = setTimeout(() => {
+      if (!state.connection) {
+        return;
+      }
+      const id = state.connection.session.newId();
+      state.memberSearches.set(id, { room, prefix });
+      state.connection.send({ type: 'who', room, prefix, limit: 50 }, id);
+    }, 150);
   });
   // Back on the tab: what is shown now is read.
   document.addEventListener('visibilitychange', tellRead);

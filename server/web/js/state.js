@@ -37,6 +37,8 @@ export const state = {
   directoryId: null,  // the id of the `rooms` asked for by "Browse rooms"
   toldRead: new Map(), // view name -> newest seq told read to the session's other connections
   memberPages: new Map(), // id of a `who` for the next page of a member list -> room
+  memberSearch: null, // { room, prefix, results (null while asked), more }: the member list's search
+  memberSearches: new Map(), // id of a `who` with a prefix -> { room, prefix }
   sending: new Map(), // request id of a message shown as being sent -> { view, line }
   unseen: 0,          // lines added below while scrolled up
 };

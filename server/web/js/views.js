@@ -377,38 +377,44 @@ export function renderMembers() {
   const list = $('members');
   list.replaceChildren();
   const current = state.current;
-  const names = !current
-    ? []
-    : current.startsWith('@')
-      ? [state.nick, current.slice(1)]
-      : [...(state.rooms.get(current)?.members || [])];
-  names.sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
-  const away = (!current || current.startsWith('@')) ? new Set() : state.rooms.get(current)?.away || new Set();
-  for (const name of names) {
-    const li = document.createElement('li');
-    if (away.has(name)) {
-      li.classList.add('away');
-      li.title = `${name} is away`;
-    }
-    if (name === state.nick) {
-      li.textContent = `${name} (you)`;
-    } else {
-      // A member's name opens a conversation with them.
-      const button = document.createElement('button');
-      button.type = 'button';
-      button.className = 'member';
-      button.textContent = name;
-      button.setAttribute('aria-label', `message ${name} directly`);
-      button.addEventListener('click', () => openDirect(name));
-      li.append(button);
-    }
-    list.append(li);
-  }
-  // A big room's list comes a page at a time.
   const room = current && !current.startsWith('@') ? state.rooms.get(current) : null;
+  const box = $('member-search');
+  box.hidden = !room;
+  // A search is for the room it was typed in.
+  if (state.memberSearch && state.memberSearch.room !== current) {
+    state.memberSearch = null;
+    box.value = '';
+  }
+  const search = room ? state.memberSearch : null;
+  let names;
+  if (search) {
+    names = [...(search.results || [])];
+  } else if (!current) {
+    names = [];
+  } else if (current.startsWith('@')) {
+    names = [state.nick, current.slice(1)];
+  } else {
+    names = [...(room?.members || [])];
+  }
+  names.sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
+  const away = room?.away || new Set();
+  for (const name of names) {
+    list.append(memberItem(name, away.has(name)));
+  }
   const count = room ? Math.max(room.memberCount ?? 0, room.members.size) : names.length;
   $('members-title').textContent = current ? `Members (${count})` : 'Members';
-  if (room && room.members.size < count && !room.membersComplete) {
+  $('member-search-status').textContent = !search
+    ? ''
+    : search.results === null
+      ? 'Searching…'
+      : !names.length
+        ? `No one's nick starts with “${search.prefix}”.`
+        : search.more
+          ? `The first ${names.length}: type more to narrow it.`
+          : `${names.length} found.`;
+  // A big room's list comes a page at a time: the rest is fetched as the
+  // list is scrolled to its end (or "Show more" is pressed).
+  if (!search && room && room.members.size < count && !room.membersComplete) {
     const li = document.createElement('li');
     const more = document.createElement('button');
     more.type = 'button';
@@ -418,7 +424,44 @@ export function renderMembers() {
     more.addEventListener('click', () => moreMembersWanted(current));
     li.append(more);
     list.append(li);
+    membersEnd().observe(more);
   }
+}
+
+function memberItem(name, away) {
+  const li = document.createElement('li');
+  if (away) {
+    li.classList.add('away');
+    li.title = `${name} is away`;
+  }
+  if (name === state.nick) {
+    li.textContent = `${name} (you)`;
+  } else {
+    // A member's name opens a conversation with them.
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'member';
+    button.textContent = name;
+    button.setAttribute('aria-label', `message ${name} directly`);
+    button.addEventListener('click', () => openDirect(name));
+    li.append(button);
+  }
+  return li;
+}
+
+/** Watches the end of the member list: in view, the next page is fetched. */
+let endObserver = null;
+
+function membersEnd() {
+  if (!endObserver) {
+    endObserver = new IntersectionObserver((entries) => {
+      if (entries.some((entry) => entry.isIntersecting) && state.current) {
+        moreMembersWanted(state.current);
+      }
+    }, { root: $('members-drawer'), rootMargin: '0px 0px 200px 0px' });
+  }
+  endObserver.disconnect();
+  return endObserver;
 }
 
 /** What "Show more" does (chat.js sets it). */
