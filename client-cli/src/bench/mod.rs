@@ -82,7 +82,8 @@ pub struct BenchArgs {
     pub upgrade_only: bool,
     /// Say hello on every connection first, then join them all to their
     /// rooms at once: `joins_per_sec` then measures the joins alone (a
-    /// room filling as a stream starts), not the connections.
+    /// room filling as a stream starts), not the connections. (Until all
+    /// are connected, the first ones read nothing: they answer no pings.)
     #[arg(long, conflicts_with = "upgrade_only")]
     pub join_storm: bool,
     /// Read the server's CPU time and memory from /proc/PID.
