@@ -319,18 +319,7 @@ async fn a_join_storm_of_two_thousand_costs_each_member_a_frame_an_interval() {
 
 #[tokio::test]
 async fn an_overloaded_server_refuses_what_waited_too_long_and_delivers_the_rest_in_order() {
-    let chat = chat_core::ChatConfig {
-        messages_per_sec: 100_000,
-        messages_burst: 100_000,
-        ..chat_core::ChatConfig::default()
-    };
-    let config = ServerConfig {
-        chat,
-        frames_per_sec: 100_000,
-        frames_burst: 100_000,
-        max_input_wait: Duration::from_millis(5),
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig { max_input_wait: Duration::from_millis(5), ..flooding() };
     let server = Server::start(config).await;
     let mut watcher = Client::in_room(&server, "watcher", "crowd").await;
     let mut sender = Client::in_room(&server, "sender", "crowd").await;
@@ -391,18 +380,8 @@ async fn an_overloaded_server_refuses_what_waited_too_long_and_delivers_the_rest
 
 #[tokio::test]
 async fn a_flood_never_sends_a_member_who_reads_more_between_two_writes_than_its_queue_holds() {
-    let chat = chat_core::ChatConfig {
-        messages_per_sec: 100_000,
-        messages_burst: 100_000,
-        ..chat_core::ChatConfig::default()
-    };
-    let mut config = ServerConfig {
-        chat,
-        frames_per_sec: 100_000,
-        frames_burst: 100_000,
-        max_input_wait: Duration::from_secs(60),
-        ..ServerConfig::default()
-    };
+    // (Nothing waits long enough to be refused: only the intake is tested.)
+    let mut config = ServerConfig { max_input_wait: Duration::from_secs(60), ..flooding() };
     // A queue far shorter than the flood: taken all at once, before any
     // write, the flood would overflow every member's queue (4008).
     config.transport.max_queued_frames = 32;
@@ -425,4 +404,14 @@ async fn a_flood_never_sends_a_member_who_reads_more_between_two_writes_than_its
         }
     }
     server.shutdown().await;
+}
+
+/// A server that lets one connection send as fast as it can.
+fn flooding() -> ServerConfig {
+    let chat = chat_core::ChatConfig {
+        messages_per_sec: 100_000,
+        messages_burst: 100_000,
+        ..chat_core::ChatConfig::default()
+    };
+    ServerConfig { chat, frames_per_sec: 100_000, frames_burst: 100_000, ..ServerConfig::default() }
 }
