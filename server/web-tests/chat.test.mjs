@@ -911,6 +911,14 @@ test('a room bigger than a page: its count, the first page, the rest as the list
     }
     const zoe = await login(server.url, 'zoe');
     await zoe.page.waitForFunction(() => document.querySelector('#members-title')?.textContent === 'Members (6)');
+    // Tab completes a nick: the first word as an address, `@` anywhere.
+    await zoe.page.fill('#text', 'be');
+    await zoe.page.press('#text', 'Tab');
+    assert.equal(await zoe.page.inputValue('#text'), 'bea: ');
+    await zoe.page.type('#text', 'and @c');
+    await zoe.page.press('#text', 'Tab');
+    assert.equal(await zoe.page.inputValue('#text'), 'bea: and @cat ');
+    await zoe.page.fill('#text', '');
     // The first page, and with the end of the list in view, the rest.
     await zoe.page.waitForFunction(() => document.querySelectorAll('#members li button.member').length
       + [...document.querySelectorAll('#members li')].filter((li) => li.textContent.endsWith('(you)')).length === 6);
@@ -979,6 +987,14 @@ test('a room of thousands: its count, the list paged as it scrolls, search, and 
       await zoe.page.locator('#members li button.member').allTextContents(), [`${run}-1999`]);
     await zoe.page.fill('#member-search', '');
     await zoe.page.waitForSelector('#more-members');
+    // Tab on an @nick the page was never sent asks the server.
+    await zoe.page.fill('#text', `hi @${run}-199`);
+    await zoe.page.press('#text', 'Tab');
+    await zoe.page.waitForFunction((want) => document.querySelector('#text').value === want, `hi @${run}-199 `);
+    await zoe.page.press('#text', 'Tab');
+    await zoe.page.waitForFunction((want) => document.querySelector('#text').value.startsWith(want), `hi @${run}-199`);
+    assert.notEqual(await zoe.page.inputValue('#text'), `hi @${run}-199 `, 'Tab again: the next one');
+    await zoe.page.fill('#text', '');
     // Another 500 at once: the page keeps chatting, and still no flood.
     crowds.push(crowd(server.url, 500));
     await say(zoe.page, 'still here');

@@ -4,6 +4,7 @@
 // documents, say) adds its handlers there.
 
 import { $ } from './common.js';
+import { completeFromServer } from './composer.js';
 import { uploadEnded, uploadProgress, uploadWaiting } from './files.js';
 import { notify, renderNotifyButton } from './notify.js';
 import {
@@ -225,6 +226,12 @@ export const frames = {
   },
   members(frame) {
     const room = state.rooms.get(frame.room);
+    const completion = state.completions.get(frame.id);
+    if (frame.id !== undefined && completion) {
+      state.completions.delete(frame.id);
+      completeFromServer(completion, frame.members);
+      return;
+    }
     const search = state.memberSearches.get(frame.id);
     if (frame.id !== undefined && search) {
       // The member list's search, answered by the server (a big room):

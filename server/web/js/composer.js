@@ -184,6 +184,87 @@ export function joinRoom(name) {
   return send({ type: 'join', room });
 }
 
+/** The last completion made, for Tab again: the next candidate. */
+let completed = null;
+
+/**
+ * Tab in the composer: completes the nick being typed, `@an` to `@anna `
+ * anywhere and `an` to `anna: ` as the first word, from the room's members
+ * (or a conversation's peer); Tab again gives the next one. In a room too
+ * big for the page to know everyone, an `@` nick it does not know is asked
+ * of the server and completed when the answer comes (if the composer is as
+ * it was). Returns whether it took the key: with nothing to complete, Tab
+ * moves the focus as usual.
+ */
+export function completeNick() {
+  const textarea = $('text');
+  const caret = textarea.selectionStart;
+  if (caret !== textarea.selectionEnd) {
+    return false;
+  }
+  if (completed && completed.value === textarea.value && completed.caret === caret
+      && completed.names.length > 1) {
+    completed.index = (completed.index + 1) % completed.names.length;
+    putNick(completed, completed.names[completed.index]);
+    return true;
+  }
+  const match = /(?:^|\s)(@?)([^\s@]+)$/u.exec(textarea.value.slice(0, caret));
+  if (!match) {
+    return false;
+  }
+  const [, at, prefix] = match;
+  const start = caret - at.length - prefix.length;
+  const at0 = { start, caret, at, first: start === 0, value: textarea.value, names: [], index: 0 };
+  if (!at && !at0.first) {
+    return false;
+  }
+  const current = state.current;
+  const known = current?.startsWith('@') ? [current.slice(1)] : [...(state.rooms.get(current)?.members || [])];
+  const lower = prefix.toLowerCase();
+  const names = known.filter((nick) => nick !== state.nick && nick.toLowerCase().startsWith(lower))
+    .sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
+  if (names.length) {
+    completeWith(at0, names);
+    return true;
+  }
+  const room = state.rooms.get(current);
+  const whole = !room || room.membersComplete || room.members.size >= (room.memberCount ?? 0);
+  if (!at || whole || !state.connection) {
+    return false;
+  }
+  const id = state.connection.session.newId();
+  state.completions.set(id, { ...at0, room: current });
+  state.connection.send({ type: 'who', room: current, prefix, limit: 20 }, id);
+  return true;
+}
+
+/** The server's answer to a Tab: completed if the composer is as it was. */
+export function completeFromServer(asked, members) {
+  const textarea = $('text');
+  const names = members.filter((nick) => nick !== state.nick);
+  if (state.current === asked.room && textarea.value === asked.value && textarea.selectionStart === asked.caret
+      && names.length) {
+    completeWith(asked, names);
+  }
+}
+
+function completeWith(at, names) {
+  completed = { ...at, names, index: 0 };
+  putNick(completed, names[0]);
+}
+
+/** Puts `nick` where the word being completed was. */
+function putNick(at, nick) {
+  const textarea = $('text');
+  const text = `${at.at}${nick}${at.first && !at.at ? ': ' : ' '}`;
+  const value = at.value.slice(0, at.start) + text + at.value.slice(at.caret);
+  textarea.value = value;
+  const caret = at.start + text.length;
+  textarea.setSelectionRange(caret, caret);
+  completed.value = value;
+  completed.caret = caret;
+}
+
 /** Tells the room this user is typing, at most every TYPING_SEND_MS. */
 export function onTyping() {
   const now = Date.now();

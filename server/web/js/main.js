@@ -14,7 +14,9 @@
 
 import { $ } from './common.js';
 import { frames, loadOlder, onEvent, onProgress, onSave } from './chat.js';
-import { joinRoom, onTyping, sendMessage, startChange, stopEditing, submit } from './composer.js';
+import {
+  completeNick, joinRoom, onTyping, sendMessage, startChange, stopEditing, submit,
+} from './composer.js';
 import { Connection, webSocketTransport } from './connection.js';
 import { queueUpload } from './files.js';
 import { askForNotifications } from './notify.js';
@@ -95,6 +97,9 @@ document.addEventListener('DOMContentLoaded', () => {
     } else if (event.key === 'Escape' && state.editing) {
       event.preventDefault();
       stopEditing();
+    } else if (event.key === 'Tab' && !event.shiftKey && !event.ctrlKey && !event.altKey && !event.metaKey
+        && completeNick()) {
+      event.preventDefault();
     }
   });
   onChange(startChange);

@@ -39,6 +39,7 @@ export const state = {
   memberPages: new Map(), // id of a `who` for the next page of a member list -> room
   memberSearch: null, // { room, prefix, results (null while asked), more }: the member list's search
   memberSearches: new Map(), // id of a `who` with a prefix -> { room, prefix }
+  completions: new Map(), // id of a `who` a Tab asked for -> where the composer was
   sending: new Map(), // request id of a message shown as being sent -> { view, line }
   unseen: 0,          // lines added below while scrolled up
 };
