@@ -373,9 +373,11 @@ export function renderRooms() {
   }
 }
 
+/** What the member list showed last, so an unchanged list is not rebuilt. */
+let membersShown = null;
+
 export function renderMembers() {
   const list = $('members');
-  list.replaceChildren();
   const current = state.current;
   const room = current && !current.startsWith('@') ? state.rooms.get(current) : null;
   const box = $('member-search');
@@ -398,9 +400,6 @@ export function renderMembers() {
   }
   names.sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
   const away = room?.away || new Set();
-  for (const name of names) {
-    list.append(memberItem(name, away.has(name)));
-  }
   const count = room ? Math.max(room.memberCount ?? 0, room.members.size) : names.length;
   $('members-title').textContent = current ? `Members (${count})` : 'Members';
   $('member-search-status').textContent = !search
@@ -414,13 +413,27 @@ export function renderMembers() {
           : `${names.length} found.`;
   // A big room's list comes a page at a time: the rest is fetched as the
   // list is scrolled to its end (or "Show more" is pressed).
-  if (!search && room && room.members.size < count && !room.membersComplete) {
+  const paged = !search && room && room.members.size < count && !room.membersComplete;
+  const moreText = paged ? `Show more (${count - room.members.size} not shown)` : null;
+  // A big room's count changes every second: the list is rebuilt only
+  // when what it lists changes, so focus and scrolling stay where they are.
+  const shown = JSON.stringify([current, state.nick, names, names.map((n) => away.has(n)), Boolean(paged)]);
+  if (shown === membersShown && list.isConnected) {
+    const more = $('more-members');
+    if (more && moreText) {
+      more.textContent = moreText;
+    }
+    return;
+  }
+  membersShown = shown;
+  list.replaceChildren(...names.map((name) => memberItem(name, away.has(name))));
+  if (paged) {
     const li = document.createElement('li');
     const more = document.createElement('button');
     more.type = 'button';
     more.className = 'quiet';
     more.id = 'more-members';
-    more.textContent = `Show more (${count - room.members.size} not shown)`;
+    more.textContent = moreText;
     more.addEventListener('click', () => moreMembersWanted(current));
     li.append(more);
     list.append(li);
