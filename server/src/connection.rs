@@ -252,7 +252,7 @@ impl Connection {
                 if let Some(frame) = close_frame_for(&err) {
                     let close = tokio::time::timeout(
                         Duration::from_secs(1),
-                        self.socket.close(Some(frame)),
+                        (*self.socket).close(Some(frame)),
                     );
                     let _ = Box::pin(close).await;
                 }
@@ -451,7 +451,8 @@ impl Connection {
             None => code.reason().into(),
         };
         let frame = CloseFrame { code: code.code().into(), reason };
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.close(Some(frame))).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), (*self.socket).close(Some(frame))).await;
         Ended::ClosedByServer(code)
     }
 }

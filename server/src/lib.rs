@@ -13,6 +13,7 @@
 
 pub mod auth;
 mod clock;
+pub mod cluster;
 mod commits;
 mod config;
 mod connection;

@@ -243,3 +243,79 @@ pub fn chat_with_input(url: &str, args: &[&str], input: &str) -> Output {
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     child.wait_with_output().unwrap()
 }
+
+/// A `redis-server` of a test's own: on a free loopback port, with its data
+/// in a directory of its own, killed (and the directory removed) when
+/// dropped. `scripts/test` installs the Debian package when missing.
+#[derive(Debug)]
+pub struct Redis {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Redis {
+    /// Starts one with nothing persisted.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts one with more `redis-server` arguments (`--appendonly yes`),
+    /// which win over the defaults here.
+    pub fn start_with(extra: &[&str]) -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("chat-redis-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A port free a moment ago may be taken by the time Redis binds
+        // it: then it exits, and another is tried.
+        for _ in 0..20 {
+            let port =
+                std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let mut child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                .args(["--appendonly", "no", "--protected-mode", "no", "--dir"])
+                .arg(&dir)
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server is installed (scripts/test installs it)");
+            let deadline = Instant::now() + WAIT;
+            while child.try_wait().unwrap().is_none() {
+                if redis_answers(port) {
+                    return Self { child, port, dir };
+                }
+                assert!(Instant::now() < deadline, "redis-server never answered on {port}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        panic!("redis-server could not start on any free port");
+    }
+
+    /// Its address, for `--redis` and the `redis` crate.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether a Redis on `port` answers a PING.
+fn redis_answers(port: u16) -> bool {
+    use std::io::Read;
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut answer = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut answer).is_ok()
+        && &answer == b"+PONG\r\n"
+}

@@ -9,6 +9,7 @@ mod auth;
 mod binary;
 mod chaos;
 mod chat;
+mod cluster;
 mod durable;
 mod hostile;
 mod resume;

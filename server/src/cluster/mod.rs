@@ -1,0 +1,16 @@
+//! Cluster mode's shared engine on Redis (issue #16, under way): what
+//! several nodes must agree on lives in Redis, in the manner of
+//! Centrifugo's Redis engine.
+//!
+//! So far, the room log ([`RoomLog`]): one Lua script per message checks
+//! its idempotency key, numbers it with the room's next `seq`, appends it
+//! to the room's stream (entry id = `seq`, trimmed to the history kept)
+//! and publishes it to the room's channel, atomically; an epoch per room
+//! tells a numbering that started again (Redis lost its data) from one that
+//! goes on; a room's keys share a hash tag, so a Redis Cluster can shard
+//! rooms. The core does not use it yet: the seam through which it will
+//! (a `seq` asked for and answered, instead of decided alone) is next.
+
+mod room_log;
+
+pub use room_log::{Appended, Page, Published, RoomLog};

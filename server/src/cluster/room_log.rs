@@ -1,0 +1,175 @@
+//! A room's messages as one log in Redis: appended once, numbered once,
+//! read back in order, published to every node (see `append.lua` and
+//! `read.lua`).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, PubSub};
+use redis::{RedisResult, Script};
+
+/// A room's log in Redis, through one self-reconnecting connection.
+#[derive(Clone)]
+pub struct RoomLog {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+    /// Messages each room's log keeps.
+    keep: usize,
+    /// How long a message id is remembered for retries.
+    remember: Duration,
+    append: Script,
+    read: Script,
+}
+
+impl std::fmt::Debug for RoomLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomLog").field("prefix", &self.prefix).field("keep", &self.keep).finish()
+    }
+}
+
+/// What an append came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The message's `seq` in its room.
+    pub seq: u64,
+    /// The room's epoch: a new one means its numbering started again.
+    pub epoch: String,
+    /// The id was appended before: `seq` is the original's.
+    pub duplicate: bool,
+}
+
+/// A part of a room's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The room's newest `seq` (0 for none).
+    pub newest: u64,
+    /// The room's epoch.
+    pub epoch: String,
+    /// `(seq, message)` in order.
+    pub messages: Vec<(u64, Vec<u8>)>,
+}
+
+/// A message as a room's channel carries it to every node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The room.
+    pub room: String,
+    /// The message's `seq` in it.
+    pub seq: u64,
+    /// The room's epoch when it was appended.
+    pub epoch: String,
+    /// The message, as the node that appended it encoded it.
+    pub message: Vec<u8>,
+}
+
+impl RoomLog {
+    /// Connects to the Redis at `url`; keys start with `prefix`, each
+    /// room's log keeps `keep` messages and ids are remembered for
+    /// `remember`.
+    ///
+    /// # Errors
+    /// The URL is not a Redis URL, or Redis cannot be reached.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        keep: usize,
+        remember: Duration,
+    ) -> RedisResult<Self> {
+        let client = redis::Client::open(url)?;
+        let conn = client.get_connection_manager().await?;
+        Ok(Self {
+            client,
+            conn,
+            prefix: prefix.to_owned(),
+            keep: keep.max(1),
+            remember,
+            append: Script::new(include_str!("append.lua")),
+            read: Script::new(include_str!("read.lua")),
+        })
+    }
+
+    /// Appends `message` to `room`'s log with the next `seq`, and publishes
+    /// it; with an `id` of its `session`, only once: a retry gets the
+    /// original's `seq` back and appends nothing.
+    ///
+    /// # Errors
+    /// Redis failed or answered something else than the script returns.
+    pub async fn append(
+        &self,
+        room: &str,
+        id: Option<(&str, &str)>,
+        message: &[u8],
+    ) -> RedisResult<Appended> {
+        let once = match id {
+            Some((session, id)) => self.key(room, &format!("id:{}:{session}:{id}", session.len())),
+            None => self.key(room, "meta"),
+        };
+        let remember = if id.is_some() { self.remember.as_secs().max(1) } else { 0 };
+        let reply: (u64, String, u8) = self
+            .append
+            .key(self.key(room, "meta"))
+            .key(self.key(room, "log"))
+            .key(once)
+            .arg(message)
+            .arg(self.keep)
+            .arg(fresh_epoch())
+            .arg(self.channel(room))
+            .arg(remember)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let (seq, epoch, duplicate) = reply;
+        Ok(Appended { seq, epoch, duplicate: duplicate == 1 })
+    }
+
+    /// Up to `count` of `room`'s messages from `seq` `from` on.
+    ///
+    /// # Errors
+    /// Redis failed or answered something else than the script returns.
+    pub async fn read(&self, room: &str, from: u64, count: usize) -> RedisResult<Page> {
+        let (newest, epoch, found): (u64, String, Vec<(u64, Vec<u8>)>) = self
+            .read
+            .key(self.key(room, "meta"))
+            .key(self.key(room, "log"))
+            .arg(from.max(1))
+            .arg(count.max(1))
+            .arg(fresh_epoch())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(Page { newest, epoch, messages: found })
+    }
+
+    /// The channel `room`'s messages are published on.
+    pub fn channel(&self, room: &str) -> String {
+        format!("{}:{{{room}}}", self.prefix)
+    }
+
+    /// A connection of its own for listening to rooms' channels.
+    ///
+    /// # Errors
+    /// Redis cannot be reached.
+    pub async fn subscriber(&self) -> RedisResult<PubSub> {
+        self.client.get_async_pubsub().await
+    }
+
+    /// A message heard on a channel, if it is one of a room's.
+    pub fn published(&self, channel: &str, payload: &[u8]) -> Option<Published> {
+        let room = channel.strip_prefix(&self.prefix)?.strip_prefix(":{")?.strip_suffix('}')?;
+        let mut parts = payload.splitn(3, |&b| b == b':');
+        let seq = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+        let epoch = std::str::from_utf8(parts.next()?).ok()?.to_owned();
+        let message = parts.next()?.to_vec();
+        Some(Published { room: room.to_owned(), seq, epoch, message })
+    }
+
+    /// One of `room`'s keys. The room's name in braces is its hash tag: a
+    /// Redis Cluster keeps all of a room's keys on one shard.
+    fn key(&self, room: &str, what: &str) -> String {
+        format!("{}:{{{room}}}:{what}", self.prefix)
+    }
+}
+
+/// An epoch for a room that has none: random, so a room whose data Redis
+/// lost never gets the epoch it had.
+fn fresh_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}

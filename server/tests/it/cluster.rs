@@ -1,0 +1,137 @@
+//! Cluster mode's shared engine against a real `redis-server` of each
+//! test's own: the room log numbers a room's messages once, gapless,
+//! whoever appends; a retry is answered with the original; a Redis that
+//! lost its data starts a new epoch; every append is published in order.
+
+use std::time::Duration;
+
+use chat_server::cluster::{Appended, RoomLog};
+use chat_test_support::Redis;
+use futures_util::StreamExt;
+
+async fn log(redis: &Redis, keep: usize) -> RoomLog {
+    RoomLog::connect(&redis.url(), "chat", keep, Duration::from_secs(3600)).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_from_many_connections_number_a_room_once_without_gaps() {
+    let redis = Redis::start();
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        // A connection each, as separate nodes would have.
+        let log = log(&redis, 1000).await;
+        writers.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for n in 0..50 {
+                let text = format!("w{w} n{n}");
+                let appended = log.append("lobby", None, text.as_bytes()).await.unwrap();
+                assert!(!appended.duplicate);
+                seqs.push((appended.seq, text));
+            }
+            seqs
+        }));
+    }
+    let mut numbered = Vec::new();
+    for writer in writers {
+        let seqs = writer.await.unwrap();
+        // Each writer's own messages are numbered in the order it sent them.
+        assert!(seqs.windows(2).all(|w| w[0].0 < w[1].0), "{seqs:?}");
+        numbered.extend(seqs);
+    }
+    numbered.sort();
+    let seqs: Vec<u64> = numbered.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=200).collect::<Vec<_>>(), "once each, no gap");
+    // The log holds them in that order, as numbered.
+    let page = log(&redis, 1000).await.read("lobby", 1, 1000).await.unwrap();
+    assert_eq!(page.newest, 200);
+    let read: Vec<(u64, String)> = page
+        .messages
+        .into_iter()
+        .map(|(seq, message)| (seq, String::from_utf8(message).unwrap()))
+        .collect();
+    assert_eq!(read, numbered);
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_id_is_answered_with_the_original() {
+    let redis = Redis::start();
+    let log = log(&redis, 1000).await;
+    let first = log.append("lobby", Some(("s1", "m1")), b"hello").await.unwrap();
+    assert_eq!((first.seq, first.duplicate), (1, false));
+    let again = log.append("lobby", Some(("s1", "m1")), b"hello again").await.unwrap();
+    assert_eq!(again, Appended { duplicate: true, ..first.clone() });
+    // Another session's id, or another id, is another message.
+    assert_eq!(log.append("lobby", Some(("s2", "m1")), b"x").await.unwrap().seq, 2);
+    assert_eq!(log.append("lobby", Some(("s1", "m2")), b"y").await.unwrap().seq, 3);
+    // The same id in another room is another message too.
+    assert_eq!(log.append("dev", Some(("s1", "m1")), b"z").await.unwrap().seq, 1);
+    let page = log.read("lobby", 1, 10).await.unwrap();
+    let texts: Vec<&[u8]> = page.messages.iter().map(|(_, m)| m.as_slice()).collect();
+    assert_eq!(texts, [&b"hello"[..], b"x", b"y"], "the retry appended nothing");
+}
+
+#[tokio::test]
+async fn a_redis_that_lost_its_data_starts_a_new_epoch() {
+    let redis = Redis::start();
+    let log = log(&redis, 1000).await;
+    let before = log.append("lobby", None, b"one").await.unwrap();
+    log.append("lobby", None, b"two").await.unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    let after = log.append("lobby", None, b"three").await.unwrap();
+    assert_eq!(after.seq, 1, "numbering starts again");
+    assert_ne!(after.epoch, before.epoch, "and says so");
+    let page = log.read("lobby", 1, 10).await.unwrap();
+    assert_eq!(
+        (page.newest, page.epoch.as_str(), page.messages.len()),
+        (1, after.epoch.as_str(), 1)
+    );
+}
+
+#[tokio::test]
+async fn the_log_keeps_the_newest_and_reads_from_any_seq() {
+    let redis = Redis::start();
+    let log = log(&redis, 10).await;
+    // A reader first: the room gets its epoch, which the writer keeps.
+    let empty = log.read("lobby", 1, 10).await.unwrap();
+    assert_eq!((empty.newest, empty.messages.len()), (0, 0));
+    for n in 1..=25u64 {
+        let appended = log.append("lobby", None, n.to_string().as_bytes()).await.unwrap();
+        assert_eq!((appended.seq, appended.epoch.as_str()), (n, empty.epoch.as_str()));
+    }
+    let page = log.read("lobby", 1, 100).await.unwrap();
+    let seqs: Vec<u64> = page.messages.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (16..=25).collect::<Vec<_>>(), "the newest ten");
+    let page = log.read("lobby", 20, 3).await.unwrap();
+    let seqs: Vec<u64> = page.messages.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!((page.newest, seqs), (25, vec![20, 21, 22]));
+    assert_eq!(page.messages[0].1, b"20");
+}
+
+#[tokio::test]
+async fn every_append_is_published_with_its_seq_and_epoch_in_order() {
+    let redis = Redis::start();
+    let log = log(&redis, 1000).await;
+    let mut subscriber = log.subscriber().await.unwrap();
+    subscriber.subscribe(log.channel("lobby")).await.unwrap();
+    let mut heard = subscriber.into_on_message();
+    let mut appended = Vec::new();
+    for n in 0..100 {
+        // A message with a colon in it arrives whole.
+        appended.push(log.append("lobby", None, format!("m:{n}").as_bytes()).await.unwrap());
+    }
+    // Another room's messages go to its own channel.
+    log.append("dev", None, b"elsewhere").await.unwrap();
+    for (n, sent) in appended.iter().enumerate() {
+        let message =
+            tokio::time::timeout(Duration::from_secs(10), heard.next()).await.unwrap().unwrap();
+        let published = log.published(message.get_channel_name(), message.get_payload_bytes());
+        let published = published.unwrap();
+        assert_eq!(published.room, "lobby");
+        assert_eq!((published.seq, &published.epoch), (sent.seq, &sent.epoch));
+        assert_eq!(published.message, format!("m:{n}").as_bytes());
+    }
+    assert!(log.published("elsewhere", b"1:e:x").is_none());
+    assert!(log.published(&log.channel("lobby"), b"not a seq").is_none());
+}
