@@ -2,7 +2,9 @@
 //! several nodes must agree on lives in Redis, in the manner of
 //! Centrifugo's Redis engine.
 //!
-//! So far, the room log ([`RoomLog`]): one Lua script per message checks
+//! So far, the room log ([`RoomLog`]), a node's subscription to its rooms
+//! ([`Listener`]) and its in-order view of what it hears ([`Feed`]). The
+//! room log: one Lua script per message checks
 //! its idempotency key, numbers it with the room's next `seq`, appends it
 //! to the room's stream (entry id = `seq`, trimmed to the history kept)
 //! and publishes it to the room's channel, atomically; an epoch per room
@@ -11,6 +13,10 @@
 //! rooms. The core does not use it yet: the seam through which it will
 //! (a `seq` asked for and answered, instead of decided alone) is next.
 
+mod feed;
+mod listen;
 mod room_log;
 
+pub use feed::{Action, Feed};
+pub use listen::{Heard, Listener};
 pub use room_log::{Appended, Page, Published, RoomLog};

@@ -135,3 +135,103 @@ async fn every_append_is_published_with_its_seq_and_epoch_in_order() {
     assert!(log.published("elsewhere", b"1:e:x").is_none());
     assert!(log.published(&log.channel("lobby"), b"not a seq").is_none());
 }
+
+/// A node's side of one room, as the server will drive it: what the
+/// subscription hears goes through the feed, which asks for the log when
+/// something is missing; returns the `seq`s delivered, and whether the
+/// subscription came back after being lost.
+struct Node {
+    log: RoomLog,
+    listener: chat_server::cluster::Listener,
+    heard: tokio::sync::mpsc::UnboundedReceiver<chat_server::cluster::Heard>,
+    feed: chat_server::cluster::Feed,
+    delivered: Vec<u64>,
+    reconnects: usize,
+}
+
+impl Node {
+    async fn start(redis: &Redis, room: &str) -> Self {
+        let log = log(redis, 1000).await;
+        let (listener, heard) = chat_server::cluster::Listener::spawn(log.clone());
+        listener.listen(room);
+        let feed = chat_server::cluster::Feed::default();
+        let mut node = Self { log, listener, heard, feed, delivered: Vec::new(), reconnects: 0 };
+        // Subscribed first, then read: nothing falls in between.
+        loop {
+            if let chat_server::cluster::Heard::Listening(name) = node.next().await {
+                let page = node.log.read(&name, u64::MAX, 1).await.unwrap();
+                node.feed.listen(&name, &page.epoch, page.newest);
+                return node;
+            }
+        }
+    }
+
+    async fn next(&mut self) -> chat_server::cluster::Heard {
+        tokio::time::timeout(Duration::from_secs(10), self.heard.recv()).await.unwrap().unwrap()
+    }
+
+    /// Handles what is heard until `count` messages were delivered.
+    async fn deliver_until(&mut self, count: usize) {
+        use chat_server::cluster::{Action, Heard};
+        while self.delivered.len() < count {
+            let actions = match self.next().await {
+                Heard::Message(published) => self.feed.heard(published),
+                Heard::Reconnected => {
+                    self.reconnects += 1;
+                    self.feed.reconnected()
+                }
+                Heard::Listening(_) => Vec::new(),
+            };
+            let mut todo: std::collections::VecDeque<Action> = actions.into();
+            while let Some(action) = todo.pop_front() {
+                match action {
+                    Action::Deliver { seq, message, .. } => {
+                        assert_eq!(message, format!("m{seq}").as_bytes());
+                        self.delivered.push(seq);
+                    }
+                    Action::Fill { room, from } => {
+                        let page = self.log.read(&room, from, 50).await.unwrap();
+                        todo.extend(self.feed.filled(&room, page));
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_cut_off_mid_stream_loses_nothing_and_repeats_nothing() {
+    let redis = Redis::start();
+    let mut node = Node::start(&redis, "lobby").await;
+    let writer = log(&redis, 1000).await;
+    let write = |from: u64, to: u64| {
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            for seq in from..=to {
+                let appended = writer.append("lobby", None, format!("m{seq}").as_bytes()).await;
+                assert_eq!(appended.unwrap().seq, seq);
+            }
+        })
+    };
+    write(1, 150).await.unwrap();
+    node.deliver_until(150).await;
+    // Redis drops every subscriber, as it does one that falls behind; the
+    // rest is published while the node is away and while it comes back.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    let rest = write(151, 300);
+    node.deliver_until(300).await;
+    rest.await.unwrap();
+    assert_eq!(node.delivered, (1..=300).collect::<Vec<_>>(), "each once, in order");
+    assert_eq!(node.reconnects, 1, "the subscription came back by itself");
+    node.listener.forget("lobby");
+}

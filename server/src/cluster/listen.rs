@@ -1,0 +1,158 @@
+//! The node's subscription to its rooms' channels: one connection, kept up
+//! across Redis restarts and cut-offs, its rooms subscribed again each
+//! time. What it hears goes to the driver in order, with a word when a room
+//! is subscribed (read its log only then: nothing published after that is
+//! missed) and when the connection came back (fill every room: what was
+//! published meanwhile was not heard).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::{Published, RoomLog};
+
+/// What the subscription tells the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// A room's message.
+    Message(Published),
+    /// `room` is subscribed from now on.
+    Listening(String),
+    /// The connection was lost and is back, every room subscribed again.
+    Reconnected,
+}
+
+/// The handle to the subscription task; dropping it ends the task.
+#[derive(Debug)]
+pub struct Listener {
+    control: mpsc::UnboundedSender<Control>,
+}
+
+#[derive(Debug)]
+enum Control {
+    Listen(String),
+    Forget(String),
+}
+
+/// The longest wait between two attempts to reach Redis.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+impl Listener {
+    /// Starts the subscription task; what it hears comes out of the
+    /// receiver.
+    pub fn spawn(log: RoomLog) -> (Self, mpsc::UnboundedReceiver<Heard>) {
+        let (control, orders) = mpsc::unbounded_channel();
+        let (heard, out) = mpsc::unbounded_channel();
+        tokio::spawn(run(log, orders, heard));
+        (Self { control }, out)
+    }
+
+    /// Subscribes to `room`'s channel ([`Heard::Listening`] says when).
+    pub fn listen(&self, room: &str) {
+        let _ = self.control.send(Control::Listen(room.to_owned()));
+    }
+
+    /// Unsubscribes from `room`'s channel.
+    pub fn forget(&self, room: &str) {
+        let _ = self.control.send(Control::Forget(room.to_owned()));
+    }
+}
+
+async fn run(
+    log: RoomLog,
+    mut orders: mpsc::UnboundedReceiver<Control>,
+    heard: mpsc::UnboundedSender<Heard>,
+) {
+    let mut rooms: BTreeSet<String> = BTreeSet::new();
+    let mut retry = Duration::from_millis(50);
+    let mut connected_before = false;
+    loop {
+        let (mut sink, mut stream) = match log.subscriber().await {
+            Ok(pubsub) => pubsub.split(),
+            Err(err) => {
+                warn!(%err, retry_ms = retry.as_millis(), "cannot subscribe to Redis; trying again");
+                // Orders given meanwhile still count.
+                let wait = tokio::time::sleep(retry);
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        () = &mut wait => break,
+                        order = orders.recv() => match order {
+                            Some(order) => apply(&mut rooms, order),
+                            None => return,
+                        },
+                    }
+                }
+                retry = (retry * 2).min(RETRY_MAX);
+                continue;
+            }
+        };
+        let mut subscribed = true;
+        for room in &rooms {
+            subscribed &= sink.subscribe(log.channel(room)).await.is_ok();
+        }
+        if !subscribed {
+            continue;
+        }
+        retry = Duration::from_millis(50);
+        if connected_before {
+            info!(rooms = rooms.len(), "subscribed to Redis again");
+            if heard.send(Heard::Reconnected).is_err() {
+                return;
+            }
+        }
+        connected_before = true;
+        loop {
+            tokio::select! {
+                order = orders.recv() => {
+                    let Some(order) = order else { return };
+                    let outcome = match &order {
+                        Control::Listen(room) => sink.subscribe(log.channel(room)).await,
+                        Control::Forget(room) => sink.unsubscribe(log.channel(room)).await,
+                    };
+                    let listening = match &order {
+                        Control::Listen(room) if outcome.is_ok() => Some(room.clone()),
+                        _ => None,
+                    };
+                    apply(&mut rooms, order);
+                    if outcome.is_err() {
+                        // Subscribed again with the rest once back.
+                        break;
+                    }
+                    if let Some(room) = listening
+                        && heard.send(Heard::Listening(room)).is_err()
+                    {
+                        return;
+                    }
+                }
+                message = stream.next() => {
+                    let Some(message) = message else {
+                        warn!("the Redis subscription was lost; subscribing again");
+                        break;
+                    };
+                    let published =
+                        log.published(message.get_channel_name(), message.get_payload_bytes());
+                    if let Some(published) = published
+                        && heard.send(Heard::Message(published)).is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn apply(rooms: &mut BTreeSet<String>, order: Control) {
+    match order {
+        Control::Listen(room) => {
+            rooms.insert(room);
+        }
+        Control::Forget(room) => {
+            rooms.remove(&room);
+        }
+    }
+}
