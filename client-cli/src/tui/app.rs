@@ -293,19 +293,21 @@ impl App {
     }
 
     /// Tab: completes from what the view knows; in a room too big for the
-    /// client to know every member, a nick it does not know is asked of
-    /// the server, and completed when the answer comes
-    /// ([`App::on_event`]).
+    /// client to know every member, a nick is asked of the server, and
+    /// completed when the answer comes ([`App::on_event`]).
     fn complete(&mut self) {
         let view = self.state.current();
         let nicks = view.members.clone();
         let rooms = self.state.rooms();
         let big = view.kind == state::Kind::Room && view.member_count > view.members.len();
         let room = view.name.clone();
-        if self.editor.complete(&COMMANDS, &rooms, &nicks) || !big {
+        // What the client holds of a big room is a part: the nick wanted
+        // may be missing from it while others start the same way.
+        let word = if big { self.editor.nick_word() } else { None };
+        let Some(word) = word else {
+            self.editor.complete(&COMMANDS, &rooms, &nicks);
             return;
-        }
-        let Some(word) = self.editor.nick_word() else { return };
+        };
         let who = chat_protocol::ClientFrame::Who {
             room: room.clone(),
             after: None,

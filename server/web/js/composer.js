@@ -191,9 +191,8 @@ let completed = null;
  * Tab in the composer: completes the nick being typed, `@an` to `@anna `
  * anywhere and `an` to `anna: ` as the first word, from the room's members
  * (or a conversation's peer); Tab again gives the next one. In a room too
- * big for the page to know everyone, an `@` nick it does not know is asked
- * of the server and completed when the answer comes (if the composer is as
- * it was). Returns whether it took the key: with nothing to complete, Tab
+ * big for the page to know everyone, an `@` nick is asked of the server
+ * and completed when the answer comes (if the composer is as it was). Returns whether it took the key: with nothing to complete, Tab
  * moves the focus as usual.
  */
 export function completeNick() {
@@ -219,22 +218,24 @@ export function completeNick() {
     return false;
   }
   const current = state.current;
-  const known = current?.startsWith('@') ? [current.slice(1)] : [...(state.rooms.get(current)?.members || [])];
+  const room = state.rooms.get(current);
+  const whole = !room || room.membersComplete || room.members.size >= (room.memberCount ?? 0);
+  // What the page holds of a big room is a part: an @nick is asked of the
+  // server, which knows them all (others may start the same way here).
+  if (at && !whole && state.connection) {
+    const id = state.connection.session.newId();
+    state.completions.set(id, { ...at0, room: current });
+    state.connection.send({ type: 'who', room: current, prefix, limit: 20 }, id);
+    return true;
+  }
+  const known = current?.startsWith('@') ? [current.slice(1)] : [...(room?.members || [])];
   const lower = prefix.toLowerCase();
   const names = known.filter((nick) => nick !== state.nick && nick.toLowerCase().startsWith(lower))
     .sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
-  if (names.length) {
-    completeWith(at0, names);
-    return true;
-  }
-  const room = state.rooms.get(current);
-  const whole = !room || room.membersComplete || room.members.size >= (room.memberCount ?? 0);
-  if (!at || whole || !state.connection) {
+  if (!names.length) {
     return false;
   }
-  const id = state.connection.session.newId();
-  state.completions.set(id, { ...at0, room: current });
-  state.connection.send({ type: 'who', room: current, prefix, limit: 20 }, id);
+  completeWith(at0, names);
   return true;
 }
 
