@@ -33,6 +33,8 @@ pub struct ChatConfig {
     /// per this interval, as one batch. Default 1 s: a join storm costs
     /// each member a frame a second, not a frame a join.
     pub presence_interval: Duration,
+    /// Who numbers the rooms' messages. Default [`Sequencing::Alone`].
+    pub sequencing: Sequencing,
     /// How long after sending a message its sender may still edit it.
     /// Default 15 minutes: long enough to fix a typo, short enough that a
     /// conversation is not rewritten under those who answered it. Deleting
@@ -139,6 +141,7 @@ impl Default for ChatConfig {
             edit_window: Duration::from_secs(15 * 60),
             member_page_max: 200,
             presence_interval: Duration::from_secs(1),
+            sequencing: Sequencing::Alone,
             history_page_max: 200,
             typing_interval: Duration::from_secs(2),
             messages_per_sec: 10,
@@ -164,4 +167,20 @@ impl Default for ChatConfig {
             dedupe_max: 100_000,
         }
     }
+}
+
+/// Who gives a room's messages their `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sequencing {
+    /// This core: it is the only one serving its rooms (one server).
+    #[default]
+    Alone,
+    /// An engine several cores share (cluster mode): a message is handed
+    /// out to be numbered ([`Output::Append`]) and comes back, numbered, to
+    /// every core serving its room ([`Chat::handle_appended`]), in `seq`
+    /// order. Its room's members here get it only then, its sender included.
+    ///
+    /// [`Output::Append`]: crate::Output::Append
+    /// [`Chat::handle_appended`]: crate::Chat::handle_appended
+    Shared,
 }

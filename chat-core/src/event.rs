@@ -33,6 +33,23 @@ pub enum Output {
     /// [`Chat::handle_loaded`]: crate::Chat::handle_loaded
     /// [`Chat::handle_load_failed`]: crate::Chat::handle_load_failed
     Load(RoomName),
+    /// In [`Sequencing::Shared`] mode only: number `message` (its `seq` is
+    /// 0 here) as the next message of its room in the engine the cores
+    /// share, and hand it to every core serving the room with
+    /// [`Chat::handle_appended`], each room's messages in `seq` order. Its
+    /// sender (`message.sender`) and id make it once: if that id was
+    /// appended before, answer [`Chat::handle_duplicate`] with the original
+    /// for `member`, the connection that asked, instead.
+    ///
+    /// [`Sequencing::Shared`]: crate::Sequencing::Shared
+    /// [`Chat::handle_appended`]: crate::Chat::handle_appended
+    /// [`Chat::handle_duplicate`]: crate::Chat::handle_duplicate
+    Append {
+        /// The connection that sent it.
+        member: MemberId,
+        /// The message, to be numbered.
+        message: Message,
+    },
 }
 
 /// What storage holds of a room, the answer to [`Output::Load`].

@@ -36,7 +36,7 @@ mod token;
 pub use bucket::{Rate, TokenBucket};
 pub use chat::Chat;
 pub use command::{Command, Peer};
-pub use config::ChatConfig;
+pub use config::{ChatConfig, Sequencing};
 pub use error::{CommandError, Quota};
 pub use event::{
     Attachment, Conversation, ConversationSummary, Departure, Direct, DisconnectReason, Event,

@@ -592,6 +592,15 @@ impl Hub {
                     }
                     continue;
                 }
+                // Only in shared sequencing, which `run` refuses to start
+                // with; answered as a refusal should it come anyway.
+                Output::Append { member, message } => {
+                    error!("a message to number in a shared engine, which this server has not");
+                    let id = message.id.as_deref().map(str::to_owned);
+                    let frame = wire::refusal(id, ErrorCode::Unavailable, "no shared engine");
+                    self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
+                    continue;
+                }
                 Output::Disconnect { member, reason } => {
                     let code = match reason {
                         DisconnectReason::SessionResumedElsewhere => CloseCode::Replaced,

@@ -57,6 +57,11 @@ pub async fn run(
     mut store: Box<dyn Store>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // The engine cores share (Redis) is not wired to the hub yet (#16).
+    anyhow::ensure!(
+        config.chat.sequencing == chat_core::Sequencing::Alone,
+        "shared sequencing (cluster mode) needs the Redis engine, which this server does not drive yet"
+    );
     let retention = config.retention();
     let snapshot = store.load(&retention, storage::now_ms()).context("loading stored history")?;
     if let Some(uploads) = &config.uploads {

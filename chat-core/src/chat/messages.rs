@@ -8,7 +8,7 @@ use super::{Asker, Chat, Parked, Wants, millis};
 use crate::id::SessionId;
 use crate::{
     Attachment, CommandError, Direct, Event, MemberId, Message, MessageKind, Output, Quota, Record,
-    RoomId, SessionToken, Timestamp,
+    RoomId, Sequencing, SessionToken, Timestamp,
 };
 
 /// What a `say` carries.
@@ -55,16 +55,50 @@ impl Chat {
             text: text.into(),
             action,
             id: id.clone(),
-            sender: Some(sender.clone()),
+            sender: Some(sender),
             attachment,
         };
+        self.publish(now, room_id, member, message);
+        Ok(())
+    }
+
+    /// A room message made: numbered here and taken at once (alone), or
+    /// handed out to be numbered by the engine the cores share and taken
+    /// when it comes back ([`Chat::handle_appended`]).
+    fn publish(&mut self, now: Timestamp, room_id: RoomId, member: MemberId, mut message: Message) {
+        match self.config.sequencing {
+            Sequencing::Alone => self.accept(now, room_id, message, true),
+            Sequencing::Shared => {
+                message.seq = 0;
+                self.outputs.push_back(Output::Append { member, message });
+            }
+        }
+    }
+
+    /// A numbered room message: a change applied to what it changes, then
+    /// the window, storage (when this core numbers), the record of its id
+    /// for retries, and everyone in the room here.
+    pub(super) fn accept(
+        &mut self,
+        now: Timestamp,
+        room_id: RoomId,
+        message: Message,
+        store: bool,
+    ) {
+        if let MessageKind::Edit(of) | MessageKind::Delete(of) = message.kind {
+            self.change_window(room_id, |room| room.apply(of, message.kind, &message.text));
+        }
         let to = self.push_message(room_id, message.clone());
-        self.outputs.push_back(Output::Persist(Record::Message(message.clone())));
+        if store {
+            self.outputs.push_back(Output::Persist(Record::Message(message.clone())));
+        }
+        let (sender, id) = (message.sender.clone(), message.id.clone());
         let event = Arc::new(Event::Message(message));
-        self.remember(now, sender, id, &event);
+        if let Some(sender) = sender {
+            self.remember(now, sender, &id, &event);
+        }
         self.deliver_shared(to, event);
         self.enforce_memory(Some(room_id));
-        Ok(())
     }
 
     /// An edit (`text`) or a deletion of message `seq`: checked once the
@@ -144,14 +178,7 @@ impl Chat {
             attachment: None,
             kind,
         };
-        let token = session.token.clone();
-        self.change_window(room_id, |room| room.apply(seq, kind, &message.text));
-        let to = self.push_message(room_id, message.clone());
-        self.outputs.push_back(Output::Persist(Record::Message(message.clone())));
-        let event = Arc::new(Event::Message(message));
-        self.remember(now, token, id, &event);
-        self.deliver_shared(to, event);
-        self.enforce_memory(Some(room_id));
+        self.publish(now, room_id, asker.member, message);
         Ok(())
     }
 

@@ -385,6 +385,40 @@ impl Chat {
         self.loaded(now, room, None);
     }
 
+    /// In [`Sequencing::Shared`] mode: `message`, numbered by the shared
+    /// engine (see [`Output::Append`]), for the room's members here, its
+    /// sender included. Give each room's messages in `seq` order, each once,
+    /// from just after what the room's last load held; a room not in
+    /// memory here (nobody here is in it) ignores them.
+    ///
+    /// [`Sequencing::Shared`]: crate::Sequencing::Shared
+    pub fn handle_appended(&mut self, now: Timestamp, message: Message) {
+        self.saw(now);
+        let Some(&room_id) = self.room_ids.get(&message.room) else {
+            return;
+        };
+        let Some(room) = self.rooms.get(&room_id) else {
+            return;
+        };
+        if message.seq <= room.last_seq {
+            return;
+        }
+        debug_assert_eq!(message.seq, room.last_seq + 1, "appended out of order");
+        self.accept(now, room_id, message, false);
+    }
+
+    /// In [`Sequencing::Shared`] mode: the message `member` sent had been
+    /// appended before (a retry); `original` is what it was numbered as,
+    /// and is its answer.
+    ///
+    /// [`Sequencing::Shared`]: crate::Sequencing::Shared
+    pub fn handle_duplicate(&mut self, now: Timestamp, member: MemberId, original: Message) {
+        self.saw(now);
+        if self.conns.contains_key(&member) {
+            self.deliver(Arc::new([member]), Event::Message(original));
+        }
+    }
+
     /// Records the core asked to persist could not be stored: their
     /// messages are taken back (numbering goes back, retries are no longer
     /// answered), each sender is told with `StoreUnavailable`, and no

@@ -283,6 +283,7 @@ impl Harness {
                     self.inboxes.remove(&member);
                     continue;
                 }
+                Output::Append { .. } => panic!("this harness is one core, numbering alone"),
                 Output::Load(room) => {
                     self.loads_seen.push(room.clone());
                     if self.auto_load {

@@ -10,4 +10,5 @@ mod harness;
 mod identity;
 mod rules;
 mod sessions;
+mod shared;
 mod simulation;

@@ -630,6 +630,7 @@ impl Sim {
                     }
                 }
                 Output::Persist(record) => self.store.persist(record),
+                Output::Append { .. } => panic!("the simulated server numbers its rooms alone"),
                 Output::Load(room) => {
                     let stored = self.store.history(&room);
                     server.chat.handle_loaded(ts, &room, stored);

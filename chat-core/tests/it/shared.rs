@@ -1,0 +1,251 @@
+//! Several cores serving the same rooms (`Sequencing::Shared`), through an
+//! in-memory stand-in for the engine they share: each room's messages are
+//! numbered once, by the engine, and every core gets them back in order.
+//! (Redis plays the engine in the server: `server/tests/it/cluster.rs`.)
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chat_core::{
+    Chat, ChatConfig, Command, Event, MemberId, Message, MessageKind, Output, RoomHistory,
+    RoomName, Sequencing, SessionToken, Source, Timestamp,
+};
+
+/// The shared engine: every room's log, and the ids appended.
+#[derive(Default)]
+struct Engine {
+    logs: BTreeMap<RoomName, Vec<Message>>,
+    ids: BTreeMap<(SessionToken, Arc<str>), (RoomName, u64)>,
+    /// Appends held back, to answer later (in flight).
+    holding: bool,
+    held: Vec<(usize, MemberId, Message)>,
+}
+
+struct Cluster {
+    now: Timestamp,
+    cores: Vec<Chat>,
+    inboxes: BTreeMap<(usize, MemberId), Vec<Event>>,
+    engine: Engine,
+    next: u64,
+}
+
+impl Cluster {
+    fn new(cores: usize) -> Self {
+        let config = ChatConfig { sequencing: Sequencing::Shared, ..ChatConfig::default() };
+        Self {
+            now: Timestamp::from_unix_millis(1_700_000_000_000),
+            cores: (0..cores).map(|_| Chat::new(config.clone())).collect(),
+            inboxes: BTreeMap::new(),
+            engine: Engine::default(),
+            next: 0,
+        }
+    }
+
+    /// A connection to core `core` that said hello as `nick` and joined
+    /// `room`.
+    fn member(&mut self, core: usize, nick: &str, room: &str) -> MemberId {
+        self.next += 1;
+        let token = SessionToken::parse(&format!("token-{core}-{}", self.next)).unwrap();
+        let member = self.cores[core].handle_connect(self.now, token, Source::new(self.next));
+        let hello = Command::Hello { nick: Some(nick.to_owned()), session: None, identity: None };
+        self.send(core, member, None, hello);
+        self.send(core, member, None, Command::Join { room: room.to_owned(), after: None });
+        member
+    }
+
+    fn send(&mut self, core: usize, member: MemberId, id: Option<&str>, command: Command) {
+        self.cores[core].handle_command(self.now, member, id, command);
+        self.drain();
+    }
+
+    fn say(&mut self, core: usize, member: MemberId, id: &str, text: &str) {
+        let say = Command::Say {
+            room: "lobby".into(),
+            text: text.into(),
+            action: false,
+            attachment: None,
+        };
+        self.send(core, member, Some(id), say);
+    }
+
+    /// Carries out every core's outputs until none is left.
+    fn drain(&mut self) {
+        loop {
+            let mut idle = true;
+            for core in 0..self.cores.len() {
+                while let Some(output) = self.cores[core].poll_output() {
+                    idle = false;
+                    self.carry_out(core, output);
+                }
+            }
+            if idle {
+                return;
+            }
+        }
+    }
+
+    fn carry_out(&mut self, core: usize, output: Output) {
+        match output {
+            Output::Deliver { to, event } => {
+                for member in to.iter() {
+                    self.inboxes.entry((core, *member)).or_default().push((*event).clone());
+                }
+            }
+            Output::Persist(record) => {
+                assert!(
+                    !matches!(record, chat_core::Record::Message(_)),
+                    "a core that does not number its messages does not store them: {record:?}"
+                );
+            }
+            Output::Load(room) => {
+                let stored = self.engine.logs.get(&room).map(|log| RoomHistory {
+                    last_seq: log.len() as u64,
+                    messages: log.clone(),
+                    topic: None,
+                });
+                self.cores[core].handle_loaded(self.now, &room, stored);
+            }
+            Output::Append { member, message } => {
+                assert_eq!(message.seq, 0, "numbered by the engine, not the core");
+                if self.engine.holding {
+                    self.engine.held.push((core, member, message));
+                } else {
+                    self.append(core, member, message);
+                }
+            }
+            Output::Disconnect { .. } => {}
+        }
+    }
+
+    /// The engine numbers `message` once per (sender, id), and hands it to
+    /// every core in order.
+    fn append(&mut self, core: usize, member: MemberId, mut message: Message) {
+        let key = message.sender.clone().zip(message.id.clone());
+        if let Some(&(ref room, seq)) = key.as_ref().and_then(|key| self.engine.ids.get(key)) {
+            let original = self.engine.logs[room][seq as usize - 1].clone();
+            self.cores[core].handle_duplicate(self.now, member, original);
+            return;
+        }
+        let log = self.engine.logs.entry(message.room.clone()).or_default();
+        message.seq = log.len() as u64 + 1;
+        log.push(message.clone());
+        if let Some(key) = key {
+            self.engine.ids.insert(key, (message.room.clone(), message.seq));
+        }
+        for chat in &mut self.cores {
+            chat.handle_appended(self.now, message.clone());
+        }
+    }
+
+    fn release(&mut self) {
+        self.engine.holding = false;
+        for (core, member, message) in std::mem::take(&mut self.engine.held) {
+            self.append(core, member, message);
+        }
+        self.drain();
+    }
+
+    /// The room messages `member` of core `core` got: (seq, text).
+    fn messages(&mut self, core: usize, member: MemberId) -> Vec<(u64, String)> {
+        let inbox = self.inboxes.remove(&(core, member)).unwrap_or_default();
+        inbox
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::Message(m) => Some((m.seq, m.text.to_string())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn cores_sharing_a_room_number_its_messages_once_and_all_see_one_order() {
+    let mut cluster = Cluster::new(2);
+    let alice = cluster.member(0, "alice", "lobby");
+    let bob = cluster.member(1, "bob", "lobby");
+    let carol = cluster.member(1, "carol", "lobby");
+    cluster.say(0, alice, "a1", "hi");
+    cluster.say(1, bob, "b1", "yo");
+    cluster.say(0, alice, "a2", "again");
+    let expected = vec![(1, "hi".to_owned()), (2, "yo".into()), (3, "again".into())];
+    // Everyone, the senders included (their echo comes back numbered).
+    assert_eq!(cluster.messages(0, alice), expected);
+    assert_eq!(cluster.messages(1, bob), expected);
+    assert_eq!(cluster.messages(1, carol), expected);
+    assert_eq!(cluster.engine.logs[&RoomName::parse("lobby").unwrap()].len(), 3);
+}
+
+#[test]
+fn a_retry_while_the_first_is_in_flight_is_numbered_once_and_answered_with_it() {
+    let mut cluster = Cluster::new(2);
+    let alice = cluster.member(0, "alice", "lobby");
+    let bob = cluster.member(1, "bob", "lobby");
+    cluster.engine.holding = true;
+    cluster.say(0, alice, "m1", "hello");
+    // The connection is unsure and sends it again with its id.
+    cluster.say(0, alice, "m1", "hello");
+    assert!(cluster.messages(0, alice).is_empty(), "nothing before the engine numbers it");
+    cluster.release();
+    // Once for everyone; the retry is answered with the original.
+    assert_eq!(cluster.messages(1, bob), vec![(1, "hello".to_owned())]);
+    assert_eq!(cluster.messages(0, alice), vec![(1, "hello".to_owned()), (1, "hello".into())]);
+    // Known now to the core: a later retry is answered there at once.
+    cluster.say(0, alice, "m1", "hello");
+    assert_eq!(cluster.messages(0, alice), vec![(1, "hello".to_owned())]);
+    assert_eq!(cluster.engine.logs[&RoomName::parse("lobby").unwrap()].len(), 1);
+}
+
+#[test]
+fn a_core_that_joins_later_reads_the_room_from_the_engine_and_goes_on_numbering_with_it() {
+    let mut cluster = Cluster::new(2);
+    let alice = cluster.member(0, "alice", "lobby");
+    for n in 1..=3 {
+        cluster.say(0, alice, &format!("a{n}"), &format!("m{n}"));
+    }
+    let dave = cluster.member(1, "dave", "lobby");
+    let joined = cluster.inboxes[&(1, dave)]
+        .iter()
+        .find_map(|event| match event {
+            Event::Joined { last_seq, history, .. } => Some((*last_seq, history.len())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(joined, (3, 3), "the room as the engine has it");
+    cluster.messages(1, dave);
+    cluster.say(1, dave, "d1", "late but in order");
+    assert_eq!(cluster.messages(0, alice).last(), Some(&(4, "late but in order".to_owned())));
+}
+
+#[test]
+fn edits_and_deletions_are_numbered_by_the_engine_and_applied_by_every_core() {
+    let mut cluster = Cluster::new(2);
+    let alice = cluster.member(0, "alice", "lobby");
+    let bob = cluster.member(1, "bob", "lobby");
+    cluster.say(0, alice, "a1", "tpyo");
+    let edit = Command::Edit { room: "lobby".into(), seq: 1, text: "typo".into() };
+    cluster.send(0, alice, Some("a2"), edit);
+    cluster.send(0, alice, Some("a3"), Command::Delete { room: "lobby".into(), seq: 1 });
+    let kinds: Vec<(u64, MessageKind)> = cluster.inboxes[&(1, bob)]
+        .iter()
+        .filter_map(|event| match event {
+            Event::Message(m) => Some((m.seq, m.kind)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [(1, MessageKind::Said), (2, MessageKind::Edit(1)), (3, MessageKind::Delete(1))]
+    );
+    // Bob's core applied them: its history shows the message deleted.
+    cluster.inboxes.clear();
+    let history = Command::History { room: "lobby".into(), before: None, limit: None };
+    cluster.send(1, bob, None, history);
+    let first = cluster.inboxes[&(1, bob)]
+        .iter()
+        .find_map(|event| match event {
+            Event::History { messages, .. } => messages.first().cloned(),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!((first.seq, first.kind), (1, MessageKind::Deleted));
+}
