@@ -56,6 +56,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// - Answer every [`Output::Load`] with [`Chat::handle_loaded`] or
 ///   [`Chat::handle_load_failed`], and every [`Output::Persist`] of a
 ///   message that could not be stored with [`Chat::handle_unstored`].
+/// - With [`Sequencing::Shared`](crate::Sequencing::Shared), carry every
+///   [`Output::Append`] to the engine the cores share, and give each core
+///   the rooms' numbered messages with [`Chat::handle_appended`] (in `seq`
+///   order) and a retry's original with [`Chat::handle_duplicate`].
 /// - `now` must not go backwards from one call to the next.
 ///
 /// Every collection iterates in a fixed order, so the same sequence of calls
