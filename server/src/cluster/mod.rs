@@ -13,6 +13,7 @@
 //! rooms. The core does not use it yet: the seam through which it will
 //! (a `seq` asked for and answered, instead of decided alone) is next.
 
+pub mod codec;
 mod feed;
 mod listen;
 mod room_log;
