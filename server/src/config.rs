@@ -19,6 +19,11 @@ pub struct ServerConfig {
     /// Inputs queued for the chat task before connections wait to send
     /// more. Default 4096.
     pub inbound_queue: usize,
+    /// Cluster mode, under way (issue #16): the Redis at this URL numbers
+    /// rooms' messages for every node serving them (the chat's
+    /// `sequencing` is then `Shared`). Nicks, sessions, presence and direct
+    /// messages are not shared between nodes yet. Default `None`: one node.
+    pub redis: Option<String>,
     /// How long a message (say, dm, edit, delete) may wait in the server
     /// before the chat task takes it. One that waited longer finds the
     /// server overloaded: it is refused with `unavailable` and a
@@ -104,6 +109,7 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(10),
             inbound_queue: 4096,
             max_input_wait: Duration::from_millis(250),
+            redis: None,
             shutdown_grace: Duration::from_secs(5),
             drain_window: Duration::from_secs(10),
             max_connections: open_file_limit()

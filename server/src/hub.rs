@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
+use crate::cluster;
 use crate::commits::{Commits, Delivery};
 use crate::files::Staged;
 use crate::stats::{self, Counters};
@@ -159,6 +160,8 @@ pub(crate) struct Hub {
     stats_history: stats::History,
     stats_token: Option<String>,
     counters: Counters,
+    /// In cluster mode, the engine the nodes share.
+    cluster: Option<cluster::Engine>,
 }
 
 /// The most a failing store makes messages wait before trying it again.
@@ -172,6 +175,7 @@ impl Hub {
         snapshot: Snapshot,
         storage: Storage,
         bytes_in: Arc<AtomicU64>,
+        cluster: Option<cluster::Engine>,
     ) -> Self {
         let welcome = WelcomeInfo { server: wire::server_info(), limits: wire::limits(config) };
         let clock = Clock::new();
@@ -217,6 +221,7 @@ impl Hub {
             stats_history: stats::History::default(),
             stats_token: config.stats_token.clone(),
             counters: Counters::new(bytes_in),
+            cluster,
         }
     }
 
@@ -226,6 +231,7 @@ impl Hub {
         mut self,
         mut inputs: mpsc::Receiver<Input>,
         mut acks: mpsc::UnboundedReceiver<StorageEvent>,
+        mut cluster_events: Option<mpsc::UnboundedReceiver<cluster::Event>>,
     ) {
         let mut checks = tokio::time::interval_at(
             tokio::time::Instant::now() + self.ping_interval,
@@ -250,6 +256,7 @@ impl Hub {
                     None => break,
                 },
                 Some(event) = acks.recv() => self.storage_event(event),
+                Some(event) = next_event(&mut cluster_events) => self.cluster_event(event),
                 () = timer => self.chat.handle_timeout(self.clock.now()),
                 _ = checks.tick() => self.check_connections(),
                 _ = stats.tick() => self.publish_stats(),
@@ -387,6 +394,33 @@ impl Hub {
                 let _ = reply.send(seen.map(|(_, attachment)| attachment));
             }
             StorageEvent::FileBytes(bytes) => self.file_bytes = bytes,
+        }
+    }
+
+    /// What came back from the engine the nodes share.
+    fn cluster_event(&mut self, event: cluster::Event) {
+        let Some(engine) = self.cluster.as_mut() else {
+            return;
+        };
+        let now = self.clock.now();
+        for step in engine.handle(event) {
+            match step {
+                cluster::Step::Loaded(room, history) => {
+                    self.chat.handle_loaded(now, &room, history)
+                }
+                cluster::Step::Appended(message) => {
+                    self.counters.messages_total += 1;
+                    self.chat.handle_appended(now, message);
+                }
+                cluster::Step::Duplicate(member, original) => {
+                    self.chat.handle_duplicate(now, member, original);
+                }
+                cluster::Step::Refuse(member, id) => {
+                    let frame = wire::cluster_unavailable(id.as_deref().map(str::to_owned));
+                    self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
+                }
+            }
+            self.drain();
         }
     }
 
@@ -586,19 +620,24 @@ impl Hub {
                     }
                     continue;
                 }
+                // In cluster mode rooms are read from Redis.
                 Output::Load(room) => {
-                    if !self.storage.send(Job::Load(room)) {
+                    if let Some(engine) = &self.cluster {
+                        engine.load(&room);
+                    } else if !self.storage.send(Job::Load(room)) {
                         error!("the storage thread is gone; rooms can no longer be read");
                     }
                     continue;
                 }
-                // Only in shared sequencing, which `run` refuses to start
-                // with; answered as a refusal should it come anyway.
+                // Only in cluster mode (`run` refuses shared sequencing
+                // without it).
                 Output::Append { member, message } => {
-                    error!("a message to number in a shared engine, which this server has not");
-                    let id = message.id.as_deref().map(str::to_owned);
-                    let frame = wire::refusal(id, ErrorCode::Unavailable, "no shared engine");
-                    self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
+                    match &self.cluster {
+                        Some(engine) => engine.append(member, message),
+                        None => error!(
+                            "a message to number in a shared engine, which this node has not"
+                        ),
+                    }
                     continue;
                 }
                 Output::Disconnect { member, reason } => {
@@ -681,6 +720,16 @@ impl Hub {
         // The client will resume; its session waits for it.
         self.chat.handle_disconnect(self.clock.now(), member, Departure::Lost);
         // The disconnect's presence notices are drained by the caller's loop.
+    }
+}
+
+/// The next event of the engine the nodes share, if there is one.
+async fn next_event(
+    events: &mut Option<mpsc::UnboundedReceiver<cluster::Event>>,
+) -> Option<cluster::Event> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
     }
 }
 

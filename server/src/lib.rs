@@ -57,10 +57,22 @@ pub async fn run(
     mut store: Box<dyn Store>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    // The engine cores share (Redis) is not wired to the hub yet (#16).
+    let mut config = config;
+    // With Redis, rooms' messages are numbered there for every node.
+    let cluster = match &config.redis {
+        Some(url) => {
+            config.chat.sequencing = chat_core::Sequencing::Shared;
+            let remember = config.chat.dedupe_window;
+            let engine = cluster::Engine::connect(url, config.chat.history_per_room, remember)
+                .await
+                .with_context(|| format!("connecting to Redis at {url}"))?;
+            Some(engine)
+        }
+        None => None,
+    };
     anyhow::ensure!(
-        config.chat.sequencing == chat_core::Sequencing::Alone,
-        "shared sequencing (cluster mode) needs the Redis engine, which this server does not drive yet"
+        cluster.is_some() || config.chat.sequencing == chat_core::Sequencing::Alone,
+        "shared sequencing (cluster mode) needs a Redis to share"
     );
     let retention = config.retention();
     let snapshot = store.load(&retention, storage::now_ms()).context("loading stored history")?;
@@ -75,9 +87,9 @@ pub async fn run(
         .context("starting the storage thread")?;
     let (hub_tx, hub_rx) = mpsc::channel(config.inbound_queue);
     let bytes_in = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let hub = tokio::spawn(
-        Hub::new(&config, snapshot, storage, Arc::clone(&bytes_in)).run(hub_rx, acks_rx),
-    );
+    let (engine, cluster_events) = cluster.unzip();
+    let hub = Hub::new(&config, snapshot, storage, Arc::clone(&bytes_in), engine);
+    let hub = tokio::spawn(hub.run(hub_rx, acks_rx, cluster_events));
     // Shared, not cloned, by every connection.
     let site = Arc::new(web::site(files::server(config.uploads.clone(), &hub_tx)));
     let gate = chat_transport::Gate::with_downloads(

@@ -401,6 +401,17 @@ pub(crate) fn overloaded(id: Option<String>, retry_after_ms: u64) -> ServerFrame
     }
 }
 
+/// The `error` frame for a message the engine the nodes share could not
+/// take (Redis unreachable): not kept, to be sent again.
+pub(crate) fn cluster_unavailable(id: Option<String>) -> ServerFrame {
+    ServerFrame::Error {
+        id,
+        code: ErrorCode::Unavailable,
+        message: "the cluster's Redis cannot be reached; send it again in a second".to_owned(),
+        retry_after_ms: Some(1000),
+    }
+}
+
 /// The `error` frame for a frame that could not be decoded.
 pub fn malformed(error: DecodeError) -> ServerFrame {
     ServerFrame::Error {

@@ -14,10 +14,12 @@
 //! (a `seq` asked for and answered, instead of decided alone) is next.
 
 pub mod codec;
+mod engine;
 mod feed;
 mod listen;
 mod room_log;
 
+pub(crate) use engine::{Engine, Event, Step};
 pub use feed::{Action, Feed};
 pub use listen::{Heard, Listener};
 pub use room_log::{Appended, Page, Published, RoomLog};

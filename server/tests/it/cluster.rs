@@ -235,3 +235,108 @@ async fn a_subscription_cut_off_mid_stream_loses_nothing_and_repeats_nothing() {
     assert_eq!(node.reconnects, 1, "the subscription came back by itself");
     node.listener.forget("lobby");
 }
+
+/// The next room message `client` gets: (seq, from, text).
+async fn next_message(client: &mut crate::support::Client) -> (u64, String, String) {
+    loop {
+        let frame = client.recv().await;
+        if frame["type"] == "message" {
+            let text = |key: &str| frame[key].as_str().unwrap().to_owned();
+            return (frame["seq"].as_u64().unwrap(), text("from"), text("text"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_redis_number_a_rooms_messages_once_for_both() {
+    use crate::support::{Client, Server};
+    use chat_server::ServerConfig;
+    use serde_json::json;
+    let redis = Redis::start();
+    let config = || ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
+    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let mut alice = Client::in_room(&a, "alice", "lobby").await;
+    let mut bob = Client::in_room(&b, "bob", "lobby").await;
+    alice.send(json!({"type": "say", "room": "lobby", "text": "hi from a", "id": "a1"})).await;
+    let first = (1, "alice".to_owned(), "hi from a".to_owned());
+    assert_eq!(next_message(&mut alice).await, first, "the echo comes back numbered");
+    assert_eq!(next_message(&mut bob).await, first);
+    bob.send(json!({"type": "say", "room": "lobby", "text": "hi from b", "id": "b1"})).await;
+    let second = (2, "bob".to_owned(), "hi from b".to_owned());
+    assert_eq!(next_message(&mut bob).await, second);
+    assert_eq!(next_message(&mut alice).await, second);
+    // A retry is answered with the original, and nothing new is numbered.
+    alice.send(json!({"type": "say", "room": "lobby", "text": "hi from a", "id": "a1"})).await;
+    assert_eq!(next_message(&mut alice).await, first);
+    // Someone joining on either node gets the room as Redis has it.
+    let mut carol = Client::hello(&b, "carol").await;
+    carol.send(json!({"type": "join", "room": "lobby"})).await;
+    let joined = carol.expect("joined").await;
+    assert_eq!(joined["last_seq"], 2, "{joined}");
+    let texts: Vec<&str> =
+        joined["history"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["hi from a", "hi from b"]);
+    carol.send(json!({"type": "say", "room": "lobby", "text": "third", "id": "c1"})).await;
+    assert_eq!(next_message(&mut alice).await, (3, "carol".to_owned(), "third".to_owned()));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_with_senders_on_each_deliver_every_message_once_in_one_order() {
+    use crate::support::{Client, Server};
+    use chat_server::ServerConfig;
+    use serde_json::json;
+    const EACH: u64 = 30;
+    let redis = Redis::start();
+    let chat = chat_core::ChatConfig {
+        messages_per_sec: 1000,
+        messages_burst: 1000,
+        ..chat_core::ChatConfig::default()
+    };
+    let config =
+        || ServerConfig { redis: Some(redis.url()), chat: chat.clone(), ..ServerConfig::default() };
+    let nodes = [
+        Server::start(config()).await,
+        Server::start(config()).await,
+        Server::start(config()).await,
+    ];
+    let mut clients = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for c in 0..2 {
+            clients.push(Client::in_room(node, &format!("n{n}c{c}"), "lobby").await);
+        }
+    }
+    // Everyone sends at once, without waiting for anything.
+    for (c, client) in clients.iter_mut().enumerate() {
+        for k in 0..EACH {
+            let (text, id) = (format!("{c}:{k}"), format!("{c}-{k}"));
+            client.send(json!({"type": "say", "room": "lobby", "text": text, "id": id})).await;
+        }
+    }
+    let total = EACH * clients.len() as u64;
+    let mut orders = Vec::new();
+    for client in &mut clients {
+        let mut got = Vec::new();
+        while (got.len() as u64) < total {
+            got.push(next_message(client).await);
+        }
+        let seqs: Vec<u64> = got.iter().map(|(seq, _, _)| *seq).collect();
+        assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "every message once, in seq order");
+        // Each sender's messages in the order it sent them.
+        for c in 0..6 {
+            let mine: Vec<u64> = got
+                .iter()
+                .filter_map(|(_, _, text)| text.split_once(':'))
+                .filter(|(who, _)| *who == c.to_string())
+                .map(|(_, k)| k.parse().unwrap())
+                .collect();
+            assert_eq!(mine, (0..EACH).collect::<Vec<_>>());
+        }
+        orders.push(got);
+    }
+    assert!(orders.windows(2).all(|w| w[0] == w[1]), "one order for everyone");
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

@@ -1,0 +1,239 @@
+//! The hub's side of cluster mode: what the core hands out to be agreed
+//! (a message to number, a room to read) goes to Redis on tasks of its own,
+//! and what comes back, the answers and what other nodes published, comes
+//! to the hub as [`Event`]s, through [`Feed`] so that each room's messages
+//! reach the core in `seq` order, once.
+
+use std::time::Duration;
+
+use chat_core::{MemberId, Message, RoomName};
+use redis::RedisResult;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::{Action, Appended, Feed, Heard, Listener, Page, Published, RoomLog, codec};
+
+/// What comes back to the hub.
+#[derive(Debug)]
+pub enum Event {
+    /// What the subscription heard.
+    Heard(Heard),
+    /// The answer to an append `member` asked for.
+    Appended { member: MemberId, message: Message, result: RedisResult<Appended> },
+    /// A read of `room`'s log from `from` on, for `why`.
+    Read { room: RoomName, why: Why, result: RedisResult<Page> },
+}
+
+/// What a read of a room's log is for.
+#[derive(Debug, Clone)]
+pub enum Why {
+    /// The core asked for the room ([`chat_core::Output::Load`]).
+    Load,
+    /// Messages the feed misses.
+    Fill,
+    /// The original of a retry, for `member`.
+    Original(MemberId),
+}
+
+/// What the hub must do with what came back.
+#[derive(Debug)]
+pub enum Step {
+    /// Give the core what it asked of the room.
+    Loaded(RoomName, Option<chat_core::RoomHistory>),
+    /// Give the core the room's next message.
+    Appended(Message),
+    /// Answer `member`'s retry with its original.
+    Duplicate(MemberId, Message),
+    /// Refuse `member`'s message for now: Redis cannot be reached.
+    Refuse(MemberId, Option<std::sync::Arc<str>>),
+}
+
+/// The hub's handle on the shared engine.
+#[derive(Debug)]
+pub struct Engine {
+    log: RoomLog,
+    listener: Listener,
+    feed: Feed,
+    events: mpsc::UnboundedSender<Event>,
+    /// Messages to number, to the one task that appends them in order.
+    appends: mpsc::UnboundedSender<(MemberId, Message)>,
+    /// Messages read per page of a room's log.
+    page: usize,
+}
+
+impl Engine {
+    /// Connects to Redis at `url`; rooms keep `history` messages.
+    ///
+    /// # Errors
+    /// Redis cannot be reached.
+    pub async fn connect(
+        url: &str,
+        history: usize,
+        remember: Duration,
+    ) -> RedisResult<(Self, mpsc::UnboundedReceiver<Event>)> {
+        let log = RoomLog::connect(url, "chat", history, remember).await?;
+        let (listener, mut heard) = Listener::spawn(log.clone());
+        let (events, out) = mpsc::unbounded_channel();
+        let forward = events.clone();
+        tokio::spawn(async move {
+            while let Some(heard) = heard.recv().await {
+                if forward.send(Event::Heard(heard)).is_err() {
+                    return;
+                }
+            }
+        });
+        let (appends, queue) = mpsc::unbounded_channel();
+        tokio::spawn(append_in_order(log.clone(), queue, events.clone()));
+        let engine =
+            Self { log, listener, feed: Feed::default(), events, appends, page: history.max(1) };
+        Ok((engine, out))
+    }
+
+    /// The core wants `room`: listened to first, read once that is so.
+    pub fn load(&self, room: &RoomName) {
+        self.listener.listen(room.as_str());
+    }
+
+    /// Numbers `message` for `member` (see [`chat_core::Output::Append`]),
+    /// after every message handed over before it.
+    pub fn append(&self, member: MemberId, message: Message) {
+        let _ = self.appends.send((member, message));
+    }
+
+    fn read(&self, room: RoomName, from: u64, count: usize, why: Why) {
+        let (log, events) = (self.log.clone(), self.events.clone());
+        tokio::spawn(async move {
+            let result = log.read(room.as_str(), from, count).await;
+            let _ = events.send(Event::Read { room, why, result });
+        });
+    }
+
+    /// What came back, as steps for the hub, in order.
+    pub fn handle(&mut self, event: Event) -> Vec<Step> {
+        match event {
+            Event::Heard(Heard::Listening(room)) => {
+                if let Ok(room) = RoomName::parse_stored(&room) {
+                    self.read(room, 1, self.page, Why::Load);
+                }
+                Vec::new()
+            }
+            Event::Heard(Heard::Message(published)) => {
+                let actions = self.feed.heard(published);
+                self.act(actions)
+            }
+            Event::Heard(Heard::Reconnected) => {
+                let actions = self.feed.reconnected();
+                self.act(actions)
+            }
+            Event::Appended { member, message, result } => match result {
+                Ok(appended) if appended.duplicate => {
+                    self.read(message.room, appended.seq, 1, Why::Original(member));
+                    Vec::new()
+                }
+                // The node that appended does not wait to hear it back.
+                Ok(appended) => {
+                    let published = Published {
+                        room: message.room.to_string(),
+                        seq: appended.seq,
+                        epoch: appended.epoch,
+                        message: codec::encode(&message),
+                    };
+                    let actions = self.feed.heard(published);
+                    self.act(actions)
+                }
+                Err(err) => {
+                    warn!(%err, "Redis did not take a message; its sender is told to send it again");
+                    vec![Step::Refuse(member, message.id)]
+                }
+            },
+            Event::Read { room, why, result } => {
+                let page = match result {
+                    Ok(page) => page,
+                    Err(err) => {
+                        warn!(%err, room = %room, "cannot read a room's log from Redis");
+                        return match why {
+                            Why::Load => vec![Step::Loaded(room, None)],
+                            // Asked again by the next reconnect or check.
+                            Why::Fill | Why::Original(_) => Vec::new(),
+                        };
+                    }
+                };
+                match why {
+                    Why::Load => {
+                        let messages: Vec<Message> = page
+                            .messages
+                            .iter()
+                            .filter_map(|(seq, bytes)| codec::decode(&room, *seq, bytes))
+                            .collect();
+                        self.feed.listen(room.as_str(), &page.epoch, page.newest);
+                        let history = (page.newest > 0).then_some(chat_core::RoomHistory {
+                            last_seq: page.newest,
+                            messages,
+                            topic: None,
+                        });
+                        vec![Step::Loaded(room, history)]
+                    }
+                    Why::Fill => {
+                        let actions = self.feed.filled(room.as_str(), page);
+                        self.act(actions)
+                    }
+                    Why::Original(member) => page
+                        .messages
+                        .first()
+                        .and_then(|(seq, bytes)| codec::decode(&room, *seq, bytes))
+                        .map(|original| vec![Step::Duplicate(member, original)])
+                        .unwrap_or_default(),
+                }
+            }
+        }
+    }
+
+    fn act(&mut self, actions: Vec<Action>) -> Vec<Step> {
+        let mut steps = Vec::new();
+        for action in actions {
+            match action {
+                Action::Deliver { room, seq, message } => {
+                    let decoded = RoomName::parse_stored(&room)
+                        .ok()
+                        .and_then(|name| codec::decode(&name, seq, &message));
+                    match decoded {
+                        Some(message) => steps.push(Step::Appended(message)),
+                        None => warn!(%room, seq, "a message in the log that does not decode"),
+                    }
+                }
+                Action::Fill { room, from } => {
+                    if let Ok(name) = RoomName::parse_stored(&room) {
+                        self.read(name, from, self.page, Why::Fill);
+                    }
+                }
+                // Not told to members yet: the core has no input for it.
+                Action::Gap { room, from, to } => {
+                    warn!(%room, from, to, "messages gone from the log before this node had them");
+                }
+                Action::Reset { room, epoch } => {
+                    warn!(%room, %epoch, "a room's numbering started again in Redis");
+                }
+            }
+        }
+        steps
+    }
+}
+
+/// Appends messages one after the other, in the order the core made them:
+/// a connection's messages are numbered in the order it sent them. (One
+/// at a time costs a Redis round trip per message; pipelining them in
+/// order is for later.)
+async fn append_in_order(
+    log: RoomLog,
+    mut queue: mpsc::UnboundedReceiver<(MemberId, Message)>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    while let Some((member, message)) = queue.recv().await {
+        let key = message.sender.as_ref().zip(message.id.as_deref());
+        let id = key.map(|(sender, id)| (sender.as_str(), id));
+        let result = log.append(message.room.as_str(), id, &codec::encode(&message)).await;
+        if events.send(Event::Appended { member, message, result }).is_err() {
+            return;
+        }
+    }
+}
