@@ -406,8 +406,9 @@ impl Hub {
         for step in engine.handle(event) {
             match step {
                 cluster::Step::Loaded(room, history) => {
-                    self.chat.handle_loaded(now, &room, history)
+                    self.chat.handle_loaded(now, &room, history);
                 }
+                cluster::Step::LoadFailed(room) => self.chat.handle_load_failed(now, &room),
                 cluster::Step::Appended(message) => {
                     self.counters.messages_total += 1;
                     self.chat.handle_appended(now, message);

@@ -40,6 +40,8 @@ pub enum Why {
 pub enum Step {
     /// Give the core what it asked of the room.
     Loaded(RoomName, Option<chat_core::RoomHistory>),
+    /// Tell the core the room could not be read.
+    LoadFailed(RoomName),
     /// Give the core the room's next message.
     Appended(Message),
     /// Answer `member`'s retry with its original.
@@ -100,11 +102,30 @@ impl Engine {
         let _ = self.appends.send((member, message));
     }
 
+    /// Reads `room`'s log on a task of its own. A read for the feed or a
+    /// retry is tried again until Redis answers (the feed waits for it); a
+    /// load's failure goes to the core, which refuses what waited for it.
     fn read(&self, room: RoomName, from: u64, count: usize, why: Why) {
         let (log, events) = (self.log.clone(), self.events.clone());
         tokio::spawn(async move {
-            let result = log.read(room.as_str(), from, count).await;
-            let _ = events.send(Event::Read { room, why, result });
+            let mut wait = Duration::from_millis(100);
+            loop {
+                let result = log.read(room.as_str(), from, count).await;
+                match result {
+                    Err(err) if !matches!(why, Why::Load) => {
+                        warn!(%err, room = %room, "cannot read a room's log from Redis; trying again");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                        if events.is_closed() {
+                            return;
+                        }
+                    }
+                    result => {
+                        let _ = events.send(Event::Read { room, why, result });
+                        return;
+                    }
+                }
+            }
         });
     }
 
@@ -149,13 +170,10 @@ impl Engine {
             Event::Read { room, why, result } => {
                 let page = match result {
                     Ok(page) => page,
+                    // Only a load's read gives up (see `read`).
                     Err(err) => {
                         warn!(%err, room = %room, "cannot read a room's log from Redis");
-                        return match why {
-                            Why::Load => vec![Step::Loaded(room, None)],
-                            // Asked again by the next reconnect or check.
-                            Why::Fill | Why::Original(_) => Vec::new(),
-                        };
+                        return vec![Step::LoadFailed(room)];
                     }
                 };
                 match why {

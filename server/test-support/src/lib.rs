@@ -15,7 +15,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -252,6 +252,7 @@ pub struct Redis {
     child: Child,
     port: u16,
     dir: PathBuf,
+    extra: Vec<String>,
 }
 
 impl Redis {
@@ -267,30 +268,38 @@ impl Redis {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("chat-redis-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        let extra: Vec<String> = extra.iter().map(|arg| (*arg).to_owned()).collect();
         // A port free a moment ago may be taken by the time Redis binds
         // it: then it exits, and another is tried.
         for _ in 0..20 {
             let port =
                 std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-                .args(["--appendonly", "no", "--protected-mode", "no", "--dir"])
-                .arg(&dir)
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server is installed (scripts/test installs it)");
-            let deadline = Instant::now() + WAIT;
-            while child.try_wait().unwrap().is_none() {
-                if redis_answers(port) {
-                    return Self { child, port, dir };
-                }
-                assert!(Instant::now() < deadline, "redis-server never answered on {port}");
-                std::thread::sleep(Duration::from_millis(10));
+            if let Some(child) = spawn_redis(port, &dir, &extra) {
+                return Self { child, port, dir, extra };
             }
         }
         panic!("redis-server could not start on any free port");
+    }
+
+    /// Kills it, as a crash would (what it had not written is lost).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and directory (with AOF on, with
+    /// what it had written).
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            // The port may linger a moment after the kill.
+            if let Some(child) = spawn_redis(self.port, &self.dir, &self.extra) {
+                self.child = child;
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis-server could not start again");
+        }
     }
 
     /// Its address, for `--redis` and the `redis` crate.
@@ -305,6 +314,29 @@ impl Drop for Redis {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `redis-server` on `port`, once it answers; `None` if it exited first
+/// (the port was taken).
+fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> Option<Child> {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(["--appendonly", "no", "--protected-mode", "no", "--dir"])
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (scripts/test installs it)");
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        if redis_answers(port) {
+            return Some(child);
+        }
+        assert!(Instant::now() < deadline, "redis-server never answered on {port}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
 }
 
 /// Whether a Redis on `port` answers a PING.

@@ -340,3 +340,48 @@ async fn three_nodes_with_senders_on_each_deliver_every_message_once_in_one_orde
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_messages_are_refused_for_now_and_all_goes_on_when_it_returns() {
+    use crate::support::{Client, Server};
+    use chat_server::ServerConfig;
+    use serde_json::json;
+    // The strict promise: every write on disk before it is answered.
+    let mut redis = Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let config = || ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
+    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let mut alice = Client::in_room(&a, "alice", "lobby").await;
+    let mut bob = Client::in_room(&b, "bob", "lobby").await;
+    alice.send(json!({"type": "say", "room": "lobby", "text": "before", "id": "a1"})).await;
+    assert_eq!(next_message(&mut bob).await.0, 1);
+    assert_eq!(next_message(&mut alice).await.0, 1);
+
+    redis.kill();
+    let say = json!({"type": "say", "room": "lobby", "text": "meanwhile", "id": "a2"});
+    alice.send(say.clone()).await;
+    let refused = alice.expect_error("unavailable").await;
+    assert_eq!(refused["id"], "a2", "{refused}");
+    let wait = refused["retry_after_ms"].as_u64().unwrap();
+    // The node itself carries on.
+    alice.expect_nothing_pending().await;
+
+    redis.restart();
+    // As a client does: the same message again when told, until taken.
+    let mut taken = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        alice.send(say.clone()).await;
+        let frame = alice.recv().await;
+        if frame["type"] == "message" {
+            taken = Some(frame);
+            break;
+        }
+        assert_eq!(frame["code"], "unavailable", "{frame}");
+    }
+    let taken = taken.expect("taken once Redis is back");
+    assert_eq!((taken["seq"].as_u64(), &taken["text"]), (Some(2), &json!("meanwhile")));
+    // The other node heard it too, its subscription back by itself.
+    assert_eq!(next_message(&mut bob).await, (2, "alice".to_owned(), "meanwhile".to_owned()));
+    a.shutdown().await;
+    b.shutdown().await;
+}
