@@ -164,6 +164,10 @@ pub(crate) struct Hub {
     cluster: Option<cluster::Engine>,
 }
 
+/// How often, in cluster mode, each room's newest `seq` is read from Redis:
+/// what PUB/SUB lost without a reconnect shows there.
+const CLUSTER_CHECK: Duration = Duration::from_secs(2);
+
 /// The most a failing store makes messages wait before trying it again.
 const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
 
@@ -240,6 +244,8 @@ impl Hub {
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stats = tokio::time::interval(Duration::from_secs(1));
         stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut cluster_checks = tokio::time::interval(CLUSTER_CHECK);
+        cluster_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.chat.poll_timeout().map(|at| self.clock.instant(at));
             let timer = async {
@@ -260,6 +266,11 @@ impl Hub {
                 () = timer => self.chat.handle_timeout(self.clock.now()),
                 _ = checks.tick() => self.check_connections(),
                 _ = stats.tick() => self.publish_stats(),
+                _ = cluster_checks.tick(), if self.cluster.is_some() => {
+                    if let Some(engine) = &self.cluster {
+                        engine.check();
+                    }
+                }
             }
             self.drain();
             let mut budget = self.batch;

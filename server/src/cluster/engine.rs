@@ -33,6 +33,8 @@ pub enum Why {
     Fill,
     /// The original of a retry, for `member`.
     Original(MemberId),
+    /// The periodic look at a room's newest `seq`.
+    Check,
 }
 
 /// What the hub must do with what came back.
@@ -94,6 +96,16 @@ impl Engine {
     /// The core wants `room`: listened to first, read once that is so.
     pub fn load(&self, room: &RoomName) {
         self.listener.listen(room.as_str());
+    }
+
+    /// Looks at every room's newest `seq`: a last message whose
+    /// publication was lost shows there. Called every few seconds.
+    pub fn check(&self) {
+        for room in self.feed.rooms() {
+            if let Ok(room) = RoomName::parse_stored(room) {
+                self.read(room, u64::MAX, 1, Why::Check);
+            }
+        }
     }
 
     /// Numbers `message` for `member` (see [`chat_core::Output::Append`]),
@@ -193,6 +205,10 @@ impl Engine {
                     }
                     Why::Fill => {
                         let actions = self.feed.filled(room.as_str(), page);
+                        self.act(actions)
+                    }
+                    Why::Check => {
+                        let actions = self.feed.checked(room.as_str(), &page.epoch, page.newest);
                         self.act(actions)
                     }
                     Why::Original(member) => page

@@ -69,6 +69,11 @@ impl Feed {
         );
     }
 
+    /// The rooms listened to.
+    pub fn rooms(&self) -> impl Iterator<Item = &str> {
+        self.rooms.keys().map(String::as_str)
+    }
+
     /// Stops listening to `room`.
     pub fn forget(&mut self, room: &str) {
         self.rooms.remove(room);

@@ -385,3 +385,56 @@ async fn with_redis_down_messages_are_refused_for_now_and_all_goes_on_when_it_re
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_message_whose_publication_was_lost_is_found_by_the_periodic_check() {
+    use crate::support::{Client, Server};
+    use chat_server::ServerConfig;
+    use serde_json::json;
+    let redis = Redis::start();
+    let config = || ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
+    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let mut alice = Client::in_room(&a, "alice", "lobby").await;
+    let mut bob = Client::in_room(&b, "bob", "lobby").await;
+    alice.send(json!({"type": "say", "room": "lobby", "text": "one", "id": "a1"})).await;
+    assert_eq!(next_message(&mut bob).await.0, 1);
+    // Appended as the script does, but its publication never reaches
+    // anyone, and nothing follows it: only a look at the log can tell.
+    let lost = chat_core::Message {
+        room: chat_core::RoomName::parse("lobby").unwrap(),
+        seq: 2,
+        ts: chat_core::Timestamp::from_unix_millis(1_700_000_000_000),
+        from: chat_core::Nick::parse("alice").unwrap(),
+        text: std::sync::Arc::from("lost in pub/sub"),
+        action: false,
+        id: None,
+        sender: None,
+        attachment: None,
+        kind: chat_core::MessageKind::Said,
+    };
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let seq: u64 = redis::cmd("HINCRBY")
+        .arg("chat:{lobby}:meta")
+        .arg("s")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(seq, 2);
+    let payload = chat_server::cluster::codec::encode(&lost);
+    let _: String = redis::cmd("XADD")
+        .arg("chat:{lobby}:log")
+        .arg("2-1")
+        .arg("m")
+        .arg(payload)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let found = (2, "alice".to_owned(), "lost in pub/sub".to_owned());
+    assert_eq!(next_message(&mut bob).await, found);
+    assert_eq!(next_message(&mut alice).await.0, 1, "alice's own echo first");
+    assert_eq!(next_message(&mut alice).await, found);
+    a.shutdown().await;
+    b.shutdown().await;
+}
