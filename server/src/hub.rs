@@ -644,11 +644,13 @@ impl Hub {
                 // Only in cluster mode (`run` refuses shared sequencing
                 // without it).
                 Output::Append { member, message } => {
-                    match &self.cluster {
-                        Some(engine) => engine.append(member, message),
-                        None => error!(
-                            "a message to number in a shared engine, which this node has not"
-                        ),
+                    if let Some(engine) = &self.cluster {
+                        engine.append(member, message);
+                    } else {
+                        error!("a message to number in a shared engine, which this node has not");
+                        let id = message.id.as_deref().map(str::to_owned);
+                        let frame = wire::cluster_unavailable(id);
+                        self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
                     }
                     continue;
                 }

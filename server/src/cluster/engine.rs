@@ -145,6 +145,8 @@ impl Engine {
     pub fn handle(&mut self, event: Event) -> Vec<Step> {
         match event {
             Event::Heard(Heard::Listening(room)) => {
+                // What is published before the read's answer is held.
+                self.feed.expect(&room);
                 if let Ok(room) = RoomName::parse_stored(&room) {
                     self.read(room, 1, self.page, Why::Load);
                 }
@@ -195,13 +197,16 @@ impl Engine {
                             .iter()
                             .filter_map(|(seq, bytes)| codec::decode(&room, *seq, bytes))
                             .collect();
-                        self.feed.listen(room.as_str(), &page.epoch, page.newest);
+                        let held = self.feed.listen(room.as_str(), &page.epoch, page.newest);
                         let history = (page.newest > 0).then_some(chat_core::RoomHistory {
                             last_seq: page.newest,
                             messages,
                             topic: None,
                         });
-                        vec![Step::Loaded(room, history)]
+                        // The room first, then what came after its read.
+                        let mut steps = vec![Step::Loaded(room, history)];
+                        steps.extend(self.act(held));
+                        steps
                     }
                     Why::Fill => {
                         let actions = self.feed.filled(room.as_str(), page);

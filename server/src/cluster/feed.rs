@@ -35,7 +35,11 @@ pub enum Action {
 /// Where one room stands.
 #[derive(Debug)]
 struct Room {
+    /// `None` between subscribing and the log's first read
+    /// ([`Feed::expect`]): what is heard meanwhile is held.
     epoch: Option<String>,
+    /// The epoch of what was held before the first read.
+    early_epoch: Option<String>,
     /// The next `seq` this node owes its members.
     next: u64,
     /// Heard ahead of `next`, by `seq`.
@@ -55,18 +59,30 @@ pub struct Feed {
 const EARLY_MAX: usize = 4096;
 
 impl Feed {
+    /// `room` is subscribed and its log about to be read: what is heard
+    /// before the read's answer ([`Feed::listen`]) is held, not lost.
+    pub fn expect(&mut self, room: &str) {
+        self.rooms.insert(room.to_owned(), Room::waiting());
+    }
+
     /// Starts listening to `room` after `seq` `delivered` (what its members
-    /// here have, from a read of the log), in `epoch`.
-    pub fn listen(&mut self, room: &str, epoch: &str, delivered: u64) {
-        self.rooms.insert(
-            room.to_owned(),
-            Room {
-                epoch: Some(epoch.to_owned()),
-                next: delivered + 1,
-                early: BTreeMap::new(),
-                filling: false,
-            },
-        );
+    /// here have, from a read of the log), in `epoch`; what was heard since
+    /// [`Feed::expect`] and is newer goes out now.
+    pub fn listen(&mut self, name: &str, epoch: &str, delivered: u64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let room = self.rooms.entry(name.to_owned()).or_insert_with(Room::waiting);
+        // Held from another numbering: worthless.
+        if room.early_epoch.as_deref() != Some(epoch) {
+            room.early.clear();
+        }
+        room.early.retain(|&seq, _| seq > delivered);
+        (room.epoch, room.early_epoch) = (Some(epoch.to_owned()), None);
+        (room.next, room.filling) = (delivered + 1, false);
+        deliver_early(name, room, &mut actions);
+        if !room.early.is_empty() {
+            ask_fill(name, room, &mut actions);
+        }
+        actions
     }
 
     /// The rooms listened to.
@@ -86,6 +102,17 @@ impl Feed {
         let Some(room) = self.rooms.get_mut(&name) else {
             return actions;
         };
+        if room.epoch.is_none() {
+            // Before the first read: held, in one epoch.
+            if room.early_epoch.as_deref() != Some(epoch.as_str()) {
+                room.early.clear();
+                room.early_epoch = Some(epoch);
+            }
+            if room.early.len() < EARLY_MAX {
+                room.early.insert(seq, message);
+            }
+            return actions;
+        }
         if room.epoch.as_deref() != Some(epoch.as_str()) {
             // Numbered anew: start over from the log, all of it.
             restart(&name, room, epoch, &mut actions);
@@ -111,7 +138,7 @@ impl Feed {
     /// check).
     pub fn filled(&mut self, name: &str, page: Page) -> Vec<Action> {
         let mut actions = Vec::new();
-        let Some(room) = self.rooms.get_mut(name) else {
+        let Some(room) = self.rooms.get_mut(name).filter(|room| room.epoch.is_some()) else {
             return actions;
         };
         room.filling = false;
@@ -144,7 +171,8 @@ impl Feed {
     /// meanwhile is read from every room's log.
     pub fn reconnected(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
-        for (name, room) in &mut self.rooms {
+        // (A room still waiting for its first read gets it anyway.)
+        for (name, room) in self.rooms.iter_mut().filter(|(_, room)| room.epoch.is_some()) {
             room.filling = false;
             ask_fill(name, room, &mut actions);
         }
@@ -155,7 +183,7 @@ impl Feed {
     /// publication was lost shows here.
     pub fn checked(&mut self, name: &str, epoch: &str, newest: u64) -> Vec<Action> {
         let mut actions = Vec::new();
-        let Some(room) = self.rooms.get_mut(name) else {
+        let Some(room) = self.rooms.get_mut(name).filter(|room| room.epoch.is_some()) else {
             return actions;
         };
         if room.epoch.as_deref() != Some(epoch) {
@@ -182,10 +210,18 @@ fn deliver_early(name: &str, room: &mut Room, actions: &mut Vec<Action>) {
     }
 }
 
+impl Room {
+    /// Subscribed, its log not read yet.
+    fn waiting() -> Self {
+        Self { epoch: None, early_epoch: None, next: 1, early: BTreeMap::new(), filling: false }
+    }
+}
+
 /// A new epoch: members are told, and the room is read from its start.
 fn restart(name: &str, room: &mut Room, epoch: String, actions: &mut Vec<Action>) {
     actions.push(Action::Reset { room: name.to_owned(), epoch: epoch.clone() });
     room.epoch = Some(epoch);
+    room.early_epoch = None;
     room.next = 1;
     room.early.clear();
     room.filling = false;
@@ -230,7 +266,7 @@ mod tests {
     #[test]
     fn in_order_goes_straight_through_and_a_repeat_is_dropped() {
         let mut feed = Feed::default();
-        feed.listen("lobby", "e1", 0);
+        let _ = feed.listen("lobby", "e1", 0);
         assert_eq!(sorted(&feed.heard(heard(1))), (vec![1], vec![]));
         assert_eq!(sorted(&feed.heard(heard(2))), (vec![2], vec![]));
         assert_eq!(sorted(&feed.heard(heard(2))), (vec![], vec![]), "delivered once");
@@ -239,9 +275,26 @@ mod tests {
     }
 
     #[test]
+    fn what_is_heard_between_subscribing_and_the_first_read_is_held_not_lost() {
+        let mut feed = Feed::default();
+        feed.expect("lobby");
+        // Published while the log is being read: 5 is in the read, 6 not.
+        assert!(feed.heard(heard(5)).is_empty());
+        assert!(feed.heard(heard(6)).is_empty());
+        assert!(feed.checked("lobby", "e1", 6).is_empty(), "nothing to check yet");
+        assert_eq!(sorted(&feed.listen("lobby", "e1", 5)), (vec![6], vec![]));
+        assert_eq!(sorted(&feed.heard(heard(7))), (vec![7], vec![]));
+        // Held from another numbering, it is dropped.
+        feed.expect("dev");
+        let other = Published { room: "dev".into(), epoch: "e0".into(), ..heard(2) };
+        assert!(feed.heard(other).is_empty());
+        assert!(feed.listen("dev", "e1", 1).is_empty());
+    }
+
+    #[test]
     fn a_gap_holds_what_comes_early_until_the_log_fills_it() {
         let mut feed = Feed::default();
-        feed.listen("lobby", "e1", 0);
+        let _ = feed.listen("lobby", "e1", 0);
         feed.heard(heard(1));
         // 2 and 3 lost; 4 and 5 heard: held, and the log asked from 2.
         assert_eq!(sorted(&feed.heard(heard(4))), (vec![], vec![2]));
@@ -255,7 +308,7 @@ mod tests {
     #[test]
     fn a_fill_shorter_than_the_gap_asks_again() {
         let mut feed = Feed::default();
-        feed.listen("lobby", "e1", 0);
+        let _ = feed.listen("lobby", "e1", 0);
         assert_eq!(sorted(&feed.heard(heard(9))), (vec![], vec![1]));
         assert_eq!(sorted(&feed.filled("lobby", page(9, 1..=4))), (vec![1, 2, 3, 4], vec![5]));
         assert_eq!(sorted(&feed.filled("lobby", page(9, 5..=9))), (vec![5, 6, 7, 8, 9], vec![]));
@@ -264,8 +317,8 @@ mod tests {
     #[test]
     fn a_reconnect_or_a_check_finds_what_pubsub_lost() {
         let mut feed = Feed::default();
-        feed.listen("lobby", "e1", 3);
-        feed.listen("dev", "e1", 0);
+        let _ = feed.listen("lobby", "e1", 3);
+        let _ = feed.listen("dev", "e1", 0);
         let mut fills = feed.reconnected();
         fills.sort_by_key(|a| format!("{a:?}"));
         assert_eq!(
@@ -286,7 +339,7 @@ mod tests {
     #[test]
     fn what_the_log_no_longer_holds_is_a_gap_and_a_new_epoch_a_reset() {
         let mut feed = Feed::default();
-        feed.listen("lobby", "e1", 2);
+        let _ = feed.listen("lobby", "e1", 2);
         feed.heard(heard(10));
         // The log keeps 8..=10 only.
         let actions = feed.filled("lobby", page(10, 8..=10));
