@@ -151,6 +151,9 @@ impl Feed {
         if first > room.next && page.newest >= room.next {
             actions.push(Action::Gap { room: name.to_owned(), from: room.next, to: first - 1 });
             room.next = first;
+            // What was held from inside the gap is gone with it: kept, it
+            // would be asked for again and again.
+            room.early = room.early.split_off(&first);
         }
         for (seq, message) in page.messages {
             if seq == room.next {
@@ -357,5 +360,124 @@ mod tests {
         );
         let again = Page { epoch: "e2".into(), ..page(1, 1..=1) };
         assert_eq!(sorted(&feed.filled("lobby", again)), (vec![1], vec![]));
+    }
+
+    /// What a node did with what its feed said, in the simulation below.
+    #[derive(Default)]
+    struct Seen {
+        delivered: Vec<u64>,
+        skipped: Vec<(u64, u64)>,
+        /// Fills asked for, not answered yet.
+        fills: Vec<u64>,
+    }
+
+    impl Seen {
+        fn take(&mut self, actions: Vec<Action>, seed: u64) {
+            for action in actions {
+                match action {
+                    Action::Deliver { seq, message, .. } => {
+                        assert_eq!(message, format!("m{seq}").into_bytes(), "seed {seed}");
+                        self.delivered.push(seq);
+                    }
+                    Action::Fill { from, .. } => self.fills.push(from),
+                    Action::Gap { from, to, .. } => self.skipped.push((from, to)),
+                    Action::Reset { .. } => panic!("seed {seed}: one epoch here"),
+                }
+            }
+        }
+    }
+
+    /// xorshift64*, for the simulation below.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+        }
+    }
+
+    /// A room's log and what a node hears of it, at random: publications
+    /// lost, repeated, late (after later ones, after fills), reconnects and
+    /// checks at any time, fills answered late and in short pages, the log
+    /// trimmed. Whatever happens, the node delivers each `seq` at most
+    /// once and in order, says which ones it skipped (gaps, only below what
+    /// the log still keeps), and once the publications stop, a check brings
+    /// it to the end.
+    #[test]
+    fn random_loss_repeats_and_delays_never_reorder_or_repeat_and_a_check_completes() {
+        for seed in 1..=500u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let keep = 5 + rng.below(30);
+            let mut feed = Feed::default();
+            let _ = feed.listen("lobby", "e1", 0);
+            let mut newest = 0u64;
+            // Heard but not handed to the feed yet.
+            let mut in_flight: Vec<u64> = Vec::new();
+            let mut seen = Seen::default();
+            let log_page = |from: u64, newest: u64, count: u64| {
+                let oldest = newest.saturating_sub(keep) + 1;
+                let first = from.max(oldest);
+                let last = newest.min(first + count - 1);
+                // Nothing from `from` on (`first > last`) is an empty page.
+                let messages = (first..=last).map(|seq| (seq, format!("m{seq}").into_bytes()));
+                Page { newest, epoch: "e1".into(), messages: messages.collect() }
+            };
+            for _ in 0..300 {
+                match rng.below(10) {
+                    // Something is published: heard (maybe twice), or lost.
+                    0..=3 => {
+                        newest += 1;
+                        match rng.below(6) {
+                            0 => {}
+                            1 => in_flight.extend([newest, newest]),
+                            _ => in_flight.push(newest),
+                        }
+                    }
+                    // Something heard reaches the feed, in any order.
+                    4..=5 if !in_flight.is_empty() => {
+                        let seq = in_flight.remove(rng.below(in_flight.len() as u64) as usize);
+                        seen.take(feed.heard(heard(seq)), seed);
+                    }
+                    // A fill is answered, in a page of any length.
+                    6..=7 if !seen.fills.is_empty() => {
+                        let from = seen.fills.remove(0);
+                        let count = 1 + rng.below(8);
+                        seen.take(feed.filled("lobby", log_page(from, newest, count)), seed);
+                    }
+                    8 => seen.take(feed.checked("lobby", "e1", newest), seed),
+                    _ => seen.take(feed.reconnected(), seed),
+                }
+                let delivered = &seen.delivered;
+                assert!(delivered.windows(2).all(|w| w[0] < w[1]), "seed {seed}: {delivered:?}");
+            }
+            // Publications stop; what is in flight arrives; a check and
+            // the fills it asks for bring the node to the end.
+            for seq in std::mem::take(&mut in_flight) {
+                seen.take(feed.heard(heard(seq)), seed);
+            }
+            seen.take(feed.checked("lobby", "e1", newest), seed);
+            for _ in 0..1000 {
+                if seen.fills.is_empty() {
+                    break;
+                }
+                let from = seen.fills.remove(0);
+                seen.take(feed.filled("lobby", log_page(from, newest, 8)), seed);
+            }
+            assert!(seen.fills.is_empty(), "seed {seed}: fills that never end");
+            // Every seq is delivered once, or skipped as gone from the log.
+            let mut accounted: Vec<u64> = seen.delivered.clone();
+            for (from, to) in &seen.skipped {
+                assert!(
+                    *to <= newest.saturating_sub(keep),
+                    "seed {seed}: skipped what the log keeps"
+                );
+                accounted.extend(*from..=*to);
+            }
+            accounted.sort_unstable();
+            assert_eq!(accounted, (1..=newest).collect::<Vec<_>>(), "seed {seed}");
+        }
     }
 }
