@@ -84,6 +84,15 @@ async function login(url, nick) {
   return { context, page, problems };
 }
 
+/** A second tab in the same browser as `who`: the same session, resumed (in #lobby). */
+async function anotherTab(who, url) {
+  const tab = await who.context.newPage();
+  tab.setDefaultTimeout(WAIT);
+  await tab.goto(url);
+  await tab.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#lobby');
+  return tab;
+}
+
 async function say(page, text) {
   await page.fill('#text', text);
   await page.press('#text', 'Enter');
@@ -582,11 +591,8 @@ test('one person in two tabs and across a reload: one session, every message in 
     const alice = await login(server.url, 'alice');
     const bob = await login(server.url, 'bob');
     // A second tab in the same browser: the same session, not "nick taken".
-    const second = await alice.context.newPage();
-    second.setDefaultTimeout(WAIT);
-    await second.goto(server.url);
+    const second = await anotherTab(alice, server.url);
     await second.waitForFunction(() => document.querySelector('#me')?.textContent === 'alice');
-    await second.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#lobby');
     assert.equal(await second.isVisible('#login'), false, 'no login form in the second tab');
     await say(bob.page, 'hi both');
     await seeMessage(alice.page, 'hi both');
@@ -647,9 +653,7 @@ test('direct messages survive a reload and reach someone who was away, with an u
     await say(alice.page, 'while you were out');
     await say(alice.page, 'and one more');
     await seeMessage(alice.page, 'and one more');
-    const page = await bob.context.newPage();
-    page.setDefaultTimeout(WAIT);
-    await page.goto(server.url);
+    const page = await anotherTab(bob, server.url);
     await page.waitForFunction(() => document.querySelector('#me')?.textContent === 'bob');
     await page.waitForFunction(() =>
       [...document.querySelectorAll('#direct-list button.room')].some((b) => b.textContent.startsWith('alice') && b.querySelector('.badge')?.textContent === '2'));
@@ -874,10 +878,7 @@ test('what one tab reads is read in the other: unread counts follow the person',
   try {
     const alice = await login(server.url, 'alice');
     const bob = await login(server.url, 'bob');
-    const second = await alice.context.newPage();
-    second.setDefaultTimeout(WAIT);
-    await second.goto(server.url);
-    await second.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#lobby');
+    const second = await anotherTab(alice, server.url);
     await say(alice.page, '/join dev');
     await alice.page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#dev');
     await second.waitForSelector('#room-list button.room >> text=#dev');

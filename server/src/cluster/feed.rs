@@ -90,11 +90,6 @@ impl Feed {
         self.rooms.keys().map(String::as_str)
     }
 
-    /// Stops listening to `room`.
-    pub fn forget(&mut self, room: &str) {
-        self.rooms.remove(room);
-    }
-
     /// A message heard on a room's channel.
     pub fn heard(&mut self, published: Published) -> Vec<Action> {
         let mut actions = Vec::new();

@@ -28,13 +28,8 @@ pub enum Heard {
 /// The handle to the subscription task; dropping it ends the task.
 #[derive(Debug)]
 pub struct Listener {
-    control: mpsc::UnboundedSender<Control>,
-}
-
-#[derive(Debug)]
-enum Control {
-    Listen(String),
-    Forget(String),
+    /// Rooms to subscribe to.
+    rooms: mpsc::UnboundedSender<String>,
 }
 
 /// The longest wait between two attempts to reach Redis.
@@ -44,29 +39,26 @@ impl Listener {
     /// Starts the subscription task; what it hears comes out of the
     /// receiver.
     pub fn spawn(log: RoomLog) -> (Self, mpsc::UnboundedReceiver<Heard>) {
-        let (control, orders) = mpsc::unbounded_channel();
+        let (rooms, wanted) = mpsc::unbounded_channel();
         let (heard, out) = mpsc::unbounded_channel();
-        tokio::spawn(run(log, orders, heard));
-        (Self { control }, out)
+        tokio::spawn(run(log, wanted, heard));
+        (Self { rooms }, out)
     }
 
     /// Subscribes to `room`'s channel ([`Heard::Listening`] says when).
     pub fn listen(&self, room: &str) {
-        let _ = self.control.send(Control::Listen(room.to_owned()));
-    }
-
-    /// Unsubscribes from `room`'s channel.
-    pub fn forget(&self, room: &str) {
-        let _ = self.control.send(Control::Forget(room.to_owned()));
+        let _ = self.rooms.send(room.to_owned());
     }
 }
 
 async fn run(
     log: RoomLog,
-    mut orders: mpsc::UnboundedReceiver<Control>,
+    mut wanted: mpsc::UnboundedReceiver<String>,
     heard: mpsc::UnboundedSender<Heard>,
 ) {
     let mut rooms: BTreeSet<String> = BTreeSet::new();
+    // Asked for while Redis was away: told as listened to once subscribed.
+    let mut unannounced: BTreeSet<String> = BTreeSet::new();
     let mut retry = Duration::from_millis(50);
     let mut connected_before = false;
     loop {
@@ -80,8 +72,11 @@ async fn run(
                 loop {
                     tokio::select! {
                         () = &mut wait => break,
-                        order = orders.recv() => match order {
-                            Some(order) => apply(&mut rooms, order),
+                        room = wanted.recv() => match room {
+                            Some(room) => {
+                                rooms.insert(room.clone());
+                                unannounced.insert(room);
+                            }
                             None => return,
                         },
                     }
@@ -105,26 +100,23 @@ async fn run(
             }
         }
         connected_before = true;
+        for room in std::mem::take(&mut unannounced) {
+            if heard.send(Heard::Listening(room)).is_err() {
+                return;
+            }
+        }
         loop {
             tokio::select! {
-                order = orders.recv() => {
-                    let Some(order) = order else { return };
-                    let outcome = match &order {
-                        Control::Listen(room) => sink.subscribe(log.channel(room)).await,
-                        Control::Forget(room) => sink.unsubscribe(log.channel(room)).await,
-                    };
-                    let listening = match &order {
-                        Control::Listen(room) if outcome.is_ok() => Some(room.clone()),
-                        _ => None,
-                    };
-                    apply(&mut rooms, order);
-                    if outcome.is_err() {
+                room = wanted.recv() => {
+                    let Some(room) = room else { return };
+                    let subscribed = sink.subscribe(log.channel(&room)).await;
+                    rooms.insert(room.clone());
+                    if subscribed.is_err() {
                         // Subscribed again with the rest once back.
+                        unannounced.insert(room);
                         break;
                     }
-                    if let Some(room) = listening
-                        && heard.send(Heard::Listening(room)).is_err()
-                    {
+                    if heard.send(Heard::Listening(room)).is_err() {
                         return;
                     }
                 }
@@ -142,17 +134,6 @@ async fn run(
                     }
                 }
             }
-        }
-    }
-}
-
-fn apply(rooms: &mut BTreeSet<String>, order: Control) {
-    match order {
-        Control::Listen(room) => {
-            rooms.insert(room);
-        }
-        Control::Forget(room) => {
-            rooms.remove(&room);
         }
     }
 }

@@ -1,17 +1,17 @@
 //! Cluster mode's shared engine on Redis (issue #16, under way): what
 //! several nodes must agree on lives in Redis, in the manner of
-//! Centrifugo's Redis engine.
+//! Centrifugo's Redis engine. So far that is rooms' messages.
 //!
-//! So far, the room log ([`RoomLog`]), a node's subscription to its rooms
-//! ([`Listener`]) and its in-order view of what it hears ([`Feed`]). The
-//! room log: one Lua script per message checks
-//! its idempotency key, numbers it with the room's next `seq`, appends it
-//! to the room's stream (entry id = `seq`, trimmed to the history kept)
-//! and publishes it to the room's channel, atomically; an epoch per room
-//! tells a numbering that started again (Redis lost its data) from one that
-//! goes on; a room's keys share a hash tag, so a Redis Cluster can shard
-//! rooms. The core does not use it yet: the seam through which it will
-//! (a `seq` asked for and answered, instead of decided alone) is next.
+//! The room log ([`RoomLog`]): one Lua script per message checks its
+//! idempotency key, numbers it with the room's next `seq`, appends it to
+//! the room's stream (entry id = `seq`, trimmed to the history kept) and
+//! publishes it to the room's channel, atomically; an epoch per room tells
+//! a numbering that started again (Redis lost its data) from one that goes
+//! on; a room's keys share a hash tag, so a Redis Cluster can shard rooms.
+//! A node's subscription to its rooms ([`Listener`]) and its in-order view
+//! of what it hears ([`Feed`]) bring every message to the core once and in
+//! order; the hub's side of it all is `Engine` (`engine.rs`), which carries
+//! out the core's `Append`s and `Load`s.
 
 pub mod codec;
 mod engine;

@@ -142,7 +142,8 @@ async fn every_append_is_published_with_its_seq_and_epoch_in_order() {
 /// subscription came back after being lost.
 struct Node {
     log: RoomLog,
-    listener: chat_server::cluster::Listener,
+    /// Held: dropping it ends the subscription.
+    _listener: chat_server::cluster::Listener,
     heard: tokio::sync::mpsc::UnboundedReceiver<chat_server::cluster::Heard>,
     feed: chat_server::cluster::Feed,
     delivered: Vec<u64>,
@@ -155,7 +156,8 @@ impl Node {
         let (listener, heard) = chat_server::cluster::Listener::spawn(log.clone());
         listener.listen(room);
         let feed = chat_server::cluster::Feed::default();
-        let mut node = Self { log, listener, heard, feed, delivered: Vec::new(), reconnects: 0 };
+        let mut node =
+            Self { log, _listener: listener, heard, feed, delivered: Vec::new(), reconnects: 0 };
         // Subscribed first, then read: nothing falls in between.
         loop {
             if let chat_server::cluster::Heard::Listening(name) = node.next().await {
@@ -233,7 +235,6 @@ async fn a_subscription_cut_off_mid_stream_loses_nothing_and_repeats_nothing() {
     rest.await.unwrap();
     assert_eq!(node.delivered, (1..=300).collect::<Vec<_>>(), "each once, in order");
     assert_eq!(node.reconnects, 1, "the subscription came back by itself");
-    node.listener.forget("lobby");
 }
 
 /// The next room message `client` gets: (seq, from, text).
@@ -437,4 +438,27 @@ async fn a_last_message_whose_publication_was_lost_is_found_by_the_periodic_chec
     assert_eq!(next_message(&mut alice).await, found);
     a.shutdown().await;
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_asked_for_while_redis_is_away_is_listened_to_once_it_is_back() {
+    use chat_server::cluster::{Heard, Listener};
+    let mut redis = Redis::start();
+    let log = log(&redis, 100).await;
+    let (listener, mut heard) = Listener::spawn(log.clone());
+    listener.listen("lobby");
+    async fn next(heard: &mut tokio::sync::mpsc::UnboundedReceiver<Heard>) -> Heard {
+        tokio::time::timeout(Duration::from_secs(15), heard.recv()).await.unwrap().unwrap()
+    }
+    assert_eq!(next(&mut heard).await, Heard::Listening("lobby".into()));
+    redis.kill();
+    listener.listen("dev");
+    redis.restart();
+    // Whether the subscription failed or was not there to try: once back,
+    // the room is said to be listened to (its log is read only then).
+    let mut got = Vec::new();
+    while !got.contains(&Heard::Listening("dev".into())) {
+        got.push(next(&mut heard).await);
+    }
+    assert!(got.contains(&Heard::Reconnected), "{got:?}");
 }
