@@ -449,6 +449,14 @@ pub struct Stats {
     /// servers: false.
     #[serde(default)]
     pub storage_failing: bool,
+    /// In cluster mode, the node these counters are of (counters are per
+    /// node); absent on a single server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// In cluster mode, why this node cannot reach Redis right now (sends
+    /// are refused with `unavailable` meanwhile); absent while it can.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_down: Option<String>,
 }
 
 /// How a `joined` answers the `after` of its `join`.
@@ -507,6 +515,10 @@ pub struct ServerInfo {
     pub version: String,
     /// The protocol version spoken.
     pub protocol: u32,
+    /// In cluster mode, which node this connection reached (its
+    /// `--node-id`); absent on a single server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// The limits a server enforces, announced in `welcome`.

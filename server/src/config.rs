@@ -24,6 +24,10 @@ pub struct ServerConfig {
     /// `sequencing` is then `Shared`). Nicks, sessions, presence and direct
     /// messages are not shared between nodes yet. Default `None`: one node.
     pub redis: Option<String>,
+    /// This node's name among several, shown in `welcome.server.node`, the
+    /// `$stats` counters and the logs. Default `None` (the binary picks a
+    /// random one in cluster mode).
+    pub node_id: Option<String>,
     /// How long a message (say, dm, edit, delete) may wait in the server
     /// before the chat task takes it. One that waited longer finds the
     /// server overloaded: it is refused with `unavailable` and a
@@ -110,6 +114,7 @@ impl Default for ServerConfig {
             inbound_queue: 4096,
             max_input_wait: Duration::from_millis(250),
             redis: None,
+            node_id: None,
             shutdown_grace: Duration::from_secs(5),
             drain_window: Duration::from_secs(10),
             max_connections: open_file_limit()

@@ -181,7 +181,8 @@ impl Hub {
         bytes_in: Arc<AtomicU64>,
         cluster: Option<cluster::Engine>,
     ) -> Self {
-        let welcome = WelcomeInfo { server: wire::server_info(), limits: wire::limits(config) };
+        let server = wire::server_info(config.node_id.clone());
+        let welcome = WelcomeInfo { server, limits: wire::limits(config) };
         let clock = Clock::new();
         let mut rules = config.chat.clone();
         rules.require_identity |= config.auth_secret.is_some();
@@ -376,6 +377,8 @@ impl Hub {
             history_bytes: self.chat.history_bytes() as u64,
             file_bytes: self.file_bytes,
             storage_failing: self.store_failures > 0,
+            node: self.welcome.server.node.clone(),
+            cluster_down: self.cluster.as_ref().and_then(|engine| engine.health().down()),
         };
         let snapshot = self.counters.snapshot(messages_per_sec, state);
         let bytes = Utf8Bytes::from(wire::stats(&snapshot).encode());

@@ -65,7 +65,7 @@ pub async fn run(
             let remember = config.chat.dedupe_window;
             let engine = cluster::Engine::connect(url, config.chat.history_per_room, remember)
                 .await
-                .with_context(|| format!("connecting to Redis at {url}"))?;
+                .with_context(|| format!("connecting to Redis at {}", cluster::redacted(url)))?;
             Some(engine)
         }
         None => None,
@@ -88,10 +88,11 @@ pub async fn run(
     let (hub_tx, hub_rx) = mpsc::channel(config.inbound_queue);
     let bytes_in = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (engine, cluster_events) = cluster.unzip();
+    let health = engine.as_ref().map(cluster::Engine::health);
     let hub = Hub::new(&config, snapshot, storage, Arc::clone(&bytes_in), engine);
-    let hub = tokio::spawn(hub.run(hub_rx, acks_rx, cluster_events));
+    let hub = tokio::spawn(hub.run(hub_rx, acks_rx, cluster_events).in_current_span());
     // Shared, not cloned, by every connection.
-    let site = Arc::new(web::site(files::server(config.uploads.clone(), &hub_tx)));
+    let site = Arc::new(web::site(files::server(config.uploads.clone(), &hub_tx), health));
     let gate = chat_transport::Gate::with_downloads(
         config.max_connections,
         config.max_connections_per_ip,

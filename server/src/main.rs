@@ -17,6 +17,7 @@ use chat_transport::TlsConfig;
 use clap::{Parser, ValueEnum};
 use sha2::Digest;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
 use crate::tuning::{Tuning, parse_duration, parse_positive_duration, parse_size};
@@ -126,6 +127,17 @@ struct Args {
     /// development: clients must be told to trust it (chat --insecure).
     #[arg(long, env = "CHAT_TLS_SELF_SIGNED", conflicts_with = "tls_cert")]
     tls_self_signed: bool,
+    /// Cluster mode: the Redis (6.2 or later) that several nodes share,
+    /// as redis://[:password@]host[:port][/db] or rediss:// for TLS. Rooms'
+    /// messages are numbered and kept there for every node. Each node still
+    /// needs a --data-dir of its own.
+    #[arg(long, env = "CHAT_REDIS", hide_env_values = true)]
+    redis: Option<String>,
+    /// This node's name in a cluster (letters, digits, '.', '_', '-'; at
+    /// most 64), shown in welcome, the live counters and the logs. Default:
+    /// a random one in cluster mode.
+    #[arg(long, env = "CHAT_NODE_ID", value_parser = parse_node_id)]
+    node_id: Option<String>,
     /// A TOML file of settings, keyed by these flags' long names; flags and
     /// environment variables override it.
     #[arg(long, env = "CHAT_CONFIG", global = true)]
@@ -321,6 +333,11 @@ async fn main() -> anyhow::Result<()> {
     config.auth_secret = secret;
     config.transport.tls = tls_config(&args)?;
     config.stats_token = args.stats_token.clone();
+    config.redis = args.redis.clone();
+    config.node_id = args
+        .node_id
+        .clone()
+        .or_else(|| config.redis.as_ref().map(|_| format!("node-{:08x}", rand::random::<u32>())));
     // Kept until the server stops: an ephemeral server's files go with it.
     let mut scratch = None;
     if args.max_upload > 0 {
@@ -363,9 +380,26 @@ async fn main() -> anyhow::Result<()> {
     let scheme = if config.transport.tls.is_some() { "https" } else { "http" };
     println!("listening on {scheme}://{addr}");
     tracing::info!(%addr, "listening");
-    let served = chat_server::run(listener, config, store, shutdown_signal()).await;
+    let span = match &config.node_id {
+        Some(node) => {
+            tracing::info!(%node, "cluster mode: this node shares the chat through Redis");
+            tracing::info_span!("node", id = %node)
+        }
+        None => tracing::Span::none(),
+    };
+    let served =
+        chat_server::run(listener, config, store, shutdown_signal()).instrument(span).await;
     drop(scratch);
     served
+}
+
+/// A node id as `--node-id` takes it.
+fn parse_node_id(text: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if text.is_empty() || text.len() > 64 || !text.chars().all(allowed) {
+        return Err("1 to 64 letters, digits, '.', '_' or '-'".to_owned());
+    }
+    Ok(text.to_owned())
 }
 
 /// Completes on ctrl-c or SIGTERM.

@@ -80,6 +80,8 @@ pub(crate) struct Snapshot {
     pub history_bytes: u64,
     pub file_bytes: u64,
     pub storage_failing: bool,
+    pub node: Option<String>,
+    pub cluster_down: Option<&'static str>,
 }
 
 /// What the hub knows at a tick that the counters do not.
@@ -99,6 +101,10 @@ pub(crate) struct State {
     pub history_bytes: u64,
     pub file_bytes: u64,
     pub storage_failing: bool,
+    /// This node's name in a cluster.
+    pub node: Option<String>,
+    /// Why Redis cannot be reached, while it cannot.
+    pub cluster_down: Option<&'static str>,
 }
 
 impl Counters {
@@ -135,6 +141,8 @@ impl Counters {
             history_bytes,
             file_bytes,
             storage_failing,
+            node,
+            cluster_down,
         } = state;
         let room_count = rooms.len() as u64;
         rooms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -157,6 +165,8 @@ impl Counters {
             history_bytes,
             file_bytes,
             storage_failing,
+            node,
+            cluster_down,
         }
     }
 }
@@ -188,6 +198,8 @@ mod tests {
             history_bytes: 10,
             file_bytes: 20,
             storage_failing: false,
+            node: None,
+            cluster_down: None,
         };
         let snapshot = counters.snapshot(counters.messages_total - 5, state);
         assert_eq!(snapshot.messages_per_sec, 3);

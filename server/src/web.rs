@@ -1,12 +1,18 @@
 //! The browser chat page, embedded in the binary so the server needs no
 //! files and no external URL.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use chat_transport::{Dynamic, Page, Site};
+use chat_transport::http::StatusCode;
+use chat_transport::{Dynamic, DynamicAnswer, Page, Site};
 
-/// The site the server answers over HTTP; `files` answers `/files/{id}`.
-pub(crate) fn site(files: Arc<dyn Dynamic>) -> Site {
+use crate::cluster::Health;
+
+/// The site the server answers over HTTP; `files` answers `/files/{id}`,
+/// `health` (in cluster mode) what `/healthz` says.
+pub(crate) fn site(files: Arc<dyn Dynamic>, health: Option<Health>) -> Site {
     const INDEX: &[u8] = include_bytes!("../web/index.html");
     let page = |content_type, body| Page { content_type, body };
     let script = |body| page("text/javascript; charset=utf-8", body);
@@ -15,12 +21,42 @@ pub(crate) fn site(files: Arc<dyn Dynamic>) -> Site {
         .page("/index.html", page("text/html; charset=utf-8", INDEX))
         .page("/style.css", page("text/css; charset=utf-8", include_bytes!("../web/style.css")))
         .page("/favicon.svg", page("image/svg+xml", include_bytes!("../web/favicon.svg")))
-        .page("/stats", page("text/html; charset=utf-8", include_bytes!("../web/stats.html")))
-        .page("/healthz", page("text/plain; charset=utf-8", b"ok\n"));
+        .page("/stats", page("text/html; charset=utf-8", include_bytes!("../web/stats.html")));
+    site = match health {
+        Some(health) => site.dynamic("/healthz", Arc::new(Healthz(health))),
+        None => site.page("/healthz", page("text/plain; charset=utf-8", b"ok\n")),
+    };
     for (path, body) in SCRIPTS {
         site = site.page(path, script(body));
     }
     site.dynamic("/files/", files)
+}
+
+/// `/healthz` in cluster mode: `200 ok`, or `503` with the reason while
+/// Redis cannot be reached (the node serves what it can meanwhile; a load
+/// balancer may prefer another).
+#[derive(Debug)]
+struct Healthz(Health);
+
+impl Dynamic for Healthz {
+    fn get(
+        &self,
+        rest: String,
+        _authorization: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = DynamicAnswer> + Send>> {
+        let no_store = vec![("Cache-Control", "no-store".to_owned())];
+        let answer = match (rest.is_empty(), self.0.down()) {
+            (false, _) => {
+                DynamicAnswer::Text(StatusCode::NOT_FOUND, "not found\n".into(), no_store)
+            }
+            (true, None) => DynamicAnswer::Text(StatusCode::OK, "ok\n".into(), no_store),
+            (true, Some(why)) => {
+                let text = format!("redis unavailable: {why}\n");
+                DynamicAnswer::Text(StatusCode::SERVICE_UNAVAILABLE, text.into(), no_store)
+            }
+        };
+        Box::pin(std::future::ready(answer))
+    }
 }
 
 /// The pages' ES modules (server/web/js), served as they are.

@@ -315,12 +315,13 @@ pub(crate) fn code(error: &CommandError) -> ErrorCode {
     }
 }
 
-/// Who this server is.
-pub fn server_info() -> ServerInfo {
+/// Who this server is; `node`, which node of a cluster.
+pub fn server_info(node: Option<String>) -> ServerInfo {
     ServerInfo {
         name: "chat-server".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         protocol: protocol::VERSION,
+        node,
     }
 }
 
@@ -488,5 +489,7 @@ pub(crate) fn stats(snapshot: &crate::stats::Snapshot) -> ServerFrame {
         history_bytes: snapshot.history_bytes,
         file_bytes: snapshot.file_bytes,
         storage_failing: snapshot.storage_failing,
+        node: snapshot.node.clone(),
+        cluster_down: snapshot.cluster_down.map(str::to_owned),
     })
 }

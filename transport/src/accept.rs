@@ -224,9 +224,10 @@ async fn serve<S: Conn>(
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
         return match handler.get(rest, authorization).await {
-            DynamicAnswer::Refused(status, why, headers) => {
-                let mut response = Response::text(status, why);
+            DynamicAnswer::Text(status, text, headers) => {
+                let mut response = Response::text(status, &text);
                 response.headers = headers;
+                response.head_only = head_only;
                 answer(&mut stream, response).await
             }
             DynamicAnswer::File { file, len, content_type, headers } => {

@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -41,8 +42,9 @@ pub enum DynamicAnswer {
         /// More headers (`Content-Disposition`...).
         headers: Vec<(&'static str, String)>,
     },
-    /// An error status with a short plain-text explanation, and headers.
-    Refused(StatusCode, &'static str, Vec<(&'static str, String)>),
+    /// A status with a short plain-text body (an error's explanation, a
+    /// health check's word), and headers.
+    Text(StatusCode, Cow<'static, str>, Vec<(&'static str, String)>),
 }
 
 /// What a server answers over HTTP: static pages by path, dynamic content

@@ -357,7 +357,7 @@ impl Sim {
         let server_config =
             chat_server::ServerConfig { chat: self.config.clone(), ..Default::default() };
         let welcome =
-            WelcomeInfo { server: wire::server_info(), limits: wire::limits(&server_config) };
+            WelcomeInfo { server: wire::server_info(None), limits: wire::limits(&server_config) };
         let mut chat = Chat::new(self.config.clone());
         let now = self.ts();
         for (token, nick) in self.store.sessions.values() {

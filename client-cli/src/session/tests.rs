@@ -68,7 +68,12 @@ fn welcome(limits: Limits) -> ServerFrame {
         nick: "ann".to_owned(),
         resumed: false,
         rooms: Vec::new(),
-        server: ServerInfo { name: "test".to_owned(), version: "0".to_owned(), protocol: 1 },
+        server: ServerInfo {
+            name: "test".to_owned(),
+            version: "0".to_owned(),
+            protocol: 1,
+            node: None,
+        },
         limits,
         token_expires_ms: None,
     }

@@ -135,7 +135,12 @@ fn server_frames_round_trip() {
             nick: "alice".into(),
             resumed: true,
             rooms: vec!["lobby".into()],
-            server: ServerInfo { name: "chat-server".into(), version: "0.1.0".into(), protocol: 1 },
+            server: ServerInfo {
+                name: "chat-server".into(),
+                version: "0.1.0".into(),
+                protocol: 1,
+                node: None,
+            },
             limits,
             token_expires_ms: Some(1_732_442_400_000),
         },
@@ -226,6 +231,8 @@ fn server_frames_round_trip() {
             history_bytes: 11,
             file_bytes: 12,
             storage_failing: false,
+            node: None,
+            cluster_down: None,
         }),
         ServerFrame::Direct {
             from: "a".into(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chat_core::{MemberId, Message, RoomName};
 use redis::RedisResult;
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{Instrument, warn};
 
 use super::{Action, Appended, Feed, Heard, Listener, Page, Published, RoomLog, codec};
 
@@ -79,18 +79,26 @@ impl Engine {
         let (listener, mut heard) = Listener::spawn(log.clone());
         let (events, out) = mpsc::unbounded_channel();
         let forward = events.clone();
-        tokio::spawn(async move {
-            while let Some(heard) = heard.recv().await {
-                if forward.send(Event::Heard(heard)).is_err() {
-                    return;
+        tokio::spawn(
+            async move {
+                while let Some(heard) = heard.recv().await {
+                    if forward.send(Event::Heard(heard)).is_err() {
+                        return;
+                    }
                 }
             }
-        });
+            .in_current_span(),
+        );
         let (appends, queue) = mpsc::unbounded_channel();
-        tokio::spawn(append_in_order(log.clone(), queue, events.clone()));
+        tokio::spawn(append_in_order(log.clone(), queue, events.clone()).in_current_span());
         let engine =
             Self { log, listener, feed: Feed::default(), events, appends, page: history.max(1) };
         Ok((engine, out))
+    }
+
+    /// Whether this node can reach Redis now.
+    pub fn health(&self) -> super::Health {
+        self.log.health().clone()
     }
 
     /// The core wants `room`: listened to first, read once that is so.
@@ -138,7 +146,7 @@ impl Engine {
                     }
                 }
             }
-        });
+        }.in_current_span());
     }
 
     /// What came back, as steps for the hub, in order.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::{Published, RoomLog};
 
@@ -41,7 +41,7 @@ impl Listener {
     pub fn spawn(log: RoomLog) -> (Self, mpsc::UnboundedReceiver<Heard>) {
         let (rooms, wanted) = mpsc::unbounded_channel();
         let (heard, out) = mpsc::unbounded_channel();
-        tokio::spawn(run(log, wanted, heard));
+        tokio::spawn(run(log, wanted, heard).in_current_span());
         (Self { rooms }, out)
     }
 
@@ -65,7 +65,8 @@ async fn run(
         let (mut sink, mut stream) = match log.subscriber().await {
             Ok(pubsub) => pubsub.split(),
             Err(err) => {
-                warn!(%err, retry_ms = retry.as_millis(), "cannot subscribe to Redis; trying again");
+                // Said once by the log's health; each attempt only here.
+                debug!(%err, retry_ms = retry.as_millis(), "cannot subscribe to Redis; trying again");
                 // Orders given meanwhile still count.
                 let wait = tokio::time::sleep(retry);
                 tokio::pin!(wait);
@@ -123,6 +124,7 @@ async fn run(
                 message = stream.next() => {
                     let Some(message) = message else {
                         warn!("the Redis subscription was lost; subscribing again");
+                        log.health().failed("the subscription to Redis was lost");
                         break;
                     };
                     let published =

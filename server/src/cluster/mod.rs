@@ -16,10 +16,39 @@
 pub mod codec;
 mod engine;
 mod feed;
+mod health;
 mod listen;
 mod room_log;
 
 pub(crate) use engine::{Engine, Event, Step};
 pub use feed::{Action, Feed};
+pub use health::Health;
 pub use listen::{Heard, Listener};
 pub use room_log::{Appended, Page, Published, RoomLog};
+
+/// `url` with any password replaced, for logs and errors.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    // The userinfo ends at the last '@' before the path.
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", rest.get(at + 1..).unwrap_or_default()),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn a_password_in_a_redis_url_is_never_shown() {
+        assert_eq!(redacted("redis://:s3cret@db:6379/0"), "redis://***@db:6379/0");
+        assert_eq!(redacted("rediss://user:p@ss@db/1"), "rediss://***@db/1");
+        assert_eq!(redacted("redis://127.0.0.1:6379/"), "redis://127.0.0.1:6379/");
+        assert_eq!(redacted("redis://db/with@path"), "redis://db/with@path");
+        assert_eq!(redacted("not a url"), "not a url");
+    }
+}

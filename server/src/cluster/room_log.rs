@@ -7,6 +7,8 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, PubSub};
 use redis::{RedisResult, Script};
 
+use super::Health;
+
 /// A room's log in Redis, through one self-reconnecting connection.
 #[derive(Clone)]
 pub struct RoomLog {
@@ -19,6 +21,8 @@ pub struct RoomLog {
     remember: Duration,
     append: Script,
     read: Script,
+    /// Whether Redis answered the last call.
+    health: Health,
 }
 
 impl std::fmt::Debug for RoomLog {
@@ -85,6 +89,7 @@ impl RoomLog {
             remember,
             append: Script::new(include_str!("append.lua")),
             read: Script::new(include_str!("read.lua")),
+            health: Health::default(),
         })
     }
 
@@ -105,7 +110,7 @@ impl RoomLog {
             None => self.key(room, "meta"),
         };
         let remember = if id.is_some() { self.remember.as_secs().max(1) } else { 0 };
-        let reply: (u64, String, u8) = self
+        let reply: RedisResult<(u64, String, u8)> = self
             .append
             .key(self.key(room, "meta"))
             .key(self.key(room, "log"))
@@ -116,8 +121,8 @@ impl RoomLog {
             .arg(self.channel(room))
             .arg(remember)
             .invoke_async(&mut self.conn.clone())
-            .await?;
-        let (seq, epoch, duplicate) = reply;
+            .await;
+        let (seq, epoch, duplicate) = self.noted(reply, "a write to Redis failed")?;
         Ok(Appended { seq, epoch, duplicate: duplicate == 1 })
     }
 
@@ -126,7 +131,7 @@ impl RoomLog {
     /// # Errors
     /// Redis failed or answered something else than the script returns.
     pub async fn read(&self, room: &str, from: u64, count: usize) -> RedisResult<Page> {
-        let (newest, epoch, found): (u64, String, Vec<(u64, Vec<u8>)>) = self
+        let reply: RedisResult<(u64, String, Vec<(u64, Vec<u8>)>)> = self
             .read
             .key(self.key(room, "meta"))
             .key(self.key(room, "log"))
@@ -134,7 +139,8 @@ impl RoomLog {
             .arg(count.max(1))
             .arg(fresh_epoch())
             .invoke_async(&mut self.conn.clone())
-            .await?;
+            .await;
+        let (newest, epoch, found) = self.noted(reply, "a read from Redis failed")?;
         Ok(Page { newest, epoch, messages: found })
     }
 
@@ -148,7 +154,13 @@ impl RoomLog {
     /// # Errors
     /// Redis cannot be reached.
     pub async fn subscriber(&self) -> RedisResult<PubSub> {
-        self.client.get_async_pubsub().await
+        let pubsub = self.client.get_async_pubsub().await;
+        self.noted(pubsub, "cannot subscribe to Redis")
+    }
+
+    /// Whether Redis answered this log's last call.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// A message heard on a channel, if it is one of a room's.
@@ -159,6 +171,15 @@ impl RoomLog {
         let epoch = std::str::from_utf8(parts.next()?).ok()?.to_owned();
         let message = parts.next()?.to_vec();
         Some(Published { room: room.to_owned(), seq, epoch, message })
+    }
+
+    /// `result`, noted in [`RoomLog::health`].
+    fn noted<T>(&self, result: RedisResult<T>, failed: &'static str) -> RedisResult<T> {
+        match &result {
+            Ok(_) => self.health.answered(),
+            Err(_) => self.health.failed(failed),
+        }
+        result
     }
 
     /// One of `room`'s keys. The room's name in braces is its hash tag: a

@@ -56,7 +56,7 @@ fn refused(status: StatusCode, why: &'static str) -> DynamicAnswer {
     if status == StatusCode::UNAUTHORIZED {
         headers.push(("WWW-Authenticate", "Bearer".to_owned()));
     }
-    DynamicAnswer::Refused(status, why, headers)
+    DynamicAnswer::Text(status, why.into(), headers)
 }
 
 impl Dynamic for FileServer {

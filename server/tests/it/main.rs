@@ -12,6 +12,7 @@ mod chat;
 mod cluster;
 mod durable;
 mod hostile;
+mod nodes;
 mod resume;
 mod support;
 mod uploads;

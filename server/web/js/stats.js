@@ -99,7 +99,12 @@ function show(stats) {
   $('held').textContent = String(stats.held_for_storage);
   $('history').textContent = formatSize(stats.history_bytes || 0);
   $('files').textContent = formatSize(stats.file_bytes || 0);
-  $('storage').textContent = stats.storage_failing ? 'failing: messages refused' : 'ok';
+  // In cluster mode the counters are one node's, and Redis is storage too.
+  $('node-row').hidden = !stats.node;
+  $('node').textContent = stats.node || '';
+  $('storage').textContent = stats.cluster_down
+    ? `Redis unavailable (${stats.cluster_down}): messages refused`
+    : stats.storage_failing ? 'failing: messages refused' : 'ok';
   $('uptime').textContent = duration(stats.uptime_ms);
   const rows = stats.rooms.map((room) => {
     const tr = document.createElement('tr');
