@@ -120,6 +120,14 @@ pub enum CommandError {
         /// When storage will be tried again.
         retry_after_ms: u64,
     },
+    /// In cluster mode, the engine the cores share could not be reached,
+    /// so what needed it (a nick claimed for a `hello` or `nick`) was not
+    /// done.
+    #[error("the chat's shared state cannot be reached right now; retry in {retry_after_ms} ms")]
+    SharedUnavailable {
+        /// When to try again.
+        retry_after_ms: u64,
+    },
     /// The room's stored history cannot be read right now.
     #[error("room {0} cannot be read right now; try again")]
     RoomUnavailable(RoomName),

@@ -50,6 +50,32 @@ pub enum Output {
         /// The message, to be numbered.
         message: Message,
     },
+    /// In [`Sequencing::Shared`] mode only: claim `nick` for the session
+    /// named `token` in the engine the cores share: granted if no other
+    /// session holds it (or this one already does), taken if one does.
+    /// Answer with [`Chat::handle_claimed`]. While granted, the engine
+    /// keeps it this session's (across all cores) until an
+    /// [`Output::Release`] of it, or until this core is gone.
+    ///
+    /// [`Sequencing::Shared`]: crate::Sequencing::Shared
+    /// [`Chat::handle_claimed`]: crate::Chat::handle_claimed
+    Claim {
+        /// The nick; its folded form is what is unique.
+        nick: Nick,
+        /// The session it is for.
+        token: SessionToken,
+    },
+    /// In [`Sequencing::Shared`] mode only: the session named `token` lets
+    /// go of `nick` (it ended or was renamed). Free it in the shared
+    /// engine if that session still holds it, and never otherwise.
+    ///
+    /// [`Sequencing::Shared`]: crate::Sequencing::Shared
+    Release {
+        /// The nick.
+        nick: Nick,
+        /// The session that held it.
+        token: SessionToken,
+    },
 }
 
 /// What storage holds of a room, the answer to [`Output::Load`].

@@ -34,7 +34,7 @@ mod time;
 mod token;
 
 pub use bucket::{Rate, TokenBucket};
-pub use chat::Chat;
+pub use chat::{Chat, ClaimAnswer};
 pub use command::{Command, Peer};
 pub use config::{ChatConfig, Sequencing};
 pub use error::{CommandError, Quota};

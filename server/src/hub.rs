@@ -268,7 +268,7 @@ impl Hub {
                 _ = checks.tick() => self.check_connections(),
                 _ = stats.tick() => self.publish_stats(),
                 _ = cluster_checks.tick(), if self.cluster.is_some() => {
-                    if let Some(engine) = &self.cluster {
+                    if let Some(engine) = &mut self.cluster {
                         engine.check();
                     }
                 }
@@ -433,6 +433,9 @@ impl Hub {
                 cluster::Step::Refuse(member, id) => {
                     let frame = wire::cluster_unavailable(id.as_deref().map(str::to_owned));
                     self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
+                }
+                cluster::Step::Claimed(nick, answer) => {
+                    self.chat.handle_claimed(now, &nick, answer)
                 }
             }
             self.drain();
@@ -654,6 +657,24 @@ impl Hub {
                         let id = message.id.as_deref().map(str::to_owned);
                         let frame = wire::cluster_unavailable(id);
                         self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
+                    }
+                    continue;
+                }
+                // Only in cluster mode, as appends.
+                Output::Claim { nick, token } => {
+                    match &self.cluster {
+                        Some(engine) => engine.claim(nick, token),
+                        None => {
+                            error!("a nick to claim in a shared engine, which this node has not");
+                            let answer = chat_core::ClaimAnswer::Unavailable;
+                            self.chat.handle_claimed(self.clock.now(), &nick, answer);
+                        }
+                    }
+                    continue;
+                }
+                Output::Release { nick, token } => {
+                    if let Some(engine) = &mut self.cluster {
+                        engine.release(nick, token);
                     }
                     continue;
                 }

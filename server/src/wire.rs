@@ -278,7 +278,8 @@ pub(crate) fn error(id: Option<String>, error: &CommandError) -> ServerFrame {
         | CommandError::JoinRateLimited { retry_after_ms }
         | CommandError::CreateRateLimited { retry_after_ms }
         | CommandError::HistoryRateLimited { retry_after_ms }
-        | CommandError::StoreUnavailable { retry_after_ms } => Some(*retry_after_ms),
+        | CommandError::StoreUnavailable { retry_after_ms }
+        | CommandError::SharedUnavailable { retry_after_ms } => Some(*retry_after_ms),
         CommandError::QuotaExceeded { retry_after_ms, .. } => *retry_after_ms,
         _ => None,
     };
@@ -310,6 +311,7 @@ pub(crate) fn code(error: &CommandError) -> ErrorCode {
         CommandError::Forbidden(_) => ErrorCode::Forbidden,
         CommandError::TooManyRooms { .. }
         | CommandError::StoreUnavailable { .. }
+        | CommandError::SharedUnavailable { .. }
         | CommandError::RoomUnavailable(_) => ErrorCode::Unavailable,
         CommandError::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
     }

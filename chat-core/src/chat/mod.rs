@@ -4,15 +4,18 @@
 //! leaving, loading rooms from storage, memory), `messages.rs` (say,
 //! retries, typing, uploads, taking back what could not be stored),
 //! `directs.rs` (direct messages as conversations between parties) and
-//! `reads.rs` (history, who, rooms, file access).
+//! `reads.rs` (history, who, rooms, file access) and, in cluster mode,
+//! `claims.rs` (nicks agreed with the other cores).
 
+mod claims;
 mod directs;
 mod messages;
 mod reads;
 mod rooms;
 mod sessions;
 
-use sessions::{Session, SourceState};
+pub use claims::ClaimAnswer;
+use sessions::{Grant, Session, SourceState};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -60,6 +63,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 ///   [`Output::Append`] to the engine the cores share, and give each core
 ///   the rooms' numbered messages with [`Chat::handle_appended`] (in `seq`
 ///   order) and a retry's original with [`Chat::handle_duplicate`].
+///   With it too, answer every [`Output::Claim`] of a nick with
+///   [`Chat::handle_claimed`] (a `hello` or `nick` waits for it), and carry
+///   out every [`Output::Release`].
 /// - `now` must not go backwards from one call to the next.
 ///
 /// Every collection iterates in a fixed order, so the same sequence of calls
@@ -72,6 +78,8 @@ pub struct Chat {
     tokens: BTreeMap<SessionToken, SessionId>,
     /// Folded nick to the session holding it, attached or not.
     nicks: BTreeMap<Arc<str>, SessionId>,
+    /// In cluster mode, nicks being claimed, by folded nick.
+    claims: BTreeMap<Arc<str>, claims::Claim>,
     rooms: BTreeMap<RoomId, Room>,
     room_ids: BTreeMap<RoomName, RoomId>,
     /// Every conversation (direct messages), in memory or not.
@@ -184,6 +192,7 @@ impl Chat {
             sessions: BTreeMap::new(),
             tokens: BTreeMap::new(),
             nicks: BTreeMap::new(),
+            claims: BTreeMap::new(),
             rooms: BTreeMap::new(),
             room_ids: BTreeMap::new(),
             conversations: BTreeMap::new(),
@@ -423,6 +432,19 @@ impl Chat {
         }
     }
 
+    /// In [`Sequencing::Shared`] mode: the engine's answer to the
+    /// [`Output::Claim`] of `nick`. Granted, the `hello` or `nick` that
+    /// waited goes on; taken, it is refused with `NickTaken` (a guest nick
+    /// is tried again under another name); unavailable, with
+    /// `SharedUnavailable`. A claim answered for a connection that went
+    /// away meanwhile is released. Answers to no claim are ignored.
+    ///
+    /// [`Sequencing::Shared`]: crate::Sequencing::Shared
+    pub fn handle_claimed(&mut self, now: Timestamp, nick: &Nick, answer: ClaimAnswer) {
+        self.saw(now);
+        self.claimed(now, nick, answer);
+    }
+
     /// Records the core asked to persist could not be stored: their
     /// messages are taken back (numbering goes back, retries are no longer
     /// answered), each sender is told with `StoreUnavailable`, and no
@@ -480,13 +502,18 @@ impl Chat {
 
     /// Restores a session stored before a restart: detached, holding its
     /// nick, ending after [`ChatConfig::session_grace`] unless its token
-    /// resumes it. Ignored if the token or nick is already held.
+    /// resumes it. Ignored if the token or nick is already held. In
+    /// cluster mode its nick is claimed again ([`Output::Claim`]); if
+    /// another session took it meanwhile, this one ends.
     pub fn restore_session(&mut self, now: Timestamp, token: SessionToken, nick: Nick) {
-        if self.tokens.contains_key(&token) || self.nicks.contains_key(nick.folded()) {
+        if self.tokens.contains_key(&token) || self.nick_held(&nick) {
             return;
         }
         let sid = self.new_session(now, token, nick, None, None);
         self.detach(now, sid);
+        if self.config.sequencing == crate::Sequencing::Shared {
+            self.claim_restored(sid);
+        }
     }
 
     /// Restores a stored message at startup so a retry of it is still

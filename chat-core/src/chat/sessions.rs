@@ -10,7 +10,7 @@ use crate::bucket::{Rate, TokenBucket};
 use crate::id::SessionId;
 use crate::{
     ChatConfig, CommandError, DisconnectReason, Event, Identity, MemberId, Nick, Output, Record,
-    RoomId, RoomName, RoomPattern, SessionToken, Source, Timestamp,
+    RoomId, RoomName, RoomPattern, Sequencing, SessionToken, Source, Timestamp,
 };
 
 /// Who a connection speaks for: a nick, the rooms joined, and what it may
@@ -212,12 +212,12 @@ impl Chat {
         let nick = match nick {
             Some(text) => {
                 let nick = Nick::parse(&text).map_err(CommandError::InvalidNick)?;
-                if self.nicks.contains_key(nick.folded()) {
+                if self.nick_held(&nick) {
                     return Err(CommandError::NickTaken(nick));
                 }
-                nick
+                Some(nick)
             }
-            None => self.guest_nick(),
+            None => None,
         };
         // Only tokens this server issued name sessions, so nobody can pick
         // a token another will later present: a token no session holds gets
@@ -228,7 +228,6 @@ impl Chat {
         let Some(conn) = self.conns.get(&member) else {
             return Ok(());
         };
-        let source = conn.source;
         let token = match token {
             Some(token) if self.dedupe.knows(&token) || self.has_conversations(&token) => token,
             _ => conn.proposed.clone(),
@@ -238,6 +237,30 @@ impl Chat {
             // hand this connection someone else's session.
             return Err(CommandError::InvalidSession(crate::NameError::Empty));
         }
+        if self.config.sequencing == Sequencing::Shared {
+            // Every node must agree the nick is this session's first.
+            self.claim_for_hello(member, id.clone(), token, nick, grant);
+            return Ok(());
+        }
+        let nick = nick.unwrap_or_else(|| self.guest_nick());
+        self.start_session(now, member, id, token, nick, grant);
+        Ok(())
+    }
+
+    /// Starts a session for `member`, which said hello, under `token` and
+    /// `nick` (free), and welcomes it.
+    pub(super) fn start_session(
+        &mut self,
+        now: Timestamp,
+        member: MemberId,
+        id: &Option<Arc<str>>,
+        token: SessionToken,
+        nick: Nick,
+        grant: Option<Grant>,
+    ) {
+        let Some(source) = self.conns.get(&member).map(|conn| conn.source) else {
+            return;
+        };
         let expires = grant.as_ref().map(|grant| grant.expires);
         let sid = self.new_session(now, token.clone(), nick.clone(), grant, Some(source));
         if let Some(session) = self.sessions.get_mut(&sid) {
@@ -262,7 +285,11 @@ impl Chat {
             expires,
         };
         self.reply(member, welcome);
-        Ok(())
+    }
+
+    /// Whether a session here holds `nick`, or one is being claimed for it.
+    pub(super) fn nick_held(&self, nick: &Nick) -> bool {
+        self.nicks.contains_key(nick.folded()) || self.claims.contains_key(nick.folded())
     }
 
     /// A new session, detached, counted under `source`.
@@ -662,18 +689,41 @@ impl Chat {
             ));
         }
         let new = Nick::parse(nick).map_err(CommandError::InvalidNick)?;
-        if self.nicks.get(new.folded()).is_some_and(|&holder| holder != sid) {
-            return Err(CommandError::NickTaken(new));
+        let current = self.sessions.get(&sid).map(|session| session.nick.folded());
+        if current != Some(new.folded()) {
+            if self.nick_held(&new) {
+                return Err(CommandError::NickTaken(new));
+            }
+            if self.config.sequencing == Sequencing::Shared {
+                // Every node must agree the new nick is this session's.
+                self.claim_for_rename(asker.clone(), new);
+                return Ok(());
+            }
         }
+        self.apply_rename(member, sid, id, new);
+        Ok(())
+    }
+
+    /// Renames session `sid` to `new` (free, or its own nick written
+    /// differently), for its connection `member`.
+    pub(super) fn apply_rename(
+        &mut self,
+        member: MemberId,
+        sid: SessionId,
+        id: &Option<Arc<str>>,
+        new: Nick,
+    ) {
         let Some(session) = self.sessions.get_mut(&sid) else {
-            debug_assert!(false, "a session id without its session");
-            return Ok(());
+            return;
         };
         let old = std::mem::replace(&mut session.nick, new.clone());
         let token = session.token.clone();
         let rooms: Vec<RoomId> = session.rooms.iter().copied().collect();
         self.nicks.remove(old.folded());
         self.nicks.insert(Arc::from(new.folded()), sid);
+        if old.folded() != new.folded() && self.config.sequencing == Sequencing::Shared {
+            self.outputs.push_back(Output::Release { nick: old.clone(), token: token.clone() });
+        }
         for room in &rooms {
             if let Some(room) = self.rooms.get_mut(room) {
                 room.renamed(sid, &old, &new);
@@ -688,7 +738,7 @@ impl Chat {
             Event::NickChanged { id: id.clone(), old: old.clone(), nick: new.clone() },
         );
         if old == new {
-            return Ok(());
+            return;
         }
         let siblings = self.siblings(member, sid);
         self.deliver(
@@ -696,7 +746,6 @@ impl Chat {
             Event::NickChanged { id: None, old: old.clone(), nick: new.clone() },
         );
         self.announce(sid, &rooms, crate::Presence::Renamed { old, new });
-        Ok(())
     }
 
     /// The first free `guest-NNNN` nick, counting up so the core needs no
@@ -706,7 +755,7 @@ impl Chat {
             let text = format!("guest-{:04}", self.next_guest);
             self.next_guest += 1;
             if let Ok(nick) = Nick::parse(&text)
-                && !self.nicks.contains_key(nick.folded())
+                && !self.nick_held(&nick)
             {
                 return nick;
             }
@@ -733,6 +782,10 @@ impl Chat {
             }
         }
         self.outputs.push_back(Output::Persist(Record::SessionEnded(session.token.clone())));
+        if self.config.sequencing == Sequencing::Shared {
+            let (nick, token) = (session.nick.clone(), session.token.clone());
+            self.outputs.push_back(Output::Release { nick, token });
+        }
         for room in &session.rooms {
             self.remove_from_room(*room, sid, &session.nick);
         }

@@ -283,7 +283,9 @@ impl Harness {
                     self.inboxes.remove(&member);
                     continue;
                 }
-                Output::Append { .. } => panic!("this harness is one core, numbering alone"),
+                Output::Append { .. } | Output::Claim { .. } | Output::Release { .. } => {
+                    panic!("this harness is one core, alone: {output:?}")
+                }
                 Output::Load(room) => {
                     self.loads_seen.push(room.clone());
                     if self.auto_load {

@@ -1,14 +1,15 @@
 //! Several cores serving the same rooms (`Sequencing::Shared`), through an
 //! in-memory stand-in for the engine they share: each room's messages are
-//! numbered once, by the engine, and every core gets them back in order.
+//! numbered once, by the engine, and every core gets them back in order;
+//! a nick is held by one session across all cores.
 //! (Redis plays the engine in the server: `server/tests/it/cluster.rs`.)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chat_core::{
-    Chat, ChatConfig, Command, Event, MemberId, Message, MessageKind, Output, RoomHistory,
-    RoomName, Sequencing, SessionToken, Source, Timestamp,
+    Chat, ChatConfig, ClaimAnswer, Command, CommandError, Departure, Event, MemberId, Message,
+    MessageKind, Nick, Output, RoomHistory, RoomName, Sequencing, SessionToken, Source, Timestamp,
 };
 
 /// The shared engine: every room's log, and the ids appended.
@@ -22,6 +23,16 @@ struct Engine {
     held: BTreeMap<usize, std::collections::VecDeque<(MemberId, Message)>>,
     /// Retries answered with their original.
     duplicates: usize,
+    /// Folded nick to the session holding it.
+    nicks: BTreeMap<String, SessionToken>,
+    /// Claims held back (in flight), answered in order per core.
+    holding_claims: bool,
+    held_claims: BTreeMap<usize, std::collections::VecDeque<(Nick, SessionToken)>>,
+    /// While set, claims are answered `Unavailable` (Redis down).
+    down: bool,
+    /// Nick claims granted and refused.
+    granted: usize,
+    taken: usize,
 }
 
 struct Cluster {
@@ -108,6 +119,19 @@ impl Cluster {
                 });
                 self.cores[core].handle_loaded(self.now, &room, stored);
             }
+            Output::Claim { nick, token } => {
+                if self.engine.holding_claims {
+                    self.engine.held_claims.entry(core).or_default().push_back((nick, token));
+                } else {
+                    self.answer_claim(core, &nick, token);
+                }
+            }
+            Output::Release { nick, token } => {
+                let folded = nick.folded().to_owned();
+                if self.engine.nicks.get(&folded) == Some(&token) {
+                    self.engine.nicks.remove(&folded);
+                }
+            }
             Output::Append { member, message } => {
                 assert_eq!(message.seq, 0, "numbered by the engine, not the core");
                 if self.engine.holding {
@@ -141,7 +165,38 @@ impl Cluster {
         }
     }
 
+    /// The engine grants `nick` to `token` if no other session holds it.
+    fn answer_claim(&mut self, core: usize, nick: &Nick, token: SessionToken) {
+        let answer = if self.engine.down {
+            ClaimAnswer::Unavailable
+        } else {
+            let holder = self.engine.nicks.entry(nick.folded().to_owned()).or_insert(token.clone());
+            if *holder == token { ClaimAnswer::Granted } else { ClaimAnswer::Taken }
+        };
+        match answer {
+            ClaimAnswer::Granted => self.engine.granted += 1,
+            ClaimAnswer::Taken => self.engine.taken += 1,
+            ClaimAnswer::Unavailable => {}
+        }
+        self.cores[core].handle_claimed(self.now, nick, answer);
+    }
+
+    /// The engine gets to the oldest held claim of `core`.
+    fn answer_one_claim(&mut self, core: usize) {
+        let next = self.engine.held_claims.get_mut(&core).and_then(|q| q.pop_front());
+        if let Some((nick, token)) = next {
+            self.answer_claim(core, &nick, token);
+            self.drain();
+        }
+    }
+
     fn release(&mut self) {
+        self.engine.holding_claims = false;
+        for (core, queue) in std::mem::take(&mut self.engine.held_claims) {
+            for (nick, token) in queue {
+                self.answer_claim(core, &nick, token);
+            }
+        }
         self.engine.holding = false;
         for (core, queue) in std::mem::take(&mut self.engine.held) {
             for (member, message) in queue {
@@ -271,11 +326,210 @@ struct Client {
     core: usize,
     member: MemberId,
     token: Option<SessionToken>,
+    /// Its nick once welcomed, as renamed since.
+    nick: Option<String>,
+    /// It quit.
+    gone: bool,
     next: BTreeMap<String, u64>,
     sent: Vec<(String, String, String)>,
 }
 
 const ROOMS: [&str; 3] = ["lobby", "dev", "ops"];
+
+/// Few nicks, so that clients on different cores ask for the same ones.
+const NICKS: [&str; 5] = ["ann", "Ann", "bob", "cy", "dee"];
+
+/// A connection to core `core` that said hello (as `nick`, or as a guest).
+fn greet(cluster: &mut Cluster, core: usize, nick: Option<&str>) -> MemberId {
+    cluster.next += 1;
+    let token = SessionToken::parse(&format!("token-{core}-{}", cluster.next)).unwrap();
+    greet_as(cluster, core, nick, token)
+}
+
+/// The same, with `token` as the connection's proposed token.
+fn greet_as(
+    cluster: &mut Cluster,
+    core: usize,
+    nick: Option<&str>,
+    token: SessionToken,
+) -> MemberId {
+    cluster.next += 1;
+    let member = cluster.cores[core].handle_connect(cluster.now, token, Source::new(cluster.next));
+    let hello = Command::Hello { nick: nick.map(str::to_owned), session: None, identity: None };
+    cluster.send(core, member, Some("h"), hello);
+    member
+}
+
+/// The events `member` of `core` got since the last look.
+fn events(cluster: &mut Cluster, core: usize, member: MemberId) -> Vec<Event> {
+    cluster.inboxes.remove(&(core, member)).unwrap_or_default()
+}
+
+fn welcomed_as(events: &[Event]) -> Option<String> {
+    events.iter().find_map(|event| match event {
+        Event::Welcome { nick, .. } => Some(nick.to_string()),
+        _ => None,
+    })
+}
+
+fn refused(events: &[Event]) -> Option<&CommandError> {
+    events.iter().find_map(|event| match event {
+        Event::Error { error, .. } => Some(error),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_nick_held_on_one_core_is_taken_on_every_other_until_let_go() {
+    let mut cluster = Cluster::new(2);
+    let alice = greet(&mut cluster, 0, Some("alice"));
+    assert_eq!(welcomed_as(&events(&mut cluster, 0, alice)).as_deref(), Some("alice"));
+    // On the other core, in any case.
+    let impostor = greet(&mut cluster, 1, Some("ALICE"));
+    let got = events(&mut cluster, 1, impostor);
+    assert!(matches!(refused(&got), Some(CommandError::NickTaken(_))), "{got:?}");
+    // Renaming onto it from the other core is refused too.
+    let bob = greet(&mut cluster, 1, Some("bob"));
+    events(&mut cluster, 1, bob);
+    cluster.send(1, bob, Some("n"), Command::Nick { nick: "alice".into() });
+    let got = events(&mut cluster, 1, bob);
+    assert!(matches!(refused(&got), Some(CommandError::NickTaken(_))), "{got:?}");
+    // Alice renames: her old nick is free everywhere, her new one hers.
+    cluster.send(0, alice, Some("n"), Command::Nick { nick: "alicia".into() });
+    let got = events(&mut cluster, 0, alice);
+    assert!(
+        got.iter()
+            .any(|e| matches!(e, Event::NickChanged { nick, .. } if nick.as_str() == "alicia"))
+    );
+    assert!(!cluster.engine.nicks.contains_key(Nick::parse("alice").unwrap().folded()));
+    cluster.send(1, bob, Some("n"), Command::Nick { nick: "alice".into() });
+    let got = events(&mut cluster, 1, bob);
+    assert!(
+        got.iter()
+            .any(|e| matches!(e, Event::NickChanged { nick, .. } if nick.as_str() == "alice"))
+    );
+    // A session that quits lets its nick go for everyone.
+    cluster.cores[0].handle_disconnect(cluster.now, alice, Departure::Quit);
+    cluster.drain();
+    let again = greet(&mut cluster, 1, Some("alicia"));
+    assert_eq!(welcomed_as(&events(&mut cluster, 1, again)).as_deref(), Some("alicia"));
+}
+
+#[test]
+fn two_cores_claiming_one_nick_at_once_give_it_to_one_and_commands_wait_their_turn() {
+    let mut cluster = Cluster::new(2);
+    cluster.engine.holding_claims = true;
+    let first = greet(&mut cluster, 0, Some("dana"));
+    let second = greet(&mut cluster, 1, Some("Dana"));
+    // Sent before the hello is answered: they wait for it, in order.
+    let join = Command::Join { room: "lobby".into(), after: None };
+    cluster.send(0, first, Some("j"), join.clone());
+    cluster.send(1, second, Some("j"), join);
+    assert!(events(&mut cluster, 0, first).is_empty(), "nothing before the engine answers");
+    // The other core's claim reaches the engine first.
+    cluster.answer_one_claim(1);
+    let got = events(&mut cluster, 1, second);
+    assert_eq!(welcomed_as(&got).as_deref(), Some("Dana"), "{got:?}");
+    assert!(got.iter().any(|e| matches!(e, Event::Joined { .. })), "{got:?}");
+    cluster.answer_one_claim(0);
+    let got = events(&mut cluster, 0, first);
+    assert!(matches!(refused(&got), Some(CommandError::NickTaken(_))), "{got:?}");
+    assert!(
+        got.iter().any(|e| matches!(e, Event::Error { error: CommandError::HelloRequired, .. })),
+        "its join waited and then found no session: {got:?}"
+    );
+    // It may try another nick at once.
+    cluster.engine.holding_claims = false;
+    cluster.send(
+        0,
+        first,
+        Some("h2"),
+        Command::Hello { nick: Some("dana2".into()), session: None, identity: None },
+    );
+    assert_eq!(welcomed_as(&events(&mut cluster, 0, first)).as_deref(), Some("dana2"));
+}
+
+#[test]
+fn guests_on_several_cores_get_nicks_no_other_core_holds() {
+    let mut cluster = Cluster::new(3);
+    // A guest nick some core would pick first is held already: another is
+    // tried under the same hello.
+    let mut seen = std::collections::BTreeSet::new();
+    for n in 0..60 {
+        let core = n % 3;
+        let member = greet(&mut cluster, core, None);
+        let nick = welcomed_as(&events(&mut cluster, core, member)).expect("a guest is welcomed");
+        assert!(nick.starts_with("guest-"), "{nick}");
+        assert!(seen.insert(nick.clone()), "{nick} given twice");
+    }
+    assert_eq!(cluster.engine.nicks.len(), 60);
+    assert_eq!(cluster.engine.taken, 0);
+    // A guest nick a core would pick first is held by another session (as
+    // when two nodes' guests collide): another is tried, same hello.
+    let token = SessionToken::parse("collides").unwrap();
+    let member = greet_as(&mut cluster, 0, None, token.clone());
+    let first = welcomed_as(&events(&mut cluster, 0, member)).unwrap();
+    cluster.cores[0].handle_disconnect(cluster.now, member, Departure::Quit);
+    cluster.drain();
+    let folded = Nick::parse(&first).unwrap().folded().to_owned();
+    cluster.engine.nicks.insert(folded, SessionToken::parse("squatter").unwrap());
+    let member = greet_as(&mut cluster, 1, None, token);
+    let second = welcomed_as(&events(&mut cluster, 1, member)).expect("welcomed all the same");
+    assert!(second.starts_with("guest-") && second != first, "{first} then {second}");
+    assert_eq!(cluster.engine.taken, 1);
+}
+
+#[test]
+fn an_engine_out_of_reach_refuses_a_hello_for_now_and_a_connection_gone_lets_its_claim_go() {
+    let mut cluster = Cluster::new(2);
+    cluster.engine.down = true;
+    let early = greet(&mut cluster, 0, Some("erin"));
+    let got = events(&mut cluster, 0, early);
+    assert!(
+        matches!(refused(&got), Some(CommandError::SharedUnavailable { retry_after_ms }) if *retry_after_ms > 0),
+        "{got:?}"
+    );
+    assert_eq!(cluster.cores[0].session_count(), 0, "no session without the claim");
+    cluster.engine.down = false;
+    // Granted after its connection went: given back, so the nick is free.
+    cluster.engine.holding_claims = true;
+    let gone = greet(&mut cluster, 0, Some("erin"));
+    cluster.cores[0].handle_disconnect(cluster.now, gone, Departure::Lost);
+    cluster.drain();
+    cluster.answer_one_claim(0);
+    assert!(cluster.engine.nicks.is_empty(), "{:?}", cluster.engine.nicks);
+    cluster.engine.holding_claims = false;
+    let erin = greet(&mut cluster, 1, Some("erin"));
+    assert_eq!(welcomed_as(&events(&mut cluster, 1, erin)).as_deref(), Some("erin"));
+}
+
+#[test]
+fn a_session_restored_at_start_claims_its_nick_again_and_ends_if_another_took_it() {
+    let mut cluster = Cluster::new(2);
+    let frank = greet(&mut cluster, 1, Some("frank"));
+    events(&mut cluster, 1, frank);
+    let now = cluster.now;
+    cluster.cores[0].restore_session(
+        now,
+        SessionToken::parse("old-1").unwrap(),
+        Nick::parse("frank").unwrap(),
+    );
+    cluster.cores[0].restore_session(
+        now,
+        SessionToken::parse("old-2").unwrap(),
+        Nick::parse("gina").unwrap(),
+    );
+    cluster.drain();
+    assert_eq!(cluster.cores[0].session_count(), 1, "frank's old session ended, gina's kept");
+    let gina = Nick::parse("gina").unwrap();
+    assert_eq!(
+        cluster.engine.nicks.get(gina.folded()),
+        Some(&SessionToken::parse("old-2").unwrap())
+    );
+    let impostor = greet(&mut cluster, 1, Some("gina"));
+    let got = events(&mut cluster, 1, impostor);
+    assert!(matches!(refused(&got), Some(CommandError::NickTaken(_))), "{got:?}");
+}
 
 #[test]
 fn random_schedules_on_shared_cores_keep_one_order_with_nothing_twice_or_missing() {
@@ -283,16 +537,17 @@ fn random_schedules_on_shared_cores_keep_one_order_with_nothing_twice_or_missing
         Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
         Err(_) => (1..=300).collect(),
     };
-    let (mut appended, mut duplicates) = (0, 0);
+    let (mut appended, mut duplicates, mut taken) = (0, 0, 0);
     for seed in seeds.iter().copied() {
         let engine = simulate(seed, 400);
         appended += engine.logs.values().map(Vec::len).sum::<usize>();
         duplicates += engine.duplicates;
+        taken += engine.taken;
     }
     if seeds.len() > 1 {
         assert!(
-            appended > 0 && duplicates > 0,
-            "appended {appended}, retries met in flight {duplicates}"
+            appended > 0 && duplicates > 0 && taken > 0,
+            "appended {appended}, retries met in flight {duplicates}, nicks refused {taken}"
         );
     }
 }
@@ -304,25 +559,49 @@ fn simulate(seed: u64, steps: usize) -> Engine {
     let mut ids = 0u64;
     for step in 0..steps {
         let at = format!("seed {seed} step {step}");
-        let roll = rng.below(100);
+        let roll = rng.below(120);
         if clients.is_empty() || (roll < 8 && clients.len() < 8) {
             let core = rng.below(cluster.cores.len());
             cluster.next += 1;
             let token = SessionToken::parse(&format!("sim-{}", cluster.next)).unwrap();
             let source = Source::new(cluster.next);
             let member = cluster.cores[core].handle_connect(cluster.now, token, source);
-            let nick = format!("u{}", clients.len());
-            let hello = Command::Hello { nick: Some(nick), session: None, identity: None };
+            // Guests sometimes; else a nick others may want too.
+            let nick = (rng.below(4) > 0).then(|| NICKS[rng.below(NICKS.len())].to_owned());
+            let hello = Command::Hello { nick, session: None, identity: None };
             cluster.send(core, member, None, hello);
             clients.push(Client {
                 core,
                 member,
                 token: None,
+                nick: None,
+                gone: false,
                 next: BTreeMap::new(),
                 sent: Vec::new(),
             });
+        } else if roll >= 100 {
+            // Nicks: claims in flight, answered later, renames, quits.
+            let c = rng.below(clients.len());
+            let (core, member) = (clients[c].core, clients[c].member);
+            match roll {
+                100..=104 => cluster.engine.holding_claims = !cluster.engine.holding_claims,
+                105..=111 => cluster.answer_one_claim(rng.below(cluster.cores.len())),
+                112..=116 if !clients[c].gone => {
+                    let nick = NICKS[rng.below(NICKS.len())].to_owned();
+                    cluster.send(core, member, None, Command::Nick { nick });
+                }
+                117..=119 if !clients[c].gone => {
+                    cluster.cores[core].handle_disconnect(cluster.now, member, Departure::Quit);
+                    cluster.drain();
+                    clients[c].gone = true;
+                }
+                _ => {}
+            }
         } else {
             let c = rng.below(clients.len());
+            if clients[c].gone {
+                continue;
+            }
             let (core, member) = (clients[c].core, clients[c].member);
             let room = ROOMS[rng.below(ROOMS.len())].to_owned();
             match roll {
@@ -349,12 +628,14 @@ fn simulate(seed: u64, steps: usize) -> Engine {
             }
         }
         check(&mut cluster, &mut clients, &at);
+        nicks_unique(&cluster, &clients, &at);
     }
     cluster.release();
     let at = format!("seed {seed} at the end");
     check(&mut cluster, &mut clients, &at);
+    nicks_unique(&cluster, &clients, &at);
     // Everyone has every message of every room they are in.
-    for (c, client) in clients.iter().enumerate() {
+    for (c, client) in clients.iter().enumerate().filter(|(_, client)| !client.gone) {
         for (room, next) in &client.next {
             let logged =
                 cluster.engine.logs.get(&RoomName::parse(room).unwrap()).map_or(0, Vec::len);
@@ -372,7 +653,11 @@ fn check(cluster: &mut Cluster, clients: &mut [Client], at: &str) {
         let inbox = cluster.inboxes.remove(&(client.core, client.member)).unwrap_or_default();
         for event in inbox {
             match event {
-                Event::Welcome { session, .. } => client.token = Some(session),
+                Event::Welcome { session, nick, .. } => {
+                    client.token = Some(session);
+                    client.nick = Some(nick.to_string());
+                }
+                Event::NickChanged { nick, .. } => client.nick = Some(nick.to_string()),
                 Event::Joined { room, last_seq, history, .. } => {
                     let seqs: Vec<u64> = history.iter().map(|m| m.seq).collect();
                     let first = last_seq + 1 - seqs.len() as u64;
@@ -401,6 +686,22 @@ fn check(cluster: &mut Cluster, clients: &mut [Client], at: &str) {
                 _ => {}
             }
         }
+    }
+}
+
+/// Every client still there holds its nick alone, across all cores, and
+/// the engine says so.
+fn nicks_unique(cluster: &Cluster, clients: &[Client], at: &str) {
+    let mut held: BTreeMap<String, usize> = BTreeMap::new();
+    for (c, client) in clients.iter().enumerate() {
+        let (Some(nick), Some(token), false) = (&client.nick, &client.token, client.gone) else {
+            continue;
+        };
+        let folded = Nick::parse(nick).unwrap().folded().to_owned();
+        if let Some(other) = held.insert(folded.clone(), c) {
+            panic!("{at}: clients {other} and {c} both hold {nick}");
+        }
+        assert_eq!(cluster.engine.nicks.get(&folded), Some(token), "{at}: client {c}'s {nick}");
     }
 }
 

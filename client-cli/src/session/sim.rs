@@ -630,7 +630,9 @@ impl Sim {
                     }
                 }
                 Output::Persist(record) => self.store.persist(record),
-                Output::Append { .. } => panic!("the simulated server numbers its rooms alone"),
+                Output::Append { .. } | Output::Claim { .. } | Output::Release { .. } => {
+                    panic!("the simulated server is one node, alone: {output:?}")
+                }
                 Output::Load(room) => {
                     let stored = self.store.history(&room);
                     server.chat.handle_loaded(ts, &room, stored);

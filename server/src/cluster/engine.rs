@@ -6,12 +6,21 @@
 
 use std::time::Duration;
 
-use chat_core::{MemberId, Message, RoomName};
+use std::collections::BTreeMap;
+
+use chat_core::{ClaimAnswer, MemberId, Message, Nick, RoomName, SessionToken};
 use redis::RedisResult;
 use tokio::sync::mpsc;
 use tracing::{Instrument, warn};
 
-use super::{Action, Appended, Feed, Heard, Listener, Page, Published, RoomLog, codec};
+use super::{Action, Appended, Feed, Heard, Listener, Nicks, Page, Published, RoomLog, codec};
+
+/// How long a nick claim lasts unless its node renews it: how soon the
+/// nicks of a node that died come free.
+const NICK_LEASE: Duration = Duration::from_secs(30);
+
+/// Leases are renewed every this many checks (every 10 s).
+const RENEW_EVERY: u32 = 5;
 
 /// What comes back to the hub.
 #[derive(Debug)]
@@ -22,6 +31,17 @@ pub enum Event {
     Appended { member: MemberId, message: Message, result: RedisResult<Appended> },
     /// A read of `room`'s log from `from` on, for `why`.
     Read { room: RoomName, why: Why, result: RedisResult<Page> },
+    /// The answer to a claim of `nick` for the session of `token`.
+    Claimed { nick: Nick, token: SessionToken, result: RedisResult<bool> },
+}
+
+/// What the nick task does, in the order asked.
+#[derive(Debug)]
+enum NickOp {
+    Claim(Nick, SessionToken),
+    Release(Nick, SessionToken),
+    /// Renew the leases of these (folded nick, token).
+    Renew(Vec<(String, String)>),
 }
 
 /// What a read of a room's log is for.
@@ -50,6 +70,8 @@ pub enum Step {
     Duplicate(MemberId, Message),
     /// Refuse `member`'s message for now: Redis cannot be reached.
     Refuse(MemberId, Option<std::sync::Arc<str>>),
+    /// Give the core the answer to its claim of a nick.
+    Claimed(Nick, ClaimAnswer),
 }
 
 /// The hub's handle on the shared engine.
@@ -63,6 +85,14 @@ pub struct Engine {
     appends: mpsc::UnboundedSender<(MemberId, Message)>,
     /// Messages read per page of a room's log.
     page: usize,
+    /// Nick claims, releases and renewals, to the one task that makes
+    /// them in order (a release never overtakes the claim or renewal
+    /// before it).
+    nick_ops: mpsc::UnboundedSender<NickOp>,
+    /// The nicks this node's sessions hold, by folded nick.
+    held: BTreeMap<String, SessionToken>,
+    /// Checks since the leases were last renewed.
+    checks: u32,
 }
 
 impl Engine {
@@ -91,8 +121,20 @@ impl Engine {
         );
         let (appends, queue) = mpsc::unbounded_channel();
         tokio::spawn(append_in_order(log.clone(), queue, events.clone()).in_current_span());
-        let engine =
-            Self { log, listener, feed: Feed::default(), events, appends, page: history.max(1) };
+        let (nick_ops, queue) = mpsc::unbounded_channel();
+        let nicks = log.nicks(NICK_LEASE);
+        tokio::spawn(nicks_in_order(nicks, queue, events.clone()).in_current_span());
+        let engine = Self {
+            log,
+            listener,
+            feed: Feed::default(),
+            events,
+            appends,
+            page: history.max(1),
+            nick_ops,
+            held: BTreeMap::new(),
+            checks: 0,
+        };
         Ok((engine, out))
     }
 
@@ -106,9 +148,30 @@ impl Engine {
         self.listener.listen(room.as_str());
     }
 
+    /// Claims `nick` for the session of `token` ([`chat_core::Output::Claim`]).
+    pub fn claim(&self, nick: Nick, token: SessionToken) {
+        let _ = self.nick_ops.send(NickOp::Claim(nick, token));
+    }
+
+    /// Lets `nick` go ([`chat_core::Output::Release`]).
+    pub fn release(&mut self, nick: Nick, token: SessionToken) {
+        if self.held.get(nick.folded()) == Some(&token) {
+            self.held.remove(nick.folded());
+        }
+        let _ = self.nick_ops.send(NickOp::Release(nick, token));
+    }
+
     /// Looks at every room's newest `seq`: a last message whose
-    /// publication was lost shows there. Called every few seconds.
-    pub fn check(&self) {
+    /// publication was lost shows there; now and then renews the leases of
+    /// the nicks held here. Called every few seconds.
+    pub fn check(&mut self) {
+        self.checks += 1;
+        if self.checks >= RENEW_EVERY {
+            self.checks = 0;
+            let held =
+                self.held.iter().map(|(folded, token)| (folded.clone(), token.as_str().to_owned()));
+            let _ = self.nick_ops.send(NickOp::Renew(held.collect()));
+        }
         for room in self.feed.rooms() {
             if let Ok(room) = RoomName::parse_stored(room) {
                 self.read(room, u64::MAX, 1, Why::Check);
@@ -189,6 +252,20 @@ impl Engine {
                     vec![Step::Refuse(member, message.id)]
                 }
             },
+            Event::Claimed { nick, token, result } => {
+                let answer = match result {
+                    Ok(true) => {
+                        self.held.insert(nick.folded().to_owned(), token);
+                        ClaimAnswer::Granted
+                    }
+                    Ok(false) => ClaimAnswer::Taken,
+                    Err(err) => {
+                        warn!(%err, "cannot claim a nick in Redis");
+                        ClaimAnswer::Unavailable
+                    }
+                };
+                vec![Step::Claimed(nick, answer)]
+            }
             Event::Read { room, why, result } => {
                 let page = match result {
                     Ok(page) => page,
@@ -281,6 +358,39 @@ async fn append_in_order(
         let result = log.append(message.room.as_str(), id, &codec::encode(&message)).await;
         if events.send(Event::Appended { member, message, result }).is_err() {
             return;
+        }
+    }
+}
+
+/// Claims, releases and renews nicks one after the other, in the order the
+/// hub asked.
+async fn nicks_in_order(
+    nicks: Nicks,
+    mut queue: mpsc::UnboundedReceiver<NickOp>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    while let Some(op) = queue.recv().await {
+        match op {
+            NickOp::Claim(nick, token) => {
+                let result = nicks.claim(nick.folded(), token.as_str()).await;
+                if events.send(Event::Claimed { nick, token, result }).is_err() {
+                    return;
+                }
+            }
+            // A release that fails leaves the lease to run out.
+            NickOp::Release(nick, token) => {
+                if let Err(err) = nicks.release(nick.folded(), token.as_str()).await {
+                    warn!(%err, "cannot release a nick in Redis; its lease will run out");
+                }
+            }
+            NickOp::Renew(held) => match nicks.renew(&held).await {
+                Ok(lost) => {
+                    for folded in lost {
+                        warn!(nick = %folded, "a nick held here is another session's in Redis now (Redis lost it?)");
+                    }
+                }
+                Err(err) => warn!(%err, "cannot renew the nicks' leases in Redis"),
+            },
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Cluster mode's shared engine on Redis (issue #16, under way): what
 //! several nodes must agree on lives in Redis, in the manner of
-//! Centrifugo's Redis engine. So far that is rooms' messages.
+//! Centrifugo's Redis engine. So far that is rooms' messages and nicks.
 //!
 //! The room log ([`RoomLog`]): one Lua script per message checks its
 //! idempotency key, numbers it with the room's next `seq`, appends it to
@@ -10,20 +10,25 @@
 //! on; a room's keys share a hash tag, so a Redis Cluster can shard rooms.
 //! A node's subscription to its rooms ([`Listener`]) and its in-order view
 //! of what it hears ([`Feed`]) bring every message to the core once and in
-//! order; the hub's side of it all is `Engine` (`engine.rs`), which carries
-//! out the core's `Append`s and `Load`s.
+//! order. Nicks ([`Nicks`]) are claimed by a script that grants a nick free
+//! or already the session's, under a lease the node renews, and released
+//! by compare-and-delete. The hub's side of it all is `Engine`
+//! (`engine.rs`), which carries out the core's `Append`s, `Load`s,
+//! `Claim`s and `Release`s.
 
 pub mod codec;
 mod engine;
 mod feed;
 mod health;
 mod listen;
+mod nicks;
 mod room_log;
 
 pub(crate) use engine::{Engine, Event, Step};
 pub use feed::{Action, Feed};
 pub use health::Health;
 pub use listen::{Heard, Listener};
+pub use nicks::Nicks;
 pub use room_log::{Appended, Page, Published, RoomLog};
 
 /// `url` with any password replaced, for logs and errors.

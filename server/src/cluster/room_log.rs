@@ -131,7 +131,7 @@ impl RoomLog {
     /// # Errors
     /// Redis failed or answered something else than the script returns.
     pub async fn read(&self, room: &str, from: u64, count: usize) -> RedisResult<Page> {
-        let reply: RedisResult<(u64, String, Vec<(u64, Vec<u8>)>)> = self
+        let reply: RedisResult<ReadReply> = self
             .read
             .key(self.key(room, "meta"))
             .key(self.key(room, "log"))
@@ -156,6 +156,12 @@ impl RoomLog {
     pub async fn subscriber(&self) -> RedisResult<PubSub> {
         let pubsub = self.client.get_async_pubsub().await;
         self.noted(pubsub, "cannot subscribe to Redis")
+    }
+
+    /// The cluster's nicks, in the same Redis through the same connection,
+    /// claimed for `lease` at a time.
+    pub fn nicks(&self, lease: Duration) -> super::Nicks {
+        super::Nicks::new(self.conn.clone(), &self.prefix, lease, self.health.clone())
     }
 
     /// Whether Redis answered this log's last call.
@@ -188,6 +194,9 @@ impl RoomLog {
         format!("{}:{{{room}}}:{what}", self.prefix)
     }
 }
+
+/// What `read.lua` answers: the newest `seq`, the epoch, the messages.
+type ReadReply = (u64, String, Vec<(u64, Vec<u8>)>);
 
 /// An epoch for a room that has none: random, so a room whose data Redis
 /// lost never gets the epoch it had.

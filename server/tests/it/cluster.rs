@@ -462,3 +462,80 @@ async fn a_room_asked_for_while_redis_is_away_is_listened_to_once_it_is_back() {
     }
     assert!(got.contains(&Heard::Reconnected), "{got:?}");
 }
+
+#[tokio::test]
+async fn a_nick_is_claimed_once_renewed_by_its_holder_and_released_only_by_it() {
+    let redis = Redis::start();
+    let lease = Duration::from_secs(30);
+    let nicks = log(&redis, 10).await.nicks(lease);
+    assert!(nicks.claim("alice", "token-a").await.unwrap());
+    assert!(!nicks.claim("alice", "token-b").await.unwrap(), "another session's");
+    assert!(nicks.claim("alice", "token-a").await.unwrap(), "its holder claims it again");
+    // A release by anyone else changes nothing.
+    nicks.release("alice", "token-b").await.unwrap();
+    assert!(!nicks.claim("alice", "token-b").await.unwrap());
+    // Renewed: the lease starts again; lost: Redis forgot, someone took it.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = "chat:nick:{alice}";
+    let () = redis::cmd("PEXPIRE").arg(key).arg(1000).query_async(&mut conn).await.unwrap();
+    let held = vec![("alice".to_owned(), "token-a".to_owned())];
+    assert_eq!(nicks.renew(&held).await.unwrap(), Vec::<String>::new());
+    let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap();
+    assert!(ttl > 1000 && ttl <= 30_000, "renewed to the lease: {ttl}");
+    let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    assert!(nicks.claim("bob", "token-c").await.unwrap());
+    let held =
+        vec![("alice".to_owned(), "token-a".to_owned()), ("bob".to_owned(), "token-b".to_owned())];
+    assert_eq!(nicks.renew(&held).await.unwrap(), ["bob"], "alice claimed again, bob is token-c's");
+    // Its holder lets it go: free for anyone.
+    nicks.release("alice", "token-a").await.unwrap();
+    assert!(nicks.claim("alice", "token-b").await.unwrap());
+    // The key holds a digest, never the token itself.
+    let stored: String = redis::cmd("GET").arg(key).query_async(&mut conn).await.unwrap();
+    assert!(!stored.contains("token-b") && stored.len() == 32, "{stored}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nick_is_unique_across_nodes_and_free_again_once_let_go() {
+    use crate::support::{Client, Server};
+    use chat_server::ServerConfig;
+    use serde_json::json;
+    let redis = Redis::start();
+    let config = || ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
+    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let mut alice = Client::hello(&a, "alice").await;
+    let mut impostor = Client::connect(&b).await;
+    impostor.send(json!({"type": "hello", "nick": "Alice", "id": "1"})).await;
+    let refused = impostor.expect_error("nick_taken").await;
+    assert_eq!(refused["id"], "1");
+    // Renaming onto a nick held on the other node is refused as well.
+    let mut bob = Client::hello(&b, "bob").await;
+    bob.send(json!({"type": "nick", "nick": "alice", "id": "2"})).await;
+    bob.expect_error("nick_taken").await;
+    // Alice renames on her node: her old nick is free on the other one.
+    alice.send(json!({"type": "nick", "nick": "alicia", "id": "3"})).await;
+    let changed = alice.expect("nick").await;
+    assert_eq!(changed["nick"], "alicia", "{changed}");
+    // Node a lets nicks go in the order it was asked: once a claim made
+    // after the rename is answered, the old nick's release is done.
+    Client::hello(&a, "yan").await;
+    bob.send(json!({"type": "nick", "nick": "alice", "id": "4"})).await;
+    assert_eq!(bob.expect("nick").await["nick"], "alice");
+    // Guests on both nodes never collide, and a quit frees the nick.
+    let mut guests = Vec::new();
+    for node in [&a, &b, &a, &b] {
+        let mut guest = Client::connect(node).await;
+        guest.send(json!({"type": "hello"})).await;
+        guests.push(guest.expect("welcome").await["nick"].as_str().unwrap().to_owned());
+    }
+    let distinct: std::collections::BTreeSet<&String> = guests.iter().collect();
+    assert_eq!(distinct.len(), 4, "{guests:?}");
+    alice.quit().await;
+    Client::hello(&a, "zed").await;
+    let mut again = Client::connect(&b).await;
+    again.send(json!({"type": "hello", "nick": "alicia"})).await;
+    assert_eq!(again.expect("welcome").await["nick"], "alicia");
+    a.shutdown().await;
+    b.shutdown().await;
+}

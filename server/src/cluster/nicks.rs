@@ -1,0 +1,127 @@
+//! Nicks claimed in Redis for the whole cluster (see `claim.lua` and
+//! `release.lua`): a nick's key holds a digest of the token of the session
+//! holding it, under a lease the node renews while the session lives, so
+//! the nicks of a node that died come free once their leases run out.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{RedisResult, Script};
+use sha2::{Digest, Sha256};
+
+use super::Health;
+
+/// The nicks of the cluster in Redis.
+#[derive(Clone)]
+pub struct Nicks {
+    conn: ConnectionManager,
+    prefix: String,
+    lease: Duration,
+    claim: Script,
+    release: Script,
+    health: Health,
+}
+
+impl std::fmt::Debug for Nicks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nicks").field("prefix", &self.prefix).field("lease", &self.lease).finish()
+    }
+}
+
+impl Nicks {
+    /// Nicks under keys starting with `prefix`, claimed for `lease` at a
+    /// time, through `conn`; Redis's answers are noted in `health`.
+    pub fn new(conn: ConnectionManager, prefix: &str, lease: Duration, health: Health) -> Self {
+        Self {
+            conn,
+            prefix: prefix.to_owned(),
+            lease,
+            claim: Script::new(include_str!("claim.lua")),
+            release: Script::new(include_str!("release.lua")),
+            health,
+        }
+    }
+
+    /// Claims `folded` (a nick's folded form) for the session of `token`:
+    /// `true` if it is that session's now, `false` if another's.
+    ///
+    /// # Errors
+    /// Redis failed.
+    pub async fn claim(&self, folded: &str, token: &str) -> RedisResult<bool> {
+        let granted: RedisResult<u8> = self
+            .claim
+            .key(self.key(folded))
+            .arg(holder(token))
+            .arg(self.lease_ms())
+            .invoke_async(&mut self.conn.clone())
+            .await;
+        self.noted(granted.map(|granted| granted == 1))
+    }
+
+    /// Renews the leases of `held` (folded nick, token) in one round trip:
+    /// the nicks another session holds now (Redis lost them and someone
+    /// claimed them since).
+    ///
+    /// # Errors
+    /// Redis failed.
+    pub async fn renew(&self, held: &[(String, String)]) -> RedisResult<Vec<String>> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Loaded first (a restarted Redis has forgotten it), then run by
+        // its digest for every nick in one pipeline.
+        let mut conn = self.conn.clone();
+        let loaded = self.claim.prepare_invoke().load_async(&mut conn).await;
+        let sha = self.noted(loaded)?;
+        let mut pipe = redis::pipe();
+        for (folded, token) in held {
+            pipe.cmd("EVALSHA")
+                .arg(&sha)
+                .arg(1)
+                .arg(self.key(folded))
+                .arg(holder(token))
+                .arg(self.lease_ms());
+        }
+        let answers: RedisResult<Vec<u8>> = pipe.query_async(&mut conn).await;
+        let answers = self.noted(answers)?;
+        let lost = held.iter().zip(answers).filter(|(_, granted)| *granted == 0);
+        Ok(lost.map(|((folded, _), _)| folded.clone()).collect())
+    }
+
+    /// Lets `folded` go if the session of `token` still holds it.
+    ///
+    /// # Errors
+    /// Redis failed (the lease then runs out by itself).
+    pub async fn release(&self, folded: &str, token: &str) -> RedisResult<()> {
+        let released: RedisResult<u8> = self
+            .release
+            .key(self.key(folded))
+            .arg(holder(token))
+            .invoke_async(&mut self.conn.clone())
+            .await;
+        self.noted(released.map(drop))
+    }
+
+    fn key(&self, folded: &str) -> String {
+        format!("{}:nick:{{{folded}}}", self.prefix)
+    }
+
+    fn lease_ms(&self) -> u64 {
+        u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    fn noted<T>(&self, result: RedisResult<T>) -> RedisResult<T> {
+        match &result {
+            Ok(_) => self.health.answered(),
+            Err(_) => self.health.failed("a nick claim in Redis failed"),
+        }
+        result
+    }
+}
+
+/// What a nick's key holds for the session of `token`: a digest, so that
+/// whoever reads Redis cannot speak as the session.
+fn holder(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
