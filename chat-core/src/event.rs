@@ -65,6 +65,41 @@ pub enum Output {
         /// The session it is for.
         token: SessionToken,
     },
+    /// In [`Sequencing::Shared`] mode only: tell the other cores serving
+    /// `room` what a member here did (its presence changed, or it is
+    /// typing), so that they show it to their members of the room with
+    /// [`Chat::handle_remote`], naming the member by a key of the engine's
+    /// (the same for all its changes in the room; a digest of `token`,
+    /// which must not be shown). Changes of one session come in order.
+    /// Who is in a room elsewhere comes with its load
+    /// ([`RoomHistory::remote`]).
+    ///
+    /// [`Sequencing::Shared`]: crate::Sequencing::Shared
+    /// [`Chat::handle_remote`]: crate::Chat::handle_remote
+    Share {
+        /// The room.
+        room: RoomName,
+        /// The member's session.
+        token: SessionToken,
+        /// What it did.
+        change: Shared,
+    },
+    /// In [`Sequencing::Shared`] mode only: the `hello` of `member` brought
+    /// `token`, which names no session here. Find whether a session of it
+    /// lives on another core (or did until that core died) and answer with
+    /// [`Chat::handle_found`]; if one does, its nick's claim becomes this
+    /// core's (it is released from here like any other) and that core is
+    /// told it moved ([`Chat::handle_moved`] there).
+    ///
+    /// [`Sequencing::Shared`]: crate::Sequencing::Shared
+    /// [`Chat::handle_found`]: crate::Chat::handle_found
+    /// [`Chat::handle_moved`]: crate::Chat::handle_moved
+    Lookup {
+        /// The connection that said hello.
+        member: MemberId,
+        /// The token it brought.
+        token: SessionToken,
+    },
     /// In [`Sequencing::Shared`] mode only: the session named `token` lets
     /// go of `nick` (it ended or was renamed). Free it in the shared
     /// engine if that session still holds it, and never otherwise.
@@ -87,6 +122,34 @@ pub struct RoomHistory {
     pub messages: Vec<Message>,
     /// Its topic, if one was set.
     pub topic: Option<Arc<str>>,
+    /// In [`Sequencing::Shared`] mode, who is in the room on the other
+    /// cores (their changes come after with [`Chat::handle_remote`]).
+    ///
+    /// [`Sequencing::Shared`]: crate::Sequencing::Shared
+    /// [`Chat::handle_remote`]: crate::Chat::handle_remote
+    pub remote: Vec<RemoteMember>,
+}
+
+/// A member of a room on another core (cluster mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteMember {
+    /// The engine's key for it (a digest of its session's token; of a
+    /// token's form: ASCII letters, digits, `-`, `_`).
+    pub key: Arc<str>,
+    /// Its nick.
+    pub nick: Nick,
+    /// Whether every connection of its session dropped.
+    pub away: bool,
+}
+
+/// What a member did that the other cores serving its room must show
+/// ([`Output::Share`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shared {
+    /// Its presence changed.
+    Presence(Presence),
+    /// It is typing (already throttled by its core).
+    Typing(Nick),
 }
 
 /// What must survive a restart.

@@ -46,6 +46,8 @@ pub(crate) struct Room {
     /// `recipients` no longer matches the sessions: rebuilt when next read,
     /// so a join storm rebuilds it once per delivery, not once per join.
     pub(crate) recipients_stale: bool,
+    /// How many of `sessions` are members other cores serve.
+    pub(crate) remote: usize,
 }
 
 /// What a message held in memory costs, in bytes.
@@ -74,6 +76,7 @@ impl Room {
             pending_typing: Vec::new(),
             batch_due: false,
             recipients_stale: false,
+            remote: 0,
         }
     }
 

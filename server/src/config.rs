@@ -20,10 +20,16 @@ pub struct ServerConfig {
     /// more. Default 4096.
     pub inbound_queue: usize,
     /// Cluster mode, under way (issue #16): the Redis at this URL numbers
-    /// rooms' messages for every node serving them (the chat's
-    /// `sequencing` is then `Shared`). Nicks, sessions, presence and direct
-    /// messages are not shared between nodes yet. Default `None`: one node.
+    /// rooms' messages for every node serving them, holds nicks, who is in
+    /// each room and where each session lives (the chat's `sequencing` is
+    /// then `Shared`). Direct messages, topics and files are not shared
+    /// between nodes yet. Default `None`: one node.
     pub redis: Option<String>,
+    /// In cluster mode, the lease under which a node holds its sessions'
+    /// nicks and says it lives; it renews them three times a lease. A node
+    /// that dies has its nicks come free, and its members leave every
+    /// room, at most this long (plus a third) after. Default 30 s.
+    pub cluster_lease: Duration,
     /// This node's name among several, shown in `welcome.server.node`, the
     /// `$stats` counters and the logs. Default `None` (the binary picks a
     /// random one in cluster mode).
@@ -115,6 +121,7 @@ impl Default for ServerConfig {
             max_input_wait: Duration::from_millis(250),
             redis: None,
             node_id: None,
+            cluster_lease: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
             drain_window: Duration::from_secs(10),
             max_connections: open_file_limit()

@@ -164,10 +164,6 @@ pub(crate) struct Hub {
     cluster: Option<cluster::Engine>,
 }
 
-/// How often, in cluster mode, each room's newest `seq` is read from Redis:
-/// what PUB/SUB lost without a reconnect shows there.
-const CLUSTER_CHECK: Duration = Duration::from_secs(2);
-
 /// The most a failing store makes messages wait before trying it again.
 const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
 
@@ -245,7 +241,11 @@ impl Hub {
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stats = tokio::time::interval(Duration::from_secs(1));
         stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut cluster_checks = tokio::time::interval(CLUSTER_CHECK);
+        // In cluster mode, what PUB/SUB lost without a reconnect shows in
+        // these checks (see `cluster::Engine::check`).
+        let check_every =
+            self.cluster.as_ref().map_or(Duration::from_secs(3600), cluster::Engine::check_every);
+        let mut cluster_checks = tokio::time::interval(check_every);
         cluster_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.chat.poll_timeout().map(|at| self.clock.instant(at));
@@ -435,8 +435,16 @@ impl Hub {
                     self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
                 }
                 cluster::Step::Claimed(nick, answer) => {
-                    self.chat.handle_claimed(now, &nick, answer)
+                    self.chat.handle_claimed(now, &nick, answer);
                 }
+                cluster::Step::Remote(room, key, change) => {
+                    self.chat.handle_remote(now, &room, &key, change);
+                }
+                cluster::Step::Roster(room, members) => {
+                    self.chat.handle_remote_roster(now, &room, members);
+                }
+                cluster::Step::Found(member, found) => self.chat.handle_found(now, member, found),
+                cluster::Step::Moved(token) => self.chat.handle_moved(now, &token),
             }
             self.drain();
         }
@@ -621,6 +629,14 @@ impl Hub {
                     if matches!(record, Record::Message(_) | Record::Direct(_)) {
                         self.counters.messages_total += 1;
                     }
+                    // In cluster mode Redis learns where each session lives.
+                    if let Some(engine) = &mut self.cluster {
+                        match &record {
+                            Record::Session { token, nick } => engine.session_here(token, nick),
+                            Record::SessionEnded(token) => engine.session_ended(token),
+                            _ => {}
+                        }
+                    }
                     let ticket = self.commits.issue(&record);
                     let file = match (&record, &self.staged) {
                         (Record::Message(m), Some((attachment, _)))
@@ -675,6 +691,19 @@ impl Hub {
                 Output::Release { nick, token } => {
                     if let Some(engine) = &mut self.cluster {
                         engine.release(nick, token);
+                    }
+                    continue;
+                }
+                Output::Share { room, token, change } => {
+                    if let Some(engine) = &mut self.cluster {
+                        engine.share(&room, &token, change);
+                    }
+                    continue;
+                }
+                Output::Lookup { member, token } => {
+                    match &self.cluster {
+                        Some(engine) => engine.lookup(member, token),
+                        None => self.chat.handle_found(self.clock.now(), member, None),
                     }
                     continue;
                 }

@@ -63,7 +63,13 @@ pub async fn run(
         Some(url) => {
             config.chat.sequencing = chat_core::Sequencing::Shared;
             let remember = config.chat.dedupe_window;
-            let engine = cluster::Engine::connect(url, config.chat.history_per_room, remember)
+            let node = config
+                .node_id
+                .get_or_insert_with(|| format!("node-{:08x}", rand::random::<u32>()))
+                .clone();
+            let history = config.chat.history_per_room;
+            let lease = config.cluster_lease;
+            let engine = cluster::Engine::connect(url, &node, lease, history, remember)
                 .await
                 .with_context(|| format!("connecting to Redis at {}", cluster::redacted(url)))?;
             Some(engine)

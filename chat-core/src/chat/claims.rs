@@ -113,14 +113,15 @@ impl Chat {
                 }
                 match answer {
                     ClaimAnswer::Granted => {
-                        self.start_session(now, member, &id, token, nick, grant)
+                        self.start_session(now, member, &id, token, nick, grant, None);
                     }
                     ClaimAnswer::Taken => match guest {
                         Some(tried) if tried + 1 < GUEST_ATTEMPTS => {
                             // Still waiting: another guest nick is claimed.
                             let nick = self.shared_guest_nick(&token, tried + 1);
                             let guest = Some(tried + 1);
-                            self.claim(nick, token, Waiting::Hello { member, id, grant, guest });
+                            let waiting = Waiting::Hello { member, id, grant, guest };
+                            self.claim(nick, token, waiting);
                             return;
                         }
                         _ => self.reply(

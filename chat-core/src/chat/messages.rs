@@ -290,6 +290,7 @@ impl Chat {
         session.typing.get_or_insert_default().insert(room_id, now);
         let nick = session.nick.clone();
         self.typing_deadlines.push_back((now.saturating_add(interval), sid, room_id));
+        self.share(sid, room_id, crate::Shared::Typing(nick.clone()));
         // A big room hears of its typists in one frame an interval.
         if self.batch_typing(room_id, &nick) {
             return Ok(());

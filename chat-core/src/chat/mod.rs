@@ -5,16 +5,21 @@
 //! retries, typing, uploads, taking back what could not be stored),
 //! `directs.rs` (direct messages as conversations between parties) and
 //! `reads.rs` (history, who, rooms, file access) and, in cluster mode,
-//! `claims.rs` (nicks agreed with the other cores).
+//! `claims.rs` (nicks agreed with the other cores), `remote.rs` (the
+//! members other cores serve) and `moves.rs` (sessions moving between
+//! cores).
 
 mod claims;
 mod directs;
 mod messages;
+mod moves;
 mod reads;
+mod remote;
 mod rooms;
 mod sessions;
 
 pub use claims::ClaimAnswer;
+pub use moves::Found;
 use sessions::{Grant, Session, SourceState};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -27,7 +32,7 @@ use crate::id::SessionId;
 use crate::room::Room;
 use crate::{
     ChatConfig, Command, CommandError, Conversation, Departure, Event, MemberId, Message, Nick,
-    Output, Record, RoomHistory, RoomId, RoomName, SessionToken, Source, Timestamp,
+    Output, Record, RoomHistory, RoomId, RoomName, SessionToken, Shared, Source, Timestamp,
 };
 
 /// How often rooms are pruned of messages older than
@@ -64,8 +69,12 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 ///   the rooms' numbered messages with [`Chat::handle_appended`] (in `seq`
 ///   order) and a retry's original with [`Chat::handle_duplicate`].
 ///   With it too, answer every [`Output::Claim`] of a nick with
-///   [`Chat::handle_claimed`] (a `hello` or `nick` waits for it), and carry
-///   out every [`Output::Release`].
+///   [`Chat::handle_claimed`] (a `hello` or `nick` waits for it), carry
+///   out every [`Output::Release`], tell the other cores every
+///   [`Output::Share`] and give each what the others shared with
+///   [`Chat::handle_remote`], answer every [`Output::Lookup`] with
+///   [`Chat::handle_found`], and tell the core a session left with
+///   [`Chat::handle_moved`].
 /// - `now` must not go backwards from one call to the next.
 ///
 /// Every collection iterates in a fixed order, so the same sequence of calls
@@ -80,6 +89,11 @@ pub struct Chat {
     nicks: BTreeMap<Arc<str>, SessionId>,
     /// In cluster mode, nicks being claimed, by folded nick.
     claims: BTreeMap<Arc<str>, claims::Claim>,
+    /// In cluster mode, the remote members of each room by their key.
+    remotes: BTreeMap<(RoomId, Arc<str>), SessionId>,
+    /// In cluster mode, `hello`s waiting to hear whether their session
+    /// lives on another core.
+    lookups: BTreeMap<MemberId, moves::Lookup>,
     rooms: BTreeMap<RoomId, Room>,
     room_ids: BTreeMap<RoomName, RoomId>,
     /// Every conversation (direct messages), in memory or not.
@@ -193,6 +207,8 @@ impl Chat {
             tokens: BTreeMap::new(),
             nicks: BTreeMap::new(),
             claims: BTreeMap::new(),
+            remotes: BTreeMap::new(),
+            lookups: BTreeMap::new(),
             rooms: BTreeMap::new(),
             room_ids: BTreeMap::new(),
             conversations: BTreeMap::new(),
@@ -445,6 +461,60 @@ impl Chat {
         self.claimed(now, nick, answer);
     }
 
+    /// In [`Sequencing::Shared`] mode: what a member of `room` on another
+    /// core did ([`Output::Share`] there), `key` naming it. Shown to the
+    /// room's members here like a member's own; ignored while nobody here
+    /// is in the room (its load brings who is in it then), and for a
+    /// member never seen joining.
+    ///
+    /// [`Sequencing::Shared`]: crate::Sequencing::Shared
+    pub fn handle_remote(&mut self, now: Timestamp, room: &RoomName, key: &str, change: Shared) {
+        self.saw(now);
+        self.remote(now, room, key, change);
+    }
+
+    /// In [`Sequencing::Shared`] mode: the engine's answer to the
+    /// [`Output::Lookup`] for `member`: the session of the token its
+    /// `hello` brought, if one lives on another core. It then moves here
+    /// (welcomed as resumed with its nick and rooms); if not, the `hello`
+    /// starts a new session as on one core.
+    ///
+    /// [`Sequencing::Shared`]: crate::Sequencing::Shared
+    pub fn handle_found(&mut self, now: Timestamp, member: MemberId, found: Option<Found>) {
+        self.saw(now);
+        self.found(now, member, found);
+    }
+
+    /// In [`Sequencing::Shared`] mode: the session of `token` moved to
+    /// another core. Its connections here are closed
+    /// ([`DisconnectReason::SessionResumedElsewhere`]) and it ends here
+    /// without releasing its nick or telling the others it left: it goes
+    /// on there.
+    ///
+    /// [`Sequencing::Shared`]: crate::Sequencing::Shared
+    /// [`DisconnectReason::SessionResumedElsewhere`]: crate::DisconnectReason::SessionResumedElsewhere
+    pub fn handle_moved(&mut self, now: Timestamp, token: &SessionToken) {
+        self.saw(now);
+        self.moved(token);
+    }
+
+    /// In [`Sequencing::Shared`] mode: everyone in `room` on the other
+    /// cores, as the shared engine has it now (read every few seconds, and
+    /// after the engine was out of reach). Members here see the difference
+    /// with what this core had as joins, leaves and changes. Ignored while
+    /// nobody here is in the room.
+    ///
+    /// [`Sequencing::Shared`]: crate::Sequencing::Shared
+    pub fn handle_remote_roster(
+        &mut self,
+        now: Timestamp,
+        room: &RoomName,
+        members: Vec<crate::RemoteMember>,
+    ) {
+        self.saw(now);
+        self.roster(now, room, members);
+    }
+
     /// Records the core asked to persist could not be stored: their
     /// messages are taken back (numbering goes back, retries are no longer
     /// answered), each sender is told with `StoreUnavailable`, and no
@@ -578,9 +648,10 @@ impl Chat {
             .count()
     }
 
-    /// How many sessions exist, attached or waiting to be resumed.
+    /// How many sessions this core holds, attached or waiting to be
+    /// resumed (not the members other cores serve).
     pub fn session_count(&self) -> usize {
-        self.sessions.len()
+        self.sessions.len() - self.remotes.len()
     }
 
     /// How many rooms are held in memory, idle ones included.

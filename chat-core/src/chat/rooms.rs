@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::sessions::Session;
 use super::{Asker, Chat, Parked, Wants};
 use crate::id::SessionId;
 use crate::room::Room;
@@ -282,6 +283,7 @@ impl Chat {
             typing.remove(&room_id);
         }
         let nick = session.nick.clone();
+        self.share(sid, room_id, crate::Shared::Presence(Presence::Left(nick.clone())));
         let siblings = self.siblings(member, sid);
         self.deliver(siblings, Event::Left { id: None, room: name.clone() });
         self.reply(member, Event::Left { id: id.clone(), room: name });
@@ -314,6 +316,7 @@ impl Chat {
         if let Some(to) = to {
             self.deliver(to, event);
         }
+        self.forget_if_only_remote(room_id);
     }
 
     /// A room's sessions or their connections changed: its recipients are
@@ -449,6 +452,9 @@ impl Chat {
                         room.topic = history.topic;
                         room.merge_loaded(history.last_seq, history.messages, capacity);
                     });
+                    for member in history.remote {
+                        self.add_remote(now, room_id, member);
+                    }
                     Some(room_id)
                 }
                 Err(error) => {
@@ -682,7 +688,7 @@ impl Chat {
         let away: Vec<SessionId> = sessions
             .iter()
             .copied()
-            .filter(|sid| self.sessions.get(sid).is_some_and(|s| s.conns.is_empty()))
+            .filter(|sid| self.sessions.get(sid).is_some_and(Session::is_away))
             .collect();
         self.sorted_nicks(&away)
     }

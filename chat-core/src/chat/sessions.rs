@@ -50,6 +50,9 @@ pub(super) struct Session {
 pub(super) enum Conns {
     #[default]
     None,
+    /// None here: a member another core serves (cluster mode; see
+    /// `remote.rs`).
+    Remote,
     One(MemberId),
     /// Boxed: a `Vec` inline would cost every session three words, a box
     /// one.
@@ -59,12 +62,12 @@ pub(super) enum Conns {
 
 impl Conns {
     pub(super) fn is_empty(&self) -> bool {
-        matches!(self, Self::None)
+        matches!(self, Self::None | Self::Remote)
     }
 
     pub(super) fn len(&self) -> usize {
         match self {
-            Self::None => 0,
+            Self::None | Self::Remote => 0,
             Self::One(_) => 1,
             Self::Many(many) => many.len(),
         }
@@ -77,7 +80,7 @@ impl Conns {
     /// Oldest first.
     pub(super) fn iter(&self) -> impl Iterator<Item = MemberId> + '_ {
         let (one, many) = match self {
-            Self::None => (None, &[][..]),
+            Self::None | Self::Remote => (None, &[][..]),
             Self::One(member) => (Some(*member), &[][..]),
             Self::Many(many) => (None, many.as_slice()),
         };
@@ -89,7 +92,7 @@ impl Conns {
             return;
         }
         *self = match std::mem::take(self) {
-            Self::None => Self::One(member),
+            Self::None | Self::Remote => Self::One(member),
             Self::One(first) => Self::Many(Box::new(vec![first, member])),
             Self::Many(mut many) => {
                 many.push(member);
@@ -129,6 +132,17 @@ pub(super) struct Quotas {
 }
 
 impl Session {
+    /// Whether it is away: every connection dropped (for a remote member,
+    /// as its core said).
+    pub(super) fn is_away(&self) -> bool {
+        if self.is_remote() { self.detached_at.is_some() } else { self.conns.is_empty() }
+    }
+
+    /// Whether another core serves it (cluster mode; see `remote.rs`).
+    pub(super) fn is_remote(&self) -> bool {
+        self.conns == Conns::Remote
+    }
+
     /// Its quotas, made full on first use.
     pub(super) fn quotas(&mut self, config: &ChatConfig, now: Timestamp) -> &mut Quotas {
         self.quotas.get_or_insert_with(|| {
@@ -209,6 +223,28 @@ impl Chat {
             Some((nick, grant)) => (Some(nick.as_str().to_owned()), Some(grant)),
             None => (nick, None),
         };
+        if self.config.sequencing == Sequencing::Shared
+            && let Some(token) = token
+        {
+            // Maybe a session another core holds (or held until it died):
+            // it moves here if the engine knows it.
+            self.look_up(member, id.clone(), token, nick, grant);
+            return Ok(());
+        }
+        self.hello_new(now, member, id, token, nick, grant)
+    }
+
+    /// The rest of a `hello` that names no session held here: a new
+    /// session, under the token the client brought if it was ours.
+    pub(super) fn hello_new(
+        &mut self,
+        now: Timestamp,
+        member: MemberId,
+        id: &Option<Arc<str>>,
+        token: Option<SessionToken>,
+        nick: Option<String>,
+        grant: Option<Grant>,
+    ) -> Result<(), CommandError> {
         let nick = match nick {
             Some(text) => {
                 let nick = Nick::parse(&text).map_err(CommandError::InvalidNick)?;
@@ -243,12 +279,14 @@ impl Chat {
             return Ok(());
         }
         let nick = nick.unwrap_or_else(|| self.guest_nick());
-        self.start_session(now, member, id, token, nick, grant);
+        self.start_session(now, member, id, token, nick, grant, None);
         Ok(())
     }
 
     /// Starts a session for `member`, which said hello, under `token` and
-    /// `nick` (free), and welcomes it.
+    /// `nick` (free), and welcomes it; `moved` lists the rooms of a session
+    /// that moved here from another core (welcomed as resumed).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn start_session(
         &mut self,
         now: Timestamp,
@@ -257,6 +295,7 @@ impl Chat {
         token: SessionToken,
         nick: Nick,
         grant: Option<Grant>,
+        moved: Option<Vec<RoomName>>,
     ) {
         let Some(source) = self.conns.get(&member).map(|conn| conn.source) else {
             return;
@@ -280,8 +319,8 @@ impl Chat {
             id: id.clone(),
             nick,
             session: token,
-            resumed: false,
-            rooms: Vec::new(),
+            resumed: moved.is_some(),
+            rooms: moved.unwrap_or_default(),
             expires,
         };
         self.reply(member, welcome);
@@ -474,6 +513,7 @@ impl Chat {
     /// once in a small room, in the next batch in a big one.
     pub(super) fn announce(&mut self, sid: SessionId, rooms: &[RoomId], change: crate::Presence) {
         for &room_id in rooms {
+            self.share(sid, room_id, crate::Shared::Presence(change.clone()));
             if self.batch_presence(room_id, &change) {
                 continue;
             }
@@ -765,6 +805,13 @@ impl Chat {
     /// Ends a session: it leaves every room (the others see it leave), its
     /// nick and token become free, and storage forgets it.
     pub(super) fn end_session(&mut self, sid: SessionId) {
+        self.end_session_as(sid, false);
+    }
+
+    /// Ends a session; `moved`: it goes on on another core, which holds its
+    /// nick and tells the others of its rooms, so nothing is released or
+    /// shared from here.
+    pub(super) fn end_session_as(&mut self, sid: SessionId, moved: bool) {
         let Some(session) = self.sessions.remove(&sid) else {
             return;
         };
@@ -782,9 +829,13 @@ impl Chat {
             }
         }
         self.outputs.push_back(Output::Persist(Record::SessionEnded(session.token.clone())));
-        if self.config.sequencing == Sequencing::Shared {
+        if self.config.sequencing == Sequencing::Shared && !moved {
             let (nick, token) = (session.nick.clone(), session.token.clone());
             self.outputs.push_back(Output::Release { nick, token });
+            for &room in &session.rooms {
+                let left = crate::Shared::Presence(crate::Presence::Left(session.nick.clone()));
+                self.share_as(session.token.clone(), room, left);
+            }
         }
         for room in &session.rooms {
             self.remove_from_room(*room, sid, &session.nick);

@@ -160,7 +160,7 @@ impl Harness {
             Record::Topic { room: r, topic } if r == room => Some(topic.clone()),
             _ => None,
         });
-        Some(RoomHistory { last_seq, messages, topic: topic.flatten() })
+        Some(RoomHistory { last_seq, messages, topic: topic.flatten(), remote: Vec::new() })
     }
 
     /// Storage could not keep `records`, as a driver reports it.
@@ -283,7 +283,11 @@ impl Harness {
                     self.inboxes.remove(&member);
                     continue;
                 }
-                Output::Append { .. } | Output::Claim { .. } | Output::Release { .. } => {
+                Output::Append { .. }
+                | Output::Claim { .. }
+                | Output::Release { .. }
+                | Output::Share { .. }
+                | Output::Lookup { .. } => {
                     panic!("this harness is one core, alone: {output:?}")
                 }
                 Output::Load(room) => {

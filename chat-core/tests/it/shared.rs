@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chat_core::{
-    Chat, ChatConfig, ClaimAnswer, Command, CommandError, Departure, Event, MemberId, Message,
-    MessageKind, Nick, Output, RoomHistory, RoomName, Sequencing, SessionToken, Source, Timestamp,
+    Chat, ChatConfig, ClaimAnswer, Command, CommandError, Departure, Event, Found, MemberId,
+    Message, MessageKind, Nick, Output, Presence, RemoteMember, RoomHistory, RoomName, Sequencing,
+    SessionToken, Shared, Source, Timestamp,
 };
 
 /// The shared engine: every room's log, and the ids appended.
@@ -25,6 +26,9 @@ struct Engine {
     duplicates: usize,
     /// Folded nick to the session holding it.
     nicks: BTreeMap<String, SessionToken>,
+    /// Folded nick to the core that claimed it last for its session: only
+    /// that core's release frees it (a session may have moved on).
+    holders: BTreeMap<String, usize>,
     /// Claims held back (in flight), answered in order per core.
     holding_claims: bool,
     held_claims: BTreeMap<usize, std::collections::VecDeque<(Nick, SessionToken)>>,
@@ -33,6 +37,13 @@ struct Engine {
     /// Nick claims granted and refused.
     granted: usize,
     taken: usize,
+    /// Who is in each room, by key (the token here): its core, nick and
+    /// whether it is away.
+    members: BTreeMap<RoomName, BTreeMap<String, (usize, Nick, bool)>>,
+    /// Each session's core and nick, as the cores' records say.
+    sessions: BTreeMap<SessionToken, (usize, Nick)>,
+    /// Sessions that moved between cores.
+    moves: usize,
 }
 
 struct Cluster {
@@ -105,19 +116,69 @@ impl Cluster {
                     self.inboxes.entry((core, *member)).or_default().push((*event).clone());
                 }
             }
-            Output::Persist(record) => {
-                assert!(
-                    !matches!(record, chat_core::Record::Message(_)),
-                    "a core that does not number its messages does not store them: {record:?}"
-                );
-            }
+            Output::Persist(record) => match record {
+                chat_core::Record::Message(_) => {
+                    panic!("a core that does not number its messages does not store them")
+                }
+                // Where each session lives, as its cores say.
+                chat_core::Record::Session { token, nick } => {
+                    self.engine.sessions.insert(token, (core, nick));
+                }
+                chat_core::Record::SessionEnded(token)
+                    if self.engine.sessions.get(&token).is_some_and(|(on, _)| *on == core) =>
+                {
+                    self.engine.sessions.remove(&token);
+                }
+                _ => {}
+            },
             Output::Load(room) => {
-                let stored = self.engine.logs.get(&room).map(|log| RoomHistory {
-                    last_seq: log.len() as u64,
-                    messages: log.clone(),
+                let remote: Vec<RemoteMember> = self
+                    .engine
+                    .members
+                    .get(&room)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, (on, _, _))| *on != core)
+                    .map(|(key, (_, nick, away))| RemoteMember {
+                        key: Arc::from(key.as_str()),
+                        nick: nick.clone(),
+                        away: *away,
+                    })
+                    .collect();
+                let log = self.engine.logs.get(&room);
+                let stored = (log.is_some() || !remote.is_empty()).then(|| RoomHistory {
+                    last_seq: log.map_or(0, |log| log.len() as u64),
+                    messages: log.cloned().unwrap_or_default(),
                     topic: None,
+                    remote,
                 });
                 self.cores[core].handle_loaded(self.now, &room, stored);
+            }
+            Output::Share { room, token, change } => {
+                let key = token.as_str().to_owned();
+                let members = self.engine.members.entry(room.clone()).or_default();
+                match &change {
+                    Shared::Presence(Presence::Joined(nick)) => {
+                        members.insert(key.clone(), (core, nick.clone(), false));
+                    }
+                    Shared::Presence(Presence::Left(_)) => {
+                        members.remove(&key);
+                    }
+                    Shared::Presence(Presence::Away(_) | Presence::Back(_)) => {
+                        if let Some(member) = members.get_mut(&key) {
+                            member.2 = matches!(change, Shared::Presence(Presence::Away(_)));
+                        }
+                    }
+                    Shared::Presence(Presence::Renamed { new, .. }) => {
+                        if let Some(member) = members.get_mut(&key) {
+                            member.1 = new.clone();
+                        }
+                    }
+                    Shared::Typing(_) => {}
+                }
+                for other in (0..self.cores.len()).filter(|&c| c != core) {
+                    self.cores[other].handle_remote(self.now, &room, &key, change.clone());
+                }
             }
             Output::Claim { nick, token } => {
                 if self.engine.holding_claims {
@@ -128,8 +189,64 @@ impl Cluster {
             }
             Output::Release { nick, token } => {
                 let folded = nick.folded().to_owned();
-                if self.engine.nicks.get(&folded) == Some(&token) {
+                let held = self.engine.nicks.get(&folded) == Some(&token)
+                    && self.engine.holders.get(&folded) == Some(&core);
+                if held {
                     self.engine.nicks.remove(&folded);
+                    self.engine.holders.remove(&folded);
+                }
+            }
+            Output::Lookup { member, token } => {
+                // Found if it lives elsewhere and still holds its nick,
+                // whose claim is this core's from now on.
+                let elsewhere = self.engine.sessions.get(&token).filter(|(on, nick)| {
+                    *on != core && self.engine.nicks.get(nick.folded()) == Some(&token)
+                });
+                let found = elsewhere.map(|(on, nick)| {
+                    let key = token.as_str();
+                    let rooms = self.engine.members.iter();
+                    let rooms = rooms.filter(|(_, members)| members.contains_key(key));
+                    (
+                        *on,
+                        Found {
+                            nick: nick.clone(),
+                            rooms: rooms.map(|(r, _)| r.clone()).collect(),
+                            key: Arc::from(key),
+                        },
+                    )
+                });
+                match found {
+                    Some((on, found)) => {
+                        self.engine.moves += 1;
+                        // The session and its nick's claim are this core's
+                        // from now on.
+                        self.engine.holders.insert(found.nick.folded().to_owned(), core);
+                        self.engine.sessions.insert(token.clone(), (core, found.nick.clone()));
+                        self.cores[on].handle_moved(self.now, &token);
+                        // The core it left drops what it said of it, if
+                        // still its own, and tells the others it left.
+                        let key = token.as_str().to_owned();
+                        let mut left = Vec::new();
+                        for (room, members) in &mut self.engine.members {
+                            if let Some((_, nick, _)) = members.get(&key).filter(|m| m.0 == on) {
+                                left.push((room.clone(), nick.clone()));
+                                members.remove(&key);
+                            }
+                        }
+                        for (room, nick) in left {
+                            let change = Shared::Presence(Presence::Left(nick));
+                            for other in (0..self.cores.len()).filter(|&c| c != on) {
+                                self.cores[other].handle_remote(
+                                    self.now,
+                                    &room,
+                                    &key,
+                                    change.clone(),
+                                );
+                            }
+                        }
+                        self.cores[core].handle_found(self.now, member, Some(found));
+                    }
+                    None => self.cores[core].handle_found(self.now, member, None),
                 }
             }
             Output::Append { member, message } => {
@@ -174,7 +291,10 @@ impl Cluster {
             if *holder == token { ClaimAnswer::Granted } else { ClaimAnswer::Taken }
         };
         match answer {
-            ClaimAnswer::Granted => self.engine.granted += 1,
+            ClaimAnswer::Granted => {
+                self.engine.granted += 1;
+                self.engine.holders.insert(nick.folded().to_owned(), core);
+            }
             ClaimAnswer::Taken => self.engine.taken += 1,
             ClaimAnswer::Unavailable => {}
         }
@@ -531,23 +651,198 @@ fn a_session_restored_at_start_claims_its_nick_again_and_ends_if_another_took_it
     assert!(matches!(refused(&got), Some(CommandError::NickTaken(_))), "{got:?}");
 }
 
+/// The last event of `kind` (by its wire name) among `events`.
+fn presence_of(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Presence { change, .. } => Some(format!("{change:?}")),
+            Event::Typing { nick, .. } => Some(format!("Typing({nick})")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn members_on_other_cores_are_listed_counted_and_their_presence_shown() {
+    let mut cluster = Cluster::new(2);
+    let alice = cluster.member(0, "alice", "lobby");
+    events(&mut cluster, 0, alice);
+    let bob = cluster.member(1, "bob", "lobby");
+    // Bob's core read the room with who is in it elsewhere.
+    let got = events(&mut cluster, 1, bob);
+    let joined = got.iter().find_map(|e| match e {
+        Event::Joined { members, member_count, .. } => Some((members.clone(), *member_count)),
+        _ => None,
+    });
+    let (members, count) = joined.expect("joined");
+    let members: Vec<&str> = members.iter().map(Nick::as_str).collect();
+    assert_eq!((members, count), (vec!["alice", "bob"], 2));
+    // Alice's core shows what bob does, as it would a member of its own.
+    cluster.send(1, bob, None, Command::Typing { room: "lobby".into() });
+    cluster.cores[1].handle_disconnect(cluster.now, bob, Departure::Lost);
+    cluster.drain();
+    assert_eq!(
+        presence_of(&events(&mut cluster, 0, alice)),
+        ["Joined(Nick(\"bob\"))", "Typing(bob)", "Away(Nick(\"bob\"))"]
+    );
+    let who = Command::Who { room: "lobby".into(), after: None, prefix: None, limit: None };
+    cluster.send(0, alice, None, who.clone());
+    let got = events(&mut cluster, 0, alice);
+    let listed = got.iter().find_map(|e| match e {
+        Event::Members { members, away, count, .. } => Some((members.len(), away.clone(), *count)),
+        _ => None,
+    });
+    assert_eq!(listed, Some((2, vec![Nick::parse("bob").unwrap()], 2)), "bob is listed away");
+    // Back under another connection, renamed, gone.
+    let token = SessionToken::parse(&format!("token-1-{}", 2)).unwrap();
+    let again = cluster.cores[1].handle_connect(
+        cluster.now,
+        SessionToken::parse("fresh").unwrap(),
+        Source::new(99),
+    );
+    let hello =
+        Command::Hello { nick: None, session: Some(token.as_str().to_owned()), identity: None };
+    cluster.send(1, again, None, hello);
+    cluster.send(1, again, None, Command::Nick { nick: "robert".into() });
+    cluster.send(1, again, None, Command::Leave { room: "lobby".into() });
+    assert_eq!(
+        presence_of(&events(&mut cluster, 0, alice)),
+        [
+            "Back(Nick(\"bob\"))",
+            "Renamed { old: Nick(\"bob\"), new: Nick(\"robert\") }",
+            "Left(Nick(\"robert\"))"
+        ]
+    );
+    cluster.send(0, alice, None, who);
+    let got = events(&mut cluster, 0, alice);
+    assert!(got.iter().any(|e| matches!(e, Event::Members { count: 1, .. })), "{got:?}");
+}
+
+#[test]
+fn a_core_with_nobody_left_in_a_room_forgets_who_is_there_and_reads_it_again() {
+    let mut cluster = Cluster::new(2);
+    let alice = cluster.member(0, "alice", "lobby");
+    cluster.member(1, "bob", "lobby");
+    cluster.send(0, alice, None, Command::Leave { room: "lobby".into() });
+    assert_eq!(cluster.cores[0].room_count(), 0, "nobody here: the room is forgotten");
+    // Meanwhile carol joins elsewhere; alice comes back and sees her.
+    cluster.member(1, "carol", "lobby");
+    events(&mut cluster, 0, alice);
+    cluster.send(0, alice, None, Command::Join { room: "lobby".into(), after: None });
+    let got = events(&mut cluster, 0, alice);
+    let members = got.iter().find_map(|e| match e {
+        Event::Joined { members, .. } => {
+            Some(members.iter().map(|n| n.as_str().to_owned()).collect::<Vec<_>>())
+        }
+        _ => None,
+    });
+    assert_eq!(members, Some(vec!["alice".to_owned(), "bob".into(), "carol".into()]));
+}
+
+#[test]
+fn a_roster_from_the_engine_sets_right_what_lost_changes_missed() {
+    let mut cluster = Cluster::new(2);
+    let alice = cluster.member(0, "alice", "lobby");
+    cluster.member(1, "bob", "lobby");
+    cluster.member(1, "carol", "lobby");
+    events(&mut cluster, 0, alice);
+    // As if core 1 died and its members were gone from the engine but
+    // carol, now away, and dan, whose join was never heard.
+    let lobby = RoomName::parse("lobby").unwrap();
+    let key = |n: u64| Arc::from(format!("token-1-{n}").as_str());
+    let roster = vec![
+        RemoteMember { key: key(3), nick: Nick::parse("carol").unwrap(), away: true },
+        RemoteMember { key: Arc::from("dan-key"), nick: Nick::parse("dan").unwrap(), away: false },
+    ];
+    cluster.cores[0].handle_remote_roster(cluster.now, &lobby, roster.clone());
+    cluster.drain();
+    assert_eq!(
+        presence_of(&events(&mut cluster, 0, alice)),
+        ["Left(Nick(\"bob\"))", "Away(Nick(\"carol\"))", "Joined(Nick(\"dan\"))"]
+    );
+    // The same roster again changes nothing.
+    cluster.cores[0].handle_remote_roster(cluster.now, &lobby, roster);
+    cluster.drain();
+    assert!(presence_of(&events(&mut cluster, 0, alice)).is_empty());
+}
+
+#[test]
+fn a_session_resumed_on_another_core_moves_there_with_its_token_nick_and_rooms() {
+    let mut cluster = Cluster::new(2);
+    let bob = cluster.member(0, "bob", "lobby");
+    let alice = cluster.member(0, "alice", "lobby");
+    events(&mut cluster, 0, bob);
+    let token = match events(&mut cluster, 0, alice).first() {
+        Some(Event::Welcome { session, .. }) => session.clone(),
+        other => panic!("{other:?}"),
+    };
+    cluster.say(0, alice, "m1", "before");
+    cluster.cores[0].handle_disconnect(cluster.now, alice, Departure::Lost);
+    cluster.drain();
+    events(&mut cluster, 0, bob);
+    // Her client comes back through core 1.
+    let again = greet_as_resuming(&mut cluster, 1, &token);
+    let got = events(&mut cluster, 1, again);
+    match got.first() {
+        Some(Event::Welcome { nick, session, resumed: true, rooms, .. }) => {
+            assert_eq!((nick.as_str(), session), ("alice", &token));
+            assert_eq!(rooms, &[RoomName::parse("lobby").unwrap()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(cluster.cores[0].session_count(), 1, "only bob's is left on core 0");
+    let alice_nick = Nick::parse("alice").unwrap();
+    assert_eq!(cluster.engine.nicks.get(alice_nick.folded()), Some(&token), "never released");
+    // Her retry of what she sent on core 0 is answered with the original.
+    cluster.send(1, again, None, Command::Join { room: "lobby".into(), after: Some(1) });
+    cluster.say(1, again, "m1", "before");
+    assert_eq!(cluster.engine.duplicates, 1);
+    assert_eq!(cluster.engine.logs[&RoomName::parse("lobby").unwrap()].len(), 1);
+    // Bob saw her go from core 0 and come back through core 1.
+    let seen = presence_of(&events(&mut cluster, 0, bob));
+    let kinds: Vec<&str> = seen.iter().map(|s| s.split('(').next().unwrap()).collect();
+    assert_eq!(kinds, ["Left", "Joined"], "{seen:?}");
+    // A session still connected on the core it leaves is closed there.
+    let third = greet_as_resuming(&mut cluster, 0, &token);
+    assert!(matches!(
+        events(&mut cluster, 0, third).first(),
+        Some(Event::Welcome { resumed: true, .. })
+    ));
+    assert_eq!(cluster.cores[1].session_count(), 0);
+}
+
+/// A new connection to `core` resuming the session of `token`.
+fn greet_as_resuming(cluster: &mut Cluster, core: usize, token: &SessionToken) -> MemberId {
+    cluster.next += 1;
+    let proposed = SessionToken::parse(&format!("fresh-{}", cluster.next)).unwrap();
+    let member =
+        cluster.cores[core].handle_connect(cluster.now, proposed, Source::new(cluster.next));
+    let hello =
+        Command::Hello { nick: None, session: Some(token.as_str().to_owned()), identity: None };
+    cluster.send(core, member, None, hello);
+    member
+}
+
 #[test]
 fn random_schedules_on_shared_cores_keep_one_order_with_nothing_twice_or_missing() {
     let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
         Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
         Err(_) => (1..=300).collect(),
     };
-    let (mut appended, mut duplicates, mut taken) = (0, 0, 0);
+    let (mut appended, mut duplicates, mut taken, mut moves) = (0, 0, 0, 0);
     for seed in seeds.iter().copied() {
         let engine = simulate(seed, 400);
         appended += engine.logs.values().map(Vec::len).sum::<usize>();
         duplicates += engine.duplicates;
         taken += engine.taken;
+        moves += engine.moves;
     }
     if seeds.len() > 1 {
         assert!(
-            appended > 0 && duplicates > 0 && taken > 0,
-            "appended {appended}, retries met in flight {duplicates}, nicks refused {taken}"
+            appended > 0 && duplicates > 0 && taken > 0 && moves > 0,
+            "appended {appended}, retries met in flight {duplicates}, nicks refused {taken}, \
+             sessions moved {moves}"
         );
     }
 }
@@ -590,10 +885,30 @@ fn simulate(seed: u64, steps: usize) -> Engine {
                     let nick = NICKS[rng.below(NICKS.len())].to_owned();
                     cluster.send(core, member, None, Command::Nick { nick });
                 }
-                117..=119 if !clients[c].gone => {
+                117..=118 if !clients[c].gone => {
                     cluster.cores[core].handle_disconnect(cluster.now, member, Departure::Quit);
                     cluster.drain();
                     clients[c].gone = true;
+                }
+                119 if !clients[c].gone && clients[c].token.is_some() => {
+                    // Its connection drops; it comes back through any core
+                    // and joins its rooms again from where it was.
+                    check(&mut cluster, &mut clients, &at);
+                    cluster.cores[core].handle_disconnect(cluster.now, member, Departure::Lost);
+                    cluster.drain();
+                    let token = clients[c].token.clone().unwrap();
+                    let to = rng.below(cluster.cores.len());
+                    let member = greet_as_resuming(&mut cluster, to, &token);
+                    clients[c].core = to;
+                    clients[c].member = member;
+                    clients[c].nick = None;
+                    let rooms: Vec<(String, u64)> =
+                        clients[c].next.iter().map(|(r, n)| (r.clone(), *n)).collect();
+                    clients[c].next.clear();
+                    for (room, next) in rooms {
+                        let after = Some(next - 1);
+                        cluster.send(to, member, None, Command::Join { room, after });
+                    }
                 }
                 _ => {}
             }
@@ -629,6 +944,7 @@ fn simulate(seed: u64, steps: usize) -> Engine {
         }
         check(&mut cluster, &mut clients, &at);
         nicks_unique(&cluster, &clients, &at);
+        members_agree(&cluster, &at);
     }
     cluster.release();
     let at = format!("seed {seed} at the end");
@@ -685,6 +1001,17 @@ fn check(cluster: &mut Cluster, clients: &mut [Client], at: &str) {
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+/// Every core counts in each room it follows the members the engine has
+/// there, wherever they are served.
+fn members_agree(cluster: &Cluster, at: &str) {
+    for (core, chat) in cluster.cores.iter().enumerate() {
+        for (room, count) in chat.room_members() {
+            let engine = cluster.engine.members.get(&room).map_or(0, BTreeMap::len);
+            assert_eq!(count, engine, "{at}: core {core} counts {count} in {room}");
         }
     }
 }

@@ -147,6 +147,7 @@ impl Store {
             topic: None,
             last_seq: *last_seq,
             messages: kept.iter().cloned().collect(),
+            remote: Vec::new(),
         })
     }
 }
@@ -630,7 +631,11 @@ impl Sim {
                     }
                 }
                 Output::Persist(record) => self.store.persist(record),
-                Output::Append { .. } | Output::Claim { .. } | Output::Release { .. } => {
+                Output::Append { .. }
+                | Output::Claim { .. }
+                | Output::Release { .. }
+                | Output::Share { .. }
+                | Output::Lookup { .. } => {
                     panic!("the simulated server is one node, alone: {output:?}")
                 }
                 Output::Load(room) => {

@@ -4,23 +4,25 @@
 //! to the hub as [`Event`]s, through [`Feed`] so that each room's messages
 //! reach the core in `seq` order, once.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use std::collections::BTreeMap;
-
-use chat_core::{ClaimAnswer, MemberId, Message, Nick, RoomName, SessionToken};
+use chat_core::{
+    ClaimAnswer, Found, MemberId, Message, Nick, RemoteMember, RoomName, SessionToken, Shared,
+};
 use redis::RedisResult;
 use tokio::sync::mpsc;
 use tracing::{Instrument, warn};
 
-use super::{Action, Appended, Feed, Heard, Listener, Nicks, Page, Published, RoomLog, codec};
+use super::follow::Follow;
+use super::{
+    Action, Appended, Feed, Heard, Listener, Nicks, Page, Published, RoomLog, Roster, Sessions,
+    codec, digest,
+};
 
-/// How long a nick claim lasts unless its node renews it: how soon the
-/// nicks of a node that died come free.
-const NICK_LEASE: Duration = Duration::from_secs(30);
-
-/// Leases are renewed every this many checks (every 10 s).
-const RENEW_EVERY: u32 = 5;
+/// How often rooms' newest `seq`s are looked at (a lost last message
+/// shows there), at most.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// What comes back to the hub.
 #[derive(Debug)]
@@ -29,10 +31,21 @@ pub enum Event {
     Heard(Heard),
     /// The answer to an append `member` asked for.
     Appended { member: MemberId, message: Message, result: RedisResult<Appended> },
-    /// A read of `room`'s log from `from` on, for `why`.
-    Read { room: RoomName, why: Why, result: RedisResult<Page> },
+    /// A read of `room`'s log from `from` on, for `why` (for a load, with
+    /// who is in the room).
+    Read { room: RoomName, why: Why, result: RedisResult<(Page, Option<Roster>)> },
+    /// Rooms' members read whole (`fresh`: after a reconnect), and the
+    /// instances found dead.
+    Rosters {
+        rooms: Vec<String>,
+        result: RedisResult<(Vec<Roster>, BTreeSet<String>)>,
+        fresh: bool,
+    },
     /// The answer to a claim of `nick` for the session of `token`.
     Claimed { nick: Nick, token: SessionToken, result: RedisResult<bool> },
+    /// Whether the session of `token`, asked for by `member`'s hello, was
+    /// found on another node and taken over.
+    Found { member: MemberId, token: SessionToken, result: RedisResult<Option<Found>> },
 }
 
 /// What the nick task does, in the order asked.
@@ -72,6 +85,14 @@ pub enum Step {
     Refuse(MemberId, Option<std::sync::Arc<str>>),
     /// Give the core the answer to its claim of a nick.
     Claimed(Nick, ClaimAnswer),
+    /// Tell the core what member `key` of a room did on another node.
+    Remote(RoomName, String, Shared),
+    /// Give the core everyone in a room on the other nodes.
+    Roster(RoomName, Vec<RemoteMember>),
+    /// Answer the core's lookup for `member`.
+    Found(MemberId, Option<Found>),
+    /// Tell the core the session of a token moved to another node.
+    Moved(SessionToken),
 }
 
 /// The hub's handle on the shared engine.
@@ -93,20 +114,41 @@ pub struct Engine {
     held: BTreeMap<String, SessionToken>,
     /// Checks since the leases were last renewed.
     checks: u32,
+    /// Leases are renewed, and rooms' members read whole, every this many
+    /// checks: three times a lease.
+    renew_every: u32,
+    /// How often [`Engine::check`] is called.
+    check_every: Duration,
+    /// Who is in the rooms on the other nodes.
+    follow: Follow,
+    nicks: Nicks,
+    sessions: Sessions,
+    /// The sessions here, by the digest of their token.
+    here: BTreeMap<String, SessionToken>,
 }
 
 impl Engine {
-    /// Connects to Redis at `url`; rooms keep `history` messages.
+    /// Connects to Redis at `url` as a run of node `node`, holding nicks
+    /// and saying it lives under leases of `lease`; rooms keep `history`
+    /// messages.
     ///
     /// # Errors
     /// Redis cannot be reached.
     pub async fn connect(
         url: &str,
+        node: &str,
+        lease: Duration,
         history: usize,
         remember: Duration,
     ) -> RedisResult<(Self, mpsc::UnboundedReceiver<Event>)> {
         let log = RoomLog::connect(url, "chat", history, remember).await?;
-        let (listener, mut heard) = Listener::spawn(log.clone());
+        // Each run is told apart: the members a previous run of this node
+        // left in Redis are dropped once its heartbeat is gone.
+        let instance = format!("{node}.{:08x}", rand::random::<u32>());
+        let members = log.members();
+        members.heartbeat(&instance, lease).await?;
+        let sessions = log.sessions(&instance, lease);
+        let (listener, mut heard) = Listener::spawn(log.clone(), sessions.channel());
         let (events, out) = mpsc::unbounded_channel();
         let forward = events.clone();
         tokio::spawn(
@@ -122,9 +164,17 @@ impl Engine {
         let (appends, queue) = mpsc::unbounded_channel();
         tokio::spawn(append_in_order(log.clone(), queue, events.clone()).in_current_span());
         let (nick_ops, queue) = mpsc::unbounded_channel();
-        let nicks = log.nicks(NICK_LEASE);
-        tokio::spawn(nicks_in_order(nicks, queue, events.clone()).in_current_span());
+        let nicks = log.nicks(&instance, lease);
+        tokio::spawn(nicks_in_order(nicks.clone(), queue, events.clone()).in_current_span());
+        let follow = Follow::spawn(instance, members, sessions.clone(), lease, events.clone());
+        let check_every = CHECK_EVERY.min(lease / 6).max(Duration::from_millis(10));
+        let renew = (lease / 3).as_millis() / check_every.as_millis().max(1);
+        let renew_every = u32::try_from(renew).unwrap_or(u32::MAX).max(1);
         let engine = Self {
+            follow,
+            nicks,
+            sessions,
+            here: BTreeMap::new(),
             log,
             listener,
             feed: Feed::default(),
@@ -134,6 +184,8 @@ impl Engine {
             nick_ops,
             held: BTreeMap::new(),
             checks: 0,
+            renew_every,
+            check_every,
         };
         Ok((engine, out))
     }
@@ -148,9 +200,47 @@ impl Engine {
         self.listener.listen(room.as_str());
     }
 
+    /// How often to call [`Engine::check`].
+    pub fn check_every(&self) -> Duration {
+        self.check_every
+    }
+
     /// Claims `nick` for the session of `token` ([`chat_core::Output::Claim`]).
     pub fn claim(&self, nick: Nick, token: SessionToken) {
         let _ = self.nick_ops.send(NickOp::Claim(nick, token));
+    }
+
+    /// Tells the other nodes what a member here did
+    /// ([`chat_core::Output::Share`]).
+    pub fn share(&mut self, room: &RoomName, token: &SessionToken, change: Shared) {
+        self.follow.share(room, token, change);
+    }
+
+    /// Finds whether the session of `token` lives on another node and
+    /// takes it over if so ([`chat_core::Output::Lookup`]).
+    pub fn lookup(&self, member: MemberId, token: SessionToken) {
+        let (sessions, nicks, events) =
+            (self.sessions.clone(), self.nicks.clone(), self.events.clone());
+        tokio::spawn(
+            async move {
+                let result = sessions.take_over(token.as_str(), &nicks).await;
+                let _ = events.send(Event::Found { member, token, result });
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// The session of `token` lives here now, as `nick` (it started,
+    /// renamed, or moved here).
+    pub fn session_here(&mut self, token: &SessionToken, nick: &Nick) {
+        self.here.insert(digest(token.as_str()), token.clone());
+        self.follow.session_here(token, nick);
+    }
+
+    /// The session of `token` ended here.
+    pub fn session_ended(&mut self, token: &SessionToken) {
+        self.here.remove(&digest(token.as_str()));
+        self.follow.session_ended(token);
     }
 
     /// Lets `nick` go ([`chat_core::Output::Release`]).
@@ -166,11 +256,13 @@ impl Engine {
     /// the nicks held here. Called every few seconds.
     pub fn check(&mut self) {
         self.checks += 1;
-        if self.checks >= RENEW_EVERY {
+        if self.checks >= self.renew_every {
             self.checks = 0;
             let held =
                 self.held.iter().map(|(folded, token)| (folded.clone(), token.as_str().to_owned()));
             let _ = self.nick_ops.send(NickOp::Renew(held.collect()));
+            self.follow.renew(self.here.values().map(|t| t.as_str().to_owned()).collect());
+            self.follow.tick();
         }
         for room in self.feed.rooms() {
             if let Ok(room) = RoomName::parse_stored(room) {
@@ -193,7 +285,7 @@ impl Engine {
         tokio::spawn(async move {
             let mut wait = Duration::from_millis(100);
             loop {
-                let result = log.read(room.as_str(), from, count).await;
+                let result = read_room(&log, &room, from, count, &why).await;
                 match result {
                     Err(err) if !matches!(why, Why::Load) => {
                         warn!(%err, room = %room, "cannot read a room's log from Redis; trying again");
@@ -218,6 +310,7 @@ impl Engine {
             Event::Heard(Heard::Listening(room)) => {
                 // What is published before the read's answer is held.
                 self.feed.expect(&room);
+                self.follow.listening(&room);
                 if let Ok(room) = RoomName::parse_stored(&room) {
                     self.read(room, 1, self.page, Why::Load);
                 }
@@ -227,10 +320,38 @@ impl Engine {
                 let actions = self.feed.heard(published);
                 self.act(actions)
             }
+            Event::Heard(Heard::Presence(change)) => self.follow.heard(change),
+            Event::Heard(Heard::Session(payload)) => {
+                // Taken over by another node: let go here, quietly.
+                let Some(key) = self.sessions.moved(&payload) else {
+                    return Vec::new();
+                };
+                let Some(token) = self.here.remove(&key) else {
+                    return Vec::new();
+                };
+                self.held.retain(|_, held| *held != token);
+                self.follow.moved(&key);
+                vec![Step::Moved(token)]
+            }
+            Event::Found { member, token, result } => {
+                let found = match result {
+                    Ok(found) => found,
+                    Err(err) => {
+                        warn!(%err, "cannot look a session up in Redis; a new one starts");
+                        None
+                    }
+                };
+                if let Some(found) = &found {
+                    self.held.insert(found.nick.folded().to_owned(), token);
+                }
+                vec![Step::Found(member, found)]
+            }
             Event::Heard(Heard::Reconnected) => {
+                self.follow.reconnected();
                 let actions = self.feed.reconnected();
                 self.act(actions)
             }
+            Event::Rosters { rooms, result, fresh } => self.follow.rosters(rooms, result, fresh),
             Event::Appended { member, message, result } => match result {
                 Ok(appended) if appended.duplicate => {
                     self.read(message.room, appended.seq, 1, Why::Original(member));
@@ -267,11 +388,12 @@ impl Engine {
                 vec![Step::Claimed(nick, answer)]
             }
             Event::Read { room, why, result } => {
-                let page = match result {
-                    Ok(page) => page,
+                let (page, roster) = match result {
+                    Ok(read) => read,
                     // Only a load's read gives up (see `read`).
                     Err(err) => {
                         warn!(%err, room = %room, "cannot read a room's log from Redis");
+                        self.follow.loaded(room.as_str(), None);
                         return vec![Step::LoadFailed(room)];
                     }
                 };
@@ -283,14 +405,18 @@ impl Engine {
                             .filter_map(|(seq, bytes)| codec::decode(&room, *seq, bytes))
                             .collect();
                         let held = self.feed.listen(room.as_str(), &page.epoch, page.newest);
-                        let history = (page.newest > 0).then_some(chat_core::RoomHistory {
+                        let (remote, changes) = self.follow.loaded(room.as_str(), roster.as_ref());
+                        let known = page.newest > 0 || !remote.is_empty();
+                        let history = known.then_some(chat_core::RoomHistory {
                             last_seq: page.newest,
                             messages,
                             topic: None,
+                            remote,
                         });
                         // The room first, then what came after its read.
                         let mut steps = vec![Step::Loaded(room, history)];
                         steps.extend(self.act(held));
+                        steps.extend(changes);
                         steps
                     }
                     Why::Fill => {
@@ -393,4 +519,20 @@ async fn nicks_in_order(
             },
         }
     }
+}
+
+/// Reads `room`'s log from `from` on; for a load, with who is in the room.
+async fn read_room(
+    log: &RoomLog,
+    room: &RoomName,
+    from: u64,
+    count: usize,
+    why: &Why,
+) -> RedisResult<(Page, Option<Roster>)> {
+    let page = log.read(room.as_str(), from, count).await?;
+    if !matches!(why, Why::Load) {
+        return Ok((page, None));
+    }
+    let rosters = log.members().read(&[room.to_string()]).await?;
+    Ok((page, rosters.into_iter().next()))
 }

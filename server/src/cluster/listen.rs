@@ -19,6 +19,10 @@ use super::{Published, RoomLog};
 pub enum Heard {
     /// A room's message.
     Message(Published),
+    /// A change of a room's members.
+    Presence(super::Change),
+    /// What was said on the sessions' channel (a session taken over).
+    Session(Vec<u8>),
     /// `room` is subscribed from now on.
     Listening(String),
     /// The connection was lost and is back, every room subscribed again.
@@ -36,12 +40,13 @@ pub struct Listener {
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl Listener {
-    /// Starts the subscription task; what it hears comes out of the
-    /// receiver.
-    pub fn spawn(log: RoomLog) -> (Self, mpsc::UnboundedReceiver<Heard>) {
+    /// Starts the subscription task, listening to the rooms asked for and
+    /// always to `sessions` (the sessions' channel); what it hears comes
+    /// out of the receiver.
+    pub fn spawn(log: RoomLog, sessions: String) -> (Self, mpsc::UnboundedReceiver<Heard>) {
         let (rooms, wanted) = mpsc::unbounded_channel();
         let (heard, out) = mpsc::unbounded_channel();
-        tokio::spawn(run(log, wanted, heard).in_current_span());
+        tokio::spawn(run(log, sessions, wanted, heard).in_current_span());
         (Self { rooms }, out)
     }
 
@@ -53,6 +58,7 @@ impl Listener {
 
 async fn run(
     log: RoomLog,
+    sessions: String,
     mut wanted: mpsc::UnboundedReceiver<String>,
     heard: mpsc::UnboundedSender<Heard>,
 ) {
@@ -86,7 +92,7 @@ async fn run(
                 continue;
             }
         };
-        let mut subscribed = true;
+        let mut subscribed = sink.subscribe(&sessions).await.is_ok();
         for room in &rooms {
             subscribed &= sink.subscribe(log.channel(room)).await.is_ok();
         }
@@ -127,10 +133,14 @@ async fn run(
                         log.health().failed("the subscription to Redis was lost");
                         break;
                     };
-                    let published =
-                        log.published(message.get_channel_name(), message.get_payload_bytes());
-                    if let Some(published) = published
-                        && heard.send(Heard::Message(published)).is_err()
+                    let (channel, payload) = (message.get_channel_name(), message.get_payload_bytes());
+                    let said = if channel == sessions {
+                        Some(Heard::Session(payload.to_vec()))
+                    } else {
+                        log.heard(channel, payload)
+                    };
+                    if let Some(said) = said
+                        && heard.send(said).is_err()
                     {
                         return;
                     }

@@ -1,6 +1,7 @@
 //! Cluster mode's shared engine on Redis (issue #16, under way): what
 //! several nodes must agree on lives in Redis, in the manner of
-//! Centrifugo's Redis engine. So far that is rooms' messages and nicks.
+//! Centrifugo's Redis engine. So far that is rooms' messages, nicks, who
+//! is in each room and where each session lives.
 //!
 //! The room log ([`RoomLog`]): one Lua script per message checks its
 //! idempotency key, numbers it with the room's next `seq`, appends it to
@@ -12,24 +13,39 @@
 //! of what it hears ([`Feed`]) bring every message to the core once and in
 //! order. Nicks ([`Nicks`]) are claimed by a script that grants a nick free
 //! or already the session's, under a lease the node renews, and released
-//! by compare-and-delete. The hub's side of it all is `Engine`
-//! (`engine.rs`), which carries out the core's `Append`s, `Load`s,
-//! `Claim`s and `Release`s.
+//! by compare-and-delete. Who is in each room ([`Members`]) is a hash per
+//! room with a version each change bumps and publishes; `follow.rs` keeps a
+//! node's view of it. The hub's side of it all is `Engine` (`engine.rs`),
+//! which carries out the core's `Append`s, `Load`s, `Claim`s, `Release`s
+//! and `Share`s.
 
 pub mod codec;
 mod engine;
 mod feed;
+mod follow;
 mod health;
 mod listen;
 mod nicks;
+mod presence;
 mod room_log;
+mod sessions;
 
 pub(crate) use engine::{Engine, Event, Step};
 pub use feed::{Action, Feed};
 pub use health::Health;
 pub use listen::{Heard, Listener};
 pub use nicks::Nicks;
+pub use presence::{Change, Members, Roster, Verdict, Versions};
 pub use room_log::{Appended, Page, Published, RoomLog};
+pub use sessions::Sessions;
+
+/// How a session is named in Redis: a digest of its token, so that whoever
+/// reads Redis or a room's channel cannot speak as the session.
+pub fn digest(token: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
 
 /// `url` with any password replaced, for logs and errors.
 pub fn redacted(url: &str) -> String {

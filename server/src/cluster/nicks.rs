@@ -1,13 +1,14 @@
 //! Nicks claimed in Redis for the whole cluster (see `claim.lua` and
 //! `release.lua`): a nick's key holds a digest of the token of the session
-//! holding it, under a lease the node renews while the session lives, so
-//! the nicks of a node that died come free once their leases run out.
+//! holding it and the node run holding it for the session, under a lease
+//! the node renews while the session lives, so the nicks of a node that
+//! died come free once their leases run out. A session that moves to
+//! another node takes its claim along.
 
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
-use sha2::{Digest, Sha256};
 
 use super::Health;
 
@@ -17,6 +18,8 @@ pub struct Nicks {
     conn: ConnectionManager,
     prefix: String,
     lease: Duration,
+    /// The node run claiming, as holders name it.
+    instance: String,
     claim: Script,
     release: Script,
     health: Health,
@@ -29,12 +32,20 @@ impl std::fmt::Debug for Nicks {
 }
 
 impl Nicks {
-    /// Nicks under keys starting with `prefix`, claimed for `lease` at a
-    /// time, through `conn`; Redis's answers are noted in `health`.
-    pub fn new(conn: ConnectionManager, prefix: &str, lease: Duration, health: Health) -> Self {
+    /// Nicks under keys starting with `prefix`, claimed by node run
+    /// `instance` for `lease` at a time, through `conn`; Redis's answers are
+    /// noted in `health`.
+    pub fn new(
+        conn: ConnectionManager,
+        prefix: &str,
+        instance: &str,
+        lease: Duration,
+        health: Health,
+    ) -> Self {
         Self {
             conn,
             prefix: prefix.to_owned(),
+            instance: instance.to_owned(),
             lease,
             claim: Script::new(include_str!("claim.lua")),
             release: Script::new(include_str!("release.lua")),
@@ -43,7 +54,8 @@ impl Nicks {
     }
 
     /// Claims `folded` (a nick's folded form) for the session of `token`:
-    /// `true` if it is that session's now, `false` if another's.
+    /// `true` if it is that session's now (through this node run), `false`
+    /// if another session's.
     ///
     /// # Errors
     /// Redis failed.
@@ -51,7 +63,7 @@ impl Nicks {
         let granted: RedisResult<u8> = self
             .claim
             .key(self.key(folded))
-            .arg(holder(token))
+            .arg(self.holder(token))
             .arg(self.lease_ms())
             .invoke_async(&mut self.conn.clone())
             .await;
@@ -79,7 +91,7 @@ impl Nicks {
                 .arg(&sha)
                 .arg(1)
                 .arg(self.key(folded))
-                .arg(holder(token))
+                .arg(self.holder(token))
                 .arg(self.lease_ms());
         }
         let answers: RedisResult<Vec<u8>> = pipe.query_async(&mut conn).await;
@@ -96,10 +108,15 @@ impl Nicks {
         let released: RedisResult<u8> = self
             .release
             .key(self.key(folded))
-            .arg(holder(token))
+            .arg(self.holder(token))
             .invoke_async(&mut self.conn.clone())
             .await;
         self.noted(released.map(drop))
+    }
+
+    /// What a nick's key holds for the session of `token` claimed here.
+    fn holder(&self, token: &str) -> String {
+        format!("{}:{}", super::digest(token), self.instance)
     }
 
     fn key(&self, folded: &str) -> String {
@@ -117,11 +134,4 @@ impl Nicks {
         }
         result
     }
-}
-
-/// What a nick's key holds for the session of `token`: a digest, so that
-/// whoever reads Redis cannot speak as the session.
-fn holder(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }

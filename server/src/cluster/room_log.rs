@@ -159,14 +159,37 @@ impl RoomLog {
     }
 
     /// The cluster's nicks, in the same Redis through the same connection,
-    /// claimed for `lease` at a time.
-    pub fn nicks(&self, lease: Duration) -> super::Nicks {
-        super::Nicks::new(self.conn.clone(), &self.prefix, lease, self.health.clone())
+    /// claimed by node run `instance` for `lease` at a time.
+    pub fn nicks(&self, instance: &str, lease: Duration) -> super::Nicks {
+        super::Nicks::new(self.conn.clone(), &self.prefix, instance, lease, self.health.clone())
+    }
+
+    /// The sessions' records, kept by node run `instance` under `lease`.
+    pub fn sessions(&self, instance: &str, lease: Duration) -> super::Sessions {
+        super::Sessions::new(self.conn.clone(), &self.prefix, instance, lease, self.health.clone())
+    }
+
+    /// Who is in the rooms on every node, in the same Redis through the
+    /// same connection.
+    pub fn members(&self) -> super::Members {
+        super::Members::new(self.conn.clone(), &self.prefix, self.health.clone())
     }
 
     /// Whether Redis answered this log's last call.
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// What was heard on a channel, if it is a room's: one of its messages
+    /// or a change of its members.
+    pub fn heard(&self, channel: &str, payload: &[u8]) -> Option<super::Heard> {
+        let room = channel.strip_prefix(&self.prefix)?.strip_prefix(":{")?.strip_suffix('}')?;
+        match payload.strip_prefix(b"p:") {
+            Some(change) => {
+                super::presence::decode_change(room, change).map(super::Heard::Presence)
+            }
+            None => self.published(channel, payload).map(super::Heard::Message),
+        }
     }
 
     /// A message heard on a channel, if it is one of a room's.

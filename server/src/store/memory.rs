@@ -101,7 +101,7 @@ impl Store for MemoryStore {
         let skip = kept.len().saturating_sub(retention.per_room);
         kept.drain(..skip);
         let topic = contents.topics.get(room).cloned();
-        Ok(Some(RoomHistory { last_seq: *last_seq, messages: kept, topic }))
+        Ok(Some(RoomHistory { last_seq: *last_seq, messages: kept, topic, remote: Vec::new() }))
     }
 
     fn commit(&mut self, records: &[Record]) -> Result<(), StoreError> {

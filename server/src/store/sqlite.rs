@@ -275,7 +275,12 @@ impl Store for SqliteStore {
         }
         messages.reverse();
         let last_seq = u64::try_from(last_seq).unwrap_or(0);
-        Ok(Some(RoomHistory { last_seq, messages, topic: topic.map(Arc::from) }))
+        Ok(Some(RoomHistory {
+            last_seq,
+            messages,
+            topic: topic.map(Arc::from),
+            remote: Vec::new(),
+        }))
     }
 
     fn commit(&mut self, records: &[Record]) -> Result<(), StoreError> {

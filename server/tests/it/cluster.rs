@@ -153,7 +153,8 @@ struct Node {
 impl Node {
     async fn start(redis: &Redis, room: &str) -> Self {
         let log = log(redis, 1000).await;
-        let (listener, heard) = chat_server::cluster::Listener::spawn(log.clone());
+        let (listener, heard) =
+            chat_server::cluster::Listener::spawn(log.clone(), "chat:sessions".to_owned());
         listener.listen(room);
         let feed = chat_server::cluster::Feed::default();
         let mut node =
@@ -182,7 +183,7 @@ impl Node {
                     self.reconnects += 1;
                     self.feed.reconnected()
                 }
-                Heard::Listening(_) => Vec::new(),
+                Heard::Listening(_) | Heard::Presence(_) | Heard::Session(_) => Vec::new(),
             };
             let mut todo: std::collections::VecDeque<Action> = actions.into();
             while let Some(action) = todo.pop_front() {
@@ -445,7 +446,7 @@ async fn a_room_asked_for_while_redis_is_away_is_listened_to_once_it_is_back() {
     use chat_server::cluster::{Heard, Listener};
     let mut redis = Redis::start();
     let log = log(&redis, 100).await;
-    let (listener, mut heard) = Listener::spawn(log.clone());
+    let (listener, mut heard) = Listener::spawn(log.clone(), "chat:sessions".to_owned());
     listener.listen("lobby");
     async fn next(heard: &mut tokio::sync::mpsc::UnboundedReceiver<Heard>) -> Heard {
         tokio::time::timeout(Duration::from_secs(15), heard.recv()).await.unwrap().unwrap()
@@ -467,7 +468,7 @@ async fn a_room_asked_for_while_redis_is_away_is_listened_to_once_it_is_back() {
 async fn a_nick_is_claimed_once_renewed_by_its_holder_and_released_only_by_it() {
     let redis = Redis::start();
     let lease = Duration::from_secs(30);
-    let nicks = log(&redis, 10).await.nicks(lease);
+    let nicks = log(&redis, 10).await.nicks("node.1", lease);
     assert!(nicks.claim("alice", "token-a").await.unwrap());
     assert!(!nicks.claim("alice", "token-b").await.unwrap(), "another session's");
     assert!(nicks.claim("alice", "token-a").await.unwrap(), "its holder claims it again");
@@ -491,9 +492,14 @@ async fn a_nick_is_claimed_once_renewed_by_its_holder_and_released_only_by_it() 
     // Its holder lets it go: free for anyone.
     nicks.release("alice", "token-a").await.unwrap();
     assert!(nicks.claim("alice", "token-b").await.unwrap());
-    // The key holds a digest, never the token itself.
+    // The key holds a digest and the node run, never the token itself.
     let stored: String = redis::cmd("GET").arg(key).query_async(&mut conn).await.unwrap();
-    assert!(!stored.contains("token-b") && stored.len() == 32, "{stored}");
+    assert!(!stored.contains("token-b") && stored.ends_with(":node.1"), "{stored}");
+    // The same session claiming through another node run takes it along.
+    let elsewhere = log(&redis, 10).await.nicks("node.2", lease);
+    assert!(elsewhere.claim("alice", "token-b").await.unwrap());
+    nicks.release("alice", "token-b").await.unwrap();
+    assert!(!nicks.claim("alice", "token-c").await.unwrap(), "a late release frees nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -536,6 +542,185 @@ async fn a_nick_is_unique_across_nodes_and_free_again_once_let_go() {
     let mut again = Client::connect(&b).await;
     again.send(json!({"type": "hello", "nick": "alicia"})).await;
     assert_eq!(again.expect("welcome").await["nick"], "alicia");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// The next presence or typing frame `client` gets: (event, nick).
+async fn next_presence(client: &mut crate::support::Client) -> (String, String) {
+    loop {
+        let frame = client.recv().await;
+        let text = |key: &str| frame[key].as_str().unwrap_or_default().to_owned();
+        match frame["type"].as_str() {
+            Some("presence") => return (text("event"), text("nick")),
+            Some("typing") => return ("typing".to_owned(), text("nick")),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_on_other_nodes_are_listed_and_their_comings_and_goings_shown() {
+    use crate::support::{Client, Server};
+    use chat_server::ServerConfig;
+    use serde_json::json;
+    let redis = Redis::start();
+    let config = || ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
+    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let mut alice = Client::in_room(&a, "alice", "lobby").await;
+    let mut bob = Client::hello(&b, "bob").await;
+    bob.send(json!({"type": "join", "room": "lobby"})).await;
+    let joined = bob.expect("joined").await;
+    assert_eq!(joined["members"], json!(["alice", "bob"]), "{joined}");
+    assert_eq!(joined["member_count"], 2);
+    let seen = |event: &str, nick: &str| (event.to_owned(), nick.to_owned());
+    assert_eq!(next_presence(&mut alice).await, seen("join", "bob"));
+    bob.send(json!({"type": "typing", "room": "lobby"})).await;
+    assert_eq!(next_presence(&mut alice).await, seen("typing", "bob"));
+    bob.send(json!({"type": "nick", "nick": "robert"})).await;
+    let renamed = loop {
+        let frame = alice.recv().await;
+        if frame["type"] == "presence" {
+            break frame;
+        }
+    };
+    assert_eq!((renamed["event"].as_str(), renamed["old"].as_str()), (Some("nick"), Some("bob")));
+    alice.send(json!({"type": "who", "room": "lobby", "id": "w"})).await;
+    let members = alice.expect("members").await;
+    assert_eq!(members["members"], json!(["alice", "robert"]), "{members}");
+    // A lost connection shows as away, and back when resumed elsewhere on
+    // its node; a leave as a leave.
+    let session = bob.session.clone();
+    drop(bob);
+    assert_eq!(next_presence(&mut alice).await, seen("away", "robert"));
+    let (mut bob, _) = Client::resume(&b, &session).await;
+    assert_eq!(next_presence(&mut alice).await, seen("back", "robert"));
+    bob.send(json!({"type": "leave", "room": "lobby"})).await;
+    assert_eq!(next_presence(&mut alice).await, seen("leave", "robert"));
+    alice.send(json!({"type": "who", "room": "lobby", "id": "w2"})).await;
+    assert_eq!(alice.expect("members").await["count"], 1);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_members_of_a_node_that_stops_leave_every_room_once_its_lease_runs_out() {
+    use crate::support::{Client, Server};
+    use chat_server::ServerConfig;
+    use serde_json::json;
+    let redis = Redis::start();
+    let config = || ServerConfig {
+        redis: Some(redis.url()),
+        cluster_lease: Duration::from_millis(900),
+        ..ServerConfig::default()
+    };
+    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let mut alice = Client::in_room(&a, "alice", "lobby").await;
+    let _bob = Client::in_room(&b, "bob", "lobby").await;
+    assert_eq!(next_presence(&mut alice).await, ("join".to_owned(), "bob".to_owned()));
+    // Node b goes away without a word to anyone about bob leaving.
+    b.shutdown().await;
+    let mut events = Vec::new();
+    while events.last().map(|(event, _): &(String, String)| event.as_str()) != Some("leave") {
+        events.push(next_presence(&mut alice).await);
+    }
+    assert_eq!(events.last(), Some(&("leave".to_owned(), "bob".to_owned())), "{events:?}");
+    alice.send(json!({"type": "who", "room": "lobby", "id": "w"})).await;
+    assert_eq!(alice.expect("members").await["members"], json!(["alice"]));
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_presence_change_is_noticed_and_the_room_read_again() {
+    use crate::support::{Client, Server};
+    use chat_server::ServerConfig;
+    use serde_json::json;
+    let redis = Redis::start();
+    let config = || ServerConfig {
+        redis: Some(redis.url()),
+        cluster_lease: Duration::from_millis(900),
+        ..ServerConfig::default()
+    };
+    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let mut alice = Client::in_room(&a, "alice", "lobby").await;
+    let mut bob = Client::in_room(&b, "bob", "lobby").await;
+    assert_eq!(next_presence(&mut alice).await, ("join".to_owned(), "bob".to_owned()));
+    // Zed joined through a node whose publication never arrived: in the
+    // room's hash, with the version bumped, but never heard.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("SET").arg("chat:node:lost.1").arg(1).query_async(&mut conn).await.unwrap();
+    let () = redis::pipe()
+        .hincr("chat:{lobby}:members", "#", 1)
+        .ignore()
+        .hset(
+            "chat:{lobby}:members",
+            "0123456789abcdef0123456789abcdef",
+            r#"{"nick":"zed","node":"lost.1"}"#,
+        )
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // The next change heard is one version further than expected: node a
+    // reads the room and finds zed.
+    bob.send(json!({"type": "typing", "room": "lobby"})).await;
+    let mut seen = Vec::new();
+    while !seen.contains(&("join".to_owned(), "zed".to_owned())) {
+        seen.push(next_presence(&mut alice).await);
+    }
+    assert_eq!(seen.first(), Some(&("typing".to_owned(), "bob".to_owned())), "{seen:?}");
+    // Once its node's heartbeat is gone, zed leaves.
+    let () = redis::cmd("DEL").arg("chat:node:lost.1").query_async(&mut conn).await.unwrap();
+    while next_presence(&mut alice).await != ("leave".to_owned(), "zed".to_owned()) {}
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_comes_back_through_another_node_with_its_nick_rooms_and_retries() {
+    use crate::support::{Client, Server};
+    use chat_server::ServerConfig;
+    use serde_json::json;
+    let redis = Redis::start();
+    let config = || ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
+    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let mut alice = Client::in_room(&a, "alice", "lobby").await;
+    let mut bob = Client::in_room(&b, "bob", "lobby").await;
+    alice.send(json!({"type": "say", "room": "lobby", "text": "first", "id": "m1"})).await;
+    assert_eq!(next_message(&mut alice).await.0, 1);
+    assert_eq!(next_message(&mut bob).await.0, 1);
+    let token = alice.session.clone();
+    // Her connection to a drops; her client comes back through b.
+    drop(alice);
+    let (mut alice, welcome) = Client::resume(&b, &token).await;
+    assert_eq!(welcome["resumed"], true, "{welcome}");
+    assert_eq!(
+        (welcome["nick"].as_str(), welcome["session"].as_str()),
+        (Some("alice"), Some(token.as_str()))
+    );
+    assert_eq!(welcome["rooms"], json!(["lobby"]));
+    alice.send(json!({"type": "join", "room": "lobby", "after": 1})).await;
+    let joined = alice.expect("joined").await;
+    assert_eq!(
+        (joined["resume"].as_str(), joined["members"].clone()),
+        (Some("resumed"), json!(["alice", "bob"]))
+    );
+    // Her retry of what she sent through a is answered with the original.
+    alice.send(json!({"type": "say", "room": "lobby", "text": "first", "id": "m1"})).await;
+    assert_eq!(next_message(&mut alice).await, (1, "alice".to_owned(), "first".to_owned()));
+    alice.send(json!({"type": "say", "room": "lobby", "text": "second", "id": "m2"})).await;
+    assert_eq!(next_message(&mut bob).await, (2, "alice".to_owned(), "second".to_owned()));
+    // Her nick stayed hers throughout, on every node.
+    let mut impostor = Client::connect(&a).await;
+    impostor.send(json!({"type": "hello", "nick": "alice"})).await;
+    impostor.expect_error("nick_taken").await;
+    // Node a let her go: coming back through a moves her again, and the
+    // connection she had on b is closed as resumed elsewhere.
+    let (_again, welcome) = Client::resume(&a, &token).await;
+    assert_eq!(welcome["resumed"], true, "{welcome}");
+    let (close, _) = alice.until_closed().await;
+    assert_eq!(close.map(|c| u16::from(c.code)), Some(4009));
     a.shutdown().await;
     b.shutdown().await;
 }
