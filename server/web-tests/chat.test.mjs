@@ -3,86 +3,26 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import fs from 'node:fs';
 import os from 'node:os';
-import { chromium } from 'playwright-core';
+import * as support from './support.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const serverBin = process.env.CHAT_SERVER_BIN || path.join(here, '..', '..', 'target', 'debug', 'chat-server');
-const WAIT = 15000;
+const { here, WAIT, serverBin } = support;
+const { startServer, stopServer, say, seeMessage } = support;
 
 let browser;
 
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run',
-    ],
-  });
+  browser = await support.launch();
 });
 
 after(async () => {
   await browser?.close();
 });
 
-/**
- * Starts chat-server on `listen` and resolves with { child, url, addr } once
- * it listens. With `dataDir` history is durable there; without, in memory.
- */
-function startServer(listen = '127.0.0.1:0', dataDir = null, extra = []) {
-  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' };
-  const storage = dataDir ? ['--data-dir', dataDir] : ['--ephemeral'];
-  const args = ['--listen', listen, ...storage, ...extra];
-  const child = spawn(serverBin, args, { stdio: ['ignore', 'pipe', 'inherit'], env });
-  return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: child.stdout });
-    const timer = setTimeout(() => reject(new Error('server did not start')), WAIT);
-    child.once('error', reject);
-    child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
-    lines.on('line', (line) => {
-      const match = /^listening on (https?:\/\/(\S+))$/.exec(line);
-      if (match) {
-        clearTimeout(timer);
-        resolve({ child, url: match[1], addr: match[2] });
-      }
-    });
-  });
-}
-
-function stopServer(child) {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null) {
-      resolve(child.exitCode);
-      return;
-    }
-    child.once('exit', (code) => resolve(code));
-    child.kill('SIGTERM');
-  });
-}
-
 /** A fresh browser context (its own localStorage) logged in as `nick`. */
-async function login(url, nick) {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  page.setDefaultTimeout(WAIT);
-  const problems = [];
-  page.on('dialog', (dialog) => {
-    problems.push(`dialog: ${dialog.message()}`);
-    dialog.dismiss();
-  });
-  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
-  await page.goto(url);
-  await page.fill('#nick-input', nick);
-  await page.click('#login-form button[type=submit]');
-  await page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#lobby');
-  await page.waitForFunction((me) => document.querySelector('#me')?.textContent === me, nick);
-  return { context, page, problems };
-}
+const login = (url, nick) => support.login(browser, url, nick);
 
 /** A second tab in the same browser as `who`: the same session, resumed (in #lobby). */
 async function anotherTab(who, url) {
@@ -91,19 +31,6 @@ async function anotherTab(who, url) {
   await tab.goto(url);
   await tab.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#lobby');
   return tab;
-}
-
-async function say(page, text) {
-  await page.fill('#text', text);
-  await page.press('#text', 'Enter');
-}
-
-/** Waits until a message line with exactly this text is shown (as the server has it: not one being sent). */
-async function seeMessage(page, text) {
-  await page.waitForFunction(
-    (t) => [...document.querySelectorAll('#messages li:not(.pending) .text')].some((e) => e.textContent === t),
-    text,
-  );
 }
 
 /** What axe-core (the accessibility checker) finds serious or critical on the page. */

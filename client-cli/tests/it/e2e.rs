@@ -151,15 +151,17 @@ struct Proxy {
 struct ProxyState {
     refusing: bool,
     live: Vec<std::net::TcpStream>,
+    /// Where new connections go (a load balancer's choice of node).
+    upstream: String,
 }
 
 impl Proxy {
     fn start(upstream: &str) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = std::sync::Arc::new(std::sync::Mutex::new(ProxyState::default()));
+        let state = ProxyState { upstream: upstream.to_owned(), ..ProxyState::default() };
+        let state = std::sync::Arc::new(std::sync::Mutex::new(state));
         let shared = std::sync::Arc::clone(&state);
-        let upstream = upstream.to_owned();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -167,7 +169,7 @@ impl Proxy {
                 if state.refusing {
                     continue; // dropped at once: the client's upgrade fails
                 }
-                let Ok(server) = std::net::TcpStream::connect(&upstream) else { continue };
+                let Ok(server) = std::net::TcpStream::connect(&state.upstream) else { continue };
                 state.live.push(client.try_clone().unwrap());
                 state.live.push(server.try_clone().unwrap());
                 for (mut from, mut to) in
@@ -196,6 +198,70 @@ impl Proxy {
 
     fn refuse(&self, refusing: bool) {
         self.state.lock().unwrap().refusing = refusing;
+    }
+
+    /// Sends new connections to `upstream` from now on.
+    fn route_to(&self, upstream: &str) {
+        upstream.clone_into(&mut self.state.lock().unwrap().upstream);
+    }
+}
+
+/// A `chat-server` node of a cluster on `redis`: the process, its address
+/// and its data directory.
+fn node(redis: &Redis, name: &str) -> (Proc, String, tempfile::TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let (node, base) = start_server(
+        server_command()
+            .args(["--listen", "127.0.0.1:0", "--redis", &redis.url(), "--node-id", name])
+            .arg("--data-dir")
+            .arg(data.path()),
+    );
+    (node, base.trim_start_matches("http://").to_owned(), data)
+}
+
+#[test]
+fn behind_a_balancer_a_node_killed_outright_loses_its_clients_nothing() {
+    let redis = Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let (mut a, a_addr, _a_data) = node(&redis, "a");
+    let (_b, b_addr, _b_data) = node(&redis, "b");
+    // Alice reaches node a through a balancer; bob is on node b.
+    let balancer = Proxy::start(&a_addr);
+    let mut alice = chat(&balancer.url(), &["--nick", "alice"]);
+    alice.expect("[lobby] -- joined (1 members: alice)");
+    let mut bob = chat(&format!("ws://{b_addr}/ws"), &["--nick", "bob"]);
+    bob.expect("[lobby] -- joined (2 members: alice, bob)");
+    alice.expect("[lobby] -- bob joined");
+    alice.type_line("before the crash");
+    bob.expect("[lobby] <alice> before the crash");
+
+    // Node a dies with no goodbye; the balancer sends her on to node b.
+    balancer.refuse(true);
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    balancer.route_to(&b_addr);
+    balancer.cut();
+    alice.expect_stderr("-- disconnected:");
+    alice.type_line("typed while her node was dead");
+    bob.type_line("while she was away");
+    bob.expect("[lobby] <bob> while she was away");
+    balancer.refuse(false);
+
+    // Her session moved to node b: same nick, nothing missed, nothing twice.
+    alice.expect("[lobby] <bob> while she was away");
+    alice.expect("-- reconnected, resumed");
+    alice.expect("[lobby] <alice> typed while her node was dead");
+    bob.expect("[lobby] <alice> typed while her node was dead");
+    bob.type_line("/who");
+    bob.expect("[lobby] -- members: alice, bob");
+    let seen = |lines: &[String], text: &str| lines.iter().filter(|l| l.as_str() == text).count();
+    for (who, lines) in [("alice", &alice.seen), ("bob", &bob.seen)] {
+        for text in [
+            "[lobby] <alice> before the crash",
+            "[lobby] <alice> typed while her node was dead",
+            "[lobby] <bob> while she was away",
+        ] {
+            assert_eq!(seen(lines, text), 1, "{who} saw {text:?} once: {lines:#?}");
+        }
     }
 }
 

@@ -1,0 +1,145 @@
+// What the browser tests share: the real chat-server binary started on a
+// free port (and stopped), a redis-server of a test's own, Chromium, and
+// logging a page in.
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import net from 'node:net';
+import path from 'node:path';
+import fs from 'node:fs';
+import os from 'node:os';
+import { chromium } from 'playwright-core';
+
+export const here = path.dirname(fileURLToPath(import.meta.url));
+export const serverBin = process.env.CHAT_SERVER_BIN || path.join(here, '..', '..', 'target', 'debug', 'chat-server');
+export const WAIT = 15000;
+
+/** Headless Debian Chromium, as this machine has it. */
+export function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run',
+    ],
+  });
+}
+
+/**
+ * Starts chat-server on `listen` and resolves with { child, url, addr } once
+ * it listens. With `dataDir` history is durable there; without, in memory.
+ */
+export function startServer(listen = '127.0.0.1:0', dataDir = null, extra = []) {
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' };
+  const storage = dataDir ? ['--data-dir', dataDir] : ['--ephemeral'];
+  const args = ['--listen', listen, ...storage, ...extra];
+  const child = spawn(serverBin, args, { stdio: ['ignore', 'pipe', 'inherit'], env });
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout });
+    const timer = setTimeout(() => reject(new Error('server did not start')), WAIT);
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
+    lines.on('line', (line) => {
+      const match = /^listening on (https?:\/\/(\S+))$/.exec(line);
+      if (match) {
+        clearTimeout(timer);
+        resolve({ child, url: match[1], addr: match[2] });
+      }
+    });
+  });
+}
+
+export function stopServer(child) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) {
+      resolve(child.exitCode);
+      return;
+    }
+    child.once('exit', (code) => resolve(code));
+    child.kill('SIGTERM');
+  });
+}
+
+/** A free TCP port on loopback, for a server that cannot be told port 0. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * A redis-server of the caller's own on a free port, in a temporary
+ * directory: { url, stop }. Resolves once it answers.
+ */
+export async function startRedis() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-web-redis-'));
+  for (let attempt = 0; attempt < 20; attempt += 1) {
+    const port = await freePort();
+    const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
+      '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+    const up = await new Promise((resolve) => {
+      const deadline = Date.now() + WAIT;
+      const tryConnect = () => {
+        if (child.exitCode !== null) return resolve(false);
+        const socket = net.connect(port, '127.0.0.1');
+        socket.once('connect', () => {
+          socket.write('PING\r\n');
+          socket.once('data', () => { socket.destroy(); resolve(true); });
+        });
+        socket.once('error', () => {
+          socket.destroy();
+          if (Date.now() > deadline) return resolve(false);
+          setTimeout(tryConnect, 20);
+        });
+      };
+      tryConnect();
+    });
+    if (up) {
+      const stop = () => new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => { fs.rmSync(dir, { recursive: true, force: true }); resolve(); });
+        child.kill('SIGKILL');
+      });
+      return { url: `redis://127.0.0.1:${port}/`, stop };
+    }
+    child.kill('SIGKILL');
+  }
+  throw new Error('redis-server could not start on any free port');
+}
+
+/** A fresh context of `browser` (its own localStorage) logged in as `nick`. */
+export async function login(browser, url, nick) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  const problems = [];
+  page.on('dialog', (dialog) => {
+    problems.push(`dialog: ${dialog.message()}`);
+    dialog.dismiss();
+  });
+  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  await page.goto(url);
+  await page.fill('#nick-input', nick);
+  await page.click('#login-form button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#lobby');
+  await page.waitForFunction((me) => document.querySelector('#me')?.textContent === me, nick);
+  return { context, page, problems };
+}
+
+export async function say(page, text) {
+  await page.fill('#text', text);
+  await page.press('#text', 'Enter');
+}
+
+/** Waits until a message line with exactly this text is shown (as the server has it: not one being sent). */
+export async function seeMessage(page, text) {
+  await page.waitForFunction(
+    (t) => [...document.querySelectorAll('#messages li:not(.pending) .text')].some((e) => e.textContent === t),
+    text,
+  );
+}
