@@ -249,6 +249,11 @@ pub enum DisconnectReason {
     /// The session's identity expired without being renewed; the session
     /// ended.
     IdentityExpired,
+    /// A room the connection is in started its numbering again (cluster
+    /// mode: the shared engine lost it). The session goes on: its client
+    /// should come back at once, and its join of the room is answered as
+    /// fresh.
+    RoomReset,
 }
 
 /// How a `joined` relates to where the client said it was (`after`).

@@ -224,6 +224,17 @@ impl Room {
         freed
     }
 
+    /// The room's numbering started again (a shared engine lost it):
+    /// nothing held is of the new numbering. Returns the bytes freed.
+    pub(crate) fn restart(&mut self) -> usize {
+        let freed = self.bytes;
+        self.history = VecDeque::new();
+        self.bytes = 0;
+        self.spilled = false;
+        self.last_seq = 0;
+        freed
+    }
+
     /// Drops messages accepted before `cutoff`.
     pub(crate) fn prune_before(&mut self, cutoff: Timestamp) {
         while self.history.front().is_some_and(|m| m.ts < cutoff) {

@@ -445,6 +445,7 @@ impl Hub {
                 }
                 cluster::Step::Found(member, found) => self.chat.handle_found(now, member, found),
                 cluster::Step::Moved(token) => self.chat.handle_moved(now, &token),
+                cluster::Step::Reset(room) => self.chat.handle_room_reset(now, &room),
             }
             self.drain();
         }
@@ -709,11 +710,13 @@ impl Hub {
                 }
                 Output::Disconnect { member, reason } => {
                     let code = match reason {
-                        DisconnectReason::SessionResumedElsewhere => CloseCode::Replaced,
-                        DisconnectReason::IdentityExpired => CloseCode::TokenExpired,
+                        DisconnectReason::SessionResumedElsewhere => CloseCode::Replaced.into(),
+                        DisconnectReason::IdentityExpired => CloseCode::TokenExpired.into(),
+                        // Back within a second, spread out.
+                        DisconnectReason::RoomReset => restart(Duration::from_secs(1)),
                     };
                     if let Some(conn) = self.conns.remove(&member) {
-                        let _ = conn.close.send(code.into());
+                        let _ = conn.close.send(code);
                     }
                     continue;
                 }

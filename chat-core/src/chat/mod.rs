@@ -498,6 +498,19 @@ impl Chat {
         self.moved(token);
     }
 
+    /// In [`Sequencing::Shared`] mode: `room`'s numbering started again in
+    /// the shared engine (it lost its data; messages from `seq` 1 follow).
+    /// What this core held of the room is dropped, and its connections
+    /// here are closed ([`DisconnectReason::RoomReset`]) to resume at once
+    /// and join it afresh.
+    ///
+    /// [`Sequencing::Shared`]: crate::Sequencing::Shared
+    /// [`DisconnectReason::RoomReset`]: crate::DisconnectReason::RoomReset
+    pub fn handle_room_reset(&mut self, now: Timestamp, room: &RoomName) {
+        self.saw(now);
+        self.room_reset(now, room);
+    }
+
     /// In [`Sequencing::Shared`] mode: everyone in `room` on the other
     /// cores, as the shared engine has it now (read every few seconds, and
     /// after the engine was out of reach). Members here see the difference

@@ -20,8 +20,8 @@ use super::sessions::{Conns, Session};
 use crate::bucket::{Rate, TokenBucket};
 use crate::id::SessionId;
 use crate::{
-    Event, Nick, Output, Presence, RemoteMember, RoomId, RoomName, Sequencing, SessionToken,
-    Shared, Timestamp,
+    DisconnectReason, Event, MemberId, Nick, Output, Presence, RemoteMember, RoomId, RoomName,
+    Sequencing, SessionToken, Shared, Timestamp,
 };
 
 impl Chat {
@@ -176,6 +176,34 @@ impl Chat {
         }
         self.reindex(room_id);
         Some(sid)
+    }
+
+    /// `room`'s numbering started again in the engine (it lost its data):
+    /// what this core holds of it is dropped, and every connection in it is
+    /// closed to come back at once: their clients resume, join from where
+    /// they were, and are told the room's history starts afresh (as after
+    /// the restart of a server that kept nothing).
+    pub(super) fn room_reset(&mut self, now: Timestamp, room: &RoomName) {
+        let Some(&room_id) = self.room_ids.get(room) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        let freed = room.restart();
+        self.resident_bytes -= freed;
+        self.reindex(room_id);
+        let members: Vec<(MemberId, SessionId)> = self
+            .recipients(room_id)
+            .iter()
+            .filter_map(|&member| Some((member, self.conns.get(&member)?.session?)))
+            .collect();
+        for (member, sid) in members {
+            self.drop_conn(member);
+            let reason = DisconnectReason::RoomReset;
+            self.outputs.push_back(Output::Disconnect { member, reason });
+            self.conn_gone(now, member, sid, false);
+        }
     }
 
     /// Forgets remote member `key` in every room, telling no one: it is

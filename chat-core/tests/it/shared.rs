@@ -825,6 +825,37 @@ fn greet_as_resuming(cluster: &mut Cluster, core: usize, token: &SessionToken) -
 }
 
 #[test]
+fn a_room_whose_numbering_starts_again_sends_its_members_back_to_join_it_afresh() {
+    let mut cluster = Cluster::new(2);
+    let alice = cluster.member(0, "alice", "lobby");
+    let bob = cluster.member(1, "bob", "lobby");
+    cluster.say(0, alice, "a1", "old");
+    events(&mut cluster, 1, bob);
+    let lobby = RoomName::parse("lobby").unwrap();
+    // The engine lost the room: its next message is seq 1 again.
+    cluster.engine.logs.remove(&lobby);
+    for core in 0..2 {
+        cluster.cores[core].handle_room_reset(cluster.now, &lobby);
+    }
+    cluster.drain();
+    assert_eq!(cluster.cores[0].member_count(), 0, "alice's connection was closed");
+    assert_eq!(cluster.cores[1].member_count(), 0, "and bob's");
+    let token = SessionToken::parse("token-0-1").unwrap();
+    let again = greet_as_resuming(&mut cluster, 0, &token);
+    cluster.send(0, again, None, Command::Join { room: "lobby".into(), after: Some(1) });
+    let got = events(&mut cluster, 0, again);
+    assert!(
+        got.iter().any(|e| matches!(
+            e,
+            Event::Joined { resume: chat_core::Resume::Fresh, last_seq: 0, .. }
+        )),
+        "{got:?}"
+    );
+    cluster.say(0, again, "a2", "new");
+    assert_eq!(cluster.messages(0, again), vec![(1, "new".to_owned())]);
+}
+
+#[test]
 fn random_schedules_on_shared_cores_keep_one_order_with_nothing_twice_or_missing() {
     let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
         Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],

@@ -646,6 +646,7 @@ impl Sim {
                     let code = match reason {
                         DisconnectReason::SessionResumedElsewhere => 4009,
                         DisconnectReason::IdentityExpired => 4011,
+                        DisconnectReason::RoomReset => 1012,
                     };
                     if let Some(id) = server.members.remove(&member) {
                         let at = self.now + self.latency();

@@ -93,6 +93,8 @@ pub enum Step {
     Found(MemberId, Option<Found>),
     /// Tell the core the session of a token moved to another node.
     Moved(SessionToken),
+    /// Tell the core a room's numbering started again in Redis.
+    Reset(RoomName),
 }
 
 /// The hub's handle on the shared engine.
@@ -456,12 +458,16 @@ impl Engine {
                         self.read(name, from, self.page, Why::Fill);
                     }
                 }
-                // Not told to members yet: the core has no input for it.
+                // The members see the jump in `seq` and page back into
+                // what is left, as after a gap on one node.
                 Action::Gap { room, from, to } => {
                     warn!(%room, from, to, "messages gone from the log before this node had them");
                 }
                 Action::Reset { room, epoch } => {
-                    warn!(%room, %epoch, "a room's numbering started again in Redis");
+                    warn!(%room, %epoch, "a room's numbering started again in Redis (it lost its data)");
+                    if let Ok(name) = RoomName::parse_stored(&room) {
+                        steps.push(Step::Reset(name));
+                    }
                 }
             }
         }

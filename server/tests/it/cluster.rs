@@ -724,3 +724,50 @@ async fn a_session_comes_back_through_another_node_with_its_nick_rooms_and_retri
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_a_room_has_its_members_rejoin_it_afresh_on_every_node() {
+    use crate::support::{Client, Server};
+    use chat_server::ServerConfig;
+    use serde_json::json;
+    let redis = Redis::start();
+    let config = || ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
+    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let mut alice = Client::in_room(&a, "alice", "lobby").await;
+    let mut bob = Client::in_room(&b, "bob", "lobby").await;
+    for n in 1..=3 {
+        bob.send(json!({"type": "say", "room": "lobby", "text": format!("old {n}"), "id": format!("o{n}")})).await;
+        assert_eq!(next_message(&mut alice).await.0, n);
+    }
+    // Redis loses everything (no persistence, a restart): numbering starts
+    // again, and no node may show seq 1 as if it came after seq 3.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    bob.send(json!({"type": "say", "room": "lobby", "text": "new 1", "id": "n1"})).await;
+    // Both are sent back to resume at once, on their nodes.
+    for client in [&mut alice, &mut bob] {
+        let (close, _) = client.until_closed().await;
+        let close = close.expect("a close frame");
+        assert_eq!(u16::from(close.code), 1012, "{close:?}");
+        assert!(chat_protocol::retry_after(&close.reason).is_some_and(|ms| ms <= 1000));
+    }
+    let (alice_token, bob_token) = (alice.session.clone(), bob.session.clone());
+    for (token, node) in [(alice_token, &a), (bob_token, &b)] {
+        let (mut again, welcome) = Client::resume(node, &token).await;
+        assert_eq!(welcome["resumed"], true, "{welcome}");
+        again.send(json!({"type": "join", "room": "lobby", "after": 3})).await;
+        let joined = again.expect("joined").await;
+        assert_eq!(joined["resume"], "fresh", "{joined}");
+        let texts: Vec<&str> = joined["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(texts, ["new 1"], "{joined}");
+        assert_eq!(joined["last_seq"], 1);
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
