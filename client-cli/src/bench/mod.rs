@@ -9,6 +9,9 @@
 //! counted against what the room sizes say must arrive, so loss shows. With
 //! `--server-pid` it reads the server's CPU time and memory from `/proc`; it
 //! always reports its own CPU use, so one can tell which side is saturated.
+//! Against a cluster, `--also` names the other nodes (connections are
+//! spread over all of them, round-robin) and `--server-pid` is given once
+//! per node (their CPU and memory are added up).
 //!
 //! `conn.rs` is one connection's sending and reading, `frames.rs` the frames
 //! it sends and what it reads of those it gets, `report.rs` the report.
@@ -86,9 +89,15 @@ pub struct BenchArgs {
     /// are connected, the first ones read nothing: they answer no pings.)
     #[arg(long, conflicts_with = "upgrade_only")]
     pub join_storm: bool,
-    /// Read the server's CPU time and memory from /proc/PID.
+    /// More servers: the other nodes of a cluster. Connection i goes to
+    /// the (i mod n)th of --server and these, so a room's members are
+    /// spread over every node.
     #[arg(long)]
-    pub server_pid: Option<u32>,
+    pub also: Vec<String>,
+    /// Read the server's CPU time and memory from /proc/PID; repeat for
+    /// each node of a cluster (they are added up).
+    #[arg(long)]
+    pub server_pid: Vec<u32>,
     /// Seconds to wait after the last send for deliveries still in flight.
     #[arg(long, default_value_t = 5.0)]
     pub drain: f64,
@@ -150,18 +159,21 @@ pub async fn run(server: &str, args: BenchArgs) -> anyhow::Result<()> {
 async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Report> {
     let bench_cpu_start = cpu_seconds(None);
     // Before any connection, so memory per connection can be told apart.
-    let server_start = args.server_pid.map(ServerSample::read);
+    let server_start = ServerSample::read_all(&args.server_pid);
     // Connect and join everyone first.
     let connect_started = Instant::now();
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
     // Nicks unique to this run, so runs do not collide with each other.
     let run = format!("{:04x}", rand::random::<u16>());
     let mut opening = Vec::with_capacity(args.connections);
-    let target = Arc::new(Target::parse(server)?);
+    let targets: Vec<Arc<Target>> = std::iter::once(server)
+        .chain(args.also.iter().map(String::as_str))
+        .map(|url| Target::parse(url).map(Arc::new))
+        .collect::<anyhow::Result<_>>()?;
     let room = |i: usize| format!("bench-{}", i % args.rooms);
     for i in 0..args.connections {
         let gate = Arc::clone(&gate);
-        let target = Arc::clone(&target);
+        let target = Arc::clone(&targets[i % targets.len()]);
         let source = (!args.sources.is_empty()).then(|| args.sources[i % args.sources.len()]);
         let greeting = (!args.upgrade_only).then(|| {
             let hello = frames::hello(&format!("b{run}-{i}"));
@@ -265,7 +277,7 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Report> {
     }
     let wall_measure_start = origin + Duration::from_micros(schedule.measure_from_us);
     tokio::time::sleep_until(wall_measure_start).await;
-    let server_at_measure = args.server_pid.map(ServerSample::read);
+    let server_at_measure = ServerSample::read_all(&args.server_pid);
     let mut sent = 0;
     let mut expected = 0;
     for handle in senders {
@@ -277,7 +289,7 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Report> {
     // Every connection stays open for the whole window, senders or not:
     // with none, this is how long idle connections are held.
     tokio::time::sleep_until(origin + Duration::from_micros(schedule.measure_until_us)).await;
-    let server_at_end = args.server_pid.map(ServerSample::read);
+    let server_at_end = ServerSample::read_all(&args.server_pid);
     // Deliveries still in flight may arrive until the drain deadline.
     let drain_until = Instant::now() + Duration::from_secs_f64(args.drain.max(0.0));
     let owed = || expected.saturating_sub(counters.refused_owed.load(Ordering::Acquire));
@@ -320,7 +332,7 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Report> {
     let elapsed = origin.elapsed().as_secs_f64();
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     let server = match (server_start, server_at_measure, server_at_end) {
-        (Some(Some(first)), Some(Some(from)), Some(Some(to))) => {
+        (Some(first), Some(from), Some(to)) => {
             let cpu = to.cpu_seconds - from.cpu_seconds;
             let grown = to.rss_bytes.saturating_sub(first.rss_bytes.min(to.rss_bytes));
             Some(ServerUse {

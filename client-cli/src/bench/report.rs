@@ -77,6 +77,17 @@ pub(super) struct ServerSample {
 }
 
 impl ServerSample {
+    /// The processes `pids` together (the nodes of a cluster); `None`
+    /// without any, or if one cannot be read.
+    pub(super) fn read_all(pids: &[u32]) -> Option<Self> {
+        let samples: Option<Vec<Self>> = pids.iter().map(|&pid| Self::read(pid)).collect();
+        let samples = samples.filter(|samples| !samples.is_empty())?;
+        Some(Self {
+            cpu_seconds: samples.iter().map(|s| s.cpu_seconds).sum(),
+            rss_bytes: samples.iter().map(|s| s.rss_bytes).sum(),
+        })
+    }
+
     pub(super) fn read(pid: u32) -> Option<Self> {
         let cpu_seconds = cpu_seconds(Some(pid))?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -224,3 +224,68 @@ fn messages_an_overloaded_server_refuses_are_counted_and_owe_nothing() {
     assert_eq!(n("errors"), 0, "a refusal for now is not an error: {report}");
     assert_eq!(n("closed_by_server"), 0, "{report}");
 }
+
+#[test]
+fn spread_over_two_nodes_of_a_cluster_every_message_reaches_every_member() {
+    let redis = Redis::start();
+    let nodes: Vec<(Proc, String)> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let url = redis.url();
+            server_with(&[
+                "--redis",
+                &url,
+                "--node-id",
+                name,
+                "--messages-per-sec",
+                "10000",
+                "--messages-burst",
+                "10000",
+                "--frames-per-sec",
+                "100000",
+                "--frames-burst",
+                "100000",
+            ])
+        })
+        .collect();
+    let pids: Vec<String> = nodes.iter().map(|(node, _)| node.child.id().to_string()).collect();
+    let report = bench(
+        &nodes[0].1,
+        &[
+            "--also",
+            &nodes[1].1,
+            "--connections",
+            "10",
+            "--senders",
+            "2",
+            "--rate",
+            "40",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.1",
+            "--server-pid",
+            &pids[0],
+            "--server-pid",
+            &pids[1],
+        ],
+    );
+    let n = |key: &str| report[key].as_u64().unwrap();
+    assert!(n("sent") > 0, "{report}");
+    // One room of 10, five members on each node: every message owes 10.
+    assert_eq!(n("expected"), n("sent") * 10, "{report}");
+    assert_eq!(n("received"), n("expected"), "nothing lost across nodes: {report}");
+    assert_eq!(n("errors"), 0);
+    // Both nodes' memory, added up.
+    let rss: Vec<u64> = pids
+        .iter()
+        .map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap();
+            kb.split_whitespace().next().unwrap().parse::<u64>().unwrap() * 1024
+        })
+        .collect();
+    let (largest, sum) = (*rss.iter().max().unwrap(), rss.iter().sum::<u64>());
+    let reported = report["server"]["rss_bytes"].as_u64().unwrap();
+    assert!(reported * 2 > largest * 3 && reported < sum * 2, "{reported} against {rss:?}: {report}");
+}
