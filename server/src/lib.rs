@@ -80,6 +80,13 @@ pub async fn run(
         cluster.is_some() || config.chat.sequencing == chat_core::Sequencing::Alone,
         "shared sequencing (cluster mode) needs a Redis to share"
     );
+    if cluster.is_some() && config.uploads.take().is_some() {
+        // A file lives in one node's directory and its message in Redis:
+        // other nodes could not serve it, and storage's sweep (which counts
+        // the messages of its own store) would delete it. Off until nodes
+        // share a files directory (issue #16).
+        warn!("cluster mode: uploads are off (max_upload_bytes 0) until nodes share files");
+    }
     let retention = config.retention();
     let snapshot = store.load(&retention, storage::now_ms()).context("loading stored history")?;
     if let Some(uploads) = &config.uploads {

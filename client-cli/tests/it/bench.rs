@@ -287,5 +287,8 @@ fn spread_over_two_nodes_of_a_cluster_every_message_reaches_every_member() {
         .collect();
     let (largest, sum) = (*rss.iter().max().unwrap(), rss.iter().sum::<u64>());
     let reported = report["server"]["rss_bytes"].as_u64().unwrap();
-    assert!(reported * 2 > largest * 3 && reported < sum * 2, "{reported} against {rss:?}: {report}");
+    assert!(
+        reported * 2 > largest * 3 && reported < sum * 2,
+        "{reported} against {rss:?}: {report}"
+    );
 }

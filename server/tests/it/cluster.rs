@@ -771,3 +771,35 @@ async fn a_redis_that_lost_a_room_has_its_members_rejoin_it_afresh_on_every_node
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn in_cluster_mode_uploads_are_announced_off_and_refused_not_lost() {
+    use crate::support::{Client, Server};
+    use chat_server::{ServerConfig, Uploads};
+    use serde_json::json;
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let uploads = Uploads {
+        dir: dir.path().to_path_buf(),
+        max_bytes: 1 << 20,
+        max_total_bytes: 1 << 30,
+        min_free_bytes: 0,
+    };
+    let config = ServerConfig {
+        redis: Some(redis.url()),
+        uploads: Some(uploads),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config).await;
+    let mut client = Client::connect(&server).await;
+    client.send(json!({"type": "hello", "nick": "ann"})).await;
+    let welcome = client.expect("welcome").await;
+    assert_eq!(welcome["limits"]["max_upload_bytes"], 0, "{welcome}");
+    client.send(json!({"type": "join", "room": "lobby"})).await;
+    client.expect("joined").await;
+    let upload = json!({"type": "upload", "id": "u1", "room": "lobby", "name": "a.txt", "mime": "text/plain", "size": 3});
+    client.send(upload).await;
+    let refused = client.expect_error("unavailable").await;
+    assert_eq!(refused["id"], "u1");
+    server.shutdown().await;
+}
