@@ -457,6 +457,23 @@ pub struct Stats {
     /// are refused with `unavailable` meanwhile); absent while it can.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_down: Option<String>,
+    /// In cluster mode, the whole cluster's counters, as every node last
+    /// reported them (about a second behind); absent on a single server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterTotals>,
+}
+
+/// The counters of every node of a cluster, added up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterTotals {
+    /// Nodes that reported in the last few seconds.
+    pub nodes: u64,
+    /// WebSocket connections open on them.
+    pub connections: u64,
+    /// People connected (sessions with a connection, watchers aside).
+    pub people: u64,
+    /// Room and direct messages they accepted in the last second.
+    pub messages_per_sec: u64,
 }
 
 /// How a `joined` answers the `after` of its `join`.

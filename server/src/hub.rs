@@ -363,6 +363,12 @@ impl Hub {
         let ts_ms = self.clock.now().as_unix_millis();
         let connections = self.conns.len() as u64;
         self.stats_history.push(stats::Point { ts_ms, messages_per_sec, connections });
+        if let Some(engine) = &self.cluster {
+            // Every second, watched or not: the other nodes add it up.
+            let people = self.chat.people(|member| self.stats_subscribers.contains(&member)) as u64;
+            let counts = cluster::NodeCounts { at: ts_ms, connections, people, messages_per_sec };
+            engine.report(counts);
+        }
         if self.stats_subscribers.is_empty() {
             return;
         }
@@ -379,6 +385,7 @@ impl Hub {
             storage_failing: self.store_failures > 0,
             node: self.welcome.server.node.clone(),
             cluster_down: self.cluster.as_ref().and_then(|engine| engine.health().down()),
+            cluster: self.cluster.as_ref().and_then(cluster::Engine::totals),
         };
         let snapshot = self.counters.snapshot(messages_per_sec, state);
         let bytes = Utf8Bytes::from(wire::stats(&snapshot).encode());

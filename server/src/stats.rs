@@ -82,6 +82,7 @@ pub(crate) struct Snapshot {
     pub storage_failing: bool,
     pub node: Option<String>,
     pub cluster_down: Option<&'static str>,
+    pub cluster: Option<crate::cluster::ClusterTotals>,
 }
 
 /// What the hub knows at a tick that the counters do not.
@@ -105,6 +106,8 @@ pub(crate) struct State {
     pub node: Option<String>,
     /// Why Redis cannot be reached, while it cannot.
     pub cluster_down: Option<&'static str>,
+    /// Every node's counters added up.
+    pub cluster: Option<crate::cluster::ClusterTotals>,
 }
 
 impl Counters {
@@ -143,6 +146,7 @@ impl Counters {
             storage_failing,
             node,
             cluster_down,
+            cluster,
         } = state;
         let room_count = rooms.len() as u64;
         rooms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -167,6 +171,7 @@ impl Counters {
             storage_failing,
             node,
             cluster_down,
+            cluster,
         }
     }
 }
@@ -200,6 +205,7 @@ mod tests {
             storage_failing: false,
             node: None,
             cluster_down: None,
+            cluster: None,
         };
         let snapshot = counters.snapshot(counters.messages_total - 5, state);
         assert_eq!(snapshot.messages_per_sec, 3);

@@ -493,5 +493,11 @@ pub(crate) fn stats(snapshot: &crate::stats::Snapshot) -> ServerFrame {
         storage_failing: snapshot.storage_failing,
         node: snapshot.node.clone(),
         cluster_down: snapshot.cluster_down.map(str::to_owned),
+        cluster: snapshot.cluster.map(|totals| protocol::ClusterTotals {
+            nodes: totals.nodes,
+            connections: totals.connections,
+            people: totals.people,
+            messages_per_sec: totals.messages_per_sec,
+        }),
     })
 }

@@ -67,6 +67,8 @@ test('two nodes: pages on each chat in one room, see each other come, type and g
     await stats.goto(`${b.url}/stats`);
     await stats.waitForFunction(() => document.querySelector('#node')?.textContent === 'b');
     assert.equal(await stats.isVisible('#node-row'), true);
+    // And the whole cluster's counters: both nodes, both people.
+    await stats.waitForFunction(() => /^2 nodes · \d+ connections · 2 people · /.test(document.querySelector('#cluster')?.textContent));
 
     // Bob closes his page: alice's node shows him away, then gone when he
     // leaves the room from a page of his on his node.

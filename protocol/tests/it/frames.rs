@@ -233,6 +233,7 @@ fn server_frames_round_trip() {
             storage_failing: false,
             node: None,
             cluster_down: None,
+            cluster: None,
         }),
         ServerFrame::Direct {
             from: "a".into(),

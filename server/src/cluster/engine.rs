@@ -43,6 +43,8 @@ pub enum Event {
     },
     /// The answer to a claim of `nick` for the session of `token`.
     Claimed { nick: Nick, token: SessionToken, result: RedisResult<bool> },
+    /// The cluster's counters, this node's included.
+    Totals(RedisResult<super::ClusterTotals>),
     /// Whether the session of `token`, asked for by `member`'s hello, was
     /// found on another node and taken over.
     Found { member: MemberId, token: SessionToken, result: RedisResult<Option<Found>> },
@@ -127,6 +129,11 @@ pub struct Engine {
     sessions: Sessions,
     /// The sessions here, by the digest of their token.
     here: BTreeMap<String, SessionToken>,
+    totals: super::Totals,
+    /// The cluster's counters as last read.
+    last_totals: Option<super::ClusterTotals>,
+    /// This node run, as the counters' hash names it.
+    instance: String,
 }
 
 impl Engine {
@@ -168,7 +175,8 @@ impl Engine {
         let (nick_ops, queue) = mpsc::unbounded_channel();
         let nicks = log.nicks(&instance, lease);
         tokio::spawn(nicks_in_order(nicks.clone(), queue, events.clone()).in_current_span());
-        let follow = Follow::spawn(instance, members, sessions.clone(), lease, events.clone());
+        let follow =
+            Follow::spawn(instance.clone(), members, sessions.clone(), lease, events.clone());
         let check_every = CHECK_EVERY.min(lease / 6).max(Duration::from_millis(10));
         let renew = (lease / 3).as_millis() / check_every.as_millis().max(1);
         let renew_every = u32::try_from(renew).unwrap_or(u32::MAX).max(1);
@@ -177,6 +185,9 @@ impl Engine {
             nicks,
             sessions,
             here: BTreeMap::new(),
+            totals: log.totals(),
+            last_totals: None,
+            instance,
             log,
             listener,
             feed: Feed::default(),
@@ -243,6 +254,24 @@ impl Engine {
     pub fn session_ended(&mut self, token: &SessionToken) {
         self.here.remove(&digest(token.as_str()));
         self.follow.session_ended(token);
+    }
+
+    /// Reports this node's counters (once a second) and reads everyone's.
+    pub fn report(&self, counts: super::NodeCounts) {
+        let (totals, instance, events) =
+            (self.totals.clone(), self.instance.clone(), self.events.clone());
+        tokio::spawn(
+            async move {
+                let result = totals.report(&instance, counts).await;
+                let _ = events.send(Event::Totals(result));
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// The cluster's counters as last read, if they could be.
+    pub fn totals(&self) -> Option<super::ClusterTotals> {
+        self.last_totals
     }
 
     /// Lets `nick` go ([`chat_core::Output::Release`]).
@@ -334,6 +363,10 @@ impl Engine {
                 self.held.retain(|_, held| *held != token);
                 self.follow.moved(&key);
                 vec![Step::Moved(token)]
+            }
+            Event::Totals(result) => {
+                self.last_totals = result.ok();
+                Vec::new()
             }
             Event::Found { member, token, result } => {
                 let found = match result {

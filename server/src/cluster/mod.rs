@@ -29,6 +29,7 @@ mod nicks;
 mod presence;
 mod room_log;
 mod sessions;
+mod totals;
 
 pub(crate) use engine::{Engine, Event, Step};
 pub use feed::{Action, Feed};
@@ -38,6 +39,7 @@ pub use nicks::Nicks;
 pub use presence::{Change, Members, Roster, Verdict, Versions};
 pub use room_log::{Appended, Page, Published, RoomLog};
 pub use sessions::Sessions;
+pub use totals::{ClusterTotals, NodeCounts, Totals};
 
 /// How a session is named in Redis: a digest of its token, so that whoever
 /// reads Redis or a room's channel cannot speak as the session.

@@ -175,6 +175,11 @@ impl RoomLog {
         super::Members::new(self.conn.clone(), &self.prefix, self.health.clone())
     }
 
+    /// The cluster's counters, in the same Redis.
+    pub fn totals(&self) -> super::Totals {
+        super::Totals::new(self.conn.clone(), &self.prefix)
+    }
+
     /// Whether Redis answered this log's last call.
     pub fn health(&self) -> &Health {
         &self.health

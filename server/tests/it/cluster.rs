@@ -803,3 +803,33 @@ async fn in_cluster_mode_uploads_are_announced_off_and_refused_not_lost() {
     assert_eq!(refused["id"], "u1");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_nodes_stats_add_up_the_whole_cluster() {
+    use crate::support::{Client, Server};
+    use chat_server::ServerConfig;
+    use serde_json::json;
+    let redis = Redis::start();
+    let config = || ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
+    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let _alice = Client::in_room(&a, "alice", "lobby").await;
+    let _bob = Client::in_room(&b, "bob", "lobby").await;
+    let _carol = Client::in_room(&b, "carol", "lobby").await;
+    let mut watcher = Client::hello(&a, "watcher").await;
+    watcher.send(json!({"type": "subscribe", "channel": "$stats"})).await;
+    // The counters come once a second; wait for a round with both nodes in.
+    loop {
+        let frame = watcher.recv().await;
+        if frame["type"] != "stats" {
+            continue;
+        }
+        assert_eq!(frame["connections"], 2, "this node's own: {frame}");
+        let cluster = &frame["cluster"];
+        if cluster["nodes"] == 2 && cluster["people"] == 3 {
+            assert_eq!(cluster["connections"], 4, "{frame}");
+            break;
+        }
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -102,6 +102,11 @@ function show(stats) {
   // In cluster mode the counters are one node's, and Redis is storage too.
   $('node-row').hidden = !stats.node;
   $('node').textContent = stats.node || '';
+  const cluster = stats.cluster;
+  $('cluster-row').hidden = !cluster;
+  $('cluster').textContent = cluster
+    ? `${cluster.nodes} nodes · ${cluster.connections} connections · ${cluster.people} people · ${cluster.messages_per_sec} messages / s`
+    : '';
   $('storage').textContent = stats.cluster_down
     ? `Redis unavailable (${stats.cluster_down}): messages refused`
     : stats.storage_failing ? 'failing: messages refused' : 'ok';
