@@ -150,6 +150,13 @@ pub enum Shared {
     Presence(Presence),
     /// It is typing (already throttled by its core).
     Typing(Nick),
+    /// It set the room's topic (`None`: cleared it).
+    Topic {
+        /// The topic.
+        topic: Option<Arc<str>>,
+        /// Who set it.
+        by: Nick,
+    },
 }
 
 /// What must survive a restart.

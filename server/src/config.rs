@@ -22,8 +22,8 @@ pub struct ServerConfig {
     /// Cluster mode, under way (issue #16): the Redis at this URL numbers
     /// rooms' messages for every node serving them, holds nicks, who is in
     /// each room and where each session lives (the chat's `sequencing` is
-    /// then `Shared`). Direct messages, topics and files are not shared
-    /// between nodes yet. Default `None`: one node.
+    /// then `Shared`). Direct messages and files are not shared between
+    /// nodes yet. Default `None`: one node.
     pub redis: Option<String>,
     /// In cluster mode, the lease under which a node holds its sessions'
     /// nicks and says it lives; it renews them three times a lease. A node

@@ -87,6 +87,14 @@ impl Chat {
                 let name = room.clone();
                 self.deliver(others, Event::Typing { room: name, nick });
             }
+            // Whoever set it, the room's topic is the room's.
+            (Shared::Topic { topic, by }, _) => {
+                if let Some(room) = self.rooms.get_mut(&room_id) {
+                    room.topic = topic.clone();
+                }
+                let to = self.recipients(room_id);
+                self.deliver(to, Event::Topic { id: None, room: room.clone(), topic, by });
+            }
             // Of someone this core never heard join: nothing to change.
             (_, None) => {}
         }

@@ -238,6 +238,8 @@ impl Chat {
             return Ok(());
         };
         room.topic = topic.clone();
+        let shared = crate::Shared::Topic { topic: topic.clone(), by: by.clone() };
+        self.share(sid, room_id, shared);
         let to = self.recipients(room_id);
         self.outputs
             .push_back(Output::Persist(Record::Topic { room: name.clone(), topic: topic.clone() }));

@@ -44,6 +44,8 @@ struct Engine {
     sessions: BTreeMap<SessionToken, (usize, Nick)>,
     /// Sessions that moved between cores.
     moves: usize,
+    /// Each room's topic.
+    topics: BTreeMap<RoomName, Option<Arc<str>>>,
 }
 
 struct Cluster {
@@ -146,10 +148,11 @@ impl Cluster {
                     })
                     .collect();
                 let log = self.engine.logs.get(&room);
+                let topic = self.engine.topics.get(&room).cloned().flatten();
                 let stored = (log.is_some() || !remote.is_empty()).then(|| RoomHistory {
                     last_seq: log.map_or(0, |log| log.len() as u64),
                     messages: log.cloned().unwrap_or_default(),
-                    topic: None,
+                    topic,
                     remote,
                 });
                 self.cores[core].handle_loaded(self.now, &room, stored);
@@ -175,6 +178,9 @@ impl Cluster {
                         }
                     }
                     Shared::Typing(_) => {}
+                    Shared::Topic { topic, .. } => {
+                        self.engine.topics.insert(room.clone(), topic.clone());
+                    }
                 }
                 for other in (0..self.cores.len()).filter(|&c| c != core) {
                     self.cores[other].handle_remote(self.now, &room, &key, change.clone());
@@ -853,6 +859,33 @@ fn a_room_whose_numbering_starts_again_sends_its_members_back_to_join_it_afresh(
     );
     cluster.say(0, again, "a2", "new");
     assert_eq!(cluster.messages(0, again), vec![(1, "new".to_owned())]);
+}
+
+#[test]
+fn a_topic_set_on_one_core_is_every_cores_and_comes_with_the_room() {
+    let mut cluster = Cluster::new(3);
+    let alice = cluster.member(0, "alice", "lobby");
+    let bob = cluster.member(1, "bob", "lobby");
+    events(&mut cluster, 1, bob);
+    cluster.send(
+        0,
+        alice,
+        Some("t"),
+        Command::Topic { room: "lobby".into(), topic: "release day".into() },
+    );
+    let got = events(&mut cluster, 1, bob);
+    assert!(
+        got.iter().any(|e| matches!(e, Event::Topic { topic: Some(t), by, .. } if &**t == "release day" && by.as_str() == "alice")),
+        "{got:?}"
+    );
+    // Someone joining later on a core nobody was on reads it with the room.
+    let carol = cluster.member(2, "carol", "lobby");
+    let got = events(&mut cluster, 2, carol);
+    assert!(
+        got.iter()
+            .any(|e| matches!(e, Event::Joined { topic: Some(t), .. } if &**t == "release day")),
+        "{got:?}"
+    );
 }
 
 #[test]

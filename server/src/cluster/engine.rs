@@ -442,10 +442,11 @@ impl Engine {
                         let held = self.feed.listen(room.as_str(), &page.epoch, page.newest);
                         let (remote, changes) = self.follow.loaded(room.as_str(), roster.as_ref());
                         let known = page.newest > 0 || !remote.is_empty();
+                        let topic = page.topic.map(std::sync::Arc::from);
                         let history = known.then_some(chat_core::RoomHistory {
                             last_seq: page.newest,
                             messages,
-                            topic: None,
+                            topic,
                             remote,
                         });
                         // The room first, then what came after its read.

@@ -241,7 +241,7 @@ mod tests {
 
     fn page(newest: u64, seqs: std::ops::RangeInclusive<u64>) -> Page {
         let messages = seqs.map(|seq| (seq, format!("m{seq}").into_bytes())).collect();
-        Page { newest, epoch: "e1".into(), messages }
+        Page { newest, epoch: "e1".into(), messages, topic: None }
     }
 
     /// The seqs delivered, and the fills asked for.
@@ -326,7 +326,7 @@ mod tests {
                 Action::Fill { room: "lobby".into(), from: 4 }
             ]
         );
-        let nothing = Page { newest: 3, epoch: "e1".into(), messages: Vec::new() };
+        let nothing = Page { newest: 3, epoch: "e1".into(), messages: Vec::new(), topic: None };
         assert_eq!(sorted(&feed.filled("lobby", nothing)), (vec![], vec![]), "nothing new");
         // The last message's publication was lost: the check sees it.
         assert_eq!(sorted(&feed.checked("lobby", "e1", 3)), (vec![], vec![]));
@@ -418,7 +418,7 @@ mod tests {
                 let last = newest.min(first + count - 1);
                 // Nothing from `from` on (`first > last`) is an empty page.
                 let messages = (first..=last).map(|seq| (seq, format!("m{seq}").into_bytes()));
-                Page { newest, epoch: "e1".into(), messages: messages.collect() }
+                Page { newest, epoch: "e1".into(), messages: messages.collect(), topic: None }
             };
             for _ in 0..300 {
                 match rng.below(10) {

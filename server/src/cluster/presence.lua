@@ -4,9 +4,11 @@
 -- which changes a read of the hash already holds.
 --
 -- KEYS[1]  the room's members hash: member key -> entry; '#' its version
+-- KEYS[2]  the room's meta hash (see append.lua): 't' is its topic
 -- ARGV[1]  'set' (keep the entry), 'del' (drop it), 'drop' (drop it only
---          if ARGV[6]'s node run still serves it; else change nothing) or
---          '' (typing: nothing kept)
+--          if ARGV[6]'s node run still serves it; else change nothing),
+--          'topic' (ARGV[3] is the room's topic now, '' for none) or ''
+--          (typing: nothing kept)
 -- ARGV[2]  the member's key
 -- ARGV[3]  its entry (for 'set')
 -- ARGV[4]  the room's channel ('' to publish nothing)
@@ -30,6 +32,10 @@ if op == 'set' then
   redis.call('HSET', members, key, entry)
 elseif op == 'del' then
   redis.call('HDEL', members, key)
+elseif op == 'topic' and entry ~= '' then
+  redis.call('HSET', KEYS[2], 't', entry)
+elseif op == 'topic' then
+  redis.call('HDEL', KEYS[2], 't')
 end
 if channel ~= '' then
   redis.call('PUBLISH', channel, 'p:' .. version .. ':' .. change)

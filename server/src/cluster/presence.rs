@@ -92,6 +92,8 @@ struct Published {
     nick: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     old: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    topic: Option<String>,
 }
 
 impl Members {
@@ -126,6 +128,7 @@ impl Members {
     ) -> RedisResult<u64> {
         let op = match (change, entry) {
             (Shared::Typing(_), _) => "",
+            (Shared::Topic { .. }, _) => "topic",
             (_, Some(_)) => "set",
             (_, None) => "del",
         };
@@ -160,11 +163,15 @@ impl Members {
         entry: Option<(&Nick, bool)>,
         publish: bool,
     ) -> RedisResult<u64> {
-        let entry = entry.map(|(nick, away)| encode_entry(nick, away, node)).unwrap_or_default();
+        let entry = match change {
+            Shared::Topic { topic, .. } => topic.as_deref().unwrap_or_default().as_bytes().to_vec(),
+            _ => entry.map(|(nick, away)| encode_entry(nick, away, node)).unwrap_or_default(),
+        };
         let channel = if publish { format!("{}:{{{room}}}", self.prefix) } else { String::new() };
         let version: RedisResult<u64> = self
             .change
             .key(self.key(room))
+            .key(format!("{}:{{{room}}}:meta", self.prefix))
             .arg(op)
             .arg(key)
             .arg(entry)
@@ -302,9 +309,14 @@ fn encode_change(key: &str, node: &str, change: &Shared) -> Vec<u8> {
         Shared::Presence(Presence::Back(n)) => ("back", nick(n), None),
         Shared::Presence(Presence::Renamed { old, new }) => ("rename", nick(new), nick(old)),
         Shared::Typing(n) => ("typing", nick(n), None),
+        Shared::Topic { by, .. } => ("topic", nick(by), None),
     };
-    let published =
-        Published { key: key.to_owned(), node: node.to_owned(), op: op.to_owned(), nick, old };
+    let topic = match change {
+        Shared::Topic { topic, .. } => topic.as_deref().map(str::to_owned),
+        _ => None,
+    };
+    let (key, node, op) = (key.to_owned(), node.to_owned(), op.to_owned());
+    let published = Published { key, node, op, nick, old, topic };
     serde_json::to_vec(&published).unwrap_or_default()
 }
 
@@ -325,6 +337,7 @@ pub fn decode_change(room: &str, payload: &[u8]) -> Option<Change> {
             Shared::Presence(Presence::Renamed { old, new: nick })
         }
         "typing" => Shared::Typing(nick),
+        "topic" => Shared::Topic { topic: published.topic.map(Arc::from), by: nick },
         _ => return None,
     };
     Some(Change {
@@ -347,7 +360,7 @@ pub fn entry_after(entry: Option<(Nick, bool)>, change: &Shared) -> Option<(Nick
         Shared::Presence(Presence::Renamed { new, .. }) => {
             entry.map(|(_, away)| (new.clone(), away)).or(Some((new.clone(), false)))
         }
-        Shared::Typing(_) => entry,
+        Shared::Typing(_) | Shared::Topic { .. } => entry,
     }
 }
 
@@ -424,6 +437,8 @@ mod tests {
             Shared::Presence(Presence::Back(nick("ann"))),
             Shared::Presence(Presence::Renamed { old: nick("ann"), new: nick("Anne") }),
             Shared::Typing(nick("ann")),
+            Shared::Topic { topic: Some(Arc::from("release: day")), by: nick("ann") },
+            Shared::Topic { topic: None, by: nick("ann") },
         ];
         for change in changes {
             let mut payload = b"42:".to_vec();

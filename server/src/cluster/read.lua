@@ -8,12 +8,12 @@
 -- ARGV[2]  the most messages wanted
 -- ARGV[3]  the epoch a room without one starts
 --
--- Returns {newest seq, epoch, {{seq, message}, ...}}.
+-- Returns {newest seq, epoch, {{seq, message}, ...}, topic or ''}.
 local meta, log = KEYS[1], KEYS[2]
 local from, count, fresh = ARGV[1], ARGV[2], ARGV[3]
 
-local state = redis.call('HMGET', meta, 'e', 's')
-local epoch, newest = state[1], tonumber(state[2]) or 0
+local state = redis.call('HMGET', meta, 'e', 's', 't')
+local epoch, newest, topic = state[1], tonumber(state[2]) or 0, state[3] or ''
 if not epoch then
   epoch = fresh
   redis.call('DEL', log)
@@ -24,4 +24,4 @@ for _, entry in ipairs(redis.call('XRANGE', log, from .. '-1', '+', 'COUNT', cou
   local seq = tonumber(string.match(entry[1], '^(%d+)-'))
   found[#found + 1] = {seq, entry[2][2]}
 end
-return {newest, epoch, found}
+return {newest, epoch, found, topic}

@@ -51,6 +51,8 @@ pub struct Page {
     pub epoch: String,
     /// `(seq, message)` in order.
     pub messages: Vec<(u64, Vec<u8>)>,
+    /// The room's topic, if one is set.
+    pub topic: Option<String>,
 }
 
 /// A message as a room's channel carries it to every node.
@@ -140,8 +142,9 @@ impl RoomLog {
             .arg(fresh_epoch())
             .invoke_async(&mut self.conn.clone())
             .await;
-        let (newest, epoch, found) = self.noted(reply, "a read from Redis failed")?;
-        Ok(Page { newest, epoch, messages: found })
+        let (newest, epoch, found, topic) = self.noted(reply, "a read from Redis failed")?;
+        let topic = (!topic.is_empty()).then_some(topic);
+        Ok(Page { newest, epoch, messages: found, topic })
     }
 
     /// The channel `room`'s messages are published on.
@@ -223,8 +226,9 @@ impl RoomLog {
     }
 }
 
-/// What `read.lua` answers: the newest `seq`, the epoch, the messages.
-type ReadReply = (u64, String, Vec<(u64, Vec<u8>)>);
+/// What `read.lua` answers: the newest `seq`, the epoch, the messages,
+/// the topic (`""` for none).
+type ReadReply = (u64, String, Vec<(u64, Vec<u8>)>, String);
 
 /// An epoch for a room that has none: random, so a room whose data Redis
 /// lost never gets the epoch it had.

@@ -757,7 +757,13 @@ async fn a_redis_that_lost_a_room_has_its_members_rejoin_it_afresh_on_every_node
         let (mut again, welcome) = Client::resume(node, &token).await;
         assert_eq!(welcome["resumed"], true, "{welcome}");
         again.send(json!({"type": "join", "room": "lobby", "after": 3})).await;
-        let joined = again.expect("joined").await;
+        // Presence of the other, sent back too, may come first.
+        let joined = loop {
+            let frame = again.recv().await;
+            if frame["type"] == "joined" {
+                break frame;
+            }
+        };
         assert_eq!(joined["resume"], "fresh", "{joined}");
         let texts: Vec<&str> = joined["history"]
             .as_array()
@@ -830,6 +836,48 @@ async fn every_nodes_stats_add_up_the_whole_cluster() {
             break;
         }
     }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_set_on_one_node_shows_on_every_node_and_to_later_joiners() {
+    use crate::support::{Client, Server};
+    use chat_server::ServerConfig;
+    use serde_json::json;
+    let redis = Redis::start();
+    let config = || ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
+    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let mut alice = Client::in_room(&a, "alice", "lobby").await;
+    let mut bob = Client::in_room(&b, "bob", "lobby").await;
+    alice.send(json!({"type": "topic", "room": "lobby", "topic": "release day", "id": "t"})).await;
+    let topic = loop {
+        let frame = bob.recv().await;
+        if frame["type"] == "topic" {
+            break frame;
+        }
+    };
+    assert_eq!(
+        (topic["topic"].as_str(), topic["by"].as_str()),
+        (Some("release day"), Some("alice"))
+    );
+    // Everyone on b leaves: b forgets the room; a joiner there reads the
+    // topic back from Redis with the room.
+    bob.send(json!({"type": "leave", "room": "lobby"})).await;
+    bob.expect("left").await;
+    let mut carol = Client::hello(&b, "carol").await;
+    carol.send(json!({"type": "join", "room": "lobby"})).await;
+    let joined = carol.expect("joined").await;
+    assert_eq!(joined["topic"], "release day", "{joined}");
+    // Cleared, everywhere.
+    alice.send(json!({"type": "topic", "room": "lobby", "topic": ""})).await;
+    let cleared = loop {
+        let frame = carol.recv().await;
+        if frame["type"] == "topic" {
+            break frame;
+        }
+    };
+    assert!(cleared["topic"].is_null(), "{cleared}");
     a.shutdown().await;
     b.shutdown().await;
 }
