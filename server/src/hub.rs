@@ -662,9 +662,12 @@ impl Hub {
                     }
                     continue;
                 }
-                // In cluster mode rooms are read from Redis.
+                // In cluster mode rooms are read from Redis; conversations
+                // (direct messages) are still each node's own, in its
+                // store, and their names (parties' tokens) never go there.
                 Output::Load(room) => {
-                    if let Some(engine) = &self.cluster {
+                    if let Some(engine) = self.cluster.as_ref().filter(|_| !room.is_conversation())
+                    {
                         engine.load(&room);
                     } else if !self.storage.send(Job::Load(room)) {
                         error!("the storage thread is gone; rooms can no longer be read");

@@ -881,3 +881,48 @@ async fn a_topic_set_on_one_node_shows_on_every_node_and_to_later_joiners() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_on_one_node_stay_in_its_store_and_never_reach_redis() {
+    use crate::support::{Client, Server};
+    use chat_server::{ServerConfig, SqliteStore, Store};
+    use serde_json::json;
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = || Box::new(SqliteStore::open(dir.path()).unwrap()) as Box<dyn Store>;
+    let config = || ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
+    /// Alice's `n`th direct message to bob, as bob gets it: its `seq`.
+    async fn psst(alice: &mut Client, bob: &mut Client, n: u64) -> u64 {
+        alice.send(json!({"type": "dm", "to": "bob", "text": format!("psst {n}"), "id": format!("d{n}")})).await;
+        loop {
+            let frame = bob.recv().await;
+            if frame["type"] == "direct" {
+                assert_eq!(frame["text"], format!("psst {n}"), "{frame}");
+                return frame["seq"].as_u64().unwrap();
+            }
+        }
+    }
+    let server = Server::start_with(config(), store()).await;
+    let mut alice = Client::hello(&server, "alice").await;
+    let mut bob = Client::hello(&server, "bob").await;
+    assert_eq!(psst(&mut alice, &mut bob, 1).await, 1);
+    assert_eq!(psst(&mut alice, &mut bob, 2).await, 2);
+    let (alice_token, bob_token) = (alice.session.clone(), bob.session.clone());
+    server.shutdown().await;
+    // After a restart the conversation is read back from the node's own
+    // store, and its numbering goes on.
+    let server = Server::start_with(config(), store()).await;
+    let (mut alice, _) = Client::resume(&server, &alice_token).await;
+    let (mut bob, _) = Client::resume(&server, &bob_token).await;
+    assert_eq!(psst(&mut alice, &mut bob, 3).await, 3);
+    // A conversation's name holds its parties' tokens: no key of Redis,
+    // no channel, ever carries it.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*~*").query_async(&mut conn).await.unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+    let channels: Vec<String> =
+        redis::cmd("PUBSUB").arg("CHANNELS").arg("*~*").query_async(&mut conn).await.unwrap();
+    assert!(channels.is_empty(), "{channels:?}");
+    server.shutdown().await;
+}
