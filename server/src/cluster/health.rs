@@ -25,6 +25,20 @@ impl Health {
         *down = Some(why);
     }
 
+    /// `result`, noted: an error as a failure `failed`, anything else as
+    /// an answer.
+    pub fn noted<T>(
+        &self,
+        result: redis::RedisResult<T>,
+        failed: &'static str,
+    ) -> redis::RedisResult<T> {
+        match &result {
+            Ok(_) => self.answered(),
+            Err(_) => self.failed(failed),
+        }
+        result
+    }
+
     /// Redis answered.
     pub fn answered(&self) {
         let was = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();

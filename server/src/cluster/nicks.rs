@@ -12,6 +12,9 @@ use redis::{RedisResult, Script};
 
 use super::Health;
 
+/// What the log says when Redis fails one of these calls.
+const FAILED: &str = "a nick claim in Redis failed";
+
 /// The nicks of the cluster in Redis.
 #[derive(Clone)]
 pub struct Nicks {
@@ -67,7 +70,7 @@ impl Nicks {
             .arg(self.lease_ms())
             .invoke_async(&mut self.conn.clone())
             .await;
-        self.noted(granted.map(|granted| granted == 1))
+        self.health.noted(granted.map(|granted| granted == 1), FAILED)
     }
 
     /// Renews the leases of `held` (folded nick, token) in one round trip:
@@ -84,7 +87,7 @@ impl Nicks {
         // its digest for every nick in one pipeline.
         let mut conn = self.conn.clone();
         let loaded = self.claim.prepare_invoke().load_async(&mut conn).await;
-        let sha = self.noted(loaded)?;
+        let sha = self.health.noted(loaded, FAILED)?;
         let mut pipe = redis::pipe();
         for (folded, token) in held {
             pipe.cmd("EVALSHA")
@@ -95,7 +98,7 @@ impl Nicks {
                 .arg(self.lease_ms());
         }
         let answers: RedisResult<Vec<u8>> = pipe.query_async(&mut conn).await;
-        let answers = self.noted(answers)?;
+        let answers = self.health.noted(answers, FAILED)?;
         let lost = held.iter().zip(answers).filter(|(_, granted)| *granted == 0);
         Ok(lost.map(|((folded, _), _)| folded.clone()).collect())
     }
@@ -111,7 +114,7 @@ impl Nicks {
             .arg(self.holder(token))
             .invoke_async(&mut self.conn.clone())
             .await;
-        self.noted(released.map(drop))
+        self.health.noted(released.map(drop), FAILED)
     }
 
     /// What a nick's key holds for the session of `token` claimed here.
@@ -125,13 +128,5 @@ impl Nicks {
 
     fn lease_ms(&self) -> u64 {
         u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX).max(1)
-    }
-
-    fn noted<T>(&self, result: RedisResult<T>) -> RedisResult<T> {
-        match &result {
-            Ok(_) => self.health.answered(),
-            Err(_) => self.health.failed("a nick claim in Redis failed"),
-        }
-        result
     }
 }

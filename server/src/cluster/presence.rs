@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Health;
 
+/// What the log says when Redis fails one of these calls.
+const FAILED: &str = "a presence change in Redis failed";
+
 /// The field of a members hash that holds its version.
 const VERSION: &str = "#";
 
@@ -180,7 +183,7 @@ impl Members {
             .arg(node)
             .invoke_async(&mut self.conn.clone())
             .await;
-        self.noted(version)
+        self.health.noted(version, FAILED)
     }
 
     /// The members of each of `rooms`, in one round trip.
@@ -193,7 +196,7 @@ impl Members {
             pipe.hgetall(self.key(room));
         }
         let hashes: RedisResult<Vec<Hash>> = pipe.query_async(&mut self.conn.clone()).await;
-        Ok(self.noted(hashes)?.into_iter().map(|fields| roster(&fields)).collect())
+        Ok(self.health.noted(hashes, FAILED)?.into_iter().map(|fields| roster(&fields)).collect())
     }
 
     /// Says instance `node` lives, for `lease`.
@@ -209,7 +212,7 @@ impl Members {
             .arg(lease)
             .query_async(&mut self.conn.clone())
             .await;
-        self.noted(set)
+        self.health.noted(set, FAILED)
     }
 
     /// Which of `nodes` no longer live.
@@ -225,7 +228,7 @@ impl Members {
             pipe.exists(self.node_key(node));
         }
         let alive: RedisResult<Vec<bool>> = pipe.query_async(&mut self.conn.clone()).await;
-        let alive = self.noted(alive)?;
+        let alive = self.health.noted(alive, FAILED)?;
         Ok(nodes.iter().zip(alive).filter(|(_, alive)| !alive).map(|(n, _)| n.clone()).collect())
     }
 
@@ -250,7 +253,7 @@ impl Members {
             forget.arg(&*member.key).arg(entry.as_slice());
         }
         let dropped: RedisResult<u64> = forget.invoke_async(&mut self.conn.clone()).await;
-        self.noted(dropped).map(drop)
+        self.health.noted(dropped, FAILED).map(drop)
     }
 
     fn key(&self, room: &str) -> String {
@@ -259,14 +262,6 @@ impl Members {
 
     fn node_key(&self, node: &str) -> String {
         format!("{}:node:{node}", self.prefix)
-    }
-
-    fn noted<T>(&self, result: RedisResult<T>) -> RedisResult<T> {
-        match &result {
-            Ok(_) => self.health.answered(),
-            Err(_) => self.health.failed("a presence change in Redis failed"),
-        }
-        result
     }
 }
 

@@ -124,7 +124,7 @@ impl RoomLog {
             .arg(remember)
             .invoke_async(&mut self.conn.clone())
             .await;
-        let (seq, epoch, duplicate) = self.noted(reply, "a write to Redis failed")?;
+        let (seq, epoch, duplicate) = self.health.noted(reply, "a write to Redis failed")?;
         Ok(Appended { seq, epoch, duplicate: duplicate == 1 })
     }
 
@@ -142,7 +142,7 @@ impl RoomLog {
             .arg(fresh_epoch())
             .invoke_async(&mut self.conn.clone())
             .await;
-        let (newest, epoch, found, topic) = self.noted(reply, "a read from Redis failed")?;
+        let (newest, epoch, found, topic) = self.health.noted(reply, "a read from Redis failed")?;
         let topic = (!topic.is_empty()).then_some(topic);
         Ok(Page { newest, epoch, messages: found, topic })
     }
@@ -158,7 +158,7 @@ impl RoomLog {
     /// Redis cannot be reached.
     pub async fn subscriber(&self) -> RedisResult<PubSub> {
         let pubsub = self.client.get_async_pubsub().await;
-        self.noted(pubsub, "cannot subscribe to Redis")
+        self.health.noted(pubsub, "cannot subscribe to Redis")
     }
 
     /// The cluster's nicks, in the same Redis through the same connection,
@@ -208,15 +208,6 @@ impl RoomLog {
         let epoch = std::str::from_utf8(parts.next()?).ok()?.to_owned();
         let message = parts.next()?.to_vec();
         Some(Published { room: room.to_owned(), seq, epoch, message })
-    }
-
-    /// `result`, noted in [`RoomLog::health`].
-    fn noted<T>(&self, result: RedisResult<T>, failed: &'static str) -> RedisResult<T> {
-        match &result {
-            Ok(_) => self.health.answered(),
-            Err(_) => self.health.failed(failed),
-        }
-        result
     }
 
     /// One of `room`'s keys. The room's name in braces is its hash tag: a

@@ -13,6 +13,9 @@ use redis::{AsyncCommands, RedisResult, Script};
 
 use super::{Health, Nicks, digest};
 
+/// What the log says when Redis fails one of these calls.
+const FAILED: &str = "a session record in Redis failed";
+
 /// The sessions' records in Redis.
 #[derive(Clone)]
 pub struct Sessions {
@@ -76,7 +79,7 @@ impl Sessions {
             .ignore()
             .query_async(&mut self.conn.clone())
             .await;
-        self.noted(written)
+        self.health.noted(written, FAILED)
     }
 
     /// The session of `token` ended here (if it still lives here).
@@ -90,7 +93,7 @@ impl Sessions {
             .arg(&self.instance)
             .invoke_async(&mut self.conn.clone())
             .await;
-        self.noted(ended).map(drop)
+        self.health.noted(ended, FAILED).map(drop)
     }
 
     /// The session named by `key` (its digest) joined (or left) `room`;
@@ -106,7 +109,7 @@ impl Sessions {
         } else {
             self.conn.clone().hdel(record, field).await
         };
-        self.noted(written).map(drop)
+        self.health.noted(written, FAILED).map(drop)
     }
 
     /// Renews the records of the sessions of `tokens`.
@@ -122,7 +125,7 @@ impl Sessions {
             pipe.pexpire(self.key(token), self.lease_ms()).ignore();
         }
         let renewed: RedisResult<()> = pipe.query_async(&mut self.conn.clone()).await;
-        self.noted(renewed)
+        self.health.noted(renewed, FAILED)
     }
 
     /// The session of `token`, if it lives (or lived until its node died)
@@ -135,7 +138,7 @@ impl Sessions {
     pub async fn take_over(&self, token: &str, nicks: &Nicks) -> RedisResult<Option<Found>> {
         let key = self.key(token);
         let fields: RedisResult<Vec<(String, String)>> = self.conn.clone().hgetall(&key).await;
-        let fields = self.noted(fields)?;
+        let fields = self.health.noted(fields, FAILED)?;
         let field = |name: &str| fields.iter().find(|(f, _)| f == name).map(|(_, v)| v.as_str());
         let (Some(nick), Some(node)) = (field("nick"), field("node")) else {
             return Ok(None);
@@ -157,7 +160,7 @@ impl Sessions {
             .clone()
             .publish(self.channel(), format!("{}:{}", digest(token), self.instance))
             .await;
-        self.noted(moved)?;
+        self.health.noted(moved, FAILED)?;
         Ok(Some(Found { nick, rooms, key: digest(token).into() }))
     }
 
@@ -175,13 +178,5 @@ impl Sessions {
 
     fn lease_ms(&self) -> i64 {
         i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX).max(1)
-    }
-
-    fn noted<T>(&self, result: RedisResult<T>) -> RedisResult<T> {
-        match &result {
-            Ok(_) => self.health.answered(),
-            Err(_) => self.health.failed("a session record in Redis failed"),
-        }
-        result
     }
 }

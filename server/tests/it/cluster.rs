@@ -238,6 +238,34 @@ async fn a_subscription_cut_off_mid_stream_loses_nothing_and_repeats_nothing() {
     assert_eq!(node.reconnects, 1, "the subscription came back by itself");
 }
 
+/// Two nodes on a Redis of their own, with `lease` (the default if `None`).
+async fn two_nodes(
+    lease: Option<Duration>,
+) -> (Redis, crate::support::Server, crate::support::Server) {
+    use chat_server::ServerConfig;
+    let redis = Redis::start();
+    let config = || {
+        let mut config = ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
+        if let Some(lease) = lease {
+            config.cluster_lease = lease;
+        }
+        config
+    };
+    let a = crate::support::Server::start(config()).await;
+    let b = crate::support::Server::start(config()).await;
+    (redis, a, b)
+}
+
+/// The next frame of type `kind` `client` gets, others skipped.
+async fn next_of(client: &mut crate::support::Client, kind: &str) -> serde_json::Value {
+    loop {
+        let frame = client.recv().await;
+        if frame["type"] == kind {
+            return frame;
+        }
+    }
+}
+
 /// The next room message `client` gets: (seq, from, text).
 async fn next_message(client: &mut crate::support::Client) -> (u64, String, String) {
     loop {
@@ -251,12 +279,10 @@ async fn next_message(client: &mut crate::support::Client) -> (u64, String, Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_one_redis_number_a_rooms_messages_once_for_both() {
-    use crate::support::{Client, Server};
-    use chat_server::ServerConfig;
+    use crate::support::Client;
+
     use serde_json::json;
-    let redis = Redis::start();
-    let config = || ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
-    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let (_redis, a, b) = two_nodes(None).await;
     let mut alice = Client::in_room(&a, "alice", "lobby").await;
     let mut bob = Client::in_room(&b, "bob", "lobby").await;
     alice.send(json!({"type": "say", "room": "lobby", "text": "hi from a", "id": "a1"})).await;
@@ -390,12 +416,10 @@ async fn with_redis_down_messages_are_refused_for_now_and_all_goes_on_when_it_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_last_message_whose_publication_was_lost_is_found_by_the_periodic_check() {
-    use crate::support::{Client, Server};
-    use chat_server::ServerConfig;
+    use crate::support::Client;
+
     use serde_json::json;
-    let redis = Redis::start();
-    let config = || ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
-    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let (redis, a, b) = two_nodes(None).await;
     let mut alice = Client::in_room(&a, "alice", "lobby").await;
     let mut bob = Client::in_room(&b, "bob", "lobby").await;
     alice.send(json!({"type": "say", "room": "lobby", "text": "one", "id": "a1"})).await;
@@ -504,12 +528,10 @@ async fn a_nick_is_claimed_once_renewed_by_its_holder_and_released_only_by_it() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nick_is_unique_across_nodes_and_free_again_once_let_go() {
-    use crate::support::{Client, Server};
-    use chat_server::ServerConfig;
+    use crate::support::Client;
+
     use serde_json::json;
-    let redis = Redis::start();
-    let config = || ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
-    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let (_redis, a, b) = two_nodes(None).await;
     let mut alice = Client::hello(&a, "alice").await;
     let mut impostor = Client::connect(&b).await;
     impostor.send(json!({"type": "hello", "nick": "Alice", "id": "1"})).await;
@@ -561,12 +583,10 @@ async fn next_presence(client: &mut crate::support::Client) -> (String, String) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_on_other_nodes_are_listed_and_their_comings_and_goings_shown() {
-    use crate::support::{Client, Server};
-    use chat_server::ServerConfig;
+    use crate::support::Client;
+
     use serde_json::json;
-    let redis = Redis::start();
-    let config = || ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
-    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let (_redis, a, b) = two_nodes(None).await;
     let mut alice = Client::in_room(&a, "alice", "lobby").await;
     let mut bob = Client::hello(&b, "bob").await;
     bob.send(json!({"type": "join", "room": "lobby"})).await;
@@ -578,12 +598,7 @@ async fn members_on_other_nodes_are_listed_and_their_comings_and_goings_shown() 
     bob.send(json!({"type": "typing", "room": "lobby"})).await;
     assert_eq!(next_presence(&mut alice).await, seen("typing", "bob"));
     bob.send(json!({"type": "nick", "nick": "robert"})).await;
-    let renamed = loop {
-        let frame = alice.recv().await;
-        if frame["type"] == "presence" {
-            break frame;
-        }
-    };
+    let renamed = next_of(&mut alice, "presence").await;
     assert_eq!((renamed["event"].as_str(), renamed["old"].as_str()), (Some("nick"), Some("bob")));
     alice.send(json!({"type": "who", "room": "lobby", "id": "w"})).await;
     let members = alice.expect("members").await;
@@ -605,16 +620,10 @@ async fn members_on_other_nodes_are_listed_and_their_comings_and_goings_shown() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_members_of_a_node_that_stops_leave_every_room_once_its_lease_runs_out() {
-    use crate::support::{Client, Server};
-    use chat_server::ServerConfig;
+    use crate::support::Client;
+
     use serde_json::json;
-    let redis = Redis::start();
-    let config = || ServerConfig {
-        redis: Some(redis.url()),
-        cluster_lease: Duration::from_millis(900),
-        ..ServerConfig::default()
-    };
-    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let (_redis, a, b) = two_nodes(Some(Duration::from_millis(900))).await;
     let mut alice = Client::in_room(&a, "alice", "lobby").await;
     let _bob = Client::in_room(&b, "bob", "lobby").await;
     assert_eq!(next_presence(&mut alice).await, ("join".to_owned(), "bob".to_owned()));
@@ -632,16 +641,10 @@ async fn the_members_of_a_node_that_stops_leave_every_room_once_its_lease_runs_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missed_presence_change_is_noticed_and_the_room_read_again() {
-    use crate::support::{Client, Server};
-    use chat_server::ServerConfig;
+    use crate::support::Client;
+
     use serde_json::json;
-    let redis = Redis::start();
-    let config = || ServerConfig {
-        redis: Some(redis.url()),
-        cluster_lease: Duration::from_millis(900),
-        ..ServerConfig::default()
-    };
-    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let (redis, a, b) = two_nodes(Some(Duration::from_millis(900))).await;
     let mut alice = Client::in_room(&a, "alice", "lobby").await;
     let mut bob = Client::in_room(&b, "bob", "lobby").await;
     assert_eq!(next_presence(&mut alice).await, ("join".to_owned(), "bob".to_owned()));
@@ -679,12 +682,10 @@ async fn a_missed_presence_change_is_noticed_and_the_room_read_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_comes_back_through_another_node_with_its_nick_rooms_and_retries() {
-    use crate::support::{Client, Server};
-    use chat_server::ServerConfig;
+    use crate::support::Client;
+
     use serde_json::json;
-    let redis = Redis::start();
-    let config = || ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
-    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let (_redis, a, b) = two_nodes(None).await;
     let mut alice = Client::in_room(&a, "alice", "lobby").await;
     let mut bob = Client::in_room(&b, "bob", "lobby").await;
     alice.send(json!({"type": "say", "room": "lobby", "text": "first", "id": "m1"})).await;
@@ -727,12 +728,10 @@ async fn a_session_comes_back_through_another_node_with_its_nick_rooms_and_retri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_lost_a_room_has_its_members_rejoin_it_afresh_on_every_node() {
-    use crate::support::{Client, Server};
-    use chat_server::ServerConfig;
+    use crate::support::Client;
+
     use serde_json::json;
-    let redis = Redis::start();
-    let config = || ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
-    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let (redis, a, b) = two_nodes(None).await;
     let mut alice = Client::in_room(&a, "alice", "lobby").await;
     let mut bob = Client::in_room(&b, "bob", "lobby").await;
     for n in 1..=3 {
@@ -758,12 +757,7 @@ async fn a_redis_that_lost_a_room_has_its_members_rejoin_it_afresh_on_every_node
         assert_eq!(welcome["resumed"], true, "{welcome}");
         again.send(json!({"type": "join", "room": "lobby", "after": 3})).await;
         // Presence of the other, sent back too, may come first.
-        let joined = loop {
-            let frame = again.recv().await;
-            if frame["type"] == "joined" {
-                break frame;
-            }
-        };
+        let joined = next_of(&mut again, "joined").await;
         assert_eq!(joined["resume"], "fresh", "{joined}");
         let texts: Vec<&str> = joined["history"]
             .as_array()
@@ -812,12 +806,10 @@ async fn in_cluster_mode_uploads_are_announced_off_and_refused_not_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_nodes_stats_add_up_the_whole_cluster() {
-    use crate::support::{Client, Server};
-    use chat_server::ServerConfig;
+    use crate::support::Client;
+
     use serde_json::json;
-    let redis = Redis::start();
-    let config = || ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
-    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let (_redis, a, b) = two_nodes(None).await;
     let _alice = Client::in_room(&a, "alice", "lobby").await;
     let _bob = Client::in_room(&b, "bob", "lobby").await;
     let _carol = Client::in_room(&b, "carol", "lobby").await;
@@ -842,21 +834,14 @@ async fn every_nodes_stats_add_up_the_whole_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_set_on_one_node_shows_on_every_node_and_to_later_joiners() {
-    use crate::support::{Client, Server};
-    use chat_server::ServerConfig;
+    use crate::support::Client;
+
     use serde_json::json;
-    let redis = Redis::start();
-    let config = || ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
-    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let (_redis, a, b) = two_nodes(None).await;
     let mut alice = Client::in_room(&a, "alice", "lobby").await;
     let mut bob = Client::in_room(&b, "bob", "lobby").await;
     alice.send(json!({"type": "topic", "room": "lobby", "topic": "release day", "id": "t"})).await;
-    let topic = loop {
-        let frame = bob.recv().await;
-        if frame["type"] == "topic" {
-            break frame;
-        }
-    };
+    let topic = next_of(&mut bob, "topic").await;
     assert_eq!(
         (topic["topic"].as_str(), topic["by"].as_str()),
         (Some("release day"), Some("alice"))
@@ -871,12 +856,7 @@ async fn a_topic_set_on_one_node_shows_on_every_node_and_to_later_joiners() {
     assert_eq!(joined["topic"], "release day", "{joined}");
     // Cleared, everywhere.
     alice.send(json!({"type": "topic", "room": "lobby", "topic": ""})).await;
-    let cleared = loop {
-        let frame = carol.recv().await;
-        if frame["type"] == "topic" {
-            break frame;
-        }
-    };
+    let cleared = next_of(&mut carol, "topic").await;
     assert!(cleared["topic"].is_null(), "{cleared}");
     a.shutdown().await;
     b.shutdown().await;
