@@ -185,7 +185,14 @@ impl Hub {
         let mut chat = Chat::new(rules);
         let now = clock.now();
         let sessions = snapshot.sessions.len();
+        let mut cluster = cluster;
         for (token, nick) in snapshot.sessions {
+            // In cluster mode Redis learns they live here again, so that a
+            // client coming back through another node takes its session
+            // from here (and this node lets it go).
+            if let Some(engine) = &mut cluster {
+                engine.session_here(&token, &nick);
+            }
             chat.restore_session(now, token, nick);
         }
         // Conversations first: a direct message's retry is answered as one.

@@ -906,3 +906,50 @@ async fn direct_messages_on_one_node_stay_in_its_store_and_never_reach_redis() {
     assert!(channels.is_empty(), "{channels:?}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_restored_by_a_restarted_node_moves_to_the_node_its_client_comes_back_through() {
+    use crate::support::{Client, Server};
+    use chat_server::{ServerConfig, SqliteStore, Store};
+    use serde_json::json;
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = || Box::new(SqliteStore::open(dir.path()).unwrap()) as Box<dyn Store>;
+    // Short leases and a short grace, so that node a's restored session
+    // would have expired (and let its nick go) within the checks below.
+    let config = || ServerConfig {
+        redis: Some(redis.url()),
+        cluster_lease: Duration::from_millis(900),
+        chat: chat_core::ChatConfig {
+            session_grace: Duration::from_secs(1),
+            ..chat_core::ChatConfig::default()
+        },
+        ..ServerConfig::default()
+    };
+    let a = Server::start_with(config(), store()).await;
+    let b = Server::start(config()).await;
+    let alice = Client::in_room(&a, "alice", "lobby").await;
+    let token = alice.session.clone();
+    drop(alice);
+    // Node a restarts (a deploy); alice's client comes back through b.
+    a.shutdown().await;
+    let a = Server::start_with(config(), store()).await;
+    let (mut alice, welcome) = Client::resume(&b, &token).await;
+    assert_eq!(
+        (welcome["resumed"].as_bool(), welcome["nick"].as_str()),
+        (Some(true), Some("alice")),
+        "{welcome}"
+    );
+    alice.send(json!({"type": "join", "room": "lobby"})).await;
+    next_of(&mut alice, "joined").await;
+    // Her nick stays hers through b, on every node, past the grace node a
+    // would have kept her restored session for.
+    for _ in 0..8 {
+        let mut impostor = Client::connect(&a).await;
+        impostor.send(json!({"type": "hello", "nick": "alice"})).await;
+        impostor.expect_error("nick_taken").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
