@@ -17,8 +17,11 @@ use tracing::{Instrument, warn};
 use super::follow::Follow;
 use super::{
     Action, Appended, Feed, Heard, Listener, Nicks, Page, Published, RoomLog, Roster, Sessions,
-    codec, digest,
+    ToAppend, codec, digest,
 };
+
+/// The most messages appended in one round trip.
+const APPEND_BATCH: usize = 64;
 
 /// How often rooms' newest `seq`s are looked at (a lost last message
 /// shows there), at most.
@@ -509,21 +512,62 @@ impl Engine {
     }
 }
 
-/// Appends messages one after the other, in the order the core made them:
-/// a connection's messages are numbered in the order it sent them. (One
-/// at a time costs a Redis round trip per message; pipelining them in
-/// order is for later.)
+/// Appends messages in the order the core made them (a connection's
+/// messages are numbered in the order it sent them): what queued while one
+/// round trip was out goes in the next, as one pipeline of at most
+/// [`APPEND_BATCH`] on one connection, which Redis runs in order.
 async fn append_in_order(
     log: RoomLog,
     mut queue: mpsc::UnboundedReceiver<(MemberId, Message)>,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    while let Some((member, message)) = queue.recv().await {
-        let key = message.sender.as_ref().zip(message.id.as_deref());
-        let id = key.map(|(sender, id)| (sender.as_str(), id));
-        let result = log.append(message.room.as_str(), id, &codec::encode(&message)).await;
-        if events.send(Event::Appended { member, message, result }).is_err() {
-            return;
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < APPEND_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let encoded: Vec<Vec<u8>> =
+            batch.iter().map(|(_, message)| codec::encode(message)).collect();
+        let results: Vec<RedisResult<Appended>> = if let [(_, message)] = batch.as_slice() {
+            let id = message.sender.as_ref().zip(message.id.as_deref());
+            let id = id.map(|(sender, id)| (sender.as_str(), id));
+            let bytes = encoded.first().map_or(&[][..], Vec::as_slice);
+            vec![log.append(message.room.as_str(), id, bytes).await]
+        } else {
+            let all: Vec<ToAppend<'_>> = batch
+                .iter()
+                .zip(&encoded)
+                .map(|((_, message), bytes)| ToAppend {
+                    room: message.room.as_str(),
+                    id: message
+                        .sender
+                        .as_ref()
+                        .zip(message.id.as_deref())
+                        .map(|(s, id)| (s.as_str(), id)),
+                    message: bytes,
+                })
+                .collect();
+            match log.append_all(&all).await {
+                Ok(appended) if appended.len() == batch.len() => {
+                    appended.into_iter().map(Ok).collect()
+                }
+                Ok(_) => {
+                    let wrong = redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "a pipeline of appends answered another number of replies",
+                    ));
+                    batch.iter().map(|_| Err(wrong.clone())).collect()
+                }
+                Err(err) => batch.iter().map(|_| Err(err.clone())).collect(),
+            }
+        };
+        for ((member, message), result) in batch.into_iter().zip(results) {
+            if events.send(Event::Appended { member, message, result }).is_err() {
+                return;
+            }
         }
     }
 }

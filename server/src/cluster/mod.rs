@@ -37,7 +37,7 @@ pub use health::Health;
 pub use listen::{Heard, Listener};
 pub use nicks::Nicks;
 pub use presence::{Change, Members, Roster, Verdict, Versions};
-pub use room_log::{Appended, Page, Published, RoomLog};
+pub use room_log::{Appended, Page, Published, RoomLog, ToAppend};
 pub use sessions::Sessions;
 pub use totals::{ClusterTotals, NodeCounts, Totals};
 

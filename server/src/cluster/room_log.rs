@@ -107,25 +107,66 @@ impl RoomLog {
         id: Option<(&str, &str)>,
         message: &[u8],
     ) -> RedisResult<Appended> {
+        let (keys, args) = self.append_parts(room, id, message);
+        let mut call = self.append.prepare_invoke();
+        for key in keys {
+            call.key(key);
+        }
+        for arg in args {
+            call.arg(arg);
+        }
+        let reply: RedisResult<AppendReply> = call.invoke_async(&mut self.conn.clone()).await;
+        let (seq, epoch, duplicate) = self.health.noted(reply, "a write to Redis failed")?;
+        Ok(Appended { seq, epoch, duplicate: duplicate == 1 })
+    }
+
+    /// Appends several messages as [`RoomLog::append`] does each, in order,
+    /// in one round trip (a pipeline on one connection: Redis runs them in
+    /// the order sent).
+    ///
+    /// # Errors
+    /// Redis failed; then any of them may have been appended, and each is
+    /// to be sent again (its id makes that safe).
+    pub async fn append_all(&self, messages: &[ToAppend<'_>]) -> RedisResult<Vec<Appended>> {
+        let mut conn = self.conn.clone();
+        // Loaded first (a restarted Redis has forgotten it), then run by
+        // its digest for each message.
+        let loaded = self.append.prepare_invoke().load_async(&mut conn).await;
+        let sha = self.health.noted(loaded, "a write to Redis failed")?;
+        let mut pipe = redis::pipe();
+        for message in messages {
+            let (keys, args) = self.append_parts(message.room, message.id, message.message);
+            pipe.cmd("EVALSHA").arg(&sha).arg(keys.len()).arg(&keys[..]).arg(&args[..]);
+        }
+        let replies: RedisResult<Vec<AppendReply>> = pipe.query_async(&mut conn).await;
+        let replies = self.health.noted(replies, "a write to Redis failed")?;
+        Ok(replies
+            .into_iter()
+            .map(|(seq, epoch, duplicate)| Appended { seq, epoch, duplicate: duplicate == 1 })
+            .collect())
+    }
+
+    /// The keys and arguments of `append.lua` for `message` to `room`.
+    fn append_parts(
+        &self,
+        room: &str,
+        id: Option<(&str, &str)>,
+        message: &[u8],
+    ) -> ([String; 3], [Vec<u8>; 5]) {
         let once = match id {
             Some((session, id)) => self.key(room, &format!("id:{}:{session}:{id}", session.len())),
             None => self.key(room, "meta"),
         };
         let remember = if id.is_some() { self.remember.as_secs().max(1) } else { 0 };
-        let reply: RedisResult<(u64, String, u8)> = self
-            .append
-            .key(self.key(room, "meta"))
-            .key(self.key(room, "log"))
-            .key(once)
-            .arg(message)
-            .arg(self.keep)
-            .arg(fresh_epoch())
-            .arg(self.channel(room))
-            .arg(remember)
-            .invoke_async(&mut self.conn.clone())
-            .await;
-        let (seq, epoch, duplicate) = self.health.noted(reply, "a write to Redis failed")?;
-        Ok(Appended { seq, epoch, duplicate: duplicate == 1 })
+        let keys = [self.key(room, "meta"), self.key(room, "log"), once];
+        let args = [
+            message.to_vec(),
+            self.keep.to_string().into_bytes(),
+            fresh_epoch().into_bytes(),
+            self.channel(room).into_bytes(),
+            remember.to_string().into_bytes(),
+        ];
+        (keys, args)
     }
 
     /// Up to `count` of `room`'s messages from `seq` `from` on.
@@ -215,6 +256,20 @@ impl RoomLog {
     fn key(&self, room: &str, what: &str) -> String {
         format!("{}:{{{room}}}:{what}", self.prefix)
     }
+}
+
+/// What `append.lua` answers: the `seq`, the epoch, 1 for a retry.
+type AppendReply = (u64, String, u8);
+
+/// One message for [`RoomLog::append_all`].
+#[derive(Debug)]
+pub struct ToAppend<'a> {
+    /// Its room.
+    pub room: &'a str,
+    /// Its sender's session and id, if it has an id.
+    pub id: Option<(&'a str, &'a str)>,
+    /// The message, encoded.
+    pub message: &'a [u8],
 }
 
 /// What `read.lua` answers: the newest `seq`, the epoch, the messages,

@@ -953,3 +953,34 @@ async fn a_session_restored_by_a_restarted_node_moves_to_the_node_its_client_com
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn appends_sent_together_are_numbered_in_the_order_sent_and_retries_answered() {
+    use chat_server::cluster::ToAppend;
+    let redis = Redis::start();
+    let log = log(&redis, 1000).await;
+    let first = log.append("lobby", Some(("s1", "m1")), b"first").await.unwrap();
+    assert_eq!(first.seq, 1);
+    let batch = [
+        ToAppend { room: "lobby", id: Some(("s1", "m2")), message: b"second" },
+        ToAppend { room: "dev", id: None, message: b"elsewhere" },
+        ToAppend { room: "lobby", id: Some(("s1", "m1")), message: b"first, again" },
+        ToAppend { room: "lobby", id: None, message: b"third" },
+    ];
+    let appended = log.append_all(&batch).await.unwrap();
+    let got: Vec<(u64, bool)> = appended.iter().map(|a| (a.seq, a.duplicate)).collect();
+    assert_eq!(got, [(2, false), (1, false), (1, true), (3, false)]);
+    let page = log.read("lobby", 1, 10).await.unwrap();
+    let texts: Vec<&[u8]> = page.messages.iter().map(|(_, m)| m.as_slice()).collect();
+    assert_eq!(texts, [&b"first"[..], b"second", b"third"]);
+    // After Redis forgot its scripts (a restart), they are loaded again.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+    let again = [
+        ToAppend { room: "lobby", id: None, message: b"fourth" },
+        ToAppend { room: "lobby", id: None, message: b"fifth" },
+    ];
+    let seqs: Vec<u64> = log.append_all(&again).await.unwrap().iter().map(|a| a.seq).collect();
+    assert_eq!(seqs, [4, 5]);
+}
