@@ -22,9 +22,14 @@ pub struct ServerConfig {
     /// Cluster mode, under way (issue #16): the Redis at this URL numbers
     /// rooms' messages for every node serving them, holds nicks, who is in
     /// each room and where each session lives (the chat's `sequencing` is
-    /// then `Shared`). Direct messages and files are not shared between
-    /// nodes yet. Default `None`: one node.
+    /// then `Shared`). Direct messages are not shared between nodes yet.
+    /// Default `None`: one node.
     pub redis: Option<String>,
+    /// In cluster mode, whether `uploads.dir` is one directory every node
+    /// shares (a network file system, a volume mounted on each): uploads
+    /// are on in cluster mode only then (the binary's `--files-dir`).
+    /// Default false.
+    pub files_shared: bool,
     /// In cluster mode, the lease under which a node holds its sessions'
     /// nicks and says it lives; it renews them three times a lease. A node
     /// that dies has its nicks come free, and its members leave every
@@ -122,6 +127,7 @@ impl Default for ServerConfig {
             redis: None,
             node_id: None,
             cluster_lease: Duration::from_secs(30),
+            files_shared: false,
             shutdown_grace: Duration::from_secs(5),
             drain_window: Duration::from_secs(10),
             max_connections: open_file_limit()

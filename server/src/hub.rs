@@ -417,12 +417,21 @@ impl Hub {
                 self.chat.handle_load_failed(self.clock.now(), &room);
             }
             StorageEvent::FileRooms { rooms, token, reply } => {
-                // A file is for sessions that may read a room holding it.
-                let seen = rooms.into_iter().find(|(room, _)| self.chat.may_read(&token, room));
-                let _ = reply.send(seen.map(|(_, attachment)| attachment));
+                self.file_answer(&rooms, &token, reply);
             }
             StorageEvent::FileBytes(bytes) => self.file_bytes = bytes,
         }
+    }
+
+    /// A file is for sessions that may read a room holding it.
+    fn file_answer(
+        &self,
+        rooms: &[(RoomName, Attachment)],
+        token: &SessionToken,
+        reply: oneshot::Sender<Option<Attachment>>,
+    ) {
+        let seen = rooms.iter().find(|(room, _)| self.chat.may_read(token, room));
+        let _ = reply.send(seen.map(|(_, attachment)| attachment.clone()));
     }
 
     /// What came back from the engine the nodes share.
@@ -460,6 +469,9 @@ impl Hub {
                 cluster::Step::Found(member, found) => self.chat.handle_found(now, member, found),
                 cluster::Step::Moved(token) => self.chat.handle_moved(now, &token),
                 cluster::Step::Reset(room) => self.chat.handle_room_reset(now, &room),
+                cluster::Step::FileRooms { rooms, token, reply } => {
+                    self.file_answer(&rooms, &token, reply);
+                }
             }
             self.drain();
         }
@@ -561,9 +573,11 @@ impl Hub {
                 self.chat.handle_disconnect(now, member, departure);
             }
             Input::File { token, file, reply } => {
-                // Storage knows which rooms hold the file; the answer comes
-                // back as a `FileRooms` event.
-                if !self.storage.send(Job::FileRooms { file, token, reply }) {
+                // Storage (Redis in cluster mode) knows which rooms hold the
+                // file; the answer comes back as a `FileRooms` event.
+                if let Some(engine) = &self.cluster {
+                    engine.file_rooms(file, token, reply);
+                } else if !self.storage.send(Job::FileRooms { file, token, reply }) {
                     error!("the storage thread is gone");
                 }
             }
@@ -685,7 +699,16 @@ impl Hub {
                 // without it).
                 Output::Append { member, message } => {
                     if let Some(engine) = &self.cluster {
-                        engine.append(member, message);
+                        // A file uploaded with it goes in place with it.
+                        let file = match (&message.attachment, &self.staged) {
+                            (Some(attachment), Some((staged, _)))
+                                if Arc::ptr_eq(attachment, staged) =>
+                            {
+                                self.staged.take().map(|(_, file)| file)
+                            }
+                            _ => None,
+                        };
+                        engine.append(member, message, file);
                     } else {
                         error!("a message to number in a shared engine, which this node has not");
                         let id = message.id.as_deref().map(str::to_owned);

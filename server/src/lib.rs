@@ -80,12 +80,10 @@ pub async fn run(
         cluster.is_some() || config.chat.sequencing == chat_core::Sequencing::Alone,
         "shared sequencing (cluster mode) needs a Redis to share"
     );
-    if cluster.is_some() && config.uploads.take().is_some() {
-        // A file lives in one node's directory and its message in Redis:
-        // other nodes could not serve it, and storage's sweep (which counts
-        // the messages of its own store) would delete it. Off until nodes
-        // share a files directory (issue #16).
-        warn!("cluster mode: uploads are off (max_upload_bytes 0) until nodes share files");
+    if cluster.is_some() && !config.files_shared && config.uploads.take().is_some() {
+        // A file would live in one node's directory and its message in
+        // Redis: the other nodes could not serve it.
+        warn!("cluster mode: uploads are off (max_upload_bytes 0) without a shared --files-dir");
     }
     let retention = config.retention();
     let snapshot = store.load(&retention, storage::now_ms()).context("loading stored history")?;
@@ -95,7 +93,9 @@ pub async fn run(
             .with_context(|| format!("preparing the upload directory {}", uploads.dir.display()))?;
     }
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
-    let files = config.uploads.as_ref().map(|uploads| uploads.dir.clone());
+    // In cluster mode this node's store holds none of the rooms' messages:
+    // its sweep would take every shared file for one no message carries.
+    let files = config.uploads.as_ref().filter(|_| cluster.is_none()).map(|u| u.dir.clone());
     let storage = storage::Storage::spawn(store, retention, files, config.prune_interval, acks_tx)
         .context("starting the storage thread")?;
     let (hub_tx, hub_rx) = mpsc::channel(config.inbound_queue);

@@ -133,6 +133,11 @@ struct Args {
     /// needs a --data-dir of its own.
     #[arg(long, env = "CHAT_REDIS", hide_env_values = true)]
     redis: Option<String>,
+    /// Where uploaded files are kept (default <data-dir>/files). In cluster
+    /// mode uploads are on only with this set to one directory every node
+    /// shares (a network file system, a volume mounted on each).
+    #[arg(long, env = "CHAT_FILES_DIR")]
+    files_dir: Option<PathBuf>,
     /// This node's name in a cluster (letters, digits, '.', '_', '-'; at
     /// most 64), shown in welcome, the live counters and the logs. Default:
     /// a random one in cluster mode.
@@ -349,6 +354,9 @@ async fn main() -> anyhow::Result<()> {
             let path = dir.path().to_path_buf();
             scratch = Some(dir);
             path
+        } else if let Some(dir) = &args.files_dir {
+            config.files_shared = true;
+            dir.clone()
         } else {
             args.data_dir.join("files")
         };

@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chat_core::{
-    ClaimAnswer, Found, MemberId, Message, Nick, RemoteMember, RoomName, SessionToken, Shared,
+    Attachment, ClaimAnswer, Found, MemberId, Message, Nick, RemoteMember, RoomName, SessionToken,
+    Shared,
 };
 use redis::RedisResult;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, warn};
 
 use super::follow::Follow;
@@ -19,6 +20,10 @@ use super::{
     Action, Appended, Feed, Heard, Listener, Nicks, Page, Published, RoomLog, Roster, Sessions,
     ToAppend, codec, digest,
 };
+use crate::files::Staged;
+
+/// A message to number, with the file uploaded with it.
+type ToNumber = (MemberId, Message, Option<Box<Staged>>);
 
 /// The most messages appended in one round trip.
 const APPEND_BATCH: usize = 64;
@@ -48,6 +53,12 @@ pub enum Event {
     Claimed { nick: Nick, token: SessionToken, result: RedisResult<bool> },
     /// The cluster's counters, this node's included.
     Totals(RedisResult<super::ClusterTotals>),
+    /// The rooms holding a file, for the session of `token`.
+    FileRooms {
+        rooms: Vec<(RoomName, Attachment)>,
+        token: SessionToken,
+        reply: oneshot::Sender<Option<Attachment>>,
+    },
     /// Whether the session of `token`, asked for by `member`'s hello, was
     /// found on another node and taken over.
     Found { member: MemberId, token: SessionToken, result: RedisResult<Option<Found>> },
@@ -100,6 +111,12 @@ pub enum Step {
     Moved(SessionToken),
     /// Tell the core a room's numbering started again in Redis.
     Reset(RoomName),
+    /// Answer a download: may the session of `token` have the file?
+    FileRooms {
+        rooms: Vec<(RoomName, Attachment)>,
+        token: SessionToken,
+        reply: oneshot::Sender<Option<Attachment>>,
+    },
 }
 
 /// The hub's handle on the shared engine.
@@ -109,8 +126,9 @@ pub struct Engine {
     listener: Listener,
     feed: Feed,
     events: mpsc::UnboundedSender<Event>,
-    /// Messages to number, to the one task that appends them in order.
-    appends: mpsc::UnboundedSender<(MemberId, Message)>,
+    /// Messages to number (with the file uploaded with one), to the one
+    /// task that appends them in order.
+    appends: mpsc::UnboundedSender<ToNumber>,
     /// Messages read per page of a room's log.
     page: usize,
     /// Nick claims, releases and renewals, to the one task that makes
@@ -306,9 +324,31 @@ impl Engine {
     }
 
     /// Numbers `message` for `member` (see [`chat_core::Output::Append`]),
-    /// after every message handed over before it.
-    pub fn append(&self, member: MemberId, message: Message) {
-        let _ = self.appends.send((member, message));
+    /// after every message handed over before it; `file`, uploaded with it,
+    /// goes in place first and stays only if Redis takes the message.
+    pub(crate) fn append(&self, member: MemberId, message: Message, file: Option<Box<Staged>>) {
+        let _ = self.appends.send((member, message, file));
+    }
+
+    /// Which rooms hold `file`, for the session of `token`
+    /// ([`Step::FileRooms`] with `reply`).
+    pub(crate) fn file_rooms(
+        &self,
+        file: String,
+        token: SessionToken,
+        reply: oneshot::Sender<Option<Attachment>>,
+    ) {
+        let (log, events) = (self.log.clone(), self.events.clone());
+        tokio::spawn(
+            async move {
+                let rooms = log.file_rooms(&file).await.unwrap_or_else(|err| {
+                    warn!(%err, "cannot look a file up in Redis");
+                    Vec::new()
+                });
+                let _ = events.send(Event::FileRooms { rooms, token, reply });
+            }
+            .in_current_span(),
+        );
     }
 
     /// Reads `room`'s log on a task of its own. A read for the feed or a
@@ -366,6 +406,9 @@ impl Engine {
                 self.held.retain(|_, held| *held != token);
                 self.follow.moved(&key);
                 vec![Step::Moved(token)]
+            }
+            Event::FileRooms { rooms, token, reply } => {
+                vec![Step::FileRooms { rooms, token, reply }]
             }
             Event::Totals(result) => {
                 self.last_totals = result.ok();
@@ -518,7 +561,7 @@ impl Engine {
 /// [`APPEND_BATCH`] on one connection, which Redis runs in order.
 async fn append_in_order(
     log: RoomLog,
-    mut queue: mpsc::UnboundedReceiver<(MemberId, Message)>,
+    mut queue: mpsc::UnboundedReceiver<ToNumber>,
     events: mpsc::UnboundedSender<Event>,
 ) {
     while let Some(first) = queue.recv().await {
@@ -529,47 +572,79 @@ async fn append_in_order(
                 Err(_) => break,
             }
         }
+        // A file goes in place before its message is numbered: whoever
+        // sees the message can fetch it. One that cannot be placed refuses
+        // its message for now.
+        let mut placed: Vec<RedisResult<()>> = Vec::with_capacity(batch.len());
+        for (_, _, file) in &mut batch {
+            let place = file.as_mut().map_or(Ok(()), |file| file.place());
+            placed.push(place.map_err(|err| {
+                warn!(%err, "cannot put an uploaded file in place");
+                redis::RedisError::from((redis::ErrorKind::Io, "cannot put the file in place"))
+            }));
+        }
         let encoded: Vec<Vec<u8>> =
-            batch.iter().map(|(_, message)| codec::encode(message)).collect();
-        let results: Vec<RedisResult<Appended>> = if let [(_, message)] = batch.as_slice() {
-            let id = message.sender.as_ref().zip(message.id.as_deref());
-            let id = id.map(|(sender, id)| (sender.as_str(), id));
-            let bytes = encoded.first().map_or(&[][..], Vec::as_slice);
-            vec![log.append(message.room.as_str(), id, bytes).await]
-        } else {
-            let all: Vec<ToAppend<'_>> = batch
-                .iter()
-                .zip(&encoded)
-                .map(|((_, message), bytes)| ToAppend {
-                    room: message.room.as_str(),
-                    id: message
-                        .sender
-                        .as_ref()
-                        .zip(message.id.as_deref())
-                        .map(|(s, id)| (s.as_str(), id)),
-                    message: bytes,
-                })
-                .collect();
-            match log.append_all(&all).await {
-                Ok(appended) if appended.len() == batch.len() => {
-                    appended.into_iter().map(Ok).collect()
+            batch.iter().map(|(_, message, _)| codec::encode(message)).collect();
+        let ready: Vec<usize> =
+            (0..batch.len()).filter(|&i| placed.get(i).is_some_and(Result::is_ok)).collect();
+        let all: Vec<ToAppend<'_>> = ready
+            .iter()
+            .filter_map(|&i| Some((batch.get(i)?, encoded.get(i)?)))
+            .map(|((_, message, _), bytes)| ToAppend {
+                room: message.room.as_str(),
+                id: message
+                    .sender
+                    .as_ref()
+                    .zip(message.id.as_deref())
+                    .map(|(s, id)| (s.as_str(), id)),
+                message: bytes,
+            })
+            .collect();
+        let mut appended = append_batch(&log, &all).await.into_iter();
+        let mut results: Vec<RedisResult<Appended>> = Vec::with_capacity(batch.len());
+        for place in placed {
+            results.push(match place {
+                Ok(()) => appended.next().unwrap_or_else(|| Err(miscount())),
+                Err(err) => Err(err),
+            });
+        }
+        for ((member, message, file), result) in batch.into_iter().zip(results) {
+            if let (Some(mut file), Some(attachment), Ok(appended)) =
+                (file, &message.attachment, &result)
+                && !appended.duplicate
+            {
+                // Numbered: the file stays, and every node can find it.
+                file.keep();
+                if let Err(err) = log.file_in(message.room.as_str(), attachment).await {
+                    warn!(%err, "cannot note in Redis which room holds a file");
                 }
-                Ok(_) => {
-                    let wrong = redis::RedisError::from((
-                        redis::ErrorKind::Client,
-                        "a pipeline of appends answered another number of replies",
-                    ));
-                    batch.iter().map(|_| Err(wrong.clone())).collect()
-                }
-                Err(err) => batch.iter().map(|_| Err(err.clone())).collect(),
             }
-        };
-        for ((member, message), result) in batch.into_iter().zip(results) {
             if events.send(Event::Appended { member, message, result }).is_err() {
                 return;
             }
         }
     }
+}
+
+/// Appends `all` in one round trip (one script call for a single one).
+async fn append_batch(log: &RoomLog, all: &[ToAppend<'_>]) -> Vec<RedisResult<Appended>> {
+    match all {
+        [] => Vec::new(),
+        [one] => vec![log.append(one.room, one.id, one.message).await],
+        _ => match log.append_all(all).await {
+            Ok(appended) if appended.len() == all.len() => appended.into_iter().map(Ok).collect(),
+            Ok(_) => all.iter().map(|_| Err(miscount())).collect(),
+            Err(err) => all.iter().map(|_| Err(err.clone())).collect(),
+        },
+    }
+}
+
+/// The error for a pipeline that answered another number of replies.
+fn miscount() -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "a pipeline of appends answered another number of replies",
+    ))
 }
 
 /// Claims, releases and renews nicks one after the other, in the order the

@@ -188,6 +188,53 @@ impl RoomLog {
         Ok(Page { newest, epoch, messages: found, topic })
     }
 
+    /// Notes that a message of `room` carries `file`, so that any node can
+    /// tell who may fetch it ([`RoomLog::file_rooms`]).
+    ///
+    /// # Errors
+    /// Redis failed.
+    pub async fn file_in(&self, room: &str, file: &chat_core::Attachment) -> RedisResult<()> {
+        let about =
+            serde_json::json!({"name": &*file.name, "mime": &*file.mime, "size": file.size});
+        let key = format!("{}:file:{{{}}}", self.prefix, file.id);
+        let noted: RedisResult<()> = redis::cmd("HSET")
+            .arg(key)
+            .arg(room)
+            .arg(about.to_string())
+            .query_async(&mut self.conn.clone())
+            .await;
+        self.health.noted(noted, "a write to Redis failed")
+    }
+
+    /// The rooms whose messages carry the file `id`, with what they say of
+    /// it.
+    ///
+    /// # Errors
+    /// Redis failed.
+    pub async fn file_rooms(
+        &self,
+        id: &str,
+    ) -> RedisResult<Vec<(chat_core::RoomName, chat_core::Attachment)>> {
+        let key = format!("{}:file:{{{id}}}", self.prefix);
+        let fields: RedisResult<Vec<(String, String)>> =
+            redis::cmd("HGETALL").arg(key).query_async(&mut self.conn.clone()).await;
+        let fields = self.health.noted(fields, "a read from Redis failed")?;
+        Ok(fields
+            .into_iter()
+            .filter_map(|(room, about)| {
+                let room = chat_core::RoomName::parse(&room).ok()?;
+                let about: FileAbout = serde_json::from_str(&about).ok()?;
+                let attachment = chat_core::Attachment {
+                    id: std::sync::Arc::from(id),
+                    name: std::sync::Arc::from(about.name),
+                    mime: std::sync::Arc::from(about.mime),
+                    size: about.size,
+                };
+                Some((room, attachment))
+            })
+            .collect())
+    }
+
     /// The channel `room`'s messages are published on.
     pub fn channel(&self, room: &str) -> String {
         format!("{}:{{{room}}}", self.prefix)
@@ -256,6 +303,14 @@ impl RoomLog {
     fn key(&self, room: &str, what: &str) -> String {
         format!("{}:{{{room}}}:{what}", self.prefix)
     }
+}
+
+/// What a room's message says of a file it carries, as Redis notes it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FileAbout {
+    name: String,
+    mime: String,
+    size: u64,
 }
 
 /// What `append.lua` answers: the `seq`, the epoch, 1 for a retry.

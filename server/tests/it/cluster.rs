@@ -773,7 +773,7 @@ async fn a_redis_that_lost_a_room_has_its_members_rejoin_it_afresh_on_every_node
 }
 
 #[tokio::test]
-async fn in_cluster_mode_uploads_are_announced_off_and_refused_not_lost() {
+async fn in_cluster_mode_uploads_without_a_shared_directory_are_announced_off_and_refused() {
     use crate::support::{Client, Server};
     use chat_server::{ServerConfig, Uploads};
     use serde_json::json;
@@ -802,6 +802,67 @@ async fn in_cluster_mode_uploads_are_announced_off_and_refused_not_lost() {
     let refused = client.expect_error("unavailable").await;
     assert_eq!(refused["id"], "u1");
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_uploaded_through_one_node_is_fetched_through_another_by_members_only() {
+    use crate::support::{Client, Server};
+    use chat_server::{ServerConfig, Uploads};
+    use chat_transport::tungstenite::Message as Frame;
+    use futures_util::SinkExt;
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let redis = Redis::start();
+    let shared = tempfile::tempdir().unwrap();
+    let config = || ServerConfig {
+        redis: Some(redis.url()),
+        uploads: Some(Uploads {
+            dir: shared.path().to_path_buf(),
+            max_bytes: 1 << 20,
+            max_total_bytes: 1 << 30,
+            min_free_bytes: 0,
+        }),
+        files_shared: true,
+        ..ServerConfig::default()
+    };
+    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let mut alice = Client::in_room(&a, "alice", "lobby").await;
+    let mut bob = Client::in_room(&b, "bob", "lobby").await;
+    let carol = Client::hello(&b, "carol").await;
+    let bytes = b"hello, shared files".to_vec();
+    alice
+        .send(json!({"type": "upload", "id": "u1", "room": "lobby", "name": "note.txt",
+                     "mime": "text/plain", "size": bytes.len(), "text": "a note"}))
+        .await;
+    next_of(&mut alice, "upload_ready").await;
+    alice.socket.send(Frame::binary(bytes.clone())).await.unwrap();
+    let message = next_of(&mut bob, "message").await;
+    let file = message["attachment"]["id"].as_str().unwrap().to_owned();
+    // Through node b, where it was not uploaded.
+    let get = |token: String| {
+        let (file, addr) = (file.clone(), b.addr);
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let request = format!(
+                "GET /files/{file} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
+            );
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await.unwrap();
+            answer
+        }
+    };
+    let answer = get(bob.session.clone()).await;
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    assert!(answer.ends_with(&bytes), "{}", String::from_utf8_lossy(&answer));
+    let refused = get(carol.session.clone()).await;
+    assert!(
+        refused.starts_with(b"HTTP/1.1 404"),
+        "not in the room: {}",
+        String::from_utf8_lossy(&refused)
+    );
+    a.shutdown().await;
+    b.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
