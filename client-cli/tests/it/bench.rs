@@ -225,13 +225,12 @@ fn messages_an_overloaded_server_refuses_are_counted_and_owe_nothing() {
     assert_eq!(n("closed_by_server"), 0, "{report}");
 }
 
-#[test]
-fn spread_over_two_nodes_of_a_cluster_every_message_reaches_every_member() {
-    let redis = Redis::start();
-    let nodes: Vec<(Proc, String)> = ["a", "b"]
+/// Two nodes of a cluster on `redis` that let the bench go fast.
+fn two_nodes(redis: &Redis) -> Vec<(Proc, String)> {
+    let url = redis.url();
+    ["a", "b"]
         .iter()
         .map(|name| {
-            let url = redis.url();
             server_with(&[
                 "--redis",
                 &url,
@@ -247,7 +246,13 @@ fn spread_over_two_nodes_of_a_cluster_every_message_reaches_every_member() {
                 "100000",
             ])
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn spread_over_two_nodes_of_a_cluster_every_message_reaches_every_member() {
+    let redis = Redis::start();
+    let nodes = two_nodes(&redis);
     let pids: Vec<String> = nodes.iter().map(|(node, _)| node.child.id().to_string()).collect();
     let report = bench(
         &nodes[0].1,
@@ -296,26 +301,7 @@ fn spread_over_two_nodes_of_a_cluster_every_message_reaches_every_member() {
 #[test]
 fn redis_killed_and_restarted_under_load_loses_no_acknowledged_message() {
     let mut redis = Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
-    let url = redis.url();
-    let nodes: Vec<(Proc, String)> = ["a", "b"]
-        .iter()
-        .map(|name| {
-            server_with(&[
-                "--redis",
-                &url,
-                "--node-id",
-                name,
-                "--messages-per-sec",
-                "10000",
-                "--messages-burst",
-                "10000",
-                "--frames-per-sec",
-                "100000",
-                "--frames-burst",
-                "100000",
-            ])
-        })
-        .collect();
+    let nodes = two_nodes(&redis);
     let chat = Command::new(bin("chat"))
         .args(["bench", "--server", &nodes[0].1, "--also", &nodes[1].1, "--json"])
         .args(["--connections", "40", "--senders", "8", "--rooms", "2", "--rate", "50"])
