@@ -418,7 +418,9 @@ impl Chat {
     /// engine (see [`Output::Append`]), for the room's members here, its
     /// sender included. Give each room's messages in `seq` order, each once,
     /// from just after what the room's last load held; a room not in
-    /// memory here (nobody here is in it) ignores them.
+    /// memory here (nobody here is in it) ignores them. Messages skipped
+    /// (the engine lost them before this core had them) leave a gap the
+    /// members see and page back into.
     ///
     /// [`Sequencing::Shared`]: crate::Sequencing::Shared
     pub fn handle_appended(&mut self, now: Timestamp, message: Message) {
@@ -432,7 +434,19 @@ impl Chat {
         if message.seq <= room.last_seq {
             return;
         }
-        debug_assert_eq!(message.seq, room.last_seq + 1, "appended out of order");
+        if message.seq > room.last_seq + 1 {
+            // Messages the engine no longer has came between (they left
+            // its log before this core had them): the window here starts
+            // again after them, so it stays contiguous, and what is older
+            // is read back from the engine. Members see the `seq` jump and
+            // page back into the gap.
+            let before = message.seq - 1;
+            self.change_window(room_id, |room| {
+                room.spill();
+                room.spilled = before > 0;
+                room.last_seq = before;
+            });
+        }
         self.accept(now, room_id, message, false);
     }
 

@@ -889,6 +889,42 @@ fn a_topic_set_on_one_core_is_every_cores_and_comes_with_the_room() {
 }
 
 #[test]
+fn messages_a_core_never_got_leave_a_gap_its_members_page_back_into() {
+    let mut cluster = Cluster::new(2);
+    let alice = cluster.member(0, "alice", "lobby");
+    let bob = cluster.member(1, "bob", "lobby");
+    cluster.say(0, alice, "a1", "one");
+    assert_eq!(cluster.messages(1, bob), vec![(1, "one".to_owned())]);
+    // Two messages core 1 never hears of, then one it does.
+    let lobby = RoomName::parse("lobby").unwrap();
+    let mut lost = cluster.engine.logs[&lobby][0].clone();
+    for (seq, text) in [(2, "two"), (3, "three")] {
+        lost.seq = seq;
+        lost.text = text.into();
+        lost.id = None;
+        cluster.engine.logs.get_mut(&lobby).unwrap().push(lost.clone());
+    }
+    lost.seq = 4;
+    lost.text = "four".into();
+    cluster.engine.logs.get_mut(&lobby).unwrap().push(lost.clone());
+    cluster.cores[1].handle_appended(cluster.now, lost);
+    cluster.drain();
+    assert_eq!(cluster.messages(1, bob), vec![(4, "four".to_owned())], "the jump is shown");
+    // Paging back reads what core 1 missed from the engine.
+    let history = Command::History { room: "lobby".into(), before: Some(4), limit: Some(10) };
+    cluster.send(1, bob, Some("h"), history);
+    let got = events(&mut cluster, 1, bob);
+    let page: Vec<u64> = got
+        .iter()
+        .find_map(|e| match e {
+            Event::History { messages, .. } => Some(messages.iter().map(|m| m.seq).collect()),
+            _ => None,
+        })
+        .expect("a history page");
+    assert_eq!(page, [1, 2, 3], "{got:?}");
+}
+
+#[test]
 fn random_schedules_on_shared_cores_keep_one_order_with_nothing_twice_or_missing() {
     let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
         Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],

@@ -538,8 +538,9 @@ impl Engine {
                         self.read(name, from, self.page, Why::Fill);
                     }
                 }
-                // The members see the jump in `seq` and page back into
-                // what is left, as after a gap on one node.
+                // The next message comes with a jump in `seq`: the core
+                // starts its window again after the gap, and members page
+                // back into what the log still has.
                 Action::Gap { room, from, to } => {
                     warn!(%room, from, to, "messages gone from the log before this node had them");
                 }
