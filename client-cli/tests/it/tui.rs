@@ -662,3 +662,29 @@ fn a_room_of_thousands_shows_its_count_pages_its_members_and_no_presence_flood()
     assert!(count(&screen, "members)") > summaries || summaries >= 30, "{screen:#?}");
     assert!(single_joins(&screen) <= 10, "a presence flood: {screen:#?}");
 }
+
+#[test]
+fn the_full_screen_client_on_one_node_chats_with_a_client_on_another() {
+    let redis = Redis::start();
+    let node = |name: &str| {
+        let (node, url) = server_with(&["--redis", &redis.url(), "--node-id", name]);
+        (node, url)
+    };
+    let ((_a, a_url), (_b, b_url)) = (node("a"), node("b"));
+    let home = tempfile::tempdir().unwrap();
+    let tmux = tui(100, 30, &a_url, "alice", home.path());
+    tmux.wait("connected", is_connected);
+    let mut bob = chat(&b_url, &["--nick", "bob"]);
+    bob.expect("[lobby] -- joined (2 members: alice, bob)");
+    // The member list and the messages cross nodes both ways.
+    tmux.wait("bob among the members", |s| members_shown(s) == Some(2));
+    bob.type_line("hello from node b");
+    tmux.wait_text("<bob> hello from node b");
+    tmux.type_text("hello from node a");
+    tmux.press(&["Enter"]);
+    bob.expect("[lobby] <alice> hello from node a");
+    // A nick held on node b is taken for the client on node a.
+    tmux.type_text("/nick bob");
+    tmux.press(&["Enter"]);
+    tmux.wait_text("nick_taken");
+}
