@@ -469,6 +469,7 @@ impl Hub {
                 cluster::Step::Found(member, found) => self.chat.handle_found(now, member, found),
                 cluster::Step::Moved(token) => self.chat.handle_moved(now, &token),
                 cluster::Step::Reset(room) => self.chat.handle_room_reset(now, &room),
+                cluster::Step::FileBytes(bytes) => self.file_bytes = bytes,
                 cluster::Step::FileRooms { rooms, token, reply } => {
                     self.file_answer(&rooms, &token, reply);
                 }

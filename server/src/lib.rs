@@ -67,9 +67,18 @@ pub async fn run(
                 .node_id
                 .get_or_insert_with(|| format!("node-{:08x}", rand::random::<u32>()))
                 .clone();
-            let history = config.chat.history_per_room;
-            let lease = config.cluster_lease;
-            let engine = cluster::Engine::connect(url, &node, lease, history, remember)
+            let files = config.uploads.as_ref().filter(|_| config.files_shared);
+            let engine = cluster::EngineConfig {
+                url: url.clone(),
+                node,
+                lease: config.cluster_lease,
+                history: config.chat.history_per_room,
+                remember,
+                files: files.map(|uploads| uploads.dir.clone()),
+                sweep_every: config.prune_interval,
+                files_keep_for: config.chat.history_max_age,
+            };
+            let engine = cluster::Engine::connect(&engine)
                 .await
                 .with_context(|| format!("connecting to Redis at {}", cluster::redacted(url)))?;
             Some(engine)

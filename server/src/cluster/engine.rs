@@ -53,6 +53,8 @@ pub enum Event {
     Claimed { nick: Nick, token: SessionToken, result: RedisResult<bool> },
     /// The cluster's counters, this node's included.
     Totals(RedisResult<super::ClusterTotals>),
+    /// What the shared files take, after a sweep.
+    FileBytes(u64),
     /// The rooms holding a file, for the session of `token`.
     FileRooms {
         rooms: Vec<(RoomName, Attachment)>,
@@ -111,6 +113,8 @@ pub enum Step {
     Moved(SessionToken),
     /// Tell the core a room's numbering started again in Redis.
     Reset(RoomName),
+    /// Note what the shared files take (for the upload quota).
+    FileBytes(u64),
     /// Answer a download: may the session of `token` have the file?
     FileRooms {
         rooms: Vec<(RoomName, Attachment)>,
@@ -157,20 +161,39 @@ pub struct Engine {
     instance: String,
 }
 
+/// What the engine runs with.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The Redis.
+    pub url: String,
+    /// This node's name.
+    pub node: String,
+    /// The lease nicks, session records and heartbeats are held under.
+    pub lease: Duration,
+    /// Messages each room's log keeps.
+    pub history: usize,
+    /// How long a message id is remembered for retries.
+    pub remember: Duration,
+    /// The directory of uploaded files every node shares, if uploads are
+    /// on: swept every `sweep_every` (files younger than that are kept).
+    pub files: Option<std::path::PathBuf>,
+    /// See `files`.
+    pub sweep_every: Duration,
+    /// How long a file is kept after the newest message carrying it (the
+    /// history's maximum age); `None`: for ever.
+    pub files_keep_for: Option<Duration>,
+}
+
 impl Engine {
-    /// Connects to Redis at `url` as a run of node `node`, holding nicks
-    /// and saying it lives under leases of `lease`; rooms keep `history`
-    /// messages.
+    /// Connects to Redis as `config` says.
     ///
     /// # Errors
     /// Redis cannot be reached.
     pub async fn connect(
-        url: &str,
-        node: &str,
-        lease: Duration,
-        history: usize,
-        remember: Duration,
+        config: &EngineConfig,
     ) -> RedisResult<(Self, mpsc::UnboundedReceiver<Event>)> {
+        let EngineConfig { url, node, lease, history, remember, .. } = config;
+        let (lease, history, remember) = (*lease, *history, *remember);
         let log = RoomLog::connect(url, "chat", history, remember).await?;
         // Each run is told apart: the members a previous run of this node
         // left in Redis are dropped once its heartbeat is gone.
@@ -192,7 +215,14 @@ impl Engine {
             .in_current_span(),
         );
         let (appends, queue) = mpsc::unbounded_channel();
-        tokio::spawn(append_in_order(log.clone(), queue, events.clone()).in_current_span());
+        let keep_for = config.files_keep_for;
+        tokio::spawn(
+            append_in_order(log.clone(), queue, events.clone(), keep_for).in_current_span(),
+        );
+        if let Some(dir) = config.files.clone() {
+            let sweeping = sweep_files(log.clone(), dir, config.sweep_every, events.clone());
+            tokio::spawn(sweeping.in_current_span());
+        }
         let (nick_ops, queue) = mpsc::unbounded_channel();
         let nicks = log.nicks(&instance, lease);
         tokio::spawn(nicks_in_order(nicks.clone(), queue, events.clone()).in_current_span());
@@ -410,6 +440,7 @@ impl Engine {
             Event::FileRooms { rooms, token, reply } => {
                 vec![Step::FileRooms { rooms, token, reply }]
             }
+            Event::FileBytes(bytes) => vec![Step::FileBytes(bytes)],
             Event::Totals(result) => {
                 self.last_totals = result.ok();
                 Vec::new()
@@ -564,6 +595,7 @@ async fn append_in_order(
     log: RoomLog,
     mut queue: mpsc::UnboundedReceiver<ToNumber>,
     events: mpsc::UnboundedSender<Event>,
+    keep_for: Option<Duration>,
 ) {
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
@@ -616,13 +648,36 @@ async fn append_in_order(
             {
                 // Numbered: the file stays, and every node can find it.
                 file.keep();
-                if let Err(err) = log.file_in(message.room.as_str(), attachment).await {
+                if let Err(err) = log.file_in(message.room.as_str(), attachment, keep_for).await {
                     warn!(%err, "cannot note in Redis which room holds a file");
                 }
             }
             if events.send(Event::Appended { member, message, result }).is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// Sweeps the shared files directory every `every`, and tells the hub
+/// what the files left take.
+async fn sweep_files(
+    log: RoomLog,
+    dir: std::path::PathBuf,
+    every: Duration,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match super::files::sweep(&log, dir.clone(), Some(every)).await {
+            Ok(bytes) => {
+                if events.send(Event::FileBytes(bytes)).is_err() {
+                    return;
+                }
+            }
+            Err(err) => warn!(%err, "cannot sweep the shared files: Redis did not answer"),
         }
     }
 }

@@ -22,6 +22,7 @@
 pub mod codec;
 mod engine;
 mod feed;
+mod files;
 mod follow;
 mod health;
 mod listen;
@@ -31,7 +32,7 @@ mod room_log;
 mod sessions;
 mod totals;
 
-pub(crate) use engine::{Engine, Event, Step};
+pub(crate) use engine::{Engine, EngineConfig, Event, Step};
 pub use feed::{Action, Feed};
 pub use health::Health;
 pub use listen::{Heard, Listener};

@@ -189,21 +189,48 @@ impl RoomLog {
     }
 
     /// Notes that a message of `room` carries `file`, so that any node can
-    /// tell who may fetch it ([`RoomLog::file_rooms`]).
+    /// tell who may fetch it ([`RoomLog::file_rooms`]); the note lasts
+    /// `keep_for` from the newest such message (the history's maximum age),
+    /// or for ever.
     ///
     /// # Errors
     /// Redis failed.
-    pub async fn file_in(&self, room: &str, file: &chat_core::Attachment) -> RedisResult<()> {
+    pub async fn file_in(
+        &self,
+        room: &str,
+        file: &chat_core::Attachment,
+        keep_for: Option<Duration>,
+    ) -> RedisResult<()> {
         let about =
-            serde_json::json!({"name": &*file.name, "mime": &*file.mime, "size": file.size});
+            FileAbout { name: file.name.to_string(), mime: file.mime.to_string(), size: file.size };
         let key = format!("{}:file:{{{}}}", self.prefix, file.id);
-        let noted: RedisResult<()> = redis::cmd("HSET")
-            .arg(key)
-            .arg(room)
-            .arg(about.to_string())
-            .query_async(&mut self.conn.clone())
-            .await;
+        let mut pipe = redis::pipe();
+        pipe.hset(&key, room, serde_json::to_string(&about).unwrap_or_default()).ignore();
+        match keep_for {
+            Some(age) => {
+                let ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX).max(1);
+                pipe.pexpire(&key, ms).ignore()
+            }
+            None => pipe.persist(&key).ignore(),
+        };
+        let noted: RedisResult<()> = pipe.query_async(&mut self.conn.clone()).await;
         self.health.noted(noted, "a write to Redis failed")
+    }
+
+    /// Which of the files `ids` a message still carries (their note lives).
+    ///
+    /// # Errors
+    /// Redis failed.
+    pub async fn files_noted(&self, ids: &[&str]) -> RedisResult<Vec<bool>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.exists(format!("{}:file:{{{id}}}", self.prefix));
+        }
+        let noted: RedisResult<Vec<bool>> = pipe.query_async(&mut self.conn.clone()).await;
+        self.health.noted(noted, "a read from Redis failed")
     }
 
     /// The rooms whose messages carry the file `id`, with what they say of

@@ -1045,3 +1045,51 @@ async fn appends_sent_together_are_numbered_in_the_order_sent_and_retries_answer
     let seqs: Vec<u64> = log.append_all(&again).await.unwrap().iter().map(|a| a.seq).collect();
     assert_eq!(seqs, [4, 5]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_file_goes_once_no_message_carries_it_any_more() {
+    use crate::support::{Client, Server};
+    use chat_server::{ServerConfig, Uploads};
+    use chat_transport::tungstenite::Message as Frame;
+    use futures_util::SinkExt;
+    use serde_json::json;
+    let redis = Redis::start();
+    let shared = tempfile::tempdir().unwrap();
+    // History kept a second, swept five times a second.
+    let config = || ServerConfig {
+        redis: Some(redis.url()),
+        uploads: Some(Uploads {
+            dir: shared.path().to_path_buf(),
+            max_bytes: 1 << 20,
+            max_total_bytes: 1 << 30,
+            min_free_bytes: 0,
+        }),
+        files_shared: true,
+        prune_interval: Duration::from_millis(200),
+        chat: chat_core::ChatConfig {
+            history_max_age: Some(Duration::from_secs(1)),
+            ..chat_core::ChatConfig::default()
+        },
+        ..ServerConfig::default()
+    };
+    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let mut alice = Client::in_room(&a, "alice", "lobby").await;
+    alice
+        .send(json!({"type": "upload", "id": "u1", "room": "lobby", "name": "old.txt",
+                     "mime": "text/plain", "size": 3}))
+        .await;
+    next_of(&mut alice, "upload_ready").await;
+    alice.socket.send(Frame::binary(b"old".to_vec())).await.unwrap();
+    let message = next_of(&mut alice, "message").await;
+    let id = message["attachment"]["id"].as_str().unwrap().to_owned();
+    let path = shared.path().join(&id[..2]).join(&id);
+    assert!(path.exists(), "placed before its message was numbered");
+    // Its message ages out: the sweeps of the nodes delete the file.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while path.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "{} was never swept", path.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
