@@ -6,6 +6,14 @@ use std::process::Command;
 use chat_test_support::*;
 use serde_json::Value;
 
+/// Benchmarks run one at a time: each loads the machine on purpose, and
+/// some check what only happens at full speed (slow consumers filling
+/// their queue), which another run beside them could keep from happening.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A server that lets the bench go fast.
 fn server() -> (Proc, String) {
     server_with(&[
@@ -36,6 +44,7 @@ fn bench(url: &str, args: &[&str]) -> Value {
 
 #[test]
 fn fan_out_over_two_rooms_adds_up() {
+    let _turn = one_at_a_time();
     let (server, url) = server();
     let pid = server.child.id().to_string();
     let report = bench(
@@ -78,6 +87,7 @@ fn fan_out_over_two_rooms_adds_up() {
 
 #[test]
 fn idle_connections_send_nothing_and_are_held_for_the_duration() {
+    let _turn = one_at_a_time();
     let (_server, url) = server();
     let started = std::time::Instant::now();
     let report = bench(
@@ -106,6 +116,7 @@ fn bad_arguments_are_refused() {
 
 #[test]
 fn slow_consumers_are_cut_off_and_the_others_lose_nothing() {
+    let _turn = one_at_a_time();
     let (_server, url) = server();
     // 8 KB messages, fast: far more than socket buffers and the 8 MiB
     // queue hold for the two connections that never read (64 MB in 4 s,
@@ -142,6 +153,7 @@ fn slow_consumers_are_cut_off_and_the_others_lose_nothing() {
 
 #[test]
 fn a_join_storm_into_one_room_costs_each_member_a_frame_an_interval() {
+    let _turn = one_at_a_time();
     // (Pings at their usual interval: until all are connected, those
     // connected first read nothing, so they could not answer fast ones.)
     let (_server, url) = server_with(&[
@@ -184,6 +196,7 @@ fn a_join_storm_into_one_room_costs_each_member_a_frame_an_interval() {
 
 #[test]
 fn messages_an_overloaded_server_refuses_are_counted_and_owe_nothing() {
+    let _turn = one_at_a_time();
     // Messages that wait over a millisecond are refused: under this load,
     // some always do.
     let (_server, url) = server_with(&[
@@ -251,6 +264,7 @@ fn two_nodes(redis: &Redis) -> Vec<(Proc, String)> {
 
 #[test]
 fn spread_over_two_nodes_of_a_cluster_every_message_reaches_every_member() {
+    let _turn = one_at_a_time();
     let redis = Redis::start();
     let nodes = two_nodes(&redis);
     let pids: Vec<String> = nodes.iter().map(|(node, _)| node.child.id().to_string()).collect();
@@ -300,6 +314,7 @@ fn spread_over_two_nodes_of_a_cluster_every_message_reaches_every_member() {
 
 #[test]
 fn redis_killed_and_restarted_under_load_loses_no_acknowledged_message() {
+    let _turn = one_at_a_time();
     let mut redis = Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
     let nodes = two_nodes(&redis);
     let chat = Command::new(bin("chat"))
