@@ -224,15 +224,14 @@ impl Room {
         freed
     }
 
-    /// The room's numbering started again (a shared engine lost it):
-    /// nothing held is of the new numbering. Returns the bytes freed.
-    pub(crate) fn restart(&mut self) -> usize {
-        let freed = self.bytes;
+    /// The window starts again after `last_seq` (a shared engine lost the
+    /// room, 0, or messages before `last_seq`): nothing held stays, and
+    /// what came before is in storage only.
+    pub(crate) fn restart_after(&mut self, last_seq: u64) {
         self.history = VecDeque::new();
         self.bytes = 0;
-        self.spilled = false;
-        self.last_seq = 0;
-        freed
+        self.spilled = last_seq > 0;
+        self.last_seq = last_seq;
     }
 
     /// Drops messages accepted before `cutoff`.

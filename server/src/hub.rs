@@ -423,6 +423,13 @@ impl Hub {
         }
     }
 
+    /// The upload staged for `message`, if it carries it.
+    fn take_staged(&mut self, message: &chat_core::Message) -> Option<Box<Staged>> {
+        let (staged, _) = self.staged.as_ref()?;
+        let carried = message.attachment.as_ref().is_some_and(|a| Arc::ptr_eq(a, staged));
+        carried.then(|| self.staged.take().map(|(_, file)| file)).flatten()
+    }
+
     /// A file is for sessions that may read a room holding it.
     fn file_answer(
         &self,
@@ -668,14 +675,8 @@ impl Hub {
                         }
                     }
                     let ticket = self.commits.issue(&record);
-                    let file = match (&record, &self.staged) {
-                        (Record::Message(m), Some((attachment, _)))
-                            if m.attachment
-                                .as_ref()
-                                .is_some_and(|a| Arc::ptr_eq(a, attachment)) =>
-                        {
-                            self.staged.take().map(|(_, file)| *file)
-                        }
+                    let file = match &record {
+                        Record::Message(m) => self.take_staged(m).map(|file| *file),
                         _ => None,
                     };
                     let job = Job::Persist { ticket, record, file };
@@ -699,16 +700,9 @@ impl Hub {
                 // Only in cluster mode (`run` refuses shared sequencing
                 // without it).
                 Output::Append { member, message } => {
+                    // A file uploaded with it goes in place with it.
+                    let file = self.take_staged(&message);
                     if let Some(engine) = &self.cluster {
-                        // A file uploaded with it goes in place with it.
-                        let file = match (&message.attachment, &self.staged) {
-                            (Some(attachment), Some((staged, _)))
-                                if Arc::ptr_eq(attachment, staged) =>
-                            {
-                                self.staged.take().map(|(_, file)| file)
-                            }
-                            _ => None,
-                        };
                         engine.append(member, message, file);
                     } else {
                         error!("a message to number in a shared engine, which this node has not");

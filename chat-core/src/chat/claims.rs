@@ -82,13 +82,9 @@ impl Chat {
         let Some(session) = self.sessions.get(&sid) else {
             return;
         };
+        // Held here already: nothing waits for the answer but the session.
         let (nick, token) = (session.nick.clone(), session.token.clone());
-        // Held here already: the claim is only remembered for its answer.
-        self.outputs.push_back(Output::Claim { nick: nick.clone(), token: token.clone() });
-        self.claims.insert(
-            Arc::from(nick.folded()),
-            Claim { nick, token, waiting: Waiting::Restored(sid) },
-        );
+        self.claim(nick, token, Waiting::Restored(sid));
     }
 
     fn claim(&mut self, nick: Nick, token: SessionToken, waiting: Waiting) {

@@ -441,11 +441,7 @@ impl Chat {
             // is read back from the engine. Members see the `seq` jump and
             // page back into the gap.
             let before = message.seq - 1;
-            self.change_window(room_id, |room| {
-                room.spill();
-                room.spilled = before > 0;
-                room.last_seq = before;
-            });
+            self.change_window(room_id, |room| room.restart_after(before));
         }
         self.accept(now, room_id, message, false);
     }

@@ -28,6 +28,10 @@ impl Chat {
     /// In cluster mode, tells the other cores of `room_id` what session
     /// `sid`, a member here, did.
     pub(super) fn share(&mut self, sid: SessionId, room_id: RoomId, change: Shared) {
+        // One server shares nothing: no lookup on its presence path.
+        if self.config.sequencing != Sequencing::Shared {
+            return;
+        }
         if let Some(session) = self.sessions.get(&sid)
             && !session.is_remote()
         {
@@ -47,15 +51,26 @@ impl Chat {
         }
     }
 
+    /// The room `room` if it is in memory here: only a room someone here
+    /// is in follows the members elsewhere.
+    fn followed(&self, room: &RoomName) -> Option<RoomId> {
+        self.room_ids.get(room).copied().filter(|id| self.rooms.contains_key(id))
+    }
+
+    /// The keys of the remote members of `room_id`.
+    fn remote_keys(&self, room_id: RoomId) -> Vec<Arc<str>> {
+        self.remotes
+            .range((room_id, Arc::from(""))..)
+            .take_while(|((id, _), _)| *id == room_id)
+            .map(|((_, key), _)| Arc::clone(key))
+            .collect()
+    }
+
     /// What a member of `room` elsewhere, named `key` by the engine, did.
     pub(super) fn remote(&mut self, now: Timestamp, room: &RoomName, key: &str, change: Shared) {
-        // Only a room someone here is in follows the others.
-        let Some(&room_id) = self.room_ids.get(room) else {
+        let Some(room_id) = self.followed(room) else {
             return;
         };
-        if !self.rooms.contains_key(&room_id) {
-            return;
-        }
         let known = self.remotes.get(&(room_id, Arc::from(key))).copied();
         match (change, known) {
             (Shared::Presence(Presence::Joined(nick)), None) => {
@@ -106,20 +121,12 @@ impl Chat {
     /// change missed (a dropped subscription, a core that died) comes right
     /// this way.
     pub(super) fn roster(&mut self, now: Timestamp, room: &RoomName, members: Vec<RemoteMember>) {
-        let Some(&room_id) = self.room_ids.get(room) else {
+        let Some(room_id) = self.followed(room) else {
             return;
         };
-        if !self.rooms.contains_key(&room_id) {
-            return;
-        }
         let listed: BTreeSet<Arc<str>> = members.iter().map(|m| Arc::clone(&m.key)).collect();
-        let gone: Vec<Arc<str>> = self
-            .remotes
-            .range((room_id, Arc::from(""))..)
-            .take_while(|((id, _), _)| *id == room_id)
-            .map(|((_, key), _)| Arc::clone(key))
-            .filter(|key| !listed.contains(key))
-            .collect();
+        let mut gone = self.remote_keys(room_id);
+        gone.retain(|key| !listed.contains(key));
         for key in gone {
             self.drop_remote(room_id, &key);
         }
@@ -192,15 +199,10 @@ impl Chat {
     /// they were, and are told the room's history starts afresh (as after
     /// the restart of a server that kept nothing).
     pub(super) fn room_reset(&mut self, now: Timestamp, room: &RoomName) {
-        let Some(&room_id) = self.room_ids.get(room) else {
+        let Some(room_id) = self.followed(room) else {
             return;
         };
-        let Some(room) = self.rooms.get_mut(&room_id) else {
-            return;
-        };
-        let freed = room.restart();
-        self.resident_bytes -= freed;
-        self.reindex(room_id);
+        self.change_window(room_id, |room| room.restart_after(0));
         let members: Vec<(MemberId, SessionId)> = self
             .recipients(room_id)
             .iter()
@@ -217,19 +219,14 @@ impl Chat {
     /// Forgets remote member `key` in every room, telling no one: it is
     /// served here from now on (its joins here will tell).
     pub(super) fn forget_remote(&mut self, key: &str) {
-        let places: Vec<(RoomId, Arc<str>)> =
-            self.remotes.keys().filter(|(_, k)| &**k == key).cloned().collect();
-        for place in places {
-            let Some(sid) = self.remotes.remove(&place) else {
+        let rooms: Vec<RoomId> =
+            self.remotes.keys().filter(|(_, k)| &**k == key).map(|(room, _)| *room).collect();
+        for room_id in rooms {
+            let Some((sid, nick)) = self.take_remote(room_id, key) else {
                 continue;
             };
-            let Some(session) = self.sessions.remove(&sid) else {
-                continue;
-            };
-            let room_id = place.0;
             if let Some(room) = self.rooms.get_mut(&room_id) {
-                room.remove(sid, &session.nick);
-                room.remote = room.remote.saturating_sub(1);
+                room.remove(sid, &nick);
             }
             self.reindex(room_id);
         }
@@ -237,16 +234,21 @@ impl Chat {
 
     /// Takes remote member `key` out of a room, telling the members here.
     fn drop_remote(&mut self, room_id: RoomId, key: &str) {
-        let Some(sid) = self.remotes.remove(&(room_id, Arc::from(key))) else {
-            return;
-        };
-        let Some(session) = self.sessions.remove(&sid) else {
-            return;
-        };
+        if let Some((sid, nick)) = self.take_remote(room_id, key) {
+            self.remove_from_room(room_id, sid, &nick);
+        }
+    }
+
+    /// Forgets the session of remote member `key` of a room, and counts
+    /// it out of the room's remote members; its session and nick, for
+    /// taking it out of the room's list.
+    fn take_remote(&mut self, room_id: RoomId, key: &str) -> Option<(SessionId, Nick)> {
+        let sid = self.remotes.remove(&(room_id, Arc::from(key)))?;
+        let session = self.sessions.remove(&sid)?;
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.remote = room.remote.saturating_sub(1);
         }
-        self.remove_from_room(room_id, sid, &session.nick);
+        Some((sid, session.nick))
     }
 
     fn remote_away(&mut self, now: Timestamp, sid: SessionId, room_id: RoomId, away: bool) {
@@ -289,16 +291,8 @@ impl Chat {
         if self.waiting.contains_key(&room_id) {
             return;
         }
-        let keys: Vec<Arc<str>> = self
-            .remotes
-            .range((room_id, Arc::from(""))..)
-            .take_while(|((id, _), _)| *id == room_id)
-            .map(|((_, key), _)| Arc::clone(key))
-            .collect();
-        for key in keys {
-            if let Some(sid) = self.remotes.remove(&(room_id, key)) {
-                self.sessions.remove(&sid);
-            }
+        for key in self.remote_keys(room_id) {
+            self.take_remote(room_id, &key);
         }
         self.remove_room(room_id);
     }

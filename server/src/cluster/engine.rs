@@ -37,8 +37,9 @@ const CHECK_EVERY: Duration = Duration::from_secs(2);
 pub enum Event {
     /// What the subscription heard.
     Heard(Heard),
-    /// The answer to an append `member` asked for.
-    Appended { member: MemberId, message: Message, result: RedisResult<Appended> },
+    /// The answer to an append `member` asked for, with the message as it
+    /// was encoded for Redis (so the hub need not encode it again).
+    Appended { member: MemberId, message: Message, encoded: Vec<u8>, result: RedisResult<Appended> },
     /// A read of `room`'s log from `from` on, for `why` (for a load, with
     /// who is in the room).
     Read { room: RoomName, why: Why, result: RedisResult<(Page, Option<Roster>)> },
@@ -53,14 +54,9 @@ pub enum Event {
     Claimed { nick: Nick, token: SessionToken, result: RedisResult<bool> },
     /// The cluster's counters, this node's included.
     Totals(RedisResult<super::ClusterTotals>),
-    /// What the shared files take, after a sweep.
-    FileBytes(u64),
-    /// The rooms holding a file, for the session of `token`.
-    FileRooms {
-        rooms: Vec<(RoomName, Attachment)>,
-        token: SessionToken,
-        reply: oneshot::Sender<Option<Attachment>>,
-    },
+    /// An answer the hub takes as it is (what the shared files take, the
+    /// rooms holding a file).
+    Ready(Step),
     /// Whether the session of `token`, asked for by `member`'s hello, was
     /// found on another node and taken over.
     Found { member: MemberId, token: SessionToken, result: RedisResult<Option<Found>> },
@@ -375,7 +371,7 @@ impl Engine {
                     warn!(%err, "cannot look a file up in Redis");
                     Vec::new()
                 });
-                let _ = events.send(Event::FileRooms { rooms, token, reply });
+                let _ = events.send(Event::Ready(Step::FileRooms { rooms, token, reply }));
             }
             .in_current_span(),
         );
@@ -437,10 +433,7 @@ impl Engine {
                 self.follow.moved(&key);
                 vec![Step::Moved(token)]
             }
-            Event::FileRooms { rooms, token, reply } => {
-                vec![Step::FileRooms { rooms, token, reply }]
-            }
-            Event::FileBytes(bytes) => vec![Step::FileBytes(bytes)],
+            Event::Ready(step) => vec![step],
             Event::Totals(result) => {
                 self.last_totals = result.ok();
                 Vec::new()
@@ -464,7 +457,7 @@ impl Engine {
                 self.act(actions)
             }
             Event::Rosters { rooms, result, fresh } => self.follow.rosters(rooms, result, fresh),
-            Event::Appended { member, message, result } => match result {
+            Event::Appended { member, message, encoded, result } => match result {
                 Ok(appended) if appended.duplicate => {
                     self.read(message.room, appended.seq, 1, Why::Original(member));
                     Vec::new()
@@ -475,7 +468,7 @@ impl Engine {
                         room: message.room.to_string(),
                         seq: appended.seq,
                         epoch: appended.epoch,
-                        message: codec::encode(&message),
+                        message: encoded,
                     };
                     let actions = self.feed.heard(published);
                     self.act(actions)
@@ -618,12 +611,12 @@ async fn append_in_order(
         }
         let encoded: Vec<Vec<u8>> =
             batch.iter().map(|(_, message, _)| codec::encode(message)).collect();
-        let ready: Vec<usize> =
-            (0..batch.len()).filter(|&i| placed.get(i).is_some_and(Result::is_ok)).collect();
-        let all: Vec<ToAppend<'_>> = ready
+        let all: Vec<ToAppend<'_>> = batch
             .iter()
-            .filter_map(|&i| Some((batch.get(i)?, encoded.get(i)?)))
-            .map(|((_, message, _), bytes)| ToAppend {
+            .zip(&encoded)
+            .zip(&placed)
+            .filter(|(_, placed)| placed.is_ok())
+            .map(|(((_, message, _), bytes), _)| ToAppend {
                 room: message.room.as_str(),
                 id: message
                     .sender
@@ -641,7 +634,8 @@ async fn append_in_order(
                 Err(err) => Err(err),
             });
         }
-        for ((member, message, file), result) in batch.into_iter().zip(results) {
+        let answers = batch.into_iter().zip(encoded).zip(results);
+        for (((member, message, file), encoded), result) in answers {
             if let (Some(mut file), Some(attachment), Ok(appended)) =
                 (file, &message.attachment, &result)
                 && !appended.duplicate
@@ -652,7 +646,7 @@ async fn append_in_order(
                     warn!(%err, "cannot note in Redis which room holds a file");
                 }
             }
-            if events.send(Event::Appended { member, message, result }).is_err() {
+            if events.send(Event::Appended { member, message, encoded, result }).is_err() {
                 return;
             }
         }
@@ -671,9 +665,9 @@ async fn sweep_files(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        match super::files::sweep(&log, dir.clone(), Some(every)).await {
+        match super::files::sweep(&log, dir.clone(), every).await {
             Ok(bytes) => {
-                if events.send(Event::FileBytes(bytes)).is_err() {
+                if events.send(Event::Ready(Step::FileBytes(bytes))).is_err() {
                     return;
                 }
             }

@@ -13,10 +13,6 @@ use tracing::info;
 
 use super::RoomLog;
 
-/// A file younger than this is never swept: its message may still be on
-/// its way to Redis.
-const YOUNG: Duration = Duration::from_secs(60);
-
 /// A file in the shared directory.
 #[derive(Debug)]
 struct Found {
@@ -26,13 +22,13 @@ struct Found {
     young: bool,
 }
 
-/// Sweeps `dir` against what `log`'s Redis says; the bytes the files left
-/// take.
+/// Sweeps `dir` against what `log`'s Redis says, sparing files younger
+/// than `young` (their message may still be on its way to Redis); the
+/// bytes the files left take.
 ///
 /// # Errors
 /// Redis failed (nothing is deleted then).
-pub async fn sweep(log: &RoomLog, dir: PathBuf, young: Option<Duration>) -> RedisResult<u64> {
-    let young = young.unwrap_or(YOUNG);
+pub async fn sweep(log: &RoomLog, dir: PathBuf, young: Duration) -> RedisResult<u64> {
     let found = tokio::task::spawn_blocking(move || list(&dir, young)).await.unwrap_or_default();
     let mut kept = 0u64;
     let mut gone = Vec::new();

@@ -775,21 +775,11 @@ async fn a_redis_that_lost_a_room_has_its_members_rejoin_it_afresh_on_every_node
 #[tokio::test]
 async fn in_cluster_mode_uploads_without_a_shared_directory_are_announced_off_and_refused() {
     use crate::support::{Client, Server};
-    use chat_server::{ServerConfig, Uploads};
     use serde_json::json;
     let redis = Redis::start();
     let dir = tempfile::tempdir().unwrap();
-    let uploads = Uploads {
-        dir: dir.path().to_path_buf(),
-        max_bytes: 1 << 20,
-        max_total_bytes: 1 << 30,
-        min_free_bytes: 0,
-    };
-    let config = ServerConfig {
-        redis: Some(redis.url()),
-        uploads: Some(uploads),
-        ..ServerConfig::default()
-    };
+    let config =
+        chat_server::ServerConfig { files_shared: false, ..shared_files(&redis, dir.path()) };
     let server = Server::start(config).await;
     let mut client = Client::connect(&server).await;
     client.send(json!({"type": "hello", "nick": "ann"})).await;
@@ -804,40 +794,50 @@ async fn in_cluster_mode_uploads_without_a_shared_directory_are_announced_off_an
     server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_file_uploaded_through_one_node_is_fetched_through_another_by_members_only() {
-    use crate::support::{Client, Server};
-    use chat_server::{ServerConfig, Uploads};
-    use chat_transport::tungstenite::Message as Frame;
-    use futures_util::SinkExt;
-    use serde_json::json;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let redis = Redis::start();
-    let shared = tempfile::tempdir().unwrap();
-    let config = || ServerConfig {
+/// A node's config on `redis` with uploads in `shared`, a directory every
+/// node shares.
+fn shared_files(redis: &Redis, shared: &std::path::Path) -> chat_server::ServerConfig {
+    chat_server::ServerConfig {
         redis: Some(redis.url()),
-        uploads: Some(Uploads {
-            dir: shared.path().to_path_buf(),
+        uploads: Some(chat_server::Uploads {
+            dir: shared.to_path_buf(),
             max_bytes: 1 << 20,
             max_total_bytes: 1 << 30,
             min_free_bytes: 0,
         }),
         files_shared: true,
-        ..ServerConfig::default()
-    };
+        ..chat_server::ServerConfig::default()
+    }
+}
+
+/// `client` uploads `bytes` to #lobby as a text file; the file's id, from
+/// the message as `client` gets it back.
+async fn upload_text(client: &mut crate::support::Client, bytes: &[u8]) -> String {
+    use chat_transport::tungstenite::Message as Frame;
+    use futures_util::SinkExt;
+    let upload = serde_json::json!({"type": "upload", "id": "u1", "room": "lobby",
+        "name": "note.txt", "mime": "text/plain", "size": bytes.len()});
+    client.send(upload).await;
+    next_of(client, "upload_ready").await;
+    client.socket.send(Frame::binary(bytes.to_vec())).await.unwrap();
+    let message = next_of(client, "message").await;
+    message["attachment"]["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_uploaded_through_one_node_is_fetched_through_another_by_members_only() {
+    use crate::support::{Client, Server};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let redis = Redis::start();
+    let shared = tempfile::tempdir().unwrap();
+    let config = || shared_files(&redis, shared.path());
     let (a, b) = (Server::start(config()).await, Server::start(config()).await);
     let mut alice = Client::in_room(&a, "alice", "lobby").await;
     let mut bob = Client::in_room(&b, "bob", "lobby").await;
     let carol = Client::hello(&b, "carol").await;
     let bytes = b"hello, shared files".to_vec();
-    alice
-        .send(json!({"type": "upload", "id": "u1", "room": "lobby", "name": "note.txt",
-                     "mime": "text/plain", "size": bytes.len(), "text": "a note"}))
-        .await;
-    next_of(&mut alice, "upload_ready").await;
-    alice.socket.send(Frame::binary(bytes.clone())).await.unwrap();
-    let message = next_of(&mut bob, "message").await;
-    let file = message["attachment"]["id"].as_str().unwrap().to_owned();
+    let file = upload_text(&mut alice, &bytes).await;
+    assert_eq!(next_of(&mut bob, "message").await["attachment"]["id"], file.as_str());
     // Through node b, where it was not uploaded.
     let get = |token: String| {
         let (file, addr) = (file.clone(), b.addr);
@@ -1049,39 +1049,20 @@ async fn appends_sent_together_are_numbered_in_the_order_sent_and_retries_answer
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_file_goes_once_no_message_carries_it_any_more() {
     use crate::support::{Client, Server};
-    use chat_server::{ServerConfig, Uploads};
-    use chat_transport::tungstenite::Message as Frame;
-    use futures_util::SinkExt;
-    use serde_json::json;
     let redis = Redis::start();
     let shared = tempfile::tempdir().unwrap();
     // History kept a second, swept five times a second.
-    let config = || ServerConfig {
-        redis: Some(redis.url()),
-        uploads: Some(Uploads {
-            dir: shared.path().to_path_buf(),
-            max_bytes: 1 << 20,
-            max_total_bytes: 1 << 30,
-            min_free_bytes: 0,
-        }),
-        files_shared: true,
+    let config = || chat_server::ServerConfig {
         prune_interval: Duration::from_millis(200),
         chat: chat_core::ChatConfig {
             history_max_age: Some(Duration::from_secs(1)),
             ..chat_core::ChatConfig::default()
         },
-        ..ServerConfig::default()
+        ..shared_files(&redis, shared.path())
     };
     let (a, b) = (Server::start(config()).await, Server::start(config()).await);
     let mut alice = Client::in_room(&a, "alice", "lobby").await;
-    alice
-        .send(json!({"type": "upload", "id": "u1", "room": "lobby", "name": "old.txt",
-                     "mime": "text/plain", "size": 3}))
-        .await;
-    next_of(&mut alice, "upload_ready").await;
-    alice.socket.send(Frame::binary(b"old".to_vec())).await.unwrap();
-    let message = next_of(&mut alice, "message").await;
-    let id = message["attachment"]["id"].as_str().unwrap().to_owned();
+    let id = upload_text(&mut alice, b"old").await;
     let path = shared.path().join(&id[..2]).join(&id);
     assert!(path.exists(), "placed before its message was numbered");
     // Its message ages out: the sweeps of the nodes delete the file.
