@@ -35,6 +35,15 @@ pub struct ChatConfig {
     pub presence_interval: Duration,
     /// Who numbers the rooms' messages. Default [`Sequencing::Alone`].
     pub sequencing: Sequencing,
+    /// In [`Sequencing::Shared`] mode, how every core names a session to
+    /// the others: the key its engine knows it by ([`RemoteMember::key`]),
+    /// which is also the session's party in conversations, so that a core
+    /// can write to a session another core serves. The driver's digest of
+    /// the token (a token is a secret; its key is not), the same on every
+    /// core. Unused by a core alone. Default: the token itself.
+    ///
+    /// [`RemoteMember::key`]: crate::RemoteMember::key
+    pub session_key: SessionKey,
     /// How long after sending a message its sender may still edit it.
     /// Default 15 minutes: long enough to fix a typo, short enough that a
     /// conversation is not rewritten under those who answered it. Deleting
@@ -142,6 +151,7 @@ impl Default for ChatConfig {
             member_page_max: 200,
             presence_interval: Duration::from_secs(1),
             sequencing: Sequencing::Alone,
+            session_key: SessionKey::default(),
             history_page_max: 200,
             typing_interval: Duration::from_secs(2),
             messages_per_sec: 10,
@@ -183,4 +193,37 @@ pub enum Sequencing {
     /// [`Output::Append`]: crate::Output::Append
     /// [`Chat::handle_appended`]: crate::Chat::handle_appended
     Shared,
+}
+
+/// How a session is named to the other cores, from its token
+/// ([`ChatConfig::session_key`]): a plain function, so that the core stays
+/// deterministic.
+#[derive(Clone, Copy)]
+pub struct SessionKey(pub fn(&str) -> String);
+
+impl SessionKey {
+    /// The key of the session of `token`.
+    pub(crate) fn of(self, token: &str) -> String {
+        (self.0)(token)
+    }
+}
+
+impl Default for SessionKey {
+    fn default() -> Self {
+        Self(str::to_owned)
+    }
+}
+
+impl PartialEq for SessionKey {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::fn_addr_eq(self.0, other.0)
+    }
+}
+
+impl Eq for SessionKey {}
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKey(..)")
+    }
 }

@@ -50,6 +50,51 @@ pub enum Output {
         /// The message, to be numbered.
         message: Message,
     },
+    /// In [`Sequencing::Shared`] mode only: as [`Output::Append`], a direct
+    /// message to number in its conversation's log (`direct.message.room`
+    /// names it), which comes back to the cores serving either party, with
+    /// [`Chat::handle_appended`], in `seq` order, each once (a party's
+    /// core follows the party, see [`Output::Conversations`]). Keep the
+    /// conversation in each party's list with `direct.nicks`.
+    ///
+    /// [`Sequencing::Shared`]: crate::Sequencing::Shared
+    /// [`Chat::handle_appended`]: crate::Chat::handle_appended
+    AppendDirect {
+        /// The connection that sent it.
+        member: MemberId,
+        /// The message, to be numbered, and the parties' nicks.
+        direct: Direct,
+    },
+    /// In [`Sequencing::Shared`] mode only: the session of `token`, here
+    /// now (it started, moved here, or was restored), speaks as `party` in
+    /// conversations. Give this core every direct message of the party's
+    /// conversations from now on, whichever core sends it, until the
+    /// session ends or moves on (with [`Chat::handle_appended`]), and the
+    /// party's list of conversations with [`Chat::handle_conversations`]
+    /// (its connection's next commands wait for that).
+    ///
+    /// [`Sequencing::Shared`]: crate::Sequencing::Shared
+    /// [`Chat::handle_appended`]: crate::Chat::handle_appended
+    /// [`Chat::handle_conversations`]: crate::Chat::handle_conversations
+    Conversations {
+        /// The party.
+        party: Arc<str>,
+        /// Its session here.
+        token: SessionToken,
+    },
+    /// In [`Sequencing::Shared`] mode only: a direct message or a
+    /// conversation names `nick`, which no session here holds. Which
+    /// session holds it on another core (its key, see
+    /// [`ChatConfig::session_key`], and its nick as written)? Answer with
+    /// [`Chat::handle_whois`].
+    ///
+    /// [`Sequencing::Shared`]: crate::Sequencing::Shared
+    /// [`ChatConfig::session_key`]: crate::ChatConfig::session_key
+    /// [`Chat::handle_whois`]: crate::Chat::handle_whois
+    Whois {
+        /// The nick.
+        nick: Nick,
+    },
     /// In [`Sequencing::Shared`] mode only: claim `nick` for the session
     /// named `token` in the engine the cores share: granted if no other
     /// session holds it (or this one already does), taken if one does.

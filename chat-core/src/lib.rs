@@ -36,7 +36,7 @@ mod token;
 pub use bucket::{Rate, TokenBucket};
 pub use chat::{Chat, ClaimAnswer, Found};
 pub use command::{Command, Peer};
-pub use config::{ChatConfig, Sequencing};
+pub use config::{ChatConfig, Sequencing, SessionKey};
 pub use error::{CommandError, Quota};
 pub use event::{
     Attachment, Conversation, ConversationSummary, Departure, Direct, DisconnectReason, Event,

@@ -474,6 +474,10 @@ impl Hub {
                     self.chat.handle_remote_roster(now, &room, members);
                 }
                 cluster::Step::Found(member, found) => self.chat.handle_found(now, member, found),
+                cluster::Step::Conversations(party, listed) => {
+                    self.chat.handle_conversations(now, &party, listed);
+                }
+                cluster::Step::Whois(nick, holder) => self.chat.handle_whois(now, &nick, holder),
                 cluster::Step::Moved(token) => self.chat.handle_moved(now, &token),
                 cluster::Step::Reset(room) => self.chat.handle_room_reset(now, &room),
                 cluster::Step::FileBytes(bytes) => self.file_bytes = bytes,
@@ -685,12 +689,11 @@ impl Hub {
                     }
                     continue;
                 }
-                // In cluster mode rooms are read from Redis; conversations
-                // (direct messages) are still each node's own, in its
-                // store, and their names (parties' tokens) never go there.
+                // In cluster mode rooms and conversations are read from
+                // Redis (conversations are named by their parties' keys
+                // there, never by tokens).
                 Output::Load(room) => {
-                    if let Some(engine) = self.cluster.as_ref().filter(|_| !room.is_conversation())
-                    {
+                    if let Some(engine) = &mut self.cluster {
                         engine.load(&room);
                     } else if !self.storage.send(Job::Load(room)) {
                         error!("the storage thread is gone; rooms can no longer be read");
@@ -713,6 +716,40 @@ impl Hub {
                     continue;
                 }
                 // Only in cluster mode, as appends.
+                Output::AppendDirect { member, direct } => {
+                    match &self.cluster {
+                        Some(engine) => engine.append_direct(member, direct),
+                        None => {
+                            error!(
+                                "a message to number in a shared engine, which this node has not"
+                            );
+                            let id = direct.message.id.as_deref().map(str::to_owned);
+                            let frame = wire::cluster_unavailable(id);
+                            self.deliver(
+                                Arc::new([member]),
+                                Utf8Bytes::from(frame.encode()),
+                                false,
+                            );
+                        }
+                    }
+                    continue;
+                }
+                // (Answered at once without a shared engine: nothing waits
+                // for ever.)
+                Output::Conversations { party, token } => {
+                    match &mut self.cluster {
+                        Some(engine) => engine.attend(party, token),
+                        None => self.chat.handle_conversations(self.clock.now(), &party, None),
+                    }
+                    continue;
+                }
+                Output::Whois { nick } => {
+                    match &self.cluster {
+                        Some(engine) => engine.whois(nick),
+                        None => self.chat.handle_whois(self.clock.now(), &nick, None),
+                    }
+                    continue;
+                }
                 Output::Claim { nick, token } => {
                     match &self.cluster {
                         Some(engine) => engine.claim(nick, token),

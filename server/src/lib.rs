@@ -62,6 +62,9 @@ pub async fn run(
     let cluster = match &config.redis {
         Some(url) => {
             config.chat.sequencing = chat_core::Sequencing::Shared;
+            // Sessions are named to the other nodes by a digest of their
+            // token, which also names them in conversations.
+            config.chat.session_key = chat_core::SessionKey(cluster::digest);
             let remember = config.chat.dedupe_window;
             let node = config
                 .node_id

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use super::{Asker, Chat, Parked, Wants};
 use crate::id::SessionId;
 use crate::{
-    CommandError, Conversation, ConversationSummary, Direct, Event, Message, Nick, Output, Peer,
-    Record, RoomId, RoomName, SessionToken, Timestamp,
+    CommandError, Conversation, ConversationSummary, Direct, Event, MemberId, Message, Nick,
+    Output, Peer, Record, RoomId, RoomName, Sequencing, SessionToken, Timestamp,
 };
 
 /// What the core knows of a conversation without reading it.
@@ -36,14 +36,50 @@ pub(super) struct Other {
     nick: Nick,
 }
 
+/// Whom a command names, as far as this core can tell.
+enum Reach {
+    Now(Other),
+    /// A nick no session here holds: in cluster mode, the engine is asked
+    /// whether a session on another core does.
+    Ask(Nick),
+}
+
+/// A command waiting for [`Output::Whois`].
+#[derive(Debug)]
+pub(super) struct Asked {
+    asker: Asker,
+    /// The asking session's party.
+    me: Arc<str>,
+    /// The nick asked about, as the command wrote it.
+    nick: Nick,
+    then: Then,
+}
+
+/// What a command does once the other party is known.
+#[derive(Debug)]
+enum Then {
+    Dm(Arc<str>),
+    Read { after: Option<u64>, before: Option<u64>, limit: Option<u32> },
+}
+
 impl Chat {
     /// The party a session speaks as.
     pub(super) fn party(&self, sid: SessionId) -> Option<Arc<str>> {
         let session = self.sessions.get(&sid)?;
         Some(match session.grant {
             Some(_) => format!("@{}", session.nick.folded()).into(),
-            None => Arc::from(session.token.as_str()),
+            None => self.token_party(&session.token),
         })
+    }
+
+    /// The party of a session without an identity: its token, or in
+    /// cluster mode its key, which every core knows it by (a token is a
+    /// secret, and another core's sessions are known by key only).
+    fn token_party(&self, token: &SessionToken) -> Arc<str> {
+        match self.config.sequencing {
+            Sequencing::Alone => Arc::from(token.as_str()),
+            Sequencing::Shared => self.config.session_key.of(token.as_str()).into(),
+        }
     }
 
     /// The session a party has now, if any.
@@ -54,6 +90,7 @@ impl Chat {
                 .get(folded)
                 .copied()
                 .filter(|sid| self.sessions.get(sid).is_some_and(|s| s.grant.is_some())),
+            None if self.config.sequencing == Sequencing::Shared => self.keys.get(party).copied(),
             None => SessionToken::parse(party).ok().and_then(|t| self.tokens.get(&t).copied()),
         }
     }
@@ -61,19 +98,20 @@ impl Chat {
     /// Whether a token names a party with conversations: a token only the
     /// server can have issued, so a session that ended may take it again.
     pub(super) fn has_conversations(&self, token: &SessionToken) -> bool {
-        self.by_party.contains_key(token.as_str())
+        self.by_party.contains_key(&self.token_party(token))
     }
 
     /// Whom `peer` names for party `me`: for a nick, the session holding
-    /// it; else the other party of this session's latest conversation
-    /// with someone of that nick; else, with identities, the identity.
-    fn reach(&self, me: &str, peer: &Peer) -> Result<Other, CommandError> {
+    /// it (here, or in cluster mode on another core: [`Reach::Ask`]); else
+    /// the other party of this session's latest conversation with someone
+    /// of that nick; else, with identities, the identity.
+    fn reach(&self, me: &str, peer: &Peer) -> Result<Reach, CommandError> {
         let text = match peer {
             Peer::Conversation(key) => {
                 return self
                     .mine(me)
                     .find(|(name, ..)| name.conversation_key() == *key)
-                    .map(|(_, other, _)| other)
+                    .map(|(_, other, _)| Reach::Now(other))
                     .ok_or_else(|| CommandError::NoSuchConversation(key.clone()));
             }
             Peer::Nick(text) => text,
@@ -82,8 +120,16 @@ impl Chat {
         if let Some(&holder) = self.nicks.get(nick.folded())
             && let (Some(party), Some(session)) = (self.party(holder), self.sessions.get(&holder))
         {
-            return Ok(Other { party, nick: session.nick.clone() });
+            return Ok(Reach::Now(Other { party, nick: session.nick.clone() }));
         }
+        if self.config.sequencing == Sequencing::Shared {
+            return Ok(Reach::Ask(nick));
+        }
+        self.reach_away(me, nick).map(Reach::Now)
+    }
+
+    /// Whom `nick`, held by no session, names for party `me`.
+    fn reach_away(&self, me: &str, nick: Nick) -> Result<Other, CommandError> {
         let latest = self
             .mine(me)
             .filter(|(_, other, _)| other.nick.folded() == nick.folded())
@@ -95,7 +141,73 @@ impl Chat {
         if self.by_party.contains_key(&identity) {
             return Ok(Other { party: identity, nick });
         }
-        Err(CommandError::NoSuchNick(text.clone()))
+        Err(CommandError::NoSuchNick(nick.as_str().to_owned()))
+    }
+
+    /// Asks the engine who holds `nick` for `asker` (cluster mode); its
+    /// commands wait for the answer.
+    fn ask_whois(&mut self, asker: &Asker, me: Arc<str>, nick: Nick, then: Then) {
+        self.park_for(asker.member);
+        let folded: Arc<str> = nick.folded().into();
+        let asked = self.whois.entry(folded).or_default();
+        let first = asked.is_empty();
+        asked.push(Asked { asker: asker.clone(), me, nick: nick.clone(), then });
+        if first {
+            self.outputs.push_back(Output::Whois { nick });
+        }
+    }
+
+    /// The engine's answer to [`Output::Whois`] of `nick`: the key and
+    /// nick of the session holding it on another core, if any.
+    pub(super) fn whois_answered(
+        &mut self,
+        now: Timestamp,
+        nick: &Nick,
+        holder: Option<(Arc<str>, Nick)>,
+    ) {
+        let Some(asked) = self.whois.remove(nick.folded()) else {
+            return;
+        };
+        for Asked { asker, me, nick, then } in asked {
+            let member = asker.member;
+            if self.still_asking(&asker) {
+                let other = match &holder {
+                    // With identities, a session speaks as its identity.
+                    Some((_, held)) if self.config.require_identity => {
+                        let party = format!("@{}", held.folded()).into();
+                        Ok(Other { party, nick: held.clone() })
+                    }
+                    Some((key, held)) => Ok(Other { party: Arc::clone(key), nick: held.clone() }),
+                    None => self.reach_away(&me, nick),
+                };
+                let done = other.and_then(|other| match then {
+                    Then::Dm(text) => self.dm_to(now, &asker, &me, other, text),
+                    Then::Read { after, before, limit } => {
+                        self.read_with(now, &asker, &me, other, after, before, limit)
+                    }
+                });
+                if let Err(error) = done {
+                    self.reply(member, Event::Error { id: asker.id.clone(), error });
+                }
+            }
+            self.unpark(now, member);
+        }
+    }
+
+    /// In cluster mode, the session `sid` is here now (started, moved
+    /// here, restored): its core follows its party's conversations, whose
+    /// list `member`'s next commands wait for.
+    pub(super) fn attend(&mut self, sid: SessionId, member: Option<MemberId>) {
+        let (Some(party), Some(session)) = (self.party(sid), self.sessions.get(&sid)) else {
+            return;
+        };
+        let token = session.token.clone();
+        let waiting = self.indexing.entry(Arc::clone(&party)).or_default();
+        if let Some(member) = member {
+            waiting.push(member);
+            self.park_for(member);
+        }
+        self.outputs.push_back(Output::Conversations { party, token });
     }
 
     /// The conversations of party `me`, with the other party of each.
@@ -128,12 +240,31 @@ impl Chat {
             return Ok(());
         }
         let me = self.party(sid).ok_or(CommandError::HelloRequired)?;
-        let other = self.reach(&me, to)?;
+        let reach = self.reach(&me, to)?;
         self.check_text(&text)?;
         self.check_store(now)?;
         self.take_message_token(now, sid)?;
-        let name = RoomName::conversation(&me, &other.party);
-        let parked = Parked { asker: asker.clone(), wants: Wants::Dm { text: text.into(), other } };
+        match reach {
+            Reach::Now(other) => self.dm_to(now, asker, &me, other, text.into()),
+            Reach::Ask(nick) => {
+                self.ask_whois(asker, me, nick, Then::Dm(text.into()));
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends a direct message from party `me` to `other`, once their
+    /// conversation's numbering is known.
+    fn dm_to(
+        &mut self,
+        now: Timestamp,
+        asker: &Asker,
+        me: &str,
+        other: Other,
+        text: Arc<str>,
+    ) -> Result<(), CommandError> {
+        let name = RoomName::conversation(me, &other.party);
+        let parked = Parked { asker: asker.clone(), wants: Wants::Dm { text, other } };
         self.with_room(now, name, parked)
     }
 
@@ -176,6 +307,14 @@ impl Chat {
             true => [from.clone(), other.nick.clone()],
             false => [other.nick.clone(), from.clone()],
         };
+        if self.config.sequencing == Sequencing::Shared {
+            // The engine numbers it, and it comes back to the core of
+            // each party (`direct_appended`), this one included.
+            self.know_nicks(&name, nicks.clone());
+            let direct = Direct { message: Message { seq: 0, ..message }, nicks };
+            self.outputs.push_back(Output::AppendDirect { member, direct });
+            return Ok(());
+        }
         self.push_message(room_id, message.clone());
         self.know(&name, nicks.clone(), message.seq, now);
         let key: Arc<str> = name.conversation_key().into();
@@ -219,8 +358,28 @@ impl Chat {
     ) -> Result<(), CommandError> {
         let sid = asker.session;
         let me = self.party(sid).ok_or(CommandError::HelloRequired)?;
-        let other = self.reach(&me, with)?;
-        let name = RoomName::conversation(&me, &other.party);
+        match self.reach(&me, with)? {
+            Reach::Now(other) => self.read_with(now, asker, &me, other, after, before, limit),
+            Reach::Ask(nick) => {
+                self.ask_whois(asker, me, nick, Then::Read { after, before, limit });
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads the conversation of party `me` with `other`.
+    #[allow(clippy::too_many_arguments)]
+    fn read_with(
+        &mut self,
+        now: Timestamp,
+        asker: &Asker,
+        me: &str,
+        other: Other,
+        after: Option<u64>,
+        before: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<(), CommandError> {
+        let name = RoomName::conversation(me, &other.party);
         if !self.conversations.contains_key(&name) {
             // Nothing was ever said: nothing to read.
             let event = Event::Conversation {
@@ -281,6 +440,8 @@ impl Chat {
         let me = self.party(asker.session).ok_or(CommandError::HelloRequired)?;
         let mut list: Vec<ConversationSummary> = self
             .mine(&me)
+            // In cluster mode, one whose first message is being numbered.
+            .filter(|(.., known)| known.last_seq > 0)
             .map(|(name, other, known)| ConversationSummary {
                 key: name.conversation_key(),
                 with: other.nick,
@@ -330,6 +491,100 @@ impl Chat {
         {
             for party in [a, b] {
                 self.by_party.entry(Arc::from(party)).or_default().insert(name.clone());
+            }
+        }
+    }
+
+    /// The parties' nicks of a conversation a direct message is being
+    /// numbered for (cluster mode), so that it is told with them when it
+    /// comes back; listed only once it has a message.
+    fn know_nicks(&mut self, name: &RoomName, nicks: [Nick; 2]) {
+        match self.conversations.get_mut(name) {
+            Some(known) => known.nicks = nicks,
+            None => self.know(name, nicks, 0, Timestamp::from_unix_millis(0)),
+        }
+    }
+
+    /// What the engine lists of a conversation (cluster mode): taken if it
+    /// is newer than what this core knows.
+    pub(super) fn merge_known(&mut self, conversation: Conversation) {
+        let Conversation { name, nicks, last_seq, last_ts } = conversation;
+        let newer = self.conversations.get(&name).is_none_or(|known| known.last_seq < last_seq);
+        if name.is_conversation() && newer {
+            self.know(&name, nicks, last_seq, last_ts);
+        }
+    }
+
+    /// A direct message numbered by the engine (cluster mode), heard by
+    /// the core of one of its parties or both: each party here gets its
+    /// copy, once.
+    pub(super) fn direct_appended(&mut self, now: Timestamp, message: Message) {
+        let name = message.room.clone();
+        let Some((first, second)) = name.parties() else {
+            return;
+        };
+        let (first, second) = (Arc::<str>::from(first), Arc::<str>::from(second));
+        let known = self.conversations.get(&name);
+        if known.is_some_and(|known| known.last_seq >= message.seq) {
+            return;
+        }
+        // Who sent it: its session's party.
+        let sender = match (&message.sender, self.config.require_identity) {
+            (_, true) => format!("@{}", message.from.folded()).into(),
+            (Some(token), false) => self.token_party(token),
+            (None, false) => return,
+        };
+        let (at, other) = match (sender == first, sender == second) {
+            (true, _) => (0, second),
+            (false, true) => (1, first),
+            (false, false) => return,
+        };
+        // The other's nick: its session's here, else as last known.
+        let other_session = self.party_session(&other);
+        let other_nick = other_session
+            .and_then(|sid| self.sessions.get(&sid))
+            .map(|session| session.nick.clone())
+            .or_else(|| known.map(|known| known.nicks[1 - at].clone()))
+            .unwrap_or_else(|| message.from.clone());
+        let mut nicks = [other_nick.clone(), other_nick.clone()];
+        nicks[at] = message.from.clone();
+        if let Some(&room_id) = self.room_ids.get(&name)
+            && let Some(room) = self.rooms.get(&room_id)
+            && message.seq > room.last_seq
+        {
+            if message.seq > room.last_seq + 1 {
+                let before = message.seq - 1;
+                self.change_window(room_id, |room| room.restart_after(before));
+            }
+            self.push_message(room_id, message.clone());
+            self.enforce_memory(Some(room_id));
+        }
+        self.know(&name, nicks, message.seq, message.ts);
+        let key: Arc<str> = name.conversation_key().into();
+        let event = |with: &Nick| Event::Direct {
+            id: message.id.clone(),
+            key: Arc::clone(&key),
+            from: message.from.clone(),
+            to: other_nick.clone(),
+            with: with.clone(),
+            text: Arc::clone(&message.text),
+            ts: message.ts,
+            seq: message.seq,
+        };
+        let (mine, theirs) = (Arc::new(event(&other_nick)), event(&message.from));
+        if let Some(token) = &message.sender {
+            self.remember(now, token.clone(), &message.id, &mine);
+        }
+        let sender_session = self.party_session(&sender);
+        for (sid, event) in [(sender_session, Some(mine)), (other_session, None)] {
+            let Some(session) = sid.and_then(|sid| self.sessions.get(&sid)) else {
+                continue;
+            };
+            let to: Arc<[MemberId]> = session.conns.iter().collect();
+            match event {
+                Some(mine) => self.deliver_shared(to, mine),
+                None if other_session != sender_session => self.deliver(to, theirs.clone()),
+                None => {}
             }
         }
     }

@@ -100,6 +100,15 @@ pub struct Chat {
     conversations: BTreeMap<RoomName, directs::Known>,
     /// The conversations of each party.
     by_party: BTreeMap<Arc<str>, BTreeSet<RoomName>>,
+    /// In cluster mode, the sessions here by their key
+    /// ([`ChatConfig::session_key`]).
+    keys: BTreeMap<Arc<str>, SessionId>,
+    /// In cluster mode, the parties whose conversations are being read,
+    /// with the connections waiting for them.
+    indexing: BTreeMap<Arc<str>, Vec<MemberId>>,
+    /// In cluster mode, the nicks asked about ([`Output::Whois`]), with
+    /// what waits for the answer.
+    whois: BTreeMap<Arc<str>, Vec<directs::Asked>>,
     /// Rooms not in memory whose load is out, with the joins waiting.
     loading: BTreeMap<RoomName, Vec<Parked>>,
     /// Rooms in memory whose window is being loaded, with what waits.
@@ -213,6 +222,9 @@ impl Chat {
             room_ids: BTreeMap::new(),
             conversations: BTreeMap::new(),
             by_party: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            indexing: BTreeMap::new(),
+            whois: BTreeMap::new(),
             loading: BTreeMap::new(),
             waiting: BTreeMap::new(),
             sources: BTreeMap::new(),
@@ -425,6 +437,10 @@ impl Chat {
     /// [`Sequencing::Shared`]: crate::Sequencing::Shared
     pub fn handle_appended(&mut self, now: Timestamp, message: Message) {
         self.saw(now);
+        if message.room.is_conversation() {
+            self.direct_appended(now, message);
+            return;
+        }
         let Some(&room_id) = self.room_ids.get(&message.room) else {
             return;
         };
@@ -453,9 +469,49 @@ impl Chat {
     /// [`Sequencing::Shared`]: crate::Sequencing::Shared
     pub fn handle_duplicate(&mut self, now: Timestamp, member: MemberId, original: Message) {
         self.saw(now);
-        if self.conns.contains_key(&member) {
-            self.deliver(Arc::new([member]), Event::Message(original));
+        if !self.conns.contains_key(&member) {
+            return;
         }
+        let event = match original.room.is_conversation() {
+            true => match self.direct_event(&original) {
+                Some(event) => event,
+                None => return,
+            },
+            false => Event::Message(original),
+        };
+        self.deliver(Arc::new([member]), event);
+    }
+
+    /// In [`Sequencing::Shared`] mode: the answer to
+    /// [`Output::Conversations`], the conversations of `party` as the
+    /// engine lists them (`None`: it could not be read; what this core
+    /// knows stands). The commands that waited for it go on.
+    ///
+    /// [`Sequencing::Shared`]: crate::Sequencing::Shared
+    pub fn handle_conversations(
+        &mut self,
+        now: Timestamp,
+        party: &str,
+        listed: Option<Vec<Conversation>>,
+    ) {
+        self.saw(now);
+        for conversation in listed.into_iter().flatten() {
+            self.merge_known(conversation);
+        }
+        for member in self.indexing.remove(party).unwrap_or_default() {
+            self.unpark(now, member);
+        }
+    }
+
+    /// In [`Sequencing::Shared`] mode: the answer to [`Output::Whois`] of
+    /// `nick`: the key of the session holding it on another core and the
+    /// nick as that session writes it, if one does. The direct messages
+    /// and conversation reads that waited for it go on.
+    ///
+    /// [`Sequencing::Shared`]: crate::Sequencing::Shared
+    pub fn handle_whois(&mut self, now: Timestamp, nick: &Nick, holder: Option<(Arc<str>, Nick)>) {
+        self.saw(now);
+        self.whois_answered(now, nick, holder);
     }
 
     /// In [`Sequencing::Shared`] mode: the engine's answer to the
@@ -606,6 +662,7 @@ impl Chat {
         self.detach(now, sid);
         if self.config.sequencing == crate::Sequencing::Shared {
             self.claim_restored(sid);
+            self.attend(sid, None);
         }
     }
 

@@ -324,6 +324,9 @@ impl Chat {
             expires,
         };
         self.reply(member, welcome);
+        if self.config.sequencing == Sequencing::Shared {
+            self.attend(sid, Some(member));
+        }
     }
 
     /// Whether a session here holds `nick`, or one is being claimed for it.
@@ -358,6 +361,9 @@ impl Chat {
             typing: None,
         };
         self.nicks.insert(Arc::from(nick.folded()), sid);
+        if self.config.sequencing == Sequencing::Shared {
+            self.keys.insert(self.config.session_key.of(token.as_str()).into(), sid);
+        }
         self.tokens.insert(token, sid);
         self.sessions.insert(sid, session);
         if let Some(source) = source {
@@ -817,6 +823,9 @@ impl Chat {
         };
         self.nicks.remove(session.nick.folded());
         self.tokens.remove(&session.token);
+        if self.config.sequencing == Sequencing::Shared {
+            self.keys.remove(self.config.session_key.of(session.token.as_str()).as_str());
+        }
         for member in session.conns.iter() {
             if let Some(conn) = self.conns.get_mut(&member) {
                 conn.session = None;

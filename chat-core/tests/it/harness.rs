@@ -284,6 +284,9 @@ impl Harness {
                     continue;
                 }
                 Output::Append { .. }
+                | Output::AppendDirect { .. }
+                | Output::Conversations { .. }
+                | Output::Whois { .. }
                 | Output::Claim { .. }
                 | Output::Release { .. }
                 | Output::Share { .. }

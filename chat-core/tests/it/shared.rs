@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chat_core::{
-    Chat, ChatConfig, ClaimAnswer, Command, CommandError, Departure, Event, Found, MemberId,
-    Message, MessageKind, Nick, Output, Presence, RemoteMember, RoomHistory, RoomName, Sequencing,
-    SessionToken, Shared, Source, Timestamp,
+    Chat, ChatConfig, ClaimAnswer, Command, CommandError, Conversation, Departure, Direct, Event,
+    Found, MemberId, Message, MessageKind, Nick, Output, Peer, Presence, RemoteMember, RoomHistory,
+    RoomName, Sequencing, SessionToken, Shared, Source, Timestamp,
 };
 
 /// The shared engine: every room's log, and the ids appended.
@@ -21,7 +21,7 @@ struct Engine {
     /// Appends held back, to answer later (in flight): in order per core,
     /// as one connection to Redis runs a node's scripts in order.
     holding: bool,
-    held: BTreeMap<usize, std::collections::VecDeque<(MemberId, Message)>>,
+    held: BTreeMap<usize, std::collections::VecDeque<Held>>,
     /// Retries answered with their original.
     duplicates: usize,
     /// Folded nick to the session holding it.
@@ -46,7 +46,17 @@ struct Engine {
     moves: usize,
     /// Each room's topic.
     topics: BTreeMap<RoomName, Option<Arc<str>>>,
+    /// The cores following each party's conversations.
+    followers: BTreeMap<Arc<str>, std::collections::BTreeSet<usize>>,
+    /// Each party's conversations, as listed.
+    index: BTreeMap<Arc<str>, BTreeMap<RoomName, Conversation>>,
+    /// Direct messages their recipients got (the simulation counts).
+    directs_received: usize,
 }
+
+/// An append held back: for a connection, a message (with its
+/// conversation's nicks if it is a direct one).
+type Held = (MemberId, Message, Option<[Nick; 2]>);
 
 struct Cluster {
     now: Timestamp,
@@ -258,12 +268,74 @@ impl Cluster {
             Output::Append { member, message } => {
                 assert_eq!(message.seq, 0, "numbered by the engine, not the core");
                 if self.engine.holding {
-                    self.engine.held.entry(core).or_default().push_back((member, message));
+                    let queue = self.engine.held.entry(core).or_default();
+                    queue.push_back((member, message, None));
                 } else {
                     self.append(core, member, message);
                 }
             }
+            Output::AppendDirect { member, direct } => {
+                assert_eq!(direct.message.seq, 0, "numbered by the engine, not the core");
+                if self.engine.holding {
+                    let queue = self.engine.held.entry(core).or_default();
+                    queue.push_back((member, direct.message, Some(direct.nicks)));
+                } else {
+                    self.append_direct(core, member, direct);
+                }
+            }
+            Output::Conversations { party, token: _ } => {
+                self.engine.followers.entry(Arc::clone(&party)).or_default().insert(core);
+                let listed = self.engine.index.get(&party);
+                let listed = listed.map(|listed| listed.values().cloned().collect());
+                self.cores[core].handle_conversations(self.now, &party, listed);
+            }
+            Output::Whois { nick } => {
+                // The key of the session holding it (its token here).
+                let holder = self.engine.nicks.get(nick.folded()).map(|token| {
+                    let held = self.engine.sessions.get(token).map(|(_, nick)| nick.clone());
+                    (Arc::from(token.as_str()), held.unwrap_or(nick.clone()))
+                });
+                self.cores[core].handle_whois(self.now, &nick, holder);
+            }
             Output::Disconnect { .. } => {}
+        }
+    }
+
+    /// The engine numbers a direct message once per (sender, id), lists
+    /// its conversation for both parties, and hands it to the cores
+    /// following either party, each once.
+    fn append_direct(&mut self, core: usize, member: MemberId, direct: Direct) {
+        let Direct { mut message, nicks } = direct;
+        let key = message.sender.clone().zip(message.id.clone());
+        if let Some(&(ref room, seq)) = key.as_ref().and_then(|key| self.engine.ids.get(key)) {
+            let original = self.engine.logs[room][seq as usize - 1].clone();
+            self.engine.duplicates += 1;
+            self.cores[core].handle_duplicate(self.now, member, original);
+            return;
+        }
+        let name = message.room.clone();
+        let log = self.engine.logs.entry(name.clone()).or_default();
+        message.seq = log.len() as u64 + 1;
+        log.push(message.clone());
+        if let Some(key) = key {
+            self.engine.ids.insert(key, (name.clone(), message.seq));
+        }
+        let inside = name.as_str().trim_start_matches('~');
+        let (first, second) = inside.split_once(' ').unwrap();
+        let mut cores: std::collections::BTreeSet<usize> = std::collections::BTreeSet::new();
+        for party in [first, second] {
+            let listed = Conversation {
+                name: name.clone(),
+                nicks: nicks.clone(),
+                last_seq: message.seq,
+                last_ts: message.ts,
+            };
+            self.engine.index.entry(party.into()).or_default().insert(name.clone(), listed);
+            cores.extend(self.engine.followers.get(party).into_iter().flatten().copied());
+        }
+        for core in cores {
+            let chat: &mut Chat = &mut self.cores[core];
+            chat.handle_appended(self.now, message.clone());
         }
     }
 
@@ -325,8 +397,8 @@ impl Cluster {
         }
         self.engine.holding = false;
         for (core, queue) in std::mem::take(&mut self.engine.held) {
-            for (member, message) in queue {
-                self.append(core, member, message);
+            for (member, message, nicks) in queue {
+                self.append_held(core, member, message, nicks);
             }
         }
         self.drain();
@@ -335,9 +407,23 @@ impl Cluster {
     /// The engine gets to the oldest held append of `core`.
     fn release_one(&mut self, core: usize) {
         let next = self.engine.held.get_mut(&core).and_then(std::collections::VecDeque::pop_front);
-        if let Some((member, message)) = next {
-            self.append(core, member, message);
+        if let Some((member, message, nicks)) = next {
+            self.append_held(core, member, message, nicks);
             self.drain();
+        }
+    }
+
+    /// Appends what was held back: a room's message, or a direct one.
+    fn append_held(
+        &mut self,
+        core: usize,
+        member: MemberId,
+        message: Message,
+        nicks: Option<[Nick; 2]>,
+    ) {
+        match nicks {
+            Some(nicks) => self.append_direct(core, member, Direct { message, nicks }),
+            None => self.append(core, member, message),
         }
     }
 
@@ -458,6 +544,8 @@ struct Client {
     gone: bool,
     next: BTreeMap<String, u64>,
     sent: Vec<(String, String, String)>,
+    /// The `seq` of the last direct message it got, per conversation.
+    directs: BTreeMap<String, u64>,
 }
 
 const ROOMS: [&str; 3] = ["lobby", "dev", "ops"];
@@ -924,25 +1012,152 @@ fn messages_a_core_never_got_leave_a_gap_its_members_page_back_into() {
     assert_eq!(page, [1, 2, 3], "{got:?}");
 }
 
+/// The direct messages `member` of `core` got: (seq, from, with, text).
+fn directs(
+    cluster: &mut Cluster,
+    core: usize,
+    member: MemberId,
+) -> Vec<(u64, String, String, String)> {
+    events(cluster, core, member)
+        .into_iter()
+        .filter_map(|event| match event {
+            Event::Direct { seq, from, with, text, .. } => {
+                Some((seq, from.to_string(), with.to_string(), text.to_string()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn dm(cluster: &mut Cluster, core: usize, member: MemberId, id: &str, to: Peer, text: &str) {
+    let dm = Command::Dm { to, text: text.to_owned() };
+    cluster.send(core, member, Some(id), dm);
+}
+
+/// The conversations `member` of `core` lists: (key, with, last_seq).
+fn listed(cluster: &mut Cluster, core: usize, member: MemberId) -> Vec<(String, String, u64)> {
+    events(cluster, core, member);
+    cluster.send(core, member, None, Command::Conversations);
+    events(cluster, core, member)
+        .into_iter()
+        .find_map(|event| match event {
+            Event::Conversations { list, .. } => Some(list),
+            _ => None,
+        })
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.key, c.with.to_string(), c.last_seq))
+        .collect()
+}
+
+fn token_of(events: &[Event]) -> SessionToken {
+    events
+        .iter()
+        .find_map(|event| match event {
+            Event::Welcome { session, .. } => Some(session.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_direct_message_reaches_a_session_on_another_core_and_both_list_the_conversation() {
+    let mut cluster = Cluster::new(2);
+    let alice = greet(&mut cluster, 0, Some("alice"));
+    let bob = greet(&mut cluster, 1, Some("bob"));
+    events(&mut cluster, 0, alice);
+    events(&mut cluster, 1, bob);
+    // No room in common: core 0 asks the engine who holds "bob".
+    dm(&mut cluster, 0, alice, "d1", Peer::Nick("Bob".into()), "psst");
+    let mine = vec![(1, "alice".to_owned(), "bob".to_owned(), "psst".to_owned())];
+    assert_eq!(directs(&mut cluster, 0, alice), mine, "her echo, numbered");
+    let theirs = vec![(1, "alice".to_owned(), "alice".to_owned(), "psst".to_owned())];
+    assert_eq!(directs(&mut cluster, 1, bob), theirs);
+    // Both list it, each with the other; bob answers by its key.
+    let on_bob = listed(&mut cluster, 1, bob);
+    assert_eq!(on_bob.len(), 1, "{on_bob:?}");
+    assert_eq!((on_bob[0].1.as_str(), on_bob[0].2), ("alice", 1));
+    let key = on_bob[0].0.clone();
+    assert_eq!(listed(&mut cluster, 0, alice), vec![(key.clone(), "bob".to_owned(), 1)]);
+    dm(&mut cluster, 1, bob, "r1", Peer::Conversation(key.clone()), "hi!");
+    assert_eq!(directs(&mut cluster, 0, alice)[0].0, 2);
+    assert_eq!(directs(&mut cluster, 1, bob)[0].0, 2);
+    // A retry is answered with the original, numbered once.
+    dm(&mut cluster, 0, alice, "d1", Peer::Nick("bob".into()), "psst");
+    assert_eq!(directs(&mut cluster, 0, alice), mine);
+    assert!(directs(&mut cluster, 1, bob).is_empty(), "nothing twice");
+    // Either core reads the whole conversation from the engine.
+    let read = Command::Conversation {
+        with: Peer::Conversation(key),
+        after: None,
+        before: None,
+        limit: None,
+    };
+    cluster.send(1, bob, Some("c"), read);
+    let history = events(&mut cluster, 1, bob).into_iter().find_map(|event| match event {
+        Event::Conversation { history, last_seq, .. } => Some((history.len(), last_seq)),
+        _ => None,
+    });
+    assert_eq!(history, Some((2, 2)));
+    let logs = cluster.engine.logs.iter().filter(|(name, _)| name.is_conversation());
+    assert_eq!(logs.map(|(_, log)| log.len()).collect::<Vec<_>>(), [2]);
+}
+
+#[test]
+fn a_party_away_from_every_core_finds_its_conversations_on_the_core_it_comes_back_to() {
+    let mut cluster = Cluster::new(2);
+    let alice = greet(&mut cluster, 0, Some("alice"));
+    let bob = greet(&mut cluster, 1, Some("bob"));
+    let bob_token = token_of(&events(&mut cluster, 1, bob));
+    dm(&mut cluster, 0, alice, "d1", Peer::Nick("bob".into()), "one");
+    // Bob's connection drops; while he is away alice writes again: his
+    // session still holds the nick, on core 1.
+    cluster.cores[1].handle_disconnect(cluster.now, bob, Departure::Lost);
+    cluster.drain();
+    dm(&mut cluster, 0, alice, "d2", Peer::Nick("bob".into()), "two");
+    // He comes back through core 0: his session moves there, with what
+    // was said meanwhile.
+    let again = greet_as_resuming(&mut cluster, 0, &bob_token);
+    let on_0 = listed(&mut cluster, 0, again);
+    assert_eq!(on_0.iter().map(|c| (c.1.as_str(), c.2)).collect::<Vec<_>>(), [("alice", 2)]);
+    // And from then on he gets her messages there.
+    dm(&mut cluster, 0, alice, "d3", Peer::Nick("bob".into()), "three");
+    assert_eq!(directs(&mut cluster, 0, again).last().map(|d| d.0), Some(3));
+    assert_eq!(cluster.engine.logs.iter().filter(|(n, _)| n.is_conversation()).count(), 1);
+}
+
+#[test]
+fn a_direct_message_to_a_nick_no_core_holds_is_refused_and_reaches_no_one() {
+    let mut cluster = Cluster::new(2);
+    let alice = greet(&mut cluster, 0, Some("alice"));
+    events(&mut cluster, 0, alice);
+    dm(&mut cluster, 0, alice, "d1", Peer::Nick("nobody".into()), "hello?");
+    let got = events(&mut cluster, 0, alice);
+    assert!(matches!(refused(&got), Some(CommandError::NoSuchNick(n)) if n == "nobody"), "{got:?}");
+    assert!(cluster.engine.logs.is_empty());
+    assert!(listed(&mut cluster, 0, alice).is_empty());
+}
+
 #[test]
 fn random_schedules_on_shared_cores_keep_one_order_with_nothing_twice_or_missing() {
     let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
         Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
         Err(_) => (1..=300).collect(),
     };
-    let (mut appended, mut duplicates, mut taken, mut moves) = (0, 0, 0, 0);
+    let (mut appended, mut duplicates, mut taken, mut moves, mut directs) = (0, 0, 0, 0, 0);
     for seed in seeds.iter().copied() {
         let engine = simulate(seed, 400);
         appended += engine.logs.values().map(Vec::len).sum::<usize>();
+        directs += engine.directs_received;
         duplicates += engine.duplicates;
         taken += engine.taken;
         moves += engine.moves;
     }
     if seeds.len() > 1 {
         assert!(
-            appended > 0 && duplicates > 0 && taken > 0 && moves > 0,
+            appended > 0 && duplicates > 0 && taken > 0 && moves > 0 && directs > 0,
             "appended {appended}, retries met in flight {duplicates}, nicks refused {taken}, \
-             sessions moved {moves}"
+             sessions moved {moves}, direct messages received {directs}"
         );
     }
 }
@@ -973,6 +1188,7 @@ fn simulate(seed: u64, steps: usize) -> Engine {
                 gone: false,
                 next: BTreeMap::new(),
                 sent: Vec::new(),
+                directs: BTreeMap::new(),
             });
         } else if roll >= 100 {
             // Nicks: claims in flight, answered later, renames, quits.
@@ -1022,7 +1238,15 @@ fn simulate(seed: u64, steps: usize) -> Engine {
             match roll {
                 8..=24 => cluster.send(core, member, None, Command::Join { room, after: None }),
                 25..=29 => cluster.send(core, member, None, Command::Leave { room }),
-                30..=64 => {
+                55..=64 => {
+                    // A direct message to whoever holds some nick, on any
+                    // core (or nobody).
+                    ids += 1;
+                    let to = Peer::Nick(NICKS[rng.below(NICKS.len())].to_owned());
+                    let dm = Command::Dm { to, text: format!("d{ids} from {c}") };
+                    cluster.send(core, member, Some(&format!("d{ids}")), dm);
+                }
+                30..=54 => {
                     ids += 1;
                     let (id, text) = (format!("i{ids}"), format!("i{ids} from {c}"));
                     clients[c].sent.push((room.clone(), id.clone(), text.clone()));
@@ -1085,6 +1309,25 @@ fn check(cluster: &mut Cluster, clients: &mut [Client], at: &str) {
                 }
                 Event::Left { room, .. } => {
                     client.next.remove(room.as_str());
+                }
+                // Direct messages: the engine's, each conversation's in
+                // order, none twice (but a retry's answer; the sim never
+                // retries one). What came while a client was away is not
+                // pushed (it reads it back), so gaps may be.
+                Event::Direct { key, seq, text, id, from, with, .. } => {
+                    if from == with {
+                        cluster.engine.directs_received += 1;
+                    }
+                    let log = cluster
+                        .engine
+                        .logs
+                        .iter()
+                        .find(|(name, _)| name.conversation_key() == *key);
+                    let logged =
+                        &log.unwrap_or_else(|| panic!("{at}: {key} unknown")).1[seq as usize - 1];
+                    assert_eq!((&logged.text, &logged.id), (&text, &id), "{at}: {key}#{seq}");
+                    let last = client.directs.insert(key.to_string(), seq).unwrap_or(0);
+                    assert!(seq > last, "{at}: client {c} got {key}#{seq} after #{last}");
                 }
                 Event::Message(message) => {
                     agree(cluster, &message, at);

@@ -632,6 +632,9 @@ impl Sim {
                 }
                 Output::Persist(record) => self.store.persist(record),
                 Output::Append { .. }
+                | Output::AppendDirect { .. }
+                | Output::Conversations { .. }
+                | Output::Whois { .. }
                 | Output::Claim { .. }
                 | Output::Release { .. }
                 | Output::Share { .. }

@@ -9,6 +9,10 @@
 -- ARGV[3]  the epoch a room without one starts (a new room, or lost data)
 -- ARGV[4]  the channel every node of the room listens on
 -- ARGV[5]  seconds an id is remembered; 0 for a message without one
+-- ARGV[6]  (a direct message) the other party's channel, published on too
+-- ARGV[7]  (a direct message) the conversation's name and a newline, in
+--          front of what is published: a party's channel carries all its
+--          conversations
 --
 -- Returns {seq, epoch, 1 if this id was appended before (its seq) else 0}.
 local meta, log, once = KEYS[1], KEYS[2], KEYS[3]
@@ -31,7 +35,11 @@ if not epoch then
 end
 local seq = redis.call('HINCRBY', meta, 's', 1)
 redis.call('XADD', log, 'MAXLEN', keep, seq .. '-1', 'm', message)
-redis.call('PUBLISH', channel, seq .. ':' .. epoch .. ':' .. message)
+local published = (ARGV[7] or '') .. seq .. ':' .. epoch .. ':' .. message
+redis.call('PUBLISH', channel, published)
+if ARGV[6] and ARGV[6] ~= channel then
+  redis.call('PUBLISH', ARGV[6], published)
+end
 
 if remember > 0 then
   redis.call('HSET', once, 'e', epoch, 's', seq)

@@ -7,9 +7,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use chat_core::{
-    Attachment, ClaimAnswer, Found, MemberId, Message, Nick, RemoteMember, RoomName, SessionToken,
-    Shared,
+    Attachment, ClaimAnswer, Conversation, Direct, Found, MemberId, Message, Nick, RemoteMember,
+    RoomName, SessionToken, Shared,
 };
 use redis::RedisResult;
 use tokio::sync::{mpsc, oneshot};
@@ -22,8 +24,16 @@ use super::{
 };
 use crate::files::Staged;
 
-/// A message to number, with the file uploaded with it.
-type ToNumber = (MemberId, Message, Option<Box<Staged>>);
+/// A message to number, for the connection that sent it.
+#[derive(Debug)]
+struct ToNumber {
+    member: MemberId,
+    message: Message,
+    /// The file uploaded with it.
+    file: Option<Box<Staged>>,
+    /// A direct message's parties' nicks, to list its conversation with.
+    nicks: Option<[Nick; 2]>,
+}
 
 /// The most messages appended in one round trip.
 const APPEND_BATCH: usize = 64;
@@ -60,6 +70,9 @@ pub enum Event {
     /// Whether the session of `token`, asked for by `member`'s hello, was
     /// found on another node and taken over.
     Found { member: MemberId, token: SessionToken, result: RedisResult<Option<Found>> },
+    /// The conversations of `party`, read for the core (`answer`) or after
+    /// its channel was subscribed.
+    Listed { party: Arc<str>, result: RedisResult<Vec<Conversation>> },
 }
 
 /// What the nick task does, in the order asked.
@@ -105,6 +118,10 @@ pub enum Step {
     Roster(RoomName, Vec<RemoteMember>),
     /// Answer the core's lookup for `member`.
     Found(MemberId, Option<Found>),
+    /// Give the core a party's conversations (`None`: Redis failed).
+    Conversations(Arc<str>, Option<Vec<Conversation>>),
+    /// Answer the core's question: who holds the nick on another node?
+    Whois(Nick, Option<(Arc<str>, Nick)>),
     /// Tell the core the session of a token moved to another node.
     Moved(SessionToken),
     /// Tell the core a room's numbering started again in Redis.
@@ -150,6 +167,9 @@ pub struct Engine {
     sessions: Sessions,
     /// The sessions here, by the digest of their token.
     here: BTreeMap<String, SessionToken>,
+    /// The party each session here speaks as in conversations, whose
+    /// channel this node listens to while the session is here.
+    parties: BTreeMap<SessionToken, Arc<str>>,
     totals: super::Totals,
     /// The cluster's counters as last read.
     last_totals: Option<super::ClusterTotals>,
@@ -232,6 +252,7 @@ impl Engine {
             nicks,
             sessions,
             here: BTreeMap::new(),
+            parties: BTreeMap::new(),
             totals: log.totals(),
             last_totals: None,
             instance,
@@ -255,9 +276,85 @@ impl Engine {
         self.log.health().clone()
     }
 
-    /// The core wants `room`: listened to first, read once that is so.
-    pub fn load(&self, room: &RoomName) {
-        self.listener.listen(room.as_str());
+    /// The core wants `room`: listened to first, read once that is so. A
+    /// conversation is heard on its parties' channels: read at once (and
+    /// followed from there, unless it is already).
+    pub fn load(&mut self, room: &RoomName) {
+        if !room.is_conversation() {
+            self.listener.listen(room.as_str());
+            return;
+        }
+        if !self.feed.follows(room.as_str()) {
+            self.feed.expect(room.as_str());
+        }
+        self.read(room.clone(), 1, self.page, Why::Load);
+    }
+
+    /// The session of `token` is here and speaks as `party`
+    /// ([`chat_core::Output::Conversations`]): its channel is listened to
+    /// and its conversations read for the core (and again once the
+    /// channel is subscribed: what was listed meanwhile).
+    pub fn attend(&mut self, party: Arc<str>, token: SessionToken) {
+        if let Some(before) = self.parties.insert(token, Arc::clone(&party))
+            && before != party
+        {
+            self.stop_unless_attended(&before);
+        }
+        self.listener.listen(&super::room_log::party_topic(&party));
+        self.list(party);
+    }
+
+    /// Reads `party`'s conversations on a task of its own.
+    fn list(&self, party: Arc<str>) {
+        let (log, events) = (self.log.clone(), self.events.clone());
+        tokio::spawn(
+            async move {
+                let result = log.conversations(&party).await;
+                let _ = events.send(Event::Listed { party, result });
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Stops listening to `party`'s channel if no session here speaks as
+    /// it any more.
+    fn stop_unless_attended(&self, party: &Arc<str>) {
+        if !self.parties.values().any(|held| held == party) {
+            self.listener.stop(&super::room_log::party_topic(party));
+        }
+    }
+
+    /// The session of `token` is gone from here (ended, or moved away).
+    fn unattend(&mut self, token: &SessionToken) {
+        if let Some(party) = self.parties.remove(token) {
+            self.stop_unless_attended(&party);
+        }
+    }
+
+    /// Who holds `nick` on another node ([`chat_core::Output::Whois`]).
+    pub fn whois(&self, nick: Nick) {
+        let (nicks, sessions, events) =
+            (self.nicks.clone(), self.sessions.clone(), self.events.clone());
+        tokio::spawn(
+            async move {
+                let holder = match nicks.held_by(nick.folded()).await {
+                    Ok(Some(key)) => match sessions.nick_of(&key).await {
+                        Ok(held) => Some((Arc::from(key), held.unwrap_or_else(|| nick.clone()))),
+                        Err(err) => {
+                            warn!(%err, "cannot read a session's record in Redis");
+                            Some((Arc::from(key), nick.clone()))
+                        }
+                    },
+                    Ok(None) => None,
+                    Err(err) => {
+                        warn!(%err, "cannot ask Redis who holds a nick");
+                        None
+                    }
+                };
+                let _ = events.send(Event::Ready(Step::Whois(nick, holder)));
+            }
+            .in_current_span(),
+        );
     }
 
     /// How often to call [`Engine::check`].
@@ -278,12 +375,22 @@ impl Engine {
 
     /// Finds whether the session of `token` lives on another node and
     /// takes it over if so ([`chat_core::Output::Lookup`]).
+    /// A session found nowhere whose token has conversations was this
+    /// cluster's: they come to the core first, so that it keeps the token.
     pub fn lookup(&self, member: MemberId, token: SessionToken) {
         let (sessions, nicks, events) =
             (self.sessions.clone(), self.nicks.clone(), self.events.clone());
+        let log = self.log.clone();
         tokio::spawn(
             async move {
                 let result = sessions.take_over(token.as_str(), &nicks).await;
+                if let Ok(None) = result {
+                    let party: Arc<str> = digest(token.as_str()).into();
+                    let listed = log.conversations(&party).await;
+                    if listed.as_ref().is_ok_and(|listed| !listed.is_empty()) {
+                        let _ = events.send(Event::Listed { party, result: listed });
+                    }
+                }
                 let _ = events.send(Event::Found { member, token, result });
             }
             .in_current_span(),
@@ -300,6 +407,7 @@ impl Engine {
     /// The session of `token` ended here.
     pub fn session_ended(&mut self, token: &SessionToken) {
         self.here.remove(&digest(token.as_str()));
+        self.unattend(token);
         self.follow.session_ended(token);
     }
 
@@ -342,7 +450,9 @@ impl Engine {
             self.follow.renew(self.here.values().map(|t| t.as_str().to_owned()).collect());
             self.follow.tick();
         }
-        for room in self.feed.rooms() {
+        // (Conversations are not looked at: there can be many, and what a
+        // lost publication missed comes with the next reconnect's fill.)
+        for room in self.feed.rooms().filter(|room| !room.starts_with('~')) {
             if let Ok(room) = RoomName::parse_stored(room) {
                 self.read(room, u64::MAX, 1, Why::Check);
             }
@@ -353,7 +463,14 @@ impl Engine {
     /// after every message handed over before it; `file`, uploaded with it,
     /// goes in place first and stays only if Redis takes the message.
     pub(crate) fn append(&self, member: MemberId, message: Message, file: Option<Box<Staged>>) {
-        let _ = self.appends.send((member, message, file));
+        let _ = self.appends.send(ToNumber { member, message, file, nicks: None });
+    }
+
+    /// Numbers a direct message for `member`
+    /// ([`chat_core::Output::AppendDirect`]), in order with the rest.
+    pub(crate) fn append_direct(&self, member: MemberId, direct: Direct) {
+        let Direct { message, nicks } = direct;
+        let _ = self.appends.send(ToNumber { member, message, file: None, nicks: Some(nicks) });
     }
 
     /// Which rooms hold `file`, for the session of `token`
@@ -407,6 +524,15 @@ impl Engine {
     /// What came back, as steps for the hub, in order.
     pub fn handle(&mut self, event: Event) -> Vec<Step> {
         match event {
+            Event::Heard(Heard::Listening(room)) if room.starts_with('^') => {
+                // A party's channel: what was listed before it was
+                // subscribed is read again.
+                let party = room.trim_start_matches('^');
+                if self.parties.values().any(|held| &**held == party) {
+                    self.list(Arc::from(party));
+                }
+                Vec::new()
+            }
             Event::Heard(Heard::Listening(room)) => {
                 // What is published before the read's answer is held.
                 self.feed.expect(&room);
@@ -416,9 +542,16 @@ impl Engine {
                 }
                 Vec::new()
             }
-            Event::Heard(Heard::Message(published)) => {
-                let actions = self.feed.heard(published);
-                self.act(actions)
+            Event::Heard(Heard::Message(published)) => self.heard(published),
+            Event::Listed { party, result } => {
+                let listed = match result {
+                    Ok(listed) => Some(listed),
+                    Err(err) => {
+                        warn!(%err, "cannot read a party's conversations from Redis");
+                        None
+                    }
+                };
+                vec![Step::Conversations(party, listed)]
             }
             Event::Heard(Heard::Presence(change)) => self.follow.heard(change),
             Event::Heard(Heard::Session(payload)) => {
@@ -429,6 +562,7 @@ impl Engine {
                 let Some(token) = self.here.remove(&key) else {
                     return Vec::new();
                 };
+                self.unattend(&token);
                 self.held.retain(|_, held| *held != token);
                 self.follow.moved(&key);
                 vec![Step::Moved(token)]
@@ -470,8 +604,7 @@ impl Engine {
                         epoch: appended.epoch,
                         message: encoded,
                     };
-                    let actions = self.feed.heard(published);
-                    self.act(actions)
+                    self.heard(published)
                 }
                 Err(err) => {
                     warn!(%err, "Redis did not take a message; its sender is told to send it again");
@@ -503,6 +636,28 @@ impl Engine {
                     }
                 };
                 match why {
+                    Why::Load if room.is_conversation() => {
+                        let messages: Vec<Message> = page
+                            .messages
+                            .iter()
+                            .filter_map(|(seq, bytes)| codec::decode(&room, *seq, bytes))
+                            .collect();
+                        // Followed already: the feed goes on from where it
+                        // is (what it owes comes after the window).
+                        let held = match self.feed.listening(room.as_str()) {
+                            true => Vec::new(),
+                            false => self.feed.listen(room.as_str(), &page.epoch, page.newest),
+                        };
+                        let history = (page.newest > 0).then(|| chat_core::RoomHistory {
+                            last_seq: page.newest,
+                            messages,
+                            topic: None,
+                            remote: Vec::new(),
+                        });
+                        let mut steps = vec![Step::Loaded(room, history)];
+                        steps.extend(self.act(held));
+                        steps
+                    }
                     Why::Load => {
                         let messages: Vec<Message> = page
                             .messages
@@ -542,6 +697,18 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// A message heard on a channel (or appended here). A conversation
+    /// first heard now is followed from this message on.
+    fn heard(&mut self, published: Published) -> Vec<Step> {
+        if published.room.starts_with('~') && !self.feed.follows(&published.room) {
+            let before = published.seq.saturating_sub(1);
+            let held = self.feed.listen(&published.room, &published.epoch, before);
+            debug_assert!(held.is_empty(), "nothing held for a room not followed");
+        }
+        let actions = self.feed.heard(published);
+        self.act(actions)
     }
 
     fn act(&mut self, actions: Vec<Action>) -> Vec<Step> {
@@ -602,7 +769,7 @@ async fn append_in_order(
         // sees the message can fetch it. One that cannot be placed refuses
         // its message for now.
         let mut placed: Vec<RedisResult<()>> = Vec::with_capacity(batch.len());
-        for (_, _, file) in &mut batch {
+        for ToNumber { file, .. } in &mut batch {
             let place = file.as_mut().map_or(Ok(()), |file| file.place());
             placed.push(place.map_err(|err| {
                 warn!(%err, "cannot put an uploaded file in place");
@@ -610,19 +777,22 @@ async fn append_in_order(
             }));
         }
         let encoded: Vec<Vec<u8>> =
-            batch.iter().map(|(_, message, _)| codec::encode(message)).collect();
+            batch.iter().map(|number| codec::encode(&number.message)).collect();
+        // An id is remembered under its sender's digest: no key of Redis
+        // names a token.
+        let senders: Vec<Option<String>> = batch
+            .iter()
+            .map(|number| number.message.sender.as_ref().map(|token| digest(token.as_str())))
+            .collect();
         let all: Vec<ToAppend<'_>> = batch
             .iter()
+            .zip(&senders)
             .zip(&encoded)
             .zip(&placed)
             .filter(|(_, placed)| placed.is_ok())
-            .map(|(((_, message, _), bytes), _)| ToAppend {
+            .map(|(((ToNumber { message, .. }, sender), bytes), _)| ToAppend {
                 room: message.room.as_str(),
-                id: message
-                    .sender
-                    .as_ref()
-                    .zip(message.id.as_deref())
-                    .map(|(s, id)| (s.as_str(), id)),
+                id: sender.as_deref().zip(message.id.as_deref()),
                 message: bytes,
             })
             .collect();
@@ -635,7 +805,15 @@ async fn append_in_order(
             });
         }
         let answers = batch.into_iter().zip(encoded).zip(results);
-        for (((member, message, file), encoded), result) in answers {
+        for ((ToNumber { member, message, file, nicks }, encoded), result) in answers {
+            if let (Some(nicks), Ok(appended)) = (&nicks, &result)
+                && !appended.duplicate
+            {
+                let (name, seq, ts) = (message.room.as_str(), appended.seq, message.ts);
+                if let Err(err) = log.list_direct(name, nicks, seq, ts).await {
+                    warn!(%err, "cannot list a conversation in Redis");
+                }
+            }
             if let (Some(mut file), Some(attachment), Ok(appended)) =
                 (file, &message.attachment, &result)
                 && !appended.duplicate

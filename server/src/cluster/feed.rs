@@ -85,6 +85,16 @@ impl Feed {
         actions
     }
 
+    /// Whether `room` is listened to, or about to be.
+    pub fn follows(&self, room: &str) -> bool {
+        self.rooms.contains_key(room)
+    }
+
+    /// Whether `room` is listened to and its log was read.
+    pub fn listening(&self, room: &str) -> bool {
+        self.rooms.get(room).is_some_and(|room| room.epoch.is_some())
+    }
+
     /// The rooms listened to.
     pub fn rooms(&self) -> impl Iterator<Item = &str> {
         self.rooms.keys().map(String::as_str)

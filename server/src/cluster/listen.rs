@@ -32,8 +32,8 @@ pub enum Heard {
 /// The handle to the subscription task; dropping it ends the task.
 #[derive(Debug)]
 pub struct Listener {
-    /// Rooms to subscribe to.
-    rooms: mpsc::UnboundedSender<String>,
+    /// Rooms to subscribe to (`true`) or from (`false`).
+    rooms: mpsc::UnboundedSender<(String, bool)>,
 }
 
 /// The longest wait between two attempts to reach Redis.
@@ -52,14 +52,19 @@ impl Listener {
 
     /// Subscribes to `room`'s channel ([`Heard::Listening`] says when).
     pub fn listen(&self, room: &str) {
-        let _ = self.rooms.send(room.to_owned());
+        let _ = self.rooms.send((room.to_owned(), true));
+    }
+
+    /// Unsubscribes from `room`'s channel.
+    pub fn stop(&self, room: &str) {
+        let _ = self.rooms.send((room.to_owned(), false));
     }
 }
 
 async fn run(
     log: RoomLog,
     sessions: String,
-    mut wanted: mpsc::UnboundedReceiver<String>,
+    mut wanted: mpsc::UnboundedReceiver<(String, bool)>,
     heard: mpsc::UnboundedSender<Heard>,
 ) {
     let mut rooms: BTreeSet<String> = BTreeSet::new();
@@ -80,9 +85,13 @@ async fn run(
                     tokio::select! {
                         () = &mut wait => break,
                         room = wanted.recv() => match room {
-                            Some(room) => {
+                            Some((room, true)) => {
                                 rooms.insert(room.clone());
                                 unannounced.insert(room);
+                            }
+                            Some((room, false)) => {
+                                rooms.remove(&room);
+                                unannounced.remove(&room);
                             }
                             None => return,
                         },
@@ -115,7 +124,15 @@ async fn run(
         loop {
             tokio::select! {
                 room = wanted.recv() => {
-                    let Some(room) = room else { return };
+                    let Some((room, listen)) = room else { return };
+                    if !listen {
+                        rooms.remove(&room);
+                        unannounced.remove(&room);
+                        if sink.unsubscribe(log.channel(&room)).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
                     let subscribed = sink.subscribe(log.channel(&room)).await;
                     rooms.insert(room.clone());
                     if subscribed.is_err() {

@@ -117,6 +117,18 @@ impl Nicks {
         self.health.noted(released.map(drop), FAILED)
     }
 
+    /// The key (token digest) of the session holding `folded`, if one
+    /// does.
+    ///
+    /// # Errors
+    /// Redis failed.
+    pub async fn held_by(&self, folded: &str) -> RedisResult<Option<String>> {
+        let holder: RedisResult<Option<String>> =
+            redis::cmd("GET").arg(self.key(folded)).query_async(&mut self.conn.clone()).await;
+        let holder = self.health.noted(holder, FAILED)?;
+        Ok(holder.and_then(|holder| Some(holder.split_once(':')?.0.to_owned())))
+    }
+
     /// What a nick's key holds for the session of `token` claimed here.
     fn holder(&self, token: &str) -> String {
         format!("{}:{}", super::digest(token), self.instance)

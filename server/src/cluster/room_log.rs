@@ -147,25 +147,36 @@ impl RoomLog {
     }
 
     /// The keys and arguments of `append.lua` for `message` to `room`.
+    /// A conversation's message (direct messages) is published on its
+    /// parties' channels rather than its own.
     fn append_parts(
         &self,
         room: &str,
         id: Option<(&str, &str)>,
         message: &[u8],
-    ) -> ([String; 3], [Vec<u8>; 5]) {
+    ) -> ([String; 3], Vec<Vec<u8>>) {
         let once = match id {
             Some((session, id)) => self.key(room, &format!("id:{}:{session}:{id}", session.len())),
             None => self.key(room, "meta"),
         };
         let remember = if id.is_some() { self.remember.as_secs().max(1) } else { 0 };
         let keys = [self.key(room, "meta"), self.key(room, "log"), once];
-        let args = [
+        let parties = room.strip_prefix('~').and_then(|parties| parties.split_once(' '));
+        let channel = match parties {
+            Some((first, _)) => self.party_channel(first),
+            None => self.channel(room),
+        };
+        let mut args = vec![
             message.to_vec(),
             self.keep.to_string().into_bytes(),
             fresh_epoch().into_bytes(),
-            self.channel(room).into_bytes(),
+            channel.into_bytes(),
             remember.to_string().into_bytes(),
         ];
+        if let Some((_, second)) = parties {
+            args.push(self.party_channel(second).into_bytes());
+            args.push(format!("{room}\n").into_bytes());
+        }
         (keys, args)
     }
 
@@ -267,6 +278,85 @@ impl RoomLog {
         format!("{}:{{{room}}}", self.prefix)
     }
 
+    /// The channel the messages of every conversation of `party` are
+    /// published on (a party's key, or `@` and an identity: no token).
+    pub fn party_channel(&self, party: &str) -> String {
+        self.channel(&party_topic(party))
+    }
+
+    /// Lists the conversation `name` of a direct message numbered `seq`,
+    /// sent at `ts`, for both its parties, with their nicks (in name order).
+    ///
+    /// # Errors
+    /// Redis failed.
+    pub async fn list_direct(
+        &self,
+        name: &str,
+        nicks: &[chat_core::Nick; 2],
+        seq: u64,
+        ts: chat_core::Timestamp,
+    ) -> RedisResult<()> {
+        let Some((first, second)) = name.strip_prefix('~').and_then(|p| p.split_once(' ')) else {
+            return Ok(());
+        };
+        let listed = Listed {
+            nicks: [nicks[0].as_str().to_owned(), nicks[1].as_str().to_owned()],
+            seq,
+            ts: ts.as_unix_millis(),
+        };
+        let listed = serde_json::to_string(&listed).unwrap_or_default();
+        // Only ever newer: a late write never takes a listing back.
+        let mut pipe = redis::pipe();
+        for party in [first, second] {
+            pipe.cmd("EVAL")
+                .arg(LIST_NEWER)
+                .arg(1)
+                .arg(self.listing_key(party))
+                .arg(name)
+                .arg(&listed)
+                .arg(seq)
+                .ignore();
+        }
+        let written: RedisResult<()> = pipe.query_async(&mut self.conn.clone()).await;
+        self.health.noted(written, "a write to Redis failed")
+    }
+
+    /// The conversations of `party`, as [`RoomLog::list_direct`] keeps
+    /// them.
+    ///
+    /// # Errors
+    /// Redis failed.
+    pub async fn conversations(&self, party: &str) -> RedisResult<Vec<chat_core::Conversation>> {
+        let fields: RedisResult<Vec<(String, String)>> = redis::cmd("HGETALL")
+            .arg(self.listing_key(party))
+            .query_async(&mut self.conn.clone())
+            .await;
+        let fields = self.health.noted(fields, "a read from Redis failed")?;
+        Ok(fields
+            .into_iter()
+            .filter_map(|(name, listed)| {
+                let name = chat_core::RoomName::parse_stored(&name).ok()?;
+                let listed: Listed = serde_json::from_str(&listed).ok()?;
+                let [first, second] = listed.nicks;
+                Some(chat_core::Conversation {
+                    name,
+                    nicks: [
+                        chat_core::Nick::parse(&first).ok()?,
+                        chat_core::Nick::parse(&second).ok()?,
+                    ],
+                    last_seq: listed.seq,
+                    last_ts: chat_core::Timestamp::from_unix_millis(listed.ts),
+                })
+            })
+            .filter(|conversation| conversation.name.is_conversation())
+            .collect())
+    }
+
+    /// The hash listing a party's conversations.
+    fn listing_key(&self, party: &str) -> String {
+        format!("{}:conversations:{{{party}}}", self.prefix)
+    }
+
     /// A connection of its own for listening to rooms' channels.
     ///
     /// # Errors
@@ -315,9 +405,18 @@ impl RoomLog {
         }
     }
 
-    /// A message heard on a channel, if it is one of a room's.
+    /// A message heard on a channel, if it is one of a room's, or on a
+    /// party's channel one of its conversations'.
     pub fn published(&self, channel: &str, payload: &[u8]) -> Option<Published> {
         let room = channel.strip_prefix(&self.prefix)?.strip_prefix(":{")?.strip_suffix('}')?;
+        let (room, payload) = match room.starts_with('^') {
+            true => {
+                let newline = payload.iter().position(|&b| b == b'\n')?;
+                let name = std::str::from_utf8(payload.get(..newline)?).ok()?;
+                (name, payload.get(newline + 1..)?)
+            }
+            false => (room, payload),
+        };
         let mut parts = payload.splitn(3, |&b| b == b':');
         let seq = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
         let epoch = std::str::from_utf8(parts.next()?).ok()?.to_owned();
@@ -338,6 +437,28 @@ struct FileAbout {
     name: String,
     mime: String,
     size: u64,
+}
+
+/// A conversation as a party's listing in Redis keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Listed {
+    /// The parties' nicks as of its last message, in name order.
+    nicks: [String; 2],
+    /// Its last message's `seq`, and when that was (Unix milliseconds).
+    seq: u64,
+    ts: u64,
+}
+
+/// Sets field ARGV[1] of hash KEYS[1] to ARGV[2] unless what it holds has
+/// a `seq` (its JSON's) of ARGV[3] or more.
+const LIST_NEWER: &str = "local held = redis.call('HGET', KEYS[1], ARGV[1]) \
+    if held then local seq = tonumber(string.match(held, '\"seq\":(%d+)')) \
+    if seq and seq >= tonumber(ARGV[3]) then return 0 end end \
+    return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])";
+
+/// The topic a party's channel is named by: no room's name starts so.
+pub fn party_topic(party: &str) -> String {
+    format!("^{party}")
 }
 
 /// What `append.lua` answers: the `seq`, the epoch, 1 for a retry.

@@ -96,6 +96,18 @@ impl Sessions {
         self.health.noted(ended, FAILED).map(drop)
     }
 
+    /// The nick of the session named by `key` (its digest), as its
+    /// record says, if it has one.
+    ///
+    /// # Errors
+    /// Redis failed.
+    pub async fn nick_of(&self, key: &str) -> RedisResult<Option<Nick>> {
+        let record = format!("{}:session:{{{key}}}", self.prefix);
+        let nick: RedisResult<Option<String>> = self.conn.clone().hget(record, "nick").await;
+        let nick = self.health.noted(nick, FAILED)?;
+        Ok(nick.and_then(|nick| Nick::parse(&nick).ok()))
+    }
+
     /// The session named by `key` (its digest) joined (or left) `room`;
     /// a record that does not exist (the session ended) is left alone.
     ///

@@ -923,49 +923,160 @@ async fn a_topic_set_on_one_node_shows_on_every_node_and_to_later_joiners() {
     b.shutdown().await;
 }
 
+/// The next `direct` `client` gets: (seq, from, with, text).
+async fn next_direct(client: &mut crate::support::Client) -> (u64, String, String, String) {
+    let frame = next_of(client, "direct").await;
+    let text = |key: &str| frame[key].as_str().unwrap().to_owned();
+    (frame["seq"].as_u64().unwrap(), text("from"), text("with"), text("text"))
+}
+
+/// The conversations `client` lists: (conversation key, with, last_seq).
+async fn conversations_of(client: &mut crate::support::Client) -> Vec<(String, String, u64)> {
+    client.send(serde_json::json!({"type": "conversations", "id": "list"})).await;
+    let listed = next_of(client, "conversations").await;
+    let list = listed["conversations"].as_array().unwrap().iter();
+    list.map(|c| {
+        let text = |key: &str| c[key].as_str().unwrap().to_owned();
+        (text("conversation"), text("with"), c["last_seq"].as_u64().unwrap())
+    })
+    .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn direct_messages_on_one_node_stay_in_its_store_and_never_reach_redis() {
-    use crate::support::{Client, Server};
-    use chat_server::{ServerConfig, SqliteStore, Store};
+async fn direct_messages_cross_nodes_once_in_order_and_read_the_same_from_every_node() {
+    use crate::support::Client;
     use serde_json::json;
-    let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let store = || Box::new(SqliteStore::open(dir.path()).unwrap()) as Box<dyn Store>;
-    let config = || ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
-    /// Alice's `n`th direct message to bob, as bob gets it: its `seq`.
-    async fn psst(alice: &mut Client, bob: &mut Client, n: u64) -> u64 {
-        alice.send(json!({"type": "dm", "to": "bob", "text": format!("psst {n}"), "id": format!("d{n}")})).await;
-        loop {
-            let frame = bob.recv().await;
-            if frame["type"] == "direct" {
-                assert_eq!(frame["text"], format!("psst {n}"), "{frame}");
-                return frame["seq"].as_u64().unwrap();
-            }
-        }
-    }
-    let server = Server::start_with(config(), store()).await;
-    let mut alice = Client::hello(&server, "alice").await;
-    let mut bob = Client::hello(&server, "bob").await;
-    assert_eq!(psst(&mut alice, &mut bob, 1).await, 1);
-    assert_eq!(psst(&mut alice, &mut bob, 2).await, 2);
-    let (alice_token, bob_token) = (alice.session.clone(), bob.session.clone());
-    server.shutdown().await;
-    // After a restart the conversation is read back from the node's own
-    // store, and its numbering goes on.
-    let server = Server::start_with(config(), store()).await;
-    let (mut alice, _) = Client::resume(&server, &alice_token).await;
-    let (mut bob, _) = Client::resume(&server, &bob_token).await;
-    assert_eq!(psst(&mut alice, &mut bob, 3).await, 3);
-    // A conversation's name holds its parties' tokens: no key of Redis,
-    // no channel, ever carries it.
+    let (redis, a, b) = two_nodes(None).await;
+    let mut alice = Client::hello(&a, "alice").await;
+    let mut bob = Client::hello(&b, "bob").await;
+    // No room in common: node a asks Redis who holds "Bob".
+    alice.send(json!({"type": "dm", "to": "Bob", "text": "psst", "id": "d1"})).await;
+    let first = (1, "alice".to_owned(), "bob".to_owned(), "psst".to_owned());
+    assert_eq!(
+        next_direct(&mut alice).await,
+        first,
+        "her echo, numbered, with bob as he writes it"
+    );
+    let theirs = (1, "alice".to_owned(), "alice".to_owned(), "psst".to_owned());
+    assert_eq!(next_direct(&mut bob).await, theirs);
+    let listed = conversations_of(&mut bob).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let key = listed[0].0.clone();
+    assert_eq!((listed[0].1.as_str(), listed[0].2), ("alice", 1));
+    assert_eq!(conversations_of(&mut alice).await, [(key.clone(), "bob".to_owned(), 1)]);
+    // Bob answers into the conversation by its key, from node b.
+    bob.send(json!({"type": "dm", "conversation": key, "text": "hi!", "id": "r1"})).await;
+    assert_eq!(next_direct(&mut bob).await.0, 2);
+    assert_eq!(next_direct(&mut alice).await, (2, "bob".to_owned(), "bob".into(), "hi!".into()));
+    // Node b's subscription is cut off (as Redis does to a subscriber
+    // that falls behind): what alice sends meanwhile still reaches bob,
+    // once and in order.
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*~*").query_async(&mut conn).await.unwrap();
-    assert!(keys.is_empty(), "{keys:?}");
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(killed, 2, "both nodes' subscriptions");
+    for n in 3..=5 {
+        let text = format!("m{n}");
+        alice.send(json!({"type": "dm", "to": "bob", "text": text, "id": format!("d{n}")})).await;
+        assert_eq!(next_direct(&mut alice).await.0, n);
+    }
+    for n in 3..=5 {
+        assert_eq!(
+            next_direct(&mut bob).await,
+            (n, "alice".into(), "alice".into(), format!("m{n}"))
+        );
+    }
+    // A retry is answered with the original and reaches no one else.
+    alice.send(json!({"type": "dm", "to": "bob", "text": "psst", "id": "d1"})).await;
+    assert_eq!(next_direct(&mut alice).await, first);
+    bob.send(json!({"type": "ping", "id": "p"})).await;
+    assert_eq!(bob.recv().await["type"], "pong", "nothing twice");
+    // Either node reads the whole conversation from Redis.
+    for (client, with) in [(&mut alice, "bob"), (&mut bob, "alice")] {
+        client.send(json!({"type": "conversation", "with": with, "id": "c"})).await;
+        let read = next_of(client, "conversation").await;
+        let seqs: Vec<u64> = read["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5], "{read}");
+    }
+    // No key of Redis and no channel names a session's token.
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
     let channels: Vec<String> =
-        redis::cmd("PUBSUB").arg("CHANNELS").arg("*~*").query_async(&mut conn).await.unwrap();
-    assert!(channels.is_empty(), "{channels:?}");
-    server.shutdown().await;
+        redis::cmd("PUBSUB").arg("CHANNELS").arg("*").query_async(&mut conn).await.unwrap();
+    for token in [&alice.session, &bob.session] {
+        let named: Vec<&String> =
+            keys.iter().chain(&channels).filter(|k| k.contains(token.as_str())).collect();
+        assert!(named.is_empty(), "{named:?}");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_moving_to_another_node_finds_its_conversations_and_its_direct_messages_there() {
+    use crate::support::Client;
+    use serde_json::json;
+    let (redis, a, b) = two_nodes(None).await;
+    let mut alice = Client::hello(&a, "alice").await;
+    let bob = Client::hello(&b, "bob").await;
+    alice.send(json!({"type": "dm", "to": "bob", "text": "one", "id": "d1"})).await;
+    next_direct(&mut alice).await;
+    // Bob's connection drops; alice writes again while he is away.
+    let token = bob.session.clone();
+    drop(bob);
+    alice.send(json!({"type": "dm", "to": "bob", "text": "two", "id": "d2"})).await;
+    assert_eq!(next_direct(&mut alice).await.0, 2);
+    // He comes back through node a: both are listed, his nick kept.
+    let (mut bob, welcome) = Client::resume(&a, &token).await;
+    assert_eq!(welcome["nick"], "bob", "{welcome}");
+    let listed = conversations_of(&mut bob).await;
+    assert_eq!(listed.iter().map(|c| (c.1.as_str(), c.2)).collect::<Vec<_>>(), [("alice", 2)]);
+    // And from now on her messages reach him there, and his her.
+    alice.send(json!({"type": "dm", "to": "bob", "text": "three", "id": "d3"})).await;
+    assert_eq!(next_direct(&mut alice).await.0, 3);
+    assert_eq!(next_direct(&mut bob).await, (3, "alice".into(), "alice".into(), "three".into()));
+    bob.send(json!({"type": "dm", "to": "alice", "text": "back", "id": "r1"})).await;
+    assert_eq!(next_direct(&mut bob).await, (4, "bob".into(), "alice".into(), "back".into()));
+    assert_eq!(next_direct(&mut alice).await, (4, "bob".into(), "bob".into(), "back".into()));
+    // Someone on node b reaches him on a by his nick.
+    let mut carol = Client::hello(&b, "carol").await;
+    carol.send(json!({"type": "dm", "to": "bob", "text": "hey", "id": "c1"})).await;
+    assert_eq!(next_direct(&mut bob).await, (1, "carol".into(), "carol".into(), "hey".into()));
+    assert_eq!(next_direct(&mut carol).await, (1, "carol".into(), "bob".into(), "hey".into()));
+    carol.send(json!({"type": "dm", "to": "nobody", "text": "?", "id": "c2"})).await;
+    carol.expect_error("no_such_nick").await;
+    // Carol quits (dave, in a room with her, sees her session end); her
+    // client, back later through a node that never served her, keeps its
+    // token (it has conversations: the cluster issued it) and with it what
+    // she said to bob.
+    carol.send(json!({"type": "join", "room": "lobby"})).await;
+    carol.expect("joined").await;
+    let mut dave = Client::in_room(&a, "dave", "lobby").await;
+    let token = carol.session.clone();
+    carol.quit().await;
+    dave.expect_presence("leave", "carol").await;
+    let c = crate::support::Server::start(chat_server::ServerConfig {
+        redis: Some(redis.url()),
+        ..chat_server::ServerConfig::default()
+    })
+    .await;
+    let (mut carol, welcome) = Client::resume(&c, &token).await;
+    assert_eq!(welcome["session"], token.as_str(), "{welcome}");
+    let listed = conversations_of(&mut carol).await;
+    assert_eq!(listed.iter().map(|c| (c.1.as_str(), c.2)).collect::<Vec<_>>(), [("bob", 1)]);
+    c.shutdown().await;
+    a.shutdown().await;
+    b.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
