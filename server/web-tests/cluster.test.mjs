@@ -30,7 +30,7 @@ function members(page) {
   return page.evaluate(() => [...document.querySelectorAll('#members li')].map((li) => li.textContent));
 }
 
-test('two nodes: pages on each chat in one room, see each other come, type and go, in one order', async () => {
+test('two nodes: pages on each chat in one room and directly, see each other come, type and go, in one order', async () => {
   const redis = await startRedis();
   const [a, b] = [await node(redis, 'a'), await node(redis, 'b')];
   try {
@@ -61,6 +61,19 @@ test('two nodes: pages on each chat in one room, see each other come, type and g
     const seen = await order(alice.page);
     assert.deepEqual(await order(bob.page), seen);
     assert.deepEqual(seen.map(([seq]) => seq), [1, 2, 3, 4, 5, 6, 7]);
+
+    // A direct message from one node to the other opens its own view, and
+    // the reply comes back the same way.
+    await say(alice.page, '/msg bob just between nodes');
+    await alice.page.waitForFunction(() => document.querySelector('#room-title')?.textContent === 'bob (direct messages)');
+    await bob.page.waitForFunction(() =>
+      [...document.querySelectorAll('#direct-list button.room')].some((b) => b.textContent.startsWith('alice') && b.querySelector('.badge')));
+    await bob.page.click('#direct-list button.room');
+    await seeMessage(bob.page, 'just between nodes');
+    await say(bob.page, 'across the cluster');
+    await seeMessage(alice.page, 'across the cluster');
+    await alice.page.click('#room-list button.room >> text=#lobby');
+    await bob.page.click('#room-list button.room >> text=#lobby');
 
     // The stats page says which node it watches.
     const stats = await bob.context.newPage();
