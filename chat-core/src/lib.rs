@@ -34,7 +34,7 @@ mod time;
 mod token;
 
 pub use bucket::{Rate, TokenBucket};
-pub use chat::{Chat, ClaimAnswer, Found};
+pub use chat::{Chat, ClaimAnswer, Found, Holder};
 pub use command::{Command, Peer};
 pub use config::{ChatConfig, Sequencing, SessionKey};
 pub use error::{CommandError, Quota};

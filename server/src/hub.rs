@@ -746,7 +746,11 @@ impl Hub {
                 Output::Whois { nick } => {
                     match &self.cluster {
                         Some(engine) => engine.whois(nick),
-                        None => self.chat.handle_whois(self.clock.now(), &nick, None),
+                        None => self.chat.handle_whois(
+                            self.clock.now(),
+                            &nick,
+                            chat_core::Holder::Unavailable,
+                        ),
                     }
                     continue;
                 }

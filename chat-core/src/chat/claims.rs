@@ -13,7 +13,7 @@ use crate::{CommandError, Event, MemberId, Nick, Output, SessionToken, Timestamp
 
 /// How long a command refused because the shared engine could not be
 /// reached should wait before it is sent again.
-const RETRY_AFTER_MS: u64 = 1000;
+pub(super) const RETRY_AFTER_MS: u64 = 1000;
 
 /// Guest nicks tried for one `hello` before it is refused.
 const GUEST_ATTEMPTS: u32 = 8;

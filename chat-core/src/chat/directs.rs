@@ -44,6 +44,20 @@ enum Reach {
     Ask(Nick),
 }
 
+/// What the engine answers [`Output::Whois`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// A session on another core holds the nick: its key (see
+    /// [`ChatConfig::session_key`]) and the nick as it writes it.
+    ///
+    /// [`ChatConfig::session_key`]: crate::ChatConfig::session_key
+    Elsewhere(Arc<str>, Nick),
+    /// No session holds it.
+    Nobody,
+    /// The engine could not be reached: nothing is known.
+    Unavailable,
+}
+
 /// A command waiting for [`Output::Whois`].
 #[derive(Debug)]
 pub(super) struct Asked {
@@ -159,26 +173,26 @@ impl Chat {
 
     /// The engine's answer to [`Output::Whois`] of `nick`: the key and
     /// nick of the session holding it on another core, if any.
-    pub(super) fn whois_answered(
-        &mut self,
-        now: Timestamp,
-        nick: &Nick,
-        holder: Option<(Arc<str>, Nick)>,
-    ) {
+    pub(super) fn whois_answered(&mut self, now: Timestamp, nick: &Nick, holder: &Holder) {
         let Some(asked) = self.whois.remove(nick.folded()) else {
             return;
         };
         for Asked { asker, me, nick, then } in asked {
             let member = asker.member;
             if self.still_asking(&asker) {
-                let other = match &holder {
+                let other = match holder {
                     // With identities, a session speaks as its identity.
-                    Some((_, held)) if self.config.require_identity => {
+                    Holder::Elsewhere(_, held) if self.config.require_identity => {
                         let party = format!("@{}", held.folded()).into();
                         Ok(Other { party, nick: held.clone() })
                     }
-                    Some((key, held)) => Ok(Other { party: Arc::clone(key), nick: held.clone() }),
-                    None => self.reach_away(&me, nick),
+                    Holder::Elsewhere(key, held) => {
+                        Ok(Other { party: Arc::clone(key), nick: held.clone() })
+                    }
+                    Holder::Nobody => self.reach_away(&me, nick),
+                    Holder::Unavailable => Err(CommandError::SharedUnavailable {
+                        retry_after_ms: super::claims::RETRY_AFTER_MS,
+                    }),
                 };
                 let done = other.and_then(|other| match then {
                     Then::Dm(text) => self.dm_to(now, &asker, &me, other, text),

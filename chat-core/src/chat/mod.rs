@@ -19,6 +19,7 @@ mod rooms;
 mod sessions;
 
 pub use claims::ClaimAnswer;
+pub use directs::Holder;
 pub use moves::Found;
 use sessions::{Grant, Session, SourceState};
 
@@ -504,14 +505,14 @@ impl Chat {
     }
 
     /// In [`Sequencing::Shared`] mode: the answer to [`Output::Whois`] of
-    /// `nick`: the key of the session holding it on another core and the
-    /// nick as that session writes it, if one does. The direct messages
-    /// and conversation reads that waited for it go on.
+    /// `nick`. The direct messages and conversation reads that waited for
+    /// it go on (refused with `SharedUnavailable` if the engine could not
+    /// be reached).
     ///
     /// [`Sequencing::Shared`]: crate::Sequencing::Shared
-    pub fn handle_whois(&mut self, now: Timestamp, nick: &Nick, holder: Option<(Arc<str>, Nick)>) {
+    pub fn handle_whois(&mut self, now: Timestamp, nick: &Nick, holder: Holder) {
         self.saw(now);
-        self.whois_answered(now, nick, holder);
+        self.whois_answered(now, nick, &holder);
     }
 
     /// In [`Sequencing::Shared`] mode: the engine's answer to the

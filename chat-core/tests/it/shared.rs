@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use chat_core::{
     Chat, ChatConfig, ClaimAnswer, Command, CommandError, Conversation, Departure, Direct, Event,
-    Found, MemberId, Message, MessageKind, Nick, Output, Peer, Presence, RemoteMember, RoomHistory,
-    RoomName, Sequencing, SessionToken, Shared, Source, Timestamp,
+    Found, Holder, MemberId, Message, MessageKind, Nick, Output, Peer, Presence, RemoteMember,
+    RoomHistory, RoomName, Sequencing, SessionToken, Shared, Source, Timestamp,
 };
 
 /// The shared engine: every room's log, and the ids appended.
@@ -291,10 +291,14 @@ impl Cluster {
             }
             Output::Whois { nick } => {
                 // The key of the session holding it (its token here).
-                let holder = self.engine.nicks.get(nick.folded()).map(|token| {
-                    let held = self.engine.sessions.get(token).map(|(_, nick)| nick.clone());
-                    (Arc::from(token.as_str()), held.unwrap_or(nick.clone()))
-                });
+                let holder = match self.engine.nicks.get(nick.folded()) {
+                    _ if self.engine.down => Holder::Unavailable,
+                    Some(token) => {
+                        let held = self.engine.sessions.get(token).map(|(_, nick)| nick.clone());
+                        Holder::Elsewhere(Arc::from(token.as_str()), held.unwrap_or(nick.clone()))
+                    }
+                    None => Holder::Nobody,
+                };
                 self.cores[core].handle_whois(self.now, &nick, holder);
             }
             Output::Disconnect { .. } => {}
@@ -1127,7 +1131,7 @@ fn a_party_away_from_every_core_finds_its_conversations_on_the_core_it_comes_bac
 }
 
 #[test]
-fn a_direct_message_to_a_nick_no_core_holds_is_refused_and_reaches_no_one() {
+fn a_direct_message_to_a_nick_no_core_holds_or_while_the_engine_is_away_is_refused() {
     let mut cluster = Cluster::new(2);
     let alice = greet(&mut cluster, 0, Some("alice"));
     events(&mut cluster, 0, alice);
@@ -1136,6 +1140,14 @@ fn a_direct_message_to_a_nick_no_core_holds_is_refused_and_reaches_no_one() {
     assert!(matches!(refused(&got), Some(CommandError::NoSuchNick(n)) if n == "nobody"), "{got:?}");
     assert!(cluster.engine.logs.is_empty());
     assert!(listed(&mut cluster, 0, alice).is_empty());
+    // With the engine out of reach nobody can tell: refused for now.
+    let bob = greet(&mut cluster, 1, Some("bob"));
+    events(&mut cluster, 1, bob);
+    cluster.engine.down = true;
+    dm(&mut cluster, 0, alice, "d2", Peer::Nick("bob".into()), "there?");
+    let got = events(&mut cluster, 0, alice);
+    assert!(matches!(refused(&got), Some(CommandError::SharedUnavailable { .. })), "{got:?}");
+    assert!(directs(&mut cluster, 1, bob).is_empty());
 }
 
 #[test]

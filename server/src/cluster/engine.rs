@@ -10,8 +10,8 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use chat_core::{
-    Attachment, ClaimAnswer, Conversation, Direct, Found, MemberId, Message, Nick, RemoteMember,
-    RoomName, SessionToken, Shared,
+    Attachment, ClaimAnswer, Conversation, Direct, Found, Holder, MemberId, Message, Nick,
+    RemoteMember, RoomName, SessionToken, Shared,
 };
 use redis::RedisResult;
 use tokio::sync::{mpsc, oneshot};
@@ -121,7 +121,7 @@ pub enum Step {
     /// Give the core a party's conversations (`None`: Redis failed).
     Conversations(Arc<str>, Option<Vec<Conversation>>),
     /// Answer the core's question: who holds the nick on another node?
-    Whois(Nick, Option<(Arc<str>, Nick)>),
+    Whois(Nick, Holder),
     /// Tell the core the session of a token moved to another node.
     Moved(SessionToken),
     /// Tell the core a room's numbering started again in Redis.
@@ -338,17 +338,16 @@ impl Engine {
         tokio::spawn(
             async move {
                 let holder = match nicks.held_by(nick.folded()).await {
-                    Ok(Some(key)) => match sessions.nick_of(&key).await {
-                        Ok(held) => Some((Arc::from(key), held.unwrap_or_else(|| nick.clone()))),
-                        Err(err) => {
-                            warn!(%err, "cannot read a session's record in Redis");
-                            Some((Arc::from(key), nick.clone()))
-                        }
-                    },
-                    Ok(None) => None,
+                    Ok(Some(key)) => {
+                        // Its nick as written; the nick asked for will do
+                        // if the record cannot be read.
+                        let held = sessions.nick_of(&key).await.ok().flatten();
+                        Holder::Elsewhere(Arc::from(key), held.unwrap_or_else(|| nick.clone()))
+                    }
+                    Ok(None) => Holder::Nobody,
                     Err(err) => {
                         warn!(%err, "cannot ask Redis who holds a nick");
-                        None
+                        Holder::Unavailable
                     }
                 };
                 let _ = events.send(Event::Ready(Step::Whois(nick, holder)));

@@ -390,6 +390,10 @@ async fn with_redis_down_messages_are_refused_for_now_and_all_goes_on_when_it_re
     let refused = alice.expect_error("unavailable").await;
     assert_eq!(refused["id"], "a2", "{refused}");
     let wait = refused["retry_after_ms"].as_u64().unwrap();
+    // A direct message to someone on another node too (who holds the nick
+    // cannot be told, and it could not be numbered), never "no such nick".
+    alice.send(json!({"type": "dm", "to": "bob", "text": "psst", "id": "d1"})).await;
+    assert_eq!(alice.expect_error("unavailable").await["id"], "d1");
     // The node itself carries on.
     alice.expect_nothing_pending().await;
 
