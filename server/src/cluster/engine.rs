@@ -819,9 +819,17 @@ async fn append_in_order(
             {
                 // Numbered: the file stays, and every node can find it.
                 file.keep();
-                if let Err(err) = log.file_in(message.room.as_str(), attachment, keep_for).await {
+                let (room, seq) = (message.room.as_str(), appended.seq);
+                if let Err(err) = log.file_in(room, seq, attachment, keep_for).await {
                     warn!(%err, "cannot note in Redis which room holds a file");
                 }
+            }
+            // A deleted message's file is no longer the room's.
+            if let (chat_core::MessageKind::Delete(of), Ok(appended)) = (message.kind, &result)
+                && !appended.duplicate
+                && let Err(err) = log.file_deleted(&message.room, of).await
+            {
+                warn!(%err, "cannot note in Redis that a deleted message's file is gone");
             }
             if events.send(Event::Appended { member, message, encoded, result }).is_err() {
                 return;

@@ -1,9 +1,12 @@
 //! Uploaded files in cluster mode: in a directory every node shares, each
-//! noted in Redis with the rooms whose messages carry it
-//! (`chat:file:{id}`, expiring with the history's maximum age). Every node
-//! sweeps the directory now and then: a file no key names any more (its
-//! messages aged out) goes, unless it was placed moments ago (its key may
-//! not be written yet), and what the rest take is counted for the quota.
+//! noted in Redis with the rooms whose messages carry it and the newest
+//! such message of each (`chat:file:{id}`, expiring with the history's
+//! maximum age; a room's part goes when that message is deleted). Every
+//! node sweeps the directory now and then: the rooms whose logs no longer
+//! keep the message are forgotten, and a file no note names any more (its
+//! messages aged out, were trimmed or deleted) goes, unless it was placed
+//! moments ago (its note may not be written yet); what the rest take is
+//! counted for the quota.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -34,6 +37,7 @@ pub async fn sweep(log: &RoomLog, dir: PathBuf, young: Duration) -> RedisResult<
     let mut gone = Vec::new();
     for chunk in found.chunks(512) {
         let ids: Vec<&str> = chunk.iter().map(|file| file.id.as_str()).collect();
+        log.forget_gone_files(&ids).await?;
         let noted = log.files_noted(&ids).await?;
         for (file, noted) in chunk.iter().zip(noted) {
             if noted || file.young {

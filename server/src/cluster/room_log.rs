@@ -199,22 +199,29 @@ impl RoomLog {
         Ok(Page { newest, epoch, messages: found, topic })
     }
 
-    /// Notes that a message of `room` carries `file`, so that any node can
-    /// tell who may fetch it ([`RoomLog::file_rooms`]); the note lasts
+    /// Notes that message `seq` of `room` carries `file`, so that any node
+    /// can tell who may fetch it ([`RoomLog::file_rooms`]); the note lasts
     /// `keep_for` from the newest such message (the history's maximum age),
-    /// or for ever.
+    /// or for ever, and each room's part of it as long as the room's log
+    /// keeps that message and it is not deleted
+    /// ([`RoomLog::forget_gone_files`], [`RoomLog::file_deleted`]).
     ///
     /// # Errors
     /// Redis failed.
     pub async fn file_in(
         &self,
         room: &str,
+        seq: u64,
         file: &chat_core::Attachment,
         keep_for: Option<Duration>,
     ) -> RedisResult<()> {
-        let about =
-            FileAbout { name: file.name.to_string(), mime: file.mime.to_string(), size: file.size };
-        let key = format!("{}:file:{{{}}}", self.prefix, file.id);
+        let about = FileAbout {
+            name: file.name.to_string(),
+            mime: file.mime.to_string(),
+            size: file.size,
+            seq,
+        };
+        let key = self.file_key(&file.id);
         let mut pipe = redis::pipe();
         pipe.hset(&key, room, serde_json::to_string(&about).unwrap_or_default()).ignore();
         match keep_for {
@@ -228,6 +235,87 @@ impl RoomLog {
         self.health.noted(noted, "a write to Redis failed")
     }
 
+    /// Message `seq` of `room` was deleted: if it carried a file, the room
+    /// no longer does (unless a newer message of it carries the file too).
+    ///
+    /// # Errors
+    /// Redis failed.
+    pub async fn file_deleted(&self, room: &chat_core::RoomName, seq: u64) -> RedisResult<()> {
+        let page = self.read(room.as_str(), seq, 1).await?;
+        let original = page.messages.first().filter(|(at, _)| *at == seq);
+        let file = original.and_then(|(_, bytes)| super::codec::decode(room, seq, bytes));
+        let Some(attachment) = file.and_then(|message| message.attachment) else {
+            return Ok(());
+        };
+        let forgotten: RedisResult<u8> = redis::cmd("EVAL")
+            .arg(FORGET_FILE)
+            .arg(1)
+            .arg(self.file_key(&attachment.id))
+            .arg(room.as_str())
+            .arg(seq)
+            .query_async(&mut self.conn.clone())
+            .await;
+        self.health.noted(forgotten, "a write to Redis failed").map(drop)
+    }
+
+    /// Forgets, in the notes of the files `ids`, each room whose log no
+    /// longer keeps the message that carried the file (trimmed to the
+    /// history kept): a note left with no room is gone.
+    ///
+    /// # Errors
+    /// Redis failed.
+    pub async fn forget_gone_files(&self, ids: &[&str]) -> RedisResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HGETALL").arg(self.file_key(id));
+        }
+        let notes: RedisResult<Vec<Vec<(String, String)>>> = pipe.query_async(&mut conn).await;
+        let notes = self.health.noted(notes, "a read from Redis failed")?;
+        // (file id, room, seq) of each room's part that names its message.
+        let parts: Vec<(&str, String, u64)> = ids
+            .iter()
+            .zip(notes)
+            .flat_map(|(id, fields)| {
+                fields.into_iter().filter_map(move |(room, about)| {
+                    let about: FileAbout = serde_json::from_str(&about).ok()?;
+                    (about.seq > 0).then_some((*id, room, about.seq))
+                })
+            })
+            .collect();
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (_, room, seq) in &parts {
+            let entry = format!("{seq}-1");
+            pipe.cmd("XRANGE").arg(self.key(room, "log")).arg(&entry).arg(&entry);
+        }
+        let kept: RedisResult<Vec<Vec<redis::Value>>> = pipe.query_async(&mut conn).await;
+        let kept = self.health.noted(kept, "a read from Redis failed")?;
+        let mut pipe = redis::pipe();
+        let gone = parts.iter().zip(kept).filter(|(_, entries)| entries.is_empty());
+        let mut any = false;
+        for ((id, room, seq), _) in gone {
+            pipe.cmd("EVAL").arg(FORGET_FILE).arg(1).arg(self.file_key(id)).arg(room).arg(seq);
+            pipe.ignore();
+            any = true;
+        }
+        if !any {
+            return Ok(());
+        }
+        let forgotten: RedisResult<()> = pipe.query_async(&mut conn).await;
+        self.health.noted(forgotten, "a write to Redis failed")
+    }
+
+    /// The note of file `id`.
+    fn file_key(&self, id: &str) -> String {
+        format!("{}:file:{{{id}}}", self.prefix)
+    }
+
     /// Which of the files `ids` a message still carries (their note lives).
     ///
     /// # Errors
@@ -238,7 +326,7 @@ impl RoomLog {
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.exists(format!("{}:file:{{{id}}}", self.prefix));
+            pipe.exists(self.file_key(id));
         }
         let noted: RedisResult<Vec<bool>> = pipe.query_async(&mut self.conn.clone()).await;
         self.health.noted(noted, "a read from Redis failed")
@@ -253,7 +341,7 @@ impl RoomLog {
         &self,
         id: &str,
     ) -> RedisResult<Vec<(chat_core::RoomName, chat_core::Attachment)>> {
-        let key = format!("{}:file:{{{id}}}", self.prefix);
+        let key = self.file_key(id);
         let fields: RedisResult<Vec<(String, String)>> =
             redis::cmd("HGETALL").arg(key).query_async(&mut self.conn.clone()).await;
         let fields = self.health.noted(fields, "a read from Redis failed")?;
@@ -437,7 +525,16 @@ struct FileAbout {
     name: String,
     mime: String,
     size: u64,
+    /// The newest message of the room carrying it (0: not known).
+    #[serde(default)]
+    seq: u64,
 }
+
+/// Deletes field ARGV[1] (a room) of a file's note KEYS[1] if it still
+/// names message ARGV[2] (not a newer message carrying the file).
+const FORGET_FILE: &str = "local held = redis.call('HGET', KEYS[1], ARGV[1]) \
+    if held and tonumber(string.match(held, '\"seq\":(%d+)')) == tonumber(ARGV[2]) then \
+    return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0";
 
 /// A conversation as a party's listing in Redis keeps it.
 #[derive(serde::Serialize, serde::Deserialize)]

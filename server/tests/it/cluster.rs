@@ -814,12 +814,12 @@ fn shared_files(redis: &Redis, shared: &std::path::Path) -> chat_server::ServerC
     }
 }
 
-/// `client` uploads `bytes` to #lobby as a text file; the file's id, from
-/// the message as `client` gets it back.
-async fn upload_text(client: &mut crate::support::Client, bytes: &[u8]) -> String {
+/// `client` uploads `bytes` to #lobby as a text file (under request id
+/// `id`); the file's id, from the message as `client` gets it back.
+async fn upload_text(client: &mut crate::support::Client, id: &str, bytes: &[u8]) -> String {
     use chat_transport::tungstenite::Message as Frame;
     use futures_util::SinkExt;
-    let upload = serde_json::json!({"type": "upload", "id": "u1", "room": "lobby",
+    let upload = serde_json::json!({"type": "upload", "id": id, "room": "lobby",
         "name": "note.txt", "mime": "text/plain", "size": bytes.len()});
     client.send(upload).await;
     next_of(client, "upload_ready").await;
@@ -840,7 +840,7 @@ async fn a_file_uploaded_through_one_node_is_fetched_through_another_by_members_
     let mut bob = Client::in_room(&b, "bob", "lobby").await;
     let carol = Client::hello(&b, "carol").await;
     let bytes = b"hello, shared files".to_vec();
-    let file = upload_text(&mut alice, &bytes).await;
+    let file = upload_text(&mut alice, "u1", &bytes).await;
     assert_eq!(next_of(&mut bob, "message").await["attachment"]["id"], file.as_str());
     // Through node b, where it was not uploaded.
     let get = |token: String| {
@@ -1177,15 +1177,58 @@ async fn a_shared_file_goes_once_no_message_carries_it_any_more() {
     };
     let (a, b) = (Server::start(config()).await, Server::start(config()).await);
     let mut alice = Client::in_room(&a, "alice", "lobby").await;
-    let id = upload_text(&mut alice, b"old").await;
+    let id = upload_text(&mut alice, "u1", b"old").await;
     let path = shared.path().join(&id[..2]).join(&id);
     assert!(path.exists(), "placed before its message was numbered");
     // Its message ages out: the sweeps of the nodes delete the file.
+    swept(&path).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Waits until `path` is gone (swept by some node).
+async fn swept(path: &std::path::Path) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while path.exists() {
         assert!(tokio::time::Instant::now() < deadline, "{} was never swept", path.display());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_file_goes_with_its_deleted_message_and_when_the_log_no_longer_keeps_it() {
+    use crate::support::{Client, Server};
+    use serde_json::json;
+    let redis = Redis::start();
+    let shared = tempfile::tempdir().unwrap();
+    // Rooms keep their last three messages (and no age limit), swept five
+    // times a second.
+    let config = || chat_server::ServerConfig {
+        prune_interval: Duration::from_millis(200),
+        chat: chat_core::ChatConfig { history_per_room: 3, ..chat_core::ChatConfig::default() },
+        ..shared_files(&redis, shared.path())
+    };
+    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let mut alice = Client::in_room(&a, "alice", "lobby").await;
+    let _bob = Client::in_room(&b, "bob", "lobby").await;
+    let place = |id: &str| shared.path().join(&id[..2]).join(id);
+    // Deleted: its file goes.
+    let deleted = upload_text(&mut alice, "u1", b"regret").await;
+    alice.send(json!({"type": "delete", "room": "lobby", "seq": 1, "id": "x1"})).await;
+    assert_eq!(next_of(&mut alice, "message").await["seq"], 2);
+    // Kept by a message the log keeps: its file stays through sweeps. (The
+    // log still keeps message 1 too: only its deletion lets its file go.)
+    let kept = upload_text(&mut alice, "u2", b"keep me").await;
+    swept(&place(&deleted)).await;
+    assert!(place(&kept).exists(), "carried by message 3, which the log keeps");
+    // Trimmed out of the log by newer messages: its file goes.
+    for n in 0..3 {
+        alice
+            .send(json!({"type": "say", "room": "lobby", "text": "newer", "id": format!("n{n}")}))
+            .await;
+        next_of(&mut alice, "message").await;
+    }
+    swept(&place(&kept)).await;
     a.shutdown().await;
     b.shutdown().await;
 }
