@@ -290,7 +290,7 @@ impl Hub {
                 // slices with the same pause between them, so a message
                 // arriving meanwhile joins the writes still to come.
                 tokio::task::yield_now().await;
-                self.take_ready(&mut inputs, &mut acks, &mut budget);
+                self.take_ready(&mut inputs, &mut acks, &mut cluster_events, &mut budget);
                 self.flush(FLUSH_SLICE);
             }
         }
@@ -300,16 +300,27 @@ impl Hub {
         debug!("chat task stopped");
     }
 
-    /// Handles what is already waiting, without waiting for more.
+    /// Handles what is already waiting, without waiting for more: what
+    /// storage and the shared engine answered (in cluster mode, the
+    /// messages to deliver: those that came during a fan-out join its
+    /// writes still to come, as inputs do), then inputs.
     fn take_ready(
         &mut self,
         inputs: &mut mpsc::Receiver<Input>,
         acks: &mut mpsc::UnboundedReceiver<StorageEvent>,
+        cluster_events: &mut Option<mpsc::UnboundedReceiver<cluster::Event>>,
         budget: &mut usize,
     ) {
         while let Ok(event) = acks.try_recv() {
             self.storage_event(event);
             self.drain();
+        }
+        if let Some(events) = cluster_events {
+            while *budget > 0 {
+                let Ok(event) = events.try_recv() else { break };
+                *budget -= 1;
+                self.cluster_event(event);
+            }
         }
         while *budget > 0 {
             if self.commits.held() >= self.max_held {
