@@ -302,9 +302,10 @@ pub enum DisconnectReason {
     /// ended.
     IdentityExpired,
     /// A room the connection is in started its numbering again (cluster
-    /// mode: the shared engine lost it). The session goes on: its client
-    /// should come back at once, and its join of the room is answered as
-    /// fresh.
+    /// mode: the shared engine lost it), or messages of it are gone from
+    /// the shared engine before this core had them. The session goes on:
+    /// its client should come back at once, and its join of the room is
+    /// answered as fresh, or with the gap.
     RoomReset,
 }
 

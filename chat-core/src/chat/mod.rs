@@ -432,8 +432,11 @@ impl Chat {
     /// sender included. Give each room's messages in `seq` order, each once,
     /// from just after what the room's last load held; a room not in
     /// memory here (nobody here is in it) ignores them. Messages skipped
-    /// (the engine lost them before this core had them) leave a gap the
-    /// members see and page back into.
+    /// (gone from the engine before this core had them) are a gap: the
+    /// room's members here are sent back ([`DisconnectReason::RoomReset`])
+    /// and told it, exactly, when they join again.
+    ///
+    /// [`DisconnectReason::RoomReset`]: crate::DisconnectReason::RoomReset
     ///
     /// [`Sequencing::Shared`]: crate::Sequencing::Shared
     pub fn handle_appended(&mut self, now: Timestamp, message: Message) {
@@ -455,10 +458,15 @@ impl Chat {
             // Messages the engine no longer has came between (they left
             // its log before this core had them): the window here starts
             // again after them, so it stays contiguous, and what is older
-            // is read back from the engine. Members see the `seq` jump and
-            // page back into the gap.
+            // is read back from the engine. Members here missed them: they
+            // come back, and their joins from where they were name the gap
+            // (no client has to notice a jump in `seq`).
             let before = message.seq - 1;
             self.change_window(room_id, |room| room.restart_after(before));
+            self.push_message(room_id, message);
+            self.send_back(now, room_id);
+            self.enforce_memory(Some(room_id));
+            return;
         }
         self.accept(now, room_id, message, false);
     }

@@ -203,6 +203,12 @@ impl Chat {
             return;
         };
         self.change_window(room_id, |room| room.restart_after(0));
+        self.send_back(now, room_id);
+    }
+
+    /// Closes the connections of a room's members here (1012, come back at
+    /// once): their clients resume and join it again from where they were.
+    pub(super) fn send_back(&mut self, now: Timestamp, room_id: RoomId) {
         let members: Vec<(MemberId, SessionId)> = self
             .recipients(room_id)
             .iter()

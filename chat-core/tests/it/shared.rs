@@ -52,6 +52,8 @@ struct Engine {
     index: BTreeMap<Arc<str>, BTreeMap<RoomName, Conversation>>,
     /// Direct messages their recipients got (the simulation counts).
     directs_received: usize,
+    /// Each room's log keeps only what is after this `seq` (trimmed).
+    trimmed: BTreeMap<RoomName, u64>,
 }
 
 /// An append held back: for a connection, a message (with its
@@ -159,9 +161,11 @@ impl Cluster {
                     .collect();
                 let log = self.engine.logs.get(&room);
                 let topic = self.engine.topics.get(&room).cloned().flatten();
+                let trimmed = self.engine.trimmed.get(&room).copied().unwrap_or(0);
+                let kept = log.into_iter().flatten().filter(|m| m.seq > trimmed).cloned();
                 let stored = (log.is_some() || !remote.is_empty()).then(|| RoomHistory {
                     last_seq: log.map_or(0, |log| log.len() as u64),
-                    messages: log.cloned().unwrap_or_default(),
+                    messages: kept.collect(),
                     topic,
                     remote,
                 });
@@ -981,13 +985,16 @@ fn a_topic_set_on_one_core_is_every_cores_and_comes_with_the_room() {
 }
 
 #[test]
-fn messages_a_core_never_got_leave_a_gap_its_members_page_back_into() {
+fn messages_gone_before_a_core_had_them_are_a_gap_its_members_are_told_when_they_rejoin() {
     let mut cluster = Cluster::new(2);
     let alice = cluster.member(0, "alice", "lobby");
     let bob = cluster.member(1, "bob", "lobby");
+    let carol = cluster.member(1, "carol", "dev");
+    let token = token_of(&events(&mut cluster, 1, bob));
     cluster.say(0, alice, "a1", "one");
     assert_eq!(cluster.messages(1, bob), vec![(1, "one".to_owned())]);
-    // Two messages core 1 never hears of, then one it does.
+    // Two messages core 1 never hears of, gone from the engine's log
+    // (trimmed) by the time it hears the next.
     let lobby = RoomName::parse("lobby").unwrap();
     let mut lost = cluster.engine.logs[&lobby][0].clone();
     for (seq, text) in [(2, "two"), (3, "three")] {
@@ -996,24 +1003,29 @@ fn messages_a_core_never_got_leave_a_gap_its_members_page_back_into() {
         lost.id = None;
         cluster.engine.logs.get_mut(&lobby).unwrap().push(lost.clone());
     }
+    cluster.engine.trimmed.insert(lobby.clone(), 3);
     lost.seq = 4;
     lost.text = "four".into();
     cluster.engine.logs.get_mut(&lobby).unwrap().push(lost.clone());
     cluster.cores[1].handle_appended(cluster.now, lost);
     cluster.drain();
-    assert_eq!(cluster.messages(1, bob), vec![(4, "four".to_owned())], "the jump is shown");
-    // Paging back reads what core 1 missed from the engine.
-    let history = Command::History { room: "lobby".into(), before: Some(4), limit: Some(10) };
-    cluster.send(1, bob, Some("h"), history);
-    let got = events(&mut cluster, 1, bob);
-    let page: Vec<u64> = got
-        .iter()
-        .find_map(|e| match e {
-            Event::History { messages, .. } => Some(messages.iter().map(|m| m.seq).collect()),
-            _ => None,
-        })
-        .expect("a history page");
-    assert_eq!(page, [1, 2, 3], "{got:?}");
+    // Bob is sent back at once rather than shown a jump in `seq` no client
+    // has to understand; carol, in another room, is not.
+    assert!(cluster.messages(1, bob).is_empty(), "nothing delivered past a gap");
+    assert_eq!(cluster.cores[1].nick(bob), None, "bob's connection is closed");
+    assert!(cluster.cores[1].nick(carol).is_some());
+    // His client comes back and joins from where it was: told the gap.
+    let again = greet_as_resuming(&mut cluster, 1, &token);
+    cluster.send(1, again, Some("j"), Command::Join { room: "lobby".into(), after: Some(1) });
+    let joined = events(&mut cluster, 1, again).into_iter().find_map(|e| match e {
+        Event::Joined { history, resume, last_seq, .. } => {
+            Some((history.iter().map(|m| m.seq).collect::<Vec<_>>(), resume, last_seq))
+        }
+        _ => None,
+    });
+    let (seqs, resume, last_seq) = joined.expect("joined");
+    assert_eq!((seqs, last_seq), (vec![4], 4));
+    assert_eq!(resume, chat_core::Resume::Gap { from: 2, to: 3 });
 }
 
 /// The direct messages `member` of `core` got: (seq, from, with, text).

@@ -1232,3 +1232,65 @@ async fn a_shared_file_goes_with_its_deleted_message_and_when_the_log_no_longer_
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_gone_from_the_log_before_a_node_had_them_are_a_gap_its_members_are_told() {
+    use crate::support::{Client, Server};
+    use serde_json::json;
+    let redis = Redis::start();
+    // Rooms' logs keep three messages.
+    let config = || chat_server::ServerConfig {
+        redis: Some(redis.url()),
+        chat: chat_core::ChatConfig { history_per_room: 3, ..chat_core::ChatConfig::default() },
+        ..chat_server::ServerConfig::default()
+    };
+    let (a, b) = (Server::start(config()).await, Server::start(config()).await);
+    let mut alice = Client::in_room(&a, "alice", "lobby").await;
+    let mut bob = Client::in_room(&b, "bob", "lobby").await;
+    alice.send(json!({"type": "say", "room": "lobby", "text": "one", "id": "a1"})).await;
+    assert_eq!(next_message(&mut bob).await.0, 1);
+    // Messages 2 to 6 are numbered and kept but their publications lost
+    // (as when a subscriber is cut off), and the log keeps only three, so
+    // 2 to 4 are gone before node b hears 7 and reads what it missed.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for seq in 2..=6u64 {
+        let message = format!(r#"{{"ts":1,"from":"alice","text":"lost {seq}","kind":"said"}}"#);
+        let next: u64 = redis::cmd("HINCRBY")
+            .arg("chat:{lobby}:meta")
+            .arg("s")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(next, seq);
+        let _: String = redis::cmd("XADD")
+            .arg("chat:{lobby}:log")
+            .arg("MAXLEN")
+            .arg(3)
+            .arg(format!("{seq}-1"))
+            .arg("m")
+            .arg(message)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    alice.send(json!({"type": "say", "room": "lobby", "text": "seven", "id": "a7"})).await;
+    // Bob is not shown a jump in `seq`: node b sends him back (1012)...
+    let (close, _) = bob.until_closed().await;
+    assert_eq!(close.map(|c| u16::from(c.code)), Some(1012));
+    // ...and his join from where he was names the gap exactly.
+    let (mut bob, _) = Client::resume(&b, &bob.session).await;
+    bob.send(json!({"type": "join", "room": "lobby", "after": 1})).await;
+    let joined = bob.expect("joined").await;
+    assert_eq!(
+        (&joined["resume"], &joined["gap"]),
+        (&json!("gap"), &json!({"from": 2, "to": 4})),
+        "{joined}"
+    );
+    let seqs: Vec<u64> =
+        joined["history"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [5, 6, 7], "{joined}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
