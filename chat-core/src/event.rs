@@ -50,6 +50,13 @@ pub enum Output {
         /// The message, to be numbered.
         message: Message,
     },
+    /// In [`Sequencing::Shared`] mode only: `room`, which this core had
+    /// asked for ([`Output::Load`]), is no longer held here (nobody here is
+    /// in it and it made way): stop following it until it is asked for
+    /// again.
+    ///
+    /// [`Sequencing::Shared`]: crate::Sequencing::Shared
+    Forget(RoomName),
     /// In [`Sequencing::Shared`] mode only: as [`Output::Append`], a direct
     /// message to number in its conversation's log (`direct.message.room`
     /// names it), which comes back to the cores serving either party, with

@@ -745,6 +745,12 @@ impl Hub {
                     }
                     continue;
                 }
+                Output::Forget(room) => {
+                    if let Some(engine) = &mut self.cluster {
+                        engine.forget(&room);
+                    }
+                    continue;
+                }
                 // (Answered at once without a shared engine: nothing waits
                 // for ever.)
                 Output::Conversations { party, token } => {

@@ -580,6 +580,10 @@ impl Chat {
         self.idle.remove(&(room.used, room_id));
         self.resident_bytes -= room.bytes;
         self.room_ids.remove(&room.name);
+        // (A conversation is followed for its parties, not for its room.)
+        if self.config.sequencing == crate::Sequencing::Shared && !room.name.is_conversation() {
+            self.outputs.push_back(Output::Forget(room.name));
+        }
     }
 
     /// Changes a room's window, keeping the memory accounting right.

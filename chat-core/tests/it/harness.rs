@@ -285,6 +285,7 @@ impl Harness {
                 }
                 Output::Append { .. }
                 | Output::AppendDirect { .. }
+                | Output::Forget(_)
                 | Output::Conversations { .. }
                 | Output::Whois { .. }
                 | Output::Claim { .. }

@@ -305,7 +305,8 @@ impl Cluster {
                 };
                 self.cores[core].handle_whois(self.now, &nick, holder);
             }
-            Output::Disconnect { .. } => {}
+            // Nothing to stop following: every core hears every room.
+            Output::Forget(_) | Output::Disconnect { .. } => {}
         }
     }
 

@@ -633,6 +633,7 @@ impl Sim {
                 Output::Persist(record) => self.store.persist(record),
                 Output::Append { .. }
                 | Output::AppendDirect { .. }
+                | Output::Forget(_)
                 | Output::Conversations { .. }
                 | Output::Whois { .. }
                 | Output::Claim { .. }

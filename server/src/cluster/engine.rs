@@ -290,6 +290,14 @@ impl Engine {
         self.read(room.clone(), 1, self.page, Why::Load);
     }
 
+    /// The core no longer holds `room` ([`chat_core::Output::Forget`]):
+    /// this node stops listening to it, reading it and checking it.
+    pub fn forget(&mut self, room: &RoomName) {
+        self.listener.stop(room.as_str());
+        self.feed.forget(room.as_str());
+        self.follow.forget(room.as_str());
+    }
+
     /// The session of `token` is here and speaks as `party`
     /// ([`chat_core::Output::Conversations`]): its channel is listened to
     /// and its conversations read for the core (and again once the

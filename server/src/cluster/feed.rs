@@ -85,6 +85,11 @@ impl Feed {
         actions
     }
 
+    /// Stops listening to `room`: what is heard of it is dropped.
+    pub fn forget(&mut self, room: &str) {
+        self.rooms.remove(room);
+    }
+
     /// Whether `room` is listened to, or about to be.
     pub fn follows(&self, room: &str) -> bool {
         self.rooms.contains_key(room)

@@ -120,6 +120,13 @@ impl Follow {
         }
     }
 
+    /// `room` is no longer followed: its changes are dropped, its members
+    /// no longer read.
+    pub(crate) fn forget(&mut self, room: &str) {
+        self.versions.forget(room);
+        self.held.remove(room);
+    }
+
     /// `room` is listened to and about to be read: what is heard of it
     /// meanwhile waits for the read.
     pub(crate) fn listening(&mut self, room: &str) {

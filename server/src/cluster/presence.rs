@@ -409,6 +409,11 @@ impl Versions {
         if missed { Verdict::ApplyAndRead } else { Verdict::Apply }
     }
 
+    /// `room` is no longer followed.
+    pub fn forget(&mut self, room: &str) {
+        self.rooms.remove(room);
+    }
+
     /// The rooms followed.
     pub fn rooms(&self) -> Vec<String> {
         self.rooms.keys().cloned().collect()

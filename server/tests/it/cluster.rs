@@ -1294,3 +1294,61 @@ async fn messages_gone_from_the_log_before_a_node_had_them_are_a_gap_its_members
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stops_following_a_room_it_no_longer_holds_and_follows_it_again_when_asked() {
+    use crate::support::{Client, Server};
+    use serde_json::json;
+    let redis = Redis::start();
+    let config = |max_rooms| chat_server::ServerConfig {
+        redis: Some(redis.url()),
+        chat: chat_core::ChatConfig { max_rooms, ..chat_core::ChatConfig::default() },
+        ..chat_server::ServerConfig::default()
+    };
+    // Node b holds one room at a time.
+    let (a, b) = (Server::start(config(100)).await, Server::start(config(1)).await);
+    let mut alice = Client::in_room(&a, "alice", "one").await;
+    let mut bob = Client::in_room(&b, "bob", "one").await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let subscribers = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg("chat:{one}")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            counts[0].1
+        }
+    };
+    assert_eq!(subscribers(&mut conn).await, 2);
+    // Bob moves to another room: b makes way for it, forgetting "one".
+    bob.send(json!({"type": "leave", "room": "one"})).await;
+    next_of(&mut bob, "left").await;
+    bob.send(json!({"type": "join", "room": "two"})).await;
+    next_of(&mut bob, "joined").await;
+    // b's unsubscription is ordered after its subscription to "two": once
+    // a message there reaches bob, "one" has been let go.
+    alice.send(json!({"type": "join", "room": "two"})).await;
+    next_of(&mut alice, "joined").await;
+    alice.send(json!({"type": "say", "room": "two", "text": "over here", "id": "t1"})).await;
+    assert_eq!(next_message(&mut bob).await.2, "over here");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while subscribers(&mut conn).await != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "b still listens to a room it let go");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Asked for again, the room is followed again: nothing is missed.
+    alice.send(json!({"type": "say", "room": "one", "text": "meanwhile", "id": "o1"})).await;
+    bob.send(json!({"type": "leave", "room": "two"})).await;
+    next_of(&mut bob, "left").await;
+    bob.send(json!({"type": "join", "room": "one", "after": 0})).await;
+    let joined = next_of(&mut bob, "joined").await;
+    assert_eq!(joined["last_seq"], 1, "{joined}");
+    alice.send(json!({"type": "say", "room": "one", "text": "and now", "id": "o2"})).await;
+    assert_eq!(next_message(&mut bob).await, (2, "alice".to_owned(), "and now".to_owned()));
+    a.shutdown().await;
+    b.shutdown().await;
+}
