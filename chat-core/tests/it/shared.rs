@@ -314,21 +314,11 @@ impl Cluster {
     /// its conversation for both parties, and hands it to the cores
     /// following either party, each once.
     fn append_direct(&mut self, core: usize, member: MemberId, direct: Direct) {
-        let Direct { mut message, nicks } = direct;
-        let key = message.sender.clone().zip(message.id.clone());
-        if let Some(&(ref room, seq)) = key.as_ref().and_then(|key| self.engine.ids.get(key)) {
-            let original = self.engine.logs[room][seq as usize - 1].clone();
-            self.engine.duplicates += 1;
-            self.cores[core].handle_duplicate(self.now, member, original);
+        let Direct { message, nicks } = direct;
+        let Some(message) = self.number(core, member, message) else {
             return;
-        }
+        };
         let name = message.room.clone();
-        let log = self.engine.logs.entry(name.clone()).or_default();
-        message.seq = log.len() as u64 + 1;
-        log.push(message.clone());
-        if let Some(key) = key {
-            self.engine.ids.insert(key, (name.clone(), message.seq));
-        }
         let inside = name.as_str().trim_start_matches('~');
         let (first, second) = inside.split_once(' ').unwrap();
         let mut cores: std::collections::BTreeSet<usize> = std::collections::BTreeSet::new();
@@ -350,13 +340,24 @@ impl Cluster {
 
     /// The engine numbers `message` once per (sender, id), and hands it to
     /// every core in order.
-    fn append(&mut self, core: usize, member: MemberId, mut message: Message) {
+    fn append(&mut self, core: usize, member: MemberId, message: Message) {
+        let Some(message) = self.number(core, member, message) else {
+            return;
+        };
+        for chat in &mut self.cores {
+            chat.handle_appended(self.now, message.clone());
+        }
+    }
+
+    /// `message` numbered once per (sender, id) in its log; a retry is
+    /// answered with the original to `member` of `core` instead.
+    fn number(&mut self, core: usize, member: MemberId, mut message: Message) -> Option<Message> {
         let key = message.sender.clone().zip(message.id.clone());
         if let Some(&(ref room, seq)) = key.as_ref().and_then(|key| self.engine.ids.get(key)) {
             let original = self.engine.logs[room][seq as usize - 1].clone();
             self.engine.duplicates += 1;
             self.cores[core].handle_duplicate(self.now, member, original);
-            return;
+            return None;
         }
         let log = self.engine.logs.entry(message.room.clone()).or_default();
         message.seq = log.len() as u64 + 1;
@@ -364,9 +365,7 @@ impl Cluster {
         if let Some(key) = key {
             self.engine.ids.insert(key, (message.room.clone(), message.seq));
         }
-        for chat in &mut self.cores {
-            chat.handle_appended(self.now, message.clone());
-        }
+        Some(message)
     }
 
     /// The engine grants `nick` to `token` if no other session holds it.

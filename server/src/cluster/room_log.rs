@@ -341,10 +341,7 @@ impl RoomLog {
         &self,
         id: &str,
     ) -> RedisResult<Vec<(chat_core::RoomName, chat_core::Attachment)>> {
-        let key = self.file_key(id);
-        let fields: RedisResult<Vec<(String, String)>> =
-            redis::cmd("HGETALL").arg(key).query_async(&mut self.conn.clone()).await;
-        let fields = self.health.noted(fields, "a read from Redis failed")?;
+        let fields = self.hash(&self.file_key(id)).await?;
         Ok(fields
             .into_iter()
             .filter_map(|(room, about)| {
@@ -415,11 +412,7 @@ impl RoomLog {
     /// # Errors
     /// Redis failed.
     pub async fn conversations(&self, party: &str) -> RedisResult<Vec<chat_core::Conversation>> {
-        let fields: RedisResult<Vec<(String, String)>> = redis::cmd("HGETALL")
-            .arg(self.listing_key(party))
-            .query_async(&mut self.conn.clone())
-            .await;
-        let fields = self.health.noted(fields, "a read from Redis failed")?;
+        let fields = self.hash(&self.listing_key(party)).await?;
         Ok(fields
             .into_iter()
             .filter_map(|(name, listed)| {
@@ -438,6 +431,13 @@ impl RoomLog {
             })
             .filter(|conversation| conversation.name.is_conversation())
             .collect())
+    }
+
+    /// The fields of hash `key`.
+    async fn hash(&self, key: &str) -> RedisResult<Vec<(String, String)>> {
+        let fields: RedisResult<Vec<(String, String)>> =
+            redis::cmd("HGETALL").arg(key).query_async(&mut self.conn.clone()).await;
+        self.health.noted(fields, "a read from Redis failed")
     }
 
     /// The hash listing a party's conversations.

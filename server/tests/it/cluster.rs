@@ -221,16 +221,7 @@ async fn a_subscription_cut_off_mid_stream_loses_nothing_and_repeats_nothing() {
     node.deliver_until(150).await;
     // Redis drops every subscriber, as it does one that falls behind; the
     // rest is published while the node is away and while it comes back.
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let killed: u64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(killed, 1);
+    assert_eq!(cut_off_subscribers(&redis).await, 1);
     let rest = write(151, 300);
     node.deliver_until(300).await;
     rest.await.unwrap();
@@ -239,6 +230,51 @@ async fn a_subscription_cut_off_mid_stream_loses_nothing_and_repeats_nothing() {
 }
 
 /// Two nodes on a Redis of their own, with `lease` (the default if `None`).
+/// Redis drops every subscriber (as it does one that falls behind): how
+/// many it dropped.
+async fn cut_off_subscribers(redis: &Redis) -> u64 {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut conn).await.unwrap()
+}
+
+/// Appends a message of alice's to #lobby's log as the script does (the
+/// log trimmed to `keep`), but publishes it to no one: its `seq`.
+async fn append_unpublished(redis: &Redis, text: &str, keep: usize) -> u64 {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let seq: u64 = redis::cmd("HINCRBY")
+        .arg("chat:{lobby}:meta")
+        .arg("s")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let message = chat_core::Message {
+        room: chat_core::RoomName::parse("lobby").unwrap(),
+        seq,
+        ts: chat_core::Timestamp::from_unix_millis(1_700_000_000_000),
+        from: chat_core::Nick::parse("alice").unwrap(),
+        text: std::sync::Arc::from(text),
+        action: false,
+        id: None,
+        sender: None,
+        attachment: None,
+        kind: chat_core::MessageKind::Said,
+    };
+    let _: String = redis::cmd("XADD")
+        .arg("chat:{lobby}:log")
+        .arg("MAXLEN")
+        .arg(keep)
+        .arg(format!("{seq}-1"))
+        .arg("m")
+        .arg(chat_server::cluster::codec::encode(&message))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    seq
+}
+
 async fn two_nodes(
     lease: Option<Duration>,
 ) -> (Redis, crate::support::Server, crate::support::Server) {
@@ -430,37 +466,7 @@ async fn a_last_message_whose_publication_was_lost_is_found_by_the_periodic_chec
     assert_eq!(next_message(&mut bob).await.0, 1);
     // Appended as the script does, but its publication never reaches
     // anyone, and nothing follows it: only a look at the log can tell.
-    let lost = chat_core::Message {
-        room: chat_core::RoomName::parse("lobby").unwrap(),
-        seq: 2,
-        ts: chat_core::Timestamp::from_unix_millis(1_700_000_000_000),
-        from: chat_core::Nick::parse("alice").unwrap(),
-        text: std::sync::Arc::from("lost in pub/sub"),
-        action: false,
-        id: None,
-        sender: None,
-        attachment: None,
-        kind: chat_core::MessageKind::Said,
-    };
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let seq: u64 = redis::cmd("HINCRBY")
-        .arg("chat:{lobby}:meta")
-        .arg("s")
-        .arg(1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(seq, 2);
-    let payload = chat_server::cluster::codec::encode(&lost);
-    let _: String = redis::cmd("XADD")
-        .arg("chat:{lobby}:log")
-        .arg("2-1")
-        .arg("m")
-        .arg(payload)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    assert_eq!(append_unpublished(&redis, "lost in pub/sub", 1000).await, 2);
     let found = (2, "alice".to_owned(), "lost in pub/sub".to_owned());
     assert_eq!(next_message(&mut bob).await, found);
     assert_eq!(next_message(&mut alice).await.0, 1, "alice's own echo first");
@@ -975,16 +981,7 @@ async fn direct_messages_cross_nodes_once_in_order_and_read_the_same_from_every_
     // Node b's subscription is cut off (as Redis does to a subscriber
     // that falls behind): what alice sends meanwhile still reaches bob,
     // once and in order.
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let killed: u64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(killed, 2, "both nodes' subscriptions");
+    assert_eq!(cut_off_subscribers(&redis).await, 2, "both nodes' subscriptions");
     for n in 3..=5 {
         let text = format!("m{n}");
         alice.send(json!({"type": "dm", "to": "bob", "text": text, "id": format!("d{n}")})).await;
@@ -1014,6 +1011,8 @@ async fn direct_messages_cross_nodes_once_in_order_and_read_the_same_from_every_
         assert_eq!(seqs, [1, 2, 3, 4, 5], "{read}");
     }
     // No key of Redis and no channel names a session's token.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
     let channels: Vec<String> =
         redis::cmd("PUBSUB").arg("CHANNELS").arg("*").query_async(&mut conn).await.unwrap();
@@ -1166,15 +1165,12 @@ async fn a_shared_file_goes_once_no_message_carries_it_any_more() {
     use crate::support::{Client, Server};
     let redis = Redis::start();
     let shared = tempfile::tempdir().unwrap();
-    // History kept a second, swept five times a second.
-    let config = || chat_server::ServerConfig {
-        prune_interval: Duration::from_millis(200),
-        chat: chat_core::ChatConfig {
-            history_max_age: Some(Duration::from_secs(1)),
-            ..chat_core::ChatConfig::default()
-        },
-        ..shared_files(&redis, shared.path())
+    // History kept a second.
+    let chat = chat_core::ChatConfig {
+        history_max_age: Some(Duration::from_secs(1)),
+        ..chat_core::ChatConfig::default()
     };
+    let config = || sweeping(&redis, shared.path(), chat.clone());
     let (a, b) = (Server::start(config()).await, Server::start(config()).await);
     let mut alice = Client::in_room(&a, "alice", "lobby").await;
     let id = upload_text(&mut alice, "u1", b"old").await;
@@ -1184,6 +1180,20 @@ async fn a_shared_file_goes_once_no_message_carries_it_any_more() {
     swept(&path).await;
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// A node's config with files in `shared` swept five times a second, and
+/// the rules `chat`.
+fn sweeping(
+    redis: &Redis,
+    shared: &std::path::Path,
+    chat: chat_core::ChatConfig,
+) -> chat_server::ServerConfig {
+    chat_server::ServerConfig {
+        prune_interval: Duration::from_millis(200),
+        chat,
+        ..shared_files(redis, shared)
+    }
 }
 
 /// Waits until `path` is gone (swept by some node).
@@ -1201,13 +1211,9 @@ async fn a_shared_file_goes_with_its_deleted_message_and_when_the_log_no_longer_
     use serde_json::json;
     let redis = Redis::start();
     let shared = tempfile::tempdir().unwrap();
-    // Rooms keep their last three messages (and no age limit), swept five
-    // times a second.
-    let config = || chat_server::ServerConfig {
-        prune_interval: Duration::from_millis(200),
-        chat: chat_core::ChatConfig { history_per_room: 3, ..chat_core::ChatConfig::default() },
-        ..shared_files(&redis, shared.path())
-    };
+    // Rooms keep their last three messages (and no age limit).
+    let chat = chat_core::ChatConfig { history_per_room: 3, ..chat_core::ChatConfig::default() };
+    let config = || sweeping(&redis, shared.path(), chat.clone());
     let (a, b) = (Server::start(config()).await, Server::start(config()).await);
     let mut alice = Client::in_room(&a, "alice", "lobby").await;
     let _bob = Client::in_room(&b, "bob", "lobby").await;
@@ -1252,28 +1258,8 @@ async fn messages_gone_from_the_log_before_a_node_had_them_are_a_gap_its_members
     // Messages 2 to 6 are numbered and kept but their publications lost
     // (as when a subscriber is cut off), and the log keeps only three, so
     // 2 to 4 are gone before node b hears 7 and reads what it missed.
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     for seq in 2..=6u64 {
-        let message = format!(r#"{{"ts":1,"from":"alice","text":"lost {seq}","kind":"said"}}"#);
-        let next: u64 = redis::cmd("HINCRBY")
-            .arg("chat:{lobby}:meta")
-            .arg("s")
-            .arg(1)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(next, seq);
-        let _: String = redis::cmd("XADD")
-            .arg("chat:{lobby}:log")
-            .arg("MAXLEN")
-            .arg(3)
-            .arg(format!("{seq}-1"))
-            .arg("m")
-            .arg(message)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        assert_eq!(append_unpublished(&redis, &format!("lost {seq}"), 3).await, seq);
     }
     alice.send(json!({"type": "say", "room": "lobby", "text": "seven", "id": "a7"})).await;
     // Bob is not shown a jump in `seq`: node b sends him back (1012)...
