@@ -17,6 +17,7 @@ pub mod cluster;
 mod commits;
 mod config;
 mod connection;
+pub mod docs;
 mod files;
 mod hub;
 mod stats;
