@@ -24,6 +24,7 @@ use tracing::{debug, error, info, warn};
 use crate::clock::Clock;
 use crate::cluster;
 use crate::commits::{Commits, Delivery};
+use crate::docs;
 use crate::files::Staged;
 use crate::stats::{self, Counters};
 use crate::storage::{Job, Storage, StorageEvent};
@@ -68,6 +69,17 @@ pub(crate) enum Input {
     /// A complete upload: the `say` carrying it, and the file, staged until
     /// that message is stored (or deleted if it is refused).
     Uploaded { member: MemberId, id: Option<String>, command: Command, file: Box<Staged> },
+    /// A connection asks to open a document (see `docs::serve`).
+    DocOpen {
+        target: docs::Target,
+        outgoing: Arc<Outgoing>,
+        close: oneshot::Sender<CloseCode>,
+        reply: oneshot::Sender<docs::Opened>,
+    },
+    /// A frame from a document's connection.
+    DocFrame { conn: docs::Conn, bytes: chat_transport::tungstenite::Bytes },
+    /// A document's connection is gone.
+    DocClosed { conn: docs::Conn },
 }
 
 /// How the hub tells a connection to close.
@@ -153,6 +165,8 @@ pub(crate) struct Hub {
     overloaded: u64,
     /// Connections with frames pushed since the last flush.
     unflushed: VecDeque<Arc<Outgoing>>,
+    /// The documents open, and their connections (issue #17, under way).
+    docs: docs::Docs,
     shutting_down: bool,
     /// Connections subscribed to `$stats`, and the token it asks for.
     stats_subscribers: Vec<MemberId>,
@@ -224,6 +238,7 @@ impl Hub {
             max_held: (config.transport.max_queued_frames / 2).clamp(1, MAX_HELD),
             overloaded: 0,
             unflushed: VecDeque::new(),
+            docs: docs::Docs::default(),
             shutting_down: false,
             stats_subscribers: Vec::new(),
             stats_history: stats::History::default(),
@@ -563,6 +578,7 @@ impl Hub {
         for (_, conn) in self.conns.drain() {
             let _ = conn.close.send(restart(window));
         }
+        self.docs.close_all(CloseCode::GoingAway);
     }
 
     fn handle(&mut self, input: Input) {
@@ -650,6 +666,31 @@ impl Hub {
                 };
                 self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
                 let _ = reply.send(ready);
+            }
+            Input::DocOpen { target, outgoing, close, reply } => {
+                let opened = if self.shutting_down {
+                    Err("the server is shutting down".to_owned())
+                } else if !self.chat.may_read(&target.token, &target.room) {
+                    Err(format!("not a member of #{}", target.room))
+                } else {
+                    match self.docs.open(&target, outgoing, close) {
+                        Ok((conn, flush)) => {
+                            self.unflushed.extend(flush);
+                            Ok(conn)
+                        }
+                        Err(error) => Err(error.to_string()),
+                    }
+                };
+                // If the connection is gone already, its DocClosed follows.
+                let _ = reply.send(opened);
+            }
+            Input::DocFrame { conn, bytes } => {
+                let flush = self.docs.receive(conn, &bytes);
+                self.unflushed.extend(flush);
+            }
+            Input::DocClosed { conn } => {
+                let flush = self.docs.closed(conn);
+                self.unflushed.extend(flush);
             }
             Input::Uploaded { member, id, command, file } => {
                 if let Command::Say { attachment: Some(attachment), .. } = &command {

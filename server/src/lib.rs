@@ -155,6 +155,11 @@ pub async fn run(
                                 _ = stop.changed() => return,
                             };
                             match upgraded {
+                                Ok(Accepted::Upgraded(upgraded))
+                                    if upgraded.request.uri().path().starts_with(docs::PREFIX) =>
+                                {
+                                    Box::pin(docs::serve(upgraded, hub, &config)).await;
+                                }
                                 Ok(Accepted::Upgraded(upgraded)) => {
                                     Box::pin(connection::serve(upgraded, hub, &config, bytes_in)).await;
                                 }

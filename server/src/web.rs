@@ -17,6 +17,7 @@ pub(crate) fn site(files: Arc<dyn Dynamic>, health: Option<Health>) -> Site {
     let page = |content_type, body| Page { content_type, body };
     let script = |body| page("text/javascript; charset=utf-8", body);
     let mut site = Site::new("/ws", Some(chat_protocol::SUBPROTOCOL))
+        .websocket_prefix(crate::docs::PREFIX)
         .page("/", page("text/html; charset=utf-8", INDEX))
         .page("/index.html", page("text/html; charset=utf-8", INDEX))
         .page("/style.css", page("text/css; charset=utf-8", include_bytes!("../web/style.css")))

@@ -193,7 +193,7 @@ async fn serve<S: Conn>(
         );
         return answer(&mut stream, response).await;
     }
-    if request.uri().path() == site.websocket_path() {
+    if site.upgrades(request.uri().path()) {
         if request.method() != Method::GET {
             let response = Response::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
             return answer(&mut stream, response.header("Allow", "GET")).await;

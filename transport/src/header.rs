@@ -52,6 +52,11 @@ impl FrameHeader {
         Self::new(0x81, payload, None)
     }
 
+    /// The header of a server's binary frame of `payload` bytes.
+    pub fn binary(payload: usize) -> Self {
+        Self::new(0x82, payload, None)
+    }
+
     /// The header's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         self.bytes.get(..usize::from(self.len)).unwrap_or_default()

@@ -54,6 +54,8 @@ pub struct Site {
     pages: BTreeMap<&'static str, Page>,
     dynamic: Vec<(&'static str, Arc<dyn Dynamic>)>,
     websocket_path: &'static str,
+    /// Other paths that upgrade, by prefix (each ending with `/`).
+    websocket_prefixes: Vec<&'static str>,
     subprotocol: Option<&'static str>,
 }
 
@@ -62,7 +64,20 @@ impl Site {
     /// When a client offers `subprotocol` in `Sec-WebSocket-Protocol`, the
     /// upgrade selects it; clients offering none are accepted too.
     pub fn new(websocket_path: &'static str, subprotocol: Option<&'static str>) -> Self {
-        Self { pages: BTreeMap::new(), dynamic: Vec::new(), websocket_path, subprotocol }
+        Self {
+            pages: BTreeMap::new(),
+            dynamic: Vec::new(),
+            websocket_path,
+            websocket_prefixes: Vec::new(),
+            subprotocol,
+        }
+    }
+
+    /// Upgrades the paths under `prefix` (which ends with `/`) too, with the
+    /// same checks; the server tells them apart by the request's path.
+    pub fn websocket_prefix(mut self, prefix: &'static str) -> Self {
+        self.websocket_prefixes.push(prefix);
+        self
     }
 
     /// Serves `page` at `path` (an exact match, query string ignored).
@@ -88,8 +103,9 @@ impl Site {
         })
     }
 
-    pub(crate) fn websocket_path(&self) -> &str {
-        self.websocket_path
+    /// Whether a request for `path` may upgrade to a WebSocket.
+    pub(crate) fn upgrades(&self, path: &str) -> bool {
+        path == self.websocket_path || self.websocket_prefixes.iter().any(|p| path.starts_with(p))
     }
 
     pub(crate) fn subprotocol(&self) -> Option<&'static str> {

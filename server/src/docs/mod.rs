@@ -355,5 +355,9 @@ pub fn awareness_message(update: AwarenessUpdate) -> Vec<u8> {
     Message::Awareness(update).encode_v1()
 }
 
+mod serve;
+
+pub(crate) use serve::{Docs, Opened, PREFIX, Target, serve};
+
 #[cfg(test)]
 mod tests;

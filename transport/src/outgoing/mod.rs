@@ -133,6 +133,12 @@ impl Outgoing {
         self.lock().queue.push_text(payload, droppable)
     }
 
+    /// Queues a binary frame with `payload`, as [`Outgoing::push_text`]
+    /// does a text frame.
+    pub fn push_binary(&self, payload: bytes::Bytes, droppable: bool) -> Pushed {
+        self.lock().queue.push_binary(payload, droppable)
+    }
+
     /// Writes what is queued, as far as the socket takes it without
     /// waiting. When it cannot take everything, the connection task is told
     /// to wait for the socket and finish ([`Outgoing::stalled`]).

@@ -56,6 +56,16 @@ impl Queue {
     /// Queues a text frame. Past half of either bound `droppable` frames
     /// are skipped; a frame that does not fit is refused.
     pub(super) fn push_text(&mut self, payload: Utf8Bytes, droppable: bool) -> Pushed {
+        let len = payload.len();
+        self.push(FrameHeader::text(len), payload.into(), droppable)
+    }
+
+    /// Queues a binary frame, as [`Queue::push_text`] does a text one.
+    pub(super) fn push_binary(&mut self, payload: Bytes, droppable: bool) -> Pushed {
+        self.push(FrameHeader::binary(payload.len()), payload, droppable)
+    }
+
+    fn push(&mut self, header: FrameHeader, payload: Bytes, droppable: bool) -> Pushed {
         if self.closed.is_some() {
             return Pushed::Closed;
         }
@@ -71,7 +81,7 @@ impl Queue {
             return Pushed::Full;
         }
         self.bytes += len;
-        self.chunks.push_back(Chunk { header: FrameHeader::text(len), payload: payload.into() });
+        self.chunks.push_back(Chunk { header, payload });
         if frames == 0 { Pushed::First } else { Pushed::Queued }
     }
 
@@ -207,6 +217,17 @@ mod tests {
         assert_eq!(queue.push_text(text(30), true), Pushed::Skipped);
         assert_eq!(queue.push_text(text(30), false), Pushed::Queued);
         assert_eq!(queue.push_text(text(11), false), Pushed::Full);
+    }
+
+    #[test]
+    fn binary_frames_queue_beside_text_ones_under_the_same_bounds() {
+        let mut queue = Queue::new(3, 1_000_000);
+        assert_eq!(queue.push_binary(Bytes::from_static(&[0, 1, 2]), false), Pushed::First);
+        assert_eq!(queue.push_text(Utf8Bytes::from("hi"), false), Pushed::Queued);
+        assert_eq!(queue.push_binary(Bytes::from_static(&[9]), true), Pushed::Skipped);
+        assert_eq!(pending(&queue), [0x82, 3, 0, 1, 2, 0x81, 2, b'h', b'i']);
+        assert_eq!(queue.push_binary(Bytes::from_static(&[9]), false), Pushed::Queued);
+        assert_eq!(queue.push_binary(Bytes::from_static(&[9]), false), Pushed::Full);
     }
 
     #[test]

@@ -1,0 +1,159 @@
+//! Shared documents over real sockets (issue #17, under way): Yjs clients
+//! (yrs documents speaking y-protocols, as y-websocket's provider does)
+//! open `/yjs/{room}/{doc}?session=TOKEN` and edit one document.
+
+use chat_transport::tungstenite::Message as Frame;
+use chat_transport::{TransportConfig, WebSocket, connect};
+use futures_util::{SinkExt, StreamExt};
+use yrs::sync::{Message, SyncMessage};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, GetString, ReadTxn, Text, Transact, Update};
+
+use crate::support::{Client, Server, WAIT};
+
+/// A Yjs client of one document over its own WebSocket.
+struct Editor {
+    doc: Doc,
+    socket: WebSocket,
+}
+
+impl Editor {
+    /// Opens `room`'s document `doc` for the session of `token`: the
+    /// socket, or the close frame's (code, reason) if refused.
+    async fn open(server: &Server, path: &str) -> Result<Self, (u16, String)> {
+        let url = format!("ws://{}{path}", server.addr);
+        let mut socket = connect(&url, None, &TransportConfig::default()).await.unwrap();
+        let doc = Doc::new();
+        let step1 = Message::Sync(SyncMessage::SyncStep1(doc.transact().state_vector()));
+        socket.send(Frame::binary(step1.encode_v1())).await.unwrap();
+        let mut editor = Self { doc, socket };
+        // The server's sync step 1 comes first, or the refusal.
+        match editor.read().await {
+            Ok(()) => Ok(editor),
+            Err(refused) => Err(refused),
+        }
+    }
+
+    fn text(&self) -> String {
+        let text = self.doc.get_or_insert_text("content");
+        text.get_string(&self.doc.transact())
+    }
+
+    async fn insert(&mut self, at: u32, what: &str) {
+        let text = self.doc.get_or_insert_text("content");
+        let before = self.doc.transact().state_vector();
+        {
+            let mut txn = self.doc.transact_mut();
+            let at = at.min(text.len(&txn));
+            text.insert(&mut txn, at, what);
+        }
+        let update = self.doc.transact().encode_diff_v1(&before);
+        let message = Message::Sync(SyncMessage::Update(update));
+        self.socket.send(Frame::binary(message.encode_v1())).await.unwrap();
+    }
+
+    /// Reads one message and does what it asks; `Err` with the close.
+    async fn read(&mut self) -> Result<(), (u16, String)> {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.socket.next()).await.expect("in time");
+            let bytes = match frame {
+                Some(Ok(Frame::Binary(bytes))) => bytes,
+                Some(Ok(Frame::Close(close))) => {
+                    let close = close.map(|c| (u16::from(c.code), c.reason.to_string()));
+                    return Err(close.unwrap_or((1005, String::new())));
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("{other:?}"),
+            };
+            match Message::decode_v1(&bytes).unwrap() {
+                Message::Sync(SyncMessage::SyncStep1(vector)) => {
+                    let missing = self.doc.transact().encode_diff_v1(&vector);
+                    let reply = Message::Sync(SyncMessage::SyncStep2(missing));
+                    self.socket.send(Frame::binary(reply.encode_v1())).await.unwrap();
+                }
+                Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
+                    let update = Update::decode_v1(&update).unwrap();
+                    self.doc.transact_mut().apply_update(update).unwrap();
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+    }
+
+    /// Reads until the text is `want`.
+    async fn until(&mut self, want: &str) {
+        while self.text() != want {
+            self.read().await.unwrap();
+        }
+    }
+}
+
+fn path(room: &str, doc: &str, token: &str) -> String {
+    format!("/yjs/{room}/{doc}?session={token}")
+}
+
+#[tokio::test]
+async fn members_edit_one_document_live_and_converge() {
+    let server = Server::start(chat_server::ServerConfig::default()).await;
+    let alice = Client::in_room(&server, "alice", "lobby").await;
+    let bob = Client::in_room(&server, "bob", "lobby").await;
+    let mut a = Editor::open(&server, &path("lobby", "notes", &alice.session)).await.unwrap();
+    let mut b = Editor::open(&server, &path("lobby", "notes", &bob.session)).await.unwrap();
+    a.insert(0, "hello").await;
+    b.until("hello").await;
+    // Both type at the end at once.
+    a.insert(5, " from a").await;
+    b.insert(5, " from b").await;
+    let expected = loop {
+        // Each reads until it has both edits.
+        let (ta, tb) = (a.text(), b.text());
+        if ta == tb && ta.contains(" from a") && ta.contains(" from b") {
+            break ta;
+        }
+        if !(ta.contains(" from a") && ta.contains(" from b")) {
+            a.read().await.unwrap();
+        }
+        if !(tb.contains(" from a") && tb.contains(" from b")) {
+            b.read().await.unwrap();
+        }
+    };
+    // Someone opening it later gets the whole document.
+    let mut c = Editor::open(&server, &path("lobby", "notes", &alice.session)).await.unwrap();
+    c.until(&expected).await;
+    // Another document of the room is another document.
+    let other = Editor::open(&server, &path("lobby", "todo", &bob.session)).await.unwrap();
+    assert_eq!(other.text(), "");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_members_open_a_rooms_documents_and_a_bad_frame_leaves_it_intact() {
+    let server = Server::start(chat_server::ServerConfig::default()).await;
+    let alice = Client::in_room(&server, "alice", "lobby").await;
+    let carol = Client::hello(&server, "carol").await;
+    for (path, why) in [
+        (path("lobby", "notes", &carol.session), "not a member of #lobby"),
+        (path("lobby", "notes", "0123456789abcdef0123456789abcdef"), "not a member of #lobby"),
+        ("/yjs/lobby/notes".to_owned(), "no ?session=TOKEN"),
+        (path("Lobby!", "notes", &alice.session), "not a room's name"),
+        ("/yjs/lobby".to_owned(), "the path is /yjs/ROOM/DOC"),
+    ] {
+        let refused = Editor::open(&server, &path).await.err();
+        assert_eq!(refused, Some((1008, why.to_owned())), "{path}");
+    }
+    let mut a = Editor::open(&server, &path("lobby", "notes", &alice.session)).await.unwrap();
+    a.insert(0, "kept").await;
+    // A frame that is not y-protocols closes that connection only.
+    a.socket.send(Frame::binary(vec![0, 2, 9, 0xff, 0xfe, 0xfd])).await.unwrap();
+    let closed = loop {
+        if let Err(closed) = a.read().await {
+            break closed;
+        }
+    };
+    assert_eq!(closed.0, 1008);
+    let mut again = Editor::open(&server, &path("lobby", "notes", &alice.session)).await.unwrap();
+    again.until("kept").await;
+    server.shutdown().await;
+}
