@@ -64,7 +64,7 @@ pub(crate) async fn serve(
     let _pass = pass;
     let target = match Target::parse(request.uri().path(), request.uri().query()) {
         Ok(target) => target,
-        Err(why) => return refuse(&mut socket, why.to_owned()).await,
+        Err(why) => return refuse(&mut socket, BAD_REQUEST, why.to_owned()).await,
     };
     let (close, mut closing) = oneshot::channel();
     let (reply, opened) = oneshot::channel();
@@ -74,7 +74,7 @@ pub(crate) async fn serve(
     }
     let conn = match opened.await {
         Ok(Ok(conn)) => conn,
-        Ok(Err(why)) => return refuse(&mut socket, why).await,
+        Ok(Err(why)) => return refuse(&mut socket, FORBIDDEN, why).await,
         Err(_) => return,
     };
     info!(conn, %peer, "document opened");
@@ -86,8 +86,7 @@ pub(crate) async fn serve(
             biased;
             code = &mut closing => {
                 let code = code.unwrap_or(chat_protocol::CloseCode::GoingAway);
-                let frame = CloseFrame { code: code.code().into(), reason: code.reason().into() };
-                let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(Some(frame))).await;
+                refuse(&mut socket, code.code(), code.reason().to_owned()).await;
                 break;
             }
             () = outgoing.stalled() => {
@@ -108,7 +107,8 @@ pub(crate) async fn serve(
                 }
                 Some(Ok(Frame::Text(_))) => {
                     let why = "y-protocols messages are binary frames".to_owned();
-                    return finish(&hub, conn, refuse(&mut socket, why)).await;
+                    let policy = chat_protocol::CloseCode::Policy.code();
+                    return finish(&hub, conn, refuse(&mut socket, policy, why)).await;
                 }
                 Some(Ok(Frame::Close(_)) | Err(_)) | None => break,
                 Some(Ok(_)) => {}
@@ -125,11 +125,25 @@ async fn finish(hub: &mpsc::Sender<Input>, conn: Conn, closing: impl Future<Outp
     let _ = hub.send(Input::DocClosed { conn }).await;
 }
 
-/// Closes the socket with 1008 and `why`.
-async fn refuse(socket: &mut chat_transport::ServerSocket, why: String) {
-    let code = chat_protocol::CloseCode::Policy.code();
+/// The close code of a request that is not a document's: y-websocket
+/// (3.x) takes a 44xx close as final and stops reconnecting.
+const BAD_REQUEST: u16 = 4400;
+
+/// The close code of a session that may not open the document (final too).
+const FORBIDDEN: u16 = 4403;
+
+/// Closes the socket with `code` and `why`, and reads on until the
+/// client answers the close (for a second at most): a socket dropped with
+/// what the client sent meanwhile unread is reset, and the client would
+/// lose the close frame and its reason (y-websocket sends its first
+/// messages as soon as it is open).
+async fn refuse(socket: &mut chat_transport::ServerSocket, code: u16, why: String) {
     let frame = CloseFrame { code: code.into(), reason: why.into() };
-    let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(Some(frame))).await;
+    let closing = async {
+        let _ = socket.close(Some(frame)).await;
+        while let Some(Ok(_)) = socket.next().await {}
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), closing).await;
 }
 
 /// A connection with a document open.

@@ -133,15 +133,16 @@ async fn only_members_open_a_rooms_documents_and_a_bad_frame_leaves_it_intact() 
     let server = Server::start(chat_server::ServerConfig::default()).await;
     let alice = Client::in_room(&server, "alice", "lobby").await;
     let carol = Client::hello(&server, "carol").await;
-    for (path, why) in [
-        (path("lobby", "notes", &carol.session), "not a member of #lobby"),
-        (path("lobby", "notes", "0123456789abcdef0123456789abcdef"), "not a member of #lobby"),
-        ("/yjs/lobby/notes".to_owned(), "no ?session=TOKEN"),
-        (path("Lobby!", "notes", &alice.session), "not a room's name"),
-        ("/yjs/lobby".to_owned(), "the path is /yjs/ROOM/DOC"),
+    // Refusals are final for y-websocket (44xx: it stops reconnecting).
+    for (path, code, why) in [
+        (path("lobby", "notes", &carol.session), 4403, "not a member of #lobby"),
+        (path("lobby", "notes", "0123456789abcdef0123456789abcdef"), 4403, "not a member of #lobby"),
+        ("/yjs/lobby/notes".to_owned(), 4400, "no ?session=TOKEN"),
+        (path("Lobby!", "notes", &alice.session), 4400, "not a room's name"),
+        ("/yjs/lobby".to_owned(), 4400, "the path is /yjs/ROOM/DOC"),
     ] {
         let refused = Editor::open(&server, &path).await.err();
-        assert_eq!(refused, Some((1008, why.to_owned())), "{path}");
+        assert_eq!(refused, Some((code, why.to_owned())), "{path}");
     }
     let mut a = Editor::open(&server, &path("lobby", "notes", &alice.session)).await.unwrap();
     a.insert(0, "kept").await;
