@@ -352,6 +352,8 @@ impl Hub {
     /// no ping (4010) or never said `hello` (1008). One pass over every
     /// connection per interval, instead of a timer per connection.
     fn check_connections(&mut self) {
+        // Documents of rooms their sessions left (or that ended) close.
+        self.revoke_docs();
         let mut closing = Vec::new();
         for (&member, conn) in &mut self.conns {
             match conn.outgoing.check_alive(self.ping_misses) {
@@ -573,6 +575,15 @@ impl Hub {
 
     /// Closes every connection for a restart, each with its own reconnect
     /// delay, uniformly spread over the drain window.
+    /// Closes the documents of sessions no longer in their room.
+    fn revoke_docs(&mut self) {
+        if self.docs.is_empty() {
+            return;
+        }
+        let chat = &self.chat;
+        self.docs.revoke(|token, room| chat.may_read(token, room));
+    }
+
     fn close_all(&mut self) {
         let window = self.drain_window;
         for (_, conn) in self.conns.drain() {
@@ -599,7 +610,11 @@ impl Hub {
                 if is_message(&command) && read_at.elapsed() > self.max_input_wait {
                     self.refuse_overloaded(member, id);
                 } else {
+                    let leaves = matches!(command, Command::Leave { .. });
                     self.chat.handle_command(now, member, id.as_deref(), command);
+                    if leaves {
+                        self.revoke_docs();
+                    }
                 }
             }
             Input::Malformed { member, error } => {
@@ -610,6 +625,9 @@ impl Hub {
                 self.conns.remove(&member);
                 self.stats_subscribers.retain(|&m| m != member);
                 self.chat.handle_disconnect(now, member, departure);
+                if departure == Departure::Quit {
+                    self.revoke_docs();
+                }
             }
             Input::File { token, file, reply } => {
                 // Storage (Redis in cluster mode) knows which rooms hold the
@@ -685,7 +703,9 @@ impl Hub {
                 let _ = reply.send(opened);
             }
             Input::DocFrame { conn, bytes } => {
-                let flush = self.docs.receive(conn, &bytes);
+                let chat = &self.chat;
+                let flush =
+                    self.docs.receive(conn, &bytes, |token, room| chat.may_read(token, room));
                 self.unflushed.extend(flush);
             }
             Input::DocClosed { conn } => {

@@ -150,6 +150,8 @@ async fn refuse(socket: &mut chat_transport::ServerSocket, code: u16, why: Strin
 #[derive(Debug)]
 struct Open {
     key: (RoomName, RoomName),
+    /// The session it was opened for.
+    token: SessionToken,
     outgoing: Arc<Outgoing>,
     close: Option<oneshot::Sender<chat_protocol::CloseCode>>,
 }
@@ -182,17 +184,28 @@ impl Docs {
         self.next += 1;
         let conn = self.next;
         let out = document.open(conn);
-        self.conns.insert(conn, Open { key, outgoing, close: Some(close) });
+        let token = target.token.clone();
+        self.conns.insert(conn, Open { key, token, outgoing, close: Some(close) });
         Ok((conn, self.route(out)))
     }
 
-    /// A frame from `conn`; the connections to flush. A refused frame
-    /// closes its connection (its client reconnects and syncs again: the
-    /// document is intact).
-    pub(crate) fn receive(&mut self, conn: Conn, bytes: &[u8]) -> Vec<Arc<Outgoing>> {
+    /// A frame from `conn`, if `allowed` still lets its session into the
+    /// room; the connections to flush. A refused frame closes its
+    /// connection (its client reconnects and syncs again: the document is
+    /// intact), as does a session no longer allowed (it left the room).
+    pub(crate) fn receive(
+        &mut self,
+        conn: Conn,
+        bytes: &[u8],
+        allowed: impl Fn(&SessionToken, &RoomName) -> bool,
+    ) -> Vec<Arc<Outgoing>> {
         let Some(open) = self.conns.get(&conn) else {
             return Vec::new();
         };
+        if !allowed(&open.token, &open.key.0) {
+            self.close(conn, chat_protocol::CloseCode::Policy);
+            return Vec::new();
+        }
         let Some(document) = self.documents.get_mut(&open.key) else {
             return Vec::new();
         };
@@ -216,6 +229,26 @@ impl Docs {
         };
         let out = document.close(conn);
         self.route(out)
+    }
+
+    /// Closes the connections of sessions `allowed` no longer lets into
+    /// their room (they left it, or ended): their clients come back and
+    /// are refused for good.
+    pub(crate) fn revoke(&mut self, allowed: impl Fn(&SessionToken, &RoomName) -> bool) {
+        let gone: Vec<Conn> = self
+            .conns
+            .iter()
+            .filter(|(_, open)| open.close.is_some() && !allowed(&open.token, &open.key.0))
+            .map(|(conn, _)| *conn)
+            .collect();
+        for conn in gone {
+            self.close(conn, chat_protocol::CloseCode::Policy);
+        }
+    }
+
+    /// Whether any document is open.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.conns.is_empty()
     }
 
     /// Closes every connection (the server stops).

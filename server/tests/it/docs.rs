@@ -129,14 +129,18 @@ async fn members_edit_one_document_live_and_converge() {
 }
 
 #[tokio::test]
-async fn only_members_open_a_rooms_documents_and_a_bad_frame_leaves_it_intact() {
+async fn only_members_open_a_rooms_documents_a_bad_frame_leaves_it_intact_and_leaving_closes_it() {
     let server = Server::start(chat_server::ServerConfig::default()).await;
     let alice = Client::in_room(&server, "alice", "lobby").await;
     let carol = Client::hello(&server, "carol").await;
     // Refusals are final for y-websocket (44xx: it stops reconnecting).
     for (path, code, why) in [
         (path("lobby", "notes", &carol.session), 4403, "not a member of #lobby"),
-        (path("lobby", "notes", "0123456789abcdef0123456789abcdef"), 4403, "not a member of #lobby"),
+        (
+            path("lobby", "notes", "0123456789abcdef0123456789abcdef"),
+            4403,
+            "not a member of #lobby",
+        ),
         ("/yjs/lobby/notes".to_owned(), 4400, "no ?session=TOKEN"),
         (path("Lobby!", "notes", &alice.session), 4400, "not a room's name"),
         ("/yjs/lobby".to_owned(), 4400, "the path is /yjs/ROOM/DOC"),
@@ -156,5 +160,16 @@ async fn only_members_open_a_rooms_documents_and_a_bad_frame_leaves_it_intact() 
     assert_eq!(closed.0, 1008);
     let mut again = Editor::open(&server, &path("lobby", "notes", &alice.session)).await.unwrap();
     again.until("kept").await;
+    // Alice leaves the room: her document closes, and stays closed to her.
+    let mut alice = alice;
+    alice.send(serde_json::json!({"type": "leave", "room": "lobby"})).await;
+    let closed = loop {
+        if let Err(closed) = again.read().await {
+            break closed;
+        }
+    };
+    assert_eq!(closed.0, 1008);
+    let refused = Editor::open(&server, &path("lobby", "notes", &alice.session)).await.err();
+    assert_eq!(refused, Some((4403, "not a member of #lobby".to_owned())));
     server.shutdown().await;
 }
