@@ -441,6 +441,13 @@ impl Hub {
             StorageEvent::Loaded(room, Ok(stored)) => {
                 self.chat.handle_loaded(self.clock.now(), &room, stored);
             }
+            StorageEvent::DocLoaded { room, doc, result } => {
+                let chat = &self.chat;
+                let allowed = |token: &SessionToken, room: &RoomName| chat.may_read(token, room);
+                let flush = self.docs.loaded(room, doc, result, allowed);
+                self.unflushed.extend(flush);
+                self.docs_to_storage();
+            }
             StorageEvent::Loaded(room, Err(())) => {
                 self.chat.handle_load_failed(self.clock.now(), &room);
             }
@@ -575,6 +582,15 @@ impl Hub {
 
     /// Closes every connection for a restart, each with its own reconnect
     /// delay, uniformly spread over the drain window.
+    /// Hands storage what the documents ask of it, in order.
+    fn docs_to_storage(&mut self) {
+        for job in self.docs.take_jobs() {
+            if !self.storage.send(job) {
+                error!("the storage thread is gone; documents can no longer be kept");
+            }
+        }
+    }
+
     /// Closes the documents of sessions no longer in their room.
     fn revoke_docs(&mut self) {
         if self.docs.is_empty() {
@@ -686,27 +702,22 @@ impl Hub {
                 let _ = reply.send(ready);
             }
             Input::DocOpen { target, outgoing, close, reply } => {
-                let opened = if self.shutting_down {
-                    Err("the server is shutting down".to_owned())
+                if self.shutting_down {
+                    let _ = reply.send(Err("the server is shutting down".to_owned()));
                 } else if !self.chat.may_read(&target.token, &target.room) {
-                    Err(format!("not a member of #{}", target.room))
+                    let _ = reply.send(Err(format!("not a member of #{}", target.room)));
                 } else {
-                    match self.docs.open(&target, outgoing, close) {
-                        Ok((conn, flush)) => {
-                            self.unflushed.extend(flush);
-                            Ok(conn)
-                        }
-                        Err(error) => Err(error.to_string()),
-                    }
-                };
-                // If the connection is gone already, its DocClosed follows.
-                let _ = reply.send(opened);
+                    let flush = self.docs.open(target, outgoing, close, reply);
+                    self.unflushed.extend(flush);
+                    self.docs_to_storage();
+                }
             }
             Input::DocFrame { conn, bytes } => {
                 let chat = &self.chat;
                 let flush =
                     self.docs.receive(conn, &bytes, |token, room| chat.may_read(token, room));
                 self.unflushed.extend(flush);
+                self.docs_to_storage();
             }
             Input::DocClosed { conn } => {
                 let flush = self.docs.closed(conn);

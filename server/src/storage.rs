@@ -28,7 +28,7 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::files::Staged;
-use crate::store::{Retention, Store};
+use crate::store::{DocUpdate, Retention, Store};
 
 /// The most records in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -49,6 +49,14 @@ pub(crate) enum Job {
     FileRooms { file: String, token: SessionToken, reply: oneshot::Sender<Option<Attachment>> },
     /// The hub took back every record it had sent: try records again.
     Resume,
+    /// Keep an update of a shared document (with the ones queued right
+    /// after it, in one commit).
+    Doc(DocUpdate),
+    /// Read a document back ([`StorageEvent::DocLoaded`]).
+    LoadDoc { room: RoomName, doc: RoomName },
+    /// Replace a document's stored updates with its state, which holds
+    /// every one queued before.
+    CompactDoc { room: RoomName, doc: RoomName, state: Vec<u8> },
 }
 
 /// What storage tells the hub.
@@ -70,6 +78,9 @@ pub(crate) enum StorageEvent {
     },
     /// The bytes the stored files take now.
     FileBytes(u64),
+    /// A document read back: its stored updates, or `Err` if storage could
+    /// not be read.
+    DocLoaded { room: RoomName, doc: RoomName, result: Result<Vec<Vec<u8>>, ()> },
 }
 
 /// The hub's handle on the storage thread.
@@ -189,6 +200,32 @@ impl Worker {
                     }
                     self.failing = false;
                 }
+                Job::Doc(update) => {
+                    let mut batch = vec![update];
+                    while batch.len() < MAX_BATCH {
+                        match queue.try_recv() {
+                            Ok(Job::Doc(update)) => batch.push(update),
+                            Ok(other) => {
+                                waiting = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.persist_docs(&batch);
+                }
+                Job::LoadDoc { room, doc } => {
+                    let result = self
+                        .store
+                        .doc(&room, &doc)
+                        .map_err(|err| error!(%room, %doc, %err, "cannot read a document back"));
+                    let _ = self.events.send(StorageEvent::DocLoaded { room, doc, result });
+                }
+                Job::CompactDoc { room, doc, state } => {
+                    if let Err(err) = self.store.compact_doc(&room, &doc, &state) {
+                        warn!(%room, %doc, %err, "cannot compact a document; its updates stay");
+                    }
+                }
             }
             if last_prune.elapsed() >= self.prune_every {
                 self.prune();
@@ -259,6 +296,29 @@ impl Worker {
                 error!(%err, records = records.len(), "storage failed; these messages are refused");
                 self.failing = true;
                 self.events.send(StorageEvent::Failed(last)).is_ok()
+            }
+        }
+    }
+
+    /// Commits updates of documents, trying again as records are tried.
+    /// Updates that cannot be stored are logged: their documents live on
+    /// in memory and in their editors, who send them again when they
+    /// reconnect to a server that lacks them.
+    fn persist_docs(&mut self, updates: &[DocUpdate]) {
+        let mut tries = RETRIES.iter();
+        loop {
+            match self.store.commit_docs(updates) {
+                Ok(()) => return,
+                Err(err) => match tries.next() {
+                    Some(wait) => {
+                        warn!(%err, updates = updates.len(), "document commit failed; trying again");
+                        std::thread::sleep(*wait);
+                    }
+                    None => {
+                        error!(%err, updates = updates.len(), "document updates could not be stored");
+                        return;
+                    }
+                },
             }
         }
     }

@@ -68,6 +68,42 @@ pub trait Store: Send + 'static {
     /// # Errors
     /// The storage cannot be read.
     fn files(&mut self) -> Result<BTreeSet<String>, StoreError>;
+
+    /// Document `doc` of `room` as stored (shared documents): its updates
+    /// in the order stored, a compacted state first; none if it has none.
+    ///
+    /// # Errors
+    /// The storage cannot be read.
+    fn doc(&mut self, room: &RoomName, doc: &RoomName) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    /// Stores `updates` atomically: all of them or none.
+    ///
+    /// # Errors
+    /// The storage cannot be written; nothing was stored.
+    fn commit_docs(&mut self, updates: &[DocUpdate]) -> Result<(), StoreError>;
+
+    /// Replaces every update stored of document `doc` of `room` with
+    /// `state`, which holds them all.
+    ///
+    /// # Errors
+    /// The storage cannot be written; what was stored stays.
+    fn compact_doc(
+        &mut self,
+        room: &RoomName,
+        doc: &RoomName,
+        state: &[u8],
+    ) -> Result<(), StoreError>;
+}
+
+/// An update to a shared document, to keep: Yjs v1 bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocUpdate {
+    /// The room the document is in.
+    pub room: RoomName,
+    /// The document's name.
+    pub doc: RoomName,
+    /// The update.
+    pub update: Vec<u8>,
 }
 
 /// What is kept, and for how long.

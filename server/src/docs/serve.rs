@@ -18,8 +18,10 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
-use super::{Conn, DocError, Document, Limits, Out};
+use super::{Conn, Document, Limits, Out};
 use crate::hub::Input;
+use crate::storage::Job;
+use crate::store::DocUpdate;
 
 /// The path prefix documents are opened under.
 pub(crate) const PREFIX: &str = "/yjs/";
@@ -149,44 +151,121 @@ async fn refuse(socket: &mut chat_transport::ServerSocket, code: u16, why: Strin
 /// A connection with a document open.
 #[derive(Debug)]
 struct Open {
-    key: (RoomName, RoomName),
+    key: Key,
     /// The session it was opened for.
     token: SessionToken,
     outgoing: Arc<Outgoing>,
     close: Option<oneshot::Sender<chat_protocol::CloseCode>>,
 }
 
+/// A document by room and name.
+type Key = (RoomName, RoomName);
+
+/// A document in memory, and how many updates storage holds of it.
+#[derive(Debug)]
+struct Held {
+    document: Document,
+    stored: usize,
+}
+
+/// An open waiting for its document to be read from storage.
+#[derive(Debug)]
+struct Pending {
+    token: SessionToken,
+    outgoing: Arc<Outgoing>,
+    close: oneshot::Sender<chat_protocol::CloseCode>,
+    reply: oneshot::Sender<Opened>,
+}
+
+/// Past this many stored updates, a document's are compacted into one.
+const COMPACT_AFTER: usize = 200;
+
 /// Every document open on this server, and who has each open; the hub's.
+/// A document is read from storage when the first connection opens it,
+/// and leaves memory with the last.
 #[derive(Debug, Default)]
 pub(crate) struct Docs {
-    documents: HashMap<(RoomName, RoomName), Document>,
+    documents: HashMap<Key, Held>,
+    loading: HashMap<Key, Vec<Pending>>,
     conns: HashMap<Conn, Open>,
     next: Conn,
     limits: Limits,
+    /// What storage is to do, in order (see [`Docs::take_jobs`]).
+    jobs: Vec<Job>,
 }
 
 impl Docs {
-    /// Opens `target`'s document for a connection the hub let in; the
-    /// connections to flush.
+    /// Opens `target`'s document for a connection the hub let in, reading
+    /// it from storage first if it is not in memory; `reply` gets the
+    /// answer. The connections to flush.
     pub(crate) fn open(
         &mut self,
-        target: &Target,
+        target: Target,
         outgoing: Arc<Outgoing>,
         close: oneshot::Sender<chat_protocol::CloseCode>,
-    ) -> Result<(Conn, Vec<Arc<Outgoing>>), DocError> {
-        let key = (target.room.clone(), target.doc.clone());
-        let document = match self.documents.entry(key.clone()) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                entry.insert(Document::load(&[], self.limits)?)
+        reply: oneshot::Sender<Opened>,
+    ) -> Vec<Arc<Outgoing>> {
+        let key = (target.room, target.doc);
+        let pending = Pending { token: target.token, outgoing, close, reply };
+        if self.documents.contains_key(&key) {
+            return self.open_now(key, pending);
+        }
+        let waiting = self.loading.entry(key.clone()).or_default();
+        waiting.push(pending);
+        if waiting.len() == 1 {
+            let (room, doc) = key;
+            self.jobs.push(Job::LoadDoc { room, doc });
+        }
+        Vec::new()
+    }
+
+    /// Storage read document `doc` of `room` (`Err`: it could not): the
+    /// opens that waited for it go on, if `allowed` still lets their
+    /// sessions in. The connections to flush.
+    pub(crate) fn loaded(
+        &mut self,
+        room: RoomName,
+        doc: RoomName,
+        stored: Result<Vec<Vec<u8>>, ()>,
+        allowed: impl Fn(&SessionToken, &RoomName) -> bool,
+    ) -> Vec<Arc<Outgoing>> {
+        let key = (room, doc);
+        let waiting = self.loading.remove(&key).unwrap_or_default();
+        let document = stored.ok().and_then(|stored| {
+            let count = stored.len();
+            Document::load(&stored, self.limits).ok().map(|document| (document, count))
+        });
+        let Some((document, count)) = document else {
+            for pending in waiting {
+                let _ = pending.reply.send(Err("the document cannot be read now".to_owned()));
             }
+            return Vec::new();
+        };
+        self.documents.insert(key.clone(), Held { document, stored: count });
+        let mut flush = Vec::new();
+        for pending in waiting {
+            if allowed(&pending.token, &key.0) {
+                flush.extend(self.open_now(key.clone(), pending));
+            } else {
+                let _ = pending.reply.send(Err(format!("not a member of #{}", key.0)));
+            }
+        }
+        self.forget_if_unused(&key);
+        flush
+    }
+
+    fn open_now(&mut self, key: Key, pending: Pending) -> Vec<Arc<Outgoing>> {
+        let Pending { token, outgoing, close, reply } = pending;
+        let Some(held) = self.documents.get_mut(&key) else {
+            return Vec::new();
         };
         self.next += 1;
         let conn = self.next;
-        let out = document.open(conn);
-        let token = target.token.clone();
-        self.conns.insert(conn, Open { key, token, outgoing, close: Some(close) });
-        Ok((conn, self.route(out)))
+        let out = held.document.open(conn);
+        self.conns.insert(conn, Open { key: key.clone(), token, outgoing, close: Some(close) });
+        // If the connection is gone already, its DocClosed follows.
+        let _ = reply.send(Ok(conn));
+        self.route(&key, out)
     }
 
     /// A frame from `conn`, if `allowed` still lets its session into the
@@ -206,11 +285,12 @@ impl Docs {
             self.close(conn, chat_protocol::CloseCode::Policy);
             return Vec::new();
         }
-        let Some(document) = self.documents.get_mut(&open.key) else {
+        let key = open.key.clone();
+        let Some(held) = self.documents.get_mut(&key) else {
             return Vec::new();
         };
-        match document.receive(conn, bytes) {
-            Ok(out) => self.route(out),
+        match held.document.receive(conn, bytes) {
+            Ok(out) => self.route(&key, out),
             Err(error) => {
                 info!(conn, %error, "a document frame refused");
                 self.close(conn, chat_protocol::CloseCode::Policy);
@@ -219,16 +299,30 @@ impl Docs {
         }
     }
 
-    /// `conn` is gone; the connections to flush.
+    /// `conn` is gone; the connections to flush. A document nobody has
+    /// open any more leaves memory (storage has it).
     pub(crate) fn closed(&mut self, conn: Conn) -> Vec<Arc<Outgoing>> {
         let Some(open) = self.conns.remove(&conn) else {
             return Vec::new();
         };
-        let Some(document) = self.documents.get_mut(&open.key) else {
+        let Some(held) = self.documents.get_mut(&open.key) else {
             return Vec::new();
         };
-        let out = document.close(conn);
-        self.route(out)
+        let out = held.document.close(conn);
+        let flush = self.route(&open.key, out);
+        self.forget_if_unused(&open.key);
+        flush
+    }
+
+    fn forget_if_unused(&mut self, key: &Key) {
+        if self.documents.get(key).is_some_and(|held| held.document.connections() == 0) {
+            self.documents.remove(key);
+        }
+    }
+
+    /// What storage is to do since the last call, in order.
+    pub(crate) fn take_jobs(&mut self) -> Vec<Job> {
+        std::mem::take(&mut self.jobs)
     }
 
     /// Closes the connections of sessions `allowed` no longer lets into
@@ -265,28 +359,28 @@ impl Docs {
         }
     }
 
-    /// Queues what a document says to whom; the connections to flush. A
-    /// connection whose queue is full is closed as too slow (it resyncs
-    /// when it comes back).
-    fn route(&mut self, out: Vec<Out>) -> Vec<Arc<Outgoing>> {
+    /// Queues what document `key` says to whom, and what storage keeps;
+    /// the connections to flush. A connection whose queue is full is
+    /// closed as too slow (it resyncs when it comes back).
+    fn route(&mut self, key: &Key, out: Vec<Out>) -> Vec<Arc<Outgoing>> {
         let mut flush = Vec::new();
         let mut slow = Vec::new();
         for out in out {
             let (to, bytes): (Vec<Conn>, Vec<u8>) = match out {
                 Out::To(conn, bytes) => (vec![conn], bytes),
                 Out::Others(from, bytes) => {
-                    let key = self.conns.get(&from).map(|open| &open.key);
                     let others = self
                         .conns
                         .iter()
-                        .filter(|(conn, open)| **conn != from && Some(&open.key) == key)
+                        .filter(|(conn, open)| **conn != from && open.key == *key)
                         .map(|(conn, _)| *conn)
                         .collect();
                     (others, bytes)
                 }
-                // Not kept yet: documents live in memory until storage
-                // takes them (issue #17, next step).
-                Out::Store(_) => continue,
+                Out::Store(update) => {
+                    self.keep(key, update);
+                    continue;
+                }
             };
             let bytes = chat_transport::tungstenite::Bytes::from(bytes);
             for conn in to {
@@ -302,5 +396,20 @@ impl Docs {
             self.close(conn, chat_protocol::CloseCode::TooSlow);
         }
         flush
+    }
+
+    /// Storage is to keep `update` of document `key`; past
+    /// [`COMPACT_AFTER`] the document's stored updates become one.
+    fn keep(&mut self, key: &Key, update: Vec<u8>) {
+        let Some(held) = self.documents.get_mut(key) else {
+            return;
+        };
+        let (room, doc) = key.clone();
+        self.jobs.push(Job::Doc(DocUpdate { room: room.clone(), doc: doc.clone(), update }));
+        held.stored += 1;
+        if held.stored > COMPACT_AFTER {
+            held.stored = 1;
+            self.jobs.push(Job::CompactDoc { room, doc, state: held.document.state() });
+        }
     }
 }

@@ -23,6 +23,8 @@ struct Contents {
     rooms: BTreeMap<RoomName, (u64, VecDeque<Message>)>,
     conversations: BTreeMap<RoomName, Conversation>,
     topics: BTreeMap<RoomName, std::sync::Arc<str>>,
+    /// Each document's updates, by room and name.
+    docs: BTreeMap<(RoomName, RoomName), Vec<Vec<u8>>>,
 }
 
 impl MemoryStore {
@@ -64,6 +66,29 @@ impl Contents {
 }
 
 impl Store for MemoryStore {
+    fn doc(&mut self, room: &RoomName, doc: &RoomName) -> Result<Vec<Vec<u8>>, StoreError> {
+        let key = (room.clone(), doc.clone());
+        Ok(self.contents().docs.get(&key).cloned().unwrap_or_default())
+    }
+
+    fn commit_docs(&mut self, updates: &[super::DocUpdate]) -> Result<(), StoreError> {
+        let mut contents = self.contents();
+        for super::DocUpdate { room, doc, update } in updates {
+            contents.docs.entry((room.clone(), doc.clone())).or_default().push(update.clone());
+        }
+        Ok(())
+    }
+
+    fn compact_doc(
+        &mut self,
+        room: &RoomName,
+        doc: &RoomName,
+        state: &[u8],
+    ) -> Result<(), StoreError> {
+        self.contents().docs.insert((room.clone(), doc.clone()), vec![state.to_vec()]);
+        Ok(())
+    }
+
     fn load(&mut self, retention: &Retention, now_ms: u64) -> Result<Snapshot, StoreError> {
         self.prune(retention, now_ms)?;
         let contents = self.contents();

@@ -12,7 +12,7 @@ use tracing::warn;
 use super::{Retention, Snapshot, Store, StoreError};
 
 /// The schema version this code writes; bumped with every change.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rooms (
@@ -49,6 +49,13 @@ CREATE TABLE IF NOT EXISTS sessions (
     token TEXT PRIMARY KEY,
     nick  TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS doc_updates (
+    id   INTEGER PRIMARY KEY,
+    room TEXT NOT NULL,
+    doc  TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS doc_updates_doc ON doc_updates (room, doc, id);
 ";
 
 /// Made once the columns exist (version 1 added them later).
@@ -183,6 +190,46 @@ fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
 }
 
 impl Store for SqliteStore {
+    fn doc(&mut self, room: &RoomName, doc: &RoomName) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut select = self.db.prepare_cached(
+            "SELECT data FROM doc_updates WHERE room = ?1 AND doc = ?2 ORDER BY id",
+        )?;
+        let rows = select.query_map((room.as_str(), doc.as_str()), |row| row.get(0))?;
+        Ok(rows.collect::<Result<Vec<Vec<u8>>, _>>()?)
+    }
+
+    fn commit_docs(&mut self, updates: &[super::DocUpdate]) -> Result<(), StoreError> {
+        let tx = self.db.transaction()?;
+        {
+            let mut insert =
+                tx.prepare_cached("INSERT INTO doc_updates (room, doc, data) VALUES (?1, ?2, ?3)")?;
+            for super::DocUpdate { room, doc, update } in updates {
+                insert.execute((room.as_str(), doc.as_str(), update))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn compact_doc(
+        &mut self,
+        room: &RoomName,
+        doc: &RoomName,
+        state: &[u8],
+    ) -> Result<(), StoreError> {
+        let tx = self.db.transaction()?;
+        tx.execute(
+            "DELETE FROM doc_updates WHERE room = ?1 AND doc = ?2",
+            (room.as_str(), doc.as_str()),
+        )?;
+        tx.execute(
+            "INSERT INTO doc_updates (room, doc, data) VALUES (?1, ?2, ?3)",
+            (room.as_str(), doc.as_str(), state),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn load(&mut self, retention: &Retention, now_ms: u64) -> Result<Snapshot, StoreError> {
         self.prune(retention, now_ms)?;
         let mut sessions = Vec::new();

@@ -26,6 +26,30 @@ struct FullDisk {
 }
 
 impl Store for FullDisk {
+    fn doc(
+        &mut self,
+        room: &chat_core::RoomName,
+        doc: &chat_core::RoomName,
+    ) -> Result<Vec<Vec<u8>>, chat_server::StoreError> {
+        self.inner.doc(room, doc)
+    }
+
+    fn commit_docs(
+        &mut self,
+        updates: &[chat_server::DocUpdate],
+    ) -> Result<(), chat_server::StoreError> {
+        self.inner.commit_docs(updates)
+    }
+
+    fn compact_doc(
+        &mut self,
+        room: &chat_core::RoomName,
+        doc: &chat_core::RoomName,
+        state: &[u8],
+    ) -> Result<(), chat_server::StoreError> {
+        self.inner.compact_doc(room, doc, state)
+    }
+
     fn load(&mut self, retention: &Retention, now_ms: u64) -> Result<Snapshot, StoreError> {
         self.inner.load(retention, now_ms)
     }

@@ -173,3 +173,39 @@ async fn only_members_open_a_rooms_documents_a_bad_frame_leaves_it_intact_and_le
     assert_eq!(refused, Some((4403, "not a member of #lobby".to_owned())));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_document_survives_a_restart_and_its_updates_are_compacted() {
+    use chat_server::{ServerConfig, SqliteStore, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let store = || Box::new(SqliteStore::open(dir.path()).unwrap()) as Box<dyn Store>;
+    let server = Server::start_with(ServerConfig::default(), store()).await;
+    let alice = Client::in_room(&server, "alice", "lobby").await;
+    let bob = Client::in_room(&server, "bob", "lobby").await;
+    let mut a = Editor::open(&server, &path("lobby", "notes", &alice.session)).await.unwrap();
+    let mut b = Editor::open(&server, &path("lobby", "notes", &bob.session)).await.unwrap();
+    // Many small edits, as typing makes: more than are kept one by one.
+    let mut typed = String::new();
+    for n in 0..250 {
+        let word = format!("{} ", n % 10);
+        a.insert(u32::try_from(typed.len()).unwrap(), &word).await;
+        typed.push_str(&word);
+    }
+    b.until(&typed).await;
+    drop((a, b));
+    let token = alice.session.clone();
+    drop((alice, bob));
+    server.shutdown().await;
+    // Everything typed is there after a restart, read from storage.
+    let server = Server::start_with(ServerConfig::default(), store()).await;
+    let (mut alice, _) = Client::resume(&server, &token).await;
+    alice.send(serde_json::json!({"type": "join", "room": "lobby"})).await;
+    alice.expect("joined").await;
+    let mut again = Editor::open(&server, &path("lobby", "notes", &token)).await.unwrap();
+    again.until(&typed).await;
+    server.shutdown().await;
+    // And it is kept in few rows: compacted past 200 updates.
+    let db = rusqlite::Connection::open(dir.path().join("chat.db")).unwrap();
+    let rows: i64 = db.query_row("SELECT count(*) FROM doc_updates", [], |row| row.get(0)).unwrap();
+    assert!(rows < 100, "{rows} rows for 250 edits");
+}

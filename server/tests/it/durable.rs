@@ -205,7 +205,7 @@ fn a_database_of_the_first_schema_is_upgraded_in_place() {
     drop(store);
     let db = rusqlite::Connection::open(dir.path().join("chat.db")).unwrap();
     let version: i64 = db.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
     let columns: Vec<String> = db
         .prepare("SELECT name FROM pragma_table_info('messages')")
         .unwrap()
@@ -232,6 +232,30 @@ struct FlakyStore {
 }
 
 impl Store for FlakyStore {
+    fn doc(
+        &mut self,
+        room: &chat_core::RoomName,
+        doc: &chat_core::RoomName,
+    ) -> Result<Vec<Vec<u8>>, chat_server::StoreError> {
+        self.inner.doc(room, doc)
+    }
+
+    fn commit_docs(
+        &mut self,
+        updates: &[chat_server::DocUpdate],
+    ) -> Result<(), chat_server::StoreError> {
+        self.inner.commit_docs(updates)
+    }
+
+    fn compact_doc(
+        &mut self,
+        room: &chat_core::RoomName,
+        doc: &chat_core::RoomName,
+        state: &[u8],
+    ) -> Result<(), chat_server::StoreError> {
+        self.inner.compact_doc(room, doc, state)
+    }
+
     fn load(
         &mut self,
         retention: &Retention,
