@@ -3,6 +3,9 @@
 // chat-server (issue #17). Run by ./scripts/test (node --test).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import WebSocket from 'ws';
 import * as Y from 'yjs';
 import { WebsocketProvider } from 'y-websocket';
@@ -107,3 +110,82 @@ test('Yjs clients with the standard y-websocket provider edit one document and s
     await stopServer(server.child);
   }
 });
+
+test('after kill -9 and a restart the document is whole, and editors resync without doubling text', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-docs-'));
+  let server = await startServer('127.0.0.1:0', dir);
+  let alice = await session(server.addr, 'alice');
+  let bob = await session(server.addr, 'bob');
+  const a = open(server.addr, 'notes', alice.token);
+  const b = open(server.addr, 'notes', bob.token);
+  try {
+    await until('both synced', () => a.provider.synced && b.provider.synced);
+    let expected = '';
+    for (let n = 0; n < 40; n += 1) {
+      const editor = n % 2 ? b : a;
+      const line = `line ${n}\n`;
+      editor.text.insert(editor.text.length, line);
+      expected += line;
+      await until(`line ${n} everywhere`, () => a.text.toString() === expected && b.text.toString() === expected);
+    }
+    // Killed outright mid-editing: what it had not stored yet, the
+    // editors still have.
+    a.text.insert(a.text.length, 'last words\n');
+    expected += 'last words\n';
+    server.child.kill('SIGKILL');
+    await new Promise((resolve) => server.child.once('exit', resolve));
+    alice.socket.close();
+    bob.socket.close();
+    server = await startServer('127.0.0.1:0', dir);
+    // The sessions come back (their tokens resume them) and rejoin.
+    alice = await resumed(server.addr, alice.token);
+    bob = await resumed(server.addr, bob.token);
+    for (const editor of [a, b]) {
+      editor.provider.destroy();
+    }
+    const a2 = reopen(server.addr, 'notes', alice.token, a.doc);
+    const b2 = reopen(server.addr, 'notes', bob.token, b.doc);
+    await until('resynced', () => a2.provider.synced && b2.provider.synced
+      && a.text.toString() === b.text.toString());
+    assert.equal(a.text.toString(), expected, 'everything once, in order');
+    // A newcomer reads the same from the server alone.
+    const carol = await session(server.addr, 'carol');
+    const c = open(server.addr, 'notes', carol.token);
+    await until('carol synced', () => c.provider.synced && c.text.toString() === expected);
+    for (const editor of [a2, b2, c]) {
+      close(editor);
+    }
+    carol.socket.close();
+  } finally {
+    alice.socket.close();
+    bob.socket.close();
+    await stopServer(server.child);
+  }
+});
+
+/** The session of `token` resumed, back in #lobby. */
+function resumed(addr, token) {
+  const socket = new WebSocket(`ws://${addr}/ws`, 'chat.v1');
+  return new Promise((resolve, reject) => {
+    socket.on('error', reject);
+    socket.on('open', () => socket.send(JSON.stringify({ type: 'hello', session: token })));
+    socket.on('message', (data) => {
+      const frame = JSON.parse(data.toString());
+      if (frame.type === 'welcome') {
+        socket.send(JSON.stringify({ type: 'join', room: 'lobby' }));
+      } else if (frame.type === 'joined') {
+        resolve({ token: frame.session ?? token, socket });
+      }
+    });
+  });
+}
+
+/** The document `doc` (an editor's own, with its edits) opened again. */
+function reopen(addr, name, token, doc) {
+  const provider = new WebsocketProvider(`ws://${addr}/yjs/lobby`, name, doc, {
+    WebSocketPolyfill: WebSocket,
+    params: { session: token },
+    disableBc: true,
+  });
+  return { doc, provider, text: doc.getText('content'), closes: [] };
+}
