@@ -47,9 +47,8 @@ function session(addr, nick, room = 'lobby') {
   });
 }
 
-/** A Yjs document of #lobby opened with y-websocket's provider. */
-function open(addr, name, token) {
-  const doc = new Y.Doc();
+/** A Yjs document of #lobby (`doc`: an editor's own, with its edits) opened with y-websocket's provider. */
+function open(addr, name, token, doc = new Y.Doc()) {
   const provider = new WebsocketProvider(`ws://${addr}/yjs/lobby`, name, doc, {
     WebSocketPolyfill: WebSocket,
     params: { session: token },
@@ -143,8 +142,8 @@ test('after kill -9 and a restart the document is whole, and editors resync with
     for (const editor of [a, b]) {
       editor.provider.destroy();
     }
-    const a2 = reopen(server.addr, 'notes', alice.token, a.doc);
-    const b2 = reopen(server.addr, 'notes', bob.token, b.doc);
+    const a2 = open(server.addr, 'notes', alice.token, a.doc);
+    const b2 = open(server.addr, 'notes', bob.token, b.doc);
     await until('resynced', () => a2.provider.synced && b2.provider.synced
       && a.text.toString() === b.text.toString());
     assert.equal(a.text.toString(), expected, 'everything once, in order');
@@ -178,14 +177,4 @@ function resumed(addr, token) {
       }
     });
   });
-}
-
-/** The document `doc` (an editor's own, with its edits) opened again. */
-function reopen(addr, name, token, doc) {
-  const provider = new WebsocketProvider(`ws://${addr}/yjs/lobby`, name, doc, {
-    WebSocketPolyfill: WebSocket,
-    params: { session: token },
-    disableBc: true,
-  });
-  return { doc, provider, text: doc.getText('content'), closes: [] };
 }
