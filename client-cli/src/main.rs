@@ -5,6 +5,7 @@
 
 mod bench;
 mod config;
+mod docs;
 mod engine;
 mod files;
 mod input;
@@ -81,6 +82,9 @@ enum Subcommand {
     Send(oneshot::SendArgs),
     /// Print a room's history, then follow it (across reconnects).
     Tail(oneshot::TailArgs),
+    /// A room's shared document: `doc get ROOM NAME` prints it, `doc put
+    /// ROOM NAME < FILE` replaces its text.
+    Doc(docs::DocArgs),
 }
 
 /// The settings in effect: flags and environment over the config file over
@@ -230,6 +234,9 @@ fn main() -> ExitCode {
             Some(Subcommand::Tail(tail)) => settings
                 .identity(&args)
                 .and_then(|who| single_threaded(oneshot::run_tail(who, tail))),
+            Some(Subcommand::Doc(doc)) => {
+                settings.identity(&args).and_then(|who| single_threaded(docs::run(who, doc)))
+            }
             None => interactive(&args, settings),
         }
     });

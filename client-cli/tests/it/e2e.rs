@@ -644,3 +644,38 @@ fn a_connection_lost_during_an_upload_is_reconnected_not_fatal() {
     alice.type_line("still here");
     alice.expect("[lobby] <alice> still here");
 }
+
+#[test]
+fn chat_doc_put_replaces_a_shared_document_and_get_prints_it_for_scripts() {
+    use std::io::Write as _;
+    let (_server, url) = server();
+    let put = |text: &str| {
+        let mut child = chat_command()
+            .args(["--server", &url, "doc", "put", "lobby", "notes"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let get = |name: &str| {
+        chat_command().args(["--server", &url, "doc", "get", "lobby", name]).output().unwrap()
+    };
+    let empty = get("notes");
+    assert!(empty.status.success(), "{empty:?}");
+    assert_eq!(String::from_utf8_lossy(&empty.stdout), "");
+    let written = put("hello wörld\nline two\n");
+    assert!(written.status.success(), "{written:?}");
+    let read = get("notes");
+    assert_eq!(String::from_utf8_lossy(&read.stdout), "hello wörld\nline two\n", "{read:?}");
+    // Replaced again: the document holds the new text, once.
+    assert!(put("hello there wörld\n").status.success());
+    assert_eq!(String::from_utf8_lossy(&get("notes").stdout), "hello there wörld\n");
+    // Another document of the room is another document.
+    assert_eq!(String::from_utf8_lossy(&get("todo").stdout), "");
+    let refused = get("Not A Name");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("invalid_doc"), "{refused:?}");
+}
