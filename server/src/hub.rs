@@ -704,6 +704,11 @@ impl Hub {
             Input::DocOpen { target, outgoing, close, reply } => {
                 if self.shutting_down {
                     let _ = reply.send(Err("the server is shutting down".to_owned()));
+                } else if self.cluster.is_some() {
+                    // Each node would keep its own copy: refused rather
+                    // than two documents under one name (issue #17).
+                    let why = "shared documents are not shared between nodes yet (cluster mode)";
+                    let _ = reply.send(Err(why.to_owned()));
                 } else if !self.chat.may_read(&target.token, &target.room) {
                     let _ = reply.send(Err(format!("not a member of #{}", target.room)));
                 } else {

@@ -1338,3 +1338,26 @@ async fn a_node_stops_following_a_room_it_no_longer_holds_and_follows_it_again_w
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_cluster_mode_shared_documents_are_refused_not_split_between_nodes() {
+    use crate::support::Client;
+    use chat_transport::tungstenite::Message as Frame;
+    use futures_util::StreamExt;
+    let (_redis, a, b) = two_nodes(None).await;
+    let alice = Client::in_room(&a, "alice", "lobby").await;
+    let url = format!("ws://{}/yjs/lobby/notes?session={}", a.addr, alice.session);
+    let config = chat_transport::TransportConfig::default();
+    let mut socket = chat_transport::connect(&url, None, &config).await.unwrap();
+    let close = loop {
+        match socket.next().await {
+            Some(Ok(Frame::Close(close))) => break close.unwrap(),
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 4403);
+    assert!(close.reason.contains("cluster mode"), "{}", close.reason);
+    a.shutdown().await;
+    b.shutdown().await;
+}
