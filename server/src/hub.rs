@@ -703,14 +703,16 @@ impl Hub {
             }
             Input::DocOpen { target, outgoing, close, reply } => {
                 if self.shutting_down {
-                    let _ = reply.send(Err("the server is shutting down".to_owned()));
+                    let why = "the server is shutting down".to_owned();
+                    let _ = reply.send(Err(docs::Refusal::ForNow(why)));
                 } else if self.cluster.is_some() {
                     // Each node would keep its own copy: refused rather
                     // than two documents under one name (issue #17).
                     let why = "shared documents are not shared between nodes yet (cluster mode)";
-                    let _ = reply.send(Err(why.to_owned()));
+                    let _ = reply.send(Err(docs::Refusal::Forbidden(why.to_owned())));
                 } else if !self.chat.may_read(&target.token, &target.room) {
-                    let _ = reply.send(Err(format!("not a member of #{}", target.room)));
+                    let why = format!("not a member of #{}", target.room);
+                    let _ = reply.send(Err(docs::Refusal::Forbidden(why)));
                 } else {
                     let flush = self.docs.open(target, outgoing, close, reply);
                     self.unflushed.extend(flush);

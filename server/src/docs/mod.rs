@@ -357,7 +357,7 @@ pub fn awareness_message(update: AwarenessUpdate) -> Vec<u8> {
 
 mod serve;
 
-pub(crate) use serve::{Docs, Opened, PREFIX, Target, serve};
+pub(crate) use serve::{Docs, Opened, PREFIX, Refusal, Target, serve};
 
 #[cfg(test)]
 mod tests;

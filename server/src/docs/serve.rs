@@ -52,7 +52,18 @@ impl Target {
 }
 
 /// The hub's answer to an open: the connection's id, or why it may not.
-pub(crate) type Opened = Result<Conn, String>;
+pub(crate) type Opened = Result<Conn, Refusal>;
+
+/// Why an open was refused, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Not now (the server stops, storage cannot be read): the client
+    /// tries again (1013, try again later).
+    ForNow(String),
+    /// Not for this session (not in the room; not in cluster mode yet):
+    /// final (4403).
+    Forbidden(String),
+}
 
 /// Serves one document connection until it ends. Frames are read at most
 /// at the connection frame rate (`--frames-per-sec`, with its burst): past
@@ -76,7 +87,8 @@ pub(crate) async fn serve(
     }
     let conn = match opened.await {
         Ok(Ok(conn)) => conn,
-        Ok(Err(why)) => return refuse(&mut socket, FORBIDDEN, why).await,
+        Ok(Err(Refusal::Forbidden(why))) => return refuse(&mut socket, FORBIDDEN, why).await,
+        Ok(Err(Refusal::ForNow(why))) => return refuse(&mut socket, TRY_AGAIN_LATER, why).await,
         Err(_) => return,
     };
     info!(conn, %peer, "document opened");
@@ -133,6 +145,9 @@ const BAD_REQUEST: u16 = 4400;
 
 /// The close code of a session that may not open the document (final too).
 const FORBIDDEN: u16 = 4403;
+
+/// The close code of an open that may work later (RFC 6455's 1013).
+const TRY_AGAIN_LATER: u16 = 1013;
 
 /// Closes the socket with `code` and `why`, and reads on until the
 /// client answers the close (for a second at most): a socket dropped with
@@ -237,7 +252,8 @@ impl Docs {
         });
         let Some((document, count)) = document else {
             for pending in waiting {
-                let _ = pending.reply.send(Err("the document cannot be read now".to_owned()));
+                let why = "the document cannot be read now".to_owned();
+                let _ = pending.reply.send(Err(Refusal::ForNow(why)));
             }
             return Vec::new();
         };
@@ -247,7 +263,8 @@ impl Docs {
             if allowed(&pending.token, &key.0) {
                 flush.extend(self.open_now(key.clone(), pending));
             } else {
-                let _ = pending.reply.send(Err(format!("not a member of #{}", key.0)));
+                let why = format!("not a member of #{}", key.0);
+                let _ = pending.reply.send(Err(Refusal::Forbidden(why)));
             }
         }
         self.forget_if_unused(&key);
