@@ -238,7 +238,7 @@ impl Hub {
             max_held: (config.transport.max_queued_frames / 2).clamp(1, MAX_HELD),
             overloaded: 0,
             unflushed: VecDeque::new(),
-            docs: docs::Docs::default(),
+            docs: docs::Docs::new(cluster.is_some()),
             shutting_down: false,
             stats_subscribers: Vec::new(),
             stats_history: stats::History::default(),
@@ -513,6 +513,18 @@ impl Hub {
                     self.chat.handle_conversations(now, &party, listed);
                 }
                 cluster::Step::Whois(nick, holder) => self.chat.handle_whois(now, &nick, holder),
+                cluster::Step::DocLoaded(room, doc, updates) => {
+                    let chat = &self.chat;
+                    let allowed =
+                        |token: &SessionToken, room: &RoomName| chat.may_read(token, room);
+                    let flush = self.docs.loaded(room, doc, updates.ok_or(()), allowed);
+                    self.unflushed.extend(flush);
+                }
+                cluster::Step::DocUpdate { room, doc, seq, update, own } => {
+                    let flush = self.docs.remote(room, doc, seq, &update, own);
+                    self.unflushed.extend(flush);
+                }
+                cluster::Step::DocReset(room, doc) => self.docs.reset(room, doc),
                 cluster::Step::Moved(token) => self.chat.handle_moved(now, &token),
                 cluster::Step::Reset(room) => self.chat.handle_room_reset(now, &room),
                 cluster::Step::FileBytes(bytes) => self.file_bytes = bytes,
@@ -522,6 +534,7 @@ impl Hub {
             }
             self.drain();
         }
+        self.docs_to_storage();
     }
 
     /// Storage committed every record up to `ticket`: release what waited.
@@ -582,9 +595,24 @@ impl Hub {
 
     /// Closes every connection for a restart, each with its own reconnect
     /// delay, uniformly spread over the drain window.
-    /// Hands storage what the documents ask of it, in order.
+    /// Hands storage what the documents ask of it, in order; in cluster
+    /// mode documents live in Redis, every node's.
     fn docs_to_storage(&mut self) {
         for job in self.docs.take_jobs() {
+            if let Some(engine) = &mut self.cluster {
+                match job {
+                    Job::LoadDoc { room, doc } => engine.load_doc(&room, &doc),
+                    Job::Doc(update) => engine.append_doc(&update.room, &update.doc, update.update),
+                    Job::CompactDoc { room, doc, state, upto } => {
+                        engine.compact_doc(&room, &doc, state, upto);
+                    }
+                    Job::ForgetDoc { room, doc } => engine.forget_doc(&room, &doc),
+                    other => {
+                        let _ = self.storage.send(other);
+                    }
+                }
+                continue;
+            }
             if !self.storage.send(job) {
                 error!("the storage thread is gone; documents can no longer be kept");
             }
@@ -705,11 +733,6 @@ impl Hub {
                 if self.shutting_down {
                     let why = "the server is shutting down".to_owned();
                     let _ = reply.send(Err(docs::Refusal::ForNow(why)));
-                } else if self.cluster.is_some() {
-                    // Each node would keep its own copy: refused rather
-                    // than two documents under one name (issue #17).
-                    let why = "shared documents are not shared between nodes yet (cluster mode)";
-                    let _ = reply.send(Err(docs::Refusal::Forbidden(why.to_owned())));
                 } else if !self.chat.may_read(&target.token, &target.room) {
                     let why = format!("not a member of #{}", target.room);
                     let _ = reply.send(Err(docs::Refusal::Forbidden(why)));

@@ -55,8 +55,11 @@ pub(crate) enum Job {
     /// Read a document back ([`StorageEvent::DocLoaded`]).
     LoadDoc { room: RoomName, doc: RoomName },
     /// Replace a document's stored updates with its state, which holds
-    /// every one queued before.
-    CompactDoc { room: RoomName, doc: RoomName, state: Vec<u8> },
+    /// every one queued before (in cluster mode, every one up to the
+    /// log's `upto`).
+    CompactDoc { room: RoomName, doc: RoomName, state: Vec<u8>, upto: u64 },
+    /// A document left memory (in cluster mode, stop following it).
+    ForgetDoc { room: RoomName, doc: RoomName },
 }
 
 /// What storage tells the hub.
@@ -221,7 +224,8 @@ impl Worker {
                         .map_err(|err| error!(%room, %doc, %err, "cannot read a document back"));
                     let _ = self.events.send(StorageEvent::DocLoaded { room, doc, result });
                 }
-                Job::CompactDoc { room, doc, state } => {
+                Job::ForgetDoc { .. } => {}
+                Job::CompactDoc { room, doc, state, .. } => {
                     if let Err(err) = self.store.compact_doc(&room, &doc, &state) {
                         warn!(%room, %doc, %err, "cannot compact a document; its updates stay");
                     }

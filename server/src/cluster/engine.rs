@@ -73,6 +73,11 @@ pub enum Event {
     /// The conversations of `party`, read for the core (`answer`) or after
     /// its channel was subscribed.
     Listed { party: Arc<str>, result: RedisResult<Vec<Conversation>> },
+    /// A shared document's log read from `from` on (`load`: for the hub's
+    /// first open of it, else to fill what the feed misses).
+    DocRead { topic: String, load: bool, result: RedisResult<Page> },
+    /// An update this node appended to a document's log.
+    DocAppended { topic: String, update: Vec<u8>, result: RedisResult<Appended> },
 }
 
 /// What the nick task does, in the order asked.
@@ -122,6 +127,12 @@ pub enum Step {
     Conversations(Arc<str>, Option<Vec<Conversation>>),
     /// Answer the core's question: who holds the nick on another node?
     Whois(Nick, Holder),
+    /// A shared document read from Redis (`None`: it could not be).
+    DocLoaded(RoomName, RoomName, Option<Vec<Vec<u8>>>),
+    /// Update `seq` of a shared document's log (`own`: appended here).
+    DocUpdate { room: RoomName, doc: RoomName, seq: u64, update: Vec<u8>, own: bool },
+    /// Redis lost a shared document's log.
+    DocReset(RoomName, RoomName),
     /// Tell the core the session of a token moved to another node.
     Moved(SessionToken),
     /// Tell the core a room's numbering started again in Redis.
@@ -140,6 +151,11 @@ pub enum Step {
 #[derive(Debug)]
 pub struct Engine {
     log: RoomLog,
+    /// Shared documents' logs: the same Redis, never trimmed by length.
+    doc_log: RoomLog,
+    /// Updates this node appended to documents' logs, until the feed
+    /// delivers them (they are on this node's connections already).
+    own_updates: BTreeSet<(String, u64)>,
     listener: Listener,
     feed: Feed,
     events: mpsc::UnboundedSender<Event>,
@@ -256,6 +272,8 @@ impl Engine {
             totals: log.totals(),
             last_totals: None,
             instance,
+            doc_log: log.unbounded(),
+            own_updates: BTreeSet::new(),
             log,
             listener,
             feed: Feed::default(),
@@ -296,6 +314,85 @@ impl Engine {
         self.listener.stop(room.as_str());
         self.feed.forget(room.as_str());
         self.follow.forget(room.as_str());
+    }
+
+    /// The hub opens shared document `doc` of `room`: its log is listened
+    /// to, then read whole ([`Step::DocLoaded`]), then followed.
+    pub fn load_doc(&mut self, room: &RoomName, doc: &RoomName) {
+        let topic = doc_topic(room, doc);
+        self.feed.expect(&topic);
+        self.listener.listen(&topic);
+    }
+
+    /// Appends an update of a shared document to its log, for every node.
+    /// One Redis cannot take stays in memory here and in its editors (they
+    /// send it again when they reconnect).
+    pub fn append_doc(&self, room: &RoomName, doc: &RoomName, update: Vec<u8>) {
+        let topic = doc_topic(room, doc);
+        let (log, events) = (self.doc_log.clone(), self.events.clone());
+        tokio::spawn(
+            async move {
+                let result = log.append(&topic, None, &update).await;
+                let _ = events.send(Event::DocAppended { topic, update, result });
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Puts a document's `state` in its log and drops every update up to
+    /// `upto` (all in the state).
+    pub fn compact_doc(&self, room: &RoomName, doc: &RoomName, state: Vec<u8>, upto: u64) {
+        let topic = doc_topic(room, doc);
+        let (log, events) = (self.doc_log.clone(), self.events.clone());
+        tokio::spawn(
+            async move {
+                let result = log.append(&topic, None, &state).await;
+                if result.is_ok()
+                    && upto > 0
+                    && let Err(err) = log.trim_through(&topic, upto).await
+                {
+                    warn!(%err, "cannot compact a document's log in Redis");
+                }
+                let _ = events.send(Event::DocAppended { topic, update: state, result });
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// A shared document left the hub's memory: no longer followed.
+    pub fn forget_doc(&mut self, room: &RoomName, doc: &RoomName) {
+        let topic = doc_topic(room, doc);
+        self.listener.stop(&topic);
+        self.feed.forget(&topic);
+        self.own_updates.retain(|(of, _)| *of != topic);
+    }
+
+    /// Reads a document's log from `from` on, on a task of its own; a fill
+    /// is tried again until Redis answers.
+    fn read_doc(&self, topic: String, from: u64, load: bool) {
+        let (log, events) = (self.doc_log.clone(), self.events.clone());
+        tokio::spawn(
+            async move {
+                let mut wait = Duration::from_millis(100);
+                loop {
+                    let result = log.read(&topic, from, DOC_PAGE).await;
+                    if let Err(err) = &result
+                        && !load
+                    {
+                        warn!(%err, "cannot read a document's log from Redis; trying again");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                        if events.is_closed() {
+                            return;
+                        }
+                        continue;
+                    }
+                    let _ = events.send(Event::DocRead { topic, load, result });
+                    return;
+                }
+            }
+            .in_current_span(),
+        );
     }
 
     /// The session of `token` is here and speaks as `party`
@@ -457,9 +554,10 @@ impl Engine {
             self.follow.renew(self.here.values().map(|t| t.as_str().to_owned()).collect());
             self.follow.tick();
         }
-        // (Conversations are not looked at: there can be many, and what a
-        // lost publication missed comes with the next reconnect's fill.)
-        for room in self.feed.rooms().filter(|room| !room.starts_with('~')) {
+        // (Conversations and documents are not looked at: there can be
+        // many, and what a lost publication missed comes with the next
+        // reconnect's fill.)
+        for room in self.feed.rooms().filter(|room| !room.starts_with(['~', '%'])) {
             if let Ok(room) = RoomName::parse_stored(room) {
                 self.read(room, u64::MAX, 1, Why::Check);
             }
@@ -531,6 +629,54 @@ impl Engine {
     /// What came back, as steps for the hub, in order.
     pub fn handle(&mut self, event: Event) -> Vec<Step> {
         match event {
+            Event::Heard(Heard::Listening(topic)) if topic.starts_with('%') => {
+                self.read_doc(topic, 1, true);
+                Vec::new()
+            }
+            Event::DocRead { topic, load: true, result } => {
+                let Some((room, doc)) = doc_of(&topic) else {
+                    return Vec::new();
+                };
+                let page = match result {
+                    Ok(page) => page,
+                    Err(err) => {
+                        warn!(%err, "cannot read a document's log from Redis");
+                        self.feed.forget(&topic);
+                        return vec![Step::DocLoaded(room, doc, None)];
+                    }
+                };
+                let held = match self.feed.listening(&topic) {
+                    true => Vec::new(),
+                    false => self.feed.listen(&topic, &page.epoch, page.newest),
+                };
+                let updates = page.messages.into_iter().map(|(_, update)| update).collect();
+                let mut steps = vec![Step::DocLoaded(room, doc, Some(updates))];
+                steps.extend(self.act(held));
+                steps
+            }
+            Event::DocRead { topic, load: false, result } => match result {
+                Ok(page) => {
+                    let actions = self.feed.filled(&topic, page);
+                    self.act(actions)
+                }
+                Err(_) => Vec::new(),
+            },
+            Event::DocAppended { topic, update, result } => match result {
+                Ok(appended) => {
+                    self.own_updates.insert((topic.clone(), appended.seq));
+                    let published = Published {
+                        room: topic,
+                        seq: appended.seq,
+                        epoch: appended.epoch,
+                        message: update,
+                    };
+                    self.heard(published)
+                }
+                Err(err) => {
+                    warn!(%err, "Redis did not take a document's update; its editors keep it");
+                    Vec::new()
+                }
+            },
             Event::Heard(Heard::Listening(room)) if room.starts_with('^') => {
                 // A party's channel: what was listed before it was
                 // subscribed is read again.
@@ -722,6 +868,20 @@ impl Engine {
         let mut steps = Vec::new();
         for action in actions {
             match action {
+                Action::Deliver { room, seq, message } if room.starts_with('%') => {
+                    let own = self.own_updates.remove(&(room.clone(), seq));
+                    if let Some((room, doc)) = doc_of(&room) {
+                        steps.push(Step::DocUpdate { room, doc, seq, update: message, own });
+                    }
+                }
+                Action::Fill { room, from } if room.starts_with('%') => {
+                    self.read_doc(room, from, false);
+                }
+                Action::Reset { room, .. } if room.starts_with('%') => {
+                    if let Some((room, doc)) = doc_of(&room) {
+                        steps.push(Step::DocReset(room, doc));
+                    }
+                }
                 Action::Deliver { room, seq, message } => {
                     let decoded = RoomName::parse_stored(&room)
                         .ok()
@@ -752,6 +912,21 @@ impl Engine {
         }
         steps
     }
+}
+
+/// How many updates of a document's log are read at once.
+const DOC_PAGE: usize = 100_000;
+
+/// The topic (log and channel) of document `doc` of `room`: no room's or
+/// conversation's name starts so.
+fn doc_topic(room: &RoomName, doc: &RoomName) -> String {
+    format!("%{room}/{doc}")
+}
+
+/// The document a topic names.
+fn doc_of(topic: &str) -> Option<(RoomName, RoomName)> {
+    let (room, doc) = topic.strip_prefix('%')?.split_once('/')?;
+    Some((RoomName::parse(room).ok()?, RoomName::parse(doc).ok()?))
 }
 
 /// Appends messages in the order the core made them (a connection's

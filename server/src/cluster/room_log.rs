@@ -358,6 +358,26 @@ impl RoomLog {
             .collect())
     }
 
+    /// The same Redis, for logs that are never trimmed by length (shared
+    /// documents' updates: only compaction shortens them).
+    pub fn unbounded(&self) -> Self {
+        Self { keep: usize::try_from(i64::MAX).unwrap_or(usize::MAX), ..self.clone() }
+    }
+
+    /// Drops every entry of `room`'s log up to `seq`, included.
+    ///
+    /// # Errors
+    /// Redis failed.
+    pub async fn trim_through(&self, room: &str, seq: u64) -> RedisResult<()> {
+        let trimmed: RedisResult<u64> = redis::cmd("XTRIM")
+            .arg(self.key(room, "log"))
+            .arg("MINID")
+            .arg(format!("{}-0", seq.saturating_add(1)))
+            .query_async(&mut self.conn.clone())
+            .await;
+        self.health.noted(trimmed.map(drop), "a write to Redis failed")
+    }
+
     /// The channel `room`'s messages are published on.
     pub fn channel(&self, room: &str) -> String {
         format!("{}:{{{room}}}", self.prefix)

@@ -176,6 +176,24 @@ impl Document {
         Ok(out)
     }
 
+    /// An update from elsewhere (another node): applied, and sent to every
+    /// connection here. The limits are not applied: the node that took it
+    /// did, and refusing it here would make two documents of one.
+    ///
+    /// # Errors
+    /// It does not decode.
+    pub fn merge(&mut self, bytes: &[u8]) -> Result<Vec<Out>, DocError> {
+        let update = decode_update(bytes)?;
+        self.awareness
+            .doc()
+            .transact_mut()
+            .apply_update(update)
+            .map_err(|_| DocError::Malformed)?;
+        self.bytes += bytes.len();
+        let relay = Message::Sync(SyncMessage::Update(bytes.to_vec()));
+        Ok(vec![Out::Others(0, relay.encode_v1())])
+    }
+
     /// `conn` is gone: the others see its carets and names go.
     pub fn close(&mut self, conn: Conn) -> Vec<Out> {
         let Some(clients) = self.present.remove(&conn) else {

@@ -181,6 +181,11 @@ type Key = (RoomName, RoomName);
 struct Held {
     document: Document,
     stored: usize,
+    /// In cluster mode, the last update of the document's log in Redis
+    /// merged here (everything up to it is in the document).
+    seq: u64,
+    /// In cluster mode, the last update of the log a compaction covered.
+    compacted: u64,
 }
 
 /// An open waiting for its document to be read from storage.
@@ -200,6 +205,8 @@ const COMPACT_AFTER: usize = 200;
 /// and leaves memory with the last.
 #[derive(Debug, Default)]
 pub(crate) struct Docs {
+    /// Cluster mode: documents live in Redis, in a log every node follows.
+    shared: bool,
     documents: HashMap<Key, Held>,
     loading: HashMap<Key, Vec<Pending>>,
     conns: HashMap<Conn, Open>,
@@ -210,6 +217,12 @@ pub(crate) struct Docs {
 }
 
 impl Docs {
+    /// Documents kept by this node's storage, or (`shared`, cluster mode)
+    /// in a log in Redis every node follows.
+    pub(crate) fn new(shared: bool) -> Self {
+        Self { shared, ..Self::default() }
+    }
+
     /// Opens `target`'s document for a connection the hub let in, reading
     /// it from storage first if it is not in memory; `reply` gets the
     /// answer. The connections to flush.
@@ -257,7 +270,8 @@ impl Docs {
             }
             return Vec::new();
         };
-        self.documents.insert(key.clone(), Held { document, stored: count });
+        let held = Held { document, stored: count, seq: 0, compacted: 0 };
+        self.documents.insert(key.clone(), held);
         let mut flush = Vec::new();
         for pending in waiting {
             if allowed(&pending.token, &key.0) {
@@ -334,7 +348,64 @@ impl Docs {
     fn forget_if_unused(&mut self, key: &Key) {
         if self.documents.get(key).is_some_and(|held| held.document.connections() == 0) {
             self.documents.remove(key);
+            let (room, doc) = key.clone();
+            self.jobs.push(Job::ForgetDoc { room, doc });
         }
+    }
+
+    /// In cluster mode: update `seq` of the document's log, from another
+    /// node (`own`: appended by this one, and already sent to its
+    /// connections here). The connections to flush.
+    pub(crate) fn remote(
+        &mut self,
+        room: RoomName,
+        doc: RoomName,
+        seq: u64,
+        update: &[u8],
+        own: bool,
+    ) -> Vec<Arc<Outgoing>> {
+        let key = (room, doc);
+        let Some(held) = self.documents.get_mut(&key) else {
+            return Vec::new();
+        };
+        held.seq = held.seq.max(seq);
+        if own {
+            // The node whose update takes the log past the threshold
+            // compacts it: everything up to here is in its document.
+            if held.seq >= held.compacted + COMPACT_AFTER as u64 {
+                held.compacted = held.seq;
+                let (state, upto) = (held.document.state(), held.seq);
+                let (room, doc) = key;
+                self.jobs.push(Job::CompactDoc { room, doc, state, upto });
+            }
+            return Vec::new();
+        }
+        match held.document.merge(update) {
+            Ok(out) => self.route_only(&key, out),
+            Err(error) => {
+                info!(%error, "an update from another node that does not decode");
+                Vec::new()
+            }
+        }
+    }
+
+    /// In cluster mode: Redis lost the document's log; what this node
+    /// holds of it goes back in, whole.
+    pub(crate) fn reset(&mut self, room: RoomName, doc: RoomName) {
+        let key = (room, doc);
+        if let Some(held) = self.documents.get_mut(&key) {
+            held.seq = 0;
+            let (room, doc) = key;
+            let update = held.document.state();
+            self.jobs.push(Job::Doc(DocUpdate { room, doc, update }));
+        }
+    }
+
+    /// Sends what a document says, storing nothing (what came from
+    /// storage is there already).
+    fn route_only(&mut self, key: &Key, out: Vec<Out>) -> Vec<Arc<Outgoing>> {
+        let out = out.into_iter().filter(|out| !matches!(out, Out::Store(_))).collect();
+        self.route(key, out)
     }
 
     /// What storage is to do since the last call, in order.
@@ -424,9 +495,11 @@ impl Docs {
         let (room, doc) = key.clone();
         self.jobs.push(Job::Doc(DocUpdate { room: room.clone(), doc: doc.clone(), update }));
         held.stored += 1;
-        if held.stored > COMPACT_AFTER {
+        // (In cluster mode the log compacts as it is heard: see `remote`.)
+        if !self.shared && held.stored > COMPACT_AFTER {
             held.stored = 1;
-            self.jobs.push(Job::CompactDoc { room, doc, state: held.document.state() });
+            let (state, upto) = (held.document.state(), held.seq);
+            self.jobs.push(Job::CompactDoc { room, doc, state, upto });
         }
     }
 }

@@ -1340,24 +1340,60 @@ async fn a_node_stops_following_a_room_it_no_longer_holds_and_follows_it_again_w
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_cluster_mode_shared_documents_are_refused_not_split_between_nodes() {
+async fn editors_on_two_nodes_edit_one_shared_document_kept_in_redis() {
+    use crate::docs::{Editor, path};
     use crate::support::Client;
-    use chat_transport::tungstenite::Message as Frame;
-    use futures_util::StreamExt;
-    let (_redis, a, b) = two_nodes(None).await;
+    let (redis, a, b) = two_nodes(None).await;
     let alice = Client::in_room(&a, "alice", "lobby").await;
-    let url = format!("ws://{}/yjs/lobby/notes?session={}", a.addr, alice.session);
-    let config = chat_transport::TransportConfig::default();
-    let mut socket = chat_transport::connect(&url, None, &config).await.unwrap();
-    let close = loop {
-        match socket.next().await {
-            Some(Ok(Frame::Close(close))) => break close.unwrap(),
-            Some(Ok(_)) => {}
-            other => panic!("{other:?}"),
+    let bob = Client::in_room(&b, "bob", "lobby").await;
+    let mut on_a = Editor::open(&a, &path("lobby", "notes", &alice.session)).await.unwrap();
+    let mut on_b = Editor::open(&b, &path("lobby", "notes", &bob.session)).await.unwrap();
+    on_a.insert(0, "from a").await;
+    on_b.until("from a").await;
+    // Both at once, at one place: both kept, the same on both nodes.
+    on_a.insert(6, " + a").await;
+    on_b.insert(6, " + b").await;
+    let expected = loop {
+        let (ta, tb) = (on_a.text(), on_b.text());
+        if ta == tb && ta.contains(" + a") && ta.contains(" + b") {
+            break ta;
+        }
+        if !(ta.contains(" + a") && ta.contains(" + b")) {
+            on_a.read().await.unwrap();
+        }
+        if !(tb.contains(" + a") && tb.contains(" + b")) {
+            on_b.read().await.unwrap();
         }
     };
-    assert_eq!(u16::from(close.code), 4403);
-    assert!(close.reason.contains("cluster mode"), "{}", close.reason);
+    // Node b's subscription is cut off: what a's editor types meanwhile
+    // still reaches b's, once.
+    assert_eq!(cut_off_subscribers(&redis).await, 2);
+    on_a.insert(0, ">> ").await;
+    let expected = format!(">> {expected}");
+    on_b.until(&expected).await;
+    // Both editors gone, a newcomer on either node reads it from Redis.
+    drop((on_a, on_b));
+    let mut later = Editor::open(&b, &path("lobby", "notes", &bob.session)).await.unwrap();
+    later.until(&expected).await;
+    // Many edits: the log in Redis is compacted, and still makes the
+    // same document for a newcomer.
+    let mut typing = Editor::open(&a, &path("lobby", "notes", &alice.session)).await.unwrap();
+    typing.until(&expected).await;
+    let mut want = expected.clone();
+    for n in 0..250 {
+        let word = format!("{} ", n % 10);
+        typing.insert(u32::try_from(want.len()).unwrap(), &word).await;
+        want.push_str(&word);
+    }
+    later.until(&want).await;
+    drop((typing, later));
+    let mut last = Editor::open(&a, &path("lobby", "notes", &alice.session)).await.unwrap();
+    last.until(&want).await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let kept: u64 =
+        redis::cmd("XLEN").arg("chat:{%lobby/notes}:log").query_async(&mut conn).await.unwrap();
+    assert!(kept < 100, "{kept} entries for 250 edits");
     a.shutdown().await;
     b.shutdown().await;
 }

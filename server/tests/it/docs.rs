@@ -13,7 +13,7 @@ use yrs::{Doc, GetString, ReadTxn, Text, Transact, Update};
 use crate::support::{Client, Server, WAIT};
 
 /// A Yjs client of one document over its own WebSocket.
-struct Editor {
+pub(crate) struct Editor {
     doc: Doc,
     socket: WebSocket,
 }
@@ -21,7 +21,7 @@ struct Editor {
 impl Editor {
     /// Opens `room`'s document `doc` for the session of `token`: the
     /// socket, or the close frame's (code, reason) if refused.
-    async fn open(server: &Server, path: &str) -> Result<Self, (u16, String)> {
+    pub(crate) async fn open(server: &Server, path: &str) -> Result<Self, (u16, String)> {
         let url = format!("ws://{}{path}", server.addr);
         let mut socket = connect(&url, None, &TransportConfig::default()).await.unwrap();
         let doc = Doc::new();
@@ -35,12 +35,12 @@ impl Editor {
         }
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let text = self.doc.get_or_insert_text("content");
         text.get_string(&self.doc.transact())
     }
 
-    async fn insert(&mut self, at: u32, what: &str) {
+    pub(crate) async fn insert(&mut self, at: u32, what: &str) {
         let text = self.doc.get_or_insert_text("content");
         let before = self.doc.transact().state_vector();
         {
@@ -54,7 +54,7 @@ impl Editor {
     }
 
     /// Reads one message and does what it asks; `Err` with the close.
-    async fn read(&mut self) -> Result<(), (u16, String)> {
+    pub(crate) async fn read(&mut self) -> Result<(), (u16, String)> {
         loop {
             let frame = tokio::time::timeout(WAIT, self.socket.next()).await.expect("in time");
             let bytes = match frame {
@@ -83,14 +83,14 @@ impl Editor {
     }
 
     /// Reads until the text is `want`.
-    async fn until(&mut self, want: &str) {
+    pub(crate) async fn until(&mut self, want: &str) {
         while self.text() != want {
             self.read().await.unwrap();
         }
     }
 }
 
-fn path(room: &str, doc: &str, token: &str) -> String {
+pub(crate) fn path(room: &str, doc: &str, token: &str) -> String {
     format!("/yjs/{room}/{doc}?session={token}")
 }
 
