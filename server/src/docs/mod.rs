@@ -183,13 +183,7 @@ impl Document {
     /// # Errors
     /// It does not decode.
     pub fn merge(&mut self, bytes: &[u8]) -> Result<Vec<Out>, DocError> {
-        let update = decode_update(bytes)?;
-        self.awareness
-            .doc()
-            .transact_mut()
-            .apply_update(update)
-            .map_err(|_| DocError::Malformed)?;
-        self.bytes += bytes.len();
+        self.take(decode_update(bytes)?, bytes.len())?;
         let relay = Message::Sync(SyncMessage::Update(bytes.to_vec()));
         Ok(vec![Out::Others(0, relay.encode_v1())])
     }
@@ -240,12 +234,17 @@ impl Document {
                 return Err(DocError::DocumentFull { max: self.limits.doc_bytes });
             }
         }
+        self.take(update, bytes.len())
+    }
+
+    /// Applies a decoded update of `len` bytes.
+    fn take(&mut self, update: Update, len: usize) -> Result<(), DocError> {
         self.awareness
             .doc()
             .transact_mut()
             .apply_update(update)
             .map_err(|_| DocError::Malformed)?;
-        self.bytes += bytes.len();
+        self.bytes += len;
         Ok(())
     }
 }
