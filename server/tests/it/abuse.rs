@@ -2,7 +2,6 @@
 //! 127.0.0.1:0 (other loopback addresses play other hosts): the attacker is
 //! stopped with a clear answer, and two bystanders keep chatting through it.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,77 +10,12 @@ use std::time::Duration;
 #[allow(unused_imports)]
 use crate::support::Bystanders as _;
 use crate::support::{Bystanders, Client, RawClient, Server, WAIT, tcp_from};
-use chat_core::{Attachment, Rate, Record, RoomHistory, RoomName};
-use chat_server::{MemoryStore, Retention, ServerConfig, Snapshot, Store, StoreError, Uploads};
+use chat_core::Rate;
+use chat_server::{MemoryStore, ServerConfig, Store, Uploads};
 use chat_transport::tungstenite::Message;
 use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A store whose commits fail while `failing` is set: a disk that is full.
-#[derive(Clone)]
-struct FullDisk {
-    inner: MemoryStore,
-    failing: Arc<AtomicBool>,
-}
-
-impl Store for FullDisk {
-    fn doc(
-        &mut self,
-        room: &chat_core::RoomName,
-        doc: &chat_core::RoomName,
-    ) -> Result<Vec<Vec<u8>>, chat_server::StoreError> {
-        self.inner.doc(room, doc)
-    }
-
-    fn commit_docs(
-        &mut self,
-        updates: &[chat_server::DocUpdate],
-    ) -> Result<(), chat_server::StoreError> {
-        self.inner.commit_docs(updates)
-    }
-
-    fn compact_doc(
-        &mut self,
-        room: &chat_core::RoomName,
-        doc: &chat_core::RoomName,
-        state: &[u8],
-    ) -> Result<(), chat_server::StoreError> {
-        self.inner.compact_doc(room, doc, state)
-    }
-
-    fn load(&mut self, retention: &Retention, now_ms: u64) -> Result<Snapshot, StoreError> {
-        self.inner.load(retention, now_ms)
-    }
-
-    fn room(
-        &mut self,
-        room: &RoomName,
-        retention: &Retention,
-        now_ms: u64,
-    ) -> Result<Option<RoomHistory>, StoreError> {
-        self.inner.room(room, retention, now_ms)
-    }
-
-    fn commit(&mut self, records: &[Record]) -> Result<(), StoreError> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(std::io::Error::other("No space left on device").into());
-        }
-        self.inner.commit(records)
-    }
-
-    fn prune(&mut self, retention: &Retention, now_ms: u64) -> Result<bool, StoreError> {
-        self.inner.prune(retention, now_ms)
-    }
-
-    fn file_rooms(&mut self, file: &str) -> Result<Vec<(RoomName, Attachment)>, StoreError> {
-        self.inner.file_rooms(file)
-    }
-
-    fn files(&mut self) -> Result<BTreeSet<String>, StoreError> {
-        self.inner.files()
-    }
-}
 
 fn say(room: &str, text: &str, id: &str) -> Value {
     json!({"type": "say", "room": room, "text": text, "id": id})
@@ -116,7 +50,9 @@ async fn say_until_stored(client: &mut Client, frame: Value) -> Value {
 #[tokio::test]
 async fn a_full_disk_refuses_messages_but_chat_goes_on_and_recovers_by_itself() {
     let failing = Arc::new(AtomicBool::new(false));
-    let store = FullDisk { inner: MemoryStore::new(), failing: Arc::clone(&failing) };
+    let mut store = crate::support::FaultyStore::new(MemoryStore::new());
+    let full = Arc::clone(&failing);
+    store.commits_fail = Box::new(move || full.load(Ordering::SeqCst));
     let server = Server::start_with(ServerConfig::default(), Box::new(store)).await;
     let mut alice = Client::in_room(&server, "alice", "lobby").await;
     let mut bob = Client::in_room(&server, "bob", "lobby").await;

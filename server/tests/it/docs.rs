@@ -210,78 +210,11 @@ async fn a_document_survives_a_restart_and_its_updates_are_compacted() {
     assert!(rows < 100, "{rows} rows for 250 edits");
 }
 
-/// A store that cannot read documents back (a broken disk).
-struct Unreadable(chat_server::MemoryStore);
-
-impl chat_server::Store for Unreadable {
-    fn load(
-        &mut self,
-        retention: &chat_server::Retention,
-        now_ms: u64,
-    ) -> Result<chat_server::Snapshot, chat_server::StoreError> {
-        self.0.load(retention, now_ms)
-    }
-
-    fn room(
-        &mut self,
-        room: &chat_core::RoomName,
-        retention: &chat_server::Retention,
-        now_ms: u64,
-    ) -> Result<Option<chat_core::RoomHistory>, chat_server::StoreError> {
-        self.0.room(room, retention, now_ms)
-    }
-
-    fn commit(&mut self, records: &[chat_core::Record]) -> Result<(), chat_server::StoreError> {
-        self.0.commit(records)
-    }
-
-    fn prune(
-        &mut self,
-        retention: &chat_server::Retention,
-        now_ms: u64,
-    ) -> Result<bool, chat_server::StoreError> {
-        self.0.prune(retention, now_ms)
-    }
-
-    fn file_rooms(
-        &mut self,
-        file: &str,
-    ) -> Result<Vec<(chat_core::RoomName, chat_core::Attachment)>, chat_server::StoreError> {
-        self.0.file_rooms(file)
-    }
-
-    fn files(&mut self) -> Result<std::collections::BTreeSet<String>, chat_server::StoreError> {
-        self.0.files()
-    }
-
-    fn doc(
-        &mut self,
-        _: &chat_core::RoomName,
-        _: &chat_core::RoomName,
-    ) -> Result<Vec<Vec<u8>>, chat_server::StoreError> {
-        Err(std::io::Error::other("input/output error").into())
-    }
-
-    fn commit_docs(
-        &mut self,
-        updates: &[chat_server::DocUpdate],
-    ) -> Result<(), chat_server::StoreError> {
-        self.0.commit_docs(updates)
-    }
-
-    fn compact_doc(
-        &mut self,
-        room: &chat_core::RoomName,
-        doc: &chat_core::RoomName,
-        state: &[u8],
-    ) -> Result<(), chat_server::StoreError> {
-        self.0.compact_doc(room, doc, state)
-    }
-}
-
 #[tokio::test]
 async fn a_document_storage_cannot_read_is_refused_for_now_and_chat_goes_on() {
-    let store = Box::new(Unreadable(chat_server::MemoryStore::new()));
+    let mut store = crate::support::FaultyStore::new(chat_server::MemoryStore::new());
+    store.docs_unreadable = true;
+    let store = Box::new(store);
     let server = Server::start_with(chat_server::ServerConfig::default(), store).await;
     let mut alice = Client::in_room(&server, "alice", "lobby").await;
     let refused = Editor::open(&server, &path("lobby", "notes", &alice.session)).await.err();

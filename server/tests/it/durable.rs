@@ -225,89 +225,17 @@ fn a_database_of_the_first_schema_is_upgraded_in_place() {
     assert!(rooms.iter().any(|c| c == "topic"), "{rooms:?}");
 }
 
-/// A store whose first commits fail, like a disk that is briefly full.
-struct FlakyStore {
-    inner: chat_server::MemoryStore,
-    failures_left: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Store for FlakyStore {
-    fn doc(
-        &mut self,
-        room: &chat_core::RoomName,
-        doc: &chat_core::RoomName,
-    ) -> Result<Vec<Vec<u8>>, chat_server::StoreError> {
-        self.inner.doc(room, doc)
-    }
-
-    fn commit_docs(
-        &mut self,
-        updates: &[chat_server::DocUpdate],
-    ) -> Result<(), chat_server::StoreError> {
-        self.inner.commit_docs(updates)
-    }
-
-    fn compact_doc(
-        &mut self,
-        room: &chat_core::RoomName,
-        doc: &chat_core::RoomName,
-        state: &[u8],
-    ) -> Result<(), chat_server::StoreError> {
-        self.inner.compact_doc(room, doc, state)
-    }
-
-    fn load(
-        &mut self,
-        retention: &Retention,
-        now_ms: u64,
-    ) -> Result<chat_server::Snapshot, chat_server::StoreError> {
-        self.inner.load(retention, now_ms)
-    }
-
-    fn commit(&mut self, records: &[chat_core::Record]) -> Result<(), chat_server::StoreError> {
-        use std::sync::atomic::Ordering;
-        if self.failures_left.load(Ordering::SeqCst) > 0 {
-            self.failures_left.fetch_sub(1, Ordering::SeqCst);
-            return Err(std::io::Error::other("disk full").into());
-        }
-        self.inner.commit(records)
-    }
-
-    fn room(
-        &mut self,
-        room: &chat_core::RoomName,
-        retention: &Retention,
-        now_ms: u64,
-    ) -> Result<Option<chat_core::RoomHistory>, chat_server::StoreError> {
-        self.inner.room(room, retention, now_ms)
-    }
-
-    fn prune(
-        &mut self,
-        retention: &Retention,
-        now_ms: u64,
-    ) -> Result<bool, chat_server::StoreError> {
-        self.inner.prune(retention, now_ms)
-    }
-
-    fn file_rooms(
-        &mut self,
-        file: &str,
-    ) -> Result<Vec<(chat_core::RoomName, chat_core::Attachment)>, chat_server::StoreError> {
-        self.inner.file_rooms(file)
-    }
-
-    fn files(&mut self) -> Result<std::collections::BTreeSet<String>, chat_server::StoreError> {
-        self.inner.files()
-    }
-}
-
 #[tokio::test]
 async fn failed_commits_are_retried_and_nothing_is_shown_unstored() {
     let inner = chat_server::MemoryStore::new();
     let failures_left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(3));
-    let store =
-        FlakyStore { inner: inner.clone(), failures_left: std::sync::Arc::clone(&failures_left) };
+    // Its first commits fail, like a disk that is briefly full.
+    let mut store = crate::support::FaultyStore::new(inner.clone());
+    let left = std::sync::Arc::clone(&failures_left);
+    store.commits_fail = Box::new(move || {
+        use std::sync::atomic::Ordering;
+        left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+    });
     let server = Server::start_with(ServerConfig::default(), Box::new(store)).await;
     let mut alice = Client::in_room(&server, "alice", "lobby").await;
     alice.send(json!({"type": "say", "room": "lobby", "text": "kept", "id": "k"})).await;

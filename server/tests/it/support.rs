@@ -396,3 +396,98 @@ impl Bystanders {
         (alice, bob)
     }
 }
+
+/// A memory store with the faults a test gives it: commits fail while
+/// `commits_fail()` says so (a full disk), and documents cannot be read
+/// back with `docs_unreadable` (a broken one).
+pub struct FaultyStore {
+    pub inner: MemoryStore,
+    pub commits_fail: Box<dyn FnMut() -> bool + Send>,
+    pub docs_unreadable: bool,
+}
+
+impl FaultyStore {
+    /// A store with no fault yet.
+    pub fn new(inner: MemoryStore) -> Self {
+        Self { inner, commits_fail: Box::new(|| false), docs_unreadable: false }
+    }
+
+    fn failure() -> chat_server::StoreError {
+        std::io::Error::other("No space left on device").into()
+    }
+}
+
+impl Store for FaultyStore {
+    fn load(
+        &mut self,
+        retention: &chat_server::Retention,
+        now_ms: u64,
+    ) -> Result<chat_server::Snapshot, chat_server::StoreError> {
+        self.inner.load(retention, now_ms)
+    }
+
+    fn room(
+        &mut self,
+        room: &chat_core::RoomName,
+        retention: &chat_server::Retention,
+        now_ms: u64,
+    ) -> Result<Option<chat_core::RoomHistory>, chat_server::StoreError> {
+        self.inner.room(room, retention, now_ms)
+    }
+
+    fn commit(&mut self, records: &[chat_core::Record]) -> Result<(), chat_server::StoreError> {
+        if (self.commits_fail)() {
+            return Err(Self::failure());
+        }
+        self.inner.commit(records)
+    }
+
+    fn prune(
+        &mut self,
+        retention: &chat_server::Retention,
+        now_ms: u64,
+    ) -> Result<bool, chat_server::StoreError> {
+        self.inner.prune(retention, now_ms)
+    }
+
+    fn file_rooms(
+        &mut self,
+        file: &str,
+    ) -> Result<Vec<(chat_core::RoomName, chat_core::Attachment)>, chat_server::StoreError> {
+        self.inner.file_rooms(file)
+    }
+
+    fn files(&mut self) -> Result<std::collections::BTreeSet<String>, chat_server::StoreError> {
+        self.inner.files()
+    }
+
+    fn doc(
+        &mut self,
+        room: &chat_core::RoomName,
+        doc: &chat_core::RoomName,
+    ) -> Result<Vec<Vec<u8>>, chat_server::StoreError> {
+        if self.docs_unreadable {
+            return Err(std::io::Error::other("input/output error").into());
+        }
+        self.inner.doc(room, doc)
+    }
+
+    fn commit_docs(
+        &mut self,
+        updates: &[chat_server::DocUpdate],
+    ) -> Result<(), chat_server::StoreError> {
+        if (self.commits_fail)() {
+            return Err(Self::failure());
+        }
+        self.inner.commit_docs(updates)
+    }
+
+    fn compact_doc(
+        &mut self,
+        room: &chat_core::RoomName,
+        doc: &chat_core::RoomName,
+        state: &[u8],
+    ) -> Result<(), chat_server::StoreError> {
+        self.inner.compact_doc(room, doc, state)
+    }
+}
