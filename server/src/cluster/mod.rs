@@ -1,7 +1,8 @@
-//! Cluster mode's shared engine on Redis (issue #16, under way): what
-//! several nodes must agree on lives in Redis, in the manner of
-//! Centrifugo's Redis engine. So far that is rooms' messages, nicks, who
-//! is in each room and where each session lives.
+//! Cluster mode's shared engine on Redis (issue #16): what several nodes
+//! must agree on lives in Redis, in the manner of Centrifugo's Redis
+//! engine: rooms' messages, nicks, who is in each room, where each session
+//! lives, conversations, files' notes, shared documents' logs and the
+//! `$stats` totals.
 //!
 //! The room log ([`RoomLog`]): one Lua script per message checks its
 //! idempotency key, numbers it with the room's next `seq`, appends it to
