@@ -525,6 +525,10 @@ impl Hub {
                     self.unflushed.extend(flush);
                 }
                 cluster::Step::DocReset(room, doc) => self.docs.reset(room, doc),
+                cluster::Step::DocAwareness(room, doc, message) => {
+                    let flush = self.docs.remote_awareness(room, doc, &message);
+                    self.unflushed.extend(flush);
+                }
                 cluster::Step::Moved(token) => self.chat.handle_moved(now, &token),
                 cluster::Step::Reset(room) => self.chat.handle_room_reset(now, &room),
                 cluster::Step::FileBytes(bytes) => self.file_bytes = bytes,
@@ -607,6 +611,9 @@ impl Hub {
                         engine.compact_doc(&room, &doc, state, upto);
                     }
                     Job::ForgetDoc { room, doc } => engine.forget_doc(&room, &doc),
+                    Job::Awareness { room, doc, message } => {
+                        engine.share_awareness(&room, &doc, message);
+                    }
                     other => {
                         let _ = self.storage.send(other);
                     }

@@ -60,6 +60,9 @@ pub(crate) enum Job {
     CompactDoc { room: RoomName, doc: RoomName, state: Vec<u8>, upto: u64 },
     /// A document left memory (in cluster mode, stop following it).
     ForgetDoc { room: RoomName, doc: RoomName },
+    /// In cluster mode, tell the other nodes an awareness message of a
+    /// document (carets, who is here: never stored).
+    Awareness { room: RoomName, doc: RoomName, message: Vec<u8> },
 }
 
 /// What storage tells the hub.
@@ -224,7 +227,7 @@ impl Worker {
                         .map_err(|err| error!(%room, %doc, %err, "cannot read a document back"));
                     let _ = self.events.send(StorageEvent::DocLoaded { room, doc, result });
                 }
-                Job::ForgetDoc { .. } => {}
+                Job::ForgetDoc { .. } | Job::Awareness { .. } => {}
                 Job::CompactDoc { room, doc, state, .. } => {
                     if let Err(err) = self.store.compact_doc(&room, &doc, &state) {
                         warn!(%room, %doc, %err, "cannot compact a document; its updates stay");

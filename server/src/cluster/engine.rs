@@ -15,7 +15,7 @@ use chat_core::{
 };
 use redis::RedisResult;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{Instrument, warn};
+use tracing::{Instrument, debug, warn};
 
 use super::follow::Follow;
 use super::{
@@ -133,6 +133,9 @@ pub enum Step {
     DocUpdate { room: RoomName, doc: RoomName, seq: u64, update: Vec<u8>, own: bool },
     /// Redis lost a shared document's log.
     DocReset(RoomName, RoomName),
+    /// Who is in a shared document, as another node says (an awareness
+    /// message).
+    DocAwareness(RoomName, RoomName, Vec<u8>),
     /// Tell the core the session of a token moved to another node.
     Moved(SessionToken),
     /// Tell the core a room's numbering started again in Redis.
@@ -354,6 +357,22 @@ impl Engine {
                     warn!(%err, "cannot compact a document's log in Redis");
                 }
                 let _ = events.send(Event::DocAppended { topic, update: state, result });
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Tells the other nodes following a shared document an awareness
+    /// message of it (carets, who is here). Lost if Redis is away: editors
+    /// say theirs again every 15 s, and their clients forget what is not.
+    pub fn share_awareness(&self, room: &RoomName, doc: &RoomName, message: Vec<u8>) {
+        let topic = doc_topic(room, doc);
+        let (log, instance) = (self.doc_log.clone(), self.instance.clone());
+        tokio::spawn(
+            async move {
+                if let Err(err) = log.publish_awareness(&topic, &instance, &message).await {
+                    debug!(%err, "cannot tell other nodes who is in a document");
+                }
             }
             .in_current_span(),
         );
@@ -707,6 +726,12 @@ impl Engine {
                 vec![Step::Conversations(party, listed)]
             }
             Event::Heard(Heard::Presence(change)) => self.follow.heard(change),
+            Event::Heard(Heard::Awareness { topic, from, message }) => {
+                match (from != self.instance, doc_of(&topic)) {
+                    (true, Some((room, doc))) => vec![Step::DocAwareness(room, doc, message)],
+                    _ => Vec::new(),
+                }
+            }
             Event::Heard(Heard::Session(payload)) => {
                 // Taken over by another node: let go here, quietly.
                 let Some(key) = self.sessions.moved(&payload) else {

@@ -21,6 +21,15 @@ pub enum Heard {
     Message(Published),
     /// A change of a room's members.
     Presence(super::Change),
+    /// Who is in a shared document, as another node says.
+    Awareness {
+        /// The document's topic.
+        topic: String,
+        /// The node that said it (a node hears its own too).
+        from: String,
+        /// An awareness message.
+        message: Vec<u8>,
+    },
     /// What was said on the sessions' channel (a session taken over).
     Session(Vec<u8>),
     /// `room` is subscribed from now on.

@@ -505,12 +505,41 @@ impl RoomLog {
     /// or a change of its members.
     pub fn heard(&self, channel: &str, payload: &[u8]) -> Option<super::Heard> {
         let room = channel.strip_prefix(&self.prefix)?.strip_prefix(":{")?.strip_suffix('}')?;
-        match payload.strip_prefix(b"p:") {
-            Some(change) => {
-                super::presence::decode_change(room, change).map(super::Heard::Presence)
-            }
-            None => self.published(channel, payload).map(super::Heard::Message),
+        if let Some(change) = payload.strip_prefix(b"p:") {
+            return super::presence::decode_change(room, change).map(super::Heard::Presence);
         }
+        if let Some(said) = payload.strip_prefix(b"a:") {
+            let newline = said.iter().position(|&b| b == b'\n')?;
+            let from = std::str::from_utf8(said.get(..newline)?).ok()?.to_owned();
+            let message = said.get(newline + 1..)?.to_vec();
+            return Some(super::Heard::Awareness { topic: room.to_owned(), from, message });
+        }
+        self.published(channel, payload).map(super::Heard::Message)
+    }
+
+    /// Publishes on `topic`'s channel what node `from` says of who is in
+    /// a shared document (`message`, an awareness message), for the nodes
+    /// that follow it now; never stored.
+    ///
+    /// # Errors
+    /// Redis failed.
+    pub async fn publish_awareness(
+        &self,
+        topic: &str,
+        from: &str,
+        message: &[u8],
+    ) -> RedisResult<()> {
+        let mut payload = Vec::with_capacity(from.len() + message.len() + 3);
+        payload.extend_from_slice(b"a:");
+        payload.extend_from_slice(from.as_bytes());
+        payload.push(b'\n');
+        payload.extend_from_slice(message);
+        let published: RedisResult<u64> = redis::cmd("PUBLISH")
+            .arg(self.channel(topic))
+            .arg(payload)
+            .query_async(&mut self.conn.clone())
+            .await;
+        self.health.noted(published.map(drop), "a write to Redis failed")
     }
 
     /// A message heard on a channel, if it is one of a room's, or on a

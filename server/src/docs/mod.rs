@@ -50,6 +50,14 @@ pub enum Out {
     To(Conn, Vec<u8>),
     /// Send them to every other connection of the document.
     Others(Conn, Vec<u8>),
+    /// Send them to every connection of the document, the sender too (as
+    /// y-websocket's server does with awareness: a lone editor hears its
+    /// own every 15 s, and its provider's watchdog, which drops a
+    /// connection that heard nothing for 30 s, stays quiet).
+    Everyone(Vec<u8>),
+    /// Tell the other nodes (cluster mode) these bytes, an awareness
+    /// message: carets and who is here are never stored.
+    Share(Vec<u8>),
     /// Keep this update (Yjs v1 encoding): the document is what its stored
     /// updates make, applied in any order.
     Store(Vec<u8>),
@@ -161,7 +169,9 @@ impl Document {
                     let clients: Vec<ClientID> = update.clients.keys().copied().collect();
                     self.awareness.apply_update(update.clone()).map_err(|_| DocError::Malformed)?;
                     self.present.entry(conn).or_default().extend(clients);
-                    out.push(Out::Others(conn, Message::Awareness(update).encode_v1()));
+                    let message = Message::Awareness(update).encode_v1();
+                    out.push(Out::Everyone(message.clone()));
+                    out.push(Out::Share(message));
                 }
                 Message::AwarenessQuery => {
                     if let Ok(states) = self.awareness.update() {
@@ -185,7 +195,7 @@ impl Document {
     pub fn merge(&mut self, bytes: &[u8]) -> Result<Vec<Out>, DocError> {
         self.take(decode_update(bytes)?, bytes.len())?;
         let relay = Message::Sync(SyncMessage::Update(bytes.to_vec()));
-        Ok(vec![Out::Others(0, relay.encode_v1())])
+        Ok(vec![Out::Everyone(relay.encode_v1())])
     }
 
     /// `conn` is gone: the others see its carets and names go.
@@ -198,10 +208,28 @@ impl Document {
         }
         match self.awareness.update_with_clients(clients) {
             Ok(gone) if !gone.clients.is_empty() => {
-                vec![Out::Others(conn, Message::Awareness(gone).encode_v1())]
+                let message = Message::Awareness(gone).encode_v1();
+                vec![Out::Everyone(message.clone()), Out::Share(message)]
             }
             _ => Vec::new(),
         }
+    }
+
+    /// An awareness message from another node (as [`Out::Share`] gave
+    /// it there): applied, and sent to every connection here.
+    ///
+    /// # Errors
+    /// It is not an awareness message.
+    pub fn merge_awareness(&mut self, message: &[u8]) -> Result<Vec<Out>, DocError> {
+        let mut out = Vec::new();
+        for message in decode_messages(message)? {
+            let Message::Awareness(update) = message else {
+                return Err(DocError::Malformed);
+            };
+            self.awareness.apply_update(update.clone()).map_err(|_| DocError::Malformed)?;
+            out.push(Out::Everyone(Message::Awareness(update).encode_v1()));
+        }
+        Ok(out)
     }
 
     /// The whole document as one update: what its stored updates compact

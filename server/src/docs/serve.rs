@@ -401,11 +401,32 @@ impl Docs {
         }
     }
 
-    /// Sends what a document says, storing nothing (what came from
-    /// storage is there already).
+    /// In cluster mode: an awareness message of the document from another
+    /// node. The connections to flush.
+    pub(crate) fn remote_awareness(
+        &mut self,
+        room: RoomName,
+        doc: RoomName,
+        message: &[u8],
+    ) -> Vec<Arc<Outgoing>> {
+        let key = (room, doc);
+        let Some(held) = self.documents.get_mut(&key) else {
+            return Vec::new();
+        };
+        match held.document.merge_awareness(message) {
+            Ok(out) => self.route_only(&key, out),
+            Err(error) => {
+                info!(%error, "an awareness message from another node that does not decode");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Sends what a document says, storing and sharing nothing (it came
+    /// from storage or another node).
     fn route_only(&mut self, key: &Key, out: Vec<Out>) -> Vec<Arc<Outgoing>> {
-        let out = out.into_iter().filter(|out| !matches!(out, Out::Store(_))).collect();
-        self.route(key, out)
+        let out = out.into_iter().filter(|out| !matches!(out, Out::Store(_) | Out::Share(_)));
+        self.route(key, out.collect())
     }
 
     /// What storage is to do since the last call, in order.
@@ -456,17 +477,17 @@ impl Docs {
         for out in out {
             let (to, bytes): (Vec<Conn>, Vec<u8>) = match out {
                 Out::To(conn, bytes) => (vec![conn], bytes),
-                Out::Others(from, bytes) => {
-                    let others = self
-                        .conns
-                        .iter()
-                        .filter(|(conn, open)| **conn != from && open.key == *key)
-                        .map(|(conn, _)| *conn)
-                        .collect();
-                    (others, bytes)
-                }
+                Out::Others(from, bytes) => (self.holders(key, Some(from)), bytes),
+                Out::Everyone(bytes) => (self.holders(key, None), bytes),
                 Out::Store(update) => {
                     self.keep(key, update);
+                    continue;
+                }
+                Out::Share(message) => {
+                    if self.shared {
+                        let (room, doc) = key.clone();
+                        self.jobs.push(Job::Awareness { room, doc, message });
+                    }
                     continue;
                 }
             };
@@ -484,6 +505,15 @@ impl Docs {
             self.close(conn, chat_protocol::CloseCode::TooSlow);
         }
         flush
+    }
+
+    /// The connections that have document `key` open, but `except`.
+    fn holders(&self, key: &Key, except: Option<Conn>) -> Vec<Conn> {
+        self.conns
+            .iter()
+            .filter(|(conn, open)| Some(**conn) != except && open.key == *key)
+            .map(|(conn, _)| *conn)
+            .collect()
     }
 
     /// Storage is to keep `update` of document `key`; past

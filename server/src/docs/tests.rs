@@ -114,7 +114,13 @@ impl Room {
                         client.inbox.push_back(bytes.clone());
                     }
                 }
+                Out::Everyone(bytes) => {
+                    for client in self.clients.iter_mut().filter(|c| c.online) {
+                        client.inbox.push_back(bytes.clone());
+                    }
+                }
                 Out::Store(update) => self.stored.push(update),
+                Out::Share(_) => {}
             }
         }
     }
@@ -262,25 +268,48 @@ fn random_bytes_never_take_the_document_down() {
 }
 
 #[test]
-fn awareness_is_relayed_and_taken_back_when_its_connection_goes() {
+fn awareness_is_relayed_to_every_connection_and_node_and_taken_back_when_its_connection_goes() {
     use yrs::sync::Awareness;
     let mut document = Document::load(&[], Limits::default()).unwrap();
     document.open(1);
     document.open(2);
     let caret = Awareness::new(Doc::with_client_id(77));
     caret.set_local_state_raw(r#"{"user":{"name":"alice"},"cursor":3}"#);
-    let update = caret.update().unwrap();
-    let out = document.receive(1, &super::awareness_message(update)).unwrap();
-    assert!(matches!(&out[..], [Out::Others(1, _)]), "{out:?}");
+    let message = super::awareness_message(caret.update().unwrap());
+    let out = document.receive(1, &message).unwrap();
+    // Everyone here (the sender too: see `Out::Everyone`) and the other
+    // nodes hear it.
+    assert_eq!(out, vec![Out::Everyone(message.clone()), Out::Share(message.clone())]);
     // A newcomer is told who is here.
     let first = document.open(3);
     assert_eq!(first.len(), 2, "sync step 1, then who is here");
-    // Alice's connection goes: the others see her state removed.
+    // Alice's connection goes: the others, here and on other nodes, see
+    // her state removed.
     let gone = document.close(1);
-    let [Out::Others(1, bytes)] = &gone[..] else { panic!("{gone:?}") };
+    let [Out::Everyone(bytes), Out::Share(shared)] = &gone[..] else { panic!("{gone:?}") };
+    assert_eq!(bytes, shared);
     let Message::Awareness(update) = Message::decode_v1(bytes).unwrap() else { panic!() };
     assert_eq!(update.clients[&77].json.as_ref(), "null");
     assert_eq!(document.connections(), 2);
+}
+
+#[test]
+fn awareness_from_another_node_reaches_every_connection_here_and_newcomers() {
+    use yrs::sync::Awareness;
+    let mut here = Document::load(&[], Limits::default()).unwrap();
+    here.open(1);
+    let caret = Awareness::new(Doc::with_client_id(78));
+    caret.set_local_state_raw(r#"{"user":{"name":"bob"}}"#);
+    let message = super::awareness_message(caret.update().unwrap());
+    assert_eq!(here.merge_awareness(&message).unwrap(), vec![Out::Everyone(message)]);
+    let first = here.open(2);
+    let [_, Out::To(2, bytes)] = &first[..] else { panic!("{first:?}") };
+    let Message::Awareness(update) = Message::decode_v1(bytes).unwrap() else { panic!() };
+    assert!(update.clients[&78].json.contains("bob"));
+    // Anything else from a node is refused, and changes nothing.
+    let step1 = Message::Sync(SyncMessage::SyncStep1(Default::default())).encode_v1();
+    assert_eq!(here.merge_awareness(&step1), Err(DocError::Malformed));
+    assert_eq!(here.merge_awareness(&[0xff, 0xff]), Err(DocError::Malformed));
 }
 
 #[test]

@@ -183,7 +183,10 @@ impl Node {
                     self.reconnects += 1;
                     self.feed.reconnected()
                 }
-                Heard::Listening(_) | Heard::Presence(_) | Heard::Session(_) => Vec::new(),
+                Heard::Listening(_)
+                | Heard::Presence(_)
+                | Heard::Session(_)
+                | Heard::Awareness { .. } => Vec::new(),
             };
             let mut todo: std::collections::VecDeque<Action> = actions.into();
             while let Some(action) = todo.pop_front() {
@@ -1365,6 +1368,12 @@ async fn editors_on_two_nodes_edit_one_shared_document_kept_in_redis() {
             on_b.read().await.unwrap();
         }
     };
+    // Who is where in it crosses nodes, and goes with its connection.
+    let mut caret = Editor::open(&a, &path("lobby", "notes", &alice.session)).await.unwrap();
+    caret.say_here(41, r#"{"user":{"name":"alice"},"cursor":2}"#).await;
+    on_b.until_here(41, Some("alice")).await;
+    drop(caret);
+    on_b.until_here(41, None).await;
     // Node b's subscription is cut off: what a's editor types meanwhile
     // still reaches b's, once.
     assert_eq!(cut_off_subscribers(&redis).await, 2);

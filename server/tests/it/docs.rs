@@ -5,7 +5,9 @@
 use chat_transport::tungstenite::Message as Frame;
 use chat_transport::{TransportConfig, WebSocket, connect};
 use futures_util::{SinkExt, StreamExt};
-use yrs::sync::{Message, SyncMessage};
+use std::collections::BTreeMap;
+
+use yrs::sync::{Awareness, Message, SyncMessage};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, ReadTxn, Text, Transact, Update};
@@ -16,6 +18,8 @@ use crate::support::{Client, Server, WAIT};
 pub(crate) struct Editor {
     doc: Doc,
     socket: WebSocket,
+    /// Who is here as last heard: awareness client, its state (JSON).
+    pub(crate) here: BTreeMap<u64, String>,
 }
 
 impl Editor {
@@ -27,7 +31,7 @@ impl Editor {
         let doc = Doc::new();
         let step1 = Message::Sync(SyncMessage::SyncStep1(doc.transact().state_vector()));
         socket.send(Frame::binary(step1.encode_v1())).await.unwrap();
-        let mut editor = Self { doc, socket };
+        let mut editor = Self { doc, socket, here: BTreeMap::new() };
         // The server's sync step 1 comes first, or the refusal.
         match editor.read().await {
             Ok(()) => Ok(editor),
@@ -76,9 +80,35 @@ impl Editor {
                     let update = Update::decode_v1(&update).unwrap();
                     self.doc.transact_mut().apply_update(update).unwrap();
                 }
+                Message::Awareness(update) => {
+                    for (client, entry) in update.clients {
+                        match &*entry.json {
+                            "null" => self.here.remove(&client),
+                            json => self.here.insert(client, json.to_owned()),
+                        };
+                    }
+                }
                 _ => {}
             }
             return Ok(());
+        }
+    }
+
+    /// Says who is here: awareness client `client` with `state` (JSON).
+    pub(crate) async fn say_here(&mut self, client: u64, state: &str) {
+        let awareness = Awareness::new(Doc::with_client_id(client));
+        awareness.set_local_state_raw(state);
+        let message = Message::Awareness(awareness.update().unwrap());
+        self.socket.send(Frame::binary(message.encode_v1())).await.unwrap();
+    }
+
+    /// Reads until what is heard of awareness client `client` holds
+    /// `part` (`None`: until it is gone).
+    pub(crate) async fn until_here(&mut self, client: u64, part: Option<&str>) {
+        while self.here.get(&client).map(|state| part.is_some_and(|p| state.contains(p)))
+            != part.map(|_| true)
+        {
+            self.read().await.unwrap();
         }
     }
 
@@ -122,6 +152,13 @@ async fn members_edit_one_document_live_and_converge() {
     // Someone opening it later gets the whole document.
     let mut c = Editor::open(&server, &path("lobby", "notes", &alice.session)).await.unwrap();
     c.until(&expected).await;
+    // Who is here reaches everyone, the sayer too (a lone y-websocket
+    // client that hears nothing for 30 s drops its connection).
+    c.say_here(31, r#"{"user":{"name":"alice"}}"#).await;
+    c.until_here(31, Some("alice")).await;
+    b.until_here(31, Some("alice")).await;
+    drop(c);
+    b.until_here(31, None).await;
     // Another document of the room is another document.
     let other = Editor::open(&server, &path("lobby", "todo", &bob.session)).await.unwrap();
     assert_eq!(other.text(), "");
