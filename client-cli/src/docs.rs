@@ -53,6 +53,10 @@ enum What {
 /// The text shared documents edit (the page's editor too).
 const CONTENT: &str = "content";
 
+/// The largest message taken from the server: a whole document (sync step
+/// 2) is one.
+const DOC_MESSAGE_MAX: usize = 256 << 20;
+
 /// Runs `chat doc`.
 pub async fn run(who: Identity, args: DocArgs) -> anyhow::Result<ExitCode> {
     let deadline = Duration::from_secs_f64(args.timeout.max(0.0));
@@ -67,8 +71,13 @@ pub async fn run(who: Identity, args: DocArgs) -> anyhow::Result<ExitCode> {
     let work = async {
         let (commands, token) = join(&who, &room).await?;
         let url = doc_url(&who.server, &room, &name, &token)?;
-        let transport =
-            TransportConfig { client_tls: who.client_tls.clone(), ..TransportConfig::default() };
+        let transport = TransportConfig {
+            client_tls: who.client_tls.clone(),
+            // A whole document arrives as one message: the server bounds
+            // its size (--doc-max-bytes), not a chat message's limit.
+            max_message_bytes: DOC_MESSAGE_MAX,
+            ..TransportConfig::default()
+        };
         let socket = connect(&url, None, &transport).await?;
         let mut editor = Editor { doc: Doc::new(), socket };
         editor.sync().await?;

@@ -9,6 +9,9 @@ use chat_transport::TransportConfig;
 pub struct ServerConfig {
     /// The chat rules.
     pub chat: ChatConfig,
+    /// The limits of shared documents: the largest update and the largest
+    /// document (refused past them with 4413, docs/protocol.md).
+    pub docs: crate::docs::Limits,
     /// HTTP and WebSocket limits, including each connection's outgoing
     /// queue: a client whose queue is full is closed as too slow (4008), and
     /// typing notices are dropped once it is half full.
@@ -120,6 +123,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             chat: ChatConfig::default(),
+            docs: crate::docs::Limits::default(),
             transport: TransportConfig::default(),
             write_timeout: Duration::from_secs(10),
             inbound_queue: 4096,

@@ -73,7 +73,7 @@ pub(crate) enum Input {
     DocOpen {
         target: docs::Target,
         outgoing: Arc<Outgoing>,
-        close: oneshot::Sender<CloseCode>,
+        close: oneshot::Sender<docs::DocClose>,
         reply: oneshot::Sender<docs::Opened>,
     },
     /// A frame from a document's connection.
@@ -238,7 +238,7 @@ impl Hub {
             max_held: (config.transport.max_queued_frames / 2).clamp(1, MAX_HELD),
             overloaded: 0,
             unflushed: VecDeque::new(),
-            docs: docs::Docs::new(cluster.is_some()),
+            docs: docs::Docs::new(cluster.is_some(), config.docs),
             shutting_down: false,
             stats_subscribers: Vec::new(),
             stats_history: stats::History::default(),

@@ -118,7 +118,8 @@ pub async fn run(
     let hub = Hub::new(&config, snapshot, storage, Arc::clone(&bytes_in), engine);
     let hub = tokio::spawn(hub.run(hub_rx, acks_rx, cluster_events).in_current_span());
     // Shared, not cloned, by every connection.
-    let site = Arc::new(web::site(files::server(config.uploads.clone(), &hub_tx), health));
+    let files = files::server(config.uploads.clone(), &hub_tx);
+    let site = Arc::new(web::site(files, health, docs::frame_limit(&config)));
     let gate = chat_transport::Gate::with_downloads(
         config.max_connections,
         config.max_connections_per_ip,

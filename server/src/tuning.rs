@@ -79,6 +79,13 @@ tuning! {
     /// The largest WebSocket message (and frame) accepted, in bytes; larger
     /// ones close the connection with 1009.
     max_message_bytes: usize => transport.max_message_bytes, "CHAT_MAX_MESSAGE_BYTES";
+    /// The largest update of a shared document one message may carry (a
+    /// paste, or what an editor typed offline); larger ones close the
+    /// document's connection with 4413.
+    doc_update_bytes: Size => docs.update_bytes, "CHAT_DOC_UPDATE_BYTES";
+    /// The largest a shared document may grow to; edits past it are
+    /// refused (4413).
+    doc_max_bytes: Size => docs.doc_bytes, "CHAT_DOC_MAX_BYTES";
     /// The longest say or dm text, in bytes (too_large past it).
     max_text_bytes: usize => chat.max_text_bytes, "CHAT_MAX_TEXT_BYTES";
     /// How long after sending a message its sender may edit it: 15m, 1h...

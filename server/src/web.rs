@@ -11,13 +11,18 @@ use chat_transport::{Dynamic, DynamicAnswer, Page, Site};
 use crate::cluster::Health;
 
 /// The site the server answers over HTTP; `files` answers `/files/{id}`,
-/// `health` (in cluster mode) what `/healthz` says.
-pub(crate) fn site(files: Arc<dyn Dynamic>, health: Option<Health>) -> Site {
+/// `health` (in cluster mode) what `/healthz` says; shared documents take
+/// messages of up to `doc_frame_bytes`.
+pub(crate) fn site(
+    files: Arc<dyn Dynamic>,
+    health: Option<Health>,
+    doc_frame_bytes: usize,
+) -> Site {
     const INDEX: &[u8] = include_bytes!("../web/index.html");
     let page = |content_type, body| Page { content_type, body };
     let script = |body| page("text/javascript; charset=utf-8", body);
     let mut site = Site::new("/ws", Some(chat_protocol::SUBPROTOCOL))
-        .websocket_prefix(crate::docs::PREFIX)
+        .websocket_prefix(crate::docs::PREFIX, Some(doc_frame_bytes))
         .page("/", page("text/html; charset=utf-8", INDEX))
         .page("/index.html", page("text/html; charset=utf-8", INDEX))
         .page("/style.css", page("text/css; charset=utf-8", include_bytes!("../web/style.css")))
@@ -30,6 +35,8 @@ pub(crate) fn site(files: Arc<dyn Dynamic>, health: Option<Health>) -> Site {
     for (path, body) in SCRIPTS {
         site = site.page(path, script(body));
     }
+    // Yjs and y-websocket, bundled by scripts/build-yjs (shared documents).
+    site = site.page("/js/yjs.js", script(include_bytes!("../web/vendor/yjs.js")));
     site.dynamic("/files/", files)
 }
 

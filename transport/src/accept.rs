@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::handshake::derive_accept_key;
-use tungstenite::protocol::Role;
+use tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::gate::{Full, Gate, Pass};
 use crate::outgoing::{Outgoing, SharedStream};
@@ -206,7 +206,12 @@ async fn serve<S: Conn>(
             let response = Response::text(full.status(), full.why()).header("Retry-After", "10");
             return answer(&mut stream, response).await;
         }
-        return upgrade(stream, Upgrade { request, rest, handshake, peer, pass }, config).await;
+        let mut websocket = config.websocket();
+        if let Some(max) = site.message_limit(request.uri().path()) {
+            websocket = websocket.max_message_size(Some(max)).max_frame_size(Some(max));
+        }
+        let checked = Upgrade { request, rest, handshake, peer, pass };
+        return upgrade(stream, checked, config, websocket).await;
     }
     if let Some((handler, rest)) = site.lookup_dynamic(request.uri().path()) {
         let head_only = match *request.method() {
@@ -421,6 +426,7 @@ async fn upgrade<S: Conn>(
     mut stream: S,
     Upgrade { request, rest, handshake, peer, pass }: Upgrade,
     config: &TransportConfig,
+    websocket: WebSocketConfig,
 ) -> Result<Accepted, AcceptError> {
     let mut head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -437,8 +443,7 @@ async fn upgrade<S: Conn>(
     let outgoing = Outgoing::new(stream, tls, config.max_queued_frames, config.max_queued_bytes);
     let shared = SharedStream::new(Arc::clone(&outgoing), &rest, config.max_message_frames)?;
     let socket =
-        WebSocketStream::from_partially_read(shared, rest, Role::Server, Some(config.websocket()))
-            .await;
+        WebSocketStream::from_partially_read(shared, rest, Role::Server, Some(websocket)).await;
     let upgraded =
         Upgraded { socket, outgoing, request, subprotocol: handshake.subprotocol, peer, pass };
     Ok(Accepted::Upgraded(Box::new(upgraded)))

@@ -54,8 +54,9 @@ pub struct Site {
     pages: BTreeMap<&'static str, Page>,
     dynamic: Vec<(&'static str, Arc<dyn Dynamic>)>,
     websocket_path: &'static str,
-    /// Other paths that upgrade, by prefix (each ending with `/`).
-    websocket_prefixes: Vec<&'static str>,
+    /// Other paths that upgrade, by prefix (each ending with `/`), with
+    /// the largest message each takes if not the configured one.
+    websocket_prefixes: Vec<(&'static str, Option<usize>)>,
     subprotocol: Option<&'static str>,
 }
 
@@ -75,8 +76,14 @@ impl Site {
 
     /// Upgrades the paths under `prefix` (which ends with `/`) too, with the
     /// same checks; the server tells them apart by the request's path.
-    pub fn websocket_prefix(mut self, prefix: &'static str) -> Self {
-        self.websocket_prefixes.push(prefix);
+    /// Their messages and frames may be up to `max_message_bytes` (`None`:
+    /// [`TransportConfig::max_message_bytes`](crate::TransportConfig)).
+    pub fn websocket_prefix(
+        mut self,
+        prefix: &'static str,
+        max_message_bytes: Option<usize>,
+    ) -> Self {
+        self.websocket_prefixes.push((prefix, max_message_bytes));
         self
     }
 
@@ -105,7 +112,15 @@ impl Site {
 
     /// Whether a request for `path` may upgrade to a WebSocket.
     pub(crate) fn upgrades(&self, path: &str) -> bool {
-        path == self.websocket_path || self.websocket_prefixes.iter().any(|p| path.starts_with(p))
+        path == self.websocket_path
+            || self.websocket_prefixes.iter().any(|(prefix, _)| path.starts_with(prefix))
+    }
+
+    /// The largest message a WebSocket at `path` takes, if not the
+    /// configured one.
+    pub(crate) fn message_limit(&self, path: &str) -> Option<usize> {
+        let mut prefixes = self.websocket_prefixes.iter();
+        prefixes.find(|(prefix, _)| path.starts_with(prefix)).and_then(|(_, limit)| *limit)
     }
 
     pub(crate) fn subprotocol(&self) -> Option<&'static str> {

@@ -402,7 +402,7 @@ pub fn awareness_message(update: AwarenessUpdate) -> Vec<u8> {
 
 mod serve;
 
-pub(crate) use serve::{Docs, Opened, PREFIX, Refusal, Target, serve};
+pub(crate) use serve::{DocClose, Docs, Opened, PREFIX, Refusal, Target, frame_limit, serve};
 
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
-use super::{Conn, Document, Limits, Out};
+use super::{Conn, DocError, Document, Limits, Out};
 use crate::hub::Input;
 use crate::storage::Job;
 use crate::store::DocUpdate;
@@ -98,9 +98,9 @@ pub(crate) async fn serve(
     loop {
         tokio::select! {
             biased;
-            code = &mut closing => {
-                let code = code.unwrap_or(chat_protocol::CloseCode::GoingAway);
-                refuse(&mut socket, code.code(), code.reason().to_owned()).await;
+            close = &mut closing => {
+                let close = close.unwrap_or(DocClose::from(chat_protocol::CloseCode::GoingAway));
+                refuse(&mut socket, close.code, close.reason).await;
                 break;
             }
             () = outgoing.stalled() => {
@@ -121,8 +121,12 @@ pub(crate) async fn serve(
                 }
                 Some(Ok(Frame::Text(_))) => {
                     let why = "y-protocols messages are binary frames".to_owned();
-                    let policy = chat_protocol::CloseCode::Policy.code();
-                    return finish(&hub, conn, refuse(&mut socket, policy, why)).await;
+                    return finish(&hub, conn, refuse(&mut socket, BAD_REQUEST, why)).await;
+                }
+                Some(Err(chat_transport::tungstenite::Error::Capacity(_))) => {
+                    // Final: the client would send it again and again.
+                    let why = format!("a frame larger than {} bytes", frame_limit(config));
+                    return finish(&hub, conn, refuse(&mut socket, TOO_LARGE, why)).await;
                 }
                 Some(Ok(Frame::Close(_)) | Err(_)) | None => break,
                 Some(Ok(_)) => {}
@@ -139,12 +143,55 @@ async fn finish(hub: &mpsc::Sender<Input>, conn: Conn, closing: impl Future<Outp
     let _ = hub.send(Input::DocClosed { conn }).await;
 }
 
-/// The close code of a request that is not a document's: y-websocket
-/// (3.x) takes a 44xx close as final and stops reconnecting.
+/// The close code of a request that is not a document's, or a frame that
+/// is not y-protocols: y-websocket (3.x) takes a 44xx close as final and
+/// stops reconnecting.
 const BAD_REQUEST: u16 = 4400;
 
-/// The close code of a session that may not open the document (final too).
+/// The close code of a session that may not open the document, or no
+/// longer (it left the room): final too.
 const FORBIDDEN: u16 = 4403;
+
+/// The close code of an update or frame past the limits, or of a document
+/// that would grow past its own: final, as the client would send the same
+/// again on reconnecting.
+const TOO_LARGE: u16 = 4413;
+
+/// The largest frame a document connection takes: an update of
+/// `--doc-update-bytes` and its message's few bytes of framing.
+pub(crate) fn frame_limit(config: &crate::ServerConfig) -> usize {
+    config.docs.update_bytes + 64
+}
+
+/// How the server closes a document connection: a close code and its
+/// reason (documented in docs/protocol.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DocClose {
+    pub(crate) code: u16,
+    pub(crate) reason: String,
+}
+
+impl From<chat_protocol::CloseCode> for DocClose {
+    fn from(code: chat_protocol::CloseCode) -> Self {
+        Self { code: code.code(), reason: code.reason().to_owned() }
+    }
+}
+
+impl DocClose {
+    /// A frame refused for `error`.
+    fn refused(error: &DocError) -> Self {
+        let code = match error {
+            DocError::Malformed => BAD_REQUEST,
+            DocError::UpdateTooLarge { .. } | DocError::DocumentFull { .. } => TOO_LARGE,
+        };
+        Self { code, reason: error.to_string() }
+    }
+
+    /// The session may no longer read `room`.
+    fn not_member(room: &RoomName) -> Self {
+        Self { code: FORBIDDEN, reason: format!("no longer a member of #{room}") }
+    }
+}
 
 /// The close code of an open that may work later (RFC 6455's 1013).
 const TRY_AGAIN_LATER: u16 = 1013;
@@ -170,7 +217,7 @@ struct Open {
     /// The session it was opened for.
     token: SessionToken,
     outgoing: Arc<Outgoing>,
-    close: Option<oneshot::Sender<chat_protocol::CloseCode>>,
+    close: Option<oneshot::Sender<DocClose>>,
 }
 
 /// A document by room and name.
@@ -193,7 +240,7 @@ struct Held {
 struct Pending {
     token: SessionToken,
     outgoing: Arc<Outgoing>,
-    close: oneshot::Sender<chat_protocol::CloseCode>,
+    close: oneshot::Sender<DocClose>,
     reply: oneshot::Sender<Opened>,
 }
 
@@ -218,9 +265,9 @@ pub(crate) struct Docs {
 
 impl Docs {
     /// Documents kept by this node's storage, or (`shared`, cluster mode)
-    /// in a log in Redis every node follows.
-    pub(crate) fn new(shared: bool) -> Self {
-        Self { shared, ..Self::default() }
+    /// in a log in Redis every node follows, each within `limits`.
+    pub(crate) fn new(shared: bool, limits: Limits) -> Self {
+        Self { shared, limits, ..Self::default() }
     }
 
     /// Opens `target`'s document for a connection the hub let in, reading
@@ -230,7 +277,7 @@ impl Docs {
         &mut self,
         target: Target,
         outgoing: Arc<Outgoing>,
-        close: oneshot::Sender<chat_protocol::CloseCode>,
+        close: oneshot::Sender<DocClose>,
         reply: oneshot::Sender<Opened>,
     ) -> Vec<Arc<Outgoing>> {
         let key = (target.room, target.doc);
@@ -313,7 +360,8 @@ impl Docs {
             return Vec::new();
         };
         if !allowed(&open.token, &open.key.0) {
-            self.close(conn, chat_protocol::CloseCode::Policy);
+            let close = DocClose::not_member(&open.key.0);
+            self.close(conn, close);
             return Vec::new();
         }
         let key = open.key.clone();
@@ -324,7 +372,7 @@ impl Docs {
             Ok(out) => self.route(&key, out),
             Err(error) => {
                 info!(conn, %error, "a document frame refused");
-                self.close(conn, chat_protocol::CloseCode::Policy);
+                self.close(conn, DocClose::refused(&error));
                 Vec::new()
             }
         }
@@ -438,14 +486,14 @@ impl Docs {
     /// their room (they left it, or ended): their clients come back and
     /// are refused for good.
     pub(crate) fn revoke(&mut self, allowed: impl Fn(&SessionToken, &RoomName) -> bool) {
-        let gone: Vec<Conn> = self
+        let gone: Vec<(Conn, DocClose)> = self
             .conns
             .iter()
             .filter(|(_, open)| open.close.is_some() && !allowed(&open.token, &open.key.0))
-            .map(|(conn, _)| *conn)
+            .map(|(conn, open)| (*conn, DocClose::not_member(&open.key.0)))
             .collect();
-        for conn in gone {
-            self.close(conn, chat_protocol::CloseCode::Policy);
+        for (conn, close) in gone {
+            self.close(conn, close);
         }
     }
 
@@ -458,13 +506,13 @@ impl Docs {
     pub(crate) fn close_all(&mut self, code: chat_protocol::CloseCode) {
         let conns: Vec<Conn> = self.conns.keys().copied().collect();
         for conn in conns {
-            self.close(conn, code);
+            self.close(conn, DocClose::from(code));
         }
     }
 
-    fn close(&mut self, conn: Conn, code: chat_protocol::CloseCode) {
+    fn close(&mut self, conn: Conn, why: DocClose) {
         if let Some(close) = self.conns.get_mut(&conn).and_then(|open| open.close.take()) {
-            let _ = close.send(code);
+            let _ = close.send(why);
         }
     }
 
@@ -502,7 +550,7 @@ impl Docs {
             }
         }
         for conn in slow {
-            self.close(conn, chat_protocol::CloseCode::TooSlow);
+            self.close(conn, DocClose::from(chat_protocol::CloseCode::TooSlow));
         }
         flush
     }

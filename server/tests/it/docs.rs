@@ -27,7 +27,9 @@ impl Editor {
     /// socket, or the close frame's (code, reason) if refused.
     pub(crate) async fn open(server: &Server, path: &str) -> Result<Self, (u16, String)> {
         let url = format!("ws://{}{path}", server.addr);
-        let mut socket = connect(&url, None, &TransportConfig::default()).await.unwrap();
+        let transport =
+            TransportConfig { max_message_bytes: 64 << 20, ..TransportConfig::default() };
+        let mut socket = connect(&url, None, &transport).await.unwrap();
         let doc = Doc::new();
         let step1 = Message::Sync(SyncMessage::SyncStep1(doc.transact().state_vector()));
         socket.send(Frame::binary(step1.encode_v1())).await.unwrap();
@@ -194,7 +196,7 @@ async fn only_members_open_a_rooms_documents_a_bad_frame_leaves_it_intact_and_le
             break closed;
         }
     };
-    assert_eq!(closed.0, 1008);
+    assert_eq!(closed, (4400, "not a Yjs sync or awareness message".to_owned()));
     let mut again = Editor::open(&server, &path("lobby", "notes", &alice.session)).await.unwrap();
     again.until("kept").await;
     // Alice leaves the room: her document closes, and stays closed to her.
@@ -205,9 +207,56 @@ async fn only_members_open_a_rooms_documents_a_bad_frame_leaves_it_intact_and_le
             break closed;
         }
     };
-    assert_eq!(closed.0, 1008);
+    assert_eq!(closed, (4403, "no longer a member of #lobby".to_owned()));
     let refused = Editor::open(&server, &path("lobby", "notes", &alice.session)).await.err();
     assert_eq!(refused, Some((4403, "not a member of #lobby".to_owned())));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_paste_larger_than_a_chat_message_is_taken_and_past_the_limits_refused_for_good() {
+    let mut config = chat_server::ServerConfig::default();
+    config.docs.update_bytes = 256 * 1024;
+    config.docs.doc_bytes = 600 * 1024;
+    let server = Server::start(config).await;
+    let alice = Client::in_room(&server, "alice", "lobby").await;
+    let at = path("lobby", "notes", &alice.session);
+    let mut a = Editor::open(&server, &at).await.unwrap();
+    let mut b = Editor::open(&server, &at).await.unwrap();
+    // 200 KiB in one update: past the 64 KiB of a chat message, within
+    // the document's limits.
+    let paste = "0123456789abcdef".repeat(200 * 64);
+    a.insert(0, &paste).await;
+    b.until(&paste).await;
+    // An update past --doc-update-bytes (with its framing) closes that
+    // connection for good (y-websocket stops on 44xx).
+    let mut d = Editor::open(&server, &at).await.unwrap();
+    d.until(&paste).await;
+    d.insert(0, &"y".repeat(300 * 1024)).await;
+    let closed = loop {
+        if let Err(closed) = d.read().await {
+            break closed;
+        }
+    };
+    assert_eq!(closed, (4413, format!("a frame larger than {} bytes", 256 * 1024 + 64)));
+    // Edits that would take the document past --doc-max-bytes: refused.
+    for n in 0..3 {
+        a.insert(0, &"z".repeat(200 * 1024)).await;
+        if n < 1 {
+            b.until(&format!("{}{paste}", "z".repeat(200 * 1024))).await;
+        }
+    }
+    let closed = loop {
+        if let Err(closed) = a.read().await {
+            break closed;
+        }
+    };
+    assert_eq!(closed, (4413, format!("the document would grow past {} bytes", 600 * 1024)));
+    // What was taken stands, for everyone.
+    let want = format!("{}{paste}", "z".repeat(200 * 1024));
+    let mut later = Editor::open(&server, &at).await.unwrap();
+    later.until(&want).await;
+    assert_eq!(b.text(), want);
     server.shutdown().await;
 }
 
