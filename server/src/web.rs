@@ -68,12 +68,14 @@ impl Dynamic for Healthz {
 }
 
 /// The pages' ES modules (server/web/js), served as they are.
-const SCRIPTS: [(&str, &[u8]); 12] = [
+const SCRIPTS: [(&str, &[u8]); 14] = [
     ("/js/main.js", include_bytes!("../web/js/main.js")),
+    ("/js/markdown.js", include_bytes!("../web/js/markdown.js")),
     ("/js/chat.js", include_bytes!("../web/js/chat.js")),
     ("/js/common.js", include_bytes!("../web/js/common.js")),
     ("/js/composer.js", include_bytes!("../web/js/composer.js")),
     ("/js/connection.js", include_bytes!("../web/js/connection.js")),
+    ("/js/docs.js", include_bytes!("../web/js/docs.js")),
     ("/js/files.js", include_bytes!("../web/js/files.js")),
     ("/js/notify.js", include_bytes!("../web/js/notify.js")),
     ("/js/pacer.js", include_bytes!("../web/js/pacer.js")),

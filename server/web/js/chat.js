@@ -5,6 +5,7 @@
 
 import { $ } from './common.js';
 import { completeFromServer } from './composer.js';
+import { docsJoined } from './docs.js';
 import { uploadEnded, uploadProgress, uploadWaiting } from './files.js';
 import { notify, renderNotifyButton } from './notify.js';
 import {
@@ -55,6 +56,7 @@ export const frames = {
     }
     renderRooms();
     renderMembers();
+    docsJoined(frame.room);
   },
   left(frame) {
     state.rooms.delete(frame.room);

@@ -24,7 +24,8 @@ export function nickHue(nick) {
   hash ^= hash >>> 16;
   hash = Math.imul(hash, 0x85ebca6b) >>> 0;
   hash ^= hash >>> 13;
-  return hash % 360;
+  // (`^` makes a signed number: the hue CSS took from it, in 0..360.)
+  return ((hash % 360) + 360) % 360;
 }
 
 // A server frame from a WebSocket message, or null if it is not JSON.

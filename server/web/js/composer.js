@@ -1,12 +1,13 @@
 // The composer: what is typed becomes a message, or a /command.
 
+import { DEFAULT_DOC, openDoc } from './docs.js';
 import { $, formatSize } from './common.js';
 import { directView, state, viewOf } from './state.js';
 import { addLine, switchRoom } from './views.js';
 
 const TYPING_SEND_MS = 2000;
 
-const HELP = '/join ROOM · /leave [ROOM] · /nick NAME · /me ACTION · /msg NICK TEXT · /topic TEXT · /edit TEXT (your last message) · /delete (your last message) · /upload · /who · /rooms · /help — files: the Attach button, drag and drop, or paste';
+const HELP = '/join ROOM · /leave [ROOM] · /nick NAME · /me ACTION · /msg NICK TEXT · /topic TEXT · /edit TEXT (your last message) · /delete (your last message) · /upload · /doc [NAME] (a shared document) · /who · /rooms · /help — files: the Attach button, drag and drop, or paste';
 
 function send(frame) {
   if (!state.connection) {
@@ -159,6 +160,12 @@ function runCommand(input) {
       return current ? send({ type: 'who', room: current }) : false;
     case '/rooms':
       return send({ type: 'rooms' });
+    case '/doc':
+      if (!current || current.startsWith('@')) {
+        return false;
+      }
+      openDoc(current, arg || DEFAULT_DOC);
+      return true;
     case '/help':
       if (current) {
         addLine(current, { kind: 'notice', text: HELP });

@@ -7,6 +7,8 @@
 //   views.js, state.js     the page's picture and its rendering
 //   composer.js            what is typed; files.js attachments and uploads;
 //   notify.js              desktop notifications
+//   docs.js, markdown.js   the Docs panel: a room's shared documents (Yjs,
+//                          from the bundled /js/yjs.js), their preview
 //
 // A feature that brings frames of its own (shared documents) adds a module
 // with its handlers in chat.js's `frames` and its views; a second transport
@@ -18,6 +20,7 @@ import {
   completeNick, joinRoom, onTyping, sendMessage, startChange, stopEditing, submit,
 } from './composer.js';
 import { Connection, webSocketTransport } from './connection.js';
+import { docsApi, setUpDocs } from './docs.js';
 import { queueUpload } from './files.js';
 import { askForNotifications } from './notify.js';
 import { NICK_KEY, SESSION_KEY, TOKEN_KEY, savedRooms, state } from './state.js';
@@ -58,6 +61,8 @@ window.chat = {
   online: () => state.connection?.online(),
   /** The address the connection was opened to. */
   url: () => state.connection?.link?.url ?? null,
+  /** The document open in the Docs panel. */
+  docs: docsApi,
 };
 
 window.addEventListener('online', () => state.connection?.online());
@@ -102,6 +107,7 @@ document.addEventListener('DOMContentLoaded', () => {
       event.preventDefault();
     }
   });
+  setUpDocs(() => state.current);
   onChange(startChange);
   onDirectoryJoin(joinRoom);
   onMoreMembers((room) => {

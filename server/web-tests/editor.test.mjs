@@ -1,0 +1,222 @@
+// The page's shared documents (issue #17): the Docs panel's editor in
+// real headless Chromium against the real chat-server, pages typing into
+// one document at once (at the same place, one of them offline), carets
+// in nick colours, undo of one's own edits, the Markdown preview, a phone
+// screen, and a Yjs client outside our code (npm yjs + y-websocket in
+// Node) editing beside the pages. Run by ./scripts/test (node --test).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import fs from 'node:fs';
+import WebSocket from 'ws';
+import * as Y from 'yjs';
+import { WebsocketProvider } from 'y-websocket';
+import { WAIT, here, launch, login, startServer, stopServer } from './support.mjs';
+
+const artifacts = path.join(here, 'artifacts');
+
+/** Opens `name` (default: the room's notes) with the /doc command, and waits until it is live. */
+async function openDoc(page, name = '') {
+  await page.fill('#text', `/doc ${name}`.trim());
+  await page.press('#text', 'Enter');
+  await page.waitForFunction(() => window.chat.docs.synced() && !document.querySelector('#doc-text').readOnly);
+}
+
+/** The document's text in `page`, as its Yjs document holds it. */
+const textOf = (page) => page.evaluate(() => window.chat.docs.text());
+
+/** Whether `typed`'s characters are all in `text`, in their order (others' may come between). */
+function holdsInOrder(text, typed) {
+  let at = 0;
+  for (const char of typed) {
+    at = text.indexOf(char, at);
+    if (at < 0) {
+      return false;
+    }
+    at += 1;
+  }
+  return true;
+}
+
+/**
+ * Waits until every page's text is the same and holds every piece of
+ * `parts` (with `interleaved`, each piece's keys in order, others' keys
+ * maybe between them: people typing at one place at once); that text.
+ */
+async function converged(pages, parts, interleaved = false) {
+  const deadline = Date.now() + WAIT;
+  const holds = (text, part) => (interleaved ? holdsInOrder(text, part) : text.includes(part));
+  for (;;) {
+    const texts = await Promise.all(pages.map(textOf));
+    if (texts.every((t) => t === texts[0]) && parts.every((p) => holds(texts[0], p))) {
+      // What the textarea shows is the document.
+      const shown = await Promise.all(pages.map((p) => p.inputValue('#doc-text')));
+      if (shown.every((s) => s === texts[0])) {
+        return texts[0];
+      }
+    }
+    if (Date.now() > deadline) {
+      assert.fail(`no convergence: ${JSON.stringify(texts)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+test('three pages type into one document at once, at the same place and one offline, and converge with every edit', async () => {
+  const server = await startServer();
+  const browser = await launch();
+  try {
+    const [alice, bob, carol] = await Promise.all(['alice', 'bob', 'carol'].map((n) => login(browser, server.url, n)));
+    const pages = [alice.page, bob.page, carol.page];
+    for (const page of pages) {
+      await openDoc(page);
+    }
+    await alice.page.waitForFunction(() => /3 people here/.test(document.querySelector('#doc-people').textContent));
+    // All three at the very start of the document, typing at once.
+    await Promise.all(pages.map((page, n) => page.click('#doc-text').then(() => page.keyboard.type(`<${'abc'[n]}${'abc'[n]}${'abc'[n]}>`, { delay: 15 }))));
+    const first = await converged(pages, ['<aaa>', '<bbb>', '<ccc>'], true);
+    assert.equal([...first].sort().join(''), [...'<aaa><bbb><ccc>'].sort().join(''), first);
+    // Carol goes offline and keeps typing; the others type meanwhile.
+    await carol.page.evaluate(() => window.chat.docs.offline());
+    await carol.page.waitForFunction(() => /offline/.test(window.chat.docs.status()));
+    await carol.page.keyboard.press('End');
+    await carol.page.keyboard.type(' carol-offline', { delay: 5 });
+    await alice.page.keyboard.press('Home');
+    await alice.page.keyboard.type('alice-live ', { delay: 5 });
+    await bob.page.keyboard.type('|bob-live|', { delay: 5 });
+    assert.ok(!(await textOf(alice.page)).includes('carol-offline'), 'nothing of carol arrives while she is offline');
+    await carol.page.evaluate(() => window.chat.docs.online());
+    const text = await converged(pages, [first, ' carol-offline', 'alice-live ', '|bob-live|'], true);
+    // Typed at different places, each run of keys stays whole.
+    for (const run of [' carol-offline', 'alice-live ', '|bob-live|']) {
+      assert.ok(text.includes(run), `${run} in ${text}`);
+    }
+    await carol.page.waitForFunction(() => window.chat.docs.status() === 'live');
+    // Every key typed is there once.
+    assert.equal(text.length, 15 + ' carol-offline'.length + 'alice-live '.length + '|bob-live|'.length, text);
+    for (const { page, problems } of [alice, bob, carol]) {
+      assert.deepEqual(problems, []);
+      await page.context().close();
+    }
+  } finally {
+    await browser.close();
+    await stopServer(server.child);
+  }
+});
+
+test('others\' carets show in their nick colour, undo takes back only one\'s own edits, and a Yjs client beside the page converges', async () => {
+  const server = await startServer();
+  const browser = await launch();
+  let provider = null;
+  let ydoc = null;
+  try {
+    const alice = await login(browser, server.url, 'alice');
+    const bob = await login(browser, server.url, 'bob');
+    await openDoc(alice.page);
+    await openDoc(bob.page);
+    await alice.page.click('#doc-text');
+    await alice.page.keyboard.type('# Notes\nalice was here\n', { delay: 5 });
+    await converged([alice.page, bob.page], ['alice was here']);
+    // Bob sees alice's caret, labelled with her nick, in her colour.
+    await bob.page.waitForFunction(() => window.chat.docs.carets().includes('alice'));
+    const hue = await bob.page.$eval('.doc-caret[data-nick="alice"]', (c) => c.style.getPropertyValue('--hue'));
+    assert.match(hue, /^\d+$/);
+    await bob.page.waitForFunction(() => /2 people here/.test(document.querySelector('#doc-people').textContent));
+    fs.mkdirSync(artifacts, { recursive: true });
+    await bob.page.screenshot({ path: path.join(artifacts, 'document.png') });
+    // Bob types; alice undoes: her last edit goes, bob's stays.
+    await bob.page.click('#doc-text');
+    await bob.page.keyboard.press('Control+End');
+    await bob.page.keyboard.type('bob too', { delay: 5 });
+    await converged([alice.page, bob.page], ['bob too']);
+    await alice.page.click('#doc-text');
+    await alice.page.keyboard.press('Control+z');
+    let text = await converged([alice.page, bob.page], ['bob too']);
+    assert.ok(!text.includes('alice was here'), `alice's typing taken back: ${JSON.stringify(text)}`);
+    await alice.page.keyboard.press('Control+Shift+z');
+    text = await converged([alice.page, bob.page], ['alice was here', 'bob too']);
+    // A Yjs client that is not ours (npm yjs and y-websocket, in Node)
+    // edits beside the pages, with a session of its own.
+    const token = await new Promise((resolve, reject) => {
+      const socket = new WebSocket(`ws://${server.addr}/ws`, 'chat.v1');
+      socket.on('error', reject);
+      socket.on('open', () => socket.send(JSON.stringify({ type: 'hello', nick: 'robot' })));
+      socket.on('message', (data) => {
+        const frame = JSON.parse(data.toString());
+        if (frame.type === 'welcome') {
+          socket.send(JSON.stringify({ type: 'join', room: 'lobby' }));
+          resolve(frame.session);
+        }
+      });
+    });
+    ydoc = new Y.Doc();
+    provider = new WebsocketProvider(`ws://${server.addr}/yjs/lobby`, 'notes', ydoc, {
+      WebSocketPolyfill: WebSocket, params: { session: token }, disableBc: true,
+    });
+    const ytext = ydoc.getText('content');
+    await waitFor(() => provider.synced && ytext.toString() === text);
+    ytext.insert(ytext.length, '\n- **robot** was here');
+    await converged([alice.page, bob.page], ['- **robot** was here']);
+    await alice.page.keyboard.press('Control+End');
+    await alice.page.keyboard.type(' (page)', { delay: 5 });
+    await waitFor(() => ytext.toString().endsWith(' (page)'));
+    assert.equal(ytext.toString(), await textOf(bob.page));
+    // The preview renders the Markdown (as elements, not HTML text).
+    await alice.page.click('#doc-preview-toggle');
+    await alice.page.waitForFunction(() => document.querySelector('#doc-preview h1')?.textContent === 'Notes'
+      && document.querySelector('#doc-preview li strong')?.textContent === 'robot');
+    for (const { page, problems } of [alice, bob]) {
+      assert.deepEqual(problems, []);
+      await page.context().close();
+    }
+  } finally {
+    provider?.destroy();
+    ydoc?.destroy();
+    await browser.close();
+    await stopServer(server.child);
+  }
+});
+
+test('on a phone the document takes the screen; a large paste arrives whole; a reload opens the document again', async () => {
+  const server = await startServer();
+  const browser = await launch();
+  try {
+    const alice = await login(browser, server.url, 'alice');
+    const bob = await login(browser, server.url, 'bob');
+    await bob.page.setViewportSize({ width: 390, height: 800 });
+    await openDoc(alice.page, 'plans');
+    await openDoc(bob.page, 'plans');
+    const box = await bob.page.locator('#doc-text').boundingBox();
+    assert.ok(box.width > 330 && box.height > 400, JSON.stringify(box));
+    assert.equal(await bob.page.isVisible('#messages'), false, 'the chat is under the document');
+    // 300 KiB pasted at once: past a chat message's limit, one edit.
+    const paste = `${'lorem ipsum dolor sit amet '.repeat(11_000)}\n`;
+    await alice.page.click('#doc-text');
+    await alice.page.keyboard.insertText(paste);
+    await converged([alice.page, bob.page], [paste]);
+    fs.mkdirSync(artifacts, { recursive: true });
+    await bob.page.screenshot({ path: path.join(artifacts, 'document-phone.png') });
+    // A reload comes back to the same document, whole.
+    await bob.page.reload();
+    await bob.page.waitForFunction((p) => window.chat?.docs.synced() && window.chat.docs.text() === p, paste);
+    assert.equal(await bob.page.textContent('#doc-title'), '#lobby / plans');
+    for (const { page, problems } of [alice, bob]) {
+      assert.deepEqual(problems, []);
+      await page.context().close();
+    }
+  } finally {
+    await browser.close();
+    await stopServer(server.child);
+  }
+});
+
+/** Resolves once `check()` holds (polled); fails after WAIT. */
+async function waitFor(check) {
+  const deadline = Date.now() + WAIT;
+  while (!check()) {
+    if (Date.now() > deadline) {
+      throw new Error('timed out');
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
