@@ -90,6 +90,30 @@ pub enum Command {
         /// The message to delete.
         seq: u64,
     },
+    /// Create a document in a joined room, titled `title` (its name is
+    /// made from the title, unique in the room).
+    DocCreate {
+        /// The room name.
+        room: String,
+        /// The title: one line.
+        title: String,
+    },
+    /// Give a joined room's document another title.
+    DocRename {
+        /// The room name.
+        room: String,
+        /// The document's name.
+        doc: String,
+        /// Its new title.
+        title: String,
+    },
+    /// Delete a joined room's document, with its content.
+    DocDelete {
+        /// The room name.
+        room: String,
+        /// The document's name.
+        doc: String,
+    },
     /// Set a joined room's topic (empty: clear it).
     Topic {
         /// The room name.

@@ -115,6 +115,11 @@ pub struct ChatConfig {
     pub require_identity: bool,
     /// The most rooms one session may be in. Default 100.
     pub max_rooms_per_session: usize,
+    /// Shared documents one room may hold. Default 100.
+    pub max_docs_per_room: usize,
+    /// Rooms whose documents members may read but not change (created,
+    /// renamed, deleted or edited). Default none.
+    pub read_only_docs: Vec<crate::RoomPattern>,
     /// The most members one room may have. Default 10 000.
     pub max_members_per_room: usize,
     /// Sustained joins of rooms not yet joined, per second per session.
@@ -169,6 +174,8 @@ impl Default for ChatConfig {
             max_connections_per_session: 16,
             require_identity: false,
             max_rooms_per_session: 100,
+            max_docs_per_room: 100,
+            read_only_docs: Vec::new(),
             max_members_per_room: 10_000,
             joins_per_sec: 5,
             joins_burst: 50,

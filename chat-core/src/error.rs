@@ -51,6 +51,26 @@ pub enum CommandError {
         /// The most characters.
         max: usize,
     },
+    /// No document of that name in the room.
+    #[error("no document {doc} in {room}")]
+    NoSuchDoc {
+        /// The room.
+        room: RoomName,
+        /// The name asked for.
+        doc: String,
+    },
+    /// A document title that is empty, longer than allowed, with control
+    /// characters, or another document's of the room.
+    #[error("{0}")]
+    BadDocTitle(String),
+    /// The room holds as many documents as it may.
+    #[error("room {room} holds {max} documents, the most allowed; delete one first")]
+    DocLimit {
+        /// The room.
+        room: RoomName,
+        /// The limit.
+        max: usize,
+    },
     /// The text is empty.
     #[error("text is empty")]
     EmptyText,

@@ -57,6 +57,17 @@ pub enum Output {
     ///
     /// [`Sequencing::Shared`]: crate::Sequencing::Shared
     Forget(RoomName),
+    /// Document `doc` of `room` was deleted: close its connections and
+    /// (`content`: this core deleted it; other cores say `false`) drop what
+    /// is stored of it.
+    DropDoc {
+        /// The room.
+        room: RoomName,
+        /// The document.
+        doc: RoomName,
+        /// Whether its content is to be dropped from storage here.
+        content: bool,
+    },
     /// In [`Sequencing::Shared`] mode only: as [`Output::Append`], a direct
     /// message to number in its conversation's log (`direct.message.room`
     /// names it), which comes back to the cores serving either party, with
@@ -174,6 +185,8 @@ pub struct RoomHistory {
     pub messages: Vec<Message>,
     /// Its topic, if one was set.
     pub topic: Option<Arc<str>>,
+    /// Its shared documents, in name order.
+    pub docs: Vec<DocEntry>,
     /// In [`Sequencing::Shared`] mode, who is in the room on the other
     /// cores (their changes come after with [`Chat::handle_remote`]).
     ///
@@ -209,7 +222,65 @@ pub enum Shared {
         /// Who set it.
         by: Nick,
     },
+    /// It created, renamed, edited or deleted one of the room's documents.
+    Doc {
+        /// What it did.
+        action: DocAction,
+        /// The document as it is now (as it was, if deleted).
+        doc: DocEntry,
+        /// Who did it.
+        by: Nick,
+    },
 }
+
+/// A shared document of a room, as the room's document list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocEntry {
+    /// What it is opened by (`/yjs/ROOM/NAME`): never changes.
+    pub name: RoomName,
+    /// What it is called: one line, renamed freely.
+    pub title: Arc<str>,
+    /// Who edited it last (or created it).
+    pub edited_by: Nick,
+    /// When (announced at most every [`DOC_EDITS_EVERY`] per document).
+    pub edited_at: Timestamp,
+}
+
+/// What was done to a room's document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocAction {
+    /// Created (with `doc_create`, or by a first edit of a new name).
+    Created,
+    /// Given another title.
+    Renamed,
+    /// Edited.
+    Edited,
+    /// Deleted, with its content.
+    Deleted,
+}
+
+impl DocAction {
+    /// The action's name on the wire and in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Renamed => "renamed",
+            Self::Edited => "edited",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    /// The action a name says.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Created, Self::Renamed, Self::Edited, Self::Deleted]
+            .into_iter()
+            .find(|action| action.as_str() == name)
+    }
+}
+
+/// Edits of one document are announced (and stored in its list entry) at
+/// most this often: a list says who edited last, not every keystroke.
+pub const DOC_EDITS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What must survive a restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,6 +306,16 @@ pub enum Record {
         room: RoomName,
         /// Its topic now.
         topic: Option<Arc<str>>,
+    },
+    /// A room's document list changed: keep this entry (or, `deleted`,
+    /// drop it).
+    Doc {
+        /// The room.
+        room: RoomName,
+        /// The document's entry.
+        doc: DocEntry,
+        /// Whether it was deleted.
+        deleted: bool,
     },
 }
 
@@ -380,6 +461,10 @@ pub enum Event {
         resume: Resume,
         /// The room's topic, if it has one.
         topic: Option<Arc<str>>,
+        /// The room's shared documents, in name order.
+        docs: Vec<DocEntry>,
+        /// Whether they are read-only to this session.
+        docs_read_only: bool,
     },
     /// In a big room: the presence changes of the last interval, in order
     /// (the first [`PRESENCE_BATCH_MAX`] of them; `more` says how many
@@ -403,6 +488,20 @@ pub enum Event {
         nicks: Vec<Nick>,
         /// How many others.
         more: usize,
+    },
+    /// A member created, renamed, edited or deleted a document of a room:
+    /// to everyone in the room.
+    Doc {
+        /// The request id (for the one who did it).
+        id: Option<Arc<str>>,
+        /// The room.
+        room: RoomName,
+        /// What was done.
+        action: DocAction,
+        /// The document as it is now (as it was, if deleted).
+        doc: DocEntry,
+        /// Who did it.
+        by: Nick,
     },
     /// A member set a room's topic: to everyone in the room.
     Topic {

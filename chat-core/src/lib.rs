@@ -34,14 +34,14 @@ mod time;
 mod token;
 
 pub use bucket::{Rate, TokenBucket};
-pub use chat::{Chat, ClaimAnswer, Found, Holder};
+pub use chat::{Chat, ClaimAnswer, DocAccess, Found, Holder};
 pub use command::{Command, Peer};
 pub use config::{ChatConfig, Sequencing, SessionKey};
 pub use error::{CommandError, Quota};
 pub use event::{
-    Attachment, Conversation, ConversationSummary, Departure, Direct, DisconnectReason, Event,
-    Message, MessageKind, Output, PRESENCE_BATCH_MAX, Presence, Record, RemoteMember, Resume,
-    RoomHistory, RoomListing, Shared, TYPING_BATCH_MAX,
+    Attachment, Conversation, ConversationSummary, DOC_EDITS_EVERY, Departure, Direct,
+    DisconnectReason, DocAction, DocEntry, Event, Message, MessageKind, Output, PRESENCE_BATCH_MAX,
+    Presence, Record, RemoteMember, Resume, RoomHistory, RoomListing, Shared, TYPING_BATCH_MAX,
 };
 pub use id::{MemberId, RoomId};
 pub use identity::{Identity, RoomPattern};

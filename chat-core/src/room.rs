@@ -37,6 +37,9 @@ pub(crate) struct Room {
     pub(crate) used: u64,
     /// What the room is about, set by its members.
     pub(crate) topic: Option<Arc<str>>,
+    /// Its shared documents by name, and when each one's last edit was
+    /// announced.
+    pub(crate) docs: BTreeMap<RoomName, (crate::DocEntry, Option<Timestamp>)>,
     /// In a big room, the presence changes waiting for the next batch.
     pub(crate) pending_presence: Vec<crate::Presence>,
     /// In a big room, who started typing since the last batch.
@@ -72,6 +75,7 @@ impl Room {
             last_seq: 0,
             used,
             topic: None,
+            docs: BTreeMap::new(),
             pending_presence: Vec::new(),
             pending_typing: Vec::new(),
             batch_due: false,

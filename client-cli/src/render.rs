@@ -3,6 +3,18 @@
 
 use chat_protocol::{Message, PresenceEvent, ServerFrame};
 
+/// What a change to a room's document list says, if anything (edits go
+/// by quietly: the list says who edited last).
+pub fn doc_change(action: &str, doc: &chat_protocol::DocInfo, by: &str) -> Option<String> {
+    let (by, title, name) = (clean(by), clean(&doc.title), clean(&doc.name));
+    match action {
+        "created" => Some(format!("{by} created the document \"{title}\" (/doc {name})")),
+        "renamed" => Some(format!("{by} renamed the document {name} to \"{title}\"")),
+        "deleted" => Some(format!("{by} deleted the document \"{title}\"")),
+        _ => None,
+    }
+}
+
 /// The stdout lines for a frame, given the client's own nick. Errors are not
 /// rendered here: they go to stderr.
 pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
@@ -35,6 +47,9 @@ pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
         ServerFrame::Topic { room, topic: None, by, .. } => {
             vec![format!("[{}] -- {} cleared the topic", clean(room), clean(by))]
         }
+        ServerFrame::Doc { room, action, doc, by, .. } => doc_change(action, doc, by)
+            .map(|text| vec![format!("[{}] -- {text}", clean(room))])
+            .unwrap_or_default(),
         ServerFrame::Left { room, .. } => vec![format!("[{}] -- you left", clean(room))],
         ServerFrame::Presence { room, event, nick, old } => {
             let what = match (event, old) {

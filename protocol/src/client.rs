@@ -107,6 +107,34 @@ pub enum ClientFrame {
         /// The message to delete.
         seq: u64,
     },
+    /// Create a shared document in a joined room, titled `title` (one
+    /// line, at most 100 characters, unique in the room): everyone in the
+    /// room gets `doc` with its `name` (made from the title), which is
+    /// what it is opened by (`/yjs/ROOM/NAME`).
+    DocCreate {
+        /// The room name.
+        room: String,
+        /// The title.
+        title: String,
+    },
+    /// Give a joined room's document another title (its name stays):
+    /// everyone in the room gets `doc`.
+    DocRename {
+        /// The room name.
+        room: String,
+        /// The document's name.
+        doc: String,
+        /// Its new title.
+        title: String,
+    },
+    /// Delete a joined room's document and its content: everyone in the
+    /// room gets `doc`, and its editors are closed with 4404.
+    DocDelete {
+        /// The room name.
+        room: String,
+        /// The document's name.
+        doc: String,
+    },
     /// Set a joined room's topic (an empty one clears it): everyone in
     /// the room gets `topic`.
     Topic {
@@ -217,6 +245,9 @@ impl ClientFrame {
         "conversations",
         "edit",
         "delete",
+        "doc_create",
+        "doc_rename",
+        "doc_delete",
         "topic",
         "read",
         "nick",
@@ -245,6 +276,9 @@ impl ClientFrame {
             Self::Conversations {} => "conversations",
             Self::Edit { .. } => "edit",
             Self::Delete { .. } => "delete",
+            Self::DocCreate { .. } => "doc_create",
+            Self::DocRename { .. } => "doc_rename",
+            Self::DocDelete { .. } => "doc_delete",
             Self::Topic { .. } => "topic",
             Self::Read { .. } => "read",
             Self::Nick { .. } => "nick",

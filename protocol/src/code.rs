@@ -38,6 +38,11 @@ pub enum ErrorCode {
     /// `edit` or `delete` of a message the room does not have (or keep), or
     /// that cannot change (a change itself, or deleted).
     NoSuchMessage,
+    /// `doc_rename` or `doc_delete` of a document the room does not have.
+    NoSuchDoc,
+    /// A document title that is empty, too long, more than one line, or
+    /// another document's of the room.
+    InvalidDoc,
     /// The text or frame is longer than the server allows.
     TooLarge,
     /// The sender is over a rate limit; `retry_after_ms` says when to retry.
@@ -86,6 +91,8 @@ impl ErrorCode {
             Self::NoSuchNick => "no_such_nick",
             Self::NoSuchConversation => "no_such_conversation",
             Self::NoSuchMessage => "no_such_message",
+            Self::NoSuchDoc => "no_such_doc",
+            Self::InvalidDoc => "invalid_doc",
             Self::TooLarge => "too_large",
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",

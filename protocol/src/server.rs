@@ -66,6 +66,28 @@ pub enum ServerFrame {
         /// The room's topic, if it has one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         topic: Option<String>,
+        /// The room's shared documents, in name order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        docs: Vec<DocInfo>,
+        /// Whether the room's documents are read-only to this client.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        docs_read_only: bool,
+    },
+    /// A room's document was created, renamed, edited or deleted: to
+    /// everyone in the room (with the request's id for the one who did
+    /// it). Edits are told at most every 10 s per document and editor.
+    Doc {
+        /// The request's id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The room.
+        room: String,
+        /// `created`, `renamed`, `edited` or `deleted`.
+        action: String,
+        /// The document as it is now (as it was, if deleted).
+        doc: DocInfo,
+        /// Who did it.
+        by: String,
     },
     /// A member set a room's topic: to everyone in the room (with the
     /// `topic`'s id for the one who set it).
@@ -590,6 +612,10 @@ pub struct Limits {
     /// milliseconds (0: this server does not say).
     #[serde(default)]
     pub edit_window_ms: u64,
+    /// The most shared documents one room may hold (0: this server does
+    /// not say).
+    #[serde(default)]
+    pub max_docs_per_room: u64,
 }
 
 /// One second of the counters, in `stats_history`.
@@ -601,6 +627,19 @@ pub struct StatsPoint {
     pub messages_per_sec: u64,
     /// Connections open then.
     pub connections: u64,
+}
+
+/// A shared document of a room, as its list shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocInfo {
+    /// What it is opened by (`/yjs/ROOM/NAME`): never changes.
+    pub name: String,
+    /// What it is called.
+    pub title: String,
+    /// Who edited it last (or created it).
+    pub edited_by: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub edited_at: u64,
 }
 
 /// A room and how many members it has.
@@ -620,6 +659,7 @@ impl ServerFrame {
     pub const TYPES: &'static [&'static str] = &[
         "welcome",
         "joined",
+        "doc",
         "topic",
         "read",
         "left",

@@ -562,7 +562,10 @@ impl Hub {
                 Record::Message(m) | Record::Direct(chat_core::Direct { message: m, .. }) => {
                     gone.insert((m.room.clone(), m.seq));
                 }
-                Record::Session { .. } | Record::SessionEnded(_) | Record::Topic { .. } => {}
+                Record::Session { .. }
+                | Record::SessionEnded(_)
+                | Record::Topic { .. }
+                | Record::Doc { .. } => {}
             }
         }
         self.store_failures = self.store_failures.saturating_add(1);
@@ -750,10 +753,10 @@ impl Hub {
                 }
             }
             Input::DocFrame { conn, bytes } => {
-                let chat = &self.chat;
-                let flush =
-                    self.docs.receive(conn, &bytes, |token, room| chat.may_read(token, room));
+                let flush = self.docs.receive(conn, &bytes, &mut self.chat, now);
                 self.unflushed.extend(flush);
+                // The document list may have changed.
+                self.drain();
                 self.docs_to_storage();
             }
             Input::DocClosed { conn } => {
@@ -858,6 +861,17 @@ impl Hub {
                     if let Some(engine) = &mut self.cluster {
                         engine.forget(&room);
                     }
+                    continue;
+                }
+                // Its list entry's deletion drops a document's content from
+                // this node's storage (in the same commit); in cluster mode
+                // the core that deleted it drops it from Redis.
+                Output::DropDoc { room, doc, content } => {
+                    if content && let Some(engine) = &self.cluster {
+                        engine.delete_doc(&room, &doc);
+                    }
+                    self.docs.drop_doc(room, doc);
+                    self.docs_to_storage();
                     continue;
                 }
                 // (Answered at once without a shared engine: nothing waits

@@ -80,6 +80,11 @@ struct Args {
     /// Others get 403.
     #[arg(long = "allowed-origin", env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Vec<String>,
+    /// Rooms whose shared documents members may read but not change: room
+    /// names or patterns (`*` matches any run: `archive-*`); repeat or
+    /// separate with commas.
+    #[arg(long = "read-only-docs", env = "CHAT_READ_ONLY_DOCS", value_delimiter = ',')]
+    read_only_docs: Vec<String>,
     /// WebSockets open at once; more get 503. Default: the open-file limit
     /// less 64.
     #[arg(long, env = "CHAT_MAX_CONNECTIONS")]
@@ -312,6 +317,8 @@ async fn main() -> anyhow::Result<()> {
     args.tuning.apply(&mut config);
     config.chat.history_max_age = args.history_max_age.0;
     config.transport.allowed_origins = args.allowed_origins.clone();
+    config.chat.read_only_docs =
+        args.read_only_docs.iter().map(|room| chat_core::RoomPattern::new(room.trim())).collect();
     config.transport.allowed_hosts = args.allowed_hosts.clone();
     if let Some(max) = args.max_connections {
         config.max_connections = max;

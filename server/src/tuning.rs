@@ -76,6 +76,8 @@ tuning! {
     max_rooms_per_session: usize => chat.max_rooms_per_session, "CHAT_MAX_ROOMS_PER_SESSION";
     /// Members one room may have.
     max_members_per_room: usize => chat.max_members_per_room, "CHAT_MAX_MEMBERS_PER_ROOM";
+    /// Shared documents one room may hold (limit_reached past it).
+    max_docs_per_room: usize => chat.max_docs_per_room, "CHAT_MAX_DOCS_PER_ROOM";
     /// The largest WebSocket message (and frame) accepted, in bytes; larger
     /// ones close the connection with 1009.
     max_message_bytes: usize => transport.max_message_bytes, "CHAT_MAX_MESSAGE_BYTES";

@@ -62,6 +62,9 @@ pub fn command(frame: ClientFrame, secret: Option<&Secret>) -> Result<Command, D
         ClientFrame::Edit { room, seq, text } => Command::Edit { room, seq, text },
         ClientFrame::Delete { room, seq } => Command::Delete { room, seq },
         ClientFrame::Topic { room, topic } => Command::Topic { room, topic },
+        ClientFrame::DocCreate { room, title } => Command::DocCreate { room, title },
+        ClientFrame::DocRename { room, doc, title } => Command::DocRename { room, doc, title },
+        ClientFrame::DocDelete { room, doc } => Command::DocDelete { room, doc },
         ClientFrame::Read { room, conversation, seq } => Command::Read { room, conversation, seq },
         ClientFrame::Nick { nick } => Command::Nick { nick },
         ClientFrame::Typing { room } => Command::Typing { room },
@@ -116,6 +119,7 @@ pub fn limits(config: &crate::ServerConfig) -> Limits {
         frames_burst: u64::from(config.frames_burst),
         max_upload_bytes: config.uploads.as_ref().map_or(0, |uploads| uploads.max_bytes),
         edit_window_ms: u64::try_from(config.chat.edit_window.as_millis()).unwrap_or(u64::MAX),
+        max_docs_per_room: n(chat.max_docs_per_room),
     }
 }
 
@@ -148,9 +152,13 @@ pub fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
             last_seq,
             resume,
             topic,
+            docs,
+            docs_read_only,
         } => {
             let (resume, gap) = resumed(resume);
             ServerFrame::Joined {
+                docs: docs.iter().map(doc_info).collect(),
+                docs_read_only: *docs_read_only,
                 member_count: u64::try_from(*member_count).unwrap_or(u64::MAX),
                 topic: topic.as_deref().map(str::to_owned),
                 id: id(request),
@@ -163,6 +171,13 @@ pub fn frame(event: &Event, welcome: &WelcomeInfo) -> ServerFrame {
                 gap,
             }
         }
+        Event::Doc { id: request, room, action, doc, by } => ServerFrame::Doc {
+            id: id(request),
+            room: room.to_string(),
+            action: action.as_str().to_owned(),
+            doc: doc_info(doc),
+            by: by.to_string(),
+        },
         Event::Topic { id: request, room, topic, by } => ServerFrame::Topic {
             id: id(request),
             room: room.to_string(),
@@ -286,6 +301,16 @@ pub(crate) fn error(id: Option<String>, error: &CommandError) -> ServerFrame {
     ServerFrame::Error { id, code: code(error), message: error.to_string(), retry_after_ms }
 }
 
+/// A document's list entry, as frames carry it.
+fn doc_info(doc: &chat_core::DocEntry) -> chat_protocol::DocInfo {
+    chat_protocol::DocInfo {
+        name: doc.name.to_string(),
+        title: doc.title.to_string(),
+        edited_by: doc.edited_by.to_string(),
+        edited_at: doc.edited_at.as_unix_millis(),
+    }
+}
+
 /// The stable code of a refused command.
 pub(crate) fn code(error: &CommandError) -> ErrorCode {
     match error {
@@ -298,6 +323,8 @@ pub(crate) fn code(error: &CommandError) -> ErrorCode {
         CommandError::NotInRoom(_) => ErrorCode::NotInRoom,
         CommandError::NoSuchNick(_) => ErrorCode::NoSuchNick,
         CommandError::NoSuchMessage { .. } => ErrorCode::NoSuchMessage,
+        CommandError::NoSuchDoc { .. } => ErrorCode::NoSuchDoc,
+        CommandError::BadDocTitle(_) => ErrorCode::InvalidDoc,
         CommandError::NotYours(_) => ErrorCode::Forbidden,
         CommandError::BadTopic { .. } => ErrorCode::InvalidTopic,
         CommandError::NoSuchConversation(_) => ErrorCode::NoSuchConversation,
@@ -306,7 +333,9 @@ pub(crate) fn code(error: &CommandError) -> ErrorCode {
         | CommandError::JoinRateLimited { .. }
         | CommandError::CreateRateLimited { .. }
         | CommandError::HistoryRateLimited { .. } => ErrorCode::RateLimited,
-        CommandError::RoomLimit { .. } | CommandError::RoomFull { .. } => ErrorCode::LimitReached,
+        CommandError::RoomLimit { .. }
+        | CommandError::RoomFull { .. }
+        | CommandError::DocLimit { .. } => ErrorCode::LimitReached,
         CommandError::Unauthorized => ErrorCode::Unauthorized,
         CommandError::Forbidden(_) => ErrorCode::Forbidden,
         CommandError::TooManyRooms { .. }

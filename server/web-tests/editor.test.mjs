@@ -210,6 +210,62 @@ test('on a phone the document takes the screen; a large paste arrives whole; a r
   }
 });
 
+test('the room\'s document list: created, opened, renamed and deleted from the panel, live for everyone; read-only rooms', async () => {
+  const server = await startServer('127.0.0.1:0', null, ['--read-only-docs', 'archive-*']);
+  const browser = await launch();
+  try {
+    const alice = await login(browser, server.url, 'alice');
+    const bob = await login(browser, server.url, 'bob');
+    await openDoc(alice.page);
+    // A title that is not listed creates the document, and opens it.
+    await alice.page.fill('#doc-name', 'Meeting notes');
+    await alice.page.press('#doc-name', 'Enter');
+    await alice.page.waitForFunction(() => window.chat.docs.title() === '#lobby / Meeting notes' && window.chat.docs.synced());
+    await alice.page.click('#doc-text');
+    await alice.page.keyboard.type('1. budget', { delay: 5 });
+    // Bob is told in the room; his /doc opens the document edited last,
+    // and his list has each one that was (notes was only opened).
+    await bob.page.waitForFunction(() => [...document.querySelectorAll('#messages .text')]
+      .some((e) => e.textContent === 'alice created the document “Meeting notes”'));
+    await openDoc(bob.page, 'todo');
+    await bob.page.click('#doc-text');
+    await bob.page.keyboard.type('- coffee', { delay: 5 });
+    await bob.page.waitForFunction(() => window.chat.docs.list().join() === 'meeting-notes,todo');
+    await bob.page.click('#doc-list li[data-name="meeting-notes"] button');
+    await bob.page.waitForFunction(() => window.chat.docs.synced() && window.chat.docs.text() === '1. budget');
+    assert.match(await bob.page.textContent('#doc-list li[data-name="meeting-notes"] .doc-meta'), /^alice · /);
+    fs.mkdirSync(artifacts, { recursive: true });
+    await bob.page.screenshot({ path: path.join(artifacts, 'document-list.png') });
+    // Renamed by alice: bob's title follows; his editor stays open.
+    await alice.page.click('#doc-rename');
+    await alice.page.fill('#doc-title-input', 'Minutes');
+    await alice.page.press('#doc-title-input', 'Enter');
+    await bob.page.waitForFunction(() => window.chat.docs.title() === '#lobby / Minutes');
+    // Deleted by bob (two clicks): alice's editor says it is gone, the
+    // list no longer has it.
+    await bob.page.click('#doc-delete');
+    await bob.page.click('#doc-delete');
+    await alice.page.waitForFunction(() => /gone: bob deleted it/.test(window.chat.docs.status()));
+    await alice.page.waitForFunction(() => window.chat.docs.list().join() === 'todo');
+    // A read-only room's document: read, not typed into.
+    await alice.page.fill('#text', '/join archive-2025');
+    await alice.page.press('#text', 'Enter');
+    await alice.page.waitForFunction(() => document.querySelector('#room-title')?.textContent === '#archive-2025');
+    await alice.page.fill('#text', '/doc rules');
+    await alice.page.press('#text', 'Enter');
+    await alice.page.waitForFunction(() => window.chat.docs.status() === 'live, read-only');
+    assert.equal(await alice.page.$eval('#doc-text', (t) => t.readOnly), true);
+    assert.equal(await alice.page.isVisible('#doc-delete'), false);
+    for (const { page, problems } of [alice, bob]) {
+      assert.deepEqual(problems, []);
+      await page.context().close();
+    }
+  } finally {
+    await browser.close();
+    await stopServer(server.child);
+  }
+});
+
 /** Resolves once `check()` holds (polled); fails after WAIT. */
 async function waitFor(check) {
   const deadline = Date.now() + WAIT;

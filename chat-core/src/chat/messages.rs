@@ -240,7 +240,10 @@ impl Chat {
             }
             // A topic that could not be stored stays in memory: it is said
             // again by whoever sets it next.
-            Record::Session { .. } | Record::SessionEnded(_) | Record::Topic { .. } => return,
+            Record::Session { .. }
+            | Record::SessionEnded(_)
+            | Record::Topic { .. }
+            | Record::Doc { .. } => return,
         };
         let (Some(sender), Some(id)) = (sender, id) else {
             return;

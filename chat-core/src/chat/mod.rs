@@ -11,6 +11,7 @@
 
 mod claims;
 mod directs;
+mod docs;
 mod messages;
 mod moves;
 mod reads;
@@ -20,6 +21,7 @@ mod sessions;
 
 pub use claims::ClaimAnswer;
 pub use directs::Holder;
+pub use docs::DocAccess;
 pub use moves::Found;
 use sessions::{Grant, Session, SourceState};
 
@@ -324,6 +326,11 @@ impl Chat {
             Command::Edit { room, seq, text } => self.change(now, &asker, &room, seq, Some(text)),
             Command::Delete { room, seq } => self.change(now, &asker, &room, seq, None),
             Command::Topic { room, topic } => self.set_topic(now, &asker, &room, &topic),
+            Command::DocCreate { room, title } => self.doc_create(now, &asker, &room, &title),
+            Command::DocRename { room, doc, title } => {
+                self.doc_rename(now, &asker, &room, &doc, &title)
+            }
+            Command::DocDelete { room, doc } => self.doc_delete(now, &asker, &room, &doc),
             Command::Read { room, conversation, seq } => {
                 self.read_up_to(&asker, room.as_deref(), conversation.as_deref(), seq)
             }

@@ -110,6 +110,8 @@ impl Chat {
                 let to = self.recipients(room_id);
                 self.deliver(to, Event::Topic { id: None, room: room.clone(), topic, by });
             }
+            // Whoever changed it, the room's list is the room's.
+            (Shared::Doc { action, doc, by }, _) => self.remote_doc(room_id, action, doc, by),
             // Of someone this core never heard join: nothing to change.
             (_, None) => {}
         }

@@ -188,6 +188,8 @@ impl Chat {
         let away = self.away_nicks(&sids);
         let members = page.into_iter().map(|(_, nick)| nick).collect();
         let (last_seq, topic) = (room.last_seq, room.topic.clone());
+        let docs = self.doc_list(room_id);
+        let docs_read_only = self.read_only_docs(&name);
         let history = self.fit_history(now, member, history, false)?;
         let event = Event::Joined {
             id: id.clone(),
@@ -199,6 +201,8 @@ impl Chat {
             last_seq,
             resume,
             topic,
+            docs,
+            docs_read_only,
         };
         if newly {
             // The session's other connections are in the room now too.
@@ -452,6 +456,11 @@ impl Chat {
                     let capacity = self.config.history_per_room;
                     self.change_window(room_id, |room| {
                         room.topic = history.topic;
+                        room.docs = history
+                            .docs
+                            .into_iter()
+                            .map(|entry| (entry.name.clone(), (entry, None)))
+                            .collect();
                         room.merge_loaded(history.last_seq, history.messages, capacity);
                     });
                     for member in history.remote {

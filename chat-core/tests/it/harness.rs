@@ -30,6 +30,8 @@ pub struct Harness {
     pub loads: Vec<RoomName>,
     /// Every `Output::Load` seen, in order.
     pub loads_seen: Vec<RoomName>,
+    /// Every `Output::DropDoc`, in order: room, document, content.
+    pub dropped_docs: Vec<(RoomName, RoomName, bool)>,
     tokens: u64,
 }
 
@@ -51,6 +53,7 @@ impl Harness {
             auto_load: true,
             loads: Vec::new(),
             loads_seen: Vec::new(),
+            dropped_docs: Vec::new(),
             tokens: 0,
         }
     }
@@ -93,8 +96,8 @@ impl Harness {
                 Record::SessionEnded(token) => {
                     sessions.insert(token.clone(), None);
                 }
-                // Read back with its room.
-                Record::Topic { .. } => {}
+                // Read back with their room.
+                Record::Topic { .. } | Record::Doc { .. } => {}
             }
         }
         for (token, nick) in sessions {
@@ -149,7 +152,7 @@ impl Harness {
                 }
             }
         }
-        let last_seq = messages.iter().map(|m| m.seq).max()?;
+        let last_seq = messages.iter().map(|m| m.seq).max().unwrap_or(0);
         if let Some(max_age) = config.history_max_age {
             let cutoff = self.now.as_unix_millis().saturating_sub(max_age.as_millis() as u64);
             messages.retain(|m| m.ts.as_unix_millis() >= cutoff);
@@ -160,7 +163,24 @@ impl Harness {
             Record::Topic { room: r, topic } if r == room => Some(topic.clone()),
             _ => None,
         });
-        Some(RoomHistory { last_seq, messages, topic: topic.flatten(), remote: Vec::new() })
+        // The room's document list: each entry as last stored.
+        let mut docs = BTreeMap::new();
+        for record in &self.stored {
+            if let Record::Doc { room: r, doc, deleted } = record
+                && r == room
+            {
+                match deleted {
+                    true => docs.remove(&doc.name),
+                    false => docs.insert(doc.name.clone(), doc.clone()),
+                };
+            }
+        }
+        let docs: Vec<_> = docs.into_values().collect();
+        let topic = topic.flatten();
+        if last_seq == 0 && topic.is_none() && docs.is_empty() {
+            return None;
+        }
+        Some(RoomHistory { last_seq, messages, topic, docs, remote: Vec::new() })
     }
 
     /// Storage could not keep `records`, as a driver reports it.
@@ -205,6 +225,32 @@ impl Harness {
             "hello as {nick}: {events:?}"
         );
         member
+    }
+
+    /// Connects and says hello with `nick`: the member and its session's
+    /// token.
+    pub fn greeted_with_token(&mut self, nick: &str) -> (MemberId, SessionToken) {
+        let member = self.connect();
+        let hello = Command::Hello { nick: Some(nick.to_owned()), session: None, identity: None };
+        self.send(member, hello);
+        match self.take(member).as_slice() {
+            [Event::Welcome { session, .. }] => (member, session.clone()),
+            other => panic!("hello as {nick}: {other:?}"),
+        }
+    }
+
+    /// The driver takes an edit of document `doc` of `room` from the
+    /// session of `token`, if the core lets it.
+    pub fn doc_edit(
+        &mut self,
+        token: &SessionToken,
+        room: &str,
+        doc: &str,
+    ) -> Result<(), chat_core::CommandError> {
+        let (room, doc) = (RoomName::parse(room).unwrap(), RoomName::parse(doc).unwrap());
+        let result = self.chat.handle_doc_edit(self.now, token, &room, &doc);
+        self.drain();
+        result
     }
 
     pub fn send(&mut self, member: MemberId, command: Command) {
@@ -276,6 +322,10 @@ impl Harness {
                         while self.chat.poll_output().is_some() {}
                         return;
                     }
+                    continue;
+                }
+                Output::DropDoc { room, doc, content } => {
+                    self.dropped_docs.push((room, doc, content));
                     continue;
                 }
                 Output::Disconnect { member, .. } => {

@@ -6,6 +6,7 @@
 mod abuse;
 mod changes;
 mod directs;
+mod docs;
 mod harness;
 mod identity;
 mod rules;

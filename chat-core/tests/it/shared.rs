@@ -46,6 +46,10 @@ struct Engine {
     moves: usize,
     /// Each room's topic.
     topics: BTreeMap<RoomName, Option<Arc<str>>>,
+    /// Each room's document list.
+    docs: BTreeMap<RoomName, BTreeMap<RoomName, chat_core::DocEntry>>,
+    /// Every `Output::DropDoc`: core, room, document, content.
+    dropped_docs: Vec<(usize, RoomName, RoomName, bool)>,
     /// The cores following each party's conversations.
     followers: BTreeMap<Arc<str>, std::collections::BTreeSet<usize>>,
     /// Each party's conversations, as listed.
@@ -161,12 +165,22 @@ impl Cluster {
                     .collect();
                 let log = self.engine.logs.get(&room);
                 let topic = self.engine.topics.get(&room).cloned().flatten();
+                let docs: Vec<_> = self
+                    .engine
+                    .docs
+                    .get(&room)
+                    .into_iter()
+                    .flatten()
+                    .map(|(_, e)| e.clone())
+                    .collect();
                 let trimmed = self.engine.trimmed.get(&room).copied().unwrap_or(0);
                 let kept = log.into_iter().flatten().filter(|m| m.seq > trimmed).cloned();
-                let stored = (log.is_some() || !remote.is_empty()).then(|| RoomHistory {
+                let known = log.is_some() || !remote.is_empty() || !docs.is_empty();
+                let stored = known.then(|| RoomHistory {
                     last_seq: log.map_or(0, |log| log.len() as u64),
                     messages: kept.collect(),
                     topic,
+                    docs,
                     remote,
                 });
                 self.cores[core].handle_loaded(self.now, &room, stored);
@@ -194,6 +208,13 @@ impl Cluster {
                     Shared::Typing(_) => {}
                     Shared::Topic { topic, .. } => {
                         self.engine.topics.insert(room.clone(), topic.clone());
+                    }
+                    Shared::Doc { action, doc, .. } => {
+                        let docs = self.engine.docs.entry(room.clone()).or_default();
+                        match action {
+                            chat_core::DocAction::Deleted => docs.remove(&doc.name),
+                            _ => docs.insert(doc.name.clone(), doc.clone()),
+                        };
                     }
                 }
                 for other in (0..self.cores.len()).filter(|&c| c != core) {
@@ -307,6 +328,9 @@ impl Cluster {
             }
             // Nothing to stop following: every core hears every room.
             Output::Forget(_) | Output::Disconnect { .. } => {}
+            Output::DropDoc { room, doc, content } => {
+                self.engine.dropped_docs.push((core, room, doc, content));
+            }
         }
     }
 
@@ -981,6 +1005,53 @@ fn a_topic_set_on_one_core_is_every_cores_and_comes_with_the_room() {
         got.iter()
             .any(|e| matches!(e, Event::Joined { topic: Some(t), .. } if &**t == "release day")),
         "{got:?}"
+    );
+}
+
+#[test]
+fn a_room_document_list_changed_on_one_core_is_every_cores_and_comes_with_the_room() {
+    let mut cluster = Cluster::new(3);
+    let alice = cluster.member(0, "alice", "lobby");
+    let bob = cluster.member(1, "bob", "lobby");
+    events(&mut cluster, 1, bob);
+    let create = Command::DocCreate { room: "lobby".into(), title: "Plans".into() };
+    cluster.send(0, alice, Some("d"), create);
+    let got = events(&mut cluster, 1, bob);
+    assert!(
+        got.iter().any(|e| matches!(e, Event::Doc { action: chat_core::DocAction::Created, doc, by, id: None, .. }
+            if doc.name.as_str() == "plans" && by.as_str() == "alice")),
+        "{got:?}"
+    );
+    // A title is unique across cores: the one on core 1 knows it.
+    let taken = Command::DocCreate { room: "lobby".into(), title: "plans".into() };
+    cluster.send(1, bob, None, taken);
+    assert!(matches!(refused(&events(&mut cluster, 1, bob)), Some(CommandError::BadDocTitle(_))));
+    // Someone joining later on a core nobody was on reads the list with
+    // the room.
+    let carol = cluster.member(2, "carol", "lobby");
+    let got = events(&mut cluster, 2, carol);
+    assert!(
+        got.iter().any(|e| matches!(e, Event::Joined { docs, .. } if docs.len() == 1 && &*docs[0].title == "Plans")),
+        "{got:?}"
+    );
+    // Deleted on core 1: each core closes its editors; only core 1 drops
+    // the content.
+    cluster.send(1, bob, None, Command::DocDelete { room: "lobby".into(), doc: "plans".into() });
+    let mut dropped = cluster.engine.dropped_docs.clone();
+    dropped.sort();
+    let lobby = RoomName::parse("lobby").unwrap();
+    let plans = RoomName::parse("plans").unwrap();
+    assert_eq!(
+        dropped,
+        vec![
+            (0, lobby.clone(), plans.clone(), false),
+            (1, lobby.clone(), plans.clone(), true),
+            (2, lobby, plans, false)
+        ]
+    );
+    let got = events(&mut cluster, 2, carol);
+    assert!(
+        got.iter().any(|e| matches!(e, Event::Doc { action: chat_core::DocAction::Deleted, .. }))
     );
 }
 

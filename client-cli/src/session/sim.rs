@@ -137,7 +137,7 @@ impl Store {
             Record::SessionEnded(token) => {
                 self.sessions.remove(token.as_str());
             }
-            Record::Direct(_) | Record::Topic { .. } => {}
+            Record::Direct(_) | Record::Topic { .. } | Record::Doc { .. } => {}
         }
     }
 
@@ -145,6 +145,7 @@ impl Store {
         let (last_seq, kept) = self.rooms.get(room.as_str())?;
         Some(RoomHistory {
             topic: None,
+            docs: Vec::new(),
             last_seq: *last_seq,
             messages: kept.iter().cloned().collect(),
             remote: Vec::new(),
@@ -642,6 +643,8 @@ impl Sim {
                 | Output::Lookup { .. } => {
                     panic!("the simulated server is one node, alone: {output:?}")
                 }
+                // Its clients edit no documents.
+                Output::DropDoc { .. } => {}
                 Output::Load(room) => {
                     let stored = self.store.history(&room);
                     server.chat.handle_loaded(ts, &room, stored);

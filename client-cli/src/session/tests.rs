@@ -58,6 +58,7 @@ pub(crate) fn limits() -> Limits {
         frames_per_sec: 1000,
         frames_burst: 1000,
         max_upload_bytes: 1 << 20,
+        max_docs_per_room: 100,
     }
 }
 
@@ -112,6 +113,8 @@ fn joined(id: &str, room: &str, history: Vec<Message>, last_seq: u64) -> ServerF
         last_seq,
         resume: Resume::Fresh,
         gap: None,
+        docs: Vec::new(),
+        docs_read_only: false,
     }
 }
 

@@ -96,6 +96,8 @@ pub struct View {
     pub conversation: Option<String>,
     /// A room's topic.
     pub topic: Option<String>,
+    /// A room's shared documents, in name order.
+    pub docs: Vec<chat_protocol::DocInfo>,
     /// How many members a room has (more than `members` in a big one).
     pub member_count: usize,
     /// The first member the member list shows (it scrolls with F3/F4).
@@ -125,6 +127,7 @@ impl View {
             joined: false,
             conversation: None,
             topic: None,
+            docs: Vec::new(),
             member_count: 0,
             member_scroll: 0,
             members_loading: false,
@@ -557,9 +560,10 @@ impl State {
                 self.me = Some(nick.clone());
                 self.connection = Connection::Connected;
             }
-            ServerFrame::Joined { room, members, member_count, history, topic, .. } => {
+            ServerFrame::Joined { room, members, member_count, history, topic, docs, .. } => {
                 let fresh = self.find(room, &Kind::Room).is_none();
                 let view = self.view_mut(room, Kind::Room);
+                view.docs = docs.clone();
                 view.members = members.clone();
                 let count = usize::try_from(*member_count).unwrap_or(usize::MAX);
                 view.member_count = count.max(members.len());
@@ -743,6 +747,17 @@ impl State {
                 {
                     self.views[at].unread += unread;
                     self.views[at].mentioned |= unread > 0;
+                }
+            }
+            ServerFrame::Doc { room, action, doc, by, .. } => {
+                let view = self.view_mut(room, Kind::Room);
+                view.docs.retain(|known| known.name != doc.name);
+                if action != "deleted" {
+                    let at = view.docs.partition_point(|known| known.name < doc.name);
+                    view.docs.insert(at, doc.clone());
+                }
+                if let Some(text) = crate::render::doc_change(action, doc, by) {
+                    view.push(Line::Notice(text));
                 }
             }
             ServerFrame::Topic { room, topic, by, .. } => {
@@ -949,6 +964,8 @@ mod tests {
             last_seq: 0,
             resume: Resume::Fresh,
             gap: None,
+            docs: Vec::new(),
+            docs_read_only: false,
         }
     }
 

@@ -518,6 +518,8 @@ mod tests {
             last_seq: 2,
             resume: Resume::Fresh,
             gap: None,
+            docs: Vec::new(),
+            docs_read_only: false,
         });
         state
     }
@@ -589,6 +591,8 @@ mod tests {
             last_seq: 0,
             resume: Resume::Fresh,
             gap: None,
+            docs: Vec::new(),
+            docs_read_only: false,
         });
         let rows = screen(&state, &Editor::default(), 80, 8, true);
         assert!(rows[0].ends_with("20 000 members"), "{rows:#?}");
@@ -763,6 +767,8 @@ mod tests {
             last_seq: 0,
             resume: Resume::Fresh,
             gap: None,
+            docs: Vec::new(),
+            docs_read_only: false,
         });
         state.on_frame(&ServerFrame::Message(Message {
             edit: None,

@@ -82,10 +82,15 @@ fn every_error_code_is_documented() {
         "limit_reached",
         "unauthorized",
         "forbidden",
+        "no_such_doc",
+        "invalid_doc",
     ] {
         assert!(SPEC.contains(&format!("| `{code}` |")), "{code} missing from the error table");
     }
-    for close in ["1000", "1001", "1008", "1009", "1012", "4008", "4009", "4010", "4011"] {
+    for close in [
+        "1000", "1001", "1008", "1009", "1012", "4008", "4009", "4010", "4011", "4400", "4403",
+        "4404", "4413", "1013",
+    ] {
         assert!(SPEC.contains(&format!("| {close} |")), "close code {close} missing");
     }
 }

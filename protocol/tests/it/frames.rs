@@ -58,6 +58,13 @@ fn client_frames_round_trip() {
         ClientFrame::Edit { room: "lobby".into(), seq: 42, text: "fixed".into() },
         ClientFrame::Delete { room: "lobby".into(), seq: 42 },
         ClientFrame::Topic { room: "lobby".into(), topic: "plans".into() },
+        ClientFrame::DocCreate { room: "lobby".into(), title: "Meeting notes".into() },
+        ClientFrame::DocRename {
+            room: "lobby".into(),
+            doc: "meeting-notes".into(),
+            title: "Minutes".into(),
+        },
+        ClientFrame::DocDelete { room: "lobby".into(), doc: "meeting-notes".into() },
         ClientFrame::Read { room: Some("lobby".into()), conversation: None, seq: 57 },
         ClientFrame::Read { room: None, conversation: Some("~0a".into()), seq: 3 },
         ClientFrame::Nick { nick: "alicia".into() },
@@ -105,6 +112,15 @@ fn client_frames_round_trip() {
     assert_eq!(kinds.len(), ClientFrame::TYPES.len(), "every client frame round-tripped");
 }
 
+fn doc_info() -> chat_protocol::DocInfo {
+    chat_protocol::DocInfo {
+        name: "meeting-notes".into(),
+        title: "Minutes".into(),
+        edited_by: "alice".into(),
+        edited_at: 1_732_442_400_000,
+    }
+}
+
 #[test]
 fn server_frames_round_trip() {
     let limits = Limits {
@@ -126,6 +142,7 @@ fn server_frames_round_trip() {
         frames_per_sec: 50,
         frames_burst: 200,
         max_upload_bytes: 8 << 20,
+        max_docs_per_room: 100,
     };
     let id = Some("r".to_owned());
     let frames = vec![
@@ -155,6 +172,8 @@ fn server_frames_round_trip() {
             last_seq: 7,
             resume: Resume::Gap,
             gap: Some(Gap { from: 2, to: 6 }),
+            docs: vec![doc_info()],
+            docs_read_only: false,
         },
         ServerFrame::Joined {
             member_count: 1,
@@ -167,6 +186,8 @@ fn server_frames_round_trip() {
             last_seq: 0,
             resume: Resume::Fresh,
             gap: None,
+            docs: Vec::new(),
+            docs_read_only: false,
         },
         ServerFrame::Left { id: None, room: "lobby".into() },
         ServerFrame::Presence {
@@ -283,6 +304,13 @@ fn server_frames_round_trip() {
             by: "alice".into(),
         },
         ServerFrame::Topic { id: None, room: "lobby".into(), topic: None, by: "bob".into() },
+        ServerFrame::Doc {
+            id: id.clone(),
+            room: "lobby".into(),
+            action: "renamed".into(),
+            doc: doc_info(),
+            by: "bob".into(),
+        },
         ServerFrame::Conversations {
             id: id.clone(),
             conversations: vec![ConversationInfo {

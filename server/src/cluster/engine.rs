@@ -52,7 +52,7 @@ pub enum Event {
     Appended { member: MemberId, message: Message, encoded: Vec<u8>, result: RedisResult<Appended> },
     /// A read of `room`'s log from `from` on, for `why` (for a load, with
     /// who is in the room).
-    Read { room: RoomName, why: Why, result: RedisResult<(Page, Option<Roster>)> },
+    Read { room: RoomName, why: Why, result: RedisResult<(Page, Option<RoomState>)> },
     /// Rooms' members read whole (`fresh`: after a reconnect), and the
     /// instances found dead.
     Rosters {
@@ -372,6 +372,21 @@ impl Engine {
             async move {
                 if let Err(err) = log.publish_awareness(&topic, &instance, &message).await {
                     debug!(%err, "cannot tell other nodes who is in a document");
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Deletes a shared document's log (it was deleted from its room's
+    /// list); the nodes that had it open closed it on hearing so.
+    pub fn delete_doc(&self, room: &RoomName, doc: &RoomName) {
+        let topic = doc_topic(room, doc);
+        let log = self.doc_log.clone();
+        tokio::spawn(
+            async move {
+                if let Err(err) = log.delete(&topic).await {
+                    warn!(%err, "cannot delete a document's log from Redis");
                 }
             }
             .in_current_span(),
@@ -830,6 +845,7 @@ impl Engine {
                             last_seq: page.newest,
                             messages,
                             topic: None,
+                            docs: Vec::new(),
                             remote: Vec::new(),
                         });
                         let mut steps = vec![Step::Loaded(room, history)];
@@ -843,13 +859,20 @@ impl Engine {
                             .filter_map(|(seq, bytes)| codec::decode(&room, *seq, bytes))
                             .collect();
                         let held = self.feed.listen(room.as_str(), &page.epoch, page.newest);
+                        let (roster, docs) = roster.unzip();
+                        let roster = roster.flatten();
                         let (remote, changes) = self.follow.loaded(room.as_str(), roster.as_ref());
-                        let known = page.newest > 0 || !remote.is_empty();
+                        let docs = docs.unwrap_or_default();
                         let topic = page.topic.map(std::sync::Arc::from);
+                        let known = page.newest > 0
+                            || !remote.is_empty()
+                            || !docs.is_empty()
+                            || topic.is_some();
                         let history = known.then_some(chat_core::RoomHistory {
                             last_seq: page.newest,
                             messages,
                             topic,
+                            docs,
                             remote,
                         });
                         // The room first, then what came after its read.
@@ -1123,18 +1146,24 @@ async fn nicks_in_order(
     }
 }
 
-/// Reads `room`'s log from `from` on; for a load, with who is in the room.
+/// What a room's load reads besides its log: who is in it, and its
+/// document list.
+type RoomState = (Option<Roster>, Vec<chat_core::DocEntry>);
+
+/// Reads `room`'s log from `from` on; for a load, with who is in the room
+/// and its documents.
 async fn read_room(
     log: &RoomLog,
     room: &RoomName,
     from: u64,
     count: usize,
     why: &Why,
-) -> RedisResult<(Page, Option<Roster>)> {
+) -> RedisResult<(Page, Option<RoomState>)> {
     let page = log.read(room.as_str(), from, count).await?;
-    if !matches!(why, Why::Load) {
+    if !matches!(why, Why::Load) || room.is_conversation() {
         return Ok((page, None));
     }
     let rosters = log.members().read(&[room.to_string()]).await?;
-    Ok((page, rosters.into_iter().next()))
+    let docs = log.members().docs(room.as_str()).await?;
+    Ok((page, Some((rosters.into_iter().next(), docs))))
 }

@@ -4,11 +4,14 @@
 -- which changes a read of the hash already holds.
 --
 -- KEYS[1]  the room's members hash: member key -> entry; '#' its version
--- KEYS[2]  the room's meta hash (see append.lua): 't' is its topic
+-- KEYS[2]  the room's meta hash (see append.lua): 't' is its topic,
+--          'd:NAME' its documents
 -- ARGV[1]  'set' (keep the entry), 'del' (drop it), 'drop' (drop it only
 --          if ARGV[6]'s node run still serves it; else change nothing),
---          'topic' (ARGV[3] is the room's topic now, '' for none) or ''
---          (typing: nothing kept)
+--          'topic' (ARGV[3] is the room's topic now, '' for none), 'doc'
+--          (ARGV[3] is a document's list entry, JSON: kept in the meta
+--          hash as 'd:' and its name, or dropped if it says deleted) or
+--          '' (typing: nothing kept)
 -- ARGV[2]  the member's key
 -- ARGV[3]  its entry (for 'set')
 -- ARGV[4]  the room's channel ('' to publish nothing)
@@ -36,6 +39,13 @@ elseif op == 'topic' and entry ~= '' then
   redis.call('HSET', KEYS[2], 't', entry)
 elseif op == 'topic' then
   redis.call('HDEL', KEYS[2], 't')
+elseif op == 'doc' then
+  local doc = cjson.decode(entry)
+  if doc.deleted then
+    redis.call('HDEL', KEYS[2], 'd:' .. doc.name)
+  else
+    redis.call('HSET', KEYS[2], 'd:' .. doc.name, entry)
+  end
 end
 if channel ~= '' then
   redis.call('PUBLISH', channel, 'p:' .. version .. ':' .. change)

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_core::{Nick, Presence, RemoteMember, Shared};
+use chat_core::{DocAction, DocEntry, Nick, Presence, RemoteMember, RoomName, Shared, Timestamp};
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
 use serde::{Deserialize, Serialize};
@@ -97,6 +97,44 @@ struct Published {
     old: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     topic: Option<String>,
+    /// For `doc`: the document's entry, and what was done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    doc: Option<DocJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    action: Option<String>,
+}
+
+/// A room's document list entry as its meta hash keeps it (field `d:NAME`)
+/// and its channel carries it.
+#[derive(Serialize, Deserialize)]
+struct DocJson {
+    name: String,
+    title: String,
+    by: String,
+    at: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
+}
+
+impl DocJson {
+    fn of(doc: &DocEntry, deleted: bool) -> Self {
+        Self {
+            name: doc.name.to_string(),
+            title: doc.title.to_string(),
+            by: doc.edited_by.to_string(),
+            at: doc.edited_at.as_unix_millis(),
+            deleted,
+        }
+    }
+
+    fn entry(&self) -> Option<DocEntry> {
+        Some(DocEntry {
+            name: RoomName::parse(&self.name).ok()?,
+            title: Arc::from(self.title.as_str()),
+            edited_by: Nick::parse(&self.by).ok()?,
+            edited_at: Timestamp::from_unix_millis(self.at),
+        })
+    }
 }
 
 impl Members {
@@ -132,6 +170,7 @@ impl Members {
         let op = match (change, entry) {
             (Shared::Typing(_), _) => "",
             (Shared::Topic { .. }, _) => "topic",
+            (Shared::Doc { .. }, _) => "doc",
             (_, Some(_)) => "set",
             (_, None) => "del",
         };
@@ -168,6 +207,10 @@ impl Members {
     ) -> RedisResult<u64> {
         let entry = match change {
             Shared::Topic { topic, .. } => topic.as_deref().unwrap_or_default().as_bytes().to_vec(),
+            Shared::Doc { action, doc, .. } => {
+                let deleted = *action == DocAction::Deleted;
+                serde_json::to_vec(&DocJson::of(doc, deleted)).unwrap_or_default()
+            }
             _ => entry.map(|(nick, away)| encode_entry(nick, away, node)).unwrap_or_default(),
         };
         let channel = if publish { format!("{}:{{{room}}}", self.prefix) } else { String::new() };
@@ -197,6 +240,26 @@ impl Members {
         }
         let hashes: RedisResult<Vec<Hash>> = pipe.query_async(&mut self.conn.clone()).await;
         Ok(self.health.noted(hashes, FAILED)?.into_iter().map(|fields| roster(&fields)).collect())
+    }
+
+    /// `room`'s document list, as its meta hash keeps it (entries that do
+    /// not decode are skipped).
+    ///
+    /// # Errors
+    /// Redis failed.
+    pub async fn docs(&self, room: &str) -> RedisResult<Vec<DocEntry>> {
+        let fields: RedisResult<Hash> = redis::cmd("HGETALL")
+            .arg(format!("{}:{{{room}}}:meta", self.prefix))
+            .query_async(&mut self.conn.clone())
+            .await;
+        let fields = self.health.noted(fields, FAILED)?;
+        let mut docs: Vec<DocEntry> = fields
+            .iter()
+            .filter(|(field, _)| field.starts_with("d:"))
+            .filter_map(|(_, value)| serde_json::from_slice::<DocJson>(value).ok()?.entry())
+            .collect();
+        docs.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(docs)
     }
 
     /// Says instance `node` lives, for `lease`.
@@ -305,13 +368,21 @@ fn encode_change(key: &str, node: &str, change: &Shared) -> Vec<u8> {
         Shared::Presence(Presence::Renamed { old, new }) => ("rename", nick(new), nick(old)),
         Shared::Typing(n) => ("typing", nick(n), None),
         Shared::Topic { by, .. } => ("topic", nick(by), None),
+        Shared::Doc { by, .. } => ("doc", nick(by), None),
     };
     let topic = match change {
         Shared::Topic { topic, .. } => topic.as_deref().map(str::to_owned),
         _ => None,
     };
+    let (doc, action) = match change {
+        Shared::Doc { action, doc, .. } => {
+            let deleted = *action == DocAction::Deleted;
+            (Some(DocJson::of(doc, deleted)), Some(action.as_str().to_owned()))
+        }
+        _ => (None, None),
+    };
     let (key, node, op) = (key.to_owned(), node.to_owned(), op.to_owned());
-    let published = Published { key, node, op, nick, old, topic };
+    let published = Published { key, node, op, nick, old, topic, doc, action };
     serde_json::to_vec(&published).unwrap_or_default()
 }
 
@@ -333,6 +404,11 @@ pub fn decode_change(room: &str, payload: &[u8]) -> Option<Change> {
         }
         "typing" => Shared::Typing(nick),
         "topic" => Shared::Topic { topic: published.topic.map(Arc::from), by: nick },
+        "doc" => Shared::Doc {
+            action: DocAction::parse(published.action.as_deref()?)?,
+            doc: published.doc.as_ref()?.entry()?,
+            by: nick,
+        },
         _ => return None,
     };
     Some(Change {
@@ -355,7 +431,7 @@ pub fn entry_after(entry: Option<(Nick, bool)>, change: &Shared) -> Option<(Nick
         Shared::Presence(Presence::Renamed { new, .. }) => {
             entry.map(|(_, away)| (new.clone(), away)).or(Some((new.clone(), false)))
         }
-        Shared::Typing(_) | Shared::Topic { .. } => entry,
+        Shared::Typing(_) | Shared::Topic { .. } | Shared::Doc { .. } => entry,
     }
 }
 

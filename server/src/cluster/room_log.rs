@@ -378,6 +378,19 @@ impl RoomLog {
         self.health.noted(trimmed.map(drop), "a write to Redis failed")
     }
 
+    /// Deletes `room`'s log and numbering (a document's, deleted).
+    ///
+    /// # Errors
+    /// Redis failed.
+    pub async fn delete(&self, room: &str) -> RedisResult<()> {
+        let deleted: RedisResult<u64> = redis::cmd("DEL")
+            .arg(self.key(room, "log"))
+            .arg(self.key(room, "meta"))
+            .query_async(&mut self.conn.clone())
+            .await;
+        self.health.noted(deleted.map(drop), "a write to Redis failed")
+    }
+
     /// The channel `room`'s messages are published on.
     pub fn channel(&self, room: &str) -> String {
         format!("{}:{{{room}}}", self.prefix)

@@ -83,6 +83,13 @@ pub enum DocError {
         /// The limit.
         max: usize,
     },
+    /// It changes the document, which this connection may not (a
+    /// read-only room, or a session no longer in it).
+    #[error("{0}")]
+    NotAllowed(String),
+    /// It would add a document to a room that holds as many as it may.
+    #[error("{0}")]
+    TooMany(String),
 }
 
 /// One document and who has it open.
@@ -145,11 +152,20 @@ impl Document {
     }
 
     /// The messages of one frame from `conn`, in order. A message refused
-    /// stops the frame there: what came before it stands.
+    /// stops the frame there: what came before it stands. `may_change` is
+    /// asked before the first update of the frame that changes the document
+    /// (one that brings nothing new, as a resync's often does, is not a
+    /// change); refusing it refuses the update.
     ///
     /// # Errors
     /// The message refused, and why.
-    pub fn receive(&mut self, conn: Conn, frame: &[u8]) -> Result<Vec<Out>, DocError> {
+    pub fn receive(
+        &mut self,
+        conn: Conn,
+        frame: &[u8],
+        may_change: &mut dyn FnMut() -> Result<(), DocError>,
+    ) -> Result<Vec<Out>, DocError> {
+        let mut allowed = false;
         let messages = decode_messages(frame)?;
         let mut out = Vec::new();
         for message in messages {
@@ -160,6 +176,10 @@ impl Document {
                     out.push(Out::To(conn, reply.encode_v1()));
                 }
                 Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
+                    if !allowed && self.changes(&update)? {
+                        may_change()?;
+                        allowed = true;
+                    }
                     self.apply(&update)?;
                     let relay = Message::Sync(SyncMessage::Update(update.clone()));
                     out.push(Out::Others(conn, relay.encode_v1()));
@@ -246,6 +266,14 @@ impl Document {
     /// The document itself (for reading its text).
     pub fn doc(&self) -> &Doc {
         self.awareness.doc()
+    }
+
+    /// Whether `bytes`, an update, would change the document: it brings
+    /// blocks the document does not have, or deletes something.
+    fn changes(&self, bytes: &[u8]) -> Result<bool, DocError> {
+        let update = decode_update(bytes)?;
+        let vector = self.awareness.doc().transact().state_vector();
+        Ok(update.extends(&vector) || !update.delete_set().is_empty())
     }
 
     /// Applies `bytes`, an update, if it decodes and fits.

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_core::{Rate, RoomName, SessionToken, Timestamp, TokenBucket};
+use chat_core::{Chat, CommandError, Rate, RoomName, SessionToken, Timestamp, TokenBucket};
 use chat_transport::tungstenite::Message as Frame;
 use chat_transport::tungstenite::protocol::CloseFrame;
 use chat_transport::{Outgoing, Pushed, Upgraded};
@@ -152,6 +152,9 @@ const BAD_REQUEST: u16 = 4400;
 /// longer (it left the room): final too.
 const FORBIDDEN: u16 = 4403;
 
+/// The close code of a document that was deleted (final).
+const GONE: u16 = 4404;
+
 /// The close code of an update or frame past the limits, or of a document
 /// that would grow past its own: final, as the client would send the same
 /// again on reconnecting.
@@ -182,7 +185,10 @@ impl DocClose {
     fn refused(error: &DocError) -> Self {
         let code = match error {
             DocError::Malformed => BAD_REQUEST,
-            DocError::UpdateTooLarge { .. } | DocError::DocumentFull { .. } => TOO_LARGE,
+            DocError::NotAllowed(_) => FORBIDDEN,
+            DocError::UpdateTooLarge { .. }
+            | DocError::DocumentFull { .. }
+            | DocError::TooMany(_) => TOO_LARGE,
         };
         Self { code, reason: error.to_string() }
     }
@@ -346,29 +352,37 @@ impl Docs {
         self.route(&key, out)
     }
 
-    /// A frame from `conn`, if `allowed` still lets its session into the
-    /// room; the connections to flush. A refused frame closes its
-    /// connection (its client reconnects and syncs again: the document is
-    /// intact), as does a session no longer allowed (it left the room).
+    /// A frame from `conn`, if `chat` still lets its session into the
+    /// room, and change the document if the frame changes it (which `chat`
+    /// notes in the room's document list); the connections to flush. A
+    /// refused frame closes its connection (the document is intact), as
+    /// does a session no longer in the room.
     pub(crate) fn receive(
         &mut self,
         conn: Conn,
         bytes: &[u8],
-        allowed: impl Fn(&SessionToken, &RoomName) -> bool,
+        chat: &mut Chat,
+        now: Timestamp,
     ) -> Vec<Arc<Outgoing>> {
         let Some(open) = self.conns.get(&conn) else {
             return Vec::new();
         };
-        if !allowed(&open.token, &open.key.0) {
+        if !chat.may_read(&open.token, &open.key.0) {
             let close = DocClose::not_member(&open.key.0);
             self.close(conn, close);
             return Vec::new();
         }
-        let key = open.key.clone();
+        let (key, token) = (open.key.clone(), open.token.clone());
         let Some(held) = self.documents.get_mut(&key) else {
             return Vec::new();
         };
-        match held.document.receive(conn, bytes) {
+        let mut gate = || {
+            chat.handle_doc_edit(now, &token, &key.0, &key.1).map_err(|error| match error {
+                CommandError::DocLimit { .. } => DocError::TooMany(error.to_string()),
+                error => DocError::NotAllowed(error.to_string()),
+            })
+        };
+        match held.document.receive(conn, bytes, &mut gate) {
             Ok(out) => self.route(&key, out),
             Err(error) => {
                 info!(conn, %error, "a document frame refused");
@@ -494,6 +508,24 @@ impl Docs {
             .collect();
         for (conn, close) in gone {
             self.close(conn, close);
+        }
+    }
+
+    /// Document `doc` of `room` was deleted: its connections are closed
+    /// for good (4404) and it leaves memory. Its content is storage's to
+    /// drop.
+    pub(crate) fn drop_doc(&mut self, room: RoomName, doc: RoomName) {
+        let key = (room, doc);
+        let gone: Vec<Conn> =
+            self.conns.iter().filter(|(_, open)| open.key == key).map(|(conn, _)| *conn).collect();
+        for conn in gone {
+            let reason = format!("document {} of #{} was deleted", key.1, key.0);
+            self.close(conn, DocClose { code: GONE, reason });
+            self.conns.remove(&conn);
+        }
+        if self.documents.remove(&key).is_some() {
+            let (room, doc) = key;
+            self.jobs.push(Job::ForgetDoc { room, doc });
         }
     }
 

@@ -7,6 +7,11 @@ use yrs::{Doc, GetString, ReadTxn, Text, Transact, Update};
 
 use super::{Conn, DocError, Document, Limits, Out};
 
+/// Every change allowed.
+fn allowed() -> Result<(), DocError> {
+    Ok(())
+}
+
 /// A Yjs client as y-websocket's provider behaves: its own document, a
 /// sync step 1 when it connects, its edits sent as updates.
 struct Client {
@@ -128,7 +133,7 @@ impl Room {
     /// Client `c` sends `frame`; the server takes it.
     fn send(&mut self, c: usize, frame: &[u8]) {
         let conn = self.clients[c].conn;
-        let out = self.document.receive(conn, frame).unwrap();
+        let out = self.document.receive(conn, frame, &mut allowed).unwrap();
         self.route(out);
     }
 
@@ -218,20 +223,24 @@ fn malformed_oversized_and_overflowing_updates_are_refused_and_the_document_stan
     let mut client = Client::new(1);
     document.open(1);
     let ok = client.insert(0, "fine");
-    document.receive(1, &update_message(ok)).unwrap();
+    document.receive(1, &update_message(ok), &mut allowed).unwrap();
     let before = document.state();
     for garbage in [&b""[..], b"\xff\xff\xff", b"\x00\x02\x05garbage", b"\x00\x01"] {
-        assert_eq!(document.receive(1, garbage), Err(DocError::Malformed), "{garbage:?}");
+        assert_eq!(
+            document.receive(1, garbage, &mut allowed),
+            Err(DocError::Malformed),
+            "{garbage:?}"
+        );
     }
     let big = client.insert(0, &"x".repeat(100));
     assert!(matches!(
-        document.receive(1, &update_message(big)),
+        document.receive(1, &update_message(big), &mut allowed),
         Err(DocError::UpdateTooLarge { max: 64, .. })
     ));
     let mut grew = 0;
     let refused = loop {
         let more = client.insert(0, &"y".repeat(20));
-        match document.receive(1, &update_message(more)) {
+        match document.receive(1, &update_message(more), &mut allowed) {
             Ok(_) => grew += 1,
             Err(error) => break error,
         }
@@ -251,7 +260,7 @@ fn random_bytes_never_take_the_document_down() {
     let mut client = Client::new(1);
     document.open(1);
     let ok = client.insert(0, "kept");
-    document.receive(1, &update_message(ok)).unwrap();
+    document.receive(1, &update_message(ok), &mut allowed).unwrap();
     let mut rng = rng_of(7);
     for _ in 0..2000 {
         let len = rng() % 64;
@@ -260,7 +269,7 @@ fn random_bytes_never_take_the_document_down() {
         if rng().is_multiple_of(2) {
             frame.splice(0..0, [0, 2, (len as u8).min(127)]);
         }
-        let _ = document.receive(1, &frame);
+        let _ = document.receive(1, &frame, &mut allowed);
     }
     let text = document.doc().get_or_insert_text("content");
     assert!(text.get_string(&document.doc().transact()).contains("kept"));
@@ -276,7 +285,7 @@ fn awareness_is_relayed_to_every_connection_and_node_and_taken_back_when_its_con
     let caret = Awareness::new(Doc::with_client_id(77));
     caret.set_local_state_raw(r#"{"user":{"name":"alice"},"cursor":3}"#);
     let message = super::awareness_message(caret.update().unwrap());
-    let out = document.receive(1, &message).unwrap();
+    let out = document.receive(1, &message, &mut allowed).unwrap();
     // Everyone here (the sender too: see `Out::Everyone`) and the other
     // nodes hear it.
     assert_eq!(out, vec![Out::Everyone(message.clone()), Out::Share(message.clone())]);

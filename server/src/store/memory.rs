@@ -25,6 +25,8 @@ struct Contents {
     topics: BTreeMap<RoomName, std::sync::Arc<str>>,
     /// Each document's updates, by room and name.
     docs: BTreeMap<(RoomName, RoomName), Vec<Vec<u8>>>,
+    /// Each room's document list.
+    lists: BTreeMap<RoomName, BTreeMap<RoomName, chat_core::DocEntry>>,
 }
 
 impl MemoryStore {
@@ -126,7 +128,14 @@ impl Store for MemoryStore {
         let skip = kept.len().saturating_sub(retention.per_room);
         kept.drain(..skip);
         let topic = contents.topics.get(room).cloned();
-        Ok(Some(RoomHistory { last_seq: *last_seq, messages: kept, topic, remote: Vec::new() }))
+        let docs = contents.lists.get(room).map(|list| list.values().cloned().collect());
+        Ok(Some(RoomHistory {
+            last_seq: *last_seq,
+            messages: kept,
+            topic,
+            docs: docs.unwrap_or_default(),
+            remote: Vec::new(),
+        }))
     }
 
     fn commit(&mut self, records: &[Record]) -> Result<(), StoreError> {
@@ -150,6 +159,16 @@ impl Store for MemoryStore {
                         Some(topic) => contents.topics.insert(room.clone(), topic.clone()),
                         None => contents.topics.remove(room),
                     };
+                }
+                Record::Doc { room, doc, deleted } => {
+                    contents.rooms.entry(room.clone()).or_default();
+                    let list = contents.lists.entry(room.clone()).or_default();
+                    if *deleted {
+                        list.remove(&doc.name);
+                        contents.docs.remove(&(room.clone(), doc.name.clone()));
+                    } else {
+                        list.insert(doc.name.clone(), doc.clone());
+                    }
                 }
                 Record::Session { .. } | Record::SessionEnded(_) => {}
             }

@@ -3,8 +3,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chat_core::{
-    Attachment, Conversation, Direct, Message, MessageKind, Nick, Record, RoomHistory, RoomName,
-    SessionToken, Timestamp,
+    Attachment, Conversation, Direct, DocEntry, Message, MessageKind, Nick, Record, RoomHistory,
+    RoomName, SessionToken, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use tracing::warn;
@@ -12,7 +12,7 @@ use tracing::warn;
 use super::{Retention, Snapshot, Store, StoreError};
 
 /// The schema version this code writes; bumped with every change.
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rooms (
@@ -56,6 +56,14 @@ CREATE TABLE IF NOT EXISTS doc_updates (
     data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS doc_updates_doc ON doc_updates (room, doc, id);
+CREATE TABLE IF NOT EXISTS docs (
+    room      TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    title     TEXT NOT NULL,
+    edited_by TEXT NOT NULL,
+    edited_at INTEGER NOT NULL,
+    PRIMARY KEY (room, name)
+) WITHOUT ROWID;
 ";
 
 /// Made once the columns exist (version 1 added them later).
@@ -321,11 +329,36 @@ impl Store for SqliteStore {
             }
         }
         messages.reverse();
+        let mut docs = Vec::new();
+        let mut query = self.db.prepare_cached(
+            "SELECT name, title, edited_by, edited_at FROM docs WHERE room = ?1 ORDER BY name",
+        )?;
+        let rows = query.query_map([room.as_str()], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, i64>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (name, title, by, at) = row?;
+            match (RoomName::parse(&name), Nick::parse(&by)) {
+                (Ok(name), Ok(edited_by)) => docs.push(DocEntry {
+                    name,
+                    title: Arc::from(title),
+                    edited_by,
+                    edited_at: Timestamp::from_unix_millis(u64::try_from(at).unwrap_or(0)),
+                }),
+                _ => warn!(%room, "skipping a stored document entry that does not parse"),
+            }
+        }
         let last_seq = u64::try_from(last_seq).unwrap_or(0);
         Ok(Some(RoomHistory {
             last_seq,
             messages,
             topic: topic.map(Arc::from),
+            docs,
             remote: Vec::new(),
         }))
     }
@@ -370,8 +403,36 @@ impl Store for SqliteStore {
                 "INSERT INTO rooms (name, last_seq, topic) VALUES (?1, 0, ?2)
                  ON CONFLICT (name) DO UPDATE SET topic = excluded.topic",
             )?;
+            // A document's list entry; its room is known from then on.
+            let mut put_doc = tx.prepare_cached(
+                "INSERT INTO docs (room, name, title, edited_by, edited_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (room, name) DO UPDATE SET title = excluded.title,
+                   edited_by = excluded.edited_by, edited_at = excluded.edited_at",
+            )?;
+            let mut know_room = tx.prepare_cached(
+                "INSERT INTO rooms (name, last_seq) VALUES (?1, 0) ON CONFLICT (name) DO NOTHING",
+            )?;
+            // A deleted document goes with its content.
+            let mut drop_doc =
+                tx.prepare_cached("DELETE FROM docs WHERE room = ?1 AND name = ?2")?;
+            let mut drop_updates =
+                tx.prepare_cached("DELETE FROM doc_updates WHERE room = ?1 AND doc = ?2")?;
             for record in records {
                 match record {
+                    Record::Doc { room, doc, deleted: false } => {
+                        know_room.execute([room.as_str()])?;
+                        put_doc.execute(params![
+                            room.as_str(),
+                            doc.name.as_str(),
+                            &*doc.title,
+                            doc.edited_by.as_str(),
+                            millis(doc.edited_at),
+                        ])?;
+                    }
+                    Record::Doc { room, doc, deleted: true } => {
+                        drop_doc.execute(params![room.as_str(), doc.name.as_str()])?;
+                        drop_updates.execute(params![room.as_str(), doc.name.as_str()])?;
+                    }
                     Record::Message(m) => {
                         insert(&mut insert_message, m)?;
                         raise_seq.execute(params![m.room.as_str(), seq(m)])?;

@@ -1406,3 +1406,67 @@ async fn editors_on_two_nodes_edit_one_shared_document_kept_in_redis() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_rooms_document_list_is_every_nodes_and_a_document_deleted_on_one_is_gone_from_redis() {
+    use crate::docs::{Editor, path};
+    use crate::support::Client;
+    use serde_json::json;
+    let (redis, a, b) = two_nodes(None).await;
+    let mut alice = Client::in_room(&a, "alice", "lobby").await;
+    let mut bob = Client::in_room(&b, "bob", "lobby").await;
+    alice.send(json!({"type": "doc_create", "room": "lobby", "title": "Plans", "id": "c"})).await;
+    let created = next_of(&mut bob, "doc").await;
+    assert_eq!(
+        (created["action"].as_str(), created["by"].as_str()),
+        (Some("created"), Some("alice"))
+    );
+    // A title is the room's, whichever node is asked.
+    bob.send(json!({"type": "doc_create", "room": "lobby", "title": "PLANS"})).await;
+    assert_eq!(next_of(&mut bob, "error").await["code"], "invalid_doc");
+    // Edited through node a, the document lives in Redis.
+    let mut on_a = Editor::open(&a, &path("lobby", "plans", &alice.session)).await.unwrap();
+    on_a.insert(0, "ship it").await;
+    let mut on_b = Editor::open(&b, &path("lobby", "plans", &bob.session)).await.unwrap();
+    on_b.until("ship it").await;
+    // Someone joining on node b later gets the list with the room.
+    let mut carol = Client::hello(&b, "carol").await;
+    carol.send(json!({"type": "join", "room": "lobby"})).await;
+    let joined = next_of(&mut carol, "joined").await;
+    assert_eq!(joined["docs"][0]["title"], "Plans");
+    // Deleted on node b: editors on both nodes are closed, its log in
+    // Redis is gone, the list on node a says so.
+    bob.send(json!({"type": "doc_delete", "room": "lobby", "doc": "plans"})).await;
+    for editor in [&mut on_a, &mut on_b] {
+        let closed = loop {
+            if let Err(closed) = editor.read().await {
+                break closed;
+            }
+        };
+        assert_eq!(closed.0, 4404);
+    }
+    loop {
+        let doc = next_of(&mut alice, "doc").await;
+        if doc["action"] == "deleted" {
+            break;
+        }
+    }
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // (Deleted by node b on its own round trip: polled until it is.)
+    let deadline = tokio::time::Instant::now() + crate::support::WAIT;
+    loop {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg("chat:{%lobby/plans}:log")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !exists {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the deleted document's log stays");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -20,6 +20,8 @@ pub(crate) struct Editor {
     socket: WebSocket,
     /// Who is here as last heard: awareness client, its state (JSON).
     pub(crate) here: BTreeMap<u64, String>,
+    /// Sync step 2 messages read.
+    step2s: usize,
 }
 
 impl Editor {
@@ -33,7 +35,7 @@ impl Editor {
         let doc = Doc::new();
         let step1 = Message::Sync(SyncMessage::SyncStep1(doc.transact().state_vector()));
         socket.send(Frame::binary(step1.encode_v1())).await.unwrap();
-        let mut editor = Self { doc, socket, here: BTreeMap::new() };
+        let mut editor = Self { doc, socket, here: BTreeMap::new(), step2s: 0 };
         // The server's sync step 1 comes first, or the refusal.
         match editor.read().await {
             Ok(()) => Ok(editor),
@@ -78,7 +80,12 @@ impl Editor {
                     let reply = Message::Sync(SyncMessage::SyncStep2(missing));
                     self.socket.send(Frame::binary(reply.encode_v1())).await.unwrap();
                 }
-                Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
+                Message::Sync(SyncMessage::SyncStep2(update)) => {
+                    self.step2s += 1;
+                    let update = Update::decode_v1(&update).unwrap();
+                    self.doc.transact_mut().apply_update(update).unwrap();
+                }
+                Message::Sync(SyncMessage::Update(update)) => {
                     let update = Update::decode_v1(&update).unwrap();
                     self.doc.transact_mut().apply_update(update).unwrap();
                 }
@@ -93,6 +100,17 @@ impl Editor {
                 _ => {}
             }
             return Ok(());
+        }
+    }
+
+    /// A sync round trip: everything this editor sent before was taken by
+    /// the server once it returns.
+    pub(crate) async fn round_trip(&mut self) {
+        let seen = self.step2s;
+        let step1 = Message::Sync(SyncMessage::SyncStep1(self.doc.transact().state_vector()));
+        self.socket.send(Frame::binary(step1.encode_v1())).await.unwrap();
+        while self.step2s == seen {
+            self.read().await.unwrap();
         }
     }
 
@@ -310,5 +328,121 @@ async fn a_document_storage_cannot_read_is_refused_for_now_and_chat_goes_on() {
         .send(serde_json::json!({"type": "say", "room": "lobby", "text": "still here", "id": "s"}))
         .await;
     assert_eq!(alice.expect("message").await["text"], "still here");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_room_lists_its_documents_live_and_keeps_the_list_and_deleting_one_drops_it() {
+    use chat_server::{ServerConfig, SqliteStore, Store};
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let store = || Box::new(SqliteStore::open(dir.path()).unwrap()) as Box<dyn Store>;
+    let server = Server::start_with(ServerConfig::default(), store()).await;
+    let mut alice = Client::in_room(&server, "alice", "lobby").await;
+    let mut bob = Client::in_room(&server, "bob", "lobby").await;
+    alice.expect_presence("join", "bob").await;
+    alice
+        .send(json!({"type": "doc_create", "room": "lobby", "title": "Meeting notes", "id": "c"}))
+        .await;
+    let created = alice.expect("doc").await;
+    assert_eq!((created["id"].as_str(), created["action"].as_str()), (Some("c"), Some("created")));
+    assert_eq!(created["doc"]["name"], "meeting-notes");
+    assert_eq!(bob.expect("doc").await["doc"]["title"], "Meeting notes");
+    // A Yjs client's first edit of a name no one created lists it; a
+    // resync that brings nothing new is no edit.
+    let mut editor = Editor::open(&server, &path("lobby", "notes", &alice.session)).await.unwrap();
+    editor.insert(0, "agenda").await;
+    let listed = bob.expect("doc").await;
+    assert_eq!(
+        (listed["action"].as_str(), listed["by"].as_str()),
+        (Some("created"), Some("alice"))
+    );
+    assert_eq!(listed["doc"]["title"], "notes");
+    assert_eq!(alice.expect("doc").await["action"], "created");
+    // Someone else's edit is told at once, as an edit; opening and
+    // syncing (nothing new) is none.
+    let mut bobs = Editor::open(&server, &path("lobby", "notes", &bob.session)).await.unwrap();
+    bobs.until("agenda").await;
+    bobs.round_trip().await;
+    alice.expect_nothing_pending().await;
+    bobs.insert(6, " and more").await;
+    let edited = alice.expect("doc").await;
+    assert_eq!((edited["action"].as_str(), edited["by"].as_str()), (Some("edited"), Some("bob")));
+    editor.until("agenda and more").await;
+    assert_eq!(bob.expect("doc").await["action"], "edited");
+    // Bad titles and names are refused with their codes.
+    bob.send(json!({"type": "doc_create", "room": "lobby", "title": "meeting NOTES"})).await;
+    bob.expect_error("invalid_doc").await;
+    bob.send(json!({"type": "doc_delete", "room": "lobby", "doc": "nope"})).await;
+    bob.expect_error("no_such_doc").await;
+    bob.send(json!({"type": "doc_rename", "room": "lobby", "doc": "notes", "title": "Agenda"}))
+        .await;
+    assert_eq!(bob.expect("doc").await["doc"]["title"], "Agenda");
+    alice.expect("doc").await;
+    // Deleted: its editors are closed for good, its content is gone.
+    alice.send(json!({"type": "doc_delete", "room": "lobby", "doc": "notes"})).await;
+    assert_eq!(alice.expect("doc").await["action"], "deleted");
+    let closed = loop {
+        if let Err(closed) = editor.read().await {
+            break closed;
+        }
+    };
+    assert_eq!(closed, (4404, "document notes of #lobby was deleted".to_owned()));
+    let fresh = Editor::open(&server, &path("lobby", "notes", &bob.session)).await.unwrap();
+    assert_eq!(fresh.text(), "");
+    drop((fresh, bobs));
+    let token = bob.session.clone();
+    drop((alice, bob));
+    server.shutdown().await;
+    // The list is kept across a restart.
+    let server = Server::start_with(ServerConfig::default(), store()).await;
+    let (mut bob, _) = Client::resume(&server, &token).await;
+    bob.send(json!({"type": "join", "room": "lobby"})).await;
+    let joined = bob.expect("joined").await;
+    let titles: Vec<&str> =
+        joined["docs"].as_array().unwrap().iter().map(|d| d["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, ["Meeting notes"]);
+    server.shutdown().await;
+    let db = rusqlite::Connection::open(dir.path().join("chat.db")).unwrap();
+    let rows: i64 = db
+        .query_row("SELECT count(*) FROM doc_updates WHERE doc = 'notes'", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(rows, 0, "a deleted document's content is gone from storage");
+}
+
+#[tokio::test]
+async fn read_only_rooms_documents_are_read_and_never_changed_and_a_full_room_takes_no_new_one() {
+    let mut config = chat_server::ServerConfig::default();
+    config.chat.read_only_docs = vec![chat_core::RoomPattern::new("archive-*")];
+    config.chat.max_docs_per_room = 1;
+    let server = Server::start(config).await;
+    let mut alice = Client::in_room(&server, "alice", "lobby").await;
+    alice.send(serde_json::json!({"type": "join", "room": "archive-1"})).await;
+    assert_eq!(alice.expect("joined").await["docs_read_only"], true);
+    let mut reader =
+        Editor::open(&server, &path("archive-1", "notes", &alice.session)).await.unwrap();
+    reader.insert(0, "vandalism").await;
+    let closed = loop {
+        if let Err(closed) = reader.read().await {
+            break closed;
+        }
+    };
+    assert_eq!(closed, (4403, "the documents of archive-1 are read-only".to_owned()));
+    let reread = Editor::open(&server, &path("archive-1", "notes", &alice.session)).await.unwrap();
+    assert_eq!(reread.text(), "", "nothing of it was taken");
+    // One document per room here: a second name cannot be created by
+    // editing it.
+    let mut one = Editor::open(&server, &path("lobby", "one", &alice.session)).await.unwrap();
+    one.insert(0, "first").await;
+    assert_eq!(alice.expect("doc").await["action"], "created");
+    let mut two = Editor::open(&server, &path("lobby", "two", &alice.session)).await.unwrap();
+    two.insert(0, "second").await;
+    let closed = loop {
+        if let Err(closed) = two.read().await {
+            break closed;
+        }
+    };
+    assert_eq!(closed.0, 4413);
+    assert!(closed.1.contains("holds 1 documents"), "{closed:?}");
     server.shutdown().await;
 }

@@ -205,7 +205,7 @@ fn a_database_of_the_first_schema_is_upgraded_in_place() {
     drop(store);
     let db = rusqlite::Connection::open(dir.path().join("chat.db")).unwrap();
     let version: i64 = db.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
     let columns: Vec<String> = db
         .prepare("SELECT name FROM pragma_table_info('messages')")
         .unwrap()

@@ -5,7 +5,7 @@
 
 import { $ } from './common.js';
 import { completeFromServer } from './composer.js';
-import { docsJoined } from './docs.js';
+import { docChanged, docRefused, docsJoined, docsListed } from './docs.js';
 import { uploadEnded, uploadProgress, uploadWaiting } from './files.js';
 import { notify, renderNotifyButton } from './notify.js';
 import {
@@ -56,7 +56,19 @@ export const frames = {
     }
     renderRooms();
     renderMembers();
+    docsListed(frame);
     docsJoined(frame.room);
+  },
+  doc(frame) {
+    docChanged(frame);
+    // What people do to the list shows in the room (edits go quietly).
+    const said = { created: 'created', renamed: 'renamed', deleted: 'deleted' }[frame.action];
+    if (said) {
+      const what = frame.action === 'renamed'
+        ? `${frame.by} renamed the document ${frame.doc.name} to “${frame.doc.title}”`
+        : `${frame.by} ${said} the document “${frame.doc.title}”`;
+      addLine(frame.room, { kind: 'notice', ts: Date.now(), text: what });
+    }
   },
   left(frame) {
     state.rooms.delete(frame.room);
@@ -323,6 +335,9 @@ export const frames = {
   },
   error(frame) {
     state.pages.delete(frame.id);
+    if (docRefused(frame)) {
+      return;
+    }
     const refused = state.sending.get(frame.id);
     if (refused) {
       // A message the server will not take: marked where it was typed.

@@ -1,6 +1,6 @@
 // The composer: what is typed becomes a message, or a /command.
 
-import { DEFAULT_DOC, openDoc } from './docs.js';
+import { defaultDoc, openDoc, openOrCreate } from './docs.js';
 import { $, formatSize } from './common.js';
 import { directView, state, viewOf } from './state.js';
 import { addLine, switchRoom } from './views.js';
@@ -164,7 +164,11 @@ function runCommand(input) {
       if (!current || current.startsWith('@')) {
         return false;
       }
-      openDoc(current, arg || DEFAULT_DOC);
+      if (arg) {
+        openOrCreate(current, arg);
+      } else {
+        openDoc(current, defaultDoc(current));
+      }
       return true;
     case '/help':
       if (current) {

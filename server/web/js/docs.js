@@ -24,6 +24,143 @@ const TYPED = 'typed here';
 /** The document on screen, or null. */
 let open = null;
 
+/** Requests of the panel (create, rename, delete) by id: { room, open }. */
+const asked = new Map();
+
+/** The room's document list, as the server tells it: name -> entry. */
+function listOf(room) {
+  const known = state.rooms.get(room);
+  if (known && !known.docs) {
+    known.docs = new Map();
+  }
+  return known?.docs ?? new Map();
+}
+
+/** The document `/doc` and the Docs button open: the one edited last, or the room's notes. */
+export function defaultDoc(room) {
+  const docs = [...listOf(room).values()].sort((a, b) => b.edited_at - a.edited_at);
+  return docs[0]?.name ?? DEFAULT_DOC;
+}
+
+/** `joined`: the room's list, and whether it is read-only to us. */
+export function docsListed(frame) {
+  const room = state.rooms.get(frame.room);
+  if (room) {
+    room.docs = new Map((frame.docs || []).map((doc) => [doc.name, doc]));
+    room.docsReadOnly = Boolean(frame.docs_read_only);
+  }
+  renderDocList();
+}
+
+/** `doc`: a change to a room's list; what the panel asked for, done. */
+export function docChanged(frame) {
+  const docs = listOf(frame.room);
+  if (frame.action === 'deleted') {
+    docs.delete(frame.doc.name);
+  } else {
+    docs.set(frame.doc.name, frame.doc);
+  }
+  const ask = asked.get(frame.id);
+  asked.delete(frame.id);
+  if (open?.room === frame.room && open.name === frame.doc.name && frame.action === 'deleted') {
+    open.refused = { code: 4404, reason: `${frame.by} deleted it` };
+    renderStatus();
+  }
+  if (ask?.open && frame.action === 'created') {
+    openDoc(frame.room, frame.doc.name);
+  }
+  renderDocList();
+}
+
+/** An `error` answering the panel: shown there. Whether it was one. */
+export function docRefused(frame) {
+  if (!asked.has(frame.id)) {
+    return false;
+  }
+  asked.delete(frame.id);
+  const status = $('doc-status');
+  status.textContent = frame.message;
+  status.classList.add('offline');
+  return true;
+}
+
+/**
+ * Opens the document of `room` titled or named `typed`; with no such
+ * document, creates one titled so (and opens it once the server has it).
+ */
+export function openOrCreate(room, typed) {
+  const lower = typed.toLowerCase();
+  const found = [...listOf(room).values()].find((d) => d.title.toLowerCase() === lower || d.name === typed);
+  if (found) {
+    openDoc(room, found.name);
+  } else if (/^[a-z0-9_-]{1,64}$/.test(typed)) {
+    // A name: opened (and listed by the server at its first edit).
+    openDoc(room, typed);
+  } else {
+    showPanel(true);
+    ask({ type: 'doc_create', room, title: typed }, room, { open: true });
+  }
+}
+
+/** Sends a list request for the panel; `then` says what to do with its answer. */
+function ask(frame, room, then = {}) {
+  if (!state.connection) {
+    return;
+  }
+  const id = state.connection.session.newId();
+  asked.set(id, { room, ...then });
+  state.connection.send(frame, id);
+}
+
+/** When, for people: "just now", "5 min ago", "3 h ago", or the date. */
+function ago(ms) {
+  const minutes = Math.floor((Date.now() - ms) / 60000);
+  if (minutes < 1) {
+    return 'just now';
+  }
+  if (minutes < 60) {
+    return `${minutes} min ago`;
+  }
+  if (minutes < 24 * 60) {
+    return `${Math.floor(minutes / 60)} h ago`;
+  }
+  return new Date(ms).toLocaleDateString();
+}
+
+/** The list of the panel's room: each document, who edited it last and when. */
+function renderDocList() {
+  const list = $('doc-list');
+  const room = open?.room;
+  if (!room) {
+    list.replaceChildren();
+    return;
+  }
+  const docs = [...listOf(room).values()].sort((a, b) => a.title.localeCompare(b.title));
+  list.replaceChildren(...docs.map((doc) => {
+    const item = document.createElement('li');
+    item.dataset.name = doc.name;
+    if (doc.name === open.name) {
+      item.setAttribute('aria-current', 'true');
+    }
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'doc-open';
+    button.textContent = doc.title;
+    button.title = `/doc ${doc.name}`;
+    button.addEventListener('click', () => openDoc(room, doc.name));
+    const meta = document.createElement('span');
+    meta.className = 'doc-meta';
+    meta.textContent = `${doc.edited_by} · ${ago(doc.edited_at)}`;
+    item.append(button, meta);
+    return item;
+  }));
+  const entry = listOf(room).get(open.name);
+  $('doc-title').textContent = `#${room} / ${entry?.title ?? open.name}`;
+  const readOnly = Boolean(state.rooms.get(room)?.docsReadOnly);
+  $('doc-rename').hidden = readOnly || !entry;
+  $('doc-delete').hidden = readOnly || !entry;
+}
+
 /** Opens document `name` of `room` in the Docs panel. */
 export function openDoc(room, name = DEFAULT_DOC) {
   showPanel(true);
@@ -66,12 +203,13 @@ export function openDoc(room, name = DEFAULT_DOC) {
   });
   provider.on('sync', (synced) => {
     if (open?.provider === provider && synced) {
-      area.readOnly = false;
+      area.readOnly = Boolean(state.rooms.get(room)?.docsReadOnly);
       renderStatus();
     }
   });
   provider.on('closed', ({ code, reason }) => {
-    if (open?.provider === provider) {
+    // (Deleted: the room's `doc` may have said by whom already.)
+    if (open?.provider === provider && open.refused?.code !== 4404) {
       open.refused = { code, reason };
       renderStatus();
     }
@@ -79,6 +217,7 @@ export function openDoc(room, name = DEFAULT_DOC) {
   provider.awareness.on('change', () => renderSoon());
   sayWhoIAm();
   renderStatus();
+  renderDocList();
   renderSoon();
 }
 
@@ -382,18 +521,19 @@ function renderStatus() {
       4403: `not open to you: ${refused.reason}. Join #${open.room} to edit it.`,
       4413: `a change was refused (${refused.reason}); it is kept only here. Reload the document to go on.`,
       4400: `refused: ${refused.reason}. Reload the document to go on.`,
+      4404: `this document is gone: ${refused.reason}.`,
     }[refused.code] ?? `closed: ${refused.reason}`;
   } else if (open.offline || open.status === 'disconnected') {
     bad = true;
     text = 'offline — your edits are kept here and merge when the connection is back';
   } else if (open.status === 'connected' && open.provider.synced) {
-    text = 'live';
+    text = state.rooms.get(open.room)?.docsReadOnly ? 'live, read-only' : 'live';
   } else {
     text = 'connecting…';
   }
   status.textContent = text;
   status.classList.toggle('offline', bad);
-  $('doc-reload').hidden = !(refused && refused.code !== 4403);
+  $('doc-reload').hidden = !(refused && refused.code !== 4403 && refused.code !== 4404);
 }
 
 /** Drops what this page holds of the document and reads it from the server again. */
@@ -463,20 +603,60 @@ export function setUpDocs(current) {
     if ($('docs').hidden) {
       const room = current();
       if (room && !room.startsWith('@')) {
-        openDoc(room);
+        openDoc(room, defaultDoc(room));
       }
     } else {
       showPanel(false);
     }
   });
+  // A title (or name) listed opens it; another creates it.
   $('doc-open-form').addEventListener('submit', (event) => {
     event.preventDefault();
-    const name = $('doc-name').value.trim();
+    const typed = $('doc-name').value.trim();
     const room = open?.room ?? current();
-    if (name && room && !room.startsWith('@')) {
-      openDoc(room, name);
+    if (typed && room && !room.startsWith('@')) {
+      openOrCreate(room, typed);
+      $('doc-name').value = '';
     }
   });
+  $('doc-rename').addEventListener('click', () => {
+    const form = $('doc-rename-form');
+    form.hidden = !form.hidden;
+    if (!form.hidden && open) {
+      $('doc-title-input').value = listOf(open.room).get(open.name)?.title ?? open.name;
+      $('doc-title-input').select();
+    }
+  });
+  $('doc-rename-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const title = $('doc-title-input').value.trim();
+    if (open && title) {
+      ask({ type: 'doc_rename', room: open.room, doc: open.name, title }, open.room);
+      $('doc-rename-form').hidden = true;
+    }
+  });
+  // Deleting asks twice (no dialog: the second click within 5 s).
+  let deleteArmed = null;
+  $('doc-delete').addEventListener('click', () => {
+    const button = $('doc-delete');
+    if (!open) {
+      return;
+    }
+    if (!deleteArmed) {
+      button.textContent = 'Delete for everyone?';
+      deleteArmed = setTimeout(() => {
+        deleteArmed = null;
+        button.textContent = 'Delete';
+      }, 5000);
+      return;
+    }
+    clearTimeout(deleteArmed);
+    deleteArmed = null;
+    button.textContent = 'Delete';
+    ask({ type: 'doc_delete', room: open.room, doc: open.name }, open.room);
+  });
+  // "5 min ago" moves on.
+  setInterval(renderDocList, 30_000);
   window.addEventListener('offline', () => setOffline(true));
   window.addEventListener('online', () => setOffline(false));
 }
@@ -503,5 +683,7 @@ export const docsApi = {
   offline: () => setOffline(true),
   online: () => setOffline(false),
   people: () => others().map((p) => p.name),
+  list: () => [...$('doc-list').querySelectorAll('li')].map((li) => li.dataset.name),
+  title: () => $('doc-title').textContent,
   carets: () => [...$('doc-carets').querySelectorAll('.doc-caret')].map((c) => c.dataset.nick),
 };
