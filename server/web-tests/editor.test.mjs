@@ -8,10 +8,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import fs from 'node:fs';
+import os from 'node:os';
+import { execFileSync } from 'node:child_process';
 import WebSocket from 'ws';
 import * as Y from 'yjs';
 import { WebsocketProvider } from 'y-websocket';
-import { WAIT, here, launch, login, startServer, stopServer } from './support.mjs';
+import { WAIT, here, launch, login, serverBin, startServer, stopServer } from './support.mjs';
 
 const artifacts = path.join(here, 'artifacts');
 
@@ -263,6 +265,101 @@ test('the room\'s document list: created, opened, renamed and deleted from the p
   } finally {
     await browser.close();
     await stopServer(server.child);
+  }
+});
+
+/** The terminal client `chat` in a tmux server of its own: keys in, the screen out. */
+class Tmux {
+  constructor(command, env) {
+    this.socket = `chat-doc-test-${process.pid}-${Math.floor(Math.random() * 1e9)}`;
+    const vars = Object.entries(env).flatMap(([name, value]) => ['-e', `${name}=${value}`]);
+    this.run('new-session', '-d', '-x', '110', '-y', '30', ...vars, command);
+  }
+
+  run(...args) {
+    return execFileSync('tmux', ['-L', this.socket, '-f', '/dev/null', ...args]).toString();
+  }
+
+  type(text) {
+    this.run('send-keys', '-l', text);
+    this.run('send-keys', 'Enter');
+  }
+
+  screen() {
+    return this.run('capture-pane', '-p');
+  }
+
+  /** Waits until the screen shows every one of `texts`. */
+  async until(...texts) {
+    const deadline = Date.now() + WAIT;
+    for (;;) {
+      const screen = this.screen();
+      if (texts.every((t) => screen.includes(t))) {
+        return screen;
+      }
+      if (Date.now() > deadline) {
+        throw new Error(`the terminal never showed ${JSON.stringify(texts)}:\n${screen}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 30));
+    }
+  }
+
+  stop() {
+    try {
+      this.run('kill-server');
+    } catch (_) {
+      // Gone already.
+    }
+  }
+}
+
+test('the terminal client shows a document live, and /edit in $EDITOR keeps what a browser typed meanwhile', async () => {
+  const server = await startServer();
+  const browser = await launch();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-tui-doc-'));
+  // The editor: says it started, waits to be told to go on (while the
+  // browser types), then adds a line at the end of the file.
+  const fifo = path.join(dir, 'go');
+  execFileSync('mkfifo', [fifo]);
+  const editor = path.join(dir, 'editor.sh');
+  fs.writeFileSync(editor, `#!/bin/sh\ntouch "${dir}/editing"\nread go < "${fifo}"\nprintf 'from the editor\\n' >> "$1"\n`, { mode: 0o755 });
+  const chatBin = path.join(path.dirname(serverBin), 'chat');
+  const term = new Tmux(`${chatBin} --server ws://${server.addr}/ws --nick carol`, {
+    EDITOR: editor, XDG_CONFIG_HOME: path.join(dir, 'config'), XDG_DATA_HOME: path.join(dir, 'data'),
+  });
+  try {
+    const alice = await login(browser, server.url, 'alice');
+    await openDoc(alice.page);
+    await alice.page.click('#doc-text');
+    await alice.page.keyboard.type('first line\nsecond line\n', { delay: 5 });
+    await term.until('connected');
+    term.type('/doc notes');
+    await term.until('first line', 'second line');
+    // Live: what the browser types shows as it comes.
+    await alice.page.keyboard.type('third line\n', { delay: 5 });
+    await term.until('third line');
+    // /edit: the editor has the text; the browser types at the top
+    // meanwhile; both edits stay.
+    term.type('/edit');
+    const deadline = Date.now() + WAIT;
+    while (!fs.existsSync(path.join(dir, 'editing'))) {
+      assert.ok(Date.now() < deadline, 'the editor never started');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await alice.page.keyboard.press('Control+Home');
+    await alice.page.keyboard.type('from the browser\n', { delay: 5 });
+    fs.writeFileSync(fifo, 'go\n');
+    await term.until('your edit is merged and saved', 'from the browser', 'from the editor');
+    const want = 'from the browser\nfirst line\nsecond line\nthird line\nfrom the editor\n';
+    await alice.page.waitForFunction((w) => window.chat.docs.text() === w, want);
+    fs.writeFileSync(path.join(artifacts, 'document-terminal.txt'), term.screen());
+    assert.deepEqual(alice.problems, []);
+    await alice.page.context().close();
+  } finally {
+    term.stop();
+    await browser.close();
+    await stopServer(server.child);
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 

@@ -26,12 +26,14 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::editor::Editor;
 use super::state::{self, Connection, Kind, State};
 use super::view::{self, Chrome, Palette};
+use crate::docs::{DocCommand, DocEvent, DocKey};
 use crate::engine::{self, Command, Event, Link};
 use crate::input::{self, Input};
 use crate::render;
 
 /// Commands offered by Tab.
-const COMMANDS: [&str; 18] = [
+const COMMANDS: [&str; 19] = [
+    "/doc",
     "/join",
     "/leave",
     "/part",
@@ -98,6 +100,72 @@ fn restore() {
     let _ = out.flush();
 }
 
+/// Puts the terminal in the full-screen client's modes: raw, the alternate
+/// screen, mouse and bracketed paste.
+fn set_up() -> anyhow::Result<()> {
+    enable_raw_mode().context("switching the terminal to raw mode")?;
+    SET_UP.store(true, Ordering::SeqCst);
+    crossterm::execute!(
+        std::io::stdout(),
+        EnterAlternateScreen,
+        EnableMouseCapture,
+        EnableBracketedPaste
+    )
+    .context("setting up the terminal")?;
+    Ok(())
+}
+
+/// A document being edited in `$EDITOR`: its text, in a file of its own.
+#[derive(Debug)]
+struct Editing {
+    key: DocKey,
+    path: std::path::PathBuf,
+    /// What the file held when the editor started.
+    base: String,
+}
+
+impl Editing {
+    /// Writes the base text to a new private file.
+    fn new(key: DocKey, base: String) -> anyhow::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let (room, doc) = &key;
+        let name =
+            format!("chat-{room}-{doc}-{}-{:08x}.md", std::process::id(), rand::random::<u32>());
+        let path = std::env::temp_dir().join(name);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        file.write_all(base.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+        Ok(Self { key, path, base })
+    }
+
+    /// Runs `$EDITOR` (or `$VISUAL`, or vi) on the file, through the shell
+    /// as git does, so the variable may carry arguments.
+    fn launch(&self) -> anyhow::Result<tokio::process::Child> {
+        let editor = std::env::var("VISUAL")
+            .ok()
+            .or_else(|| std::env::var("EDITOR").ok())
+            .filter(|editor| !editor.trim().is_empty())
+            .unwrap_or_else(|| "vi".to_owned());
+        tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{editor} \"$1\""))
+            .arg("sh")
+            .arg(&self.path)
+            .spawn()
+            .with_context(|| format!("running {editor}"))
+    }
+}
+
+impl Drop for Editing {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// Restores the terminal when dropped, so every way out of [`run`] does.
 struct Restore;
 
@@ -123,24 +191,24 @@ pub async fn run(
         restore();
         previous(info);
     }));
-    enable_raw_mode().context("switching the terminal to raw mode")?;
-    SET_UP.store(true, Ordering::SeqCst);
+    set_up()?;
     let _restore = Restore;
-    crossterm::execute!(
-        std::io::stdout(),
-        EnterAlternateScreen,
-        EnableMouseCapture,
-        EnableBracketedPaste
-    )
-    .context("setting up the terminal")?;
     let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))?;
     terminal.clear()?;
+    let (server, transport) = (options.server.clone(), options.transport.clone());
 
     let rooms: Vec<String> = options.rooms.iter().map(|(room, _)| room.clone()).collect();
     // The nick asked for, until the server says which one it is.
     let state = State { me: options.nick.clone(), ..State::default() };
     let (commands, mut events) = engine::spawn(options);
+    let (doc_events, mut doc_news) = tokio::sync::mpsc::unbounded_channel();
     let mut app = App {
+        server,
+        transport,
+        docs: std::collections::BTreeMap::new(),
+        doc_events,
+        edit_next: None,
+        creating: None,
         state,
         editor: Editor::default(),
         look,
@@ -160,7 +228,10 @@ pub async fn run(
         )),
     }
     app.state.open_rooms(&rooms);
-    let mut keys = EventStream::new();
+    // No terminal events while $EDITOR has the terminal (they would be
+    // its keys).
+    let mut keys = Some(EventStream::new());
+    let mut editing: Option<(tokio::process::Child, Editing)> = None;
     // The status bar counts down to the next reconnect.
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut terminate = signal(SignalKind::terminate())?;
@@ -176,13 +247,41 @@ pub async fn run(
             },
         };
         app.tell_read();
-        draw(&mut terminal, &app)?;
+        if let Some(session) = app.edit_next.take() {
+            keys = None;
+            restore();
+            match session.launch() {
+                Ok(child) => editing = Some((child, session)),
+                Err(err) => {
+                    set_up()?;
+                    keys = Some(EventStream::new());
+                    terminal.clear()?;
+                    app.state.error(&format!("cannot run the editor: {err:#}"));
+                }
+            }
+        }
+        if editing.is_none() {
+            draw(&mut terminal, &app)?;
+        }
         tokio::select! {
-            key = keys.next() => match key {
+            key = async { match &mut keys { Some(keys) => keys.next().await, None => std::future::pending().await } } => match key {
                 Some(Ok(event)) => app.on_terminal(event, &mut terminal)?,
                 Some(Err(err)) => return Err(err).context("reading the terminal"),
                 None => return Ok(ExitCode::SUCCESS),
             },
+            status = async { match &mut editing { Some((child, _)) => child.wait().await, None => std::future::pending().await } } => {
+                set_up()?;
+                keys = Some(EventStream::new());
+                terminal.clear()?;
+                if let Some((_, session)) = editing.take() {
+                    app.edited(session, status);
+                }
+            }
+            news = doc_news.recv() => {
+                if let Some(news) = news {
+                    app.on_doc(news);
+                }
+            }
             event = events.recv() => {
                 let mut next = event;
                 // Take everything that is ready, then draw once.
@@ -221,6 +320,17 @@ fn draw(terminal: &mut Terminal<CrosstermBackend<Stdout>>, app: &App) -> anyhow:
 }
 
 struct App {
+    /// The server and how to reach it, for documents.
+    server: String,
+    transport: chat_transport::TransportConfig,
+    /// The documents followed, by (room, name).
+    docs: std::collections::BTreeMap<DocKey, UnboundedSender<DocCommand>>,
+    doc_events: UnboundedSender<DocEvent>,
+    /// A document's text to edit in `$EDITOR` next.
+    edit_next: Option<Editing>,
+    /// A document asked for by title, created for it: (room, title); it
+    /// is opened once the server lists it.
+    creating: Option<(String, String)>,
     state: State,
     editor: Editor,
     look: Look,
@@ -398,6 +508,8 @@ impl App {
                 return self.state.help(&commands, KEYS);
             }
             "/clear" => return self.state.clear(),
+            "/doc" => return self.doc(line.trim_start()[command.len()..].trim()),
+            "/edit" if self.edit_doc(line.trim_start()[command.len()..].trim()) => return,
             "/edit" | "/delete" => return self.change(&command, line),
             // For the test that a panic leaves the terminal usable; debug
             // builds only.
@@ -408,6 +520,10 @@ impl App {
                 return;
             }
             "/close" => {
+                if let Some(key) = self.state.current_doc() {
+                    // Dropping its sender ends the follower.
+                    self.docs.remove(&key);
+                }
                 if !self.state.close_direct() {
                     match self.state.current_room() {
                         Some(room) => self.send(Command::Send(chat_protocol::ClientFrame::Leave {
@@ -448,6 +564,139 @@ impl App {
             Input::Help => {}
             Input::Nothing => {}
             Input::Invalid(why) => self.state.error(&why),
+        }
+    }
+
+    /// `/doc [NAME]`: a document of the current room in a view of its own,
+    /// live. NAME is a document's name or title; none, the one edited
+    /// last (or `notes`); a title no document has creates one.
+    fn doc(&mut self, typed: &str) {
+        let Some(room) = self.state.current_room().map(str::to_owned) else {
+            return self.state.error("documents belong to rooms: /doc NAME in a room");
+        };
+        let name = match typed {
+            "" => self.state.newest_doc(&room).unwrap_or_else(|| "notes".to_owned()),
+            typed => match self.state.find_doc(&room, typed) {
+                Some(name) => name,
+                None if is_doc_name(typed) => typed.to_owned(),
+                None => {
+                    self.creating = Some((room.clone(), typed.to_owned()));
+                    let title = typed.to_owned();
+                    return self.send(Command::Send(chat_protocol::ClientFrame::DocCreate {
+                        room,
+                        title,
+                    }));
+                }
+            },
+        };
+        self.open_doc(&room, &name);
+    }
+
+    /// Follows document `name` of `room` (if it is not yet) and shows it.
+    fn open_doc(&mut self, room: &str, name: &str) {
+        self.state.open_doc(room, name);
+        let key = (room.to_owned(), name.to_owned());
+        if self.docs.contains_key(&key) {
+            return;
+        }
+        let Some(session) = self.state.session.clone() else {
+            return self.state.doc_notice(
+                room,
+                name,
+                "not connected yet: open it again once connected",
+                true,
+            );
+        };
+        match crate::docs::doc_url(&self.server, room, name, &session) {
+            Ok(url) => {
+                let events = self.doc_events.clone();
+                let follower =
+                    crate::docs::follow(url, self.transport.clone(), key.clone(), events);
+                self.docs.insert(key, follower);
+                self.state.doc_notice(room, name, "opening…", false);
+            }
+            Err(err) => self.state.doc_notice(room, name, &format!("{err:#}"), true),
+        }
+    }
+
+    /// `/edit` in a document's view, or `/edit NAME` of a document of the
+    /// room: its text in `$EDITOR`. Whether it was one (else `/edit TEXT`
+    /// changes one's newest message).
+    fn edit_doc(&mut self, typed: &str) -> bool {
+        let key = match (self.state.current_doc(), typed) {
+            (Some(key), "") => key,
+            (_, "") => return false,
+            (_, typed) => {
+                let Some(room) = self.state.current_room().map(str::to_owned) else {
+                    return false;
+                };
+                let Some(name) = self.state.find_doc(&room, typed) else {
+                    return false;
+                };
+                self.open_doc(&room, &name);
+                (room, name)
+            }
+        };
+        match self.docs.get(&key) {
+            Some(follower) => {
+                let _ = follower.send(DocCommand::BeginEdit);
+            }
+            None => self.state.error("the document is not open"),
+        }
+        true
+    }
+
+    /// What a followed document says.
+    fn on_doc(&mut self, news: DocEvent) {
+        match news {
+            DocEvent::Text { key: (room, doc), text } => self.state.doc_text(&room, &doc, &text),
+            DocEvent::EditBase { key, text } => match Editing::new(key, text) {
+                Ok(session) => self.edit_next = Some(session),
+                Err(err) => self.state.error(&format!("{err:#}")),
+            },
+            DocEvent::Saved { key: (room, doc) } => {
+                self.state.doc_notice(&room, &doc, "your edit is merged and saved", false);
+            }
+            DocEvent::Problem { key: (room, doc), why, fatal } => {
+                if fatal {
+                    self.docs.remove(&(room.clone(), doc.clone()));
+                }
+                self.state.doc_notice(&room, &doc, &why, fatal);
+            }
+        }
+    }
+
+    /// `$EDITOR` exited: what it left in the file becomes an edit of the
+    /// text it was given (others' typing meanwhile is kept).
+    fn edited(&mut self, session: Editing, status: std::io::Result<std::process::ExitStatus>) {
+        let (room, doc) = session.key.clone();
+        let written = match status {
+            Ok(status) if status.success() => std::fs::read_to_string(&session.path),
+            Ok(status) => {
+                let why = format!("the editor exited with {status}: nothing changed");
+                return self.state.doc_notice(&room, &doc, &why, true);
+            }
+            Err(err) => {
+                let why = format!("the editor failed ({err}): nothing changed");
+                return self.state.doc_notice(&room, &doc, &why, true);
+            }
+        };
+        match written {
+            Ok(text) if text == session.base => {
+                self.state.doc_notice(&room, &doc, "no change", false);
+            }
+            Ok(text) => match self.docs.get(&session.key) {
+                Some(follower) => {
+                    let _ = follower.send(DocCommand::Commit(text));
+                }
+                None => {
+                    self.state.doc_notice(&room, &doc, "the document was closed meanwhile", true)
+                }
+            },
+            Err(err) => {
+                let why = format!("cannot read what the editor wrote ({err}): nothing changed");
+                self.state.doc_notice(&room, &doc, &why, true);
+            }
         }
     }
 
@@ -492,6 +741,14 @@ impl App {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Frame { frame: Some(frame), catch_up, .. } => {
+                // The document `/doc TITLE` created: opened.
+                if let ServerFrame::Doc { room, action, doc, by, .. } = &*frame
+                    && action == "created"
+                    && Some(by) == self.state.me.as_ref()
+                    && self.creating.take_if(|(r, t)| r == room && *t == doc.title).is_some()
+                {
+                    self.open_doc(room, &doc.name);
+                }
                 // The members a Tab asked for: completed if the word is
                 // still the one asked about.
                 if let ServerFrame::Members { id: Some(id), room, members, .. } = &*frame
@@ -552,4 +809,21 @@ const EXTRA_HELP: &[(&str, &str)] = &[
     ("/quote JSON", "send a raw protocol frame"),
     ("/edit TEXT", "change your newest message here to TEXT (for a while after sending)"),
     ("/delete", "delete your newest message here"),
+    (
+        "/doc [NAME]",
+        "a shared document of this room, live in a view of its own (NAME: its name or title; a new title creates one)",
+    ),
+    (
+        "/edit [NAME]",
+        "in a document's view (or of a document NAME): edit it in $EDITOR; what others type meanwhile is kept",
+    ),
 ];
+
+/// Whether `typed` can name a document (room-name rules).
+fn is_doc_name(typed: &str) -> bool {
+    !typed.is_empty()
+        && typed.len() <= 64
+        && typed
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}

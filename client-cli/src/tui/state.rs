@@ -10,6 +10,9 @@ use chat_protocol::{ClientFrame, Message, PresenceEvent, ServerFrame};
 /// Lines kept per view; older ones are paged back in with `history`.
 const LINES_MAX: usize = 5000;
 
+/// What a document's view keeps of what was said of it.
+const DOC_NOTES: usize = 3;
+
 /// Messages asked for per `history` page.
 const PAGE: u32 = 100;
 
@@ -22,6 +25,8 @@ pub enum Kind {
     Room,
     /// Direct messages with one nick.
     Direct,
+    /// A room's shared document, live (named `room/doc`).
+    Doc,
 }
 
 /// One line of a view.
@@ -36,6 +41,8 @@ pub enum Line {
     },
     Notice(String),
     Error(String),
+    /// A line of a shared document, as it is.
+    Text(String),
     /// A line of `/help`: a usage, and what it does (wrapped under itself).
     Help {
         usage: String,
@@ -98,6 +105,9 @@ pub struct View {
     pub topic: Option<String>,
     /// A room's shared documents, in name order.
     pub docs: Vec<chat_protocol::DocInfo>,
+    /// A document's view: its text, and the last things said of it
+    /// (shown under it).
+    pub doc: Option<(String, VecDeque<Line>)>,
     /// How many members a room has (more than `members` in a big one).
     pub member_count: usize,
     /// The first member the member list shows (it scrolls with F3/F4).
@@ -112,6 +122,23 @@ pub struct View {
 }
 
 impl View {
+    /// A document's view: its text line by line, then what was said of
+    /// it; scrolled as it was from the bottom.
+    fn show_doc(&mut self) {
+        let Some((text, notes)) = &self.doc else {
+            return;
+        };
+        let mut lines: VecDeque<Line> =
+            text.split('\n').map(|line| Line::Text(line.to_owned())).collect();
+        if lines.back() == Some(&Line::Text(String::new())) {
+            lines.pop_back();
+        }
+        lines.extend(notes.iter().cloned());
+        self.lines = lines;
+        self.scroll = self.scroll.min(self.lines.len().saturating_sub(1));
+        self.complete = true;
+    }
+
     fn new(name: &str, kind: Kind) -> Self {
         Self {
             name: name.to_owned(),
@@ -128,6 +155,7 @@ impl View {
             conversation: None,
             topic: None,
             docs: Vec::new(),
+            doc: None,
             member_count: 0,
             member_scroll: 0,
             members_loading: false,
@@ -240,6 +268,8 @@ pub struct State {
     pub queued: usize,
     /// Rooms the server listed, for completion.
     pub known_rooms: Vec<String>,
+    /// The session's token (documents open with it), once welcomed.
+    pub session: Option<String>,
 }
 
 impl Default for State {
@@ -251,6 +281,7 @@ impl Default for State {
             connection: Connection::Connecting,
             queued: 0,
             known_rooms: Vec::new(),
+            session: None,
         }
     }
 }
@@ -409,8 +440,69 @@ impl State {
                 conversation: Some(key),
                 seq,
             }),
-            Kind::Status => None,
+            Kind::Status | Kind::Doc => None,
         }
+    }
+
+    /// Shows document `doc` of `room` in a view of its own (opened if it
+    /// is not).
+    pub fn open_doc(&mut self, room: &str, doc: &str) {
+        let name = format!("{room}/{doc}");
+        self.view_mut(&name, Kind::Doc);
+        if let Some(at) = self.find(&name, &Kind::Doc) {
+            self.select(at);
+        }
+    }
+
+    /// The document the current view shows: (room, name).
+    pub fn current_doc(&self) -> Option<(String, String)> {
+        let view = self.current();
+        let (room, doc) = view.name.split_once('/')?;
+        (view.kind == Kind::Doc).then(|| (room.to_owned(), doc.to_owned()))
+    }
+
+    /// Document `doc` of `room` is `text` now: its view shows it, line by
+    /// line, scrolled as it was from the bottom.
+    pub fn doc_text(&mut self, room: &str, doc: &str, text: &str) {
+        let Some(at) = self.find(&format!("{room}/{doc}"), &Kind::Doc) else {
+            return;
+        };
+        let view = &mut self.views[at];
+        view.doc.get_or_insert_with(Default::default).0 = text.to_owned();
+        view.show_doc();
+    }
+
+    /// Something said of document `doc` of `room`, under it in its view
+    /// (the last few).
+    pub fn doc_notice(&mut self, room: &str, doc: &str, text: &str, error: bool) {
+        if let Some(at) = self.find(&format!("{room}/{doc}"), &Kind::Doc) {
+            let line = match error {
+                true => Line::Error(text.to_owned()),
+                false => Line::Notice(text.to_owned()),
+            };
+            let view = &mut self.views[at];
+            let notes = &mut view.doc.get_or_insert_with(Default::default).1;
+            notes.push_back(line);
+            if notes.len() > DOC_NOTES {
+                notes.pop_front();
+            }
+            view.show_doc();
+        }
+    }
+
+    /// The document of `room` called `typed` (its name or its title,
+    /// whatever the case), as the room's list has it.
+    pub fn find_doc(&self, room: &str, typed: &str) -> Option<String> {
+        let view = self.views.get(self.find(room, &Kind::Room)?)?;
+        let lower = typed.to_lowercase();
+        let found = view.docs.iter().find(|d| d.name == typed || d.title.to_lowercase() == lower);
+        found.map(|doc| doc.name.clone())
+    }
+
+    /// The document of `room` edited last, if the room has any.
+    pub fn newest_doc(&self, room: &str) -> Option<String> {
+        let view = self.views.get(self.find(room, &Kind::Room)?)?;
+        view.docs.iter().max_by_key(|doc| doc.edited_at).map(|doc| doc.name.clone())
     }
 
     /// `/join` of a room already joined shows it (also offline); true if
@@ -430,7 +522,7 @@ impl State {
     /// rooms close when the server confirms leaving them. True if closed.
     pub fn close_direct(&mut self) -> bool {
         let at = self.current;
-        if self.views.get(at).is_some_and(|view| view.kind == Kind::Direct) {
+        if self.views.get(at).is_some_and(|view| matches!(view.kind, Kind::Direct | Kind::Doc)) {
             self.views.remove(at);
             self.select(at.saturating_sub(1));
             return true;
@@ -521,7 +613,8 @@ impl State {
         };
         view.scroll = (view.scroll + lines).min(most);
         let at_top = view.scroll >= most;
-        if !at_top || view.kind == Kind::Status || view.loading || view.complete {
+        if !at_top || matches!(view.kind, Kind::Status | Kind::Doc) || view.loading || view.complete
+        {
             return None;
         }
         let before = view.first_seq().or(view.cleared_after.map(|seq| seq + 1))?;
@@ -556,8 +649,9 @@ impl State {
     /// Takes in a frame from the server.
     pub fn on_frame(&mut self, frame: &ServerFrame) {
         match frame {
-            ServerFrame::Welcome { nick, .. } => {
+            ServerFrame::Welcome { nick, session, .. } => {
                 self.me = Some(nick.clone());
+                self.session = Some(session.clone());
                 self.connection = Connection::Connected;
             }
             ServerFrame::Joined { room, members, member_count, history, topic, docs, .. } => {
@@ -976,6 +1070,7 @@ mod tests {
                 Line::Message { text, .. } => text.clone(),
                 Line::Notice(text) => format!("-- {text}"),
                 Line::Error(text) => format!("!! {text}"),
+                Line::Text(text) => text.clone(),
                 Line::Help { usage, text } => format!("--   {usage}  {text}"),
                 Line::Pending { text, refused, .. } => {
                     format!("~~ {text}{}", if *refused { " (not sent)" } else { "" })

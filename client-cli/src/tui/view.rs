@@ -153,6 +153,7 @@ fn view_label(view: &View) -> String {
         Kind::Status => view.name.clone(),
         Kind::Room => format!("#{}", view.name),
         Kind::Direct => format!("@{}", view.name),
+        Kind::Doc => format!("#{}", view.name),
     }
 }
 
@@ -323,6 +324,7 @@ fn layout(
             let red = Style::default().fg(Color::Red);
             (vec![Span::styled("!! ", red)], text.as_str(), red)
         }
+        ViewLine::Text(text) => (Vec::new(), text.as_str(), Style::default()),
     };
     let width = width.max(2);
     let prefix_width: usize = prefix.iter().map(|span| span.content.width()).sum();
