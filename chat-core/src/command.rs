@@ -107,6 +107,23 @@ pub enum Command {
         /// Its new title.
         title: String,
     },
+    /// List the past versions of a joined room's document.
+    DocVersions {
+        /// The room name.
+        room: String,
+        /// The document's name.
+        doc: String,
+    },
+    /// Make a joined room's document as it was at one of its versions, as
+    /// a new edit everyone sees.
+    DocRestore {
+        /// The room name.
+        room: String,
+        /// The document's name.
+        doc: String,
+        /// The version (as `DocVersions` lists them).
+        version: u64,
+    },
     /// Delete a joined room's document, with its content.
     DocDelete {
         /// The room name.

@@ -59,6 +59,15 @@ pub enum CommandError {
         /// The name asked for.
         doc: String,
     },
+    /// No version of that number of the document (never, or no longer
+    /// kept).
+    #[error("no version {version} of document {doc}")]
+    NoSuchVersion {
+        /// The document.
+        doc: RoomName,
+        /// The version asked for.
+        version: u64,
+    },
     /// A document title that is empty, longer than allowed, with control
     /// characters, or another document's of the room.
     #[error("{0}")]

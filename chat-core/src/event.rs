@@ -68,6 +68,34 @@ pub enum Output {
         /// Whether its content is to be dropped from storage here.
         content: bool,
     },
+    /// A member asks for the past versions of document `doc` of `room`,
+    /// which it may read: answer it (the driver keeps versions) with the
+    /// request id.
+    ListVersions {
+        /// Who asked.
+        member: MemberId,
+        /// The request id.
+        id: Option<Arc<str>>,
+        /// The room.
+        room: RoomName,
+        /// The document.
+        doc: RoomName,
+    },
+    /// A member, who may change document `doc` of `room`, asks for it to
+    /// be made as it was at `version`, as a new edit: the driver does it
+    /// and answers with [`Chat::handle_doc_restored`](crate::Chat::handle_doc_restored).
+    RestoreDoc {
+        /// Who asked.
+        member: MemberId,
+        /// The request id.
+        id: Option<Arc<str>>,
+        /// The room.
+        room: RoomName,
+        /// The document.
+        doc: RoomName,
+        /// The version wanted.
+        version: u64,
+    },
     /// In [`Sequencing::Shared`] mode only: as [`Output::Append`], a direct
     /// message to number in its conversation's log (`direct.message.room`
     /// names it), which comes back to the cores serving either party, with
@@ -257,6 +285,8 @@ pub enum DocAction {
     Edited,
     /// Deleted, with its content.
     Deleted,
+    /// Made as it was at a past version, as a new edit.
+    Restored,
 }
 
 impl DocAction {
@@ -267,12 +297,13 @@ impl DocAction {
             Self::Renamed => "renamed",
             Self::Edited => "edited",
             Self::Deleted => "deleted",
+            Self::Restored => "restored",
         }
     }
 
     /// The action a name says.
     pub fn parse(name: &str) -> Option<Self> {
-        [Self::Created, Self::Renamed, Self::Edited, Self::Deleted]
+        [Self::Created, Self::Renamed, Self::Edited, Self::Deleted, Self::Restored]
             .into_iter()
             .find(|action| action.as_str() == name)
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chat_protocol::ServerFrame;
+use chat_protocol::text::differing;
 use chat_transport::tungstenite::Message as Frame;
 use chat_transport::{TransportConfig, connect};
 use futures_util::{SinkExt, StreamExt};
@@ -491,28 +492,12 @@ impl Editor {
     }
 }
 
-/// Where `old` and `new` differ, in bytes, on character boundaries: the
-/// length of the prefix they share, and where the suffix they share starts
-/// in each.
-fn differing(old: &str, new: &str) -> (usize, usize, usize) {
-    let prefix: usize =
-        old.chars().zip(new.chars()).take_while(|(a, b)| a == b).map(|(a, _)| a.len_utf8()).sum();
-    let suffix: usize = old[prefix..]
-        .chars()
-        .rev()
-        .zip(new[prefix..].chars().rev())
-        .take_while(|(a, b)| a == b)
-        .map(|(a, _)| a.len_utf8())
-        .sum();
-    (prefix, old.len() - suffix, new.len() - suffix)
-}
-
 #[cfg(test)]
 mod tests {
     use yrs::updates::decoder::Decode;
     use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
-    use super::{CONTENT, differing, edit_on};
+    use super::{CONTENT, edit_on};
 
     #[test]
     fn an_edit_made_on_its_base_keeps_what_others_typed_since() {
@@ -527,16 +512,5 @@ mod tests {
         let update = edit_on(&base, "first\nsecond\n", "first\n2nd\nthird\n").unwrap();
         live.transact_mut().apply_update(Update::decode_v1(&update).unwrap()).unwrap();
         assert_eq!(text.get_string(&live.transact()), "top\n\n2nd\nthird\n");
-    }
-
-    #[test]
-    fn only_what_differs_is_replaced() {
-        assert_eq!(differing("hello world", "hello there world"), (6, 6, 12));
-        assert_eq!(differing("abc", "abc"), (3, 3, 3));
-        assert_eq!(differing("", "new"), (0, 0, 3));
-        assert_eq!(differing("old", ""), (0, 3, 0));
-        assert_eq!(differing("aaa", "aa"), (2, 3, 2));
-        // Character boundaries, never inside a character.
-        assert_eq!(differing("héllo", "hallo"), (1, 3, 2));
     }
 }

@@ -11,8 +11,27 @@ pub fn doc_change(action: &str, doc: &chat_protocol::DocInfo, by: &str) -> Optio
         "created" => Some(format!("{by} created the document \"{title}\" (/doc {name})")),
         "renamed" => Some(format!("{by} renamed the document {name} to \"{title}\"")),
         "deleted" => Some(format!("{by} deleted the document \"{title}\"")),
+        "restored" => Some(format!("{by} restored a past version of \"{title}\"")),
         _ => None,
     }
+}
+
+/// A document's versions, a line each (newest first), with how to restore
+/// one.
+pub fn doc_versions(doc: &str, versions: &[chat_protocol::DocVersion]) -> Vec<String> {
+    if versions.is_empty() {
+        return vec![format!("no versions of {} kept yet", clean(doc))];
+    }
+    let mut lines = vec![format!("versions of {} (/restore N):", clean(doc))];
+    for version in versions {
+        let when = i64::try_from(version.ts)
+            .ok()
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|at| at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
+        lines.push(format!("  {}  {when}  {}", version.version, size(version.bytes)));
+    }
+    lines
 }
 
 /// The stdout lines for a frame, given the client's own nick. Errors are not
@@ -50,6 +69,10 @@ pub fn lines(frame: &ServerFrame, me: &str) -> Vec<String> {
         ServerFrame::Doc { room, action, doc, by, .. } => doc_change(action, doc, by)
             .map(|text| vec![format!("[{}] -- {text}", clean(room))])
             .unwrap_or_default(),
+        ServerFrame::DocVersions { room, doc, versions, .. } => doc_versions(doc, versions)
+            .into_iter()
+            .map(|line| format!("[{}] -- {line}", clean(room)))
+            .collect(),
         ServerFrame::Left { room, .. } => vec![format!("[{}] -- you left", clean(room))],
         ServerFrame::Presence { room, event, nick, old } => {
             let what = match (event, old) {
@@ -270,6 +293,47 @@ mod tests {
     use chat_protocol::RoomInfo;
 
     use super::*;
+
+    #[test]
+    fn document_changes_and_versions_read_as_lines() {
+        let doc = chat_protocol::DocInfo {
+            name: "notes".into(),
+            title: "Notes\u{1b}[2J".into(),
+            edited_by: "bob".into(),
+            edited_at: 0,
+        };
+        let frame = ServerFrame::Doc {
+            id: None,
+            room: "lobby".into(),
+            action: "restored".into(),
+            doc: doc.clone(),
+            by: "bob".into(),
+        };
+        assert_eq!(
+            lines(&frame, "alice"),
+            ["[lobby] -- bob restored a past version of \"Notes\u{fffd}[2J\""]
+        );
+        let quiet = ServerFrame::Doc {
+            id: None,
+            room: "lobby".into(),
+            action: "edited".into(),
+            doc,
+            by: "bob".into(),
+        };
+        assert!(lines(&quiet, "alice").is_empty(), "edits go by quietly");
+        let versions = ServerFrame::DocVersions {
+            id: None,
+            room: "lobby".into(),
+            doc: "notes".into(),
+            versions: vec![chat_protocol::DocVersion { version: 7, ts: 0, bytes: 2048 }],
+        };
+        let shown = lines(&versions, "alice");
+        assert_eq!(shown[0], "[lobby] -- versions of notes (/restore N):");
+        assert!(
+            shown[1].starts_with("[lobby] --   7  ") && shown[1].ends_with("2.0 KB"),
+            "{shown:?}"
+        );
+    }
 
     #[test]
     fn a_who_answer_says_how_many_when_it_is_not_all_of_them() {

@@ -127,6 +127,25 @@ pub enum ClientFrame {
         /// Its new title.
         title: String,
     },
+    /// List a joined room's document's past versions: answered with
+    /// `doc_versions`.
+    DocVersions {
+        /// The room name.
+        room: String,
+        /// The document's name.
+        doc: String,
+    },
+    /// Make a joined room's document as it was at one of its versions, as
+    /// a new edit its editors see at once: everyone in the room gets `doc`
+    /// (`restored`).
+    DocRestore {
+        /// The room name.
+        room: String,
+        /// The document's name.
+        doc: String,
+        /// The version, as `doc_versions` lists it.
+        version: u64,
+    },
     /// Delete a joined room's document and its content: everyone in the
     /// room gets `doc`, and its editors are closed with 4404.
     DocDelete {
@@ -248,6 +267,8 @@ impl ClientFrame {
         "doc_create",
         "doc_rename",
         "doc_delete",
+        "doc_versions",
+        "doc_restore",
         "topic",
         "read",
         "nick",
@@ -279,6 +300,8 @@ impl ClientFrame {
             Self::DocCreate { .. } => "doc_create",
             Self::DocRename { .. } => "doc_rename",
             Self::DocDelete { .. } => "doc_delete",
+            Self::DocVersions { .. } => "doc_versions",
+            Self::DocRestore { .. } => "doc_restore",
             Self::Topic { .. } => "topic",
             Self::Read { .. } => "read",
             Self::Nick { .. } => "nick",

@@ -40,6 +40,9 @@ pub enum ErrorCode {
     NoSuchMessage,
     /// `doc_rename` or `doc_delete` of a document the room does not have.
     NoSuchDoc,
+    /// `doc_restore` of a version the document does not have (or no
+    /// longer keeps).
+    NoSuchVersion,
     /// A document title that is empty, too long, more than one line, or
     /// another document's of the room.
     InvalidDoc,
@@ -92,6 +95,7 @@ impl ErrorCode {
             Self::NoSuchConversation => "no_such_conversation",
             Self::NoSuchMessage => "no_such_message",
             Self::NoSuchDoc => "no_such_doc",
+            Self::NoSuchVersion => "no_such_version",
             Self::InvalidDoc => "invalid_doc",
             Self::TooLarge => "too_large",
             Self::RateLimited => "rate_limited",

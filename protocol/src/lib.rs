@@ -22,14 +22,16 @@ mod decode;
 #[doc(hidden)]
 pub mod fuzzing;
 mod server;
+pub mod text;
 
 pub use client::{ClientFrame, ClientMessage};
 pub use close::{CloseCode, restart_reason, retry_after};
 pub use code::ErrorCode;
 pub use decode::{DecodeError, decode_client, encode_client};
 pub use server::{
-    Attachment, ClusterTotals, ConversationInfo, DirectLine, DocInfo, Gap, Limits, Message,
-    PresenceChange, PresenceEvent, Resume, RoomInfo, ServerFrame, ServerInfo, Stats, StatsPoint,
+    Attachment, ClusterTotals, ConversationInfo, DirectLine, DocInfo, DocVersion, Gap, Limits,
+    Message, PresenceChange, PresenceEvent, Resume, RoomInfo, ServerFrame, ServerInfo, Stats,
+    StatsPoint,
 };
 
 /// The protocol version this crate implements.

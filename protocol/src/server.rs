@@ -89,6 +89,19 @@ pub enum ServerFrame {
         /// Who did it.
         by: String,
     },
+    /// The answer to `doc_versions`: the document's past versions, newest
+    /// first.
+    DocVersions {
+        /// The request's id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// The room.
+        room: String,
+        /// The document's name.
+        doc: String,
+        /// Its versions.
+        versions: Vec<DocVersion>,
+    },
     /// A member set a room's topic: to everyone in the room (with the
     /// `topic`'s id for the one who set it).
     Topic {
@@ -642,6 +655,17 @@ pub struct DocInfo {
     pub edited_at: u64,
 }
 
+/// A past version of a shared document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocVersion {
+    /// What `doc_restore` names it by.
+    pub version: u64,
+    /// When it was taken, in milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// The size of its state, in bytes.
+    pub bytes: u64,
+}
+
 /// A room and how many members it has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomInfo {
@@ -660,6 +684,7 @@ impl ServerFrame {
         "welcome",
         "joined",
         "doc",
+        "doc_versions",
         "topic",
         "read",
         "left",

@@ -12,8 +12,8 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use chat_core::{
-    Attachment, Chat, Command, Departure, DisconnectReason, Event, MemberId, Output, Record,
-    RoomName, SessionToken, Source,
+    Attachment, Chat, Command, CommandError, Departure, DisconnectReason, Event, MemberId, Output,
+    Record, RoomName, SessionToken, Source,
 };
 use chat_protocol::{CloseCode, DecodeError, ErrorCode, ServerFrame};
 use chat_transport::tungstenite::Utf8Bytes;
@@ -176,6 +176,31 @@ pub(crate) struct Hub {
     counters: Counters,
     /// In cluster mode, the engine the nodes share.
     cluster: Option<cluster::Engine>,
+    /// What storage answered of documents' versions, back to the hub (the
+    /// receiver is taken by `run`).
+    versions_tx: mpsc::UnboundedSender<Versions>,
+    versions_rx: Option<mpsc::UnboundedReceiver<Versions>>,
+}
+
+/// What storage (or Redis) answered of a document's versions, for the
+/// member who asked.
+#[derive(Debug)]
+enum Versions {
+    Listed {
+        member: MemberId,
+        id: Option<Arc<str>>,
+        room: RoomName,
+        doc: RoomName,
+        result: Result<Vec<crate::store::VersionInfo>, ()>,
+    },
+    Loaded {
+        member: MemberId,
+        id: Option<Arc<str>>,
+        room: RoomName,
+        doc: RoomName,
+        version: u64,
+        result: Result<Option<Vec<u8>>, ()>,
+    },
 }
 
 /// The most a failing store makes messages wait before trying it again.
@@ -219,6 +244,7 @@ impl Hub {
         if sessions > 0 {
             info!(sessions, "restored sessions, waiting for their clients to resume them");
         }
+        let (versions_tx, versions_rx) = mpsc::unbounded_channel();
         Self {
             chat,
             clock,
@@ -239,6 +265,8 @@ impl Hub {
             overloaded: 0,
             unflushed: VecDeque::new(),
             docs: docs::Docs::new(cluster.is_some(), config.docs),
+            versions_tx,
+            versions_rx: Some(versions_rx),
             shutting_down: false,
             stats_subscribers: Vec::new(),
             stats_history: stats::History::default(),
@@ -269,6 +297,7 @@ impl Hub {
             self.cluster.as_ref().map_or(Duration::from_secs(3600), cluster::Engine::check_every);
         let mut cluster_checks = tokio::time::interval(check_every);
         cluster_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut versions = self.versions_rx.take();
         loop {
             let deadline = self.chat.poll_timeout().map(|at| self.clock.instant(at));
             let timer = async {
@@ -286,6 +315,7 @@ impl Hub {
                 },
                 Some(event) = acks.recv() => self.storage_event(event),
                 Some(event) = next_event(&mut cluster_events) => self.cluster_event(event),
+                Some(news) = next_event(&mut versions) => self.versions(news),
                 () = timer => self.chat.handle_timeout(self.clock.now()),
                 _ = checks.tick() => self.check_connections(),
                 _ = stats.tick() => self.publish_stats(),
@@ -446,7 +476,7 @@ impl Hub {
                 let allowed = |token: &SessionToken, room: &RoomName| chat.may_read(token, room);
                 let flush = self.docs.loaded(room, doc, result, allowed);
                 self.unflushed.extend(flush);
-                self.docs_to_storage();
+                self.docs_done();
             }
             StorageEvent::Loaded(room, Err(())) => {
                 self.chat.handle_load_failed(self.clock.now(), &room);
@@ -519,6 +549,7 @@ impl Hub {
                         |token: &SessionToken, room: &RoomName| chat.may_read(token, room);
                     let flush = self.docs.loaded(room, doc, updates.ok_or(()), allowed);
                     self.unflushed.extend(flush);
+                    self.docs_done();
                 }
                 cluster::Step::DocUpdate { room, doc, seq, update, own } => {
                     let flush = self.docs.remote(room, doc, seq, &update, own);
@@ -606,6 +637,74 @@ impl Hub {
     /// mode documents live in Redis, every node's.
     fn docs_to_storage(&mut self) {
         for job in self.docs.take_jobs() {
+            self.give_storage(job);
+        }
+    }
+
+    /// What documents did besides their connections: storage's jobs, and
+    /// the restores done (or not), which the core tells the room.
+    fn docs_done(&mut self) {
+        self.docs_to_storage();
+        let now = self.clock.now();
+        for (who, (room, doc), result) in self.docs.take_restored() {
+            let result =
+                result.map_err(|()| CommandError::StoreUnavailable { retry_after_ms: 1000 });
+            self.chat.handle_doc_restored(now, who.member, who.id, &room, &doc, result);
+        }
+        self.drain();
+    }
+
+    /// A document's versions, as storage (or Redis) answered.
+    fn versions(&mut self, news: Versions) {
+        match news {
+            Versions::Listed { member, id, room, doc, result } => {
+                let frame = match result {
+                    Ok(versions) => ServerFrame::DocVersions {
+                        id: id.as_deref().map(str::to_owned),
+                        room: room.to_string(),
+                        doc: doc.to_string(),
+                        versions: versions
+                            .into_iter()
+                            .map(|v| chat_protocol::DocVersion {
+                                version: v.version,
+                                ts: v.ts,
+                                bytes: v.bytes,
+                            })
+                            .collect(),
+                    },
+                    Err(()) => wire::error(
+                        id.as_deref().map(str::to_owned),
+                        &CommandError::StoreUnavailable { retry_after_ms: 1000 },
+                    ),
+                };
+                self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
+            }
+            Versions::Loaded { member, id, room, doc, version, result } => {
+                let now = self.clock.now();
+                match result {
+                    Ok(Some(state)) => {
+                        let who = docs::Restore { member, id };
+                        let flush = self.docs.restore(room, doc, state, who, now);
+                        self.unflushed.extend(flush);
+                        self.docs_done();
+                    }
+                    Ok(None) => {
+                        let error = CommandError::NoSuchVersion { doc: doc.clone(), version };
+                        self.chat.handle_doc_restored(now, member, id, &room, &doc, Err(error));
+                    }
+                    Err(()) => {
+                        let error = CommandError::StoreUnavailable { retry_after_ms: 1000 };
+                        self.chat.handle_doc_restored(now, member, id, &room, &doc, Err(error));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands storage a job of documents; in cluster mode documents live in
+    /// Redis, every node's.
+    fn give_storage(&mut self, job: Job) {
+        {
             if let Some(engine) = &mut self.cluster {
                 match job {
                     Job::LoadDoc { room, doc } => engine.load_doc(&room, &doc),
@@ -617,11 +716,20 @@ impl Hub {
                     Job::Awareness { room, doc, message } => {
                         engine.share_awareness(&room, &doc, message);
                     }
+                    Job::KeepVersion { room, doc, ts, state } => {
+                        engine.keep_version(&room, &doc, ts, state);
+                    }
+                    Job::ListVersions { room, doc, reply } => {
+                        engine.list_versions(&room, &doc, reply)
+                    }
+                    Job::LoadVersion { room, doc, version, reply } => {
+                        engine.load_version(&room, &doc, version, reply);
+                    }
                     other => {
                         let _ = self.storage.send(other);
                     }
                 }
-                continue;
+                return;
             }
             if !self.storage.send(job) {
                 error!("the storage thread is gone; documents can no longer be kept");
@@ -762,6 +870,8 @@ impl Hub {
             Input::DocClosed { conn } => {
                 let flush = self.docs.closed(conn);
                 self.unflushed.extend(flush);
+                // (A version of what was made, and forgetting it.)
+                self.docs_done();
             }
             Input::Uploaded { member, id, command, file } => {
                 if let Command::Say { attachment: Some(attachment), .. } = &command {
@@ -866,6 +976,35 @@ impl Hub {
                 // Its list entry's deletion drops a document's content from
                 // this node's storage (in the same commit); in cluster mode
                 // the core that deleted it drops it from Redis.
+                // Versions are storage's (Redis's): asked on a task of its
+                // own, answered to the hub (`Versions`).
+                Output::ListVersions { member, id, room, doc } => {
+                    let (reply, answer) = oneshot::channel();
+                    self.give_storage(Job::ListVersions {
+                        room: room.clone(),
+                        doc: doc.clone(),
+                        reply,
+                    });
+                    let news = self.versions_tx.clone();
+                    tokio::spawn(async move {
+                        let result = answer.await.unwrap_or(Err(()));
+                        let _ = news.send(Versions::Listed { member, id, room, doc, result });
+                    });
+                    continue;
+                }
+                Output::RestoreDoc { member, id, room, doc, version } => {
+                    let (reply, answer) = oneshot::channel();
+                    let job =
+                        Job::LoadVersion { room: room.clone(), doc: doc.clone(), version, reply };
+                    self.give_storage(job);
+                    let news = self.versions_tx.clone();
+                    tokio::spawn(async move {
+                        let result = answer.await.unwrap_or(Err(()));
+                        let _ =
+                            news.send(Versions::Loaded { member, id, room, doc, version, result });
+                    });
+                    continue;
+                }
                 Output::DropDoc { room, doc, content } => {
                     if content && let Some(engine) = &self.cluster {
                         engine.delete_doc(&room, &doc);
@@ -1010,9 +1149,7 @@ impl Hub {
 }
 
 /// The next event of the engine the nodes share, if there is one.
-async fn next_event(
-    events: &mut Option<mpsc::UnboundedReceiver<cluster::Event>>,
-) -> Option<cluster::Event> {
+async fn next_event<T>(events: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
     match events {
         Some(events) => events.recv().await,
         None => std::future::pending().await,

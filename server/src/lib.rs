@@ -38,7 +38,10 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 
 pub use config::ServerConfig;
 pub use files::Uploads;
-pub use store::{DocUpdate, MemoryStore, Retention, Snapshot, SqliteStore, Store, StoreError};
+pub use store::{
+    DocUpdate, MemoryStore, Retention, Snapshot, SqliteStore, Store, StoreError, VERSIONS_KEPT,
+    VersionInfo,
+};
 
 use crate::hub::{Hub, Input};
 

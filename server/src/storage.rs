@@ -63,6 +63,21 @@ pub(crate) enum Job {
     /// In cluster mode, tell the other nodes an awareness message of a
     /// document (carets, who is here: never stored).
     Awareness { room: RoomName, doc: RoomName, message: Vec<u8> },
+    /// Keep a document's whole state as one of its versions.
+    KeepVersion { room: RoomName, doc: RoomName, ts: u64, state: Vec<u8> },
+    /// List a document's versions (`Err`: they cannot be read now).
+    ListVersions {
+        room: RoomName,
+        doc: RoomName,
+        reply: oneshot::Sender<Result<Vec<crate::store::VersionInfo>, ()>>,
+    },
+    /// Read one version's state (`Ok(None)`: no such version).
+    LoadVersion {
+        room: RoomName,
+        doc: RoomName,
+        version: u64,
+        reply: oneshot::Sender<Result<Option<Vec<u8>>, ()>>,
+    },
 }
 
 /// What storage tells the hub.
@@ -228,6 +243,23 @@ impl Worker {
                     let _ = self.events.send(StorageEvent::DocLoaded { room, doc, result });
                 }
                 Job::ForgetDoc { .. } | Job::Awareness { .. } => {}
+                Job::KeepVersion { room, doc, ts, state } => {
+                    if let Err(err) = self.store.keep_version(&room, &doc, ts, &state) {
+                        warn!(%room, %doc, %err, "cannot keep a version of a document");
+                    }
+                }
+                Job::ListVersions { room, doc, reply } => {
+                    let listed = self.store.versions(&room, &doc);
+                    let listed =
+                        listed.map_err(|err| warn!(%room, %doc, %err, "cannot list versions"));
+                    let _ = reply.send(listed);
+                }
+                Job::LoadVersion { room, doc, version, reply } => {
+                    let read = self.store.version(&room, &doc, version);
+                    let read =
+                        read.map_err(|err| warn!(%room, %doc, %err, "cannot read a version"));
+                    let _ = reply.send(read);
+                }
                 Job::CompactDoc { room, doc, state, .. } => {
                     if let Err(err) = self.store.compact_doc(&room, &doc, &state) {
                         warn!(%room, %doc, %err, "cannot compact a document; its updates stay");

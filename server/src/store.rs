@@ -93,6 +93,52 @@ pub trait Store: Send + 'static {
         doc: &RoomName,
         state: &[u8],
     ) -> Result<(), StoreError>;
+
+    /// Keeps `state`, the whole of document `doc` of `room` at `ts` (unix
+    /// milliseconds), as one of its versions; past [`VERSIONS_KEPT`] the
+    /// oldest go.
+    ///
+    /// # Errors
+    /// The storage cannot be written; nothing was kept.
+    fn keep_version(
+        &mut self,
+        room: &RoomName,
+        doc: &RoomName,
+        ts: u64,
+        state: &[u8],
+    ) -> Result<(), StoreError>;
+
+    /// The versions kept of document `doc` of `room`, newest first.
+    ///
+    /// # Errors
+    /// The storage cannot be read.
+    fn versions(&mut self, room: &RoomName, doc: &RoomName)
+    -> Result<Vec<VersionInfo>, StoreError>;
+
+    /// The state of version `version` of document `doc` of `room`, if kept.
+    ///
+    /// # Errors
+    /// The storage cannot be read.
+    fn version(
+        &mut self,
+        room: &RoomName,
+        doc: &RoomName,
+        version: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// The versions kept of each shared document.
+pub const VERSIONS_KEPT: usize = 50;
+
+/// A kept version of a shared document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// Its number (growing).
+    pub version: u64,
+    /// When it was taken, in unix milliseconds.
+    pub ts: u64,
+    /// The size of its state.
+    pub bytes: u64,
 }
 
 /// An update to a shared document, to keep: Yjs v1 bytes.

@@ -65,6 +65,10 @@ pub fn command(frame: ClientFrame, secret: Option<&Secret>) -> Result<Command, D
         ClientFrame::DocCreate { room, title } => Command::DocCreate { room, title },
         ClientFrame::DocRename { room, doc, title } => Command::DocRename { room, doc, title },
         ClientFrame::DocDelete { room, doc } => Command::DocDelete { room, doc },
+        ClientFrame::DocVersions { room, doc } => Command::DocVersions { room, doc },
+        ClientFrame::DocRestore { room, doc, version } => {
+            Command::DocRestore { room, doc, version }
+        }
         ClientFrame::Read { room, conversation, seq } => Command::Read { room, conversation, seq },
         ClientFrame::Nick { nick } => Command::Nick { nick },
         ClientFrame::Typing { room } => Command::Typing { room },
@@ -324,6 +328,7 @@ pub(crate) fn code(error: &CommandError) -> ErrorCode {
         CommandError::NoSuchNick(_) => ErrorCode::NoSuchNick,
         CommandError::NoSuchMessage { .. } => ErrorCode::NoSuchMessage,
         CommandError::NoSuchDoc { .. } => ErrorCode::NoSuchDoc,
+        CommandError::NoSuchVersion { .. } => ErrorCode::NoSuchVersion,
         CommandError::BadDocTitle(_) => ErrorCode::InvalidDoc,
         CommandError::NotYours(_) => ErrorCode::Forbidden,
         CommandError::BadTopic { .. } => ErrorCode::InvalidTopic,

@@ -243,6 +243,18 @@ test('the room\'s document list: created, opened, renamed and deleted from the p
     await alice.page.fill('#doc-title-input', 'Minutes');
     await alice.page.press('#doc-title-input', 'Enter');
     await bob.page.waitForFunction(() => window.chat.docs.title() === '#lobby / Minutes');
+    // History: the version kept at the first edit, restored by bob; the
+    // page's text becomes it again, for both.
+    await alice.page.click('#doc-text');
+    await alice.page.keyboard.press('Control+End');
+    await alice.page.keyboard.type(' and rent', { delay: 5 });
+    await bob.page.waitForFunction(() => window.chat.docs.text() === '1. budget and rent');
+    await bob.page.click('#doc-history');
+    await bob.page.waitForFunction(() => window.chat.docs.versions().length > 0);
+    await bob.page.click('#doc-versions li[data-version]:last-child button');
+    await alice.page.waitForFunction(() => window.chat.docs.text() === '1');
+    await alice.page.waitForFunction(() => [...document.querySelectorAll('#messages .text')]
+      .some((e) => e.textContent === 'bob restored a past version of the document “Minutes”'));
     // Deleted by bob (two clicks): alice's editor says it is gone, the
     // list no longer has it.
     await bob.page.click('#doc-delete');

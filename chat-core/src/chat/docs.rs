@@ -171,6 +171,77 @@ impl Chat {
         Ok(())
     }
 
+    /// `doc_versions`: the driver lists the document's versions for a
+    /// member who may read it.
+    pub(super) fn doc_versions(
+        &mut self,
+        asker: &Asker,
+        room: &str,
+        doc: &str,
+    ) -> Result<(), CommandError> {
+        let (room_id, name) = self.joined_room(asker.session, room)?;
+        let doc = self.listed_doc(room_id, &name, doc)?;
+        let (member, id) = (asker.member, asker.id.clone());
+        self.outputs.push_back(Output::ListVersions { member, id, room: name, doc });
+        Ok(())
+    }
+
+    /// `doc_restore`: the driver makes the document as it was at
+    /// `version`, for a member who may change it, and says how it went
+    /// ([`Chat::handle_doc_restored`]).
+    pub(super) fn doc_restore(
+        &mut self,
+        now: Timestamp,
+        asker: &Asker,
+        room: &str,
+        doc: &str,
+        version: u64,
+    ) -> Result<(), CommandError> {
+        let (room_id, name, _) = self.doc_room(now, asker, room)?;
+        let doc = self.listed_doc(room_id, &name, doc)?;
+        let (member, id) = (asker.member, asker.id.clone());
+        self.outputs.push_back(Output::RestoreDoc { member, id, room: name, doc, version });
+        Ok(())
+    }
+
+    /// The driver made document `doc` of `room` as it was at a version,
+    /// for `member` ([`Output::RestoreDoc`]), or says why not: the room
+    /// is told (`restored`), or the member gets the error, with `id`.
+    pub fn handle_doc_restored(
+        &mut self,
+        now: Timestamp,
+        member: MemberId,
+        id: Option<Arc<str>>,
+        room: &RoomName,
+        doc: &RoomName,
+        result: Result<(), CommandError>,
+    ) {
+        let session = self.conns.get(&member).and_then(|conn| conn.session);
+        let asker = session.map(|session| Asker { member, session, id: id.clone() });
+        let found = asker.as_ref().and_then(|asker| {
+            let by = self.sessions.get(&asker.session)?.nick.clone();
+            let room_id = self.room_ids.get(room).copied()?;
+            Some((by, room_id))
+        });
+        let (Some(asker), Some((by, room_id))) = (asker, found) else {
+            return;
+        };
+        if let Err(error) = result {
+            self.reply(member, Event::Error { id, error });
+            return;
+        }
+        let Some((entry, announced)) =
+            self.rooms.get_mut(&room_id).and_then(|held| held.docs.get_mut(doc))
+        else {
+            return;
+        };
+        entry.edited_by = by.clone();
+        entry.edited_at = now;
+        *announced = Some(now);
+        let entry = entry.clone();
+        self.doc_changed(asker.session, room_id, Some(&asker), DocAction::Restored, entry, by);
+    }
+
     /// Another core's change to `room_id`'s document list: applied, and
     /// shown to the room.
     pub(super) fn remote_doc(

@@ -331,6 +331,10 @@ impl Chat {
                 self.doc_rename(now, &asker, &room, &doc, &title)
             }
             Command::DocDelete { room, doc } => self.doc_delete(now, &asker, &room, &doc),
+            Command::DocVersions { room, doc } => self.doc_versions(&asker, &room, &doc),
+            Command::DocRestore { room, doc, version } => {
+                self.doc_restore(now, &asker, &room, &doc, version)
+            }
             Command::Read { room, conversation, seq } => {
                 self.read_up_to(&asker, room.as_deref(), conversation.as_deref(), seq)
             }

@@ -212,3 +212,67 @@ fn a_room_holds_at_most_its_documents_and_read_only_rooms_refuse_every_change() 
     h.send(alice, Command::DocCreate { room: "archive-2025".into(), title: "x".into() });
     assert!(matches!(error(&h.take(alice)), CommandError::Forbidden(_)));
 }
+
+#[test]
+fn members_list_a_documents_versions_and_restore_one_which_the_room_is_told() {
+    let config =
+        ChatConfig { read_only_docs: vec![RoomPattern::new("archive")], ..ChatConfig::default() };
+    let mut h = Harness::with_config(config);
+    let (alice, token) = h.greeted_with_token("alice");
+    let bob = h.greeted("bob");
+    for member in [alice, bob] {
+        h.join(member, "lobby");
+    }
+    h.join(alice, "archive");
+    h.doc_edit(&token, "lobby", "notes").unwrap();
+    h.take_all();
+    // Listing is the driver's (it keeps the versions), for members.
+    h.send_with_id(
+        bob,
+        Some("v"),
+        Command::DocVersions { room: "lobby".into(), doc: "notes".into() },
+    );
+    assert!(h.take(bob).is_empty());
+    let lobby = room("lobby");
+    let notes = room("notes");
+    match h.doc_requests.as_slice() {
+        [chat_core::Output::ListVersions { member, id, room, doc }] => {
+            assert_eq!((*member, id.as_deref(), room, doc), (bob, Some("v"), &lobby, &notes));
+        }
+        other => panic!("{other:?}"),
+    }
+    let carol = h.greeted("carol");
+    h.send(carol, Command::DocVersions { room: "lobby".into(), doc: "notes".into() });
+    assert!(matches!(error(&h.take(carol)), CommandError::NotInRoom(_)));
+    h.send(bob, Command::DocVersions { room: "lobby".into(), doc: "nope".into() });
+    assert!(matches!(error(&h.take(bob)), CommandError::NoSuchDoc { .. }));
+    // Restoring is asked of the driver; once done, the room is told.
+    let restore = |doc: &str, room: &str| Command::DocRestore {
+        room: room.into(),
+        doc: doc.into(),
+        version: 3,
+    };
+    h.send_with_id(bob, Some("r"), restore("notes", "lobby"));
+    assert!(matches!(
+        h.doc_requests.last(),
+        Some(chat_core::Output::RestoreDoc { version: 3, .. })
+    ));
+    h.advance(Duration::from_secs(1));
+    h.chat.handle_doc_restored(h.now, bob, Some("r".into()), &lobby, &notes, Ok(()));
+    // (The harness drains on its next call.)
+    h.send(carol, Command::Ping);
+    let (id, action, doc, by) = doc_event(&h.take(bob));
+    assert_eq!((id.as_deref(), action, by.as_str()), (Some("r"), DocAction::Restored, "bob"));
+    assert_eq!((doc.edited_by.as_str(), doc.edited_at), ("bob", h.now));
+    assert_eq!(doc_event(&h.take(alice)).1, DocAction::Restored);
+    // A version the driver does not have: the asker is told.
+    h.send_with_id(bob, Some("r2"), restore("notes", "lobby"));
+    let missing = CommandError::NoSuchVersion { doc: notes.clone(), version: 3 };
+    h.chat.handle_doc_restored(h.now, bob, Some("r2".into()), &lobby, &notes, Err(missing));
+    h.send(carol, Command::Ping);
+    assert!(matches!(error(&h.take(bob)), CommandError::NoSuchVersion { version: 3, .. }));
+    assert!(h.take(alice).is_empty());
+    // Not in a read-only room.
+    h.send(alice, restore("notes", "archive"));
+    assert!(matches!(error(&h.take(alice)), CommandError::Forbidden(_)));
+}

@@ -32,6 +32,8 @@ pub struct Harness {
     pub loads_seen: Vec<RoomName>,
     /// Every `Output::DropDoc`, in order: room, document, content.
     pub dropped_docs: Vec<(RoomName, RoomName, bool)>,
+    /// Every `Output::ListVersions` and `Output::RestoreDoc`, in order.
+    pub doc_requests: Vec<Output>,
     tokens: u64,
 }
 
@@ -54,6 +56,7 @@ impl Harness {
             loads: Vec::new(),
             loads_seen: Vec::new(),
             dropped_docs: Vec::new(),
+            doc_requests: Vec::new(),
             tokens: 0,
         }
     }
@@ -326,6 +329,10 @@ impl Harness {
                 }
                 Output::DropDoc { room, doc, content } => {
                     self.dropped_docs.push((room, doc, content));
+                    continue;
+                }
+                Output::ListVersions { .. } | Output::RestoreDoc { .. } => {
+                    self.doc_requests.push(output);
                     continue;
                 }
                 Output::Disconnect { member, .. } => {

@@ -331,6 +331,8 @@ impl Cluster {
             Output::DropDoc { room, doc, content } => {
                 self.engine.dropped_docs.push((core, room, doc, content));
             }
+            // No client here asks for versions.
+            Output::ListVersions { .. } | Output::RestoreDoc { .. } => {}
         }
     }
 

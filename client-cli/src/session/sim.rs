@@ -644,7 +644,9 @@ impl Sim {
                     panic!("the simulated server is one node, alone: {output:?}")
                 }
                 // Its clients edit no documents.
-                Output::DropDoc { .. } => {}
+                Output::DropDoc { .. }
+                | Output::ListVersions { .. }
+                | Output::RestoreDoc { .. } => {}
                 Output::Load(room) => {
                     let stored = self.store.history(&room);
                     server.chat.handle_loaded(ts, &room, stored);

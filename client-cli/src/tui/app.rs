@@ -32,8 +32,10 @@ use crate::input::{self, Input};
 use crate::render;
 
 /// Commands offered by Tab.
-const COMMANDS: [&str; 19] = [
+const COMMANDS: [&str; 21] = [
     "/doc",
+    "/versions",
+    "/restore",
     "/join",
     "/leave",
     "/part",
@@ -509,6 +511,9 @@ impl App {
             }
             "/clear" => return self.state.clear(),
             "/doc" => return self.doc(line.trim_start()[command.len()..].trim()),
+            "/versions" | "/restore" => {
+                return self.versions(&command, line.trim_start()[command.len()..].trim());
+            }
             "/edit" if self.edit_doc(line.trim_start()[command.len()..].trim()) => return,
             "/edit" | "/delete" => return self.change(&command, line),
             // For the test that a panic leaves the terminal usable; debug
@@ -590,6 +595,20 @@ impl App {
             },
         };
         self.open_doc(&room, &name);
+    }
+
+    /// `/versions` (a document's past versions) and `/restore N` (make it
+    /// as it was at version N, as a new edit), in a document's view.
+    fn versions(&mut self, command: &str, arg: &str) {
+        let Some((room, doc)) = self.state.current_doc() else {
+            return self.state.error("in a document's view (/doc NAME first)");
+        };
+        let frame = match (command, arg.parse::<u64>()) {
+            ("/versions", _) => chat_protocol::ClientFrame::DocVersions { room, doc },
+            (_, Ok(version)) => chat_protocol::ClientFrame::DocRestore { room, doc, version },
+            (_, Err(_)) => return self.state.error("usage: /restore N (a number /versions lists)"),
+        };
+        self.send(Command::Send(frame));
     }
 
     /// Follows document `name` of `room` (if it is not yet) and shows it.

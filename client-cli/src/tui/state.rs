@@ -11,7 +11,7 @@ use chat_protocol::{ClientFrame, Message, PresenceEvent, ServerFrame};
 const LINES_MAX: usize = 5000;
 
 /// What a document's view keeps of what was said of it.
-const DOC_NOTES: usize = 3;
+const DOC_NOTES: usize = 12;
 
 /// Messages asked for per `history` page.
 const PAGE: u32 = 100;
@@ -841,6 +841,14 @@ impl State {
                 {
                     self.views[at].unread += unread;
                     self.views[at].mentioned |= unread > 0;
+                }
+            }
+            ServerFrame::DocVersions { room, doc, versions, .. } => {
+                for line in crate::render::doc_versions(doc, versions) {
+                    match self.find(&format!("{room}/{doc}"), &Kind::Doc) {
+                        Some(_) => self.doc_notice(room, doc, &line, false),
+                        None => self.view_mut(room, Kind::Room).push(Line::Notice(line)),
+                    }
                 }
             }
             ServerFrame::Doc { room, action, doc, by, .. } => {

@@ -83,6 +83,7 @@ fn every_error_code_is_documented() {
         "unauthorized",
         "forbidden",
         "no_such_doc",
+        "no_such_version",
         "invalid_doc",
     ] {
         assert!(SPEC.contains(&format!("| `{code}` |")), "{code} missing from the error table");

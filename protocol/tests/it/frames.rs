@@ -65,6 +65,8 @@ fn client_frames_round_trip() {
             title: "Minutes".into(),
         },
         ClientFrame::DocDelete { room: "lobby".into(), doc: "meeting-notes".into() },
+        ClientFrame::DocVersions { room: "lobby".into(), doc: "notes".into() },
+        ClientFrame::DocRestore { room: "lobby".into(), doc: "notes".into(), version: 9 },
         ClientFrame::Read { room: Some("lobby".into()), conversation: None, seq: 57 },
         ClientFrame::Read { room: None, conversation: Some("~0a".into()), seq: 3 },
         ClientFrame::Nick { nick: "alicia".into() },
@@ -304,6 +306,12 @@ fn server_frames_round_trip() {
             by: "alice".into(),
         },
         ServerFrame::Topic { id: None, room: "lobby".into(), topic: None, by: "bob".into() },
+        ServerFrame::DocVersions {
+            id: id.clone(),
+            room: "lobby".into(),
+            doc: "notes".into(),
+            versions: vec![chat_protocol::DocVersion { version: 9, ts: 1, bytes: 300 }],
+        },
         ServerFrame::Doc {
             id: id.clone(),
             room: "lobby".into(),

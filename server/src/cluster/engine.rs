@@ -393,6 +393,52 @@ impl Engine {
         );
     }
 
+    /// Keeps a version of a shared document in Redis, for every node.
+    pub fn keep_version(&self, room: &RoomName, doc: &RoomName, ts: u64, state: Vec<u8>) {
+        let (topic, log) = (doc_topic(room, doc), self.doc_log.clone());
+        tokio::spawn(
+            async move {
+                if let Err(err) = log.keep_version(&topic, ts, &state).await {
+                    warn!(%err, "cannot keep a version of a document in Redis");
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Lists a shared document's versions from Redis, into `reply`.
+    pub fn list_versions(
+        &self,
+        room: &RoomName,
+        doc: &RoomName,
+        reply: tokio::sync::oneshot::Sender<Result<Vec<crate::store::VersionInfo>, ()>>,
+    ) {
+        let (topic, log) = (doc_topic(room, doc), self.doc_log.clone());
+        tokio::spawn(
+            async move {
+                let _ = reply.send(log.versions(&topic).await.map_err(drop));
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Reads one version of a shared document from Redis, into `reply`.
+    pub fn load_version(
+        &self,
+        room: &RoomName,
+        doc: &RoomName,
+        version: u64,
+        reply: tokio::sync::oneshot::Sender<Result<Option<Vec<u8>>, ()>>,
+    ) {
+        let (topic, log) = (doc_topic(room, doc), self.doc_log.clone());
+        tokio::spawn(
+            async move {
+                let _ = reply.send(log.version(&topic, version).await.map_err(drop));
+            }
+            .in_current_span(),
+        );
+    }
+
     /// A shared document left the hub's memory: no longer followed.
     pub fn forget_doc(&mut self, room: &RoomName, doc: &RoomName) {
         let topic = doc_topic(room, doc);

@@ -378,6 +378,84 @@ impl RoomLog {
         self.health.noted(trimmed.map(drop), "a write to Redis failed")
     }
 
+    /// Keeps `state` as a version of the document of `topic`, taken at `ts`
+    /// (unix ms): numbered by a counter, its time and size in one hash and
+    /// its state in another (so a listing reads no state); past
+    /// `VERSIONS_KEPT` the oldest go.
+    ///
+    /// # Errors
+    /// Redis failed.
+    pub async fn keep_version(&self, topic: &str, ts: u64, state: &[u8]) -> RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let kept = async {
+            let number: u64 =
+                redis::cmd("INCR").arg(self.key(topic, "vseq")).query_async(&mut conn).await?;
+            let about = format!("{ts}:{}", state.len());
+            let () = redis::pipe()
+                .hset(self.key(topic, "vmeta"), number, about)
+                .ignore()
+                .hset(self.key(topic, "vdata"), number, state)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+            let numbers: Vec<u64> =
+                redis::cmd("HKEYS").arg(self.key(topic, "vmeta")).query_async(&mut conn).await?;
+            let mut numbers = numbers;
+            numbers.sort_unstable();
+            let gone = numbers.len().saturating_sub(crate::store::VERSIONS_KEPT);
+            if let Some(old) = numbers.get(..gone).filter(|old| !old.is_empty()) {
+                let () = redis::pipe()
+                    .hdel(self.key(topic, "vmeta"), old)
+                    .ignore()
+                    .hdel(self.key(topic, "vdata"), old)
+                    .ignore()
+                    .query_async(&mut conn)
+                    .await?;
+            }
+            Ok(())
+        };
+        self.health.noted(kept.await, "a write to Redis failed")
+    }
+
+    /// The versions kept of the document of `topic`, newest first.
+    ///
+    /// # Errors
+    /// Redis failed.
+    pub async fn versions(&self, topic: &str) -> RedisResult<Vec<crate::store::VersionInfo>> {
+        let fields: RedisResult<Vec<(u64, String)>> = redis::cmd("HGETALL")
+            .arg(self.key(topic, "vmeta"))
+            .query_async(&mut self.conn.clone())
+            .await;
+        let mut versions: Vec<crate::store::VersionInfo> = self
+            .health
+            .noted(fields, "a read from Redis failed")?
+            .into_iter()
+            .filter_map(|(version, about)| {
+                let (ts, bytes) = about.split_once(':')?;
+                Some(crate::store::VersionInfo {
+                    version,
+                    ts: ts.parse().ok()?,
+                    bytes: bytes.parse().ok()?,
+                })
+            })
+            .collect();
+        versions.sort_by_key(|v| std::cmp::Reverse(v.version));
+        Ok(versions)
+    }
+
+    /// Version `version`'s state of the document of `topic`, if kept.
+    ///
+    /// # Errors
+    /// Redis failed.
+    pub async fn version(&self, topic: &str, version: u64) -> RedisResult<Option<Vec<u8>>> {
+        let state: RedisResult<Option<Vec<u8>>> = redis::cmd("HGET")
+            .arg(self.key(topic, "vdata"))
+            .arg(version)
+            .query_async(&mut self.conn.clone())
+            .await;
+        self.health.noted(state, "a read from Redis failed")
+    }
+
     /// Deletes `room`'s log and numbering (a document's, deleted).
     ///
     /// # Errors
@@ -386,6 +464,9 @@ impl RoomLog {
         let deleted: RedisResult<u64> = redis::cmd("DEL")
             .arg(self.key(room, "log"))
             .arg(self.key(room, "meta"))
+            .arg(self.key(room, "vseq"))
+            .arg(self.key(room, "vmeta"))
+            .arg(self.key(room, "vdata"))
             .query_async(&mut self.conn.clone())
             .await;
         self.health.noted(deleted.map(drop), "a write to Redis failed")

@@ -22,7 +22,11 @@ use yrs::encoding::read::{Cursor, Error as ReadError, Read};
 use yrs::sync::{Awareness, AwarenessUpdate, Message, MessageReader, SyncMessage};
 use yrs::updates::decoder::{Decode, Decoder};
 use yrs::updates::encoder::Encode;
-use yrs::{Any, Doc, ReadTxn, StateVector, Transact, Update};
+use yrs::{Any, Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
+
+/// The text shared documents edit (the page's editor, `chat doc` and the
+/// terminal's view): one `Y.Text` of this name.
+pub const CONTENT: &str = "content";
 
 /// A connection to a document, as the driver names it.
 pub type Conn = u64;
@@ -176,11 +180,17 @@ impl Document {
                     out.push(Out::To(conn, reply.encode_v1()));
                 }
                 Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
-                    if !allowed && self.changes(&update)? {
+                    let decoded = self.check(&update)?;
+                    // One that brings nothing new (a resync's, often) is
+                    // neither kept nor relayed.
+                    if !self.brings_news(&decoded) {
+                        continue;
+                    }
+                    if !allowed {
                         may_change()?;
                         allowed = true;
                     }
-                    self.apply(&update)?;
+                    self.take(decoded, update.len())?;
                     let relay = Message::Sync(SyncMessage::Update(update.clone()));
                     out.push(Out::Others(conn, relay.encode_v1()));
                     out.push(Out::Store(update));
@@ -252,6 +262,43 @@ impl Document {
         Ok(out)
     }
 
+    /// Makes the text as it is in `version` (a whole state, as
+    /// [`Document::state`] gave it), as one new edit: only what differs
+    /// changes, so carets elsewhere stay. The edit goes to every
+    /// connection and to storage.
+    ///
+    /// # Errors
+    /// The version does not decode.
+    pub fn restore(&mut self, version: &[u8]) -> Result<Vec<Out>, DocError> {
+        let past = Doc::new();
+        past.transact_mut()
+            .apply_update(decode_update(version)?)
+            .map_err(|_| DocError::Malformed)?;
+        let wanted = past.get_or_insert_text(CONTENT).get_string(&past.transact());
+        let doc = self.awareness.doc();
+        let text = doc.get_or_insert_text(CONTENT);
+        let now = text.get_string(&doc.transact());
+        let before = doc.transact().state_vector();
+        {
+            let mut txn = doc.transact_mut();
+            let (start, old_end, new_end) = chat_protocol::text::differing(&now, &wanted);
+            let (from, len) = (u32::try_from(start), u32::try_from(old_end - start));
+            let (Ok(from), Ok(len)) = (from, len) else {
+                return Err(DocError::DocumentFull { max: self.limits.doc_bytes });
+            };
+            if len > 0 {
+                text.remove_range(&mut txn, from, len);
+            }
+            if let Some(inserted) = wanted.get(start..new_end).filter(|s| !s.is_empty()) {
+                text.insert(&mut txn, from, inserted);
+            }
+        }
+        let update = doc.transact().encode_diff_v1(&before);
+        self.bytes += update.len();
+        let relay = Message::Sync(SyncMessage::Update(update.clone())).encode_v1();
+        Ok(vec![Out::Everyone(relay), Out::Store(update)])
+    }
+
     /// The whole document as one update: what its stored updates compact
     /// into.
     pub fn state(&self) -> Vec<u8> {
@@ -268,16 +315,23 @@ impl Document {
         self.awareness.doc()
     }
 
-    /// Whether `bytes`, an update, would change the document: it brings
-    /// blocks the document does not have, or deletes something.
-    fn changes(&self, bytes: &[u8]) -> Result<bool, DocError> {
-        let update = decode_update(bytes)?;
+    /// Whether `update` holds anything the document does not: blocks past
+    /// what it has of some client (integrated now, or kept pending until
+    /// what they follow comes), or deletions.
+    fn brings_news(&self, update: &Update) -> bool {
+        if !update.delete_set().is_empty() {
+            return true;
+        }
         let vector = self.awareness.doc().transact().state_vector();
-        Ok(update.extends(&vector) || !update.delete_set().is_empty())
+        let inserted = update.insertions(true);
+        update.state_vector_lower().iter().any(|(client, _)| {
+            let had = vector.get(client);
+            inserted.get(client).is_some_and(|ranges| ranges.iter().any(|range| range.end > had))
+        })
     }
 
-    /// Applies `bytes`, an update, if it decodes and fits.
-    fn apply(&mut self, bytes: &[u8]) -> Result<(), DocError> {
+    /// `bytes`, an update, decoded, if it fits the limits.
+    fn check(&mut self, bytes: &[u8]) -> Result<Update, DocError> {
         let max = self.limits.update_bytes;
         if bytes.len() > max {
             return Err(DocError::UpdateTooLarge { size: bytes.len(), max });
@@ -290,7 +344,7 @@ impl Document {
                 return Err(DocError::DocumentFull { max: self.limits.doc_bytes });
             }
         }
-        self.take(update, bytes.len())
+        Ok(update)
     }
 
     /// Applies a decoded update of `len` bytes.
@@ -430,7 +484,9 @@ pub fn awareness_message(update: AwarenessUpdate) -> Vec<u8> {
 
 mod serve;
 
-pub(crate) use serve::{DocClose, Docs, Opened, PREFIX, Refusal, Target, frame_limit, serve};
+pub(crate) use serve::{
+    DocClose, Docs, Opened, PREFIX, Refusal, Restore, Target, frame_limit, serve,
+};
 
 #[cfg(test)]
 mod tests;

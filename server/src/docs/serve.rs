@@ -239,7 +239,22 @@ struct Held {
     seq: u64,
     /// In cluster mode, the last update of the log a compaction covered.
     compacted: u64,
+    /// Edited since its last version was kept.
+    dirty: bool,
+    /// When its last version was kept here (unix ms).
+    versioned: Option<u64>,
 }
+
+/// Who asked for a document to be restored, to tell how it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Restore {
+    pub member: chat_core::MemberId,
+    pub id: Option<Arc<str>>,
+}
+
+/// While edited, a document's version is kept at most this often (and
+/// when its last editor leaves, and before a restore).
+const VERSION_EVERY_MS: u64 = 5 * 60 * 1000;
 
 /// An open waiting for its document to be read from storage.
 #[derive(Debug)]
@@ -267,6 +282,12 @@ pub(crate) struct Docs {
     limits: Limits,
     /// What storage is to do, in order (see [`Docs::take_jobs`]).
     jobs: Vec<Job>,
+    /// Versions to restore once their document is read: the state, who.
+    restoring: HashMap<Key, Vec<(Vec<u8>, Restore)>>,
+    /// Restores done (or not), for the core ([`Docs::take_restored`]).
+    restored: Vec<(Restore, Key, Result<(), ()>)>,
+    /// The time of the latest call that may keep a version (unix ms).
+    now: u64,
 }
 
 impl Docs {
@@ -291,13 +312,81 @@ impl Docs {
         if self.documents.contains_key(&key) {
             return self.open_now(key, pending);
         }
-        let waiting = self.loading.entry(key.clone()).or_default();
-        waiting.push(pending);
-        if waiting.len() == 1 {
-            let (room, doc) = key;
-            self.jobs.push(Job::LoadDoc { room, doc });
+        self.read(&key);
+        if let Some(waiting) = self.loading.get_mut(&key) {
+            waiting.push(pending);
         }
         Vec::new()
+    }
+
+    /// Asks storage for document `key`, unless it was already.
+    fn read(&mut self, key: &Key) {
+        if !self.loading.contains_key(key) {
+            self.loading.insert(key.clone(), Vec::new());
+            let (room, doc) = key.clone();
+            self.jobs.push(Job::LoadDoc { room, doc });
+        }
+    }
+
+    /// Makes document `doc` of `room` as it is in `version` (a whole
+    /// state), as a new edit everyone editing it sees, reading it from
+    /// storage first if it is not in memory; a version of it as it was is
+    /// kept first, so a restore can be undone. How it went comes out of
+    /// [`Docs::take_restored`]. The connections to flush.
+    pub(crate) fn restore(
+        &mut self,
+        room: RoomName,
+        doc: RoomName,
+        version: Vec<u8>,
+        who: Restore,
+        now: Timestamp,
+    ) -> Vec<Arc<Outgoing>> {
+        self.now = now.as_unix_millis();
+        let key = (room, doc);
+        if self.documents.contains_key(&key) {
+            return self.restore_now(&key, &version, who);
+        }
+        self.read(&key);
+        self.restoring.entry(key).or_default().push((version, who));
+        Vec::new()
+    }
+
+    fn restore_now(&mut self, key: &Key, version: &[u8], who: Restore) -> Vec<Arc<Outgoing>> {
+        self.keep_version(key);
+        let Some(held) = self.documents.get_mut(key) else {
+            self.restored.push((who, key.clone(), Err(())));
+            return Vec::new();
+        };
+        match held.document.restore(version) {
+            Ok(out) => {
+                self.restored.push((who, key.clone(), Ok(())));
+                self.route(key, out)
+            }
+            Err(error) => {
+                info!(%error, "a kept version that does not decode");
+                self.restored.push((who, key.clone(), Err(())));
+                Vec::new()
+            }
+        }
+    }
+
+    /// The restores done since the last call, or that could not be:
+    /// who asked, the document, how it went.
+    pub(crate) fn take_restored(&mut self) -> Vec<(Restore, Key, Result<(), ()>)> {
+        std::mem::take(&mut self.restored)
+    }
+
+    /// Keeps the document's state as one of its versions, now.
+    fn keep_version(&mut self, key: &Key) {
+        let now = self.now;
+        let Some(held) = self.documents.get_mut(key) else {
+            return;
+        };
+        held.dirty = false;
+        held.versioned = Some(now);
+        let (room, doc) = key.clone();
+        let state = held.document.state();
+        self.jobs.push(Job::KeepVersion { room, doc, ts: now, state });
     }
 
     /// Storage read document `doc` of `room` (`Err`: it could not): the
@@ -312,6 +401,7 @@ impl Docs {
     ) -> Vec<Arc<Outgoing>> {
         let key = (room, doc);
         let waiting = self.loading.remove(&key).unwrap_or_default();
+        let restores = self.restoring.remove(&key).unwrap_or_default();
         let document = stored.ok().and_then(|stored| {
             let count = stored.len();
             Document::load(&stored, self.limits).ok().map(|document| (document, count))
@@ -321,11 +411,18 @@ impl Docs {
                 let why = "the document cannot be read now".to_owned();
                 let _ = pending.reply.send(Err(Refusal::ForNow(why)));
             }
+            for (_, who) in restores {
+                self.restored.push((who, key.clone(), Err(())));
+            }
             return Vec::new();
         };
-        let held = Held { document, stored: count, seq: 0, compacted: 0 };
+        let held =
+            Held { document, stored: count, seq: 0, compacted: 0, dirty: false, versioned: None };
         self.documents.insert(key.clone(), held);
         let mut flush = Vec::new();
+        for (version, who) in restores {
+            flush.extend(self.restore_now(&key, &version, who));
+        }
         for pending in waiting {
             if allowed(&pending.token, &key.0) {
                 flush.extend(self.open_now(key.clone(), pending));
@@ -364,6 +461,7 @@ impl Docs {
         chat: &mut Chat,
         now: Timestamp,
     ) -> Vec<Arc<Outgoing>> {
+        self.now = now.as_unix_millis();
         let Some(open) = self.conns.get(&conn) else {
             return Vec::new();
         };
@@ -409,6 +507,10 @@ impl Docs {
 
     fn forget_if_unused(&mut self, key: &Key) {
         if self.documents.get(key).is_some_and(|held| held.document.connections() == 0) {
+            // What its last editors made is kept as a version.
+            if self.documents.get(key).is_some_and(|held| held.dirty) {
+                self.keep_version(key);
+            }
             self.documents.remove(key);
             let (room, doc) = key.clone();
             self.jobs.push(Job::ForgetDoc { room, doc });
@@ -605,6 +707,14 @@ impl Docs {
         let (room, doc) = key.clone();
         self.jobs.push(Job::Doc(DocUpdate { room: room.clone(), doc: doc.clone(), update }));
         held.stored += 1;
+        held.dirty = true;
+        // (The update is in the document already: the version holds it.)
+        if held.versioned.is_none_or(|at| self.now.saturating_sub(at) >= VERSION_EVERY_MS) {
+            self.keep_version(key);
+        }
+        let Some(held) = self.documents.get_mut(key) else {
+            return;
+        };
         // (In cluster mode the log compacts as it is heard: see `remote`.)
         if !self.shared && held.stored > COMPACT_AFTER {
             held.stored = 1;

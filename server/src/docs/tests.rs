@@ -393,3 +393,32 @@ fn simulate(seed: u64) {
     let again = reloaded.doc().get_or_insert_text("content");
     assert_eq!(again.get_string(&reloaded.doc().transact()), text, "seed {seed}: stored");
 }
+
+#[test]
+fn an_update_bringing_nothing_new_is_neither_kept_nor_relayed_and_one_ahead_is_kept() {
+    let mut document = Document::load(&[], Limits::default()).unwrap();
+    document.open(1);
+    document.open(2);
+    let mut client = Client::new(1);
+    let first = client.insert(0, "one");
+    let second = client.insert(3, " two");
+    let kept = |out: &[Out]| out.iter().any(|out| matches!(out, Out::Store(_)));
+    // Ahead of what it follows: kept (Yjs holds it until that comes).
+    let out = document.receive(1, &update_message(second), &mut allowed).unwrap();
+    assert!(kept(&out), "{out:?}");
+    let out = document.receive(1, &update_message(first.clone()), &mut allowed).unwrap();
+    assert!(kept(&out), "{out:?}");
+    let text = document.doc().get_or_insert_text("content");
+    assert_eq!(text.get_string(&document.doc().transact()), "one two");
+    // The same again, or an empty sync step 2: nothing new, nothing said,
+    // and no edit asked for.
+    let mut asked = false;
+    let mut ask = || {
+        asked = true;
+        Ok(())
+    };
+    assert_eq!(document.receive(1, &update_message(first), &mut ask).unwrap(), vec![]);
+    let empty = Message::Sync(SyncMessage::SyncStep2(Update::EMPTY_V1.to_vec())).encode_v1();
+    assert_eq!(document.receive(2, &empty, &mut ask).unwrap(), vec![]);
+    assert!(!asked);
+}

@@ -27,7 +27,14 @@ struct Contents {
     docs: BTreeMap<(RoomName, RoomName), Vec<Vec<u8>>>,
     /// Each room's document list.
     lists: BTreeMap<RoomName, BTreeMap<RoomName, chat_core::DocEntry>>,
+    /// Each document's versions, oldest first.
+    versions: BTreeMap<(RoomName, RoomName), Vec<Kept>>,
+    /// The last version number given.
+    last_version: u64,
 }
+
+/// A kept version of a document: its number, time and state.
+type Kept = (u64, u64, Vec<u8>);
 
 impl MemoryStore {
     /// An empty store.
@@ -89,6 +96,53 @@ impl Store for MemoryStore {
     ) -> Result<(), StoreError> {
         self.contents().docs.insert((room.clone(), doc.clone()), vec![state.to_vec()]);
         Ok(())
+    }
+
+    fn keep_version(
+        &mut self,
+        room: &RoomName,
+        doc: &RoomName,
+        ts: u64,
+        state: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut contents = self.contents();
+        contents.last_version += 1;
+        let number = contents.last_version;
+        let kept = contents.versions.entry((room.clone(), doc.clone())).or_default();
+        kept.push((number, ts, state.to_vec()));
+        let gone = kept.len().saturating_sub(super::VERSIONS_KEPT);
+        kept.drain(..gone);
+        Ok(())
+    }
+
+    fn versions(
+        &mut self,
+        room: &RoomName,
+        doc: &RoomName,
+    ) -> Result<Vec<super::VersionInfo>, StoreError> {
+        let contents = self.contents();
+        let kept = contents.versions.get(&(room.clone(), doc.clone()));
+        Ok(kept
+            .into_iter()
+            .flatten()
+            .rev()
+            .map(|(version, ts, state)| super::VersionInfo {
+                version: *version,
+                ts: *ts,
+                bytes: u64::try_from(state.len()).unwrap_or(u64::MAX),
+            })
+            .collect())
+    }
+
+    fn version(
+        &mut self,
+        room: &RoomName,
+        doc: &RoomName,
+        version: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let contents = self.contents();
+        let kept = contents.versions.get(&(room.clone(), doc.clone()));
+        Ok(kept.into_iter().flatten().find(|(n, _, _)| *n == version).map(|(_, _, s)| s.clone()))
     }
 
     fn load(&mut self, retention: &Retention, now_ms: u64) -> Result<Snapshot, StoreError> {
@@ -166,6 +220,7 @@ impl Store for MemoryStore {
                     if *deleted {
                         list.remove(&doc.name);
                         contents.docs.remove(&(room.clone(), doc.name.clone()));
+                        contents.versions.remove(&(room.clone(), doc.name.clone()));
                     } else {
                         list.insert(doc.name.clone(), doc.clone());
                     }

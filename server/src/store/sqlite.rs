@@ -56,6 +56,14 @@ CREATE TABLE IF NOT EXISTS doc_updates (
     data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS doc_updates_doc ON doc_updates (room, doc, id);
+CREATE TABLE IF NOT EXISTS doc_versions (
+    id    INTEGER PRIMARY KEY,
+    room  TEXT NOT NULL,
+    doc   TEXT NOT NULL,
+    ts    INTEGER NOT NULL,
+    state BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS doc_versions_doc ON doc_versions (room, doc, id);
 CREATE TABLE IF NOT EXISTS docs (
     room      TEXT NOT NULL,
     name      TEXT NOT NULL,
@@ -238,6 +246,62 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn keep_version(
+        &mut self,
+        room: &RoomName,
+        doc: &RoomName,
+        ts: u64,
+        state: &[u8],
+    ) -> Result<(), StoreError> {
+        let tx = self.db.transaction()?;
+        let ts = i64::try_from(ts).unwrap_or(i64::MAX);
+        tx.execute(
+            "INSERT INTO doc_versions (room, doc, ts, state) VALUES (?1, ?2, ?3, ?4)",
+            (room.as_str(), doc.as_str(), ts, state),
+        )?;
+        let kept = i64::try_from(super::VERSIONS_KEPT).unwrap_or(i64::MAX);
+        tx.execute(
+            "DELETE FROM doc_versions WHERE room = ?1 AND doc = ?2 AND id NOT IN
+               (SELECT id FROM doc_versions WHERE room = ?1 AND doc = ?2 ORDER BY id DESC LIMIT ?3)",
+            (room.as_str(), doc.as_str(), kept),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn versions(
+        &mut self,
+        room: &RoomName,
+        doc: &RoomName,
+    ) -> Result<Vec<super::VersionInfo>, StoreError> {
+        let mut select = self.db.prepare_cached(
+            "SELECT id, ts, length(state) FROM doc_versions WHERE room = ?1 AND doc = ?2
+             ORDER BY id DESC",
+        )?;
+        let rows = select.query_map((room.as_str(), doc.as_str()), |row| {
+            let number = |at: usize| row.get::<_, i64>(at).map(|n| u64::try_from(n).unwrap_or(0));
+            Ok(super::VersionInfo { version: number(0)?, ts: number(1)?, bytes: number(2)? })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn version(
+        &mut self,
+        room: &RoomName,
+        doc: &RoomName,
+        version: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let id = i64::try_from(version).unwrap_or(i64::MAX);
+        let state = self
+            .db
+            .prepare_cached(
+                "SELECT state FROM doc_versions WHERE room = ?1 AND doc = ?2 AND id = ?3",
+            )?
+            .query_row((room.as_str(), doc.as_str(), id), |row| row.get(0))
+            .optional()?;
+        Ok(state)
+    }
+
     fn load(&mut self, retention: &Retention, now_ms: u64) -> Result<Snapshot, StoreError> {
         self.prune(retention, now_ms)?;
         let mut sessions = Vec::new();
@@ -417,6 +481,8 @@ impl Store for SqliteStore {
                 tx.prepare_cached("DELETE FROM docs WHERE room = ?1 AND name = ?2")?;
             let mut drop_updates =
                 tx.prepare_cached("DELETE FROM doc_updates WHERE room = ?1 AND doc = ?2")?;
+            let mut drop_versions =
+                tx.prepare_cached("DELETE FROM doc_versions WHERE room = ?1 AND doc = ?2")?;
             for record in records {
                 match record {
                     Record::Doc { room, doc, deleted: false } => {
@@ -432,6 +498,7 @@ impl Store for SqliteStore {
                     Record::Doc { room, doc, deleted: true } => {
                         drop_doc.execute(params![room.as_str(), doc.name.as_str()])?;
                         drop_updates.execute(params![room.as_str(), doc.name.as_str()])?;
+                        drop_versions.execute(params![room.as_str(), doc.name.as_str()])?;
                     }
                     Record::Message(m) => {
                         insert(&mut insert_message, m)?;

@@ -1434,6 +1434,17 @@ async fn a_rooms_document_list_is_every_nodes_and_a_document_deleted_on_one_is_g
     carol.send(json!({"type": "join", "room": "lobby"})).await;
     let joined = next_of(&mut carol, "joined").await;
     assert_eq!(joined["docs"][0]["title"], "Plans");
+    // Versions are every node's: the first edit's, listed through node
+    // b, restored through it after more typing on node a.
+    on_a.insert(7, " today").await;
+    on_b.until("ship it today").await;
+    bob.send(json!({"type": "doc_versions", "room": "lobby", "doc": "plans"})).await;
+    let listed = next_of(&mut bob, "doc_versions").await;
+    let first = listed["versions"].as_array().unwrap().last().unwrap()["version"].clone();
+    bob.send(json!({"type": "doc_restore", "room": "lobby", "doc": "plans", "version": first}))
+        .await;
+    on_a.until("ship it").await;
+    on_b.until("ship it").await;
     // Deleted on node b: editors on both nodes are closed, its log in
     // Redis is gone, the list on node a says so.
     bob.send(json!({"type": "doc_delete", "room": "lobby", "doc": "plans"})).await;
@@ -1458,6 +1469,7 @@ async fn a_rooms_document_list_is_every_nodes_and_a_document_deleted_on_one_is_g
     loop {
         let exists: bool = redis::cmd("EXISTS")
             .arg("chat:{%lobby/plans}:log")
+            .arg("chat:{%lobby/plans}:vdata")
             .query_async(&mut conn)
             .await
             .unwrap();

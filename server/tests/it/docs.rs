@@ -180,7 +180,8 @@ async fn members_edit_one_document_live_and_converge() {
     drop(c);
     b.until_here(31, None).await;
     // Another document of the room is another document.
-    let other = Editor::open(&server, &path("lobby", "todo", &bob.session)).await.unwrap();
+    let mut other = Editor::open(&server, &path("lobby", "todo", &bob.session)).await.unwrap();
+    other.round_trip().await;
     assert_eq!(other.text(), "");
     server.shutdown().await;
 }
@@ -388,7 +389,8 @@ async fn the_room_lists_its_documents_live_and_keeps_the_list_and_deleting_one_d
         }
     };
     assert_eq!(closed, (4404, "document notes of #lobby was deleted".to_owned()));
-    let fresh = Editor::open(&server, &path("lobby", "notes", &bob.session)).await.unwrap();
+    let mut fresh = Editor::open(&server, &path("lobby", "notes", &bob.session)).await.unwrap();
+    fresh.round_trip().await;
     assert_eq!(fresh.text(), "");
     drop((fresh, bobs));
     let token = bob.session.clone();
@@ -428,7 +430,9 @@ async fn read_only_rooms_documents_are_read_and_never_changed_and_a_full_room_ta
         }
     };
     assert_eq!(closed, (4403, "the documents of archive-1 are read-only".to_owned()));
-    let reread = Editor::open(&server, &path("archive-1", "notes", &alice.session)).await.unwrap();
+    let mut reread =
+        Editor::open(&server, &path("archive-1", "notes", &alice.session)).await.unwrap();
+    reread.round_trip().await;
     assert_eq!(reread.text(), "", "nothing of it was taken");
     // One document per room here: a second name cannot be created by
     // editing it.
@@ -444,5 +448,84 @@ async fn read_only_rooms_documents_are_read_and_never_changed_and_a_full_room_ta
     };
     assert_eq!(closed.0, 4413);
     assert!(closed.1.contains("holds 1 documents"), "{closed:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_documents_versions_are_kept_listed_and_one_restored_as_an_edit_everyone_sees() {
+    use chat_server::{ServerConfig, SqliteStore, Store};
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let store = || Box::new(SqliteStore::open(dir.path()).unwrap()) as Box<dyn Store>;
+    let server = Server::start_with(ServerConfig::default(), store()).await;
+    let mut alice = Client::in_room(&server, "alice", "lobby").await;
+    let mut bob = Client::in_room(&server, "bob", "lobby").await;
+    alice.expect_presence("join", "bob").await;
+    // A first edit keeps a version; the last editor leaving keeps another.
+    let mut editor = Editor::open(&server, &path("lobby", "notes", &alice.session)).await.unwrap();
+    editor.insert(0, "draft one").await;
+    editor.round_trip().await;
+    editor.insert(9, ", and more").await;
+    editor.round_trip().await;
+    drop(editor);
+    let versions = loop {
+        alice
+            .send(json!({"type": "doc_versions", "room": "lobby", "doc": "notes", "id": "v"}))
+            .await;
+        let listed = loop {
+            let frame = alice.recv().await;
+            if frame["type"] == "doc_versions" {
+                break frame;
+            }
+        };
+        let versions = listed["versions"].as_array().unwrap().clone();
+        // (The last editor's version is kept once its close is handled.)
+        if versions.len() == 2 {
+            break versions;
+        }
+    };
+    let (newest, first) =
+        (versions[0]["version"].as_u64().unwrap(), versions[1]["version"].as_u64().unwrap());
+    assert!(newest > first, "newest first: {versions:?}");
+    // Bob restores the first version while an editor has it open: the
+    // editor sees it as an edit, the room is told, and the state before
+    // the restore is kept as a version too.
+    let mut watcher = Editor::open(&server, &path("lobby", "notes", &bob.session)).await.unwrap();
+    watcher.until("draft one, and more").await;
+    bob.send(json!({"type": "doc_restore", "room": "lobby", "doc": "notes", "version": first, "id": "r"}))
+        .await;
+    watcher.until("draft one").await;
+    let told = loop {
+        let frame = bob.recv().await;
+        if frame["type"] == "doc" && frame["action"] != "created" {
+            break frame;
+        }
+    };
+    assert_eq!((told["id"].as_str(), told["action"].as_str()), (Some("r"), Some("restored")));
+    assert_eq!(told["doc"]["edited_by"], "bob");
+    // A version that is not kept, or one past the end: refused.
+    bob.send(json!({"type": "doc_restore", "room": "lobby", "doc": "notes", "version": 999_999}))
+        .await;
+    loop {
+        let frame = bob.recv().await;
+        if frame["type"] == "error" {
+            assert_eq!(frame["code"], "no_such_version");
+            break;
+        }
+    }
+    drop(watcher);
+    let token = alice.session.clone();
+    drop((alice, bob));
+    server.shutdown().await;
+    // Kept across a restart.
+    let server = Server::start_with(ServerConfig::default(), store()).await;
+    let (mut alice, _) = Client::resume(&server, &token).await;
+    alice.send(json!({"type": "join", "room": "lobby"})).await;
+    alice.expect("joined").await;
+    alice.send(json!({"type": "doc_versions", "room": "lobby", "doc": "notes"})).await;
+    let listed = alice.expect("doc_versions").await;
+    assert!(listed["versions"].as_array().unwrap().len() >= 3, "{listed}");
+    let mut reader = Editor::open(&server, &path("lobby", "notes", &token)).await.unwrap();
+    reader.until("draft one").await;
     server.shutdown().await;
 }

@@ -490,4 +490,37 @@ impl Store for FaultyStore {
     ) -> Result<(), chat_server::StoreError> {
         self.inner.compact_doc(room, doc, state)
     }
+
+    fn keep_version(
+        &mut self,
+        room: &chat_core::RoomName,
+        doc: &chat_core::RoomName,
+        ts: u64,
+        state: &[u8],
+    ) -> Result<(), chat_server::StoreError> {
+        self.inner.keep_version(room, doc, ts, state)
+    }
+
+    fn versions(
+        &mut self,
+        room: &chat_core::RoomName,
+        doc: &chat_core::RoomName,
+    ) -> Result<Vec<chat_server::VersionInfo>, chat_server::StoreError> {
+        if self.docs_unreadable {
+            return Err(std::io::Error::other("input/output error").into());
+        }
+        self.inner.versions(room, doc)
+    }
+
+    fn version(
+        &mut self,
+        room: &chat_core::RoomName,
+        doc: &chat_core::RoomName,
+        version: u64,
+    ) -> Result<Option<Vec<u8>>, chat_server::StoreError> {
+        if self.docs_unreadable {
+            return Err(std::io::Error::other("input/output error").into());
+        }
+        self.inner.version(room, doc, version)
+    }
 }

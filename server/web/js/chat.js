@@ -5,7 +5,7 @@
 
 import { $ } from './common.js';
 import { completeFromServer } from './composer.js';
-import { docChanged, docRefused, docsJoined, docsListed } from './docs.js';
+import { docChanged, docRefused, docVersions, docsJoined, docsListed } from './docs.js';
 import { uploadEnded, uploadProgress, uploadWaiting } from './files.js';
 import { notify, renderNotifyButton } from './notify.js';
 import {
@@ -59,10 +59,13 @@ export const frames = {
     docsListed(frame);
     docsJoined(frame.room);
   },
+  doc_versions(frame) {
+    docVersions(frame);
+  },
   doc(frame) {
     docChanged(frame);
     // What people do to the list shows in the room (edits go quietly).
-    const said = { created: 'created', renamed: 'renamed', deleted: 'deleted' }[frame.action];
+    const said = { created: 'created', renamed: 'renamed', deleted: 'deleted', restored: 'restored a past version of' }[frame.action];
     if (said) {
       const what = frame.action === 'renamed'
         ? `${frame.by} renamed the document ${frame.doc.name} to “${frame.doc.title}”`

@@ -10,7 +10,7 @@
 // document and merge when the connection is back.
 
 import { WebsocketProvider, Y } from './yjs.js';
-import { $, nickHue } from './common.js';
+import { $, formatSize, nickHue } from './common.js';
 import { renderMarkdown } from './markdown.js';
 import { SESSION_KEY, state } from './state.js';
 
@@ -70,6 +70,51 @@ export function docChanged(frame) {
     openDoc(frame.room, frame.doc.name);
   }
   renderDocList();
+}
+
+/** `doc_versions`: the open document's past versions, each with a Restore button. */
+export function docVersions(frame) {
+  const list = $('doc-versions');
+  if (!open || frame.room !== open.room || frame.doc !== open.name) {
+    return;
+  }
+  asked.delete(frame.id);
+  const items = frame.versions.map((version) => {
+    const item = document.createElement('li');
+    item.dataset.version = String(version.version);
+    const when = document.createElement('time');
+    when.dateTime = new Date(version.ts).toISOString();
+    when.textContent = new Date(version.ts).toLocaleString();
+    const size = document.createElement('span');
+    size.className = 'doc-meta';
+    size.textContent = formatSize(version.bytes);
+    const restore = document.createElement('button');
+    restore.type = 'button';
+    restore.className = 'quiet';
+    restore.textContent = 'Restore';
+    restore.title = 'Make the document as it was then (a new edit everyone sees; the text now is kept as a version)';
+    restore.addEventListener('click', () => {
+      ask({ type: 'doc_restore', room: open.room, doc: open.name, version: version.version }, open.room);
+      showVersions(false);
+    });
+    item.append(when, size, restore);
+    return item;
+  });
+  if (!items.length) {
+    const none = document.createElement('li');
+    none.textContent = 'No versions kept yet: one is kept as you edit, at most every 5 minutes, and when the last editor leaves.';
+    items.push(none);
+  }
+  list.replaceChildren(...items);
+  list.hidden = false;
+}
+
+function showVersions(shown) {
+  $('doc-versions').hidden = !shown;
+  $('doc-history').setAttribute('aria-expanded', String(shown));
+  if (shown && open) {
+    ask({ type: 'doc_versions', room: open.room, doc: open.name }, open.room);
+  }
 }
 
 /** An `error` answering the panel: shown there. Whether it was one. */
@@ -233,6 +278,8 @@ export function closeDoc() {
   $('doc-text').value = '';
   $('doc-carets').replaceChildren();
   $('doc-people').replaceChildren();
+  $('doc-versions').hidden = true;
+  $('doc-history').setAttribute('aria-expanded', 'false');
 }
 
 /** The panel shown or hidden; hiding it closes the document. */
@@ -655,6 +702,7 @@ export function setUpDocs(current) {
     button.textContent = 'Delete';
     ask({ type: 'doc_delete', room: open.room, doc: open.name }, open.room);
   });
+  $('doc-history').addEventListener('click', () => showVersions($('doc-versions').hidden));
   // "5 min ago" moves on.
   setInterval(renderDocList, 30_000);
   window.addEventListener('offline', () => setOffline(true));
@@ -684,6 +732,7 @@ export const docsApi = {
   online: () => setOffline(false),
   people: () => others().map((p) => p.name),
   list: () => [...$('doc-list').querySelectorAll('li')].map((li) => li.dataset.name),
+  versions: () => [...$('doc-versions').querySelectorAll('li[data-version]')].map((li) => Number(li.dataset.version)),
   title: () => $('doc-title').textContent,
   carets: () => [...$('doc-carets').querySelectorAll('.doc-caret')].map((c) => c.dataset.nick),
 };
