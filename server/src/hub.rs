@@ -318,7 +318,14 @@ impl Hub {
                 Some(news) = next_event(&mut versions) => self.versions(news),
                 () = timer => self.chat.handle_timeout(self.clock.now()),
                 _ = checks.tick() => self.check_connections(),
-                _ = stats.tick() => self.publish_stats(),
+                _ = stats.tick() => {
+                    self.publish_stats();
+                    // Carets of editors gone without a word go.
+                    if !self.docs.is_empty() {
+                        let flush = self.docs.expire(self.clock.now());
+                        self.unflushed.extend(flush);
+                    }
+                }
                 _ = cluster_checks.tick(), if self.cluster.is_some() => {
                     if let Some(engine) = &mut self.cluster {
                         engine.check();

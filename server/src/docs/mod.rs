@@ -102,6 +102,10 @@ pub struct Document {
     limits: Limits,
     /// The awareness clients each connection spoke for.
     present: BTreeMap<Conn, BTreeSet<ClientID>>,
+    /// When each awareness client's state was last renewed, on the clock
+    /// of [`Document::expire`] (the time of its latest call).
+    renewed: BTreeMap<ClientID, u64>,
+    clock: u64,
     /// The size of the document's state as last encoded, plus what was
     /// applied since: an upper bound of what it takes.
     bytes: usize,
@@ -132,8 +136,14 @@ impl Document {
                 txn.apply_update(update).map_err(|_| DocError::Malformed)?;
             }
         }
-        let mut document =
-            Self { awareness: Awareness::new(doc), limits, present: BTreeMap::new(), bytes: 0 };
+        let mut document = Self {
+            awareness: Awareness::new(doc),
+            limits,
+            present: BTreeMap::new(),
+            renewed: BTreeMap::new(),
+            clock: 0,
+            bytes: 0,
+        };
         document.bytes = document.state().len();
         Ok(document)
     }
@@ -198,6 +208,7 @@ impl Document {
                 Message::Awareness(update) => {
                     let clients: Vec<ClientID> = update.clients.keys().copied().collect();
                     self.awareness.apply_update(update.clone()).map_err(|_| DocError::Malformed)?;
+                    self.renew(&update);
                     self.present.entry(conn).or_default().extend(clients);
                     let message = Message::Awareness(update).encode_v1();
                     out.push(Out::Everyone(message.clone()));
@@ -235,6 +246,7 @@ impl Document {
         };
         for &client in &clients {
             self.awareness.remove_state(client);
+            self.renewed.remove(&client);
         }
         match self.awareness.update_with_clients(clients) {
             Ok(gone) if !gone.clients.is_empty() => {
@@ -257,6 +269,7 @@ impl Document {
                 return Err(DocError::Malformed);
             };
             self.awareness.apply_update(update.clone()).map_err(|_| DocError::Malformed)?;
+            self.renew(&update);
             out.push(Out::Everyone(Message::Awareness(update).encode_v1()));
         }
         Ok(out)
@@ -297,6 +310,45 @@ impl Document {
         self.bytes += update.len();
         let relay = Message::Sync(SyncMessage::Update(update.clone())).encode_v1();
         Ok(vec![Out::Everyone(relay), Out::Store(update)])
+    }
+
+    /// Who is here and was not renewed for `max_age_ms` by `now` (unix
+    /// ms) is gone: a client that vanished without a word (a node that
+    /// died, in cluster mode) leaves no caret behind. Yjs clients renew
+    /// every 15 s. Called every few seconds: a state's renewal is dated by
+    /// the call before it. What every connection here is told.
+    pub fn expire(&mut self, now: u64, max_age_ms: u64) -> Vec<Out> {
+        self.clock = now;
+        let stale: Vec<ClientID> = self
+            .renewed
+            .iter()
+            .filter(|(_, at)| now.saturating_sub(**at) > max_age_ms)
+            .map(|(client, _)| *client)
+            .collect();
+        if stale.is_empty() {
+            return Vec::new();
+        }
+        for client in &stale {
+            self.awareness.remove_state(*client);
+            self.renewed.remove(client);
+        }
+        match self.awareness.update_with_clients(stale) {
+            Ok(gone) if !gone.clients.is_empty() => {
+                vec![Out::Everyone(Message::Awareness(gone).encode_v1())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Notes when the clients of `update` were renewed (or drops those it
+    /// removes).
+    fn renew(&mut self, update: &AwarenessUpdate) {
+        for (client, entry) in &update.clients {
+            match &*entry.json {
+                "null" => self.renewed.remove(client),
+                _ => self.renewed.insert(*client, self.clock),
+            };
+        }
     }
 
     /// The whole document as one update: what its stored updates compact

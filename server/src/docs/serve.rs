@@ -252,6 +252,10 @@ pub(crate) struct Restore {
     pub id: Option<Arc<str>>,
 }
 
+/// How long who is in a document (a caret, a name) stays without being
+/// renewed: y-protocols' own timeout.
+const AWARENESS_MAX_AGE_MS: u64 = 30_000;
+
 /// While edited, a document's version is kept at most this often (and
 /// when its last editor leaves, and before a restore).
 const VERSION_EVERY_MS: u64 = 5 * 60 * 1000;
@@ -629,6 +633,21 @@ impl Docs {
             let (room, doc) = key;
             self.jobs.push(Job::ForgetDoc { room, doc });
         }
+    }
+
+    /// Who is in each document and was not renewed for 30 s is gone (see
+    /// [`Document::expire`]); called every few seconds. The connections
+    /// to flush.
+    pub(crate) fn expire(&mut self, now: Timestamp) -> Vec<Arc<Outgoing>> {
+        let keys: Vec<Key> = self.documents.keys().cloned().collect();
+        let mut flush = Vec::new();
+        for key in keys {
+            if let Some(held) = self.documents.get_mut(&key) {
+                let out = held.document.expire(now.as_unix_millis(), AWARENESS_MAX_AGE_MS);
+                flush.extend(self.route_only(&key, out));
+            }
+        }
+        flush
     }
 
     /// Whether any document is open.

@@ -422,3 +422,35 @@ fn an_update_bringing_nothing_new_is_neither_kept_nor_relayed_and_one_ahead_is_k
     assert_eq!(document.receive(2, &empty, &mut ask).unwrap(), vec![]);
     assert!(!asked);
 }
+
+#[test]
+fn who_is_here_and_is_not_renewed_expires_and_who_renews_stays() {
+    use yrs::sync::Awareness;
+    let mut document = Document::load(&[], Limits::default()).unwrap();
+    document.open(1);
+    let say = |client: u64, name: &str| {
+        let caret = Awareness::new(Doc::with_client_id(client));
+        caret.set_local_state_raw(format!(r#"{{"user":{{"name":"{name}"}}}}"#).as_str());
+        super::awareness_message(caret.update().unwrap())
+    };
+    // Another node's editor, and one here that keeps renewing.
+    document.expire(1_000, 30_000);
+    document.merge_awareness(&say(80, "far")).unwrap();
+    document.receive(1, &say(81, "near"), &mut allowed).unwrap();
+    for now in (2_000..=30_000).step_by(1_000) {
+        assert_eq!(document.expire(now, 30_000), vec![]);
+    }
+    document.receive(1, &say(81, "near"), &mut allowed).unwrap();
+    // 30 s after its last word, the far one goes: everyone is told.
+    let out = document.expire(31_001, 30_000);
+    let [Out::Everyone(bytes)] = &out[..] else { panic!("{out:?}") };
+    let Message::Awareness(update) = Message::decode_v1(bytes).unwrap() else { panic!() };
+    assert_eq!(update.clients.keys().copied().collect::<Vec<_>>(), vec![80]);
+    assert_eq!(update.clients[&80].json.as_ref(), "null");
+    // The one that renewed stays, and newcomers hear only of it.
+    assert_eq!(document.expire(40_000, 30_000), vec![]);
+    let first = document.open(2);
+    let [_, Out::To(2, bytes)] = &first[..] else { panic!("{first:?}") };
+    let Message::Awareness(update) = Message::decode_v1(bytes).unwrap() else { panic!() };
+    assert_eq!(update.clients.keys().copied().collect::<Vec<_>>(), vec![81]);
+}
