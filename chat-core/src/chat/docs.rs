@@ -48,8 +48,9 @@ impl Chat {
     /// The session of `token` changes document `doc` of `room`: the driver
     /// asks before it takes an edit (one that changes something). A name
     /// not in the room's list yet is added to it (titled as named); an
-    /// edit is told to the room at most every [`DOC_EDITS_EVERY`] per
-    /// document, or when someone else edits it.
+    /// edit is told to the room (and stored) at most every
+    /// [`DOC_EDITS_EVERY`] per document, saying who edited last; who
+    /// joins meanwhile gets the list as it is.
     ///
     /// # Errors
     /// The session may not change the room's documents (`NotInRoom`,
@@ -77,13 +78,15 @@ impl Chat {
         let full = held.docs.len() >= max;
         let (action, entry) = match held.docs.get_mut(doc) {
             Some((entry, announced)) => {
-                let someone_else = entry.edited_by.folded() != by.folded();
                 entry.edited_by = by.clone();
                 entry.edited_at = now;
+                // Told (and stored) at most every DOC_EDITS_EVERY, whoever
+                // types: with many typing at once, an edit is not a
+                // broadcast to the room and a commit each.
                 let quiet = announced.is_some_and(|at| {
                     u128::from(now.millis_since(at)) < DOC_EDITS_EVERY.as_millis()
                 });
-                if quiet && !someone_else {
+                if quiet {
                     return Ok(());
                 }
                 *announced = Some(now);

@@ -319,12 +319,15 @@ impl Document {
     /// the call before it. What every connection here is told.
     pub fn expire(&mut self, now: u64, max_age_ms: u64) -> Vec<Out> {
         self.clock = now;
-        let stale: Vec<ClientID> = self
-            .renewed
-            .iter()
-            .filter(|(_, at)| now.saturating_sub(**at) > max_age_ms)
-            .map(|(client, _)| *client)
-            .collect();
+        let mut stale = Vec::new();
+        for (client, at) in &mut self.renewed {
+            // Renewed before the first call (0): dated now, not gone.
+            if *at == 0 {
+                *at = now;
+            } else if now.saturating_sub(*at) > max_age_ms {
+                stale.push(*client);
+            }
+        }
         if stale.is_empty() {
             return Vec::new();
         }
