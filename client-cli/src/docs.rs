@@ -309,20 +309,24 @@ fn edit_on(state: &[u8], old: &str, new: &str) -> anyhow::Result<Vec<u8>> {
     let update = Update::decode_v1(state).context("a base that does not decode")?;
     fork.transact_mut().apply_update(update).context("a base that does not apply")?;
     let before = fork.transact().state_vector();
-    let content = fork.get_or_insert_text(CONTENT);
-    {
-        let mut txn = fork.transact_mut();
-        let (start, old_end, new_end) = differing(old, new);
-        let len = u32::try_from(old_end - start).unwrap_or(u32::MAX);
-        let from = u32::try_from(start).unwrap_or(u32::MAX);
-        if len > 0 {
-            content.remove_range(&mut txn, from, len);
-        }
-        if let Some(inserted) = new.get(start..new_end).filter(|s| !s.is_empty()) {
-            content.insert(&mut txn, from, inserted);
-        }
-    }
+    rewrite(&fork, old, new);
     Ok(fork.transact().encode_diff_v1(&before))
+}
+
+/// Makes `doc`'s text, `old`, `new` with one edit: what differs between
+/// the ends they share (positions in UTF-8 bytes, yrs's default).
+fn rewrite(doc: &Doc, old: &str, new: &str) {
+    let content = doc.get_or_insert_text(CONTENT);
+    let mut txn = doc.transact_mut();
+    let (start, old_end, new_end) = differing(old, new);
+    let len = u32::try_from(old_end - start).unwrap_or(u32::MAX);
+    let from = u32::try_from(start).unwrap_or(u32::MAX);
+    if len > 0 {
+        content.remove_range(&mut txn, from, len);
+    }
+    if let Some(inserted) = new.get(start..new_end).filter(|s| !s.is_empty()) {
+        content.insert(&mut txn, from, inserted);
+    }
 }
 
 /// Why a followed document's connection ended.
@@ -402,20 +406,7 @@ impl Editor {
     async fn replace(&mut self, text: &str) -> anyhow::Result<()> {
         let before = self.doc.transact().state_vector();
         let old = self.text();
-        let content = self.content();
-        {
-            let mut txn = self.doc.transact_mut();
-            // (yrs counts a text's positions in UTF-8 bytes by default.)
-            let (start, old_end, new_end) = differing(&old, text);
-            let len = u32::try_from(old_end - start).unwrap_or(u32::MAX);
-            let from = u32::try_from(start).unwrap_or(u32::MAX);
-            if len > 0 {
-                content.remove_range(&mut txn, from, len);
-            }
-            if let Some(inserted) = text.get(start..new_end).filter(|s| !s.is_empty()) {
-                content.insert(&mut txn, from, inserted);
-            }
-        }
+        rewrite(&self.doc, &old, text);
         let update = self.doc.transact().encode_diff_v1(&before);
         self.send(Message::Sync(SyncMessage::Update(update))).await?;
         // The server answers in order: its reply to this sync step 1 comes

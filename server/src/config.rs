@@ -22,11 +22,10 @@ pub struct ServerConfig {
     /// Inputs queued for the chat task before connections wait to send
     /// more. Default 4096.
     pub inbound_queue: usize,
-    /// Cluster mode, under way (issue #16): the Redis at this URL numbers
-    /// rooms' messages for every node serving them, holds nicks, who is in
-    /// each room and where each session lives (the chat's `sequencing` is
-    /// then `Shared`). Direct messages are not shared between nodes yet.
-    /// Default `None`: one node.
+    /// Cluster mode: the Redis at this URL numbers rooms' messages and
+    /// direct messages for every node serving them, holds nicks, who is in
+    /// each room, where each session lives and the shared documents (the
+    /// chat's `sequencing` is then `Shared`). Default `None`: one node.
     pub redis: Option<String>,
     /// In cluster mode, whether `uploads.dir` is one directory every node
     /// shares (a network file system, a volume mounted on each): uploads

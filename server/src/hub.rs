@@ -165,7 +165,7 @@ pub(crate) struct Hub {
     overloaded: u64,
     /// Connections with frames pushed since the last flush.
     unflushed: VecDeque<Arc<Outgoing>>,
-    /// The documents open, and their connections (issue #17, under way).
+    /// The shared documents open, and their connections.
     docs: docs::Docs,
     shutting_down: bool,
     /// Connections subscribed to `$stats`, and the token it asks for.

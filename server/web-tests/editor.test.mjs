@@ -27,6 +27,14 @@ async function openDoc(page, name = '') {
 /** The document's text in `page`, as its Yjs document holds it. */
 const textOf = (page) => page.evaluate(() => window.chat.docs.text());
 
+/** Each page had no error and no dialog; its context is closed. */
+async function finish(logins) {
+  for (const { page, problems } of logins) {
+    assert.deepEqual(problems, []);
+    await page.context().close();
+  }
+}
+
 /** Whether `typed`'s characters are all in `text`, in their order (others' may come between). */
 function holdsInOrder(text, typed) {
   let at = 0;
@@ -96,10 +104,7 @@ test('three pages type into one document at once, at the same place and one offl
     await carol.page.waitForFunction(() => window.chat.docs.status() === 'live');
     // Every key typed is there once.
     assert.equal(text.length, 15 + ' carol-offline'.length + 'alice-live '.length + '|bob-live|'.length, text);
-    for (const { page, problems } of [alice, bob, carol]) {
-      assert.deepEqual(problems, []);
-      await page.context().close();
-    }
+    await finish([alice, bob, carol]);
   } finally {
     await browser.close();
     await stopServer(server.child);
@@ -167,10 +172,7 @@ test('others\' carets show in their nick colour, undo takes back only one\'s own
     await alice.page.click('#doc-preview-toggle');
     await alice.page.waitForFunction(() => document.querySelector('#doc-preview h1')?.textContent === 'Notes'
       && document.querySelector('#doc-preview li strong')?.textContent === 'robot');
-    for (const { page, problems } of [alice, bob]) {
-      assert.deepEqual(problems, []);
-      await page.context().close();
-    }
+    await finish([alice, bob]);
   } finally {
     provider?.destroy();
     ydoc?.destroy();
@@ -202,10 +204,7 @@ test('on a phone the document takes the screen; a large paste arrives whole; a r
     await bob.page.reload();
     await bob.page.waitForFunction((p) => window.chat?.docs.synced() && window.chat.docs.text() === p, paste);
     assert.equal(await bob.page.textContent('#doc-title'), '#lobby / plans');
-    for (const { page, problems } of [alice, bob]) {
-      assert.deepEqual(problems, []);
-      await page.context().close();
-    }
+    await finish([alice, bob]);
   } finally {
     await browser.close();
     await stopServer(server.child);
@@ -270,10 +269,7 @@ test('the room\'s document list: created, opened, renamed and deleted from the p
     await alice.page.waitForFunction(() => window.chat.docs.status() === 'live, read-only');
     assert.equal(await alice.page.$eval('#doc-text', (t) => t.readOnly), true);
     assert.equal(await alice.page.isVisible('#doc-delete'), false);
-    for (const { page, problems } of [alice, bob]) {
-      assert.deepEqual(problems, []);
-      await page.context().close();
-    }
+    await finish([alice, bob]);
   } finally {
     await browser.close();
     await stopServer(server.child);

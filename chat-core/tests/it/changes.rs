@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::harness::Harness;
+use crate::harness::{Harness, error};
 use chat_core::{Attachment, ChatConfig, Command, CommandError, Event, Message, MessageKind};
 
 /// (seq, kind, text) of the messages among `events`, history included.
@@ -20,13 +20,6 @@ fn messages(events: &[Event]) -> Vec<(u64, MessageKind, String)> {
             _ => Vec::new(),
         })
         .collect()
-}
-
-fn error(events: &[Event]) -> CommandError {
-    match events {
-        [Event::Error { error, .. }] => error.clone(),
-        other => panic!("one error: {other:?}"),
-    }
 }
 
 fn edit(seq: u64, text: &str) -> Command {

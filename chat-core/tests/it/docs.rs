@@ -8,7 +8,7 @@ use chat_core::{
     ChatConfig, Command, CommandError, DocAccess, DocAction, DocEntry, Event, RoomName, RoomPattern,
 };
 
-use crate::harness::Harness;
+use crate::harness::{Harness, error};
 
 fn create(title: &str) -> Command {
     Command::DocCreate { room: "lobby".into(), title: title.into() }
@@ -34,13 +34,6 @@ fn doc_event(events: &[Event]) -> (Option<String>, DocAction, DocEntry, String) 
             (id.as_deref().map(str::to_owned), *action, doc.clone(), by.to_string())
         }
         other => panic!("one doc event: {other:?}"),
-    }
-}
-
-fn error(events: &[Event]) -> CommandError {
-    match events {
-        [Event::Error { error, .. }] => error.clone(),
-        other => panic!("one error: {other:?}"),
     }
 }
 

@@ -375,3 +375,11 @@ impl Harness {
         }
     }
 }
+
+/// The one error of `events`: what a refused command answers.
+pub fn error(events: &[Event]) -> chat_core::CommandError {
+    match events {
+        [Event::Error { error, .. }] => error.clone(),
+        other => panic!("one error: {other:?}"),
+    }
+}

@@ -1,4 +1,4 @@
-//! Shared documents (issue #17, under way): one document as the server
+//! Shared documents (issue #17): one document as the server
 //! holds it, sans IO. A [`Document`] is a Yjs document (`yrs`) with the
 //! awareness (who is here, carets) of the connections that opened it, and
 //! speaks the y-protocols messages any Yjs client speaks: sync step 1 and

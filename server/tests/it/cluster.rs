@@ -1449,11 +1449,7 @@ async fn a_rooms_document_list_is_every_nodes_and_a_document_deleted_on_one_is_g
     // Redis is gone, the list on node a says so.
     bob.send(json!({"type": "doc_delete", "room": "lobby", "doc": "plans"})).await;
     for editor in [&mut on_a, &mut on_b] {
-        let closed = loop {
-            if let Err(closed) = editor.read().await {
-                break closed;
-            }
-        };
+        let closed = editor.closed().await;
         assert_eq!(closed.0, 4404);
     }
     loop {

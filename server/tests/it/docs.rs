@@ -1,4 +1,4 @@
-//! Shared documents over real sockets (issue #17, under way): Yjs clients
+//! Shared documents over real sockets (issue #17): Yjs clients
 //! (yrs documents speaking y-protocols, as y-websocket's provider does)
 //! open `/yjs/{room}/{doc}?session=TOKEN` and edit one document.
 
@@ -132,6 +132,15 @@ impl Editor {
         }
     }
 
+    /// Reads until the server closes: its (code, reason).
+    pub(crate) async fn closed(&mut self) -> (u16, String) {
+        loop {
+            if let Err(closed) = self.read().await {
+                return closed;
+            }
+        }
+    }
+
     /// Reads until the text is `want`.
     pub(crate) async fn until(&mut self, want: &str) {
         while self.text() != want {
@@ -210,22 +219,14 @@ async fn only_members_open_a_rooms_documents_a_bad_frame_leaves_it_intact_and_le
     a.insert(0, "kept").await;
     // A frame that is not y-protocols closes that connection only.
     a.socket.send(Frame::binary(vec![0, 2, 9, 0xff, 0xfe, 0xfd])).await.unwrap();
-    let closed = loop {
-        if let Err(closed) = a.read().await {
-            break closed;
-        }
-    };
+    let closed = a.closed().await;
     assert_eq!(closed, (4400, "not a Yjs sync or awareness message".to_owned()));
     let mut again = Editor::open(&server, &path("lobby", "notes", &alice.session)).await.unwrap();
     again.until("kept").await;
     // Alice leaves the room: her document closes, and stays closed to her.
     let mut alice = alice;
     alice.send(serde_json::json!({"type": "leave", "room": "lobby"})).await;
-    let closed = loop {
-        if let Err(closed) = again.read().await {
-            break closed;
-        }
-    };
+    let closed = again.closed().await;
     assert_eq!(closed, (4403, "no longer a member of #lobby".to_owned()));
     let refused = Editor::open(&server, &path("lobby", "notes", &alice.session)).await.err();
     assert_eq!(refused, Some((4403, "not a member of #lobby".to_owned())));
@@ -252,11 +253,7 @@ async fn a_paste_larger_than_a_chat_message_is_taken_and_past_the_limits_refused
     let mut d = Editor::open(&server, &at).await.unwrap();
     d.until(&paste).await;
     d.insert(0, &"y".repeat(300 * 1024)).await;
-    let closed = loop {
-        if let Err(closed) = d.read().await {
-            break closed;
-        }
-    };
+    let closed = d.closed().await;
     assert_eq!(closed, (4413, format!("a frame larger than {} bytes", 256 * 1024 + 64)));
     // Edits that would take the document past --doc-max-bytes: refused.
     for n in 0..3 {
@@ -265,11 +262,7 @@ async fn a_paste_larger_than_a_chat_message_is_taken_and_past_the_limits_refused
             b.until(&format!("{}{paste}", "z".repeat(200 * 1024))).await;
         }
     }
-    let closed = loop {
-        if let Err(closed) = a.read().await {
-            break closed;
-        }
-    };
+    let closed = a.closed().await;
     assert_eq!(closed, (4413, format!("the document would grow past {} bytes", 600 * 1024)));
     // What was taken stands, for everyone.
     let want = format!("{}{paste}", "z".repeat(200 * 1024));
@@ -380,11 +373,7 @@ async fn the_room_lists_its_documents_live_and_keeps_the_list_and_deleting_one_d
     // Deleted: its editors are closed for good, its content is gone.
     alice.send(json!({"type": "doc_delete", "room": "lobby", "doc": "notes"})).await;
     assert_eq!(alice.expect("doc").await["action"], "deleted");
-    let closed = loop {
-        if let Err(closed) = editor.read().await {
-            break closed;
-        }
-    };
+    let closed = editor.closed().await;
     assert_eq!(closed, (4404, "document notes of #lobby was deleted".to_owned()));
     let mut fresh = Editor::open(&server, &path("lobby", "notes", &bob.session)).await.unwrap();
     fresh.round_trip().await;
@@ -421,11 +410,7 @@ async fn read_only_rooms_documents_are_read_and_never_changed_and_a_full_room_ta
     let mut reader =
         Editor::open(&server, &path("archive-1", "notes", &alice.session)).await.unwrap();
     reader.insert(0, "vandalism").await;
-    let closed = loop {
-        if let Err(closed) = reader.read().await {
-            break closed;
-        }
-    };
+    let closed = reader.closed().await;
     assert_eq!(closed, (4403, "the documents of archive-1 are read-only".to_owned()));
     let mut reread =
         Editor::open(&server, &path("archive-1", "notes", &alice.session)).await.unwrap();
@@ -438,11 +423,7 @@ async fn read_only_rooms_documents_are_read_and_never_changed_and_a_full_room_ta
     assert_eq!(alice.expect("doc").await["action"], "created");
     let mut two = Editor::open(&server, &path("lobby", "two", &alice.session)).await.unwrap();
     two.insert(0, "second").await;
-    let closed = loop {
-        if let Err(closed) = two.read().await {
-            break closed;
-        }
-    };
+    let closed = two.closed().await;
     assert_eq!(closed.0, 4413);
     assert!(closed.1.contains("holds 1 documents"), "{closed:?}");
     server.shutdown().await;
