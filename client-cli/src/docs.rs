@@ -169,7 +169,6 @@ pub fn follow(
                     continue;
                 }
             };
-            retry = Duration::from_millis(100);
             let mut editor = Editor { doc: doc.clone(), socket };
             let mut live = Live { doc: doc.clone(), base: &mut base, key: &key, events: &events };
             match live.run(&mut editor, &mut asked).await {
@@ -178,9 +177,16 @@ pub fn follow(
                     let _ = events.send(DocEvent::Problem { key: key.clone(), why, fatal: true });
                     return;
                 }
-                Ended::Lost(why) => {
+                Ended::Lost { why, synced } => {
                     let why = format!("{why}; opening it again");
                     let _ = events.send(DocEvent::Problem { key: key.clone(), why, fatal: false });
+                    // A server that closes before syncing is tried again
+                    // less and less often.
+                    if synced {
+                        retry = Duration::from_millis(100);
+                    }
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -194,8 +200,8 @@ enum Ended {
     Asked,
     /// The server refused it for good.
     Refused(String),
-    /// It dropped; it is opened again.
-    Lost(String),
+    /// It dropped (`synced`: after the server's sync); it is opened again.
+    Lost { why: String, synced: bool },
 }
 
 /// A followed document on one connection (or none, offline).
@@ -215,9 +221,10 @@ impl Live<'_> {
     ) -> Ended {
         let vector = self.doc.transact().state_vector();
         if let Err(err) = editor.send(Message::Sync(SyncMessage::SyncStep1(vector))).await {
-            return Ended::Lost(err.to_string());
+            return Ended::Lost { why: err.to_string(), synced: false };
         }
         let mut shown: Option<String> = None;
+        let mut synced = false;
         // A commit waits for the server's answer to the sync step 1 sent
         // after it: then the server has it.
         let mut saving = 0usize;
@@ -225,6 +232,7 @@ impl Live<'_> {
             tokio::select! {
                 read = editor.read_closing() => match read {
                     Ok(step2) => {
+                        synced |= step2;
                         if step2 && saving > 0 {
                             saving -= 1;
                             if saving == 0 {
@@ -238,7 +246,7 @@ impl Live<'_> {
                         }
                     }
                     Err(Closed::Refused(why)) => return Ended::Refused(why),
-                    Err(Closed::Lost(why)) => return Ended::Lost(why),
+                    Err(Closed::Lost(why)) => return Ended::Lost { why, synced },
                 },
                 command = asked.recv() => match command {
                     Some(command) => {

@@ -176,26 +176,36 @@ impl Worker {
                 },
             };
             match job {
-                Job::Persist { ticket, record, file } => {
-                    let mut batch = vec![(ticket, record, file)];
-                    while batch.len() < MAX_BATCH {
-                        match queue.try_recv() {
-                            Ok(Job::Persist { ticket, record, file }) => {
+                // Records and documents' updates that queued together go
+                // in one commit.
+                job @ (Job::Persist { .. } | Job::Doc(_)) => {
+                    let (mut batch, mut updates) = (Vec::new(), Vec::new());
+                    let mut next = Some(job);
+                    while let Some(job) = next.take() {
+                        match job {
+                            Job::Persist { ticket, record, file } => {
                                 batch.push((ticket, record, file));
                             }
+                            Job::Doc(update) => updates.push(update),
                             // Another kind of job: it runs after this batch.
-                            Ok(other) => {
+                            other => {
                                 waiting = Some(other);
                                 break;
                             }
-                            Err(_) => break,
+                        }
+                        if batch.len() + updates.len() < MAX_BATCH {
+                            next = queue.try_recv().ok();
                         }
                     }
-                    if !self.persist(batch) {
+                    if !self.persist(batch, &updates) {
                         // The chat task is gone; finish what is queued and stop.
                         while let Ok(job) = queue.try_recv() {
-                            if let Job::Persist { ticket, record, file } = job {
-                                self.persist(vec![(ticket, record, file)]);
+                            match job {
+                                Job::Persist { ticket, record, file } => {
+                                    self.persist(vec![(ticket, record, file)], &[]);
+                                }
+                                Job::Doc(update) => self.persist_docs(&[update]),
+                                _ => {}
                             }
                         }
                         break;
@@ -220,20 +230,6 @@ impl Worker {
                         info!("storage is tried again");
                     }
                     self.failing = false;
-                }
-                Job::Doc(update) => {
-                    let mut batch = vec![update];
-                    while batch.len() < MAX_BATCH {
-                        match queue.try_recv() {
-                            Ok(Job::Doc(update)) => batch.push(update),
-                            Ok(other) => {
-                                waiting = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    self.persist_docs(&batch);
                 }
                 Job::LoadDoc { room, doc } => {
                     let result = self
@@ -273,15 +269,23 @@ impl Worker {
         }
     }
 
-    /// Commits a batch, its files put in place first. False when the hub
-    /// is gone.
-    fn persist(&mut self, batch: Vec<(u64, Record, Option<Staged>)>) -> bool {
+    /// Commits a batch of records (their files put in place first) with
+    /// the documents' updates that queued among them, in one commit. False
+    /// when the hub is gone.
+    fn persist(
+        &mut self,
+        batch: Vec<(u64, Record, Option<Staged>)>,
+        updates: &[DocUpdate],
+    ) -> bool {
         let Some(last) = batch.last().map(|(ticket, _, _)| *ticket) else {
+            self.persist_docs(updates);
             return true;
         };
         if self.failing {
             // Everything after a failure fails unseen until the hub has
             // taken it back; dropping the staged files removes them.
+            // (Documents' updates are not refused: they are tried alone.)
+            self.persist_docs(updates);
             return self.events.send(StorageEvent::Failed(last)).is_ok();
         }
         let (records, mut files): (Vec<Record>, Vec<Staged>) = {
@@ -296,8 +300,9 @@ impl Worker {
         let mut tries = RETRIES.iter();
         let outcome = loop {
             let placed = files.iter_mut().try_for_each(Staged::place);
-            let stored =
-                placed.map_err(crate::StoreError::Io).and_then(|()| self.store.commit(&records));
+            let stored = placed
+                .map_err(crate::StoreError::Io)
+                .and_then(|()| self.store.commit_with_docs(&records, updates));
             match stored {
                 Ok(()) => break Ok(()),
                 Err(err) => {
@@ -334,6 +339,7 @@ impl Worker {
             Err(err) => {
                 error!(%err, records = records.len(), "storage failed; these messages are refused");
                 self.failing = true;
+                self.persist_docs(updates);
                 self.events.send(StorageEvent::Failed(last)).is_ok()
             }
         }

@@ -48,6 +48,22 @@ pub trait Store: Send + 'static {
     /// The storage cannot be written; nothing was stored.
     fn commit(&mut self, records: &[Record]) -> Result<(), StoreError>;
 
+    /// Stores `records` and `updates` of shared documents in one commit:
+    /// all of them or none (the default, for stores without transactions,
+    /// stores the records, then the updates).
+    ///
+    /// # Errors
+    /// The storage cannot be written; nothing was stored (with the
+    /// default, the updates may be missing).
+    fn commit_with_docs(
+        &mut self,
+        records: &[Record],
+        updates: &[DocUpdate],
+    ) -> Result<(), StoreError> {
+        self.commit(records)?;
+        self.commit_docs(updates)
+    }
+
     /// Drops what retention no longer keeps. Sequence counters are kept.
     /// Returns whether messages with files went, so files may have lost
     /// their last message.

@@ -156,6 +156,131 @@ impl SqliteStore {
     }
 }
 
+/// Writes updates of shared documents in `tx`.
+fn write_updates(
+    tx: &rusqlite::Transaction<'_>,
+    updates: &[super::DocUpdate],
+) -> rusqlite::Result<()> {
+    let mut insert =
+        tx.prepare_cached("INSERT INTO doc_updates (room, doc, data) VALUES (?1, ?2, ?3)")?;
+    for super::DocUpdate { room, doc, update } in updates {
+        insert.execute((room.as_str(), doc.as_str(), update))?;
+    }
+    Ok(())
+}
+
+/// Writes `records` in `tx`: messages (a change applied to the message
+/// it changes), conversations, sessions, topics, document lists.
+fn write_records(tx: &rusqlite::Transaction<'_>, records: &[Record]) -> rusqlite::Result<()> {
+    let mut insert_message = tx.prepare_cached(
+        "INSERT INTO messages (room, seq, ts, nick, text, action, client_id, session,
+                                       file_id, file_name, file_mime, file_size, kind, target)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?;
+    // A change is applied to the message it changes: a deleted
+    // message's text and file are gone from storage too.
+    let mut edit = tx.prepare_cached(
+        "UPDATE messages SET text = ?3, kind = ?4
+                 WHERE room = ?1 AND seq = ?2 AND kind IN (?5, ?4)",
+    )?;
+    let mut delete = tx.prepare_cached(
+        "UPDATE messages SET text = '', kind = ?3, file_id = NULL, file_name = NULL,
+                                     file_mime = NULL, file_size = NULL
+                 WHERE room = ?1 AND seq = ?2",
+    )?;
+    let mut raise_seq = tx.prepare_cached(
+        "INSERT INTO rooms (name, last_seq) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+    )?;
+    let mut put_conversation = tx.prepare_cached(
+        "INSERT INTO conversations (name, nick_a, nick_b, last_seq, last_ts)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (name) DO UPDATE SET nick_a = excluded.nick_a,
+                   nick_b = excluded.nick_b, last_seq = excluded.last_seq,
+                   last_ts = excluded.last_ts
+                 WHERE excluded.last_seq > last_seq",
+    )?;
+    let mut put_session = tx.prepare_cached(
+        "INSERT INTO sessions (token, nick) VALUES (?1, ?2)
+                 ON CONFLICT (token) DO UPDATE SET nick = excluded.nick",
+    )?;
+    let mut end_session = tx.prepare_cached("DELETE FROM sessions WHERE token = ?1")?;
+    let mut set_topic = tx.prepare_cached(
+        "INSERT INTO rooms (name, last_seq, topic) VALUES (?1, 0, ?2)
+                 ON CONFLICT (name) DO UPDATE SET topic = excluded.topic",
+    )?;
+    // A document's list entry; its room is known from then on.
+    let mut put_doc = tx.prepare_cached(
+        "INSERT INTO docs (room, name, title, edited_by, edited_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (room, name) DO UPDATE SET title = excluded.title,
+                   edited_by = excluded.edited_by, edited_at = excluded.edited_at",
+    )?;
+    let mut know_room = tx.prepare_cached(
+        "INSERT INTO rooms (name, last_seq) VALUES (?1, 0) ON CONFLICT (name) DO NOTHING",
+    )?;
+    // A deleted document goes with its content.
+    let mut drop_doc = tx.prepare_cached("DELETE FROM docs WHERE room = ?1 AND name = ?2")?;
+    let mut drop_updates =
+        tx.prepare_cached("DELETE FROM doc_updates WHERE room = ?1 AND doc = ?2")?;
+    let mut drop_versions =
+        tx.prepare_cached("DELETE FROM doc_versions WHERE room = ?1 AND doc = ?2")?;
+    for record in records {
+        match record {
+            Record::Doc { room, doc, deleted: false } => {
+                know_room.execute([room.as_str()])?;
+                put_doc.execute(params![
+                    room.as_str(),
+                    doc.name.as_str(),
+                    &*doc.title,
+                    doc.edited_by.as_str(),
+                    millis(doc.edited_at),
+                ])?;
+            }
+            Record::Doc { room, doc, deleted: true } => {
+                drop_doc.execute(params![room.as_str(), doc.name.as_str()])?;
+                drop_updates.execute(params![room.as_str(), doc.name.as_str()])?;
+                drop_versions.execute(params![room.as_str(), doc.name.as_str()])?;
+            }
+            Record::Message(m) => {
+                insert(&mut insert_message, m)?;
+                raise_seq.execute(params![m.room.as_str(), seq(m)])?;
+                match m.kind {
+                    MessageKind::Edit(of) => {
+                        let of = i64::try_from(of).unwrap_or(i64::MAX);
+                        edit.execute(params![m.room.as_str(), of, &*m.text, EDITED, SAID])?;
+                    }
+                    MessageKind::Delete(of) => {
+                        let of = i64::try_from(of).unwrap_or(i64::MAX);
+                        delete.execute(params![m.room.as_str(), of, DELETED])?;
+                    }
+                    _ => {}
+                }
+            }
+            Record::Direct(Direct { message: m, nicks: [a, b] }) => {
+                insert(&mut insert_message, m)?;
+                raise_seq.execute(params![m.room.as_str(), seq(m)])?;
+                put_conversation.execute(params![
+                    m.room.as_str(),
+                    a.as_str(),
+                    b.as_str(),
+                    seq(m),
+                    millis(m.ts),
+                ])?;
+            }
+            Record::Session { token, nick } => {
+                put_session.execute(params![token.as_str(), nick.as_str()])?;
+            }
+            Record::SessionEnded(token) => {
+                end_session.execute(params![token.as_str()])?;
+            }
+            Record::Topic { room, topic } => {
+                set_topic.execute(params![room.as_str(), topic.as_deref()])?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A message's `seq` as SQLite stores it.
 fn seq(m: &Message) -> i64 {
     i64::try_from(m.seq).unwrap_or(i64::MAX)
@@ -216,13 +341,7 @@ impl Store for SqliteStore {
 
     fn commit_docs(&mut self, updates: &[super::DocUpdate]) -> Result<(), StoreError> {
         let tx = self.db.transaction()?;
-        {
-            let mut insert =
-                tx.prepare_cached("INSERT INTO doc_updates (room, doc, data) VALUES (?1, ?2, ?3)")?;
-            for super::DocUpdate { room, doc, update } in updates {
-                insert.execute((room.as_str(), doc.as_str(), update))?;
-            }
-        }
+        write_updates(&tx, updates)?;
         tx.commit()?;
         Ok(())
     }
@@ -429,115 +548,19 @@ impl Store for SqliteStore {
 
     fn commit(&mut self, records: &[Record]) -> Result<(), StoreError> {
         let tx = self.db.transaction()?;
-        {
-            let mut insert_message = tx.prepare_cached(
-                "INSERT INTO messages (room, seq, ts, nick, text, action, client_id, session,
-                                       file_id, file_name, file_mime, file_size, kind, target)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            )?;
-            // A change is applied to the message it changes: a deleted
-            // message's text and file are gone from storage too.
-            let mut edit = tx.prepare_cached(
-                "UPDATE messages SET text = ?3, kind = ?4
-                 WHERE room = ?1 AND seq = ?2 AND kind IN (?5, ?4)",
-            )?;
-            let mut delete = tx.prepare_cached(
-                "UPDATE messages SET text = '', kind = ?3, file_id = NULL, file_name = NULL,
-                                     file_mime = NULL, file_size = NULL
-                 WHERE room = ?1 AND seq = ?2",
-            )?;
-            let mut raise_seq = tx.prepare_cached(
-                "INSERT INTO rooms (name, last_seq) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
-            )?;
-            let mut put_conversation = tx.prepare_cached(
-                "INSERT INTO conversations (name, nick_a, nick_b, last_seq, last_ts)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (name) DO UPDATE SET nick_a = excluded.nick_a,
-                   nick_b = excluded.nick_b, last_seq = excluded.last_seq,
-                   last_ts = excluded.last_ts
-                 WHERE excluded.last_seq > last_seq",
-            )?;
-            let mut put_session = tx.prepare_cached(
-                "INSERT INTO sessions (token, nick) VALUES (?1, ?2)
-                 ON CONFLICT (token) DO UPDATE SET nick = excluded.nick",
-            )?;
-            let mut end_session = tx.prepare_cached("DELETE FROM sessions WHERE token = ?1")?;
-            let mut set_topic = tx.prepare_cached(
-                "INSERT INTO rooms (name, last_seq, topic) VALUES (?1, 0, ?2)
-                 ON CONFLICT (name) DO UPDATE SET topic = excluded.topic",
-            )?;
-            // A document's list entry; its room is known from then on.
-            let mut put_doc = tx.prepare_cached(
-                "INSERT INTO docs (room, name, title, edited_by, edited_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (room, name) DO UPDATE SET title = excluded.title,
-                   edited_by = excluded.edited_by, edited_at = excluded.edited_at",
-            )?;
-            let mut know_room = tx.prepare_cached(
-                "INSERT INTO rooms (name, last_seq) VALUES (?1, 0) ON CONFLICT (name) DO NOTHING",
-            )?;
-            // A deleted document goes with its content.
-            let mut drop_doc =
-                tx.prepare_cached("DELETE FROM docs WHERE room = ?1 AND name = ?2")?;
-            let mut drop_updates =
-                tx.prepare_cached("DELETE FROM doc_updates WHERE room = ?1 AND doc = ?2")?;
-            let mut drop_versions =
-                tx.prepare_cached("DELETE FROM doc_versions WHERE room = ?1 AND doc = ?2")?;
-            for record in records {
-                match record {
-                    Record::Doc { room, doc, deleted: false } => {
-                        know_room.execute([room.as_str()])?;
-                        put_doc.execute(params![
-                            room.as_str(),
-                            doc.name.as_str(),
-                            &*doc.title,
-                            doc.edited_by.as_str(),
-                            millis(doc.edited_at),
-                        ])?;
-                    }
-                    Record::Doc { room, doc, deleted: true } => {
-                        drop_doc.execute(params![room.as_str(), doc.name.as_str()])?;
-                        drop_updates.execute(params![room.as_str(), doc.name.as_str()])?;
-                        drop_versions.execute(params![room.as_str(), doc.name.as_str()])?;
-                    }
-                    Record::Message(m) => {
-                        insert(&mut insert_message, m)?;
-                        raise_seq.execute(params![m.room.as_str(), seq(m)])?;
-                        match m.kind {
-                            MessageKind::Edit(of) => {
-                                let of = i64::try_from(of).unwrap_or(i64::MAX);
-                                edit.execute(params![m.room.as_str(), of, &*m.text, EDITED, SAID])?;
-                            }
-                            MessageKind::Delete(of) => {
-                                let of = i64::try_from(of).unwrap_or(i64::MAX);
-                                delete.execute(params![m.room.as_str(), of, DELETED])?;
-                            }
-                            _ => {}
-                        }
-                    }
-                    Record::Direct(Direct { message: m, nicks: [a, b] }) => {
-                        insert(&mut insert_message, m)?;
-                        raise_seq.execute(params![m.room.as_str(), seq(m)])?;
-                        put_conversation.execute(params![
-                            m.room.as_str(),
-                            a.as_str(),
-                            b.as_str(),
-                            seq(m),
-                            millis(m.ts),
-                        ])?;
-                    }
-                    Record::Session { token, nick } => {
-                        put_session.execute(params![token.as_str(), nick.as_str()])?;
-                    }
-                    Record::SessionEnded(token) => {
-                        end_session.execute(params![token.as_str()])?;
-                    }
-                    Record::Topic { room, topic } => {
-                        set_topic.execute(params![room.as_str(), topic.as_deref()])?;
-                    }
-                }
-            }
-        }
+        write_records(&tx, records)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn commit_with_docs(
+        &mut self,
+        records: &[Record],
+        updates: &[super::DocUpdate],
+    ) -> Result<(), StoreError> {
+        let tx = self.db.transaction()?;
+        write_records(&tx, records)?;
+        write_updates(&tx, updates)?;
         tx.commit()?;
         Ok(())
     }

@@ -249,3 +249,43 @@ async fn failed_commits_are_retried_and_nothing_is_shown_unstored() {
     assert_eq!(room.messages.len(), 1, "stored before it was shown");
     server.shutdown().await;
 }
+
+#[test]
+fn messages_and_document_updates_queued_together_are_stored_in_one_commit() {
+    use chat_core::{Message, MessageKind, Nick, Record, RoomName, Timestamp};
+    use chat_server::DocUpdate;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(dir.path()).unwrap();
+    let (lobby, notes) = (RoomName::parse("lobby").unwrap(), RoomName::parse("notes").unwrap());
+    let message = Message {
+        room: lobby.clone(),
+        seq: 1,
+        ts: Timestamp::from_unix_millis(10),
+        from: Nick::parse("alice").unwrap(),
+        text: "hi".into(),
+        action: false,
+        id: None,
+        sender: None,
+        attachment: None,
+        kind: MessageKind::Said,
+    };
+    let update = |bytes: &[u8]| DocUpdate {
+        room: lobby.clone(),
+        doc: notes.clone(),
+        update: bytes.to_vec(),
+    };
+    store.commit_with_docs(&[Record::Message(message.clone())], &[update(&[1, 2])]).unwrap();
+    assert_eq!(store.doc(&lobby, &notes).unwrap(), vec![vec![1, 2]]);
+    // A commit that fails (seq 1 again: its row is taken) keeps neither
+    // the record nor the updates that queued with it.
+    let failed = store.commit_with_docs(&[Record::Message(message)], &[update(&[3])]);
+    assert!(failed.is_err());
+    assert_eq!(store.doc(&lobby, &notes).unwrap(), vec![vec![1, 2]]);
+    let retention = Retention {
+        per_room: 100,
+        max_age: None,
+        recent_for: std::time::Duration::from_secs(3600),
+        recent_max: 100,
+    };
+    assert_eq!(store.room(&lobby, &retention, 10).unwrap().unwrap().messages.len(), 1);
+}
