@@ -779,7 +779,9 @@ impl Hub {
                 if is_message(&command) && read_at.elapsed() > self.max_input_wait {
                     self.refuse_overloaded(member, id);
                 } else {
-                    let leaves = matches!(command, Command::Leave { .. });
+                    // Leaving a room, or a token renewed for fewer rooms,
+                    // closes the session's documents there at once.
+                    let leaves = matches!(command, Command::Leave { .. } | Command::Auth { .. });
                     self.chat.handle_command(now, member, id.as_deref(), command);
                     if leaves {
                         self.revoke_docs();

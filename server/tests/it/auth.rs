@@ -112,3 +112,29 @@ async fn without_a_secret_tokens_are_ignored_and_auth_is_refused() {
     alice.expect_error("forbidden").await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_tokens_room_patterns_decide_which_documents_it_opens_also_when_renewed() {
+    use crate::docs::{Editor, path};
+    let server = server().await;
+    let mut alice = Client::connect(&server).await;
+    alice.send(json!({"type": "hello", "token": token("alice", 3600, Some(&["team-*"]))})).await;
+    let session = alice.expect("welcome").await["session"].as_str().unwrap().to_owned();
+    alice.send(json!({"type": "join", "room": "team-a"})).await;
+    alice.expect("joined").await;
+    alice.send(json!({"type": "join", "room": "lobby"})).await;
+    alice.expect_error("forbidden").await;
+    // Her team's document opens; the lobby's does not.
+    let mut notes = Editor::open(&server, &path("team-a", "notes", &session)).await.unwrap();
+    notes.insert(0, "plan").await;
+    notes.round_trip().await;
+    assert_eq!(alice.expect("doc").await["action"], "created");
+    let refused = Editor::open(&server, &path("lobby", "notes", &session)).await.err();
+    assert_eq!(refused, Some((4403, "not a member of #lobby".to_owned())));
+    // Renewed for other rooms only: the team's document closes for good.
+    alice.send(json!({"type": "auth", "token": token("alice", 3600, Some(&["ops-*"]))})).await;
+    assert_eq!(alice.expect("left").await["room"], "team-a");
+    alice.expect("authed").await;
+    assert_eq!(notes.closed().await, (4403, "no longer a member of #team-a".to_owned()));
+    server.shutdown().await;
+}
