@@ -19,6 +19,7 @@ mod accept;
 mod close;
 mod config;
 mod connect;
+mod forwarded;
 mod frames;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -33,6 +34,7 @@ pub use accept::{AcceptError, Accepted, ServerSocket, Upgraded, WebSocket, accep
 pub use close::close_frame_for;
 pub use config::{TlsConfig, TransportConfig};
 pub use connect::{ClientStream, ClientTls, ConnectError, connect, fetch};
+pub use forwarded::{ForwardedHeader, TrustedProxies};
 pub use frames::TooManyFragments;
 pub use gate::{Full, Gate, Pass};
 pub use header::{FrameHeader, write_frame};
