@@ -80,6 +80,17 @@ struct Args {
     /// Others get 403.
     #[arg(long = "allowed-origin", env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Vec<String>,
+    /// A reverse proxy in front of the server (an address, or a network:
+    /// 10.0.0.0/8), whose forwarding header (--forwarded-header) says who
+    /// each request comes from: per-address limits and logs then use that
+    /// address. From anyone else the header is ignored. Repeat or separate
+    /// with commas.
+    #[arg(long = "trusted-proxy", env = "CHAT_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<String>,
+    /// The header the trusted proxies set: x-forwarded-for (nginx's
+    /// $proxy_add_x_forwarded_for) or forwarded (RFC 7239).
+    #[arg(long, env = "CHAT_FORWARDED_HEADER", value_enum, default_value_t = ForwardedBy::XForwardedFor)]
+    forwarded_header: ForwardedBy,
     /// Rooms whose shared documents members may read but not change: room
     /// names or patterns (`*` matches any run: `archive-*`); repeat or
     /// separate with commas.
@@ -252,6 +263,14 @@ fn parse_age(text: &str) -> Result<Age, String> {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum ForwardedBy {
+    /// X-Forwarded-For: client, proxy1, ...
+    XForwardedFor,
+    /// Forwarded: for=client, for=proxy1 (RFC 7239).
+    Forwarded,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum RoomList {
     /// Every room someone is in, with member counts.
     All,
@@ -317,6 +336,13 @@ async fn main() -> anyhow::Result<()> {
     args.tuning.apply(&mut config);
     config.chat.history_max_age = args.history_max_age.0;
     config.transport.allowed_origins = args.allowed_origins.clone();
+    let header = match args.forwarded_header {
+        ForwardedBy::XForwardedFor => chat_transport::ForwardedHeader::XForwardedFor,
+        ForwardedBy::Forwarded => chat_transport::ForwardedHeader::Forwarded,
+    };
+    config.transport.trusted_proxies =
+        chat_transport::TrustedProxies::parse(&args.trusted_proxies, header)
+            .map_err(|why| anyhow::anyhow!("--trusted-proxy {why}"))?;
     config.chat.read_only_docs =
         args.read_only_docs.iter().map(|room| chat_core::RoomPattern::new(room.trim())).collect();
     config.transport.allowed_hosts = args.allowed_hosts.clone();

@@ -97,7 +97,7 @@ pub async fn accept(
     let peer = stream.peer_addr()?;
     // Counted before anything is read: one address cannot hold more
     // sockets than its share, whatever phase they are in.
-    let pass = match gate.enter(peer.ip()) {
+    let pass = match gate.enter_via(peer.ip(), &config.trusted_proxies) {
         Ok(pass) => pass,
         Err(full) => return refuse_at_once(stream, full),
     };
@@ -181,6 +181,20 @@ async fn serve<S: Conn>(
             Head::Closed => return Ok(Accepted::Closed),
             Head::Refuse(status, why) => return answer(&mut stream, refusal(status, why)).await,
         },
+    };
+    // Behind a trusted proxy the client is who its header says: its
+    // address takes the place, and is the peer from here on.
+    let peer = match config.trusted_proxies.contains(peer.ip()) {
+        false => peer,
+        true => {
+            let client = config.trusted_proxies.client(peer.ip(), request.headers());
+            if let Err(full) = pass.rebind(client) {
+                let response =
+                    Response::text(full.status(), full.why()).header("Retry-After", "10");
+                return answer(&mut stream, response).await;
+            }
+            SocketAddr::new(client, peer.port())
+        }
     };
     if request.version() >= Version::HTTP_11 && !request.headers().contains_key(HOST) {
         let response = Response::text(StatusCode::BAD_REQUEST, "an HTTP/1.1 request needs Host\n");

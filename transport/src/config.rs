@@ -56,6 +56,10 @@ pub struct TransportConfig {
     /// listed gets `403`; non-browser clients send no `Origin` and are let
     /// in. Default: none.
     pub allowed_origins: Vec<String>,
+    /// Reverse proxies whose forwarding header says who a request comes
+    /// from: the per-address limits and the logs then use that address.
+    /// From anyone else the header is ignored. Default: none.
+    pub trusted_proxies: crate::TrustedProxies,
     /// With a certificate: serve `https://` and `wss://` (TLS 1.2 and
     /// 1.3, rustls) on the same port instead of plain HTTP. Default none.
     pub tls: Option<TlsConfig>,
@@ -109,6 +113,7 @@ impl Default for TransportConfig {
             send_timeout: Duration::from_secs(30),
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            trusted_proxies: crate::TrustedProxies::default(),
             tls: None,
             client_tls: None,
         }

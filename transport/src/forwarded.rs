@@ -1,5 +1,5 @@
-//! Who a request really comes from, behind a reverse proxy (issue #18,
-//! first step: not wired in yet). A proxy in front of the server connects
+//! Who a request really comes from, behind a reverse proxy (issue #18). A
+//! proxy in front of the server connects
 //! from its own address and says the client's in a header; only a proxy the
 //! operator names may say it (anyone can send the header), and only the
 //! header it is configured to set counts (a proxy passes the other one on

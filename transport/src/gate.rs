@@ -33,6 +33,9 @@ struct Open {
 pub struct Pass {
     gate: Arc<Gate>,
     ip: IpAddr,
+    /// Whether `ip` holds one of its places (a trusted proxy's does not:
+    /// its clients' do, once known).
+    counted: bool,
     websocket: bool,
 }
 
@@ -114,7 +117,25 @@ impl Gate {
             return Err(Full::Address);
         }
         open.per_ip.insert(ip, from_ip + 1);
-        Ok(Pass { gate: Arc::clone(self), ip, websocket: false })
+        Ok(Pass { gate: Arc::clone(self), ip, counted: true, websocket: false })
+    }
+
+    /// As [`Gate::enter`], but a connection from one of `trusted`'s proxies
+    /// takes no place of its address (it carries many clients): its client
+    /// takes one once its request says who it is ([`Pass::rebind`]).
+    ///
+    /// # Errors
+    /// The address is full.
+    pub fn enter_via(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        trusted: &crate::TrustedProxies,
+    ) -> Result<Pass, Full> {
+        if trusted.contains(ip) {
+            let ip = canonical(ip);
+            return Ok(Pass { gate: Arc::clone(self), ip, counted: false, websocket: false });
+        }
+        self.enter(ip)
     }
 
     /// WebSockets open now.
@@ -129,6 +150,30 @@ impl Gate {
 }
 
 impl Pass {
+    /// The connection is `ip`'s (the client a trusted proxy named): it
+    /// takes one of that address's places, instead of the one it had.
+    ///
+    /// # Errors
+    /// That address is full; the pass is as it was.
+    pub fn rebind(&mut self, ip: IpAddr) -> Result<(), Full> {
+        let ip = canonical(ip);
+        if self.counted && ip == self.ip {
+            return Ok(());
+        }
+        let mut open = self.gate.lock();
+        let from_ip = open.per_ip.get(&ip).copied().unwrap_or(0);
+        if from_ip >= self.gate.max_per_ip {
+            return Err(Full::Address);
+        }
+        open.per_ip.insert(ip, from_ip + 1);
+        if self.counted {
+            release(&mut open.per_ip, self.ip);
+        }
+        self.ip = ip;
+        self.counted = true;
+        Ok(())
+    }
+
     /// The connection becomes a WebSocket, if the server has room for one
     /// more.
     ///
@@ -177,7 +222,9 @@ impl Drop for Pass {
         if self.websocket {
             open.websockets = open.websockets.saturating_sub(1);
         }
-        release(&mut open.per_ip, self.ip);
+        if self.counted {
+            release(&mut open.per_ip, self.ip);
+        }
     }
 }
 

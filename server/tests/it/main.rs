@@ -14,6 +14,7 @@ mod docs;
 mod durable;
 mod hostile;
 mod nodes;
+mod proxy;
 mod resume;
 mod support;
 mod uploads;
