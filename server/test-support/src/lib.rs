@@ -351,3 +351,139 @@ fn redis_answers(port: u16) -> bool {
         && stream.read_exact(&mut answer).is_ok()
         && &answer == b"+PONG\r\n"
 }
+
+/// An `nginx` of a test's own in front of `upstreams` (round-robin): on a
+/// free loopback port, its configuration, pid and logs in a directory of
+/// its own, stopped (and the directory removed) when dropped.
+/// `scripts/test` installs the Debian package when missing.
+#[derive(Debug)]
+pub struct Nginx {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    /// Starts one. With `websocket` it passes the upgrade on as
+    /// docs/operations.md says to (`Upgrade`, `Connection`, long
+    /// timeouts); without, it is the common misconfiguration that does
+    /// not. Either way it sets `X-Forwarded-For` with
+    /// `$proxy_add_x_forwarded_for` and passes `Host` as the client sent it.
+    pub fn start(upstreams: &[std::net::SocketAddr], websocket: bool) -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("chat-nginx-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        // nginx's workers may run as another user: its scratch is theirs too.
+        let _ = Command::new("chmod").args(["-R", "0777"]).arg(&dir).status();
+        for _ in 0..20 {
+            let port =
+                std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            std::fs::write(dir.join("nginx.conf"), nginx_config(&dir, port, upstreams, websocket))
+                .unwrap();
+            let mut child = Command::new(nginx_binary())
+                .arg("-p")
+                .arg(&dir)
+                .arg("-c")
+                .arg(dir.join("nginx.conf"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nginx is installed (scripts/test installs it)");
+            let deadline = Instant::now() + WAIT;
+            while child.try_wait().unwrap().is_none() {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Self { child, port, dir };
+                }
+                assert!(Instant::now() < deadline, "nginx never listened on {port}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        panic!("nginx could not start on any free port");
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers, then itself (a SIGKILL
+        // would leave the workers behind).
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + WAIT;
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// nginx from `PATH`, or where Debian puts it (`/usr/sbin` is not on every
+/// user's `PATH`).
+fn nginx_binary() -> PathBuf {
+    let on_path = Command::new("sh").args(["-c", "command -v nginx"]).output();
+    match on_path {
+        Ok(out) if out.status.success() => {
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        }
+        _ => PathBuf::from("/usr/sbin/nginx"),
+    }
+}
+
+/// The configuration of a test's nginx.
+fn nginx_config(
+    dir: &Path,
+    port: u16,
+    upstreams: &[std::net::SocketAddr],
+    websocket: bool,
+) -> String {
+    let dir = dir.display();
+    let servers: String =
+        upstreams.iter().map(|addr| format!("        server {addr};\n")).collect();
+    let upgrade = match websocket {
+        true => {
+            "            proxy_set_header Upgrade $http_upgrade;\n            \
+             proxy_set_header Connection $connection_upgrade;\n"
+        }
+        false => "",
+    };
+    format!(
+        "daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        '' close;
+    }}
+    upstream chat {{
+{servers}    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://chat;
+            proxy_http_version 1.1;
+{upgrade}            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
+            proxy_buffering off;
+        }}
+    }}
+}}
+"
+    )
+}

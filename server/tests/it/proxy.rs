@@ -10,12 +10,20 @@ use crate::support::{Server, tcp_from};
 /// forwards for `forwarded_for`: the status line's code, the socket kept
 /// open (the place it takes lasts as long).
 async fn upgrade(server: &Server, from: &str, forwarded_for: &str) -> (u16, tokio::net::TcpStream) {
-    let mut stream = tcp_from(from, server.addr).await;
+    upgrade_at(server.addr, from, forwarded_for).await
+}
+
+/// The same, to `addr` (a proxy in front of the server).
+async fn upgrade_at(
+    addr: std::net::SocketAddr,
+    from: &str,
+    forwarded_for: &str,
+) -> (u16, tokio::net::TcpStream) {
+    let mut stream = tcp_from(from, addr).await;
     let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         X-Forwarded-For: {forwarded_for}\r\n\r\n",
-        server.addr
+         X-Forwarded-For: {forwarded_for}\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut head = Vec::new();
@@ -68,5 +76,72 @@ async fn per_address_limits_count_the_client_a_trusted_proxy_names_and_ignore_an
     let (code, _) = upgrade(&server, "127.0.0.6", "198.51.100.10").await;
     assert_eq!(code, 429, "127.0.0.6 is full, whatever it says");
     drop((open, own));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn behind_a_real_nginx_clients_chat_and_limits_see_the_real_client_not_a_forged_header() {
+    use chat_transport::tungstenite::Message as Frame;
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::{Value, json};
+    let mut config = chat_server::ServerConfig { max_connections_per_ip: 2, ..Default::default() };
+    config.transport.trusted_proxies = chat_transport::TrustedProxies::parse(
+        &["127.0.0.1".to_owned()],
+        chat_transport::ForwardedHeader::XForwardedFor,
+    )
+    .unwrap();
+    let server = Server::start(config).await;
+    let nginx = chat_test_support::Nginx::start(&[server.addr], true);
+    // Through nginx, a client chats with one connected straight.
+    let mut bob = crate::support::Client::in_room(&server, "bob", "lobby").await;
+    let url = format!("ws://{}/ws", nginx.addr());
+    let transport = chat_transport::TransportConfig::default();
+    let mut alice = chat_transport::connect(&url, Some("chat.v1"), &transport).await.unwrap();
+    let next = async |socket: &mut chat_transport::WebSocket| -> Value {
+        loop {
+            let frame = tokio::time::timeout(crate::support::WAIT, socket.next()).await.unwrap();
+            if let Some(Ok(Frame::Text(text))) = frame {
+                return serde_json::from_str(&text).unwrap();
+            }
+        }
+    };
+    for frame in
+        [json!({"type": "hello", "nick": "alice"}), json!({"type": "join", "room": "lobby"})]
+    {
+        alice.send(Frame::text(frame.to_string())).await.unwrap();
+    }
+    while next(&mut alice).await["type"] != "joined" {}
+    alice
+        .send(Frame::text(json!({"type": "say", "room": "lobby", "text": "via nginx"}).to_string()))
+        .await
+        .unwrap();
+    loop {
+        let frame = bob.recv().await;
+        if frame["type"] == "message" {
+            assert_eq!(
+                (frame["from"].as_str(), frame["text"].as_str()),
+                (Some("alice"), Some("via nginx"))
+            );
+            break;
+        }
+    }
+    // Per address: the client nginx names (the address it came from),
+    // whatever the client wrote in its own X-Forwarded-For.
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let (code, stream) = upgrade_at(nginx.addr(), "127.0.0.7", "198.51.100.1").await;
+        assert_eq!(code, 101);
+        open.push(stream);
+    }
+    let (code, _) = upgrade_at(nginx.addr(), "127.0.0.7", "198.51.100.2").await;
+    assert_eq!(code, 429, "127.0.0.7 is full, whatever it wrote");
+    let (code, _other) = upgrade_at(nginx.addr(), "127.0.0.8", "127.0.0.7").await;
+    assert_eq!(code, 101, "another address has its own places");
+    drop(open);
+    // A proxy that does not pass the upgrade on (a common mistake): the
+    // WebSocket cannot open through it (the HTTP fallback is for this).
+    let broken = chat_test_support::Nginx::start(&[server.addr], false);
+    let (code, _) = upgrade_at(broken.addr(), "127.0.0.9", "").await;
+    assert_ne!(code, 101);
     server.shutdown().await;
 }
