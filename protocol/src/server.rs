@@ -75,7 +75,7 @@ pub enum ServerFrame {
     },
     /// A room's document was created, renamed, edited or deleted: to
     /// everyone in the room (with the request's id for the one who did
-    /// it). Edits are told at most every 10 s per document and editor.
+    /// it). Edits are told at most every 10 s per document.
     Doc {
         /// The request's id.
         #[serde(default, skip_serializing_if = "Option::is_none")]

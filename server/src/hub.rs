@@ -858,11 +858,9 @@ impl Hub {
             }
             Input::DocOpen { target, outgoing, close, reply } => {
                 if self.shutting_down {
-                    let why = "the server is shutting down".to_owned();
-                    let _ = reply.send(Err(docs::Refusal::ForNow(why)));
+                    let _ = reply.send(Err(docs::DocClose::for_now("the server is shutting down")));
                 } else if !self.chat.may_read(&target.token, &target.room) {
-                    let why = format!("not a member of #{}", target.room);
-                    let _ = reply.send(Err(docs::Refusal::Forbidden(why)));
+                    let _ = reply.send(Err(docs::DocClose::not_member(&target.room)));
                 } else {
                     let flush = self.docs.open(target, outgoing, close, reply);
                     self.unflushed.extend(flush);

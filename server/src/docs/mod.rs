@@ -539,9 +539,7 @@ pub fn awareness_message(update: AwarenessUpdate) -> Vec<u8> {
 
 mod serve;
 
-pub(crate) use serve::{
-    DocClose, Docs, Opened, PREFIX, Refusal, Restore, Target, frame_limit, serve,
-};
+pub(crate) use serve::{DocClose, Docs, Opened, PREFIX, Restore, Target, frame_limit, serve};
 
 #[cfg(test)]
 mod tests;

@@ -51,19 +51,8 @@ impl Target {
     }
 }
 
-/// The hub's answer to an open: the connection's id, or why it may not.
-pub(crate) type Opened = Result<Conn, Refusal>;
-
-/// Why an open was refused, and whether trying again can help.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    /// Not now (the server stops, storage cannot be read): the client
-    /// tries again (1013, try again later).
-    ForNow(String),
-    /// Not for this session (not in the room; not in cluster mode yet):
-    /// final (4403).
-    Forbidden(String),
-}
+/// The hub's answer to an open: the connection's id, or how it is closed.
+pub(crate) type Opened = Result<Conn, DocClose>;
 
 /// Serves one document connection until it ends. Frames are read at most
 /// at the connection frame rate (`--frames-per-sec`, with its burst): past
@@ -87,8 +76,7 @@ pub(crate) async fn serve(
     }
     let conn = match opened.await {
         Ok(Ok(conn)) => conn,
-        Ok(Err(Refusal::Forbidden(why))) => return refuse(&mut socket, FORBIDDEN, why).await,
-        Ok(Err(Refusal::ForNow(why))) => return refuse(&mut socket, TRY_AGAIN_LATER, why).await,
+        Ok(Err(close)) => return refuse(&mut socket, close.code, close.reason).await,
         Err(_) => return,
     };
     info!(conn, %peer, "document opened");
@@ -193,9 +181,20 @@ impl DocClose {
         Self { code, reason: error.to_string() }
     }
 
-    /// The session may no longer read `room`.
-    fn not_member(room: &RoomName) -> Self {
+    /// The session may not read `room` (final).
+    pub(crate) fn not_member(room: &RoomName) -> Self {
+        Self { code: FORBIDDEN, reason: format!("not a member of #{room}") }
+    }
+
+    /// The session may no longer read `room`, which it could (final).
+    fn no_longer_member(room: &RoomName) -> Self {
         Self { code: FORBIDDEN, reason: format!("no longer a member of #{room}") }
+    }
+
+    /// Not now: the server stops, or storage cannot read the document (the
+    /// client tries again).
+    pub(crate) fn for_now(why: &str) -> Self {
+        Self { code: TRY_AGAIN_LATER, reason: why.to_owned() }
     }
 }
 
@@ -412,8 +411,8 @@ impl Docs {
         });
         let Some((document, count)) = document else {
             for pending in waiting {
-                let why = "the document cannot be read now".to_owned();
-                let _ = pending.reply.send(Err(Refusal::ForNow(why)));
+                let why = "the document cannot be read now";
+                let _ = pending.reply.send(Err(DocClose::for_now(why)));
             }
             for (_, who) in restores {
                 self.restored.push((who, key.clone(), Err(())));
@@ -431,8 +430,7 @@ impl Docs {
             if allowed(&pending.token, &key.0) {
                 flush.extend(self.open_now(key.clone(), pending));
             } else {
-                let why = format!("not a member of #{}", key.0);
-                let _ = pending.reply.send(Err(Refusal::Forbidden(why)));
+                let _ = pending.reply.send(Err(DocClose::not_member(&key.0)));
             }
         }
         self.forget_if_unused(&key);
@@ -470,7 +468,7 @@ impl Docs {
             return Vec::new();
         };
         if !chat.may_read(&open.token, &open.key.0) {
-            let close = DocClose::not_member(&open.key.0);
+            let close = DocClose::no_longer_member(&open.key.0);
             self.close(conn, close);
             return Vec::new();
         }
@@ -610,7 +608,7 @@ impl Docs {
             .conns
             .iter()
             .filter(|(_, open)| open.close.is_some() && !allowed(&open.token, &open.key.0))
-            .map(|(conn, open)| (*conn, DocClose::not_member(&open.key.0)))
+            .map(|(conn, open)| (*conn, DocClose::no_longer_member(&open.key.0)))
             .collect();
         for (conn, close) in gone {
             self.close(conn, close);

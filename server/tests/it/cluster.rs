@@ -297,12 +297,7 @@ async fn two_nodes(
 
 /// The next frame of type `kind` `client` gets, others skipped.
 async fn next_of(client: &mut crate::support::Client, kind: &str) -> serde_json::Value {
-    loop {
-        let frame = client.recv().await;
-        if frame["type"] == kind {
-            return frame;
-        }
-    }
+    client.next_of(kind).await
 }
 
 /// The next room message `client` gets: (seq, from, text).

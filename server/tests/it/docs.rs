@@ -450,12 +450,7 @@ async fn a_documents_versions_are_kept_listed_and_one_restored_as_an_edit_everyo
         alice
             .send(json!({"type": "doc_versions", "room": "lobby", "doc": "notes", "id": "v"}))
             .await;
-        let listed = loop {
-            let frame = alice.recv().await;
-            if frame["type"] == "doc_versions" {
-                break frame;
-            }
-        };
+        let listed = alice.next_of("doc_versions").await;
         let versions = listed["versions"].as_array().unwrap().clone();
         // (The last editor's version is kept once its close is handled.)
         if versions.len() == 2 {
@@ -484,13 +479,7 @@ async fn a_documents_versions_are_kept_listed_and_one_restored_as_an_edit_everyo
     // A version that is not kept, or one past the end: refused.
     bob.send(json!({"type": "doc_restore", "room": "lobby", "doc": "notes", "version": 999_999}))
         .await;
-    loop {
-        let frame = bob.recv().await;
-        if frame["type"] == "error" {
-            assert_eq!(frame["code"], "no_such_version");
-            break;
-        }
-    }
+    assert_eq!(bob.next_of("error").await["code"], "no_such_version");
     drop(watcher);
     let token = alice.session.clone();
     drop((alice, bob));

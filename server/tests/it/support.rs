@@ -177,6 +177,16 @@ impl Client {
         frame
     }
 
+    /// The next frame of type `kind`, others skipped.
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
     /// Proves nothing else is queued for this client: a ping's pong must be
     /// the very next frame.
     pub async fn expect_nothing_pending(&mut self) {
