@@ -14,8 +14,8 @@ use chat_protocol::{
 use chat_transport::tungstenite::Message;
 use chat_transport::tungstenite::protocol::CloseFrame;
 use chat_transport::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use chat_transport::{Outgoing, Pass, Pushed, ServerSocket, Upgraded, close_frame_for};
-use futures_util::{SinkExt, StreamExt};
+use chat_transport::{Outgoing, Pass, Pushed, Socket, Upgraded, close_frame_for};
+use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
@@ -105,7 +105,7 @@ enum Step {
 
 /// An upgraded connection the hub knows.
 struct Connection {
-    socket: Box<ServerSocket>,
+    socket: Box<Socket>,
     outgoing: Arc<Outgoing>,
     hub: mpsc::Sender<Input>,
     closing: oneshot::Receiver<Closing>,
@@ -210,7 +210,7 @@ impl Connection {
         Box::pin(hub.send(Input::Connect { conn, source, reply })).await.ok()?;
         let member = member.await.ok()?;
         tracing::Span::current().record("member", tracing::field::display(member));
-        info!(%member, %peer, "connected");
+        info!(%member, %peer, transport = socket.transport().name(), "connected");
         Some(Self {
             socket,
             outgoing,
@@ -269,7 +269,7 @@ impl Connection {
     fn take<'a>(&'a mut self, message: Message, config: &'a ServerConfig) -> Taken<'a> {
         // Every frame the message took counts, empty continuations and
         // pings included.
-        let frames = u64::from(self.socket.get_mut().take_frames().max(1));
+        let frames = u64::from(self.socket.take_frames().max(1));
         let chunk = matches!(message, Message::Binary(_)) && self.receiver.is_receiving();
         match self.limiter.admit(config, frames, chunk) {
             Admit::Yes => {}

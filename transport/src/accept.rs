@@ -3,8 +3,8 @@ use std::sync::Arc;
 
 use base64::Engine;
 use http::header::{
-    CONNECTION, HOST, ORIGIN, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
-    UPGRADE,
+    ACCEPT, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use http::{HeaderMap, Method, Request, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -13,12 +13,13 @@ use tokio_tungstenite::WebSocketStream;
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::{Role, WebSocketConfig};
 
+use crate::event_stream::{Delivered, Posted};
 use crate::gate::{Full, Gate, Pass};
-use crate::outgoing::{Outgoing, SharedStream};
+use crate::outgoing::{Framing, Outgoing, SharedStream};
 use crate::request::{Head, read_head};
-use crate::response::{Response, respond_and_close};
+use crate::response::{Response, respond_and_close, stream_head};
 use crate::site::DynamicAnswer;
-use crate::{Site, TransportConfig};
+use crate::{Site, Socket, TransportConfig};
 
 /// A client-side WebSocket, over TCP or TLS.
 pub type WebSocket = WebSocketStream<crate::ClientStream>;
@@ -39,11 +40,12 @@ pub enum Accepted {
     Closed,
 }
 
-/// A completed WebSocket upgrade.
+/// A connection that stays open: a completed WebSocket upgrade, or an
+/// event stream of the HTTP fallback.
 #[derive(Debug)]
 pub struct Upgraded {
-    /// The socket, speaking WebSocket.
-    pub socket: ServerSocket,
+    /// The socket, speaking WebSocket or events.
+    pub socket: Socket,
     /// The socket's write side, to push frames from anywhere.
     pub outgoing: Arc<Outgoing>,
     /// The request that asked for the upgrade.
@@ -208,9 +210,29 @@ async fn serve<S: Conn>(
         return answer(&mut stream, response).await;
     }
     if site.upgrades(request.uri().path()) {
+        if request.method() == Method::POST {
+            return post(stream, request, rest, site, config).await;
+        }
         if request.method() != Method::GET {
             let response = Response::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-            return answer(&mut stream, response.header("Allow", "GET")).await;
+            return answer(&mut stream, response.header("Allow", "GET, POST")).await;
+        }
+        if wants_event_stream(&request) {
+            if !origin_allowed(request.headers(), &config.allowed_origins) {
+                return answer(&mut stream, forbidden_origin()).await;
+            }
+            if let Err(full) = pass.upgrade() {
+                let response =
+                    Response::text(full.status(), full.why()).header("Retry-After", "10");
+                return answer(&mut stream, response).await;
+            }
+            return open_event_stream(
+                stream,
+                Upgrade { request, rest, handshake: None, peer, pass },
+                site,
+                config,
+            )
+            .await;
         }
         let handshake = match check_upgrade(&request, site, config) {
             Ok(handshake) => handshake,
@@ -224,7 +246,7 @@ async fn serve<S: Conn>(
         if let Some(max) = site.message_limit(request.uri().path()) {
             websocket = websocket.max_message_size(Some(max)).max_frame_size(Some(max));
         }
-        let checked = Upgrade { request, rest, handshake, peer, pass };
+        let checked = Upgrade { request, rest, handshake: Some(handshake), peer, pass };
         return upgrade(stream, checked, config, websocket).await;
     }
     if let Some((handler, rest)) = site.lookup_dynamic(request.uri().path()) {
@@ -387,10 +409,7 @@ pub(crate) fn check_upgrade(
 ) -> Result<Handshake, Response<'static>> {
     let headers = request.headers();
     if !origin_allowed(headers, &config.allowed_origins) {
-        return Err(Response::text(
-            StatusCode::FORBIDDEN,
-            "this origin may not open a WebSocket here (see --allowed-origin)\n",
-        ));
+        return Err(forbidden_origin());
     }
     if !has_token(headers, UPGRADE, "websocket") {
         return Err(Response::text(
@@ -426,12 +445,21 @@ pub(crate) fn check_upgrade(
     Ok(Handshake { accept_key: derive_accept_key(key.trim_ascii()), subprotocol })
 }
 
-/// An upgrade request that passed every check.
+/// The answer to a browser page of another site.
+fn forbidden_origin() -> Response<'static> {
+    Response::text(
+        StatusCode::FORBIDDEN,
+        "this origin may not connect here (see --allowed-origin)\n",
+    )
+}
+
+/// An upgrade (or event stream) request that passed every check.
 struct Upgrade {
     request: Request<()>,
     /// Bytes read past the request head.
     rest: Vec<u8>,
-    handshake: Handshake,
+    /// A WebSocket's handshake; `None` for an event stream.
+    handshake: Option<Handshake>,
     peer: SocketAddr,
     pass: Pass,
 }
@@ -442,6 +470,9 @@ async fn upgrade<S: Conn>(
     config: &TransportConfig,
     websocket: WebSocketConfig,
 ) -> Result<Accepted, AcceptError> {
+    let Some(handshake) = handshake else {
+        return Err(AcceptError::Io(std::io::Error::other("an upgrade without a handshake")));
+    };
     let mut head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Accept: {}\r\n",
@@ -454,13 +485,145 @@ async fn upgrade<S: Conn>(
     stream.write_all(head.as_bytes()).await?;
     stream.flush().await?;
     let (stream, tls) = stream.into_parts();
-    let outgoing = Outgoing::new(stream, tls, config.max_queued_frames, config.max_queued_bytes);
+    let bounds = (config.max_queued_frames, config.max_queued_bytes);
+    let outgoing = Outgoing::new(stream, tls, bounds, Framing::WebSocket);
     let shared = SharedStream::new(Arc::clone(&outgoing), &rest, config.max_message_frames)?;
-    let socket =
-        WebSocketStream::from_partially_read(shared, rest, Role::Server, Some(websocket)).await;
+    let socket = Socket::WebSocket(
+        WebSocketStream::from_partially_read(shared, rest, Role::Server, Some(websocket)).await,
+    );
     let upgraded =
         Upgraded { socket, outgoing, request, subprotocol: handshake.subprotocol, peer, pass };
     Ok(Accepted::Upgraded(Box::new(upgraded)))
+}
+
+/// Whether a `GET` of an upgrading path asks for the HTTP fallback: an
+/// event stream (what `EventSource` accepts), and no WebSocket upgrade.
+fn wants_event_stream(request: &Request<()>) -> bool {
+    let headers = request.headers();
+    !has_token(headers, UPGRADE, "websocket") && has_token(headers, ACCEPT, "text/event-stream")
+}
+
+/// Answers an event stream request: the stream's head, then its `open`
+/// event naming it; from there on it is written like a WebSocket.
+async fn open_event_stream<S: Conn>(
+    mut stream: S,
+    Upgrade { request, peer, pass, .. }: Upgrade,
+    site: &Site,
+    config: &TransportConfig,
+) -> Result<Accepted, AcceptError> {
+    // Proxies must pass each event on at once (nginx reads
+    // X-Accel-Buffering), and nothing may cache or transform it.
+    let head = stream_head(
+        "text/event-stream",
+        &[("Cache-Control", "no-cache, no-transform"), ("X-Accel-Buffering", "no")],
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.flush().await?;
+    let (stream, tls) = stream.into_parts();
+    let bounds = (config.max_queued_frames, config.max_queued_bytes);
+    let outgoing = Outgoing::new(stream, tls, bounds, Framing::EventStream);
+    let raw = SharedStream::new(Arc::clone(&outgoing), &[], config.max_message_frames)?;
+    let events = site.event_streams().open(&outgoing, raw);
+    outgoing.push_event("open", events.name())?;
+    outgoing.unstall().await?;
+    let socket = Socket::EventStream(events);
+    let subprotocol = site.subprotocol();
+    let upgraded = Upgraded { socket, outgoing, request, subprotocol, peer, pass };
+    Ok(Accepted::Upgraded(Box::new(upgraded)))
+}
+
+/// Takes a request of the HTTP fallback (`POST PATH?stream=NAME&seq=N`):
+/// reads its body and hands it to the stream. Answers `200` when taken (or
+/// taken before), `404` for a stream that is gone, `409` out of order,
+/// `413` too large, `411` without a length, `400` malformed, `403` from a
+/// page of another site.
+async fn post<S: Conn>(
+    mut stream: S,
+    request: Request<()>,
+    mut body: Vec<u8>,
+    site: &Site,
+    config: &TransportConfig,
+) -> Result<Accepted, AcceptError> {
+    let headers = request.headers();
+    if !origin_allowed(headers, &config.allowed_origins) {
+        return answer(&mut stream, forbidden_origin()).await;
+    }
+    let Some((name, seq, close)) = stream_and_seq(request.uri().query().unwrap_or("")) else {
+        let why = "a post needs ?stream=NAME&seq=N\n";
+        return answer(&mut stream, Response::text(StatusCode::BAD_REQUEST, why)).await;
+    };
+    let limit = site.message_limit(request.uri().path()).unwrap_or(config.max_message_bytes);
+    let binary = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim().starts_with("application/octet-stream"));
+    // A batch of text messages may hold a few full-size ones.
+    let max_body = if binary { limit } else { limit.saturating_mul(4) };
+    let length = headers.get(CONTENT_LENGTH).and_then(|value| value.to_str().ok());
+    let Some(length) = length.and_then(|value| value.trim().parse::<usize>().ok()) else {
+        let why = "a post needs Content-Length\n";
+        return answer(&mut stream, Response::text(StatusCode::LENGTH_REQUIRED, why)).await;
+    };
+    if length > max_body || body.len() > length {
+        let why = "the body is too large\n";
+        return answer(&mut stream, Response::text(StatusCode::PAYLOAD_TOO_LARGE, why)).await;
+    }
+    let have = body.len();
+    body.resize(length, 0);
+    let read = stream.read_exact(body.get_mut(have..).unwrap_or_default());
+    match tokio::time::timeout(config.handshake_timeout, read).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => return Err(AcceptError::Io(err)),
+        Err(_) => {
+            let response = Response::text(StatusCode::REQUEST_TIMEOUT, "request timeout\n");
+            let _ = stream.write_all(&response.encode()).await;
+            return Err(AcceptError::Timeout(config.handshake_timeout));
+        }
+    }
+    let posted = Posted { binary, body: body.into(), close };
+    let delivered = site.event_streams().post(name, seq, posted, limit).await;
+    let response = match delivered {
+        Delivered::Taken | Delivered::Duplicate => Response::text(StatusCode::OK, ""),
+        Delivered::Unknown => {
+            Response::text(StatusCode::NOT_FOUND, "no such stream: open a new one\n")
+        }
+        Delivered::OutOfOrder { expected } => {
+            Response::text(StatusCode::CONFLICT, "out of order\n")
+                .header("X-Expected-Seq", expected.to_string())
+        }
+        Delivered::Malformed => {
+            Response::text(StatusCode::BAD_REQUEST, "the body is not UTF-8 text\n")
+        }
+        Delivered::TooLarge => {
+            Response::text(StatusCode::PAYLOAD_TOO_LARGE, "a message is too large\n")
+        }
+    };
+    answer(&mut stream, response).await
+}
+
+/// `stream=NAME&seq=N` (and `close=CODE` if there) of a query, in any
+/// order among other parameters.
+fn stream_and_seq(query: &str) -> Option<(String, u64, Option<u16>)> {
+    let mut name = None;
+    let mut seq = None;
+    let mut close = None;
+    for (key, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
+        match key {
+            "stream"
+                if !value.is_empty()
+                    && value.len() <= 64
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') =>
+            {
+                name = Some(value.to_owned());
+            }
+            "seq" => seq = value.parse().ok(),
+            "close" => close = Some(value.parse().ok().filter(|code| (1000..5000).contains(code))?),
+            _ => {}
+        }
+    }
+    Some((name?, seq?, close))
 }
 
 fn refusal(status: StatusCode, why: &'static str) -> Response<'static> {

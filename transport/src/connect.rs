@@ -233,6 +233,9 @@ pub async fn connect(
     config: &TransportConfig,
 ) -> Result<WebSocketStream<ClientStream>, ConnectError> {
     let bad = |why: &str| ConnectError::BadUrl { url: url.to_owned(), why: why.to_owned() };
+    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+        return Err(bad("the scheme must be ws:// or wss://"));
+    }
     let (uri, stream) = dial(url, config).await?;
     let mut request = uri.into_client_request().map_err(|err| bad(&err.to_string()))?;
     if let Some(protocol) = subprotocol {
@@ -254,13 +257,16 @@ pub async fn connect(
 
 /// Connects to the server of a `ws://` or `wss://` URL: TCP, then TLS for
 /// `wss://`.
-async fn dial(url: &str, config: &TransportConfig) -> Result<(Uri, ClientStream), ConnectError> {
+pub(crate) async fn dial(
+    url: &str,
+    config: &TransportConfig,
+) -> Result<(Uri, ClientStream), ConnectError> {
     let bad = |why: &str| ConnectError::BadUrl { url: url.to_owned(), why: why.to_owned() };
     let uri: Uri = url.parse().map_err(|err: http::uri::InvalidUri| bad(&err.to_string()))?;
     let secure = match uri.scheme_str() {
-        Some("ws") => false,
-        Some("wss") => true,
-        _ => return Err(bad("the scheme must be ws:// or wss://")),
+        Some("ws" | "http") => false,
+        Some("wss" | "https") => true,
+        _ => return Err(bad("the scheme must be ws://, wss://, http:// or https://")),
     };
     let host = uri.host().ok_or_else(|| bad("no host"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');

@@ -47,6 +47,17 @@ impl FrameHeader {
         Self { bytes, len: len as u8 }
     }
 
+    /// Bytes written before a payload as they are (at most 14): the
+    /// `data: ` of an event stream.
+    pub(crate) fn raw(prefix: &[u8]) -> Self {
+        let mut bytes = [0u8; 14];
+        let len = prefix.len().min(bytes.len());
+        if let (Some(to), Some(from)) = (bytes.get_mut(..len), prefix.get(..len)) {
+            to.copy_from_slice(from);
+        }
+        Self { bytes, len: len as u8 }
+    }
+
     /// The header of a final, unmasked text frame: what a server sends.
     pub fn text(payload: usize) -> Self {
         Self::new(0x81, payload, None)

@@ -16,9 +16,11 @@
 #![cfg_attr(not(test), warn(clippy::indexing_slicing))]
 
 mod accept;
+mod client_events;
 mod close;
 mod config;
 mod connect;
+mod event_stream;
 mod forwarded;
 mod frames;
 #[doc(hidden)]
@@ -29,16 +31,20 @@ mod outgoing;
 mod request;
 mod response;
 mod site;
+mod socket;
 
 pub use accept::{AcceptError, Accepted, ServerSocket, Upgraded, WebSocket, accept};
+pub use client_events::{ClientEventStream, ClientSocket, connect_event_stream};
 pub use close::close_frame_for;
 pub use config::{TlsConfig, TransportConfig};
 pub use connect::{ClientStream, ClientTls, ConnectError, connect, fetch};
+pub use event_stream::{Delivered, EventStream, Forward, Posted, Streams};
 pub use forwarded::{ForwardedHeader, TrustedProxies};
 pub use frames::TooManyFragments;
 pub use gate::{Full, Gate, Pass};
 pub use header::{FrameHeader, write_frame};
 pub use http;
-pub use outgoing::{Flushed, Liveness, Outgoing, Pushed, SharedStream};
+pub use outgoing::{Flushed, Framing, Liveness, Outgoing, Pushed, SharedStream};
 pub use site::{Dynamic, DynamicAnswer, Page, Site};
+pub use socket::{Socket, Transport};
 pub use tokio_tungstenite::tungstenite;

@@ -65,6 +65,19 @@ impl<'a> Response<'a> {
     }
 }
 
+/// The head of a `200` answer whose body runs until the connection closes
+/// (an event stream), with `headers`.
+pub(crate) fn stream_head(content_type: &str, headers: &[(&str, &str)]) -> String {
+    let mut head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nConnection: close\r\n{SECURITY_HEADERS}"
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
+}
+
 /// Writes `response`, then closes without losing it: the write side is shut
 /// first and what the peer still sends is read and dropped for a moment, so
 /// the kernel does not answer unread bytes with a reset that could destroy

@@ -58,6 +58,8 @@ pub struct Site {
     /// the largest message each takes if not the configured one.
     websocket_prefixes: Vec<(&'static str, Option<usize>)>,
     subprotocol: Option<&'static str>,
+    /// The HTTP fallback's streams open on the upgrading paths.
+    event_streams: Arc<crate::Streams>,
 }
 
 impl Site {
@@ -71,7 +73,20 @@ impl Site {
             websocket_path,
             websocket_prefixes: Vec::new(),
             subprotocol,
+            event_streams: Arc::default(),
         }
+    }
+
+    /// Keeps the HTTP fallback's streams in `streams` (to name them for a
+    /// cluster node, and forward requests for other nodes' streams).
+    pub fn with_event_streams(mut self, streams: Arc<crate::Streams>) -> Self {
+        self.event_streams = streams;
+        self
+    }
+
+    /// The HTTP fallback's streams.
+    pub fn event_streams(&self) -> &Arc<crate::Streams> {
+        &self.event_streams
     }
 
     /// Upgrades the paths under `prefix` (which ends with `/`) too, with the

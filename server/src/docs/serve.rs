@@ -206,7 +206,7 @@ const TRY_AGAIN_LATER: u16 = 1013;
 /// what the client sent meanwhile unread is reset, and the client would
 /// lose the close frame and its reason (y-websocket sends its first
 /// messages as soon as it is open).
-async fn refuse(socket: &mut chat_transport::ServerSocket, code: u16, why: String) {
+async fn refuse(socket: &mut chat_transport::Socket, code: u16, why: String) {
     let frame = CloseFrame { code: code.into(), reason: why.into() };
     let closing = async {
         let _ = socket.close(Some(frame)).await;

@@ -13,7 +13,6 @@ use crate::support::{Bystanders, Client, RawClient, Server, WAIT, tcp_from};
 use chat_core::Rate;
 use chat_server::{MemoryStore, ServerConfig, Store, Uploads};
 use chat_transport::tungstenite::Message;
-use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

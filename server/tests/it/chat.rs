@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use crate::support::{Client, Server};
 use chat_server::ServerConfig;
-use futures_util::SinkExt;
 use serde_json::json;
 
 #[tokio::test]

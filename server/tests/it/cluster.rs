@@ -822,7 +822,6 @@ fn shared_files(redis: &Redis, shared: &std::path::Path) -> chat_server::ServerC
 /// `id`); the file's id, from the message as `client` gets it back.
 async fn upload_text(client: &mut crate::support::Client, id: &str, bytes: &[u8]) -> String {
     use chat_transport::tungstenite::Message as Frame;
-    use futures_util::SinkExt;
     let upload = serde_json::json!({"type": "upload", "id": id, "room": "lobby",
         "name": "note.txt", "mime": "text/plain", "size": bytes.len()});
     client.send(upload).await;

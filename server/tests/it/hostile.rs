@@ -139,11 +139,8 @@ async fn a_frame_flood_is_refused_then_closed_with_1008_while_others_chat() {
     assert!(refused >= 8, "the burst ran out: {pongs} pongs, {refused} refused");
     // Keeping on after being told: closed as abusive.
     for i in 0..40 {
-        let _ = futures_util::SinkExt::send(
-            &mut flood.socket,
-            chat_transport::tungstenite::Message::text(format!(r#"{{"type":"ping","id":"x{i}"}}"#)),
-        )
-        .await;
+        let ping = format!(r#"{{"type":"ping","id":"x{i}"}}"#);
+        let _ = flood.socket.send(chat_transport::tungstenite::Message::text(ping)).await;
     }
     let (close, _) = flood.until_closed().await;
     assert_eq!(close.map(|c| u16::from(c.code)), Some(1008));

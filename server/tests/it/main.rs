@@ -12,6 +12,7 @@ mod chat;
 mod cluster;
 mod docs;
 mod durable;
+mod fallback;
 mod hostile;
 mod nodes;
 mod proxy;

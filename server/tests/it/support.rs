@@ -7,8 +7,8 @@ use chat_server::{MemoryStore, ServerConfig, Store};
 use chat_transport::tungstenite::Message;
 use chat_transport::tungstenite::protocol::CloseFrame;
 use chat_transport::tungstenite::protocol::frame::coding::CloseCode;
-use chat_transport::{TransportConfig, WebSocket, connect};
-use futures_util::{SinkExt, StreamExt};
+use chat_transport::{ClientSocket, TransportConfig, connect};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -59,7 +59,8 @@ impl Server {
 }
 
 pub struct Client {
-    pub socket: WebSocket,
+    /// A WebSocket, or the HTTP fallback.
+    pub socket: ClientSocket,
     /// The session token of the last welcome.
     pub session: String,
 }
@@ -70,7 +71,28 @@ impl Client {
         // server accepts from clients.
         let config = TransportConfig { max_message_bytes: 64 << 20, ..TransportConfig::default() };
         let socket = connect(&server.url(), Some("chat.v1"), &config).await.unwrap();
-        Self { socket, session: String::new() }
+        Self { socket: ClientSocket::WebSocket(Box::new(socket)), session: String::new() }
+    }
+
+    /// Connects over the HTTP fallback (an event stream and posts).
+    pub async fn connect_sse(server: &Server) -> Self {
+        Self::connect_sse_to(&server.url()).await
+    }
+
+    /// The same, to `url`.
+    pub async fn connect_sse_to(url: &str) -> Self {
+        let config = TransportConfig::default();
+        let stream = chat_transport::connect_event_stream(url, &config).await.unwrap();
+        Self { socket: ClientSocket::EventStream(Box::new(stream)), session: String::new() }
+    }
+
+    /// Says hello as `nick` over the HTTP fallback.
+    pub async fn hello_sse(server: &Server, nick: &str) -> Self {
+        let mut client = Self::connect_sse(server).await;
+        client.send(json!({"type": "hello", "nick": nick})).await;
+        let welcome = client.expect("welcome").await;
+        client.session = welcome["session"].as_str().unwrap().to_owned();
+        client
     }
 
     /// Connects and says hello as `nick`, checking the welcome.
@@ -110,7 +132,7 @@ impl Client {
             Some(config.websocket()),
         )
         .await?;
-        Ok(Self { socket, session: String::new() })
+        Ok(Self { socket: ClientSocket::WebSocket(Box::new(socket)), session: String::new() })
     }
 
     /// Says hello as `nick` from the loopback address `ip`.

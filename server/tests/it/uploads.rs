@@ -5,13 +5,12 @@
 use crate::support::{Client, Server};
 use chat_server::{ServerConfig, SqliteStore, Uploads};
 use chat_transport::tungstenite::Message;
-use futures_util::SinkExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A small but real PNG (1x1, red).
-const PNG: &[u8] = &[
+pub(crate) const PNG: &[u8] = &[
     0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
     0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x02, 0x00, 0x00, 0x00, 0x90, 0x77, 0x53,
     0xde, 0x00, 0x00, 0x00, 0x0c, 0x49, 0x44, 0x41, 0x54, 0x08, 0xd7, 0x63, 0xf8, 0xcf, 0xc0, 0x00,
@@ -19,7 +18,7 @@ const PNG: &[u8] = &[
     0x44, 0xae, 0x42, 0x60, 0x82,
 ];
 
-fn config(dir: &std::path::Path, max_bytes: u64) -> ServerConfig {
+pub(crate) fn config(dir: &std::path::Path, max_bytes: u64) -> ServerConfig {
     ServerConfig {
         uploads: Some(Uploads {
             dir: dir.join("files"),
@@ -33,7 +32,14 @@ fn config(dir: &std::path::Path, max_bytes: u64) -> ServerConfig {
 
 /// Sends `bytes` as one upload in chunks of `chunk` bytes; returns the
 /// `upload_ready`.
-async fn upload(client: &mut Client, id: &str, room: &str, name: &str, mime: &str, bytes: &[u8]) {
+pub(crate) async fn upload(
+    client: &mut Client,
+    id: &str,
+    room: &str,
+    name: &str,
+    mime: &str,
+    bytes: &[u8],
+) {
     client
         .send(json!({"type": "upload", "id": id, "room": room, "name": name, "mime": mime,
                      "size": bytes.len(), "text": "look"}))

@@ -29,7 +29,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tungstenite::Utf8Bytes;
 
-use self::queue::{MAX_SLICES, Queue};
+pub use self::queue::Framing;
+use self::queue::{MAX_SLICES, Queue, event};
 pub use self::stream::SharedStream;
 use self::tls::Tls;
 
@@ -86,6 +87,9 @@ pub enum Liveness {
 /// A WebSocket ping with no payload, as a server sends it (unmasked).
 const PING: [u8; 2] = [0x89, 0x00];
 
+/// An event stream's ping: the client answers it with a request.
+const EVENT_PING: &[u8] = b"event: ping\ndata: \n\n";
+
 /// What a flush did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flushed {
@@ -98,17 +102,17 @@ pub enum Flushed {
 }
 
 impl Outgoing {
-    /// The write side of `io`, queueing at most `max_frames` frames and,
-    /// once non-empty, `max_bytes` bytes (one larger frame still fits an
-    /// empty queue).
+    /// The write side of `io`, framing messages as `framing` says and
+    /// queueing at most `max_frames` of them and, once non-empty,
+    /// `max_bytes` bytes (one larger frame still fits an empty queue).
     pub(crate) fn new(
         io: TcpStream,
         tls: Option<rustls::ServerConnection>,
-        max_frames: usize,
-        max_bytes: usize,
+        (max_frames, max_bytes): (usize, usize),
+        framing: Framing,
     ) -> Arc<Self> {
         let state = State {
-            queue: Queue::new(max_frames, max_bytes),
+            queue: Queue::new(max_frames, max_bytes, framing),
             stalled: false,
             silent: 0,
             tls: tls.map(|session| Box::new(Tls::new(session))),
@@ -218,7 +222,11 @@ impl Outgoing {
         if state.silent > max_pings {
             return Liveness::Unresponsive;
         }
-        match state.queue.push_raw(&PING) {
+        let ping = match state.queue.framing() {
+            Framing::WebSocket => &PING[..],
+            Framing::EventStream => EVENT_PING,
+        };
+        match state.queue.push_raw(ping) {
             Ok(()) => Liveness::Pinged,
             Err(_) => Liveness::Unresponsive,
         }
@@ -241,8 +249,20 @@ impl Outgoing {
         io::Error::new(kind, "connection closed for writing")
     }
 
-    /// Something was read from the peer.
-    fn heard(&self) {
+    /// How this connection frames messages.
+    pub fn framing(&self) -> Framing {
+        self.lock().queue.framing()
+    }
+
+    /// Queues an event of an event stream named `name` with `data`, as
+    /// it is, for the transport's own events (`open`, `close`).
+    pub(crate) fn push_event(&self, name: &str, data: &str) -> io::Result<()> {
+        self.lock().queue.push_raw(&event(name, data))
+    }
+
+    /// Something was read from the peer (or, on an event stream, a
+    /// request for it arrived).
+    pub(crate) fn heard(&self) {
         self.heard.store(true, Ordering::Release);
     }
 
@@ -291,7 +311,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (ours, _) = listener.accept().await.unwrap();
-        (Outgoing::new(ours, None, max_frames, max_bytes), peer)
+        (Outgoing::new(ours, None, (max_frames, max_bytes), Framing::WebSocket), peer)
     }
 
     fn text(len: usize, fill: char) -> Utf8Bytes {

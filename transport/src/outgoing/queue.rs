@@ -1,17 +1,34 @@
 //! The outgoing queue's policy, with no socket: what is queued, what is
-//! skipped or refused, and what a write of so many bytes took off.
+//! skipped or refused, how a message is framed on the wire, and what a
+//! write of so many bytes took off.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
+use base64::Engine;
 use bytes::Bytes;
 use tungstenite::Utf8Bytes;
 
 use super::Pushed;
 use crate::header::FrameHeader;
 
-/// Slices handed to one `writev`: two per frame (header and payload).
+/// Slices handed to one `writev`: up to three per frame (header, payload,
+/// trailer).
 pub(super) const MAX_SLICES: usize = 64;
+
+/// How messages are framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// RFC 6455 frames: a header, then the payload.
+    WebSocket,
+    /// Server-Sent Events (the HTTP fallback): `data: ` + a text message +
+    /// a blank line; a binary message as an `event: binary` whose data is
+    /// its base64.
+    EventStream,
+}
+
+/// What ends an event of an event stream.
+const EVENT_END: &[u8] = b"\n\n";
 
 /// Frames waiting to be written, bounded in frames and bytes.
 #[derive(Debug)]
@@ -25,24 +42,45 @@ pub(super) struct Queue {
     closed: Option<io::ErrorKind>,
     max_frames: usize,
     max_bytes: usize,
+    framing: Framing,
 }
 
 #[derive(Debug)]
 struct Chunk {
     header: FrameHeader,
     payload: Bytes,
+    trailer: &'static [u8],
 }
 
 impl Chunk {
     fn len(&self) -> usize {
-        self.header.len() + self.payload.len()
+        self.header.len() + self.payload.len() + self.trailer.len()
     }
+}
+
+/// Nothing: a frame with no trailer.
+const EMPTY: &[u8] = b"";
+
+/// A whole event named `name` (`message` is the unnamed default) whose
+/// data is `data`, one `data:` line per line of it.
+pub(super) fn event(name: &str, data: &str) -> Vec<u8> {
+    let mut event = Vec::with_capacity(data.len() + name.len() + 16);
+    if name != "message" {
+        event.extend_from_slice(format!("event: {name}\n").as_bytes());
+    }
+    for line in data.replace("\r\n", "\n").split(['\n', '\r']) {
+        event.extend_from_slice(b"data: ");
+        event.extend_from_slice(line.as_bytes());
+        event.push(b'\n');
+    }
+    event.push(b'\n');
+    event
 }
 
 impl Queue {
     /// At most `max_frames` frames and, once non-empty, `max_bytes` bytes:
     /// one larger frame still fits an empty queue.
-    pub(super) fn new(max_frames: usize, max_bytes: usize) -> Self {
+    pub(super) fn new(max_frames: usize, max_bytes: usize, framing: Framing) -> Self {
         Self {
             chunks: VecDeque::new(),
             written: 0,
@@ -50,22 +88,56 @@ impl Queue {
             closed: None,
             max_frames: max_frames.max(1),
             max_bytes,
+            framing,
         }
+    }
+
+    pub(super) fn framing(&self) -> Framing {
+        self.framing
     }
 
     /// Queues a text frame. Past half of either bound `droppable` frames
     /// are skipped; a frame that does not fit is refused.
     pub(super) fn push_text(&mut self, payload: Utf8Bytes, droppable: bool) -> Pushed {
-        let len = payload.len();
-        self.push(FrameHeader::text(len), payload.into(), droppable)
+        match self.framing {
+            Framing::WebSocket => {
+                let len = payload.len();
+                self.push(FrameHeader::text(len), payload.into(), EMPTY, droppable)
+            }
+            // A message of one line (every JSON frame) goes out as it is
+            // shared; another is cut into one `data:` line per line.
+            Framing::EventStream
+                if !payload.as_bytes().iter().any(|b| matches!(b, b'\n' | b'\r')) =>
+            {
+                self.push(FrameHeader::raw(b"data: "), payload.into(), EVENT_END, droppable)
+            }
+            Framing::EventStream => {
+                let event = event("message", payload.as_str());
+                self.push(FrameHeader::NONE, event.into(), EMPTY, droppable)
+            }
+        }
     }
 
     /// Queues a binary frame, as [`Queue::push_text`] does a text one.
     pub(super) fn push_binary(&mut self, payload: Bytes, droppable: bool) -> Pushed {
-        self.push(FrameHeader::binary(payload.len()), payload, droppable)
+        match self.framing {
+            Framing::WebSocket => {
+                self.push(FrameHeader::binary(payload.len()), payload, EMPTY, droppable)
+            }
+            Framing::EventStream => {
+                let data = base64::engine::general_purpose::STANDARD.encode(&payload);
+                self.push(FrameHeader::NONE, event("binary", &data).into(), EMPTY, droppable)
+            }
+        }
     }
 
-    fn push(&mut self, header: FrameHeader, payload: Bytes, droppable: bool) -> Pushed {
+    fn push(
+        &mut self,
+        header: FrameHeader,
+        payload: Bytes,
+        trailer: &'static [u8],
+        droppable: bool,
+    ) -> Pushed {
         if self.closed.is_some() {
             return Pushed::Closed;
         }
@@ -81,7 +153,7 @@ impl Queue {
             return Pushed::Full;
         }
         self.bytes += len;
-        self.chunks.push_back(Chunk { header, payload });
+        self.chunks.push_back(Chunk { header, payload, trailer });
         if frames == 0 { Pushed::First } else { Pushed::Queued }
     }
 
@@ -99,8 +171,8 @@ impl Queue {
             return Err(io::Error::other("outgoing queue full"));
         }
         self.bytes += bytes.len();
-        self.chunks
-            .push_back(Chunk { header: FrameHeader::NONE, payload: Bytes::copy_from_slice(bytes) });
+        let payload = Bytes::copy_from_slice(bytes);
+        self.chunks.push_back(Chunk { header: FrameHeader::NONE, payload, trailer: EMPTY });
         Ok(())
     }
 
@@ -109,26 +181,20 @@ impl Queue {
         let mut count = 0;
         let mut skip = self.written;
         for chunk in &self.chunks {
-            if count + 2 > MAX_SLICES {
+            if count + 3 > MAX_SLICES {
                 break;
             }
-            let header = chunk.header.as_bytes();
-            if skip < header.len() {
+            for part in [chunk.header.as_bytes(), &chunk.payload, chunk.trailer] {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
                 if let Some(slot) = slices.get_mut(count) {
-                    *slot = IoSlice::new(header.get(skip..).unwrap_or_default());
+                    *slot = IoSlice::new(part.get(skip..).unwrap_or_default());
                     count += 1;
                 }
                 skip = 0;
-            } else {
-                skip -= header.len();
             }
-            if let Some(payload) = chunk.payload.get(skip..).filter(|rest| !rest.is_empty())
-                && let Some(slot) = slices.get_mut(count)
-            {
-                *slot = IoSlice::new(payload);
-                count += 1;
-            }
-            skip = 0;
         }
         count
     }
@@ -195,7 +261,7 @@ mod tests {
 
     #[test]
     fn droppable_frames_go_first_then_the_queue_reports_full() {
-        let mut queue = Queue::new(4, 1_000_000);
+        let mut queue = Queue::new(4, 1_000_000, Framing::WebSocket);
         assert_eq!(queue.push_text(text(1), true), Pushed::First);
         assert_eq!(queue.push_text(text(1), false), Pushed::Queued);
         assert_eq!(queue.push_text(text(1), true), Pushed::Skipped, "half full: typing goes");
@@ -209,7 +275,7 @@ mod tests {
 
     #[test]
     fn bytes_are_bounded_but_one_large_frame_fits_an_empty_queue() {
-        let mut queue = Queue::new(100, 100);
+        let mut queue = Queue::new(100, 100, Framing::WebSocket);
         assert_eq!(queue.push_text(text(500), false), Pushed::First);
         assert_eq!(queue.push_text(text(1), false), Pushed::Full);
         queue.advance(pending(&queue).len());
@@ -221,7 +287,7 @@ mod tests {
 
     #[test]
     fn binary_frames_queue_beside_text_ones_under_the_same_bounds() {
-        let mut queue = Queue::new(3, 1_000_000);
+        let mut queue = Queue::new(3, 1_000_000, Framing::WebSocket);
         assert_eq!(queue.push_binary(Bytes::from_static(&[0, 1, 2]), false), Pushed::First);
         assert_eq!(queue.push_text(Utf8Bytes::from("hi"), false), Pushed::Queued);
         assert_eq!(queue.push_binary(Bytes::from_static(&[9]), true), Pushed::Skipped);
@@ -232,7 +298,7 @@ mod tests {
 
     #[test]
     fn partial_writes_resume_inside_headers_and_payloads() {
-        let mut queue = Queue::new(100, 1 << 20);
+        let mut queue = Queue::new(100, 1 << 20, Framing::WebSocket);
         queue.push_text(Utf8Bytes::from("abc"), false);
         queue.push_text(Utf8Bytes::from("x".repeat(300)), false);
         let all = pending(&queue);
@@ -247,7 +313,7 @@ mod tests {
 
     #[test]
     fn discarding_keeps_a_partly_written_frame_whole() {
-        let mut queue = Queue::new(100, 1 << 20);
+        let mut queue = Queue::new(100, 1 << 20, Framing::WebSocket);
         for _ in 0..5 {
             queue.push_text(text(50), false);
         }
@@ -262,7 +328,7 @@ mod tests {
 
     #[test]
     fn a_closed_queue_takes_nothing_and_control_floods_are_refused() {
-        let mut queue = Queue::new(100, 10);
+        let mut queue = Queue::new(100, 10, Framing::WebSocket);
         assert!(queue.push_raw(&[0x8a, 0]).is_ok());
         assert!(queue.push_raw(&[0; 20]).is_err(), "past twice the bound");
         queue.close(io::ErrorKind::BrokenPipe);
@@ -272,5 +338,27 @@ mod tests {
             Err(io::ErrorKind::BrokenPipe)
         );
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn event_streams_frame_each_message_as_one_event() {
+        let mut queue = Queue::new(100, 1 << 20, Framing::EventStream);
+        queue.push_text(Utf8Bytes::from(r#"{"type":"message"}"#), false);
+        queue.push_text(Utf8Bytes::from("two\nlines\r\nand\rthree"), false);
+        queue.push_binary(Bytes::from_static(&[0, 1, 2, 255]), false);
+        let all = String::from_utf8(pending(&queue)).unwrap();
+        assert_eq!(
+            all,
+            "data: {\"type\":\"message\"}\n\n\
+             data: two\ndata: lines\ndata: and\ndata: three\n\n\
+             event: binary\ndata: AAEC/w==\n\n"
+        );
+        // Written a byte at a time across the trailer, nothing is lost.
+        let mut rest = all.as_bytes();
+        while !queue.is_empty() {
+            assert_eq!(pending(&queue), rest);
+            queue.advance(1);
+            rest = &rest[1..];
+        }
     }
 }

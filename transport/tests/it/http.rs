@@ -119,10 +119,58 @@ async fn table_of_raw_requests() {
             &["Allow: GET, HEAD"],
         ),
         (
-            "post ws",
-            "POST /ws HTTP/1.1\r\nHost: localhost\r\n\r\n".into(),
+            "put ws",
+            "PUT /ws HTTP/1.1\r\nHost: localhost\r\n\r\n".into(),
             "HTTP/1.1 405 Method Not Allowed",
-            &["Allow: GET"],
+            &["Allow: GET, POST"],
+        ),
+        (
+            "post ws without a stream",
+            "POST /ws HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n".into(),
+            "HTTP/1.1 400 Bad Request",
+            &[],
+        ),
+        (
+            "post to a stream that is not there",
+            "POST /ws?stream=abc&seq=0 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}"
+                .into(),
+            "HTTP/1.1 404 Not Found",
+            &[],
+        ),
+        (
+            "post without a length",
+            "POST /ws?stream=abc&seq=0 HTTP/1.1\r\nHost: localhost\r\n\r\n".into(),
+            "HTTP/1.1 411 Length Required",
+            &[],
+        ),
+        (
+            "post too large",
+            "POST /ws?stream=abc&seq=0 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 99999999\r\n\r\n"
+                .into(),
+            "HTTP/1.1 413 Payload Too Large",
+            &[],
+        ),
+        (
+            "post with a close code out of range",
+            "POST /ws?stream=abc&seq=0&close=99 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+                .into(),
+            "HTTP/1.1 400 Bad Request",
+            &[],
+        ),
+        (
+            "post from another site",
+            "POST /ws?stream=abc&seq=0 HTTP/1.1\r\nHost: localhost\r\nOrigin: http://evil.example\r\n\
+             Content-Length: 0\r\n\r\n"
+                .into(),
+            "HTTP/1.1 403 Forbidden",
+            &[],
+        ),
+        (
+            "event stream for another site",
+            "GET /ws HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\nOrigin: http://evil.example\r\n\r\n"
+                .into(),
+            "HTTP/1.1 403 Forbidden",
+            &[],
         ),
         (
             "ws without upgrade",

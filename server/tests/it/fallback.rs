@@ -1,0 +1,249 @@
+//! The HTTP fallback (issue #18): an event stream out, posts in, and the
+//! same member, rules and guarantees as a WebSocket connection.
+
+use std::time::Duration;
+
+use chat_server::ServerConfig;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{Client, Server, WAIT};
+
+/// An event stream opened by hand: the socket (read it or not), and the
+/// stream's name from its `open` event.
+async fn open_stream(server: &Server) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let request = "GET /ws HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let name = loop {
+        let mut chunk = [0u8; 1024];
+        let read = tokio::time::timeout(WAIT, stream.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(read > 0, "the stream ended: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..read]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(open) = text.split("event: open\ndata: ").nth(1)
+            && let Some((name, _)) = open.split_once("\n\n")
+        {
+            assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+            assert!(text.contains("Content-Type: text/event-stream\r\n"), "{text}");
+            assert!(text.contains("X-Accel-Buffering: no\r\n"), "{text}");
+            break name.to_owned();
+        }
+    };
+    (stream, name)
+}
+
+/// Posts `body` as the `seq`th request of stream `name`: the status.
+async fn post(server: &Server, name: &str, seq: u64, body: &str) -> u16 {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "POST /ws?stream={name}&seq={seq} HTTP/1.1\r\nHost: localhost\r\n\
+         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    answer.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
+
+/// Reads a hand-opened stream until it ends: everything it said.
+async fn read_to_end(stream: &mut TcpStream) -> String {
+    let mut all = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut all)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+#[tokio::test]
+async fn a_fallback_client_and_a_websocket_client_chat_both_ways_and_share_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(crate::uploads::config(dir.path(), 1 << 20)).await;
+    let mut alice = Client::hello_sse(&server, "alice").await;
+    alice.send(json!({"type": "join", "room": "lobby"})).await;
+    alice.expect("joined").await;
+    let mut bob = Client::in_room(&server, "bob", "lobby").await;
+    alice.expect_presence("join", "bob").await;
+    alice.send(json!({"type": "say", "room": "lobby", "text": "over http", "id": "a1"})).await;
+    assert_eq!(alice.expect("message").await["id"], "a1");
+    assert_eq!(bob.expect("message").await["text"], "over http");
+    bob.send(json!({"type": "say", "room": "lobby", "text": "over a websocket"})).await;
+    bob.expect("message").await;
+    assert_eq!(alice.expect("message").await["text"], "over a websocket");
+    // Typing, history: the same member as any other.
+    alice.send(json!({"type": "typing", "room": "lobby"})).await;
+    assert_eq!(bob.expect("typing").await["nick"], "alice");
+    alice.send(json!({"type": "history", "room": "lobby", "before": 3, "id": "h"})).await;
+    let texts: Vec<_> = alice.expect("history").await["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts, ["over http", "over a websocket"]);
+    // A file: the announcement, then its parts as binary posts.
+    let png = crate::uploads::PNG;
+    crate::uploads::upload(&mut alice, "u1", "lobby", "dot.png", "image/png", png).await;
+    let seen = bob.expect("message").await;
+    assert_eq!(
+        (seen["attachment"]["name"].as_str(), seen["attachment"]["size"].as_u64()),
+        (Some("dot.png"), Some(png.len() as u64))
+    );
+    assert_eq!(alice.expect("message").await["id"], "u1");
+    // A goodbye over the fallback ends the session, as a close 1000 does.
+    alice.quit().await;
+    bob.expect_presence("leave", "alice").await;
+    bob.expect_nothing_pending().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn posts_are_taken_once_and_in_order_and_mistakes_are_refused_clearly() {
+    let server = Server::start(ServerConfig::default()).await;
+    let (mut stream, name) = open_stream(&server).await;
+    let hello = r#"{"type":"hello","nick":"alice"}"#;
+    assert_eq!(post(&server, &name, 0, hello).await, 200);
+    // Sent again (its answer lost): taken once, so no second welcome.
+    assert_eq!(post(&server, &name, 0, hello).await, 200);
+    assert_eq!(post(&server, &name, 5, r#"{"type":"ping","id":"p"}"#).await, 409, "skips ahead");
+    let batch = "{\"type\":\"ping\",\"id\":\"one\"}\n{\"type\":\"ping\",\"id\":\"two\"}\n";
+    assert_eq!(post(&server, &name, 1, batch).await, 200);
+    assert_eq!(post(&server, "0123abcd", 0, hello).await, 404, "no such stream");
+    assert_eq!(post(&server, &name, 2, "not json").await, 200, "taken; the error is a frame");
+    assert_eq!(post(&server, &name, 3, "").await, 200, "an empty request: a sign of life");
+    assert_eq!(post(&server, &name, 4, "").await, 200);
+    // The goodbye, then the stream ends.
+    let mut goodbye = TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "POST /ws?stream={name}&seq=5&close=1000 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+    );
+    goodbye.write_all(request.as_bytes()).await.unwrap();
+    let said = read_to_end(&mut stream).await;
+    let frames: Vec<serde_json::Value> = said
+        .split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect();
+    let kinds: Vec<_> = frames
+        .iter()
+        .map(|f| format!("{}:{}", f["type"].as_str().unwrap(), f["id"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(kinds, ["welcome:", "pong:one", "pong:two", "error:"], "{said}");
+    assert_eq!(frames[3]["code"], "bad_json");
+    assert_eq!(post(&server, &name, 6, hello).await, 404, "the stream is gone");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_fallback_client_that_stops_reading_is_cut_off_with_4008_and_resumes_without_loss() {
+    let mut config = ServerConfig::default();
+    config.transport.max_queued_frames = 16;
+    config.chat.max_text_bytes = 60_000;
+    config.chat.messages_per_sec = 100_000;
+    config.chat.messages_burst = 100_000;
+    config.frames_per_sec = 100_000;
+    config.frames_burst = 100_000;
+    config.chat.resume_max = 40;
+    config.chat.history_page_max = 40;
+    config.chat.history_bytes_per_conn = chat_core::Rate::per_sec(u32::MAX, u32::MAX);
+    let server = Server::start(config).await;
+    let (mut sleeper, name) = open_stream(&server).await;
+    let join = "{\"type\":\"hello\",\"nick\":\"sleeper\"}\n{\"type\":\"join\",\"room\":\"lobby\"}";
+    assert_eq!(post(&server, &name, 0, join).await, 200);
+    let mut sender = Client::in_room(&server, "sender", "lobby").await;
+    // Far more than socket buffers hold; the sleeper reads none of it.
+    const COUNT: u64 = 200;
+    let text = "z".repeat(59_000);
+    let mut away = false;
+    for i in 1..=COUNT {
+        sender.send(json!({"type": "say", "room": "lobby", "text": format!("{i}:{text}")})).await;
+        loop {
+            let frame = sender.recv().await;
+            away |= frame["type"] == "presence" && frame["event"] == "away";
+            if frame["type"] == "message" {
+                break;
+            }
+        }
+    }
+    assert!(away, "the sleeper was cut off, and the room told");
+    // What reached it before the cut: the stream then ends.
+    let said = read_to_end(&mut sleeper).await;
+    let session = said.split("\"session\":\"").nth(1).unwrap().split('"').next().unwrap();
+    // Whole events only: the cut may fall inside one.
+    let whole = said.rsplit_once("\n\n").map_or("", |(whole, _)| whole);
+    let seen = whole.matches("\"type\":\"message\"").count() as u64;
+    assert!(seen < COUNT, "cut off before the end");
+    // Back over the fallback: what it missed comes with the join.
+    let mut back = Client::connect_sse(&server).await;
+    back.send(json!({"type": "hello", "session": session})).await;
+    assert_eq!(back.expect("welcome").await["resumed"], true);
+    back.send(json!({"type": "join", "room": "lobby", "after": seen})).await;
+    let joined = back.expect("joined").await;
+    assert_eq!(joined["resume"], "resumed", "{}", joined["resume"]);
+    let seqs = |frame: &serde_json::Value, field: &str| -> Vec<u64> {
+        frame[field].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect()
+    };
+    // The newest 40 came with joined; page back for the rest.
+    let mut got = seqs(&joined, "history");
+    while got.first().is_some_and(|&first| first > seen + 1) {
+        back.send(json!({"type": "history", "room": "lobby", "before": got[0], "limit": 40})).await;
+        let mut older = seqs(&back.expect("history").await, "messages");
+        assert!(!older.is_empty());
+        older.retain(|&seq| seq > seen);
+        older.extend(got);
+        got = older;
+    }
+    assert_eq!(got, (seen + 1..=COUNT).collect::<Vec<_>>(), "nothing lost");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_silent_fallback_client_is_closed_and_one_that_answers_pings_stays() {
+    let config = ServerConfig {
+        ping_interval: Duration::from_millis(100),
+        ping_misses: 2,
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config).await;
+    let mut answering = Client::hello_sse(&server, "alive").await;
+    let (mut silent, name) = open_stream(&server).await;
+    assert_eq!(post(&server, &name, 0, r#"{"type":"hello","nick":"silent"}"#).await, 200);
+    // The one that answers pings reads its stream meanwhile, as every
+    // client does; the silent one's stream is read to its end.
+    let silent = tokio::spawn(async move { read_to_end(&mut silent).await });
+    let said = tokio::select! {
+        said = silent => said.unwrap(),
+        read = futures_util::StreamExt::next(&mut answering.socket) => panic!("{read:?}"),
+    };
+    assert!(said.matches("event: ping\n").count() >= 2, "{said}");
+    assert!(said.ends_with("event: close\ndata: 4010 no answer to pings\n\n"), "{said}");
+    // Three intervals and more later, the one that answers is still here.
+    answering.expect_nothing_pending().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_fallback_connections_with_1012_and_a_reconnect_delay() {
+    let config = ServerConfig { drain_window: Duration::from_secs(2), ..ServerConfig::default() };
+    let server = Server::start(config).await;
+    let mut client = Client::hello_sse(&server, "alice").await;
+    let stop = tokio::spawn(server.shutdown());
+    let (close, _) = client.until_closed().await;
+    let close = close.expect("a close event");
+    assert_eq!(u16::from(close.code), 1012);
+    assert!(chat_protocol::retry_after(&close.reason).is_some_and(|ms| ms <= 2000));
+    stop.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_fallback_stream_takes_a_place_under_the_per_address_limit() {
+    let config = ServerConfig { max_connections_per_ip: 2, ..ServerConfig::default() };
+    let server = Server::start(config).await;
+    let _first = Client::hello_sse(&server, "alice").await;
+    let _second = open_stream(&server).await;
+    // Both places are held by streams: the next request is turned away.
+    assert_eq!(post(&server, "whatever", 0, "").await, 429);
+    server.shutdown().await;
+}
