@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chat_transport::tungstenite::Message;
 use chat_transport::{Accepted, Gate, Pushed, Site, TransportConfig, accept, close_frame_for};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::net::TcpListener;
 
 #[tokio::main(flavor = "current_thread")]
