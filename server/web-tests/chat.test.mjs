@@ -9,7 +9,7 @@ import os from 'node:os';
 import * as support from './support.mjs';
 
 const { here, WAIT, serverBin } = support;
-const { startServer, stopServer, say, seeMessage } = support;
+const { startServer, stopServer, say, seeMessage, countMessages, makePng } = support;
 
 let browser;
 
@@ -44,13 +44,6 @@ async function axe(page) {
     return results.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(' ')) }));
   });
   return found.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-}
-
-async function countMessages(page, text) {
-  return page.evaluate(
-    (t) => [...document.querySelectorAll('#messages li:not(.pending) .text')].filter((e) => e.textContent === t).length,
-    text,
-  );
 }
 
 test('two pages chat, and HTML in a message renders as text', async () => {
@@ -263,26 +256,6 @@ test('a burst over the message rate is paced to it, and each message arrives onc
 });
 
 // ---- files, views, stats (the seed's Socket.IO strengths) -----------------
-
-/** A real 240x140 PNG, drawn by the browser itself. */
-async function makePng(page) {
-  const base64 = await page.evaluate(() => {
-    const canvas = document.createElement('canvas');
-    canvas.width = 240;
-    canvas.height = 140;
-    const ctx = canvas.getContext('2d');
-    const gradient = ctx.createLinearGradient(0, 0, 240, 140);
-    gradient.addColorStop(0, '#3b6fd8');
-    gradient.addColorStop(1, '#e33');
-    ctx.fillStyle = gradient;
-    ctx.fillRect(0, 0, 240, 140);
-    ctx.fillStyle = '#fff';
-    ctx.font = 'bold 22px sans-serif';
-    ctx.fillText('sent as binary frames', 12, 78);
-    return canvas.toDataURL('image/png').split(',')[1];
-  });
-  return Buffer.from(base64, 'base64');
-}
 
 const artifacts = path.join(here, 'artifacts');
 

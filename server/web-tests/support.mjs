@@ -113,8 +113,10 @@ export async function startRedis() {
 }
 
 /** A fresh context of `browser` (its own localStorage) logged in as `nick`. */
-export async function login(browser, url, nick) {
+export async function login(browser, url, nick, { setup = null } = {}) {
   const context = await browser.newContext();
+  // Routes and the like, before the page loads.
+  await setup?.(context);
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT);
   const problems = [];
@@ -142,4 +144,32 @@ export async function seeMessage(page, text) {
     (t) => [...document.querySelectorAll('#messages li:not(.pending) .text')].some((e) => e.textContent === t),
     text,
   );
+}
+
+/** How many message lines (as the server has them) show exactly `text`. */
+export async function countMessages(page, text) {
+  return page.evaluate(
+    (t) => [...document.querySelectorAll('#messages li:not(.pending) .text')].filter((e) => e.textContent === t).length,
+    text,
+  );
+}
+
+/** A real 240x140 PNG, drawn by the browser itself. */
+export async function makePng(page) {
+  const base64 = await page.evaluate(() => {
+    const canvas = document.createElement('canvas');
+    canvas.width = 240;
+    canvas.height = 140;
+    const ctx = canvas.getContext('2d');
+    const gradient = ctx.createLinearGradient(0, 0, 240, 140);
+    gradient.addColorStop(0, '#3b6fd8');
+    gradient.addColorStop(1, '#e33');
+    ctx.fillStyle = gradient;
+    ctx.fillRect(0, 0, 240, 140);
+    ctx.fillStyle = '#fff';
+    ctx.font = 'bold 22px sans-serif';
+    ctx.fillText('sent as binary frames', 12, 78);
+    return canvas.toDataURL('image/png').split(',')[1];
+  });
+  return Buffer.from(base64, 'base64');
 }

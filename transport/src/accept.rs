@@ -524,7 +524,7 @@ async fn open_event_stream<S: Conn>(
     let outgoing = Outgoing::new(stream, tls, bounds, Framing::EventStream);
     let raw = SharedStream::new(Arc::clone(&outgoing), &[], config.max_message_frames)?;
     let events = site.event_streams().open(&outgoing, raw);
-    outgoing.push_event("open", events.name())?;
+    outgoing.push_event("stream", events.name())?;
     outgoing.unstall().await?;
     let socket = Socket::EventStream(events);
     let subprotocol = site.subprotocol();

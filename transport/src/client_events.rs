@@ -120,7 +120,7 @@ pub async fn connect_event_stream(
     let name = loop {
         if let Some(event) = events.next_event().map_err(io)? {
             match event.name.as_str() {
-                "open" => break event.data,
+                "stream" => break event.data,
                 other => {
                     return Err(ConnectError::Handshake(format!(
                         "the stream began with {other:?}"
@@ -478,7 +478,7 @@ mod tests {
     #[test]
     fn events_are_parsed_across_reads_and_line_endings() {
         let mut events = Events::default();
-        let stream = "event: open\ndata: abc\n\n: heartbeat\n\ndata: {\"a\":1}\r\n\r\n\
+        let stream = "event: stream\ndata: abc\n\n: heartbeat\n\ndata: {\"a\":1}\r\n\r\n\
                       data: one\rdata:two\n\nevent: close\ndata: 4008 too slow\n\n";
         // A byte at a time: every split point, \r\n halves included.
         let mut got = Vec::new();
@@ -487,7 +487,7 @@ mod tests {
             got.extend(all(&mut events));
         }
         let expected = [
-            ("open", "abc"),
+            ("stream", "abc"),
             ("message", "{\"a\":1}"),
             ("message", "one\ntwo"),
             ("close", "4008 too slow"),

@@ -5,7 +5,8 @@
 //! like a WebSocket one ([`crate::Socket`]): the same messages in, the same
 //! [`Outgoing`] queue out, only framed as events.
 //!
-//! The stream's first event, `open`, names it; each `POST` to the same path
+//! The stream's first event, `stream`, names it (not `open`, which
+//! `EventSource` dispatches itself); each `POST` to the same path
 //! with `?stream=NAME&seq=N` carries a batch of text messages (one per
 //! line) or one binary message (`application/octet-stream`). `seq` counts
 //! the client's requests from 0: at most one is in flight, one sent again

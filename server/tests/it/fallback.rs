@@ -23,7 +23,7 @@ async fn open_stream(server: &Server) -> (TcpStream, String) {
         assert!(read > 0, "the stream ended: {}", String::from_utf8_lossy(&got));
         got.extend_from_slice(&chunk[..read]);
         let text = String::from_utf8_lossy(&got).into_owned();
-        if let Some(open) = text.split("event: open\ndata: ").nth(1)
+        if let Some(open) = text.split("event: stream\ndata: ").nth(1)
             && let Some((name, _)) = open.split_once("\n\n")
         {
             assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");

@@ -452,7 +452,9 @@ function link(event) {
   if (event.link === 'connecting') {
     setStatus('connecting…', false);
   } else if (event.link === 'connected') {
-    setStatus('connected', false);
+    // Which transport got through: the fallback is worth knowing about.
+    const over = state.connection?.link?.transport === 'sse' ? ' (HTTP fallback)' : '';
+    setStatus(`connected${over}`, false);
     showBanner('');
   } else if (event.link === 'waiting') {
     const why = event.restarting ? 'server restarting' : 'connection lost';

@@ -1,19 +1,27 @@
 // The page's connection: the driver of the Session (session.js). It owns
 // what the session may not: the transport, the clock, the timer and the
 // files being sent. It carries out what the session asks and hands the
-// session's events to the page. The transport is a seam: today a
-// WebSocket; a second transport (long-polling behind proxies that block
-// WebSockets) fits the same four calls.
+// session's events to the page. Two transports fit the same calls: a
+// WebSocket, and the HTTP fallback (an event stream and POSTs) for where
+// WebSockets cannot get through; autoTransport picks between them.
 
 import { Session } from './session.js';
 
 /** How much a transport may have buffered before the next part of a file waits. */
 const MAX_BUFFERED = 1 << 20;
+/** A WebSocket not open after this long is taken as blocked: the fallback is tried. */
+const OPEN_TIMEOUT = 4000;
+/** On the fallback, how often a WebSocket is tried again in the background. */
+const PROBE_INTERVAL = 30000;
+/** The most text one POST of the fallback carries. */
+const MAX_BATCH = 64 * 1024;
+/** Where the choice of the fallback is remembered for this tab. */
+const CHOICE_KEY = 'chat.transport';
 
 /**
  * The WebSocket transport: ws(s)://this-host/ws, subprotocol chat.v1.
- * open(handlers) returns a link { url, sendText, sendBinary, buffered, close };
- * handlers are { opened, text(data), closed(code, reason), failed(why) }.
+ * open(handlers) returns a link { url, transport, sendText, sendBinary, buffered, close };
+ * handlers are { opened, text(data), closed(code, reason), failed(why), better() }.
  */
 export const webSocketTransport = {
   open(handlers) {
@@ -39,10 +47,12 @@ export const webSocketTransport = {
     };
     return {
       url: socket.url,
+      transport: 'websocket',
       sendText: (text) => socket.send(text),
       sendBinary: (bytes) => socket.send(bytes),
       buffered: () => socket.bufferedAmount,
       close: (code) => {
+        socket.onopen = null;
         socket.onclose = null;
         socket.onmessage = null;
         socket.close(code);
@@ -50,6 +60,217 @@ export const webSocketTransport = {
     };
   },
 };
+
+/**
+ * The HTTP fallback (docs/protocol.md): an event stream from GET /ws
+ * carries the server's frames; POST /ws?stream=NAME&seq=N carries the
+ * page's, one request at a time, each holding what queued meanwhile (a
+ * file's part goes alone, as binary). A request that fails on the way is
+ * sent again with the same seq: the server takes it once.
+ */
+export const eventStreamTransport = {
+  open(handlers) {
+    const source = new EventSource('/ws');
+    let name = null;
+    let seq = 0;
+    let over = false;
+    let posting = false;
+    let queuedBytes = 0;
+    const queue = [];
+    const end = (then) => {
+      if (!over) {
+        over = true;
+        source.close();
+        then();
+      }
+    };
+    const post = async (item) => {
+      const body = item.binary ?? item.text ?? '';
+      const close = item.close ? `&close=${item.close}` : '';
+      const type = item.binary ? 'application/octet-stream' : 'text/plain;charset=utf-8';
+      for (let attempt = 0; attempt < 3; attempt += 1) {
+        try {
+          const answer = await fetch(`/ws?stream=${name}&seq=${seq}${close}`, {
+            method: 'POST', body, headers: { 'Content-Type': type }, cache: 'no-store', keepalive: Boolean(item.close),
+          });
+          return answer.ok ? null : `the server refused a request (${answer.status})`;
+        } catch (err) {
+          if (item.close) {
+            return null;
+          }
+        }
+      }
+      return 'requests do not reach the server';
+    };
+    const pump = async () => {
+      while (!posting && name !== null && queue.length) {
+        // Text lines go together; a file's part or a goodbye goes alone.
+        let item = queue.shift();
+        if (item.text !== undefined) {
+          const lines = [item.text];
+          let bytes = item.text.length;
+          while (queue.length && queue[0].text !== undefined && bytes < MAX_BATCH) {
+            const next = queue.shift();
+            lines.push(next.text);
+            bytes += next.text.length;
+          }
+          item = { text: lines.join('\n'), size: bytes };
+        }
+        posting = true;
+        const refused = await post(item);
+        posting = false;
+        queuedBytes -= item.size ?? 0;
+        seq += 1;
+        if (refused && !item.close) {
+          end(() => handlers.closed(1006, refused));
+          return;
+        }
+      }
+    };
+    const send = (item) => {
+      queue.push(item);
+      queuedBytes += item.size ?? 0;
+      pump();
+    };
+    source.addEventListener('stream', (event) => {
+      name = event.data;
+      handlers.opened();
+      pump();
+    });
+    source.onmessage = (event) => handlers.text(event.data);
+    // Any request is a sign of life: an empty one answers a ping.
+    source.addEventListener('ping', () => send({ text: '' }));
+    source.addEventListener('close', (event) => {
+      const [code, ...reason] = String(event.data).split(' ');
+      end(() => handlers.closed(Number(code) || 1005, reason.join(' ')));
+    });
+    source.onerror = () => end(() => (name === null ? handlers.failed('no event stream') : handlers.closed(1006, '')));
+    return {
+      url: source.url,
+      transport: 'sse',
+      sendText: (text) => send({ text, size: text.length }),
+      sendBinary: (bytes) => send({ binary: bytes, size: bytes.byteLength }),
+      buffered: () => queuedBytes,
+      close: (code) => {
+        const named = name !== null && !over;
+        over = true;
+        source.close();
+        if (named) {
+          send({ close: code });
+        }
+      },
+    };
+  },
+};
+
+/**
+ * Picks the transport by itself: a WebSocket first; if it does not open
+ * within OPEN_TIMEOUT, or cannot open while the fallback can, the fallback,
+ * remembered for the tab. On the fallback a WebSocket is tried again every
+ * PROBE_INTERVAL; once one answers, handlers.better() asks the connection
+ * to move over. ?transport=sse or ?transport=websocket forces one.
+ */
+export function autoTransport({ probeInterval = PROBE_INTERVAL, openTimeout = OPEN_TIMEOUT } = {}) {
+  const forced = new URLSearchParams(location.search).get('transport');
+  const remembered = () => forced === 'sse' || (forced !== 'websocket' && sessionStorage.getItem(CHOICE_KEY) === 'sse');
+  // A WebSocket that opened but closed before the server's first frame (a
+  // proxy that lets the upgrade through, then cuts it): next time, the fallback.
+  let cutEarly = false;
+  let probe = null;
+  const stopProbing = () => {
+    clearTimeout(probe);
+    probe = null;
+  };
+  /** Tries a WebSocket in the background; `works()` once one answered a frame. */
+  const probeLater = (works) => {
+    stopProbing();
+    if (forced === 'sse') {
+      return;
+    }
+    probe = setTimeout(() => {
+      const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+      const socket = new WebSocket(`${scheme}//${location.host}/ws`, 'chat.v1');
+      const give = setTimeout(() => socket.close(), openTimeout);
+      // Before a hello the server answers anything with an error frame:
+      // a frame back proves the whole way works.
+      socket.onopen = () => socket.send(JSON.stringify({ type: 'ping', id: 'probe' }));
+      socket.onmessage = () => {
+        clearTimeout(give);
+        socket.onclose = null;
+        socket.close(1000);
+        sessionStorage.removeItem(CHOICE_KEY);
+        works();
+      };
+      socket.onclose = () => {
+        clearTimeout(give);
+        probeLater(works);
+      };
+    }, probeInterval);
+  };
+  const fallback = (handlers) => {
+    const link = eventStreamTransport.open({
+      ...handlers,
+      opened: () => {
+        if (forced !== 'sse') {
+          sessionStorage.setItem(CHOICE_KEY, 'sse');
+        }
+        probeLater(() => handlers.better());
+        handlers.opened();
+      },
+    });
+    const close = link.close;
+    return { ...link, close: (code) => { stopProbing(); close(code); } };
+  };
+  return {
+    open(handlers) {
+      stopProbing();
+      if (forced !== 'websocket' && (remembered() || cutEarly)) {
+        cutEarly = false;
+        return fallback(handlers);
+      }
+      let heard = false;
+      // The link handed out stays the same object whichever transport ends up under it.
+      const link = {};
+      let settled = false;
+      const toFallback = () => {
+        settled = true;
+        clearTimeout(timer);
+        socketLink.close(1000);
+        Object.assign(link, fallback(handlers));
+      };
+      const socketLink = webSocketTransport.open({
+        ...handlers,
+        opened: () => {
+          settled = true;
+          clearTimeout(timer);
+          handlers.opened();
+        },
+        text: (data) => {
+          heard = true;
+          handlers.text(data);
+        },
+        closed: (code, reason) => {
+          cutEarly = !heard && forced !== 'websocket';
+          handlers.closed(code, reason);
+        },
+        failed: (why) => (settled || forced === 'websocket' ? handlers.failed(why) : toFallback()),
+      });
+      const timer = setTimeout(() => {
+        if (!settled && forced !== 'websocket') {
+          toFallback();
+        }
+      }, openTimeout);
+      Object.assign(link, socketLink, {
+        close: (code) => {
+          clearTimeout(timer);
+          settled = true;
+          socketLink.close(code);
+        },
+      });
+      return link;
+    },
+  };
+}
 
 export class Connection {
   /**
@@ -203,6 +424,8 @@ export class Connection {
         this.link = null;
         this.session.handleDisconnected(this.now(), { kind: 'unreachable', why });
       }),
+      // A better transport works now: move over when nothing is under way.
+      better: () => this.whileCurrent(link, () => this.session.handleSwitch(this.now())),
     });
     this.link = link;
   }

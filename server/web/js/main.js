@@ -11,15 +11,16 @@
 //                          from the bundled /js/yjs.js), their preview
 //
 // A feature that brings frames of its own (shared documents) adds a module
-// with its handlers in chat.js's `frames` and its views; a second transport
-// goes beside connection.js's webSocketTransport.
+// with its handlers in chat.js's `frames` and its views; the transports
+// (WebSocket, and the HTTP fallback) and the choice between them are in
+// connection.js.
 
 import { $ } from './common.js';
 import { frames, loadOlder, onEvent, onProgress, onSave } from './chat.js';
 import {
   completeNick, joinRoom, onTyping, sendMessage, startChange, stopEditing, submit,
 } from './composer.js';
-import { Connection, webSocketTransport } from './connection.js';
+import { Connection, autoTransport } from './connection.js';
 import { docsApi, setUpDocs } from './docs.js';
 import { queueUpload } from './files.js';
 import { askForNotifications } from './notify.js';
@@ -28,6 +29,12 @@ import {
   closeDrawers, jumpToNewest, onChange, onDirectoryJoin, onMoreMembers, onOlder, onScroll, renderMembers, setDrawer,
   showLogin, switchRoom, tellRead,
 } from './views.js';
+
+// One for the page: what it learnt (the WebSocket is blocked) outlives a
+// new login. ?probe_ms= shortens the wait before a WebSocket is tried
+// again (tests, debugging).
+const probeMs = Number(new URLSearchParams(location.search).get('probe_ms'));
+const transport = autoTransport(probeMs > 0 ? { probeInterval: probeMs } : {});
 
 function start(nick, token) {
   state.connection?.stop();
@@ -41,7 +48,7 @@ function start(nick, token) {
       random: Math.random,
     },
     saved: { session: localStorage.getItem(SESSION_KEY), rooms: [] },
-    transport: webSocketTransport,
+    transport,
     onEvent,
     onSave,
     onProgress,
@@ -61,6 +68,8 @@ window.chat = {
   online: () => state.connection?.online(),
   /** The address the connection was opened to. */
   url: () => state.connection?.link?.url ?? null,
+  /** The transport in use: 'websocket', 'sse', or null. */
+  transport: () => state.connection?.link?.transport ?? null,
   /** The document open in the Docs panel. */
   docs: docsApi,
 };

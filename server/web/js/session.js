@@ -194,6 +194,22 @@ export class Session {
     this.lost(why, asked);
   }
 
+  /**
+   * A better transport works now: reconnect over it at once, quietly, and
+   * resume. Only when nothing is under way (no message waiting for its
+   * answer, no file, nothing queued), so nothing is lost or sent twice;
+   * false when now is not the time (the driver asks again later).
+   */
+  handleSwitch(now) {
+    this.now = now;
+    const idle = this.phase.name === 'live' && !this.pending.size && !this.out.length
+      && !this.uploads.length && !this.finishing.size && !this.deferred.length;
+    if (idle) {
+      this.lost('switching transport', 0, true);
+    }
+    return idle;
+  }
+
   /** `n` bytes of `file` went as the chunk asked for; 0 means the file ended early. */
   handleChunk(now, file, n) {
     this.now = now;
@@ -352,10 +368,10 @@ export class Session {
   }
 
   /** The connection is gone (or never came): wait before the next, `asked` ms if the server said. */
-  lost(why, asked) {
+  lost(why, asked, quiet = false) {
     const wasLive = this.phase.name === 'live';
     // Said once per outage (and again only if the reason changes).
-    if (wasLive || this.told !== why) {
+    if (!quiet && (wasLive || this.told !== why)) {
       this.emit({ type: 'notice', text: wasLive ? `disconnected: ${why}` : `cannot connect: ${why}` });
       this.told = why;
     }
@@ -367,7 +383,9 @@ export class Session {
     const at = this.now + delay;
     this.phase = { name: 'offline', at };
     const restarting = why === 'the server is restarting';
-    this.emit({ type: 'link', link: 'waiting', until: at, why, asked: asked !== null, restarting });
+    if (!quiet) {
+      this.emit({ type: 'link', link: 'waiting', until: at, why, asked: asked !== null, restarting });
+    }
     this.retry = [];
     this.retryAt = null;
     // Conversations are listed and read again once caught up.

@@ -1,0 +1,143 @@
+// The HTTP fallback in the browser (issue #18): with the WebSocket made to
+// fail, the page falls back by itself, chats with a WebSocket page both
+// ways, sends files, survives a restart, and moves back to the WebSocket
+// once it gets through. Real chat-server, real Chromium.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as support from './support.mjs';
+
+const { startServer, stopServer, say, seeMessage, countMessages, makePng } = support;
+
+let browser;
+
+before(async () => {
+  browser = await support.launch();
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/** Makes every WebSocket of `context` fail while `blocked()` says so; others reach the server. */
+function blockWebSockets(blocked) {
+  return (context) => context.routeWebSocket(/\/ws$/, (ws) => {
+    if (blocked()) {
+      ws.close({ code: 1006 });
+    } else {
+      ws.connectToServer();
+    }
+  });
+}
+
+async function status(page) {
+  return page.textContent('#status');
+}
+
+test('with its WebSocket blocked a page falls back, chats with a WebSocket page both ways, shares files, and survives a restart', async () => {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-web-fallback-'));
+  const drain = ['--drain-window', '2s'];
+  let server = await startServer('127.0.0.1:0', dataDir, drain);
+  try {
+    const alice = await support.login(browser, server.url, 'alice', { setup: blockWebSockets(() => true) });
+    const bob = await support.login(browser, server.url, 'bob');
+    assert.equal(await alice.page.evaluate(() => window.chat.transport()), 'sse');
+    assert.equal(await bob.page.evaluate(() => window.chat.transport()), 'websocket');
+    await alice.page.waitForFunction(() => document.querySelector('#status').textContent === 'connected (HTTP fallback)');
+    assert.equal(await status(bob.page), 'connected');
+
+    // Typing goes over posts too.
+    await alice.page.type('#text', 'thinking');
+    await bob.page.waitForFunction(() => document.querySelector('#typing').textContent === 'alice is typing…');
+    await say(alice.page, 'from the fallback');
+    await seeMessage(bob.page, 'from the fallback');
+    await say(bob.page, 'from a websocket');
+    await seeMessage(alice.page, 'from a websocket');
+
+    // Files both ways: alice's parts go as binary POSTs.
+    const png = await makePng(alice.page);
+    await alice.page.setInputFiles('#file-input', { name: 'from-alice.png', mimeType: 'image/png', buffer: png });
+    await bob.page.waitForFunction(() => {
+      const img = document.querySelector('#messages .attachment img');
+      return img && img.complete && img.naturalWidth === 240;
+    });
+    await bob.page.setInputFiles('#file-input', { name: 'from-bob.png', mimeType: 'image/png', buffer: png });
+    await alice.page.waitForFunction(() => {
+      const imgs = document.querySelectorAll('#messages .attachment img');
+      return imgs.length === 2 && [...imgs].every((img) => img.complete && img.naturalWidth === 240);
+    });
+
+    // A restart: the close event carries 1012 and the delay; both come back and resume.
+    assert.equal(await stopServer(server.child), 0);
+    await alice.page.waitForSelector('#banner:not([hidden])');
+    assert.match(await alice.page.textContent('#banner'), /server is restarting/);
+    await say(alice.page, 'typed while down');
+    server = await startServer(server.addr, dataDir, drain);
+    await alice.page.waitForFunction(() => document.querySelector('#status').textContent === 'connected (HTTP fallback)');
+    await bob.page.waitForFunction(() => document.querySelector('#status').textContent === 'connected');
+    await seeMessage(bob.page, 'typed while down');
+    await say(bob.page, 'after the restart');
+    await seeMessage(alice.page, 'after the restart');
+    for (const page of [alice.page, bob.page]) {
+      for (const text of ['from the fallback', 'from a websocket', 'typed while down', 'after the restart']) {
+        assert.equal(await countMessages(page, text), 1, `${text} shown once`);
+      }
+    }
+    assert.deepEqual(alice.problems, []);
+    await alice.context.close();
+    await bob.context.close();
+  } finally {
+    await stopServer(server.child);
+  }
+});
+
+test('a page on the fallback moves to the WebSocket once one gets through, losing and repeating nothing', async () => {
+  const server = await startServer();
+  try {
+    let blocked = true;
+    const url = `${server.url}/?probe_ms=300`;
+    const alice = await support.login(browser, url, 'alice', { setup: blockWebSockets(() => blocked) });
+    const bob = await support.login(browser, server.url, 'bob');
+    assert.equal(await alice.page.evaluate(() => window.chat.transport()), 'sse');
+    await say(alice.page, 'one');
+    await seeMessage(bob.page, 'one');
+    await say(bob.page, 'two');
+    await seeMessage(alice.page, 'two');
+    // The way opens: the probe finds it and the page moves over by itself,
+    // quietly: no banner, not even for a moment.
+    await alice.page.evaluate(() => {
+      window.sawBanner = false;
+      const banner = document.querySelector('#banner');
+      new MutationObserver(() => {
+        window.sawBanner ||= !banner.hidden;
+      }).observe(banner, { attributes: true, childList: true, subtree: true });
+    });
+    blocked = false;
+    await alice.page.waitForFunction(() => window.chat.transport() === 'websocket');
+    await alice.page.waitForFunction(() => document.querySelector('#status').textContent === 'connected');
+    await say(alice.page, 'three');
+    await seeMessage(bob.page, 'three');
+    await say(bob.page, 'four');
+    await seeMessage(alice.page, 'four');
+    for (const page of [alice.page, bob.page]) {
+      const texts = await page.evaluate(() =>
+        [...document.querySelectorAll('#messages li[data-seq] .text')].map((e) => e.textContent));
+      assert.deepEqual(texts, ['one', 'two', 'three', 'four'], 'each once, in order');
+    }
+    assert.equal(await alice.page.evaluate(() => window.sawBanner), false, 'no banner during the move');
+    assert.deepEqual(alice.problems, []);
+    // ?transport=sse keeps a page on the fallback whatever works.
+    const carol = await support.login(browser, `${server.url}/?transport=sse&probe_ms=100`, 'carol');
+    assert.equal(await carol.page.evaluate(() => window.chat.transport()), 'sse');
+    await say(carol.page, 'forced');
+    await seeMessage(alice.page, 'forced');
+    assert.equal(await carol.page.evaluate(() => window.chat.transport()), 'sse');
+    for (const who of [alice, bob, carol]) {
+      await who.context.close();
+    }
+  } finally {
+    await stopServer(server.child);
+  }
+});
