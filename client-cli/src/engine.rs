@@ -17,8 +17,8 @@ use chat_protocol::ClientFrame;
 use chat_transport::tungstenite::protocol::CloseFrame;
 use chat_transport::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use chat_transport::tungstenite::{self, Message as WsMessage};
-use chat_transport::{TransportConfig, WebSocket};
-use futures_util::{SinkExt, StreamExt};
+use chat_transport::{ClientSocket, ConnectError, TransportConfig};
+use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
@@ -27,11 +27,26 @@ use crate::outbox::{Outbox, Saved};
 use crate::session::{self, Disconnect, FileId, Session, SessionConfig, Transmit};
 pub use crate::session::{Event, Link};
 
+/// Which transport the client uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Via {
+    /// A WebSocket; the HTTP fallback when the upgrade is refused (a proxy
+    /// that drops it) and the fallback gets through.
+    #[default]
+    Auto,
+    /// A WebSocket only.
+    Websocket,
+    /// The HTTP fallback only (an event stream and posts).
+    Http,
+}
+
 /// How the engine is set up.
 #[derive(Debug)]
 pub struct Options {
     pub server: String,
     pub transport: TransportConfig,
+    /// Which transport.
+    pub via: Via,
     pub nick: Option<String>,
     /// The access token, for servers with authentication on.
     pub access_token: Option<String>,
@@ -88,6 +103,7 @@ pub fn spawn(options: Options) -> (mpsc::UnboundedSender<Command>, mpsc::Unbound
         session: Session::new(config, saved, now()),
         server: options.server,
         transport: options.transport,
+        via: options.via,
         outbox: options.outbox,
         socket: None,
         connecting: None,
@@ -106,14 +122,17 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-type Connecting = Pin<Box<dyn Future<Output = anyhow::Result<WebSocket>> + Send>>;
+type Connecting = Pin<Box<dyn Future<Output = anyhow::Result<ClientSocket>> + Send>>;
 
 struct Engine {
     session: Session,
     server: String,
     transport: TransportConfig,
+    /// Which transport; `Auto` turns into `Http` once a refused upgrade
+    /// showed the WebSocket cannot get through.
+    via: Via,
     outbox: Option<Outbox>,
-    socket: Option<WebSocket>,
+    socket: Option<ClientSocket>,
     /// The connection being opened.
     connecting: Option<Connecting>,
     /// Files being uploaded, by the id the session knows them by.
@@ -143,6 +162,12 @@ impl Engine {
                     self.connecting = None;
                     match connected {
                         Ok(socket) => {
+                            if self.via == Via::Auto && socket.transport() == "sse" {
+                                self.via = Via::Http;
+                                self.emit(Event::Info(
+                                    "the WebSocket upgrade was refused on the way; using the HTTP fallback".to_owned(),
+                                ));
+                            }
                             self.socket = Some(socket);
                             self.session.handle_connected(now());
                         }
@@ -186,17 +211,10 @@ impl Engine {
     async fn transmit(&mut self, transmit: Transmit) {
         match transmit {
             Transmit::Connect => {
-                let (server, transport) = (self.server.clone(), self.transport.clone());
+                let (server, transport, via) =
+                    (self.server.clone(), self.transport.clone(), self.via);
                 self.socket = None;
-                self.connecting = Some(Box::pin(async move {
-                    let socket = chat_transport::connect(
-                        &server,
-                        Some(chat_protocol::SUBPROTOCOL),
-                        &transport,
-                    )
-                    .await?;
-                    Ok(socket)
-                }));
+                self.connecting = Some(Box::pin(connect(server, transport, via)));
             }
             Transmit::Text(text) => self.send(WsMessage::text(text)).await,
             Transmit::Chunk { file, max } => self.chunk(file, max).await,
@@ -297,8 +315,41 @@ impl Engine {
     }
 }
 
+/// Opens a connection over `via`: with `Auto`, a WebSocket, or the HTTP
+/// fallback when the upgrade was refused or broken on the way (a reachable
+/// server that will not upgrade: a proxy that drops `Upgrade`).
+async fn connect(
+    server: String,
+    transport: TransportConfig,
+    via: Via,
+) -> anyhow::Result<ClientSocket> {
+    let websocket = || async {
+        let socket =
+            chat_transport::connect(&server, Some(chat_protocol::SUBPROTOCOL), &transport).await?;
+        Ok::<_, ConnectError>(ClientSocket::WebSocket(Box::new(socket)))
+    };
+    let http = || async {
+        let stream = chat_transport::connect_event_stream(&server, &transport).await?;
+        Ok::<_, ConnectError>(ClientSocket::EventStream(Box::new(stream)))
+    };
+    Ok(match via {
+        Via::Websocket => websocket().await?,
+        Via::Http => http().await?,
+        Via::Auto => match websocket().await {
+            Ok(socket) => socket,
+            Err(err @ (ConnectError::Refused { .. } | ConnectError::Handshake(_))) => {
+                // The upgrade was refused, not the server unreachable.
+                http().await.map_err(|fallback| {
+                    anyhow::anyhow!("{err}; the HTTP fallback failed too: {fallback}")
+                })?
+            }
+            Err(err) => return Err(err.into()),
+        },
+    })
+}
+
 /// The next message on the connection; never, without one.
-async fn read(socket: &mut Option<WebSocket>) -> Option<Result<WsMessage, tungstenite::Error>> {
+async fn read(socket: &mut Option<ClientSocket>) -> Option<Result<WsMessage, tungstenite::Error>> {
     match socket {
         Some(socket) => socket.next().await,
         None => std::future::pending().await,
@@ -306,7 +357,7 @@ async fn read(socket: &mut Option<WebSocket>) -> Option<Result<WsMessage, tungst
 }
 
 /// The connection being opened, once it is; never, without one.
-async fn connected(connecting: &mut Option<Connecting>) -> anyhow::Result<WebSocket> {
+async fn connected(connecting: &mut Option<Connecting>) -> anyhow::Result<ClientSocket> {
     match connecting {
         Some(connecting) => connecting.await,
         None => std::future::pending().await,
@@ -322,7 +373,7 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
 }
 
 /// Closes with 1000 and waits briefly for the server's answer.
-async fn close(socket: &mut WebSocket) {
+async fn close(socket: &mut ClientSocket) {
     let frame = CloseFrame { code: WsCloseCode::Normal, reason: "bye".into() };
     let closing = async {
         let _ = socket.close(Some(frame)).await;

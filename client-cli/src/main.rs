@@ -60,6 +60,11 @@ pub struct Args {
     /// connection is encrypted, but anyone could be at the other end.
     #[arg(long, conflicts_with = "ca", global = true)]
     insecure: bool,
+    /// The transport: `websocket`, `http` (the HTTP fallback: an event
+    /// stream and posts, for when a proxy breaks WebSocket upgrades), or
+    /// `auto` (a WebSocket, the fallback if the upgrade is refused).
+    #[arg(long, env = "CHAT_TRANSPORT", value_enum, default_value_t, global = true)]
+    transport: engine::Via,
     /// The config file [default: $XDG_CONFIG_HOME/chat/config.toml, or
     /// ~/.config/chat/config.toml]. Flags and environment variables
     /// override it.
@@ -162,6 +167,7 @@ impl Settings {
             token: self.token.clone(),
             json: args.json,
             client_tls,
+            via: args.transport,
         })
     }
 }
@@ -185,6 +191,7 @@ fn interactive(args: &Args, settings: Settings) -> anyhow::Result<ExitCode> {
             client_tls: who.client_tls,
             ..chat_transport::TransportConfig::default()
         },
+        via: who.via,
         nick: who.nick.clone(),
         access_token: who.token,
         rooms: settings.rooms.into_iter().map(|room| (room, None)).collect(),

@@ -44,6 +44,8 @@ pub struct Identity {
     pub token: Option<String>,
     pub json: bool,
     pub client_tls: Option<ClientTls>,
+    /// Which transport.
+    pub via: engine::Via,
 }
 
 impl Identity {
@@ -56,6 +58,7 @@ impl Identity {
                 client_tls: self.client_tls.clone(),
                 ..TransportConfig::default()
             },
+            via: self.via,
             nick: self.nick.clone(),
             access_token: self.token.clone(),
             rooms,

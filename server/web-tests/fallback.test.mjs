@@ -141,3 +141,44 @@ test('a page on the fallback moves to the WebSocket once one gets through, losin
     await stopServer(server.child);
   }
 });
+
+test('behind nginx: through a proxy that passes upgrades a page uses a WebSocket; through one that drops them it falls back, and resumes after the proxy restarts', async () => {
+  const server = await startServer();
+  const good = await support.startNginx([server.addr]);
+  let broken = await support.startNginx([server.addr], { websocket: false });
+  try {
+    const alice = await support.login(browser, good.url, 'alice');
+    const bob = await support.login(browser, broken.url, 'bob');
+    assert.equal(await alice.page.evaluate(() => window.chat.transport()), 'websocket');
+    assert.equal(await bob.page.evaluate(() => window.chat.transport()), 'sse');
+    await say(alice.page, 'through the good proxy');
+    await seeMessage(bob.page, 'through the good proxy');
+    await say(bob.page, 'through the broken proxy');
+    await seeMessage(alice.page, 'through the broken proxy');
+
+    // The proxy goes away and comes back on the same port: bob's page
+    // waits, then resumes; what was said meanwhile reaches it once.
+    await support.stopNginx(broken.child);
+    await bob.page.waitForSelector('#banner:not([hidden])');
+    await say(alice.page, 'while the proxy was down');
+    await say(bob.page, 'typed while the proxy was down');
+    broken = await support.startNginx([server.addr], { websocket: false, port: broken.port });
+    await bob.page.waitForFunction(() => document.querySelector('#status').textContent === 'connected (HTTP fallback)');
+    await seeMessage(bob.page, 'while the proxy was down');
+    await seeMessage(alice.page, 'typed while the proxy was down');
+    for (const page of [alice.page, bob.page]) {
+      const texts = await page.evaluate(() =>
+        [...document.querySelectorAll('#messages li[data-seq] .text')].map((e) => e.textContent));
+      assert.deepEqual(texts.sort(), [
+        'through the broken proxy', 'through the good proxy', 'typed while the proxy was down', 'while the proxy was down',
+      ], 'each once');
+    }
+    assert.deepEqual(bob.problems, []);
+    await alice.context.close();
+    await bob.context.close();
+  } finally {
+    await support.stopNginx(broken.child);
+    await support.stopNginx(good.child);
+    await stopServer(server.child);
+  }
+});

@@ -26,6 +26,43 @@ export function launch() {
 }
 
 /**
+ * Starts a test nginx (Debian's, with a generated config: the workspace's
+ * chat-test-nginx) in front of `upstreams` ("127.0.0.1:PORT"), passing
+ * WebSocket upgrades on unless `websocket` is false (the common
+ * misconfiguration); on `port` if given. Resolves with { child, url, port }.
+ */
+export function startNginx(upstreams, { websocket = true, port = null } = {}) {
+  const bin = path.join(path.dirname(serverBin), 'chat-test-nginx');
+  const args = [...(websocket ? [] : ['--no-websocket']), ...(port ? ['--port', String(port)] : []), ...upstreams];
+  const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout });
+    const timer = setTimeout(() => reject(new Error('nginx did not start')), WAIT);
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`chat-test-nginx exited with ${code}`)));
+    lines.on('line', (line) => {
+      const match = /^listening on (http:\/\/127\.0\.0\.1:(\d+))$/.exec(line);
+      if (match) {
+        clearTimeout(timer);
+        resolve({ child, url: match[1], port: Number(match[2]) });
+      }
+    });
+  });
+}
+
+/** Stops a test nginx: it stops when its stdin closes. */
+export function stopNginx(child) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) {
+      resolve();
+      return;
+    }
+    child.once('exit', () => resolve());
+    child.stdin.end();
+  });
+}
+
+/**
  * Starts chat-server on `listen` and resolves with { child, url, addr } once
  * it listens. With `dataDir` history is durable there; without, in memory.
  */

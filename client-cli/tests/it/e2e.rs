@@ -679,3 +679,46 @@ fn chat_doc_put_replaces_a_shared_document_and_get_prints_it_for_scripts() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("invalid_doc"), "{refused:?}");
 }
+
+#[test]
+fn behind_a_proxy_that_drops_upgrades_the_terminal_falls_back_to_http_by_itself() {
+    let (_server, url) = server();
+    let upstream: std::net::SocketAddr =
+        url.trim_start_matches("ws://").trim_end_matches("/ws").parse().unwrap();
+    let broken = Nginx::start(&[upstream], false);
+    let working = Nginx::start(&[upstream], true);
+    let mut bob = chat(&url, &["--nick", "bob"]);
+    bob.expect("[lobby] -- joined (1 members: bob)");
+    // Through the proxy that drops the upgrade: the fallback, said once.
+    let mut alice = chat(&format!("ws://{}/ws", broken.addr()), &["--nick", "alice"]);
+    alice.expect_stderr("-- the WebSocket upgrade was refused on the way; using the HTTP fallback");
+    alice.expect("[lobby] -- joined (2 members: alice, bob)");
+    // Through the proxy configured for WebSockets: a WebSocket, no word of a fallback.
+    let mut carol = chat(&format!("ws://{}/ws", working.addr()), &["--nick", "carol"]);
+    carol.expect("[lobby] -- joined (3 members: alice, bob, carol)");
+    alice.type_line("hi from behind the broken proxy");
+    bob.expect("[lobby] <alice> hi from behind the broken proxy");
+    carol.expect("[lobby] <alice> hi from behind the broken proxy");
+    bob.type_line("hi alice");
+    alice.expect("[lobby] <bob> hi alice");
+    carol.type_line("and carol");
+    alice.expect("[lobby] <carol> and carol");
+    // Asked for by name, straight to the server: no upgrade tried.
+    let sent = chat_command()
+        .args(["--server", &url, "--transport", "http", "send", "--nick", "ci", "over http"])
+        .output()
+        .unwrap();
+    assert!(sent.status.success(), "{sent:?}");
+    alice.expect("[lobby] <ci> over http");
+    // --transport websocket does not fall back.
+    let refused = chat_command()
+        .args(["--server", &format!("ws://{}/ws", broken.addr()), "--transport", "websocket"])
+        .args(["send", "--nick", "ws", "never"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "{refused:?}");
+    alice.type_line("/quit");
+    assert!(alice.finish().success());
+    bob.expect("[lobby] -- alice left");
+    assert!(!carol.seen.iter().chain(&bob.seen).any(|l| l.contains("fallback")));
+}

@@ -370,6 +370,16 @@ impl Nginx {
     /// not. Either way it sets `X-Forwarded-For` with
     /// `$proxy_add_x_forwarded_for` and passes `Host` as the client sent it.
     pub fn start(upstreams: &[std::net::SocketAddr], websocket: bool) -> Self {
+        Self::start_at(None, upstreams, websocket)
+    }
+
+    /// The same, on `port` if given (to start one again where an earlier
+    /// one was), else on a free one.
+    pub fn start_at(
+        port: Option<u16>,
+        upstreams: &[std::net::SocketAddr],
+        websocket: bool,
+    ) -> Self {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("chat-nginx-{}-{n}", std::process::id()));
@@ -377,8 +387,9 @@ impl Nginx {
         // nginx's workers may run as another user: its scratch is theirs too.
         let _ = Command::new("chmod").args(["-R", "0777"]).arg(&dir).status();
         for _ in 0..20 {
-            let port =
-                std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let port = port.unwrap_or_else(|| {
+                std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+            });
             std::fs::write(dir.join("nginx.conf"), nginx_config(&dir, port, upstreams, websocket))
                 .unwrap();
             let mut child = Command::new(nginx_binary())
