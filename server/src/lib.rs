@@ -118,11 +118,13 @@ pub async fn run(
     let bytes_in = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (engine, cluster_events) = cluster.unzip();
     let health = engine.as_ref().map(cluster::Engine::health);
+    let event_streams = engine.as_ref().map(cluster::Engine::event_streams).unwrap_or_default();
     let hub = Hub::new(&config, snapshot, storage, Arc::clone(&bytes_in), engine);
     let hub = tokio::spawn(hub.run(hub_rx, acks_rx, cluster_events).in_current_span());
     // Shared, not cloned, by every connection.
     let files = files::server(config.uploads.clone(), &hub_tx);
-    let site = Arc::new(web::site(files, health, docs::frame_limit(&config)));
+    let site = web::site(files, health, docs::frame_limit(&config));
+    let site = Arc::new(site.with_event_streams(event_streams));
     let gate = chat_transport::Gate::with_downloads(
         config.max_connections,
         config.max_connections_per_ip,

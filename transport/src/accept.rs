@@ -587,6 +587,10 @@ async fn post<S: Conn>(
         Delivered::Unknown => {
             Response::text(StatusCode::NOT_FOUND, "no such stream: open a new one\n")
         }
+        Delivered::Unavailable => {
+            let why = "the stream's server cannot be reached now\n";
+            Response::text(StatusCode::SERVICE_UNAVAILABLE, why).header("Retry-After", "1")
+        }
         Delivered::OutOfOrder { expected } => {
             Response::text(StatusCode::CONFLICT, "out of order\n")
                 .header("X-Expected-Seq", expected.to_string())
@@ -601,6 +605,13 @@ async fn post<S: Conn>(
     answer(&mut stream, response).await
 }
 
+/// Whether `value` could be a stream's name: what names are made of
+/// (a server's name and run, dots and hex), not too long.
+fn is_stream_name(value: &str) -> bool {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_');
+    !value.is_empty() && value.len() <= 160 && value.bytes().all(allowed)
+}
+
 /// `stream=NAME&seq=N` (and `close=CODE` if there) of a query, in any
 /// order among other parameters.
 fn stream_and_seq(query: &str) -> Option<(String, u64, Option<u16>)> {
@@ -609,13 +620,7 @@ fn stream_and_seq(query: &str) -> Option<(String, u64, Option<u16>)> {
     let mut close = None;
     for (key, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
         match key {
-            "stream"
-                if !value.is_empty()
-                    && value.len() <= 64
-                    && value
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') =>
-            {
+            "stream" if is_stream_name(value) => {
                 name = Some(value.to_owned());
             }
             "seq" => seq = value.parse().ok(),

@@ -78,6 +78,9 @@ pub enum Delivered {
     },
     /// No such stream (it ended, or never was).
     Unknown,
+    /// It could not be handed to the server holding the stream now (the
+    /// way between servers is down): the client may send it again.
+    Unavailable,
     /// The body is not what it says: text that is not UTF-8.
     Malformed,
     /// A message in it is larger than the path takes.
@@ -102,6 +105,8 @@ struct Inbox {
     /// The `seq` of the next request; held while one is handed over, so
     /// requests are taken one at a time, in order.
     next: tokio::sync::Mutex<u64>,
+    /// Told when `next` moves on.
+    turn: tokio::sync::Notify,
 }
 
 impl Streams {
@@ -126,37 +131,37 @@ impl Streams {
     /// `limit` bytes each: hands its messages to the stream's connection,
     /// or to [`Forward`] when another server holds it.
     pub async fn post(&self, stream: String, seq: u64, posted: Posted, limit: usize) -> Delivered {
+        let messages = match messages(posted.clone(), limit) {
+            Ok(messages) => messages,
+            Err(refused) => return refused,
+        };
         let inbox = self.lock().get(&stream).cloned();
-        let Some(inbox) = inbox else {
-            return match &self.forward {
+        match inbox {
+            Some(inbox) => inbox.take(seq, messages, None).await,
+            None => match &self.forward {
                 Some(forward) if !stream.starts_with(&self.node) => {
                     forward.forward(stream, seq, posted).await
                 }
                 _ => Delivered::Unknown,
-            };
-        };
-        let messages = match messages(posted, limit) {
-            Ok(messages) => messages,
-            Err(refused) => return refused,
-        };
-        let mut next = inbox.next.lock().await;
-        if seq != *next {
-            return match seq < *next {
-                true => {
-                    inbox.outgoing.heard();
-                    Delivered::Duplicate
-                }
-                false => Delivered::OutOfOrder { expected: *next },
-            };
+            },
         }
-        inbox.outgoing.heard();
-        for message in messages {
-            if inbox.messages.send(message).await.is_err() {
-                return Delivered::Unknown;
-            }
-        }
-        *next += 1;
-        Delivered::Taken
+    }
+
+    /// Takes the `seq`th request of `stream` as another server handed it
+    /// over (checked there): one that came ahead of the requests before it
+    /// waits for them, up to `wait`.
+    pub async fn post_in_turn(
+        &self,
+        stream: String,
+        seq: u64,
+        posted: Posted,
+        wait: std::time::Duration,
+    ) -> Delivered {
+        let inbox = self.lock().get(&stream).cloned();
+        let (Some(inbox), Ok(messages)) = (inbox, messages(posted, usize::MAX)) else {
+            return Delivered::Unknown;
+        };
+        inbox.take(seq, messages, Some(tokio::time::Instant::now() + wait)).await
     }
 
     /// Opens a stream writing to `outgoing`; `raw` reads the connection
@@ -168,8 +173,9 @@ impl Streams {
     ) -> EventStream {
         let (messages, incoming) = mpsc::channel(INBOX_MESSAGES);
         let name = format!("{}{:032x}", self.node, rand::random::<u128>());
-        let inbox =
-            Inbox { messages, outgoing: Arc::clone(outgoing), next: tokio::sync::Mutex::new(0) };
+        let next = tokio::sync::Mutex::new(0);
+        let turn = tokio::sync::Notify::new();
+        let inbox = Inbox { messages, outgoing: Arc::clone(outgoing), next, turn };
         self.lock().insert(name.clone(), Arc::new(inbox));
         EventStream { name, incoming, raw, streams: Arc::clone(self), ended: false }
     }
@@ -177,6 +183,53 @@ impl Streams {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Inbox>>> {
         // A map of handles: a panic elsewhere cannot leave it half-changed.
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Inbox {
+    /// Hands over the `seq`th request's `messages`, in turn: one ahead of
+    /// its turn waits until `until` if given, else is refused.
+    async fn take(
+        &self,
+        seq: u64,
+        messages: Vec<Message>,
+        until: Option<tokio::time::Instant>,
+    ) -> Delivered {
+        let mut next = loop {
+            // Registered before looking, so a turn that passes in between
+            // is not missed.
+            let turn = self.turn.notified();
+            tokio::pin!(turn);
+            turn.as_mut().enable();
+            let next = self.next.lock().await;
+            match until {
+                Some(until) if seq > *next => {
+                    drop(next);
+                    if tokio::time::timeout_at(until, turn).await.is_err() {
+                        return Delivered::OutOfOrder { expected: *self.next.lock().await };
+                    }
+                }
+                _ => break next,
+            }
+        };
+        if seq != *next {
+            return match seq < *next {
+                true => {
+                    self.outgoing.heard();
+                    Delivered::Duplicate
+                }
+                false => Delivered::OutOfOrder { expected: *next },
+            };
+        }
+        self.outgoing.heard();
+        for message in messages {
+            if self.messages.send(message).await.is_err() {
+                return Delivered::Unknown;
+            }
+        }
+        *next += 1;
+        self.turn.notify_waiters();
+        Delivered::Taken
     }
 }
 

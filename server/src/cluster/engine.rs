@@ -292,6 +292,17 @@ impl Engine {
         Ok((engine, out))
     }
 
+    /// The HTTP fallback's streams on this node: named after its run, so
+    /// that other nodes can hand it their posts for them, as it hands
+    /// theirs over (see [`Posts`](super::Posts)).
+    pub fn event_streams(&self) -> Arc<chat_transport::Streams> {
+        let forward = Arc::new(super::Posts::new(self.log.clone()));
+        let prefix = super::Posts::prefix(&self.instance);
+        let streams = Arc::new(chat_transport::Streams::new(prefix, Some(forward)));
+        super::Posts::listen(self.log.clone(), &self.instance, Arc::clone(&streams));
+        streams
+    }
+
     /// Whether this node can reach Redis now.
     pub fn health(&self) -> super::Health {
         self.log.health().clone()

@@ -636,6 +636,19 @@ impl RoomLog {
         self.health.noted(published.map(drop), "a write to Redis failed")
     }
 
+    /// Publishes `payload` on `channel` as it is: how many listened.
+    ///
+    /// # Errors
+    /// Redis failed.
+    pub async fn publish(&self, channel: &str, payload: &[u8]) -> RedisResult<u64> {
+        let published: RedisResult<u64> = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async(&mut self.conn.clone())
+            .await;
+        self.health.noted(published, "a write to Redis failed")
+    }
+
     /// A message heard on a channel, if it is one of a room's, or on a
     /// party's channel one of its conversations'.
     pub fn published(&self, channel: &str, payload: &[u8]) -> Option<Published> {

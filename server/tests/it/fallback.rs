@@ -13,7 +13,12 @@ use crate::support::{Client, Server, WAIT};
 /// An event stream opened by hand: the socket (read it or not), and the
 /// stream's name from its `open` event.
 async fn open_stream(server: &Server) -> (TcpStream, String) {
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    open_stream_at(server.addr).await
+}
+
+/// The same, at `addr`.
+async fn open_stream_at(addr: std::net::SocketAddr) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
     let request = "GET /ws HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n";
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut got = Vec::new();
@@ -37,7 +42,12 @@ async fn open_stream(server: &Server) -> (TcpStream, String) {
 
 /// Posts `body` as the `seq`th request of stream `name`: the status.
 async fn post(server: &Server, name: &str, seq: u64, body: &str) -> u16 {
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    post_at(server.addr, name, seq, body).await
+}
+
+/// The same, to `addr`.
+async fn post_at(addr: std::net::SocketAddr, name: &str, seq: u64, body: &str) -> u16 {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "POST /ws?stream={name}&seq={seq} HTTP/1.1\r\nHost: localhost\r\n\
          Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
@@ -246,4 +256,105 @@ async fn a_fallback_stream_takes_a_place_under_the_per_address_limit() {
     // Both places are held by streams: the next request is turned away.
     assert_eq!(post(&server, "whatever", 0, "").await, 429);
     server.shutdown().await;
+}
+
+/// Two nodes on one Redis, `a` and `b`.
+async fn two_nodes(redis: &chat_test_support::Redis) -> (Server, Server) {
+    let node = |name: &str| ServerConfig {
+        redis: Some(redis.url()),
+        node_id: Some(name.to_owned()),
+        ..ServerConfig::default()
+    };
+    (Server::start(node("a")).await, Server::start(node("b")).await)
+}
+
+/// The frames of a hand-opened stream's events read so far, until `until`
+/// says it has what it waits for.
+async fn frames_until(
+    stream: &mut TcpStream,
+    until: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut said = String::new();
+    loop {
+        let frames: Vec<serde_json::Value> = said
+            .split("\n\n")
+            .filter_map(|event| event.strip_prefix("data: "))
+            .filter_map(|data| serde_json::from_str(data).ok())
+            .collect();
+        if until(&frames) {
+            return frames;
+        }
+        let mut chunk = [0u8; 4096];
+        let read = tokio::time::timeout(WAIT, stream.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(read > 0, "the stream ended: {said}");
+        said.push_str(&String::from_utf8_lossy(&chunk[..read]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_posts_to_the_node_without_the_stream_reach_it_in_order() {
+    let redis = chat_test_support::Redis::start();
+    let (a, b) = two_nodes(&redis).await;
+    let mut bob = Client::in_room(&b, "bob", "lobby").await;
+    let (mut stream, name) = open_stream(&a).await;
+    let hello = "{\"type\":\"hello\",\"nick\":\"alice\"}\n{\"type\":\"join\",\"room\":\"lobby\"}";
+    // Every other post to the node that does not hold the stream.
+    assert_eq!(post_at(b.addr, &name, 0, hello).await, 200);
+    for n in 1..=6 {
+        let node = if n % 2 == 1 { a.addr } else { b.addr };
+        let say =
+            format!("{{\"type\":\"say\",\"room\":\"lobby\",\"text\":\"n{n}\",\"id\":\"s{n}\"}}");
+        assert_eq!(post_at(node, &name, n, &say).await, 200);
+    }
+    // Sent again through the other node: still taken once.
+    let again = "{\"type\":\"say\",\"room\":\"lobby\",\"text\":\"n6\",\"id\":\"s6\"}";
+    assert_eq!(post_at(a.addr, &name, 6, again).await, 200);
+    assert_eq!(post_at(b.addr, &name, 7, r#"{"type":"ping","id":"last"}"#).await, 200);
+    let frames =
+        frames_until(&mut stream, |frames| frames.iter().any(|f| f["type"] == "pong")).await;
+    let echoes: Vec<_> = frames
+        .iter()
+        .filter(|f| f["type"] == "message")
+        .map(|f| f["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(echoes, ["n1", "n2", "n3", "n4", "n5", "n6"], "each once, in the order sent");
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        let frame = bob.next_of("message").await;
+        seen.push(frame["text"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen, ["n1", "n2", "n3", "n4", "n5", "n6"]);
+    // A stream of a node run that is gone: 404, not a hang.
+    assert_eq!(post_at(b.addr, "a.00000000.ffff", 0, "").await, 404);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_one_round_robin_nginx_two_nodes_serve_a_fallback_client_with_no_stickiness() {
+    let redis = chat_test_support::Redis::start();
+    let (a, b) = two_nodes(&redis).await;
+    // The proxy drops upgrades, and spreads requests over both nodes.
+    let nginx = chat_test_support::Nginx::start(&[a.addr, b.addr], false);
+    let mut alice = Client::connect_sse_to(&format!("ws://{}/ws", nginx.addr())).await;
+    alice.send(json!({"type": "hello", "nick": "alice"})).await;
+    alice.expect("welcome").await;
+    alice.send(json!({"type": "join", "room": "lobby"})).await;
+    alice.expect("joined").await;
+    let mut bob = Client::in_room(&a, "bob", "lobby").await;
+    let mut carol = Client::in_room(&b, "carol", "lobby").await;
+    for n in 0..10 {
+        alice.send(json!({"type": "say", "room": "lobby", "text": format!("m{n}")})).await;
+        assert_eq!(alice.next_of("message").await["text"], format!("m{n}"));
+    }
+    for member in [&mut bob, &mut carol] {
+        for n in 0..10 {
+            assert_eq!(member.next_of("message").await["text"], format!("m{n}"));
+        }
+    }
+    carol.send(json!({"type": "say", "room": "lobby", "text": "back at you"})).await;
+    assert_eq!(alice.next_of("message").await["text"], "back at you");
+    drop(nginx);
+    a.shutdown().await;
+    b.shutdown().await;
 }
