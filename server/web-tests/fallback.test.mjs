@@ -23,7 +23,7 @@ after(async () => {
 
 /** Makes every WebSocket of `context` fail while `blocked()` says so; others reach the server. */
 function blockWebSockets(blocked) {
-  return (context) => context.routeWebSocket(/\/ws$/, (ws) => {
+  return (context) => context.routeWebSocket(/.*/, (ws) => {
     if (blocked()) {
       ws.close({ code: 1006 });
     } else {
@@ -68,6 +68,13 @@ test('with its WebSocket blocked a page falls back, chats with a WebSocket page 
       const imgs = document.querySelectorAll('#messages .attachment img');
       return imgs.length === 2 && [...imgs].every((img) => img.complete && img.naturalWidth === 240);
     });
+
+    // The live stats page, in the same blocked browser: over the fallback too.
+    const stats = await alice.context.newPage();
+    await stats.goto(`${server.url}/stats`);
+    await stats.waitForFunction(() => Number(document.body.dataset.updates || 0) >= 1);
+    assert.equal(await stats.textContent('#people'), '2');
+    await stats.close();
 
     // A restart: the close event carries 1012 and the delay; both come back and resume.
     assert.equal(await stopServer(server.child), 0);
@@ -179,6 +186,36 @@ test('behind nginx: through a proxy that passes upgrades a page uses a WebSocket
   } finally {
     await support.stopNginx(broken.child);
     await support.stopNginx(good.child);
+    await stopServer(server.child);
+  }
+});
+
+test('a page on the fallback edits a shared document with a WebSocket page: updates and carets both ways', async () => {
+  const server = await startServer();
+  try {
+    const alice = await support.login(browser, server.url, 'alice', { setup: blockWebSockets(() => true) });
+    const bob = await support.login(browser, server.url, 'bob');
+    assert.equal(await alice.page.evaluate(() => window.chat.transport()), 'sse');
+    for (const page of [alice.page, bob.page]) {
+      await page.fill('#text', '/doc');
+      await page.press('#text', 'Enter');
+      await page.waitForFunction(() => window.chat.docs.synced() && !document.querySelector('#doc-text').readOnly);
+    }
+    await alice.page.waitForFunction(() => /2 people here/.test(document.querySelector('#doc-people').textContent));
+    await alice.page.click('#doc-text');
+    await alice.page.keyboard.type('typed over http. ', { delay: 5 });
+    await bob.page.waitForFunction(() => window.chat.docs.text() === 'typed over http. ');
+    await bob.page.click('#doc-text');
+    await bob.page.keyboard.press('End');
+    await bob.page.keyboard.type('typed over a websocket.', { delay: 5 });
+    const both = 'typed over http. typed over a websocket.';
+    await alice.page.waitForFunction((t) => window.chat.docs.text() === t && document.querySelector('#doc-text').value === t, both);
+    // bob's caret, drawn on alice's page in his nick's colour.
+    await alice.page.waitForFunction(() => window.chat.docs.carets().includes('bob'));
+    assert.deepEqual(alice.problems, []);
+    await alice.context.close();
+    await bob.context.close();
+  } finally {
     await stopServer(server.child);
   }
 });

@@ -69,99 +69,178 @@ export const webSocketTransport = {
  * sent again with the same seq: the server takes it once.
  */
 export const eventStreamTransport = {
-  open(handlers) {
-    const source = new EventSource('/ws');
-    let name = null;
-    let seq = 0;
-    let over = false;
-    let posting = false;
-    let queuedBytes = 0;
-    const queue = [];
-    const end = (then) => {
-      if (!over) {
-        over = true;
-        source.close();
-        then();
-      }
-    };
-    const post = async (item) => {
-      const body = item.binary ?? item.text ?? '';
-      const close = item.close ? `&close=${item.close}` : '';
-      const type = item.binary ? 'application/octet-stream' : 'text/plain;charset=utf-8';
-      for (let attempt = 0; attempt < 3; attempt += 1) {
-        try {
-          const answer = await fetch(`/ws?stream=${name}&seq=${seq}${close}`, {
-            method: 'POST', body, headers: { 'Content-Type': type }, cache: 'no-store', keepalive: Boolean(item.close),
-          });
-          return answer.ok ? null : `the server refused a request (${answer.status})`;
-        } catch (err) {
-          if (item.close) {
-            return null;
-          }
-        }
-      }
-      return 'requests do not reach the server';
-    };
-    const pump = async () => {
-      while (!posting && name !== null && queue.length) {
-        // Text lines go together; a file's part or a goodbye goes alone.
-        let item = queue.shift();
-        if (item.text !== undefined) {
-          const lines = [item.text];
-          let bytes = item.text.length;
-          while (queue.length && queue[0].text !== undefined && bytes < MAX_BATCH) {
-            const next = queue.shift();
-            lines.push(next.text);
-            bytes += next.text.length;
-          }
-          item = { text: lines.join('\n'), size: bytes };
-        }
-        posting = true;
-        const refused = await post(item);
-        posting = false;
-        queuedBytes -= item.size ?? 0;
-        seq += 1;
-        if (refused && !item.close) {
-          end(() => handlers.closed(1006, refused));
-          return;
-        }
-      }
-    };
-    const send = (item) => {
-      queue.push(item);
-      queuedBytes += item.size ?? 0;
-      pump();
-    };
-    source.addEventListener('stream', (event) => {
-      name = event.data;
-      handlers.opened();
-      pump();
-    });
-    source.onmessage = (event) => handlers.text(event.data);
-    // Any request is a sign of life: an empty one answers a ping.
-    source.addEventListener('ping', () => send({ text: '' }));
-    source.addEventListener('close', (event) => {
-      const [code, ...reason] = String(event.data).split(' ');
-      end(() => handlers.closed(Number(code) || 1005, reason.join(' ')));
-    });
-    source.onerror = () => end(() => (name === null ? handlers.failed('no event stream') : handlers.closed(1006, '')));
-    return {
-      url: source.url,
-      transport: 'sse',
-      sendText: (text) => send({ text, size: text.length }),
-      sendBinary: (bytes) => send({ binary: bytes, size: bytes.byteLength }),
-      buffered: () => queuedBytes,
-      close: (code) => {
-        const named = name !== null && !over;
-        over = true;
-        source.close();
-        if (named) {
-          send({ close: code });
-        }
-      },
-    };
-  },
+  open: (handlers) => openEventStream('/ws', handlers),
 };
+
+/**
+ * The fallback at `path` (which may carry a query): handlers as a
+ * transport's, and binary(bytes) for binary messages (documents).
+ */
+function openEventStream(path, handlers) {
+  const source = new EventSource(path);
+  const postTo = `${path}${path.includes('?') ? '&' : '?'}stream=`;
+  let name = null;
+  let seq = 0;
+  let over = false;
+  let posting = false;
+  let queuedBytes = 0;
+  const queue = [];
+  const end = (then) => {
+    if (!over) {
+      over = true;
+      source.close();
+      then();
+    }
+  };
+  const post = async (item) => {
+    const body = item.binary ?? item.text ?? '';
+    const close = item.close ? `&close=${item.close}` : '';
+    const type = item.binary ? 'application/octet-stream' : 'text/plain;charset=utf-8';
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      try {
+        const answer = await fetch(`${postTo}${name}&seq=${seq}${close}`, {
+          method: 'POST', body, headers: { 'Content-Type': type }, cache: 'no-store', keepalive: Boolean(item.close),
+        });
+        return answer.ok ? null : `the server refused a request (${answer.status})`;
+      } catch (err) {
+        if (item.close) {
+          return null;
+        }
+      }
+    }
+    return 'requests do not reach the server';
+  };
+  const pump = async () => {
+    while (!posting && name !== null && queue.length) {
+      // Text lines go together; a file's part or a goodbye goes alone.
+      let item = queue.shift();
+      if (item.text !== undefined) {
+        const lines = [item.text];
+        let bytes = item.text.length;
+        while (queue.length && queue[0].text !== undefined && bytes < MAX_BATCH) {
+          const next = queue.shift();
+          lines.push(next.text);
+          bytes += next.text.length;
+        }
+        item = { text: lines.join('\n'), size: bytes };
+      }
+      posting = true;
+      const refused = await post(item);
+      posting = false;
+      queuedBytes -= item.size ?? 0;
+      seq += 1;
+      if (refused && !item.close) {
+        end(() => handlers.closed(1006, refused));
+        return;
+      }
+    }
+  };
+  const send = (item) => {
+    queue.push(item);
+    queuedBytes += item.size ?? 0;
+    pump();
+  };
+  source.addEventListener('stream', (event) => {
+    name = event.data;
+    handlers.opened();
+    pump();
+  });
+  source.onmessage = (event) => handlers.text(event.data);
+  source.addEventListener('binary', (event) => {
+    const bytes = Uint8Array.from(atob(event.data), (c) => c.charCodeAt(0));
+    handlers.binary?.(bytes.buffer);
+  });
+  // Any request is a sign of life: an empty one answers a ping.
+  source.addEventListener('ping', () => send({ text: '' }));
+  source.addEventListener('close', (event) => {
+    const [code, ...reason] = String(event.data).split(' ');
+    end(() => handlers.closed(Number(code) || 1005, reason.join(' ')));
+  });
+  source.onerror = () => end(() => (name === null ? handlers.failed('no event stream') : handlers.closed(1006, '')));
+  return {
+    url: source.url,
+    transport: 'sse',
+    sendText: (text) => send({ text, size: text.length }),
+    sendBinary: (bytes) => send({ binary: bytes, size: bytes.byteLength }),
+    buffered: () => queuedBytes,
+    close: (code) => {
+      const named = name !== null && !over;
+      over = true;
+      source.close();
+      if (named) {
+        send({ close: code });
+      }
+    },
+  };
+}
+
+/**
+ * A WebSocket look-alike over the fallback, for libraries that take a
+ * WebSocket class (y-websocket's WebSocketPolyfill): what they use of the
+ * API, with binary messages as ArrayBuffers.
+ */
+export class EventStreamSocket {
+  static CONNECTING = 0;
+  static OPEN = 1;
+  static CLOSING = 2;
+  static CLOSED = 3;
+
+  constructor(url) {
+    const { pathname, search } = new URL(url, location.href);
+    this.url = url;
+    this.binaryType = 'arraybuffer';
+    this.readyState = EventStreamSocket.CONNECTING;
+    this.CONNECTING = 0;
+    this.OPEN = 1;
+    this.CLOSING = 2;
+    this.CLOSED = 3;
+    this.onopen = null;
+    this.onmessage = null;
+    this.onclose = null;
+    this.onerror = null;
+    const closed = (code, reason) => {
+      this.readyState = EventStreamSocket.CLOSED;
+      this.onclose?.({ code, reason, wasClean: code !== 1006 });
+    };
+    this.link = openEventStream(`${pathname}${search}`, {
+      opened: () => {
+        this.readyState = EventStreamSocket.OPEN;
+        this.onopen?.({});
+      },
+      text: (data) => this.onmessage?.({ data }),
+      binary: (data) => this.onmessage?.({ data }),
+      closed,
+      failed: () => {
+        this.onerror?.({});
+        closed(1006, '');
+      },
+    });
+  }
+
+  get bufferedAmount() {
+    return this.link.buffered();
+  }
+
+  send(data) {
+    if (typeof data === 'string') {
+      this.link.sendText(data);
+    } else {
+      // A copy: the caller may reuse its buffer.
+      const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      this.link.sendBinary(bytes.slice().buffer);
+    }
+  }
+
+  close(code = 1000) {
+    if (this.readyState === EventStreamSocket.CLOSED) {
+      return;
+    }
+    this.link.close(code);
+    this.readyState = EventStreamSocket.CLOSED;
+    // As a WebSocket does, the close is told asynchronously.
+    setTimeout(() => this.onclose?.({ code, reason: '', wasClean: true }), 0);
+  }
+}
 
 /**
  * Picks the transport by itself: a WebSocket first; if it does not open

@@ -7,9 +7,11 @@
 // type is spliced in around the caret. Other people's carets and
 // selections are drawn behind the text in their nick's colour; undo and
 // redo take back one's own edits only; offline, edits stay in the Yjs
-// document and merge when the connection is back.
+// document and merge when the connection is back. A page on the HTTP
+// fallback opens its documents over the fallback too (EventStreamSocket).
 
 import { WebsocketProvider, Y } from './yjs.js';
+import { EventStreamSocket } from './connection.js';
 import { $, formatSize, nickHue } from './common.js';
 import { renderMarkdown } from './markdown.js';
 import { SESSION_KEY, state } from './state.js';
@@ -218,10 +220,13 @@ export function openDoc(room, name = DEFAULT_DOC) {
   const text = doc.getText('content');
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
   const base = `${scheme}://${location.host}/yjs/${encodeURIComponent(room)}`;
+  const fallback = state.connection?.link?.transport === 'sse';
   const provider = new WebsocketProvider(base, encodeURIComponent(name), doc, {
     params: { session: sessionToken() ?? '' },
     // Every tab through the server: one path, whatever the browser.
     disableBc: true,
+    // Where the chat's WebSocket cannot get through, neither can this one.
+    ...(fallback ? { WebSocketPolyfill: EventStreamSocket } : {}),
   });
   const undo = new Y.UndoManager(text, { trackedOrigins: new Set([TYPED]), captureTimeout: 600 });
   open = {

@@ -1,8 +1,10 @@
 // The live stats page: subscribes to the $stats channel (docs/protocol.md)
 // and draws the counters and a rolling chart, once a second, as the server
-// pushes them. No chart library: a canvas.
+// pushes them. No chart library: a canvas. Where a WebSocket cannot get
+// through, over the HTTP fallback (as the chat page, whose choice it reads).
 
 import { $, formatSize, parseFrame } from './common.js';
+import { EventStreamSocket } from './connection.js';
 
 const HISTORY = 300; // seconds shown in the chart (what the server keeps)
 const TOKEN_KEY = 'chat.stats-token';
@@ -10,6 +12,8 @@ const samples = []; // { ts, messages, connections }, oldest first
 let retry = 0;
 let updates = 0;
 let current = null; // the socket in use; a closed older one is ignored
+let fallback = new URLSearchParams(location.search).get('transport') === 'sse'
+  || sessionStorage.getItem('chat.transport') === 'sse';
 
 function duration(ms) {
   const s = Math.floor(ms / 1000);
@@ -25,10 +29,12 @@ function token() {
 
 function connect() {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  const socket = new WebSocket(`${scheme}//${location.host}/ws`, 'chat.v1');
+  const socket = fallback ? new EventStreamSocket('/ws') : new WebSocket(`${scheme}//${location.host}/ws`, 'chat.v1');
+  let opened = false;
   current = socket;
   $('status').textContent = 'connecting…';
   socket.onopen = () => {
+    opened = true;
     const nick = `stats-${Math.random().toString(36).slice(2, 8)}`;
     socket.send(JSON.stringify({ type: 'hello', nick, id: 'hello' }));
   };
@@ -74,6 +80,12 @@ function connect() {
     current = null;
     if (!$('token-form').hidden) {
       return; // waiting for a token
+    }
+    if (!opened && !fallback) {
+      // No WebSocket gets through: the fallback, at once.
+      fallback = true;
+      connect();
+      return;
     }
     $('status').textContent = 'disconnected — reconnecting';
     $('status').classList.add('offline');
