@@ -233,7 +233,10 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|runtime| runtime.block_on(bench::run(&settings.server, bench)))
+                .and_then(|runtime| {
+                    let http = args.transport == engine::Via::Http;
+                    runtime.block_on(bench::run(&settings.server, bench, http))
+                })
                 .map(|()| ExitCode::SUCCESS),
             Some(Subcommand::Send(send)) => settings
                 .identity(&args)

@@ -1,6 +1,7 @@
 //! One bench connection: opened and greeted with raw WebSocket frames (no
-//! per-connection task or buffer beyond what it needs), a sender on a
-//! schedule, a reader that records latency and answers pings.
+//! per-connection task or buffer beyond what it needs), or over the HTTP
+//! fallback (`events.rs`); a sender on a schedule, a reader that records
+//! latency and answers pings.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -15,19 +16,22 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use super::events::{self, EventBuffer, Poster, STREAM};
 use super::frames::{self, SayTemplate};
 use super::{Counters, MAX_LATENCY_US, Schedule};
 use crate::rawws::{self, CLOSE, FrameBuffer, PING, PONG, TEXT};
 
-/// Where to connect.
+/// Where to connect, and how.
 pub(super) struct Target {
     host: String,
     port: u16,
     path: String,
+    /// Over the HTTP fallback rather than a WebSocket.
+    http: bool,
 }
 
 impl Target {
-    pub(super) fn parse(url: &str) -> anyhow::Result<Self> {
+    pub(super) fn parse(url: &str, http: bool) -> anyhow::Result<Self> {
         let uri: Uri = url.parse().with_context(|| format!("invalid server URL {url:?}"))?;
         if uri.scheme_str() != Some("ws") {
             bail!("the server URL must be ws://");
@@ -35,15 +39,88 @@ impl Target {
         let host = uri.host().context("the server URL has no host")?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         let path = uri.path_and_query().map_or("/".to_owned(), |p| p.as_str().to_owned());
-        Ok(Self { host, port: uri.port_u16().unwrap_or(80), path })
+        Ok(Self { host, port: uri.port_u16().unwrap_or(80), path, http })
     }
 }
 
 /// One open connection, split for a reader and a writer.
 pub(super) struct Conn {
     pub read: OwnedReadHalf,
-    pub write: OwnedWriteHalf,
-    pub buffer: FrameBuffer,
+    pub sink: Sink,
+    pub buffer: Frames,
+    /// Over the fallback, the stream's own write half, held so it stays open.
+    pub _stream: Option<OwnedWriteHalf>,
+}
+
+/// What a connection reads: WebSocket frames, or events.
+pub(super) enum Frames {
+    WebSocket(FrameBuffer),
+    Events(EventBuffer),
+}
+
+impl Frames {
+    pub(super) fn next_frame(&mut self) -> anyhow::Result<Option<(u8, &[u8])>> {
+        match self {
+            Self::WebSocket(frames) => frames.next_frame(),
+            Self::Events(events) => events.next_frame(),
+        }
+    }
+
+    pub(super) async fn fill(&mut self, read: &mut OwnedReadHalf) -> std::io::Result<usize> {
+        match self {
+            Self::WebSocket(frames) => frames.fill(read).await,
+            Self::Events(events) => events.fill(read).await,
+        }
+    }
+}
+
+/// Where a connection writes: its WebSocket, or posts.
+pub(super) enum Link {
+    WebSocket(tokio::sync::Mutex<OwnedWriteHalf>),
+    Http(Poster),
+}
+
+/// Shared by a connection's reader (which answers pings) and its sender.
+pub(super) type Sink = Arc<Link>;
+
+impl Link {
+    /// Sends text messages, in one write (or one post).
+    pub(super) async fn texts(&self, texts: &[&[u8]]) -> anyhow::Result<()> {
+        match self {
+            Self::WebSocket(write) => {
+                let mut out = Vec::new();
+                for text in texts {
+                    rawws::client_frame(TEXT, text, &mut out);
+                }
+                Ok(write.lock().await.write_all(&out).await?)
+            }
+            Self::Http(poster) => poster.post(&texts.join(&b'\n'), None).await,
+        }
+    }
+
+    /// Answers a ping.
+    async fn pong(&self) -> anyhow::Result<()> {
+        match self {
+            Self::WebSocket(write) => {
+                let mut pong = Vec::new();
+                rawws::client_frame(PONG, &[], &mut pong);
+                Ok(write.lock().await.write_all(&pong).await?)
+            }
+            Self::Http(poster) => poster.post(b"", None).await,
+        }
+    }
+
+    /// Says goodbye with 1000.
+    pub(super) async fn bye(&self) -> anyhow::Result<()> {
+        match self {
+            Self::WebSocket(write) => {
+                let mut bye = Vec::new();
+                rawws::client_frame(CLOSE, &1000u16.to_be_bytes(), &mut bye);
+                Ok(write.lock().await.write_all(&bye).await?)
+            }
+            Self::Http(poster) => poster.post(b"", Some(1000)).await,
+        }
+    }
 }
 
 /// What a connection says once open, and the frame it waits for then.
@@ -72,11 +149,40 @@ pub(super) async fn open(
     };
     stream.set_nodelay(true)?;
     let host = format!("{}:{}", target.host, target.port);
-    let rest =
-        rawws::handshake(&mut stream, &host, &target.path, chat_protocol::SUBPROTOCOL).await?;
-    let (read, write) = stream.into_split();
-    // A small buffer, grown only for large frames: many connections live here.
-    let conn = Conn { read, write, buffer: FrameBuffer::new(4096, &rest) };
+    let conn = match target.http {
+        false => {
+            let rest =
+                rawws::handshake(&mut stream, &host, &target.path, chat_protocol::SUBPROTOCOL)
+                    .await?;
+            let (read, write) = stream.into_split();
+            // A small buffer, grown only for large frames: many connections live here.
+            let buffer = Frames::WebSocket(FrameBuffer::new(4096, &rest));
+            Conn { read, sink: Arc::new(Link::WebSocket(write.into())), buffer, _stream: None }
+        }
+        true => {
+            let rest = events::open(&mut stream, &host, &target.path).await?;
+            let (mut read, write) = stream.into_split();
+            let mut buffer = EventBuffer::new(4096, &rest);
+            let name = loop {
+                if let Some((STREAM, name)) = buffer.next_frame()? {
+                    break String::from_utf8_lossy(name).into_owned();
+                }
+                if buffer.fill(&mut read).await? == 0 {
+                    bail!("the event stream ended before it opened");
+                }
+            };
+            let poster = Poster {
+                host: target.host.clone(),
+                port: target.port,
+                path: target.path.clone(),
+                source,
+                name,
+                seq: tokio::sync::Mutex::new(0),
+            };
+            let buffer = Frames::Events(buffer);
+            Conn { read, sink: Arc::new(Link::Http(poster)), buffer, _stream: Some(write) }
+        }
+    };
     match greeting {
         None => Ok(conn),
         Some(Greeting { frames, until }) => say(conn, &frames, until).await,
@@ -87,11 +193,8 @@ pub(super) async fn open(
 /// stays in the buffer. An `error` or the end of the connection first is a
 /// failure.
 pub(super) async fn say(mut conn: Conn, frames: &[String], until: &str) -> anyhow::Result<Conn> {
-    let mut out = Vec::new();
-    for frame in frames {
-        rawws::client_frame(TEXT, frame.as_bytes(), &mut out);
-    }
-    conn.write.write_all(&out).await?;
+    let texts: Vec<&[u8]> = frames.iter().map(|frame| frame.as_bytes()).collect();
+    conn.sink.texts(&texts).await?;
     loop {
         while let Some((opcode, payload)) = conn.buffer.next_frame()? {
             match opcode {
@@ -134,11 +237,8 @@ pub(super) async fn send_loop(
     let mut ticks = pace(schedule.origin.into_std(), plan.rate, plan.until_us);
     let mut sent = 0u64;
     let mut say = SayTemplate::new(&plan.room, plan.size);
-    let mut out = Vec::new();
     while let Some(intended_us) = ticks.recv().await {
-        out.clear();
-        rawws::client_frame(TEXT, say.stamped(intended_us), &mut out);
-        if sink.lock().await.write_all(&out).await.is_err() {
+        if sink.texts(&[say.stamped(intended_us)]).await.is_err() {
             counters.errors.fetch_add(1, Ordering::AcqRel);
             break;
         }
@@ -183,15 +283,13 @@ pub(super) fn pace(
     receiver
 }
 
-pub(super) type Sink = Arc<tokio::sync::Mutex<OwnedWriteHalf>>;
-
 /// What a reader needs of its connection: the socket's read half, the write
 /// half to answer pings on, and the frames read so far; and for a sender,
 /// the deliveries each of its messages owes (refused ones owe none).
 pub(super) struct Reading {
     pub read: OwnedReadHalf,
     pub sink: Sink,
-    pub buffer: FrameBuffer,
+    pub buffer: Frames,
     pub owes: u64,
 }
 
@@ -247,12 +345,8 @@ pub(super) async fn read_loop(
         }
         // The server pings connections that are quiet; unanswered, it
         // would close them as dead. (Its pings carry no payload.)
-        if pinged {
-            let mut pong = Vec::new();
-            rawws::client_frame(PONG, &[], &mut pong);
-            if sink.lock().await.write_all(&pong).await.is_err() {
-                return;
-            }
+        if pinged && sink.pong().await.is_err() {
+            return;
         }
         tokio::select! {
             filled = buffer.fill(&mut read) => {
@@ -268,7 +362,7 @@ pub(super) async fn read_loop(
 /// Reads a connection to its end and returns the close code the server
 /// sent, or `None` if it ended without a close frame.
 pub(super) async fn close_code(conn: Conn) -> Option<u16> {
-    let Conn { mut read, buffer: mut frames, write: _write } = conn;
+    let Conn { mut read, buffer: mut frames, .. } = conn;
     loop {
         while let Ok(Some((opcode, payload))) = frames.next_frame() {
             if opcode == CLOSE {

@@ -17,6 +17,7 @@
 //! it sends and what it reads of those it gets, `report.rs` the report.
 
 mod conn;
+mod events;
 mod frames;
 mod report;
 
@@ -27,15 +28,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use self::conn::{
-    Conn, Greeting, Reading, SendPlan, Sink, Target, close_code, open, read_loop, say, send_loop,
+    Conn, Greeting, Reading, SendPlan, Target, close_code, open, read_loop, say, send_loop,
 };
 use self::report::{Latency, Report, ServerSample, ServerUse, cpu_seconds};
-use crate::rawws::{self, CLOSE};
 
 /// Latency histograms are sharded so readers rarely meet on a lock.
 const SHARDS: usize = 64;
@@ -136,7 +135,7 @@ impl Schedule {
 }
 
 /// Runs the benchmark against `server` and prints the report.
-pub async fn run(server: &str, args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(server: &str, args: BenchArgs, http: bool) -> anyhow::Result<()> {
     if args.connections == 0 || args.rooms == 0 || args.senders + args.slow > args.connections {
         bail!("need at least one connection and room, and no more senders than connections");
     }
@@ -146,7 +145,7 @@ pub async fn run(server: &str, args: BenchArgs) -> anyhow::Result<()> {
     if args.rate <= 0.0 && args.senders > 0 {
         bail!("--rate must be positive");
     }
-    let report = measure(server, &args).await?;
+    let report = measure(server, &args, http).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -156,7 +155,7 @@ pub async fn run(server: &str, args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Runs the benchmark and returns its report as JSON.
-async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Report> {
+async fn measure(server: &str, args: &BenchArgs, http: bool) -> anyhow::Result<Report> {
     let bench_cpu_start = cpu_seconds(None);
     // Before any connection, so memory per connection can be told apart.
     let server_start = ServerSample::read_all(&args.server_pid);
@@ -168,7 +167,7 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Report> {
     let mut opening = Vec::with_capacity(args.connections);
     let targets: Vec<Arc<Target>> = std::iter::once(server)
         .chain(args.also.iter().map(String::as_str))
-        .map(|url| Target::parse(url).map(Arc::new))
+        .map(|url| Target::parse(url, http).map(Arc::new))
         .collect::<anyhow::Result<_>>()?;
     let room = |i: usize| format!("bench-{}", i % args.rooms);
     for i in 0..args.connections {
@@ -240,14 +239,15 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Report> {
     let mut readers = Vec::new();
     let mut idle_sinks = Vec::new();
     let mut slow = Vec::new();
+    let mut streams = Vec::new();
     for (i, conn) in conns.into_iter().enumerate() {
         if i >= readers_count {
             slow.push(conn);
             continue;
         }
-        let Conn { read, write, buffer } = conn;
-        // Shared with the reader, which answers the server's pings.
-        let sink: Sink = Arc::new(tokio::sync::Mutex::new(write));
+        // The sink is shared with the reader, which answers the server's pings.
+        let Conn { read, sink, buffer, _stream } = conn;
+        streams.push(_stream);
         let is_sender =
             args.senders > 0 && i % sender_every == 0 && i / sender_every < args.senders;
         let owes = if is_sender { room_sizes[i % args.rooms] } else { 0 };
@@ -304,12 +304,10 @@ async fn measure(server: &str, args: &BenchArgs) -> anyhow::Result<Report> {
     }
     // Goodbye with 1000, so the server ends the sessions at once rather
     // than keeping them for a resume.
-    let mut bye = Vec::new();
-    rawws::client_frame(CLOSE, &1000u16.to_be_bytes(), &mut bye);
     for sink in idle_sinks {
-        let bye = async { sink.lock().await.write_all(&bye).await };
-        let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.bye()).await;
     }
+    drop(streams);
     // Now the slow consumers read what they were sent, to find the close.
     // A server cuts a slow consumer off with close 4008, or, when its
     // buffers are so full the close frame cannot be written, by dropping it.

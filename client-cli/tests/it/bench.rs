@@ -105,6 +105,36 @@ fn idle_connections_send_nothing_and_are_held_for_the_duration() {
 }
 
 #[test]
+fn over_the_http_fallback_fan_out_adds_up_and_idle_streams_answer_pings() {
+    let _turn = one_at_a_time();
+    let (_server, url) = server();
+    let report = bench(
+        &url,
+        &[
+            "--transport",
+            "http",
+            "--connections",
+            "8",
+            "--rooms",
+            "2",
+            "--senders",
+            "2",
+            "--rate",
+            "20",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+        ],
+    );
+    let n = |key: &str| report[key].as_u64().unwrap();
+    assert!(n("sent") > 0, "{report}");
+    assert_eq!(n("expected"), n("sent") * 4, "{report}");
+    assert_eq!(n("received"), n("expected"), "nothing lost: {report}");
+    assert_eq!((n("errors"), n("closed_by_server")), (0, 0), "pings answered by posts: {report}");
+}
+
+#[test]
 fn bad_arguments_are_refused() {
     let output = Command::new(bin("chat"))
         .args(["bench", "--server", "ws://127.0.0.1:9/ws", "--connections", "2", "--senders", "3"])
