@@ -722,3 +722,35 @@ fn behind_a_proxy_that_drops_upgrades_the_terminal_falls_back_to_http_by_itself(
     bob.expect("[lobby] -- alice left");
     assert!(!carol.seen.iter().chain(&bob.seen).any(|l| l.contains("fallback")));
 }
+
+#[test]
+fn with_tls_at_the_proxy_the_terminal_chats_over_wss_and_over_the_https_fallback() {
+    let (_server, url) = server();
+    let upstream: std::net::SocketAddr =
+        url.trim_start_matches("ws://").trim_end_matches("/ws").parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let tls = Some((cert.clone(), key));
+    let proxy = Nginx::nginx(&[upstream], &ProxySetup { websocket: true, tls, port: None });
+    let secure = format!("wss://{}/ws", proxy.addr());
+    let ca = cert.to_str().unwrap();
+    let mut bob = chat(&secure, &["--nick", "bob", "--ca", ca]);
+    bob.expect("[lobby] -- joined (1 members: bob)");
+    let mut alice = chat(&secure, &["--nick", "alice", "--ca", ca, "--transport", "http"]);
+    alice.expect("[lobby] -- joined (2 members: alice, bob)");
+    alice.type_line("over https");
+    bob.expect("[lobby] <alice> over https");
+    bob.type_line("over wss");
+    alice.expect("[lobby] <bob> over wss");
+    // Without the CA, neither transport trusts the proxy's certificate.
+    let refused = chat_command()
+        .args(["--server", &secure, "--transport", "http", "send", "--nick", "x", "no"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "{refused:?}");
+    alice.type_line("/quit");
+    assert!(alice.finish().success());
+}

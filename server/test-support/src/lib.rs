@@ -352,10 +352,11 @@ fn redis_answers(port: u16) -> bool {
         && &answer == b"+PONG\r\n"
 }
 
-/// An `nginx` of a test's own in front of `upstreams` (round-robin): on a
-/// free loopback port, its configuration, pid and logs in a directory of
-/// its own, stopped (and the directory removed) when dropped.
-/// `scripts/test` installs the Debian package when missing.
+/// A reverse proxy of a test's own in front of `upstreams` (round-robin):
+/// Debian's nginx or Caddy, on a free loopback port, its configuration,
+/// pid and logs in a directory of its own, stopped (and the directory
+/// removed) when dropped. `scripts/test` installs both packages when
+/// missing. (Named for the common case; [`Nginx::caddy`] is Caddy.)
 #[derive(Debug)]
 pub struct Nginx {
     child: Child,
@@ -363,54 +364,86 @@ pub struct Nginx {
     dir: PathBuf,
 }
 
+/// How a test's proxy is set up.
+#[derive(Debug, Clone, Default)]
+pub struct ProxySetup {
+    /// Pass WebSocket upgrades on (nginx: `Upgrade`, `Connection`); without,
+    /// the common misconfiguration that does not. Caddy always does.
+    pub websocket: bool,
+    /// Terminate TLS with this certificate and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Listen on this port (to start one again where an earlier one was).
+    pub port: Option<u16>,
+}
+
 impl Nginx {
-    /// Starts one. With `websocket` it passes the upgrade on as
+    /// Starts an nginx. With `websocket` it passes the upgrade on as
     /// docs/operations.md says to (`Upgrade`, `Connection`, long
     /// timeouts); without, it is the common misconfiguration that does
     /// not. Either way it sets `X-Forwarded-For` with
     /// `$proxy_add_x_forwarded_for` and passes `Host` as the client sent it.
     pub fn start(upstreams: &[std::net::SocketAddr], websocket: bool) -> Self {
-        Self::start_at(None, upstreams, websocket)
+        Self::nginx(upstreams, &ProxySetup { websocket, ..ProxySetup::default() })
     }
 
-    /// The same, on `port` if given (to start one again where an earlier
-    /// one was), else on a free one.
-    pub fn start_at(
-        port: Option<u16>,
-        upstreams: &[std::net::SocketAddr],
-        websocket: bool,
-    ) -> Self {
+    /// An nginx set up as `setup` says.
+    pub fn nginx(upstreams: &[std::net::SocketAddr], setup: &ProxySetup) -> Self {
+        Self::spawn("nginx", setup.port, |dir, port| {
+            std::fs::write(dir.join("nginx.conf"), nginx_config(dir, port, upstreams, setup))
+                .unwrap();
+            let mut command = Command::new(binary("nginx"));
+            command.arg("-p").arg(dir).arg("-c").arg(dir.join("nginx.conf"));
+            command
+        })
+    }
+
+    /// A Caddy (`reverse_proxy`, as docs/operations.md shows it: upgrades
+    /// pass on by themselves, events are flushed at once).
+    pub fn caddy(upstreams: &[std::net::SocketAddr]) -> Self {
+        Self::spawn("caddy", None, |dir, port| {
+            std::fs::write(dir.join("Caddyfile"), caddy_config(port, upstreams)).unwrap();
+            let mut command = Command::new(binary("caddy"));
+            command.args(["run", "--adapter", "caddyfile", "--config"]).arg(dir.join("Caddyfile"));
+            // Caddy keeps state under $HOME and the XDG directories.
+            for var in ["HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME"] {
+                command.env(var, dir);
+            }
+            command
+        })
+    }
+
+    /// Starts `what` as `command` says for a directory and a port, on
+    /// `port` or else a free one, and waits until it listens.
+    fn spawn(what: &str, port: Option<u16>, command: impl Fn(&Path, u16) -> Command) -> Self {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("chat-nginx-{}-{n}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("chat-{what}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
         // nginx's workers may run as another user: its scratch is theirs too.
         let _ = Command::new("chmod").args(["-R", "0777"]).arg(&dir).status();
+        // A port free a moment ago may be taken by the time the proxy
+        // binds it: then it exits, and another is tried.
         for _ in 0..20 {
             let port = port.unwrap_or_else(|| {
                 std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
             });
-            std::fs::write(dir.join("nginx.conf"), nginx_config(&dir, port, upstreams, websocket))
-                .unwrap();
-            let mut child = Command::new(nginx_binary())
-                .arg("-p")
-                .arg(&dir)
-                .arg("-c")
-                .arg(dir.join("nginx.conf"))
+            let mut child = command(&dir, port)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("nginx is installed (scripts/test installs it)");
+                .unwrap_or_else(|err| {
+                    panic!("{what} is installed (scripts/test installs it): {err}")
+                });
             let deadline = Instant::now() + WAIT;
             while child.try_wait().unwrap().is_none() {
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     return Self { child, port, dir };
                 }
-                assert!(Instant::now() < deadline, "nginx never listened on {port}");
+                assert!(Instant::now() < deadline, "{what} never listened on {port}");
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        panic!("nginx could not start on any free port");
+        panic!("{what} could not start on any free port");
     }
 
     /// Where it listens.
@@ -421,8 +454,8 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // SIGTERM: the master stops its workers, then itself (a SIGKILL
-        // would leave the workers behind).
+        // SIGTERM: nginx's master stops its workers, then itself (a
+        // SIGKILL would leave the workers behind); Caddy stops gracefully.
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let deadline = Instant::now() + WAIT;
         while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
@@ -434,16 +467,35 @@ impl Drop for Nginx {
     }
 }
 
-/// nginx from `PATH`, or where Debian puts it (`/usr/sbin` is not on every
+/// `name` from `PATH`, or where Debian puts it (`/usr/sbin` is not on every
 /// user's `PATH`).
-fn nginx_binary() -> PathBuf {
-    let on_path = Command::new("sh").args(["-c", "command -v nginx"]).output();
+fn binary(name: &str) -> PathBuf {
+    let on_path = Command::new("sh").args(["-c", &format!("command -v {name}")]).output();
     match on_path {
         Ok(out) if out.status.success() => {
             PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_owned())
         }
-        _ => PathBuf::from("/usr/sbin/nginx"),
+        _ => PathBuf::from(format!("/usr/sbin/{name}")),
     }
+}
+
+/// The configuration of a test's Caddy.
+fn caddy_config(port: u16, upstreams: &[std::net::SocketAddr]) -> String {
+    let upstreams: Vec<String> = upstreams.iter().map(ToString::to_string).collect();
+    format!(
+        "{{
+\tadmin off
+\tauto_https off
+}}
+http://127.0.0.1:{port} {{
+\treverse_proxy {} {{
+\t\tlb_policy round_robin
+\t\tflush_interval -1
+\t}}
+}}
+",
+        upstreams.join(" ")
+    )
 }
 
 /// The configuration of a test's nginx.
@@ -451,9 +503,21 @@ fn nginx_config(
     dir: &Path,
     port: u16,
     upstreams: &[std::net::SocketAddr],
-    websocket: bool,
+    setup: &ProxySetup,
 ) -> String {
     let dir = dir.display();
+    let websocket = setup.websocket;
+    let (ssl, certificate) = match &setup.tls {
+        Some((cert, key)) => (
+            " ssl",
+            format!(
+                "        ssl_certificate {};\n        ssl_certificate_key {};\n",
+                cert.display(),
+                key.display()
+            ),
+        ),
+        None => ("", String::new()),
+    };
     let servers: String =
         upstreams.iter().map(|addr| format!("        server {addr};\n")).collect();
     let upgrade = match websocket {
@@ -483,12 +547,13 @@ http {{
     upstream chat {{
 {servers}    }}
     server {{
-        listen 127.0.0.1:{port};
-        location / {{
+        listen 127.0.0.1:{port}{ssl};
+{certificate}        location / {{
             proxy_pass http://chat;
             proxy_http_version 1.1;
 {upgrade}            proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
             proxy_read_timeout 3600s;
             proxy_send_timeout 3600s;
             proxy_buffering off;

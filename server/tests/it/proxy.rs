@@ -145,3 +145,49 @@ async fn behind_a_real_nginx_clients_chat_and_limits_see_the_real_client_not_a_f
     assert_ne!(code, 101);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn behind_caddy_websocket_and_fallback_clients_chat_and_limits_see_the_real_client() {
+    use serde_json::json;
+    let mut config = chat_server::ServerConfig { max_connections_per_ip: 4, ..Default::default() };
+    config.transport.trusted_proxies = chat_transport::TrustedProxies::parse(
+        &["127.0.0.1".to_owned()],
+        chat_transport::ForwardedHeader::XForwardedFor,
+    )
+    .unwrap();
+    let server = Server::start(config).await;
+    let caddy = chat_test_support::Nginx::caddy(&[server.addr]);
+    let url = format!("ws://{}/ws", caddy.addr());
+    let mut bob = crate::support::Client::in_room(&server, "bob", "lobby").await;
+    // A WebSocket through Caddy, and the fallback through Caddy.
+    let mut alice = crate::support::Client::connect_sse_to(&url).await;
+    let socket = chat_transport::connect(&url, Some("chat.v1"), &Default::default()).await.unwrap();
+    let mut carol = crate::support::Client {
+        socket: chat_transport::ClientSocket::WebSocket(Box::new(socket)),
+        session: String::new(),
+    };
+    for (client, nick) in [(&mut alice, "alice"), (&mut carol, "carol")] {
+        client.send(json!({"type": "hello", "nick": nick})).await;
+        client.expect("welcome").await;
+        client.send(json!({"type": "join", "room": "lobby"})).await;
+        client.expect("joined").await;
+        client
+            .send(json!({"type": "say", "room": "lobby", "text": format!("{nick} via caddy")}))
+            .await;
+        assert_eq!(bob.next_of("message").await["text"], format!("{nick} via caddy"));
+    }
+    bob.send(json!({"type": "say", "room": "lobby", "text": "back"})).await;
+    for client in [&mut alice, &mut carol] {
+        while client.next_of("message").await["text"] != "back" {}
+    }
+    // Caddy names the client it saw, whatever the client wrote.
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let (code, stream) = upgrade_at(caddy.addr(), "127.0.0.7", "198.51.100.1").await;
+        assert_eq!(code, 101);
+        open.push(stream);
+    }
+    let (code, _) = upgrade_at(caddy.addr(), "127.0.0.7", "198.51.100.2").await;
+    assert_eq!(code, 429, "127.0.0.7 is full, whatever it wrote");
+    server.shutdown().await;
+}

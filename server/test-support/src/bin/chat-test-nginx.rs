@@ -24,7 +24,8 @@ fn main() {
             },
         }
     }
-    let nginx = chat_test_support::Nginx::start_at(port, &upstreams, websocket);
+    let setup = chat_test_support::ProxySetup { websocket, port, ..Default::default() };
+    let nginx = chat_test_support::Nginx::nginx(&upstreams, &setup);
     println!("listening on http://{}", nginx.addr());
     // Until the test lets go of stdin (or dies).
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
