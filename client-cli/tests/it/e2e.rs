@@ -685,8 +685,8 @@ fn behind_a_proxy_that_drops_upgrades_the_terminal_falls_back_to_http_by_itself(
     let (_server, url) = server();
     let upstream: std::net::SocketAddr =
         url.trim_start_matches("ws://").trim_end_matches("/ws").parse().unwrap();
-    let broken = Nginx::start(&[upstream], false);
-    let working = Nginx::start(&[upstream], true);
+    let broken = ReverseProxy::start(&[upstream], false);
+    let working = ReverseProxy::start(&[upstream], true);
     let mut bob = chat(&url, &["--nick", "bob"]);
     bob.expect("[lobby] -- joined (1 members: bob)");
     // Through the proxy that drops the upgrade: the fallback, said once.
@@ -734,7 +734,7 @@ fn with_tls_at_the_proxy_the_terminal_chats_over_wss_and_over_the_https_fallback
     std::fs::write(&cert, made.cert.pem()).unwrap();
     std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
     let tls = Some((cert.clone(), key));
-    let proxy = Nginx::nginx(&[upstream], &ProxySetup { websocket: true, tls, port: None });
+    let proxy = ReverseProxy::nginx(&[upstream], &ProxySetup { websocket: true, tls, port: None });
     let secure = format!("wss://{}/ws", proxy.addr());
     let ca = cert.to_str().unwrap();
     let mut bob = chat(&secure, &["--nick", "bob", "--ca", ca]);

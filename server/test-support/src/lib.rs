@@ -356,9 +356,9 @@ fn redis_answers(port: u16) -> bool {
 /// Debian's nginx or Caddy, on a free loopback port, its configuration,
 /// pid and logs in a directory of its own, stopped (and the directory
 /// removed) when dropped. `scripts/test` installs both packages when
-/// missing. (Named for the common case; [`Nginx::caddy`] is Caddy.)
+/// missing.
 #[derive(Debug)]
-pub struct Nginx {
+pub struct ReverseProxy {
     child: Child,
     port: u16,
     dir: PathBuf,
@@ -376,7 +376,7 @@ pub struct ProxySetup {
     pub port: Option<u16>,
 }
 
-impl Nginx {
+impl ReverseProxy {
     /// Starts an nginx. With `websocket` it passes the upgrade on as
     /// docs/operations.md says to (`Upgrade`, `Connection`, long
     /// timeouts); without, it is the common misconfiguration that does
@@ -452,7 +452,7 @@ impl Nginx {
     }
 }
 
-impl Drop for Nginx {
+impl Drop for ReverseProxy {
     fn drop(&mut self) {
         // SIGTERM: nginx's master stops its workers, then itself (a
         // SIGKILL would leave the workers behind); Caddy stops gracefully.

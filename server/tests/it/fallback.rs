@@ -335,7 +335,7 @@ async fn behind_one_round_robin_nginx_two_nodes_serve_a_fallback_client_with_no_
     let redis = chat_test_support::Redis::start();
     let (a, b) = two_nodes(&redis).await;
     // The proxy drops upgrades, and spreads requests over both nodes.
-    let nginx = chat_test_support::Nginx::start(&[a.addr, b.addr], false);
+    let nginx = chat_test_support::ReverseProxy::start(&[a.addr, b.addr], false);
     let mut alice = Client::connect_sse_to(&format!("ws://{}/ws", nginx.addr())).await;
     alice.send(json!({"type": "hello", "nick": "alice"})).await;
     alice.expect("welcome").await;

@@ -91,7 +91,7 @@ async fn behind_a_real_nginx_clients_chat_and_limits_see_the_real_client_not_a_f
     )
     .unwrap();
     let server = Server::start(config).await;
-    let nginx = chat_test_support::Nginx::start(&[server.addr], true);
+    let nginx = chat_test_support::ReverseProxy::start(&[server.addr], true);
     // Through nginx, a client chats with one connected straight.
     let mut bob = crate::support::Client::in_room(&server, "bob", "lobby").await;
     let url = format!("ws://{}/ws", nginx.addr());
@@ -140,7 +140,7 @@ async fn behind_a_real_nginx_clients_chat_and_limits_see_the_real_client_not_a_f
     drop(open);
     // A proxy that does not pass the upgrade on (a common mistake): the
     // WebSocket cannot open through it (the HTTP fallback is for this).
-    let broken = chat_test_support::Nginx::start(&[server.addr], false);
+    let broken = chat_test_support::ReverseProxy::start(&[server.addr], false);
     let (code, _) = upgrade_at(broken.addr(), "127.0.0.9", "").await;
     assert_ne!(code, 101);
     server.shutdown().await;
@@ -156,7 +156,7 @@ async fn behind_caddy_websocket_and_fallback_clients_chat_and_limits_see_the_rea
     )
     .unwrap();
     let server = Server::start(config).await;
-    let caddy = chat_test_support::Nginx::caddy(&[server.addr]);
+    let caddy = chat_test_support::ReverseProxy::caddy(&[server.addr]);
     let url = format!("ws://{}/ws", caddy.addr());
     let mut bob = crate::support::Client::in_room(&server, "bob", "lobby").await;
     // A WebSocket through Caddy, and the fallback through Caddy.

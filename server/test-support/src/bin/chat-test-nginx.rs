@@ -1,5 +1,5 @@
 //! A test's nginx for the browser tests (which are not Rust): starts
-//! [`chat_test_support::Nginx`] in front of the given upstreams, prints
+//! [`chat_test_support::ReverseProxy`] in front of the given upstreams, prints
 //! `listening on http://ADDR`, and stops it when stdin closes.
 //!
 //! `chat-test-nginx [--no-websocket] [--port PORT] UPSTREAM...`
@@ -25,7 +25,7 @@ fn main() {
         }
     }
     let setup = chat_test_support::ProxySetup { websocket, port, ..Default::default() };
-    let nginx = chat_test_support::Nginx::nginx(&upstreams, &setup);
+    let nginx = chat_test_support::ReverseProxy::nginx(&upstreams, &setup);
     println!("listening on http://{}", nginx.addr());
     // Until the test lets go of stdin (or dies).
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
