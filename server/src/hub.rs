@@ -395,7 +395,9 @@ impl Hub {
         for (&member, conn) in &mut self.conns {
             match conn.outgoing.check_alive(self.ping_misses) {
                 Liveness::Heard => {}
-                Liveness::Pinged => self.unflushed.push_back(Arc::clone(&conn.outgoing)),
+                Liveness::Pinged | Liveness::Heartbeat => {
+                    self.unflushed.push_back(Arc::clone(&conn.outgoing));
+                }
                 Liveness::Unresponsive => {
                     closing.push((member, CloseCode::Unresponsive));
                     continue;

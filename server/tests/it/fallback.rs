@@ -235,6 +235,31 @@ async fn a_silent_fallback_client_is_closed_and_one_that_answers_pings_stays() {
 }
 
 #[tokio::test]
+async fn a_stream_whose_client_keeps_posting_still_gets_a_heartbeat_for_the_proxies() {
+    let config =
+        ServerConfig { ping_interval: Duration::from_millis(100), ..ServerConfig::default() };
+    let server = Server::start(config).await;
+    let (mut stream, name) = open_stream(&server).await;
+    assert_eq!(post(&server, &name, 0, r#"{"type":"hello","nick":"busy"}"#).await, 200);
+    // Never silent (a post every few ms), so never pinged: yet the stream
+    // says something each interval, as proxies with a read timeout need.
+    let mut said = String::new();
+    let mut seq = 1;
+    while !said.contains("\n:\n\n") {
+        assert_eq!(post(&server, &name, seq, "").await, 200);
+        seq += 1;
+        let mut chunk = [0u8; 1024];
+        if let Ok(read) =
+            tokio::time::timeout(Duration::from_millis(20), stream.read(&mut chunk)).await
+        {
+            said.push_str(&String::from_utf8_lossy(&chunk[..read.unwrap()]));
+        }
+    }
+    assert!(!said.contains("event: ping"), "a client that posts is not pinged: {said}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn shutdown_closes_fallback_connections_with_1012_and_a_reconnect_delay() {
     let config = ServerConfig { drain_window: Duration::from_secs(2), ..ServerConfig::default() };
     let server = Server::start(config).await;

@@ -78,6 +78,9 @@ pub enum Pushed {
 pub enum Liveness {
     /// The peer sent something since the last check.
     Heard,
+    /// The same, on an event stream: a heartbeat comment was queued for
+    /// the proxies on the way (flush it).
+    Heartbeat,
     /// The peer was silent; a ping was queued (flush it).
     Pinged,
     /// The peer stayed silent through more pings than allowed.
@@ -89,6 +92,9 @@ const PING: [u8; 2] = [0x89, 0x00];
 
 /// An event stream's ping: the client answers it with a request.
 const EVENT_PING: &[u8] = b"event: ping\ndata: \n\n";
+
+/// An event stream's heartbeat: a comment, which clients skip.
+const HEARTBEAT: &[u8] = b":\n\n";
 
 /// What a flush did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,7 +220,16 @@ impl Outgoing {
     /// unanswered ones is reported unresponsive.
     pub fn check_alive(&self, max_pings: u32) -> Liveness {
         if self.heard.swap(false, Ordering::AcqRel) {
-            self.lock().silent = 0;
+            let mut state = self.lock();
+            state.silent = 0;
+            // A proxy times out a response that says nothing for a while,
+            // whatever the client sends meanwhile: an event stream gets a
+            // comment each check (a WebSocket's pings are its own).
+            if state.queue.framing() == Framing::EventStream
+                && state.queue.push_raw(HEARTBEAT).is_ok()
+            {
+                return Liveness::Heartbeat;
+            }
             return Liveness::Heard;
         }
         let mut state = self.lock();
