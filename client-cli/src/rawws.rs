@@ -16,56 +16,43 @@ pub const CLOSE: u8 = 0x8;
 pub const PING: u8 = 0x9;
 pub const PONG: u8 = 0xa;
 
-/// Incoming bytes and where the unread part starts and ends.
+/// Incoming bytes read into one reused buffer, and where the unread part
+/// starts and ends: what frames (and the fallback's events) are read from.
 #[derive(Debug)]
-pub struct FrameBuffer {
+pub struct ReadBuffer {
     buf: Vec<u8>,
     start: usize,
     end: usize,
 }
 
-impl FrameBuffer {
+impl ReadBuffer {
     pub fn new(capacity: usize, initial: &[u8]) -> Self {
         let mut buf = vec![0; capacity.max(initial.len() * 2).max(1024)];
         buf[..initial.len()].copy_from_slice(initial);
         Self { buf, start: 0, end: initial.len() }
     }
 
-    /// The next complete frame: its opcode and payload. `Err` on a frame
-    /// a server must not send (masked).
-    pub fn next_frame(&mut self) -> anyhow::Result<Option<(u8, &[u8])>> {
-        let bytes = &self.buf[self.start..self.end];
-        if bytes.len() < 2 {
-            return Ok(None);
-        }
-        if bytes[1] & 0x80 != 0 {
-            bail!("the server sent a masked frame");
-        }
-        let (header, len) = match bytes[1] & 0x7f {
-            126 if bytes.len() >= 4 => (4, u64::from(u16::from_be_bytes([bytes[2], bytes[3]]))),
-            127 if bytes.len() >= 10 => {
-                let mut len = [0u8; 8];
-                len.copy_from_slice(&bytes[2..10]);
-                (10, u64::from_be_bytes(len))
+    /// What was read and not taken yet.
+    pub fn unread(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Takes the first `n` unread bytes.
+    pub fn take(&mut self, n: usize) -> &[u8] {
+        let taken = self.start..(self.start + n).min(self.end);
+        self.start = taken.end;
+        &self.buf[taken]
+    }
+
+    /// Makes room for `len` unread bytes in all (a frame larger than
+    /// what is free).
+    pub fn make_room(&mut self, len: usize) {
+        if self.buf.len() - self.start < len {
+            self.compact();
+            if self.buf.len() < len {
+                self.buf.resize(len, 0);
             }
-            126 | 127 => return Ok(None),
-            short => (2, u64::from(short)),
-        };
-        let len = usize::try_from(len).context("frame too large")?;
-        if bytes.len() < header + len {
-            // Make room for a frame larger than what is free.
-            if self.buf.len() - self.start < header + len {
-                self.compact();
-                if self.buf.len() < header + len {
-                    self.buf.resize(header + len, 0);
-                }
-            }
-            return Ok(None);
         }
-        let opcode = bytes[0] & 0x0f;
-        let payload = self.start + header..self.start + header + len;
-        self.start += header + len;
-        Ok(Some((opcode, &self.buf[payload])))
     }
 
     /// Reads more from `stream`; `Ok(0)` at its end.
@@ -88,6 +75,56 @@ impl FrameBuffer {
         self.buf.copy_within(self.start..self.end, 0);
         self.end -= self.start;
         self.start = 0;
+    }
+}
+
+/// Frames read from a [`ReadBuffer`].
+#[derive(Debug)]
+pub struct FrameBuffer {
+    read: ReadBuffer,
+}
+
+impl FrameBuffer {
+    pub fn new(capacity: usize, initial: &[u8]) -> Self {
+        Self { read: ReadBuffer::new(capacity, initial) }
+    }
+
+    /// The next complete frame: its opcode and payload. `Err` on a frame
+    /// a server must not send (masked).
+    pub fn next_frame(&mut self) -> anyhow::Result<Option<(u8, &[u8])>> {
+        let bytes = self.read.unread();
+        if bytes.len() < 2 {
+            return Ok(None);
+        }
+        if bytes[1] & 0x80 != 0 {
+            bail!("the server sent a masked frame");
+        }
+        let (header, len) = match bytes[1] & 0x7f {
+            126 if bytes.len() >= 4 => (4, u64::from(u16::from_be_bytes([bytes[2], bytes[3]]))),
+            127 if bytes.len() >= 10 => {
+                let mut len = [0u8; 8];
+                len.copy_from_slice(&bytes[2..10]);
+                (10, u64::from_be_bytes(len))
+            }
+            126 | 127 => return Ok(None),
+            short => (2, u64::from(short)),
+        };
+        let len = usize::try_from(len).context("frame too large")?;
+        if bytes.len() < header + len {
+            self.read.make_room(header + len);
+            return Ok(None);
+        }
+        let opcode = bytes[0] & 0x0f;
+        let frame = self.read.take(header + len);
+        Ok(Some((opcode, &frame[header..])))
+    }
+
+    /// Reads more from `stream`; `Ok(0)` at its end.
+    pub async fn fill(
+        &mut self,
+        stream: &mut (impl AsyncReadExt + Unpin),
+    ) -> std::io::Result<usize> {
+        self.read.fill(stream).await
     }
 }
 

@@ -8,25 +8,21 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::rawws::{CLOSE, PING, TEXT};
+use crate::rawws::{CLOSE, PING, ReadBuffer, TEXT};
 
 /// The stream's first event, which names it: not a frame the readers see.
 pub(super) const STREAM: u8 = 0xf0;
 
 /// Events read from a stream, handed out as (opcode, payload) frames.
 pub(super) struct EventBuffer {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    read: ReadBuffer,
     /// A close event's code, as a close frame carries it.
     code: [u8; 2],
 }
 
 impl EventBuffer {
     pub(super) fn new(capacity: usize, initial: &[u8]) -> Self {
-        let mut buf = vec![0; capacity.max(initial.len())];
-        buf[..initial.len()].copy_from_slice(initial);
-        Self { buf, start: 0, end: initial.len(), code: [0; 2] }
+        Self { read: ReadBuffer::new(capacity, initial), code: [0; 2] }
     }
 
     /// The next whole event: a message as `TEXT`, `ping` as `PING`,
@@ -34,44 +30,36 @@ impl EventBuffer {
     /// (comments) skipped.
     pub(super) fn next_frame(&mut self) -> anyhow::Result<Option<(u8, &[u8])>> {
         loop {
-            let pending = &self.buf[self.start..self.end];
-            let Some(at) = pending.windows(2).position(|w| w == b"\n\n") else {
-                if self.start == 0 && self.end == self.buf.len() {
-                    // An event larger than the buffer: grow it.
-                    self.buf.resize(self.buf.len() * 2, 0);
-                }
+            let unread = self.read.unread();
+            let Some(at) = unread.windows(2).position(|w| w == b"\n\n") else {
+                // An event larger than what is free: make room.
+                let room = unread.len() * 2;
+                self.read.make_room(room);
                 return Ok(None);
             };
-            let (from, to) = (self.start, self.start + at);
-            self.start = to + 2;
-            let mut name: &[u8] = b"message";
-            let mut data: Option<(usize, usize)> = None;
-            let mut line_start = from;
-            for line_end in (from..=to).filter(|&i| i == to || self.buf[i] == b'\n') {
-                let line = &self.buf[line_start..line_end];
-                if let Some(value) = line.strip_prefix(b"event: ") {
-                    name = value;
-                } else if line.starts_with(b"data: ") && data.is_none() {
-                    data = Some((line_start + 6, line_end));
-                }
-                line_start = line_end + 1;
-            }
-            let (data_from, data_to) = data.unwrap_or((to, to));
-            let opcode = match name {
+            let (name, data) = parse(&unread[..at]);
+            let opcode = match (name, &data) {
                 // An event with no data is not one (a comment, a heartbeat).
-                b"message" if data.is_none() => continue,
-                b"message" => TEXT,
-                b"ping" => PING,
-                b"stream" => STREAM,
-                b"close" => {
-                    let text = std::str::from_utf8(&self.buf[data_from..data_to]).unwrap_or("");
-                    let code = text.split(' ').next().and_then(|c| c.parse::<u16>().ok());
-                    self.code = code.unwrap_or(1005).to_be_bytes();
-                    return Ok(Some((CLOSE, &self.code)));
-                }
-                _ => continue,
+                (b"message", None) => None,
+                (b"message", Some(_)) => Some(TEXT),
+                (b"ping", _) => Some(PING),
+                (b"stream", _) => Some(STREAM),
+                (b"close", _) => Some(CLOSE),
+                _ => None,
             };
-            return Ok(Some((opcode, &self.buf[data_from..data_to])));
+            let data = data.unwrap_or(at..at);
+            let Some(opcode) = opcode else {
+                self.read.take(at + 2);
+                continue;
+            };
+            if opcode == CLOSE {
+                let text = std::str::from_utf8(&unread[data]).unwrap_or("");
+                let code = text.split(' ').next().and_then(|c| c.parse::<u16>().ok());
+                self.code = code.unwrap_or(1005).to_be_bytes();
+                self.read.take(at + 2);
+                return Ok(Some((CLOSE, &self.code)));
+            }
+            return Ok(Some((opcode, &self.read.take(at + 2)[data])));
         }
     }
 
@@ -80,18 +68,25 @@ impl EventBuffer {
         &mut self,
         stream: &mut (impl AsyncReadExt + Unpin),
     ) -> std::io::Result<usize> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.end == self.buf.len() {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        let n = stream.read(&mut self.buf[self.end..]).await?;
-        self.end += n;
-        Ok(n)
+        self.read.fill(stream).await
     }
+}
+
+/// An event's name (`message` unless it says) and where its first data
+/// line's value is in it.
+fn parse(event: &[u8]) -> (&[u8], Option<std::ops::Range<usize>>) {
+    let mut name: &[u8] = b"message";
+    let mut data = None;
+    let mut at = 0;
+    for line in event.split(|&b| b == b'\n') {
+        if let Some(value) = line.strip_prefix(b"event: ") {
+            name = value;
+        } else if line.starts_with(b"data: ") && data.is_none() {
+            data = Some(at + 6..at + line.len());
+        }
+        at += line.len() + 1;
+    }
+    (name, data)
 }
 
 /// Opens an event stream on `stream` (`GET path`): the bytes read past the

@@ -509,7 +509,7 @@ fn nginx_config(
     let websocket = setup.websocket;
     let (ssl, certificate) = match &setup.tls {
         Some((cert, key)) => (
-            " ssl",
+            " ssl http2",
             format!(
                 "        ssl_certificate {};\n        ssl_certificate_key {};\n",
                 cert.display(),

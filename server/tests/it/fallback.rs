@@ -148,17 +148,7 @@ async fn posts_are_taken_once_and_in_order_and_mistakes_are_refused_clearly() {
 
 #[tokio::test]
 async fn a_fallback_client_that_stops_reading_is_cut_off_with_4008_and_resumes_without_loss() {
-    let mut config = ServerConfig::default();
-    config.transport.max_queued_frames = 16;
-    config.chat.max_text_bytes = 60_000;
-    config.chat.messages_per_sec = 100_000;
-    config.chat.messages_burst = 100_000;
-    config.frames_per_sec = 100_000;
-    config.frames_burst = 100_000;
-    config.chat.resume_max = 40;
-    config.chat.history_page_max = 40;
-    config.chat.history_bytes_per_conn = chat_core::Rate::per_sec(u32::MAX, u32::MAX);
-    let server = Server::start(config).await;
+    let server = Server::start(crate::support::slow_consumer_config()).await;
     let (mut sleeper, name) = open_stream(&server).await;
     let join = "{\"type\":\"hello\",\"nick\":\"sleeper\"}\n{\"type\":\"join\",\"room\":\"lobby\"}";
     assert_eq!(post(&server, &name, 0, join).await, 200);

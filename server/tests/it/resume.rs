@@ -134,19 +134,7 @@ async fn malformed_session_tokens_are_refused() {
 
 #[tokio::test]
 async fn a_client_cut_off_as_too_slow_resumes_without_loss() {
-    let mut config = ServerConfig::default();
-    config.transport.max_queued_frames = 16;
-    config.chat.max_text_bytes = 60_000;
-    config.chat.messages_per_sec = 100_000;
-    config.chat.messages_burst = 100_000;
-    config.frames_per_sec = 100_000;
-    config.frames_burst = 100_000;
-    config.chat.resume_max = 40;
-    config.chat.history_page_max = 40;
-    // 17 MB of history to page through at once: far past what one
-    // connection may pull by default, which is not what this test is about.
-    config.chat.history_bytes_per_conn = chat_core::Rate::per_sec(u32::MAX, u32::MAX);
-    let server = Server::start(config).await;
+    let server = Server::start(crate::support::slow_consumer_config()).await;
     let mut sender = Client::in_room(&server, "sender", "lobby").await;
     let mut reader = Client::in_room(&server, "reader", "lobby").await;
     let mut sleeper = Client::in_room(&server, "sleeper", "lobby").await;

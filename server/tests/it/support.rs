@@ -58,6 +58,24 @@ impl Server {
     }
 }
 
+/// A server where a client that stops reading fills its queue fast (16
+/// frames of up to 60 KB, no rate limits in the way) and resumes by paging
+/// back 40 at a time through history it may pull as fast as it likes (17 MB
+/// at once is far past the default, which is not what such tests are about).
+pub fn slow_consumer_config() -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.transport.max_queued_frames = 16;
+    config.chat.max_text_bytes = 60_000;
+    config.chat.messages_per_sec = 100_000;
+    config.chat.messages_burst = 100_000;
+    config.frames_per_sec = 100_000;
+    config.frames_burst = 100_000;
+    config.chat.resume_max = 40;
+    config.chat.history_page_max = 40;
+    config.chat.history_bytes_per_conn = chat_core::Rate::per_sec(u32::MAX, u32::MAX);
+    config
+}
+
 pub struct Client {
     /// A WebSocket, or the HTTP fallback.
     pub socket: ClientSocket,
