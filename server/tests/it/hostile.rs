@@ -356,10 +356,12 @@ async fn hostile_http_gets_the_right_status_and_the_room_carries_on() {
             Some("HTTP/1.1 403 Forbidden"),
         ),
         (
-            "POST to the socket",
+            "POST to the socket without a stream",
             "POST /ws HTTP/1.1\r\nHost: localhost\r\n\r\n".into(),
             false,
-            Some("HTTP/1.1 405 Method Not Allowed"),
+            // Posts to the socket's path are the HTTP fallback's: without
+            // a stream, a bad request.
+            Some("HTTP/1.1 400 Bad Request"),
         ),
         (
             "HTTP/1.0 upgrade",
