@@ -273,8 +273,12 @@ impl Poster {
         let mut seq = 0u64;
         let mut held = None;
         loop {
-            let Some(first) = held.take().or(queued.recv().await) else {
-                return;
+            let first = match held.take() {
+                Some(first) => first,
+                None => match queued.recv().await {
+                    Some(first) => first,
+                    None => return,
+                },
             };
             let (body, binary, close) = match first {
                 Message::Binary(bytes) => (bytes.to_vec(), true, None),

@@ -102,8 +102,11 @@ async fn a_fallback_client_and_a_websocket_client_chat_both_ways_and_share_a_fil
         (Some("dot.png"), Some(png.len() as u64))
     );
     assert_eq!(alice.expect("message").await["id"], "u1");
-    // A goodbye over the fallback ends the session, as a close 1000 does.
+    // A message and a goodbye at once: the message goes, then the
+    // goodbye ends the session, as a close 1000 does.
+    alice.send(json!({"type": "say", "room": "lobby", "text": "bye all"})).await;
     alice.quit().await;
+    assert_eq!(bob.expect("message").await["text"], "bye all");
     bob.expect_presence("leave", "alice").await;
     bob.expect_nothing_pending().await;
     server.shutdown().await;
