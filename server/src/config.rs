@@ -51,6 +51,11 @@ pub struct ServerConfig {
     /// How long shutdown waits for connections to close after telling them
     /// to. Default 5 s.
     pub shutdown_grace: Duration,
+    /// At shutdown, how long the server first goes on serving while
+    /// `/readyz` says it is draining and new connections are refused
+    /// (`503`), so a load balancer stops sending clients before their
+    /// connections are closed. Default 0.
+    pub drain_delay: Duration,
     /// At shutdown every connection is closed with 1012 and told to wait a
     /// random delay within this window before reconnecting, so clients come
     /// back spread out instead of all at once. Default 10 s.
@@ -132,6 +137,7 @@ impl Default for ServerConfig {
             cluster_lease: Duration::from_secs(30),
             files_shared: false,
             shutdown_grace: Duration::from_secs(5),
+            drain_delay: Duration::ZERO,
             drain_window: Duration::from_secs(10),
             max_connections: open_file_limit()
                 .map_or(10_000, |limit| limit.saturating_sub(64).max(1)),

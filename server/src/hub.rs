@@ -146,6 +146,8 @@ pub(crate) struct Hub {
     /// Storage failures in a row: messages are refused for a second after
     /// the first, doubling up to half a minute.
     store_failures: u32,
+    /// What `/readyz` says; told when storage fails and recovers.
+    readiness: crate::readiness::Readiness,
     /// The upload whose `say` is being handled, for the `Persist` that
     /// stores it.
     staged: Option<(Arc<Attachment>, Box<Staged>)>,
@@ -215,6 +217,7 @@ impl Hub {
         storage: Storage,
         bytes_in: Arc<AtomicU64>,
         cluster: Option<cluster::Engine>,
+        readiness: crate::readiness::Readiness,
     ) -> Self {
         let server = wire::server_info(config.node_id.clone());
         let welcome = WelcomeInfo { server, limits: wire::limits(config) };
@@ -253,6 +256,7 @@ impl Hub {
             storage,
             commits: Commits::default(),
             store_failures: 0,
+            readiness,
             staged: None,
             file_bytes: 0,
             uploads: config.uploads.clone(),
@@ -471,6 +475,9 @@ impl Hub {
     fn storage_event(&mut self, event: StorageEvent) {
         match event {
             StorageEvent::Committed(ticket) => {
+                if self.store_failures > 0 {
+                    self.readiness.storage_failing(false);
+                }
                 self.store_failures = 0;
                 self.committed(ticket);
             }
@@ -609,6 +616,7 @@ impl Hub {
             }
         }
         self.store_failures = self.store_failures.saturating_add(1);
+        self.readiness.storage_failing(true);
         let exponent = self.store_failures.saturating_sub(1).min(5);
         let retry = Duration::from_secs(1 << exponent).min(STORE_RETRY_MAX);
         warn!(

@@ -20,6 +20,7 @@ mod connection;
 pub mod docs;
 mod files;
 mod hub;
+mod readiness;
 mod stats;
 mod storage;
 mod store;
@@ -119,11 +120,13 @@ pub async fn run(
     let (engine, cluster_events) = cluster.unzip();
     let health = engine.as_ref().map(cluster::Engine::health);
     let event_streams = engine.as_ref().map(cluster::Engine::event_streams).unwrap_or_default();
-    let hub = Hub::new(&config, snapshot, storage, Arc::clone(&bytes_in), engine);
+    let readiness = readiness::Readiness::new(health.clone());
+    let hub =
+        Hub::new(&config, snapshot, storage, Arc::clone(&bytes_in), engine, readiness.clone());
     let hub = tokio::spawn(hub.run(hub_rx, acks_rx, cluster_events).in_current_span());
     // Shared, not cloned, by every connection.
     let files = files::server(config.uploads.clone(), &hub_tx);
-    let site = web::site(files, health, docs::frame_limit(&config));
+    let site = web::site(files, health, readiness.clone(), docs::frame_limit(&config));
     let site = Arc::new(site.with_event_streams(event_streams));
     let gate = chat_transport::Gate::with_downloads(
         config.max_connections,
@@ -136,6 +139,45 @@ pub async fn run(
     let mut next_conn = 0u64;
     let mut accept_errors = AcceptBackoff::default();
     tokio::pin!(shutdown);
+    // Each connection in a task of its own, stopped when `stop` says so.
+    let spawn = |connections: &mut JoinSet<()>, stream: tokio::net::TcpStream, peer, id: u64| {
+        // At debug level only: a live span costs every connection about
+        // 200 bytes for as long as it lasts, and at info level the few
+        // lines a connection logs name their member and peer themselves.
+        let span = debug_span!("conn", id, %peer, member = tracing::field::Empty);
+        let (site, config, hub, mut stop) =
+            (Arc::clone(&site), Arc::clone(&config), hub_tx.clone(), stop_rx.clone());
+        // Stopped by the next change only: one accepted while draining
+        // is answered.
+        stop.borrow_and_update();
+        let gate = Arc::clone(&gate);
+        let bytes_in = Arc::clone(&bytes_in);
+        connections.spawn(
+            async move {
+                // Each phase in its own allocation: the HTTP parsing state
+                // is freed once the upgrade is done, instead of living as
+                // long as the task.
+                let upgraded = tokio::select! {
+                    accepted = Box::pin(chat_transport::accept(stream, &site, &config.transport, &gate)) => accepted,
+                    _ = stop.changed() => return,
+                };
+                match upgraded {
+                    Ok(Accepted::Upgraded(upgraded))
+                        if upgraded.request.uri().path().starts_with(docs::PREFIX) =>
+                    {
+                        Box::pin(docs::serve(upgraded, hub, &config)).await;
+                    }
+                    Ok(Accepted::Upgraded(upgraded)) => {
+                        Box::pin(connection::serve(upgraded, hub, &config, bytes_in)).await;
+                    }
+                    Ok(Accepted::Answered(status)) => debug!(%status, "answered over http"),
+                    Ok(Accepted::Closed) => debug!("closed before a request"),
+                    Err(err) => debug!(%err, "http failed"),
+                }
+            }
+            .instrument(span),
+        );
+    };
     loop {
         tokio::select! {
             () = &mut shutdown => break,
@@ -143,39 +185,7 @@ pub async fn run(
                 Ok((stream, peer)) => {
                     accept_errors.succeeded();
                     next_conn += 1;
-                    // At debug level only: a live span costs every
-                    // connection about 200 bytes for as long as it lasts,
-                    // and at info level the few lines a connection logs
-                    // name their member and peer themselves.
-                    let span = debug_span!("conn", id = next_conn, %peer, member = tracing::field::Empty);
-                    let (site, config, hub, mut stop) = (Arc::clone(&site), Arc::clone(&config), hub_tx.clone(), stop_rx.clone());
-                    let gate = Arc::clone(&gate);
-                    let bytes_in = Arc::clone(&bytes_in);
-                    connections.spawn(
-                        async move {
-                            // Each phase in its own allocation: the HTTP
-                            // parsing state is freed once the upgrade is
-                            // done, instead of living as long as the task.
-                            let upgraded = tokio::select! {
-                                accepted = Box::pin(chat_transport::accept(stream, &site, &config.transport, &gate)) => accepted,
-                                _ = stop.changed() => return,
-                            };
-                            match upgraded {
-                                Ok(Accepted::Upgraded(upgraded))
-                                    if upgraded.request.uri().path().starts_with(docs::PREFIX) =>
-                                {
-                                    Box::pin(docs::serve(upgraded, hub, &config)).await;
-                                }
-                                Ok(Accepted::Upgraded(upgraded)) => {
-                                    Box::pin(connection::serve(upgraded, hub, &config, bytes_in)).await;
-                                }
-                                Ok(Accepted::Answered(status)) => debug!(%status, "answered over http"),
-                                Ok(Accepted::Closed) => debug!("closed before a request"),
-                                Err(err) => debug!(%err, "http failed"),
-                            }
-                        }
-                        .instrument(span),
-                    );
+                    spawn(&mut connections, stream, peer, next_conn);
                 }
                 Err(err) => {
                     // Usually out of file descriptors: back off instead of
@@ -188,18 +198,45 @@ pub async fn run(
         }
     }
     info!("shutting down");
-    drop(listener);
-    let _ = stop_tx.send(true);
-    // Bounded: a hub stalled on failing storage must not stall shutdown.
-    let _ = tokio::time::timeout(config.shutdown_grace, hub_tx.send(Input::Shutdown)).await;
-    let drained = tokio::time::timeout(config.shutdown_grace, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        warn!(left = connections.len(), "connections still open after the grace period");
-        connections.shutdown().await;
+    // Not ready from now on: /readyz says 503, new connections are
+    // refused with a word (503, Retry-After). For --drain-delay everything
+    // else goes on, so a load balancer stops sending clients before their
+    // connections close; then the connections are closed (1012, with a
+    // delay to come back after) while requests are still answered, until
+    // the last one ended or the grace ran out.
+    readiness.drain();
+    gate.drain();
+    let delay = tokio::time::sleep(config.drain_delay);
+    tokio::pin!(delay);
+    let grace = tokio::time::sleep(config.drain_delay + config.shutdown_grace);
+    tokio::pin!(grace);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            () = &mut delay, if !closing => {
+                closing = true;
+                let _ = stop_tx.send(true);
+                // Bounded: a hub stalled on failing storage must not stall shutdown.
+                let _ = tokio::time::timeout(config.shutdown_grace, hub_tx.send(Input::Shutdown)).await;
+                grace.as_mut().reset(tokio::time::Instant::now() + config.shutdown_grace);
+            }
+            () = &mut grace => {
+                warn!(left = connections.len(), "connections still open after the grace period");
+                connections.shutdown().await;
+                break;
+            }
+            joined = connections.join_next(), if closing || !connections.is_empty() => {
+                if closing && joined.is_none() {
+                    break;
+                }
+            }
+            accepted = listener.accept() => if let Ok((stream, peer)) = accepted {
+                next_conn += 1;
+                spawn(&mut connections, stream, peer, next_conn);
+            },
+        }
     }
+    drop(listener);
     drop(hub_tx);
     let _ = hub.await;
     info!("stopped");

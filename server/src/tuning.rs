@@ -46,6 +46,10 @@ tuning! {
     /// within this window (500ms, 10s, ...), so they do not all return at
     /// once.
     drain_window: Span => drain_window, "CHAT_DRAIN_WINDOW";
+    /// At shutdown, how long to go on serving first while /readyz says
+    /// 503 and new connections are refused (0s, 5s, ...), so a load
+    /// balancer stops sending clients before theirs are closed.
+    drain_delay: Span => drain_delay, "CHAT_DRAIN_DELAY";
     /// How long a file download may wait for the client to read more before
     /// it is dropped: 30s, 2m...
     send_timeout: Positive => transport.send_timeout, "CHAT_SEND_TIMEOUT";

@@ -9,13 +9,16 @@ use chat_transport::http::StatusCode;
 use chat_transport::{Dynamic, DynamicAnswer, Page, Site};
 
 use crate::cluster::Health;
+use crate::readiness::Readiness;
 
 /// The site the server answers over HTTP; `files` answers `/files/{id}`,
-/// `health` (in cluster mode) what `/healthz` says; shared documents take
-/// messages of up to `doc_frame_bytes`.
+/// `health` (in cluster mode) what `/healthz` says, `readiness` what
+/// `/readyz` says; shared documents take messages of up to
+/// `doc_frame_bytes`.
 pub(crate) fn site(
     files: Arc<dyn Dynamic>,
     health: Option<Health>,
+    readiness: Readiness,
     doc_frame_bytes: usize,
 ) -> Site {
     const INDEX: &[u8] = include_bytes!("../web/index.html");
@@ -28,6 +31,10 @@ pub(crate) fn site(
         .page("/style.css", page("text/css; charset=utf-8", include_bytes!("../web/style.css")))
         .page("/favicon.svg", page("image/svg+xml", include_bytes!("../web/favicon.svg")))
         .page("/stats", page("text/html; charset=utf-8", include_bytes!("../web/stats.html")));
+    // The process answers: for an orchestrator's liveness probe, which
+    // must not fail for what a restart would not mend (Redis, storage).
+    site = site.page("/livez", page("text/plain; charset=utf-8", b"ok\n"));
+    site = site.dynamic("/readyz", Arc::new(Readyz(readiness)));
     site = match health {
         Some(health) => site.dynamic("/healthz", Arc::new(Healthz(health))),
         None => site.page("/healthz", page("text/plain; charset=utf-8", b"ok\n")),
@@ -60,6 +67,32 @@ impl Dynamic for Healthz {
             (true, None) => DynamicAnswer::Text(StatusCode::OK, "ok\n".into(), no_store),
             (true, Some(why)) => {
                 let text = format!("redis unavailable: {why}\n");
+                DynamicAnswer::Text(StatusCode::SERVICE_UNAVAILABLE, text.into(), no_store)
+            }
+        };
+        Box::pin(std::future::ready(answer))
+    }
+}
+
+/// `/readyz`: `200 ready`, or `503` with why the server should get no
+/// traffic now (draining, storage failing, Redis unreachable).
+#[derive(Debug)]
+struct Readyz(Readiness);
+
+impl Dynamic for Readyz {
+    fn get(
+        &self,
+        rest: String,
+        _authorization: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = DynamicAnswer> + Send>> {
+        let no_store = vec![("Cache-Control", "no-store".to_owned())];
+        let answer = match (rest.is_empty(), self.0.not_ready()) {
+            (false, _) => {
+                DynamicAnswer::Text(StatusCode::NOT_FOUND, "not found\n".into(), no_store)
+            }
+            (true, None) => DynamicAnswer::Text(StatusCode::OK, "ready\n".into(), no_store),
+            (true, Some(why)) => {
+                let text = format!("not ready: {why}\n");
                 DynamicAnswer::Text(StatusCode::SERVICE_UNAVAILABLE, text.into(), no_store)
             }
         };

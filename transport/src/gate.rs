@@ -18,6 +18,8 @@ pub struct Gate {
     max_per_ip: usize,
     max_downloads_per_ip: usize,
     open: Mutex<Open>,
+    /// The server is shutting down: no new WebSockets or streams.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -55,13 +57,15 @@ pub enum Full {
     Address,
     /// The address holds its most downloads (`429`).
     Downloads,
+    /// The server is shutting down and takes no new connections (`503`).
+    Draining,
 }
 
 impl Full {
     /// The HTTP status that says so.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::Server => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Server | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Self::Address | Self::Downloads => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -72,6 +76,7 @@ impl Full {
             Self::Server => "the server is at its connection limit; try again later\n",
             Self::Address => "too many connections from your address\n",
             Self::Downloads => "too many downloads from your address at once\n",
+            Self::Draining => "the server is shutting down; try again shortly\n",
         }
     }
 }
@@ -90,7 +95,19 @@ impl Gate {
         max_per_ip: usize,
         max_downloads_per_ip: usize,
     ) -> Arc<Self> {
-        Arc::new(Self { max_websockets, max_per_ip, max_downloads_per_ip, open: Mutex::default() })
+        Arc::new(Self {
+            max_websockets,
+            max_per_ip,
+            max_downloads_per_ip,
+            open: Mutex::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// The server is shutting down: from now on no connection upgrades
+    /// (or opens an event stream); other requests are still answered.
+    pub fn drain(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// No limits.
@@ -182,6 +199,9 @@ impl Pass {
     pub fn upgrade(&mut self) -> Result<(), Full> {
         if self.websocket {
             return Ok(());
+        }
+        if self.gate.draining.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Full::Draining);
         }
         let mut open = self.gate.lock();
         if open.websockets >= self.gate.max_websockets {

@@ -85,6 +85,11 @@ async fn a_full_disk_refuses_messages_but_chat_goes_on_and_recovers_by_itself() 
     assert_eq!(bob.expect("members").await["members"], json!(["alice", "bob"]));
     bob.expect_nothing_pending().await;
     alice.expect_nothing_pending().await;
+    // Not ready for traffic meanwhile, and says why; alive all the same.
+    let (status, _, body) = crate::support::http_get(&server, "/readyz", None).await;
+    assert_eq!(status, 503);
+    assert!(String::from_utf8_lossy(&body).starts_with("not ready: storage is failing"));
+    assert_eq!(crate::support::http_get(&server, "/livez", None).await.0, 200);
 
     // Space comes back: the next try after the delay goes through, with
     // the next number (the lost message took none), and its id is free.
@@ -94,6 +99,9 @@ async fn a_full_disk_refuses_messages_but_chat_goes_on_and_recovers_by_itself() 
     assert_eq!(bob.expect("message").await["text"], "after");
     let again = say_until_stored(&mut alice, say("lobby", "lost", "l1")).await;
     assert_eq!((again["seq"].clone(), again["text"].clone()), (json!(3), json!("lost")));
+    // Ready again once storage took a message.
+    let (status, _, body) = crate::support::http_get(&server, "/readyz", None).await;
+    assert_eq!((status, body.as_slice()), (200, &b"ready\n"[..]));
     server.shutdown().await;
 }
 

@@ -13,6 +13,7 @@ mod cluster;
 mod docs;
 mod durable;
 mod fallback;
+mod health;
 mod hostile;
 mod nodes;
 mod proxy;

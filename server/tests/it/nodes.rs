@@ -124,6 +124,7 @@ fn nodes_set_up_by_flag_environment_or_file_share_rooms_and_say_when_redis_is_aw
     assert_eq!((heard["text"].as_str(), heard["seq"].as_u64()), (Some("hello from a"), Some(1)));
     assert_eq!(a.get("/healthz"), (200, "ok\n".to_owned()));
     assert_eq!(b.get("/healthz").0, 200);
+    assert_eq!(a.get("/readyz"), (200, "ready\n".to_owned()));
 
     // Redis goes away: both nodes stay up and say why they are unhealthy,
     // and a send is refused for now rather than lost.
@@ -138,11 +139,18 @@ fn nodes_set_up_by_flag_environment_or_file_share_rooms_and_say_when_redis_is_aw
     assert_eq!(refused["id"], "2");
     assert!(refused["retry_after_ms"].as_u64().is_some(), "{refused}");
     assert_eq!(a.get("/").0, 200, "the page is still served");
+    // Not ready (a balancer should prefer a node that reaches Redis), but
+    // alive (restarting it would not mend Redis).
+    let (status, body) = a.get("/readyz");
+    assert_eq!(status, 503);
+    assert!(body.starts_with("not ready: redis unavailable: "), "{body:?}");
+    assert_eq!(a.get("/livez"), (200, "ok\n".to_owned()));
 
     // Back: healthy again, and the chat goes on where it was.
     redis.restart();
     a.health_becomes(200);
     b.health_becomes(200);
+    assert_eq!(a.get("/readyz"), (200, "ready\n".to_owned()));
     bob.send(json!({"type": "say", "room": "lobby", "text": "while away", "id": "2"}));
     let heard = ann.expect("message");
     assert_eq!((heard["text"].as_str(), heard["seq"].as_u64()), (Some("while away"), Some(2)));

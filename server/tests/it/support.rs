@@ -574,3 +574,39 @@ impl Store for FaultyStore {
         self.inner.version(room, doc, version)
     }
 }
+
+/// A plain HTTP GET: status, headers (lowercased names), body.
+pub async fn http_get(
+    server: &Server,
+    path: &str,
+    auth: Option<&str>,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    http_get_at(server.addr, path, auth).await
+}
+
+/// The same, of the server at `addr`.
+pub async fn http_get_at(
+    addr: SocketAddr,
+    path: &str,
+    auth: Option<&str>,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = auth.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(answer[..split].to_vec()).unwrap();
+    let body = answer[split + 4..].to_vec();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .map(|line| {
+            let (name, value) = line.split_once(':').unwrap();
+            (name.trim().to_lowercase(), value.trim().to_owned())
+        })
+        .collect();
+    (status, headers, body)
+}

@@ -2,12 +2,11 @@
 //! SHA-256, fanned out as an attachment, fetched with `GET /files/{id}` by
 //! those in the room only; and the `$stats` channel.
 
-use crate::support::{Client, Server};
+use crate::support::{Client, Server, http_get as get};
 use chat_server::{ServerConfig, SqliteStore, Uploads};
 use chat_transport::tungstenite::Message;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A small but real PNG (1x1, red).
 pub(crate) const PNG: &[u8] = &[
@@ -50,32 +49,6 @@ pub(crate) async fn upload(
     for part in bytes.chunks(chunk) {
         client.socket.send(Message::binary(part.to_vec())).await.unwrap();
     }
-}
-
-/// A plain HTTP GET: status, headers (lowercased names), body.
-async fn get(
-    server: &Server,
-    path: &str,
-    auth: Option<&str>,
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let auth = auth.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8(answer[..split].to_vec()).unwrap();
-    let body = answer[split + 4..].to_vec();
-    let mut lines = head.lines();
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers = lines
-        .map(|line| {
-            let (name, value) = line.split_once(':').unwrap();
-            (name.trim().to_lowercase(), value.trim().to_owned())
-        })
-        .collect();
-    (status, headers, body)
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
