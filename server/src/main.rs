@@ -167,8 +167,9 @@ struct Args {
     command: Option<Subcommand>,
 }
 
-/// The command line, with the settings of a `--config` file merged in.
-fn command_line() -> anyhow::Result<Args> {
+/// The command line with the settings of a `--config` file merged in, as
+/// arguments.
+fn merged_args() -> anyhow::Result<Vec<std::ffi::OsString>> {
     use clap::CommandFactory;
     let flags: Vec<(String, Option<String>)> = Args::command()
         .get_arguments()
@@ -177,14 +178,109 @@ fn command_line() -> anyhow::Result<Args> {
             arg.get_long().map(|long| (long.to_owned(), env))
         })
         .collect();
-    let args =
-        settings::merge(std::env::args_os().collect(), std::env::var_os("CHAT_CONFIG"), &flags)?;
-    Ok(Args::parse_from(args))
+    settings::merge(std::env::args_os().collect(), std::env::var_os("CHAT_CONFIG"), &flags)
+}
+
+/// The settings no check may print: they are secrets, or may hold one (a
+/// Redis URL's password).
+const SECRET_SETTINGS: [&str; 3] = ["auth-secret", "stats-token", "redis"];
+
+/// The settings that are not settings of the server.
+fn is_setting(long: &str) -> bool {
+    !matches!(long, "help" | "version" | "config")
+}
+
+/// A setting's value as TOML: numbers and booleans as they are, the rest
+/// quoted.
+fn toml_value(text: &str) -> String {
+    if text.parse::<i64>().is_ok() || matches!(text, "true" | "false") {
+        return text.to_owned();
+    }
+    toml::Value::String(text.to_owned()).to_string()
+}
+
+/// `chat-server print-config`: a config file holding every setting,
+/// commented out at its default, under what it does.
+fn default_config_file() -> String {
+    use clap::CommandFactory;
+    let mut file = String::from(
+        "# chat-server settings (docs/operations.md). Each key is a flag's long name;\n\
+         # uncomment to change one. Flags and environment variables override this file.\n",
+    );
+    for arg in Args::command().get_arguments() {
+        let Some(long) = arg.get_long().filter(|long| is_setting(long)) else {
+            continue;
+        };
+        file.push('\n');
+        let help = arg.get_long_help().or(arg.get_help()).map(ToString::to_string);
+        for line in wrap(&help.unwrap_or_default(), 76) {
+            file.push_str(&format!("# {line}\n"));
+        }
+        let defaults: Vec<String> =
+            arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
+        match defaults.as_slice() {
+            [value] => file.push_str(&format!("# {long} = {}\n", toml_value(value))),
+            [] if matches!(arg.get_action(), clap::ArgAction::SetTrue) => {
+                file.push_str(&format!("# {long} = false\n"));
+            }
+            _ => file.push_str(&format!("# {long}: not set by default\n")),
+        }
+    }
+    file
+}
+
+/// `text` in lines of at most `width` characters (longer words alone).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for paragraph in text.lines() {
+        let mut line = String::new();
+        for word in paragraph.split_whitespace() {
+            if !line.is_empty() && line.len() + 1 + word.len() > width {
+                lines.push(std::mem::take(&mut line));
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        lines.push(line);
+    }
+    lines
+}
+
+/// `chat-server check-config`: the effective settings, secrets hidden.
+fn effective_settings(args: Vec<std::ffi::OsString>) -> String {
+    use clap::CommandFactory;
+    let matches = Args::command().get_matches_from(args);
+    let mut file =
+        String::from("# the effective settings (flags, environment, config file, defaults)\n");
+    for arg in Args::command().get_arguments() {
+        let Some(long) = arg.get_long().filter(|long| is_setting(long)) else {
+            continue;
+        };
+        let id = arg.get_id().as_str();
+        let values: Vec<String> = matches
+            .get_raw(id)
+            .map(|values| values.map(|v| v.to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let line = match values.as_slice() {
+            [] => format!("# {long}: not set"),
+            _ if SECRET_SETTINGS.contains(&long) => format!("{long} = \"(set, not shown)\""),
+            [value] => format!("{long} = {}", toml_value(value)),
+            more => {
+                let items: Vec<String> = more.iter().map(|v| toml_value(v)).collect();
+                format!("{long} = [{}]", items.join(", "))
+            }
+        };
+        file.push_str(&line);
+        file.push('\n');
+    }
+    file
 }
 
 /// The TLS configuration the flags ask for, if any; prints the fingerprint
 /// of a self-signed certificate.
-fn tls_config(args: &Args) -> anyhow::Result<Option<TlsConfig>> {
+fn tls_config(args: &Args, announce: bool) -> anyhow::Result<Option<TlsConfig>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     let (chain, key) = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
@@ -206,7 +302,11 @@ fn tls_config(args: &Args) -> anyhow::Result<Option<TlsConfig>> {
                 .map(|byte| format!("{byte:02X}"))
                 .collect::<Vec<_>>()
                 .join(":");
-            println!("self-signed certificate for localhost, SHA-256 fingerprint {fingerprint}");
+            if announce {
+                println!(
+                    "self-signed certificate for localhost, SHA-256 fingerprint {fingerprint}"
+                );
+            }
             let key = PrivatePkcs8KeyDer::from(made.signing_key.serialize_der());
             (vec![cert], PrivateKeyDer::Pkcs8(key))
         }
@@ -217,6 +317,13 @@ fn tls_config(args: &Args) -> anyhow::Result<Option<TlsConfig>> {
 
 #[derive(Debug, clap::Subcommand)]
 enum Subcommand {
+    /// Checks the settings (flags, environment, --config file) as a start
+    /// would, without starting: prints the effective ones and exits 0, or
+    /// says what is wrong and exits 1.
+    CheckConfig,
+    /// Prints a config file with every setting, commented out at its
+    /// default, under what it does.
+    PrintConfig,
     /// Prints an access token signed with the auth secret.
     Token {
         /// The nick the token is for.
@@ -300,11 +407,37 @@ fn raise_open_file_limit() -> (Option<u64>, Option<u64>) {
     (before, getrlimit(Resource::Nofile).current)
 }
 
+/// Runs the server; a mistake at start (a bad setting, a port in use, an
+/// unreadable certificate) is one line on stderr and exit status 1, never
+/// a backtrace.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match start().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start() -> anyhow::Result<()> {
     // Before anything reads the limit: the connection limit follows it.
     let (files_before, files_now) = raise_open_file_limit();
-    let mut args = command_line()?;
+    let merged = merged_args()?;
+    let mut args = Args::parse_from(merged.clone());
+    match args.command {
+        Some(Subcommand::PrintConfig) => {
+            print!("{}", default_config_file());
+            return Ok(());
+        }
+        Some(Subcommand::CheckConfig) => {
+            server_config(&args, auth_secret(&args)?, false)?;
+            print!("{}", effective_settings(merged));
+            return Ok(());
+        }
+        _ => {}
+    }
     let secret = auth_secret(&args)?;
     if let Some(Subcommand::Token { nick, ttl, rooms }) = args.command.take() {
         let secret =
@@ -317,6 +450,10 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", secret.sign(&claims));
         return Ok(());
     }
+    // Every setting checked before anything is logged: a mistake is the
+    // one line on stderr.
+    let authenticated = secret.is_some();
+    let mut config = server_config(&args, secret, true)?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -332,50 +469,9 @@ async fn main() -> anyhow::Result<()> {
         now = %shown(files_now),
         "open file limit"
     );
-    let mut config = ServerConfig::default();
-    args.tuning.apply(&mut config);
-    config.chat.history_max_age = args.history_max_age.0;
-    config.transport.allowed_origins = args.allowed_origins.clone();
-    let header = match args.forwarded_header {
-        ForwardedBy::XForwardedFor => chat_transport::ForwardedHeader::XForwardedFor,
-        ForwardedBy::Forwarded => chat_transport::ForwardedHeader::Forwarded,
-    };
-    config.transport.trusted_proxies =
-        chat_transport::TrustedProxies::parse(&args.trusted_proxies, header)
-            .map_err(|why| anyhow::anyhow!("--trusted-proxy {why}"))?;
-    config.chat.read_only_docs =
-        args.read_only_docs.iter().map(|room| chat_core::RoomPattern::new(room.trim())).collect();
-    config.transport.allowed_hosts = args.allowed_hosts.clone();
-    if let Some(max) = args.max_connections {
-        config.max_connections = max;
-    }
-    config.chat.rooms_created_per_session =
-        Rate::per_hour(args.rooms_created_per_hour, args.rooms_created_burst);
-    config.chat.rooms_created_per_source = Rate::per_hour(
-        args.rooms_created_per_hour_per_address,
-        args.rooms_created_burst_per_address,
-    );
-    config.chat.history_bytes_per_conn = Rate {
-        amount: args.history_bytes_per_sec,
-        per: Duration::from_secs(1),
-        burst: args.history_bytes_burst,
-    };
-    config.chat.upload_bytes_per_session =
-        Rate::per_hour(args.upload_quota_session, args.upload_quota_session);
-    config.chat.upload_bytes_per_source =
-        Rate::per_hour(args.upload_quota_address, args.upload_quota_address);
-    config.chat.public_rooms = matches!(args.room_list, RoomList::All);
-    if secret.is_some() {
+    if authenticated {
         tracing::info!("authentication on: every hello needs an access token");
     }
-    config.auth_secret = secret;
-    config.transport.tls = tls_config(&args)?;
-    config.stats_token = args.stats_token.clone();
-    config.redis = args.redis.clone();
-    config.node_id = args
-        .node_id
-        .clone()
-        .or_else(|| config.redis.as_ref().map(|_| format!("node-{:08x}", rand::random::<u32>())));
     // Kept until the server stops: an ephemeral server's files go with it.
     let mut scratch = None;
     if args.max_upload > 0 {
@@ -432,6 +528,58 @@ async fn main() -> anyhow::Result<()> {
         chat_server::run(listener, config, store, shutdown_signal()).instrument(span).await;
     drop(scratch);
     served
+}
+
+/// The server's configuration from `args` and the auth `secret`: every
+/// check a start makes before it opens storage and binds. `announce`
+/// prints a self-signed certificate's fingerprint.
+fn server_config(
+    args: &Args,
+    secret: Option<Secret>,
+    announce: bool,
+) -> anyhow::Result<ServerConfig> {
+    let mut config = ServerConfig::default();
+    args.tuning.apply(&mut config);
+    config.chat.history_max_age = args.history_max_age.0;
+    config.transport.allowed_origins = args.allowed_origins.clone();
+    let header = match args.forwarded_header {
+        ForwardedBy::XForwardedFor => chat_transport::ForwardedHeader::XForwardedFor,
+        ForwardedBy::Forwarded => chat_transport::ForwardedHeader::Forwarded,
+    };
+    config.transport.trusted_proxies =
+        chat_transport::TrustedProxies::parse(&args.trusted_proxies, header)
+            .map_err(|why| anyhow::anyhow!("--trusted-proxy {why}"))?;
+    config.chat.read_only_docs =
+        args.read_only_docs.iter().map(|room| chat_core::RoomPattern::new(room.trim())).collect();
+    config.transport.allowed_hosts = args.allowed_hosts.clone();
+    if let Some(max) = args.max_connections {
+        config.max_connections = max;
+    }
+    config.chat.rooms_created_per_session =
+        Rate::per_hour(args.rooms_created_per_hour, args.rooms_created_burst);
+    config.chat.rooms_created_per_source = Rate::per_hour(
+        args.rooms_created_per_hour_per_address,
+        args.rooms_created_burst_per_address,
+    );
+    config.chat.history_bytes_per_conn = Rate {
+        amount: args.history_bytes_per_sec,
+        per: Duration::from_secs(1),
+        burst: args.history_bytes_burst,
+    };
+    config.chat.upload_bytes_per_session =
+        Rate::per_hour(args.upload_quota_session, args.upload_quota_session);
+    config.chat.upload_bytes_per_source =
+        Rate::per_hour(args.upload_quota_address, args.upload_quota_address);
+    config.chat.public_rooms = matches!(args.room_list, RoomList::All);
+    config.auth_secret = secret;
+    config.transport.tls = tls_config(args, announce)?;
+    config.stats_token = args.stats_token.clone();
+    config.redis = args.redis.clone();
+    config.node_id = args
+        .node_id
+        .clone()
+        .or_else(|| config.redis.as_ref().map(|_| format!("node-{:08x}", rand::random::<u32>())));
+    Ok(config)
 }
 
 /// A node id as `--node-id` takes it.

@@ -27,9 +27,21 @@ pub fn merge(
     };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading the config file {}", path.to_string_lossy()))?;
-    let table: toml::Table = text
-        .parse()
-        .with_context(|| format!("parsing the config file {}", path.to_string_lossy()))?;
+    let table: toml::Table = text.parse().map_err(|err: toml::de::Error| {
+        // One line, where the mistake is: the error's own display draws
+        // the line under a caret.
+        let at = err.span().map_or(0, |span| span.start).min(text.len());
+        let line = text.get(..at).map_or(0, |before| before.matches('\n').count()) + 1;
+        let column = text
+            .get(..at)
+            .map_or(0, |before| before.len() - before.rfind('\n').map_or(0, |n| n + 1))
+            + 1;
+        anyhow::anyhow!(
+            "parsing the config file {}: line {line}, column {column}: {}",
+            path.to_string_lossy(),
+            err.message().trim()
+        )
+    })?;
     let mut from_file = Vec::new();
     for (key, value) in table {
         let name = key.replace('_', "-");

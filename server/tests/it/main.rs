@@ -10,6 +10,7 @@ mod binary;
 mod chaos;
 mod chat;
 mod cluster;
+mod config;
 mod docs;
 mod durable;
 mod fallback;
