@@ -34,9 +34,9 @@ pub(crate) fn site(
     // The process answers: for an orchestrator's liveness probe, which
     // must not fail for what a restart would not mend (Redis, storage).
     site = site.page("/livez", page("text/plain; charset=utf-8", b"ok\n"));
-    site = site.dynamic("/readyz", Arc::new(Readyz(readiness)));
+    site = site.dynamic("/readyz", Arc::new(Probe::readyz(readiness)));
     site = match health {
-        Some(health) => site.dynamic("/healthz", Arc::new(Healthz(health))),
+        Some(health) => site.dynamic("/healthz", Arc::new(Probe::healthz(health))),
         None => site.page("/healthz", page("text/plain; charset=utf-8", b"ok\n")),
     };
     for (path, body) in SCRIPTS {
@@ -47,53 +47,49 @@ pub(crate) fn site(
     site.dynamic("/files/", files)
 }
 
-/// `/healthz` in cluster mode: `200 ok`, or `503` with the reason while
-/// Redis cannot be reached (the node serves what it can meanwhile; a load
-/// balancer may prefer another).
-#[derive(Debug)]
-struct Healthz(Health);
+/// A health endpoint: `200` with `ok`, or `503` with what `check` says is
+/// wrong. `/healthz` in cluster mode (`redis unavailable: ...`: the node
+/// serves what it can meanwhile, a load balancer may prefer another), and
+/// `/readyz` (`not ready: ...`: draining, storage failing, Redis down).
+struct Probe {
+    ok: &'static str,
+    check: Box<dyn Fn() -> Option<String> + Send + Sync>,
+}
 
-impl Dynamic for Healthz {
-    fn get(
-        &self,
-        rest: String,
-        _authorization: Option<String>,
-    ) -> Pin<Box<dyn Future<Output = DynamicAnswer> + Send>> {
-        let no_store = vec![("Cache-Control", "no-store".to_owned())];
-        let answer = match (rest.is_empty(), self.0.down()) {
-            (false, _) => {
-                DynamicAnswer::Text(StatusCode::NOT_FOUND, "not found\n".into(), no_store)
-            }
-            (true, None) => DynamicAnswer::Text(StatusCode::OK, "ok\n".into(), no_store),
-            (true, Some(why)) => {
-                let text = format!("redis unavailable: {why}\n");
-                DynamicAnswer::Text(StatusCode::SERVICE_UNAVAILABLE, text.into(), no_store)
-            }
-        };
-        Box::pin(std::future::ready(answer))
+impl Probe {
+    /// `/healthz` in cluster mode.
+    fn healthz(health: Health) -> Self {
+        let check = move || health.down().map(|why| format!("redis unavailable: {why}\n"));
+        Self { ok: "ok\n", check: Box::new(check) }
+    }
+
+    /// `/readyz`.
+    fn readyz(readiness: Readiness) -> Self {
+        let check = move || readiness.not_ready().map(|why| format!("not ready: {why}\n"));
+        Self { ok: "ready\n", check: Box::new(check) }
     }
 }
 
-/// `/readyz`: `200 ready`, or `503` with why the server should get no
-/// traffic now (draining, storage failing, Redis unreachable).
-#[derive(Debug)]
-struct Readyz(Readiness);
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe").field("ok", &self.ok).finish_non_exhaustive()
+    }
+}
 
-impl Dynamic for Readyz {
+impl Dynamic for Probe {
     fn get(
         &self,
         rest: String,
         _authorization: Option<String>,
     ) -> Pin<Box<dyn Future<Output = DynamicAnswer> + Send>> {
         let no_store = vec![("Cache-Control", "no-store".to_owned())];
-        let answer = match (rest.is_empty(), self.0.not_ready()) {
+        let answer = match (rest.is_empty(), (self.check)()) {
             (false, _) => {
                 DynamicAnswer::Text(StatusCode::NOT_FOUND, "not found\n".into(), no_store)
             }
-            (true, None) => DynamicAnswer::Text(StatusCode::OK, "ready\n".into(), no_store),
+            (true, None) => DynamicAnswer::Text(StatusCode::OK, self.ok.into(), no_store),
             (true, Some(why)) => {
-                let text = format!("not ready: {why}\n");
-                DynamicAnswer::Text(StatusCode::SERVICE_UNAVAILABLE, text.into(), no_store)
+                DynamicAnswer::Text(StatusCode::SERVICE_UNAVAILABLE, why.into(), no_store)
             }
         };
         Box::pin(std::future::ready(answer))
