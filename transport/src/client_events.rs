@@ -21,7 +21,7 @@ use tungstenite::protocol::CloseFrame;
 
 use tokio_tungstenite::WebSocketStream;
 
-use crate::connect::{ClientStream, ConnectError, dial};
+use crate::connect::{AnswerHead, ClientStream, ConnectError, dial, read_answer_head};
 use crate::{TransportConfig, WebSocket};
 
 /// The most text one request carries (several messages): the server takes
@@ -106,7 +106,7 @@ pub async fn connect_event_stream(
         target.path, target.host
     );
     stream.write_all(request.as_bytes()).await.map_err(io)?;
-    let (status, content_type, rest) = read_answer_head(&mut stream).await?;
+    let AnswerHead { status, content_type, rest, .. } = read_answer_head(&mut stream, url).await?;
     if status != StatusCode::OK {
         let body = String::from_utf8_lossy(rest.get(..512).unwrap_or(&rest)).into_owned();
         return Err(ConnectError::Refused { status, body });
@@ -348,9 +348,10 @@ impl Poster {
                 stream.write_all(head.as_bytes()).await.map_err(|err| err.to_string())?;
                 stream.write_all(body).await.map_err(|err| err.to_string())?;
                 stream.flush().await.map_err(|err| err.to_string())?;
-                let (status, _, _) =
-                    read_answer_head(&mut stream).await.map_err(|err| err.to_string())?;
-                Ok::<_, String>(status)
+                let head = read_answer_head(&mut stream, &self.url)
+                    .await
+                    .map_err(|err| err.to_string())?;
+                Ok::<_, String>(head.status)
             };
             match tokio::time::timeout(self.config.handshake_timeout, attempt).await {
                 Ok(Ok(StatusCode::OK)) => return Ok(()),
@@ -360,45 +361,6 @@ impl Poster {
             }
         }
         Err(last)
-    }
-}
-
-/// Reads an answer's head: its status, its `Content-Type`, and the bytes
-/// read past it.
-async fn read_answer_head(
-    stream: &mut ClientStream,
-) -> Result<(StatusCode, String, Vec<u8>), ConnectError> {
-    let mut buffer = Vec::with_capacity(1024);
-    loop {
-        let mut chunk = [0u8; 4096];
-        let read = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|source| ConnectError::Io { addr: String::new(), source })?;
-        if read == 0 {
-            return Err(ConnectError::Handshake("the server closed before answering".into()));
-        }
-        buffer.extend_from_slice(chunk.get(..read).unwrap_or_default());
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut response = httparse::Response::new(&mut headers);
-        match response.parse(&buffer) {
-            Ok(httparse::Status::Complete(len)) => {
-                let status = StatusCode::from_u16(response.code.unwrap_or(0))
-                    .map_err(|_| ConnectError::Handshake("a bad status code".into()))?;
-                let content_type = response
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-type"))
-                    .map(|h| String::from_utf8_lossy(h.value).into_owned())
-                    .unwrap_or_default();
-                return Ok((status, content_type, buffer.split_off(len)));
-            }
-            Ok(httparse::Status::Partial) if buffer.len() < 64 * 1024 => {}
-            Ok(httparse::Status::Partial) => {
-                return Err(ConnectError::Handshake("an answer head over 64 KiB".into()));
-            }
-            Err(err) => return Err(ConnectError::Handshake(format!("a bad answer: {err}"))),
-        }
     }
 }
 

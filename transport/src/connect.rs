@@ -314,36 +314,7 @@ pub async fn fetch(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await.map_err(io)?;
-    let mut buffer = Vec::with_capacity(4096);
-    let (status, length, head_len) = loop {
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.map_err(io)?;
-        if n == 0 {
-            return Err(ConnectError::Handshake("the server closed before answering".into()));
-        }
-        buffer.extend_from_slice(chunk.get(..n).unwrap_or_default());
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut response = httparse::Response::new(&mut headers);
-        match response.parse(&buffer) {
-            Ok(httparse::Status::Complete(head_len)) => {
-                let status = StatusCode::from_u16(response.code.unwrap_or(0))
-                    .map_err(|_| ConnectError::Handshake("a bad status code".into()))?;
-                let length = response
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                break (status, length, head_len);
-            }
-            Ok(httparse::Status::Partial) if buffer.len() < 64 * 1024 => {}
-            Ok(httparse::Status::Partial) => {
-                return Err(ConnectError::Handshake("an answer head over 64 KiB".into()));
-            }
-            Err(err) => return Err(ConnectError::Handshake(format!("a bad answer: {err}"))),
-        }
-    };
-    let body = buffer.get(head_len..).unwrap_or_default().to_vec();
+    let AnswerHead { status, length, rest: body, .. } = read_answer_head(&mut stream, url).await?;
     if status != StatusCode::OK {
         let body = String::from_utf8_lossy(body.get(..512).unwrap_or(&body)).into_owned();
         return Err(ConnectError::Refused { status, body });
@@ -364,4 +335,65 @@ pub async fn fetch(
     }
     out.flush().await.map_err(io)?;
     Ok(length)
+}
+
+/// An answer's head, as a client reads it.
+#[derive(Debug)]
+pub(crate) struct AnswerHead {
+    pub status: StatusCode,
+    /// Its `Content-Type`, or empty.
+    pub content_type: String,
+    /// Its `Content-Length`, if it gave one.
+    pub length: Option<u64>,
+    /// The bytes read past the head: the body's start.
+    pub rest: Vec<u8>,
+}
+
+/// Reads an answer's head (at most 64 KiB) from `stream`, a connection to
+/// `addr` (for errors).
+///
+/// # Errors
+/// The stream failed or ended first, or the head is malformed or too large.
+pub(crate) async fn read_answer_head(
+    stream: &mut ClientStream,
+    addr: &str,
+) -> Result<AnswerHead, ConnectError> {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = Vec::with_capacity(1024);
+    loop {
+        let mut chunk = [0u8; 4096];
+        let read = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|source| ConnectError::Io { addr: addr.to_owned(), source })?;
+        if read == 0 {
+            return Err(ConnectError::Handshake("the server closed before answering".into()));
+        }
+        buffer.extend_from_slice(chunk.get(..read).unwrap_or_default());
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&buffer) {
+            Ok(httparse::Status::Complete(len)) => {
+                let status = StatusCode::from_u16(response.code.unwrap_or(0))
+                    .map_err(|_| ConnectError::Handshake("a bad status code".into()))?;
+                let header = |name: &str| {
+                    let found = response.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name));
+                    found.map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
+                };
+                let content_type = header("content-type").unwrap_or_default();
+                let length = header("content-length").and_then(|v| v.parse::<u64>().ok());
+                return Ok(AnswerHead {
+                    status,
+                    content_type,
+                    length,
+                    rest: buffer.split_off(len),
+                });
+            }
+            Ok(httparse::Status::Partial) if buffer.len() < 64 * 1024 => {}
+            Ok(httparse::Status::Partial) => {
+                return Err(ConnectError::Handshake("an answer head over 64 KiB".into()));
+            }
+            Err(err) => return Err(ConnectError::Handshake(format!("a bad answer: {err}"))),
+        }
+    }
 }

@@ -40,14 +40,37 @@ async fn upgrade_at(
     (code, stream)
 }
 
-#[tokio::test]
-async fn per_address_limits_count_the_client_a_trusted_proxy_names_and_ignore_anyone_elses_word() {
-    let mut config = chat_server::ServerConfig { max_connections_per_ip: 2, ..Default::default() };
+/// A server that believes the forwarding header of `proxy` only, and
+/// takes `per_ip` connections from one client address.
+fn trusting(proxy: &str, per_ip: usize) -> chat_server::ServerConfig {
+    let mut config =
+        chat_server::ServerConfig { max_connections_per_ip: per_ip, ..Default::default() };
     config.transport.trusted_proxies = chat_transport::TrustedProxies::parse(
-        &["127.0.0.5".to_owned()],
+        &[proxy.to_owned()],
         chat_transport::ForwardedHeader::XForwardedFor,
     )
     .unwrap();
+    config
+}
+
+/// Through the proxy at `proxy`, 127.0.0.7 takes its `places` (each
+/// claiming in its own header to be someone else), and the next is
+/// refused: the proxy named the address it saw. The open sockets.
+async fn fill_through(proxy: std::net::SocketAddr, places: usize) -> Vec<tokio::net::TcpStream> {
+    let mut open = Vec::new();
+    for _ in 0..places {
+        let (code, stream) = upgrade_at(proxy, "127.0.0.7", "198.51.100.1").await;
+        assert_eq!(code, 101);
+        open.push(stream);
+    }
+    let (code, _) = upgrade_at(proxy, "127.0.0.7", "198.51.100.2").await;
+    assert_eq!(code, 429, "127.0.0.7 is full, whatever it wrote");
+    open
+}
+
+#[tokio::test]
+async fn per_address_limits_count_the_client_a_trusted_proxy_names_and_ignore_anyone_elses_word() {
+    let config = trusting("127.0.0.5", 2);
     let server = Server::start(config).await;
     // Through the proxy: two clients, each with its own two places; the
     // proxy itself holds none (five connections from it so far).
@@ -84,12 +107,7 @@ async fn behind_a_real_nginx_clients_chat_and_limits_see_the_real_client_not_a_f
     use chat_transport::tungstenite::Message as Frame;
     use futures_util::{SinkExt, StreamExt};
     use serde_json::{Value, json};
-    let mut config = chat_server::ServerConfig { max_connections_per_ip: 2, ..Default::default() };
-    config.transport.trusted_proxies = chat_transport::TrustedProxies::parse(
-        &["127.0.0.1".to_owned()],
-        chat_transport::ForwardedHeader::XForwardedFor,
-    )
-    .unwrap();
+    let config = trusting("127.0.0.1", 2);
     let server = Server::start(config).await;
     let nginx = chat_test_support::ReverseProxy::start(&[server.addr], true);
     // Through nginx, a client chats with one connected straight.
@@ -127,14 +145,7 @@ async fn behind_a_real_nginx_clients_chat_and_limits_see_the_real_client_not_a_f
     }
     // Per address: the client nginx names (the address it came from),
     // whatever the client wrote in its own X-Forwarded-For.
-    let mut open = Vec::new();
-    for _ in 0..2 {
-        let (code, stream) = upgrade_at(nginx.addr(), "127.0.0.7", "198.51.100.1").await;
-        assert_eq!(code, 101);
-        open.push(stream);
-    }
-    let (code, _) = upgrade_at(nginx.addr(), "127.0.0.7", "198.51.100.2").await;
-    assert_eq!(code, 429, "127.0.0.7 is full, whatever it wrote");
+    let open = fill_through(nginx.addr(), 2).await;
     let (code, _other) = upgrade_at(nginx.addr(), "127.0.0.8", "127.0.0.7").await;
     assert_eq!(code, 101, "another address has its own places");
     drop(open);
@@ -149,12 +160,7 @@ async fn behind_a_real_nginx_clients_chat_and_limits_see_the_real_client_not_a_f
 #[tokio::test]
 async fn behind_caddy_websocket_and_fallback_clients_chat_and_limits_see_the_real_client() {
     use serde_json::json;
-    let mut config = chat_server::ServerConfig { max_connections_per_ip: 4, ..Default::default() };
-    config.transport.trusted_proxies = chat_transport::TrustedProxies::parse(
-        &["127.0.0.1".to_owned()],
-        chat_transport::ForwardedHeader::XForwardedFor,
-    )
-    .unwrap();
+    let config = trusting("127.0.0.1", 4);
     let server = Server::start(config).await;
     let caddy = chat_test_support::ReverseProxy::caddy(&[server.addr]);
     let url = format!("ws://{}/ws", caddy.addr());
@@ -181,13 +187,6 @@ async fn behind_caddy_websocket_and_fallback_clients_chat_and_limits_see_the_rea
         while client.next_of("message").await["text"] != "back" {}
     }
     // Caddy names the client it saw, whatever the client wrote.
-    let mut open = Vec::new();
-    for _ in 0..4 {
-        let (code, stream) = upgrade_at(caddy.addr(), "127.0.0.7", "198.51.100.1").await;
-        assert_eq!(code, 101);
-        open.push(stream);
-    }
-    let (code, _) = upgrade_at(caddy.addr(), "127.0.0.7", "198.51.100.2").await;
-    assert_eq!(code, 429, "127.0.0.7 is full, whatever it wrote");
+    let _open = fill_through(caddy.addr(), 4).await;
     server.shutdown().await;
 }
