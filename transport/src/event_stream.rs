@@ -117,16 +117,6 @@ impl Streams {
         Self { node: node.into(), open: Mutex::default(), forward }
     }
 
-    /// How many streams are open.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether none are.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Takes the `seq`th request of `stream`, whose messages may be up to
     /// `limit` bytes each: hands its messages to the stream's connection,
     /// or to [`Forward`] when another server holds it.

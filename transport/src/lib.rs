@@ -44,7 +44,7 @@ pub use frames::TooManyFragments;
 pub use gate::{Full, Gate, Pass};
 pub use header::{FrameHeader, write_frame};
 pub use http;
-pub use outgoing::{Flushed, Framing, Liveness, Outgoing, Pushed, SharedStream};
+pub use outgoing::{Flushed, Liveness, Outgoing, Pushed, SharedStream};
 pub use site::{Dynamic, DynamicAnswer, Page, Site};
 pub use socket::{Socket, Transport};
 pub use tokio_tungstenite::tungstenite;

@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tungstenite::Utf8Bytes;
 
-pub use self::queue::Framing;
+pub(crate) use self::queue::Framing;
 use self::queue::{MAX_SLICES, Queue, event};
 pub use self::stream::SharedStream;
 use self::tls::Tls;
@@ -262,11 +262,6 @@ impl Outgoing {
     fn closed_error(&self) -> io::Error {
         let kind = self.lock().queue.closed().unwrap_or(io::ErrorKind::NotConnected);
         io::Error::new(kind, "connection closed for writing")
-    }
-
-    /// How this connection frames messages.
-    pub fn framing(&self) -> Framing {
-        self.lock().queue.framing()
     }
 
     /// Queues an event of an event stream named `name` with `data`, as
