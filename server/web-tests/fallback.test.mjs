@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as support from './support.mjs';
 
-const { startServer, stopServer, say, seeMessage, countMessages, makePng } = support;
+const { startServer, stopServer, say, seeMessage, countMessages, makePng, recordBanners } = support;
 
 let browser;
 
@@ -77,9 +77,9 @@ test('with its WebSocket blocked a page falls back, chats with a WebSocket page 
     await stats.close();
 
     // A restart: the close event carries 1012 and the delay; both come back and resume.
+    const bannerShown = await recordBanners(alice.page);
     assert.equal(await stopServer(server.child), 0);
-    await alice.page.waitForSelector('#banner:not([hidden])');
-    assert.match(await alice.page.textContent('#banner'), /server is restarting/);
+    await bannerShown(/server is restarting/);
     await say(alice.page, 'typed while down');
     server = await startServer(server.addr, dataDir, drain);
     await alice.page.waitForFunction(() => document.querySelector('#status').textContent === 'connected (HTTP fallback)');

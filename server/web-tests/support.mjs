@@ -191,6 +191,24 @@ export async function countMessages(page, text) {
   );
 }
 
+/**
+ * Records every text the banner shows from now on, so one that is soon
+ * replaced (a reconnect that failed at once) is still seen. Resolves to a
+ * function that waits for a recorded text matching `pattern`.
+ */
+export async function recordBanners(page) {
+  await page.evaluate(() => {
+    window.bannersSeen = [];
+    const text = document.getElementById('banner-text');
+    new MutationObserver(() => window.bannersSeen.push(text.textContent))
+      .observe(text, { childList: true, characterData: true, subtree: true });
+  });
+  return (pattern) => page.waitForFunction(
+    (source) => window.bannersSeen.some((t) => new RegExp(source).test(t)),
+    pattern.source,
+  );
+}
+
 /** A real 240x140 PNG, drawn by the browser itself. */
 export async function makePng(page) {
   const base64 = await page.evaluate(() => {
