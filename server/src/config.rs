@@ -109,6 +109,11 @@ pub struct ServerConfig {
     /// The token a `subscribe` to `$stats` must carry; `None` lets every
     /// client that said hello watch the counters. Default: none.
     pub stats_token: Option<String>,
+    /// The token a scraper of `/metrics` must send (`Authorization:
+    /// Bearer`). Without one, `/metrics` is served only on the metrics
+    /// listener ([`run_with_metrics`](crate::run_with_metrics)). Default:
+    /// none.
+    pub metrics_token: Option<String>,
 }
 
 impl ServerConfig {
@@ -151,6 +156,7 @@ impl Default for ServerConfig {
             auth_secret: None,
             uploads: None,
             stats_token: None,
+            metrics_token: None,
             prune_interval: Duration::from_secs(60),
         }
     }

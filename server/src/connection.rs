@@ -4,7 +4,6 @@
 //! could not take at once, and closes the connection when told to.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chat_core::{Departure, MemberId, Rate, SessionToken, Source, Timestamp, TokenBucket};
@@ -14,7 +13,7 @@ use chat_protocol::{
 use chat_transport::tungstenite::Message;
 use chat_transport::tungstenite::protocol::CloseFrame;
 use chat_transport::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use chat_transport::{Outgoing, Pass, Pushed, Socket, Upgraded, close_frame_for};
+use chat_transport::{Outgoing, Pass, Pushed, Socket, Transport, Upgraded, close_frame_for};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
@@ -23,6 +22,7 @@ use crate::ServerConfig;
 use crate::auth::Secret;
 use crate::files::{self, Announcement, Next, Receiver};
 use crate::hub::{Closing, Conn, Input};
+use crate::metrics::Metrics;
 use crate::wire;
 
 /// Serves one upgraded connection until it closes.
@@ -36,9 +36,9 @@ pub(crate) async fn serve(
     upgraded: Box<Upgraded>,
     hub: mpsc::Sender<Input>,
     config: &ServerConfig,
-    bytes_in: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 ) {
-    let Some(mut conn) = Connection::open(upgraded, hub, config, bytes_in).await else {
+    let Some(mut conn) = Connection::open(upgraded, hub, config, metrics).await else {
         return;
     };
     let reason = loop {
@@ -60,14 +60,20 @@ pub(crate) async fn serve(
     conn.outgoing.close();
     let (member, departure) = (conn.member, conn.departure);
     let _ = Box::pin(conn.hub.send(Input::Disconnect { member, departure })).await;
-    info!(%member, %reason, "disconnected");
+    let code = reason.code();
+    conn.metrics.transport(conn.transport).0.dec();
+    conn.metrics.closed(code);
+    if conn.metrics.connection_lines.allow() {
+        let code = code.map_or_else(|| "none".to_owned(), |code| code.to_string());
+        info!(%member, %reason, code, "disconnected");
+    }
 }
 
 /// Why a connection ended, for the log.
 #[derive(Debug)]
 pub(crate) enum Ended {
-    /// The client closed it with a close frame.
-    ClosedByClient,
+    /// The client closed it with a close frame (and this code).
+    ClosedByClient(Option<u16>),
     /// The stream ended without a close frame.
     EndOfStream,
     /// Reading failed (boxed: rare, and large).
@@ -82,10 +88,26 @@ pub(crate) enum Ended {
     ServerStopping,
 }
 
+impl Ended {
+    /// The close code that ended the connection, either side's: `None`
+    /// when it was cut without one.
+    fn code(&self) -> Option<u16> {
+        match self {
+            Self::ClosedByClient(code) => *code,
+            Self::ClosedByServer(code) => Some(code.code()),
+            Self::ReadFailed(err) => close_frame_for(err).map(|frame| u16::from(frame.code)),
+            Self::EndOfStream
+            | Self::WriteFailed(_)
+            | Self::WriteTimedOut
+            | Self::ServerStopping => None,
+        }
+    }
+}
+
 impl std::fmt::Display for Ended {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::ClosedByClient => f.write_str("closed by peer"),
+            Self::ClosedByClient(_) => f.write_str("closed by peer"),
             Self::EndOfStream => f.write_str("connection ended"),
             Self::ReadFailed(err) => write!(f, "read failed: {err}"),
             Self::WriteFailed(kind) => write!(f, "write failed: {kind}"),
@@ -116,8 +138,8 @@ struct Connection {
     limiter: FrameLimiter,
     /// The upload protocol's state.
     receiver: Receiver,
-    /// Payload bytes received, for the live counters.
-    bytes_in: Arc<AtomicU64>,
+    transport: Transport,
+    metrics: Arc<Metrics>,
 }
 
 /// Frames of any kind a connection may send, and how many refusals it may
@@ -198,7 +220,7 @@ impl Connection {
         upgraded: Box<Upgraded>,
         hub: mpsc::Sender<Input>,
         config: &ServerConfig,
-        bytes_in: Arc<AtomicU64>,
+        metrics: Arc<Metrics>,
     ) -> Option<Self> {
         let Upgraded { socket, outgoing, peer, pass, .. } = *upgraded;
         let socket = Box::new(socket);
@@ -210,7 +232,13 @@ impl Connection {
         Box::pin(hub.send(Input::Connect { conn, source, reply })).await.ok()?;
         let member = member.await.ok()?;
         tracing::Span::current().record("member", tracing::field::display(member));
-        info!(%member, %peer, transport = socket.transport().name(), "connected");
+        let transport = socket.transport();
+        let (open, opened) = metrics.transport(transport);
+        open.inc();
+        opened.inc();
+        if metrics.connection_lines.allow() {
+            info!(%member, %peer, transport = transport.name(), "connected");
+        }
         Some(Self {
             socket,
             outgoing,
@@ -221,7 +249,8 @@ impl Connection {
             _pass: pass,
             limiter: FrameLimiter::new(config),
             receiver: Receiver::default(),
-            bytes_in,
+            transport,
+            metrics,
         })
     }
 
@@ -239,10 +268,10 @@ impl Connection {
                 let _ = Box::pin(flush).await;
                 // 1000 is a goodbye; anything else (a page reload sends
                 // 1001) may come back and resume.
-                if frame.is_some_and(|f| f.code == WsCloseCode::Normal) {
+                if frame.as_ref().is_some_and(|f| f.code == WsCloseCode::Normal) {
                     self.departure = Departure::Quit;
                 }
-                Err(Ended::ClosedByClient)
+                Err(Ended::ClosedByClient(frame.map(|f| u16::from(f.code))))
             }
             Some(Ok(message)) => match self.take(message, config) {
                 Taken::Done(result) => result,
@@ -286,7 +315,7 @@ impl Connection {
                 }));
             }
         }
-        self.bytes_in.fetch_add(message.len() as u64, Ordering::Relaxed);
+        self.received(&message);
         match route(self.member, message, config.auth_secret.as_ref()) {
             Routed::Nothing => Taken::Done(Ok(())),
             Routed::Upload(bytes) => Taken::Wait(Box::pin(self.upload_chunk(bytes, config))),
@@ -328,11 +357,17 @@ impl Connection {
                 }
             }
         }
-        self.bytes_in.fetch_add(message.len() as u64, Ordering::Relaxed);
+        self.received(&message);
         match message {
             Message::Binary(bytes) => self.upload_chunk(bytes, config).await,
             _ => Ok(()),
         }
+    }
+
+    /// Counts a message taken.
+    fn received(&self, message: &Message) {
+        self.metrics.frames_received.inc();
+        self.metrics.bytes_received.inc_by(message.len() as u64);
     }
 
     /// Hands the hub an input; waits only when the hub is behind, and then
@@ -412,6 +447,8 @@ impl Connection {
     /// Answers a frame dropped for going over the frame rate.
     fn refuse(&self, retry_after_ms: u64) {
         let frame = wire::too_many_frames(retry_after_ms);
+        self.metrics.rate_limited("frames");
+        self.metrics.error(chat_protocol::ErrorCode::RateLimited);
         // A full queue means the hub is closing this client anyway.
         if self.outgoing.push_text(frame.encode().into(), false) == Pushed::First {
             self.outgoing.flush();
@@ -550,7 +587,7 @@ mod tests {
         };
         let (hub, _inputs) = mpsc::channel(1);
         let config = ServerConfig::default();
-        let future = serve(upgraded, hub, &config, Arc::new(AtomicU64::new(0)));
+        let future = serve(upgraded, hub, &config, Arc::new(Metrics::new(false)));
         let size = std::mem::size_of_val(&future);
         eprintln!("the connection future: {size} bytes");
         assert!(size <= 512, "the connection future grew to {size} bytes");

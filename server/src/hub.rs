@@ -8,7 +8,6 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use chat_core::{
@@ -26,6 +25,7 @@ use crate::cluster;
 use crate::commits::{Commits, Delivery};
 use crate::docs;
 use crate::files::Staged;
+use crate::metrics::Metrics;
 use crate::stats::{self, Counters};
 use crate::storage::{Job, Storage, StorageEvent};
 use crate::store::Snapshot;
@@ -176,6 +176,9 @@ pub(crate) struct Hub {
     stats_history: stats::History,
     stats_token: Option<String>,
     counters: Counters,
+    metrics: Arc<Metrics>,
+    /// Members whose `hello` asked to resume a session, until answered.
+    resuming: HashSet<MemberId>,
     /// In cluster mode, the engine the nodes share.
     cluster: Option<cluster::Engine>,
     /// What storage answered of documents' versions, back to the hub (the
@@ -215,7 +218,7 @@ impl Hub {
         config: &ServerConfig,
         snapshot: Snapshot,
         storage: Storage,
-        bytes_in: Arc<AtomicU64>,
+        metrics: Arc<Metrics>,
         cluster: Option<cluster::Engine>,
         readiness: crate::readiness::Readiness,
     ) -> Self {
@@ -275,7 +278,9 @@ impl Hub {
             stats_subscribers: Vec::new(),
             stats_history: stats::History::default(),
             stats_token: config.stats_token.clone(),
-            counters: Counters::new(bytes_in),
+            counters: Counters::new(Arc::clone(&metrics)),
+            metrics,
+            resuming: HashSet::new(),
             cluster,
         }
     }
@@ -310,11 +315,15 @@ impl Hub {
                     None => std::future::pending().await,
                 }
             };
+            let mut turn = None;
             tokio::select! {
                 // While storage lags far behind, stop taking inputs: the
                 // connections then wait, and memory stays bounded.
                 input = inputs.recv(), if self.commits.held() < self.max_held => match input {
-                    Some(input) => self.handle(input),
+                    Some(input) => {
+                        turn = Some(Instant::now());
+                        self.handle(input);
+                    }
                     None => break,
                 },
                 Some(event) = acks.recv() => self.storage_event(event),
@@ -336,6 +345,10 @@ impl Hub {
                     }
                 }
             }
+            // When the turn began: before its first input, if `select!`
+            // took one.
+            let first = usize::from(turn.is_some());
+            let began = turn.unwrap_or_else(Instant::now);
             self.drain();
             let mut budget = self.batch;
             while !self.unflushed.is_empty() {
@@ -348,6 +361,13 @@ impl Hub {
                 tokio::task::yield_now().await;
                 self.take_ready(&mut inputs, &mut acks, &mut cluster_events, &mut budget);
                 self.flush(FLUSH_SLICE);
+            }
+            // A turn that took inputs: how many, and how long until
+            // everything they caused was written.
+            let taken = first + (self.batch - budget);
+            if taken > 0 {
+                self.metrics.hub_batch.observe(taken as f64);
+                self.metrics.hub_turn.observe(began.elapsed().as_secs_f64());
             }
         }
         let storage = self.storage;
@@ -428,7 +448,8 @@ impl Hub {
         let wait = u64::try_from(self.max_input_wait.as_millis()).unwrap_or(u64::MAX);
         let retry_after_ms = wait.saturating_add(rand::random_range(0..=wait));
         let frame = wire::overloaded(id, retry_after_ms);
-        self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
+        self.metrics.rate_limited("overloaded");
+        self.reply(member, &frame);
     }
 
     /// Sends the live counters to `$stats` subscribers (once a second).
@@ -440,6 +461,9 @@ impl Hub {
         let messages_per_sec = self.counters.tick();
         let ts_ms = self.clock.now().as_unix_millis();
         let connections = self.conns.len() as u64;
+        let queued: Vec<u64> =
+            self.conns.values().map(|conn| conn.outgoing.queued() as u64).collect();
+        self.set_gauges(&queued);
         self.stats_history.push(stats::Point { ts_ms, messages_per_sec, connections });
         if let Some(engine) = &self.cluster {
             // Every second, watched or not: the other nodes add it up.
@@ -456,7 +480,7 @@ impl Hub {
             people: self.chat.people(|member| self.stats_subscribers.contains(&member)) as u64,
             watchers: self.stats_subscribers.len() as u64,
             rooms: self.chat.room_members(),
-            queued: self.conns.values().map(|conn| conn.outgoing.queued() as u64).collect(),
+            queued,
             held_for_storage: self.commits.held() as u64,
             history_bytes: self.chat.history_bytes() as u64,
             file_bytes: self.file_bytes,
@@ -469,6 +493,30 @@ impl Hub {
         let bytes = Utf8Bytes::from(wire::stats(&snapshot).encode());
         let to: Arc<[MemberId]> = self.stats_subscribers.iter().copied().collect();
         self.deliver(to, bytes, true);
+    }
+
+    /// The metrics the hub knows the value of, once a second.
+    fn set_gauges(&self, queued: &[u64]) {
+        let m = &self.metrics;
+        let gauge = |gauge: &prometheus_client::metrics::gauge::Gauge, value: u64| {
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        };
+        let sessions = self.chat.session_count() as u64;
+        let attached = self.chat.people(|_| false) as u64;
+        gauge(&m.sessions_attached, attached);
+        gauge(&m.sessions_detached, sessions.saturating_sub(attached));
+        gauge(&m.rooms, self.chat.room_count() as u64);
+        gauge(&m.room_members, self.chat.memberships() as u64);
+        gauge(&m.queued_frames, queued.iter().sum());
+        gauge(&m.queued_frames_max, queued.iter().copied().max().unwrap_or(0));
+        gauge(&m.held_for_storage, self.commits.held() as u64);
+        gauge(&m.history_bytes, self.chat.history_bytes() as u64);
+        gauge(&m.file_bytes, self.file_bytes);
+        let quota = self.uploads.as_ref().map_or(0, |uploads| uploads.max_total_bytes);
+        gauge(&m.file_quota_bytes, quota);
+        if let Some(engine) = &self.cluster {
+            gauge(&m.redis.up, u64::from(engine.health().down().is_none()));
+        }
     }
 
     /// What storage said.
@@ -535,7 +583,7 @@ impl Hub {
                 }
                 cluster::Step::LoadFailed(room) => self.chat.handle_load_failed(now, &room),
                 cluster::Step::Appended(message) => {
-                    self.counters.messages_total += 1;
+                    self.metrics.messages.inc();
                     self.chat.handle_appended(now, message);
                 }
                 cluster::Step::Duplicate(member, original) => {
@@ -543,7 +591,7 @@ impl Hub {
                 }
                 cluster::Step::Refuse(member, id) => {
                     let frame = wire::cluster_unavailable(id.as_deref().map(str::to_owned));
-                    self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
+                    self.reply(member, &frame);
                 }
                 cluster::Step::Claimed(nick, answer) => {
                     self.chat.handle_claimed(now, &nick, answer);
@@ -694,7 +742,7 @@ impl Hub {
                         &CommandError::StoreUnavailable { retry_after_ms: 1000 },
                     ),
                 };
-                self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
+                self.reply(member, &frame);
             }
             Versions::Loaded { member, id, room, doc, version, result } => {
                 let now = self.clock.now();
@@ -786,6 +834,9 @@ impl Hub {
                 let _ = reply.send(member);
             }
             Input::Command { member, id, command, read_at } => {
+                if matches!(command, Command::Hello { session: Some(_), .. }) {
+                    self.resuming.insert(member);
+                }
                 if is_message(&command) && read_at.elapsed() > self.max_input_wait {
                     self.refuse_overloaded(member, id);
                 } else {
@@ -799,11 +850,16 @@ impl Hub {
                 }
             }
             Input::Malformed { member, error } => {
+                // (An access token is checked as its frame is decoded.)
+                if error.code == ErrorCode::Unauthorized {
+                    self.metrics.refused("auth");
+                }
                 let frame = wire::malformed(error);
-                self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
+                self.reply(member, &frame);
             }
             Input::Disconnect { member, departure } => {
                 self.conns.remove(&member);
+                self.resuming.remove(&member);
                 self.stats_subscribers.retain(|&m| m != member);
                 self.chat.handle_disconnect(now, member, departure);
                 if departure == Departure::Quit {
@@ -841,7 +897,7 @@ impl Hub {
                     wire::subscribed(id, channel)
                 };
                 let granted = matches!(frame, ServerFrame::Subscribed { .. });
-                self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
+                self.reply(member, &frame);
                 if granted {
                     // The last minutes at once, for the chart.
                     let history = wire::stats_history(&self.stats_history);
@@ -850,7 +906,7 @@ impl Hub {
             }
             Input::Refuse { member, id, code, message } => {
                 let frame = wire::refusal(id, code, &message);
-                self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
+                self.reply(member, &frame);
             }
             Input::Upload { member, id, room, size, chunk_bytes, reply } => {
                 let max_total = self.uploads.as_ref().map_or(0, |uploads| uploads.max_total_bytes);
@@ -860,10 +916,13 @@ impl Hub {
                 } else {
                     match self.chat.handle_upload(now, member, &room, size) {
                         Ok(()) => (wire::upload_ready(id, chunk_bytes), true),
-                        Err(err) => (wire::error(id, &err), false),
+                        Err(err) => {
+                            self.count_refusal(&err);
+                            (wire::error(id, &err), false)
+                        }
                     }
                 };
-                self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
+                self.reply(member, &frame);
                 let _ = reply.send(ready);
             }
             Input::DocOpen { target, outgoing, close, reply } => {
@@ -891,6 +950,8 @@ impl Hub {
                 self.docs_done();
             }
             Input::Uploaded { member, id, command, file } => {
+                self.metrics.uploads.inc();
+                self.metrics.upload_bytes.inc_by(file.size());
                 if let Command::Say { attachment: Some(attachment), .. } = &command {
                     self.staged = Some((Arc::clone(attachment), file));
                 }
@@ -918,7 +979,7 @@ impl Hub {
                 Output::Deliver { to, event } => (to, event),
                 Output::Persist(record) => {
                     if matches!(record, Record::Message(_) | Record::Direct(_)) {
-                        self.counters.messages_total += 1;
+                        self.metrics.messages.inc();
                     }
                     // In cluster mode Redis learns where each session lives.
                     if let Some(engine) = &mut self.cluster {
@@ -961,7 +1022,7 @@ impl Hub {
                         error!("a message to number in a shared engine, which this node has not");
                         let id = message.id.as_deref().map(str::to_owned);
                         let frame = wire::cluster_unavailable(id);
-                        self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
+                        self.reply(member, &frame);
                     }
                     continue;
                 }
@@ -974,12 +1035,7 @@ impl Hub {
                                 "a message to number in a shared engine, which this node has not"
                             );
                             let id = direct.message.id.as_deref().map(str::to_owned);
-                            let frame = wire::cluster_unavailable(id);
-                            self.deliver(
-                                Arc::new([member]),
-                                Utf8Bytes::from(frame.encode()),
-                                false,
-                            );
+                            self.reply(member, &wire::cluster_unavailable(id));
                         }
                     }
                     continue;
@@ -1093,12 +1149,67 @@ impl Hub {
                     continue;
                 }
             };
+            self.count_event(&to, &event);
             let frame = wire::frame(&event, &self.welcome);
             // Encoded once; every recipient shares these bytes.
             let bytes = Utf8Bytes::from(frame.encode());
             let ephemeral = matches!(*event, Event::Typing { .. });
             self.deliver_event(to, bytes, ephemeral, Some(event));
         }
+    }
+
+    /// What an event of the core says for the metrics: its fan-out, an
+    /// error, a resume, history served.
+    fn count_event(&mut self, to: &[MemberId], event: &Event) {
+        let m = &self.metrics;
+        m.fanout.observe(to.len() as f64);
+        match event {
+            Event::Error { error, .. } => self.count_refusal(error),
+            Event::Welcome { resumed, .. } => {
+                let asked = to.iter().any(|member| self.resuming.remove(member));
+                match (asked, resumed) {
+                    (true, true) => m.resumed("session_resumed"),
+                    (true, false) => m.resumed("session_reset"),
+                    (false, _) => {}
+                }
+            }
+            Event::Joined { history, resume, .. } => {
+                m.history_served.inc_by(history.len() as u64);
+                match resume {
+                    chat_core::Resume::Resumed => m.resumed("room_resumed"),
+                    chat_core::Resume::Gap { .. } => m.resumed("room_gap"),
+                    chat_core::Resume::Fresh => {}
+                }
+            }
+            Event::History { messages, .. } => {
+                m.history_served.inc_by(messages.len() as u64);
+            }
+            _ => {}
+        }
+    }
+
+    /// An error of the core's: counted by its code, and by its kind when
+    /// a rate limit or quota said no.
+    fn count_refusal(&self, error: &CommandError) {
+        self.metrics.error(wire::code(error));
+        let kind = match error {
+            CommandError::RateLimited { .. } => "messages",
+            CommandError::JoinRateLimited { .. } => "joins",
+            CommandError::CreateRateLimited { .. } => "rooms",
+            CommandError::HistoryRateLimited { .. } => "history",
+            CommandError::QuotaExceeded { .. } => "uploads",
+            _ => return,
+        };
+        self.metrics.rate_limited(kind);
+    }
+
+    /// Answers one member with a frame of the server's own (an error
+    /// found outside the core, counted by its code).
+    fn reply(&mut self, member: MemberId, frame: &ServerFrame) {
+        if let ServerFrame::Error { code, .. } = frame {
+            self.metrics.error(*code);
+        }
+        self.deliver(Arc::new([member]), Utf8Bytes::from(frame.encode()), false);
     }
 
     /// Sends now, or after the records issued so far are committed: in
@@ -1130,27 +1241,34 @@ impl Hub {
         }
     }
 
+    /// Queues `bytes` to every member of `to`; counted once for all.
     fn send_all(&mut self, to: &[MemberId], bytes: &Utf8Bytes, ephemeral: bool) {
+        let mut sent = 0u64;
         for &member in to {
-            self.send(member, bytes.clone(), ephemeral);
+            sent += u64::from(self.send(member, bytes.clone(), ephemeral));
         }
+        self.metrics.deliveries.inc_by(sent);
+        self.metrics.bytes_delivered.inc_by(sent * bytes.len() as u64);
     }
 
-    fn send(&mut self, member: MemberId, bytes: Utf8Bytes, ephemeral: bool) {
+    /// Queues `bytes` to `member`; false if it has no connection (any
+    /// more).
+    fn send(&mut self, member: MemberId, bytes: Utf8Bytes, ephemeral: bool) -> bool {
         let Some(conn) = self.conns.get(&member) else {
-            return;
+            return false;
         };
-        self.counters.bytes_out += bytes.len() as u64;
         match conn.outgoing.push_text(bytes, ephemeral) {
             Pushed::First => self.unflushed.push_back(Arc::clone(&conn.outgoing)),
             Pushed::Queued | Pushed::Skipped => {}
             Pushed::Full => {
                 warn!(%member, "outbound queue full; closing as too slow");
                 self.evict(member, CloseCode::TooSlow);
+                return false;
             }
             // The connection task ended; its Disconnect is on the way.
-            Pushed::Closed => {}
+            Pushed::Closed => return false,
         }
+        true
     }
 
     /// Closes a connection and takes it out of the chat at once, so no

@@ -20,6 +20,8 @@ mod connection;
 pub mod docs;
 mod files;
 mod hub;
+mod log_limit;
+mod metrics;
 mod readiness;
 mod stats;
 mod storage;
@@ -59,10 +61,26 @@ use crate::hub::{Hub, Input};
 pub async fn run(
     listener: TcpListener,
     config: ServerConfig,
+    store: Box<dyn Store>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    run_with_metrics(listener, None, config, store, shutdown).await
+}
+
+/// [`run`], also serving `/metrics` (and `/livez`, `/readyz`) on
+/// `metrics`, a listener of its own an operator keeps private.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_metrics(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    config: ServerConfig,
     mut store: Box<dyn Store>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let mut config = config;
+    let metrics = Arc::new(metrics::Metrics::new(config.redis.is_some()));
     // With Redis, rooms' messages are numbered there for every node.
     let cluster = match &config.redis {
         Some(url) => {
@@ -85,6 +103,7 @@ pub async fn run(
                 files: files.map(|uploads| uploads.dir.clone()),
                 sweep_every: config.prune_interval,
                 files_keep_for: config.chat.history_max_age,
+                metrics: Arc::clone(&metrics),
             };
             let engine = cluster::Engine::connect(&engine)
                 .await
@@ -113,20 +132,35 @@ pub async fn run(
     // In cluster mode this node's store holds none of the rooms' messages:
     // its sweep would take every shared file for one no message carries.
     let files = config.uploads.as_ref().filter(|_| cluster.is_none()).map(|u| u.dir.clone());
-    let storage = storage::Storage::spawn(store, retention, files, config.prune_interval, acks_tx)
-        .context("starting the storage thread")?;
+    let storage = storage::Storage::spawn(
+        store,
+        retention,
+        files,
+        config.prune_interval,
+        acks_tx,
+        Arc::clone(&metrics),
+    )
+    .context("starting the storage thread")?;
     let (hub_tx, hub_rx) = mpsc::channel(config.inbound_queue);
-    let bytes_in = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (engine, cluster_events) = cluster.unzip();
     let health = engine.as_ref().map(cluster::Engine::health);
     let event_streams = engine.as_ref().map(cluster::Engine::event_streams).unwrap_or_default();
     let readiness = readiness::Readiness::new(health.clone());
-    let hub =
-        Hub::new(&config, snapshot, storage, Arc::clone(&bytes_in), engine, readiness.clone());
+    let hub = Hub::new(&config, snapshot, storage, Arc::clone(&metrics), engine, readiness.clone());
     let hub = tokio::spawn(hub.run(hub_rx, acks_rx, cluster_events).in_current_span());
     // Shared, not cloned, by every connection.
-    let files = files::server(config.uploads.clone(), &hub_tx);
-    let site = web::site(files, health, readiness.clone(), docs::frame_limit(&config));
+    let files = files::server(config.uploads.clone(), &hub_tx, Arc::clone(&metrics));
+    let page = |open| web::MetricsPage {
+        metrics: Arc::clone(&metrics),
+        token: config.metrics_token.clone(),
+        open,
+    };
+    let metrics_task = metrics_listener.map(|listener| {
+        let site = web::metrics_site(readiness.clone(), page(true));
+        tokio::spawn(serve_metrics(listener, site, config.transport.clone()).in_current_span())
+    });
+    let pages = (readiness.clone(), page(false));
+    let site = web::site(files, health, pages, docs::frame_limit(&config));
     let site = Arc::new(site.with_event_streams(event_streams));
     let gate = chat_transport::Gate::with_downloads(
         config.max_connections,
@@ -151,7 +185,7 @@ pub async fn run(
         // is answered.
         stop.borrow_and_update();
         let gate = Arc::clone(&gate);
-        let bytes_in = Arc::clone(&bytes_in);
+        let metrics = Arc::clone(&metrics);
         connections.spawn(
             async move {
                 // Each phase in its own allocation: the HTTP parsing state
@@ -168,9 +202,16 @@ pub async fn run(
                         Box::pin(docs::serve(upgraded, hub, &config)).await;
                     }
                     Ok(Accepted::Upgraded(upgraded)) => {
-                        Box::pin(connection::serve(upgraded, hub, &config, bytes_in)).await;
+                        Box::pin(connection::serve(upgraded, hub, &config, metrics)).await;
                     }
                     Ok(Accepted::Answered(status)) => debug!(%status, "answered over http"),
+                    Ok(Accepted::Refused(refused)) => {
+                        let reason = refused.reason.name();
+                        metrics.refused(reason);
+                        if metrics.connection_lines.allow() {
+                            info!(peer = %refused.peer, reason, "refused a connection");
+                        }
+                    }
                     Ok(Accepted::Closed) => debug!("closed before a request"),
                     Err(err) => debug!(%err, "http failed"),
                 }
@@ -239,8 +280,41 @@ pub async fn run(
     drop(listener);
     drop(hub_tx);
     let _ = hub.await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     info!("stopped");
     Ok(())
+}
+
+/// Answers `site` (metrics and probes) on `listener` until the runtime
+/// stops: a few scrapers, each request its own task, under the same time
+/// limits as every request (but neither TLS nor the chat's limits per
+/// address).
+async fn serve_metrics(
+    listener: TcpListener,
+    site: chat_transport::Site,
+    transport: chat_transport::TransportConfig,
+) {
+    let site = Arc::new(site);
+    let config = Arc::new(chat_transport::TransportConfig { tls: None, ..transport });
+    let gate = chat_transport::Gate::new(64, 64);
+    let mut backoff = AcceptBackoff::default();
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff.succeeded();
+                let (site, config, gate) =
+                    (Arc::clone(&site), Arc::clone(&config), Arc::clone(&gate));
+                tokio::spawn(async move {
+                    if let Err(err) = chat_transport::accept(stream, &site, &config, &gate).await {
+                        debug!(%err, "metrics request failed");
+                    }
+                });
+            }
+            Err(err) => tokio::time::sleep(backoff.failed(&err)).await,
+        }
+    }
 }
 
 /// How the accept loop waits after failures: 10 ms doubling to a second

@@ -65,6 +65,16 @@ struct Args {
     /// channel, the /stats page); without it anyone connected may.
     #[arg(long, env = "CHAT_STATS_TOKEN", hide_env_values = true)]
     stats_token: Option<String>,
+    /// Also serve /metrics (Prometheus), /livez and /readyz on this
+    /// address, and nothing else: keep it private (127.0.0.1:9090, an
+    /// internal interface).
+    #[arg(long, env = "CHAT_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// A token scrapers must send (Authorization: Bearer) to read /metrics;
+    /// with it /metrics is served on the listen address too. Without it
+    /// and without --metrics-listen, /metrics is off.
+    #[arg(long, env = "CHAT_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// How long messages are kept: a number with s, m, h or d (90d), or
     /// "forever".
     #[arg(long, env = "CHAT_HISTORY_MAX_AGE", default_value = "90d", value_parser = parse_age)]
@@ -183,7 +193,7 @@ fn merged_args() -> anyhow::Result<Vec<std::ffi::OsString>> {
 
 /// The settings no check may print: they are secrets, or may hold one (a
 /// Redis URL's password).
-const SECRET_SETTINGS: [&str; 3] = ["auth-secret", "stats-token", "redis"];
+const SECRET_SETTINGS: [&str; 4] = ["auth-secret", "stats-token", "metrics-token", "redis"];
 
 /// The settings that are not settings of the server.
 fn is_setting(long: &str) -> bool {
@@ -512,6 +522,18 @@ async fn start() -> anyhow::Result<()> {
     let listener =
         TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let metrics = match args.metrics_listen {
+        Some(wanted) => {
+            let listener = TcpListener::bind(wanted)
+                .await
+                .with_context(|| format!("binding the metrics address {wanted}"))?;
+            let addr = listener.local_addr().context("reading the bound metrics address")?;
+            println!("metrics on http://{addr}/metrics");
+            tracing::info!(%addr, "serving metrics");
+            Some(listener)
+        }
+        None => None,
+    };
     // The readiness line (docs/operations.md): the listener is bound, so
     // connections from now on are served.
     let scheme = if config.transport.tls.is_some() { "https" } else { "http" };
@@ -524,8 +546,9 @@ async fn start() -> anyhow::Result<()> {
         }
         None => tracing::Span::none(),
     };
-    let served =
-        chat_server::run(listener, config, store, shutdown_signal()).instrument(span).await;
+    let served = chat_server::run_with_metrics(listener, metrics, config, store, shutdown_signal())
+        .instrument(span)
+        .await;
     drop(scratch);
     served
 }
@@ -574,6 +597,7 @@ fn server_config(
     config.auth_secret = secret;
     config.transport.tls = tls_config(args, announce)?;
     config.stats_token = args.stats_token.clone();
+    config.metrics_token = args.metrics_token.clone();
     config.redis = args.redis.clone();
     config.node_id = args
         .node_id

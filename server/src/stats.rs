@@ -3,9 +3,10 @@
 //! `wire.rs`, like every frame).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use chat_core::RoomName;
+
+use crate::metrics::Metrics;
 
 /// The channel of the server's live counters.
 pub(crate) const CHANNEL: &str = "$stats";
@@ -44,17 +45,12 @@ impl History {
     }
 }
 
-/// What the hub adds up.
+/// The totals of the server's metrics, and the messages of each second.
 #[derive(Debug)]
 pub(crate) struct Counters {
     started: tokio::time::Instant,
-    /// WebSocket payload bytes received, counted by the connections.
-    bytes_in: Arc<AtomicU64>,
-    /// Bytes queued to be sent.
-    pub bytes_out: u64,
-    /// Room and direct messages accepted.
-    pub messages_total: u64,
-    /// `messages_total` at the last tick.
+    metrics: Arc<Metrics>,
+    /// Messages accepted at the last tick.
     messages_at_tick: u64,
 }
 
@@ -111,21 +107,16 @@ pub(crate) struct State {
 }
 
 impl Counters {
-    pub(crate) fn new(bytes_in: Arc<AtomicU64>) -> Self {
-        Self {
-            started: tokio::time::Instant::now(),
-            bytes_in,
-            bytes_out: 0,
-            messages_total: 0,
-            messages_at_tick: 0,
-        }
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        Self { started: tokio::time::Instant::now(), metrics, messages_at_tick: 0 }
     }
 
     /// A second passed: the messages of that second, counted from the last
     /// tick.
     pub(crate) fn tick(&mut self) -> u64 {
-        let this_second = self.messages_total - self.messages_at_tick;
-        self.messages_at_tick = self.messages_total;
+        let total = self.metrics.messages.get();
+        let this_second = total.saturating_sub(self.messages_at_tick);
+        self.messages_at_tick = total;
         this_second
     }
 
@@ -160,9 +151,9 @@ impl Counters {
             rooms,
             room_count,
             messages_per_sec,
-            messages_total: self.messages_total,
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            bytes_out: self.bytes_out,
+            messages_total: self.metrics.messages.get(),
+            bytes_in: self.metrics.bytes_received.get(),
+            bytes_out: self.metrics.bytes_delivered.get(),
             queued_frames: queued.iter().sum(),
             queued_frames_max: queued.iter().copied().max().unwrap_or(0),
             held_for_storage,
@@ -186,10 +177,12 @@ mod tests {
 
     #[test]
     fn a_snapshot_ranks_rooms_and_adds_up_queues() {
-        let mut counters = Counters::new(Arc::new(AtomicU64::new(7)));
-        counters.messages_total = 5;
+        let metrics = Arc::new(Metrics::new(false));
+        metrics.bytes_received.inc_by(7);
+        let mut counters = Counters::new(Arc::clone(&metrics));
+        metrics.messages.inc_by(5);
         assert_eq!(counters.tick(), 5);
-        counters.messages_total = 8;
+        metrics.messages.inc_by(3);
         let rooms: Vec<(RoomName, usize)> =
             (0..25).map(|n| (room(&format!("r{n:02}")), n % 3)).collect();
         let state = State {
@@ -207,7 +200,8 @@ mod tests {
             cluster_down: None,
             cluster: None,
         };
-        let snapshot = counters.snapshot(counters.messages_total - 5, state);
+        let this_second = counters.tick();
+        let snapshot = counters.snapshot(this_second, state);
         assert_eq!(snapshot.messages_per_sec, 3);
         assert_eq!((snapshot.room_count, snapshot.rooms.len()), (25, TOP_ROOMS));
         assert_eq!(snapshot.rooms.first(), Some(&(room("r02"), 2)), "most members, then by name");

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::files::Staged;
+use crate::metrics::Metrics;
 use crate::store::{DocUpdate, Retention, Store};
 
 /// The most records in one transaction.
@@ -123,6 +124,7 @@ struct Worker {
     file_bytes: u64,
     /// How often retention is applied.
     prune_every: Duration,
+    metrics: std::sync::Arc<Metrics>,
 }
 
 impl Storage {
@@ -133,10 +135,19 @@ impl Storage {
         files: Option<PathBuf>,
         prune_every: Duration,
         events: tokio_mpsc::UnboundedSender<StorageEvent>,
+        metrics: std::sync::Arc<Metrics>,
     ) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel::<Job>();
-        let mut worker =
-            Worker { store, retention, files, events, failing: false, file_bytes: 0, prune_every };
+        let mut worker = Worker {
+            store,
+            retention,
+            files,
+            events,
+            failing: false,
+            file_bytes: 0,
+            prune_every,
+            metrics,
+        };
         let thread = std::thread::Builder::new()
             .name("chat-storage".to_owned())
             .spawn(move || worker.run(&queue))?;
@@ -298,6 +309,7 @@ impl Worker {
             (records, files)
         };
         let mut tries = RETRIES.iter();
+        let began = Instant::now();
         let outcome = loop {
             let placed = files.iter_mut().try_for_each(Staged::place);
             let stored = placed
@@ -319,6 +331,8 @@ impl Worker {
                 }
             }
         };
+        self.metrics.commit_seconds.observe(began.elapsed().as_secs_f64());
+        self.metrics.commit_records.observe(records.len() as f64);
         match outcome {
             Ok(()) => {
                 let added: u64 = files.iter_mut().map(Staged::keep).sum();
@@ -338,6 +352,7 @@ impl Worker {
             }
             Err(err) => {
                 error!(%err, records = records.len(), "storage failed; these messages are refused");
+                self.metrics.store_failures.inc();
                 self.failing = true;
                 self.persist_docs(updates);
                 self.events.send(StorageEvent::Failed(last)).is_ok()

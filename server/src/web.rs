@@ -9,16 +9,17 @@ use chat_transport::http::StatusCode;
 use chat_transport::{Dynamic, DynamicAnswer, Page, Site};
 
 use crate::cluster::Health;
+use crate::metrics::{self, Metrics};
 use crate::readiness::Readiness;
 
 /// The site the server answers over HTTP; `files` answers `/files/{id}`,
 /// `health` (in cluster mode) what `/healthz` says, `readiness` what
-/// `/readyz` says; shared documents take messages of up to
-/// `doc_frame_bytes`.
+/// `/readyz` says, `metrics` `/metrics`; shared documents take messages of
+/// up to `doc_frame_bytes`.
 pub(crate) fn site(
     files: Arc<dyn Dynamic>,
     health: Option<Health>,
-    readiness: Readiness,
+    (readiness, metrics): (Readiness, MetricsPage),
     doc_frame_bytes: usize,
 ) -> Site {
     const INDEX: &[u8] = include_bytes!("../web/index.html");
@@ -31,10 +32,7 @@ pub(crate) fn site(
         .page("/style.css", page("text/css; charset=utf-8", include_bytes!("../web/style.css")))
         .page("/favicon.svg", page("image/svg+xml", include_bytes!("../web/favicon.svg")))
         .page("/stats", page("text/html; charset=utf-8", include_bytes!("../web/stats.html")));
-    // The process answers: for an orchestrator's liveness probe, which
-    // must not fail for what a restart would not mend (Redis, storage).
-    site = site.page("/livez", page("text/plain; charset=utf-8", b"ok\n"));
-    site = site.dynamic("/readyz", Arc::new(Probe::readyz(readiness)));
+    site = probes(site, readiness).dynamic("/metrics", Arc::new(metrics));
     site = match health {
         Some(health) => site.dynamic("/healthz", Arc::new(Probe::healthz(health))),
         None => site.page("/healthz", page("text/plain; charset=utf-8", b"ok\n")),
@@ -45,6 +43,71 @@ pub(crate) fn site(
     // Yjs and y-websocket, bundled by scripts/build-yjs (shared documents).
     site = site.page("/js/yjs.js", script(include_bytes!("../web/vendor/yjs.js")));
     site.dynamic("/files/", files)
+}
+
+/// The site of `--metrics-listen`: `/metrics`, and the probes an
+/// orchestrator may prefer to ask on a private port.
+pub(crate) fn metrics_site(readiness: Readiness, metrics: MetricsPage) -> Site {
+    probes(Site::pages_only(), readiness).dynamic("/metrics", Arc::new(metrics))
+}
+
+/// `/livez` (the process answers: for an orchestrator's liveness probe,
+/// which must not fail for what a restart would not mend, like Redis or
+/// storage) and `/readyz`.
+fn probes(site: Site, readiness: Readiness) -> Site {
+    let ok = Page { content_type: "text/plain; charset=utf-8", body: b"ok\n" };
+    site.page("/livez", ok).dynamic("/readyz", Arc::new(Probe::readyz(readiness)))
+}
+
+/// `GET /metrics`: the metrics in the OpenMetrics text format. With a
+/// token set, only to a scraper that sends it (`Authorization: Bearer`);
+/// without one, only where `open` (the `--metrics-listen` port): on the
+/// chat's own port it is off, `404`.
+#[derive(Debug)]
+pub(crate) struct MetricsPage {
+    pub metrics: Arc<Metrics>,
+    pub token: Option<String>,
+    pub open: bool,
+}
+
+impl Dynamic for MetricsPage {
+    fn get(
+        &self,
+        rest: String,
+        authorization: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = DynamicAnswer> + Send>> {
+        let no_store = || vec![("Cache-Control", "no-store".to_owned())];
+        let shown = authorization.as_deref().and_then(|value| value.strip_prefix("Bearer "));
+        let answer = match &self.token {
+            _ if !rest.is_empty() => {
+                DynamicAnswer::Text(StatusCode::NOT_FOUND, "not found\n".into(), no_store())
+            }
+            Some(token) if !shown.is_some_and(|shown| same_secret(shown.trim(), token)) => {
+                let mut headers = no_store();
+                headers.push(("WWW-Authenticate", "Bearer".to_owned()));
+                let why = "send the metrics token: Authorization: Bearer <token>\n";
+                DynamicAnswer::Text(StatusCode::UNAUTHORIZED, why.into(), headers)
+            }
+            None if !self.open => {
+                let why = "metrics are off on this port (see --metrics-listen, --metrics-token)\n";
+                DynamicAnswer::Text(StatusCode::NOT_FOUND, why.into(), no_store())
+            }
+            _ => DynamicAnswer::Body {
+                content_type: metrics::CONTENT_TYPE,
+                body: self.metrics.render(),
+                headers: no_store(),
+            },
+        };
+        Box::pin(std::future::ready(answer))
+    }
+}
+
+/// Whether two secrets are the same, in a time that does not tell how
+/// much of them matched (their digests are compared whole).
+fn same_secret(a: &str, b: &str) -> bool {
+    use sha2::Digest;
+    let (a, b) = (sha2::Sha256::digest(a), sha2::Sha256::digest(b));
+    a.iter().zip(b.iter()).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 /// A health endpoint: `200` with `ok`, or `503` with what `check` says is

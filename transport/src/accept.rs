@@ -36,8 +36,48 @@ pub enum Accepted {
     /// The request was answered over HTTP with this status and the
     /// connection closed.
     Answered(StatusCode),
+    /// The connection was not let in (answered with an error status and
+    /// closed): a limit, another site's page, a malformed upgrade.
+    Refused(Refused),
     /// The peer closed before sending a complete request.
     Closed,
+}
+
+/// A connection refused: why, and who asked (behind a trusted proxy, its
+/// client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    /// Why.
+    pub reason: Refusal,
+    /// Who.
+    pub peer: SocketAddr,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A connection limit, or a server shutting down.
+    Full(Full),
+    /// A browser page of another site (`403`).
+    Origin,
+    /// An upgrade request that is not a valid WebSocket handshake (`400`,
+    /// `426`).
+    Handshake,
+}
+
+impl Refusal {
+    /// Its name in counters and logs: `server_full`, `address_full`,
+    /// `downloads_full`, `draining`, `origin`, `handshake`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Full(Full::Server) => "server_full",
+            Self::Full(Full::Address) => "address_full",
+            Self::Full(Full::Downloads) => "downloads_full",
+            Self::Full(Full::Draining) => "draining",
+            Self::Origin => "origin",
+            Self::Handshake => "handshake",
+        }
+    }
 }
 
 /// A connection that stays open: a completed WebSocket upgrade, or an
@@ -101,7 +141,7 @@ pub async fn accept(
     // sockets than its share, whatever phase they are in.
     let pass = match gate.enter_via(peer.ip(), &config.trusted_proxies) {
         Ok(pass) => pass,
-        Err(full) => return refuse_at_once(stream, full),
+        Err(full) => return refuse_at_once(stream, peer, full),
     };
     // Chat frames are small and latency matters more than packet count.
     stream.set_nodelay(true)?;
@@ -147,7 +187,11 @@ impl Conn for tokio_rustls::server::TlsStream<TcpStream> {
 /// request: whatever of it has arrived is read (so closing sends FIN, not
 /// a reset that could lose the answer), the status is written if the socket
 /// takes it at once, and the connection closes.
-fn refuse_at_once(stream: TcpStream, full: Full) -> Result<Accepted, AcceptError> {
+fn refuse_at_once(
+    stream: TcpStream,
+    peer: SocketAddr,
+    full: Full,
+) -> Result<Accepted, AcceptError> {
     let mut scratch = [0u8; 4096];
     for _ in 0..16 {
         match stream.try_read(&mut scratch) {
@@ -157,7 +201,7 @@ fn refuse_at_once(stream: TcpStream, full: Full) -> Result<Accepted, AcceptError
     }
     let response = Response::text(full.status(), full.why()).header("Retry-After", "10");
     let _ = stream.try_write(&response.encode());
-    Ok(Accepted::Answered(full.status()))
+    Ok(Accepted::Refused(Refused { reason: Refusal::Full(full), peer }))
 }
 
 async fn serve<S: Conn>(
@@ -190,12 +234,11 @@ async fn serve<S: Conn>(
         false => peer,
         true => {
             let client = config.trusted_proxies.client(peer.ip(), request.headers());
+            let peer = SocketAddr::new(client, peer.port());
             if let Err(full) = pass.rebind(client) {
-                let response =
-                    Response::text(full.status(), full.why()).header("Retry-After", "10");
-                return answer(&mut stream, response).await;
+                return refuse(&mut stream, Refusal::Full(full), peer).await;
             }
-            SocketAddr::new(client, peer.port())
+            peer
         }
     };
     if request.version() >= Version::HTTP_11 && !request.headers().contains_key(HOST) {
@@ -211,7 +254,7 @@ async fn serve<S: Conn>(
     }
     if site.upgrades(request.uri().path()) {
         if request.method() == Method::POST {
-            return post(stream, request, rest, site, config).await;
+            return post(stream, request, rest, (site, peer), config).await;
         }
         if request.method() != Method::GET {
             let response = Response::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
@@ -219,12 +262,10 @@ async fn serve<S: Conn>(
         }
         if wants_event_stream(&request) {
             if !origin_allowed(request.headers(), &config.allowed_origins) {
-                return answer(&mut stream, forbidden_origin()).await;
+                return refuse(&mut stream, Refusal::Origin, peer).await;
             }
             if let Err(full) = pass.upgrade() {
-                let response =
-                    Response::text(full.status(), full.why()).header("Retry-After", "10");
-                return answer(&mut stream, response).await;
+                return refuse(&mut stream, Refusal::Full(full), peer).await;
             }
             return open_event_stream(
                 stream,
@@ -236,11 +277,13 @@ async fn serve<S: Conn>(
         }
         let handshake = match check_upgrade(&request, site, config) {
             Ok(handshake) => handshake,
-            Err(response) => return answer(&mut stream, response).await,
+            Err((reason, response)) => {
+                respond_and_close(&mut stream, &response).await?;
+                return Ok(Accepted::Refused(Refused { reason, peer }));
+            }
         };
         if let Err(full) = pass.upgrade() {
-            let response = Response::text(full.status(), full.why()).header("Retry-After", "10");
-            return answer(&mut stream, response).await;
+            return refuse(&mut stream, Refusal::Full(full), peer).await;
         }
         let mut websocket = config.websocket();
         if let Some(max) = site.message_limit(request.uri().path()) {
@@ -271,14 +314,20 @@ async fn serve<S: Conn>(
                 response.head_only = head_only;
                 answer(&mut stream, response).await
             }
+            DynamicAnswer::Body { content_type, body, headers } => {
+                let response = Response {
+                    status: StatusCode::OK,
+                    headers,
+                    content_type,
+                    body: body.as_bytes(),
+                    head_only,
+                };
+                answer(&mut stream, response).await
+            }
             DynamicAnswer::File { file, len, content_type, headers } => {
                 let _download = match pass.download() {
                     Ok(download) => download,
-                    Err(full) => {
-                        let response =
-                            Response::text(full.status(), full.why()).header("Retry-After", "10");
-                        return answer(&mut stream, response).await;
-                    }
+                    Err(full) => return refuse(&mut stream, Refusal::Full(full), peer).await,
                 };
                 let response = Response {
                     status: StatusCode::OK,
@@ -406,36 +455,35 @@ pub(crate) fn check_upgrade(
     request: &Request<()>,
     site: &Site,
     config: &TransportConfig,
-) -> Result<Handshake, Response<'static>> {
+) -> Result<Handshake, (Refusal, Response<'static>)> {
     let headers = request.headers();
     if !origin_allowed(headers, &config.allowed_origins) {
-        return Err(forbidden_origin());
+        return Err((Refusal::Origin, forbidden_origin()));
     }
+    let malformed = |response| Err((Refusal::Handshake, response));
     if !has_token(headers, UPGRADE, "websocket") {
-        return Err(Response::text(
-            StatusCode::UPGRADE_REQUIRED,
-            "this endpoint speaks WebSocket only\n",
-        )
-        .header("Upgrade", "websocket")
-        .header("Connection", "Upgrade"));
+        return malformed(
+            Response::text(StatusCode::UPGRADE_REQUIRED, "this endpoint speaks WebSocket only\n")
+                .header("Upgrade", "websocket")
+                .header("Connection", "Upgrade"),
+        );
     }
     if request.version() < Version::HTTP_11 {
-        return Err(Response::text(StatusCode::BAD_REQUEST, "WebSocket needs HTTP/1.1\n"));
+        return malformed(Response::text(StatusCode::BAD_REQUEST, "WebSocket needs HTTP/1.1\n"));
     }
     if !has_token(headers, CONNECTION, "upgrade") {
-        return Err(Response::text(StatusCode::BAD_REQUEST, "missing Connection: Upgrade\n"));
+        return malformed(Response::text(StatusCode::BAD_REQUEST, "missing Connection: Upgrade\n"));
     }
     if headers.get(SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
-        return Err(Response::text(
-            StatusCode::UPGRADE_REQUIRED,
-            "unsupported WebSocket version\n",
-        )
-        .header("Sec-WebSocket-Version", "13"));
+        return malformed(
+            Response::text(StatusCode::UPGRADE_REQUIRED, "unsupported WebSocket version\n")
+                .header("Sec-WebSocket-Version", "13"),
+        );
     }
     let key = headers.get(SEC_WEBSOCKET_KEY).map(|k| k.as_bytes()).unwrap_or_default();
     let decoded = base64::engine::general_purpose::STANDARD.decode(key.trim_ascii());
     if decoded.map(|k| k.len()) != Ok(16) {
-        return Err(Response::text(
+        return malformed(Response::text(
             StatusCode::BAD_REQUEST,
             "missing or malformed Sec-WebSocket-Key\n",
         ));
@@ -541,12 +589,12 @@ async fn post<S: Conn>(
     mut stream: S,
     request: Request<()>,
     mut body: Vec<u8>,
-    site: &Site,
+    (site, peer): (&Site, SocketAddr),
     config: &TransportConfig,
 ) -> Result<Accepted, AcceptError> {
     let headers = request.headers();
     if !origin_allowed(headers, &config.allowed_origins) {
-        return answer(&mut stream, forbidden_origin()).await;
+        return refuse(&mut stream, Refusal::Origin, peer).await;
     }
     let Some((name, seq, close)) = stream_and_seq(request.uri().query().unwrap_or("")) else {
         let why = "a post needs ?stream=NAME&seq=N\n";
@@ -633,6 +681,25 @@ fn stream_and_seq(query: &str) -> Option<(String, u64, Option<u16>)> {
 
 fn refusal(status: StatusCode, why: &'static str) -> Response<'static> {
     Response::text(status, why)
+}
+
+/// Answers a refused connection as `reason` says and closes it.
+async fn refuse<S: Conn>(
+    stream: &mut S,
+    reason: Refusal,
+    peer: SocketAddr,
+) -> Result<Accepted, AcceptError> {
+    let response = match reason {
+        Refusal::Full(full) => {
+            Response::text(full.status(), full.why()).header("Retry-After", "10")
+        }
+        Refusal::Origin => forbidden_origin(),
+        Refusal::Handshake => {
+            Response::text(StatusCode::BAD_REQUEST, "malformed WebSocket handshake\n")
+        }
+    };
+    respond_and_close(stream, &response).await?;
+    Ok(Accepted::Refused(Refused { reason, peer }))
 }
 
 async fn answer<S: Conn>(stream: &mut S, response: Response<'_>) -> Result<Accepted, AcceptError> {

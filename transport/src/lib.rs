@@ -33,7 +33,9 @@ mod response;
 mod site;
 mod socket;
 
-pub use accept::{AcceptError, Accepted, ServerSocket, Upgraded, WebSocket, accept};
+pub use accept::{
+    AcceptError, Accepted, Refusal, Refused, ServerSocket, Upgraded, WebSocket, accept,
+};
 pub use client_events::{ClientEventStream, ClientSocket, connect_event_stream};
 pub use close::close_frame_for;
 pub use config::{TlsConfig, TransportConfig};

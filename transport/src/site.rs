@@ -45,6 +45,15 @@ pub enum DynamicAnswer {
     /// A status with a short plain-text body (an error's explanation, a
     /// health check's word), and headers.
     Text(StatusCode, Cow<'static, str>, Vec<(&'static str, String)>),
+    /// `200` with a body made for this request, of its own type (metrics).
+    Body {
+        /// The `Content-Type`.
+        content_type: &'static str,
+        /// The body.
+        body: String,
+        /// More headers.
+        headers: Vec<(&'static str, String)>,
+    },
 }
 
 /// What a server answers over HTTP: static pages by path, dynamic content
@@ -53,7 +62,8 @@ pub enum DynamicAnswer {
 pub struct Site {
     pages: BTreeMap<&'static str, Page>,
     dynamic: Vec<(&'static str, Arc<dyn Dynamic>)>,
-    websocket_path: &'static str,
+    /// `None` for a site of pages alone.
+    websocket_path: Option<&'static str>,
     /// Other paths that upgrade, by prefix (each ending with `/`), with
     /// the largest message each takes if not the configured one.
     websocket_prefixes: Vec<(&'static str, Option<usize>)>,
@@ -67,12 +77,17 @@ impl Site {
     /// When a client offers `subprotocol` in `Sec-WebSocket-Protocol`, the
     /// upgrade selects it; clients offering none are accepted too.
     pub fn new(websocket_path: &'static str, subprotocol: Option<&'static str>) -> Self {
+        Self { websocket_path: Some(websocket_path), subprotocol, ..Self::pages_only() }
+    }
+
+    /// A site with no pages yet where nothing upgrades (a metrics port).
+    pub fn pages_only() -> Self {
         Self {
             pages: BTreeMap::new(),
             dynamic: Vec::new(),
-            websocket_path,
+            websocket_path: None,
             websocket_prefixes: Vec::new(),
-            subprotocol,
+            subprotocol: None,
             event_streams: Arc::default(),
         }
     }
@@ -127,7 +142,7 @@ impl Site {
 
     /// Whether a request for `path` may upgrade to a WebSocket.
     pub(crate) fn upgrades(&self, path: &str) -> bool {
-        path == self.websocket_path
+        Some(path) == self.websocket_path
             || self.websocket_prefixes.iter().any(|(prefix, _)| path.starts_with(prefix))
     }
 

@@ -776,6 +776,11 @@ impl Chat {
         self.dedupe.bytes()
     }
 
+    /// Room memberships: each session in each room it is in, counted once.
+    pub fn memberships(&self) -> usize {
+        self.rooms.values().map(|room| room.sessions().len()).sum()
+    }
+
     /// Every room someone is in, with its number of members, by name.
     pub fn room_members(&self) -> Vec<(RoomName, usize)> {
         self.room_ids

@@ -153,6 +153,7 @@ pub enum Step {
 /// The hub's handle on the shared engine.
 #[derive(Debug)]
 pub struct Engine {
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     log: RoomLog,
     /// Shared documents' logs: the same Redis, never trimmed by length.
     doc_log: RoomLog,
@@ -217,6 +218,8 @@ pub struct EngineConfig {
     /// How long a file is kept after the newest message carrying it (the
     /// history's maximum age); `None`: for ever.
     pub files_keep_for: Option<Duration>,
+    /// Where the engine counts (Redis round trips, fills, reconnects).
+    pub(crate) metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Engine {
@@ -251,8 +254,10 @@ impl Engine {
         );
         let (appends, queue) = mpsc::unbounded_channel();
         let keep_for = config.files_keep_for;
+        let roundtrip = config.metrics.redis.roundtrip.clone();
         tokio::spawn(
-            append_in_order(log.clone(), queue, events.clone(), keep_for).in_current_span(),
+            append_in_order(log.clone(), queue, events.clone(), (keep_for, roundtrip))
+                .in_current_span(),
         );
         if let Some(dir) = config.files.clone() {
             let sweeping = sweep_files(log.clone(), dir, config.sweep_every, events.clone());
@@ -267,6 +272,7 @@ impl Engine {
         let renew = (lease / 3).as_millis() / check_every.as_millis().max(1);
         let renew_every = u32::try_from(renew).unwrap_or(u32::MAX).max(1);
         let engine = Self {
+            metrics: std::sync::Arc::clone(&config.metrics),
             follow,
             nicks,
             sessions,
@@ -836,6 +842,7 @@ impl Engine {
                 vec![Step::Found(member, found)]
             }
             Event::Heard(Heard::Reconnected) => {
+                self.metrics.redis.reconnects.inc();
                 self.follow.reconnected();
                 let actions = self.feed.reconnected();
                 self.act(actions)
@@ -940,6 +947,8 @@ impl Engine {
                     }
                     Why::Fill => {
                         let actions = self.feed.filled(room.as_str(), page);
+                        let filled = actions.iter().filter(|a| matches!(a, Action::Deliver { .. }));
+                        self.metrics.redis.filled.inc_by(filled.count() as u64);
                         self.act(actions)
                     }
                     Why::Check => {
@@ -997,6 +1006,7 @@ impl Engine {
                     }
                 }
                 Action::Fill { room, from } => {
+                    self.metrics.redis.fills.inc();
                     if let Ok(name) = RoomName::parse_stored(&room) {
                         self.read(name, from, self.page, Why::Fill);
                     }
@@ -1005,6 +1015,7 @@ impl Engine {
                 // starts its window again after the gap, and members page
                 // back into what the log still has.
                 Action::Gap { room, from, to } => {
+                    self.metrics.redis.lost.inc_by((to + 1).saturating_sub(from));
                     warn!(%room, from, to, "messages gone from the log before this node had them");
                 }
                 Action::Reset { room, epoch } => {
@@ -1042,7 +1053,7 @@ async fn append_in_order(
     log: RoomLog,
     mut queue: mpsc::UnboundedReceiver<ToNumber>,
     events: mpsc::UnboundedSender<Event>,
-    keep_for: Option<Duration>,
+    (keep_for, roundtrip): (Option<Duration>, prometheus_client::metrics::histogram::Histogram),
 ) {
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
@@ -1083,7 +1094,9 @@ async fn append_in_order(
                 message: bytes,
             })
             .collect();
+        let began = std::time::Instant::now();
         let mut appended = append_batch(&log, &all).await.into_iter();
+        roundtrip.observe(began.elapsed().as_secs_f64());
         let mut results: Vec<RedisResult<Appended>> = Vec::with_capacity(batch.len());
         for place in placed {
             results.push(match place {

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Uploads;
 use crate::hub::Input;
+use crate::metrics::Metrics;
 
 /// Whether a type is shown in the page (inline) rather than downloaded.
 fn inline(mime: &str) -> bool {
@@ -49,6 +50,7 @@ pub(crate) struct FileServer {
     /// Weak, so the site (alive as long as the server) does not keep the
     /// hub from stopping when the connections are gone.
     pub hub: mpsc::WeakSender<Input>,
+    pub metrics: Arc<Metrics>,
 }
 
 fn refused(status: StatusCode, why: &'static str) -> DynamicAnswer {
@@ -67,6 +69,7 @@ impl Dynamic for FileServer {
     ) -> Pin<Box<dyn Future<Output = DynamicAnswer> + Send>> {
         let uploads = self.uploads.clone();
         let hub = self.hub.clone();
+        let metrics = Arc::clone(&self.metrics);
         Box::pin(async move {
             let Some(uploads) = uploads else {
                 return refused(StatusCode::NOT_FOUND, "this server takes no uploads\n");
@@ -96,7 +99,11 @@ impl Dynamic for FileServer {
             let Ok(Some(attachment)) = answer.await else {
                 return refused(StatusCode::NOT_FOUND, "no such file in your rooms\n");
             };
-            serve(&path, &attachment).await
+            let answer = serve(&path, &attachment).await;
+            if let DynamicAnswer::File { len, .. } = &answer {
+                metrics.download_bytes.inc_by(*len);
+            }
+            answer
         })
     }
 }
@@ -130,8 +137,12 @@ async fn serve(path: &Path, attachment: &Attachment) -> DynamicAnswer {
 }
 
 /// The `Arc` the site holds.
-pub(crate) fn server(uploads: Option<Uploads>, hub: &mpsc::Sender<Input>) -> Arc<dyn Dynamic> {
-    Arc::new(FileServer { uploads, hub: hub.downgrade() })
+pub(crate) fn server(
+    uploads: Option<Uploads>,
+    hub: &mpsc::Sender<Input>,
+    metrics: Arc<Metrics>,
+) -> Arc<dyn Dynamic> {
+    Arc::new(FileServer { uploads, hub: hub.downgrade(), metrics })
 }
 
 #[cfg(test)]

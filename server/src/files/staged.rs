@@ -56,6 +56,11 @@ impl Staged {
         }
     }
 
+    /// The file's size in bytes.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Its message is stored: the file stays. Returns the bytes it added
     /// to the store.
     pub(crate) fn keep(&mut self) -> u64 {

@@ -16,6 +16,7 @@ mod durable;
 mod fallback;
 mod health;
 mod hostile;
+mod metrics;
 mod nodes;
 mod proxy;
 mod resume;
