@@ -72,8 +72,8 @@ pub(crate) async fn serve(
 /// Why a connection ended, for the log.
 #[derive(Debug)]
 pub(crate) enum Ended {
-    /// The client closed it with a close frame (and this code).
-    ClosedByClient(Option<u16>),
+    /// The client closed it with a close frame with this code.
+    ClosedByClient(u16),
     /// The stream ended without a close frame.
     EndOfStream,
     /// Reading failed (boxed: rare, and large).
@@ -93,7 +93,7 @@ impl Ended {
     /// when it was cut without one.
     fn code(&self) -> Option<u16> {
         match self {
-            Self::ClosedByClient(code) => *code,
+            Self::ClosedByClient(code) => Some(*code),
             Self::ClosedByServer(code) => Some(code.code()),
             Self::ReadFailed(err) => close_frame_for(err).map(|frame| u16::from(frame.code)),
             Self::EndOfStream
@@ -271,7 +271,8 @@ impl Connection {
                 if frame.as_ref().is_some_and(|f| f.code == WsCloseCode::Normal) {
                     self.departure = Departure::Quit;
                 }
-                Err(Ended::ClosedByClient(frame.map(|f| u16::from(f.code))))
+                // A close frame without a code reports 1005 (RFC 6455).
+                Err(Ended::ClosedByClient(frame.map_or(1005, |f| u16::from(f.code))))
             }
             Some(Ok(message)) => match self.take(message, config) {
                 Taken::Done(result) => result,

@@ -178,7 +178,7 @@ pub async fn run_with_metrics(
         // At debug level only: a live span costs every connection about
         // 200 bytes for as long as it lasts, and at info level the few
         // lines a connection logs name their member and peer themselves.
-        let span = debug_span!("conn", id, %peer, member = tracing::field::Empty);
+        let span = debug_span!("conn", conn = id, %peer, member = tracing::field::Empty);
         let (site, config, hub, mut stop) =
             (Arc::clone(&site), Arc::clone(&config), hub_tx.clone(), stop_rx.clone());
         // Stopped by the next change only: one accepted while draining

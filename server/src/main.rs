@@ -1,10 +1,10 @@
 //! `chat-server`: flags and environment onto [`ServerConfig`], logging, bind,
 //! then [`chat_server::run`] until ctrl-c or SIGTERM.
 
+mod logging;
 mod settings;
 mod tuning;
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,7 +18,6 @@ use clap::{Parser, ValueEnum};
 use sha2::Digest;
 use tokio::net::TcpListener;
 use tracing::Instrument;
-use tracing_subscriber::EnvFilter;
 
 use crate::tuning::{Tuning, parse_duration, parse_positive_duration, parse_size};
 
@@ -29,9 +28,14 @@ struct Args {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Log format on stderr. The level is set with RUST_LOG (default info).
+    /// Log format on stderr: text, or json (one object per line, for log
+    /// pipelines).
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// What to log, as RUST_LOG takes it: a level (debug), or per module
+    /// (info,chat_server::hub=debug). Default: RUST_LOG, else info.
+    #[arg(long, env = "CHAT_LOG")]
+    log: Option<String>,
     #[command(flatten)]
     tuning: Tuning,
     /// Directory of the message store (SQLite, created if missing).
@@ -443,6 +447,7 @@ async fn start() -> anyhow::Result<()> {
         }
         Some(Subcommand::CheckConfig) => {
             server_config(&args, auth_secret(&args)?, false)?;
+            logging::filter(args.log.as_deref())?;
             print!("{}", effective_settings(merged));
             return Ok(());
         }
@@ -464,15 +469,8 @@ async fn start() -> anyhow::Result<()> {
     // one line on stderr.
     let authenticated = secret.is_some();
     let mut config = server_config(&args, secret, true)?;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
+    let filter = logging::filter(args.log.as_deref())?;
+    logging::init(matches!(args.log_format, LogFormat::Json), filter);
     let shown = |limit: Option<u64>| limit.map_or("unlimited".to_owned(), |n| n.to_string());
     tracing::info!(
         before = %shown(files_before),

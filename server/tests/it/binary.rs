@@ -101,3 +101,88 @@ fn a_config_file_sets_what_flags_and_environment_do_not() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("no_such_setting"), "{output:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn json_logs_have_stable_fields_and_never_hold_secrets_tokens_or_texts() {
+    let secret = "a-secret-of-at-least-thirty-two-bytes-for-hs256";
+    let token = server_command()
+        .args(["--auth-secret", secret, "token", "--nick", "alice"])
+        .output()
+        .unwrap();
+    assert!(token.status.success(), "{token:?}");
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let mut command = server_command();
+    command.args(["--listen", "127.0.0.1:0", "--ephemeral", "--log-format", "json"]);
+    command.args(["--auth-secret", secret, "--metrics-token", "metrics-secret-7"]);
+    command.args(["--stats-token", "stats-secret-9", "--log", "info"]);
+    let (mut server, addr) = start(&mut command);
+
+    let stream = TcpStream::connect(&addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (mut socket, _) = tungstenite::client(format!("ws://{addr}/ws"), stream).unwrap();
+    let hello = serde_json::json!({"type": "hello", "nick": "alice", "token": token});
+    socket.send(Message::text(hello.to_string())).unwrap();
+    let welcome: serde_json::Value =
+        serde_json::from_str(socket.read().unwrap().to_text().unwrap()).unwrap();
+    let session = welcome["session"].as_str().unwrap().to_owned();
+    let text = "a message text that stays out of the logs";
+    socket.send(Message::text(r#"{"type":"join","room":"lobby"}"#)).unwrap();
+    let say = serde_json::json!({"type": "say", "room": "lobby", "text": text});
+    socket.send(Message::text(say.to_string())).unwrap();
+    while !socket.read().unwrap().to_text().unwrap().contains(text) {}
+    // A page of another site, refused.
+    let mut foreign = TcpStream::connect(&addr).unwrap();
+    write!(
+        foreign,
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Origin: https://evil.example\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    foreign.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    // (The server waits for the client to close before it counts and logs
+    // a refusal.)
+    drop(foreign);
+    let goodbye = tungstenite::protocol::CloseFrame {
+        code: tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "bye".into(),
+    };
+    socket.close(Some(goodbye)).unwrap();
+    while socket.read().is_ok() {}
+
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(server.child.wait().unwrap().success());
+    // The process is gone: its stderr has ended.
+    let logs: Vec<serde_json::Value> = server
+        .stderr
+        .iter()
+        .map(|line| serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}")))
+        .collect();
+    for line in &logs {
+        for field in ["time", "level", "target", "message"] {
+            assert!(line[field].is_string(), "{field} in {line}");
+        }
+        let text_of_line = line.to_string();
+        for kept in
+            [secret, token.as_str(), session.as_str(), text, "metrics-secret-7", "stats-secret-9"]
+        {
+            assert!(!text_of_line.contains(kept), "{kept:?} logged: {line}");
+        }
+    }
+    let find = |message: &str| {
+        logs.iter()
+            .find(|line| line["message"] == message)
+            .unwrap_or_else(|| panic!("no {message}: {logs:?}"))
+    };
+    let connected = find("connected");
+    assert_eq!(connected["transport"], "websocket");
+    assert!(connected["member"].is_string() && connected["peer"].is_string(), "{connected}");
+    let refused = find("refused a connection");
+    assert_eq!(refused["reason"], "origin");
+    assert!(refused["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{refused}");
+    let gone = find("disconnected");
+    assert_eq!((gone["code"].as_str(), &gone["member"]), (Some("1000"), &connected["member"]));
+}
