@@ -2,6 +2,7 @@
 //! then [`chat_server::run`] until ctrl-c or SIGTERM.
 
 mod logging;
+mod notify;
 mod settings;
 mod tuning;
 
@@ -537,6 +538,7 @@ async fn start() -> anyhow::Result<()> {
     let scheme = if config.transport.tls.is_some() { "https" } else { "http" };
     println!("listening on {scheme}://{addr}");
     tracing::info!(%addr, "listening");
+    notify::notify(&format!("READY=1\nSTATUS=serving on {scheme}://{addr}"));
     let span = match &config.node_id {
         Some(node) => {
             tracing::info!(%node, "cluster mode: this node shares the chat through Redis");
@@ -639,6 +641,7 @@ async fn shutdown_signal() {
         () = ctrl_c => {}
         () = term => {}
     }
+    notify::notify("STOPPING=1\nSTATUS=draining");
 }
 
 #[cfg(test)]

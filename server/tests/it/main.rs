@@ -20,5 +20,6 @@ mod metrics;
 mod nodes;
 mod proxy;
 mod resume;
+mod service;
 mod support;
 mod uploads;
