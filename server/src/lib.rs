@@ -12,6 +12,7 @@
 #![cfg_attr(not(test), warn(clippy::indexing_slicing))]
 
 pub mod auth;
+pub mod backup;
 mod clock;
 pub mod cluster;
 mod commits;
@@ -40,10 +41,10 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
 pub use config::ServerConfig;
-pub use files::Uploads;
+pub use files::{Uploads, stored_path};
 pub use store::{
-    DocUpdate, MemoryStore, Retention, Snapshot, SqliteStore, Store, StoreError, VERSIONS_KEPT,
-    VersionInfo,
+    DocUpdate, Erased, MemoryStore, Retention, Snapshot, SqliteStore, Store, StoreError,
+    VERSIONS_KEPT, VersionInfo,
 };
 
 use crate::hub::{Hub, Input};

@@ -40,7 +40,7 @@ struct Args {
     #[command(flatten)]
     tuning: Tuning,
     /// Directory of the message store (SQLite, created if missing).
-    #[arg(long, env = "CHAT_DATA_DIR", default_value = "./chat-data")]
+    #[arg(long, env = "CHAT_DATA_DIR", default_value = "./chat-data", global = true)]
     data_dir: PathBuf,
     /// Keep history in memory only: nothing survives a restart. For tests
     /// and demos. Uploaded files go to a temporary directory, removed at
@@ -167,7 +167,7 @@ struct Args {
     /// Where uploaded files are kept (default <data-dir>/files). In cluster
     /// mode uploads are on only with this set to one directory every node
     /// shares (a network file system, a volume mounted on each).
-    #[arg(long, env = "CHAT_FILES_DIR")]
+    #[arg(long, env = "CHAT_FILES_DIR", global = true)]
     files_dir: Option<PathBuf>,
     /// This node's name in a cluster (letters, digits, '.', '_', '-'; at
     /// most 64), shown in welcome, the live counters and the logs. Default:
@@ -339,6 +339,27 @@ enum Subcommand {
     /// Prints a config file with every setting, commented out at its
     /// default, under what it does.
     PrintConfig,
+    /// Backs up the store of --data-dir (and its files) to OUT, a new
+    /// directory, while the server runs: a consistent copy as of one
+    /// commit (docs/operations.md, Backup and restore).
+    Backup {
+        /// Where the backup goes; must not exist.
+        out: PathBuf,
+    },
+    /// Brings a backup back into --data-dir, which must hold no store; then
+    /// start the server on it.
+    Restore {
+        /// The backup's directory.
+        from: PathBuf,
+    },
+    /// Erases what a person wrote, on request: the text and files of
+    /// their messages (kept as deleted, so clients show them deleted) and
+    /// their sessions. The server must be stopped (docs/operations.md).
+    Erase {
+        /// Their nick, exactly as shown.
+        #[arg(long)]
+        nick: String,
+    },
     /// Prints an access token signed with the auth secret.
     Token {
         /// The nick the token is for.
@@ -446,6 +467,37 @@ async fn start() -> anyhow::Result<()> {
             print!("{}", default_config_file());
             return Ok(());
         }
+        Some(Subcommand::Backup { ref out }) => {
+            let copied = chat_server::backup::backup(&args.data_dir, &files_dir(&args), out)?;
+            println!("backed up to {}: {}", out.display(), told(&copied));
+            return Ok(());
+        }
+        Some(Subcommand::Restore { ref from }) => {
+            let copied = chat_server::backup::restore(from, &args.data_dir, &files_dir(&args))?;
+            println!("restored into {}: {}", args.data_dir.display(), told(&copied));
+            return Ok(());
+        }
+        Some(Subcommand::Erase { ref nick }) => {
+            let mut store = SqliteStore::open(&args.data_dir).with_context(|| {
+                format!("opening the store in {} (stop the server first)", args.data_dir.display())
+            })?;
+            let erased = store.erase_nick(nick)?;
+            let files = files_dir(&args);
+            for path in erased.files.iter().filter_map(|id| chat_server::stored_path(&files, id)) {
+                if let Err(err) = std::fs::remove_file(&path)
+                    && err.kind() != std::io::ErrorKind::NotFound
+                {
+                    return Err(err).with_context(|| format!("deleting {}", path.display()));
+                }
+            }
+            println!(
+                "erased {nick}: {} messages, {} files, {} sessions",
+                erased.messages,
+                erased.files.len(),
+                erased.sessions
+            );
+            return Ok(());
+        }
         Some(Subcommand::CheckConfig) => {
             server_config(&args, auth_secret(&args)?, false)?;
             logging::filter(args.log.as_deref())?;
@@ -551,6 +603,27 @@ async fn start() -> anyhow::Result<()> {
         .await;
     drop(scratch);
     served
+}
+
+/// Where uploaded files are kept: `--files-dir`, else `<data-dir>/files`.
+fn files_dir(args: &Args) -> PathBuf {
+    args.files_dir.clone().unwrap_or_else(|| args.data_dir.join("files"))
+}
+
+/// What a backup or restore copied, in words.
+fn told(copied: &chat_server::backup::Copied) -> String {
+    let mut told = format!(
+        "the database ({} bytes) and {} files ({} bytes)",
+        copied.db_bytes, copied.files, copied.file_bytes
+    );
+    if !copied.missing.is_empty() {
+        told.push_str(&format!(
+            "; {} files were gone (their messages deleted or aged out meanwhile): {}",
+            copied.missing.len(),
+            copied.missing.join(", ")
+        ));
+    }
+    told
 }
 
 /// The server's configuration from `args` and the auth `secret`: every

@@ -12,7 +12,7 @@ use chat_core::{
 };
 
 pub use memory::MemoryStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{Erased, SqliteStore};
 
 /// What the chat must not lose: room messages and sequence counters,
 /// direct messages (kept like a room's, under their conversation's name)

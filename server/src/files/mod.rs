@@ -72,11 +72,18 @@ impl Uploads {
     /// The stored file with this id; `None` for anything that is not a
     /// SHA-256 in lowercase hex (so no path can be smuggled in).
     pub(crate) fn path(&self, id: &str) -> Option<PathBuf> {
-        let valid =
-            id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        let prefix = id.get(..2).filter(|_| valid)?;
-        Some(self.dir.join(prefix).join(id))
+        stored_path(&self.dir, id)
     }
+}
+
+/// Where the file `id` is kept under `dir`: a directory per two first hex
+/// digits. `None` for anything but an id the store makes (64 lowercase hex
+/// digits), so no id can name a path elsewhere.
+pub fn stored_path(dir: &std::path::Path, id: &str) -> Option<PathBuf> {
+    let valid =
+        id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let prefix = id.get(..2).filter(|_| valid)?;
+    Some(dir.join(prefix).join(id))
 }
 
 #[cfg(test)]

@@ -93,12 +93,17 @@ const DELETE: i64 = 4;
 /// Storage in one SQLite file, `chat.db` in the data directory.
 ///
 /// WAL mode with `synchronous=FULL`: a commit that returned is on disk, so
-/// neither `kill -9` nor a power loss takes it back. The database is opened
-/// in exclusive locking mode, so a second server on the same directory fails
-/// at startup instead of corrupting the numbering.
+/// neither `kill -9` nor a power loss takes it back. The store holds an
+/// exclusive lock on `chat.lock` in the directory as long as it is open,
+/// so a second server on the same directory fails at startup instead of
+/// corrupting the numbering; the database itself stays readable by others
+/// (an online backup, `chat-server backup`, reads it while the server
+/// writes).
 #[derive(Debug)]
 pub struct SqliteStore {
     db: Connection,
+    /// Held (locked) as long as the store is open.
+    _lock: std::fs::File,
 }
 
 impl SqliteStore {
@@ -109,16 +114,20 @@ impl SqliteStore {
     /// or another process holds it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("chat.lock"))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|_| std::io::Error::other("another chat-server holds this data directory"))?;
         let db = Connection::open(dir.join("chat.db"))?;
-        // The database is ours alone: waiting on a lock only delays telling
-        // the operator that another server holds it.
+        // Only readers (a backup) share the database: in WAL mode they
+        // never hold a writer up for long.
         db.busy_timeout(std::time::Duration::from_millis(200))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
-        db.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         db.execute_batch(SCHEMA)?;
-        // Takes the exclusive lock now, not at the first message.
-        db.execute_batch("BEGIN EXCLUSIVE; COMMIT;")?;
         let version: i64 = db.pragma_query_value(None, "user_version", |row| row.get(0))?;
         if version == 1 {
             // Version 1 had no attachments.
@@ -152,7 +161,63 @@ impl SqliteStore {
         if version < SCHEMA_VERSION {
             db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
-        Ok(Self { db })
+        Ok(Self { db, _lock: lock })
+    }
+}
+
+/// What [`SqliteStore::erase_nick`] took out.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Erased {
+    /// Messages (room and direct) whose text and file were erased.
+    pub messages: usize,
+    /// Sessions ended.
+    pub sessions: usize,
+    /// Files no message carries any more: the caller deletes them.
+    pub files: Vec<String>,
+}
+
+impl SqliteStore {
+    /// Erases what `nick` (exactly as shown) wrote, on request: the text
+    /// and file of each of its messages, room and direct (each kept as a
+    /// deleted message, so the numbering has no hole and clients see it
+    /// deleted), the new texts of its edits, and its sessions. Returns
+    /// the files no message carries any more. In one transaction.
+    ///
+    /// # Errors
+    /// SQLite failed; nothing was changed.
+    pub fn erase_nick(&mut self, nick: &str) -> Result<Erased, StoreError> {
+        // What is taken out is overwritten, not left in free space.
+        self.db.pragma_update(None, "secure_delete", "ON")?;
+        let tx = self.db.transaction()?;
+        let carried: BTreeSet<String> = {
+            let mut query = tx.prepare(
+                "SELECT DISTINCT file_id FROM messages WHERE nick = ?1 AND file_id IS NOT NULL",
+            )?;
+            let ids = query.query_map([nick], |row| row.get::<_, String>(0))?;
+            ids.collect::<Result<_, _>>()?
+        };
+        let messages = tx.execute(
+            "UPDATE messages SET text = '', kind = ?2, file_id = NULL, file_name = NULL,
+                                 file_mime = NULL, file_size = NULL
+             WHERE nick = ?1 AND kind IN (?3, ?4)",
+            params![nick, DELETED, SAID, EDITED],
+        )?;
+        tx.execute(
+            "UPDATE messages SET text = '' WHERE nick = ?1 AND kind = ?2",
+            params![nick, EDIT],
+        )?;
+        let sessions = tx.execute("DELETE FROM sessions WHERE nick = ?1", [nick])?;
+        let mut files = Vec::new();
+        {
+            let mut still = tx.prepare("SELECT 1 FROM messages WHERE file_id = ?1 LIMIT 1")?;
+            for id in carried {
+                if !still.exists([&id])? {
+                    files.push(id);
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(Erased { messages, sessions, files })
     }
 }
 

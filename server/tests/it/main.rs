@@ -6,6 +6,7 @@
 
 mod abuse;
 mod auth;
+mod backup;
 mod binary;
 mod chaos;
 mod chat;
