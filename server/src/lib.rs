@@ -200,7 +200,7 @@ pub async fn run_with_metrics(
                     Ok(Accepted::Upgraded(upgraded))
                         if upgraded.request.uri().path().starts_with(docs::PREFIX) =>
                     {
-                        Box::pin(docs::serve(upgraded, hub, &config)).await;
+                        Box::pin(docs::serve(upgraded, hub, &config, &metrics)).await;
                     }
                     Ok(Accepted::Upgraded(upgraded)) => {
                         Box::pin(connection::serve(upgraded, hub, &config, metrics)).await;

@@ -40,6 +40,8 @@ pub(crate) struct Metrics {
     event_stream: (Gauge, Counter),
     connections_refused: Labelled,
     connections_closed: Labelled,
+    /// Open connections of document editors (y-websocket).
+    pub document_connections: Gauge,
     pub sessions_attached: Gauge,
     pub sessions_detached: Gauge,
     pub rooms: Gauge,
@@ -163,6 +165,11 @@ impl Metrics {
             event_stream: of(Transport::EventStream),
             connections_refused,
             connections_closed,
+            document_connections: gauge(
+                r,
+                "chat_document_connections",
+                "Open connections of shared documents' editors",
+            ),
             sessions_attached: gauge(r, "chat_sessions_attached", "Sessions with a connection"),
             sessions_detached: gauge(
                 r,

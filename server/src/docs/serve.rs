@@ -61,7 +61,26 @@ pub(crate) async fn serve(
     upgraded: Box<Upgraded>,
     hub: mpsc::Sender<Input>,
     config: &crate::ServerConfig,
+    metrics: &crate::metrics::Metrics,
 ) {
+    let peer = upgraded.peer;
+    metrics.document_connections.inc();
+    let code = Box::pin(serve_until_closed(upgraded, hub, config, metrics)).await;
+    metrics.document_connections.dec();
+    if metrics.connection_lines.allow() {
+        let code = code.map_or_else(|| "none".to_owned(), |code| code.to_string());
+        info!(%peer, code, "document connection closed");
+    }
+}
+
+/// Serves it; the close code it ended with, either side's (`None`: cut
+/// without one).
+async fn serve_until_closed(
+    upgraded: Box<Upgraded>,
+    hub: mpsc::Sender<Input>,
+    config: &crate::ServerConfig,
+    metrics: &crate::metrics::Metrics,
+) -> Option<u16> {
     let Upgraded { mut socket, outgoing, request, peer, pass, .. } = *upgraded;
     let _pass = pass;
     let target = match Target::parse(request.uri().path(), request.uri().query()) {
@@ -72,14 +91,17 @@ pub(crate) async fn serve(
     let (reply, opened) = oneshot::channel();
     let open = Input::DocOpen { target, outgoing: Arc::clone(&outgoing), close, reply };
     if hub.send(open).await.is_err() {
-        return;
+        return None;
     }
     let conn = match opened.await {
         Ok(Ok(conn)) => conn,
         Ok(Err(close)) => return refuse(&mut socket, close.code, close.reason).await,
-        Err(_) => return,
+        Err(_) => return None,
     };
-    info!(conn, %peer, "document opened");
+    if metrics.connection_lines.allow() {
+        info!(conn, %peer, "document opened");
+    }
+    let mut code = None;
     let rate = Rate::per_sec(config.frames_per_sec, config.frames_burst);
     let opened = tokio::time::Instant::now();
     let mut frames = TokenBucket::full(rate, Timestamp::from_unix_millis(0));
@@ -88,7 +110,7 @@ pub(crate) async fn serve(
             biased;
             close = &mut closing => {
                 let close = close.unwrap_or(DocClose::from(chat_protocol::CloseCode::GoingAway));
-                refuse(&mut socket, close.code, close.reason).await;
+                code = refuse(&mut socket, close.code, close.reason).await;
                 break;
             }
             () = outgoing.stalled() => {
@@ -116,19 +138,30 @@ pub(crate) async fn serve(
                     let why = format!("a frame larger than {} bytes", frame_limit(config));
                     return finish(&hub, conn, refuse(&mut socket, TOO_LARGE, why)).await;
                 }
-                Some(Ok(Frame::Close(_)) | Err(_)) | None => break,
+                Some(Ok(Frame::Close(frame))) => {
+                    // Without a code, 1005 (RFC 6455).
+                    code = Some(frame.map_or(1005, |frame| u16::from(frame.code)));
+                    break;
+                }
+                Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
         }
     }
     outgoing.close();
     let _ = hub.send(Input::DocClosed { conn }).await;
+    code
 }
 
 /// Closes after `closing`, and tells the hub.
-async fn finish(hub: &mpsc::Sender<Input>, conn: Conn, closing: impl Future<Output = ()>) {
-    closing.await;
+async fn finish(
+    hub: &mpsc::Sender<Input>,
+    conn: Conn,
+    closing: impl Future<Output = Option<u16>>,
+) -> Option<u16> {
+    let code = closing.await;
     let _ = hub.send(Input::DocClosed { conn }).await;
+    code
 }
 
 /// The close code of a request that is not a document's, or a frame that
@@ -206,13 +239,14 @@ const TRY_AGAIN_LATER: u16 = 1013;
 /// what the client sent meanwhile unread is reset, and the client would
 /// lose the close frame and its reason (y-websocket sends its first
 /// messages as soon as it is open).
-async fn refuse(socket: &mut chat_transport::Socket, code: u16, why: String) {
+async fn refuse(socket: &mut chat_transport::Socket, code: u16, why: String) -> Option<u16> {
     let frame = CloseFrame { code: code.into(), reason: why.into() };
     let closing = async {
         let _ = socket.close(Some(frame)).await;
         while let Some(Ok(_)) = socket.next().await {}
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), closing).await;
+    Some(code)
 }
 
 /// A connection with a document open.

@@ -284,7 +284,11 @@ async fn two_nodes(
     use chat_server::ServerConfig;
     let redis = Redis::start();
     let config = || {
-        let mut config = ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
+        let mut config = ServerConfig {
+            redis: Some(redis.url()),
+            metrics_token: Some(crate::metrics::TOKEN.to_owned()),
+            ..ServerConfig::default()
+        };
         if let Some(lease) = lease {
             config.cluster_lease = lease;
         }
@@ -410,7 +414,11 @@ async fn with_redis_down_messages_are_refused_for_now_and_all_goes_on_when_it_re
     use serde_json::json;
     // The strict promise: every write on disk before it is answered.
     let mut redis = Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
-    let config = || ServerConfig { redis: Some(redis.url()), ..ServerConfig::default() };
+    let config = || ServerConfig {
+        redis: Some(redis.url()),
+        metrics_token: Some(crate::metrics::TOKEN.to_owned()),
+        ..ServerConfig::default()
+    };
     let (a, b) = (Server::start(config()).await, Server::start(config()).await);
     let mut alice = Client::in_room(&a, "alice", "lobby").await;
     let mut bob = Client::in_room(&b, "bob", "lobby").await;
@@ -430,8 +438,11 @@ async fn with_redis_down_messages_are_refused_for_now_and_all_goes_on_when_it_re
     assert_eq!(alice.expect_error("unavailable").await["id"], "d1");
     // The node itself carries on.
     alice.expect_nothing_pending().await;
+    crate::metrics::until(&b, "chat_redis_up", |v| v == 0.0).await;
 
     redis.restart();
+    crate::metrics::until(&b, "chat_redis_up", |v| v == 1.0).await;
+    crate::metrics::until(&b, "chat_redis_reconnects_total", |v| v >= 1.0).await;
     // As a client does: the same message again when told, until taken.
     let mut taken = None;
     for _ in 0..50 {
@@ -469,6 +480,15 @@ async fn a_last_message_whose_publication_was_lost_is_found_by_the_periodic_chec
     assert_eq!(next_message(&mut bob).await, found);
     assert_eq!(next_message(&mut alice).await.0, 1, "alice's own echo first");
     assert_eq!(next_message(&mut alice).await, found);
+    // The metrics say so: a gap found, one message read back to fill it.
+    for node in [&a, &b] {
+        crate::metrics::until(node, "chat_redis_gap_fills_total", |v| v >= 1.0).await;
+        crate::metrics::until(node, "chat_redis_filled_messages_total", |v| v == 1.0).await;
+        crate::metrics::until(node, "chat_redis_up", |v| v == 1.0).await;
+    }
+    let scraped = crate::metrics::scrape(&a).await;
+    assert_eq!(scraped["chat_redis_roundtrip_seconds_count"], 1.0, "alice's one append");
+    assert_eq!(scraped["chat_redis_lost_messages_total"], 0.0);
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -155,11 +155,16 @@ pub(crate) fn path(room: &str, doc: &str, token: &str) -> String {
 
 #[tokio::test]
 async fn members_edit_one_document_live_and_converge() {
-    let server = Server::start(chat_server::ServerConfig::default()).await;
+    let config = chat_server::ServerConfig {
+        metrics_token: Some(crate::metrics::TOKEN.to_owned()),
+        ..chat_server::ServerConfig::default()
+    };
+    let server = Server::start(config).await;
     let alice = Client::in_room(&server, "alice", "lobby").await;
     let bob = Client::in_room(&server, "bob", "lobby").await;
     let mut a = Editor::open(&server, &path("lobby", "notes", &alice.session)).await.unwrap();
     let mut b = Editor::open(&server, &path("lobby", "notes", &bob.session)).await.unwrap();
+    crate::metrics::until(&server, "chat_document_connections", |v| v == 2.0).await;
     a.insert(0, "hello").await;
     b.until("hello").await;
     // Both type at the end at once.
@@ -188,6 +193,7 @@ async fn members_edit_one_document_live_and_converge() {
     b.until_here(31, Some("alice")).await;
     drop(c);
     b.until_here(31, None).await;
+    crate::metrics::until(&server, "chat_document_connections", |v| v == 2.0).await;
     // Another document of the room is another document.
     let mut other = Editor::open(&server, &path("lobby", "todo", &bob.session)).await.unwrap();
     other.round_trip().await;

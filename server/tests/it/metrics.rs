@@ -11,10 +11,10 @@ use serde_json::json;
 
 use crate::support::{Client, Server, WAIT, http_get, http_get_at};
 
-const TOKEN: &str = "scrape-me";
+pub(crate) const TOKEN: &str = "scrape-me";
 
 /// Every sample of a scrape, by name and labels as written.
-async fn scrape(server: &Server) -> BTreeMap<String, f64> {
+pub(crate) async fn scrape(server: &Server) -> BTreeMap<String, f64> {
     let (status, headers, body) = http_get(server, "/metrics", Some(TOKEN)).await;
     assert_eq!(status, 200);
     let content_type = headers.iter().find(|(name, _)| name == "content-type").unwrap();
@@ -32,7 +32,7 @@ async fn scrape(server: &Server) -> BTreeMap<String, f64> {
 
 /// Scrapes until `key`'s value passes `check` (gauges are set once a
 /// second); its value.
-async fn until(server: &Server, key: &str, check: impl Fn(f64) -> bool) -> f64 {
+pub(crate) async fn until(server: &Server, key: &str, check: impl Fn(f64) -> bool) -> f64 {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let value = scrape(server).await.get(key).copied();
