@@ -18,7 +18,7 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 use crate::log_limit::LogLimit;
 
@@ -384,28 +384,34 @@ fn close_label(code: u16) -> &'static str {
     }
 }
 
+/// `metric`, registered under `name` (with `unit`'s suffix if it has one).
+fn registered<M: Metric + Clone>(
+    registry: &mut Registry,
+    (name, help): (&str, &str),
+    unit: Option<Unit>,
+    metric: M,
+) -> M {
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric.clone()),
+        None => registry.register(name, help, metric.clone()),
+    }
+    metric
+}
+
 fn counter(registry: &mut Registry, name: &str, help: &str) -> Counter {
-    let counter = Counter::default();
-    registry.register(name, help, counter.clone());
-    counter
+    registered(registry, (name, help), None, Counter::default())
 }
 
 fn bytes(registry: &mut Registry, name: &str, help: &str) -> Counter {
-    let counter = Counter::default();
-    registry.register_with_unit(name, help, Unit::Bytes, counter.clone());
-    counter
+    registered(registry, (name, help), Some(Unit::Bytes), Counter::default())
 }
 
 fn gauge(registry: &mut Registry, name: &str, help: &str) -> Gauge {
-    let gauge = Gauge::default();
-    registry.register(name, help, gauge.clone());
-    gauge
+    registered(registry, (name, help), None, Gauge::default())
 }
 
 fn gauge_bytes(registry: &mut Registry, name: &str, help: &str) -> Gauge {
-    let gauge = Gauge::default();
-    registry.register_with_unit(name, help, Unit::Bytes, gauge.clone());
-    gauge
+    registered(registry, (name, help), Some(Unit::Bytes), Gauge::default())
 }
 
 fn histogram(
@@ -415,12 +421,7 @@ fn histogram(
     unit: Option<Unit>,
     buckets: &[f64],
 ) -> Histogram {
-    let histogram = Histogram::new(buckets.iter().copied());
-    match unit {
-        Some(unit) => registry.register_with_unit(name, help, unit, histogram.clone()),
-        None => registry.register(name, help, histogram.clone()),
-    }
-    histogram
+    registered(registry, (name, help), unit, Histogram::new(buckets.iter().copied()))
 }
 
 /// A family whose series for `values` exist from the start, at 0.

@@ -68,9 +68,9 @@ async fn a_backup_under_load_restores_every_acknowledged_message_and_file() {
     // The backup runs while messages go on being sent and stored.
     let mut backup = tokio::process::Command::new(bin("chat-server"))
         .arg("backup")
+        .arg(&out)
         .arg("--data-dir")
         .arg(&data)
-        .arg(&out)
         .env_remove("CHAT_CONFIG")
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -92,24 +92,10 @@ async fn a_backup_under_load_restores_every_acknowledged_message_and_file() {
     drop(alice);
     server.shutdown().await;
 
-    let restore = std::process::Command::new(bin("chat-server"))
-        .arg("restore")
-        .arg(&out)
-        .arg("--data-dir")
-        .arg(&restored)
-        .env_remove("CHAT_CONFIG")
-        .output()
-        .unwrap();
+    let restore = chat_server(&["restore", out.to_str().unwrap()], &restored);
     assert!(restore.status.success(), "{restore:?}");
     // A second restore over it is refused: it would mix two stores.
-    let again = std::process::Command::new(bin("chat-server"))
-        .arg("restore")
-        .arg(&out)
-        .arg("--data-dir")
-        .arg(&restored)
-        .env_remove("CHAT_CONFIG")
-        .output()
-        .unwrap();
+    let again = chat_server(&["restore", out.to_str().unwrap()], &restored);
     assert_eq!(again.status.code(), Some(1), "{again:?}");
 
     let settings = config(&restored, 1 << 20);
@@ -134,17 +120,14 @@ async fn a_backup_under_load_restores_every_acknowledged_message_and_file() {
 #[test]
 fn a_backup_is_refused_where_there_is_no_store_or_the_target_exists() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&std::path::Path]| {
-        let mut command = std::process::Command::new(bin("chat-server"));
-        command.arg("backup").env_remove("CHAT_CONFIG");
-        command.arg("--data-dir").arg(args[0]).arg(args[1]);
-        command.output().unwrap()
+    let run = |data: &std::path::Path, out: &std::path::Path| {
+        chat_server(&["backup", out.to_str().unwrap()], data)
     };
-    let empty = run(&[&dir.path().join("nothing"), &dir.path().join("b")]);
+    let empty = run(&dir.path().join("nothing"), &dir.path().join("b"));
     assert_eq!(empty.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&empty.stderr).contains("no store"), "{empty:?}");
     let _store = SqliteStore::open(&dir.path().join("data")).unwrap();
-    let exists = run(&[&dir.path().join("data"), dir.path()]);
+    let exists = run(&dir.path().join("data"), dir.path());
     assert_eq!(exists.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&exists.stderr).contains("exists already"), "{exists:?}");
 }
