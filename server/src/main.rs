@@ -478,6 +478,8 @@ async fn start() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Subcommand::Erase { ref nick }) => {
+            let dir = args.data_dir.display();
+            anyhow::ensure!(args.data_dir.join("chat.db").is_file(), "no store in {dir}");
             let mut store = SqliteStore::open(&args.data_dir).with_context(|| {
                 format!("opening the store in {} (stop the server first)", args.data_dir.display())
             })?;

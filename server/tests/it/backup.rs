@@ -118,7 +118,7 @@ async fn a_backup_under_load_restores_every_acknowledged_message_and_file() {
 }
 
 #[test]
-fn a_backup_is_refused_where_there_is_no_store_or_the_target_exists() {
+fn a_backup_or_erasure_is_refused_where_there_is_no_store_or_the_target_exists() {
     let dir = tempfile::tempdir().unwrap();
     let run = |data: &std::path::Path, out: &std::path::Path| {
         chat_server(&["backup", out.to_str().unwrap()], data)
@@ -126,6 +126,10 @@ fn a_backup_is_refused_where_there_is_no_store_or_the_target_exists() {
     let empty = run(&dir.path().join("nothing"), &dir.path().join("b"));
     assert_eq!(empty.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&empty.stderr).contains("no store"), "{empty:?}");
+    let nothing = dir.path().join("nothing");
+    let erase = chat_server(&["erase", "--nick", "alice"], &nothing);
+    assert_eq!(erase.status.code(), Some(1));
+    assert!(!nothing.exists(), "no store is made where there was none");
     let _store = SqliteStore::open(&dir.path().join("data")).unwrap();
     let exists = run(&dir.path().join("data"), dir.path());
     assert_eq!(exists.status.code(), Some(1));
