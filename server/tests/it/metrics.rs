@@ -185,6 +185,11 @@ async fn metrics_listen_serves_metrics_and_probes_alone_and_the_chat_port_none()
     let (metrics, chat) = (addr(line.trim_start_matches("metrics on ")), addr(&base));
     let (status, _, body) = http_get_at(metrics, "/metrics", None).await;
     assert_eq!(status, 200, "no token needed on the private port");
+    // A scraper names the node as it knows it.
+    let named = named_host_get(metrics, "/metrics", "chat-7.internal:9090").await;
+    assert!(named.starts_with("HTTP/1.1 200"), "{named}");
+    let named = named_host_get(chat, "/", "chat-7.internal:8080").await;
+    assert!(named.starts_with("HTTP/1.1 421"), "the chat's port still checks: {named}");
     assert!(String::from_utf8_lossy(&body).contains("chat_connections_opened_total"));
     assert_eq!(http_get_at(metrics, "/readyz", None).await.0, 200);
     assert_eq!(http_get_at(metrics, "/livez", None).await.0, 200);
@@ -195,4 +200,15 @@ async fn metrics_listen_serves_metrics_and_probes_alone_and_the_chat_port_none()
     assert_eq!(status, 404);
     assert!(String::from_utf8_lossy(&body).contains("--metrics-listen"));
     assert_eq!(http_get_at(chat, "/", None).await.0, 200);
+}
+
+/// A GET naming `host`: the answer's head and body.
+async fn named_host_get(addr: std::net::SocketAddr, path: &str, host: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
 }
