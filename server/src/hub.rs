@@ -853,6 +853,9 @@ impl Hub {
                 // (An access token is checked as its frame is decoded.)
                 if error.code == ErrorCode::Unauthorized {
                     self.metrics.refused("auth");
+                    if self.metrics.connection_lines.allow() {
+                        info!(%member, reason = "auth", "refused an access token");
+                    }
                 }
                 let frame = wire::malformed(error);
                 self.reply(member, &frame);

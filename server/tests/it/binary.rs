@@ -145,6 +145,22 @@ fn json_logs_have_stable_fields_and_never_hold_secrets_tokens_or_texts() {
     // (The server waits for the client to close before it counts and logs
     // a refusal.)
     drop(foreign);
+    // A hello with a forged token: refused, logged, counted.
+    let stream = TcpStream::connect(&addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (mut forger, _) = tungstenite::client(format!("ws://{addr}/ws"), stream).unwrap();
+    let forged = serde_json::json!({"type": "hello", "nick": "mallory", "token": "x.y.z"});
+    forger.send(Message::text(forged.to_string())).unwrap();
+    assert!(forger.read().unwrap().to_text().unwrap().contains("unauthorized"));
+    let mut scrape = TcpStream::connect(&addr).unwrap();
+    write!(
+        scrape,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer metrics-secret-7\r\n\r\n"
+    )
+    .unwrap();
+    let mut metrics = String::new();
+    scrape.read_to_string(&mut metrics).unwrap();
+    assert!(metrics.contains("chat_connections_refused_total{reason=\"auth\"} 1\n"), "{metrics}");
     let goodbye = tungstenite::protocol::CloseFrame {
         code: tungstenite::protocol::frame::coding::CloseCode::Normal,
         reason: "bye".into(),
@@ -183,6 +199,7 @@ fn json_logs_have_stable_fields_and_never_hold_secrets_tokens_or_texts() {
     let refused = find("refused a connection");
     assert_eq!(refused["reason"], "origin");
     assert!(refused["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{refused}");
+    assert_eq!(find("refused an access token")["reason"], "auth");
     let gone = find("disconnected");
     assert_eq!((gone["code"].as_str(), &gone["member"]), (Some("1000"), &connected["member"]));
 }
