@@ -572,6 +572,8 @@ async fn start() -> anyhow::Result<()> {
         tracing::info!(dir = %args.data_dir.display(), "message store opened");
         Box::new(store)
     };
+    // Before anything says the server is ready.
+    let stop = shutdown_signal()?;
     let listener =
         TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
@@ -600,7 +602,7 @@ async fn start() -> anyhow::Result<()> {
         }
         None => tracing::Span::none(),
     };
-    let served = chat_server::run_with_metrics(listener, metrics, config, store, shutdown_signal())
+    let served = chat_server::run_with_metrics(listener, metrics, config, store, stop)
         .instrument(span)
         .await;
     drop(scratch);
@@ -690,33 +692,23 @@ fn parse_node_id(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-/// Completes on ctrl-c or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(%err, "cannot listen for ctrl-c");
-            std::future::pending::<()>().await;
+/// Resolves at ctrl-c or SIGTERM, then tells systemd the drain began.
+/// The handlers are installed now, not at the first poll: a SIGTERM that
+/// comes right after `READY=1` drains too, instead of killing the process.
+///
+/// # Errors
+/// A handler cannot be installed.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for ctrl-c")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(%err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-    notify::notify("STOPPING=1\nSTATUS=draining");
+        notify::notify("STOPPING=1\nSTATUS=draining");
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use chat_test_support::{Proc, bin, ready};
 
@@ -66,22 +65,26 @@ fn its_command_line_starts_says_ready_then_stopping_and_drains() {
     command.args(words);
     let socket_path = dir.path().join("notify");
     let systemd = UnixDatagram::bind(&socket_path).unwrap();
-    systemd.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    systemd.set_read_timeout(Some(chat_test_support::WAIT)).unwrap();
     command.env("NOTIFY_SOCKET", &socket_path).env_remove("CHAT_CONFIG");
     let mut server = Proc::spawn(&mut command);
     let base = ready(&mut server);
-    let told = |systemd: &UnixDatagram| {
+    let told = |systemd: &UnixDatagram, server: &Proc| {
         let mut buffer = [0u8; 512];
-        let n = systemd.recv(&mut buffer).unwrap();
+        let n = systemd.recv(&mut buffer).unwrap_or_else(|err| {
+            let said: Vec<String> = server.stderr.try_iter().collect();
+            panic!("nothing told to systemd ({err}); the server said {said:#?}")
+        });
         String::from_utf8_lossy(&buffer[..n]).into_owned()
     };
-    let first = told(&systemd);
+    let first = told(&systemd, &server);
     assert!(first.lines().any(|line| line == "READY=1"), "{first}");
     assert!(first.contains(&format!("STATUS=serving on {base}")), "{first}");
     assert!(data.join("chat.db").exists(), "the store is in the state directory");
     let pid = server.child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let then = told(&systemd);
+    // At once: the handler is there before READY=1 is.
+    let then = told(&systemd, &server);
     assert!(then.lines().any(|line| line == "STOPPING=1"), "{then}");
     assert!(server.child.wait().unwrap().success());
 }
