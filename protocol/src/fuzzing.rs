@@ -23,3 +23,21 @@ pub fn decode(data: &[u8]) {
         assert!(again.is_ok_and(|again| again == frame), "a server frame must round-trip");
     }
 }
+
+/// Decodes arbitrary bytes as an Engine.IO long-polling payload and as a
+/// Socket.IO packet. Panics if decoding panics or if what decodes does not
+/// decode the same from its own encoding.
+pub fn socketio(data: &[u8]) {
+    use crate::{engineio, socketio};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(packets) = engineio::decode_payload(text, 64) {
+        let again = engineio::decode_payload(&engineio::encode_payload(&packets), 64);
+        assert_eq!(again.as_ref(), Ok(&packets), "a payload must round-trip");
+    }
+    if let Ok(packet) = socketio::Packet::decode(text) {
+        let again = socketio::Packet::decode(&packet.encode());
+        assert_eq!(again.as_ref(), Ok(&packet), "a packet must round-trip");
+    }
+}

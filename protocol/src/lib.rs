@@ -19,9 +19,11 @@ mod client;
 mod close;
 mod code;
 mod decode;
+pub mod engineio;
 #[doc(hidden)]
 pub mod fuzzing;
 mod server;
+pub mod socketio;
 pub mod text;
 
 pub use client::{ClientFrame, ClientMessage};
