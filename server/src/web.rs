@@ -40,8 +40,14 @@ pub(crate) fn site(
     for (path, body) in SCRIPTS {
         site = site.page(path, script(body));
     }
-    // Yjs and y-websocket, bundled by scripts/build-yjs (shared documents).
+    // Yjs and y-websocket, bundled by scripts/build-vendor (shared documents).
     site = site.page("/js/yjs.js", script(include_bytes!("../web/vendor/yjs.js")));
+    // The official Socket.IO client, for pages written for a Socket.IO
+    // server (`<script src="/socket.io/socket.io.js">`): socket.io-client's
+    // own dist/socket.io.min.js, pinned by server/web-vendor's lock file.
+    const SOCKET_IO: &[u8] = include_bytes!("../web/vendor/socket.io.min.js");
+    site = site.page("/socket.io/socket.io.js", script(SOCKET_IO));
+    site = site.page("/socket.io/socket.io.min.js", script(SOCKET_IO));
     site.dynamic("/files/", files)
 }
 

@@ -22,5 +22,6 @@ mod nodes;
 mod proxy;
 mod resume;
 mod service;
+mod socketio;
 mod support;
 mod uploads;

@@ -1,7 +1,7 @@
 // Shared documents (docs/protocol.md, "Shared documents"): the Docs panel.
 // A room's document is a Yjs document on a WebSocket of its own,
 // /yjs/ROOM/DOC?session=TOKEN, through y-websocket's provider (yjs.js: the
-// pinned Yjs and y-websocket, bundled by scripts/build-yjs). Its text
+// pinned Yjs and y-websocket, bundled by scripts/build-vendor). Its text
 // ('content', as `chat doc` and any Yjs client read it) is bound to a
 // textarea: what is typed becomes one CRDT edit per input, what others
 // type is spliced in around the caret. Other people's carets and
