@@ -19,7 +19,6 @@ mod client;
 mod close;
 mod code;
 mod decode;
-pub mod engineio;
 #[doc(hidden)]
 pub mod fuzzing;
 mod server;

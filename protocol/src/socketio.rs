@@ -1,4 +1,5 @@
-//! Socket.IO, protocol version 5, on top of Engine.IO 4 ([`crate::engineio`]):
+//! Socket.IO, protocol version 5, on top of Engine.IO 4 (which
+//! `chat_transport::engineio` carries):
 //! written from the published protocol document (`socketio/socket.io-protocol`,
 //! revision 5) and its default parser's format:
 //!

@@ -29,3 +29,17 @@ pub fn request_head(data: &[u8]) {
         }
     }
 }
+
+/// Decodes arbitrary bytes as an Engine.IO long-polling payload. Panics if
+/// decoding panics or if what decodes does not decode the same from its
+/// own encoding.
+pub fn engineio(data: &[u8]) {
+    use crate::engineio::{decode_payload, encode_payload};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(packets) = decode_payload(text, 64) {
+        let again = decode_payload(&encode_payload(&packets), 64);
+        assert_eq!(again.as_ref(), Ok(&packets), "a payload must round-trip");
+    }
+}

@@ -20,6 +20,7 @@ mod client_events;
 mod close;
 mod config;
 mod connect;
+pub mod engineio;
 mod event_stream;
 mod forwarded;
 mod frames;

@@ -26,5 +26,5 @@ fn every_corpus_input_passes_the_fuzz_check() {
 #[test]
 fn every_socketio_corpus_input_passes_the_fuzz_check() {
     let inputs = corpus("socketio", chat_protocol::fuzzing::socketio);
-    assert!(inputs >= 12, "the seed corpus is there ({inputs} inputs)");
+    assert!(inputs >= 8, "the seed corpus is there ({inputs} inputs)");
 }

@@ -4,15 +4,27 @@
 
 use std::path::Path;
 
-#[test]
-fn every_corpus_input_passes_the_fuzz_check() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/request_head");
+/// Runs `check` on every input of the target `name`'s corpus; how many.
+fn corpus(name: &str, check: fn(&[u8])) -> usize {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(name);
     let mut inputs = 0;
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
         let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        chat_transport::fuzzing::request_head(&data);
+        check(&data);
         inputs += 1;
     }
+    inputs
+}
+
+#[test]
+fn every_corpus_input_passes_the_fuzz_check() {
+    let inputs = corpus("request_head", chat_transport::fuzzing::request_head);
+    assert!(inputs >= 8, "the seed corpus is there ({inputs} inputs)");
+}
+
+#[test]
+fn every_engineio_corpus_input_passes_the_fuzz_check() {
+    let inputs = corpus("engineio", chat_transport::fuzzing::engineio);
     assert!(inputs >= 8, "the seed corpus is there ({inputs} inputs)");
 }
