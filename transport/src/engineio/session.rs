@@ -193,14 +193,8 @@ impl Session {
     /// Another `GET` waits (the session ends), the session is on a
     /// WebSocket, or it is over.
     pub fn handle_poll(&mut self) -> Result<(), Refusal> {
-        self.usable()?;
-        if self.carrier == Carrier::WebSocket {
-            return Err(Refusal::WrongTransport);
-        }
-        if self.poll_waiting {
-            self.end(Ended::Broken("two long-polling GETs at once"));
-            return Err(Refusal::ConcurrentPoll);
-        }
+        let busy = self.poll_waiting;
+        self.start_polling(busy, ("two long-polling GETs at once", Refusal::ConcurrentPoll))?;
         self.poll_waiting = true;
         self.answer_poll();
         Ok(())
@@ -218,14 +212,8 @@ impl Session {
     /// Another `POST` is being read (the session ends), the session is on
     /// a WebSocket, or it is over.
     pub fn begin_post(&mut self) -> Result<(), Refusal> {
-        self.usable()?;
-        if self.carrier == Carrier::WebSocket {
-            return Err(Refusal::WrongTransport);
-        }
-        if self.posting {
-            self.end(Ended::Broken("two POSTs at once"));
-            return Err(Refusal::ConcurrentPost);
-        }
+        let busy = self.posting;
+        self.start_polling(busy, ("two POSTs at once", Refusal::ConcurrentPost))?;
         self.posting = true;
         Ok(())
     }
@@ -419,6 +407,24 @@ impl Session {
         }
         self.poll_waiting = false;
         self.outputs.push_back(Output::Poll(body));
+    }
+
+    /// Whether a long-polling request may start; `busy`: one of its kind is
+    /// under way, which ends the session with `why`.
+    fn start_polling(
+        &mut self,
+        busy: bool,
+        (why, refusal): (&'static str, Refusal),
+    ) -> Result<(), Refusal> {
+        self.usable()?;
+        if self.carrier == Carrier::WebSocket {
+            return Err(Refusal::WrongTransport);
+        }
+        if busy {
+            self.end(Ended::Broken(why));
+            return Err(refusal);
+        }
+        Ok(())
     }
 
     fn usable(&self) -> Result<(), Refusal> {
