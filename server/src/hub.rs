@@ -920,7 +920,8 @@ impl Hub {
                     match self.chat.handle_upload(now, member, &room, size) {
                         Ok(()) => (wire::upload_ready(id, chunk_bytes), true),
                         Err(err) => {
-                            self.count_refusal(&err);
+                            // (`reply` counts its code.)
+                            self.count_rate_limit(&err);
                             (wire::error(id, &err), false)
                         }
                     }
@@ -1167,7 +1168,10 @@ impl Hub {
         let m = &self.metrics;
         m.fanout.observe(to.len() as f64);
         match event {
-            Event::Error { error, .. } => self.count_refusal(error),
+            Event::Error { error, .. } => {
+                m.error(wire::code(error));
+                self.count_rate_limit(error);
+            }
             Event::Welcome { resumed, .. } => {
                 let asked = to.iter().any(|member| self.resuming.remove(member));
                 match (asked, resumed) {
@@ -1191,10 +1195,9 @@ impl Hub {
         }
     }
 
-    /// An error of the core's: counted by its code, and by its kind when
-    /// a rate limit or quota said no.
-    fn count_refusal(&self, error: &CommandError) {
-        self.metrics.error(wire::code(error));
+    /// An error of the core's that is a rate limit or a quota saying no,
+    /// counted by its kind.
+    fn count_rate_limit(&self, error: &CommandError) {
         let kind = match error {
             CommandError::RateLimited { .. } => "messages",
             CommandError::JoinRateLimited { .. } => "joins",

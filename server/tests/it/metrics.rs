@@ -212,3 +212,24 @@ async fn named_host_get(addr: std::net::SocketAddr, path: &str, host: &str) -> S
     stream.read_to_end(&mut answer).await.unwrap();
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+#[tokio::test]
+async fn an_error_is_counted_once_whichever_path_answers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::uploads::config(dir.path(), 1 << 20);
+    config.metrics_token = Some(TOKEN.to_owned());
+    let server = Server::start(config).await;
+    let mut alice = Client::hello(&server, "alice").await;
+    // The core refuses the upload; the hub answers it.
+    let upload = json!({"type": "upload", "id": "u1", "room": "elsewhere", "name": "a.png",
+                        "mime": "image/png", "size": 10, "text": ""});
+    alice.send(upload).await;
+    let refused = alice.next_of("error").await;
+    let key = format!("chat_errors_total{{code=\"{}\"}}", refused["code"].as_str().unwrap());
+    assert_eq!(until(&server, &key, |v| v > 0.0).await, 1.0, "{refused}");
+    // The core refuses a command and answers it itself.
+    alice.send(json!({"type": "say", "room": "elsewhere", "text": "hi"})).await;
+    alice.next_of("error").await;
+    assert_eq!(until(&server, &key, |v| v > 1.0).await, 2.0);
+    server.shutdown().await;
+}
