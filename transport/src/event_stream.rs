@@ -11,8 +11,10 @@
 //! line) or one binary message (`application/octet-stream`). `seq` counts
 //! the client's requests from 0: at most one is in flight, one sent again
 //! (its answer was lost) is taken once, and one that skips ahead is refused
-//! with `409`. Every request counts as a sign of life, so a client answers
-//! the `ping` event with an empty one.
+//! with `409` (in a cluster, after waiting a while for the ones before it,
+//! which may still be on their way through another server). Every request
+//! counts as a sign of life, so a client answers the `ping` event with an
+//! empty one.
 //!
 //! A request that reaches a server other than the one holding its stream
 //! is handed to [`Forward`], if the server set one (in a cluster, the node
@@ -34,6 +36,10 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, Utf8Bytes};
 
 use crate::outgoing::{Outgoing, Pushed, SharedStream};
+
+/// How long a request that came ahead of its turn waits, in a cluster, for
+/// the ones before it.
+const AHEAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Messages a stream's `POST`s may have handed over and its connection not
 /// yet taken; a request waits for room, so a client cannot outrun the
@@ -126,8 +132,12 @@ impl Streams {
             Err(refused) => return refused,
         };
         let inbox = self.lock().get(&stream).cloned();
+        // In a cluster an earlier request may be on its way here through
+        // another server (answered there once handed on): one that comes
+        // ahead of it waits its turn. Alone, nothing can be: refused now.
+        let until = self.forward.as_ref().map(|_| tokio::time::Instant::now() + AHEAD_WAIT);
         match inbox {
-            Some(inbox) => inbox.take(seq, messages, None).await,
+            Some(inbox) => inbox.take(seq, messages, until).await,
             None => match &self.forward {
                 Some(forward) if !stream.starts_with(&self.node) => {
                     forward.forward(stream, seq, posted).await

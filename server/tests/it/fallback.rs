@@ -309,6 +309,39 @@ async fn frames_until(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_a_post_ahead_of_its_turn_waits_for_the_one_before_it() {
+    // (The one before may be on its way through another node: answered
+    // there once handed on, not once taken.)
+    let redis = chat_test_support::Redis::start();
+    let (a, _b) = two_nodes(&redis).await;
+    let (mut stream, name) = open_stream(&a).await;
+    let ahead = {
+        let name = name.clone();
+        let ping = r#"{"type":"ping","id":"second"}"#;
+        tokio::spawn(async move { post_at(a.addr, &name, 1, ping).await })
+    };
+    // The second post arrives first; watched for a moment, it waits
+    // (refused, it would be answered 409 at once).
+    let mut waited = 0;
+    while !ahead.is_finished() && waited < 20 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    assert!(!ahead.is_finished(), "it waits");
+    let first = "{\"type\":\"hello\",\"nick\":\"alice\"}\n{\"type\":\"ping\",\"id\":\"first\"}";
+    assert_eq!(post_at(a.addr, &name, 0, first).await, 200);
+    assert_eq!(ahead.await.unwrap(), 200);
+    let frames = frames_until(&mut stream, |frames| {
+        frames.iter().filter(|f| f["type"] == "pong").count() == 2
+    })
+    .await;
+    let ids: Vec<&str> =
+        frames.iter().filter(|f| f["type"] == "pong").map(|f| f["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["first", "second"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_cluster_posts_to_the_node_without_the_stream_reach_it_in_order() {
     let redis = chat_test_support::Redis::start();
     let (a, b) = two_nodes(&redis).await;
