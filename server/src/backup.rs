@@ -136,8 +136,7 @@ fn check(db: &Connection) -> anyhow::Result<()> {
 
 /// The ids of the files the database's messages carry.
 fn carried_files(db: &Connection) -> anyhow::Result<BTreeSet<String>> {
-    let mut query =
-        db.prepare("SELECT DISTINCT file_id FROM messages WHERE file_id IS NOT NULL")?;
+    let mut query = db.prepare(crate::store::CARRIED_FILES)?;
     let ids = query.query_map([], |row| row.get::<_, String>(0))?;
     Ok(ids.collect::<Result<_, _>>()?)
 }

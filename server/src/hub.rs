@@ -883,11 +883,9 @@ impl Hub {
                     wire::refusal(id, ErrorCode::HelloRequired, "say hello first")
                 } else if channel != stats::CHANNEL {
                     wire::refusal(id, ErrorCode::NoSuchChannel, &format!("no channel {channel:?}"))
-                } else if self
-                    .stats_token
-                    .as_ref()
-                    .is_some_and(|wanted| token.as_ref() != Some(wanted))
-                {
+                } else if self.stats_token.as_ref().is_some_and(|wanted| {
+                    !token.as_deref().is_some_and(|t| crate::auth::same_secret(t, wanted))
+                }) {
                     wire::refusal(
                         id,
                         ErrorCode::NoSuchChannel,

@@ -12,6 +12,7 @@ use chat_core::{
 };
 
 pub use memory::MemoryStore;
+pub(crate) use sqlite::CARRIED_FILES;
 pub use sqlite::{Erased, SqliteStore};
 
 /// What the chat must not lose: room messages and sequence counters,

@@ -88,7 +88,9 @@ impl Dynamic for MetricsPage {
             _ if !rest.is_empty() => {
                 DynamicAnswer::Text(StatusCode::NOT_FOUND, "not found\n".into(), no_store())
             }
-            Some(token) if !shown.is_some_and(|shown| same_secret(shown.trim(), token)) => {
+            Some(token)
+                if !shown.is_some_and(|shown| crate::auth::same_secret(shown.trim(), token)) =>
+            {
                 let mut headers = no_store();
                 headers.push(("WWW-Authenticate", "Bearer".to_owned()));
                 let why = "send the metrics token: Authorization: Bearer <token>\n";
@@ -106,14 +108,6 @@ impl Dynamic for MetricsPage {
         };
         Box::pin(std::future::ready(answer))
     }
-}
-
-/// Whether two secrets are the same, in a time that does not tell how
-/// much of them matched (their digests are compared whole).
-fn same_secret(a: &str, b: &str) -> bool {
-    use sha2::Digest;
-    let (a, b) = (sha2::Sha256::digest(a), sha2::Sha256::digest(b));
-    a.iter().zip(b.iter()).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 /// A health endpoint: `200` with `ok`, or `503` with what `check` says is

@@ -1,6 +1,6 @@
 // The chat page in real headless Chromium against the real chat-server
 // binary. Run by ./scripts/test (node --test).
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
@@ -11,18 +11,10 @@ import * as support from './support.mjs';
 const { here, WAIT, serverBin } = support;
 const { startServer, stopServer, say, seeMessage, countMessages, makePng, recordBanners } = support;
 
-let browser;
-
-before(async () => {
-  browser = await support.launch();
-});
-
-after(async () => {
-  await browser?.close();
-});
+const browser = support.browserForFile();
 
 /** A fresh browser context (its own localStorage) logged in as `nick`. */
-const login = (url, nick) => support.login(browser, url, nick);
+const login = (url, nick) => support.login(browser(), url, nick);
 
 /** A second tab in the same browser as `who`: the same session, resumed (in #lobby). */
 async function anotherTab(who, url) {
@@ -181,7 +173,7 @@ test('with authentication on, the page logs in with an access token and nothing 
     assert.equal(made.status, 0, String(made.stderr));
     const token = String(made.stdout).trim();
 
-    const context = await browser.newContext();
+    const context = await browser().newContext();
     const page = await context.newPage();
     page.setDefaultTimeout(WAIT);
     await page.goto(server.url);
@@ -209,7 +201,7 @@ test('over TLS the page and its WebSocket work on one port', async () => {
   try {
     assert.match(server.url, /^https:/);
     // The certificate is made up at start: this context is told to accept it.
-    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+    const context = await browser().newContext({ ignoreHTTPSErrors: true });
     const page = await context.newPage();
     page.setDefaultTimeout(WAIT);
     await page.goto(server.url);
@@ -949,7 +941,7 @@ test('a mention raises a desktop notification when the page is in the background
   const server = await startServer();
   try {
     const alice = await login(server.url, 'alice');
-    const context = await browser.newContext();
+    const context = await browser().newContext();
     await context.grantPermissions(['notifications'], { origin: server.url });
     const page = await context.newPage();
     page.setDefaultTimeout(WAIT);
@@ -975,7 +967,7 @@ test('a mention raises a desktop notification when the page is in the background
 test('/stats updates its counters and chart while a client sends', async () => {
   const server = await startServer('127.0.0.1:0', null, ['--stats-token', 'watch']);
   try {
-    const context = await browser.newContext();
+    const context = await browser().newContext();
     const stats = await context.newPage();
     stats.setDefaultTimeout(WAIT);
     await stats.goto(`${server.url}/stats`);
@@ -1021,7 +1013,7 @@ test('a phone: drawers for rooms and members, one-line header, nothing cut off, 
   const server = await startServer();
   try {
     const bob = await login(server.url, 'bob');
-    const context = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+    const context = await browser().newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
     const page = await context.newPage();
     page.setDefaultTimeout(WAIT);
     await page.goto(server.url);
@@ -1076,7 +1068,7 @@ test('a phone: drawers for rooms and members, one-line header, nothing cut off, 
 test('keyboard only, a phone-width screen, and both colour schemes', async () => {
   const server = await startServer();
   try {
-    const context = await browser.newContext({ viewport: { width: 375, height: 700 }, colorScheme: 'dark' });
+    const context = await browser().newContext({ viewport: { width: 375, height: 700 }, colorScheme: 'dark' });
     const page = await context.newPage();
     page.setDefaultTimeout(WAIT);
     await page.goto(server.url);

@@ -1,6 +1,6 @@
 // The chat page against a cluster: two real chat-server nodes on one real
 // redis-server, one browser on each. Run by ./scripts/test (node --test).
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -9,15 +9,7 @@ import * as support from './support.mjs';
 
 const { startServer, stopServer, startRedis, say, seeMessage } = support;
 
-let browser;
-
-before(async () => {
-  browser = await support.launch();
-});
-
-after(async () => {
-  await browser?.close();
-});
+const browser = support.browserForFile();
 
 /** A node of the cluster on `redis`, named `name`, with a data directory of its own. */
 function node(redis, name) {
@@ -34,8 +26,8 @@ test('two nodes: pages on each chat in one room and directly, see each other com
   const redis = await startRedis();
   const [a, b] = [await node(redis, 'a'), await node(redis, 'b')];
   try {
-    const alice = await support.login(browser, a.url, 'alice');
-    const bob = await support.login(browser, b.url, 'bob');
+    const alice = await support.login(browser(), a.url, 'alice');
+    const bob = await support.login(browser(), b.url, 'bob');
     // Each sees the other arrive, listed among the room's members.
     await alice.page.waitForFunction(() =>
       [...document.querySelectorAll('#messages li.notice .text')].some((li) => li.textContent === 'bob joined'));

@@ -2,7 +2,7 @@
 // fail, the page falls back by itself, chats with a WebSocket page both
 // ways, sends files, survives a restart, and moves back to the WebSocket
 // once it gets through. Real chat-server, real Chromium.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -11,15 +11,7 @@ import * as support from './support.mjs';
 
 const { startServer, stopServer, say, seeMessage, countMessages, makePng, recordBanners } = support;
 
-let browser;
-
-before(async () => {
-  browser = await support.launch();
-});
-
-after(async () => {
-  await browser?.close();
-});
+const browser = support.browserForFile();
 
 /** Makes every WebSocket of `context` fail while `blocked()` says so; others reach the server. */
 function blockWebSockets(blocked) {
@@ -41,8 +33,8 @@ test('with its WebSocket blocked a page falls back, chats with a WebSocket page 
   const drain = ['--drain-window', '2s'];
   let server = await startServer('127.0.0.1:0', dataDir, drain);
   try {
-    const alice = await support.login(browser, server.url, 'alice', { setup: blockWebSockets(() => true) });
-    const bob = await support.login(browser, server.url, 'bob');
+    const alice = await support.login(browser(), server.url, 'alice', { setup: blockWebSockets(() => true) });
+    const bob = await support.login(browser(), server.url, 'bob');
     assert.equal(await alice.page.evaluate(() => window.chat.transport()), 'sse');
     assert.equal(await bob.page.evaluate(() => window.chat.transport()), 'websocket');
     await alice.page.waitForFunction(() => document.querySelector('#status').textContent === 'connected (HTTP fallback)');
@@ -105,8 +97,8 @@ test('a page on the fallback moves to the WebSocket once one gets through, losin
   try {
     let blocked = true;
     const url = `${server.url}/?probe_ms=300`;
-    const alice = await support.login(browser, url, 'alice', { setup: blockWebSockets(() => blocked) });
-    const bob = await support.login(browser, server.url, 'bob');
+    const alice = await support.login(browser(), url, 'alice', { setup: blockWebSockets(() => blocked) });
+    const bob = await support.login(browser(), server.url, 'bob');
     assert.equal(await alice.page.evaluate(() => window.chat.transport()), 'sse');
     await say(alice.page, 'one');
     await seeMessage(bob.page, 'one');
@@ -136,7 +128,7 @@ test('a page on the fallback moves to the WebSocket once one gets through, losin
     assert.equal(await alice.page.evaluate(() => window.sawBanner), false, 'no banner during the move');
     assert.deepEqual(alice.problems, []);
     // ?transport=sse keeps a page on the fallback whatever works.
-    const carol = await support.login(browser, `${server.url}/?transport=sse&probe_ms=100`, 'carol');
+    const carol = await support.login(browser(), `${server.url}/?transport=sse&probe_ms=100`, 'carol');
     assert.equal(await carol.page.evaluate(() => window.chat.transport()), 'sse');
     await say(carol.page, 'forced');
     await seeMessage(alice.page, 'forced');
@@ -154,8 +146,8 @@ test('behind nginx: through a proxy that passes upgrades a page uses a WebSocket
   const good = await support.startNginx([server.addr]);
   let broken = await support.startNginx([server.addr], { websocket: false });
   try {
-    const alice = await support.login(browser, good.url, 'alice');
-    const bob = await support.login(browser, broken.url, 'bob');
+    const alice = await support.login(browser(), good.url, 'alice');
+    const bob = await support.login(browser(), broken.url, 'bob');
     assert.equal(await alice.page.evaluate(() => window.chat.transport()), 'websocket');
     assert.equal(await bob.page.evaluate(() => window.chat.transport()), 'sse');
     await say(alice.page, 'through the good proxy');
@@ -193,8 +185,8 @@ test('behind nginx: through a proxy that passes upgrades a page uses a WebSocket
 test('a page on the fallback edits a shared document with a WebSocket page: updates and carets both ways', async () => {
   const server = await startServer();
   try {
-    const alice = await support.login(browser, server.url, 'alice', { setup: blockWebSockets(() => true) });
-    const bob = await support.login(browser, server.url, 'bob');
+    const alice = await support.login(browser(), server.url, 'alice', { setup: blockWebSockets(() => true) });
+    const bob = await support.login(browser(), server.url, 'bob');
     assert.equal(await alice.page.evaluate(() => window.chat.transport()), 'sse');
     for (const page of [alice.page, bob.page]) {
       await page.fill('#text', '/doc');

@@ -8,6 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import fs from 'node:fs';
 import os from 'node:os';
+import { before, after } from 'node:test';
 import { chromium } from 'playwright-core';
 
 export const here = path.dirname(fileURLToPath(import.meta.url));
@@ -23,6 +24,21 @@ export function launch() {
       '--disable-component-update', '--disable-sync', '--no-first-run',
     ],
   });
+}
+
+/**
+ * One headless Chromium for the test file that calls this: launched before
+ * its tests, closed after them. Returns what gives it.
+ */
+export function browserForFile() {
+  let browser;
+  before(async () => {
+    browser = await launch();
+  });
+  after(async () => {
+    await browser?.close();
+  });
+  return () => browser;
 }
 
 /**

@@ -199,9 +199,9 @@ fn refuse_at_once(
             _ => break,
         }
     }
-    let response = Response::text(full.status(), full.why()).header("Retry-After", "10");
+    let (reason, response) = limit(full);
     let _ = stream.try_write(&response.encode());
-    Ok(Accepted::Refused(Refused { reason: Refusal::Full(full), peer }))
+    Ok(Accepted::Refused(Refused { reason, peer }))
 }
 
 async fn serve<S: Conn>(
@@ -236,7 +236,7 @@ async fn serve<S: Conn>(
             let client = config.trusted_proxies.client(peer.ip(), request.headers());
             let peer = SocketAddr::new(client, peer.port());
             if let Err(full) = pass.rebind(client) {
-                return refuse(&mut stream, Refusal::Full(full), peer).await;
+                return refuse(&mut stream, limit(full), peer).await;
             }
             peer
         }
@@ -262,10 +262,10 @@ async fn serve<S: Conn>(
         }
         if wants_event_stream(&request) {
             if !origin_allowed(request.headers(), &config.allowed_origins) {
-                return refuse(&mut stream, Refusal::Origin, peer).await;
+                return refuse(&mut stream, origin(), peer).await;
             }
             if let Err(full) = pass.upgrade() {
-                return refuse(&mut stream, Refusal::Full(full), peer).await;
+                return refuse(&mut stream, limit(full), peer).await;
             }
             return open_event_stream(
                 stream,
@@ -277,13 +277,10 @@ async fn serve<S: Conn>(
         }
         let handshake = match check_upgrade(&request, site, config) {
             Ok(handshake) => handshake,
-            Err((reason, response)) => {
-                respond_and_close(&mut stream, &response).await?;
-                return Ok(Accepted::Refused(Refused { reason, peer }));
-            }
+            Err(refusal) => return refuse(&mut stream, refusal, peer).await,
         };
         if let Err(full) = pass.upgrade() {
-            return refuse(&mut stream, Refusal::Full(full), peer).await;
+            return refuse(&mut stream, limit(full), peer).await;
         }
         let mut websocket = config.websocket();
         if let Some(max) = site.message_limit(request.uri().path()) {
@@ -327,7 +324,7 @@ async fn serve<S: Conn>(
             DynamicAnswer::File { file, len, content_type, headers } => {
                 let _download = match pass.download() {
                     Ok(download) => download,
-                    Err(full) => return refuse(&mut stream, Refusal::Full(full), peer).await,
+                    Err(full) => return refuse(&mut stream, limit(full), peer).await,
                 };
                 let response = Response {
                     status: StatusCode::OK,
@@ -458,7 +455,7 @@ pub(crate) fn check_upgrade(
 ) -> Result<Handshake, (Refusal, Response<'static>)> {
     let headers = request.headers();
     if !origin_allowed(headers, &config.allowed_origins) {
-        return Err((Refusal::Origin, forbidden_origin()));
+        return Err(origin());
     }
     let malformed = |response| Err((Refusal::Handshake, response));
     if !has_token(headers, UPGRADE, "websocket") {
@@ -493,12 +490,16 @@ pub(crate) fn check_upgrade(
     Ok(Handshake { accept_key: derive_accept_key(key.trim_ascii()), subprotocol })
 }
 
-/// The answer to a browser page of another site.
-fn forbidden_origin() -> Response<'static> {
-    Response::text(
-        StatusCode::FORBIDDEN,
-        "this origin may not connect here (see --allowed-origin)\n",
-    )
+/// The refusal of a browser page of another site.
+fn origin() -> (Refusal, Response<'static>) {
+    let why = "this origin may not connect here (see --allowed-origin)\n";
+    (Refusal::Origin, Response::text(StatusCode::FORBIDDEN, why))
+}
+
+/// The refusal of a connection over a limit (or while draining).
+fn limit(full: Full) -> (Refusal, Response<'static>) {
+    let response = Response::text(full.status(), full.why()).header("Retry-After", "10");
+    (Refusal::Full(full), response)
 }
 
 /// An upgrade (or event stream) request that passed every check.
@@ -594,7 +595,7 @@ async fn post<S: Conn>(
 ) -> Result<Accepted, AcceptError> {
     let headers = request.headers();
     if !origin_allowed(headers, &config.allowed_origins) {
-        return refuse(&mut stream, Refusal::Origin, peer).await;
+        return refuse(&mut stream, origin(), peer).await;
     }
     let Some((name, seq, close)) = stream_and_seq(request.uri().query().unwrap_or("")) else {
         let why = "a post needs ?stream=NAME&seq=N\n";
@@ -683,21 +684,12 @@ fn refusal(status: StatusCode, why: &'static str) -> Response<'static> {
     Response::text(status, why)
 }
 
-/// Answers a refused connection as `reason` says and closes it.
+/// Answers a refused connection with its response and closes it.
 async fn refuse<S: Conn>(
     stream: &mut S,
-    reason: Refusal,
+    (reason, response): (Refusal, Response<'_>),
     peer: SocketAddr,
 ) -> Result<Accepted, AcceptError> {
-    let response = match reason {
-        Refusal::Full(full) => {
-            Response::text(full.status(), full.why()).header("Retry-After", "10")
-        }
-        Refusal::Origin => forbidden_origin(),
-        Refusal::Handshake => {
-            Response::text(StatusCode::BAD_REQUEST, "malformed WebSocket handshake\n")
-        }
-    };
     respond_and_close(stream, &response).await?;
     Ok(Accepted::Refused(Refused { reason, peer }))
 }

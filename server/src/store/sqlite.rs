@@ -90,6 +90,11 @@ const DELETED: i64 = 2;
 const EDIT: i64 = 3;
 const DELETE: i64 = 4;
 
+/// The ids of the files the stored messages carry (the sweep's, and a
+/// backup's, list).
+pub(crate) const CARRIED_FILES: &str =
+    "SELECT DISTINCT file_id FROM messages WHERE file_id IS NOT NULL";
+
 /// Storage in one SQLite file, `chat.db` in the data directory.
 ///
 /// WAL mode with `synchronous=FULL`: a commit that returned is on disk, so
@@ -681,9 +686,7 @@ impl Store for SqliteStore {
     }
 
     fn files(&mut self) -> Result<BTreeSet<String>, StoreError> {
-        let mut query = self
-            .db
-            .prepare_cached("SELECT DISTINCT file_id FROM messages WHERE file_id IS NOT NULL")?;
+        let mut query = self.db.prepare_cached(CARRIED_FILES)?;
         let rows = query.query_map([], |row| row.get::<_, String>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
