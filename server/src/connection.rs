@@ -21,8 +21,9 @@ use tracing::{debug, info};
 use crate::ServerConfig;
 use crate::auth::Secret;
 use crate::files::{self, Announcement, Next, Receiver};
-use crate::hub::{Closing, Conn, Input};
+use crate::hub::{Closing, Conn, Dialect, Input};
 use crate::metrics::Metrics;
+use crate::sink::Sink;
 use crate::wire;
 
 /// Serves one upgraded connection until it closes.
@@ -144,7 +145,7 @@ struct Connection {
 
 /// Frames of any kind a connection may send, and how many refusals it may
 /// pile up before it counts as abusive.
-struct FrameLimiter {
+pub(crate) struct FrameLimiter {
     opened: tokio::time::Instant,
     frames: TokenBucket,
     refusals: TokenBucket,
@@ -175,7 +176,7 @@ pub(crate) fn source_of(ip: std::net::IpAddr) -> Source {
 }
 
 /// What the limiter says of one more message.
-enum Admit {
+pub(crate) enum Admit {
     Yes,
     /// Dropped; retry after this many milliseconds.
     Refused(u64),
@@ -187,7 +188,7 @@ enum Admit {
 }
 
 impl FrameLimiter {
-    fn new(config: &ServerConfig) -> Self {
+    pub(crate) fn new(config: &ServerConfig) -> Self {
         let (rate, refusal_rate) = frame_rates(config);
         let start = Timestamp::from_unix_millis(0);
         Self {
@@ -200,7 +201,7 @@ impl FrameLimiter {
     /// Whether a message of `frames` frames (every part and control frame
     /// counts) may be taken now. An upload's parts are paced (`pace`)
     /// rather than refused: refusing one would leave the file with a hole.
-    fn admit(&mut self, config: &ServerConfig, frames: u64, pace: bool) -> Admit {
+    pub(crate) fn admit(&mut self, config: &ServerConfig, frames: u64, pace: bool) -> Admit {
         let (rate, refusal_rate) = frame_rates(config);
         let elapsed = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         let now = Timestamp::from_unix_millis(elapsed);
@@ -227,7 +228,8 @@ impl Connection {
         let (close, closing) = oneshot::channel();
         let token = SessionToken::parse(&format!("{:032x}", rand::random::<u128>())).ok()?;
         let (reply, member) = oneshot::channel();
-        let conn = Conn { outgoing: Arc::clone(&outgoing), close, token, checks_without_hello: 0 };
+        let sink = Sink::Socket(Arc::clone(&outgoing));
+        let conn = Conn { sink, dialect: Dialect::Native, close, token, checks_without_hello: 0 };
         let source = source_of(peer.ip());
         Box::pin(hub.send(Input::Connect { conn, source, reply })).await.ok()?;
         let member = member.await.ok()?;

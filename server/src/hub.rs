@@ -6,6 +6,7 @@
 //! never waits on a connection: a full queue is a decision (close with
 //! 4008), not a wait and not a silent drop.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +27,8 @@ use crate::commits::{Commits, Delivery};
 use crate::docs;
 use crate::files::Staged;
 use crate::metrics::Metrics;
+use crate::sink::Sink;
+use crate::socketio;
 use crate::stats::{self, Counters};
 use crate::storage::{Job, Storage, StorageEvent};
 use crate::store::Snapshot;
@@ -108,7 +111,9 @@ impl From<CloseCode> for Closing {
 pub(crate) struct Conn {
     /// Where its frames go: pushed, then written by the hub in one
     /// `writev` per connection per batch of inputs.
-    pub outgoing: Arc<Outgoing>,
+    pub sink: Sink,
+    /// What it speaks: our protocol, or Socket.IO.
+    pub dialect: Dialect,
     /// Tells the connection to close.
     pub close: oneshot::Sender<Closing>,
     /// The token a new session of this connection gets: random and
@@ -116,6 +121,16 @@ pub(crate) struct Conn {
     pub token: SessionToken,
     /// Liveness checks this connection has had without saying `hello`.
     pub checks_without_hello: u32,
+}
+
+/// What a connection speaks, which says how events are encoded for it:
+/// once per fan-out for each dialect among the recipients.
+#[derive(Debug)]
+pub(crate) enum Dialect {
+    /// Protocol v1 (docs/protocol.md).
+    Native,
+    /// Socket.IO (boxed: its state is larger, and rarer).
+    SocketIo(Box<socketio::Peer>),
 }
 
 /// Deliveries held for storage past which the hub stops taking inputs, at
@@ -166,7 +181,7 @@ pub(crate) struct Hub {
     /// Messages refused since the last stats tick for waiting too long.
     overloaded: u64,
     /// Connections with frames pushed since the last flush.
-    unflushed: VecDeque<Arc<Outgoing>>,
+    unflushed: VecDeque<Sink>,
     /// The shared documents open, and their connections.
     docs: docs::Docs,
     shutting_down: bool,
@@ -336,7 +351,7 @@ impl Hub {
                     // Carets of editors gone without a word go.
                     if !self.docs.is_empty() {
                         let flush = self.docs.expire(self.clock.now());
-                        self.unflushed.extend(flush);
+                        self.unflushed.extend(flush.into_iter().map(Sink::Socket));
                     }
                 }
                 _ = cluster_checks.tick(), if self.cluster.is_some() => {
@@ -417,10 +432,10 @@ impl Hub {
         self.revoke_docs();
         let mut closing = Vec::new();
         for (&member, conn) in &mut self.conns {
-            match conn.outgoing.check_alive(self.ping_misses) {
+            match conn.sink.check_alive(self.ping_misses) {
                 Liveness::Heard => {}
                 Liveness::Pinged | Liveness::Heartbeat => {
-                    self.unflushed.push_back(Arc::clone(&conn.outgoing));
+                    self.unflushed.push_back(conn.sink.clone());
                 }
                 Liveness::Unresponsive => {
                     closing.push((member, CloseCode::Unresponsive));
@@ -461,8 +476,7 @@ impl Hub {
         let messages_per_sec = self.counters.tick();
         let ts_ms = self.clock.now().as_unix_millis();
         let connections = self.conns.len() as u64;
-        let queued: Vec<u64> =
-            self.conns.values().map(|conn| conn.outgoing.queued() as u64).collect();
+        let queued: Vec<u64> = self.conns.values().map(|conn| conn.sink.queued() as u64).collect();
         self.set_gauges(&queued);
         self.stats_history.push(stats::Point { ts_ms, messages_per_sec, connections });
         if let Some(engine) = &self.cluster {
@@ -539,7 +553,7 @@ impl Hub {
                 let chat = &self.chat;
                 let allowed = |token: &SessionToken, room: &RoomName| chat.may_read(token, room);
                 let flush = self.docs.loaded(room, doc, result, allowed);
-                self.unflushed.extend(flush);
+                self.unflushed.extend(flush.into_iter().map(Sink::Socket));
                 self.docs_done();
             }
             StorageEvent::Loaded(room, Err(())) => {
@@ -612,17 +626,17 @@ impl Hub {
                     let allowed =
                         |token: &SessionToken, room: &RoomName| chat.may_read(token, room);
                     let flush = self.docs.loaded(room, doc, updates.ok_or(()), allowed);
-                    self.unflushed.extend(flush);
+                    self.unflushed.extend(flush.into_iter().map(Sink::Socket));
                     self.docs_done();
                 }
                 cluster::Step::DocUpdate { room, doc, seq, update, own } => {
                     let flush = self.docs.remote(room, doc, seq, &update, own);
-                    self.unflushed.extend(flush);
+                    self.unflushed.extend(flush.into_iter().map(Sink::Socket));
                 }
                 cluster::Step::DocReset(room, doc) => self.docs.reset(room, doc),
                 cluster::Step::DocAwareness(room, doc, message) => {
                     let flush = self.docs.remote_awareness(room, doc, &message);
-                    self.unflushed.extend(flush);
+                    self.unflushed.extend(flush.into_iter().map(Sink::Socket));
                 }
                 cluster::Step::Moved(token) => self.chat.handle_moved(now, &token),
                 cluster::Step::Reset(room) => self.chat.handle_room_reset(now, &room),
@@ -639,7 +653,8 @@ impl Hub {
     /// Storage committed every record up to `ticket`: release what waited.
     fn committed(&mut self, ticket: u64) {
         for delivery in self.commits.committed(ticket) {
-            self.send_all(&delivery.to, &delivery.bytes, delivery.ephemeral);
+            let event = delivery.event.as_deref();
+            self.send_all(&delivery.to, &delivery.bytes, delivery.ephemeral, event);
         }
         if self.shutting_down && self.commits.held() == 0 {
             self.close_all();
@@ -676,16 +691,16 @@ impl Hub {
         // Everything sent is resolved: what waited goes out, in order,
         // without what was taken back.
         for held in held {
-            let bytes = match held.event.as_deref() {
-                None => Some(held.bytes),
+            let (bytes, event) = match held.event.as_deref() {
+                None => (Some(held.bytes), None),
                 Some(event) => match without_unstored(event, &gone, &self.welcome) {
-                    Trimmed::Gone => None,
-                    Trimmed::Unchanged => Some(held.bytes),
-                    Trimmed::Changed(bytes) => Some(bytes),
+                    Trimmed::Gone => (None, None),
+                    Trimmed::Unchanged => (Some(held.bytes), Some(Cow::Borrowed(event))),
+                    Trimmed::Changed(bytes, event) => (Some(bytes), Some(Cow::Owned(*event))),
                 },
             };
             if let Some(bytes) = bytes {
-                self.send_all(&held.to, &bytes, held.ephemeral);
+                self.send_all(&held.to, &bytes, held.ephemeral, event.as_deref());
             }
         }
         if !self.storage.send(Job::Resume) {
@@ -750,7 +765,7 @@ impl Hub {
                     Ok(Some(state)) => {
                         let who = docs::Restore { member, id };
                         let flush = self.docs.restore(room, doc, state, who, now);
-                        self.unflushed.extend(flush);
+                        self.unflushed.extend(flush.into_iter().map(Sink::Socket));
                         self.docs_done();
                     }
                     Ok(None) => {
@@ -934,20 +949,20 @@ impl Hub {
                     let _ = reply.send(Err(docs::DocClose::not_member(&target.room)));
                 } else {
                     let flush = self.docs.open(target, outgoing, close, reply);
-                    self.unflushed.extend(flush);
+                    self.unflushed.extend(flush.into_iter().map(Sink::Socket));
                     self.docs_to_storage();
                 }
             }
             Input::DocFrame { conn, bytes } => {
                 let flush = self.docs.receive(conn, &bytes, &mut self.chat, now);
-                self.unflushed.extend(flush);
+                self.unflushed.extend(flush.into_iter().map(Sink::Socket));
                 // The document list may have changed.
                 self.drain();
                 self.docs_to_storage();
             }
             Input::DocClosed { conn } => {
                 let flush = self.docs.closed(conn);
-                self.unflushed.extend(flush);
+                self.unflushed.extend(flush.into_iter().map(Sink::Socket));
                 // (A version of what was made, and forgetting it.)
                 self.docs_done();
             }
@@ -1231,7 +1246,7 @@ impl Hub {
     ) {
         let delivery = Delivery { to, bytes, ephemeral, event };
         if let Some(now) = self.commits.deliver(delivery) {
-            self.send_all(&now.to, &now.bytes, now.ephemeral);
+            self.send_all(&now.to, &now.bytes, now.ephemeral, now.event.as_deref());
         }
     }
 
@@ -1240,29 +1255,54 @@ impl Hub {
     /// its connection task.
     fn flush(&mut self, most: usize) {
         for _ in 0..most {
-            let Some(outgoing) = self.unflushed.pop_front() else { break };
-            outgoing.flush();
+            let Some(sink) = self.unflushed.pop_front() else { break };
+            sink.flush();
         }
     }
 
-    /// Queues `bytes` to every member of `to`; counted once for all.
-    fn send_all(&mut self, to: &[MemberId], bytes: &Utf8Bytes, ephemeral: bool) {
+    /// Queues `bytes` (which encode `event`, if the core made it) to
+    /// every member of `to`, in its dialect; counted once for all.
+    fn send_all(
+        &mut self,
+        to: &[MemberId],
+        bytes: &Utf8Bytes,
+        ephemeral: bool,
+        event: Option<&Event>,
+    ) {
         let mut sent = 0u64;
+        let mut socketio = socketio::Encodings::new(bytes, event);
         for &member in to {
-            sent += u64::from(self.send(member, bytes.clone(), ephemeral));
+            sent += u64::from(self.send(member, bytes, ephemeral, &mut socketio));
         }
         self.metrics.deliveries.inc_by(sent);
         self.metrics.bytes_delivered.inc_by(sent * bytes.len() as u64);
     }
 
-    /// Queues `bytes` to `member`; false if it has no connection (any
-    /// more).
-    fn send(&mut self, member: MemberId, bytes: Utf8Bytes, ephemeral: bool) -> bool {
-        let Some(conn) = self.conns.get(&member) else {
+    /// Queues `bytes` to `member`, or what its dialect makes of them;
+    /// false if it has no connection (any more).
+    fn send(
+        &mut self,
+        member: MemberId,
+        bytes: &Utf8Bytes,
+        ephemeral: bool,
+        socketio: &mut socketio::Encodings<'_>,
+    ) -> bool {
+        let Some(conn) = self.conns.get_mut(&member) else {
             return false;
         };
-        match conn.outgoing.push_text(bytes, ephemeral) {
-            Pushed::First => self.unflushed.push_back(Arc::clone(&conn.outgoing)),
+        let pushed = match &mut conn.dialect {
+            Dialect::Native => conn.sink.push_text(bytes.clone(), ephemeral),
+            Dialect::SocketIo(peer) => {
+                let sink = &conn.sink;
+                let mut pushed = Pushed::Queued;
+                socketio.each(peer, |packet| {
+                    pushed = merge(pushed, sink.push_text(packet, ephemeral));
+                });
+                pushed
+            }
+        };
+        match pushed {
+            Pushed::First => self.unflushed.push_back(conn.sink.clone()),
             Pushed::Queued | Pushed::Skipped => {}
             Pushed::Full => {
                 warn!(%member, "outbound queue full; closing as too slow");
@@ -1295,6 +1335,18 @@ async fn next_event<T>(events: &mut Option<mpsc::UnboundedReceiver<T>>) -> Optio
     }
 }
 
+/// What became of several frames pushed to one connection: the worst, or
+/// the one that needs a flush.
+fn merge(so_far: Pushed, this: Pushed) -> Pushed {
+    match (so_far, this) {
+        (Pushed::Full, _) | (_, Pushed::Full) => Pushed::Full,
+        (Pushed::Closed, _) | (_, Pushed::Closed) => Pushed::Closed,
+        (Pushed::First, _) | (_, Pushed::First) => Pushed::First,
+        (Pushed::Queued, _) | (_, Pushed::Queued) => Pushed::Queued,
+        (Pushed::Skipped, Pushed::Skipped) => Pushed::Skipped,
+    }
+}
+
 /// Whether `command` is a message, which fans out: what an overloaded
 /// server refuses.
 fn is_message(command: &Command) -> bool {
@@ -1311,7 +1363,7 @@ enum Trimmed {
     /// It holds none of them: sent as encoded.
     Unchanged,
     /// It held some: sent as encoded again without them.
-    Changed(Utf8Bytes),
+    Changed(Utf8Bytes, Box<Event>),
 }
 
 /// `event` without the messages storage could not keep.
@@ -1347,5 +1399,6 @@ fn without_unstored(
     if let Some(last_seq) = last_seq {
         *last_seq = first_gone - 1;
     }
-    Trimmed::Changed(Utf8Bytes::from(wire::frame(&trimmed, welcome).encode()))
+    let bytes = Utf8Bytes::from(wire::frame(&trimmed, welcome).encode());
+    Trimmed::Changed(bytes, Box::new(trimmed))
 }

@@ -24,6 +24,8 @@ mod hub;
 mod log_limit;
 mod metrics;
 mod readiness;
+mod sink;
+mod socketio;
 mod stats;
 mod storage;
 mod store;
@@ -162,7 +164,15 @@ pub async fn run_with_metrics(
     });
     let pages = (readiness.clone(), page(false));
     let site = web::site(files, health, pages, docs::frame_limit(&config));
-    let site = Arc::new(site.with_event_streams(event_streams));
+    // Socket.IO clients' sessions; in a cluster their ids name the node.
+    let sessions = chat_transport::engineio::SessionConfig {
+        max_queued: config.transport.max_queued_frames,
+        ..Default::default()
+    };
+    let node = config.node_id.as_ref().map_or(String::new(), |node| format!("{node}."));
+    let engines = Arc::new(chat_transport::engineio::Engines::new(node, sessions));
+    let site = site.with_event_streams(event_streams).with_engineio(socketio::PATH, engines);
+    let site = Arc::new(site);
     let gate = chat_transport::Gate::with_downloads(
         config.max_connections,
         config.max_connections_per_ip,
@@ -204,6 +214,9 @@ pub async fn run_with_metrics(
                     }
                     Ok(Accepted::Upgraded(upgraded)) => {
                         Box::pin(connection::serve(upgraded, hub, &config, metrics)).await;
+                    }
+                    Ok(Accepted::EngineIo(opened)) => {
+                        Box::pin(socketio::serve(opened, hub, &config, metrics)).await;
                     }
                     Ok(Accepted::Answered(status)) => debug!(%status, "answered over http"),
                     Ok(Accepted::Refused(refused)) => {

@@ -38,6 +38,7 @@ pub(crate) struct Metrics {
     /// Open chat connections and those opened so far, by transport.
     websocket: (Gauge, Counter),
     event_stream: (Gauge, Counter),
+    socketio: (Gauge, Counter),
     connections_refused: Labelled,
     connections_closed: Labelled,
     /// Open connections of document editors (y-websocket).
@@ -163,6 +164,7 @@ impl Metrics {
         Self {
             websocket: of(Transport::WebSocket),
             event_stream: of(Transport::EventStream),
+            socketio: of(Transport::SocketIo),
             connections_refused,
             connections_closed,
             document_connections: gauge(
@@ -282,6 +284,7 @@ impl Metrics {
         match transport {
             Transport::WebSocket => &self.websocket,
             Transport::EventStream => &self.event_stream,
+            Transport::SocketIo => &self.socketio,
         }
     }
 

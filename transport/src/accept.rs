@@ -1,3 +1,5 @@
+mod engineio;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -41,6 +43,23 @@ pub enum Accepted {
     Refused(Refused),
     /// The peer closed before sending a complete request.
     Closed,
+    /// The request opened an Engine.IO session (a Socket.IO client):
+    /// serve it.
+    EngineIo(Box<EngineOpened>),
+}
+
+/// A new Engine.IO session, to serve until its socket ends.
+#[derive(Debug)]
+pub struct EngineOpened {
+    /// The session's side for the server.
+    pub socket: crate::engineio::EngineSocket,
+    /// The request that opened it.
+    pub request: Request<()>,
+    /// The peer's address (behind a trusted proxy, its client's).
+    pub peer: SocketAddr,
+    /// The session's place under the [`Gate`]'s limits, held as long as
+    /// it is open.
+    pub pass: Pass,
 }
 
 /// A connection refused: why, and who asked (behind a trusted proxy, its
@@ -251,6 +270,11 @@ async fn serve<S: Conn>(
             "this server does not answer for that host name (see --allowed-host)\n",
         );
         return answer(&mut stream, response).await;
+    }
+    if let Some(engines) = site.engineio(request.uri().path()) {
+        let engines = Arc::clone(engines);
+        let request = engineio::Request { request, rest, peer, pass };
+        return engineio::serve(stream, request, &engines, (site, config)).await;
     }
     if site.upgrades(request.uri().path()) {
         if request.method() == Method::POST {
@@ -617,18 +641,7 @@ async fn post<S: Conn>(
         let why = "the body is too large\n";
         return answer(&mut stream, Response::text(StatusCode::PAYLOAD_TOO_LARGE, why)).await;
     }
-    let have = body.len();
-    body.resize(length, 0);
-    let read = stream.read_exact(body.get_mut(have..).unwrap_or_default());
-    match tokio::time::timeout(config.handshake_timeout, read).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(err)) => return Err(AcceptError::Io(err)),
-        Err(_) => {
-            let response = Response::text(StatusCode::REQUEST_TIMEOUT, "request timeout\n");
-            let _ = stream.write_all(&response.encode()).await;
-            return Err(AcceptError::Timeout(config.handshake_timeout));
-        }
-    }
+    read_body(&mut stream, &mut body, length, config.handshake_timeout).await?;
     let posted = Posted { binary, body: body.into(), close };
     let delivered = site.event_streams().post(name, seq, posted, limit).await;
     let response = match delivered {
@@ -652,6 +665,29 @@ async fn post<S: Conn>(
         }
     };
     answer(&mut stream, response).await
+}
+
+/// Reads the rest of a body of `length` bytes (`body` holds what came with
+/// the head, at most `length`) within `timeout`; past it the client is
+/// answered `408`.
+async fn read_body<S: Conn>(
+    stream: &mut S,
+    body: &mut Vec<u8>,
+    length: usize,
+    timeout: std::time::Duration,
+) -> Result<(), AcceptError> {
+    let have = body.len();
+    body.resize(length, 0);
+    let read = stream.read_exact(body.get_mut(have..).unwrap_or_default());
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(AcceptError::Io(err)),
+        Err(_) => {
+            let response = Response::text(StatusCode::REQUEST_TIMEOUT, "request timeout\n");
+            let _ = stream.write_all(&response.encode()).await;
+            Err(AcceptError::Timeout(timeout))
+        }
+    }
 }
 
 /// Whether `value` could be a stream's name: what names are made of

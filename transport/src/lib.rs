@@ -35,7 +35,8 @@ mod site;
 mod socket;
 
 pub use accept::{
-    AcceptError, Accepted, Refusal, Refused, ServerSocket, Upgraded, WebSocket, accept,
+    AcceptError, Accepted, EngineOpened, Refusal, Refused, ServerSocket, Upgraded, WebSocket,
+    accept,
 };
 pub use client_events::{ClientEventStream, ClientSocket, connect_event_stream};
 pub use close::close_frame_for;

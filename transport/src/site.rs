@@ -70,6 +70,9 @@ pub struct Site {
     subprotocol: Option<&'static str>,
     /// The HTTP fallback's streams open on the upgrading paths.
     event_streams: Arc<crate::Streams>,
+    /// The path Engine.IO is served under (`/socket.io/`), and its
+    /// sessions.
+    engineio: Option<(&'static str, Arc<crate::engineio::Engines>)>,
 }
 
 impl Site {
@@ -89,6 +92,7 @@ impl Site {
             websocket_prefixes: Vec::new(),
             subprotocol: None,
             event_streams: Arc::default(),
+            engineio: None,
         }
     }
 
@@ -97,6 +101,22 @@ impl Site {
     pub fn with_event_streams(mut self, streams: Arc<crate::Streams>) -> Self {
         self.event_streams = streams;
         self
+    }
+
+    /// Serves Engine.IO (what Socket.IO clients speak) at `path` (which
+    /// ends with `/`: `/socket.io/`), its sessions kept in `engines`.
+    pub fn with_engineio(
+        mut self,
+        path: &'static str,
+        engines: Arc<crate::engineio::Engines>,
+    ) -> Self {
+        self.engineio = Some((path, engines));
+        self
+    }
+
+    /// The Engine.IO sessions, if a request for `path` is one of theirs.
+    pub(crate) fn engineio(&self, path: &str) -> Option<&Arc<crate::engineio::Engines>> {
+        self.engineio.as_ref().filter(|(at, _)| path == *at).map(|(_, engines)| engines)
     }
 
     /// The HTTP fallback's streams.

@@ -33,14 +33,17 @@ pub enum Transport {
     WebSocket,
     /// Server-Sent Events and `POST`s.
     EventStream,
+    /// Socket.IO: an Engine.IO session, on long-polling or a WebSocket.
+    SocketIo,
 }
 
 impl Transport {
-    /// Its name in logs and counters: `websocket`, `sse`.
+    /// Its name in logs and counters: `websocket`, `sse`, `socketio`.
     pub fn name(self) -> &'static str {
         match self {
             Self::WebSocket => "websocket",
             Self::EventStream => "sse",
+            Self::SocketIo => "socketio",
         }
     }
 }

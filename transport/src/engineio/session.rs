@@ -8,10 +8,11 @@
 //! that comes early does nothing).
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use bytes::Bytes;
+use tungstenite::Utf8Bytes;
 
 use super::{Error, Handshake, Packet, SEPARATOR, decode_payload};
 
@@ -47,9 +48,9 @@ impl Default for SessionConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outbound {
     /// A whole packet as text, its type first (`42["chat message","hi"]`).
-    Text(Arc<str>),
+    Text(Utf8Bytes),
     /// A binary message (an attachment).
-    Binary(Arc<[u8]>),
+    Binary(Bytes),
 }
 
 impl Outbound {
@@ -63,8 +64,8 @@ impl Outbound {
 
     fn packet(packet: &Packet) -> Self {
         match packet {
-            Packet::Binary(bytes) => Self::Binary(Arc::from(bytes.as_slice())),
-            other => Self::Text(Arc::from(other.encode())),
+            Packet::Binary(bytes) => Self::Binary(Bytes::copy_from_slice(bytes)),
+            other => Self::Text(Utf8Bytes::from(other.encode())),
         }
     }
 }
@@ -241,6 +242,11 @@ impl Session {
         Ok(())
     }
 
+    /// The begun `POST`'s body never came whole (its client went away).
+    pub fn handle_post_gone(&mut self) {
+        self.posting = false;
+    }
+
     /// A WebSocket with this session's `sid`: the client probes it, then
     /// moves to it.
     ///
@@ -359,6 +365,11 @@ impl Session {
         self.carrier
     }
 
+    /// Packets waiting for a long-polling `GET`.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Whether it is over.
     pub fn is_closed(&self) -> bool {
         self.closed
@@ -397,7 +408,7 @@ impl Session {
                 body.push(SEPARATOR);
             }
             match next {
-                Outbound::Text(text) => body.push_str(text),
+                Outbound::Text(text) => body.push_str(text.as_str()),
                 Outbound::Binary(bytes) => {
                     body.push('b');
                     body.push_str(&base64::engine::general_purpose::STANDARD.encode(bytes));
@@ -459,7 +470,7 @@ mod tests {
     }
 
     fn text(text: &str) -> Outbound {
-        Outbound::Text(Arc::from(text))
+        Outbound::Text(Utf8Bytes::from(text))
     }
 
     fn polling(now: Instant) -> Session {
@@ -481,7 +492,7 @@ mod tests {
         let now = Instant::now();
         let mut session = polling(now);
         session.send(text("42[\"a\"]"));
-        session.send(Outbound::Binary(Arc::from(&[1u8, 2, 3, 4][..])));
+        session.send(Outbound::Binary(Bytes::from_static(&[1u8, 2, 3, 4])));
         assert!(outputs(&mut session).is_empty(), "no GET waits");
         session.handle_poll().unwrap();
         assert_eq!(outputs(&mut session), [Output::Poll("42[\"a\"]\x1ebAQIDBA==".to_owned())]);

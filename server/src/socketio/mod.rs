@@ -1,0 +1,338 @@
+//! Socket.IO clients (docs/protocol.md, "Socket.IO"): each Engine.IO
+//! session that connects to the main namespace is a chat connection like
+//! any other, speaking through [`wire`]'s mapping: its `CONNECT` is a
+//! `hello` (and a `join` of its room), its events are frames, and the hub
+//! writes to it in its dialect.
+
+mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_core::{Departure, MemberId, SessionToken};
+use chat_protocol::socketio::{Kind, MAIN, Packet};
+use chat_protocol::{ClientMessage, DecodeError, decode_client};
+use chat_transport::EngineOpened;
+use chat_transport::engineio::{EngineSocket, Link};
+use chat_transport::tungstenite::{Message, Utf8Bytes};
+use chat_transport::{Pushed, Transport};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info};
+
+use self::wire::{Acks, Stage};
+pub(crate) use self::wire::{Encodings, Peer};
+use crate::ServerConfig;
+use crate::connection::{Admit, FrameLimiter, source_of};
+use crate::hub::{Conn, Dialect, Input};
+use crate::metrics::Metrics;
+use crate::sink::Sink;
+
+/// Where Socket.IO clients connect (their default path).
+pub(crate) const PATH: &str = "/socket.io/";
+
+/// How long a session may go without connecting to the namespace
+/// (Socket.IO's `connectTimeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// The room a connection that names none chats in.
+const DEFAULT_ROOM: &str = "lobby";
+
+/// Serves one Engine.IO session until it ends.
+pub(crate) async fn serve(
+    opened: Box<EngineOpened>,
+    hub: mpsc::Sender<Input>,
+    config: &ServerConfig,
+    metrics: Arc<Metrics>,
+) {
+    let EngineOpened { mut socket, request, peer, pass: _pass } = *opened;
+    let link = Arc::clone(socket.link());
+    let auth = match tokio::time::timeout(CONNECT_TIMEOUT, connected(&mut socket)).await {
+        Ok(Some(auth)) => auth,
+        Ok(None) | Err(_) => return,
+    };
+    let auth = Auth::read(auth, request.uri().query().unwrap_or(""));
+    let (close, mut closing) = oneshot::channel();
+    let Ok(token) = SessionToken::parse(&format!("{:032x}", rand::random::<u128>())) else {
+        return;
+    };
+    let acks = Acks::default();
+    let dialect = Peer {
+        sid: format!("{:024x}", rand::random::<u128>() >> 32),
+        rich: auth.rich,
+        stage: Stage::Connecting,
+        acks: acks.clone(),
+    };
+    let conn = Conn {
+        sink: Sink::EngineIo(Arc::clone(&link)),
+        dialect: Dialect::SocketIo(Box::new(dialect)),
+        close,
+        token,
+        checks_without_hello: 0,
+    };
+    let (reply, member) = oneshot::channel();
+    let source = source_of(peer.ip());
+    if hub.send(Input::Connect { conn, source, reply }).await.is_err() {
+        return;
+    }
+    let Ok(member) = member.await else { return };
+    let (open, opened) = metrics.transport(Transport::SocketIo);
+    open.inc();
+    opened.inc();
+    if metrics.connection_lines.allow() {
+        info!(%member, %peer, transport = Transport::SocketIo.name(), "connected");
+    }
+    let mut client = Client {
+        member,
+        hub,
+        link,
+        acks,
+        limiter: FrameLimiter::new(config),
+        room: auth.room.clone(),
+        metrics: Arc::clone(&metrics),
+        departure: Departure::Lost,
+    };
+    let ended = match client.begin(&auth, config).await {
+        Err(ended) => ended,
+        Ok(()) => loop {
+            let message = tokio::select! {
+                biased;
+                _ = &mut closing => {
+                    client.link.close();
+                    break "closed by server";
+                }
+                message = socket.next() => message,
+            };
+            let outcome = match message {
+                None => Err("session ended"),
+                Some(Message::Text(text)) => client.take(&text, config).await,
+                // Binary events are not taken (yet): see docs/protocol.md.
+                Some(_) => Ok(()),
+            };
+            if let Err(ended) = outcome {
+                break ended;
+            }
+        },
+    };
+    client.link.close();
+    let (member, departure) = (client.member, client.departure);
+    let _ = client.hub.send(Input::Disconnect { member, departure }).await;
+    metrics.transport(Transport::SocketIo).0.dec();
+    if metrics.connection_lines.allow() {
+        let why = client.link.ended().map(|ended| format!("{ended:?}"));
+        info!(%member, reason = ended, session = why.unwrap_or_default(), "disconnected");
+    }
+}
+
+/// Waits for the client's `CONNECT` to the main namespace: its auth
+/// payload. Another namespace is refused; a packet that does not decode
+/// ends the session (`None`).
+async fn connected(socket: &mut EngineSocket) -> Option<Map<String, Value>> {
+    loop {
+        let Message::Text(text) = socket.next().await? else { continue };
+        let packet = match Packet::decode(&text) {
+            Ok(packet) => packet,
+            Err(error) => {
+                debug!(%error, "a malformed Socket.IO packet");
+                socket.link().close();
+                return None;
+            }
+        };
+        match (packet.kind, packet.nsp.as_str()) {
+            (Kind::Connect, MAIN) => {
+                return Some(match packet.data {
+                    Some(Value::Object(auth)) => auth,
+                    _ => Map::new(),
+                });
+            }
+            (Kind::Connect, nsp) => {
+                let refused = Packet {
+                    kind: Kind::ConnectError,
+                    nsp: nsp.to_owned(),
+                    id: None,
+                    data: Some(serde_json::json!({ "message": "Invalid namespace" })),
+                    attachments: 0,
+                };
+                push(socket.link(), refused.encode());
+            }
+            // Nothing else means anything before it.
+            _ => {}
+        }
+    }
+}
+
+/// What a `CONNECT` asks for.
+#[derive(Debug)]
+struct Auth {
+    nick: Option<String>,
+    /// An access token, when authentication is on.
+    token: Option<String>,
+    /// The session to resume: `session`, or recovery's `pid`.
+    session: Option<String>,
+    /// Recovery's position: the room and `seq` last seen.
+    offset: Option<(String, u64)>,
+    room: String,
+    rich: bool,
+}
+
+impl Auth {
+    /// The auth payload, and the query of the session's first request
+    /// (`?room=` there too).
+    fn read(mut auth: Map<String, Value>, query: &str) -> Self {
+        let mut text = |key: &str| match auth.remove(key) {
+            Some(Value::String(value)) => Some(value),
+            _ => None,
+        };
+        let nick = text("nick");
+        let token = text("token");
+        let session = text("session").or_else(|| text("pid"));
+        let offset = text("offset").as_deref().and_then(wire::parse_offset);
+        let room = text("room").or_else(|| {
+            query.split('&').filter_map(|pair| pair.split_once('=')).find_map(|(key, value)| {
+                (key == "room" && !value.is_empty()).then(|| value.to_owned())
+            })
+        });
+        let rich = auth.get("rich") == Some(&Value::Bool(true));
+        Self { nick, token, session, offset, room: room.unwrap_or(DEFAULT_ROOM.to_owned()), rich }
+    }
+}
+
+/// A connected Socket.IO client.
+struct Client {
+    member: MemberId,
+    hub: mpsc::Sender<Input>,
+    link: Arc<Link>,
+    acks: Acks,
+    limiter: FrameLimiter,
+    /// The room `chat message` goes to.
+    room: String,
+    metrics: Arc<Metrics>,
+    departure: Departure,
+}
+
+impl Client {
+    /// The `hello` its `CONNECT` stands for, and the join of its room
+    /// (from where recovery says it left off); in the hub's answers,
+    /// `CONNECT` (or `CONNECT_ERROR`) and the room's messages.
+    async fn begin(&self, auth: &Auth, config: &ServerConfig) -> Result<(), &'static str> {
+        let mut hello = Map::new();
+        hello.insert("type".into(), "hello".into());
+        let fields = [("nick", &auth.nick), ("session", &auth.session), ("token", &auth.token)];
+        for (key, value) in fields {
+            if let Some(value) = value {
+                hello.insert(key.into(), value.as_str().into());
+            }
+        }
+        self.send_frame(decode_client(&Value::Object(hello).to_string()), config).await?;
+        let rooms = match &auth.offset {
+            Some((room, seq)) if *room == auth.room => vec![(auth.room.clone(), Some(*seq))],
+            Some((room, seq)) => vec![(auth.room.clone(), None), (room.clone(), Some(*seq))],
+            None => vec![(auth.room.clone(), None)],
+        };
+        for (room, after) in rooms {
+            let mut join = Map::new();
+            join.insert("type".into(), "join".into());
+            join.insert("room".into(), room.into());
+            if let Some(after) = after {
+                join.insert("after".into(), after.into());
+            }
+            self.send_frame(decode_client(&Value::Object(join).to_string()), config).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes one packet from the client.
+    async fn take(&mut self, text: &str, config: &ServerConfig) -> Result<(), &'static str> {
+        self.metrics.frames_received.inc();
+        self.metrics.bytes_received.inc_by(text.len() as u64);
+        match self.limiter.admit(config, 1, false) {
+            Admit::Yes => {}
+            Admit::Refused(retry_after_ms) | Admit::Wait(retry_after_ms) => {
+                self.metrics.rate_limited("frames");
+                self.metrics.error(chat_protocol::ErrorCode::RateLimited);
+                let frame = crate::wire::too_many_frames(retry_after_ms).encode();
+                push(&self.link, format!("42[\"error\",{frame}]"));
+                return Ok(());
+            }
+            Admit::Abusive => return Err("too many frames"),
+        }
+        let packet = match Packet::decode(text) {
+            Ok(packet) => packet,
+            Err(error) => {
+                // The protocol's answer to a packet that does not decode.
+                debug!(member = %self.member, %error, "a malformed Socket.IO packet");
+                return Err("a malformed packet");
+            }
+        };
+        match packet.kind {
+            Kind::Event if packet.nsp == MAIN => {
+                let decoded = wire::frame(&packet, &self.room);
+                let decoded = match packet.id {
+                    None => decoded,
+                    Some(ack) => self.asked(ack, decoded),
+                };
+                self.send_frame(decoded, config).await
+            }
+            Kind::Disconnect if packet.nsp == MAIN => {
+                self.departure = Departure::Quit;
+                Err("the client disconnected")
+            }
+            Kind::BinaryEvent | Kind::BinaryAck => Err("binary events are not taken"),
+            // Acknowledgements of ours (we ask none), a second CONNECT, or
+            // another namespace: nothing to do.
+            _ => Ok(()),
+        }
+    }
+
+    /// An event that asks for acknowledgement `ack`: its request id is the
+    /// client's (`id`, which makes a retry idempotent) or one of ours, and
+    /// the hub answers it in the acknowledgement.
+    fn asked(
+        &self,
+        ack: u64,
+        decoded: Result<ClientMessage, DecodeError>,
+    ) -> Result<ClientMessage, DecodeError> {
+        let ours = || format!("~{}.{ack}", self.link.sid());
+        match decoded {
+            Ok(mut message) => {
+                let id = message.id.get_or_insert_with(ours).clone();
+                self.acks.insert(id, ack);
+                Ok(message)
+            }
+            Err(mut error) => {
+                let id = error.id.get_or_insert_with(ours).clone();
+                self.acks.insert(id, ack);
+                Err(error)
+            }
+        }
+    }
+
+    /// Hands a decoded frame (or its error) to the hub.
+    async fn send_frame(
+        &self,
+        decoded: Result<ClientMessage, DecodeError>,
+        config: &ServerConfig,
+    ) -> Result<(), &'static str> {
+        let member = self.member;
+        let input = match decoded {
+            Ok(ClientMessage { id, frame }) => {
+                match crate::wire::command(frame, config.auth_secret.as_ref()) {
+                    Ok(command) => {
+                        let read_at = std::time::Instant::now();
+                        Input::Command { member, id, command, read_at }
+                    }
+                    Err(error) => Input::Malformed { member, error: DecodeError { id, ..error } },
+                }
+            }
+            Err(error) => Input::Malformed { member, error },
+        };
+        self.hub.send(input).await.map_err(|_| "server stopping")
+    }
+}
+
+/// Sends a packet of the connection's own (not the hub's).
+fn push(link: &Link, packet: String) {
+    if link.push_text(Utf8Bytes::from(packet), false) == Pushed::First {
+        link.flush();
+    }
+}

@@ -1,0 +1,194 @@
+// Socket.IO clients against the real chat-server (issue #20): the
+// official `socket.io-client` from npm (pinned) over long-polling, the
+// upgrade to WebSocket, the classic `chat message`, the richer events with
+// acknowledgements, and connection state recovery across a restart.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { io } from 'socket.io-client';
+import * as support from './support.mjs';
+
+const { startServer, stopServer, WAIT } = support;
+
+/** Resolves with the arguments of the next `event` of `emitter`. */
+function next(emitter, event) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${event} within ${WAIT} ms`)), WAIT);
+    emitter.once(event, (...args) => {
+      clearTimeout(timer);
+      resolve(args);
+    });
+  });
+}
+
+/** Resolves once `predicate()` holds, checked at each `event` of `emitter`. */
+function until(emitter, event, predicate) {
+  return new Promise((resolve, reject) => {
+    if (predicate()) {
+      resolve();
+      return;
+    }
+    const timer = setTimeout(() => reject(new Error(`${event}: condition not met within ${WAIT} ms`)), WAIT);
+    const check = () => {
+      if (predicate()) {
+        clearTimeout(timer);
+        emitter.off(event, check);
+        resolve();
+      }
+    };
+    emitter.on(event, check);
+  });
+}
+
+/** The `chat message` texts `socket` receives, in order. */
+function texts(socket) {
+  const seen = [];
+  socket.on('chat message', (text) => seen.push(text));
+  return seen;
+}
+
+test('the official client connects over polling, upgrades, and chats with the classic and the rich events', async () => {
+  const server = await startServer();
+  const sockets = [];
+  try {
+    // A classic client (the tutorial's), left to upgrade as it does.
+    const ann = io(server.url, { auth: { nick: 'ann' } });
+    sockets.push(ann);
+    const annSaw = texts(ann);
+    const opened = [];
+    const upgraded = new Promise((resolve) => ann.io.on('open', () => {
+      opened.push(ann.io.engine.transport.name);
+      ann.io.engine.once('upgrade', (transport) => resolve(transport.name));
+    }));
+    assert.equal(await upgraded, 'websocket');
+    assert.deepEqual(opened, ['polling'], 'it opened over long-polling');
+    await until(ann, 'connect', () => ann.connected);
+    assert.ok(ann.connected);
+    // One that stays on long-polling, and one that asks for objects.
+    const cid = io(server.url, { auth: { nick: 'cid' }, transports: ['polling'] });
+    sockets.push(cid);
+    const cidSaw = texts(cid);
+    await next(cid, 'connect');
+    assert.equal(cid.io.engine.transport.name, 'polling');
+    const bob = io(server.url, { auth: { nick: 'bob', rich: true }, transports: ['websocket'] });
+    sockets.push(bob);
+    const bobSaw = [];
+    bob.on('message', (message, offset) => bobSaw.push({ message, offset }));
+    const [joined] = await next(bob, 'joined');
+    assert.equal(joined.room, 'lobby');
+    assert.deepEqual(joined.members, ['ann', 'bob', 'cid']);
+
+    ann.emit('chat message', 'hello from ann');
+    cid.emit('chat message', 'hello from cid');
+    await until(bob, 'message', () => bobSaw.length === 2);
+    await until(ann, 'chat message', () => annSaw.length === 2);
+    await until(cid, 'chat message', () => cidSaw.length === 2);
+    // One order for everyone, the sender included.
+    assert.deepEqual(annSaw, cidSaw);
+    assert.deepEqual(bobSaw.map((m) => m.message.text), annSaw);
+    assert.deepEqual(bobSaw.map((m) => m.message.from), annSaw.map((t) => t.split(' ').pop()));
+    assert.deepEqual(bobSaw.map((m) => m.offset), ['lobby:1', 'lobby:2']);
+
+    // A `say` with an acknowledgement: the stored message, with its seq.
+    const ack = await bob.timeout(WAIT).emitWithAck('say', { text: 'acked', id: 'b-1' });
+    assert.equal(ack.type, 'message');
+    assert.equal(ack.seq, 3);
+    assert.equal(ack.id, 'b-1');
+    await until(ann, 'chat message', () => annSaw.length === 3);
+    assert.equal(annSaw[2], 'acked');
+    // Sent again with the same id (a retry): answered, not repeated.
+    const again = await bob.timeout(WAIT).emitWithAck('say', { text: 'acked', id: 'b-1' });
+    assert.equal(again.seq, 3);
+    // Joining another room, its history, and errors with protocol v1's codes.
+    const dev = await ann.timeout(WAIT).emitWithAck('join', 'dev');
+    assert.equal(dev.type, 'joined');
+    assert.equal(dev.room, 'dev');
+    const said = await ann.timeout(WAIT).emitWithAck('say', { room: 'dev', text: 'in dev' });
+    assert.equal(said.seq, 1);
+    const history = await ann.timeout(WAIT).emitWithAck('history', { room: 'lobby', limit: 2 });
+    assert.deepEqual(history.messages.map((m) => m.seq), [2, 3]);
+    const notIn = await bob.timeout(WAIT).emitWithAck('say', { room: 'dev', text: 'no' });
+    assert.equal(notIn.type, 'error');
+    assert.equal(notIn.code, 'not_in_room');
+    const unknown = await bob.timeout(WAIT).emitWithAck('shout', 'x');
+    assert.equal(unknown.code, 'unknown_type');
+    // A direct message, as the rich `direct` event.
+    const direct = next(bob, 'direct');
+    await ann.timeout(WAIT).emitWithAck('dm', { to: 'bob', text: 'psst' });
+    const [dm] = await direct;
+    assert.equal(dm.text, 'psst');
+    assert.equal(dm.from, 'ann');
+    // Presence, as the rich event.
+    const left = next(bob, 'presence');
+    cid.disconnect();
+    const [presence] = await left;
+    assert.equal(presence.nick, 'cid');
+    assert.equal(presence.event, 'leave');
+    // A classic client sees the messages of every room it is in.
+    assert.ok(annSaw.includes('in dev'));
+  } finally {
+    for (const socket of sockets) socket.close();
+    await stopServer(server.child);
+  }
+});
+
+test('a nick someone holds is a connect_error with its code', async () => {
+  const server = await startServer();
+  const sockets = [];
+  try {
+    const first = io(server.url, { auth: { nick: 'dora' } });
+    sockets.push(first);
+    await next(first, 'connect');
+    const second = io(server.url, { auth: { nick: 'dora' } });
+    sockets.push(second);
+    const [error] = await next(second, 'connect_error');
+    assert.equal(error.data.code, 'nick_taken');
+    assert.ok(!second.connected);
+  } finally {
+    for (const socket of sockets) socket.close();
+    await stopServer(server.child);
+  }
+});
+
+test('a client recovers its connection state after a server restart, missing nothing and repeating nothing', async () => {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-web-socketio-'));
+  let server = await startServer('127.0.0.1:0', dataDir, ['--drain-window', '1s']);
+  const sockets = [];
+  try {
+    // Reconnected by hand below, so that messages are sent while it is away.
+    const ann = io(server.url, { auth: { nick: 'ann' }, reconnection: false });
+    sockets.push(ann);
+    const annSaw = texts(ann);
+    await next(ann, 'connect');
+    const bob = io(server.url, { auth: { nick: 'bob' }, reconnection: false });
+    sockets.push(bob);
+    await next(bob, 'connect');
+    bob.emit('chat message', 'before');
+    await until(ann, 'chat message', () => annSaw.length === 1);
+
+    const gone = next(ann, 'disconnect');
+    await stopServer(server.child);
+    await gone;
+    server = await startServer(server.addr, dataDir, ['--drain-window', '1s']);
+    const carol = io(server.url, { auth: { nick: 'carol' } });
+    sockets.push(carol);
+    await next(carol, 'connect');
+    const one = await carol.timeout(WAIT).emitWithAck('say', { text: 'while away 1' });
+    const two = await carol.timeout(WAIT).emitWithAck('say', { text: 'while away 2' });
+    assert.deepEqual([one.seq, two.seq], [2, 3]);
+
+    ann.connect();
+    await next(ann, 'connect');
+    assert.equal(ann.recovered, true, 'the same session, by its pid');
+    await until(ann, 'chat message', () => annSaw.length === 3);
+    carol.emit('chat message', 'after');
+    await until(ann, 'chat message', () => annSaw.length === 4);
+    assert.deepEqual(annSaw, ['before', 'while away 1', 'while away 2', 'after']);
+  } finally {
+    for (const socket of sockets) socket.close();
+    await stopServer(server.child);
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+});
