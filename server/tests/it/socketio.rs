@@ -23,3 +23,134 @@ async fn the_official_client_script_is_served_where_socket_io_pages_look_for_it(
     }
     server.shutdown().await;
 }
+
+/// One HTTP request to `addr`: the status and the body.
+async fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, String) {
+    let answer = request_unbounded(addr, method, path, headers, body);
+    tokio::time::timeout(crate::support::WAIT, answer).await.expect("an answer in time")
+}
+
+async fn request_unbounded(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n{headers}\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // A body past the bound may be refused before it is all read.
+    let _ = stream.write_all(body).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, body.to_owned())
+}
+
+const POLL: &str = "/socket.io/?EIO=4&transport=polling";
+
+/// Opens a long-polling session: its sid.
+async fn open(addr: std::net::SocketAddr) -> String {
+    let (status, body) = request(addr, "GET", POLL, "", b"").await;
+    assert_eq!(status, 200, "{body}");
+    let handshake: serde_json::Value = serde_json::from_str(body.strip_prefix('0').unwrap()).unwrap();
+    assert_eq!(handshake["upgrades"], serde_json::json!(["websocket"]));
+    assert_eq!(handshake["maxPayload"], 1_000_000);
+    handshake["sid"].as_str().unwrap().to_owned()
+}
+
+fn code(body: &str) -> i64 {
+    serde_json::from_str::<serde_json::Value>(body).unwrap()["code"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn hostile_engine_io_requests_get_the_protocols_errors_and_bystanders_carry_on() {
+    let server = Server::start(ServerConfig::default()).await;
+    let addr = server.addr;
+    let bystanders = crate::support::Bystanders::start(&server, "lobby").await;
+
+    let version = request(addr, "GET", "/socket.io/?EIO=3&transport=polling", "", b"").await;
+    assert_eq!((version.0, code(&version.1)), (400, 5), "an unsupported version");
+    let transport = request(addr, "GET", "/socket.io/?EIO=4&transport=pigeon", "", b"").await;
+    assert_eq!((transport.0, code(&transport.1)), (400, 0), "an unknown transport");
+    let unknown = request(addr, "GET", &format!("{POLL}&sid=nope"), "", b"").await;
+    assert_eq!((unknown.0, code(&unknown.1)), (400, 1), "an unknown sid");
+    let method = request(addr, "POST", POLL, "", b"40").await;
+    assert_eq!((method.0, code(&method.1)), (400, 2), "a handshake must be a GET");
+    let evil = request(addr, "GET", POLL, "Origin: http://evil.example\r\n", b"").await;
+    assert_eq!((evil.0, code(&evil.1)), (403, 4), "a page of another site");
+
+    // Two long-polling GETs at once: whichever comes second is refused,
+    // the other hears the session's end, and the session is gone.
+    let sid = open(addr).await;
+    let path = format!("{POLL}&sid={sid}");
+    let (one, two) = tokio::join!(
+        request(addr, "GET", &path, "", b""),
+        request(addr, "GET", &path, "", b"")
+    );
+    let (held, refused) = if one.0 == 200 { (one, two) } else { (two, one) };
+    assert_eq!(held, (200, "1".to_owned()), "the waiting GET hears the close");
+    assert_eq!((refused.0, code(&refused.1)), (400, 3), "{refused:?}");
+    assert_eq!(code(&request(addr, "GET", &path, "", b"").await.1), 1, "the session is gone");
+
+    // A payload over maxPayload: 413, and the session ends.
+    let sid = open(addr).await;
+    let path = format!("{POLL}&sid={sid}");
+    let big = vec![b'4'; 1_000_001];
+    assert_eq!(request(addr, "POST", &path, "", &big).await.0, 413);
+    assert_eq!(code(&request(addr, "GET", &path, "", b"").await.1), 1);
+
+    // A payload that is no Engine.IO: 400, and the session ends.
+    let sid = open(addr).await;
+    let path = format!("{POLL}&sid={sid}");
+    let bad = request(addr, "POST", &path, "", b"9nine").await;
+    assert_eq!((bad.0, code(&bad.1)), (400, 3));
+    assert_eq!(code(&request(addr, "GET", &path, "", b"").await.1), 1);
+
+    // A Socket.IO packet that does not decode ends the session (as the
+    // protocol says), after the server read it.
+    let sid = open(addr).await;
+    let path = format!("{POLL}&sid={sid}");
+    assert_eq!(request(addr, "POST", &path, "", b"40").await, (200, "ok".to_owned()));
+    let connected = request(addr, "GET", &path, "", b"").await;
+    assert!(connected.1.starts_with("40{\"sid\":"), "{connected:?}");
+    assert_eq!(request(addr, "POST", &path, "", b"4{{{").await, (200, "ok".to_owned()));
+    let closed = request(addr, "GET", &path, "", b"").await;
+    assert!(closed.1.ends_with('1') || code(&closed.1) == 1, "{closed:?}");
+
+    // Through all of it, a good session chats, and the bystanders too.
+    let sid = open(addr).await;
+    let path = format!("{POLL}&sid={sid}");
+    let connect = br#"40{"nick":"carol"}"#;
+    assert_eq!(request(addr, "POST", &path, "", connect).await, (200, "ok".to_owned()));
+    let said = br#"42["chat message","carol was here"]"#;
+    assert_eq!(request(addr, "POST", &path, "", said).await, (200, "ok".to_owned()));
+    let mut seen = String::new();
+    while !seen.contains("carol was here") {
+        let (status, body) = request(addr, "GET", &path, "", b"").await;
+        assert_eq!(status, 200, "{body}");
+        seen.push_str(&body);
+    }
+    let (mut alice, _bob) = bystanders.finish().await;
+    loop {
+        let frame = alice.recv().await;
+        if frame["type"] == "message" && frame["text"] == "carol was here" {
+            assert_eq!(frame["from"], "carol");
+            break;
+        }
+    }
+    server.shutdown().await;
+}
