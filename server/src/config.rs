@@ -114,6 +114,9 @@ pub struct ServerConfig {
     /// listener ([`run_with_metrics`](crate::run_with_metrics)). Default:
     /// none.
     pub metrics_token: Option<String>,
+    /// A directory of pages served under `/classic/` (pages written for a
+    /// Socket.IO server). Default: none.
+    pub socketio_page: Option<std::path::PathBuf>,
 }
 
 impl ServerConfig {
@@ -157,6 +160,7 @@ impl Default for ServerConfig {
             uploads: None,
             stats_token: None,
             metrics_token: None,
+            socketio_page: None,
             prune_interval: Duration::from_secs(60),
         }
     }

@@ -23,6 +23,7 @@ mod files;
 mod hub;
 mod log_limit;
 mod metrics;
+mod page_dir;
 mod readiness;
 mod sink;
 mod socketio;
@@ -171,7 +172,10 @@ pub async fn run_with_metrics(
     };
     let node = config.node_id.as_ref().map_or(String::new(), |node| format!("{node}."));
     let engines = Arc::new(chat_transport::engineio::Engines::new(node, sessions));
-    let site = site.with_event_streams(event_streams).with_engineio(socketio::PATH, engines);
+    let mut site = site.with_event_streams(event_streams).with_engineio(socketio::PATH, engines);
+    if let Some(dir) = &config.socketio_page {
+        site = site.dynamic(page_dir::PREFIX, Arc::new(page_dir::PageDir { dir: dir.clone() }));
+    }
     let site = Arc::new(site);
     let gate = chat_transport::Gate::with_downloads(
         config.max_connections,

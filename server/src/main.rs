@@ -80,6 +80,11 @@ struct Args {
     /// and without --metrics-listen, /metrics is off.
     #[arg(long, env = "CHAT_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
+    /// Serve this directory's pages under /classic/ (index.html for a
+    /// directory): a page written for a Socket.IO server, such as the
+    /// Socket.IO tutorial's chat page, works here unchanged.
+    #[arg(long, env = "CHAT_SOCKETIO_PAGE", value_name = "DIR")]
+    socketio_page: Option<PathBuf>,
     /// How long messages are kept: a number with s, m, h or d (90d), or
     /// "forever".
     #[arg(long, env = "CHAT_HISTORY_MAX_AGE", default_value = "90d", value_parser = parse_age)]
@@ -675,6 +680,7 @@ fn server_config(
     config.transport.tls = tls_config(args, announce)?;
     config.stats_token = args.stats_token.clone();
     config.metrics_token = args.metrics_token.clone();
+    config.socketio_page = args.socketio_page.clone();
     config.redis = args.redis.clone();
     config.node_id = args
         .node_id

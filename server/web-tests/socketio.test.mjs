@@ -1,7 +1,9 @@
 // Socket.IO clients against the real chat-server (issue #20): the
 // official `socket.io-client` from npm (pinned) over long-polling, the
 // upgrade to WebSocket, the classic `chat message`, the richer events with
-// acknowledgements, and connection state recovery across a restart.
+// acknowledgements, and connection state recovery across a restart; and in
+// real Chromium, the Socket.IO tutorial's own chat page (fixtures/, byte
+// for byte) chatting with our page, over WebSocket and over long-polling.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -10,7 +12,10 @@ import path from 'node:path';
 import { io } from 'socket.io-client';
 import * as support from './support.mjs';
 
-const { startServer, stopServer, WAIT } = support;
+const { startServer, stopServer, WAIT, say, seeMessage } = support;
+
+const browser = support.browserForFile();
+const fixtures = path.join(support.here, 'fixtures');
 
 /** Resolves with the arguments of the next `event` of `emitter`. */
 function next(emitter, event) {
@@ -190,5 +195,88 @@ test('a client recovers its connection state after a server restart, missing not
     for (const socket of sockets) socket.close();
     await stopServer(server.child);
     fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+/** Opens a classic page of the server at `url` in a fresh context (`setup` routes first). */
+async function classicPage(url, setup = null) {
+  const context = await browser().newContext();
+  await setup?.(context);
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  const problems = [];
+  page.on('pageerror', (err) => problems.push(err.message));
+  // (Chromium asks every site for /favicon.ico, which this one has not.)
+  page.on('response', (response) => {
+    if (response.status() >= 400 && !response.url().endsWith('/favicon.ico')) {
+      problems.push(`${response.status()} ${response.url()}`);
+    }
+  });
+  await page.goto(url);
+  return { context, page, problems };
+}
+
+/** Waits until the classic page lists `text`. */
+async function listed(page, text) {
+  await page.waitForFunction(
+    (t) => [...document.querySelectorAll('#messages li')].some((li) => li.textContent === t),
+    text,
+  );
+}
+
+test('the tutorial\'s page chats with our page both ways, over WebSocket and, with WebSocket blocked, over long-polling', async () => {
+  const server = await startServer('127.0.0.1:0', null, ['--socketio-page', fixtures]);
+  try {
+    const bob = await support.login(browser(), server.url, 'bob');
+    const classic = await classicPage(`${server.url}/classic/socketio-chat/`);
+    await classic.page.waitForFunction(() => window.socket.connected);
+    await classic.page.waitForFunction(() => window.socket.io.engine.transport.name === 'websocket');
+    // Its users are guests in #lobby, as our page shows them.
+    await classic.page.fill('#input', 'hello from the tutorial');
+    await classic.page.press('#input', 'Enter');
+    await seeMessage(bob.page, 'hello from the tutorial');
+    await listed(classic.page, 'hello from the tutorial');
+    await say(bob.page, 'hello from our page');
+    await listed(classic.page, 'hello from our page');
+
+    // A proxy that breaks WebSocket: the page stays on long-polling.
+    const blocked = await classicPage(`${server.url}/classic/socketio-chat/`, (context) =>
+      context.routeWebSocket(/.*/, (ws) => ws.close({ code: 1006 })));
+    await blocked.page.waitForFunction(() => window.socket.connected);
+    await blocked.page.fill('#input', 'over long-polling');
+    await blocked.page.press('#input', 'Enter');
+    await seeMessage(bob.page, 'over long-polling');
+    await listed(classic.page, 'over long-polling');
+    await say(bob.page, 'to the polling page');
+    await listed(blocked.page, 'to the polling page');
+    assert.equal(await blocked.page.evaluate(() => window.socket.io.engine.transport.name), 'polling');
+
+    // The older tutorial page, with jQuery (from npm: no CDN here).
+    const jquery = fs.readFileSync(path.join(support.here, 'node_modules/jquery/dist/jquery.js'));
+    const old = await classicPage(`${server.url}/classic/socketio-chat-jquery/`, (context) =>
+      context.route('https://code.jquery.com/jquery-1.11.1.js', (route) =>
+        route.fulfill({ body: jquery, contentType: 'text/javascript' })));
+    // Its socket is its own: that it is connected shows in the room's
+    // recent messages it is sent.
+    await listed(old.page, 'to the polling page');
+    await old.page.fill('#m', 'from the jQuery page');
+    await old.page.click('form button');
+    await seeMessage(bob.page, 'from the jQuery page');
+    await listed(classic.page, 'from the jQuery page');
+    await listed(old.page, 'from the jQuery page');
+
+    // Each line once, in one order, on every page.
+    const lines = (page) => page.evaluate(() => [...document.querySelectorAll('#messages li')].map((li) => li.textContent));
+    const expected = ['hello from the tutorial', 'hello from our page', 'over long-polling', 'to the polling page', 'from the jQuery page'];
+    assert.deepEqual(await lines(classic.page), expected);
+    // The later pages saw the room's recent messages when they came.
+    assert.deepEqual(await lines(blocked.page), expected);
+    assert.deepEqual(await lines(old.page), expected);
+    for (const { problems } of [classic, blocked, old]) {
+      assert.deepEqual(problems, []);
+    }
+    assert.deepEqual(bob.problems, []);
+  } finally {
+    await stopServer(server.child);
   }
 });

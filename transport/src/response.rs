@@ -3,7 +3,8 @@ use std::time::Duration;
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Headers every HTTP answer of ours carries: nothing we serve may be
+/// Headers every HTTP answer of ours carries (the policy first: a page
+/// with a policy of its own replaces that line): nothing we serve may be
 /// framed, sniffed into another type, or load anything from elsewhere.
 /// Images, audio and video may also come from `blob:` URLs the page made
 /// of files it fetched.
@@ -43,9 +44,18 @@ impl<'a> Response<'a> {
     /// The status line and headers for a body of `len` bytes.
     pub(crate) fn head(&self, content_type: &str, len: u64) -> String {
         let reason = self.status.canonical_reason().unwrap_or("");
+        // A page that brings its own policy gets it instead of ours.
+        let own_policy = self
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("Content-Security-Policy"));
+        let security = match own_policy {
+            true => SECURITY_HEADERS.split_once("\r\n").map_or("", |(_, rest)| rest),
+            false => SECURITY_HEADERS,
+        };
         let mut head = format!(
             "HTTP/1.1 {} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n\
-             Cache-Control: no-cache\r\nConnection: close\r\n{SECURITY_HEADERS}",
+             Cache-Control: no-cache\r\nConnection: close\r\n{security}",
             self.status.as_u16(),
         );
         for (name, value) in &self.headers {

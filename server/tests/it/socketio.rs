@@ -66,7 +66,8 @@ const POLL: &str = "/socket.io/?EIO=4&transport=polling";
 async fn open(addr: std::net::SocketAddr) -> String {
     let (status, body) = request(addr, "GET", POLL, "", b"").await;
     assert_eq!(status, 200, "{body}");
-    let handshake: serde_json::Value = serde_json::from_str(body.strip_prefix('0').unwrap()).unwrap();
+    let handshake: serde_json::Value =
+        serde_json::from_str(body.strip_prefix('0').unwrap()).unwrap();
     assert_eq!(handshake["upgrades"], serde_json::json!(["websocket"]));
     assert_eq!(handshake["maxPayload"], 1_000_000);
     handshake["sid"].as_str().unwrap().to_owned()
@@ -97,10 +98,8 @@ async fn hostile_engine_io_requests_get_the_protocols_errors_and_bystanders_carr
     // the other hears the session's end, and the session is gone.
     let sid = open(addr).await;
     let path = format!("{POLL}&sid={sid}");
-    let (one, two) = tokio::join!(
-        request(addr, "GET", &path, "", b""),
-        request(addr, "GET", &path, "", b"")
-    );
+    let (one, two) =
+        tokio::join!(request(addr, "GET", &path, "", b""), request(addr, "GET", &path, "", b""));
     let (held, refused) = if one.0 == 200 { (one, two) } else { (two, one) };
     assert_eq!(held, (200, "1".to_owned()), "the waiting GET hears the close");
     assert_eq!((refused.0, code(&refused.1)), (400, 3), "{refused:?}");

@@ -143,6 +143,9 @@ pub struct Session {
     /// Packets for a long-polling client, oldest first.
     queue: VecDeque<Outbound>,
     poll_waiting: bool,
+    /// The WebSocket's probe was answered: the client pauses long-polling
+    /// to move, and a `GET` it still sends gets `noop` at once.
+    probed: bool,
     posting: bool,
     next_ping: Option<Instant>,
     pong_due: Option<Instant>,
@@ -161,6 +164,7 @@ impl Session {
             carrier,
             queue: VecDeque::new(),
             poll_waiting: false,
+            probed: false,
             posting: false,
             pong_due: None,
             outputs: VecDeque::new(),
@@ -196,6 +200,12 @@ impl Session {
     pub fn handle_poll(&mut self) -> Result<(), Refusal> {
         let busy = self.poll_waiting;
         self.start_polling(busy, ("two long-polling GETs at once", Refusal::ConcurrentPoll))?;
+        if self.probed {
+            // The client is moving to the WebSocket: what it fetches now
+            // is nothing, so it can.
+            self.outputs.push_back(Output::Poll(Packet::Noop.encode()));
+            return Ok(());
+        }
         self.poll_waiting = true;
         self.answer_poll();
         Ok(())
@@ -268,6 +278,7 @@ impl Session {
         }
         match (self.carrier, packet) {
             (Carrier::Probing, Packet::Ping(probe)) if probe == "probe" => {
+                self.probed = true;
                 self.outputs.push_back(Output::Write(Outbound::packet(&Packet::Pong(probe))));
                 // The waiting GET ends, so the client can move.
                 if self.poll_waiting {
@@ -295,6 +306,7 @@ impl Session {
         match self.carrier {
             Carrier::Probing => {
                 self.carrier = Carrier::Polling;
+                self.probed = false;
                 self.answer_poll();
             }
             Carrier::WebSocket => self.end(Ended::WebSocketClosed),
@@ -560,6 +572,9 @@ mod tests {
             outputs(&mut session),
             [Output::Write(text("3probe")), Output::Poll("6".to_owned())]
         );
+        // A GET that comes now (it was on its way) is sent away at once.
+        session.handle_poll().unwrap();
+        assert_eq!(outputs(&mut session), [Output::Poll("6".to_owned())]);
         // Sent meanwhile: held for the WebSocket, in order.
         session.send(text("42[\"1\"]"));
         session.send(text("42[\"2\"]"));
