@@ -9,6 +9,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { io } from 'socket.io-client';
 import * as support from './support.mjs';
 
@@ -277,6 +279,53 @@ test('the tutorial\'s page chats with our page both ways, over WebSocket and, wi
     }
     assert.deepEqual(bob.problems, []);
   } finally {
+    await stopServer(server.child);
+  }
+});
+
+/** The Python of the venv scripts/test makes (python/requirements.txt). */
+const python = process.env.CHAT_TEST_PYTHON
+  || path.join(support.here, '..', '..', 'target', 'python-venv', 'bin', 'python');
+
+test('python-socketio\'s client chats with our page\'s users', async () => {
+  const server = await startServer();
+  const child = spawn(python, [path.join(support.here, 'python', 'chat_client.py'), server.url, 'pyro'], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  try {
+    const lines = [];
+    const waiters = [];
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      lines.push(line);
+      for (const waiter of waiters) waiter();
+    });
+    const seen = (line) => new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`python never printed ${line}; it printed ${lines}`)), WAIT);
+      const check = () => {
+        if (lines.includes(line)) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      waiters.push(check);
+      check();
+    });
+    await seen('connected websocket');
+    const bob = await support.login(browser(), server.url, 'bob');
+    child.stdin.write('hello from python\n');
+    await seeMessage(bob.page, 'hello from python');
+    // Shown as pyro's, as our page shows everyone.
+    const from = await bob.page.evaluate(() => [...document.querySelectorAll('#messages li')]
+      .find((li) => li.querySelector('.text')?.textContent === 'hello from python')?.textContent);
+    assert.match(from, /pyro/);
+    await say(bob.page, 'hello, python');
+    await seen('got hello, python');
+    await seen('got hello from python');
+    child.stdin.end();
+    const code = await new Promise((resolve) => child.once('exit', resolve));
+    assert.equal(code, 0);
+  } finally {
+    child.kill();
     await stopServer(server.child);
   }
 });
