@@ -127,6 +127,28 @@ test('the official client connects over polling, upgrades, and chats with the cl
     const [dm] = await direct;
     assert.equal(dm.text, 'psst');
     assert.equal(dm.from, 'ann');
+    // Files, as a binary event: stored, and shown as a message with them,
+    // over WebSocket and over long-polling (base64 there).
+    const file = Buffer.from('a file from a Socket.IO client\n');
+    for (const [sender, name] of [[ann, 'note.txt'], [cid, 'polled.txt']]) {
+      const shown = next(bob, 'message');
+      const stored = await sender.timeout(WAIT).emitWithAck('upload', { name, mime: 'text/plain', text: `see ${name}` }, file);
+      assert.equal(stored.type, 'message', JSON.stringify(stored));
+      assert.equal(stored.attachment.name, name);
+      assert.equal(stored.attachment.size, file.length);
+      const [message] = await shown;
+      assert.deepEqual(message.attachment, stored.attachment);
+      // Fetched back with the session's token: the CONNECT answer's pid.
+      const response = await fetch(`${server.url}/files/${stored.attachment.id}`, {
+        headers: { authorization: `Bearer ${bob._pid}` },
+      });
+      assert.equal(response.status, 200);
+      assert.deepEqual(Buffer.from(await response.arrayBuffer()), file);
+    }
+    const nameless = await ann.timeout(WAIT).emitWithAck('upload', { mime: 'text/plain' }, file);
+    assert.equal(nameless.code, 'bad_frame');
+    const other = await ann.timeout(WAIT).emitWithAck('picture', file);
+    assert.equal(other.code, 'unknown_type');
     // Presence, as the rich event.
     const left = next(bob, 'presence');
     cid.disconnect();

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_core::{Departure, MemberId, SessionToken};
-use chat_protocol::socketio::{Kind, MAIN, Packet};
+use chat_protocol::socketio::{Kind, MAIN, Packet, placeholder};
 use chat_protocol::{ClientMessage, DecodeError, decode_client};
 use chat_transport::EngineOpened;
 use chat_transport::engineio::{EngineSocket, Link};
-use chat_transport::tungstenite::{Message, Utf8Bytes};
+use chat_transport::tungstenite::{Bytes, Message, Utf8Bytes};
 use chat_transport::{Pushed, Transport};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -24,6 +24,7 @@ use self::wire::{Acks, Stage};
 pub(crate) use self::wire::{Encodings, Peer};
 use crate::ServerConfig;
 use crate::connection::{Admit, FrameLimiter, source_of};
+use crate::files::{Announcement, Next, Receiver};
 use crate::hub::{Conn, Dialect, Input};
 use crate::metrics::Metrics;
 use crate::sink::Sink;
@@ -91,6 +92,8 @@ pub(crate) async fn serve(
         room: auth.room.clone(),
         metrics: Arc::clone(&metrics),
         departure: Departure::Lost,
+        binary: None,
+        receiver: Receiver::default(),
     };
     let ended = match client.begin(&auth, config).await {
         Err(ended) => ended,
@@ -106,7 +109,7 @@ pub(crate) async fn serve(
             let outcome = match message {
                 None => Err("session ended"),
                 Some(Message::Text(text)) => client.take(&text, config).await,
-                // Binary events are not taken (yet): see docs/protocol.md.
+                Some(Message::Binary(bytes)) => client.attachment(bytes, config).await,
                 Some(_) => Ok(()),
             };
             if let Err(ended) = outcome {
@@ -208,6 +211,10 @@ struct Client {
     room: String,
     metrics: Arc<Metrics>,
     departure: Departure,
+    /// A binary event whose attachments are on their way, and those come.
+    binary: Option<(Packet, Vec<Bytes>)>,
+    /// The upload protocol's state (a file sent with `upload`).
+    receiver: Receiver,
 }
 
 impl Client {
@@ -277,11 +284,115 @@ impl Client {
                 self.departure = Departure::Quit;
                 Err("the client disconnected")
             }
-            Kind::BinaryEvent | Kind::BinaryAck => Err("binary events are not taken"),
+            Kind::BinaryEvent if packet.nsp == MAIN => {
+                self.binary = Some((packet, Vec::new()));
+                Ok(())
+            }
             // Acknowledgements of ours (we ask none), a second CONNECT, or
             // another namespace: nothing to do.
             _ => Ok(()),
         }
+    }
+
+    /// A binary message: the next attachment of the binary event under
+    /// way; with the last, the event is taken.
+    async fn attachment(
+        &mut self,
+        bytes: Bytes,
+        config: &ServerConfig,
+    ) -> Result<(), &'static str> {
+        self.metrics.frames_received.inc();
+        self.metrics.bytes_received.inc_by(bytes.len() as u64);
+        if matches!(self.limiter.admit(config, 1, true), Admit::Abusive) {
+            return Err("too many frames");
+        }
+        let Some((packet, parts)) = self.binary.as_mut() else {
+            return Err("an attachment with no binary event");
+        };
+        parts.push(bytes);
+        if parts.len() < packet.attachments {
+            return Ok(());
+        }
+        let Some((packet, parts)) = self.binary.take() else { return Ok(()) };
+        match (packet.event_name(), packet.args()) {
+            (Some("upload"), [Value::Object(meta), file]) => {
+                let file = placeholder(file).and_then(|num| parts.get(num));
+                match file {
+                    Some(file) => self.upload(packet.id, meta, file, config).await,
+                    None => Err("an upload without its file"),
+                }
+            }
+            _ => {
+                let bad = DecodeError {
+                    code: chat_protocol::ErrorCode::UnknownType,
+                    message: "the only binary event is upload".to_owned(),
+                    id: None,
+                };
+                let refused = match packet.id {
+                    Some(ack) => self.asked(ack, Err(bad)),
+                    None => Err(bad),
+                };
+                self.send_frame(refused, config).await
+            }
+        }
+    }
+
+    /// `upload` with `{room, name, mime, text, id}` and the file: stored
+    /// and sent as a message with it, as our page's uploads are.
+    async fn upload(
+        &mut self,
+        ack: Option<u64>,
+        meta: &Map<String, Value>,
+        file: &Bytes,
+        config: &ServerConfig,
+    ) -> Result<(), &'static str> {
+        let text = |key: &str| meta.get(key).and_then(Value::as_str).map(str::to_owned);
+        let id = text("id");
+        let id = match ack {
+            Some(ack) => Some(self.ack_id(ack, id)),
+            None => id,
+        };
+        let announcement = Announcement {
+            room: text("room").unwrap_or_else(|| self.room.clone()),
+            name: text("name").unwrap_or_default(),
+            mime: text("mime").unwrap_or_else(|| "application/octet-stream".to_owned()),
+            size: file.len() as u64,
+            text: text("text").unwrap_or_default(),
+        };
+        let member = self.member;
+        let (id, room, size, chunk_bytes) =
+            match self.receiver.announce(config, id, announcement).await {
+                Next::Ask { id, room, size, chunk_bytes } => (id, room, size, chunk_bytes),
+                next => return self.upload_step(next).await,
+            };
+        let (reply, ready) = oneshot::channel();
+        let ask = Input::Upload { member, id, room, size, chunk_bytes, reply };
+        self.hub.send(ask).await.map_err(|_| "server stopping")?;
+        self.receiver.answered(ready.await.unwrap_or(false));
+        if !self.receiver.is_receiving() {
+            return Ok(());
+        }
+        let next = self.receiver.chunk(config.uploads.as_ref(), file).await;
+        self.upload_step(next).await
+    }
+
+    /// Does what the upload protocol says.
+    async fn upload_step(&mut self, next: Next) -> Result<(), &'static str> {
+        let member = self.member;
+        let input = match next {
+            Next::Nothing | Next::Ask { .. } => return Ok(()),
+            Next::Refuse(id, (code, message)) => Input::Refuse { member, id, code, message },
+            Next::Complete { id, command, file } => Input::Uploaded { member, id, command, file },
+        };
+        self.hub.send(input).await.map_err(|_| "server stopping")
+    }
+
+    /// The request id of a request that asks for acknowledgement `ack`:
+    /// the client's, or one of ours.
+    fn ack_id(&self, ack: u64, id: Option<String>) -> String {
+        let id = id.unwrap_or_else(|| format!("~{}.{ack}", self.link.sid()));
+        self.acks.insert(id.clone(), ack);
+        id
     }
 
     /// An event that asks for acknowledgement `ack`: its request id is the
@@ -292,16 +403,13 @@ impl Client {
         ack: u64,
         decoded: Result<ClientMessage, DecodeError>,
     ) -> Result<ClientMessage, DecodeError> {
-        let ours = || format!("~{}.{ack}", self.link.sid());
         match decoded {
             Ok(mut message) => {
-                let id = message.id.get_or_insert_with(ours).clone();
-                self.acks.insert(id, ack);
+                message.id = Some(self.ack_id(ack, message.id.take()));
                 Ok(message)
             }
             Err(mut error) => {
-                let id = error.id.get_or_insert_with(ours).clone();
-                self.acks.insert(id, ack);
+                error.id = Some(self.ack_id(ack, error.id.take()));
                 Err(error)
             }
         }

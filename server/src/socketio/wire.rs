@@ -109,7 +109,9 @@ impl<'a> Encodings<'a> {
                 }
                 return;
             }
-            Stage::Connected if kind == "welcome" => return,
+            // (An upload's go-ahead is the connection's own business: a
+            // Socket.IO client sends its file whole.)
+            Stage::Connected if kind == "welcome" || kind == "upload_ready" => return,
             Stage::Connected => {}
         }
         let ack = match peer.acks.is_empty() {
