@@ -30,15 +30,26 @@ pub(super) struct Target {
     http: bool,
 }
 
+/// Where a Socket.IO client opens its WebSocket.
+const SOCKET_IO_PATH: &str = "/socket.io/?EIO=4&transport=websocket";
+
 impl Target {
-    pub(super) fn parse(url: &str, http: bool) -> anyhow::Result<Self> {
+    /// The server at `url`, over the HTTP fallback if `http`, or as a
+    /// Socket.IO client if `socketio`.
+    pub(super) fn parse(url: &str, http: bool, socketio: bool) -> anyhow::Result<Self> {
+        if http && socketio {
+            bail!("a Socket.IO bench runs over WebSocket only");
+        }
         let uri: Uri = url.parse().with_context(|| format!("invalid server URL {url:?}"))?;
         if uri.scheme_str() != Some("ws") {
             bail!("the server URL must be ws://");
         }
         let host = uri.host().context("the server URL has no host")?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        let path = uri.path_and_query().map_or("/".to_owned(), |p| p.as_str().to_owned());
+        let path = match socketio {
+            true => SOCKET_IO_PATH.to_owned(),
+            false => uri.path_and_query().map_or("/".to_owned(), |p| p.as_str().to_owned()),
+        };
         Ok(Self { host, port: uri.port_u16().unwrap_or(80), path, http })
     }
 }
@@ -198,7 +209,7 @@ pub(super) async fn say(mut conn: Conn, frames: &[String], until: &str) -> anyho
     loop {
         while let Some((opcode, payload)) = conn.buffer.next_frame()? {
             match opcode {
-                TEXT => match frames::peek(payload) {
+                TEXT => match frames::peek(frames::unwrap(payload)) {
                     Some(frame) if frame.kind == until => return Ok(conn),
                     Some(frame) if frame.kind == "error" => {
                         bail!("refused: {}", String::from_utf8_lossy(payload));
@@ -216,6 +227,8 @@ pub(super) async fn say(mut conn: Conn, frames: &[String], until: &str) -> anyho
 }
 
 pub(super) struct SendPlan {
+    /// Sent as a Socket.IO client sends it.
+    pub socketio: bool,
     pub rate: f64,
     pub size: usize,
     pub until_us: u64,
@@ -236,7 +249,7 @@ pub(super) async fn send_loop(
 ) -> anyhow::Result<(u64, u64, Sink)> {
     let mut ticks = pace(schedule.origin.into_std(), plan.rate, plan.until_us);
     let mut sent = 0u64;
-    let mut say = SayTemplate::new(&plan.room, plan.size);
+    let mut say = SayTemplate::new(&plan.room, plan.size, plan.socketio);
     while let Some(intended_us) = ticks.recv().await {
         if sink.texts(&[say.stamped(intended_us)]).await.is_err() {
             counters.errors.fetch_add(1, Ordering::AcqRel);
@@ -305,12 +318,19 @@ pub(super) async fn read_loop(
     loop {
         let received_us = schedule.origin.elapsed().as_micros() as u64;
         let mut pinged = false;
+        let mut engine_pinged = false;
         loop {
             let (opcode, payload) = match buffer.next_frame() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(_) => return,
             };
+            // (A Socket.IO event carries the frame; its ping is `2`.)
+            if opcode == TEXT && payload == b"2" {
+                engine_pinged = true;
+                continue;
+            }
+            let payload = frames::unwrap(payload);
             let frame = if opcode == TEXT { frames::peek(payload) } else { None };
             match (opcode, frame.as_ref().and_then(frames::intended_time)) {
                 (TEXT, Some(intended_us)) if schedule.is_measured(intended_us) => {
@@ -346,6 +366,9 @@ pub(super) async fn read_loop(
         // The server pings connections that are quiet; unanswered, it
         // would close them as dead. (Its pings carry no payload.)
         if pinged && sink.pong().await.is_err() {
+            return;
+        }
+        if engine_pinged && sink.texts(&[b"3"]).await.is_err() {
             return;
         }
         tokio::select! {

@@ -37,14 +37,20 @@ pub(super) struct SayTemplate {
 }
 
 impl SayTemplate {
-    /// A `say` to `room` with `size` bytes of text (at least the stamp).
-    pub(super) fn new(room: &str, size: usize) -> Self {
+    /// A `say` to `room` with `size` bytes of text (at least the stamp);
+    /// as a Socket.IO client sends it (the frame as the `say` event's
+    /// object) if `socketio`.
+    pub(super) fn new(room: &str, size: usize, socketio: bool) -> Self {
         // The text and the id are ASCII that JSON leaves as it is, so they
         // appear in the encoding byte for byte.
         let text = format!("{}{}", "0".repeat(STAMP), "x".repeat(size.saturating_sub(STAMP)));
         let id = "i".repeat(STAMP);
         let frame = ClientFrame::Say { room: room.to_owned(), text: text.clone(), action: false };
         let encoded = encode_client(&ClientMessage { id: Some(id.clone()), frame });
+        let encoded = match socketio {
+            true => format!("42[\"say\",{encoded}]"),
+            false => encoded,
+        };
         let at = |value: &str| encoded.find(&format!("\"{value}\"")).map_or(0, |at| at + 1);
         Self { stamp_at: at(&text), id_at: at(&id), bytes: encoded.into_bytes() }
     }
@@ -60,6 +66,34 @@ impl SayTemplate {
         }
         &self.bytes
     }
+}
+
+/// A Socket.IO client's greeting: its `CONNECT`, as `nick`, to `room`,
+/// asking for every frame as an event.
+pub(super) fn socketio_connect(nick: &str, room: &str) -> String {
+    let auth = serde_json::json!({ "nick": nick, "room": room, "rich": true });
+    format!("40{auth}")
+}
+
+/// The frame a Socket.IO event carries (`42["message",{…},"room:seq"]`
+/// is `{…}`); anything else as it is.
+pub(super) fn unwrap(payload: &[u8]) -> &[u8] {
+    let Some(rest) = payload.strip_prefix(b"42[\"") else {
+        return payload;
+    };
+    let Some(name_end) = rest.iter().position(|&b| b == b'"') else {
+        return payload;
+    };
+    let Some(mut object) = rest.get(name_end + 2..).and_then(|r| r.strip_suffix(b"]")) else {
+        return payload;
+    };
+    // A room message's offset follows its object: a string, last.
+    if object.ends_with(b"\"")
+        && let Some(comma) = object.windows(2).rposition(|w| w == b",\"")
+    {
+        object = object.get(..comma).unwrap_or(object);
+    }
+    object
 }
 
 /// What the bench reads of an `error` frame: whether it refused a message
@@ -251,8 +285,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn socket_io_events_carry_the_frames_the_readers_know() {
+        let message = br#"42["message",{"type":"message","text":"hi"},"lobby:3"]"#;
+        assert_eq!(unwrap(message), br#"{"type":"message","text":"hi"}"#);
+        let error = br#"42["error",{"type":"error","code":"x"}]"#;
+        assert_eq!(unwrap(error), br#"{"type":"error","code":"x"}"#);
+        assert_eq!(unwrap(b"40{\"sid\":\"a\"}"), b"40{\"sid\":\"a\"}");
+        assert_eq!(unwrap(br#"{"type":"pong"}"#), br#"{"type":"pong"}"#);
+        let mut say = SayTemplate::new("lobby", 20, true);
+        let stamped = String::from_utf8(say.stamped(42).to_vec()).unwrap();
+        assert!(stamped.starts_with(r#"42["say",{"#), "{stamped}");
+        // (An Engine.IO message, `4`, carrying the Socket.IO packet.)
+        let packet = stamped.strip_prefix('4').unwrap();
+        let packet = chat_protocol::socketio::Packet::decode(packet).unwrap();
+        assert_eq!(packet.args()[0]["text"].as_str().unwrap().trim_start().get(..2), Some("42"));
+    }
+
+    #[test]
     fn a_stamped_say_is_a_say_whose_text_starts_with_the_time() {
-        let mut template = SayTemplate::new("bench-0", 40);
+        let mut template = SayTemplate::new("bench-0", 40, false);
         let decoded = decode_client(std::str::from_utf8(template.stamped(1_234_567)).unwrap());
         let Ok(ClientMessage { frame: ClientFrame::Say { room, text, .. }, .. }) = decoded else {
             panic!("not a say: {decoded:?}");
@@ -264,7 +315,7 @@ mod tests {
 
     #[test]
     fn the_id_carries_the_time_too_and_a_refusal_for_now_gives_it_back() {
-        let mut template = SayTemplate::new("bench-0", 20);
+        let mut template = SayTemplate::new("bench-0", 20, false);
         let decoded = decode_client(std::str::from_utf8(template.stamped(42)).unwrap()).unwrap();
         assert_eq!(decoded.id.as_deref(), Some("0000000000000042"));
         let refusal = |code: &str, retry: &str| {

@@ -100,6 +100,11 @@ pub struct BenchArgs {
     /// Seconds to wait after the last send for deliveries still in flight.
     #[arg(long, default_value_t = 5.0)]
     pub drain: f64,
+    /// Connect as Socket.IO clients do (Engine.IO 4 over WebSocket at
+    /// /socket.io/, every frame as an event): the same load in the other
+    /// dialect.
+    #[arg(long, conflicts_with = "join_storm")]
+    pub socketio: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -167,7 +172,7 @@ async fn measure(server: &str, args: &BenchArgs, http: bool) -> anyhow::Result<R
     let mut opening = Vec::with_capacity(args.connections);
     let targets: Vec<Arc<Target>> = std::iter::once(server)
         .chain(args.also.iter().map(String::as_str))
-        .map(|url| Target::parse(url, http).map(Arc::new))
+        .map(|url| Target::parse(url, http, args.socketio).map(Arc::new))
         .collect::<anyhow::Result<_>>()?;
     let room = |i: usize| format!("bench-{}", i % args.rooms);
     for i in 0..args.connections {
@@ -175,7 +180,12 @@ async fn measure(server: &str, args: &BenchArgs, http: bool) -> anyhow::Result<R
         let target = Arc::clone(&targets[i % targets.len()]);
         let source = (!args.sources.is_empty()).then(|| args.sources[i % args.sources.len()]);
         let greeting = (!args.upgrade_only).then(|| {
-            let hello = frames::hello(&format!("b{run}-{i}"));
+            let nick = format!("b{run}-{i}");
+            if args.socketio {
+                let connect = frames::socketio_connect(&nick, &room(i));
+                return Greeting { frames: vec![connect], until: "joined" };
+            }
+            let hello = frames::hello(&nick);
             if args.join_storm {
                 Greeting { frames: vec![hello], until: "welcome" }
             } else {
@@ -263,6 +273,7 @@ async fn measure(server: &str, args: &BenchArgs, http: bool) -> anyhow::Result<R
         if is_sender {
             let room = format!("bench-{}", i % args.rooms);
             let plan = SendPlan {
+                socketio: args.socketio,
                 rate: args.rate,
                 size: args.size,
                 until_us: schedule.measure_until_us,
