@@ -13,6 +13,7 @@
 //! acknowledgement gets its answer (the frame) in the acknowledgement.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chat_core::{Event, MessageKind};
@@ -48,28 +49,37 @@ pub(crate) enum Stage {
 /// command was given: its task adds one before the command goes to the
 /// hub, the hub takes it out with the answer.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Acks(Arc<Mutex<HashMap<String, u64>>>);
+pub(crate) struct Acks(Arc<AcksInner>);
+
+#[derive(Debug, Default)]
+struct AcksInner {
+    /// How many are waiting: read on every delivery, so the map is
+    /// locked only while one is.
+    waiting: AtomicUsize,
+    by_id: Mutex<HashMap<String, u64>>,
+}
 
 impl Acks {
     pub(crate) fn insert(&self, id: String, ack: u64) {
-        self.lock().insert(id, ack);
+        let mut by_id = self.lock();
+        by_id.insert(id, ack);
+        self.0.waiting.store(by_id.len(), Ordering::Release);
     }
 
     fn take(&self, id: &str) -> Option<u64> {
-        let mut acks = self.lock();
-        if acks.is_empty() {
-            return None;
-        }
-        acks.remove(id)
+        let mut by_id = self.lock();
+        let ack = by_id.remove(id);
+        self.0.waiting.store(by_id.len(), Ordering::Release);
+        ack
     }
 
     fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.0.waiting.load(Ordering::Acquire) == 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
         // A map of numbers: a panic elsewhere cannot leave it half-changed.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0.by_id.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -80,18 +90,20 @@ pub(crate) struct Encodings<'a> {
     native: &'a Utf8Bytes,
     /// The event it encodes, if the core made it.
     event: Option<&'a Event>,
+    /// The frame's type.
+    kind: &'a str,
     rich: Option<Utf8Bytes>,
     classic: Option<Option<Utf8Bytes>>,
 }
 
 impl<'a> Encodings<'a> {
     pub(crate) fn new(native: &'a Utf8Bytes, event: Option<&'a Event>) -> Self {
-        Self { native, event, rich: None, classic: None }
+        Self { native, event, kind: kind(native), rich: None, classic: None }
     }
 
     /// Hands `push` the packets `peer` gets of this delivery, in order.
     pub(crate) fn each(&mut self, peer: &mut Peer, mut push: impl FnMut(Utf8Bytes)) {
-        let kind = kind(self.native);
+        let kind = self.kind;
         match peer.stage {
             Stage::Refused => return,
             Stage::Connecting => {

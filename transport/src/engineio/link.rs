@@ -178,6 +178,16 @@ impl Link {
         if state.ended.is_some() {
             return Pushed::Closed;
         }
+        // On its WebSocket a session sends as any connection does: the
+        // fan-out's path, kept short.
+        if state.session.carrier() == Carrier::WebSocket
+            && let Some(websocket) = &state.websocket
+        {
+            return match packet {
+                Outbound::Text(text) => websocket.push_text(text, droppable),
+                Outbound::Binary(bytes) => websocket.push_binary(bytes, droppable),
+            };
+        }
         // Typing notices are worth nothing to a client that is behind.
         if droppable && state.session.queued() * 2 >= self.engines.config.max_queued {
             return Pushed::Skipped;
