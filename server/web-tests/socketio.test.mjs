@@ -56,130 +56,128 @@ function texts(socket) {
   return seen;
 }
 
-test('the official client connects over polling, upgrades, and chats with the classic and the rich events', async () => {
+/** Runs `body` with a fresh server and `connect`, which opens clients to it (closed after). */
+async function withServer(body) {
   const server = await startServer();
   const sockets = [];
+  const connect = (options) => {
+    const socket = io(server.url, options);
+    sockets.push(socket);
+    return socket;
+  };
   try {
-    // A classic client (the tutorial's), left to upgrade as it does.
-    const ann = io(server.url, { auth: { nick: 'ann' } });
-    sockets.push(ann);
-    const annSaw = texts(ann);
-    const opened = [];
-    const upgraded = new Promise((resolve) => ann.io.on('open', () => {
-      opened.push(ann.io.engine.transport.name);
-      ann.io.engine.once('upgrade', (transport) => resolve(transport.name));
-    }));
-    assert.equal(await upgraded, 'websocket');
-    assert.deepEqual(opened, ['polling'], 'it opened over long-polling');
-    await until(ann, 'connect', () => ann.connected);
-    assert.ok(ann.connected);
-    // One that stays on long-polling, and one that asks for objects.
-    const cid = io(server.url, { auth: { nick: 'cid' }, transports: ['polling'] });
-    sockets.push(cid);
-    const cidSaw = texts(cid);
-    await next(cid, 'connect');
-    assert.equal(cid.io.engine.transport.name, 'polling');
-    const bob = io(server.url, { auth: { nick: 'bob', rich: true }, transports: ['websocket'] });
-    sockets.push(bob);
-    const bobSaw = [];
-    bob.on('message', (message, offset) => bobSaw.push({ message, offset }));
-    const [joined] = await next(bob, 'joined');
-    assert.equal(joined.room, 'lobby');
-    assert.deepEqual(joined.members, ['ann', 'bob', 'cid']);
-
-    ann.emit('chat message', 'hello from ann');
-    cid.emit('chat message', 'hello from cid');
-    await until(bob, 'message', () => bobSaw.length === 2);
-    await until(ann, 'chat message', () => annSaw.length === 2);
-    await until(cid, 'chat message', () => cidSaw.length === 2);
-    // One order for everyone, the sender included.
-    assert.deepEqual(annSaw, cidSaw);
-    assert.deepEqual(bobSaw.map((m) => m.message.text), annSaw);
-    assert.deepEqual(bobSaw.map((m) => m.message.from), annSaw.map((t) => t.split(' ').pop()));
-    assert.deepEqual(bobSaw.map((m) => m.offset), ['lobby:1', 'lobby:2']);
-
-    // A `say` with an acknowledgement: the stored message, with its seq.
-    const ack = await bob.timeout(WAIT).emitWithAck('say', { text: 'acked', id: 'b-1' });
-    assert.equal(ack.type, 'message');
-    assert.equal(ack.seq, 3);
-    assert.equal(ack.id, 'b-1');
-    await until(ann, 'chat message', () => annSaw.length === 3);
-    assert.equal(annSaw[2], 'acked');
-    // Sent again with the same id (a retry): answered, not repeated.
-    const again = await bob.timeout(WAIT).emitWithAck('say', { text: 'acked', id: 'b-1' });
-    assert.equal(again.seq, 3);
-    // Joining another room, its history, and errors with protocol v1's codes.
-    const dev = await ann.timeout(WAIT).emitWithAck('join', 'dev');
-    assert.equal(dev.type, 'joined');
-    assert.equal(dev.room, 'dev');
-    const said = await ann.timeout(WAIT).emitWithAck('say', { room: 'dev', text: 'in dev' });
-    assert.equal(said.seq, 1);
-    const history = await ann.timeout(WAIT).emitWithAck('history', { room: 'lobby', limit: 2 });
-    assert.deepEqual(history.messages.map((m) => m.seq), [2, 3]);
-    const notIn = await bob.timeout(WAIT).emitWithAck('say', { room: 'dev', text: 'no' });
-    assert.equal(notIn.type, 'error');
-    assert.equal(notIn.code, 'not_in_room');
-    const unknown = await bob.timeout(WAIT).emitWithAck('shout', 'x');
-    assert.equal(unknown.code, 'unknown_type');
-    // A direct message, as the rich `direct` event.
-    const direct = next(bob, 'direct');
-    await ann.timeout(WAIT).emitWithAck('dm', { to: 'bob', text: 'psst' });
-    const [dm] = await direct;
-    assert.equal(dm.text, 'psst');
-    assert.equal(dm.from, 'ann');
-    // Files, as a binary event: stored, and shown as a message with them,
-    // over WebSocket and over long-polling (base64 there).
-    const file = Buffer.from('a file from a Socket.IO client\n');
-    for (const [sender, name] of [[ann, 'note.txt'], [cid, 'polled.txt']]) {
-      const shown = next(bob, 'message');
-      const stored = await sender.timeout(WAIT).emitWithAck('upload', { name, mime: 'text/plain', text: `see ${name}` }, file);
-      assert.equal(stored.type, 'message', JSON.stringify(stored));
-      assert.equal(stored.attachment.name, name);
-      assert.equal(stored.attachment.size, file.length);
-      const [message] = await shown;
-      assert.deepEqual(message.attachment, stored.attachment);
-      // Fetched back with the session's token: the CONNECT answer's pid.
-      const response = await fetch(`${server.url}/files/${stored.attachment.id}`, {
-        headers: { authorization: `Bearer ${bob._pid}` },
-      });
-      assert.equal(response.status, 200);
-      assert.deepEqual(Buffer.from(await response.arrayBuffer()), file);
-    }
-    const nameless = await ann.timeout(WAIT).emitWithAck('upload', { mime: 'text/plain' }, file);
-    assert.equal(nameless.code, 'bad_frame');
-    const other = await ann.timeout(WAIT).emitWithAck('picture', file);
-    assert.equal(other.code, 'unknown_type');
-    // Presence, as the rich event.
-    const left = next(bob, 'presence');
-    cid.disconnect();
-    const [presence] = await left;
-    assert.equal(presence.nick, 'cid');
-    assert.equal(presence.event, 'leave');
-    // A classic client sees the messages of every room it is in.
-    assert.ok(annSaw.includes('in dev'));
+    await body(server, connect);
   } finally {
     for (const socket of sockets) socket.close();
     await stopServer(server.child);
   }
-});
+}
 
-test('a nick someone holds is a connect_error with its code', async () => {
-  const server = await startServer();
-  const sockets = [];
-  try {
-    const first = io(server.url, { auth: { nick: 'dora' } });
-    sockets.push(first);
-    await next(first, 'connect');
-    const second = io(server.url, { auth: { nick: 'dora' } });
-    sockets.push(second);
-    const [error] = await next(second, 'connect_error');
-    assert.equal(error.data.code, 'nick_taken');
-    assert.ok(!second.connected);
-  } finally {
-    for (const socket of sockets) socket.close();
-    await stopServer(server.child);
+test('the official client connects over polling, upgrades, and chats with the classic and the rich events', () => withServer(async (server, connect) => {
+  // A classic client (the tutorial's), left to upgrade as it does.
+  const ann = connect({ auth: { nick: 'ann' } });
+  const annSaw = texts(ann);
+  const opened = [];
+  const upgraded = new Promise((resolve) => ann.io.on('open', () => {
+    opened.push(ann.io.engine.transport.name);
+    ann.io.engine.once('upgrade', (transport) => resolve(transport.name));
+  }));
+  assert.equal(await upgraded, 'websocket');
+  assert.deepEqual(opened, ['polling'], 'it opened over long-polling');
+  await until(ann, 'connect', () => ann.connected);
+  assert.ok(ann.connected);
+  // One that stays on long-polling, and one that asks for objects.
+  const cid = connect({ auth: { nick: 'cid' }, transports: ['polling'] });
+  const cidSaw = texts(cid);
+  await next(cid, 'connect');
+  assert.equal(cid.io.engine.transport.name, 'polling');
+  const bob = connect({ auth: { nick: 'bob', rich: true }, transports: ['websocket'] });
+  const bobSaw = [];
+  bob.on('message', (message, offset) => bobSaw.push({ message, offset }));
+  const [joined] = await next(bob, 'joined');
+  assert.equal(joined.room, 'lobby');
+  assert.deepEqual(joined.members, ['ann', 'bob', 'cid']);
+
+  ann.emit('chat message', 'hello from ann');
+  cid.emit('chat message', 'hello from cid');
+  await until(bob, 'message', () => bobSaw.length === 2);
+  await until(ann, 'chat message', () => annSaw.length === 2);
+  await until(cid, 'chat message', () => cidSaw.length === 2);
+  // One order for everyone, the sender included.
+  assert.deepEqual(annSaw, cidSaw);
+  assert.deepEqual(bobSaw.map((m) => m.message.text), annSaw);
+  assert.deepEqual(bobSaw.map((m) => m.message.from), annSaw.map((t) => t.split(' ').pop()));
+  assert.deepEqual(bobSaw.map((m) => m.offset), ['lobby:1', 'lobby:2']);
+
+  // A `say` with an acknowledgement: the stored message, with its seq.
+  const ack = await bob.timeout(WAIT).emitWithAck('say', { text: 'acked', id: 'b-1' });
+  assert.equal(ack.type, 'message');
+  assert.equal(ack.seq, 3);
+  assert.equal(ack.id, 'b-1');
+  await until(ann, 'chat message', () => annSaw.length === 3);
+  assert.equal(annSaw[2], 'acked');
+  // Sent again with the same id (a retry): answered, not repeated.
+  const again = await bob.timeout(WAIT).emitWithAck('say', { text: 'acked', id: 'b-1' });
+  assert.equal(again.seq, 3);
+  // Joining another room, its history, and errors with protocol v1's codes.
+  const dev = await ann.timeout(WAIT).emitWithAck('join', 'dev');
+  assert.equal(dev.type, 'joined');
+  assert.equal(dev.room, 'dev');
+  const said = await ann.timeout(WAIT).emitWithAck('say', { room: 'dev', text: 'in dev' });
+  assert.equal(said.seq, 1);
+  const history = await ann.timeout(WAIT).emitWithAck('history', { room: 'lobby', limit: 2 });
+  assert.deepEqual(history.messages.map((m) => m.seq), [2, 3]);
+  const notIn = await bob.timeout(WAIT).emitWithAck('say', { room: 'dev', text: 'no' });
+  assert.equal(notIn.type, 'error');
+  assert.equal(notIn.code, 'not_in_room');
+  const unknown = await bob.timeout(WAIT).emitWithAck('shout', 'x');
+  assert.equal(unknown.code, 'unknown_type');
+  // A direct message, as the rich `direct` event.
+  const direct = next(bob, 'direct');
+  await ann.timeout(WAIT).emitWithAck('dm', { to: 'bob', text: 'psst' });
+  const [dm] = await direct;
+  assert.equal(dm.text, 'psst');
+  assert.equal(dm.from, 'ann');
+  // Files, as a binary event: stored, and shown as a message with them,
+  // over WebSocket and over long-polling (base64 there).
+  const file = Buffer.from('a file from a Socket.IO client\n');
+  for (const [sender, name] of [[ann, 'note.txt'], [cid, 'polled.txt']]) {
+    const shown = next(bob, 'message');
+    const stored = await sender.timeout(WAIT).emitWithAck('upload', { name, mime: 'text/plain', text: `see ${name}` }, file);
+    assert.equal(stored.type, 'message', JSON.stringify(stored));
+    assert.equal(stored.attachment.name, name);
+    assert.equal(stored.attachment.size, file.length);
+    const [message] = await shown;
+    assert.deepEqual(message.attachment, stored.attachment);
+    // Fetched back with the session's token: the CONNECT answer's pid.
+    const response = await fetch(`${server.url}/files/${stored.attachment.id}`, {
+      headers: { authorization: `Bearer ${bob._pid}` },
+    });
+    assert.equal(response.status, 200);
+    assert.deepEqual(Buffer.from(await response.arrayBuffer()), file);
   }
-});
+  const nameless = await ann.timeout(WAIT).emitWithAck('upload', { mime: 'text/plain' }, file);
+  assert.equal(nameless.code, 'bad_frame');
+  const other = await ann.timeout(WAIT).emitWithAck('picture', file);
+  assert.equal(other.code, 'unknown_type');
+  // Presence, as the rich event.
+  const left = next(bob, 'presence');
+  cid.disconnect();
+  const [presence] = await left;
+  assert.equal(presence.nick, 'cid');
+  assert.equal(presence.event, 'leave');
+  // A classic client sees the messages of every room it is in.
+  assert.ok(annSaw.includes('in dev'));
+}));
+
+test('a nick someone holds is a connect_error with its code', () => withServer(async (server, connect) => {
+  const first = connect({ auth: { nick: 'dora' } });
+  await next(first, 'connect');
+  const second = connect({ auth: { nick: 'dora' } });
+  const [error] = await next(second, 'connect_error');
+  assert.equal(error.data.code, 'nick_taken');
+  assert.ok(!second.connected);
+}));
 
 test('a client recovers its connection state after a server restart, missing nothing and repeating nothing', async () => {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-web-socketio-'));
@@ -240,6 +238,12 @@ async function classicPage(url, setup = null) {
   return { context, page, problems };
 }
 
+/** Sends `text` from the tutorial's page, as its user does. */
+async function send(page, text) {
+  await page.fill('#input', text);
+  await page.press('#input', 'Enter');
+}
+
 /** Waits until the classic page lists `text`. */
 async function listed(page, text) {
   await page.waitForFunction(
@@ -256,8 +260,7 @@ test('the tutorial\'s page chats with our page both ways, over WebSocket and, wi
     await classic.page.waitForFunction(() => window.socket.connected);
     await classic.page.waitForFunction(() => window.socket.io.engine.transport.name === 'websocket');
     // Its users are guests in #lobby, as our page shows them.
-    await classic.page.fill('#input', 'hello from the tutorial');
-    await classic.page.press('#input', 'Enter');
+    await send(classic.page, 'hello from the tutorial');
     await seeMessage(bob.page, 'hello from the tutorial');
     await listed(classic.page, 'hello from the tutorial');
     await say(bob.page, 'hello from our page');
@@ -267,8 +270,7 @@ test('the tutorial\'s page chats with our page both ways, over WebSocket and, wi
     const blocked = await classicPage(`${server.url}/classic/socketio-chat/`, (context) =>
       context.routeWebSocket(/.*/, (ws) => ws.close({ code: 1006 })));
     await blocked.page.waitForFunction(() => window.socket.connected);
-    await blocked.page.fill('#input', 'over long-polling');
-    await blocked.page.press('#input', 'Enter');
+    await send(blocked.page, 'over long-polling');
     await seeMessage(bob.page, 'over long-polling');
     await listed(classic.page, 'over long-polling');
     await say(bob.page, 'to the polling page');
