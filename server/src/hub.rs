@@ -1279,7 +1279,8 @@ impl Hub {
     }
 
     /// Queues `bytes` to `member`, or what its dialect makes of them;
-    /// false if it has no connection (any more).
+    /// false if it has no connection (any more), or its dialect makes
+    /// nothing of them.
     fn send(
         &mut self,
         member: MemberId,
@@ -1294,10 +1295,14 @@ impl Hub {
             Dialect::Native => conn.sink.push_text(bytes.clone(), ephemeral),
             Dialect::SocketIo(peer) => {
                 let sink = &conn.sink;
-                let mut pushed = Pushed::Queued;
+                let mut pushed = None;
                 socketio.each(peer, |packet| {
-                    pushed = merge(pushed, sink.push_text(packet, ephemeral));
+                    let this = sink.push_text(packet, ephemeral);
+                    pushed = Some(pushed.map_or(this, |so_far| merge(so_far, this)));
                 });
+                // Nothing of it is for this client (a classic one is sent
+                // room messages only): not a delivery.
+                let Some(pushed) = pushed else { return false };
                 pushed
             }
         };

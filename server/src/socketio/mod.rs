@@ -284,10 +284,11 @@ impl Client {
                 self.departure = Departure::Quit;
                 Err("the client disconnected")
             }
-            Kind::BinaryEvent if packet.nsp == MAIN => {
+            Kind::BinaryEvent if packet.nsp == MAIN && packet.attachments > 0 => {
                 self.binary = Some((packet, Vec::new()));
                 Ok(())
             }
+            Kind::BinaryEvent | Kind::BinaryAck => Err("a binary packet without attachments"),
             // Acknowledgements of ours (we ask none), a second CONNECT, or
             // another namespace: nothing to do.
             _ => Ok(()),
