@@ -351,7 +351,7 @@ impl Hub {
                     // Carets of editors gone without a word go.
                     if !self.docs.is_empty() {
                         let flush = self.docs.expire(self.clock.now());
-                        self.unflushed.extend(flush.into_iter().map(Sink::Socket));
+                        self.flush_later(flush);
                     }
                 }
                 _ = cluster_checks.tick(), if self.cluster.is_some() => {
@@ -553,7 +553,7 @@ impl Hub {
                 let chat = &self.chat;
                 let allowed = |token: &SessionToken, room: &RoomName| chat.may_read(token, room);
                 let flush = self.docs.loaded(room, doc, result, allowed);
-                self.unflushed.extend(flush.into_iter().map(Sink::Socket));
+                self.flush_later(flush);
                 self.docs_done();
             }
             StorageEvent::Loaded(room, Err(())) => {
@@ -626,17 +626,17 @@ impl Hub {
                     let allowed =
                         |token: &SessionToken, room: &RoomName| chat.may_read(token, room);
                     let flush = self.docs.loaded(room, doc, updates.ok_or(()), allowed);
-                    self.unflushed.extend(flush.into_iter().map(Sink::Socket));
+                    self.flush_later(flush);
                     self.docs_done();
                 }
                 cluster::Step::DocUpdate { room, doc, seq, update, own } => {
                     let flush = self.docs.remote(room, doc, seq, &update, own);
-                    self.unflushed.extend(flush.into_iter().map(Sink::Socket));
+                    self.flush_later(flush);
                 }
                 cluster::Step::DocReset(room, doc) => self.docs.reset(room, doc),
                 cluster::Step::DocAwareness(room, doc, message) => {
                     let flush = self.docs.remote_awareness(room, doc, &message);
-                    self.unflushed.extend(flush.into_iter().map(Sink::Socket));
+                    self.flush_later(flush);
                 }
                 cluster::Step::Moved(token) => self.chat.handle_moved(now, &token),
                 cluster::Step::Reset(room) => self.chat.handle_room_reset(now, &room),
@@ -765,7 +765,7 @@ impl Hub {
                     Ok(Some(state)) => {
                         let who = docs::Restore { member, id };
                         let flush = self.docs.restore(room, doc, state, who, now);
-                        self.unflushed.extend(flush.into_iter().map(Sink::Socket));
+                        self.flush_later(flush);
                         self.docs_done();
                     }
                     Ok(None) => {
@@ -949,20 +949,20 @@ impl Hub {
                     let _ = reply.send(Err(docs::DocClose::not_member(&target.room)));
                 } else {
                     let flush = self.docs.open(target, outgoing, close, reply);
-                    self.unflushed.extend(flush.into_iter().map(Sink::Socket));
+                    self.flush_later(flush);
                     self.docs_to_storage();
                 }
             }
             Input::DocFrame { conn, bytes } => {
                 let flush = self.docs.receive(conn, &bytes, &mut self.chat, now);
-                self.unflushed.extend(flush.into_iter().map(Sink::Socket));
+                self.flush_later(flush);
                 // The document list may have changed.
                 self.drain();
                 self.docs_to_storage();
             }
             Input::DocClosed { conn } => {
                 let flush = self.docs.closed(conn);
-                self.unflushed.extend(flush.into_iter().map(Sink::Socket));
+                self.flush_later(flush);
                 // (A version of what was made, and forgetting it.)
                 self.docs_done();
             }
@@ -1248,6 +1248,11 @@ impl Hub {
         if let Some(now) = self.commits.deliver(delivery) {
             self.send_all(&now.to, &now.bytes, now.ephemeral, now.event.as_deref());
         }
+    }
+
+    /// Documents' connections with frames pushed: written with the rest.
+    fn flush_later(&mut self, flush: impl IntoIterator<Item = Arc<Outgoing>>) {
+        self.unflushed.extend(flush.into_iter().map(Sink::Socket));
     }
 
     /// Writes the new frames of up to `most` connections, each with as few

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chat_core::{Departure, MemberId, SessionToken};
 use chat_protocol::socketio::{Kind, MAIN, Packet, placeholder};
-use chat_protocol::{ClientMessage, DecodeError, decode_client};
+use chat_protocol::{ClientFrame, ClientMessage, DecodeError};
 use chat_transport::EngineOpened;
 use chat_transport::engineio::{EngineSocket, Link};
 use chat_transport::tungstenite::{Bytes, Message, Utf8Bytes};
@@ -222,28 +222,17 @@ impl Client {
     /// (from where recovery says it left off); in the hub's answers,
     /// `CONNECT` (or `CONNECT_ERROR`) and the room's messages.
     async fn begin(&self, auth: &Auth, config: &ServerConfig) -> Result<(), &'static str> {
-        let mut hello = Map::new();
-        hello.insert("type".into(), "hello".into());
-        let fields = [("nick", &auth.nick), ("session", &auth.session), ("token", &auth.token)];
-        for (key, value) in fields {
-            if let Some(value) = value {
-                hello.insert(key.into(), value.as_str().into());
-            }
-        }
-        self.send_frame(decode_client(&Value::Object(hello).to_string()), config).await?;
+        let frame = |frame| Ok(ClientMessage { id: None, frame });
+        let Auth { nick, session, token, .. } = auth;
+        let (nick, session, token) = (nick.clone(), session.clone(), token.clone());
+        self.send_frame(frame(ClientFrame::Hello { nick, session, token }), config).await?;
         let rooms = match &auth.offset {
             Some((room, seq)) if *room == auth.room => vec![(auth.room.clone(), Some(*seq))],
             Some((room, seq)) => vec![(auth.room.clone(), None), (room.clone(), Some(*seq))],
             None => vec![(auth.room.clone(), None)],
         };
         for (room, after) in rooms {
-            let mut join = Map::new();
-            join.insert("type".into(), "join".into());
-            join.insert("room".into(), room.into());
-            if let Some(after) = after {
-                join.insert("after".into(), after.into());
-            }
-            self.send_frame(decode_client(&Value::Object(join).to_string()), config).await?;
+            self.send_frame(frame(ClientFrame::Join { room, after }), config).await?;
         }
         Ok(())
     }

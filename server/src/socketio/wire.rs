@@ -92,13 +92,16 @@ pub(crate) struct Encodings<'a> {
     event: Option<&'a Event>,
     /// The frame's type.
     kind: &'a str,
+    /// Its `id`, read once the first recipient waiting for an
+    /// acknowledgement needs it.
+    id: Option<Option<String>>,
     rich: Option<Utf8Bytes>,
     classic: Option<Option<Utf8Bytes>>,
 }
 
 impl<'a> Encodings<'a> {
     pub(crate) fn new(native: &'a Utf8Bytes, event: Option<&'a Event>) -> Self {
-        Self { native, event, kind: kind(native), rich: None, classic: None }
+        Self { native, event, kind: kind(native), id: None, rich: None, classic: None }
     }
 
     /// Hands `push` the packets `peer` gets of this delivery, in order.
@@ -128,7 +131,11 @@ impl<'a> Encodings<'a> {
         }
         let ack = match peer.acks.is_empty() {
             true => None,
-            false => frame_id(self.native).and_then(|id| peer.acks.take(&id)),
+            false => {
+                let native = self.native;
+                let id = self.id.get_or_insert_with(|| field(native, "id"));
+                id.as_deref().and_then(|id| peer.acks.take(id))
+            }
         };
         // A message is the room's event for everyone, the sender too; any
         // other answer goes in the acknowledgement alone.
@@ -229,11 +236,6 @@ fn kind(native: &str) -> &str {
         .strip_prefix("{\"type\":\"")
         .and_then(|rest| rest.split_once('"'))
         .map_or("", |(kind, _)| kind)
-}
-
-/// A frame's `id`, if it has one.
-fn frame_id(native: &str) -> Option<String> {
-    field(native, "id")
 }
 
 /// A top-level string member of a frame.

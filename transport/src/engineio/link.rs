@@ -51,16 +51,6 @@ impl Engines {
         &self.config
     }
 
-    /// Sessions open now.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether no session is open.
-    pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
-    }
-
     /// Opens a session: on long-polling, or on `websocket` (its write
     /// side) if given; its handshake is queued at once.
     pub(crate) fn open(self: &Arc<Self>, websocket: Option<Arc<Outgoing>>) -> Arc<Link> {
@@ -123,11 +113,6 @@ impl Link {
     /// The session's id.
     pub fn sid(&self) -> &str {
         &self.sid
-    }
-
-    /// The transport carrying it now.
-    pub fn carrier(&self) -> Carrier {
-        self.lock().session.carrier()
     }
 
     /// Sends a text packet (`packet` is its whole encoding, type first:
