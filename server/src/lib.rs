@@ -149,6 +149,16 @@ pub async fn run_with_metrics(
     let (engine, cluster_events) = cluster.unzip();
     let health = engine.as_ref().map(cluster::Engine::health);
     let event_streams = engine.as_ref().map(cluster::Engine::event_streams).unwrap_or_default();
+    // Socket.IO clients' sessions; in a cluster their ids name the node's
+    // run, and long-polling requests for another node's go there.
+    let sessions = chat_transport::engineio::SessionConfig {
+        max_queued: config.transport.max_queued_frames,
+        ..Default::default()
+    };
+    let engines = match &engine {
+        Some(engine) => engine.engineio(sessions),
+        None => Arc::new(chat_transport::engineio::Engines::new("", sessions)),
+    };
     let readiness = readiness::Readiness::new(health.clone());
     let hub = Hub::new(&config, snapshot, storage, Arc::clone(&metrics), engine, readiness.clone());
     let hub = tokio::spawn(hub.run(hub_rx, acks_rx, cluster_events).in_current_span());
@@ -165,13 +175,6 @@ pub async fn run_with_metrics(
     });
     let pages = (readiness.clone(), page(false));
     let site = web::site(files, health, pages, docs::frame_limit(&config));
-    // Socket.IO clients' sessions; in a cluster their ids name the node.
-    let sessions = chat_transport::engineio::SessionConfig {
-        max_queued: config.transport.max_queued_frames,
-        ..Default::default()
-    };
-    let node = config.node_id.as_ref().map_or(String::new(), |node| format!("{node}."));
-    let engines = Arc::new(chat_transport::engineio::Engines::new(node, sessions));
     let mut site = site.with_event_streams(event_streams).with_engineio(socketio::PATH, engines);
     if let Some(dir) = &config.socketio_page {
         site = site.dynamic(page_dir::PREFIX, Arc::new(page_dir::PageDir { dir: dir.clone() }));

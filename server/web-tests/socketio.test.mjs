@@ -220,6 +220,74 @@ test('a client recovers its connection state after a server restart, missing not
   }
 });
 
+test('two nodes behind a round-robin proxy: long-polling requests reach either node and the session carries on, nothing lost', async () => {
+  const redis = await support.startRedis();
+  const dirs = ['a', 'b'].map((name) => fs.mkdtempSync(path.join(os.tmpdir(), `chat-web-socketio-${name}-`)));
+  const nodes = [];
+  let proxy = null;
+  const sockets = [];
+  try {
+    for (const [i, name] of ['a', 'b'].entries()) {
+      nodes.push(await startServer('127.0.0.1:0', dirs[i], ['--redis', redis.url, '--node-id', name]));
+    }
+    proxy = await support.startNginx(nodes.map((node) => node.addr));
+    const connect = (url, options) => {
+      const socket = io(url, { reconnection: false, ...options });
+      sockets.push(socket);
+      return socket;
+    };
+    // One on long-polling only: each of its requests goes to the next
+    // node, so half reach the node that does not hold its session.
+    const ann = connect(proxy.url, { auth: { nick: 'ann' }, transports: ['polling'] });
+    // One left to upgrade: its probe may reach the other node (it then
+    // stays on long-polling) or its own.
+    const bob = connect(proxy.url, { auth: { nick: 'bob' } });
+    // One on a node directly.
+    const cid = connect(nodes[1].url, { auth: { nick: 'cid' }, transports: ['websocket'] });
+    const saw = [ann, bob, cid].map(texts);
+    const dropped = [];
+    for (const [i, socket] of [ann, bob, cid].entries()) {
+      await until(socket, 'connect', () => socket.connected);
+      socket.on('disconnect', (why) => dropped.push(`${i}: ${why}`));
+    }
+    const sid = ann.io.engine.id;
+
+    const sent = [];
+    for (let round = 0; round < 4; round += 1) {
+      for (const [name, socket] of [['ann', ann], ['bob', bob], ['cid', cid]]) {
+        const text = `${name} ${round}`;
+        sent.push(text);
+        // Acknowledged: stored, on whichever node the request reached.
+        const ack = await socket.timeout(WAIT).emitWithAck('say', { text, id: `${name}-${round}` });
+        assert.equal(ack.type, 'message', `${text}: ${JSON.stringify(ack)}`);
+      }
+    }
+    for (const [i, socket] of [ann, bob, cid].entries()) {
+      await until(socket, 'chat message', () => saw[i].length === sent.length);
+    }
+    // Everyone saw every message once, in the one order of the room.
+    assert.deepEqual(saw[0], saw[2]);
+    assert.deepEqual(saw[1], saw[2]);
+    assert.deepEqual([...saw[0]].sort(), [...sent].sort());
+    assert.equal(ann.io.engine.transport.name, 'polling');
+    assert.equal(ann.io.engine.id, sid, 'the same Engine.IO session throughout');
+    assert.deepEqual(dropped, []);
+
+    // The classic event too, and history through either node.
+    ann.emit('chat message', 'classic');
+    await until(cid, 'chat message', () => saw[2].at(-1) === 'classic');
+    const history = await ann.timeout(WAIT).emitWithAck('history', { room: 'lobby', limit: 3 });
+    assert.deepEqual(history.messages.map((m) => m.text), [...saw[2].slice(-3)]);
+    assert.deepEqual(dropped, []);
+  } finally {
+    for (const socket of sockets) socket.close();
+    if (proxy) await support.stopNginx(proxy.child);
+    for (const node of nodes) await stopServer(node.child);
+    await redis.stop();
+    for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 /** Opens a classic page of the server at `url` in a fresh context (`setup` routes first). */
 async function classicPage(url, setup = null) {
   const context = await browser().newContext();

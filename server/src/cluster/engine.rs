@@ -309,6 +309,17 @@ impl Engine {
         streams
     }
 
+    /// Socket.IO's sessions on this node, run as `config` says: named
+    /// after its run, so that other nodes can relay their long-polling
+    /// requests for them, as it relays theirs (see
+    /// [`Polls`](super::Polls)).
+    pub fn engineio(
+        &self,
+        config: chat_transport::engineio::SessionConfig,
+    ) -> Arc<chat_transport::engineio::Engines> {
+        super::Polls::engines(self.log.clone(), &self.instance, config)
+    }
+
     /// Whether this node can reach Redis now.
     pub fn health(&self) -> super::Health {
         self.log.health().clone()

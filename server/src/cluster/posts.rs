@@ -109,23 +109,8 @@ fn decode(bytes: &[u8]) -> Option<(String, u64, Posted)> {
 }
 
 async fn listen(log: RoomLog, channel: String, streams: Arc<Streams>) {
-    let mut retry = Duration::from_millis(50);
     loop {
-        let subscribed = async {
-            let mut pubsub = log.subscriber().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        let mut pubsub = match subscribed.await {
-            Ok(pubsub) => pubsub,
-            Err(err) => {
-                debug!(%err, "cannot listen for other nodes' posts; trying again");
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(RETRY_MAX);
-                continue;
-            }
-        };
-        retry = Duration::from_millis(50);
+        let mut pubsub = subscribed(&log, &[&channel], "other nodes' posts").await;
         let mut messages = pubsub.on_message();
         while let Some(message) = messages.next().await {
             let Some((stream, seq, posted)) = decode(message.get_payload_bytes()) else {
@@ -143,6 +128,29 @@ async fn listen(log: RoomLog, channel: String, streams: Arc<Streams>) {
             });
         }
         warn!("the subscription for other nodes' posts was lost; subscribing again");
+    }
+}
+
+/// A subscription to `channels`, for `what` (said in logs), made once
+/// Redis takes it: tried again, less and less often, until it does.
+pub(super) async fn subscribed(log: &RoomLog, channels: &[&str], what: &str) -> redis::aio::PubSub {
+    let mut retry = Duration::from_millis(50);
+    loop {
+        let subscribed = async {
+            let mut pubsub = log.subscriber().await?;
+            for channel in channels {
+                pubsub.subscribe(*channel).await?;
+            }
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match subscribed.await {
+            Ok(pubsub) => return pubsub,
+            Err(err) => {
+                debug!(%err, what, "cannot subscribe; trying again");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_MAX);
+            }
+        }
     }
 }
 

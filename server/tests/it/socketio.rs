@@ -146,3 +146,53 @@ async fn hostile_engine_io_requests_get_the_protocols_errors_and_bystanders_carr
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_a_get_through_another_node_whose_client_goes_leaves_the_next_payload_for_the_next()
+ {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let redis = chat_test_support::Redis::start();
+    let node = |name: &str| ServerConfig {
+        redis: Some(redis.url()),
+        node_id: Some(name.to_owned()),
+        ..ServerConfig::default()
+    };
+    let (a, b) = (Server::start(node("a")).await, Server::start(node("b")).await);
+    let sid = open(a.addr).await;
+    let path = format!("{POLL}&sid={sid}");
+    // Its CONNECT, and the answer, through the node that does not hold it.
+    let connect = request(b.addr, "POST", &path, "", br#"40{"nick":"zed"}"#).await;
+    assert_eq!(connect, (200, "ok".to_owned()));
+    let (status, answer) = request(b.addr, "GET", &path, "", b"").await;
+    assert_eq!(status, 200);
+    assert!(answer.starts_with("40{\"sid\""), "{answer}");
+
+    // A GET through b, seen relayed to a's run, whose client then goes.
+    let (instance, _) = sid.rsplit_once('.').unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut relayed = client.get_async_pubsub().await.unwrap();
+    relayed.subscribe(format!("chat:{{eio:{instance}}}")).await.unwrap();
+    let mut held = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    held.write_all(head.as_bytes()).await.unwrap();
+    let heard = tokio::time::timeout(crate::support::WAIT, relayed.on_message().next()).await;
+    let heard = heard.unwrap().unwrap().get_payload::<String>().unwrap();
+    assert!(heard.starts_with('g') && heard.contains(&sid), "{heard}");
+    drop(held);
+
+    // What the session is sent next waits for its next GET, here through
+    // a: not refused as a second GET, nor lost to the one gone.
+    let mut ann = crate::support::Client::hello(&a, "ann").await;
+    ann.send(serde_json::json!({"type": "join", "room": "lobby"})).await;
+    ann.expect("joined").await;
+    ann.send(serde_json::json!({"type": "say", "room": "lobby", "text": "after"})).await;
+    let mut seen = String::new();
+    while !seen.contains(r#"42["chat message","after""#) {
+        let (status, answer) = request(a.addr, "GET", &path, "", b"").await;
+        assert_eq!(status, 200, "{answer}");
+        seen.push_str(&answer);
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

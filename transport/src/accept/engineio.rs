@@ -2,7 +2,9 @@
 //! a `GET` without `sid` opens a session (on long-polling, or on a
 //! WebSocket if it upgrades); with `sid`, a `GET` waits for the session's
 //! next payload, a `POST` carries the client's packets, and a WebSocket
-//! upgrade probes and takes over the session. Errors are answered as the
+//! upgrade probes and takes over the session; a long-polling request for
+//! a session another server holds is read here and relayed there (see
+//! [`crate::engineio::Relay`]). Errors are answered as the
 //! protocol says: `400` (`403` for a page of another site) with
 //! `{"code":N,"message":"…"}`.
 
@@ -17,7 +19,9 @@ use super::{
     AcceptError, Accepted, Conn, EngineOpened, Refusal, Upgrade, answer, check_upgrade, limit,
     origin_allowed, read_body, refuse, upgrade,
 };
-use crate::engineio::{EngineSocket, Engines, Link, VERSION};
+use crate::engineio::{
+    Answer as RelayAnswer, EngineSocket, Engines, Link, Relay, Relayed, VERSION,
+};
 use crate::gate::Pass;
 use crate::response::Response;
 use crate::{Site, Socket, TransportConfig};
@@ -90,9 +94,13 @@ pub(super) async fn serve<S: Conn>(
     };
     let link = match &query.sid {
         None => None,
-        Some(sid) => match engines.get(sid) {
-            Some(link) => Some(link),
-            None => return answer(&mut stream, Error::SessionUnknown.response()).await,
+        Some(sid) => match (engines.get(sid), engines.relay_for(sid), transport) {
+            (Some(link), _, _) => Some(link),
+            (None, Some(relay), Transport::Polling) => {
+                let relay = Arc::clone(relay);
+                return relayed(stream, (&request, rest), (sid, relay), (engines, config)).await;
+            }
+            (None, _, _) => return answer(&mut stream, Error::SessionUnknown.response()).await,
         },
     };
     match (request.method().clone(), transport, link) {
@@ -193,11 +201,7 @@ async fn poll<S: Conn>(stream: &mut S, link: &Link) -> Result<Accepted, Accepted
     let Ok(payload) = payload else {
         return Err(answered(stream, Error::BadRequest.response()).await);
     };
-    let response = Response {
-        content_type: "text/plain; charset=UTF-8",
-        ..Response::text(StatusCode::OK, &payload)
-    };
-    Ok(answered(stream, response).await)
+    Ok(answered(stream, payload_response(&payload)).await)
 }
 
 /// Answers, and says so; a failed write is a client gone.
@@ -213,18 +217,15 @@ async fn post<S: Conn>(
     link: &Link,
     (engines, config): (&Engines, &TransportConfig),
 ) -> Result<Accepted, AcceptError> {
-    let length = request.headers().get(CONTENT_LENGTH).and_then(|value| value.to_str().ok());
-    let Some(length) = length.and_then(|value| value.trim().parse::<usize>().ok()) else {
-        let why = "a post needs Content-Length\n";
-        return answer(&mut stream, Response::text(StatusCode::LENGTH_REQUIRED, why)).await;
+    let length = match post_length(request, body.len(), engines) {
+        Ok(length) => length,
+        Err(refused) => {
+            if refused.ends_session {
+                link.close();
+            }
+            return answer(&mut stream, refused.response).await;
+        }
     };
-    if length > engines.config().max_payload || body.len() > length {
-        // As Engine.IO does: the session is over, its client broke the
-        // bound it was given.
-        link.close();
-        let why = "the payload is larger than maxPayload\n";
-        return answer(&mut stream, Response::text(StatusCode::PAYLOAD_TOO_LARGE, why)).await;
-    }
     if link.begin_post().is_err() {
         return answer(&mut stream, Error::BadRequest.response()).await;
     }
@@ -241,10 +242,109 @@ async fn post<S: Conn>(
         }
     };
     let response = match taken {
-        Ok(()) => Response { content_type: "text/html", ..Response::text(StatusCode::OK, "ok") },
+        Ok(()) => taken_response(),
         Err(_) => Error::BadRequest.response(),
     };
     answer(&mut stream, response).await
+}
+
+/// A `POST` refused before its body is read.
+struct PostRefused {
+    response: Response<'static>,
+    /// The client broke the bound it was given: as Engine.IO does, the
+    /// session is over.
+    ends_session: bool,
+}
+
+/// The length of a `POST`'s body, `read` bytes of which came with its
+/// head, if it may be taken.
+fn post_length(
+    request: &http::Request<()>,
+    read: usize,
+    engines: &Engines,
+) -> Result<usize, PostRefused> {
+    let length = request.headers().get(CONTENT_LENGTH).and_then(|value| value.to_str().ok());
+    let Some(length) = length.and_then(|value| value.trim().parse::<usize>().ok()) else {
+        let why = "a post needs Content-Length\n";
+        let response = Response::text(StatusCode::LENGTH_REQUIRED, why);
+        return Err(PostRefused { response, ends_session: false });
+    };
+    if length > engines.config().max_payload || read > length {
+        let why = "the payload is larger than maxPayload\n";
+        let response = Response::text(StatusCode::PAYLOAD_TOO_LARGE, why);
+        return Err(PostRefused { response, ends_session: true });
+    }
+    Ok(length)
+}
+
+/// The answer to a `POST` taken.
+fn taken_response() -> Response<'static> {
+    Response { content_type: "text/html", ..Response::text(StatusCode::OK, "ok") }
+}
+
+/// The answer to a `GET` with the session's next payload.
+fn payload_response(payload: &str) -> Response<'_> {
+    Response {
+        content_type: "text/plain; charset=UTF-8",
+        ..Response::text(StatusCode::OK, payload)
+    }
+}
+
+/// Serves a long-polling request for a session another server holds:
+/// reads it here, and answers what `relay` brings back from there.
+async fn relayed<S: Conn>(
+    mut stream: S,
+    (request, mut body): (&http::Request<()>, Vec<u8>),
+    (sid, relay): (&str, Arc<dyn Relay>),
+    (engines, config): (&Engines, &TransportConfig),
+) -> Result<Accepted, AcceptError> {
+    let relayed = match *request.method() {
+        Method::GET => Relayed::Poll,
+        Method::POST => {
+            let length = match post_length(request, body.len(), engines) {
+                Ok(length) => length,
+                Err(refused) => {
+                    if refused.ends_session {
+                        relay.relay(sid.to_owned(), Relayed::Broken).await;
+                    }
+                    return answer(&mut stream, refused.response).await;
+                }
+            };
+            read_body(&mut stream, &mut body, length, config.handshake_timeout).await?;
+            match String::from_utf8(body) {
+                Ok(text) => Relayed::Post(text),
+                Err(_) => {
+                    relay.relay(sid.to_owned(), Relayed::Broken).await;
+                    return answer(&mut stream, Error::BadRequest.response()).await;
+                }
+            }
+        }
+        _ => return answer(&mut stream, Error::BadRequest.response()).await,
+    };
+    let mut relaying = relay.relay(sid.to_owned(), relayed);
+    let mut scratch = [0u8; 512];
+    let brought = loop {
+        tokio::select! {
+            brought = &mut relaying => break brought,
+            read = stream.read(&mut scratch) => match read {
+                // As a local `GET`'s: what comes is the client going
+                // away, which dropping the relay says there.
+                Ok(0) | Err(_) => return Ok(Accepted::Closed),
+                Ok(_) => {}
+            },
+        }
+    };
+    let response = match &brought {
+        RelayAnswer::Payload(payload) => payload_response(payload),
+        RelayAnswer::Taken => taken_response(),
+        RelayAnswer::Refused => Error::BadRequest.response(),
+        RelayAnswer::Unknown => Error::SessionUnknown.response(),
+        RelayAnswer::Unavailable => {
+            let why = "the session's server cannot be reached now\n";
+            Response::text(StatusCode::SERVICE_UNAVAILABLE, why)
+        }
+    };
+    Ok(answered(&mut stream, response).await)
 }
 
 /// The parameters of an Engine.IO request.

@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use tokio::sync::{Notify, oneshot};
 use tungstenite::{Message, Utf8Bytes};
 
-use super::{Carrier, Ended, Outbound, Output, Packet, Refusal, Session, SessionConfig};
+use super::{Carrier, Ended, Outbound, Output, Packet, Refusal, Relay, Session, SessionConfig};
 use crate::ServerSocket;
 use crate::outgoing::{Flushed, Outgoing, Pushed};
 
@@ -33,17 +33,26 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// The Engine.IO sessions open on this server, by `sid`.
 #[derive(Debug)]
 pub struct Engines {
-    /// What this server's `sid`s start with (a cluster node's name).
-    node: String,
+    /// What this server's `sid`s start with (a cluster node's run).
+    pub(super) node: String,
     config: SessionConfig,
     open: Mutex<HashMap<String, Arc<Link>>>,
+    /// Where requests for other servers' sessions go.
+    pub(super) relay: Option<Arc<dyn Relay>>,
 }
 
 impl Engines {
     /// The sessions of a server whose `sid`s start with `node` (may be
     /// empty), each run as `config` says.
     pub fn new(node: impl Into<String>, config: SessionConfig) -> Self {
-        Self { node: node.into(), config, open: Mutex::default() }
+        Self { node: node.into(), config, open: Mutex::default(), relay: None }
+    }
+
+    /// Hands long-polling requests for sessions whose `sid` does not start
+    /// with this server's `node` to `relay` (see [`Relay`]).
+    #[must_use]
+    pub fn relaying(self, relay: Arc<dyn Relay>) -> Self {
+        Self { relay: Some(relay), ..self }
     }
 
     /// How sessions are run.

@@ -5,8 +5,10 @@
 
 mod link;
 mod packet;
+mod relay;
 mod session;
 
 pub use link::{EngineSocket, Engines, Link};
 pub use packet::{Error, Handshake, Packet, SEPARATOR, VERSION, decode_payload, encode_payload};
+pub use relay::{Answer, Relay, Relayed};
 pub use session::{Carrier, Ended, Outbound, Output, Refusal, Session, SessionConfig};
