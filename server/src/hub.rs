@@ -1274,41 +1274,42 @@ impl Hub {
         ephemeral: bool,
         event: Option<&Event>,
     ) {
-        let mut sent = 0u64;
+        let (mut sent, mut sent_bytes) = (0u64, 0u64);
         let mut socketio = socketio::Encodings::new(bytes, event);
         for &member in to {
-            sent += u64::from(self.send(member, bytes, ephemeral, &mut socketio));
+            if let Some(len) = self.send(member, bytes, ephemeral, &mut socketio) {
+                sent += 1;
+                sent_bytes += len as u64;
+            }
         }
         self.metrics.deliveries.inc_by(sent);
-        self.metrics.bytes_delivered.inc_by(sent * bytes.len() as u64);
+        self.metrics.bytes_delivered.inc_by(sent_bytes);
     }
 
-    /// Queues `bytes` to `member`, or what its dialect makes of them;
-    /// false if it has no connection (any more), or its dialect makes
-    /// nothing of them.
+    /// Queues `bytes` to `member`, or what its dialect makes of them: how
+    /// many bytes that was, or `None` if it has no connection (any more),
+    /// or its dialect makes nothing of them.
     fn send(
         &mut self,
         member: MemberId,
         bytes: &Utf8Bytes,
         ephemeral: bool,
         socketio: &mut socketio::Encodings<'_>,
-    ) -> bool {
-        let Some(conn) = self.conns.get_mut(&member) else {
-            return false;
-        };
-        let pushed = match &mut conn.dialect {
-            Dialect::Native => conn.sink.push_text(bytes.clone(), ephemeral),
+    ) -> Option<usize> {
+        let conn = self.conns.get_mut(&member)?;
+        let (pushed, len) = match &mut conn.dialect {
+            Dialect::Native => (conn.sink.push_text(bytes.clone(), ephemeral), bytes.len()),
             Dialect::SocketIo(peer) => {
                 let sink = &conn.sink;
-                let mut pushed = None;
+                let (mut pushed, mut len) = (None, 0);
                 socketio.each(peer, |packet| {
+                    len += packet.len();
                     let this = sink.push_text(packet, ephemeral);
                     pushed = Some(pushed.map_or(this, |so_far| merge(so_far, this)));
                 });
                 // Nothing of it is for this client (a classic one is sent
                 // room messages only): not a delivery.
-                let Some(pushed) = pushed else { return false };
-                pushed
+                (pushed?, len)
             }
         };
         match pushed {
@@ -1317,12 +1318,12 @@ impl Hub {
             Pushed::Full => {
                 warn!(%member, "outbound queue full; closing as too slow");
                 self.evict(member, CloseCode::TooSlow);
-                return false;
+                return None;
             }
             // The connection task ended; its Disconnect is on the way.
-            Pushed::Closed => return false,
+            Pushed::Closed => return None,
         }
-        true
+        Some(len)
     }
 
     /// Closes a connection and takes it out of the chat at once, so no

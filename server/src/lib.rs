@@ -148,7 +148,10 @@ pub async fn run_with_metrics(
     let (hub_tx, hub_rx) = mpsc::channel(config.inbound_queue);
     let (engine, cluster_events) = cluster.unzip();
     let health = engine.as_ref().map(cluster::Engine::health);
-    let event_streams = engine.as_ref().map(cluster::Engine::event_streams).unwrap_or_default();
+    let event_streams = match &engine {
+        Some(engine) => engine.event_streams().await,
+        None => Arc::default(),
+    };
     // Socket.IO clients' sessions; in a cluster their ids name the node's
     // run, and long-polling requests for another node's go there.
     let sessions = chat_transport::engineio::SessionConfig {
@@ -156,7 +159,7 @@ pub async fn run_with_metrics(
         ..Default::default()
     };
     let engines = match &engine {
-        Some(engine) => engine.engineio(sessions),
+        Some(engine) => engine.engineio(sessions).await,
         None => Arc::new(chat_transport::engineio::Engines::new("", sessions)),
     };
     let readiness = readiness::Readiness::new(health.clone());

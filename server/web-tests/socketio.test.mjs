@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { io } from 'socket.io-client';
 import * as support from './support.mjs';
@@ -56,9 +56,9 @@ function texts(socket) {
   return seen;
 }
 
-/** Runs `body` with a fresh server and `connect`, which opens clients to it (closed after). */
-async function withServer(body) {
-  const server = await startServer();
+/** Runs `body` with a fresh server (given `extra` flags) and `connect`, which opens clients to it (closed after). */
+async function withServer(body, extra = []) {
+  const server = await startServer('127.0.0.1:0', null, extra);
   const sockets = [];
   const connect = (options) => {
     const socket = io(server.url, options);
@@ -178,6 +178,80 @@ test('a nick someone holds is a connect_error with its code', () => withServer(a
   assert.equal(error.data.code, 'nick_taken');
   assert.ok(!second.connected);
 }));
+
+/** Resolves with the data of the next `connect_error` of a client that may not connect. */
+async function refusedWith(socket) {
+  const [error] = await next(socket, 'connect_error');
+  return error.data?.code ?? error.message;
+}
+
+test('access tokens come in the auth payload: a good one names the nick, none or a bad one is unauthorized', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-web-socketio-auth-'));
+  const secret = path.join(dir, 'secret');
+  fs.writeFileSync(secret, 'a test secret of at least 32 bytes, kept apart\n');
+  const mint = (nick) => execFileSync(support.serverBin,
+    ['token', '--auth-secret-file', secret, '--nick', nick, '--ttl', '1h']).toString().trim();
+  try {
+    await withServer(async (server, connect) => {
+      for (const auth of [{ nick: 'ann' }, { token: 'not.a.token' }, { token: mint('ann').slice(0, -2) }]) {
+        const refused = connect({ auth, reconnection: false });
+        assert.equal(await refusedWith(refused), 'unauthorized', JSON.stringify(auth));
+        assert.equal(refused.connected, false);
+      }
+      // A token names its nick: another one is forbidden.
+      const impostor = connect({ auth: { token: mint('ann'), nick: 'root' }, reconnection: false });
+      assert.equal(await refusedWith(impostor), 'forbidden');
+      const ann = connect({ auth: { token: mint('ann'), rich: true }, transports: ['websocket'] });
+      const [joined] = await next(ann, 'joined');
+      assert.deepEqual(joined.members, ['ann']);
+      const said = await ann.timeout(WAIT).emitWithAck('say', { text: 'signed' });
+      assert.equal(said.from, 'ann');
+    }, ['--auth-secret-file', secret]);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('connection caps hold for Socket.IO sessions: 503 when the server is full, 429 when the address is', async () => {
+  for (const [flag, status] of [['--max-connections', 503], ['--max-connections-per-ip', 429]]) {
+    await withServer(async (server, connect) => {
+      const held = [connect({ auth: { nick: 'ann' }, transports: ['websocket'] }),
+        connect({ auth: { nick: 'bob' }, transports: ['websocket'] })];
+      const bobSaw = texts(held[1]);
+      for (const socket of held) await until(socket, 'connect', () => socket.connected);
+      // A third session is refused at its handshake, on either transport.
+      const answer = await fetch(`${server.url}/socket.io/?EIO=4&transport=polling`);
+      assert.equal(answer.status, status, flag);
+      const third = connect({ auth: { nick: 'cid' }, reconnection: false });
+      const [error] = await next(third, 'connect_error');
+      assert.equal(error.message, 'xhr poll error');
+      assert.equal(error.description, status);
+      // Once one leaves, its place is free.
+      held[0].disconnect();
+      const fourth = connect({ auth: { nick: 'dee' }, transports: ['websocket'] });
+      await next(fourth, 'connect');
+      fourth.emit('chat message', 'in its place');
+      await until(held[1], 'chat message', () => bobSaw.includes('in its place'));
+    }, [flag, '2']);
+  }
+});
+
+test('rate limits hold for Socket.IO clients: what is over the burst is an error event, the rest goes through', () => withServer(async (server, connect) => {
+  const ann = connect({ auth: { nick: 'ann' }, transports: ['websocket'] });
+  const bob = connect({ auth: { nick: 'bob' }, transports: ['websocket'] });
+  const bobSaw = texts(bob);
+  const errors = [];
+  ann.on('error', (error) => errors.push(error));
+  for (const socket of [ann, bob]) await until(socket, 'connect', () => socket.connected);
+  for (let i = 0; i < 6; i += 1) ann.emit('chat message', `flood ${i}`);
+  await until(ann, 'error', () => errors.length === 3);
+  assert.deepEqual(errors.map((error) => error.code), ['rate_limited', 'rate_limited', 'rate_limited']);
+  assert.ok(errors.every((error) => error.retry_after_ms > 0), JSON.stringify(errors));
+  // What was within the burst went through, in order; bob is not limited.
+  bob.emit('chat message', 'from bob');
+  await until(bob, 'chat message', () => bobSaw.length === 4);
+  assert.deepEqual(bobSaw, ['flood 0', 'flood 1', 'flood 2', 'from bob']);
+}, ['--messages-burst', '3', '--messages-per-sec', '1']));
 
 test('a client recovers its connection state after a server restart, missing nothing and repeating nothing', async () => {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-web-socketio-'));

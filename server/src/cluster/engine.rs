@@ -301,11 +301,11 @@ impl Engine {
     /// The HTTP fallback's streams on this node: named after its run, so
     /// that other nodes can hand it their posts for them, as it hands
     /// theirs over (see [`Posts`](super::Posts)).
-    pub fn event_streams(&self) -> Arc<chat_transport::Streams> {
+    pub async fn event_streams(&self) -> Arc<chat_transport::Streams> {
         let forward = Arc::new(super::Posts::new(self.log.clone()));
         let prefix = super::Posts::prefix(&self.instance);
         let streams = Arc::new(chat_transport::Streams::new(prefix, Some(forward)));
-        super::Posts::listen(self.log.clone(), &self.instance, Arc::clone(&streams));
+        super::Posts::listen(self.log.clone(), &self.instance, Arc::clone(&streams)).await;
         streams
     }
 
@@ -313,11 +313,11 @@ impl Engine {
     /// after its run, so that other nodes can relay their long-polling
     /// requests for them, as it relays theirs (see
     /// [`Polls`](super::Polls)).
-    pub fn engineio(
+    pub async fn engineio(
         &self,
         config: chat_transport::engineio::SessionConfig,
     ) -> Arc<chat_transport::engineio::Engines> {
-        super::Polls::engines(self.log.clone(), &self.instance, config)
+        super::Polls::engines(self.log.clone(), &self.instance, config).await
     }
 
     /// Whether this node can reach Redis now.

@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use tracing::{Instrument, debug, warn};
 
 use super::RoomLog;
-use super::posts::subscribed;
+use super::posts::Subscription;
 
 /// How long a relayed `GET` may wait for its answer: its session answers
 /// one at the latest with its next ping, so past this its node is gone.
@@ -53,7 +53,7 @@ impl Polls {
     /// says: named after the run, and relaying requests for other runs'
     /// sessions over `log`'s Redis; answers theirs for as long as the
     /// task runs (subscribing again when Redis comes back).
-    pub fn engines(log: RoomLog, instance: &str, config: SessionConfig) -> Arc<Engines> {
+    pub async fn engines(log: RoomLog, instance: &str, config: SessionConfig) -> Arc<Engines> {
         let polls = Arc::new(Self {
             log,
             instance: instance.to_owned(),
@@ -62,7 +62,10 @@ impl Polls {
         });
         let engines = Engines::new(format!("{instance}."), config);
         let engines = Arc::new(engines.relaying(Arc::clone(&polls) as Arc<dyn Relay>));
-        tokio::spawn(listen(polls, Arc::clone(&engines)).in_current_span());
+        let channels = vec![requests(&polls.log, instance), answers(&polls.log, instance)];
+        let what = "other nodes' Socket.IO requests";
+        let subscription = Subscription::new(polls.log.clone(), channels, what).await;
+        tokio::spawn(listen(subscription, polls, Arc::clone(&engines)).in_current_span());
         engines
     }
 }
@@ -203,15 +206,14 @@ fn decode_answer(bytes: &[u8]) -> Option<(u64, Answer)> {
     Some((id, answer))
 }
 
-async fn listen(polls: Arc<Polls>, engines: Arc<Engines>) {
-    let (log, instance) = (&polls.log, polls.instance.as_str());
-    let (mine, answered) = (requests(log, instance), answers(log, instance));
+async fn listen(mut subscription: Subscription, polls: Arc<Polls>, engines: Arc<Engines>) {
+    let log = &polls.log;
+    let answered = answers(log, &polls.instance);
     // The `GET`s being answered, by asking run and number: told when
     // called off.
     let mut calls: HashMap<(String, u64), oneshot::Sender<()>> = HashMap::new();
     loop {
-        let mut pubsub =
-            subscribed(log, &[&mine, &answered], "other nodes' Socket.IO requests").await;
+        let mut pubsub = subscription.next().await;
         let mut messages = pubsub.on_message();
         while let Some(message) = messages.next().await {
             let payload = message.get_payload_bytes();

@@ -13,6 +13,7 @@ use std::time::Duration;
 use chat_transport::tungstenite::Bytes;
 use chat_transport::{Delivered, Forward, Posted, Streams};
 use futures_util::StreamExt;
+use redis::aio::PubSub;
 use tracing::{Instrument, debug, warn};
 
 use super::RoomLog;
@@ -44,9 +45,10 @@ impl Posts {
 
     /// Listens on run `instance`'s channel for posts to its `streams`, for
     /// as long as the task runs (reconnecting when Redis comes back).
-    pub fn listen(log: RoomLog, instance: &str, streams: Arc<Streams>) {
-        let channel = channel(&log, instance);
-        tokio::spawn(listen(log, channel, streams).in_current_span());
+    pub async fn listen(log: RoomLog, instance: &str, streams: Arc<Streams>) {
+        let channels = vec![channel(&log, instance)];
+        let subscription = Subscription::new(log, channels, "other nodes' posts").await;
+        tokio::spawn(listen(subscription, streams).in_current_span());
     }
 }
 
@@ -108,9 +110,9 @@ fn decode(bytes: &[u8]) -> Option<(String, u64, Posted)> {
     Some((name, seq, posted))
 }
 
-async fn listen(log: RoomLog, channel: String, streams: Arc<Streams>) {
+async fn listen(mut subscription: Subscription, streams: Arc<Streams>) {
     loop {
-        let mut pubsub = subscribed(&log, &[&channel], "other nodes' posts").await;
+        let mut pubsub = subscription.next().await;
         let mut messages = pubsub.on_message();
         while let Some(message) = messages.next().await {
             let Some((stream, seq, posted)) = decode(message.get_payload_bytes()) else {
@@ -131,26 +133,56 @@ async fn listen(log: RoomLog, channel: String, streams: Arc<Streams>) {
     }
 }
 
-/// A subscription to `channels`, for `what` (said in logs), made once
-/// Redis takes it: tried again, less and less often, until it does.
-pub(super) async fn subscribed(log: &RoomLog, channels: &[&str], what: &str) -> redis::aio::PubSub {
-    let mut retry = Duration::from_millis(50);
-    loop {
-        let subscribed = async {
-            let mut pubsub = log.subscriber().await?;
-            for channel in channels {
-                pubsub.subscribe(*channel).await?;
-            }
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        match subscribed.await {
-            Ok(pubsub) => return pubsub,
-            Err(err) => {
-                debug!(%err, what, "cannot subscribe; trying again");
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(RETRY_MAX);
+/// A node's subscription to channels of its own, for as long as it runs:
+/// made before the node serves (so nothing published for it from then on
+/// is missed), and made again whenever it is lost.
+pub(super) struct Subscription {
+    log: RoomLog,
+    channels: Vec<String>,
+    /// What the channels carry, for the logs.
+    what: &'static str,
+    /// The subscription made at start, until taken.
+    first: Option<PubSub>,
+}
+
+impl Subscription {
+    /// Subscribes to `channels` of `log`'s Redis, at once if Redis takes
+    /// it now (else [`Subscription::next`] keeps trying).
+    pub(super) async fn new(log: RoomLog, channels: Vec<String>, what: &'static str) -> Self {
+        let mut subscription = Self { log, channels, what, first: None };
+        match subscription.subscribe().await {
+            Ok(pubsub) => subscription.first = Some(pubsub),
+            Err(err) => warn!(%err, what, "cannot subscribe yet; trying again"),
+        }
+        subscription
+    }
+
+    /// The subscription to read: the first, then a new one each time the
+    /// last was lost, once Redis takes it (tried again less and less
+    /// often).
+    pub(super) async fn next(&mut self) -> PubSub {
+        if let Some(pubsub) = self.first.take() {
+            return pubsub;
+        }
+        let mut retry = Duration::from_millis(50);
+        loop {
+            match self.subscribe().await {
+                Ok(pubsub) => return pubsub,
+                Err(err) => {
+                    debug!(%err, what = self.what, "cannot subscribe; trying again");
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(RETRY_MAX);
+                }
             }
         }
+    }
+
+    async fn subscribe(&self) -> redis::RedisResult<PubSub> {
+        let mut pubsub = self.log.subscriber().await?;
+        for channel in &self.channels {
+            pubsub.subscribe(channel).await?;
+        }
+        Ok(pubsub)
     }
 }
 

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use chat_core::{Departure, MemberId, SessionToken};
 use chat_protocol::socketio::{Kind, MAIN, Packet, placeholder};
-use chat_protocol::{ClientFrame, ClientMessage, DecodeError};
+use chat_protocol::{ClientFrame, ClientMessage, CloseCode, DecodeError};
 use chat_transport::EngineOpened;
-use chat_transport::engineio::{EngineSocket, Link};
+use chat_transport::engineio::{Ended, EngineSocket, Link};
 use chat_transport::tungstenite::{Bytes, Message, Utf8Bytes};
 use chat_transport::{Pushed, Transport};
 use serde_json::{Map, Value};
@@ -100,14 +100,14 @@ pub(crate) async fn serve(
         Ok(()) => loop {
             let message = tokio::select! {
                 biased;
-                _ = &mut closing => {
+                closing = &mut closing => {
                     client.link.close();
-                    break "closed by server";
+                    break closing.map_or(Stop::Stopping, |closing| Stop::Closed(closing.code));
                 }
                 message = socket.next() => message,
             };
             let outcome = match message {
-                None => Err("session ended"),
+                None => Err(Stop::SessionEnded),
                 Some(Message::Text(text)) => client.take(&text, config).await,
                 Some(Message::Binary(bytes)) => client.attachment(bytes, config).await,
                 Some(_) => Ok(()),
@@ -121,9 +121,67 @@ pub(crate) async fn serve(
     let (member, departure) = (client.member, client.departure);
     let _ = client.hub.send(Input::Disconnect { member, departure }).await;
     metrics.transport(Transport::SocketIo).0.dec();
+    let session = client.link.ended();
+    let code = ended.code(session, client.link.closed_with());
+    metrics.closed(code);
     if metrics.connection_lines.allow() {
-        let why = client.link.ended().map(|ended| format!("{ended:?}"));
-        info!(%member, reason = ended, session = why.unwrap_or_default(), "disconnected");
+        let code = code.map_or_else(|| "none".to_owned(), |code| code.to_string());
+        let session = session.map(|ended| format!("{ended:?}")).unwrap_or_default();
+        info!(%member, reason = %ended, code, session, "disconnected");
+    }
+}
+
+/// Why a Socket.IO connection ended.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// The client sent `DISCONNECT`.
+    Disconnected,
+    /// The client broke the protocol (how).
+    Broke(&'static str),
+    /// The client kept sending far past the frame rate.
+    Flooded,
+    /// The hub is gone: the server is stopping.
+    Stopping,
+    /// The hub closed the connection, with this code.
+    Closed(CloseCode),
+    /// The Engine.IO session ended (its [`Ended`] says why).
+    SessionEnded,
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Disconnected => f.write_str("the client disconnected"),
+            Self::Broke(how) => f.write_str(how),
+            Self::Flooded => f.write_str("too many frames"),
+            Self::Stopping => f.write_str("server stopping"),
+            Self::Closed(code) => write!(f, "closed by server ({})", code.code()),
+            Self::SessionEnded => f.write_str("session ended"),
+        }
+    }
+}
+
+impl Stop {
+    /// The close code a WebSocket connection ended so would carry (for the
+    /// metrics, which count both alike), given the session's WebSocket's
+    /// own if it had one: `None` for one cut without one.
+    fn code(self, session: Option<Ended>, websocket: Option<u16>) -> Option<u16> {
+        const PROTOCOL_ERROR: u16 = 1002;
+        match self {
+            Self::Disconnected => Some(CloseCode::Normal.code()),
+            Self::Broke(_) => Some(PROTOCOL_ERROR),
+            Self::Flooded => Some(CloseCode::Policy.code()),
+            Self::Stopping => None,
+            Self::Closed(code) => Some(code.code()),
+            Self::SessionEnded => match session? {
+                Ended::ByClient => Some(CloseCode::Normal.code()),
+                Ended::Unresponsive => Some(CloseCode::Unresponsive.code()),
+                Ended::TooSlow => Some(CloseCode::TooSlow.code()),
+                Ended::Broken(_) => Some(PROTOCOL_ERROR),
+                Ended::WebSocketClosed => websocket,
+                Ended::ByServer => None,
+            },
+        }
     }
 }
 
@@ -221,7 +279,7 @@ impl Client {
     /// The `hello` its `CONNECT` stands for, and the join of its room
     /// (from where recovery says it left off); in the hub's answers,
     /// `CONNECT` (or `CONNECT_ERROR`) and the room's messages.
-    async fn begin(&self, auth: &Auth, config: &ServerConfig) -> Result<(), &'static str> {
+    async fn begin(&self, auth: &Auth, config: &ServerConfig) -> Result<(), Stop> {
         let frame = |frame| Ok(ClientMessage { id: None, frame });
         let Auth { nick, session, token, .. } = auth;
         let (nick, session, token) = (nick.clone(), session.clone(), token.clone());
@@ -238,7 +296,7 @@ impl Client {
     }
 
     /// Takes one packet from the client.
-    async fn take(&mut self, text: &str, config: &ServerConfig) -> Result<(), &'static str> {
+    async fn take(&mut self, text: &str, config: &ServerConfig) -> Result<(), Stop> {
         self.metrics.frames_received.inc();
         self.metrics.bytes_received.inc_by(text.len() as u64);
         match self.limiter.admit(config, 1, false) {
@@ -250,14 +308,14 @@ impl Client {
                 push(&self.link, format!("42[\"error\",{frame}]"));
                 return Ok(());
             }
-            Admit::Abusive => return Err("too many frames"),
+            Admit::Abusive => return Err(Stop::Flooded),
         }
         let packet = match Packet::decode(text) {
             Ok(packet) => packet,
             Err(error) => {
                 // The protocol's answer to a packet that does not decode.
                 debug!(member = %self.member, %error, "a malformed Socket.IO packet");
-                return Err("a malformed packet");
+                return Err(Stop::Broke("a malformed packet"));
             }
         };
         match packet.kind {
@@ -271,13 +329,15 @@ impl Client {
             }
             Kind::Disconnect if packet.nsp == MAIN => {
                 self.departure = Departure::Quit;
-                Err("the client disconnected")
+                Err(Stop::Disconnected)
             }
             Kind::BinaryEvent if packet.nsp == MAIN && packet.attachments > 0 => {
                 self.binary = Some((packet, Vec::new()));
                 Ok(())
             }
-            Kind::BinaryEvent | Kind::BinaryAck => Err("a binary packet without attachments"),
+            Kind::BinaryEvent | Kind::BinaryAck => {
+                Err(Stop::Broke("a binary packet without attachments"))
+            }
             // Acknowledgements of ours (we ask none), a second CONNECT, or
             // another namespace: nothing to do.
             _ => Ok(()),
@@ -286,18 +346,14 @@ impl Client {
 
     /// A binary message: the next attachment of the binary event under
     /// way; with the last, the event is taken.
-    async fn attachment(
-        &mut self,
-        bytes: Bytes,
-        config: &ServerConfig,
-    ) -> Result<(), &'static str> {
+    async fn attachment(&mut self, bytes: Bytes, config: &ServerConfig) -> Result<(), Stop> {
         self.metrics.frames_received.inc();
         self.metrics.bytes_received.inc_by(bytes.len() as u64);
         if matches!(self.limiter.admit(config, 1, true), Admit::Abusive) {
-            return Err("too many frames");
+            return Err(Stop::Flooded);
         }
         let Some((packet, parts)) = self.binary.as_mut() else {
-            return Err("an attachment with no binary event");
+            return Err(Stop::Broke("an attachment with no binary event"));
         };
         parts.push(bytes);
         if parts.len() < packet.attachments {
@@ -309,7 +365,7 @@ impl Client {
                 let file = placeholder(file).and_then(|num| parts.get(num));
                 match file {
                     Some(file) => self.upload(packet.id, meta, file, config).await,
-                    None => Err("an upload without its file"),
+                    None => Err(Stop::Broke("an upload without its file")),
                 }
             }
             _ => {
@@ -335,7 +391,7 @@ impl Client {
         meta: &Map<String, Value>,
         file: &Bytes,
         config: &ServerConfig,
-    ) -> Result<(), &'static str> {
+    ) -> Result<(), Stop> {
         let text = |key: &str| meta.get(key).and_then(Value::as_str).map(str::to_owned);
         let id = text("id");
         let id = match ack {
@@ -357,7 +413,7 @@ impl Client {
             };
         let (reply, ready) = oneshot::channel();
         let ask = Input::Upload { member, id, room, size, chunk_bytes, reply };
-        self.hub.send(ask).await.map_err(|_| "server stopping")?;
+        self.hub.send(ask).await.map_err(|_| Stop::Stopping)?;
         self.receiver.answered(ready.await.unwrap_or(false));
         if !self.receiver.is_receiving() {
             return Ok(());
@@ -367,14 +423,14 @@ impl Client {
     }
 
     /// Does what the upload protocol says.
-    async fn upload_step(&mut self, next: Next) -> Result<(), &'static str> {
+    async fn upload_step(&mut self, next: Next) -> Result<(), Stop> {
         let member = self.member;
         let input = match next {
             Next::Nothing | Next::Ask { .. } => return Ok(()),
             Next::Refuse(id, (code, message)) => Input::Refuse { member, id, code, message },
             Next::Complete { id, command, file } => Input::Uploaded { member, id, command, file },
         };
-        self.hub.send(input).await.map_err(|_| "server stopping")
+        self.hub.send(input).await.map_err(|_| Stop::Stopping)
     }
 
     /// The request id of a request that asks for acknowledgement `ack`:
@@ -410,7 +466,7 @@ impl Client {
         &self,
         decoded: Result<ClientMessage, DecodeError>,
         config: &ServerConfig,
-    ) -> Result<(), &'static str> {
+    ) -> Result<(), Stop> {
         let member = self.member;
         let input = match decoded {
             Ok(ClientMessage { id, frame }) => {
@@ -424,7 +480,7 @@ impl Client {
             }
             Err(error) => Input::Malformed { member, error },
         };
-        self.hub.send(input).await.map_err(|_| "server stopping")
+        self.hub.send(input).await.map_err(|_| Stop::Stopping)
     }
 }
 

@@ -196,3 +196,152 @@ async fn in_a_cluster_a_get_through_another_node_whose_client_goes_leaves_the_ne
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A Socket.IO session straight on a WebSocket to `server`, connected to
+/// the main namespace as `nick`.
+async fn websocket(
+    server: &Server,
+    nick: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures_util::{SinkExt, StreamExt};
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let open = socket.next().await.unwrap().unwrap();
+    assert!(open.to_text().unwrap().starts_with("0{\"sid\""), "{open:?}");
+    let connect = format!(r#"40{{"nick":"{nick}"}}"#);
+    socket.send(tokio_tungstenite::tungstenite::Message::text(connect)).await.unwrap();
+    loop {
+        let answer = socket.next().await.unwrap().unwrap();
+        if answer.to_text().unwrap().starts_with("40{\"sid\"") {
+            return socket;
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_packets_on_a_websocket_end_that_session_alone_and_are_counted() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let config = ServerConfig {
+        metrics_token: Some(crate::metrics::TOKEN.to_owned()),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config).await;
+    let bystanders = crate::support::Bystanders::start(&server, "lobby").await;
+    let broken: [(&str, Message); 4] = [
+        ("not Engine.IO", Message::text("9nine")),
+        ("not Socket.IO", Message::text("4{{{")),
+        ("an attachment with no binary event", Message::binary(vec![1, 2, 3])),
+        ("a binary event announcing no attachment", Message::text(r#"450-["upload",{}]"#)),
+    ];
+    for (n, (what, message)) in broken.into_iter().enumerate() {
+        let mut socket = websocket(&server, &format!("mallory{n}")).await;
+        socket.send(message).await.unwrap();
+        // The session's end: its `close` packet if it gets out, then the
+        // WebSocket's close.
+        loop {
+            match tokio::time::timeout(crate::support::WAIT, socket.next()).await.unwrap() {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(Message::Text(text))) => {
+                    assert!(text.as_str() == "1" || text.starts_with('4'), "{what}: {text}")
+                }
+                Some(Ok(other)) => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+    // One over maxPayload: the WebSocket is closed as too big.
+    let mut socket = websocket(&server, "mallory").await;
+    socket
+        .send(Message::text(format!("42[\"chat message\",\"{}\"]", "x".repeat(1_000_000))))
+        .await
+        .unwrap();
+    let close = loop {
+        match tokio::time::timeout(crate::support::WAIT, socket.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(close.map(|frame| u16::from(frame.code)), Some(1009));
+
+    let key = r#"chat_connections_closed_total{code="1002"}"#;
+    crate::metrics::until(&server, key, |closed| closed >= 4.0).await;
+    let key = r#"chat_connections_closed_total{code="1009"}"#;
+    crate::metrics::until(&server, key, |closed| closed >= 1.0).await;
+    let (mut alice, _bob) = bystanders.finish().await;
+    alice.send(serde_json::json!({"type": "say", "room": "lobby", "text": "still here"})).await;
+    alice.next_of("message").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_long_polling_client_that_stops_polling_is_cut_off_as_too_slow() {
+    let config = ServerConfig {
+        metrics_token: Some(crate::metrics::TOKEN.to_owned()),
+        ..crate::support::slow_consumer_config()
+    };
+    let server = Server::start(config).await;
+    let addr = server.addr;
+    let sid = open(addr).await;
+    let path = format!("{POLL}&sid={sid}");
+    assert_eq!(request(addr, "POST", &path, "", br#"40{"nick":"snail"}"#).await.0, 200);
+    let (status, answer) = request(addr, "GET", &path, "", b"").await;
+    assert_eq!(status, 200);
+    assert!(answer.starts_with("40{\"sid\""), "{answer}");
+
+    // The room goes on without it: far more than its 16 packets' bound.
+    let mut alice = crate::support::Client::in_room(&server, "alice", "lobby").await;
+    for n in 0..40 {
+        let text = format!("{n} {}", "x".repeat(1000));
+        alice.send(serde_json::json!({"type": "say", "room": "lobby", "text": text})).await;
+    }
+    let mut heard = 0;
+    while heard < 40 {
+        if alice.recv().await["type"] == "message" {
+            heard += 1;
+        }
+    }
+    let key = r#"chat_connections_closed_total{code="4008"}"#;
+    crate::metrics::until(&server, key, |closed| closed >= 1.0).await;
+    // Its session is over; what it missed, a new one recovers by its pid.
+    let gone = request(addr, "GET", &path, "", b"").await;
+    assert!(gone.1 == "1" || code(&gone.1) == 1, "{gone:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_delivery_to_socket_io_clients_counts_the_bytes_of_their_own_packets() {
+    let config = ServerConfig {
+        metrics_token: Some(crate::metrics::TOKEN.to_owned()),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config).await;
+    let addr = server.addr;
+    let mut paths = Vec::new();
+    for nick in ["ann", "bob"] {
+        let sid = open(addr).await;
+        let path = format!("{POLL}&sid={sid}");
+        let connect = format!(r#"40{{"nick":"{nick}"}}"#);
+        assert_eq!(request(addr, "POST", &path, "", connect.as_bytes()).await.0, 200);
+        let connected = request(addr, "GET", &path, "", b"").await;
+        assert!(connected.1.starts_with("40{\"sid\""), "{connected:?}");
+        paths.push(path);
+    }
+    let before = crate::metrics::scrape(&server).await;
+    let said = br#"42["chat message","counted"]"#;
+    assert_eq!(request(addr, "POST", &paths[0], "", said).await.0, 200);
+    // Each gets the classic packet, and nothing else.
+    let mut packets = Vec::new();
+    for path in &paths {
+        let (status, packet) = request(addr, "GET", path, "", b"").await;
+        assert_eq!(status, 200);
+        assert!(packet.starts_with(r#"42["chat message","counted","#), "{packet}");
+        packets.push(packet);
+    }
+    let after = crate::metrics::scrape(&server).await;
+    let moved = |key: &str| after[key] - before.get(key).copied().unwrap_or(0.0);
+    assert_eq!(moved("chat_deliveries_total"), 2.0);
+    let bytes: usize = packets.iter().map(String::len).sum();
+    assert_eq!(moved("chat_delivered_bytes_total"), bytes as f64);
+    server.shutdown().await;
+}

@@ -21,6 +21,7 @@ use tungstenite::{Message, Utf8Bytes};
 
 use super::{Carrier, Ended, Outbound, Output, Packet, Refusal, Relay, Session, SessionConfig};
 use crate::ServerSocket;
+use crate::close::close_frame_for;
 use crate::outgoing::{Flushed, Outgoing, Pushed};
 
 /// Packets handed in and not yet taken by the server, past which a `POST`
@@ -69,7 +70,14 @@ impl Engines {
             None => Carrier::Polling,
         };
         let session = Session::new(sid.clone(), self.config.clone(), now(), carrier);
-        let state = State { session, poll: None, websocket, inbox: VecDeque::new(), ended: None };
+        let state = State {
+            session,
+            poll: None,
+            websocket,
+            inbox: VecDeque::new(),
+            ended: None,
+            closed_with: None,
+        };
         let link = Arc::new(Link {
             sid: sid.clone(),
             engines: Arc::clone(self),
@@ -116,6 +124,8 @@ struct State {
     /// Packets for the server, oldest first.
     inbox: VecDeque<Packet>,
     ended: Option<Ended>,
+    /// The close code its WebSocket ended with.
+    closed_with: Option<u16>,
 }
 
 impl Link {
@@ -165,6 +175,12 @@ impl Link {
     /// Why the session ended, if it has.
     pub fn ended(&self) -> Option<Ended> {
         self.lock().ended
+    }
+
+    /// The close code the session's WebSocket ended with, the client's or
+    /// the server's (for a message too big, or broken), if it had one.
+    pub fn closed_with(&self) -> Option<u16> {
+        self.lock().closed_with
     }
 
     fn push(&self, packet: Outbound, droppable: bool) -> Pushed {
@@ -262,6 +278,7 @@ impl Link {
         outgoing: &Outgoing,
         write_timeout: Duration,
     ) {
+        let mut refusal = None;
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
@@ -282,13 +299,23 @@ impl Link {
                         Some(Ok(Message::Text(text))) => Packet::decode(text.as_str()),
                         Some(Ok(Message::Binary(bytes))) => Ok(Packet::Binary(bytes.to_vec())),
                         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                        Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                        Some(Ok(Message::Close(frame))) => {
+                            self.lock().closed_with = frame.map(|frame| frame.code.into());
+                            break;
+                        }
+                        // Closed as a WebSocket server closes for what broke.
+                        Some(Err(err)) => {
+                            refusal = close_frame_for(&err);
+                            self.lock().closed_with = refusal.as_ref().map(|frame| frame.code.into());
+                            break;
+                        }
+                        None => break,
                     };
                     {
                         let mut state = self.lock();
                         match packet {
                             Ok(packet) => state.session.handle_frame(now(), packet),
-                            Err(_) => state.session.close(),
+                            Err(_) => state.session.handle_malformed_frame(),
                         }
                         self.finish(&mut state);
                     }
@@ -308,7 +335,7 @@ impl Link {
         // frame.
         let _ = tokio::time::timeout(CLOSE_WAIT, async {
             let _ = outgoing.unstall().await;
-            let _ = socket.close(None).await;
+            let _ = socket.close(refusal).await;
         })
         .await;
     }

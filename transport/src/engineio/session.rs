@@ -300,6 +300,11 @@ impl Session {
         }
     }
 
+    /// A WebSocket message that is no Engine.IO packet: the session ends.
+    pub fn handle_malformed_frame(&mut self) {
+        self.end(Ended::Broken("a malformed packet"));
+    }
+
     /// The session's WebSocket closed: a probe that failed leaves the
     /// session on long-polling; a WebSocket it had moved to ends it.
     pub fn handle_websocket_gone(&mut self) {
@@ -644,6 +649,10 @@ mod tests {
         upgrade_on_polling.begin_post().unwrap();
         upgrade_on_polling.handle_post(now, "5").unwrap();
         assert!(upgrade_on_polling.is_closed());
+
+        let mut garbled = polling(now);
+        garbled.handle_malformed_frame();
+        assert!(matches!(outputs(&mut garbled).last(), Some(Output::Closed(Ended::Broken(_)))));
 
         let mut slow = polling(now);
         for n in 0..5 {
