@@ -266,12 +266,20 @@ test('a client recovers its connection state after a server restart, missing not
     const bob = io(server.url, { auth: { nick: 'bob' }, reconnection: false });
     sockets.push(bob);
     await next(bob, 'connect');
+    // One left to reconnect by itself, as clients do after a drain.
+    const dan = io(server.url, { auth: { nick: 'dan' }, reconnectionDelay: 100 });
+    sockets.push(dan);
+    const danSaw = texts(dan);
+    await next(dan, 'connect');
     bob.emit('chat message', 'before');
     await until(ann, 'chat message', () => annSaw.length === 1);
 
     const gone = next(ann, 'disconnect');
+    const danGone = next(dan, 'disconnect');
     await stopServer(server.child);
-    await gone;
+    // The drain closed the sessions as Engine.IO does ("transport close"),
+    // not with a DISCONNECT (after which a client does not come back).
+    assert.deepEqual([(await gone)[0], (await danGone)[0]], ['transport close', 'transport close']);
     server = await startServer(server.addr, dataDir, ['--drain-window', '1s']);
     const carol = io(server.url, { auth: { nick: 'carol' } });
     sockets.push(carol);
@@ -287,6 +295,9 @@ test('a client recovers its connection state after a server restart, missing not
     carol.emit('chat message', 'after');
     await until(ann, 'chat message', () => annSaw.length === 4);
     assert.deepEqual(annSaw, ['before', 'while away 1', 'while away 2', 'after']);
+    await until(dan, 'chat message', () => danSaw.length === 4);
+    assert.deepEqual(danSaw, annSaw);
+    assert.equal(dan.recovered, true);
   } finally {
     for (const socket of sockets) socket.close();
     await stopServer(server.child);
