@@ -214,6 +214,9 @@ impl Link {
     /// A long-polling `GET`: its answer comes through the receiver.
     pub(crate) fn poll(&self) -> Result<oneshot::Receiver<String>, Refusal> {
         let mut state = self.lock();
+        // A client that comes back past its pong's deadline finds its
+        // session over, whether or not the timer has fired yet.
+        state.session.handle_timeout(now());
         let (answer, receiver) = oneshot::channel();
         let waiting = state.poll.replace(answer);
         let polled = state.session.handle_poll();
@@ -237,6 +240,7 @@ impl Link {
     /// A long-polling `POST` begins.
     pub(crate) fn begin_post(&self) -> Result<(), Refusal> {
         let mut state = self.lock();
+        state.session.handle_timeout(now());
         let begun = state.session.begin_post();
         self.carry_out(&mut state);
         begun

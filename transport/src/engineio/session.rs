@@ -402,7 +402,15 @@ impl Session {
                 self.pong_due = None;
                 self.next_ping = Some(now + self.config.ping_interval);
             }
-            Packet::Close => self.end(Ended::ByClient),
+            Packet::Close => {
+                // The client is going: its waiting `GET` ends with nothing
+                // (the reference server's `noop`), not a close of ours.
+                if self.poll_waiting {
+                    self.poll_waiting = false;
+                    self.outputs.push_back(Output::Poll(Packet::Noop.encode()));
+                }
+                self.end(Ended::ByClient);
+            }
             Packet::Open(_) | Packet::Ping(_) | Packet::Upgrade | Packet::Noop => {
                 self.end(Ended::Broken("a packet only the server sends, or out of place"));
             }
@@ -659,6 +667,19 @@ mod tests {
             slow.send(text(&format!("42[{n}]")));
         }
         assert_eq!(outputs(&mut slow), [Output::Closed(Ended::TooSlow)]);
+    }
+
+    #[test]
+    fn a_client_that_closes_ends_its_waiting_get_with_a_noop() {
+        let now = Instant::now();
+        let mut session = polling(now);
+        session.handle_poll().unwrap();
+        session.begin_post().unwrap();
+        session.handle_post(now, "1").unwrap();
+        assert_eq!(
+            outputs(&mut session),
+            [Output::Poll("6".to_owned()), Output::Closed(Ended::ByClient)]
+        );
     }
 
     #[test]
