@@ -253,6 +253,42 @@ test('rate limits hold for Socket.IO clients: what is over the burst is an error
   assert.deepEqual(bobSaw, ['flood 0', 'flood 1', 'flood 2', 'from bob']);
 }, ['--messages-burst', '3', '--messages-per-sec', '1']));
 
+/** The terminal client (`chat`, line mode) on `url` as `nick`: `type` a line, `expect` a line it prints. */
+function terminal(url, nick) {
+  const bin = path.join(path.dirname(support.serverBin), 'chat');
+  const wsUrl = `${url.replace('http://', 'ws://')}/ws`;
+  const child = spawn(bin, ['--server', wsUrl, '--nick', nick, '--plain'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = [];
+  const reader = createInterface({ input: child.stdout });
+  reader.on('line', (line) => lines.push(line));
+  return {
+    child,
+    type: (line) => child.stdin.write(`${line}\n`),
+    expect: (wanted) => until(reader, 'line', () => lines.includes(wanted)),
+  };
+}
+
+test('a classic client in the room its query names and the terminal client chat both ways', () => withServer(async (server, connect) => {
+  const term = terminal(server.url, 'term');
+  try {
+    await term.expect('[lobby] -- joined (1 members: term)');
+    term.type('/join dev');
+    await term.expect('[dev] -- joined (1 members: term)');
+    // The tutorial's client, with only `?room=dev` added to its URL.
+    const classic = connect({ auth: { nick: 'cls' }, query: { room: 'dev' } });
+    const saw = texts(classic);
+    await until(classic, 'connect', () => classic.connected);
+    await term.expect('[dev] -- cls joined');
+    classic.emit('chat message', 'hello terminal');
+    await term.expect('[dev] <cls> hello terminal');
+    term.type('hello socket.io');
+    await until(classic, 'chat message', () => saw.includes('hello socket.io'));
+    assert.deepEqual(saw, ['hello terminal', 'hello socket.io']);
+  } finally {
+    term.child.kill();
+  }
+}));
+
 test('a client recovers its connection state after a server restart, missing nothing and repeating nothing', async () => {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-web-socketio-'));
   let server = await startServer('127.0.0.1:0', dataDir, ['--drain-window', '1s']);
