@@ -197,6 +197,12 @@ async fn in_a_cluster_a_get_through_another_node_whose_client_goes_leaves_the_ne
     b.shutdown().await;
 }
 
+/// A server started with `config` whose metrics the test scrapes.
+async fn scraped(config: ServerConfig) -> Server {
+    let metrics_token = Some(crate::metrics::TOKEN.to_owned());
+    Server::start(ServerConfig { metrics_token, ..config }).await
+}
+
 /// A Socket.IO session straight on a WebSocket to `server`, connected to
 /// the main namespace as `nick`.
 async fn websocket(
@@ -222,11 +228,7 @@ async fn websocket(
 async fn malformed_packets_on_a_websocket_end_that_session_alone_and_are_counted() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let config = ServerConfig {
-        metrics_token: Some(crate::metrics::TOKEN.to_owned()),
-        ..ServerConfig::default()
-    };
-    let server = Server::start(config).await;
+    let server = scraped(ServerConfig::default()).await;
     let bystanders = crate::support::Bystanders::start(&server, "lobby").await;
     let broken: [(&str, Message); 4] = [
         ("not Engine.IO", Message::text("9nine")),
@@ -276,11 +278,7 @@ async fn malformed_packets_on_a_websocket_end_that_session_alone_and_are_counted
 
 #[tokio::test]
 async fn a_long_polling_client_that_stops_polling_is_cut_off_as_too_slow() {
-    let config = ServerConfig {
-        metrics_token: Some(crate::metrics::TOKEN.to_owned()),
-        ..crate::support::slow_consumer_config()
-    };
-    let server = Server::start(config).await;
+    let server = scraped(crate::support::slow_consumer_config()).await;
     let addr = server.addr;
     let sid = open(addr).await;
     let path = format!("{POLL}&sid={sid}");
@@ -311,11 +309,7 @@ async fn a_long_polling_client_that_stops_polling_is_cut_off_as_too_slow() {
 
 #[tokio::test]
 async fn a_delivery_to_socket_io_clients_counts_the_bytes_of_their_own_packets() {
-    let config = ServerConfig {
-        metrics_token: Some(crate::metrics::TOKEN.to_owned()),
-        ..ServerConfig::default()
-    };
-    let server = Server::start(config).await;
+    let server = scraped(ServerConfig::default()).await;
     let addr = server.addr;
     let mut paths = Vec::new();
     for nick in ["ann", "bob"] {

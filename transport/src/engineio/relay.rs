@@ -89,9 +89,13 @@ impl Engines {
         }
     }
 
-    /// Where requests for other servers' sessions go, if anywhere.
+    /// Where requests for other servers' sessions go, if anywhere: a
+    /// `sid` that could be another server's (not this one's, and of the
+    /// characters and length `sid`s have) is relayed.
     pub(crate) fn relay_for(&self, sid: &str) -> Option<&Arc<dyn Relay>> {
-        self.relay.as_ref().filter(|_| !sid.starts_with(&self.node))
+        let plausible = sid.len() <= 160
+            && sid.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        self.relay.as_ref().filter(|_| plausible && !sid.starts_with(&self.node))
     }
 }
 
