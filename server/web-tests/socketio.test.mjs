@@ -236,7 +236,7 @@ test('connection caps hold for Socket.IO sessions: 503 when the server is full, 
   }
 });
 
-test('rate limits hold for Socket.IO clients: what is over the burst is an error event, the rest goes through', () => withServer(async (server, connect) => {
+test('limits and rate limits hold for Socket.IO clients: what is over them is an error event, the rest goes through', () => withServer(async (server, connect) => {
   const ann = connect({ auth: { nick: 'ann' }, transports: ['websocket'] });
   const bob = connect({ auth: { nick: 'bob' }, transports: ['websocket'] });
   const bobSaw = texts(bob);
@@ -247,11 +247,17 @@ test('rate limits hold for Socket.IO clients: what is over the burst is an error
   await until(ann, 'error', () => errors.length === 3);
   assert.deepEqual(errors.map((error) => error.code), ['rate_limited', 'rate_limited', 'rate_limited']);
   assert.ok(errors.every((error) => error.retry_after_ms > 0), JSON.stringify(errors));
+  // A text over the size limit is refused as our protocol refuses it.
+  const bobErrors = [];
+  bob.on('error', (error) => bobErrors.push(error));
+  bob.emit('chat message', 'x'.repeat(101));
+  await until(bob, 'error', () => bobErrors.length === 1);
+  assert.equal(bobErrors[0].code, 'too_large');
   // What was within the burst went through, in order; bob is not limited.
   bob.emit('chat message', 'from bob');
   await until(bob, 'chat message', () => bobSaw.length === 4);
   assert.deepEqual(bobSaw, ['flood 0', 'flood 1', 'flood 2', 'from bob']);
-}, ['--messages-burst', '3', '--messages-per-sec', '1']));
+}, ['--messages-burst', '3', '--messages-per-sec', '1', '--max-text-bytes', '100']));
 
 /** The terminal client (`chat`, line mode) on `url` as `nick`: `type` a line, `expect` a line it prints. */
 function terminal(url, nick) {
