@@ -148,11 +148,10 @@ async fn hostile_engine_io_requests_get_the_protocols_errors_and_bystanders_carr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_a_cluster_a_get_through_another_node_whose_client_goes_leaves_the_next_payload_for_the_next()
- {
+async fn in_a_cluster_a_relayed_get_called_off_loses_nothing_and_redis_down_is_a_503() {
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
-    let redis = chat_test_support::Redis::start();
+    let mut redis = chat_test_support::Redis::start();
     let node = |name: &str| ServerConfig {
         redis: Some(redis.url()),
         node_id: Some(name.to_owned()),
@@ -193,6 +192,13 @@ async fn in_a_cluster_a_get_through_another_node_whose_client_goes_leaves_the_ne
         assert_eq!(status, 200, "{answer}");
         seen.push_str(&answer);
     }
+
+    // Redis gone: a request through b is answered 503 at once (the client
+    // tries again), and a serves the session as before.
+    redis.kill();
+    let said = br#"42["chat message","while redis is down"]"#;
+    assert_eq!(request(b.addr, "POST", &path, "", said).await.0, 503);
+    assert_eq!(request(a.addr, "POST", &path, "", said).await, (200, "ok".to_owned()));
     a.shutdown().await;
     b.shutdown().await;
 }
