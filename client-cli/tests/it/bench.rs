@@ -355,9 +355,9 @@ fn redis_killed_and_restarted_under_load_loses_no_acknowledged_message() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Mid-run (the fault's timing, not a wait for anything), Redis dies
-    // with no warning and comes back with what its append-only file holds.
-    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // Once the rooms have messages (under load, then), Redis dies with no
+    // warning and comes back with what its append-only file holds.
+    until_appended(&redis, &["bench-0", "bench-1"], 40);
     redis.restart();
     let output = chat.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -370,4 +370,26 @@ fn redis_killed_and_restarted_under_load_loses_no_acknowledged_message() {
     // Redis kept but never answered is delivered all the same (at most a
     // room's worth each).
     assert!(n("received") <= n("expected") + n("refused") * 20, "{report}");
+}
+
+/// Waits until `rooms`' logs in `redis` hold `count` messages between them.
+fn until_appended(redis: &Redis, rooms: &[&str], count: u64) {
+    let port = redis.url().trim_end_matches('/').rsplit(':').next().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let held: u64 = rooms
+            .iter()
+            .map(|room| {
+                let key = format!("chat:{{{room}}}:log");
+                let out = Command::new("redis-cli").args(["-p", &port, "XLEN", &key]).output();
+                let out = out.unwrap();
+                String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().unwrap_or(0)
+            })
+            .sum();
+        if held >= count {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{held} messages appended in time");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
