@@ -1000,8 +1000,8 @@ async fn direct_messages_cross_nodes_once_in_order_and_read_the_same_from_every_
     // once and in order.
     assert_eq!(
         cut_off_subscribers(&redis).await,
-        4,
-        "both nodes' subscriptions: rooms, and the HTTP fallback's posts"
+        6,
+        "both nodes' subscriptions: rooms, the HTTP fallback's posts, Socket.IO's requests"
     );
     for n in 3..=5 {
         let text = format!("m{n}");
@@ -1394,8 +1394,9 @@ async fn editors_on_two_nodes_edit_one_shared_document_kept_in_redis() {
     on_b.until_here(41, None).await;
     // Node b's subscription is cut off: what a's editor types meanwhile
     // still reaches b's, once.
-    // (Each node has two: its rooms', and the HTTP fallback's posts'.)
-    assert_eq!(cut_off_subscribers(&redis).await, 4);
+    // (Each node has three: its rooms', the HTTP fallback's posts', and
+    // Socket.IO's relayed requests'.)
+    assert_eq!(cut_off_subscribers(&redis).await, 6);
     on_a.insert(0, ">> ").await;
     let expected = format!(">> {expected}");
     on_b.until(&expected).await;
