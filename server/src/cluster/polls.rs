@@ -212,6 +212,9 @@ async fn listen(mut subscription: Subscription, polls: Arc<Polls>, engines: Arc<
     // The `GET`s being answered, by asking run and number: told when
     // called off.
     let mut calls: HashMap<(String, u64), oneshot::Sender<()>> = HashMap::new();
+    // Answered ones are swept out whenever the map has doubled since the
+    // last sweep: amortized, not a walk per request.
+    let mut sweep_at = 64;
     loop {
         let mut pubsub = subscription.next().await;
         let mut messages = pubsub.on_message();
@@ -232,7 +235,10 @@ async fn listen(mut subscription: Subscription, polls: Arc<Polls>, engines: Arc<
                 warn!("a malformed request on this node's Socket.IO channel");
                 continue;
             };
-            calls.retain(|_, call| !call.is_closed());
+            if calls.len() >= sweep_at {
+                calls.retain(|_, call| !call.is_closed());
+                sweep_at = (calls.len() * 2).max(64);
+            }
             let Some(request) = request else {
                 if let Some(call) = calls.remove(&(from, id)) {
                     let _ = call.send(());
