@@ -328,6 +328,9 @@ async fn a_delivery_to_socket_io_clients_counts_the_bytes_of_their_own_packets()
         paths.push(path);
     }
     let before = crate::metrics::scrape(&server).await;
+    // Counted as connections of their own transport.
+    assert_eq!(before[r#"chat_connections{transport="socketio"}"#], 2.0);
+    assert_eq!(before[r#"chat_connections_opened_total{transport="socketio"}"#], 2.0);
     let said = br#"42["chat message","counted"]"#;
     assert_eq!(request(addr, "POST", &paths[0], "", said).await.0, 200);
     // Each gets the classic packet, and nothing else.
